@@ -1,0 +1,1 @@
+"""CUDA kernel sources of gpuconv (installed as ``gpuconv.cuda``; no Python code)."""

@@ -1,0 +1,39 @@
+"""Shared fixtures and the automatic skips of optional tiers (each with its reason)."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from hypothesis import settings
+
+settings.register_profile("ci", derandomize=True, deadline=None, max_examples=60)
+settings.load_profile("ci")
+
+
+def _gpu_reason() -> str | None:
+    from gpuconv import _backend
+
+    return _backend.cuda_unavailable_reason()
+
+
+def pytest_collection_modifyitems(config, items):
+    gpu_reason = None
+    checked = False
+    for item in items:
+        if "gpu" in item.keywords:
+            if not checked:
+                gpu_reason = _gpu_reason()
+                checked = True
+            if gpu_reason is not None:
+                item.add_marker(pytest.mark.skip(reason=f"no GPU: {gpu_reason}"))
+        if "nvcc" in item.keywords and shutil.which("nvcc") is None:
+            item.add_marker(pytest.mark.skip(reason="nvcc is not on PATH"))
+        if "emulated" in item.keywords and shutil.which("g++") is None:
+            item.add_marker(pytest.mark.skip(reason="g++ is not on PATH"))
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
