@@ -8,6 +8,7 @@ the backend a non-empty problem and arrays of ``problem.compute_dtype``.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -288,9 +289,12 @@ def conv2d_backward(
 
 def _shape_arg(shape: Any, what: str) -> tuple[int, ...]:
     try:
-        out = tuple(int(s) for s in shape)
+        items = tuple(shape)
     except TypeError:
         raise TypeError(f"{what} must be a sequence of ints, got {shape!r}") from None
+    if any(isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in items):
+        raise TypeError(f"{what} must be a sequence of ints, got {shape!r}")
+    out = tuple(int(s) for s in items)
     if any(s < 0 for s in out):
         raise ValueError(f"{what} must not have negative sizes, got {out}")
     return out
@@ -309,7 +313,9 @@ def conv2d_grad_input(
     algorithm: str = "auto",
     backend: str | None = None,
 ) -> Any:
-    """Gradient of :func:`conv2d` with respect to its input (``torch.nn.grad.conv2d_input``).
+    """Gradient of :func:`conv2d` with respect to its input.
+
+    The same as ``torch.nn.grad.conv2d_input`` (and the same argument order).
 
     Parameters
     ----------
@@ -358,7 +364,9 @@ def conv2d_grad_weight(
     algorithm: str = "auto",
     backend: str | None = None,
 ) -> Any:
-    """Gradient of :func:`conv2d` with respect to its weight (``torch.nn.grad.conv2d_weight``).
+    """Gradient of :func:`conv2d` with respect to its weight.
+
+    The same as ``torch.nn.grad.conv2d_weight`` (and the same argument order).
 
     Parameters
     ----------

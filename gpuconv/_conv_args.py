@@ -128,7 +128,10 @@ def _pair(v: object, name: str) -> tuple[int, int]:
         if len(v) == 1:
             v = (v[0], v[0])
         if len(v) != 2:
-            raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
+            raise ValueError(
+                f"expected {name} to be a single integer value or a list of 2 values "
+                f"to match the convolution dimensions, but got {name}={list(v)}"
+            )
         return (_int_value(v[0], name), _int_value(v[1], name))
     val = _int_value(v, name)
     return (val, val)
@@ -173,8 +176,9 @@ def normalize_padding(
             pads = (ph, ph, pw, pw)
         else:
             raise ValueError(
-                "padding must be an int, (pad_h, pad_w), (top, bottom, left, right), "
-                f"'valid' or 'same', got {padding!r}"
+                "expected padding to be a single integer value, a list of 2 values "
+                "(pad_h, pad_w) or of 4 values (top, bottom, left, right), 'valid' or "
+                f"'same', but got padding={list(padding)}"
             )
     else:
         p = _int_value(padding, "padding")
@@ -185,17 +189,21 @@ def normalize_padding(
 
 
 def check_dtype(dtypes: list[np.dtype], fn: str) -> tuple[np.dtype, np.dtype]:
-    """Output and compute dtype of a conv2d call, or ``TypeError``."""
-    try:
-        dt = np.result_type(*dtypes)
-    except TypeError as exc:
-        raise TypeError(f"{fn} got inputs of incompatible dtypes {dtypes}") from exc
-    if dt not in _SUPPORTED:
-        raise TypeError(
-            f"{fn} supports float16, float32, float64, complex64 and complex128 "
-            f"inputs, got {dt} (from {', '.join(str(d) for d in dtypes)}); cast "
-            "integer or bool data to a float dtype first"
-        )
+    """Output and compute dtype of a conv2d call, or ``TypeError``.
+
+    Every input must itself be float16/32/64 or complex64/128 (an integer or bool
+    array is refused even beside a float one, rather than silently promoted); the
+    output dtype is ``np.result_type`` of the inputs.
+    """
+    for d in dtypes:
+        if np.dtype(d) not in _SUPPORTED:
+            raise TypeError(
+                f"{fn} supports float16, float32, float64, complex64 and complex128 "
+                f"inputs, got {np.dtype(d)} (inputs: "
+                f"{', '.join(str(np.dtype(e)) for e in dtypes)}); cast integer or "
+                "bool data to a float dtype first"
+            )
+    dt = np.result_type(*dtypes)
     compute = np.dtype(np.float32) if dt == np.float16 else dt
     return dt, compute
 
@@ -234,11 +242,14 @@ def normalize_conv2d(
     N, C, H, W = x_shape if batched else (1, *x_shape)
     if len(w_shape) != 4:
         raise ValueError(
-            f"{fn} expects a 4-D weight (K, C/groups, KH, KW), got shape {list(w_shape)}"
+            f"{fn} expects a 4-D weight (K, C/groups, KH, KW), got weight of size "
+            f"{list(w_shape)}"
         )
     K, Cg, KH, KW = w_shape
     if KH <= 0 or KW <= 0:
-        raise ValueError(f"{fn} kernel size must be positive, got weight shape {list(w_shape)}")
+        raise ValueError(
+            f"{fn} kernel size must be positive, got weight of size {list(w_shape)}"
+        )
     sh, sw = _pair(stride, "stride")
     if sh <= 0 or sw <= 0:
         raise ValueError(f"non-positive stride is not supported, got {stride!r}")
@@ -253,10 +264,11 @@ def normalize_conv2d(
             "padding_mode must be one of "
             f"{', '.join(repr(m) for m in PADDING_MODES)}, got {padding_mode!r}"
         )
-    if C % g != 0:
-        raise ValueError(f"in_channels must be divisible by groups (C={C}, groups={g})")
     if K % g != 0:
-        raise ValueError(f"out_channels must be divisible by groups (K={K}, groups={g})")
+        raise ValueError(
+            f"Given groups={g}, expected weight to be divisible by {g} at dimension 0, "
+            f"but got weight of size {list(w_shape)} instead"
+        )
     if Cg * g != C:
         raise ValueError(
             f"Given groups={g}, weight of size {list(w_shape)}, expected input"
@@ -264,8 +276,8 @@ def normalize_conv2d(
         )
     if bias_shape is not None and tuple(bias_shape) != (K,):
         raise ValueError(
-            f"bias must have shape ({K},) (one value per output channel), "
-            f"got {tuple(bias_shape)}"
+            f"Given weight of size {list(w_shape)}, expected bias to be 1-dimensional "
+            f"with {K} elements, but got bias of size {list(bias_shape)} instead"
         )
     pads = normalize_padding(padding, (KH, KW), (sh, sw), (dh, dw), (H, W))
     pt, pb, pl, pr = pads
@@ -306,7 +318,9 @@ def check_needs(needs: object) -> tuple[str, ...]:
     try:
         items = tuple(needs)  # type: ignore[arg-type]
     except TypeError:
-        raise TypeError(f"needs must be a sequence of names from {NEEDS}, got {needs!r}") from None
+        raise TypeError(
+            f"needs must be a sequence of names from {NEEDS}, got {needs!r}"
+        ) from None
     bad = [n for n in items if n not in NEEDS]
     if bad:
         raise ValueError(

@@ -29,6 +29,53 @@ CTYPES = {"float32": "float", "float64": "double"}
 # (conv2d family: conv2d_*.cu; filter family: filter2d.cu).
 KERNELS: dict[str, tuple[str, ...]] = {}
 
+# --- conv2d family (launches planned by gpuconv._plan_conv) ----------------------
+# (TILE_W, TILE_H) of the `tiled` variants: the thread block and the output tile.
+CONV_TILED_TILE = (32, 8)
+# (TX, TY, TM, TN) of the `tiled_regblock` variants per C type: the block tile is
+# (TX*TM pixels) x (TY*TN channels). Only configurations that compile without any
+# register spill for sm_80 and sm_90 are listed (tests/test_nvcc.py checks it);
+# double 16x16x8x4 and 16x16x8x8 spill.
+CONV_REGBLOCK_TILES: dict[str, tuple[tuple[int, int, int, int], ...]] = {
+    "float": ((16, 16, 8, 8), (16, 16, 8, 4), (16, 16, 4, 4), (32, 8, 4, 4),
+              (16, 8, 4, 4)),
+    "double": ((16, 16, 4, 4), (32, 8, 4, 4), (16, 8, 4, 4)),
+}
+
+
+def conv_kernel_name(pass_name: str, variant: str, ctype: str, tile: tuple = ()) -> str:
+    """Name expression of a conv2d kernel instance, e.g.
+    ``conv2d_forward_tiled_regblock<float, 16, 16, 8, 8>``."""
+    args = ", ".join([ctype, *(str(t) for t in tile)])
+    return f"conv2d_{pass_name}_{variant}<{args}>"
+
+
+def _conv_pass_instances(pass_name: str) -> tuple[str, ...]:
+    names = []
+    for ctype in CTYPES.values():
+        names.append(conv_kernel_name(pass_name, "naive", ctype))
+        names.append(conv_kernel_name(pass_name, "tiled", ctype, CONV_TILED_TILE))
+        for tile in CONV_REGBLOCK_TILES[ctype]:
+            names.append(conv_kernel_name(pass_name, "tiled_regblock", ctype, tile))
+    return tuple(names)
+
+
+KERNELS["conv2d_forward.cu"] = _conv_pass_instances("forward")
+KERNELS["conv2d_backward_input.cu"] = _conv_pass_instances("backward_input")
+KERNELS["conv2d_pad.cu"] = tuple(
+    f"conv2d_pad_{op}<{ct}>" for ct in CTYPES.values() for op in ("gather", "fold")
+)
+
+
+def _filter_instances() -> tuple[str, ...]:
+    # filter family: the instance list lives with its planner (gpuconv._plan_filter)
+    from gpuconv._plan_filter import kernel_names
+
+    return kernel_names()
+
+
+KERNELS["filter2d.cu"] = _filter_instances()
+
 
 def source_dir() -> Path:
     """The folder holding the ``.cu`` sources.

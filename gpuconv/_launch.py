@@ -59,7 +59,8 @@ class Launch:
         if bx * by * bz > 1024 or bz > 64:
             raise ValueError(f"block {self.block} of {self.kernel} exceeds 1024 threads")
         for a in self.args:
-            if isinstance(a, (bool, int, float)):
+            # exact types: np.float64 subclasses float but is correctly typed
+            if type(a) in (bool, int, float, complex):
                 raise TypeError(
                     f"launch of {self.kernel} got a Python {type(a).__name__} argument; "
                     "pass an explicitly typed NumPy scalar"

@@ -1,0 +1,256 @@
+"""GPU benchmark of gpuconv's filter kernels (``cuda/filter2d.cu``) against cupyx.
+
+Suite (performance.md section 2, the single-image filter suite): float32 images of
+4096² and 8192², ``convolve2d(x, w, mode='same', boundary='fill')`` with square
+kernels k = 3, 5, 7, 9, 15, 31; plus 512² (k = 3, 9) where launch overhead dominates.
+For each case:
+
+- gpuconv ``'auto'`` (the public ``gpuconv.convolve2d``: what users get) against
+  ``cupyx.scipy.signal.convolve2d`` (target: at least 5x faster) and against
+  ``cupyx.scipy.signal.fftconvolve`` (target at k >= 15: never slower);
+- gpuconv's forced algorithms ``tiled``, ``naive`` (k <= 9) and ``fft``, which is what
+  calibrates the ``'auto'`` cost model of ``gpuconv._plan_filter``.
+
+Rates are Gpx/s (output pixels per second) and the share of the memory floor: 8 bytes
+per pixel (one float32 read, one written) at the copy bandwidth measured at start
+(``cupy`` device-to-device copy of 1 GiB, counting read + write). Target: >= 70 % of
+the floor for k <= 9.
+
+Method: inputs from a fixed seed; every callable is validated against cupyx's direct
+convolve2d output (relative max error) before it is timed; then warm-up calls and
+timed calls bracketed by CUDA events (median and min reported; enough repeats to
+cover ~0.3 s per side, at least 5); inputs of 4096² and more exceed the 50 MB L2, the
+512² rows are warm-L2 by design (``l2`` key). Every row carries the device name.
+
+Standalone::
+
+    PYTHONPATH=. python bench/bench_gpu_filter.py [--quick] [--json out.json]
+
+``python -m gpuconv bench --backend cuda`` calls :func:`run_filter_bench`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SIZES = (4096, 8192)
+KSIZES = (3, 5, 7, 9, 15, 31)
+LAUNCH_SIZE = 512
+LAUNCH_KSIZES = (3, 9)
+FLOOR_BYTES_PER_PX = 8  # float32 in + out
+FLOOR_TARGET = 0.70  # share of the memory floor, k <= 9
+CUPYX_DIRECT_TARGET = 0.2  # ours / cupyx.convolve2d time (>= 5x faster)
+CUPYX_FFT_TARGET = 1.0  # ours / cupyx.fftconvolve time at k >= 15
+
+
+def _repo_on_path() -> None:
+    root = str(Path(__file__).resolve().parent.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+
+
+def device_name(cp: Any) -> str:
+    props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
+    name = props["name"]
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def time_gpu(cp: Any, fn: Callable[[], Any], *, min_repeats: int = 5,
+             budget_s: float = 0.3, warmup: int = 2) -> tuple[float, float, int]:
+    """(median, min, repeats) seconds of ``fn`` by CUDA events, after warm-up calls."""
+    for _ in range(warmup):
+        fn()
+    cp.cuda.Device().synchronize()
+    times: list[float] = []
+    start, end = cp.cuda.Event(), cp.cuda.Event()
+    t0 = time.perf_counter()
+    while len(times) < min_repeats or (
+        time.perf_counter() - t0 < budget_s and len(times) < 200
+    ):
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(cp.cuda.get_elapsed_time(start, end) * 1e-3)
+    return float(np.median(times)), float(np.min(times)), len(times)
+
+
+def copy_bandwidth(cp: Any, nbytes: int = 1 << 30) -> float:
+    """Device-to-device copy bandwidth in bytes/s, counting read + write."""
+    src = cp.ones(nbytes // 4, dtype=cp.float32)
+    dst = cp.empty_like(src)
+    med, _, _ = time_gpu(cp, lambda: cp.copyto(dst, src), min_repeats=10)
+    return 2.0 * nbytes / med
+
+
+def _rel_err(cp: Any, ours: Any, ref: Any) -> float:
+    ours = ours.astype(cp.float64)
+    ref = ref.astype(cp.float64)
+    scale = max(float(cp.abs(ref).max()), 1.0)
+    return float(cp.abs(ours - ref).max()) / scale
+
+
+def same_fill_problem(h: int, w: int, kh: int, kw: int, dtype: Any) -> Any:
+    """The FilterProblem of ``convolve2d(x, w, 'same', 'fill')`` (kernel flipped)."""
+    from gpuconv._filter_args import FilterProblem
+
+    return FilterProblem(1, h, w, 1, kh, kw, kh // 2, kw // 2, h, w, "fill", 0.0,
+                         np.dtype(dtype))
+
+
+def run_filter_bench(quick: bool = False, repeats: int | None = None,
+                     progress: bool = False) -> list[dict[str, Any]]:
+    """Rows of the filter benchmark (see the module docstring). Needs CuPy and a GPU.
+
+    ``quick``: 4096² only with k = 3, 9, 31, plus the 512² rows.
+    """
+    _repo_on_path()
+    import cupy as cp
+
+    min_rep = max(3, repeats or 5)
+    dev = device_name(cp)
+    bw = copy_bandwidth(cp)
+    cp.get_default_memory_pool().free_all_blocks()
+    base = {"device": dev, "copy_bandwidth_gbs": bw / 1e9, "unit": "gpx_s",
+            "dtype": "float32", "op": "convolve2d same fill", "backend": "cuda"}
+    cases = [(n, k) for n in ((4096,) if quick else SIZES)
+             for k in ((3, 9, 31) if quick else KSIZES)]
+    cases += [(LAUNCH_SIZE, k) for k in LAUNCH_KSIZES]
+    rng = np.random.default_rng(20240607)
+    rows: list[dict[str, Any]] = []
+    for n, k in cases:
+        if progress:
+            print(f"[filter bench] {n}x{n} k={k}", file=sys.stderr, flush=True)
+        rows += _bench_case(cp, rng, n, k, bw, min_rep, base)
+        cp.get_default_memory_pool().free_all_blocks()
+    return rows
+
+
+def _bench_case(cp: Any, rng: np.random.Generator, n: int, k: int, bw: float,
+                min_rep: int, base: dict[str, Any]) -> list[dict[str, Any]]:
+    import cupyx.scipy.signal as cps
+
+    import gpuconv
+    from gpuconv import _gpu_filter
+    from gpuconv._plan_filter import choose_algorithm
+
+    x = cp.asarray(rng.standard_normal((n, n), dtype=np.float32))
+    w = cp.asarray(rng.standard_normal((k, k), dtype=np.float32))
+    fp = same_fill_problem(n, n, k, k, np.float32)
+    x3 = x.reshape(1, n, n)
+    wf3 = cp.ascontiguousarray(w[::-1, ::-1]).reshape(1, k, k)
+    px = float(n * n)
+    floor_s = FLOOR_BYTES_PER_PX * px / bw
+
+    peers: dict[str, Callable[[], Any]] = {
+        "cupyx.scipy.signal.convolve2d": lambda: cps.convolve2d(x, w, mode="same"),
+        "cupyx.scipy.signal.fftconvolve": lambda: cps.fftconvolve(x, w, mode="same"),
+    }
+    ours: dict[str, Callable[[], Any]] = {
+        "auto": lambda: gpuconv.convolve2d(x, w, mode="same"),
+        "tiled": lambda: _gpu_filter.correlate2d(x3, wf3, fp, "tiled")[0],
+        "fft": lambda: _gpu_filter.correlate2d(x3, wf3, fp, "fft")[0],
+    }
+    if k <= 9:
+        ours["naive"] = lambda: _gpu_filter.correlate2d(x3, wf3, fp, "naive")[0]
+
+    ref = peers["cupyx.scipy.signal.convolve2d"]()
+    peer_t: dict[str, tuple[float, float, int]] = {}
+    for name, fn in peers.items():
+        err = _rel_err(cp, fn(), ref)
+        if err > 1e-4:
+            raise RuntimeError(f"{name} disagrees with convolve2d: {err:.3g}")
+        peer_t[name] = time_gpu(cp, fn, min_repeats=min_rep)
+    rows: list[dict[str, Any]] = []
+    for variant, fn in ours.items():
+        case = f"filter2d/{variant}/{n}x{n}/k{k}"
+        try:
+            out = fn()
+        except NotImplementedError as exc:  # public API not there yet
+            rows.append({**base, "case": case, "shape": f"{n}x{n} k={k}",
+                         "error": repr(exc)})
+            continue
+        limit = 1e-4 if variant == "fft" else 5e-6 * k
+        err = _rel_err(cp, out, ref)
+        if err > limit:
+            raise RuntimeError(f"gpuconv {case}: error {err:.3g} > {limit:.3g}")
+        med, mn, reps = time_gpu(cp, fn, min_repeats=min_rep)
+        rate = px / med / 1e9
+        chosen = choose_algorithm(fp, "auto") if variant == "auto" else variant
+        common = {
+            **base, "case": case, "shape": f"{n}x{n} k={k}", "n": n, "k": k,
+            "variant": variant, "algorithm": chosen, "median_s": med, "min_s": mn,
+            "repeats": reps, "rate": rate, "gpx_s": rate,
+            "mem_floor_share": floor_s / med,
+            "floor_target": FLOOR_TARGET if k <= 9 else None,
+            "max_err": err, "err_limit": limit,
+            "l2": "warm" if n <= 2048 else "exceeds L2",
+        }
+        if k <= 9 and n > LAUNCH_SIZE:
+            common["meets_floor"] = floor_s / med >= FLOOR_TARGET
+        for peer, (pmed, _, _) in peer_t.items():
+            target = None
+            if variant == "auto":
+                if peer.endswith("convolve2d"):
+                    target = CUPYX_DIRECT_TARGET
+                elif k >= 15:
+                    target = CUPYX_FFT_TARGET
+            rows.append({
+                **common, "peer": peer, "peer_median_s": pmed, "ratio": med / pmed,
+                "peer_rate": px / pmed / 1e9, "target_ratio": target,
+                "meets_target": None if target is None else med / pmed <= target,
+            })
+    return rows
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    head = f"{'case':34s} {'peer':32s} {'ms':>8s} {'peer ms':>8s} {'ratio':>6s} " \
+           f"{'Gpx/s':>7s} {'floor%':>6s} target"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"{r['case']:34s} {r['error']}")
+            continue
+        tgt = ""
+        if r.get("target_ratio") is not None:
+            ok = "ok" if r["meets_target"] else "MISSED"
+            tgt = f"<={r['target_ratio']:g} {ok}"
+        if r.get("meets_floor") is not None:
+            ok = "ok" if r["meets_floor"] else "MISSED"
+            tgt += f" floor>={FLOOR_TARGET:.0%} {ok}"
+        lines.append(
+            f"{r['case']:34s} {r['peer']:32s} {r['median_s'] * 1e3:8.3f} "
+            f"{r['peer_median_s'] * 1e3:8.3f} {r['ratio']:6.3f} {r['gpx_s']:7.1f} "
+            f"{100 * r['mem_floor_share']:6.1f} {tgt}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--json", default=None, help="write the rows to this file")
+    args = ap.parse_args(argv)
+    rows = run_filter_bench(quick=args.quick, repeats=args.repeats, progress=True)
+    print(_table(rows))
+    if rows:
+        print(f"device: {rows[0]['device']}, copy bandwidth "
+              f"{rows[0]['copy_bandwidth_gbs']:.0f} GB/s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {"format": "gpuconv-bench/1", "argv": sys.argv, "rows": rows}, indent=1,
+            default=lambda o: o.item() if isinstance(o, np.generic) else str(o)) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

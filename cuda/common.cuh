@@ -1,0 +1,80 @@
+// common.cuh: device helpers shared by every gpuconv kernel source.
+//
+// Included by each cuda/*.cu. It must compile in three settings:
+//   - NVRTC through CuPy (no host headers at all: no <cstdint>, no <cmath>),
+//   - nvcc (the compile test: tests/test_nvcc.py),
+//   - g++ through the CPU emulation harness, which defines GPUCONV_EMULATED and
+//     includes cuda/emu_runtime.h first (it supplies the CUDA dialect).
+// So: plain C++17, `int`/`long long`, no library calls besides CUDA built-ins.
+//
+// Index arithmetic convention: a single extent (N, C, H, W, K, OH, OW, ...) and the
+// plane sizes H*W and OH*OW fit in `int` (the planner checks it); any product that
+// spans planes or images (n*C*H*W, the flat element index of a tensor) is formed
+// in `long long` through the helpers below.
+#pragma once
+
+#ifndef GPUCONV_EMULATED
+// The dynamic shared-memory buffer of a launch, viewed as an array of T.
+// The emulation harness supplies its own definition (per-block, poisoned memory).
+#define GPUCONV_DYNAMIC_SHARED(T, name)                                   \
+    extern __shared__ __align__(16) unsigned char gpuconv_dyn_smem[];     \
+    T* name = reinterpret_cast<T*>(gpuconv_dyn_smem)
+#endif
+
+namespace gpuconv {
+
+// Integer ceil(a / b) for a >= 0, b > 0.
+template <typename I>
+__host__ __device__ __forceinline__ I ceil_div(I a, I b) {
+    return (a + b - 1) / b;
+}
+
+// Integer floor(a / b) for any a and b > 0 (C++ division truncates toward zero).
+__host__ __device__ __forceinline__ int floor_div(int a, int b) {
+    const int q = a / b;
+    return (q * b > a) ? q - 1 : q;
+}
+
+// True when 0 <= i < n, with one unsigned comparison.
+__host__ __device__ __forceinline__ bool in_range(int i, int n) {
+    return static_cast<unsigned>(i) < static_cast<unsigned>(n);
+}
+
+// Flat offset of element (a, b, i, j) of a contiguous (A, B, P, Q) tensor whose
+// plane P*Q is `plane` elements: ((a*B + b) * plane + i*Q + j), in 64 bits.
+__host__ __device__ __forceinline__ long long offset4(
+    long long a, int B, int b, int plane, int i, int Q, int j) {
+    return (a * B + b) * static_cast<long long>(plane) + static_cast<long long>(i * Q + j);
+}
+
+// 64-bit index of this thread in a 1-D grid, and the stride of a grid-stride loop.
+__device__ __forceinline__ long long global_thread_index() {
+    return static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+
+__device__ __forceinline__ long long grid_stride() {
+    return static_cast<long long>(gridDim.x) * blockDim.x;
+}
+
+// Linear thread id inside a (possibly 2-D) block.
+__device__ __forceinline__ int block_thread_index() {
+    return static_cast<int>(threadIdx.y * blockDim.x + threadIdx.x);
+}
+
+__device__ __forceinline__ int block_threads() {
+    return static_cast<int>(blockDim.x * blockDim.y * blockDim.z);
+}
+
+// One entry of a reduction "tap table" (built by gpuconv._plan_conv.tap_table):
+// reduction index r = ch*KH*KW + kh*KW + kw maps to the channel `ch`, the tap
+// offsets dy = kh*dilation_h and dx = kw*dilation_w, and the tap number kh*KW + kw.
+// 16-byte aligned so that one vector load fetches an entry; the table replaces the
+// div/mod chain r -> (ch, kh, kw) in the inner loops of the implicit GEMMs.
+struct alignas(16) TapEntry {
+    int ch;
+    int dy;
+    int dx;
+    int tap;
+};
+
+}  // namespace gpuconv

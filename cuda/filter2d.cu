@@ -1,0 +1,318 @@
+// filter2d.cu: the filter family (convolve2d / correlate2d / convolve / correlate).
+//
+// Every public filter call reaches this file as ONE padded 2-D cross-correlation of a
+// stack of images with one kernel or a stack of kernels (gpuconv._filter_args):
+//
+//   out[b, i, j] = sum_{a < KH, c < KW} ext(in)[b, i + a - pad_top, j + c - pad_left]
+//                                       * k[bk, a, c]          bk = b, or 0 if Bk == 1
+//
+// ext() extends the image by `boundary`: fill (constant `fill`), wrap (periodic) or
+// symm (mirror, edge repeated), at ANY distance (kernels larger than the image too).
+// The kernel arrives already flipped (true convolution) or conjugated (complex
+// correlation). Arrays are C-contiguous: in (B, H, W), k (Bk, KH, KW), out (B, OH, OW).
+// Integer types wrap around like NumPy (see filter_common.cuh); float32 subnormals are
+// flushed on the GPU (CuPy compiles with -ftz=true).
+//
+// Variants (gpuconv._plan_filter plans their launches; one summation order for all:
+// kernel rows a ascending, then columns c ascending, one multiply-add per tap, so
+// naive and tiled agree bit for bit):
+//
+//   filter2d_naive<T>
+//       One thread per output pixel, taps read from global memory (L1/L2-cached), the
+//       boundary rule applied per tap. No shared memory, any kernel size. Kept forever
+//       as the second oracle, and the fallback when a tile does not fit in 48 KiB of
+//       shared memory. Block (32, 8); grid (ceil(OW/32), tiles in y, batches), with
+//       grid-stride loops over y and the batch so gridDim.y/z stay <= 65535.
+//
+//   filter2d_tiled<T, KH, KW, RY>
+//       Each block computes a TH x TW = (blockDim.y*RY) x (blockDim.x*RX) output tile;
+//       each thread an RY x RX register block (RX = 8 for 4-byte types, 4 for 8-byte,
+//       2 for complex128). Per tile:
+//         1. the kernel (KH*KW values of this batch's bk) is copied to shared memory;
+//         2. the input tile plus halo, (TH+KH-1) x (TW+KW-1), is staged in shared
+//            memory by the tile loader, which applies the boundary rule: tiles that lie
+//            inside the image take a fast path (no index maps; 128-bit global loads
+//            when the rows are 16-byte aligned, flag bit 0), border tiles build a row
+//            and a column index map once (boundary_index: fill/wrap/symm at any
+//            distance) and gather through them;
+//         3. for each kernel row a, the row of weights is hoisted into registers and
+//            each of the thread's RY output rows reads its RX+KW-1 inputs from shared
+//            memory with 128-bit loads and does RX*KW multiply-adds from registers;
+//         4. results are stored with 128-bit stores where aligned (flag bit 1).
+//       KH, KW > 0: compile-time kernel size (3, 5, 7, 9 square for float/double), all
+//       tap loops unrolled. KH = KW = 0: the runtime-size path (any kernel shape, no new
+//       compile): taps processed in unrolled chunks of CW = 4 columns, the last chunk
+//       guarded. RY = 4 for images, RY = 1 for short outputs (1-D signals: OH small).
+//       The registered instance set is fixed (gpuconv._kernels.KERNELS), so a new
+//       kernel shape never triggers a compile.
+//
+// Shared memory layout of filter2d_tiled (gpuconv._plan_filter.tiled_smem_bytes
+// computes the same numbers):
+//   s_w      KH*KW values of T, padded to a multiple of 16 bytes
+//   s_in     rows x P values of T, rows = TH+KH-1, P = round_up(TW+KW+CW+4, 4)
+//            (P >= TW+KW-1 plus the slack the 128-bit row reads may over-read)
+//   s_rowmap rows ints, s_colmap P ints (border tiles only)
+#include "common.cuh"
+#include "filter_common.cuh"
+
+namespace gcf {
+
+// Elements per thread in x, per value type.
+template <typename T>
+struct TileTraits {
+    static constexpr int RX = sizeof(T) == 4 ? 8 : (sizeof(T) == 16 ? 2 : 4);
+    static constexpr int VEC = 16 / sizeof(T);  // elements per 16-byte vector
+    // shared-memory row reads in 16-byte chunks when the register block is made of
+    // whole vectors and a vector is at most 4 elements (so CW = 4 keeps alignment)
+    static constexpr int VECR = (RX % VEC == 0 && VEC <= 4) ? VEC : 1;
+    // 16-byte output stores when the register block is made of whole vectors
+    static constexpr bool VEC_STORE = (RX % VEC == 0);
+};
+
+constexpr int CW = 4;  // tap chunk of the runtime-size path
+
+// v[0..N) = p[0..N); p is 16-byte aligned when VR > 1 (see the layout above).
+template <typename T, int N, int VR>
+__device__ __forceinline__ void load_row(const T* p, T (&v)[N]) {
+    if constexpr (VR > 1) {
+        struct alignas(VR * sizeof(T)) Chunk {
+            T e[VR];
+        };
+        const Chunk* q = reinterpret_cast<const Chunk*>(p);
+#pragma unroll
+        for (int i = 0; i < (N + VR - 1) / VR; ++i) {
+            const Chunk ch = q[i];
+#pragma unroll
+            for (int e = 0; e < VR; ++e) {
+                if (i * VR + e < N) v[i * VR + e] = ch.e[e];
+            }
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < N; ++i) v[i] = p[i];
+    }
+}
+
+__device__ __forceinline__ int tile_pitch(int TW, int KW) { return round_up(TW + KW + CW + 4, 4); }
+
+}  // namespace gcf
+
+// ------------------------------------------------------------------------------------
+// naive: one thread per output pixel
+// ------------------------------------------------------------------------------------
+template <typename T>
+__global__ void filter2d_naive(const T* __restrict__ in, const T* __restrict__ k,
+                               T* __restrict__ out, int B, int H, int W, int KH, int KW,
+                               int pad_top, int pad_left, int OH, int OW,
+                               long long k_stride, int boundary, T fill) {
+    typedef gcf::Acc<T> Ac;
+    typedef typename Ac::type A;
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= OW) return;  // no barrier in this kernel: early exit is safe
+    const long long plane_in = (long long)H * W;
+    const long long plane_out = (long long)OH * OW;
+    for (long long b = blockIdx.z; b < B; b += gridDim.z) {
+        const T* inb = in + b * plane_in;
+        const T* kb = k + b * k_stride;  // k_stride == 0 when one kernel serves all
+        for (long long i = (long long)blockIdx.y * blockDim.y + threadIdx.y; i < OH;
+             i += (long long)gridDim.y * blockDim.y) {
+            A acc = Ac::zero();
+            for (int a = 0; a < KH; ++a) {
+                const long long r = gcf::boundary_index(i + a - pad_top, H, boundary);
+                for (int c = 0; c < KW; ++c) {
+                    const long long q = gcf::boundary_index((long long)j + c - pad_left, W, boundary);
+                    const T v = (r < 0 || q < 0) ? fill : inb[r * W + q];
+                    acc = Ac::mad(Ac::from(v), Ac::from(kb[a * KW + c]), acc);
+                }
+            }
+            out[b * plane_out + i * OW + j] = Ac::to(acc);
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------
+// tiled: shared-memory tile + halo, register blocking, compile-time or runtime taps
+// ------------------------------------------------------------------------------------
+template <typename T, int KHC, int KWC, int RY>
+__global__ void filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k,
+                               T* __restrict__ out, int B, int H, int W, int KH_rt,
+                               int KW_rt, int pad_top, int pad_left, int OH, int OW,
+                               long long k_stride, int boundary, T fill, int flags) {
+    typedef gcf::Acc<T> Ac;
+    typedef typename Ac::type A;
+    typedef gcf::TileTraits<T> TT;
+    static_assert((KHC > 0) == (KWC > 0), "compile-time kernel sizes come in pairs");
+    static_assert(RY >= 1, "RY is the number of output rows per thread");
+    constexpr int RX = TT::RX;
+    constexpr int VEC = TT::VEC;
+    constexpr int VECR = TT::VECR;
+    constexpr int CW = gcf::CW;
+    const int KH = KHC > 0 ? KHC : KH_rt;
+    const int KW = KWC > 0 ? KWC : KW_rt;
+
+    const int BX = blockDim.x, BY = blockDim.y;
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const int tid = ty * BX + tx, nthreads = BX * BY;
+    const int TW = BX * RX, TH = BY * RY;
+    const int rows = TH + KH - 1;       // input tile rows (outputs + halo)
+    const int cols = TW + KW - 1;       // input tile columns actually needed
+    const int P = gcf::tile_pitch(TW, KW);  // shared row pitch (>= cols + read slack)
+
+    // carve dynamic shared memory (layout in the header comment)
+    GPUCONV_DYNAMIC_SHARED(unsigned char, s_base);  // 16-byte aligned
+    T* s_w = reinterpret_cast<T*>(s_base);
+    T* s_in = reinterpret_cast<T*>(s_base + gcf::round_up(KH * KW * (int)sizeof(T), 16));
+    int* s_rowmap = reinterpret_cast<int*>(s_in + rows * P);
+    int* s_colmap = s_rowmap + rows;
+
+    const T zero = gcf::zero_value<T>();
+    const long long plane_in = (long long)H * W;
+    const long long plane_out = (long long)OH * OW;
+    const int ox0 = blockIdx.x * TW;
+    const long long ix0 = (long long)ox0 - pad_left;  // input column of tile column 0
+    const int tiles_y = (OH + TH - 1) / TH;
+    const int cx = tx * RX;  // tile column of this thread's first output
+
+    // every loop bound below is block-uniform: all threads meet every barrier
+    for (long long b = blockIdx.z; b < B; b += gridDim.z) {
+        const T* inb = in + b * plane_in;
+        const T* kb = k + b * k_stride;  // k_stride == 0 when one kernel serves all
+        for (int tile_y = blockIdx.y; tile_y < tiles_y; tile_y += gridDim.y) {
+            const int oy0 = tile_y * TH;
+            const long long iy0 = (long long)oy0 - pad_top;  // input row of tile row 0
+
+            // the previous pass's reads of s_w/s_in/maps are finished before overwrite
+            __syncthreads();
+
+            for (int i = tid; i < KH * KW; i += nthreads) s_w[i] = kb[i];
+
+            const bool interior = iy0 >= 0 && iy0 + rows <= H && ix0 >= 0 && ix0 + cols <= W;
+            if (interior) {
+                if ((flags & 1) && VEC > 1) {
+                    // 16-byte loads: W % VEC == 0 and `in` is 16-byte aligned (flag), so
+                    // row starts and the aligned-down column ixa are whole vectors; the
+                    // last vector ends at or before round_up(ix0 + cols, VEC) <= W.
+                    const long long ixa = ix0 / VEC * VEC;
+                    const int sh = (int)(ix0 - ixa);
+                    const int nvec = (sh + cols + VEC - 1) / VEC;
+                    for (int r = ty; r < rows; r += BY) {
+                        const gcf::Vec16<T>* rowv = reinterpret_cast<const gcf::Vec16<T>*>(
+                            inb + (iy0 + r) * W + ixa);
+                        T* srow = s_in + r * P;
+                        for (int q = tx; q < nvec; q += BX) {
+                            const gcf::Vec16<T> vv = rowv[q];
+#pragma unroll
+                            for (int e = 0; e < VEC; ++e) {
+                                const int c = q * VEC + e - sh;
+                                if (c >= 0 && c < cols) srow[c] = vv.v[e];
+                            }
+                        }
+                        for (int c = cols + tx; c < P; c += BX) srow[c] = zero;
+                    }
+                } else {
+                    for (int r = ty; r < rows; r += BY) {
+                        const T* grow = inb + (iy0 + r) * W + ix0;
+                        T* srow = s_in + r * P;
+                        for (int c = tx; c < P; c += BX) srow[c] = c < cols ? grow[c] : zero;
+                    }
+                }
+            } else {
+                // border tile: one boundary lookup per tile row and column, not per tap
+                for (int i = tid; i < rows; i += nthreads)
+                    s_rowmap[i] = (int)gcf::boundary_index(iy0 + i, H, boundary);
+                for (int i = tid; i < P; i += nthreads)
+                    s_colmap[i] = i < cols ? (int)gcf::boundary_index(ix0 + i, W, boundary) : -2;
+                // the maps written above are read by other threads below
+                __syncthreads();
+                for (int r = ty; r < rows; r += BY) {
+                    const int rm = s_rowmap[r];
+                    const T* grow = inb + (long long)(rm < 0 ? 0 : rm) * W;
+                    T* srow = s_in + r * P;
+                    for (int c = tx; c < P; c += BX) {
+                        const int cm = s_colmap[c];
+                        srow[c] = cm == -2 ? zero : ((rm < 0 || cm < 0) ? fill : grow[cm]);
+                    }
+                }
+            }
+            // the tile and the weights written by all threads are read by all threads
+            __syncthreads();
+
+            A acc[RY][RX];
+#pragma unroll
+            for (int r = 0; r < RY; ++r) {
+#pragma unroll
+                for (int x = 0; x < RX; ++x) acc[r][x] = Ac::zero();
+            }
+
+            if constexpr (KWC > 0) {
+#pragma unroll
+                for (int a = 0; a < (KHC > 0 ? KHC : 1); ++a) {
+                    // (KHC > 0 whenever KWC > 0: the compile-time instances are square)
+                    A wr[KWC];
+#pragma unroll
+                    for (int c = 0; c < KWC; ++c) wr[c] = Ac::from(s_w[a * KWC + c]);
+#pragma unroll
+                    for (int r = 0; r < RY; ++r) {
+                        T v[RX + KWC - 1];
+                        gcf::load_row<T, RX + KWC - 1, VECR>(s_in + (ty * RY + r + a) * P + cx, v);
+#pragma unroll
+                        for (int c = 0; c < KWC; ++c) {
+#pragma unroll
+                            for (int x = 0; x < RX; ++x)
+                                acc[r][x] = Ac::mad(Ac::from(v[x + c]), wr[c], acc[r][x]);
+                        }
+                    }
+                }
+            } else {
+                for (int a = 0; a < KH; ++a) {
+                    for (int c0 = 0; c0 < KW; c0 += CW) {
+                        A wr[CW];
+#pragma unroll
+                        for (int cc = 0; cc < CW; ++cc)
+                            wr[cc] = c0 + cc < KW ? Ac::from(s_w[a * KW + c0 + cc]) : Ac::zero();
+#pragma unroll
+                        for (int r = 0; r < RY; ++r) {
+                            T v[RX + CW - 1];
+                            gcf::load_row<T, RX + CW - 1, VECR>(
+                                s_in + (ty * RY + r + a) * P + cx + c0, v);
+#pragma unroll
+                            for (int cc = 0; cc < CW; ++cc) {
+                                if (c0 + cc < KW) {  // uniform guard of the last chunk
+#pragma unroll
+                                    for (int x = 0; x < RX; ++x)
+                                        acc[r][x] = Ac::mad(Ac::from(v[x + cc]), wr[cc], acc[r][x]);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+
+            // store the RY x RX block (guarded tails; 16-byte stores where aligned)
+            const int ox = ox0 + cx;
+#pragma unroll
+            for (int r = 0; r < RY; ++r) {
+                const int oy = oy0 + ty * RY + r;
+                if (oy < OH) {
+                    T* orow = out + b * plane_out + (long long)oy * OW;
+                    if (TT::VEC_STORE && (flags & 2) && ox + RX <= OW) {
+                        // OW % VEC == 0, `out` 16-byte aligned (flag) and ox % RX == 0
+                        gcf::Vec16<T>* ov = reinterpret_cast<gcf::Vec16<T>*>(orow + ox);
+#pragma unroll
+                        for (int q = 0; q < (TT::VEC_STORE ? RX / VEC : 0); ++q) {
+                            gcf::Vec16<T> vv;
+#pragma unroll
+                            for (int e = 0; e < VEC; ++e) vv.v[e] = Ac::to(acc[r][q * VEC + e]);
+                            ov[q] = vv;
+                        }
+                    } else {
+#pragma unroll
+                        for (int x = 0; x < RX; ++x) {
+                            if (ox + x < OW) orow[ox + x] = Ac::to(acc[r][x]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,332 @@
+"""The CUDA backend's conv2d ops: allocate, plan (``gpuconv._plan_conv``), launch.
+
+Every op has the backend signature of :mod:`gpuconv._cpu_conv` plus keywords:
+
+``device``
+    Where the launches run: ``None`` is the current CUDA device through CuPy
+    (:class:`gpuconv._kernels.CupyDevice`); tests pass
+    ``gpuconv._emulate.EmulatedDevice()`` (``xp = numpy``) to run the very same
+    launches on the CPU emulation harness.
+``out`` (and ``out_bias``)
+    A preallocated, C-contiguous output of the right shape and dtype to write
+    into (tests poison it with NaN first to catch unwritten elements).
+
+Set :data:`POISON_OUTPUTS` to ``True`` (tests do, with ``monkeypatch``) to have
+every output and temporary buffer the ops allocate filled with NaN instead of left
+uninitialised, so an element a kernel forgets to write shows up through the public
+API as well.
+
+Inputs are made C-contiguous (a copy only when needed); the public API has already
+cast them to ``p.compute_dtype`` and handled empty problems. Complex problems are
+decomposed into real launches: ``(a + ib) * (c + id)`` is bilinear, so each pass is
+four real passes (``ac - bd``, ``ad + bc``); the Gauss three-product trick would
+save one pass at the cost of cancellation error, so it is not used.
+
+The weight gradient (``conv2d_backward_weight``/``conv2d_backward_bias``) calls the
+planner entries ``gpuconv._plan_conv.plan_conv2d_backward_weight(p, algorithm, gy,
+x, gw, gb, alloc=...)`` and ``plan_conv2d_backward_bias(p, gy, gb, alloc=...)``
+(``alloc(shape, dtype)`` returns a device workspace, e.g. for deterministic
+partial sums), written with ``cuda/conv2d_backward_weight.cu``; until they exist
+the two ops raise ``NotImplementedError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from gpuconv import _plan_conv
+from gpuconv._conv_args import Conv2dProblem
+from gpuconv._plan_conv import (
+    fold_maps,
+    needs_padding_copy,
+    pad_maps,
+    padded_problem,
+    plan_conv2d_backward_input,
+    plan_conv2d_forward,
+    plan_pad_fold,
+    plan_pad_gather,
+    resolve_algorithm,
+    tap_table,
+)
+
+#: Fill every output and temporary allocated here with NaN (for tests).
+POISON_OUTPUTS = False
+
+_TABLE_CACHE_SIZE = 64
+
+
+@functools.cache
+def _cupy_device() -> Any:
+    from gpuconv._kernels import CupyDevice
+
+    return CupyDevice()
+
+
+def default_device() -> Any:
+    """The device ops use when ``device=None``: CuPy on the current GPU."""
+    return _cupy_device()
+
+
+def _dev(device: Any) -> Any:
+    return default_device() if device is None else device
+
+
+def _empty(xp: Any, shape: tuple[int, ...], dtype: Any) -> Any:
+    if POISON_OUTPUTS:
+        return xp.full(shape, np.nan, dtype=dtype)
+    return xp.empty(shape, dtype=dtype)
+
+
+def _out(xp: Any, out: Any, shape: tuple[int, ...], dtype: Any, what: str) -> Any:
+    if out is None:
+        return _empty(xp, shape, dtype)
+    if tuple(out.shape) != tuple(shape) or np.dtype(out.dtype) != np.dtype(dtype):
+        raise ValueError(
+            f"{what} must have shape {tuple(shape)} and dtype {np.dtype(dtype)}, got "
+            f"{tuple(out.shape)} {out.dtype}"
+        )
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{what} must be C-contiguous")
+    return out
+
+
+def _contig(xp: Any, a: Any) -> Any:
+    return None if a is None else xp.ascontiguousarray(a)
+
+
+def _device_key(dev: Any) -> tuple[Any, ...] | None:
+    """Cache key of the device buffers' home, or ``None`` (host memory: no cache)."""
+    xp = dev.xp
+    if xp is np:
+        return None
+    return (id(dev), int(xp.cuda.Device().id))
+
+
+def _const_array(
+    dev: Any, key: tuple[Any, ...], build: Callable[[], np.ndarray]
+) -> Any:
+    """A small constant table (taps, index maps) on the device, uploaded once per
+    device and key."""
+    home = _device_key(dev)
+    if home is None:
+        return build()
+    cache: dict[Any, Any] = dev.__dict__.setdefault("_gpuconv_tables", {})
+    full_key = (home, *key)
+    arr = cache.get(full_key)
+    if arr is None:
+        if len(cache) >= _TABLE_CACHE_SIZE:
+            cache.pop(next(iter(cache)))
+        arr = dev.xp.asarray(build())
+        cache[full_key] = arr
+    return arr
+
+
+def _real_problem(p: Conv2dProblem) -> Conv2dProblem:
+    """The same problem in the real dtype of a complex one."""
+    real = np.dtype(np.dtype(p.compute_dtype).type(0).real.dtype)
+    return dataclasses.replace(p, dtype=real, compute_dtype=real)
+
+
+def _parts(xp: Any, a: Any) -> tuple[Any, Any]:
+    return xp.ascontiguousarray(a.real), xp.ascontiguousarray(a.imag)
+
+
+def _run(dev: Any, launches: list[Any]) -> None:
+    for launch in launches:
+        dev.launch(launch)
+
+
+def _taps(dev: Any, channels: int, p: Conv2dProblem) -> Any:
+    args = (channels, p.KH, p.KW, p.dilation[0], p.dilation[1])
+    return _const_array(dev, ("taps", *args), lambda: tap_table(*args))
+
+
+def _pad_input(dev: Any, x: Any, p: Conv2dProblem) -> tuple[Any, Conv2dProblem]:
+    """``(x, p)`` unchanged for zero padding, else the once-padded input and the
+    problem on it (pads 0)."""
+    if not needs_padding_copy(p):
+        return x, p
+    key = (p.H, p.W, p.padding, p.padding_mode)
+    maps = [
+        _const_array(dev, ("padmap", i, *key), lambda i=i: pad_maps(p)[i])
+        for i in range(2)
+    ]
+    Hp, Wp = p.padded_hw
+    xpad = _empty(dev.xp, (p.N, p.C, Hp, Wp), p.compute_dtype)
+    _run(dev, plan_pad_gather(p, x, xpad, *maps))
+    return xpad, padded_problem(p)
+
+
+# --------------------------------------------------------------------------------
+# forward
+
+
+def conv2d_forward(
+    x: Any, w: Any, bias: Any, p: Conv2dProblem, algorithm: str, *,
+    device: Any = None, out: Any = None,
+) -> Any:
+    """``y = conv2d(x, w) + bias`` on the device (backend op, see module doc).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv._conv_args import normalize_conv2d
+    >>> p = normalize_conv2d((1, 1, 4, 4), (1, 1, 2, 2), [np.float32])
+    >>> y = conv2d_forward(cupy.ones((1, 1, 4, 4), 'f'), cupy.ones((1, 1, 2, 2), 'f'),
+    ...                    None, p, "auto")  # doctest: +SKIP
+    """
+    dev = _dev(device)
+    xp = dev.xp
+    y = _out(xp, out, p.y_shape, p.compute_dtype, "out")
+    if p.compute_dtype.kind == "c":
+        pr = _real_problem(p)
+        (xr, xi), (wr, wi) = _parts(xp, x), _parts(xp, w)
+        br = bi = None
+        if bias is not None:
+            br, bi = _parts(xp, bias)
+
+        def f(a: Any, b: Any, c: Any) -> Any:
+            return conv2d_forward(a, b, c, pr, algorithm, device=dev)
+
+        y.real[...] = f(xr, wr, br) - f(xi, wi, None)
+        y.imag[...] = f(xr, wi, bi) + f(xi, wr, None)
+        return y
+    x, w, bias = _contig(xp, x), _contig(xp, w), _contig(xp, bias)
+    x, p0 = _pad_input(dev, x, p)
+    algo = resolve_algorithm(p0, "forward", algorithm)
+    taps = _taps(dev, p0.Cg, p0) if algo == "tiled_regblock" else None
+    _run(dev, plan_conv2d_forward(p0, algo, x, w, bias, y, taps))
+    return y
+
+
+# --------------------------------------------------------------------------------
+# input gradient
+
+
+def conv2d_backward_input(
+    gy: Any, w: Any, p: Conv2dProblem, algorithm: str, *, device: Any = None,
+    out: Any = None,
+) -> Any:
+    """``gx``: the input gradient of conv2d on the device (backend op, see module doc).
+
+    For the non-zero padding modes the gradient of the padded input is computed
+    first and folded back onto the pixels the border copied (a deterministic
+    gather, no atomics).
+    """
+    dev = _dev(device)
+    xp = dev.xp
+    gx = _out(xp, out, p.x_shape, p.compute_dtype, "out")
+    if p.compute_dtype.kind == "c":
+        pr = _real_problem(p)
+        (gr, gi), (wr, wi) = _parts(xp, gy), _parts(xp, w)
+
+        def f(a: Any, b: Any) -> Any:
+            return conv2d_backward_input(a, b, pr, algorithm, device=dev)
+
+        gx.real[...] = f(gr, wr) - f(gi, wi)
+        gx.imag[...] = f(gr, wi) + f(gi, wr)
+        return gx
+    gy, w = _contig(xp, gy), _contig(xp, w)
+    if not needs_padding_copy(p):
+        algo = resolve_algorithm(p, "backward_input", algorithm)
+        taps = _taps(dev, p.Kg, p) if algo == "tiled_regblock" else None
+        _run(dev, plan_conv2d_backward_input(p, algo, gy, w, gx, taps))
+        return gx
+    p0 = padded_problem(p)
+    algo = resolve_algorithm(p0, "backward_input", algorithm)
+    taps = _taps(dev, p0.Kg, p0) if algo == "tiled_regblock" else None
+    gxpad = _empty(xp, p0.x_shape, p.compute_dtype)
+    _run(dev, plan_conv2d_backward_input(p0, algo, gy, w, gxpad, taps))
+    key = (p.H, p.W, p.padding, p.padding_mode)
+    maps = [
+        _const_array(dev, ("foldmap", i, *key), lambda i=i: fold_maps(p)[i])
+        for i in range(4)
+    ]
+    _run(dev, plan_pad_fold(p, gxpad, gx, *maps))
+    return gx
+
+
+# --------------------------------------------------------------------------------
+# weight and bias gradients (kernels: cuda/conv2d_backward_weight.cu)
+
+
+def _planner(name: str) -> Callable[..., list[Any]]:
+    fn = getattr(_plan_conv, name, None)
+    if fn is None:
+        raise NotImplementedError(
+            f"the CUDA weight-gradient kernels are not available yet "
+            f"(gpuconv._plan_conv.{name} and cuda/conv2d_backward_weight.cu); use "
+            "backend='numpy' for this gradient"
+        )
+    return fn
+
+
+def conv2d_backward_weight(
+    gy: Any, x: Any, p: Conv2dProblem, algorithm: str, with_bias: bool, *,
+    device: Any = None, out: Any = None, out_bias: Any = None,
+) -> tuple[Any, Any]:
+    """``(gw, gb or None)``: the weight (and bias) gradient on the device.
+
+    Non-zero padding modes pad ``x`` once and differentiate the padded problem.
+    """
+    dev = _dev(device)
+    xp = dev.xp
+    planner = _planner("plan_conv2d_backward_weight")
+    gw = _out(xp, out, p.w_shape, p.compute_dtype, "out")
+    gb = None
+    if with_bias:
+        gb = _out(xp, out_bias, (p.K,), p.compute_dtype, "out_bias")
+    if p.compute_dtype.kind == "c":
+        pr = _real_problem(p)
+        (gr, gi), (xr, xi) = _parts(xp, gy), _parts(xp, x)
+
+        def f(a: Any, b: Any, bias: bool) -> tuple[Any, Any]:
+            return conv2d_backward_weight(a, b, pr, algorithm, bias, device=dev)
+
+        rr, gbr = f(gr, xr, with_bias)
+        ii, _ = f(gi, xi, False)
+        ri, _ = f(gr, xi, False)
+        ir, gbi = f(gi, xr, with_bias)
+        gw.real[...] = rr - ii
+        gw.imag[...] = ri + ir
+        if gb is not None:
+            gb.real[...] = gbr
+            gb.imag[...] = gbi
+        return gw, gb
+    gy, x = _contig(xp, gy), _contig(xp, x)
+    x, p0 = _pad_input(dev, x, p)
+    algo = resolve_algorithm(p0, "backward_weight", algorithm)
+
+    def alloc(shape: tuple[int, ...], dtype: Any) -> Any:
+        return _empty(xp, tuple(shape), dtype)
+
+    _run(dev, planner(p0, algo, gy, x, gw, gb, alloc=alloc))
+    return gw, gb
+
+
+def conv2d_backward_bias(
+    gy: Any, p: Conv2dProblem, *, device: Any = None, out: Any = None
+) -> Any:
+    """``gb = gy.sum(axis=(0, 2, 3))`` on the device, deterministically."""
+    dev = _dev(device)
+    xp = dev.xp
+    planner = _planner("plan_conv2d_backward_bias")
+    gb = _out(xp, out, (p.K,), p.compute_dtype, "out")
+    if p.compute_dtype.kind == "c":
+        pr = _real_problem(p)
+        gr, gi = _parts(xp, gy)
+        gb.real[...] = conv2d_backward_bias(gr, pr, device=dev)
+        gb.imag[...] = conv2d_backward_bias(gi, pr, device=dev)
+        return gb
+    gy = _contig(xp, gy)
+
+    def alloc(shape: tuple[int, ...], dtype: Any) -> Any:
+        return _empty(xp, tuple(shape), dtype)
+
+    _run(dev, planner(p, gy, gb, alloc=alloc))
+    return gb

@@ -1,0 +1,511 @@
+"""The launch planner of the conv2d kernel family (plain Python, no GPU needed).
+
+From a validated :class:`~gpuconv._conv_args.Conv2dProblem`, an algorithm and the
+device buffers, each ``plan_*`` function returns the list of
+:class:`~gpuconv._launch.Launch` records that compute the pass: grid, block,
+dynamic shared memory and the kernel arguments, with every scalar typed exactly as
+the kernel declares it (``np.int32`` for ``int``, ``np.int64`` for ``long long``).
+:class:`gpuconv._kernels.CupyDevice` runs them on a GPU and
+``gpuconv._emulate.EmulatedDevice`` on the CPU, unchanged.
+
+Geometry rules every plan obeys (``tests/test_plan_conv.py`` checks them):
+
+- grids are 1-D (``grid = (blocks, 1, 1)``): ``gridDim.y``/``z`` never exceed 65535
+  whatever ``N*C`` or ``groups``; the block index is decomposed inside the kernel;
+- never an empty launch (the public API handles empty problems itself);
+- dynamic shared memory at most :data:`SMEM_LIMIT` (48 KiB, the default without an
+  opt-in attribute);
+- single extents and the planes ``H*W``, ``OH*OW`` fit in ``int``; everything that
+  spans planes is ``long long`` in the kernels (64-bit index arithmetic).
+
+The convolution kernels realise zero padding in their index mapping. The other
+padding modes are planned as a pad-once gather (:func:`plan_pad_gather`) before the
+convolution of the padded problem (:func:`padded_problem`, pads 0), and a fold
+(:func:`plan_pad_fold`) after the input gradient of the padded problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from gpuconv._conv_args import Conv2dProblem
+from gpuconv._kernels import (
+    CONV_REGBLOCK_TILES,
+    CONV_TILED_TILE,
+    CTYPES,
+    conv_kernel_name,
+)
+from gpuconv._launch import Launch
+from gpuconv._padding import pad_index
+
+PASSES = ("forward", "backward_input", "backward_weight")
+VARIANTS = ("naive", "tiled", "tiled_regblock")
+SOURCES = {
+    "forward": "conv2d_forward.cu",
+    "backward_input": "conv2d_backward_input.cu",
+    "backward_weight": "conv2d_backward_weight.cu",
+}
+PAD_SOURCE = "conv2d_pad.cu"
+
+#: Dynamic shared memory a launch may use without opting in (bytes).
+SMEM_LIMIT = 48 * 1024
+#: Threads per block of the 1-D grid-stride kernels (naive, pad, fold).
+LINEAR_BLOCK = 256
+#: Most blocks a grid-stride kernel is launched with; the loop covers the rest.
+LINEAR_MAX_BLOCKS = 1 << 20
+#: Streaming multiprocessors assumed by the tile choice (H100 SXM: 132).
+DEFAULT_SM_COUNT = 132
+INT32_MAX = 2**31 - 1
+#: ``auto`` uses the register-blocked implicit GEMM only when both GEMM sides have
+#: at least this many columns/reduction terms; below that most of a tile is waste.
+REGBLOCK_MIN_COLS = 16
+REGBLOCK_MIN_RED = 16
+
+
+# --------------------------------------------------------------------------------
+# typed arguments and limits
+
+
+def ctype_of(dtype: Any) -> str:
+    """C type name of a real compute dtype (``'float'``/``'double'``)."""
+    name = np.dtype(dtype).name
+    if name not in CTYPES:
+        raise TypeError(
+            f"the CUDA conv2d kernels support float32 and float64, got {name}"
+        )
+    return CTYPES[name]
+
+
+def _i32(value: int, what: str) -> np.int32:
+    if not 0 <= value <= INT32_MAX:
+        raise ValueError(
+            f"{what} = {value} does not fit the kernels' 32-bit extent arguments"
+        )
+    return np.int32(value)
+
+
+def _i64(value: int) -> np.int64:
+    return np.int64(value)
+
+
+def check_extents(p: Conv2dProblem) -> None:
+    """``ValueError`` unless every single extent and plane fits in ``int``.
+
+    Products that span planes (``N*C*H*W``, flat indices) are 64-bit in the
+    kernels; these are the values the kernels keep in 32 bits. A margin of 1024
+    covers tile overhang (``p + BM`` inside a plane).
+    """
+    Hp, Wp = p.padded_hw
+    limits = {
+        "N": p.N, "C": p.C, "K": p.K, "H*W": p.H * p.W,
+        "padded H*W": Hp * Wp, "OH*OW": p.OH * p.OW,
+        "C/groups*KH*KW": p.Cg * p.KH * p.KW, "K/groups*KH*KW": p.Kg * p.KH * p.KW,
+        "padded H + dilated kernel": p.dilation[0] * (p.KH - 1) + 1 + Hp,
+        "padded W + dilated kernel": p.dilation[1] * (p.KW - 1) + 1 + Wp,
+        "stride*OH + padded H": p.stride[0] * p.OH + Hp,
+        "stride*OW + padded W": p.stride[1] * p.OW + Wp,
+    }
+    for what, v in limits.items():
+        if v > INT32_MAX - 1024:
+            raise ValueError(
+                f"conv2d on CUDA: {what} = {v} exceeds the 32-bit extent limit of "
+                "the kernels; split the problem (e.g. along the batch)"
+            )
+
+
+def _linear_grid(total: int) -> tuple[int, int, int]:
+    blocks = -(-total // LINEAR_BLOCK)
+    return (max(1, min(blocks, LINEAR_MAX_BLOCKS)), 1, 1)
+
+
+def _blocks_1d(blocks: int, what: str) -> tuple[int, int, int]:
+    if blocks > INT32_MAX:
+        raise ValueError(f"{what}: {blocks} thread blocks exceed CUDA's grid limit")
+    return (blocks, 1, 1)
+
+
+# --------------------------------------------------------------------------------
+# geometry helpers
+
+
+def needs_padding_copy(p: Conv2dProblem) -> bool:
+    """True when the border is not zeros (the input is padded once, then folded)."""
+    return p.padding_mode != "zeros" and any(p.padding)
+
+
+def padded_problem(p: Conv2dProblem) -> Conv2dProblem:
+    """The same convolution on the padded input ``(H + pt + pb, W + pl + pr)``
+    with padding 0 (what the kernels run for the non-zero padding modes)."""
+    Hp, Wp = p.padded_hw
+    return dataclasses.replace(
+        p, H=Hp, W=Wp, padding=(0, 0, 0, 0), padding_mode="zeros"
+    )
+
+
+def gemm_shape(p: Conv2dProblem, pass_name: str) -> tuple[int, int, int]:
+    """``(M, NG, KR)`` of the implicit GEMM of a pass (per group for NG, KR)."""
+    if pass_name == "forward":
+        return p.N * p.OH * p.OW, p.Kg, p.Cg * p.KH * p.KW
+    if pass_name == "backward_input":
+        return p.N * p.H * p.W, p.Cg, p.Kg * p.KH * p.KW
+    if pass_name == "backward_weight":
+        return p.Kg, p.Cg * p.KH * p.KW, p.N * p.OH * p.OW
+    raise ValueError(f"pass must be one of {PASSES}, got {pass_name!r}")
+
+
+def tiled_smem_rows_cols(p: Conv2dProblem, pass_name: str) -> tuple[int, int]:
+    """Shared tile ``(s_rows, s_cols)`` of the ``tiled`` kernel of a pass."""
+    tw, th = CONV_TILED_TILE
+    (sh, sw), (dh, dw) = p.stride, p.dilation
+    ekh, ekw = (p.KH - 1) * dh, (p.KW - 1) * dw  # dilated kernel extent - 1
+    if pass_name == "forward":
+        return (th - 1) * sh + ekh + 1, (tw - 1) * sw + ekw + 1
+    if pass_name == "backward_input":
+        return (th - 1 + ekh) // sh + 2, (tw - 1 + ekw) // sw + 2
+    raise ValueError(f"no tiled plan for pass {pass_name!r} here")
+
+
+def tiled_smem_bytes(p: Conv2dProblem, pass_name: str) -> int:
+    """Dynamic shared memory of the ``tiled`` kernel: the staged tile plus taps."""
+    rows, cols = tiled_smem_rows_cols(p, pass_name)
+    return (rows * cols + p.KH * p.KW) * np.dtype(p.compute_dtype).itemsize
+
+
+def choose_algorithm(p: Conv2dProblem, pass_name: str) -> str:
+    """The kernel variant that ``algorithm='auto'`` runs for a pass.
+
+    Parameters
+    ----------
+    p : Conv2dProblem
+        The problem as the kernels see it (for non-zero padding modes: the padded
+        problem).
+    pass_name : {'forward', 'backward_input', 'backward_weight'}
+
+    Returns
+    -------
+    str
+        ``'tiled_regblock'`` when the implicit GEMM has at least
+        :data:`REGBLOCK_MIN_COLS` columns (output channels per group for the
+        forward pass, input channels per group for the input gradient, ``C/groups
+        * KH * KW`` for the weight gradient) and :data:`REGBLOCK_MIN_RED` reduction
+        terms; otherwise ``'tiled'`` when its shared tile fits
+        :data:`SMEM_LIMIT` (depthwise and few-channel layers); otherwise
+        ``'naive'``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv._conv_args import normalize_conv2d
+    >>> p = normalize_conv2d((16, 64, 56, 56), (64, 64, 3, 3), [np.float32], padding=1)
+    >>> choose_algorithm(p, "forward")
+    'tiled_regblock'
+    >>> dw = normalize_conv2d((1, 32, 56, 56), (32, 1, 3, 3), [np.float32], groups=32)
+    >>> choose_algorithm(dw, "forward")
+    'tiled'
+    """
+    if pass_name not in PASSES:
+        raise ValueError(f"pass must be one of {PASSES}, got {pass_name!r}")
+    if pass_name == "backward_weight":
+        # GEMM M = K/groups, NG = C/groups*KH*KW, KR = N*OH*OW (split over blocks).
+        m, ng, _ = gemm_shape(p, pass_name)
+        return "tiled_regblock" if min(m, ng) >= REGBLOCK_MIN_COLS else "tiled"
+    _, ng, kr = gemm_shape(p, pass_name)
+    if ng >= REGBLOCK_MIN_COLS and kr >= REGBLOCK_MIN_RED:
+        return "tiled_regblock"
+    if tiled_smem_bytes(p, pass_name) <= SMEM_LIMIT:
+        return "tiled"
+    return "naive"
+
+
+def resolve_algorithm(p: Conv2dProblem, pass_name: str, algorithm: str) -> str:
+    """``choose_algorithm`` for ``'auto'``, else the explicit variant (checked)."""
+    if algorithm == "auto":
+        return choose_algorithm(p, pass_name)
+    if algorithm not in VARIANTS:
+        raise ValueError(
+            f"algorithm must be 'auto' or one of {VARIANTS}, got {algorithm!r}"
+        )
+    return algorithm
+
+
+def regblock_tile(
+    p: Conv2dProblem, pass_name: str, sm_count: int = DEFAULT_SM_COUNT
+) -> tuple[int, int, int, int]:
+    """The ``(TX, TY, TM, TN)`` tile of a ``tiled_regblock`` launch.
+
+    A small cost model: the blocks spread evenly over ``sm_count`` SMs, so the
+    busiest SM computes ``ceil(blocks / sm_count)`` padded ``BM x BN`` tiles (tails
+    included: waste counts); its speed is the thread tile's efficiency (an 8x8 tile
+    does 4 FMAs per shared-memory load: 1.0; 8x4: 0.85; 4x4: 0.7) times a latency
+    factor ``min(1, resident warps / 8)``. The cheapest tile wins, the larger tile
+    on ties.
+    """
+    m, ng, _ = gemm_shape(p, pass_name)
+    best: tuple[float, int, tuple[int, int, int, int]] | None = None
+    for tile in CONV_REGBLOCK_TILES[ctype_of(p.compute_dtype)]:
+        tx, ty, tm, tn = tile
+        bm, bn = tx * tm, ty * tn
+        blocks = -(-m // bm) * -(-ng // bn) * p.groups
+        per_sm = -(-blocks // sm_count)
+        resident = min(per_sm, regblock_blocks_per_sm(tile, p.compute_dtype))
+        latency = min(1.0, resident * tx * ty / 32 / 8)
+        speed = {64: 1.0, 32: 0.85, 16: 0.7}[tm * tn]
+        cost = per_sm * bm * bn / (speed * latency)
+        key = (cost, -bm * bn, tile)
+        if best is None or key[:2] < best[:2]:
+            best = key
+    assert best is not None
+    return best[2]
+
+
+def regblock_blocks_per_sm(tile: tuple[int, int, int, int], dtype: Any) -> int:
+    """Blocks of a regblock tile one SM holds at once (64K registers): the
+    ``__launch_bounds__`` minimum of ``implicit_gemm.cuh`` (1 for 8x8 thread tiles
+    and double, else 2 at 256 threads), scaled up for smaller blocks."""
+    tx, ty, tm, tn = tile
+    threads = tx * ty
+    if tm * tn >= 64 or np.dtype(dtype).itemsize > 4:
+        return max(1, 65536 // (threads * 255))
+    return max(1, 65536 // (threads * 128))
+
+
+# --------------------------------------------------------------------------------
+# host-side tables (uploaded by the op, cached per device)
+
+
+def tap_table(channels: int, KH: int, KW: int, dh: int, dw: int) -> np.ndarray:
+    """The ``TapEntry`` table of an implicit GEMM reduction (``common.cuh``).
+
+    Row ``r = ch*KH*KW + kh*KW + kw`` holds ``(ch, kh*dh, kw*dw, kh*KW + kw)``;
+    int32, shape ``(channels*KH*KW, 4)``, C-contiguous (16 bytes per entry).
+
+    Examples
+    --------
+    >>> tap_table(2, 1, 2, 1, 3).tolist()
+    [[0, 0, 0, 0], [0, 0, 3, 1], [1, 0, 0, 0], [1, 0, 3, 1]]
+    """
+    r = np.arange(channels * KH * KW, dtype=np.int64)
+    tap = r % (KH * KW)
+    table = np.stack([r // (KH * KW), (tap // KW) * dh, (tap % KW) * dw, tap], axis=1)
+    return np.ascontiguousarray(table, dtype=np.int32)
+
+
+def pad_maps(p: Conv2dProblem) -> tuple[np.ndarray, np.ndarray]:
+    """``(row_map, col_map)`` int32: the source row/column of each padded one."""
+    pt, pb, pl, pr = p.padding
+    rows = pad_index(p.H, pt, pb, p.padding_mode).astype(np.int32)
+    cols = pad_index(p.W, pl, pr, p.padding_mode).astype(np.int32)
+    return rows, cols
+
+
+def _inverse_map(index_map: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """CSR inverse of an index map: for source ``s``, the padded positions
+    ``src[ptr[s]:ptr[s+1]]`` (increasing) that read it."""
+    valid = np.nonzero(index_map >= 0)[0]
+    order = valid[np.argsort(index_map[valid], kind="stable")]
+    counts = np.bincount(index_map[valid], minlength=n)
+    ptr = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(counts, out=ptr[1:])
+    return ptr, order.astype(np.int32)
+
+
+def fold_maps(p: Conv2dProblem) -> tuple[np.ndarray, ...]:
+    """``(row_ptr, row_src, col_ptr, col_src)`` int32 for :func:`plan_pad_fold`."""
+    rows, cols = pad_maps(p)
+    return (*_inverse_map(rows, p.H), *_inverse_map(cols, p.W))
+
+
+# --------------------------------------------------------------------------------
+# plans
+
+
+def _sizes(p: Conv2dProblem) -> dict[str, np.int32]:
+    check_extents(p)
+    (sh, sw), (dh, dw) = p.stride, p.dilation
+    pt, _, pl, _ = p.padding
+    vals = {
+        "N": p.N, "C": p.C, "H": p.H, "W": p.W, "K": p.K, "KH": p.KH, "KW": p.KW,
+        "groups": p.groups, "sh": sh, "sw": sw, "dh": dh, "dw": dw, "pt": pt,
+        "pl": pl, "OH": p.OH, "OW": p.OW,
+    }
+    return {k: _i32(v, k) for k, v in vals.items()}
+
+
+def _check_zero_padded(p: Conv2dProblem) -> None:
+    if needs_padding_copy(p):
+        raise ValueError(
+            f"the conv kernels take zero padding only; plan padding_mode="
+            f"{p.padding_mode!r} as plan_pad_gather + padded_problem(p)"
+        )
+
+
+def _check_variant(algorithm: str) -> None:
+    if algorithm not in VARIANTS:
+        raise ValueError(f"algorithm must be one of {VARIANTS}, got {algorithm!r}")
+
+
+def _tiled_launch(
+    p: Conv2dProblem, pass_name: str, ct: str, ptrs: tuple, s: dict[str, np.int32],
+    per_image: int, height: int, width: int, extra: tuple,
+) -> Launch:
+    tw, th = CONV_TILED_TILE
+    smem = tiled_smem_bytes(p, pass_name)
+    if smem > SMEM_LIMIT:
+        raise ValueError(
+            f"algorithm='tiled' needs {smem} bytes of shared memory for this "
+            f"{pass_name} geometry (kernel {p.KH}x{p.KW}, stride {p.stride}, "
+            f"dilation {p.dilation}), more than the {SMEM_LIMIT} available; use "
+            "'tiled_regblock', 'naive' or 'auto'"
+        )
+    rows, cols = tiled_smem_rows_cols(p, pass_name)
+    tiles_h, tiles_w = -(-height // th), -(-width // tw)
+    blocks = p.N * per_image * tiles_h * tiles_w
+    return Launch(
+        source=SOURCES[pass_name],
+        kernel=conv_kernel_name(pass_name, "tiled", ct, CONV_TILED_TILE),
+        grid=_blocks_1d(blocks, f"conv2d {pass_name} tiled"),
+        block=(tw, th, 1),
+        shared_mem=smem,
+        args=(*ptrs, *extra, _i32(tiles_h, "tiles_h"), _i32(tiles_w, "tiles_w"),
+              _i32(rows, "s_rows"), _i32(cols, "s_cols")),
+    )
+
+
+def _regblock_launch(
+    p: Conv2dProblem, pass_name: str, ct: str, args_before: tuple,
+    args_after: tuple, sm_count: int,
+) -> Launch:
+    tile = regblock_tile(p, pass_name, sm_count)
+    tx, ty, tm, tn = tile
+    m, ng, _ = gemm_shape(p, pass_name)
+    m_tiles, n_tiles = -(-m // (tx * tm)), -(-ng // (ty * tn))
+    return Launch(
+        source=SOURCES[pass_name],
+        kernel=conv_kernel_name(pass_name, "tiled_regblock", ct, tile),
+        grid=_blocks_1d(m_tiles * n_tiles * p.groups, f"conv2d {pass_name} regblock"),
+        block=(tx * ty, 1, 1),
+        shared_mem=0,
+        args=(*args_before, _i64(m), _i32(m_tiles, "m_tiles"),
+              _i32(n_tiles, "n_tiles"), *args_after),
+    )
+
+
+def plan_conv2d_forward(
+    p: Conv2dProblem, algorithm: str, x: Any, w: Any, bias: Any, y: Any,
+    taps: Any = None, *, sm_count: int = DEFAULT_SM_COUNT,
+) -> list[Launch]:
+    """Launches computing ``y = conv2d(x, w) + bias`` for a zero-padded problem.
+
+    Parameters
+    ----------
+    p : Conv2dProblem
+        Non-empty, zero padding (see :func:`padded_problem` for other modes).
+    algorithm : {'naive', 'tiled', 'tiled_regblock'}
+    x, w, bias, y : device arrays
+        C-contiguous, ``p.compute_dtype``; ``bias`` may be ``None``.
+    taps : device array, optional
+        ``tap_table(C/groups, KH, KW, dh, dw)``; required by ``'tiled_regblock'``.
+    sm_count : int
+        SMs of the device (tile choice only).
+    """
+    _check_zero_padded(p)
+    _check_variant(algorithm)
+    ct = ctype_of(p.compute_dtype)
+    s = _sizes(p)
+    has_bias = np.int32(bias is not None)
+    b = bias if bias is not None else w  # never read when has_bias == 0
+    if algorithm == "naive":
+        total = p.N * p.K * p.OH * p.OW
+        return [Launch(
+            source=SOURCES["forward"],
+            kernel=conv_kernel_name("forward", "naive", ct),
+            grid=_linear_grid(total), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
+            args=(x, w, b, y, s["N"], s["C"], s["H"], s["W"], s["K"], s["KH"],
+                  s["KW"], s["groups"], s["sh"], s["sw"], s["dh"], s["dw"], s["pt"],
+                  s["pl"], s["OH"], s["OW"], has_bias, _i64(total)),
+        )]
+    if algorithm == "tiled":
+        extra = (s["N"], s["C"], s["H"], s["W"], s["K"], s["KH"], s["KW"],
+                 s["groups"], s["sh"], s["sw"], s["dh"], s["dw"], s["pt"], s["pl"],
+                 s["OH"], s["OW"], has_bias)
+        return [_tiled_launch(p, "forward", ct, (x, w, b, y), s, p.K, p.OH, p.OW,
+                              extra)]
+    if taps is None:
+        raise ValueError("tiled_regblock needs the tap table (tap_table(...))")
+    before = (x, w, b, taps, y, s["C"], s["H"], s["W"], s["K"], s["KH"], s["KW"],
+              s["groups"], s["sh"], s["sw"], s["pt"], s["pl"], s["OH"], s["OW"],
+              has_bias)
+    return [_regblock_launch(p, "forward", ct, before, (), sm_count)]
+
+
+def plan_conv2d_backward_input(
+    p: Conv2dProblem, algorithm: str, gy: Any, w: Any, gx: Any, taps: Any = None,
+    *, sm_count: int = DEFAULT_SM_COUNT,
+) -> list[Launch]:
+    """Launches computing ``gx`` (``(N, C, H, W)`` of ``p``) from ``gy`` and ``w``.
+
+    For a non-zero padding mode pass :func:`padded_problem` and a padded ``gx``
+    buffer, then :func:`plan_pad_fold`. ``taps`` is ``tap_table(K/groups, KH, KW,
+    dh, dw)``, required by ``'tiled_regblock'``.
+    """
+    _check_zero_padded(p)
+    _check_variant(algorithm)
+    ct = ctype_of(p.compute_dtype)
+    s = _sizes(p)
+    if algorithm == "naive":
+        total = p.N * p.C * p.H * p.W
+        return [Launch(
+            source=SOURCES["backward_input"],
+            kernel=conv_kernel_name("backward_input", "naive", ct),
+            grid=_linear_grid(total), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
+            args=(gy, w, gx, s["N"], s["C"], s["H"], s["W"], s["K"], s["KH"],
+                  s["KW"], s["groups"], s["sh"], s["sw"], s["dh"], s["dw"], s["pt"],
+                  s["pl"], s["OH"], s["OW"], _i64(total)),
+        )]
+    if algorithm == "tiled":
+        extra = (s["N"], s["C"], s["H"], s["W"], s["K"], s["KH"], s["KW"],
+                 s["groups"], s["sh"], s["sw"], s["dh"], s["dw"], s["pt"], s["pl"],
+                 s["OH"], s["OW"])
+        return [_tiled_launch(p, "backward_input", ct, (gy, w, gx), s, p.C, p.H,
+                              p.W, extra)]
+    if taps is None:
+        raise ValueError("tiled_regblock needs the tap table (tap_table(...))")
+    before = (gy, w, taps, gx, s["C"], s["H"], s["W"], s["K"], s["KH"], s["KW"],
+              s["groups"], s["sh"], s["sw"], s["pt"], s["pl"], s["OH"], s["OW"])
+    return [_regblock_launch(p, "backward_input", ct, before, (), sm_count)]
+
+
+def plan_pad_gather(
+    p: Conv2dProblem, x: Any, xpad: Any, row_map: Any, col_map: Any
+) -> list[Launch]:
+    """Launch padding ``x (N, C, H, W)`` into ``xpad (N, C, Hp, Wp)`` through the
+    index maps of :func:`pad_maps` (uploaded)."""
+    Hp, Wp = p.padded_hw
+    check_extents(p)
+    total = p.N * p.C * Hp * Wp
+    return [Launch(
+        source=PAD_SOURCE, kernel=f"conv2d_pad_gather<{ctype_of(p.compute_dtype)}>",
+        grid=_linear_grid(total), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
+        args=(x, xpad, row_map, col_map, _i32(p.H, "H"), _i32(p.W, "W"),
+              _i32(Hp, "Hp"), _i32(Wp, "Wp"), _i64(total)),
+    )]
+
+
+def plan_pad_fold(
+    p: Conv2dProblem, gxpad: Any, gx: Any, row_ptr: Any, row_src: Any, col_ptr: Any,
+    col_src: Any,
+) -> list[Launch]:
+    """Launch folding the padded gradient ``gxpad (N, C, Hp, Wp)`` back onto
+    ``gx (N, C, H, W)`` with the CSR maps of :func:`fold_maps` (uploaded)."""
+    Hp, Wp = p.padded_hw
+    check_extents(p)
+    total = p.N * p.C * p.H * p.W
+    return [Launch(
+        source=PAD_SOURCE, kernel=f"conv2d_pad_fold<{ctype_of(p.compute_dtype)}>",
+        grid=_linear_grid(total), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
+        args=(gxpad, gx, row_ptr, row_src, col_ptr, col_src, _i32(p.H, "H"),
+              _i32(p.W, "W"), _i32(Hp, "Hp"), _i32(Wp, "Wp"), _i64(total)),
+    )]

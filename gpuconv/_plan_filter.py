@@ -1,0 +1,463 @@
+"""Launch planner and algorithm choice of the filter family (``cuda/filter2d.cu``).
+
+Plain Python, no CuPy: from a :class:`~gpuconv._filter_args.FilterProblem` and the
+buffers it returns the :class:`~gpuconv._launch.Launch` records that
+:class:`gpuconv._kernels.CupyDevice` runs on the GPU and
+``gpuconv._emulate.EmulatedDevice`` runs on the CPU.
+
+Algorithms
+----------
+``'naive'``
+    ``filter2d_naive<T>``: one thread per output, any kernel size.
+``'tiled'``
+    ``filter2d_tiled<T, KH, KW, RY>``: shared-memory tile plus halo, register blocks.
+    Compile-time kernel sizes 3, 5, 7, 9 (square) for float32/float64, the runtime-size
+    path (``KH = KW = 0``) for every other shape and dtype; ``RY = 4`` for images,
+    ``RY = 1`` for short outputs (``OH < 16``, e.g. 1-D signals). Used whenever its
+    shared memory fits the 48 KiB every device grants without an opt-in.
+``'fft'``
+    cuFFT through ``cupy.fft`` (see :mod:`gpuconv._gpu_filter`); float and complex only.
+
+:func:`choose_algorithm` makes the ``'auto'`` decision from the cost model below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gpuconv._filter_args import FilterProblem
+from gpuconv._launch import Launch
+
+SOURCE = "filter2d.cu"
+
+#: C type name of each dtype in the kernel name expressions (cuda/filter_common.cuh).
+CTYPES: dict[str, str] = {
+    "int8": "gc_int8",
+    "uint8": "gc_uint8",
+    "int16": "gc_int16",
+    "uint16": "gc_uint16",
+    "int32": "gc_int32",
+    "uint32": "gc_uint32",
+    "int64": "gc_int64",
+    "uint64": "gc_uint64",
+    "float32": "float",
+    "float64": "double",
+    "complex64": "gc_complex64",
+    "complex128": "gc_complex128",
+}
+
+#: dtypes with compile-time kernel-size instances, and those sizes (square kernels).
+SPECIALISED_DTYPES = ("float32", "float64")
+SPECIALISED_SIZES = (3, 5, 7, 9)
+
+BOUNDARY_CODES = {"fill": 0, "wrap": 1, "symm": 2}
+
+#: Dynamic shared memory every CUDA device grants without an opt-in attribute.
+MAX_SHARED_MEM = 48 * 1024
+#: ``CW`` of filter2d.cu: tap chunk of the runtime-size path.
+TAP_CHUNK = 4
+#: Output rows per thread of the image and the short-output instances.
+RY_IMAGE, RY_SHORT = 4, 1
+#: Below this many output rows the ``RY = 1`` instance is used.
+SHORT_OH = 16
+#: Grid limits of y and z (the kernels loop over the rest).
+MAX_GRID_YZ = 65535
+
+
+def rx(itemsize: int) -> int:
+    """Outputs per thread in x of ``filter2d_tiled`` (``TileTraits::RX``)."""
+    return 8 if itemsize == 4 else (2 if itemsize == 16 else 4)
+
+
+def naive_name(dtype: Any) -> str:
+    return f"filter2d_naive<{CTYPES[np.dtype(dtype).name]}>"
+
+
+def tiled_name(dtype: Any, kh: int, kw: int, ry: int) -> str:
+    return f"filter2d_tiled<{CTYPES[np.dtype(dtype).name]}, {kh}, {kw}, {ry}>"
+
+
+def kernel_names() -> tuple[str, ...]:
+    """Every instance of ``filter2d.cu`` gpuconv launches (the KERNELS entry)."""
+    names: list[str] = []
+    for dt in CTYPES:
+        names.append(naive_name(dt))
+        if dt in SPECIALISED_DTYPES:
+            names += [tiled_name(dt, s, s, RY_IMAGE) for s in SPECIALISED_SIZES]
+        names.append(tiled_name(dt, 0, 0, RY_IMAGE))
+        names.append(tiled_name(dt, 0, 0, RY_SHORT))
+    return tuple(names)
+
+
+def _round_up(x: int, m: int) -> int:
+    return (x + m - 1) // m * m
+
+
+def _pow2_ceil(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def tiled_smem_bytes(
+    itemsize: int, block: tuple[int, int], ry: int, kh: int, kw: int
+) -> int:
+    """Dynamic shared memory of one ``filter2d_tiled`` block (layout in filter2d.cu)."""
+    bx, by = block
+    tw, th = bx * rx(itemsize), by * ry
+    rows = th + kh - 1
+    pitch = _round_up(tw + kw + TAP_CHUNK + 4, 4)
+    return (
+        _round_up(kh * kw * itemsize, 16) + rows * pitch * itemsize + 4 * (rows + pitch)
+    )
+
+
+@dataclass(frozen=True)
+class TiledConfig:
+    """One ``filter2d_tiled`` launch shape."""
+
+    kernel: str
+    ry: int
+    block: tuple[int, int]
+    shared_mem: int
+
+
+def tiled_config(
+    fp: FilterProblem, block: tuple[int, int] | None = None
+) -> TiledConfig | None:
+    """The tiled instance and block for ``fp``, or ``None`` when no tile fits 48 KiB.
+
+    ``block`` forces ``(blockDim.x, blockDim.y)`` (tests use it to put tile edges
+    where they want them); it must fit, else ``None``.
+    """
+    dt = np.dtype(fp.dtype)
+    size = dt.itemsize
+    ry = RY_SHORT if fp.OH < SHORT_OH else RY_IMAGE
+    if (
+        ry == RY_IMAGE
+        and dt.name in SPECIALISED_DTYPES
+        and fp.KH == fp.KW in SPECIALISED_SIZES
+    ):
+        kh = kw = fp.KH
+    else:
+        kh = kw = 0
+    name = tiled_name(dt, kh, kw, ry)
+    if block is not None:
+        smem = tiled_smem_bytes(size, block, ry, fp.KH, fp.KW)
+        return (
+            TiledConfig(name, ry, tuple(block), smem)
+            if smem <= MAX_SHARED_MEM
+            else None
+        )
+    r = rx(size)
+    # no wider/taller blocks than the output needs
+    bx_max = max(8, _pow2_ceil(-(-fp.OW // r)))
+    by_max = max(1, _pow2_ceil(-(-fp.OH // ry)))
+    if ry == RY_IMAGE:
+        cands = [(bx, by) for bx in (32, 16, 8) for by in (8, 4, 2, 1)]
+    else:
+        cands = [(bx, by) for bx in (256, 128, 64, 32, 16, 8) for by in (8, 4, 2, 1)]
+    cands = [
+        (bx, by) for bx, by in cands if bx * by <= 256 and bx <= bx_max and by <= by_max
+    ] or [(8, 1)]
+    best: tuple[float, int, int, int] | None = None
+    for bx, by in cands:
+        smem = tiled_smem_bytes(size, (bx, by), ry, fp.KH, fp.KW)
+        if smem > MAX_SHARED_MEM:
+            continue
+        score = halo_ratio(bx * r, by * ry, fp.KH, fp.KW) * _thread_penalty(bx * by)
+        key = (score, -bx * by, bx, by)
+        if best is None or key < best[:4]:
+            best = (score, -bx * by, bx, by, smem)
+    if best is None:
+        return None
+    return TiledConfig(name, ry, (best[2], best[3]), best[4])
+
+
+def halo_ratio(tw: int, th: int, kh: int, kw: int) -> float:
+    """Input values staged per output by a TH x TW tile: (TH+KH-1)(TW+KW-1)/(TH*TW)."""
+    return (th + kh - 1) * (tw + kw - 1) / (th * tw)
+
+
+def _thread_penalty(threads: int) -> float:
+    # small blocks cap the resident threads per SM (32 blocks/SM): prefer >= 128
+    return 1.0 if threads >= 128 else (1.15 if threads >= 64 else 1.5)
+
+
+def naive_block(fp: FilterProblem) -> tuple[int, int]:
+    by = min(8, _pow2_ceil(fp.OH))
+    bx = min(256 // by, max(32, _pow2_ceil(fp.OW)))
+    return bx, by
+
+
+# ---------------------------------------------------------------------------------
+# Cost model of the 'auto' choice. Initial constants for an H100 SXM from
+# /work/shared/notes/performance.md; bench/bench_gpu_filter.py measures what is
+# needed to calibrate them (Gpx/s of tiled and fft per k, the copy bandwidth).
+# ---------------------------------------------------------------------------------
+#: Device memory bandwidth, bytes/s (H100 SXM device-to-device copy, read + write).
+MEM_BANDWIDTH = 3.0e12
+#: Peak multiply-add rate per dtype kind, FLOP/s (FP32 66.9 T, FP64 33.5 T; complex
+#: products cost 8 real FLOP, integers run IMAD at half the FP32 rate).
+PEAK_FLOPS = {
+    "f4": 66.9e12,
+    "f8": 33.5e12,
+    "c8": 66.9e12,
+    "c16": 33.5e12,
+    "int": 33.4e12,
+}
+#: Fraction of peak the tiled kernel reaches when compute-bound (register-blocked SIMT
+#: kernels reach 45-60 % of FP32 peak on H100) and the naive kernel (~5 %, cupyx-like).
+TILED_EFFICIENCY = 0.5
+NAIVE_EFFICIENCY = 0.05
+#: Host-side cost of one launch (CuPy's Python path included), seconds.
+LAUNCH_SECONDS = 5e-6
+#: Launches of the FFT path (pad, 2 forward FFTs, product, inverse FFT, slice/cast),
+#: cuFFT running 2-3 kernels per 2-D transform.
+FFT_LAUNCHES = 12
+#: Memory passes of the FFT path over one FFT grid of complex elements (forward 2-D
+#: transform of the image ~4, product 3, inverse ~4, final slice 1) and over the
+#: kernel's grid (forward transform ~4).
+FFT_IMAGE_PASSES = 12.0
+FFT_KERNEL_PASSES = 4.0
+
+
+def next_fast_len(n: int) -> int:
+    """The smallest ``m >= n`` whose prime factors are 2, 3, 5, 7 (cuFFT's radices)."""
+    m = max(1, int(n))
+    while True:
+        r = m
+        for p in (2, 3, 5, 7):
+            while r % p == 0:
+                r //= p
+        if r == 1:
+            return m
+        m += 1
+
+
+def fft_grid(fp: FilterProblem) -> tuple[int, int, int, int, bool]:
+    """FFT size and output offsets of the FFT path: ``(sh, sw, off_y, off_x, pad)``.
+
+    With ``boundary='fill'``, ``fillvalue == 0`` and the output inside the support of
+    the full correlation, the image is zero-extended by the FFT itself (``pad`` False);
+    otherwise it is first extended explicitly by the boundary rule (``pad`` True).
+    """
+    kh, kw = fp.KH, fp.KW
+    fill0 = fp.boundary == "fill" and _is_zero(fp.fillvalue)
+    inside = fp.pad_top <= kh - 1 and fp.pad_left <= kw - 1
+    inside = inside and fp.pad_bottom <= kh - 1 and fp.pad_right <= kw - 1
+    if fill0 and inside:
+        oy, ox = kh - 1 - fp.pad_top, kw - 1 - fp.pad_left
+        nh = max(fp.H + kh - 1, oy + fp.OH)
+        nw = max(fp.W + kw - 1, ox + fp.OW)
+        pad = False
+    else:
+        oy, ox = kh - 1, kw - 1
+        nh, nw = fp.OH + kh - 1, fp.OW + kw - 1
+        pad = True
+    sw = next_fast_len(nw)
+    if np.dtype(fp.dtype).kind != "c" and sw % 2:
+        sw = next_fast_len(sw + 1)  # real transforms: an even last axis is faster
+    return next_fast_len(nh), sw, oy, ox, pad
+
+
+def _is_zero(v: Any) -> bool:
+    try:
+        return bool(np.asarray(v) == 0)
+    except Exception:
+        return False
+
+
+def _peak(dt: np.dtype) -> float:
+    if dt.kind in "iub":
+        return PEAK_FLOPS["int"]
+    return PEAK_FLOPS[f"{dt.kind}{dt.itemsize}"]
+
+
+def direct_seconds(fp: FilterProblem, algorithm: str = "tiled") -> float:
+    """Modelled time of the direct kernels (max of memory and multiply-add time)."""
+    dt = np.dtype(fp.dtype)
+    outputs = fp.B * fp.OH * fp.OW
+    flops = outputs * fp.KH * fp.KW * (8 if dt.kind == "c" else 2)
+    eff = TILED_EFFICIENCY if algorithm == "tiled" else NAIVE_EFFICIENCY
+    nbytes = (fp.B * fp.H * fp.W + outputs + fp.Bk * fp.KH * fp.KW) * dt.itemsize
+    return LAUNCH_SECONDS + max(nbytes / MEM_BANDWIDTH, flops / (eff * _peak(dt)))
+
+
+def fft_seconds(fp: FilterProblem) -> float:
+    """Modelled time of the FFT path (memory passes over the FFT grids)."""
+    dt = np.dtype(fp.dtype)
+    sh, sw, _, _, pad = fft_grid(fp)
+    real = dt.kind != "c"
+    csize = 2 * dt.itemsize if real else dt.itemsize
+    grid = sh * (sw // 2 + 1 if real else sw)
+    nbytes = (
+        fp.B * grid * csize * FFT_IMAGE_PASSES
+        + fp.Bk * grid * csize * FFT_KERNEL_PASSES
+    )
+    if pad:
+        nbytes += 2 * fp.B * (fp.OH + fp.KH - 1) * (fp.OW + fp.KW - 1) * dt.itemsize
+    return FFT_LAUNCHES * LAUNCH_SECONDS + nbytes / MEM_BANDWIDTH
+
+
+METHODS = ("auto", "direct", "fft", "naive", "tiled")
+
+
+def choose_algorithm(fp: FilterProblem, method: str = "auto") -> str:
+    """The algorithm that runs ``fp``: ``'naive'``, ``'tiled'`` or ``'fft'``.
+
+    ``method`` is the public ``'auto'``/``'direct'``/``'fft'`` or a forced
+    ``'naive'``/``'tiled'`` (tests, benchmarks). Integer and boolean problems never
+    take the FFT (it cannot reproduce their wrap-around); ``'direct'`` means the tiled
+    kernel when its tile fits in shared memory, else the naive one; ``'auto'`` takes
+    the FFT when the cost model (:func:`fft_seconds` vs :func:`direct_seconds`) says
+    it is faster.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv._filter_args import FilterProblem
+    >>> fp = FilterProblem(1, 4096, 4096, 1, 3, 3, 1, 1, 4096, 4096, "fill", 0.0,
+    ...                    np.dtype("float32"))
+    >>> choose_algorithm(fp)
+    'tiled'
+    >>> big = FilterProblem(1, 4096, 4096, 1, 63, 63, 31, 31, 4096, 4096, "fill", 0.0,
+    ...                     np.dtype("float32"))
+    >>> choose_algorithm(big)
+    'fft'
+    """
+    if method not in METHODS:
+        raise ValueError(
+            "Acceptable method flags are 'auto', 'direct', or 'fft'. "
+            f"(internal: also 'naive', 'tiled'); got {method!r}"
+        )
+    dt = np.dtype(fp.dtype)
+    fft_ok = dt.kind in "fc"
+    if method == "naive":
+        return "naive"
+    direct = "tiled" if tiled_config(fp) is not None else "naive"
+    if method == "tiled":
+        if direct != "tiled":
+            raise ValueError(
+                f"the tiled filter kernel does not fit in {MAX_SHARED_MEM} bytes of "
+                f"shared memory for a {fp.KH}x{fp.KW} {dt.name} kernel"
+            )
+        return "tiled"
+    if method == "fft":
+        return "fft" if fft_ok else direct
+    if method == "direct" or not fft_ok:
+        return direct
+    return "fft" if fft_seconds(fp) < direct_seconds(fp, direct) else direct
+
+
+# ---------------------------------------------------------------------------------
+# Launch planning
+# ---------------------------------------------------------------------------------
+def _data_ptr(a: Any) -> int:
+    iface = getattr(a, "__cuda_array_interface__", None) or a.__array_interface__
+    return int(iface["data"][0])
+
+
+def _check_problem(fp: FilterProblem, in1: Any, k: Any, out: Any) -> None:
+    dt = np.dtype(fp.dtype)
+    if dt.name not in CTYPES:
+        raise TypeError(f"no filter kernel for dtype {dt.name}")
+    if min(fp.B, fp.H, fp.W, fp.Bk, fp.KH, fp.KW, fp.OH, fp.OW) < 1:
+        raise ValueError("filter kernels need a non-empty problem")
+    if fp.Bk not in (1, fp.B):
+        raise ValueError(f"kernel stack of {fp.Bk} for {fp.B} images")
+    if fp.pad_top < 0 or fp.pad_left < 0 or fp.pad_bottom < 0 or fp.pad_right < 0:
+        raise ValueError("filter kernels need non-negative pads")
+    limit = 2**31 - 1
+    if max(fp.H + 2 * fp.KH, fp.W + 2 * fp.KW, fp.OH + fp.KH, fp.OW + fp.KW) > limit:
+        raise ValueError("an image side of 2**31 or more is not supported")
+    if fp.KH * fp.KW > limit:
+        raise ValueError("a kernel of 2**31 or more taps is not supported")
+    for name, a, shape in (
+        ("in1", in1, (fp.B, fp.H, fp.W)),
+        ("k", k, (fp.Bk, fp.KH, fp.KW)),
+        ("out", out, (fp.B, fp.OH, fp.OW)),
+    ):
+        if tuple(a.shape) != shape or a.dtype != dt or not a.flags.c_contiguous:
+            raise ValueError(
+                f"{name} must be a C-contiguous {dt.name} array of shape {shape}, "
+                f"got {a.dtype} {tuple(a.shape)}"
+            )
+
+
+def plan_filter(
+    fp: FilterProblem,
+    in1: Any,
+    k: Any,
+    out: Any,
+    algorithm: str,
+    *,
+    block: tuple[int, int] | None = None,
+    vector: bool = True,
+) -> list[Launch]:
+    """The launches computing ``out`` from ``in1`` and ``k`` with a direct kernel.
+
+    Parameters
+    ----------
+    fp : FilterProblem
+        The validated problem.
+    in1, k, out : arrays
+        C-contiguous device buffers of ``fp.dtype``: ``(B, H, W)``, ``(Bk, KH, KW)``,
+        ``(B, OH, OW)``.
+    algorithm : {'naive', 'tiled'}
+    block : (int, int), optional
+        Force the thread block (tests).
+    vector : bool
+        Allow 128-bit loads/stores where the buffers are aligned (tests turn it off
+        to exercise the scalar paths).
+    """
+    _check_problem(fp, in1, k, out)
+    dt = np.dtype(fp.dtype)
+    i32 = np.int32
+    k_stride = np.int64(fp.KH * fp.KW if fp.Bk > 1 else 0)
+    fill = np.asarray(fp.fillvalue).astype(dt).reshape(-1)[0]
+    common = (
+        in1, k, out,
+        i32(fp.B), i32(fp.H), i32(fp.W), i32(fp.KH), i32(fp.KW),
+        i32(fp.pad_top), i32(fp.pad_left), i32(fp.OH), i32(fp.OW),
+        k_stride, i32(BOUNDARY_CODES[fp.boundary]), fill,
+    )  # fmt: skip
+    gz = min(fp.B, MAX_GRID_YZ)
+    if algorithm == "naive":
+        bx, by = block if block is not None else naive_block(fp)
+        grid = (-(-fp.OW // bx), min(-(-fp.OH // by), MAX_GRID_YZ), gz)
+        return [Launch(SOURCE, naive_name(dt), grid, (bx, by, 1), 0, common)]
+    if algorithm != "tiled":
+        raise ValueError(f"plan_filter plans 'naive' or 'tiled', not {algorithm!r}")
+    cfg = tiled_config(fp, block)
+    if cfg is None:
+        raise ValueError(f"no tiled filter launch fits for {fp}")
+    bx, by = cfg.block
+    tw, th = bx * rx(dt.itemsize), by * cfg.ry
+    vec = 16 // dt.itemsize
+    flags = 0
+    if vector and fp.W % vec == 0 and _data_ptr(in1) % 16 == 0:
+        flags |= 1
+    if vector and fp.OW % vec == 0 and _data_ptr(out) % 16 == 0:
+        flags |= 2
+    grid = (-(-fp.OW // tw), min(-(-fp.OH // th), MAX_GRID_YZ), gz)
+    return [
+        Launch(
+            SOURCE, cfg.kernel, grid, (bx, by, 1), cfg.shared_mem, (*common, i32(flags))
+        )
+    ]
+
+
+__all__ = [
+    "CTYPES",
+    "choose_algorithm",
+    "direct_seconds",
+    "fft_grid",
+    "fft_seconds",
+    "kernel_names",
+    "next_fast_len",
+    "plan_filter",
+    "tiled_config",
+    "tiled_smem_bytes",
+]

@@ -1,0 +1,960 @@
+"""gpuconv on Dask arrays: images and batches larger than memory, several workers or GPUs.
+
+``import gpuconv.dask`` (Dask is the ``dask`` extra; ``import gpuconv`` alone never
+imports it) gives :func:`convolve2d`, :func:`correlate2d`, :func:`conv2d` and
+:func:`conv2d_backward` with the signatures of the in-memory functions. They take a
+Dask array for the image or batch (the kernel, weights and bias are small
+in-memory arrays; a Dask kernel is computed first) and return Dask arrays whose
+values are those of the whole-array call, chunk edges included, for every mode,
+boundary, padding mode, kernel size, stride and dilation.
+
+How a chunked call is built (the same for all four functions)
+------------------------------------------------------------
+Every call is a strided, dilated cross-correlation of an *extended* array ``P``
+with a kernel of effective extent ``e = dilation*(k-1) + 1`` along each of the
+two spatial axes (``'same'``/``'full'`` modes and ``padding`` are the extension
+sizes ``before``/``after``; the boundary or padding mode says what fills them):
+
+1. **Extension.** Each spatial axis is extended once, lazily, by
+   ``da.concatenate([edge, x, edge])``; ``edge`` is a constant block (``'fill'``
+   with its ``fillvalue``, ``'zeros'``) or ``x`` indexed with the border index map of
+   :func:`gpuconv._padding.pad_index` (``'wrap'``/``'circular'``,
+   ``'symm'``/``'symmetric'``, PyTorch's ``'reflect'`` (mirror without the edge) and
+   ``'replicate'``). These are the very maps the in-memory backends use, so every
+   mode matches exactly, including kernels larger than the image (the pattern
+   repeats). Dask's own ``map_overlap`` boundaries cannot express all of these
+   (its ``'reflect'`` repeats the edge, so it is SciPy's ``'symm'``; PyTorch's
+   ``'reflect'`` has no Dask name) and need halos no deeper than one chunk, so
+   gpuconv builds the border itself and uses ``boundary='none'`` halos inside.
+2. **Alignment.** Output chunk ``b`` covers outputs ``[o_b, o_b+1)`` and reads
+   ``P[o_b*stride : (o_b+1 - 1)*stride + e]``. The chunk boundaries of ``P`` are
+   placed at the chunk boundaries of ``x`` (shifted by ``before``), so only the two
+   edge chunks of each axis change; with ``stride > 1`` an interior chunk boundary
+   of ``x`` that is not a multiple of ``stride`` is moved down to one (**a rechunk
+   of x**, none when the chunks are already multiples of the stride).
+3. **Halos.** ``dask.array.overlap.overlap`` with an asymmetric depth
+   ``(lead, e - stride - lead)`` per axis and ``boundary='none'`` (the border is
+   already in ``P``) shares the neighbouring rows; ``lead <= e - 1`` is the part of
+   ``before`` that is not absorbed into a shift of the output chunks. Halos come
+   from the adjacent chunk only, so **chunks smaller than the halo are merged with
+   their neighbour first** (a rechunk); uneven chunks are fine as they are.
+4. **Per chunk.** Each overlapped chunk is cropped to its window and handed to the
+   public in-memory function (``mode='valid'`` or ``padding=0``), which picks its
+   backend from the chunk's array type: NumPy chunks run on the NumPy backend,
+   CuPy chunks (``x.map_blocks(cupy.asarray)``, or a dask-cuda cluster) on the CUDA
+   kernels. The kernel is moved to the chunk's device inside the task.
+
+Output chunks follow the input chunks: ``'same'`` with an odd kernel keeps them,
+``'full'`` grows the last chunk, ``'valid'`` shrinks it (merging chunks that would
+become empty), ``stride`` divides them. conv2d and conv2d_backward keep the batch
+chunks and put the channels ``C`` (and ``K``) in one chunk.
+
+Results equal the whole-array call up to floating-point reassociation (a chunk
+may pick another summation order, or FFT where the whole array used the direct
+method and vice versa); integer filters are exact. A call whose input or kernel
+is empty, and a 'valid' call whose image is smaller than the kernel (SciPy's
+swap rule), run as one task on the whole array.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+from dask.array.utils import meta_from_array
+
+import gpuconv
+from gpuconv import _backend
+from gpuconv._conv import Conv2dGrads
+from gpuconv._conv_args import check_algorithm, check_needs, normalize_conv2d
+from gpuconv._padding import pad_index
+
+__all__ = [
+    "KERNEL_MAX_BYTES",
+    "conv2d",
+    "conv2d_backward",
+    "convolve2d",
+    "correlate2d",
+]
+
+#: Largest Dask kernel, weight, bias (bytes) that is computed into memory.
+KERNEL_MAX_BYTES = 256 * 2**20
+
+_BOUNDARY_TO_MODE = {
+    "fill": "zeros",
+    "pad": "zeros",
+    "wrap": "circular",
+    "circular": "circular",
+    "symm": "symmetric",
+    "symmetric": "symmetric",
+}
+_SPLIT_EVERY = 8
+
+
+# --------------------------------------------------------------------------- arrays
+
+
+def _as_dask(a: Any, name: str) -> da.Array:
+    """A Dask array as is; any other array-like becomes a one-chunk Dask array."""
+    if isinstance(a, da.Array):
+        return a
+    if a is None or not (hasattr(a, "shape") or isinstance(a, (list, tuple))):
+        raise TypeError(
+            f"{name} must be a Dask array (or an array-like), got {type(a).__name__}"
+        )
+    if not hasattr(a, "shape"):
+        a = np.asarray(a)
+    return da.from_array(a, chunks=a.shape or (), asarray=False)
+
+
+def _small(a: Any, name: str) -> Any:
+    """An in-memory array for a kernel-sized argument; a Dask one is computed."""
+    if a is None:
+        return None
+    if isinstance(a, da.Array):
+        nbytes = a.nbytes
+        if nbytes > KERNEL_MAX_BYTES:
+            raise ValueError(
+                f"{name} is a Dask array of {nbytes} bytes; gpuconv.dask computes a "
+                f"Dask {name} into memory and accepts up to {KERNEL_MAX_BYTES} bytes "
+                "(pass it as a NumPy or CuPy array)"
+            )
+        return a.compute()
+    if _backend.is_cupy_array(a) or isinstance(a, np.ndarray):
+        return a
+    return np.asarray(a)
+
+
+def _host(a: Any) -> Any:
+    """A NumPy copy of a CuPy array (``None`` and NumPy arrays unchanged)."""
+    return a.get() if _backend.is_cupy_array(a) else a
+
+
+def _like(a: Any, block: Any) -> Any:
+    """``a`` moved to where ``block`` lives (NumPy host memory or the CuPy device)."""
+    if a is None:
+        return None
+    if _backend.is_cupy_array(block):
+        if not _backend.is_cupy_array(a):
+            return _backend.require_cupy().asarray(a)
+        return a
+    return _host(a)
+
+
+def _xp(block: Any) -> Any:
+    return _backend.require_cupy() if _backend.is_cupy_array(block) else np
+
+
+def _index(ndim: int, axis: int, sl: Any) -> tuple[Any, ...]:
+    return (slice(None),) * axis + (sl,)
+
+
+def _check_backend(backend: object) -> None:
+    if backend is not None:
+        _backend._check_name(backend, "backend")
+
+
+def _whole(fn: Callable[..., Any], shape: tuple[int, ...], dtype: Any, meta: Any,
+           *args: Any, **kwargs: Any) -> da.Array:
+    """The whole-array call as one lazy task (empty or degenerate problems)."""
+    out = dask.delayed(fn, pure=True)(*args, **kwargs)
+    return da.from_delayed(out, shape=shape, dtype=dtype, meta=meta)
+
+
+# ---------------------------------------------------------------- the chunk plan
+
+
+@dataclass(frozen=True)
+class _AxisPlan:
+    """How one spatial axis of length ``n`` is chunked, extended and windowed.
+
+    ``P`` is the axis extended by ``before``/``after``; output ``o`` reads
+    ``P[o*stride : o*stride + extent]``. Chunk ``b`` of ``x`` (``src_chunks``),
+    of ``P`` (``p_chunks``) and of the output (``out_chunks``) correspond; output
+    chunk ``b`` starts at ``o_b`` and ``P`` chunk ``b`` at ``o_b*stride + lead``
+    (both at 0 for ``b = 0``).
+    """
+
+    n: int
+    before: int
+    after: int
+    extent: int
+    stride: int
+    out: int
+    lead: int
+    src_chunks: tuple[int, ...]
+    p_chunks: tuple[int, ...]
+    out_chunks: tuple[int, ...]
+
+    @property
+    def depth(self) -> tuple[int, int]:
+        """Halo ``(left, right)`` that every ``P`` chunk takes from its neighbours."""
+        if len(self.p_chunks) == 1:
+            return (0, 0)
+        return (max(self.lead, 0), max(self.extent - self.stride - self.lead, 0))
+
+    @functools.cached_property
+    def out_starts(self) -> tuple[int, ...]:
+        return tuple(np.concatenate([[0], np.cumsum(self.out_chunks)]).tolist())
+
+    @functools.cached_property
+    def p_starts(self) -> tuple[int, ...]:
+        return tuple(np.concatenate([[0], np.cumsum(self.p_chunks)]).tolist())
+
+    def windows(self) -> tuple[tuple[int, int], ...]:
+        """``(start, length)`` of each output chunk's window in its overlapped chunk."""
+        left = self.depth[0]
+        res = []
+        for b in range(len(self.out_chunks)):
+            o0, o1 = self.out_starts[b], self.out_starts[b + 1]
+            block_start = self.p_starts[b] - (left if b > 0 else 0)
+            start = o0 * self.stride - block_start
+            res.append((start, (o1 - o0 - 1) * self.stride + self.extent))
+        return tuple(res)
+
+    def touching(self) -> tuple[tuple[int, int], ...]:
+        """``(lo, hi)``: the outputs ``lo..hi-1`` whose windows meet ``P`` chunk ``b``."""
+        res = []
+        s, e = self.stride, self.extent
+        for b in range(len(self.p_chunks)):
+            a0, a1 = self.p_starts[b], self.p_starts[b + 1]
+            lo = max(0, -(-(a0 - e + 1) // s))
+            hi = min(self.out, (a1 - 1) // s + 1)
+            res.append((lo, max(hi, lo)))
+        return tuple(res)
+
+    def gy_depth(self) -> tuple[int, int]:
+        """Halo of the output-gradient chunks needed to rebuild each ``P`` chunk."""
+        if len(self.out_chunks) == 1:
+            return (0, 0)
+        left = right = 0
+        for b, (lo, hi) in enumerate(self.touching()):
+            if hi > lo:
+                left = max(left, self.out_starts[b] - lo)
+                right = max(right, hi - self.out_starts[b + 1])
+        return (left, right)
+
+    def gy_windows(self) -> tuple[tuple[int, int, int], ...]:
+        """``(start, length, offset)`` per chunk: the touching outputs inside the
+        overlapped gradient chunk, and where their ``P`` region starts relative to
+        the ``P`` chunk (negative: before it)."""
+        left = self.gy_depth()[0]
+        res = []
+        for b, (lo, hi) in enumerate(self.touching()):
+            block_start = self.out_starts[b] - (left if b > 0 else 0)
+            res.append((lo - block_start, hi - lo, lo * self.stride - self.p_starts[b]))
+        return tuple(res)
+
+
+def _plan_axis(
+    n: int,
+    chunks: Sequence[int],
+    before: int,
+    after: int,
+    extent: int,
+    stride: int,
+    min_chunk: int = 1,
+) -> _AxisPlan:
+    """Chunk plan of one axis (see :class:`_AxisPlan` and the module docstring)."""
+    hp = n + before + after
+    out = (hp - extent) // stride + 1
+    if out < 1:  # pragma: no cover - callers validate first
+        raise ValueError("no output along this axis")
+    # Output chunks are shifted by q against the input chunks, so that the halo
+    # before each chunk (lead) is at most extent - 1 however large `before` is.
+    q = max(0, -(-(before - extent + 1) // stride))
+    lead = before - q * stride
+    need = max(lead, extent - stride - lead, min_chunk, 1)
+    bounds: list[int] = []
+    prev_a = 0
+    for c in np.cumsum(chunks)[:-1].tolist():
+        c = (c // stride) * stride
+        o = c // stride + q
+        if c <= 0 or c >= n or o < 1 or o > out - 1:
+            continue
+        if bounds and o <= bounds[-1]:
+            continue
+        a = c + before
+        if a - prev_a < need:
+            continue
+        bounds.append(o)
+        prev_a = a
+    while bounds and hp - ((bounds[-1] - q) * stride + before) < need:
+        bounds.pop()
+    src = [(o - q) * stride for o in bounds]
+    src_chunks = tuple(np.diff([0, *src, n]).tolist())
+    p_chunks = tuple(np.diff([0, *(c + before for c in src), hp]).tolist())
+    out_chunks = tuple(np.diff([0, *bounds, out]).tolist())
+    return _AxisPlan(n, before, after, extent, stride, out, lead, src_chunks, p_chunks,
+                     out_chunks)
+
+
+# -------------------------------------------------------------- extension / fold
+
+
+def _fill_block(block: Any, *, axis: int, size: int, value: Any) -> Any:
+    shape = list(block.shape)
+    shape[axis] = size
+    return _xp(block).full(tuple(shape), value, dtype=block.dtype)
+
+
+def _edge(x: da.Array, axis: int, idx: np.ndarray, fill: Any) -> da.Array:
+    """The border piece read through the index map ``idx`` (``-1``: ``fill``)."""
+    if (idx >= 0).all():
+        return x[_index(x.ndim, axis, idx)]
+    seed = x[_index(x.ndim, axis, slice(0, 1))]
+    chunks = list(seed.chunks)
+    chunks[axis] = (idx.size,)
+    return seed.map_blocks(
+        _fill_block, axis=axis, size=idx.size, value=fill, dtype=x.dtype,
+        chunks=tuple(chunks), meta=x._meta,
+    )
+
+
+def _extend(x: da.Array, axis: int, plan: _AxisPlan, mode: str, fill: Any) -> da.Array:
+    """``x`` extended along ``axis`` to ``P``, chunked as ``plan.p_chunks``."""
+    x = x.rechunk({axis: plan.src_chunks})
+    idx = pad_index(plan.n, plan.before, plan.after, mode)
+    pieces = []
+    if plan.before:
+        pieces.append(_edge(x, axis, idx[: plan.before], fill))
+    pieces.append(x)
+    if plan.after:
+        pieces.append(_edge(x, axis, idx[plan.before + plan.n :], fill))
+    p = da.concatenate(pieces, axis=axis) if len(pieces) > 1 else x
+    return p.rechunk({axis: plan.p_chunks})
+
+
+def _overlapped(p: da.Array, plans: dict[int, _AxisPlan]) -> da.Array:
+    """``P`` with the halos of ``plans`` (``boundary='none'``: the border is in P)."""
+    depth = {ax: plan.depth for ax, plan in plans.items()}
+    if all(d == (0, 0) for d in depth.values()):
+        return p
+    return da.overlap.overlap(
+        p, depth=depth, boundary=dict.fromkeys(plans, "none"), allow_rechunk=False
+    )
+
+
+def _scatter_block(block: Any, *, axis: int, targets: tuple[int, ...], size: int) -> Any:
+    """Sum the border slices of ``block`` onto the ``size`` pixels they copied."""
+    shape = list(block.shape)
+    shape[axis] = size
+    out = _xp(block).zeros(tuple(shape), dtype=block.dtype)
+    for p, t in enumerate(targets):  # one slice per border row: pads are small
+        out[_index(block.ndim, axis, t)] += block[_index(block.ndim, axis, p)]
+    return out
+
+
+def _fold(g: da.Array, axis: int, plan: _AxisPlan, mode: str) -> da.Array:
+    """Adjoint of :func:`_extend`: the gradient of ``P`` folded back onto ``x``."""
+    n, before, after = plan.n, plan.before, plan.after
+    inner = g[_index(g.ndim, axis, slice(before, before + n))]
+    if mode != "zeros":
+        idx = pad_index(n, before, after, mode)
+        for sl, targets in (
+            (slice(0, before), idx[:before]),
+            (slice(before + n, before + n + after), idx[before + n :]),
+        ):
+            if targets.size == 0:
+                continue
+            lo, hi = int(targets.min()), int(targets.max()) + 1
+            piece = g[_index(g.ndim, axis, sl)].rechunk({axis: -1})
+            chunks = list(piece.chunks)
+            chunks[axis] = (hi - lo,)
+            contrib = piece.map_blocks(
+                _scatter_block, axis=axis, targets=tuple((targets - lo).tolist()),
+                size=hi - lo, chunks=tuple(chunks), meta=piece._meta,
+            )
+            parts = []
+            if lo > 0:
+                parts.append(inner[_index(g.ndim, axis, slice(0, lo))])
+            parts.append(inner[_index(g.ndim, axis, slice(lo, hi))] + contrib)
+            if hi < n:
+                parts.append(inner[_index(g.ndim, axis, slice(hi, n))])
+            inner = da.concatenate(parts, axis=axis) if len(parts) > 1 else parts[0]
+    return inner.rechunk({axis: plan.src_chunks})
+
+
+def _crop(block: Any, crops: dict[int, tuple[tuple[int, int], ...]],
+          loc: tuple[int, ...]) -> Any:
+    sl = [slice(None)] * block.ndim
+    for ax, table in crops.items():
+        start, length = table[loc[ax]][:2]
+        sl[ax] = slice(start, start + length)
+    return block[tuple(sl)]
+
+
+# ------------------------------------------------------------------ the filters
+
+
+def _filter_block(
+    block: Any,
+    *,
+    fn: Callable[..., Any],
+    kernel: Any,
+    crops: dict[int, tuple[tuple[int, int], ...]],
+    stack_axes: tuple[int, ...],
+    axes: tuple[int, int] | None,
+    kwargs: dict[str, Any],
+    block_info: Any = None,
+) -> Any:
+    win = _crop(block, crops, block_info[0]["chunk-location"])
+    k = kernel
+    if stack_axes:  # a stack of kernels: the slice that meets this chunk
+        where = block_info[None]["array-location"]
+        sl = [slice(None)] * k.ndim
+        for ax in stack_axes:
+            sl[ax] = slice(*where[ax])
+        k = k[tuple(sl)]
+    k = _like(k, win)
+    if axes is None:
+        return fn(win, k, mode="valid", **kwargs)
+    return fn(win, k, mode="valid", axes=axes, **kwargs)
+
+
+def _filter(
+    name: str,
+    in1: Any,
+    in2: Any,
+    mode: str,
+    boundary: str,
+    fillvalue: Any,
+    axes: Any,
+    kwargs: dict[str, Any],
+) -> da.Array:
+    fn = getattr(gpuconv, name)
+    x = _as_dask(in1, "in1")
+    k = _small(in2, "in2")
+    _check_backend(kwargs.get("backend"))
+    meta_kwargs = {key: v for key, v in kwargs.items() if key != "backend"}
+    if axes is not None:
+        meta_kwargs["axes"] = axes
+    k_host = _host(k)
+    # The whole-array function validates every argument on a stand-in of the
+    # image's dtype and rank (same exceptions and messages) and gives the dtype.
+    probe = fn(np.zeros((1,) * x.ndim, dtype=x.dtype), k_host, mode=mode,
+               boundary=boundary, fillvalue=fillvalue, **meta_kwargs)
+    dtype = probe.dtype
+    if axes is None:
+        ax = (0, 1)
+    else:
+        ax = tuple(int(a) % x.ndim for a in axes)
+    if k_host.ndim == x.ndim:
+        kh, kw = k_host.shape[ax[0]], k_host.shape[ax[1]]
+        kstack = tuple(d for d in range(x.ndim) if d not in ax)
+    else:
+        kh, kw = k_host.shape[-2:]
+        kstack = ()
+    meta = meta_from_array(x._meta, ndim=x.ndim, dtype=dtype)
+    h, w = x.shape[ax[0]], x.shape[ax[1]]
+    # Stacks: the kernel stack broadcasts against the image stack.
+    if kstack:
+        shape = list(np.broadcast_shapes(
+            tuple(1 if d in ax else x.shape[d] for d in range(x.ndim)),
+            tuple(1 if d in ax else k_host.shape[d] for d in range(x.ndim)),
+        ))
+        shape[ax[0]], shape[ax[1]] = h, w
+        if tuple(shape) != x.shape:
+            x = da.broadcast_to(x, tuple(shape))
+        kstack = tuple(d for d in kstack if k_host.shape[d] > 1)
+    whole_kwargs = dict(mode=mode, boundary=boundary, fillvalue=fillvalue, **kwargs)
+    if axes is not None:
+        whole_kwargs["axes"] = axes
+    if x.size == 0 or k_host.size == 0:
+        # One task; the output shape from the whole-array function on a
+        # zero-stride stand-in of in1 (no memory).
+        stand_in = np.broadcast_to(np.zeros((), dtype=x.dtype), x.shape)
+        shape = fn(stand_in, k_host, **whole_kwargs).shape
+        return _whole(fn, tuple(shape), dtype, meta, x, k, **whole_kwargs)
+    if mode == "valid" and not (h >= kh and w >= kw):
+        if h <= kh and w <= kw:  # SciPy swaps the inputs: the image is the small one
+            out_shape = list(x.shape)
+            out_shape[ax[0]], out_shape[ax[1]] = kh - h + 1, kw - w + 1
+            return _whole(fn, tuple(out_shape), dtype, meta, x, k, **whole_kwargs)
+        raise ValueError(
+            "For 'valid' mode, one must be at least as large as the other in every "
+            "dimension"
+        )
+    # Fill value as the whole-array call casts it: correlate a one-pixel zero
+    # image with [[1, 0]] in 'full' mode; the first output is the fill value.
+    pad_mode = _BOUNDARY_TO_MODE[boundary]
+    fill = 0
+    if pad_mode == "zeros":
+        fill = _fill_value(fn, dtype, x.dtype, k_host.dtype, fillvalue)
+    x = x.astype(dtype) if x.dtype != dtype else x
+    plans = {}
+    for d, ksize in zip(ax, (kh, kw), strict=True):
+        if mode == "full":
+            before = after = ksize - 1
+        elif mode == "same":
+            before = ksize // 2 if name == "convolve2d" else (ksize - 1) // 2
+            after = ksize - 1 - before
+        else:
+            before = after = 0
+        plans[d] = _plan_axis(x.shape[d], x.chunks[d], before, after, ksize, 1)
+    return _apply(
+        x, plans, pad_mode, fill, _filter_block, dtype, meta,
+        dict(fn=fn, kernel=k, stack_axes=kstack,
+             axes=None if axes is None else ax, kwargs=kwargs),
+    )
+
+
+def _fill_value(fn: Callable[..., Any], dtype: Any, dt1: Any, dt2: Any,
+                fillvalue: Any) -> Any:
+    one = np.zeros((1, 2), dtype=dt2)
+    one[0, 0] = 1
+    out = fn(np.zeros((1, 1), dtype=dt1), one, mode="full", boundary="fill",
+             fillvalue=fillvalue)
+    # correlate2d: out[0, 0] = fill*k[0, 0] + x*k[0, 1] = fill;
+    # convolve2d: out[0, 1] = fill*k[0, 0] + x*k[0, 1] = fill.
+    v = out[0, 0] if fn is gpuconv.correlate2d else out[0, 1]
+    return np.asarray(v, dtype=dtype)[()]
+
+
+def _apply(
+    x: da.Array,
+    plans: dict[int, _AxisPlan],
+    mode: str,
+    fill: Any,
+    block_fn: Callable[..., Any],
+    dtype: Any,
+    meta: Any,
+    fn_kwargs: dict[str, Any],
+    out_chunks: dict[int, tuple[int, ...]] | None = None,
+) -> da.Array:
+    p = x
+    for ax, plan in plans.items():
+        p = _extend(p, ax, plan, mode, fill)
+    q = _overlapped(p, plans)
+    chunks = list(q.chunks)
+    for ax, plan in plans.items():
+        chunks[ax] = plan.out_chunks
+    for ax, c in (out_chunks or {}).items():
+        chunks[ax] = c
+    crops = {ax: plan.windows() for ax, plan in plans.items()}
+    return q.map_blocks(
+        block_fn, crops=crops, chunks=tuple(chunks), dtype=dtype, meta=meta,
+        **fn_kwargs,
+    )
+
+
+def convolve2d(
+    in1: Any,
+    in2: Any,
+    mode: str = "full",
+    boundary: str = "fill",
+    fillvalue: Any = 0,
+    *,
+    axes: tuple[int, int] | None = None,
+    **kwargs: Any,
+) -> da.Array:
+    """:func:`gpuconv.convolve2d` of a Dask array, chunk by chunk with halos.
+
+    Parameters
+    ----------
+    in1 : dask.array.Array
+        The image (2-D, or a stack with ``axes``), in chunks of any sizes
+        (NumPy or CuPy chunks). Other array-likes become one chunk.
+    in2 : array_like
+        The kernel (or stack of kernels), an in-memory NumPy or CuPy array; a Dask
+        array is computed first (up to :data:`KERNEL_MAX_BYTES`).
+    mode, boundary, fillvalue, axes
+        As in :func:`gpuconv.convolve2d` (SciPy's ``convolve2d``).
+    **kwargs
+        Passed to :func:`gpuconv.convolve2d` for each chunk (e.g. ``backend``).
+
+    Returns
+    -------
+    dask.array.Array
+        Equal to ``gpuconv.convolve2d(in1.compute(), in2, ...)``, in chunks that
+        follow ``in1``'s (see the module docstring: ``'full'`` grows and
+        ``'valid'`` shrinks the last chunk of each axis; chunks smaller than the
+        kernel are merged with a neighbour first).
+
+    Notes
+    -----
+    Each chunk reads its neighbours' rows (halos of ``k - 1`` in total per axis);
+    the array edges are extended once with ``boundary``, exactly as the whole-array
+    call does, also for kernels larger than the image. A ``'valid'`` call whose
+    image is smaller than the kernel in every dimension (SciPy swaps the inputs)
+    and calls with an empty input run as a single task.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da
+    >>> import gpuconv.dask
+    >>> x = da.arange(36.0, chunks=4).reshape(6, 6).rechunk(4)
+    >>> y = gpuconv.dask.convolve2d(x, np.ones((3, 3)), mode="same", boundary="symm")
+    >>> y.chunks
+    ((4, 2), (4, 2))
+    >>> bool(np.allclose(y.compute(), gpuconv.convolve2d(
+    ...     x.compute(), np.ones((3, 3)), mode="same", boundary="symm")))
+    True
+    """
+    return _filter("convolve2d", in1, in2, mode, boundary, fillvalue, axes, kwargs)
+
+
+def correlate2d(
+    in1: Any,
+    in2: Any,
+    mode: str = "full",
+    boundary: str = "fill",
+    fillvalue: Any = 0,
+    *,
+    axes: tuple[int, int] | None = None,
+    **kwargs: Any,
+) -> da.Array:
+    """:func:`gpuconv.correlate2d` of a Dask array, chunk by chunk with halos.
+
+    Parameters, returns and notes as :func:`convolve2d` (``'same'`` puts the extra
+    row/column of an even kernel where SciPy's ``correlate2d`` does).
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da
+    >>> import gpuconv.dask
+    >>> x = da.from_array(np.arange(20.0).reshape(4, 5), chunks=(2, 3))
+    >>> k = np.array([[1.0, -1.0]])
+    >>> y = gpuconv.dask.correlate2d(x, k, mode="valid")
+    >>> y.compute()
+    array([[-1., -1., -1., -1.],
+           [-1., -1., -1., -1.],
+           [-1., -1., -1., -1.],
+           [-1., -1., -1., -1.]])
+    """
+    return _filter("correlate2d", in1, in2, mode, boundary, fillvalue, axes, kwargs)
+
+
+# ---------------------------------------------------------------------- conv2d
+
+
+def _conv_block(
+    block: Any,
+    *,
+    crops: dict[int, tuple[tuple[int, int], ...]],
+    w: Any,
+    bias: Any,
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+    kwargs: dict[str, Any],
+    block_info: Any = None,
+) -> Any:
+    win = _crop(block, crops, block_info[0]["chunk-location"])
+    return gpuconv.conv2d(win, _like(w, win), _like(bias, win), stride=stride,
+                          padding=0, dilation=dilation, groups=groups, **kwargs)
+
+
+def _conv_plans(x: da.Array, p: Any, min_chunk: int = 1) -> dict[int, _AxisPlan]:
+    pt, pb, pl, pr = p.padding
+    (sh, sw), (dh, dw) = p.stride, p.dilation
+    return {
+        2: _plan_axis(p.H, x.chunks[2], pt, pb, dh * (p.KH - 1) + 1, sh, min_chunk),
+        3: _plan_axis(p.W, x.chunks[3], pl, pr, dw * (p.KW - 1) + 1, sw, min_chunk),
+    }
+
+
+def conv2d(
+    x: Any,
+    w: Any,
+    bias: Any = None,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, ...] | str = 0,
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    *,
+    algorithm: str = "auto",
+    backend: str | None = None,
+) -> da.Array:
+    """:func:`gpuconv.conv2d` of a Dask batch, chunked over N, H and W.
+
+    Parameters
+    ----------
+    x : dask.array.Array, shape ``(N, C, H, W)`` or ``(C, H, W)``
+        Input in chunks of any sizes over ``N``, ``H``, ``W`` (``C`` is put in one
+        chunk). NumPy or CuPy chunks.
+    w, bias : array_like
+        Weights ``(K, C/groups, KH, KW)`` and bias ``(K,)``: in-memory arrays (a
+        Dask array is computed first).
+    stride, padding, dilation, groups, padding_mode, algorithm, backend
+        As in :func:`gpuconv.conv2d`; ``algorithm``/``backend`` apply per chunk.
+
+    Returns
+    -------
+    dask.array.Array, shape ``(N, K, OH, OW)`` (or ``(K, OH, OW)``)
+        Equal to the whole-array :func:`gpuconv.conv2d`; batch chunks as ``x``,
+        ``K`` in one chunk, spatial chunks following ``x``'s (divided by the stride).
+
+    Notes
+    -----
+    With ``stride > 1``, interior chunk boundaries of ``x`` along H/W that are not
+    multiples of the stride are moved down to one (a rechunk of ``x``); spatial
+    chunks smaller than the halo (about ``dilation*(k-1)``) are merged with a
+    neighbour. Padding is built once at the array edges with ``padding_mode``.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da
+    >>> import gpuconv.dask
+    >>> x = da.ones((4, 3, 10, 10), chunks=(2, 3, 5, 5))
+    >>> w = np.ones((8, 3, 3, 3))
+    >>> y = gpuconv.dask.conv2d(x, w, stride=2, padding=1, padding_mode="reflect")
+    >>> y.shape, y.chunks[0]
+    ((4, 8, 5, 5), (2, 2))
+    >>> float(y[0, 0, 2, 2].compute())
+    27.0
+    """
+    x = _as_dask(x, "x")
+    w = _small(w, "w")
+    bias = _small(bias, "bias")
+    w_host, b_host = _host(w), _host(bias)
+    dts = [np.dtype(a.dtype) for a in (x, w_host, b_host) if a is not None]
+    p = normalize_conv2d(
+        x.shape, tuple(w_host.shape), dts, stride=stride, padding=padding,
+        dilation=dilation, groups=groups, padding_mode=padding_mode,
+        bias_shape=None if b_host is None else tuple(b_host.shape),
+    )
+    algorithm = check_algorithm(algorithm)
+    _check_backend(backend)
+    kwargs = dict(algorithm=algorithm, backend=backend)
+    meta = meta_from_array(x._meta, ndim=x.ndim, dtype=p.dtype)
+    if p.empty:
+        return _whole(gpuconv.conv2d, p.user_shape(p.y_shape), p.dtype, meta, x, w,
+                      bias, stride=stride, padding=padding, dilation=dilation,
+                      groups=groups, padding_mode=padding_mode, **kwargs)
+    xb = x if p.batched else x[None]
+    xb = xb.rechunk({1: -1})
+    plans = _conv_plans(xb, p)
+    y = _apply(
+        xb, plans, p.padding_mode, 0, _conv_block, p.dtype,
+        meta_from_array(x._meta, ndim=4, dtype=p.dtype),
+        dict(w=w, bias=bias, stride=p.stride, dilation=p.dilation, groups=p.groups,
+             kwargs=kwargs),
+        out_chunks={1: (p.K,)},
+    )
+    return y if p.batched else y[0]
+
+
+# ------------------------------------------------------------- conv2d_backward
+
+
+def _gx_block(
+    gyb: Any,
+    *,
+    crops: dict[int, tuple[tuple[int, int, int], ...]],
+    p_chunks: dict[int, tuple[int, ...]],
+    w: Any,
+    C: int,
+    extent: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+    kwargs: dict[str, Any],
+    block_info: Any = None,
+) -> Any:
+    """Gradient of the extended input ``P`` over one ``P`` chunk."""
+    loc = block_info[0]["chunk-location"]
+    ph, pw = p_chunks[2][loc[2]], p_chunks[3][loc[3]]
+    xp = _xp(gyb)
+    out = xp.zeros((gyb.shape[0], C, ph, pw), dtype=gyb.dtype)
+    (_, nh, offh), (_, nw, offw) = crops[2][loc[2]], crops[3][loc[3]]
+    if nh == 0 or nw == 0 or gyb.shape[0] == 0:
+        return out
+    g = _crop(gyb, crops, loc)
+    lh = (nh - 1) * stride[0] + extent[0]
+    lw = (nw - 1) * stride[1] + extent[1]
+    local = gpuconv.conv2d_grad_input(
+        (g.shape[0], C, lh, lw), _like(w, g), g, stride=stride, padding=0,
+        dilation=dilation, groups=groups, **kwargs,
+    )
+    # Place the local region [off, off + l) into the chunk [0, p).
+    src, dst = [slice(None), slice(None)], [slice(None), slice(None)]
+    for off, length, size in ((offh, lh, ph), (offw, lw, pw)):
+        a, b = max(off, 0), min(off + length, size)
+        dst.append(slice(a, max(a, b)))
+        src.append(slice(a - off, a - off + max(b - a, 0)))
+    out[tuple(dst)] = local[tuple(src)]
+    return out
+
+
+def _gw_block(
+    xblock: Any,
+    gyb: Any,
+    *,
+    crops: dict[int, tuple[tuple[int, int], ...]],
+    w_shape: tuple[int, ...],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+    kwargs: dict[str, Any],
+    block_info: Any = None,
+) -> Any:
+    """This chunk's share of the weight gradient, as a ``(1, 1, 1, 1, M)`` block."""
+    win = _crop(xblock, crops, block_info[0]["chunk-location"])
+    gw = gpuconv.conv2d_grad_weight(win, w_shape, gyb, stride=stride, padding=0,
+                                    dilation=dilation, groups=groups, **kwargs)
+    return gw.reshape(1, 1, 1, 1, -1)
+
+
+def conv2d_backward(
+    gy: Any,
+    x: Any,
+    w: Any,
+    *,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, ...] | str = 0,
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    needs: tuple[str, ...] | list[str] = ("input", "weight", "bias"),
+    algorithm: str = "auto",
+    backend: str | None = None,
+) -> Conv2dGrads:
+    """:func:`gpuconv.conv2d_backward` on Dask arrays, chunked over N, H and W.
+
+    Parameters
+    ----------
+    gy : dask.array.Array
+        Gradient of ``y = conv2d(x, w, ...)``; rechunked to the chunks that
+        :func:`conv2d` gives ``y`` (a no-op for ``gy`` shaped like that output).
+    x : dask.array.Array
+        The forward input, chunked over ``N``, ``H``, ``W`` as you like.
+    w : array_like
+        The weights, in memory.
+    stride, padding, dilation, groups, padding_mode, needs, algorithm, backend
+        As in :func:`gpuconv.conv2d_backward`.
+
+    Returns
+    -------
+    Conv2dGrads
+        ``(gx, gw, gb)`` as Dask arrays (``None`` for what was not asked):
+        ``gx`` in ``x``'s chunks (after the stride alignment of :func:`conv2d`),
+        ``gw`` and ``gb`` single chunks.
+
+    Notes
+    -----
+    ``gx`` is built chunk by chunk: each chunk of the extended input takes the
+    output-gradient rows whose windows reach it (halos of ``gy``), applies the
+    in-memory :func:`gpuconv.conv2d_grad_input` to them, and the border gradient of
+    ``'reflect'``, ``'replicate'``, ``'circular'`` and ``'symmetric'`` padding is
+    folded back onto the pixels it copied (edge chunks only). ``gw`` and ``gb`` are
+    per-chunk partial sums (in float32 for float16 data) added with a tree
+    reduction (``sum(..., split_every=8)``), so the result does not depend on the
+    scheduler or the worker count.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da
+    >>> import gpuconv.dask
+    >>> x = da.ones((4, 1, 6, 6), chunks=(2, 1, 3, 3))
+    >>> gy = da.ones((4, 1, 6, 6), chunks=(2, 1, 3, 3))
+    >>> g = gpuconv.dask.conv2d_backward(gy, x, np.ones((1, 1, 3, 3)), padding=1)
+    >>> float(g.gb.compute()[0]), float(g.gw.compute()[0, 0, 1, 1])
+    (144.0, 144.0)
+    >>> g.gx.compute()[0, 0, 0, :3].tolist()
+    [4.0, 6.0, 6.0]
+    """
+    gy = _as_dask(gy, "gy")
+    x = _as_dask(x, "x")
+    w = _small(w, "w")
+    w_host = _host(w)
+    p = normalize_conv2d(
+        x.shape, tuple(w_host.shape), [np.dtype(a.dtype) for a in (gy, x, w_host)],
+        stride=stride, padding=padding, dilation=dilation, groups=groups,
+        padding_mode=padding_mode, fn="conv2d_backward",
+    )
+    want = p.user_shape(p.y_shape)
+    if tuple(gy.shape) != want:
+        raise ValueError(
+            f"gy must have the output shape {want} of this convolution, got "
+            f"{tuple(gy.shape)}"
+        )
+    needs = check_needs(needs)
+    algorithm = check_algorithm(algorithm)
+    _check_backend(backend)
+    kwargs = dict(algorithm=algorithm, backend=backend)
+    if p.empty:
+        fn = functools.partial(
+            gpuconv.conv2d_backward, stride=stride, padding=padding, dilation=dilation,
+            groups=groups, padding_mode=padding_mode, needs=needs, **kwargs,
+        )
+        g = dask.delayed(fn, pure=True, nout=3)(gy, x, w)
+        shapes = (p.user_shape(p.x_shape), p.w_shape, (p.K,))
+        res = []
+        for name, item, shape in zip(("input", "weight", "bias"), g, shapes,
+                                     strict=True):
+            ndim = len(shape)
+            res.append(None if name not in needs else da.from_delayed(
+                item, shape=shape, dtype=p.dtype,
+                meta=meta_from_array(x._meta, ndim=ndim, dtype=p.dtype)))
+        return Conv2dGrads(*res)
+    cd = p.compute_dtype
+    xb = (x if p.batched else x[None]).rechunk({1: -1})
+    gyb = gy if p.batched else gy[None]
+    xb, gyb = xb.astype(cd), gyb.astype(cd)
+    extent = (p.dilation[0] * (p.KH - 1) + 1, p.dilation[1] * (p.KW - 1) + 1)
+    # Plans whose output chunks are deep enough for the halos of gy as well.
+    min_chunk = 1
+    while True:
+        plans = _conv_plans(xb, p, min_chunk)
+        gdep = {ax: plan.gy_depth() for ax, plan in plans.items()}
+        small = [
+            max(d) * plan.stride + plan.extent
+            for ax, plan in plans.items()
+            for d in (gdep[ax],)
+            if "input" in needs and len(plan.out_chunks) > 1
+            and min(plan.out_chunks) < max(d)
+        ]
+        if not small:
+            break
+        min_chunk = max(2 * min_chunk, *small)
+    xb = xb.rechunk({2: plans[2].src_chunks, 3: plans[3].src_chunks})
+    gyb = gyb.rechunk({0: xb.chunks[0], 1: -1, 2: plans[2].out_chunks,
+                       3: plans[3].out_chunks})
+    meta4 = meta_from_array(x._meta, ndim=4, dtype=cd)
+    gx = gw = gb = None
+    if "input" in needs:
+        depth = {2: gdep[2], 3: gdep[3]}
+        if all(d == (0, 0) for d in depth.values()):
+            q = gyb
+        else:
+            q = da.overlap.overlap(gyb, depth=depth, boundary={2: "none", 3: "none"},
+                                   allow_rechunk=False)
+        gp = q.map_blocks(
+            _gx_block, crops={ax: plan.gy_windows() for ax, plan in plans.items()},
+            p_chunks={ax: plan.p_chunks for ax, plan in plans.items()}, w=w, C=p.C,
+            extent=extent, stride=p.stride, dilation=p.dilation, groups=p.groups,
+            kwargs=kwargs,
+            chunks=(xb.chunks[0], (p.C,), plans[2].p_chunks, plans[3].p_chunks),
+            dtype=cd, meta=meta4,
+        )
+        for ax, plan in plans.items():
+            gp = _fold(gp, ax, plan, p.padding_mode)
+        gx = gp.astype(p.dtype)
+        gx = gx if p.batched else gx[0]
+    if "weight" in needs:
+        pp = xb
+        for ax, plan in plans.items():
+            pp = _extend(pp, ax, plan, p.padding_mode, 0)
+        q = _overlapped(pp, plans)
+        nb = q.numblocks
+        m = math.prod(p.w_shape)
+        parts = da.map_blocks(
+            _gw_block, q, gyb, crops={ax: plan.windows() for ax, plan in plans.items()},
+            w_shape=p.w_shape, stride=p.stride, dilation=p.dilation, groups=p.groups,
+            kwargs=kwargs, new_axis=[4], align_arrays=False,
+            chunks=((1,) * nb[0], (1,), (1,) * nb[2], (1,) * nb[3], (m,)),
+            dtype=cd, meta=meta_from_array(x._meta, ndim=5, dtype=cd),
+        )
+        gw = parts.sum(axis=(0, 1, 2, 3), split_every=_SPLIT_EVERY)
+        gw = gw.reshape(p.w_shape).astype(p.dtype)
+    if "bias" in needs:
+        gb = gyb.sum(axis=(0, 2, 3), split_every=_SPLIT_EVERY).astype(p.dtype)
+    return Conv2dGrads(gx, gw, gb)

@@ -1,0 +1,461 @@
+"""The CUDA filter kernels (cuda/filter2d.cu) executed by the CPU emulation harness.
+
+Every variant (naive, tiled: compile-time and runtime kernel sizes, RY = 4 and 1)
+and every dtype runs through ``gpuconv._emulate.EmulatedDevice`` on the launches
+that ``gpuconv._plan_filter`` plans, against ``tests._filter_cases.ref_correlate``
+(the FilterProblem definition evaluated in float64/complex128 or exact wrapping
+integer arithmetic), which is itself checked against SciPy here. Shapes are small
+and awkward: sizes at a tile +-1 (forced small blocks), even and odd kernels, 1x1,
+kernels larger than the image with wrap/symm, stacks with Bk = 1 and Bk = B, every
+mode, boundary and fill value, integer wrap-around, NaN/inf. Most launches use the
+fast in-process build; a subset runs under ASan/UBSan (runner subprocess) and one
+with the threads of a block scheduled in reverse order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.signal as ss
+
+from gpuconv import _gpu_filter, _plan_filter
+from gpuconv._plan_filter import choose_algorithm, plan_filter, tiled_config
+from tests._filter_cases import (
+    ALL_DTYPES,
+    BOUNDARIES,
+    FLOAT_DTYPES,
+    MODES,
+    op_kernel,
+    problem,
+    random_values,
+    ref_correlate,
+    scipy_problem,
+)
+from tests._tol import assert_close
+
+pytestmark = pytest.mark.emulated
+
+VARIANTS = ("naive", "tiled")
+
+
+@pytest.fixture(scope="module")
+def dev():
+    from gpuconv._emulate import EmulatedDevice, emulation_unavailable_reason
+
+    reason = emulation_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    d = EmulatedDevice(sanitize=False)
+    d.prepare(["filter2d.cu"])
+    return d
+
+
+@pytest.fixture(scope="module")
+def sdev():
+    from gpuconv._emulate import EmulatedDevice, emulation_unavailable_reason
+
+    reason = emulation_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    d = EmulatedDevice(sanitize=True)
+    d.prepare(["filter2d.cu"])
+    return d
+
+
+def run(dev, x, k, fp, method, **kw):
+    """The op on the emulated device; inputs must come back unmodified."""
+    x0, k0 = x.copy(), k.copy()
+    out = _gpu_filter.correlate2d(x, k, fp, method, device=dev, **kw)
+    np.testing.assert_array_equal(x, x0)
+    np.testing.assert_array_equal(k, k0)
+    assert out.shape == (fp.B, fp.OH, fp.OW) and out.dtype == fp.dtype
+    return out
+
+
+def check(out, x, k, fp):
+    ref = ref_correlate(x, k, fp)
+    if np.dtype(fp.dtype).kind in "iu":
+        np.testing.assert_array_equal(out, ref)
+    else:
+        assert_close(out, ref, dtype=fp.dtype, terms=fp.KH * fp.KW)
+
+
+# ---------------------------------------------------------------------------------
+# the reference itself
+# ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", ["float64", "complex128", "int16", "uint8"])
+@pytest.mark.parametrize("correlate", [True, False])
+def test_reference_matches_scipy(rng, dtype, correlate):
+    f = ss.correlate2d if correlate else ss.convolve2d
+    for h, w, kh, kw in [(5, 7, 2, 3), (6, 6, 4, 4), (7, 5, 3, 3), (3, 4, 5, 7)]:
+        for mode in MODES:
+            if mode == "valid" and (kh > h or kw > w):
+                continue
+            for boundary in BOUNDARIES:
+                x = random_values(rng, (h, w), dtype, small_int=True)
+                ker = random_values(rng, (kh, kw), dtype, small_int=True)
+                fill = 3 if boundary == "fill" else 0
+                fp = scipy_problem(h, w, kh, kw, mode, boundary, fill, dtype,
+                                   correlate=correlate)  # fmt: skip
+                got = ref_correlate(x[None], op_kernel(ker, correlate)[None], fp)[0]
+                np.testing.assert_array_equal(got, f(x, ker, mode, boundary, fill))
+
+
+# ---------------------------------------------------------------------------------
+# modes, boundaries, fill values, kernel shapes (exact: integer-valued float64)
+# ---------------------------------------------------------------------------------
+KSHAPES = [(1, 1), (2, 3), (3, 3), (4, 4), (5, 5), (7, 7), (9, 9), (3, 8), (6, 1)]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("boundary,fill", [("fill", 0), ("fill", -3), ("wrap", 0), ("symm", 0)])
+@pytest.mark.parametrize("mode", MODES)
+def test_modes_boundaries_kernel_shapes(dev, rng, variant, boundary, fill, mode):
+    h, w = 19, 29
+    x = random_values(rng, (1, h, w), "float64", small_int=True)
+    for kh, kw in KSHAPES:
+        k = random_values(rng, (1, kh, kw), "float64", small_int=True)
+        for correlate in (True, False):
+            fp = scipy_problem(h, w, kh, kw, mode, boundary, fill, "float64",
+                               correlate=correlate)  # fmt: skip
+            out = run(dev, x, k, fp, variant)
+            np.testing.assert_array_equal(out, ref_correlate(x, k, fp))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+def test_tile_edges(dev, rng, dtype, boundary):
+    """Forced 2x2 blocks make 16x8 (float32) / 8x8 (float64) output tiles; images of
+    a tile -1, +0, +1 in each direction, compile-time and runtime kernel sizes."""
+    rx = _plan_filter.rx(np.dtype(dtype).itemsize)
+    tw, th = 2 * rx, 2 * _plan_filter.RY_IMAGE
+    sizes = [(th - 1 + 16, tw - 1), (th + 16, tw), (th + 17, tw + 1), (2 * th + 16, 2 * tw + 1)]
+    for h, w in sizes:
+        x = random_values(rng, (2, h, w), dtype, small_int=True)
+        for kh, kw in [(3, 3), (4, 5), (1, 1)]:
+            k = random_values(rng, (1, kh, kw), dtype, small_int=True)
+            fp = scipy_problem(h, w, kh, kw, "same", boundary, 2, dtype, B=2)
+            out = run(dev, x, k, fp, "tiled", block=(2, 2))
+            np.testing.assert_array_equal(out, ref_correlate(x, k, fp))
+            # the forced tile is what ran
+            assert dev.launches[-1][3] == (2, 2, 1)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("dtype", ["float64", "int16"])
+def test_kernel_larger_than_image(dev, rng, variant, dtype):
+    """wrap and symm at distances of several image lengths (scipy#8684)."""
+    h, w = 3, 4
+    x = random_values(rng, (1, h, w), dtype, small_int=True)
+    for kh, kw in [(7, 9), (8, 5), (2, 11)]:
+        k = random_values(rng, (1, kh, kw), dtype, small_int=True)
+        for boundary in BOUNDARIES:
+            for mode in ("full", "same"):
+                fp = scipy_problem(h, w, kh, kw, mode, boundary, 5, dtype)
+                out = run(dev, x, k, fp, variant)
+                np.testing.assert_array_equal(out, ref_correlate(x, k, fp))
+
+
+# ---------------------------------------------------------------------------------
+# dtypes, stacks, integer wrap-around, NaN/inf
+# ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+def test_dtypes_and_stacks(dev, rng, variant, dtype):
+    cases = [
+        # (B, Bk, H, W, KH, KW, mode, boundary)
+        (3, 1, 17, 21, 3, 3, "same", "symm"),
+        (3, 3, 9, 14, 4, 2, "full", "wrap"),
+        (2, 2, 18, 10, 5, 5, "valid", "fill"),
+    ]
+    for B, Bk, h, w, kh, kw, mode, boundary in cases:
+        x = random_values(rng, (B, h, w), dtype)
+        k = random_values(rng, (Bk, kh, kw), dtype)
+        fill = random_values(rng, (), dtype)[()]
+        fp = scipy_problem(h, w, kh, kw, mode, boundary, fill, dtype, B=B, Bk=Bk)
+        check(run(dev, x, k, fp, variant), x, k, fp)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_integer_wraparound_by_hand(dev, variant):
+    """Hand-computed wrapped sums (independent of the reference)."""
+    cases = [
+        # dtype, image value, kernel value, expected 3x3 'valid' value
+        ("uint8", 200, 3, (9 * 600) % 256),  # 24
+        ("int8", -100, 3, 116),  # -2700 = 116 - 11*256
+        ("uint16", 65535, 65535, 9),  # 9 * (2^16-1)^2 = 9 mod 2^16
+        ("int32", 2**30, 4, 0),  # 9 * 2^32 = 0 mod 2^32
+        ("int64", 2**62, 4, 0),
+        ("uint64", 2**63 + 1, 2, 18),  # 9 * (2^64 + 2) = 18 mod 2^64
+    ]
+    for dtype, xv, kv, expected in cases:
+        x = np.full((1, 5, 6), xv, dtype=dtype)
+        k = np.full((1, 3, 3), kv, dtype=dtype)
+        fp = scipy_problem(5, 6, 3, 3, "valid", "fill", 0, dtype)
+        out = run(dev, x, k, fp, variant)
+        assert out.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(out, np.full((1, 3, 4), expected, dtype=dtype))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("dtype", ["float32", "float64", "complex64"])
+def test_nan_inf(dev, rng, variant, dtype):
+    h, w = 18, 13
+    x = random_values(rng, (1, h, w), dtype)
+    x[0, 0, 0] = np.nan  # corner
+    x[0, 0, 6] = np.inf  # border
+    x[0, 9, 7] = -np.inf  # interior
+    x[0, 12, 3] = np.nan
+    k = random_values(rng, (1, 3, 4), dtype)
+    k[0, 1, 2] = 0  # 0 * inf = nan must appear
+    for boundary in BOUNDARIES:
+        for mode in MODES:
+            fp = scipy_problem(h, w, 3, 4, mode, boundary, 1.5, dtype)
+            out = run(dev, x, k, fp, variant)
+            ref = ref_correlate(x, k, fp)
+            np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
+            check(out, x, k, fp)
+    # an infinite tap and a NaN fill value
+    k2 = k.copy()
+    k2[0, 2, 0] = np.inf
+    fp = scipy_problem(h, w, 3, 4, "full", "fill", np.nan, dtype)
+    out = run(dev, x, k2, fp, variant)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(ref_correlate(x, k2, fp)))
+    check(out, x, k2, fp)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "complex64", "complex128"])
+def test_naive_and_tiled_bit_identical(dev, rng, dtype):
+    for B, Bk, h, w, kh, kw, boundary in [
+        (2, 1, 21, 35, 3, 3, "symm"),
+        (2, 2, 20, 33, 5, 5, "wrap"),
+        (1, 1, 17, 40, 7, 7, "fill"),
+        (1, 1, 16, 24, 9, 9, "symm"),
+        (3, 3, 25, 19, 2, 6, "fill"),
+    ]:
+        x = random_values(rng, (B, h, w), dtype, small_int=True)
+        k = random_values(rng, (Bk, kh, kw), dtype, small_int=True)
+        fp = scipy_problem(h, w, kh, kw, "same", boundary, 1, dtype, B=B, Bk=Bk)
+        a = run(dev, x, k, fp, "naive")
+        b = run(dev, x, k, fp, "tiled")
+        assert a.tobytes() == b.tobytes()
+        np.testing.assert_array_equal(a, ref_correlate(x, k, fp))
+
+
+# ---------------------------------------------------------------------------------
+# paths of the tiled kernel: vector loads/stores, RY = 1, grid-stride loops
+# ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int8", "complex128"])
+def test_vector_and_scalar_paths(dev, rng, dtype):
+    dt = np.dtype(dtype)
+    vec = 16 // dt.itemsize
+    h, w = 20, 4 * vec * 2  # W % VEC == 0: the interior fast path may use 16-byte loads
+    x = random_values(rng, (1, h, w), dtype, small_int=True)
+    k = random_values(rng, (1, 3, 5), dtype, small_int=True)
+    fp = scipy_problem(h, w, 3, 5, "same", "wrap", 0, dtype)
+    ref = ref_correlate(x, k, fp)
+    # aligned (fresh NumPy buffers are 16-byte aligned): both vector flags on
+    np.testing.assert_array_equal(run(dev, x, k, fp, "tiled", block=(2, 2)), ref)
+    launch = plan_filter(fp, x, k, np.empty((1, h, w), dt), "tiled", block=(2, 2))[0]
+    assert int(launch.args[-1]) == 3
+    # a view 8 bytes (or one element) into a 16-byte aligned buffer: misaligned, the
+    # scalar loads must run
+    off = min(8, dt.itemsize)
+    raw = np.empty(x.nbytes + 32, np.uint8)
+    start = (-raw.ctypes.data) % 16 + off
+    xm = raw[start : start + x.nbytes].view(dt).reshape(x.shape)
+    xm[...] = x
+    assert xm.ctypes.data % 16 != 0
+    launch = plan_filter(fp, xm, k, np.empty((1, h, w), dt), "tiled", block=(2, 2))[0]
+    assert int(launch.args[-1]) & 1 == 0
+    np.testing.assert_array_equal(run(dev, xm, k, fp, "tiled", block=(2, 2)), ref)
+    # vector accesses switched off
+    np.testing.assert_array_equal(run(dev, x, k, fp, "tiled", vector=False), ref)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("dtype", ["float32", "int64", "complex64"])
+def test_short_outputs_1d(dev, rng, variant, dtype):
+    """1-D signals (H = KH = 1): the RY = 1 instance; NumPy's convolve modes."""
+    x = random_values(rng, (4, 1, 100), dtype)
+    k = random_values(rng, (4, 1, 13), dtype)
+    for mode in MODES:
+        for Bk in (1, 4):
+            fp = scipy_problem(1, 100, 1, 13, mode, "fill", 0, dtype, B=4, Bk=Bk)
+            out = run(dev, x, k[:Bk], fp, variant)
+            check(out, x, k[:Bk], fp)
+            if variant == "tiled":
+                assert dev.launches[-1][1].endswith(", 0, 0, 1>")
+    # against NumPy's own 1-D convolve (the kernel reversed: a true convolution)
+    if np.dtype(dtype).kind != "i":
+        fp = scipy_problem(1, 100, 1, 13, "full", "fill", 0, dtype, correlate=False, B=4)
+        out = run(dev, x, np.ascontiguousarray(k[:1, :, ::-1]), fp, variant)
+        want = np.convolve(x[2, 0].astype(np.complex128), k[0, 0].astype(np.complex128))
+        assert_close(out[2, 0], want.astype(dtype) if np.dtype(dtype).kind == "c" else
+                     want.real.astype(dtype), terms=13)  # fmt: skip
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_grid_stride_loops(dev, rng, monkeypatch, variant):
+    """With gridDim.y/z capped at 2, the kernels' loops over y tiles and batches."""
+    monkeypatch.setattr(_plan_filter, "MAX_GRID_YZ", 2)
+    x = random_values(rng, (5, 40, 11), "float32", small_int=True)
+    k = random_values(rng, (5, 3, 3), "float32", small_int=True)
+    fp = scipy_problem(40, 11, 3, 3, "same", "symm", 0, "float32", B=5, Bk=5)
+    out = run(dev, x, k, fp, variant, block=(2, 2))
+    grid = dev.launches[-1][2]
+    assert grid[1] == 2 and grid[2] == 2
+    np.testing.assert_array_equal(out, ref_correlate(x, k, fp))
+
+
+def test_non_contiguous_inputs(dev, rng):
+    base = random_values(rng, (2, 30, 40), "float64", small_int=True)
+    views = [base[:, ::2, ::3], base[:, ::-1, :], base.transpose(0, 2, 1)[:, :20, :25]]
+    k = random_values(rng, (1, 3, 4), "float64", small_int=True)
+    for v in views:
+        _, h, w = v.shape
+        fp = scipy_problem(h, w, 3, 4, "same", "symm", 0, "float64", B=2)
+        for variant in VARIANTS:
+            out = run(dev, v, k[:, ::-1, :], fp, variant)
+            np.testing.assert_array_equal(out, ref_correlate(v, k[:, ::-1, :], fp))
+
+
+# ---------------------------------------------------------------------------------
+# sanitizers and the reversed thread order on a subset
+# ---------------------------------------------------------------------------------
+def test_sanitized_subset(sdev, rng):
+    """ASan + UBSan (runner subprocess, buffers in exact-size heap blocks)."""
+    for dtype in ALL_DTYPES:
+        x = random_values(rng, (2, 11, 13), dtype)
+        k = random_values(rng, (2, 4, 3), dtype)
+        fp = scipy_problem(11, 13, 4, 3, "same", "symm", 0, dtype, B=2, Bk=2)
+        for variant in VARIANTS:
+            check(run(sdev, x, k, fp, variant), x, k, fp)
+    for dtype in ("float32", "float64"):  # compile-time sizes, vector paths, borders
+        x = random_values(rng, (1, 24, 64), dtype)
+        for ks, boundary in [(3, "wrap"), (9, "fill")]:
+            k = random_values(rng, (1, ks, ks), dtype)
+            fp = scipy_problem(24, 64, ks, ks, "same", boundary, 1.0, dtype)
+            check(run(sdev, x, k, fp, "tiled", block=(2, 2)), x, k, fp)
+    x = random_values(rng, (1, 3, 2), "int16")  # kernel larger than the image
+    k = random_values(rng, (1, 9, 7), "int16")
+    for boundary in BOUNDARIES:
+        fp = scipy_problem(3, 2, 9, 7, "full", boundary, 7, "int16")
+        for variant in VARIANTS:
+            check(run(sdev, x, k, fp, variant), x, k, fp)
+
+
+def test_descending_thread_order(rng):
+    """A missing barrier shows up in one of the two schedules: run the other one."""
+    from gpuconv._emulate import EmulatedDevice
+
+    d = EmulatedDevice(sanitize=False, thread_order="descending")
+    for dtype, ks, boundary in [("float32", 3, "symm"), ("float64", 4, "wrap"),
+                                ("uint8", 5, "fill"), ("float32", 9, "fill")]:  # fmt: skip
+        x = random_values(rng, (2, 21, 37), dtype, small_int=True)
+        k = random_values(rng, (1, ks, ks), dtype, small_int=True)
+        fp = scipy_problem(21, 37, ks, ks, "same", boundary, 2, dtype, B=2)
+        out = run(d, x, k, fp, "tiled", block=(2, 2))
+        np.testing.assert_array_equal(out, ref_correlate(x, k, fp))
+
+
+# ---------------------------------------------------------------------------------
+# the FFT algorithm (NumPy's FFT on the emulated device), algorithm choice, planner
+# ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_fft_path(dev, rng, dtype):
+    for B, Bk, h, w, kh, kw in [(1, 1, 23, 17, 5, 4), (3, 3, 12, 20, 7, 7), (2, 1, 4, 3, 6, 8)]:
+        x = random_values(rng, (B, h, w), dtype)
+        k = random_values(rng, (Bk, kh, kw), dtype)
+        for mode in MODES:
+            if mode == "valid" and (kh > h or kw > w):
+                continue
+            for boundary, fill in [("fill", 0), ("fill", 2.5), ("wrap", 0), ("symm", 0)]:
+                fp = scipy_problem(h, w, kh, kw, mode, boundary, fill, dtype, B=B, Bk=Bk)
+                out = run(dev, x, k, fp, "fft")
+                assert_close(out, ref_correlate(x, k, fp), dtype=dtype, terms=kh * kw)
+
+
+def test_choose_algorithm():
+    f32 = np.dtype("float32")
+    small = problem(1, 4096, 4096, 1, 3, 3, 1, 1, 4096, 4096, "fill", 0, f32)
+    big = problem(1, 4096, 4096, 1, 63, 63, 31, 31, 4096, 4096, "fill", 0, f32)
+    assert choose_algorithm(small, "auto") == "tiled"
+    assert choose_algorithm(big, "auto") == "fft"
+    mid = problem(1, 4096, 4096, 1, 31, 31, 15, 15, 4096, 4096, "fill", 0, f32)
+    assert choose_algorithm(mid, "direct") == "tiled"
+    assert choose_algorithm(big, "direct") == "naive"  # 63x63 float32: no tile fits
+    assert choose_algorithm(small, "fft") == "fft"
+    assert choose_algorithm(small, "naive") == "naive"
+    for dt in ("int8", "uint16", "int64"):  # never the FFT for integers
+        p = problem(1, 4096, 4096, 1, 31, 31, 15, 15, 4096, 4096, "fill", 0, dt)
+        assert choose_algorithm(p, "auto") == "tiled"
+        assert choose_algorithm(p, "fft") == "tiled"
+    # a tile that cannot fit in 48 KiB: direct means naive, forced tiled raises
+    huge = problem(1, 300, 300, 1, 101, 101, 50, 50, 300, 300, "fill", 0, "float64")
+    assert tiled_config(huge) is None
+    assert choose_algorithm(huge, "direct") == "naive"
+    with pytest.raises(ValueError, match="shared memory"):
+        choose_algorithm(huge, "tiled")
+    with pytest.raises(ValueError, match="Acceptable method flags"):
+        choose_algorithm(small, "fast")
+
+
+def test_auto_avoids_fft_on_non_finite_input(dev, rng, monkeypatch):
+    """'auto' that would take the FFT runs a direct kernel when a NaN/inf is present
+    (an FFT spreads it over the whole output)."""
+    monkeypatch.setattr(_plan_filter, "fft_seconds", lambda fp: 0.0)  # FFT always wins
+    x = random_values(rng, (1, 12, 12), "float64")
+    k = random_values(rng, (1, 3, 3), "float64")
+    fp = scipy_problem(12, 12, 3, 3, "same", "fill", 0, "float64")
+    n = len(dev.launches)
+    check(run(dev, x, k, fp, "auto"), x, k, fp)
+    assert len(dev.launches) == n  # finite: the FFT ran (no kernel launch)
+    x[0, 5, 5] = np.nan
+    out = run(dev, x, k, fp, "auto")
+    assert len(dev.launches) == n + 1 and "tiled" in dev.launches[-1][1]
+    assert np.isnan(out).sum() == 9  # only the 3x3 neighbourhood of the NaN
+
+
+def test_huge_kernel_runs_naive(dev, rng):
+    x = random_values(rng, (1, 6, 40), "float64", small_int=True)
+    k = random_values(rng, (1, 5, 700), "float64", small_int=True)
+    fp = scipy_problem(6, 40, 5, 700, "same", "symm", 0, "float64")
+    assert tiled_config(fp) is None
+    out = run(dev, x, k, fp, "direct")
+    assert "naive" in dev.launches[-1][1]
+    np.testing.assert_array_equal(out, ref_correlate(x, k, fp))
+
+
+def test_bool_is_or_of_ands(dev, rng):
+    a = rng.random((1, 1, 30)) < 0.3
+    v = rng.random((1, 1, 7)) < 0.5
+    fp = problem(1, 1, 30, 1, 1, 7, 0, 6, 1, 36, "fill", False, "bool")
+    out = run(dev, a, np.ascontiguousarray(v[:, :, ::-1]), fp, "direct")
+    assert out.dtype == np.bool_
+    np.testing.assert_array_equal(out[0, 0], np.convolve(a[0, 0], v[0, 0]))
+
+
+def test_launch_records(rng):
+    """Typed scalars, grid limits and the shared-memory size of every plan."""
+    for dtype in ALL_DTYPES:
+        dt = np.dtype(dtype)
+        for B, h, w, kh, kw in [(1, 40, 70, 3, 3), (70000, 2, 3, 2, 2), (2, 1, 500, 1, 31)]:
+            fp = scipy_problem(h, w, kh, kw, "same", "fill", 1, dtype, B=B)
+            x = np.empty((B, h, w), dt)
+            k = np.empty((1, kh, kw), dt)
+            out = np.empty((B, fp.OH, fp.OW), dt)
+            for alg in VARIANTS:
+                (launch,) = plan_filter(fp, x, k, out, alg)
+                assert launch.grid[2] == min(B, 65535)
+                for a in launch.args[3:]:
+                    assert type(a) in (np.int32, np.int64, dt.type)
+                if alg == "tiled":
+                    cfg = tiled_config(fp)
+                    assert launch.shared_mem == cfg.shared_mem <= 48 * 1024
+                    assert launch.kernel in _plan_filter.kernel_names()
+    with pytest.raises(ValueError, match="C-contiguous"):
+        fp = scipy_problem(5, 5, 3, 3, "same", "fill", 0, "float32")
+        x = np.empty((1, 5, 10), np.float32)[:, :, ::2]
+        plan_filter(fp, x, np.empty((1, 3, 3), np.float32), np.empty((1, 5, 5), np.float32),
+                    "naive")  # fmt: skip

@@ -1,0 +1,243 @@
+"""The CUDA conv2d backend on a real GPU, against the NumPy backend (marker ``gpu``).
+
+Skipped with the reason where CuPy or a device is missing (``tests/conftest.py``).
+Every output and temporary the ops allocate is poisoned with NaN before the kernels
+run (``_gpu_conv.POISON_OUTPUTS``), so an unwritten element fails. Run by
+``bench/gpu_check.sh`` on a lent GPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpuconv
+from gpuconv import _gpu_conv, _plan_conv
+from tests._cuda_conv_cases import (
+    CASE_IDS,
+    CASES,
+    PASSES,
+    REAL_DTYPES,
+    VARIANTS,
+    layouts,
+    problem,
+    random_inputs,
+    reference,
+    terms,
+)
+from tests._tol import assert_close
+
+pytestmark = pytest.mark.gpu
+
+HAS_WEIGHT_KERNELS = hasattr(_plan_conv, "plan_conv2d_backward_weight")
+
+
+@pytest.fixture(scope="module")
+def cp():
+    import cupy
+
+    return cupy
+
+
+@pytest.fixture(autouse=True)
+def _poison(monkeypatch):
+    monkeypatch.setattr(_gpu_conv, "POISON_OUTPUTS", True)
+
+
+def _api(pass_name, cp, x, w, b, gy, kw, algorithm):
+    """The public API on CuPy arrays (``x, w, b, gy`` are NumPy; moved here)."""
+    dx, dw, db, dgy = (None if a is None else cp.asarray(a) for a in (x, w, b, gy))
+    if pass_name == "forward":
+        out = gpuconv.conv2d(dx, dw, db, algorithm=algorithm, **kw)
+    else:
+        out = gpuconv.conv2d_grad_input(x.shape, dw, dgy, algorithm=algorithm, **kw)
+    assert isinstance(out, cp.ndarray)
+    return cp.asnumpy(out)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("dtype", REAL_DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("pass_name", PASSES)
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_matches_numpy_backend(case, pass_name, dtype, variant, cp):
+    _, xs, ws, kw = case
+    p = problem(xs, ws, dtype, kw)
+    x, w, b, gy = random_inputs(np.random.default_rng(7), p, dtype)
+    got = _api(pass_name, cp, x, w, b, gy, kw, variant)
+    want = reference(pass_name, p, x, w, b, gy)
+    assert got.dtype == np.dtype(dtype) and not np.isnan(got).any()
+    assert_close(got, want, dtype=dtype, terms=terms(pass_name, p))
+
+
+@pytest.mark.parametrize("dtype", REAL_DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("pass_name", PASSES)
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_variants_bit_identical_on_integers(case, pass_name, dtype, cp):
+    _, xs, ws, kw = case
+    p = problem(xs, ws, dtype, kw)
+    x, w, b, gy = random_inputs(np.random.default_rng(3), p, dtype, integer=True)
+    want = reference(pass_name, p, x, w, b, gy).astype(dtype)
+    for variant in VARIANTS:
+        got = _api(pass_name, cp, x, w, b, gy, kw, variant)
+        np.testing.assert_array_equal(got, want, err_msg=variant)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.complex64, np.complex128],
+                         ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("pass_name", PASSES)
+def test_other_dtypes_through_the_api(pass_name, dtype, cp):
+    _, xs, ws, kw = CASES[CASE_IDS.index("everything")]
+    p = problem(xs, ws, dtype, kw)
+    x, w, b, gy = random_inputs(np.random.default_rng(2), p, dtype)
+    got = _api(pass_name, cp, x, w, b, gy, kw, "auto")
+    if pass_name == "backward_input" and np.dtype(dtype).kind == "c":
+        want = gpuconv.conv2d_grad_input(x.shape, w, gy, backend="numpy", **kw)
+    else:
+        want = reference(pass_name, p, x, w, b, gy)
+    assert got.dtype == np.dtype(dtype)
+    assert_close(got, want, dtype=dtype, terms=terms(pass_name, p))
+
+
+@pytest.mark.parametrize("layout", ["F", "strided", "negative"])
+@pytest.mark.parametrize("pass_name", PASSES)
+def test_noncontiguous_cupy_inputs(layout, pass_name, cp):
+    _, xs, ws, kw = CASES[CASE_IDS.index("everything")]
+    p = problem(xs, ws, np.float32, kw)
+    x, w, b, gy = random_inputs(np.random.default_rng(5), p, np.float32)
+    want = _api(pass_name, cp, x, w, b, gy, kw, "auto")
+    dx, dw, db, dgy = (layouts(cp.asarray(a), layout, cp) for a in (x, w, b, gy))
+    before = [cp.asnumpy(a) for a in (dx, dw, db, dgy)]
+    if pass_name == "forward":
+        got = gpuconv.conv2d(dx, dw, db, **kw)
+    else:
+        got = gpuconv.conv2d_grad_input(x.shape, dw, dgy, **kw)
+    np.testing.assert_array_equal(cp.asnumpy(got), want)
+    for a, c in zip((dx, dw, db, dgy), before, strict=True):
+        np.testing.assert_array_equal(cp.asnumpy(a), c)
+
+
+@pytest.mark.parametrize("case_id", ["everything", "reflect", "regblock_dgrad_tails"])
+def test_backward_twice_is_bit_identical(case_id, cp):
+    _, xs, ws, kw = CASES[CASE_IDS.index(case_id)]
+    p = problem(xs, ws, np.float32, kw)
+    x, w, _, gy = random_inputs(np.random.default_rng(4), p, np.float32)
+    needs = ("input", "weight", "bias") if HAS_WEIGHT_KERNELS else ("input",)
+    dx, dw, dgy = cp.asarray(x), cp.asarray(w), cp.asarray(gy)
+    for variant in VARIANTS:
+        g1 = gpuconv.conv2d_backward(dgy, dx, dw, needs=needs, algorithm=variant, **kw)
+        g2 = gpuconv.conv2d_backward(dgy, dx, dw, needs=needs, algorithm=variant, **kw)
+        for a, b in zip(g1, g2, strict=True):
+            if a is not None:
+                np.testing.assert_array_equal(cp.asnumpy(a), cp.asnumpy(b))
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 5, 5), (2, 0, 5, 5), (2, 3, 0, 5)])
+def test_empty_inputs_launch_nothing(shape, cp, monkeypatch):
+    launches = []
+    real = _gpu_conv._run
+    monkeypatch.setattr(_gpu_conv, "_run", lambda d, ls: (launches.extend(ls),
+                                                           real(d, ls)))
+    x = cp.zeros(shape, cp.float32)
+    w = cp.ones((4, shape[1], 1, 1), cp.float32)
+    b = cp.arange(4, dtype=cp.float32)
+    y = gpuconv.conv2d(x, w, b, padding=1)
+    want = gpuconv.conv2d(cp.asnumpy(x), cp.asnumpy(w), cp.asnumpy(b), padding=1)
+    np.testing.assert_array_equal(cp.asnumpy(y), want)
+    assert launches == []
+
+
+def test_nan_and_inf_propagate_like_numpy(cp):
+    _, xs, ws, kw = CASES[CASE_IDS.index("everything")]
+    p = problem(xs, ws, np.float64, kw)
+    x, w, b, gy = random_inputs(np.random.default_rng(1), p, np.float64)
+    x[0, 0, 0, 0] = np.nan
+    x[1, 3, 6, -1] = np.inf
+    gy[0, 0, 0, 0] = np.nan
+    gy[1, 5, -1, 2] = -np.inf
+    for variant in VARIANTS:
+        for pass_name in PASSES:
+            got = _api(pass_name, cp, x, w, b, gy, kw, variant)
+            want = reference(pass_name, p, x, w, b, gy)
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+            np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+
+
+def test_auto_is_spied(cp, monkeypatch):
+    calls = []
+    real = _plan_conv.choose_algorithm
+    monkeypatch.setattr(_plan_conv, "choose_algorithm",
+                        lambda p, n: calls.append(n) or real(p, n))
+    x = cp.ones((2, 8, 9, 9), cp.float32)
+    w = cp.ones((16, 8, 3, 3), cp.float32)
+    gpuconv.conv2d(x, w, padding=1)
+    assert calls == ["forward"]
+
+
+def test_many_images_and_channels(cp):
+    """N*C >= 65536: 1-D grids, no 'invalid configuration argument'."""
+    x = cp.asarray(np.random.default_rng(0).integers(-3, 4, (70000, 2, 3, 3)),
+                   dtype=cp.float32)
+    w = cp.ones((1, 2, 2, 2), cp.float32)
+    want = gpuconv.conv2d(cp.asnumpy(x), cp.asnumpy(w))
+    for variant in VARIANTS:
+        np.testing.assert_array_equal(
+            cp.asnumpy(gpuconv.conv2d(x, w, algorithm=variant)), want
+        )
+    dw = cp.ones((70000, 1, 3, 3), cp.float32)
+    xd = cp.ones((1, 70000, 4, 4), cp.float32)
+    y = gpuconv.conv2d(xd, dw, groups=70000, padding=1)
+    np.testing.assert_array_equal(cp.asnumpy(y[0, :, 1, 1]), np.full(70000, 9.0))
+
+
+def test_more_than_2_31_elements_against_batch_slices(cp):
+    """x, y and gx with more than 2^31 elements each (64-bit indexing), checked
+    against batch slices computed separately; gated on free device memory."""
+    N, C, H, W, K = 33, 64, 1024, 1024, 64
+    elems = N * C * H * W
+    assert elems > 2**31
+    need = 3 * elems * 4 + 2 * (2 * C * H * W * 4)  # x, y (= gy), gx + slices
+    free = cp.cuda.runtime.memGetInfo()[0]
+    if free < 1.2 * need:
+        pytest.skip(f"needs {need / 2**30:.1f} GiB of free device memory, "
+                    f"{free / 2**30:.1f} GiB free")
+    # Small integers (exact sums in float32), built in place without a full-size
+    # temporary: (3n + 5c + 7h + 11w) % 5 - 2.
+    def ar(n, axis):
+        shape = [1, 1, 1, 1]
+        shape[axis] = n
+        return cp.arange(n, dtype=cp.float32).reshape(shape)
+
+    x = cp.empty((N, C, H, W), cp.float32)
+    cp.add(ar(N, 0) * 3 + ar(C, 1) * 5 + ar(H, 2) * 7, ar(W, 3) * 11, out=x)
+    cp.remainder(x, 5, out=x)
+    x -= 2
+    w = cp.asarray(np.random.default_rng(0).integers(-2, 3, (K, C, 3, 3)),
+                   dtype=cp.float32)
+    for variant in ("naive", "tiled_regblock"):
+        y = gpuconv.conv2d(x, w, padding=1, algorithm=variant)
+        for n in (0, 16, N - 1):
+            ys = gpuconv.conv2d(x[n:n + 1], w, padding=1, algorithm=variant)
+            assert bool((y[n:n + 1] == ys).all()), (variant, n)
+        gx = gpuconv.conv2d_grad_input(x.shape, w, y, padding=1, algorithm=variant)
+        for n in (0, N - 1):
+            gs = gpuconv.conv2d_grad_input((1, C, H, W), w, y[n:n + 1], padding=1,
+                                           algorithm=variant)
+            assert bool((gx[n:n + 1] == gs).all()), (variant, n)
+        del y, gx
+        cp.get_default_memory_pool().free_all_blocks()
+
+
+def test_weight_gradient_matches_numpy(cp):
+    if not HAS_WEIGHT_KERNELS:
+        pytest.skip("plan_conv2d_backward_weight is not written yet (weight kernels)")
+    for case_id in ("everything", "reflect", "regblock_fwd_tails"):
+        _, xs, ws, kw = CASES[CASE_IDS.index(case_id)]
+        p = problem(xs, ws, np.float64, kw)
+        x, w, _, gy = random_inputs(np.random.default_rng(8), p, np.float64)
+        for variant in VARIANTS:
+            g = gpuconv.conv2d_backward(cp.asarray(gy), cp.asarray(x), cp.asarray(w),
+                                        needs=("weight", "bias"), algorithm=variant,
+                                        **kw)
+            r = gpuconv.conv2d_backward(gy, x, w, needs=("weight", "bias"), **kw)
+            assert_close(cp.asnumpy(g.gw), r.gw, terms=p.N * p.OH * p.OW)
+            assert_close(cp.asnumpy(g.gb), r.gb, terms=p.N * p.OH * p.OW)

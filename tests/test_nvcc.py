@@ -1,0 +1,179 @@
+"""Every kernel instance the registry names compiles with nvcc, without spills.
+
+For each source in :data:`gpuconv._kernels.KERNELS` and each of sm_80 and sm_90, a
+generated host translation unit includes the source and takes the address of every
+registered instance (which instantiates exactly those templates), and nvcc builds a
+cubin with CuPy's NVRTC options (``--std=c++17``, ``-ftz=true``, gpuconv's ``-I`` and
+header hash) plus ``-Xptxas -v``. The test fails on a compile error, on any spill
+store or load, and on any stack frame (local memory) in ptxas' report.
+
+Results are cached by content hash (sources, headers, names, options, nvcc
+version) under ``$GPUCONV_NVCC_CACHE`` (default ``~/.cache/gpuconv/nvcc``), and the
+(source, arch) builds run two at a time, so a rerun on unchanged sources is instant
+and a cold run stays well under the CI budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from gpuconv._kernels import KERNELS, compile_options, source_dir
+
+pytestmark = pytest.mark.nvcc
+
+ARCHS = ("sm_80", "sm_90")
+NVCC_TIMEOUT_S = 240
+
+
+def _nvcc_options(arch: str) -> list[str]:
+    # compile_options() is exactly what CuPy's RawModule gets; CuPy appends
+    # -ftz=true after them and picks -arch itself.
+    opts = [o.replace("--std=", "-std=") for o in compile_options()]
+    return [f"-arch={arch}", *opts, "-ftz=true", "-Xptxas", "-v", "-cubin"]
+
+
+def _instance_tu(source: str) -> str:
+    refs = ",\n".join(f"    (const void*)&{name}" for name in KERNELS[source])
+    return (
+        f'#include "{source}"\n'
+        "// Taking each registered instance's address instantiates it for the device.\n"
+        f"const void* gpuconv_registered_instances[] = {{\n{refs}\n}};\n"
+    )
+
+
+def _cache_dir() -> Path:
+    env = os.environ.get("GPUCONV_NVCC_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "gpuconv" / "nvcc"
+
+
+def _nvcc_version() -> str:
+    out = subprocess.run(["nvcc", "--version"], capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[-1] if out.stdout else "unknown"
+
+
+def _content_key(source: str, arch: str, version: str) -> str:
+    h = hashlib.sha256()
+    for p in sorted(source_dir().glob("*.cu*")):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    h.update(_instance_tu(source).encode())
+    h.update(" ".join(_nvcc_options(arch)).encode())
+    h.update(version.encode())
+    return h.hexdigest()[:24]
+
+
+_ENTRY = re.compile(
+    r"(?:Compiling entry function|Function properties for) '?([\w$]+)'?"
+)
+_FRAME = re.compile(
+    r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads"
+)
+_LMEM = re.compile(r"(\d+) bytes lmem")
+
+
+def parse_ptxas(report: str) -> list[str]:
+    """Problems in a ``ptxas -v`` report: spills, stack frames, local memory."""
+    problems = []
+    current = "?"
+    for line in report.splitlines():
+        m = _ENTRY.search(line)
+        if m:
+            current = m.group(1)
+            continue
+        m = _FRAME.search(line)
+        if m and any(int(v) for v in m.groups()):
+            problems.append(f"{current}: {line.strip()}")
+        m = _LMEM.search(line)
+        if m and int(m.group(1)):
+            problems.append(f"{current}: {line.strip()}")
+    return problems
+
+
+def _compile(source: str, arch: str, version: str) -> dict:
+    key = _content_key(source, arch, version)
+    cache = _cache_dir() / f"{Path(source).stem}-{arch}-{key}.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        tu = Path(tmp) / f"instances_{Path(source).stem}.cu"
+        tu.write_text(_instance_tu(source))
+        cmd = ["nvcc", *_nvcc_options(arch), "-I", str(source_dir()), str(tu),
+               "-o", str(Path(tmp) / "out.cubin")]
+        proc = subprocess.run(cmd, capture_output=True, text=True,
+                              timeout=NVCC_TIMEOUT_S)
+    report = proc.stdout + proc.stderr
+    result = {
+        "returncode": proc.returncode,
+        "report": report,
+        "entries": len(re.findall(r"Compiling entry function", report)),
+        "problems": parse_ptxas(report),
+        "command": " ".join(cmd),
+    }
+    if proc.returncode == 0:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp_path = cache.with_suffix(".tmp")
+        tmp_path.write_text(json.dumps(result))
+        tmp_path.replace(cache)
+    return result
+
+
+@pytest.fixture(scope="module")
+def builds() -> dict[tuple[str, str], dict]:
+    if shutil.which("nvcc") is None:
+        pytest.skip("nvcc is not on PATH")
+    version = _nvcc_version()
+    jobs = [(s, a) for s in sorted(KERNELS) for a in ARCHS]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = pool.map(lambda sa: _compile(sa[0], sa[1], version), jobs)
+        return dict(zip(jobs, results, strict=True))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("source", sorted(KERNELS))
+def test_nvcc_compiles_without_spills(builds, source, arch):
+    result = builds[(source, arch)]
+    assert result["returncode"] == 0, (
+        f"nvcc failed for {source} ({arch}):\n{result['command']}\n{result['report']}"
+    )
+    assert result["entries"] >= len(KERNELS[source]), (
+        f"ptxas compiled {result['entries']} entry functions for {source} ({arch}) "
+        f"but {len(KERNELS[source])} instances are registered"
+    )
+    assert not result["problems"], (
+        f"register spills or local memory in {source} ({arch}):\n"
+        + "\n".join(result["problems"])
+    )
+
+
+def test_parse_ptxas_flags_spills_and_stack():
+    report = (
+        "ptxas info    : Compiling entry function '_Z3fooIfEvv' for 'sm_90'\n"
+        "ptxas info    : Function properties for _Z3fooIfEvv\n"
+        "    8 bytes stack frame, 4 bytes spill stores, 4 bytes spill loads\n"
+        "ptxas info    : Compiling entry function '_Z3barIfEvv' for 'sm_90'\n"
+        "ptxas info    : Function properties for _Z3barIfEvv\n"
+        "    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n"
+        "ptxas info    : Used 12 registers, 16 bytes lmem\n"
+    )
+    problems = parse_ptxas(report)
+    assert len(problems) == 2
+    assert problems[0].startswith("_Z3fooIfEvv:")
+    assert "lmem" in problems[1]
+
+
+def test_instance_tu_takes_every_registered_address():
+    for source, names in KERNELS.items():
+        tu = _instance_tu(source)
+        assert f'#include "{source}"' in tu
+        for name in names:
+            assert f"&{name}" in tu

@@ -1,0 +1,262 @@
+"""The conv2d launch planner, without a GPU or a compiler.
+
+Plans are built with placeholder buffers and checked against CUDA's limits and
+against the kernels' parameter lists parsed from the sources: 1-D grids (y, z never
+above 65535, also for N*C >= 65536), no empty launch, dynamic shared memory within
+48 KiB, every scalar an explicitly typed NumPy scalar of the C type the kernel
+declares, registered kernel names; plus the host tables (taps, padding maps) and the
+``auto`` decisions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+import pytest
+
+from gpuconv import _plan_conv as pc
+from gpuconv._conv_args import normalize_conv2d
+from gpuconv._kernels import CONV_REGBLOCK_TILES, KERNELS, source_dir
+from gpuconv._launch import Launch
+from gpuconv._padding import PADDING_MODES, fold_matrix, pad_index
+from tests._cuda_conv_cases import CASE_IDS, CASES, VARIANTS, problem
+
+
+class Buf:
+    """A stand-in device buffer (the planner never looks inside)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Buf({self.name})"
+
+
+def _params(source: str, kernel: str) -> list[tuple[str, str]]:
+    """``(kind, name)`` of each parameter of a kernel in its source; kind is
+    'ptr', 'int' or 'long long'."""
+    text = (source_dir() / source).read_text()
+    base = kernel.split("<")[0]
+    m = re.search(rf"\b{base}\s*\(", text)
+    assert m, f"{base} not found in {source}"
+    i, depth = m.end() - 1, 0
+    for j in range(i, len(text)):
+        depth += {"(": 1, ")": -1}.get(text[j], 0)
+        if depth == 0:
+            break
+    params = [p.strip() for p in text[i + 1:j].split(",")]
+    kinds = []
+    for p in params:
+        name = re.findall(r"\w+", p)[-1]
+        if "*" in p:
+            kinds.append(("ptr", name))
+        elif "long long" in p:
+            kinds.append(("long long", name))
+        elif re.match(r"(const\s+)?int\s+\w+$", p):
+            kinds.append(("int", name))
+        else:
+            raise AssertionError(f"unexpected parameter {p!r} of {base}")
+    return kinds
+
+
+def check_launch(launch: Launch) -> None:
+    assert launch.kernel in KERNELS[launch.source]
+    gx, gy, gz = launch.grid
+    assert 1 <= gx < 2**31 and gy == 1 and gz == 1
+    bx, by, bz = launch.block
+    assert 1 <= bx * by * bz <= 1024
+    assert 0 <= launch.shared_mem <= pc.SMEM_LIMIT
+    kinds = _params(launch.source, launch.kernel)
+    assert len(kinds) == len(launch.args), (launch.kernel, launch.args)
+    for (kind, _), a in zip(kinds, launch.args, strict=True):
+        if kind == "ptr":
+            assert isinstance(a, Buf), (launch.kernel, kind, a)
+        elif kind == "int":
+            assert type(a) is np.int32, (launch.kernel, kind, a)
+        else:
+            assert type(a) is np.int64, (launch.kernel, kind, a)
+
+
+def plan(p, pass_name, variant, bias=True):
+    taps = Buf("taps")
+    if pass_name == "forward":
+        return pc.plan_conv2d_forward(
+            p, variant, Buf("x"), Buf("w"), Buf("b") if bias else None, Buf("y"), taps
+        )
+    return pc.plan_conv2d_backward_input(
+        p, variant, Buf("gy"), Buf("w"), Buf("gx"), taps
+    )
+
+
+@pytest.mark.parametrize("pass_name", ["forward", "backward_input"])
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_plans_respect_limits_and_signatures(case, pass_name):
+    _, xs, ws, kw = case
+    for dtype in (np.float32, np.float64):
+        p = pc.padded_problem(problem(xs, ws, dtype, kw))
+        for variant in VARIANTS:
+            launches = plan(p, pass_name, variant)
+            assert len(launches) == 1
+            check_launch(launches[0])
+
+
+def test_no_bias_passes_a_valid_pointer_and_flag_zero():
+    p = problem((1, 2, 5, 5), (3, 2, 3, 3), np.float32, {}, bias=False)
+    for variant in VARIANTS:
+        (launch,) = plan(p, "forward", variant, bias=False)
+        check_launch(launch)
+        assert launch.args[2] is launch.args[1]  # w stands in, never read
+        names = [name for _, name in _params(launch.source, launch.kernel)]
+        assert launch.args[names.index("has_bias")] == 0
+
+
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kw",
+    [
+        ((70000, 3, 5, 6), (4, 3, 3, 3), {"padding": 1}),  # N*C, N*K >= 65536
+        ((2, 70000, 4, 4), (70000, 1, 3, 3), {"groups": 70000}),  # depthwise, huge C
+        ((1, 3, 65537, 3), (2, 3, 3, 1), {}),  # tall image
+    ],
+)
+def test_grid_limits_for_many_images_and_channels(x_shape, w_shape, kw):
+    p = problem(x_shape, w_shape, np.float32, kw)
+    for pass_name in ("forward", "backward_input"):
+        for variant in VARIANTS:
+            (launch,) = plan(p, pass_name, variant)
+            check_launch(launch)
+
+
+def test_more_than_2_31_elements_use_64_bit_totals():
+    p = problem((40000, 64, 32, 32), (64, 64, 3, 3), np.float32, {"padding": 1})
+    total = p.N * p.K * p.OH * p.OW
+    assert total > 2**31
+    (launch,) = plan(p, "forward", "naive")
+    check_launch(launch)
+    assert launch.args[-1] == np.int64(total)
+    assert launch.grid[0] == pc.LINEAR_MAX_BLOCKS  # grid-stride loop covers the rest
+    (launch,) = plan(p, "forward", "tiled_regblock")
+    m = p.N * p.OH * p.OW
+    assert np.int64(m) in [a for a in launch.args if type(a) is np.int64]
+
+
+def test_plane_beyond_int32_is_rejected():
+    p = problem((1, 1, 50000, 50000), (1, 1, 1, 1), np.float32, {})
+    with pytest.raises(ValueError, match="32-bit"):
+        plan(p, "forward", "naive")
+
+
+def test_tiled_shared_memory_limit():
+    p = problem((1, 1, 300, 300), (1, 1, 7, 7), np.float64, {"dilation": 30})
+    assert pc.tiled_smem_bytes(p, "forward") > pc.SMEM_LIMIT
+    with pytest.raises(ValueError, match="shared memory"):
+        plan(p, "forward", "tiled")
+    assert pc.choose_algorithm(p, "forward") == "naive"
+    q = problem((1, 1, 64, 64), (1, 1, 7, 7), np.float64, {"padding": 3})
+    assert pc.tiled_smem_bytes(q, "forward") <= pc.SMEM_LIMIT
+    (launch,) = plan(q, "forward", "tiled")
+    rows, cols = pc.tiled_smem_rows_cols(q, "forward")
+    assert launch.shared_mem == (rows * cols + 49) * 8
+
+
+def test_non_zero_padding_needs_the_padded_problem():
+    p = problem((1, 2, 5, 5), (3, 2, 3, 3), np.float32, {"padding": 1,
+                                                         "padding_mode": "reflect"})
+    with pytest.raises(ValueError, match="zero padding"):
+        plan(p, "forward", "naive")
+    q = pc.padded_problem(p)
+    assert (q.H, q.W, q.padding, q.OH, q.OW) == (7, 7, (0, 0, 0, 0), p.OH, p.OW)
+    check_launch(pc.plan_pad_gather(p, Buf("x"), Buf("xp"), Buf("r"), Buf("c"))[0])
+    check_launch(pc.plan_pad_fold(p, Buf("g"), Buf("gx"), *(Buf(str(i)) for i in
+                                                             range(4)))[0])
+
+
+def _layer(n, c, h, k, r, pad=None, stride=1, dtype=np.float32):
+    pad = r // 2 if pad is None else pad
+    return normalize_conv2d((n, c, h, h), (k, c, r, r), [np.dtype(dtype)],
+                            padding=pad, stride=stride)
+
+
+BENCH_LAYERS = [
+    _layer(16, 64, 56, 64, 3), _layer(16, 128, 28, 128, 3),
+    _layer(16, 256, 14, 256, 3), _layer(16, 512, 7, 512, 3),
+    _layer(16, 64, 56, 256, 1), _layer(16, 1024, 14, 256, 1),
+    _layer(16, 3, 224, 64, 7, 3, 2), _layer(16, 192, 28, 32, 5),
+    _layer(8, 64, 54, 64, 3),
+]
+
+
+@pytest.mark.parametrize("pass_name", ["forward", "backward_input", "backward_weight"])
+def test_auto_picks_regblock_for_the_benchmark_layers(pass_name):
+    for p in BENCH_LAYERS:
+        want = "tiled_regblock"
+        if pass_name == "backward_input" and p.C == 3:
+            want = "tiled"  # the input gradient of 3 channels has 3 GEMM columns
+        assert pc.choose_algorithm(p, pass_name) == want, p
+
+
+def test_auto_decisions_for_small_channel_counts():
+    dw = normalize_conv2d((4, 32, 40, 40), (32, 1, 3, 3), [np.dtype("f")], groups=32)
+    assert pc.choose_algorithm(dw, "forward") == "tiled"
+    assert pc.choose_algorithm(dw, "backward_input") == "tiled"
+    rgb_out = normalize_conv2d((2, 64, 32, 32), (3, 64, 3, 3), [np.dtype("f")])
+    assert pc.choose_algorithm(rgb_out, "forward") == "tiled"
+    assert pc.choose_algorithm(rgb_out, "backward_input") == "tiled_regblock"
+    big_dil = normalize_conv2d((1, 1, 400, 400), (1, 1, 9, 9), [np.dtype("d")],
+                               dilation=40)
+    assert pc.choose_algorithm(big_dil, "forward") == "naive"
+    with pytest.raises(ValueError, match="pass"):
+        pc.choose_algorithm(dw, "sideways")
+    assert pc.resolve_algorithm(dw, "forward", "naive") == "naive"
+    with pytest.raises(ValueError, match="algorithm"):
+        pc.resolve_algorithm(dw, "forward", "fast")
+
+
+@pytest.mark.parametrize("pass_name", ["forward", "backward_input"])
+def test_regblock_tile_choice_wastes_little(pass_name):
+    for p in BENCH_LAYERS:
+        for dtype in (np.float32, np.float64):
+            q = pc.padded_problem(p) if dtype == np.float32 else p
+            q = dataclasses.replace(q, dtype=np.dtype(dtype),
+                                    compute_dtype=np.dtype(dtype))
+            tile = pc.regblock_tile(q, pass_name)
+            assert tile in CONV_REGBLOCK_TILES[pc.ctype_of(dtype)]
+            m, ng, _ = pc.gemm_shape(q, pass_name)
+            if ng >= 32:
+                tx, ty, tm, tn = tile
+                bn = ty * tn
+                assert ng / (-(-ng // bn) * bn) >= 0.75, (p, tile)
+    # 32 output channels: a tile 32 columns wide.
+    p = _layer(16, 192, 28, 32, 5)
+    assert pc.regblock_tile(p, "forward")[1] * pc.regblock_tile(p, "forward")[3] == 32
+
+
+def test_tap_table_matches_the_reduction_index():
+    table = pc.tap_table(3, 2, 4, 5, 7)
+    assert table.dtype == np.int32 and table.shape == (24, 4)
+    assert table.flags.c_contiguous and table.nbytes == 24 * 16
+    for r, (ch, dy, dx, tap) in enumerate(table):
+        assert (ch, tap) == divmod(r, 8)
+        assert (dy, dx) == (tap // 4 * 5, tap % 4 * 7)
+
+
+@pytest.mark.parametrize("mode", PADDING_MODES)
+def test_fold_maps_are_the_transpose_of_the_padding(mode):
+    rng = np.random.default_rng(0)
+    for n, before, after in [(5, 2, 3), (2, 4, 5), (1, 3, 0), (6, 0, 0)]:
+        p = normalize_conv2d((1, 1, n, 3), (1, 1, 1, 1), [np.dtype("d")],
+                             padding=(before, after, 1, 1), padding_mode=mode)
+        rows, cols = pc.pad_maps(p)
+        assert rows.dtype == np.int32
+        np.testing.assert_array_equal(rows, pad_index(n, before, after, mode))
+        row_ptr, row_src, col_ptr, col_src = pc.fold_maps(p)
+        g = rng.standard_normal(before + n + after)
+        folded = np.array(
+            [g[row_src[row_ptr[h]:row_ptr[h + 1]]].sum() for h in range(n)]
+        )
+        want = fold_matrix(n, before, after, mode, np.float64).T @ g
+        np.testing.assert_allclose(folded, want, rtol=1e-14, atol=1e-14)
+        for h in range(n):  # increasing padded index: a fixed summation order
+            assert np.all(np.diff(row_src[row_ptr[h]:row_ptr[h + 1]]) > 0)
+        assert col_ptr[-1] == len(col_src)
