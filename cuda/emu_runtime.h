@@ -212,6 +212,19 @@ struct Fiber {
     uint64_t result = 0;
 };
 
+}  // namespace
+}  // namespace gpuconv_emu
+
+// For debuggers: the linear index of the running thread in its block and of the
+// block in the grid (gdb: `break my_kernel if gpuconv_emu_thread == 5`).
+extern "C" {
+__attribute__((visibility("hidden"), used)) unsigned gpuconv_emu_thread = 0;
+__attribute__((visibility("hidden"), used)) unsigned long long gpuconv_emu_block = 0;
+}
+
+namespace gpuconv_emu {
+namespace {
+
 // launch state
 Fiber* g_fibers = nullptr;
 unsigned g_nfibers_alloc = 0;
@@ -314,6 +327,7 @@ const size_t kStackSize = 128 * 1024;
 // Switch from the scheduler into fiber f; returns when f yields, exits or fails.
 void run_fiber(Fiber* f) {
     g_cur = f;
+    gpuconv_emu_thread = f->tid;
 #if GPUCONV_EMU_ASAN
     void* fake = nullptr;
     __sanitizer_start_switch_fiber(&fake, f->stack_lo, f->stack_size);
@@ -812,6 +826,8 @@ inline int launch(const Entry* e, const unsigned* grid, const unsigned* block, s
         for (unsigned by = 0; by < grid[1] && ok; ++by)
             for (unsigned bx = 0; bx < grid[0] && ok; ++bx) {
                 g_block_idx = uint3{bx, by, bz};
+                gpuconv_emu_block =
+                    (static_cast<unsigned long long>(bz) * grid[1] + by) * grid[0] + bx;
                 if (poison) poison_shared();
                 ok = run_block(reverse);
             }

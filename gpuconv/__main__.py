@@ -5,7 +5,8 @@
 ``demo``
     Filters a synthetic image and runs conv2d forward/backward on the best
     available backend, checks each result against an independent reference and
-    prints a table; exit status 1 if a check fails.
+    prints a table; exit status 1 if a check fails, 2 if ``--backend cuda`` cannot
+    run here.
 ``bench``
     gpuconv against SciPy/PyTorch (``--backend numpy``) or cuDNN/cupyx
     (``--backend cuda``); see ``bench/README.md``. Exit status 1 if an output is

@@ -30,12 +30,23 @@ index maps (the border gradient is added onto the pixels the border copied);
 ``gw`` per tap is ``gY (K/g x L) @ E_phase[:, off_t:off_t+L].T``, one GEMM with
 the whole batch as its reduction.
 
-Discarded columns multiply zeros into the sums of the gradients; when ``w`` (for
-``gx``) or ``x`` (for ``gw``) contains NaN or inf, ``0 * inf`` would put NaN where
-no real product has one, so those calls take the exact *window* path instead: per
-tap, the strided window of the padded input is copied to a contiguous buffer and
-only real products are formed (NumPy's NaN placement). Results of both paths are
-deterministic: the same inputs give bit-identical outputs.
+Two other layouts of the same per-tap GEMMs are picked by cost:
+
+* *windows*: per tap, the strided window of the padded input is copied to a
+  contiguous ``(C, N*OH*OW)`` buffer (one tap at a time, never the whole
+  im2col). No column is wasted, so it wins for small images, where the frame's
+  border columns are a large fraction (``_WINDOWS_ABOVE``).
+* *stacked*: with fewer than 16 input channels per group a per-tap GEMM has a
+  reduction too short for BLAS (the first layer of a network: 3 channels, 7x7),
+  so the taps of a bounded chunk of frame columns (at most 2 MiB) are stacked
+  and multiplied in one GEMM of reduction ``KH*KW*C/groups``.
+
+Discarded frame columns multiply zeros into the sums of the gradients; when
+``w`` (for ``gx``) or ``x`` (for ``gw``) contains NaN or inf, ``0 * inf`` would
+put NaN where no real product has one, so those calls take the windows path,
+which forms only real products (NumPy's NaN placement). Every path is
+deterministic: the same inputs give bit-identical outputs (no reduction is split
+across threads in a way that depends on timing).
 """
 
 from __future__ import annotations
@@ -203,6 +214,20 @@ def _stacked(p: Conv2dProblem) -> bool:
     return p.Cg < _STACK_BELOW and p.KH * p.KW > 1
 
 
+# The frame computes ``Hq*Wq`` columns per image for ``OH*OW`` outputs. When that
+# waste, times the output channels per group that each wasted column costs, is
+# large (small images: 14x14 with pad 1 wastes 31 %), copying each tap's window
+# to a contiguous buffer is cheaper (measured: the break-even is near 20 for the
+# forward pass and the weight gradient, higher for the input gradient, whose
+# window path scatters with NumPy adds).
+_WINDOWS_ABOVE = {"forward": 20.0, "weight": 20.0, "input": 40.0}
+
+
+def _windows_pay(p: Conv2dProblem, fr: _Frame, op: str) -> bool:
+    waste = fr.size / (p.OH * p.OW) - 1.0
+    return not _stacked(p) and waste * p.Kg > _WINDOWS_ABOVE[op]
+
+
 def _chunk(L: int, row_bytes: int) -> int:
     """Columns per chunk so that a buffer of ``row_bytes`` per column stays small."""
     return max(1, min(L, _CHUNK_BYTES // max(row_bytes, 1)))
@@ -234,6 +259,11 @@ def _gy_frame(gy: np.ndarray, p: Conv2dProblem, fr: _Frame, front: int) -> np.nd
     inner = gyf[:, front:].reshape(p.K, p.N, fr.Hq, fr.Wq)
     inner[:, :, : p.OH, : p.OW] = gy.transpose(1, 0, 2, 3)
     return gyf.reshape(p.groups, p.Kg, -1)
+
+
+def _pointwise(p: Conv2dProblem) -> bool:
+    """A 1x1 kernel with stride 1 and no padding: a GEMM per image on ``x`` as is."""
+    return (p.KH, p.KW, p.stride, p.padding) == (1, 1, (1, 1), (0, 0, 0, 0))
 
 
 def _frame_columns(p: Conv2dProblem, fr: _Frame) -> int:
@@ -278,7 +308,11 @@ def conv2d_forward(
            [20., 24.]])
     """
     dt = p.compute_dtype
+    if _pointwise(p):
+        return _forward_pointwise(x, w, bias, p)
     fr = _frame(p)
+    if _windows_pay(p, fr, "forward"):
+        return _forward_windows(x, w, bias, p)
     E = _extended_input(x, p, fr)
     L = _frame_columns(p, fr)
     Y = np.empty((p.groups, p.Kg, p.N * fr.size), dtype=dt)
@@ -310,6 +344,57 @@ def conv2d_forward(
     return y
 
 
+def _forward_windows(
+    x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, p: Conv2dProblem
+) -> np.ndarray:
+    """Per tap, copy the strided window of the padded input to a contiguous
+    ``(C, N*OH*OW)`` buffer and accumulate one GEMM: no frame columns wasted."""
+    dt = p.compute_dtype
+    xp = _extend(x.transpose(1, 0, 2, 3), _frame(p, stride=(1, 1)), dt)[0]
+    wt = _weights_by_tap(w, p)
+    M = p.N * p.OH * p.OW
+    Y = np.empty((p.groups, p.Kg, M), dtype=dt)
+    xw = np.empty((p.C, p.N, p.OH, p.OW), dtype=dt)
+    xwm = xw.reshape(p.groups, p.Cg, M)
+    tmp = None
+    for t in range(p.KH * p.KW):
+        if t == 1:
+            tmp = np.empty(Y.shape, dtype=dt)
+        xw[...] = xp[_window(*divmod(t, p.KW), p)]
+        gemm(wt[t], xwm, Y, accumulate=t > 0, tmp=tmp)
+    y = np.empty(p.y_shape, dtype=dt)
+    Yf = Y.reshape(p.K, p.N, p.OH, p.OW).transpose(1, 0, 2, 3)
+    if bias is None:
+        y[...] = Yf
+    else:
+        with np.errstate(all="ignore"):
+            np.add(Yf, bias.reshape(1, p.K, 1, 1), out=y)
+    return y
+
+
+def _per_image(a: np.ndarray, p: Conv2dProblem, channels: int) -> np.ndarray:
+    """``(N, groups, channels/groups, H*W)`` view (or copy) of an NCHW array."""
+    return a.reshape(p.N, p.groups, channels // p.groups, -1)
+
+
+def _forward_pointwise(
+    x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, p: Conv2dProblem
+) -> np.ndarray:
+    """1x1, stride 1, no padding: ``y[n] = W @ x[n]``, one GEMM per image and no
+    copy of ``x`` (the frame would be ``x`` transposed)."""
+    dt = p.compute_dtype
+    wm = np.ascontiguousarray(w.reshape(p.groups, p.Kg, p.Cg))
+    xm = _per_image(x, p, p.C)
+    y = np.empty(p.y_shape, dtype=dt)
+    ym = _per_image(y, p, p.K)
+    for n in range(p.N):
+        gemm(wm, xm[n], ym[n], accumulate=False)
+    if bias is not None:
+        with np.errstate(all="ignore"):
+            y += bias.reshape(1, p.K, 1, 1)
+    return y
+
+
 # ----------------------------------------------------------------------------
 # gradient with respect to the input
 # ----------------------------------------------------------------------------
@@ -334,10 +419,12 @@ def conv2d_backward_input(
            [2., 4., 2.],
            [1., 2., 1.]])
     """
-    if not np.isfinite(w).all():
+    if _pointwise(p):
+        return _backward_input_pointwise(gy, w, p)
+    fr = _frame(p)
+    if not np.isfinite(w).all() or _windows_pay(p, fr, "input"):
         return _backward_input_windows(gy, w, p)
     dt = p.compute_dtype
-    fr = _frame(p)
     Lf = p.N * fr.size
     P = len(fr.phases)
     # gradient of each phase of the extended input, (P, groups, C/g, N*Hq*Wq)
@@ -380,6 +467,19 @@ def conv2d_backward_input(
             Gph[ph].reshape(p.C, p.N, fr.Hq, fr.Wq)[:, :, :nr, :nc]
         )
     return _fold(G, p)
+
+
+def _backward_input_pointwise(
+    gy: np.ndarray, w: np.ndarray, p: Conv2dProblem
+) -> np.ndarray:
+    """1x1, stride 1, no padding: ``gx[n] = W^T @ gy[n]`` per image."""
+    wmT = np.ascontiguousarray(w.reshape(p.groups, p.Kg, p.Cg)).transpose(0, 2, 1)
+    gym = _per_image(gy, p, p.K)
+    gx = np.empty(p.x_shape, dtype=p.compute_dtype)
+    gxm = _per_image(gx, p, p.C)
+    for n in range(p.N):
+        gemm(wmT, gym[n], gxm[n], accumulate=False)
+    return gx
 
 
 def _window(a: int, b: int, p: Conv2dProblem) -> tuple[slice, slice, slice, slice]:
@@ -441,9 +541,11 @@ def conv2d_backward_weight(
     dt = p.compute_dtype
     T = p.KH * p.KW
     gb = conv2d_backward_bias(gy, p) if with_bias else None
-    if not np.isfinite(x).all():
-        return _backward_weight_windows(gy, x, p), gb
+    if _pointwise(p):
+        return _backward_weight_pointwise(gy, x, p), gb
     fr = _frame(p)
+    if not np.isfinite(x).all() or _windows_pay(p, fr, "weight"):
+        return _backward_weight_windows(gy, x, p), gb
     E = _extended_input(x, p, fr)
     L = _frame_columns(p, fr)
     gyf = _gy_frame(gy, p, fr, 0)
@@ -471,6 +573,20 @@ def conv2d_backward_weight(
         gemm(gyf[:, :, :L], src, gwt[t], accumulate=False)
     gw[...] = gwt.reshape(p.KH, p.KW, p.K, p.Cg).transpose(2, 3, 0, 1)
     return gw, gb
+
+
+def _backward_weight_pointwise(
+    gy: np.ndarray, x: np.ndarray, p: Conv2dProblem
+) -> np.ndarray:
+    """1x1, stride 1, no padding: ``gw = sum_n gy[n] @ x[n]^T`` (images in order)."""
+    dt = p.compute_dtype
+    gym = _per_image(gy, p, p.K)
+    xm = _per_image(x, p, p.C)
+    gw = np.empty((p.groups, p.Kg, p.Cg), dtype=dt)
+    tmp = np.empty(gw.shape, dtype=dt) if p.N > 1 else None
+    for n in range(p.N):
+        gemm(gym[n], xm[n].transpose(0, 2, 1), gw, accumulate=n > 0, tmp=tmp)
+    return gw.reshape(p.w_shape)
 
 
 def _backward_weight_windows(

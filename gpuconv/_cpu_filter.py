@@ -245,7 +245,8 @@ def _shift_add(
     if not taps:  # an all-zero kernel over finite or integer data
         out[...] = 0
         return out
-    one, minus_one = dt.type(1), dt.type(-1)
+    one = dt.type(1)
+    minus_one = dt.type(-1) if dt.kind != "u" else None
     tmp_full = None
     for b0, b1, r0, r1, c0, c1 in _blocks(B, OH, OW, dt.itemsize):
         acc = out[b0:b1, r0:r1, c0:c1]
@@ -264,7 +265,7 @@ def _shift_add(
                 first = False
             elif shared and w == one:
                 np.add(acc, view, out=acc)
-            elif shared and w == minus_one:
+            elif shared and minus_one is not None and w == minus_one:
                 np.subtract(acc, view, out=acc)
             else:
                 np.multiply(view, w, out=tmp)

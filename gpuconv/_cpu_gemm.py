@@ -132,6 +132,10 @@ def _layout(m: np.ndarray, isz: int) -> tuple[int, int] | None:
     return None
 
 
+def _address(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
+
+
 def _ctypes_gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, accumulate: bool) -> bool:
     """Run the stacked GEMM through CBLAS; False when a view's layout does not fit."""
     funcs = _state.get("funcs")
@@ -152,13 +156,13 @@ def _ctypes_gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, accumulate: bool) 
     if dt.kind == "c":
         one = np.ones(1, dtype=dt)
         beta_arr = np.array([1.0 if accumulate else 0.0], dtype=dt)
-        alpha, beta = one.ctypes.data, beta_arr.ctypes.data
+        alpha, beta = _address(one), _address(beta_arr)
     else:
         alpha, beta = 1.0, (1.0 if accumulate else 0.0)
     for ag, bg, cg, la, lb, lc in plans:
         f(
-            _ROW_MAJOR, la[0], lb[0], m, n, k, alpha, ag.ctypes.data, la[1],
-            bg.ctypes.data, lb[1], beta, cg.ctypes.data, lc[1],
+            _ROW_MAJOR, la[0], lb[0], m, n, k, alpha, _address(ag), la[1],
+            _address(bg), lb[1], beta, _address(cg), lc[1],
         )
     return True
 

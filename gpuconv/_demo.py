@@ -571,7 +571,8 @@ def format_table(checks: list[Check]) -> str:
 
 def main(quick: bool = False, backend: str | None = None,
          out: TextIO | None = None) -> int:
-    """Run the demo, print the table, return 0 if every check passed else 1."""
+    """Run the demo, print the table; return 0 if every check passed, 1 if one
+    failed, 2 if ``backend='cuda'`` was asked for and cannot run."""
     out = out if out is not None else sys.stdout
     import gpuconv
 
@@ -579,6 +580,9 @@ def main(quick: bool = False, backend: str | None = None,
     if backend is None:
         backend = chosen
         note = "" if why is None else f" (cuda not used: {why})"
+    elif backend == "cuda" and why is not None:
+        print(f"gpuconv demo: backend 'cuda' is not available: {why}", file=sys.stderr)
+        return 2
     else:
         note = " (chosen with --backend)"
     print(f"gpuconv {gpuconv.__version__} demo on backend '{backend}'{note}", file=out)

@@ -88,6 +88,7 @@ SANITIZE_FLAGS = (
     "-fsanitize-sections=gpuconv_shared",
 )
 FAST_FLAGS = ("-O2", "-g")
+DEBUG_FLAGS = ("-O0", "-g3", "-fno-inline")  # debug=True: for stepping in gdb
 _COMMON_FLAGS = (
     "-std=c++17",
     "-fPIC",
@@ -208,8 +209,15 @@ def _compiler_id(cxx: str) -> str:
     return _compiler_ids[cxx]
 
 
-def _flags(sanitize: bool) -> tuple[str, ...]:
-    return _COMMON_FLAGS + (SANITIZE_FLAGS if sanitize else FAST_FLAGS)
+def _flags(sanitize: bool, debug: bool = False) -> tuple[str, ...]:
+    flags = _COMMON_FLAGS + (SANITIZE_FLAGS if sanitize else FAST_FLAGS)
+    if debug:
+        flags = tuple(f for f in flags if not f.startswith("-O")) + DEBUG_FLAGS
+    return flags
+
+
+def _mode(sanitize: bool, debug: bool) -> str:
+    return ("asan" if sanitize else "fast") + ("-debug" if debug else "")
 
 
 def _header_files(dirs: Iterable[Path]) -> list[Path]:
@@ -366,6 +374,7 @@ def library_path(
     names: Sequence[str],
     *,
     sanitize: bool = True,
+    debug: bool = False,
     cache: Path | None = None,
 ) -> Path:
     """Where :func:`build_library` puts (or finds) the library of ``source``."""
@@ -376,13 +385,13 @@ def library_path(
         f"abi{ABI_VERSION}".encode(),
         generate_translation_unit(src, names).encode(),
         src.read_bytes(),
-        " ".join(_flags(sanitize)).encode(),
+        " ".join(_flags(sanitize, debug)).encode(),
         _LINKER_SCRIPT.encode(),
         _compiler_id(cxx).encode(),
     ]
     for h in _header_files(dirs):
         parts += [str(h).encode(), h.read_bytes()]
-    mode = "asan" if sanitize else "fast"
+    mode = _mode(sanitize, debug)
     return (cache or cache_dir()) / f"{src.stem}-{mode}-{_digest(parts)}.so"
 
 
@@ -408,6 +417,7 @@ def build_library(
     names: Sequence[str],
     *,
     sanitize: bool = True,
+    debug: bool = False,
     cache: Path | None = None,
 ) -> Path:
     """Builds (or finds in the cache) the emulation library of one kernel source.
@@ -420,6 +430,8 @@ def build_library(
         The name expressions to instantiate, e.g. ``["conv2d_forward_naive<float>"]``.
     sanitize : bool
         ASan + UBSan build (``-O1 -g``) or fast build (``-O2``).
+    debug : bool
+        Build with ``-O0 -g3 -fno-inline`` instead (for stepping through a kernel).
     cache : Path, optional
         Cache folder (default :func:`cache_dir`).
 
@@ -430,14 +442,14 @@ def build_library(
     """
     src = Path(source).resolve()
     cache = cache or cache_dir()
-    key = (src, tuple(names), bool(sanitize), cache)
+    key = (src, tuple(names), bool(sanitize), bool(debug), cache)
     sig = _stat_signature(src)
     hit = _resolved.get(key)
     if hit is not None and hit[0] == sig and hit[1].exists():
         return hit[1]
-    target = library_path(src, names, sanitize=sanitize, cache=cache)
+    target = library_path(src, names, sanitize=sanitize, debug=debug, cache=cache)
     tail = [
-        *_flags(sanitize),
+        *_flags(sanitize, debug),
         f"-I{src.parent}",
         f"-I{runtime_header().parent}",
         "-shared",
@@ -462,8 +474,9 @@ def build_runner(*, sanitize: bool = True, cache: Path | None = None) -> Path:
         " ".join(flags).encode(),
         _compiler_id(cxx).encode(),
     ]
-    mode = "asan" if sanitize else "fast"
-    target = (cache or cache_dir()) / f"runner-{mode}-{_digest(parts)}"
+    target = (
+        cache or cache_dir()
+    ) / f"runner-{_mode(sanitize, False)}-{_digest(parts)}"
     text = _RUNNER_TU.format(header=header)
     return _build_cached(target, text, [*flags, "-x", "c++", "-ldl"], "the runner")
 
@@ -583,7 +596,8 @@ def _marshal(
             m.scalars.append(data)
             continue
         want_t = _CODES[p.code][0]
-        if not isinstance(a, np.generic) or type(a) is not want_t:
+        # dtype equality, not class identity: np.longlong is np.int64's twin
+        if not isinstance(a, np.generic) or a.dtype != np.dtype(want_t):
             raise TypeError(
                 f"{where} must be np.{np.dtype(want_t).name}, not {_describe(a)}"
             )
@@ -913,6 +927,9 @@ class EmulatedDevice:
     in_process : bool, optional
         Only for ``sanitize=False``: load the library with ctypes (default) or run it
         in the runner subprocess (isolated from crashes).
+    debug : bool
+        Build without optimisation (``-O0 -g3 -fno-inline``), to step through a
+        kernel in gdb (in-process) with every local variable visible.
     max_dynamic_shared : int
         Dynamic shared memory a launch may ask for (default 48 KiB: what
         :class:`gpuconv._kernels.CupyDevice` can launch without an opt-in).
@@ -945,6 +962,7 @@ class EmulatedDevice:
         kernels: Mapping[str, Sequence[str]] | None = None,
         source_dir: str | os.PathLike | None = None,
         in_process: bool | None = None,
+        debug: bool = False,
         max_dynamic_shared: int = 48 * 1024,
         timeout: float | None = 600.0,
     ) -> None:
@@ -964,6 +982,7 @@ class EmulatedDevice:
         self.poison_shared = bool(poison_shared)
         self.thread_order = thread_order
         self.in_process = bool(in_process)
+        self.debug = bool(debug)
         self.max_dynamic_shared = int(max_dynamic_shared)
         self.timeout = timeout
         self._kernels = (
@@ -996,7 +1015,9 @@ class EmulatedDevice:
         names = self.registry().get(source)
         if not names:
             raise KeyError(f"no kernels are registered for {source}")
-        path = build_library(self.source_path(source), names, sanitize=self.sanitize)
+        path = build_library(
+            self.source_path(source), names, sanitize=self.sanitize, debug=self.debug
+        )
         key = (path, self.in_process)
         with _libraries_lock:
             lib = _libraries.get(key)

@@ -174,11 +174,21 @@ def conv2d_forward(
 
     Examples
     --------
+    On the CPU emulation of the kernels (``device=None`` runs them on the GPU):
+
     >>> import numpy as np
     >>> from gpuconv._conv_args import normalize_conv2d
-    >>> p = normalize_conv2d((1, 1, 4, 4), (1, 1, 2, 2), [np.float32])
-    >>> y = conv2d_forward(cupy.ones((1, 1, 4, 4), 'f'), cupy.ones((1, 1, 2, 2), 'f'),
-    ...                    None, p, "auto")  # doctest: +SKIP
+    >>> from gpuconv._emulate import EmulatedDevice
+    >>> x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    >>> w = np.ones((1, 1, 2, 2), np.float32)
+    >>> p = normalize_conv2d(x.shape, w.shape, [x.dtype])
+    >>> dev = EmulatedDevice(sanitize=False)
+    >>> conv2d_forward(x, w, None, p, "tiled_regblock", device=dev)[0, 0]
+    array([[10., 14., 18.],
+           [26., 30., 34.],
+           [42., 46., 50.]], dtype=float32)
+    >>> dev.launches[-1][1].split("<")[0]
+    'conv2d_forward_tiled_regblock'
     """
     dev = _dev(device)
     xp = dev.xp

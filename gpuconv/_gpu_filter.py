@@ -35,6 +35,19 @@ from gpuconv._filter_args import FilterProblem
 from gpuconv._padding import pad_index
 from gpuconv._plan_filter import CTYPES, choose_algorithm, fft_grid, plan_filter
 
+#: Fill every output allocated here with a poison value (NaN, or 0x5A bytes for
+#: integers) instead of leaving it uninitialised, so that an element a kernel forgets
+#: to write shows up in tests (they set it with ``monkeypatch``).
+POISON_OUTPUTS = False
+
+
+def poison_value(dtype: Any) -> Any:
+    """What poisoned outputs hold: NaN for float/complex, 0x5A5A... for integers."""
+    dt = np.dtype(dtype)
+    if dt.kind in "fc":
+        return dt.type(np.nan)
+    return np.frombuffer(b"\x5a" * dt.itemsize, dtype=dt)[0]
+
 
 def _default_device() -> Any:
     from gpuconv._kernels import CupyDevice
@@ -49,6 +62,7 @@ def correlate2d(
     method: str = "auto",
     *,
     device: Any = None,
+    out: Any = None,
     block: tuple[int, int] | None = None,
     vector: bool = True,
 ) -> Any:
@@ -71,6 +85,9 @@ def correlate2d(
     device : optional
         Where launches run: :class:`gpuconv._kernels.CupyDevice` (default) or the
         emulation harness's ``EmulatedDevice`` (``xp`` is NumPy).
+    out : array, optional
+        A C-contiguous ``(B, OH, OW)`` array of ``fp.dtype`` to write into (direct
+        algorithms; tests pass a poisoned one). Returned.
     block, vector
         Forced thread block and permission for 128-bit accesses (tests only).
 
@@ -103,21 +120,32 @@ def correlate2d(
     if algorithm == "fft" and method == "auto" and not _all_finite(xp, in1, k, fp):
         algorithm = choose_algorithm(fp, "direct")
     if algorithm == "fft":
-        return correlate2d_fft(in1, k, fp, xp)
+        y = correlate2d_fft(in1, k, fp, xp)
+        if out is None:
+            return y
+        out[...] = y
+        return out
     in1 = xp.ascontiguousarray(in1)
     k = xp.ascontiguousarray(k)
-    out = xp.empty((fp.B, fp.OH, fp.OW), dtype=dt)
+    if out is None:
+        if POISON_OUTPUTS:
+            out = xp.full((fp.B, fp.OH, fp.OW), poison_value(dt), dtype=dt)
+        else:
+            out = xp.empty((fp.B, fp.OH, fp.OW), dtype=dt)
     for launch in plan_filter(fp, in1, k, out, algorithm, block=block, vector=vector):
         device.launch(launch)
     return out
 
 
-def _correlate_bool(in1, k, fp, method, **kw):
+def _correlate_bool(in1, k, fp, method, *, out=None, **kw):
     u32 = np.dtype("uint32")
     fp32 = dataclasses.replace(fp, dtype=u32, fillvalue=np.uint32(bool(fp.fillvalue)))
     direct = "direct" if method in ("auto", "fft") else method
-    out = correlate2d(in1.astype(u32), k.astype(u32), fp32, direct, **kw)
-    return out != 0
+    counts = correlate2d(in1.astype(u32), k.astype(u32), fp32, direct, **kw)
+    if out is None:
+        return counts != 0
+    out[...] = counts != 0
+    return out
 
 
 def _all_finite(xp: Any, in1: Any, k: Any, fp: FilterProblem) -> bool:
@@ -133,7 +161,9 @@ def extend(in1: Any, fp: FilterProblem, xp: Any) -> Any:
     dt = np.dtype(fp.dtype)
     hp, wp = fp.OH + fp.KH - 1, fp.OW + fp.KW - 1
     if fp.boundary == "fill":
-        x = xp.full((fp.B, hp, wp), np.asarray(fp.fillvalue).astype(dt).reshape(-1)[0], dtype=dt)
+        x = xp.full(
+            (fp.B, hp, wp), np.asarray(fp.fillvalue).astype(dt).reshape(-1)[0], dtype=dt
+        )
         # the image's rows/columns that land inside the extended window
         r0, c0 = fp.pad_top, fp.pad_left
         h, w = min(fp.H, hp - r0), min(fp.W, wp - c0)

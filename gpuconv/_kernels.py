@@ -62,6 +62,32 @@ def _conv_pass_instances(pass_name: str) -> tuple[str, ...]:
 
 KERNELS["conv2d_forward.cu"] = _conv_pass_instances("forward")
 KERNELS["conv2d_backward_input.cu"] = _conv_pass_instances("backward_input")
+# The weight gradient's GEMM is M = K/groups rows by C/groups*KH*KW columns (split-K
+# over N*OH*OW): its own tile list, with wide tiles (BN > BM) for few output channels
+# (e.g. 32 x 128 for 5x5 192->32). Spill-free for sm_80/sm_90 (tests/test_nvcc.py).
+CONV_WGRAD_REGBLOCK_TILES: dict[str, tuple[tuple[int, int, int, int], ...]] = {
+    "float": ((16, 16, 8, 8), (16, 16, 8, 4), (16, 16, 4, 8), (16, 16, 4, 4),
+              (32, 8, 4, 4), (8, 32, 4, 4), (16, 8, 4, 4)),
+    "double": ((16, 16, 4, 4), (32, 8, 4, 4), (8, 32, 4, 4), (16, 8, 4, 4)),
+}
+
+
+def _conv_wgrad_instances() -> tuple[str, ...]:
+    # the three variants as for the other passes, plus the split-K second stage
+    # (reduce) and the bias-only first stage
+    names = []
+    for ctype in CTYPES.values():
+        wgrad = "backward_weight"
+        names.append(conv_kernel_name(wgrad, "naive", ctype))
+        names.append(conv_kernel_name(wgrad, "tiled", ctype, CONV_TILED_TILE))
+        for tile in CONV_WGRAD_REGBLOCK_TILES[ctype]:
+            names.append(conv_kernel_name(wgrad, "tiled_regblock", ctype, tile))
+        names.append(conv_kernel_name(wgrad, "reduce", ctype))
+        names.append(f"conv2d_backward_bias_partial<{ctype}>")
+    return tuple(names)
+
+
+KERNELS["conv2d_backward_weight.cu"] = _conv_wgrad_instances()
 KERNELS["conv2d_pad.cu"] = tuple(
     f"conv2d_pad_{op}<{ct}>" for ct in CTYPES.values() for op in ("gather", "fold")
 )

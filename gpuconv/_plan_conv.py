@@ -211,7 +211,9 @@ def choose_algorithm(p: Conv2dProblem, pass_name: str) -> str:
     if pass_name == "backward_weight":
         # GEMM M = K/groups, NG = C/groups*KH*KW, KR = N*OH*OW (split over blocks).
         m, ng, _ = gemm_shape(p, pass_name)
-        return "tiled_regblock" if min(m, ng) >= REGBLOCK_MIN_COLS else "tiled"
+        if min(m, ng) >= REGBLOCK_MIN_COLS:
+            return "tiled_regblock"
+        return "tiled" if wgrad_tiled_smem_bytes(p) <= SMEM_LIMIT else "naive"
     _, ng, kr = gemm_shape(p, pass_name)
     if ng >= REGBLOCK_MIN_COLS and kr >= REGBLOCK_MIN_RED:
         return "tiled_regblock"
@@ -509,3 +511,319 @@ def plan_pad_fold(
         args=(gxpad, gx, row_ptr, row_src, col_ptr, col_src, _i32(p.H, "H"),
               _i32(p.W, "W"), _i32(Hp, "Hp"), _i32(Wp, "Wp"), _i64(total)),
     )]
+
+
+# --------------------------------------------------------------------------------
+# weight and bias gradients (cuda/conv2d_backward_weight.cu)
+#
+# The weight gradient is a GEMM with a small output (K/groups x C/groups*KH*KW per
+# group) and a long reduction (R = N*OH*OW): without splitting the reduction only a
+# few blocks would be busy. The ``tiled`` and ``tiled_regblock`` plans split it into
+# contiguous slices (split-K); each block writes its partial sums to a workspace in a
+# fixed layout and a second launch (``reduce``) adds them in split order: no atomics,
+# bit-identical from run to run.
+
+#: Splits are chosen for at least this many full waves of resident blocks.
+WGRAD_TARGET_WAVES = 2
+#: Fewest reduction terms per split of ``tiled_regblock`` (16 slices of BK = 8).
+WGRAD_MIN_CHUNK = 128
+#: Fewest output tiles (32 x 8 pixels) per split of ``tiled``.
+WGRAD_TILED_MIN_UNITS = 2
+#: Resident 256-thread ``tiled`` blocks assumed per SM (a few KiB of shared memory).
+WGRAD_TILED_BLOCKS_PER_SM = 4
+#: Fewest gy elements per split of the bias-only reduction (8 per thread).
+BIAS_MIN_CHUNK = 2048
+#: Resident 256-thread bias blocks assumed per SM.
+BIAS_BLOCKS_PER_SM = 8
+#: Most splits of any plan (bounds the workspace: splits * K*C/groups*KH*KW).
+MAX_SPLITS = 512
+#: Reduction terms per shared-memory slice of the regblock kernels (``Tile::BK``).
+REGBLOCK_BK = 8
+
+
+def split_count(work: int, base_blocks: int, slots: int, min_work: int) -> int:
+    """How many slices a split-K plan cuts its reduction into.
+
+    Parameters
+    ----------
+    work : int
+        Reduction length in the plan's units (terms, or output tiles for ``tiled``).
+    base_blocks : int
+        Blocks of the launch without splitting.
+    slots : int
+        Blocks the device runs at once (SMs times resident blocks per SM).
+    min_work : int
+        Fewest units per split (amortises the partial-sum write and the reduce).
+
+    Returns
+    -------
+    int
+        At least 1 and at most :data:`MAX_SPLITS` and ``work // min_work``; enough
+        for :data:`WGRAD_TARGET_WAVES` waves, rounded up to fill the last wave.
+
+    Examples
+    --------
+    >>> split_count(50176, 5, 264, 128)  # 3x3 64->64 at 56^2, N=16, 64x128 tiles
+    158
+    >>> split_count(784, 288, 264, 128)  # 3x3 512->512 at 7^2, 128x64 tiles
+    2
+    >>> split_count(100, 1000, 264, 128)  # enough blocks already
+    1
+    """
+    cap = max(1, min(MAX_SPLITS, work // max(1, min_work)))
+    splits = max(1, min(cap, -(-WGRAD_TARGET_WAVES * slots // max(1, base_blocks))))
+    if splits > 1:
+        waves = -(-base_blocks * splits // slots)
+        splits = max(splits, min(cap, waves * slots // base_blocks))
+    return splits
+
+
+def _chunked(work: int, splits: int, align: int = 1) -> tuple[int, int]:
+    """``(chunk, splits)``: slice length (a multiple of ``align``) and the number of
+    non-empty slices it gives."""
+    chunk = -(-work // max(1, splits))
+    chunk = -(-chunk // align) * align
+    return chunk, -(-work // chunk)
+
+
+def _wgrad_tiles(ct: str) -> tuple[tuple[int, int, int, int], ...]:
+    from gpuconv._kernels import CONV_WGRAD_REGBLOCK_TILES  # with the registry
+
+    return CONV_WGRAD_REGBLOCK_TILES[ct]
+
+
+def wgrad_regblock_tile(
+    p: Conv2dProblem, sm_count: int = DEFAULT_SM_COUNT
+) -> tuple[int, int, int, int]:
+    """The ``(TX, TY, TM, TN)`` tile of a weight-gradient ``tiled_regblock`` launch.
+
+    The cost model of :func:`regblock_tile` with split-K: blocks are ``m_tiles *
+    n_tiles * groups * splits`` (:func:`split_count`), each a padded ``BM x BN x
+    chunk`` product; the busiest SM runs ``ceil(blocks / sm_count)`` of them at the
+    thread tile's efficiency times the latency factor. The cheapest tile wins, the
+    larger tile on ties.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv._conv_args import normalize_conv2d
+    >>> p = normalize_conv2d((16, 192, 28, 28), (32, 192, 5, 5), [np.float32],
+    ...                      padding=2)
+    >>> wgrad_regblock_tile(p)  # 32 output channels: a 32 x 128 tile
+    (8, 32, 4, 4)
+    """
+    m, ng, red = gemm_shape(p, "backward_weight")
+    best: tuple[float, int, tuple[int, int, int, int]] | None = None
+    for tile in _wgrad_tiles(ctype_of(p.compute_dtype)):
+        tx, ty, tm, tn = tile
+        bm, bn = tx * tm, ty * tn
+        base = -(-m // bm) * -(-ng // bn) * p.groups
+        resident = regblock_blocks_per_sm(tile, p.compute_dtype)
+        splits = split_count(red, base, sm_count * resident, WGRAD_MIN_CHUNK)
+        chunk, splits = _chunked(red, splits, REGBLOCK_BK)
+        blocks = base * splits
+        per_sm = -(-blocks // sm_count)
+        latency = min(1.0, min(per_sm, resident) * tx * ty / 32 / 8)
+        speed = {64: 1.0, 32: 0.85, 16: 0.7}[tm * tn]
+        cost = per_sm * bm * bn * chunk / (speed * latency)
+        key = (cost, -bm * bn, tile)
+        if best is None or key[:2] < best[:2]:
+            best = key
+    assert best is not None
+    return best[2]
+
+
+def wgrad_tiled_taps(p: Conv2dProblem) -> tuple[int, int]:
+    """``(taps_per_block, tap_blocks)`` of the ``tiled`` weight gradient: a block
+    owns up to 255 taps (one thread slot each, plus one for the bias)."""
+    th, tw = CONV_TILED_TILE[1], CONV_TILED_TILE[0]
+    taps = p.KH * p.KW
+    per_block = min(taps, tw * th - 1)
+    return per_block, -(-taps // per_block)
+
+
+def wgrad_tiled_smem_bytes(p: Conv2dProblem) -> int:
+    """Dynamic shared memory of the ``tiled`` weight gradient: the x window of the
+    forward tile plus the gy tile."""
+    rows, cols = tiled_smem_rows_cols(p, "forward")
+    tw, th = CONV_TILED_TILE
+    return (rows * cols + tw * th) * np.dtype(p.compute_dtype).itemsize
+
+
+def _wgrad_outputs(
+    p: Conv2dProblem, splits: int, gw: Any, gb: Any, alloc: Any
+) -> tuple[Any, Any]:
+    """Where the main launch writes: ``gw``/``gb`` for one split, else workspaces
+    ``(splits, K*C/groups*KH*KW)`` and ``(splits, K)`` from ``alloc``."""
+    if splits == 1:
+        return gw, gb
+    wcount = p.K * p.Cg * p.KH * p.KW
+    ws_w = alloc((splits, wcount), p.compute_dtype)
+    ws_b = alloc((splits, p.K), p.compute_dtype) if gb is not None else None
+    return ws_w, ws_b
+
+
+def _reduce_launch(
+    ct: str, splits: int, pw: Any, pb: Any, gw: Any, gb: Any, wcount: int, total: int
+) -> Launch:
+    return Launch(
+        source=SOURCES["backward_weight"],
+        kernel=conv_kernel_name("backward_weight", "reduce", ct),
+        grid=_linear_grid(total), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
+        args=(pw, pb, gw, gb, _i32(splits, "splits"), _i64(wcount), _i64(total)),
+    )
+
+
+def plan_conv2d_backward_weight(
+    p: Conv2dProblem, algorithm: str, gy: Any, x: Any, gw: Any, gb: Any = None, *,
+    alloc: Any, sm_count: int = DEFAULT_SM_COUNT,
+) -> list[Launch]:
+    """Launches computing ``gw`` (and ``gb`` when given) for a zero-padded problem.
+
+    Parameters
+    ----------
+    p : Conv2dProblem
+        Non-empty, zero padding (for other modes pad ``x`` with
+        :func:`plan_pad_gather` and pass :func:`padded_problem`).
+    algorithm : {'naive', 'tiled', 'tiled_regblock'}
+    gy, x, gw : device arrays
+        C-contiguous, ``p.compute_dtype``; ``gw`` has ``p.w_shape``.
+    gb : device array or None
+        ``(K,)``: the bias gradient, fused into the same launches.
+    alloc : callable
+        ``alloc(shape, dtype)`` returns a C-contiguous device workspace; called only
+        when the reduction is split (``tiled``/``tiled_regblock``).
+    sm_count : int
+        SMs of the device (tile and split choice only).
+
+    Returns
+    -------
+    list of Launch
+        One launch (naive, or a single split), or the split launch followed by the
+        deterministic ``reduce`` launch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv._conv_args import normalize_conv2d
+    >>> p = normalize_conv2d((16, 64, 56, 56), (64, 64, 3, 3), [np.float32],
+    ...                      padding=1)
+    >>> ls = plan_conv2d_backward_weight(p, "tiled_regblock", "gy", "x", "gw", "gb",
+    ...                                  alloc=lambda s, d: f"ws{s}")
+    >>> for launch in ls:
+    ...     print(launch.kernel)
+    conv2d_backward_weight_tiled_regblock<float, 16, 16, 4, 8>
+    conv2d_backward_weight_reduce<float>
+    >>> ls[0].grid, ls[0].args[2]
+    ((785, 1, 1), 'ws(157, 36864)')
+    """
+    _check_zero_padded(p)
+    _check_variant(algorithm)
+    ct = ctype_of(p.compute_dtype)
+    s = _sizes(p)
+    has_bias = np.int32(gb is not None)
+    wcount = p.K * p.Cg * p.KH * p.KW
+    total = wcount + (p.K if gb is not None else 0)
+    geom = (s["C"], s["H"], s["W"], s["K"], s["KH"], s["KW"], s["groups"], s["sh"],
+            s["sw"], s["dh"], s["dw"], s["pt"], s["pl"], s["OH"], s["OW"])
+    if algorithm == "naive":
+        return [Launch(
+            source=SOURCES["backward_weight"],
+            kernel=conv_kernel_name("backward_weight", "naive", ct),
+            grid=_linear_grid(total), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
+            args=(gy, x, gw, gw if gb is None else gb, s["N"], *geom, _i64(wcount),
+                  _i64(total)),
+        )]
+    if algorithm == "tiled":
+        smem = wgrad_tiled_smem_bytes(p)
+        if smem > SMEM_LIMIT:
+            raise ValueError(
+                f"algorithm='tiled' needs {smem} bytes of shared memory for this "
+                f"backward_weight geometry (kernel {p.KH}x{p.KW}, stride {p.stride}, "
+                f"dilation {p.dilation}), more than the {SMEM_LIMIT} available; use "
+                "'tiled_regblock', 'naive' or 'auto'"
+            )
+        tw, th = CONV_TILED_TILE
+        rows, cols = tiled_smem_rows_cols(p, "forward")
+        tiles_h, tiles_w = -(-p.OH // th), -(-p.OW // tw)
+        per_block, tap_blocks = wgrad_tiled_taps(p)
+        units = p.N * tiles_h * tiles_w
+        base = p.K * p.Cg * tap_blocks
+        splits = split_count(units, base, sm_count * WGRAD_TILED_BLOCKS_PER_SM,
+                             WGRAD_TILED_MIN_UNITS)
+        per_split, splits = _chunked(units, splits)
+        ow, ob = _wgrad_outputs(p, splits, gw, gb, alloc)
+        launches = [Launch(
+            source=SOURCES["backward_weight"],
+            kernel=conv_kernel_name("backward_weight", "tiled", ct, CONV_TILED_TILE),
+            grid=_blocks_1d(base * splits, "conv2d backward_weight tiled"),
+            block=(tw, th, 1), shared_mem=smem,
+            args=(gy, x, ow, ow if ob is None else ob, *geom, has_bias,
+                  _i32(tiles_h, "tiles_h"), _i32(tiles_w, "tiles_w"),
+                  _i32(rows, "s_rows"), _i32(cols, "s_cols"),
+                  _i32(per_block, "taps_per_block"), _i32(tap_blocks, "tap_blocks"),
+                  _i64(units), _i64(per_split)),
+        )]
+    else:
+        tile = wgrad_regblock_tile(p, sm_count)
+        tx, ty, tm, tn = tile
+        m, ng, red = gemm_shape(p, "backward_weight")
+        m_tiles, n_tiles = -(-m // (tx * tm)), -(-ng // (ty * tn))
+        base = m_tiles * n_tiles * p.groups
+        slots = sm_count * regblock_blocks_per_sm(tile, p.compute_dtype)
+        splits = split_count(red, base, slots, WGRAD_MIN_CHUNK)
+        chunk, splits = _chunked(red, splits, REGBLOCK_BK)
+        ow, ob = _wgrad_outputs(p, splits, gw, gb, alloc)
+        launches = [Launch(
+            source=SOURCES["backward_weight"],
+            kernel=conv_kernel_name("backward_weight", "tiled_regblock", ct, tile),
+            grid=_blocks_1d(base * splits, "conv2d backward_weight regblock"),
+            block=(tx * ty, 1, 1), shared_mem=0,
+            args=(gy, x, ow, ow if ob is None else ob, *geom, has_bias, _i64(red),
+                  _i64(chunk), _i32(m_tiles, "m_tiles"), _i32(n_tiles, "n_tiles")),
+        )]
+    if splits > 1:
+        launches.append(_reduce_launch(
+            ct, splits, ow, ow if ob is None else ob, gw, gw if gb is None else gb,
+            wcount, total))
+    return launches
+
+
+def plan_conv2d_backward_bias(
+    p: Conv2dProblem, gy: Any, gb: Any, *, alloc: Any,
+    sm_count: int = DEFAULT_SM_COUNT,
+) -> list[Launch]:
+    """Launches computing ``gb = gy.sum(axis=(0, 2, 3))`` deterministically.
+
+    One 256-thread block per output channel and slice of the ``N*OH*OW`` terms
+    (:func:`split_count`: at least two waves where the terms allow), a fixed-shape
+    tree per block; with several slices, the partial sums go to an ``alloc``
+    workspace ``(splits, K)`` and ``reduce`` adds them in slice order.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv._conv_args import normalize_conv2d
+    >>> p = normalize_conv2d((16, 64, 56, 56), (256, 64, 1, 1), [np.float32])
+    >>> ls = plan_conv2d_backward_bias(p, "gy", "gb", alloc=lambda s, d: f"ws{s}")
+    >>> for launch in ls:
+    ...     print(launch.kernel, launch.grid)
+    conv2d_backward_bias_partial<float> (3072, 1, 1)
+    conv2d_backward_weight_reduce<float> (1, 1, 1)
+    """
+    ct = ctype_of(p.compute_dtype)
+    check_extents(p)
+    red = p.N * p.OH * p.OW
+    splits = split_count(red, p.K, sm_count * BIAS_BLOCKS_PER_SM, BIAS_MIN_CHUNK)
+    chunk, splits = _chunked(red, splits)
+    out = gb if splits == 1 else alloc((splits, p.K), p.compute_dtype)
+    launches = [Launch(
+        source=SOURCES["backward_weight"], kernel=f"conv2d_backward_bias_partial<{ct}>",
+        grid=_blocks_1d(p.K * splits, "conv2d backward_bias"),
+        block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
+        args=(gy, out, _i32(p.K, "K"), _i32(p.OH * p.OW, "OH*OW"), _i64(red),
+              _i64(chunk)),
+    )]
+    if splits > 1:
+        launches.append(_reduce_launch(ct, splits, out, out, gb, gb, 0, p.K))
+    return launches

@@ -57,15 +57,20 @@ def geometry(case_id):
 
 # Which internal path of the NumPy backend computes. 'default' as shipped (these
 # small shapes have C/groups < 16: taps stacked); 'per-tap' forces one GEMM per
-# tap; 'per-tap-numpy' also forces NumPy's matmul + add instead of BLAS beta=1;
+# tap on the frame; 'per-tap-numpy' also forces NumPy's matmul + add instead of
+# BLAS beta=1; 'windows' forces one GEMM per tap on copied windows; and
 # 'stacked-chunks' forces chunks of a few columns (chunk edges everywhere).
-PATHS = ("default", "per-tap", "per-tap-numpy", "stacked-chunks")
+PATHS = ("default", "per-tap", "per-tap-numpy", "windows", "stacked-chunks")
 
 
 @pytest.fixture(params=PATHS)
 def backend_path(request, monkeypatch):
-    if request.param in ("per-tap", "per-tap-numpy"):
+    if request.param in ("per-tap", "per-tap-numpy", "windows"):
         monkeypatch.setattr(_cpu_conv, "_STACK_BELOW", 0)
+    never = {k: float("inf") for k in _cpu_conv._WINDOWS_ABOVE}
+    always = {k: -1.0 for k in _cpu_conv._WINDOWS_ABOVE}
+    windows = always if request.param == "windows" else never
+    monkeypatch.setattr(_cpu_conv, "_WINDOWS_ABOVE", windows)
     if request.param == "per-tap-numpy":
         _cpu_gemm._load()
         monkeypatch.setitem(_cpu_gemm._state, "funcs", None)

@@ -32,7 +32,19 @@ def problem(
 ) -> FilterProblem:  # fmt: skip
     dt = np.dtype(dtype)
     return FilterProblem(
-        B, H, W, Bk, KH, KW, pt, pl, OH, OW, boundary, np.asarray(fill).astype(dt)[()], dt
+        B,
+        H,
+        W,
+        Bk,
+        KH,
+        KW,
+        pt,
+        pl,
+        OH,
+        OW,
+        boundary,
+        np.asarray(fill).astype(dt)[()],
+        dt,
     )
 
 

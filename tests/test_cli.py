@@ -146,6 +146,14 @@ def test_demo_exit_status_is_one_when_a_check_fails(monkeypatch, capsys):
     assert "checks FAILED" in out
 
 
+def test_demo_on_missing_cuda_exits_2_with_the_reason(capsys):
+    reason = _backend.cuda_unavailable_reason()
+    if reason is None:
+        pytest.skip("CuPy and a device are available here")
+    assert main(["demo", "--backend", "cuda"]) == 2
+    assert f"backend 'cuda' is not available: {reason}" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------
 # The references the demo and the benchmark check against
 # ----------------------------------------------------------------------------

@@ -165,6 +165,15 @@ def test_zero_channels_give_bias(mode):
     np.testing.assert_array_equal(y, np.broadcast_to(b.reshape(1, 3, 1, 1), y.shape))
 
 
+def test_empty_image_with_padding_is_all_padding(rng):
+    """H = 0 but zero padding makes outputs: every window holds only zeros."""
+    w = random_array(rng, (2, 1, 3, 1))
+    b = np.array([0.5, -1.0])
+    y = gpuconv.conv2d(np.zeros((1, 1, 0, 4)), w, b, padding=(2, 2, 0, 0))
+    assert y.shape == (1, 2, 2, 4)
+    np.testing.assert_array_equal(y, np.broadcast_to(b.reshape(1, 2, 1, 1), y.shape))
+
+
 def test_zero_output_channels(rng):
     y = gpuconv.conv2d(random_array(rng, (2, 3, 5, 5)), np.zeros((0, 3, 3, 3)))
     assert y.shape == (2, 0, 3, 3)

@@ -277,3 +277,10 @@ def test_backward_weight_through_the_planner(dev):
                                                   "auto", True)
         assert_close(gw, rw, terms=p.N * p.OH * p.OW)
         assert_close(gb, rb, terms=p.N * p.OH * p.OW)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    result = doctest.testmod(_gpu_conv, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

@@ -38,6 +38,12 @@ pytestmark = pytest.mark.emulated
 VARIANTS = ("naive", "tiled")
 
 
+@pytest.fixture(autouse=True)
+def _poisoned_outputs(monkeypatch):
+    """Outputs start as NaN / 0x5A bytes: an element no thread writes fails."""
+    monkeypatch.setattr(_gpu_filter, "POISON_OUTPUTS", True)
+
+
 @pytest.fixture(scope="module")
 def dev():
     from gpuconv._emulate import EmulatedDevice, emulation_unavailable_reason
@@ -108,7 +114,9 @@ KSHAPES = [(1, 1), (2, 3), (3, 3), (4, 4), (5, 5), (7, 7), (9, 9), (3, 8), (6, 1
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("boundary,fill", [("fill", 0), ("fill", -3), ("wrap", 0), ("symm", 0)])
+@pytest.mark.parametrize(
+    "boundary,fill", [("fill", 0), ("fill", -3), ("wrap", 0), ("symm", 0)]
+)
 @pytest.mark.parametrize("mode", MODES)
 def test_modes_boundaries_kernel_shapes(dev, rng, variant, boundary, fill, mode):
     h, w = 19, 29
@@ -129,7 +137,12 @@ def test_tile_edges(dev, rng, dtype, boundary):
     a tile -1, +0, +1 in each direction, compile-time and runtime kernel sizes."""
     rx = _plan_filter.rx(np.dtype(dtype).itemsize)
     tw, th = 2 * rx, 2 * _plan_filter.RY_IMAGE
-    sizes = [(th - 1 + 16, tw - 1), (th + 16, tw), (th + 17, tw + 1), (2 * th + 16, 2 * tw + 1)]
+    sizes = [
+        (th - 1 + 16, tw - 1),
+        (th + 16, tw),
+        (th + 17, tw + 1),
+        (2 * th + 16, 2 * tw + 1),
+    ]
     for h, w in sizes:
         x = random_values(rng, (2, h, w), dtype, small_int=True)
         for kh, kw in [(3, 3), (4, 5), (1, 1)]:
@@ -288,7 +301,9 @@ def test_short_outputs_1d(dev, rng, variant, dtype):
                 assert dev.launches[-1][1].endswith(", 0, 0, 1>")
     # against NumPy's own 1-D convolve (the kernel reversed: a true convolution)
     if np.dtype(dtype).kind != "i":
-        fp = scipy_problem(1, 100, 1, 13, "full", "fill", 0, dtype, correlate=False, B=4)
+        fp = scipy_problem(
+            1, 100, 1, 13, "full", "fill", 0, dtype, correlate=False, B=4
+        )
         out = run(dev, x, np.ascontiguousarray(k[:1, :, ::-1]), fp, variant)
         want = np.convolve(x[2, 0].astype(np.complex128), k[0, 0].astype(np.complex128))
         assert_close(out[2, 0], want.astype(dtype) if np.dtype(dtype).kind == "c" else
@@ -350,8 +365,13 @@ def test_descending_thread_order(rng):
     from gpuconv._emulate import EmulatedDevice
 
     d = EmulatedDevice(sanitize=False, thread_order="descending")
-    for dtype, ks, boundary in [("float32", 3, "symm"), ("float64", 4, "wrap"),
-                                ("uint8", 5, "fill"), ("float32", 9, "fill")]:  # fmt: skip
+    cases = [
+        ("float32", 3, "symm"),
+        ("float64", 4, "wrap"),
+        ("uint8", 5, "fill"),
+        ("float32", 9, "fill"),
+    ]
+    for dtype, ks, boundary in cases:
         x = random_values(rng, (2, 21, 37), dtype, small_int=True)
         k = random_values(rng, (1, ks, ks), dtype, small_int=True)
         fp = scipy_problem(21, 37, ks, ks, "same", boundary, 2, dtype, B=2)
@@ -364,14 +384,25 @@ def test_descending_thread_order(rng):
 # ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 def test_fft_path(dev, rng, dtype):
-    for B, Bk, h, w, kh, kw in [(1, 1, 23, 17, 5, 4), (3, 3, 12, 20, 7, 7), (2, 1, 4, 3, 6, 8)]:
+    for B, Bk, h, w, kh, kw in [
+        (1, 1, 23, 17, 5, 4),
+        (3, 3, 12, 20, 7, 7),
+        (2, 1, 4, 3, 6, 8),
+    ]:
         x = random_values(rng, (B, h, w), dtype)
         k = random_values(rng, (Bk, kh, kw), dtype)
         for mode in MODES:
             if mode == "valid" and (kh > h or kw > w):
                 continue
-            for boundary, fill in [("fill", 0), ("fill", 2.5), ("wrap", 0), ("symm", 0)]:
-                fp = scipy_problem(h, w, kh, kw, mode, boundary, fill, dtype, B=B, Bk=Bk)
+            for boundary, fill in [
+                ("fill", 0),
+                ("fill", 2.5),
+                ("wrap", 0),
+                ("symm", 0),
+            ]:
+                fp = scipy_problem(
+                    h, w, kh, kw, mode, boundary, fill, dtype, B=B, Bk=Bk
+                )
                 out = run(dev, x, k, fp, "fft")
                 assert_close(out, ref_correlate(x, k, fp), dtype=dtype, terms=kh * kw)
 
@@ -440,7 +471,11 @@ def test_launch_records(rng):
     """Typed scalars, grid limits and the shared-memory size of every plan."""
     for dtype in ALL_DTYPES:
         dt = np.dtype(dtype)
-        for B, h, w, kh, kw in [(1, 40, 70, 3, 3), (70000, 2, 3, 2, 2), (2, 1, 500, 1, 31)]:
+        for B, h, w, kh, kw in [
+            (1, 40, 70, 3, 3),
+            (70000, 2, 3, 2, 2),
+            (2, 1, 500, 1, 31),
+        ]:
             fp = scipy_problem(h, w, kh, kw, "same", "fill", 1, dtype, B=B)
             x = np.empty((B, h, w), dt)
             k = np.empty((1, kh, kw), dt)
@@ -457,5 +492,92 @@ def test_launch_records(rng):
     with pytest.raises(ValueError, match="C-contiguous"):
         fp = scipy_problem(5, 5, 3, 3, "same", "fill", 0, "float32")
         x = np.empty((1, 5, 10), np.float32)[:, :, ::2]
-        plan_filter(fp, x, np.empty((1, 3, 3), np.float32), np.empty((1, 5, 5), np.float32),
-                    "naive")  # fmt: skip
+        k, out = np.empty((1, 3, 3), np.float32), np.empty((1, 5, 5), np.float32)
+        plan_filter(fp, x, k, out, "naive")
+
+
+# ---------------------------------------------------------------------------------
+# the public API end to end, its backend op routed to the emulated kernels
+# ---------------------------------------------------------------------------------
+@pytest.fixture
+def via_emulator(dev, monkeypatch):
+    """gpuconv.convolve2d & co. on NumPy arrays, computed by the CUDA op on the
+    emulated device (the API's argument handling, swaps, flips, conjugation and
+    stacks, then our kernels); returns the list of methods the op was called with."""
+    from gpuconv import _backend
+
+    calls: list[str] = []
+
+    class EmulatedOps:
+        @staticmethod
+        def correlate2d(in1, k, fp, method):
+            calls.append(method)
+            return _gpu_filter.correlate2d(in1, k, fp, method, device=dev)
+
+    real = _backend.backend_ops
+    monkeypatch.setattr(
+        _backend,
+        "backend_ops",
+        lambda name: EmulatedOps if name == "numpy" else real(name),
+    )
+    return calls
+
+
+@pytest.mark.parametrize("fn", ["convolve2d", "correlate2d"])
+@pytest.mark.parametrize("dtype", ["float64", "complex128", "uint8", "int32"])
+def test_public_2d_api_matches_scipy(via_emulator, rng, fn, dtype):
+    import gpuconv
+
+    ours, theirs = getattr(gpuconv, fn), getattr(ss, fn)
+    for (h, w), (kh, kw) in [((9, 12), (3, 4)), ((5, 6), (7, 3)), ((4, 4), (5, 6))]:
+        x = random_values(rng, (h, w), dtype, small_int=dtype != "uint8")
+        ker = random_values(rng, (kh, kw), dtype, small_int=dtype != "uint8")
+        for mode in MODES:
+            for boundary in BOUNDARIES:
+                if mode == "valid" and not (
+                    (h >= kh and w >= kw) or (h <= kh and w <= kw)
+                ):
+                    continue
+                want = theirs(x, ker, mode, boundary, 3)
+                got = ours(x, ker, mode, boundary, 3, method="direct")
+                assert got.dtype == want.dtype
+                np.testing.assert_array_equal(got, want)
+                got = ours(x, ker, mode, boundary, 3)  # 'auto': maybe the FFT
+                assert got.dtype == want.dtype
+                assert_close(got, want, terms=kh * kw)
+    assert via_emulator  # the op really ran
+
+
+def test_public_2d_stacks(via_emulator, rng):
+    import gpuconv
+
+    imgs = random_values(rng, (2, 3, 11, 14), "float64", small_int=True)
+    kers = random_values(rng, (3, 4, 3), "float64", small_int=True)
+    got = gpuconv.convolve2d(imgs, kers, "same", "symm", axes=(-2, -1))
+    for i in range(2):
+        for c in range(3):
+            want = ss.convolve2d(imgs[i, c], kers[c], "same", "symm")
+            np.testing.assert_array_equal(got[i, c], want)
+    one = gpuconv.correlate2d(imgs, kers[0], "full", "wrap", axes=(-2, -1))
+    np.testing.assert_array_equal(
+        one[1, 2], ss.correlate2d(imgs[1, 2], kers[0], "full", "wrap")
+    )
+
+
+@pytest.mark.parametrize("fn", ["convolve", "correlate"])
+@pytest.mark.parametrize("dtype", ["float64", "complex128", "int16", "bool"])
+def test_public_1d_api_matches_numpy(via_emulator, rng, fn, dtype):
+    import gpuconv
+
+    ours, theirs = getattr(gpuconv, fn), getattr(np, fn)
+    for n, m in [(30, 7), (7, 30), (12, 12), (1, 5), (40, 1)]:
+        if dtype == "bool":
+            a, v = rng.random(n) < 0.4, rng.random(m) < 0.4
+        else:
+            a = random_values(rng, (n,), dtype, small_int=True)
+            v = random_values(rng, (m,), dtype, small_int=True)
+        for mode in MODES:
+            got = ours(a, v, mode, method="direct")
+            want = theirs(a, v, mode)
+            assert got.dtype == want.dtype
+            np.testing.assert_array_equal(got, want)

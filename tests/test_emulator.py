@@ -430,6 +430,24 @@ def test_planted_signed_index_overflow(dev):
     assert at("int_index_overflow") in msg
 
 
+def test_misaligned_vector_load(dev):
+    # x4 (a float4*) points 4 bytes into the buffer: a 16-byte load off its alignment
+    buf = np.arange(41, dtype=np.float32)
+    fo = np.zeros(37 * 8, np.float32)
+    io = np.zeros(37 * 4, np.int32)
+    with pytest.raises(EmulationError) as exc:
+        run(
+            dev,
+            "math_probe",
+            (2, 1, 1),
+            (32, 1, 1),
+            (buf[:40], buf[1:], i32(37), fo, io),
+        )
+    msg = str(exc.value)
+    assert "misaligned address" in msg
+    assert "requires 16 byte alignment" in msg
+
+
 # ---------------------------------------------------------------------------------
 # divergence, deadlocks, hangs: errors, never a hang
 
@@ -509,6 +527,14 @@ def test_hang_times_out():
 def test_argument_types_are_checked(dev, args, match):
     with pytest.raises(TypeError, match=match):
         run(dev, "stencil_static<float>", (1, 1, 1), (32, 1, 1), args)
+
+
+def test_equivalent_scalar_types_are_accepted(dev):
+    x = np.arange(1001, dtype=np.float64)
+    out = np.zeros(1)
+    # long long n: np.longlong is a distinct class from np.int64 on Linux, same type
+    run(dev, "block_sum<double>", (1, 1, 1), (64, 1, 1), (x, np.longlong(x.size), out))
+    assert out[0] == x.sum()
 
 
 def test_read_only_buffers(dev):
@@ -647,6 +673,22 @@ def test_old_builds_are_pruned(tmp_path):
     assert left == sorted(
         [*kept, "conv-fast-" + "f" * 20 + ".so", "conv2-asan-" + "e" * 20 + ".so"]
     )
+
+
+def test_debug_build(tmp_path, monkeypatch):
+    src = _tiny_source(tmp_path, 4)
+    monkeypatch.setenv("GPUCONV_EMU_CACHE", str(tmp_path / "cache"))
+    names = ("tiny<double>",)
+    fast_lib = library_path(src / "tiny.cu", names, sanitize=False)
+    debug_lib = library_path(src / "tiny.cu", names, sanitize=False, debug=True)
+    assert debug_lib != fast_lib and "-fast-debug-" in debug_lib.name
+    d = EmulatedDevice(
+        sanitize=False, debug=True, kernels={"tiny.cu": names}, source_dir=src
+    )
+    y = np.zeros(3)
+    d.launch(Launch("tiny.cu", "tiny<double>", (1, 1, 1), (3, 1, 1), 0, (y,)))
+    np.testing.assert_array_equal(y, [4, 4, 4])
+    assert debug_lib.exists() and not fast_lib.exists()
 
 
 UNSUPPORTED = """\

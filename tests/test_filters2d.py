@@ -162,7 +162,7 @@ DTYPE_PAIRS = [
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("fn", FUNCS)
-@pytest.mark.parametrize("dt1,dt2", DTYPE_PAIRS, ids="-".join)
+@pytest.mark.parametrize("dt1,dt2", DTYPE_PAIRS, ids=["-".join(p) for p in DTYPE_PAIRS])
 def test_dtypes_match_scipy(dt1, dt2, fn, mode, rng):
     """Output dtype is np.result_type (no widening); integers wrap exactly."""
     x = _rand(rng, (6, 9), dt1)

@@ -260,3 +260,10 @@ def test_fold_maps_are_the_transpose_of_the_padding(mode):
         for h in range(n):  # increasing padded index: a fixed summation order
             assert np.all(np.diff(row_src[row_ptr[h]:row_ptr[h + 1]]) > 0)
         assert col_ptr[-1] == len(col_src)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    result = doctest.testmod(pc, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

@@ -1,0 +1,66 @@
+"""A small conv2d workload for compute-sanitizer (run by ``bench/gpu_check.sh``).
+
+CuPy's memory pool is switched off first: a pooled sub-allocation would hide an
+out-of-bounds access inside a larger block (rapidsai/rmm#1899), so every buffer is
+its own ``cudaMalloc`` here, of an odd size where possible. Runs every conv2d
+variant, both passes, float32 and float64, on a few awkward small cases from
+``tests/_cuda_conv_cases.py`` (tile +- 1, regblock tails, every feature at once, a
+non-zero padding mode with pads larger than the image), checks each result loosely
+against the NumPy backend, and exits 1 on a wrong result. Under
+``compute-sanitizer --tool memcheck|racecheck --error-exitcode N`` a memory error or
+a shared-memory race makes the exit status N.
+
+    PYTHONPATH=. compute-sanitizer --tool memcheck --error-exitcode 99 \\
+        python bench/gpu_sanitize_subset.py
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+SUBSET = ("tile_plus1", "regblock_fwd_tails", "everything", "symmetric_pad_gt_input")
+
+
+def main() -> int:
+    root = str(Path(__file__).resolve().parent.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    import cupy as cp
+
+    cp.cuda.set_allocator(None)
+    cp.cuda.set_pinned_memory_allocator(None)
+
+    import gpuconv
+    from tests._cuda_conv_cases import CASE_IDS, CASES, problem, random_inputs
+
+    bad = 0
+    runs = 0
+    for case_id in SUBSET:
+        _, xs, ws, kw = CASES[CASE_IDS.index(case_id)]
+        for dtype in (np.float32, np.float64):
+            p = problem(xs, ws, dtype, kw)
+            x, w, b, gy = random_inputs(np.random.default_rng(0), p, dtype)
+            ref_y = gpuconv.conv2d(x, w, b, backend="numpy", **kw)
+            ref_gx = gpuconv.conv2d_grad_input(x.shape, w, gy, backend="numpy", **kw)
+            dx, dw, db, dgy = (cp.asarray(a) for a in (x, w, b, gy))
+            for variant in ("naive", "tiled", "tiled_regblock"):
+                y = cp.asnumpy(gpuconv.conv2d(dx, dw, db, algorithm=variant, **kw))
+                gx = cp.asnumpy(gpuconv.conv2d_grad_input(
+                    x.shape, dw, dgy, algorithm=variant, **kw))
+                runs += 2
+                for what, got, want in (("y", y, ref_y), ("gx", gx, ref_gx)):
+                    err = float(np.abs(got - want).max() / max(np.abs(want).max(), 1))
+                    if not err < (1e-4 if dtype == np.float32 else 1e-10):
+                        bad += 1
+                        print(f"WRONG {case_id} {np.dtype(dtype).name} {variant} "
+                              f"{what}: relative error {err:.3g}")
+    cp.cuda.Device().synchronize()
+    print(f"gpu_sanitize_subset: {runs} results, {bad} wrong")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,482 @@
+// conv2d_backward_weight.cu: gw and gb, the weight and bias gradients of conv2d, NCHW,
+// zero padding:
+//   gw[k, c, kh, kw] = sum over n, oh, ow of gy[n, k, oh, ow] *
+//                      x[n, g*Cg + c, oh*sh - pt + kh*dh, ow*sw - pl + kw*dw]
+//   gb[k]            = sum over n, oh, ow of gy[n, k, oh, ow]
+// with g = k / Kg and x = 0 outside the image (a padded tap contributes gy * 0, as
+// the zero-padded matrix product of the NumPy backend does: gy = inf there gives NaN).
+// A pure product, no conjugation (the API passes conj(x) for complex inputs). Per
+// group this is a GEMM with a small output and a long reduction: M = K/groups rows,
+// NG = C/groups*KH*KW columns (gw[k] flattened), R = N*OH*OW reduction terms.
+//
+// Variants (each: T = float or double; any stride, dilation, groups, asymmetric zero
+// padding; kernel size and all extents are runtime arguments; tails guarded, no size
+// needs to be a multiple of a tile; the bias gradient is fused: has_bias adds gb):
+//   naive           One thread per gw element (1-D grid-stride loop over the 64-bit
+//                   flat index of gw; K more indices compute gb): loops n, oh, ow in
+//                   that order, reading gy and x from global memory. The second oracle
+//                   of the test suite: kept simple. No workspace, one launch.
+//   tiled           A TILE_W x TILE_H block owns one (k, c) pair, a block of taps
+//                   (all KH*KW of them up to 255) and a contiguous slice of the
+//                   N*tiles_h*tiles_w output tiles (its split). Per tile it stages the
+//                   TILE_H x TILE_W gy tile and the x window that the tile's taps read
+//                   (with halo: (TILE-1)*stride + (KH-1)*dilation + 1 rows, likewise
+//                   columns, zero outside the image: the zero padding) in shared
+//                   memory. Thread (slot, lane) accumulates one tap (slot) over every
+//                   lanes-th pixel of each tile in a register; blocks with c == 0 own
+//                   one more slot, the bias (sum of the gy tile). At the end the lanes
+//                   are summed in lane order through shared memory. For depthwise and
+//                   few-channel layers, where the GEMM is too thin for register tiles.
+//   tiled_regblock  Implicit GEMM with split-K: block tile BM x BN of the (M x NG)
+//                   product of one group, over a contiguous slice ("split") of the R
+//                   reduction terms. Slices of BK = 8 terms: the gy slice (BK x BM) and
+//                   the gathered x slice (BK x BN) are staged in shared memory, double
+//                   buffered (the gathers of the next slice are issued into registers
+//                   before the FMAs of the current one), each thread accumulates a
+//                   TM x TN register tile (RegblockTile/RegblockSmem and the thread
+//                   tile layout of implicit_gemm.cuh). The gathers run along the
+//                   reduction (thread t loads term t % BK: consecutive ow, i.e.
+//                   consecutive addresses of gy and, for stride 1, of x), unlike the
+//                   forward main loop whose reduction is along the channels. Each
+//                   thread's term is advanced incrementally (no 64-bit division in the
+//                   loop); each column's (c, kh*dh, kw*dw) is decoded once per block.
+//                   Blocks of column tile 0 also sum their gy slice rows (the bias).
+//   reduce          The second, deterministic stage of the split-K variants: one
+//                   thread per gw (and gb) element sums its `splits` partial results
+//                   from the workspace in split order 0, 1, ..., splits-1.
+//   conv2d_backward_bias_partial
+//                   The bias gradient alone (conv2d_backward_bias): a 256-thread block
+//                   per (k, split) sums its slice of gy[:, k] (coalesced strided loops
+//                   per thread, then a fixed-shape tree in shared memory); splits > 1
+//                   are summed by `reduce`.
+//
+// Determinism (no atomics anywhere): every output or partial result is written once,
+// by one thread, after a summation whose order depends only on the launch plan (the
+// plan depends only on the problem and the planner's fixed SM count). The split-K
+// partial sums go to a workspace in a fixed layout, gw part (splits, K*NG) and gb
+// part (splits, K), and `reduce` adds them in split order. So two runs give
+// bit-identical results. The variants sum in different orders (regblock and tiled by
+// split and lane), so on random floats they agree to rounding, and bit for bit on
+// small-integer inputs (exact sums); naive and tiled_regblock with one split use the
+// same order (n, oh, ow, one fma each) and agree bit for bit on any finite input.
+//
+// Other padding modes: the op pads x once (conv2d_pad.cu) and runs these kernels on
+// the padded problem (pads 0); the weight gradient needs no fold.
+//
+// Performance (predicted, nothing measured yet: no GPU was lent while writing this):
+// the split count of tiled_regblock and tiled is chosen by the planner
+// (gpuconv._plan_conv.split_count) so that the grid gives at least 2 full waves over
+// 132 SMs (blocks >= 2 * 132 * resident blocks per SM) wherever R allows >= 128 terms
+// per split, e.g. 3x3 64->64 at 56^2, N=16: tile 64x128, 5 column tiles x 157 splits;
+// 3x3 512->512 at 7^2: 128x64 tiles x 2 splits; without split-K those layers would
+// fill 5 and 288 blocks. The main loop is the forward's (an 8x8 fp32 thread tile does
+// 4 FMAs per shared-memory load), so on the compute-bound 3x3 layers I expect
+// 35-50% of FP32 peak (the forward regblock's rate) minus the reduce pass: reading
+// splits * K*C*KH*KW partials, 5-10% of the main kernel's time on the 3x3 layers
+// (e.g. 23 MB, ~9 us, for 56^2 64->64). The 1x1 and 7x7/2 layers are bound by the gy
+// and x reads (each element read from DRAM about once; the KH*KW-fold reuse of x hits
+// L1/L2): expect 50-70% of the copy bandwidth.
+#include "common.cuh"
+#include "implicit_gemm.cuh"
+
+// ---------------------------------------------------------------------------------
+// naive: total = wcount + (has_bias ? K : 0), wcount = K*Cg*KH*KW; gw and gb are the
+// final outputs (no split).
+template <typename T>
+__global__ void conv2d_backward_weight_naive(
+    const T* __restrict__ gy, const T* __restrict__ x, T* __restrict__ gw,
+    T* __restrict__ gb, int N, int C, int H, int W, int K, int KH, int KW, int groups,
+    int sh, int sw, int dh, int dw, int pt, int pl, int OH, int OW, long long wcount,
+    long long total) {
+    const int Cg = C / groups;
+    const int Kg = K / groups;
+    const int HW = H * W;
+    const int OHW = OH * OW;
+    for (long long idx = gpuconv::global_thread_index(); idx < total;
+         idx += gpuconv::grid_stride()) {
+        if (idx >= wcount) {  // the bias gradient of channel k
+            const int k = static_cast<int>(idx - wcount);
+            T acc = T(0);
+            for (long long n = 0; n < N; ++n) {
+                const T* gyk = gy + (n * K + k) * OHW;
+                for (int q = 0; q < OHW; ++q) acc = acc + gyk[q];
+            }
+            gb[k] = acc;
+            continue;
+        }
+        const int kw = static_cast<int>(idx % KW);
+        long long t = idx / KW;
+        const int kh = static_cast<int>(t % KH);
+        t /= KH;
+        const int c = static_cast<int>(t % Cg);
+        const int k = static_cast<int>(t / Cg);
+        const int g = k / Kg;
+        T acc = T(0);
+        for (long long n = 0; n < N; ++n) {
+            const T* gyk = gy + (n * K + k) * OHW;
+            const T* xc = x + (n * C + static_cast<long long>(g) * Cg + c) * HW;
+            for (int oh = 0; oh < OH; ++oh) {
+                const int ih = oh * sh - pt + kh * dh;
+                for (int ow = 0; ow < OW; ++ow) {
+                    const int iw = ow * sw - pl + kw * dw;
+                    const T xv = (gpuconv::in_range(ih, H) && gpuconv::in_range(iw, W))
+                                     ? xc[ih * W + iw]
+                                     : T(0);
+                    acc = fma(gyk[oh * OW + ow], xv, acc);
+                }
+            }
+        }
+        gw[idx] = acc;
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// tiled: block (TILE_W, TILE_H); dynamic shared memory = (s_rows*s_cols +
+// TILE_W*TILE_H)*T with the forward tile's window s_rows = (TILE_H-1)*sh + (KH-1)*dh
+// + 1, s_cols = (TILE_W-1)*sw + (KW-1)*dw + 1 (planner). Grid, 1-D:
+// tap_blocks * Cg * K * splits blocks; split s covers the output tiles
+// [s*units_per_split, min(units, (s+1)*units_per_split)) of units = N*tiles_h*tiles_w.
+// Outputs: gw_out[split*K*Cg*KH*KW + gw index], gb_out[split*K + k] (a workspace when
+// splits > 1, else gw and gb themselves).
+template <typename T, int TILE_W, int TILE_H>
+__global__ void conv2d_backward_weight_tiled(
+    const T* __restrict__ gy, const T* __restrict__ x, T* __restrict__ gw_out,
+    T* __restrict__ gb_out, int C, int H, int W, int K, int KH, int KW, int groups,
+    int sh, int sw, int dh, int dw, int pt, int pl, int OH, int OW, int has_bias,
+    int tiles_h, int tiles_w, int s_rows, int s_cols, int taps_per_block,
+    int tap_blocks, long long units, long long units_per_split) {
+    GPUCONV_DYNAMIC_SHARED(T, s_mem);
+    constexpr int NTHREADS = TILE_W * TILE_H;
+    T* s_x = s_mem;                    // the x window of the tile, channel c
+    T* s_gy = s_mem + s_rows * s_cols;  // the gy tile of channel k
+    T* s_red = s_mem;  // after the last tile: one partial sum per thread (aliases s_x;
+                       // s_rows*s_cols + NTHREADS >= NTHREADS elements)
+    const int Cg = C / groups;
+    const int Kg = K / groups;
+    const int HW = H * W;
+    const int OHW = OH * OW;
+    const int KHKW = KH * KW;
+
+    int bid = static_cast<int>(blockIdx.x);
+    const int tap_block = bid % tap_blocks;
+    bid /= tap_blocks;
+    const int c = bid % Cg;
+    bid /= Cg;
+    const int k = bid % K;
+    const int split = bid / K;
+    const int g = k / Kg;
+
+    const int tx = static_cast<int>(threadIdx.x);
+    const int ty = static_cast<int>(threadIdx.y);
+    const int tid = gpuconv::block_thread_index();
+    // Slots: the taps of this block, plus the bias in the blocks of c == 0, tap block 0.
+    const int tap0 = tap_block * taps_per_block;
+    const int taps_here = min(taps_per_block, KHKW - tap0);
+    const bool bias_here = has_bias != 0 && c == 0 && tap_block == 0;
+    const int slots = taps_here + (bias_here ? 1 : 0);  // <= 256 (planner: taps <= 255)
+    const int lanes = NTHREADS / slots;
+    const int slot = tid % slots;
+    const int lane = tid / slots;
+    const bool active = lane < lanes;
+    const bool bias_slot = slot == taps_here;  // only possible when bias_here
+    const int tap = tap0 + (bias_slot ? 0 : slot);
+    const int kh = tap / KW;
+    const int kw = tap - kh * KW;
+    const int tap_off = kh * dh * s_cols + kw * dw;  // the tap's offset in the window
+
+    const long long u_begin = static_cast<long long>(split) * units_per_split;
+    const long long u_end = min(units, u_begin + units_per_split);
+    const int tiles = tiles_h * tiles_w;
+    const int s_size = s_rows * s_cols;
+
+    T acc = T(0);
+    for (long long u = u_begin; u < u_end; ++u) {
+        const long long n = u / tiles;
+        const int t = static_cast<int>(u - n * tiles);
+        const int tile_r = t / tiles_w;
+        const int oh0 = tile_r * TILE_H;
+        const int ow0 = (t - tile_r * tiles_w) * TILE_W;
+        const T* gyk = gy + (n * K + k) * OHW;
+        const T* xc = x + (n * C + static_cast<long long>(g) * Cg + c) * HW;
+        // The gy tile, one element per thread; 0 past the output's edge (never read:
+        // the pixel loop below stops at the valid part of the tile).
+        const int oh = oh0 + ty;
+        const int ow = ow0 + tx;
+        s_gy[tid] = (oh < OH && ow < OW) ? gyk[oh * OW + ow] : T(0);
+        // Halo load: the x window read by the tile's taps (rows oh0*sh - pt ... on),
+        // zero where it leaves the image, which *is* the zero padding.
+        const int ih_base = oh0 * sh - pt;
+        const int iw_base = ow0 * sw - pl;
+        for (int i = tid; i < s_size; i += NTHREADS) {
+            const int r = i / s_cols;
+            const int col = i - r * s_cols;
+            const int ih = ih_base + r;
+            const int iw = iw_base + col;
+            s_x[i] = (gpuconv::in_range(ih, H) && gpuconv::in_range(iw, W)) ? xc[ih * W + iw]
+                                                                            : T(0);
+        }
+        __syncthreads();  // the gy tile and the x window are staged before anyone reads
+        if (active) {
+            const int vh = min(TILE_H, OH - oh0);  // valid part of the tile
+            const int vw = min(TILE_W, OW - ow0);
+            const int valid = vh * vw;
+            for (int q = lane; q < valid; q += lanes) {
+                const int py = q / vw;
+                const int px = q - py * vw;
+                const T gv = s_gy[py * TILE_W + px];
+                if (bias_slot)
+                    acc = acc + gv;
+                else
+                    acc = fma(gv, s_x[py * sh * s_cols + px * sw + tap_off], acc);
+            }
+        }
+        __syncthreads();  // everyone is done reading before the next tile overwrites
+    }
+    s_red[tid] = acc;  // inactive threads store 0, never read
+    __syncthreads();  // every lane's partial sum is stored before the slot sums read it
+    if (tid < slots) {
+        T sum = s_red[tid];
+        for (int l = 1; l < lanes; ++l) sum = sum + s_red[l * slots + tid];
+        if (bias_slot) {
+            gb_out[static_cast<long long>(split) * K + k] = sum;
+        } else {
+            const long long wcount = static_cast<long long>(K) * Cg * KHKW;
+            gw_out[split * wcount + (static_cast<long long>(k) * Cg + c) * KHKW + tap] = sum;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// tiled_regblock: block THREADS = TX*TY, static shared memory (RegblockSmem). Grid,
+// 1-D: m_tiles * n_tiles * groups * splits blocks (m_tile fastest, so the blocks that
+// run together share the gy/x slice of one split in L2); split s reduces the terms
+// [s*chunk, min(R, (s+1)*chunk)) of R = N*OH*OW (chunk a multiple of BK).
+// Outputs as for tiled: gw_out[split*K*NG + k*NG + col], gb_out[split*K + k].
+template <typename T, int TX, int TY, int TM, int TN>
+__global__ void __launch_bounds__(TX * TY, gpuconv::regblock_min_blocks(TM, TN, sizeof(T)))
+    conv2d_backward_weight_tiled_regblock(
+        const T* __restrict__ gy, const T* __restrict__ x, T* __restrict__ gw_out,
+        T* __restrict__ gb_out, int C, int H, int W, int K, int KH, int KW, int groups,
+        int sh, int sw, int dh, int dw, int pt, int pl, int OH, int OW, int has_bias,
+        long long R, long long chunk, int m_tiles, int n_tiles) {
+    using Tile = gpuconv::RegblockTile<TX, TY, TM, TN>;
+    constexpr int BK = Tile::BK;
+    constexpr int STEP = Tile::THREADS / BK;    // rows (columns) gathered per pass
+    constexpr int A_LOADS = Tile::BM / STEP;    // gy elements per thread and slice
+    constexpr int B_LOADS = Tile::BN / STEP;    // x elements per thread and slice
+    static_assert(Tile::THREADS % BK == 0, "a gather pass covers BK terms");
+    static_assert(Tile::BM % STEP == 0 && Tile::BN % STEP == 0, "gathers tile the block");
+    __shared__ gpuconv::RegblockSmem<T, Tile> s;
+
+    const int Cg = C / groups;
+    const int Kg = K / groups;
+    const int KHKW = KH * KW;
+    const int NG = Cg * KHKW;
+    const int HW = H * W;
+    const int OHW = OH * OW;
+
+    int bid = static_cast<int>(blockIdx.x);
+    const int m_tile = bid % m_tiles;
+    bid /= m_tiles;
+    const int n_tile = bid % n_tiles;
+    bid /= n_tiles;
+    const int g = bid % groups;
+    const int split = bid / groups;
+    const int m0 = m_tile * Tile::BM;  // first output channel (within the group)
+    const int n0 = n_tile * Tile::BN;  // first gw column (c*KH*KW + kh*KW + kw)
+    const long long r_begin = static_cast<long long>(split) * chunk;
+    const long long r_end = min(R, r_begin + chunk);
+    const long long nslices = r_end > r_begin ? (r_end - r_begin + BK - 1) / BK : 0;
+    const bool bias_block = has_bias != 0 && n_tile == 0;  // block-uniform
+
+    const int tid = static_cast<int>(threadIdx.x);
+    // Gather roles: this thread loads reduction term g_r of each slice, for the rows
+    // (gy channels) and columns (x taps) g_row + q*STEP.
+    const int g_r = tid % BK;
+    const int g_row = tid / BK;
+
+    // The columns' (c, kh*dh, kw*dw), decoded once; dx = -1 marks a tail column.
+    int b_c[B_LOADS];
+    int b_dy[B_LOADS];
+    int b_dx[B_LOADS];
+#pragma unroll
+    for (int q = 0; q < B_LOADS; ++q) {
+        const int col = n0 + g_row + q * STEP;
+        const int cc = col / KHKW;
+        const int tp = col - cc * KHKW;
+        const int khh = tp / KW;
+        const bool ok = col < NG;
+        b_c[q] = ok ? cc : 0;
+        b_dy[q] = ok ? khh * dh : 0;
+        b_dx[q] = ok ? (tp - khh * KW) * dw : -1;
+    }
+    // This thread's reduction term r = (n, p = oh*OW + ow), advanced by BK per slice.
+    long long r = r_begin + g_r;
+    long long n = r / OHW;
+    int p = static_cast<int>(r - n * OHW);
+    const long long gy_group = static_cast<long long>(g) * Kg + m0;  // gy channel of row 0
+    const long long x_group = static_cast<long long>(g) * Cg;
+
+    T reg_a[A_LOADS];
+    T reg_b[B_LOADS];
+    auto fetch = [&]() {
+        const bool live = r < r_end;
+        if (live) {
+            const int oh = p / OW;
+            const int ow = p - oh * OW;
+            const int ih0 = oh * sh - pt;
+            const int iw0 = ow * sw - pl;
+            const T* gyp = gy + (n * K + gy_group) * OHW + p;
+#pragma unroll
+            for (int q = 0; q < A_LOADS; ++q) {
+                const int m = g_row + q * STEP;
+                reg_a[q] = m0 + m < Kg ? gyp[static_cast<long long>(m) * OHW] : T(0);
+            }
+            const T* xn = x + (n * C + x_group) * HW;
+#pragma unroll
+            for (int q = 0; q < B_LOADS; ++q) {
+                const int ih = ih0 + b_dy[q];
+                const int iw = iw0 + b_dx[q];
+                reg_b[q] = (b_dx[q] >= 0 && gpuconv::in_range(ih, H) &&
+                            gpuconv::in_range(iw, W))
+                               ? xn[static_cast<long long>(b_c[q]) * HW + ih * W + iw]
+                               : T(0);
+            }
+        } else {  // past the split's end: both operands 0, fma(0, 0, acc) == acc
+#pragma unroll
+            for (int q = 0; q < A_LOADS; ++q) reg_a[q] = T(0);
+#pragma unroll
+            for (int q = 0; q < B_LOADS; ++q) reg_b[q] = T(0);
+        }
+    };
+    auto advance = [&]() {
+        r += BK;
+        p += BK;
+        while (p >= OHW) {  // at most once unless OH*OW < BK
+            p -= OHW;
+            ++n;
+        }
+    };
+    auto stash = [&](int stage) {
+#pragma unroll
+        for (int q = 0; q < A_LOADS; ++q) s.a[stage][g_r][g_row + q * STEP] = reg_a[q];
+#pragma unroll
+        for (int q = 0; q < B_LOADS; ++q) s.b[stage][g_r][g_row + q * STEP] = reg_b[q];
+    };
+
+    T acc[Tile::TM][Tile::TN];
+#pragma unroll
+    for (int i = 0; i < Tile::TM; ++i)
+#pragma unroll
+        for (int j = 0; j < Tile::TN; ++j) acc[i][j] = T(0);
+    T bsum = T(0);  // bias: threads tid < BM of column tile 0 sum row tid of each slice
+
+    const int tx = tid % TX;
+    const int ty = tid / TX;
+    fetch();
+    stash(0);
+    __syncthreads();  // slice 0 is staged before any thread reads it
+    for (long long kt = 0; kt < nslices; ++kt) {
+        const int cur = static_cast<int>(kt & 1);
+        const bool more = kt + 1 < nslices;  // block-uniform
+        if (more) {  // the next slice's gathers are in flight during the FMAs
+            advance();
+            fetch();
+        }
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            T a[Tile::TM];
+            T b[Tile::TN];
+#pragma unroll
+            for (int i = 0; i < Tile::TM; ++i) a[i] = s.a[cur][kk][gpuconv::regblock_row<Tile>(tx, i)];
+#pragma unroll
+            for (int j = 0; j < Tile::TN; ++j) b[j] = s.b[cur][kk][gpuconv::regblock_col<Tile>(ty, j)];
+#pragma unroll
+            for (int i = 0; i < Tile::TM; ++i)
+#pragma unroll
+                for (int j = 0; j < Tile::TN; ++j) acc[i][j] = fma(a[i], b[j], acc[i][j]);
+        }
+        if (bias_block && tid < Tile::BM) {
+#pragma unroll
+            for (int kk = 0; kk < BK; ++kk) bsum = bsum + s.a[cur][kk][tid];
+        }
+        if (more) stash(cur ^ 1);
+        // The other stage is complete before the next iteration reads it, and every
+        // thread is done reading stage `cur` before iteration kt+1 overwrites it.
+        __syncthreads();
+    }
+
+    const long long wcount = static_cast<long long>(K) * NG;
+    T* gwp = gw_out + split * wcount + (gy_group * NG + n0);
+#pragma unroll
+    for (int i = 0; i < Tile::TM; ++i) {
+        const int lr = gpuconv::regblock_row<Tile>(tx, i);
+        if (m0 + lr >= Kg) continue;  // tail rows of the last row tile
+#pragma unroll
+        for (int j = 0; j < Tile::TN; ++j) {
+            const int lc = gpuconv::regblock_col<Tile>(ty, j);
+            if (n0 + lc >= NG) continue;  // tail columns of the last column tile
+            gwp[static_cast<long long>(lr) * NG + lc] = acc[i][j];
+        }
+    }
+    if (bias_block && tid < Tile::BM && m0 + tid < Kg)
+        gb_out[static_cast<long long>(split) * K + gy_group + tid] = bsum;
+}
+
+// ---------------------------------------------------------------------------------
+// reduce: out[i] = sum over s = 0, 1, ..., splits-1 of part[s*count + i], in that
+// order, for the gw part (count = wcount, into gw) and the gb part (count = total -
+// wcount, into gb) of the split-K workspace. 1-D grid-stride loop over total.
+template <typename T>
+__global__ void conv2d_backward_weight_reduce(
+    const T* __restrict__ pw, const T* __restrict__ pb, T* __restrict__ gw,
+    T* __restrict__ gb, int splits, long long wcount, long long total) {
+    const long long bcount = total - wcount;
+    for (long long idx = gpuconv::global_thread_index(); idx < total;
+         idx += gpuconv::grid_stride()) {
+        if (idx < wcount) {
+            T acc = pw[idx];
+            for (int sp = 1; sp < splits; ++sp) acc = acc + pw[sp * wcount + idx];
+            gw[idx] = acc;
+        } else {
+            const long long j = idx - wcount;
+            T acc = pb[j];
+            for (int sp = 1; sp < splits; ++sp) acc = acc + pb[sp * bcount + j];
+            gb[j] = acc;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// conv2d_backward_bias_partial: block of exactly BIAS_THREADS threads (the tree below
+// assumes it); grid K * splits (1-D, k fastest). Block (k, s) sums the terms
+// [s*chunk, min(R, (s+1)*chunk)) of the flattened (n, oh*OW + ow) range of gy[:, k]
+// into out[s*K + k].
+constexpr int BIAS_THREADS = 256;
+
+template <typename T>
+__global__ void __launch_bounds__(BIAS_THREADS) conv2d_backward_bias_partial(
+    const T* __restrict__ gy, T* __restrict__ out, int K, int OHW, long long R,
+    long long chunk) {
+    __shared__ T s_sum[BIAS_THREADS];
+    const int tid = static_cast<int>(threadIdx.x);
+    const int k = static_cast<int>(blockIdx.x % K);
+    const int split = static_cast<int>(blockIdx.x / K);
+    const long long r_begin = static_cast<long long>(split) * chunk;
+    const long long r_end = min(R, r_begin + chunk);
+    T acc = T(0);
+    for (long long n = r_begin / OHW; n * OHW < r_end; ++n) {  // images of the slice
+        const long long base = n * OHW;
+        const int q_lo = static_cast<int>(max(r_begin - base, 0LL));
+        const int q_hi = static_cast<int>(min(r_end - base, static_cast<long long>(OHW)));
+        const T* gyk = gy + (n * K + k) * OHW;
+        for (int q = q_lo + tid; q < q_hi; q += BIAS_THREADS) acc = acc + gyk[q];
+    }
+    s_sum[tid] = acc;
+    __syncthreads();  // every thread's sum is stored before the tree reads it
+    for (int stride = BIAS_THREADS / 2; stride > 0; stride >>= 1) {
+        if (tid < stride) s_sum[tid] = s_sum[tid] + s_sum[tid + stride];
+        __syncthreads();  // this level of the tree is complete before the next reads it
+    }
+    if (tid == 0) out[static_cast<long long>(split) * K + k] = s_sum[0];
+}
