@@ -25,6 +25,7 @@ cover ~0.3 s per side, at least 5); inputs of 4096² and more exceed the 50 MB L
 Standalone::
 
     PYTHONPATH=. python bench/bench_gpu_filter.py [--quick] [--json out.json]
+    python bench/bench_gpu_filter.py --table out.json     # the table of saved rows
 
 ``python -m gpuconv bench --backend cuda`` calls :func:`run_filter_bench`.
 """
@@ -239,7 +240,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--json", default=None, help="write the rows to this file")
+    ap.add_argument("--table", default=None, metavar="JSON",
+                    help="only print the table of the filter rows of a saved JSON")
     args = ap.parse_args(argv)
+    if args.table:
+        doc = json.loads(Path(args.table).read_text())
+        rows = doc["rows"] if isinstance(doc, dict) else doc
+        rows = [r for r in rows if str(r.get("case", "")).startswith("filter2d/")]
+        print(_table(rows))
+        return 0
     rows = run_filter_bench(quick=args.quick, repeats=args.repeats, progress=True)
     print(_table(rows))
     if rows:

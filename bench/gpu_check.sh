@@ -101,6 +101,13 @@ if [[ -n "$SANITIZER" ]]; then
     run_step racecheck 45 sanitize_racecheck.log \
         "$SANITIZER" --tool racecheck --error-exitcode 99 \
         "$PY" bench/gpu_sanitize_subset.py
+    # the filter kernels (issue 5): same two tools on bench/gpu_sanitize_filter.py
+    run_step memchk_flt 30 sanitize_memcheck_filter.log \
+        "$SANITIZER" --tool memcheck --error-exitcode 99 --leak-check no \
+        "$PY" bench/gpu_sanitize_filter.py
+    run_step racechk_flt 30 sanitize_racecheck_filter.log \
+        "$SANITIZER" --tool racecheck --error-exitcode 99 \
+        "$PY" bench/gpu_sanitize_filter.py
 else
     echo "compute-sanitizer not found (PATH, /usr/local/cuda*, pip nvidia packages)" \
         >"$OUT/sanitize_memcheck.log"
@@ -116,9 +123,13 @@ if [[ ! -s "$OUT/bench_conv.json" ]]; then  # the CLI failed: the module standal
     run_step bench_conv2 90 bench_conv_standalone.log \
         "$PY" bench/bench_gpu_conv.py --no-progress --json "$OUT/bench_conv.json"
 fi
-run_step bench_filt 60 bench_filter.log \
+run_step bench_filt 90 bench_filter.log \
     "$PY" -m gpuconv bench --backend cuda --cases filter --no-progress \
     --json "$OUT/bench_filter.json" --plot "$OUT/bench_filter.png"
+if [[ ! -s "$OUT/bench_filter.json" ]]; then  # the CLI failed: the module standalone
+    run_step bench_flt2 90 bench_filter_standalone.log \
+        "$PY" bench/bench_gpu_filter.py --json "$OUT/bench_filter.json"
+fi
 
 # the short table, last
 {
@@ -142,6 +153,10 @@ print(f"cuDNN targets met: {sum(bool(r.get('meets_target')) for r in tgt)} of "
       f"{len(tgt)}; 40% FP32 peak met: {sum(bool(r.get('meets_peak')) for r in peak)}"
       f" of {len(peak)} compute-bound rows")
 EOF
+    fi
+    if [[ -s "$OUT/bench_filter.json" ]]; then  # the filter rows (issue 5)
+        echo
+        "$PY" bench/bench_gpu_filter.py --table "$OUT/bench_filter.json"
     fi
 } | tee "$OUT/summary.txt"
 exit $FAILED

@@ -3,12 +3,12 @@
 CuPy's memory pool is switched off first: a pooled sub-allocation would hide an
 out-of-bounds access inside a larger block (rapidsai/rmm#1899), so every buffer is
 its own ``cudaMalloc`` here, of an odd size where possible. Runs every conv2d
-variant, both passes, float32 and float64, on a few awkward small cases from
-``tests/_cuda_conv_cases.py`` (tile +- 1, regblock tails, every feature at once, a
-non-zero padding mode with pads larger than the image), checks each result loosely
-against the NumPy backend, and exits 1 on a wrong result. Under
-``compute-sanitizer --tool memcheck|racecheck --error-exitcode N`` a memory error or
-a shared-memory race makes the exit status N.
+variant, both passes and the weight/bias gradient, float32 and float64, on a few
+awkward small cases from ``tests/_cuda_conv_cases.py`` (tile +- 1, regblock tails,
+every feature at once, a non-zero padding mode with pads larger than the image),
+checks each result loosely against the NumPy backend, and exits 1 on a wrong
+result. Under ``compute-sanitizer --tool memcheck|racecheck --error-exitcode N`` a
+memory error or a shared-memory race makes the exit status N.
 
     PYTHONPATH=. compute-sanitizer --tool memcheck --error-exitcode 99 \\
         python bench/gpu_sanitize_subset.py
@@ -45,13 +45,19 @@ def main() -> int:
             x, w, b, gy = random_inputs(np.random.default_rng(0), p, dtype)
             ref_y = gpuconv.conv2d(x, w, b, backend="numpy", **kw)
             ref_gx = gpuconv.conv2d_grad_input(x.shape, w, gy, backend="numpy", **kw)
+            ref_g = gpuconv.conv2d_backward(gy, x, w, needs=("weight", "bias"),
+                                            backend="numpy", **kw)
             dx, dw, db, dgy = (cp.asarray(a) for a in (x, w, b, gy))
             for variant in ("naive", "tiled", "tiled_regblock"):
                 y = cp.asnumpy(gpuconv.conv2d(dx, dw, db, algorithm=variant, **kw))
                 gx = cp.asnumpy(gpuconv.conv2d_grad_input(
                     x.shape, dw, dgy, algorithm=variant, **kw))
-                runs += 2
-                for what, got, want in (("y", y, ref_y), ("gx", gx, ref_gx)):
+                g = gpuconv.conv2d_backward(dgy, dx, dw, needs=("weight", "bias"),
+                                            algorithm=variant, **kw)
+                gw, gb = cp.asnumpy(g.gw), cp.asnumpy(g.gb)
+                runs += 4
+                for what, got, want in (("y", y, ref_y), ("gx", gx, ref_gx),
+                                        ("gw", gw, ref_g.gw), ("gb", gb, ref_g.gb)):
                     err = float(np.abs(got - want).max() / max(np.abs(want).max(), 1))
                     if not err < (1e-4 if dtype == np.float32 else 1e-10):
                         bad += 1

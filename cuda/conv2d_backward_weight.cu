@@ -23,9 +23,9 @@
 //                   (with halo: (TILE-1)*stride + (KH-1)*dilation + 1 rows, likewise
 //                   columns, zero outside the image: the zero padding) in shared
 //                   memory. Thread (slot, lane) accumulates one tap (slot) over every
-//                   lanes-th pixel of each tile in a register; blocks with c == 0 own
-//                   one more slot, the bias (sum of the gy tile). At the end the lanes
-//                   are summed in lane order through shared memory. For depthwise and
+//                   lanes-th pixel of each tile in a register; one more slot is the
+//                   bias (sum of the gy tile), used in the blocks of c == 0. At the end
+//                   the lanes are summed in lane order through shared memory. For depthwise and
 //                   few-channel layers, where the GEMM is too thin for register tiles.
 //   tiled_regblock  Implicit GEMM with split-K: block tile BM x BN of the (M x NG)
 //                   product of one group, over a contiguous slice ("split") of the R
@@ -63,21 +63,33 @@
 // Other padding modes: the op pads x once (conv2d_pad.cu) and runs these kernels on
 // the padded problem (pads 0); the weight gradient needs no fold.
 //
-// Performance (predicted, nothing measured yet: no GPU was lent while writing this):
-// the split count of tiled_regblock and tiled is chosen by the planner
-// (gpuconv._plan_conv.split_count) so that the grid gives at least 2 full waves over
-// 132 SMs (blocks >= 2 * 132 * resident blocks per SM) wherever R allows >= 128 terms
-// per split, e.g. 3x3 64->64 at 56^2, N=16: tile 64x128, 5 column tiles x 157 splits;
-// 3x3 512->512 at 7^2: 128x64 tiles x 2 splits; without split-K those layers would
-// fill 5 and 288 blocks. The main loop is the forward's (an 8x8 fp32 thread tile does
-// 4 FMAs per shared-memory load), so on the compute-bound 3x3 layers I expect
-// 35-50% of FP32 peak (the forward regblock's rate) minus the reduce pass: reading
-// splits * K*C*KH*KW partials, 5-10% of the main kernel's time on the 3x3 layers
-// (e.g. 23 MB, ~9 us, for 56^2 64->64). The 1x1 and 7x7/2 layers are bound by the gy
-// and x reads (each element read from DRAM about once; the KH*KW-fold reuse of x hits
-// L1/L2): expect 50-70% of the copy bandwidth.
+// Performance (predicted, nothing measured: no GPU was lent while writing this).
+// Split-K: gpuconv._plan_conv.split_count picks the split count so that the grid
+// holds at least 2 full waves over 132 SMs (blocks >= 2 * 132 * resident blocks per
+// SM; then rounded up to fill the last wave) wherever R allows >= 128 terms per
+// split. On the benchmark layers of issue 3 that is 2.0-3.0 waves, e.g. 3x3 64->64
+// at 56^2, N=16: 64x128 tiles, 5 column tiles x 158 splits = 790 blocks (without
+// split-K: 5 blocks, 4% of the SMs); 3x3 512->512 at 7^2: 288 128x64 tiles x 2
+// splits; 1x1 56^2 64->256: 2 tiles x 264 splits. The main loop is the forward's
+// (an 8x8 fp32 thread tile does 4 FMAs per shared-memory load, BK = 8, double
+// buffered), so on the compute-bound 3x3 and 5x5 layers I expect the forward
+// regblock's rate, 35-50% of FP32 peak, less the reduce pass, which reads
+// splits * K*C*KH*KW partials (12-26 MB on these layers, ~5-10 us at 3 TB/s): 5-10%
+// of the main kernel there (the 7x7/2 224^2 layer, near the ridge, likewise). The
+// 1x1 56^2 64->256 layer is bound by the gy and x reads (each element from DRAM
+// about once or twice); there the workspace adds ~25% to the traffic: expect 50-60%
+// of the copy bandwidth. A fused reduction (the last block of each tile summing the partials,
+// ordered by a per-tile counter) would remove that pass; not done.
 #include "common.cuh"
 #include "implicit_gemm.cuh"
+
+// First unit of slice s when a reduction is cut into balanced contiguous slices:
+// per = work / splits units each, and the first extra = work % splits slices one
+// more (the planner passes both: no 64-bit division on the device). Slice s is
+// [split_begin(s), split_begin(s + 1)).
+__device__ __forceinline__ long long split_begin(int s, long long per, int extra) {
+    return s * per + min(s, extra);
+}
 
 // ---------------------------------------------------------------------------------
 // naive: total = wcount + (has_bias ? K : 0), wcount = K*Cg*KH*KW; gw and gb are the
@@ -134,8 +146,9 @@ __global__ void conv2d_backward_weight_naive(
 // tiled: block (TILE_W, TILE_H); dynamic shared memory = (s_rows*s_cols +
 // TILE_W*TILE_H)*T with the forward tile's window s_rows = (TILE_H-1)*sh + (KH-1)*dh
 // + 1, s_cols = (TILE_W-1)*sw + (KW-1)*dw + 1 (planner). Grid, 1-D:
-// tap_blocks * Cg * K * splits blocks; split s covers the output tiles
-// [s*units_per_split, min(units, (s+1)*units_per_split)) of units = N*tiles_h*tiles_w.
+// tap_blocks * Cg * K * splits blocks; split s covers its balanced slice
+// (split_begin with units_per_split, extra_units) of the units = N*tiles_h*tiles_w
+// output tiles, n-major (the planner keeps splits <= units: no empty slice).
 // Outputs: gw_out[split*K*Cg*KH*KW + gw index], gb_out[split*K + k] (a workspace when
 // splits > 1, else gw and gb themselves).
 template <typename T, int TILE_W, int TILE_H>
@@ -144,7 +157,7 @@ __global__ void conv2d_backward_weight_tiled(
     T* __restrict__ gb_out, int C, int H, int W, int K, int KH, int KW, int groups,
     int sh, int sw, int dh, int dw, int pt, int pl, int OH, int OW, int has_bias,
     int tiles_h, int tiles_w, int s_rows, int s_cols, int taps_per_block,
-    int tap_blocks, long long units, long long units_per_split) {
+    int tap_blocks, long long units_per_split, int extra_units) {
     GPUCONV_DYNAMIC_SHARED(T, s_mem);
     constexpr int NTHREADS = TILE_W * TILE_H;
     T* s_x = s_mem;                    // the x window of the tile, channel c
@@ -169,23 +182,25 @@ __global__ void conv2d_backward_weight_tiled(
     const int tx = static_cast<int>(threadIdx.x);
     const int ty = static_cast<int>(threadIdx.y);
     const int tid = gpuconv::block_thread_index();
-    // Slots: the taps of this block, plus the bias in the blocks of c == 0, tap block 0.
+    // Slots: the taps of this block plus one for the bias, used in the blocks of c == 0,
+    // tap block 0 (reserved in every block, so that the lane split, and with it the
+    // rounding of gw, does not depend on has_bias).
     const int tap0 = tap_block * taps_per_block;
     const int taps_here = min(taps_per_block, KHKW - tap0);
     const bool bias_here = has_bias != 0 && c == 0 && tap_block == 0;
-    const int slots = taps_here + (bias_here ? 1 : 0);  // <= 256 (planner: taps <= 255)
+    const int slots = taps_here + 1;  // <= 256 (the planner keeps taps_per_block <= 255)
     const int lanes = NTHREADS / slots;
     const int slot = tid % slots;
     const int lane = tid / slots;
-    const bool active = lane < lanes;
-    const bool bias_slot = slot == taps_here;  // only possible when bias_here
+    const bool bias_slot = slot == taps_here;
+    const bool active = lane < lanes && (!bias_slot || bias_here);
     const int tap = tap0 + (bias_slot ? 0 : slot);
     const int kh = tap / KW;
     const int kw = tap - kh * KW;
     const int tap_off = kh * dh * s_cols + kw * dw;  // the tap's offset in the window
 
-    const long long u_begin = static_cast<long long>(split) * units_per_split;
-    const long long u_end = min(units, u_begin + units_per_split);
+    const long long u_begin = split_begin(split, units_per_split, extra_units);
+    const long long u_end = split_begin(split + 1, units_per_split, extra_units);
     const int tiles = tiles_h * tiles_w;
     const int s_size = s_rows * s_cols;
 
@@ -234,7 +249,7 @@ __global__ void conv2d_backward_weight_tiled(
     }
     s_red[tid] = acc;  // inactive threads store 0, never read
     __syncthreads();  // every lane's partial sum is stored before the slot sums read it
-    if (tid < slots) {
+    if (tid < slots && (!bias_slot || bias_here)) {
         T sum = s_red[tid];
         for (int l = 1; l < lanes; ++l) sum = sum + s_red[l * slots + tid];
         if (bias_slot) {
@@ -249,8 +264,9 @@ __global__ void conv2d_backward_weight_tiled(
 // ---------------------------------------------------------------------------------
 // tiled_regblock: block THREADS = TX*TY, static shared memory (RegblockSmem). Grid,
 // 1-D: m_tiles * n_tiles * groups * splits blocks (m_tile fastest, so the blocks that
-// run together share the gy/x slice of one split in L2); split s reduces the terms
-// [s*chunk, min(R, (s+1)*chunk)) of R = N*OH*OW (chunk a multiple of BK).
+// run together share the gy/x slice of one split in L2); split s reduces its balanced
+// part (split_begin with slices_per_split, extra_slices) of the ceil(R / BK) slices
+// of BK terms, R = N*OH*OW (the planner keeps splits <= slices: none is empty).
 // Outputs as for tiled: gw_out[split*K*NG + k*NG + col], gb_out[split*K + k].
 template <typename T, int TX, int TY, int TM, int TN>
 __global__ void __launch_bounds__(TX * TY, gpuconv::regblock_min_blocks(TM, TN, sizeof(T)))
@@ -258,7 +274,8 @@ __global__ void __launch_bounds__(TX * TY, gpuconv::regblock_min_blocks(TM, TN, 
         const T* __restrict__ gy, const T* __restrict__ x, T* __restrict__ gw_out,
         T* __restrict__ gb_out, int C, int H, int W, int K, int KH, int KW, int groups,
         int sh, int sw, int dh, int dw, int pt, int pl, int OH, int OW, int has_bias,
-        long long R, long long chunk, int m_tiles, int n_tiles) {
+        long long R, long long slices_per_split, int extra_slices, int m_tiles,
+        int n_tiles) {
     using Tile = gpuconv::RegblockTile<TX, TY, TM, TN>;
     constexpr int BK = Tile::BK;
     constexpr int STEP = Tile::THREADS / BK;    // rows (columns) gathered per pass
@@ -284,8 +301,9 @@ __global__ void __launch_bounds__(TX * TY, gpuconv::regblock_min_blocks(TM, TN, 
     const int split = bid / groups;
     const int m0 = m_tile * Tile::BM;  // first output channel (within the group)
     const int n0 = n_tile * Tile::BN;  // first gw column (c*KH*KW + kh*KW + kw)
-    const long long r_begin = static_cast<long long>(split) * chunk;
-    const long long r_end = min(R, r_begin + chunk);
+    const long long r_begin = split_begin(split, slices_per_split, extra_slices) * BK;
+    const long long r_end =
+        min(R, split_begin(split + 1, slices_per_split, extra_slices) * BK);
     const long long nslices = r_end > r_begin ? (r_end - r_begin + BK - 1) / BK : 0;
     const bool bias_block = has_bias != 0 && n_tile == 0;  // block-uniform
 
@@ -449,21 +467,21 @@ __global__ void conv2d_backward_weight_reduce(
 
 // ---------------------------------------------------------------------------------
 // conv2d_backward_bias_partial: block of exactly BIAS_THREADS threads (the tree below
-// assumes it); grid K * splits (1-D, k fastest). Block (k, s) sums the terms
-// [s*chunk, min(R, (s+1)*chunk)) of the flattened (n, oh*OW + ow) range of gy[:, k]
-// into out[s*K + k].
+// assumes it); grid K * splits (1-D, k fastest). Block (k, s) sums its balanced slice
+// (split_begin with per_split, extra) of the R = N*OH*OW flattened (n, oh*OW + ow)
+// terms of gy[:, k] into out[s*K + k] (the planner keeps splits <= R).
 constexpr int BIAS_THREADS = 256;
 
 template <typename T>
 __global__ void __launch_bounds__(BIAS_THREADS) conv2d_backward_bias_partial(
-    const T* __restrict__ gy, T* __restrict__ out, int K, int OHW, long long R,
-    long long chunk) {
+    const T* __restrict__ gy, T* __restrict__ out, int K, int OHW, long long per_split,
+    int extra) {
     __shared__ T s_sum[BIAS_THREADS];
     const int tid = static_cast<int>(threadIdx.x);
     const int k = static_cast<int>(blockIdx.x % K);
     const int split = static_cast<int>(blockIdx.x / K);
-    const long long r_begin = static_cast<long long>(split) * chunk;
-    const long long r_end = min(R, r_begin + chunk);
+    const long long r_begin = split_begin(split, per_split, extra);
+    const long long r_end = split_begin(split + 1, per_split, extra);
     T acc = T(0);
     for (long long n = r_begin / OHW; n * OHW < r_end; ++n) {  // images of the slice
         const long long base = n * OHW;

@@ -21,8 +21,9 @@
 //       One thread per output pixel, taps read from global memory (L1/L2-cached), the
 //       boundary rule applied per tap. No shared memory, any kernel size. Kept forever
 //       as the second oracle, and the fallback when a tile does not fit in 48 KiB of
-//       shared memory. Block (32, 8); grid (ceil(OW/32), tiles in y, batches), with
-//       grid-stride loops over y and the batch so gridDim.y/z stay <= 65535.
+//       shared memory. Block (bx, by) with by <= 8 rows (1 for 1-D outputs) and
+//       bx*by <= 256, chosen by the planner; grid (ceil(OW/bx), row blocks, batches),
+//       with grid-stride loops over y and the batch so gridDim.y/z stay <= 65535.
 //
 //   filter2d_tiled<T, KH, KW, RY>
 //       Each block computes a TH x TW = (blockDim.y*RY) x (blockDim.x*RX) output tile;
@@ -32,12 +33,16 @@
 //         2. the input tile plus halo, (TH+KH-1) x (TW+KW-1), is staged in shared
 //            memory by the tile loader, which applies the boundary rule: tiles that lie
 //            inside the image take a fast path (no index maps; 128-bit global loads
-//            when the rows are 16-byte aligned, flag bit 0), border tiles build a row
+//            when the rows are 16-byte aligned, flag bit 0, stored to shared memory
+//            with one 128-bit store when the tile starts on a vector boundary, else
+//            element by element at the shift), border tiles build a row
 //            and a column index map once (boundary_index: fill/wrap/symm at any
 //            distance) and gather through them;
 //         3. for each kernel row a, the row of weights is hoisted into registers and
 //            each of the thread's RY output rows reads its RX+KW-1 inputs from shared
-//            memory with 128-bit loads and does RX*KW multiply-adds from registers;
+//            memory with 128-bit loads and does RX*KW multiply-adds from registers
+//            (fully unrolled, the compiler loads each shared row once for all the
+//            (a, r) pairs that read it: 12 row loads instead of 36 for 9x9, RY = 4);
 //         4. results are stored with 128-bit stores where aligned (flag bit 1).
 //       KH, KW > 0: compile-time kernel size (3, 5, 7, 9 square for float/double), all
 //       tap loops unrolled. KH = KW = 0: the runtime-size path (any kernel shape, no new
@@ -201,10 +206,16 @@ __global__ void filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k
                         T* srow = s_in + r * P;
                         for (int q = tx; q < nvec; q += BX) {
                             const gcf::Vec16<T> vv = rowv[q];
+                            if (VEC <= 4 && sh == 0 && q * VEC + VEC <= cols) {
+                                // the chunk lands on a 16-byte boundary of the row
+                                // (P % 4 == 0): one conflict-free 128-bit store
+                                *reinterpret_cast<gcf::Vec16<T>*>(srow + q * VEC) = vv;
+                            } else {
 #pragma unroll
-                            for (int e = 0; e < VEC; ++e) {
-                                const int c = q * VEC + e - sh;
-                                if (c >= 0 && c < cols) srow[c] = vv.v[e];
+                                for (int e = 0; e < VEC; ++e) {
+                                    const int c = q * VEC + e - sh;
+                                    if (c >= 0 && c < cols) srow[c] = vv.v[e];
+                                }
                             }
                         }
                         for (int c = cols + tx; c < P; c += BX) srow[c] = zero;

@@ -35,7 +35,7 @@ namespace gpuconv {
 // accumulators), and double accumulators take two registers each, so those get one
 // block of 256 threads per SM (up to 255 registers); the smaller float tiles fit in
 // 128 registers, two blocks. Without an explicit value ptxas may cap at 64 and spill.
-constexpr int regblock_min_blocks(int tm, int tn, int elem_bytes) {
+__host__ __device__ constexpr int regblock_min_blocks(int tm, int tn, int elem_bytes) {
     return (tm * tn >= 64 || elem_bytes > 4) ? 1 : 2;
 }
 
@@ -77,7 +77,7 @@ __device__ __forceinline__ int regblock_col(int ty, int j) {
 
 // Shared-memory slices of one block: two stages of A (BK x BM) and B (BK x BN).
 template <typename T, class Tile>
-struct RegblockSmem {
+struct alignas(16) RegblockSmem {
     T a[2][Tile::BK][Tile::BM + Tile::PAD];
     T b[2][Tile::BK][Tile::BN + Tile::PAD];
 };

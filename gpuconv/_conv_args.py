@@ -195,8 +195,9 @@ def check_dtype(dtypes: list[np.dtype], fn: str) -> tuple[np.dtype, np.dtype]:
     array is refused even beside a float one, rather than silently promoted); the
     output dtype is ``np.result_type`` of the inputs.
     """
+    dtypes = [np.dtype(d).newbyteorder("=") for d in dtypes]  # '>f8' is float64
     for d in dtypes:
-        if np.dtype(d) not in _SUPPORTED:
+        if d not in _SUPPORTED:
             raise TypeError(
                 f"{fn} supports float16, float32, float64, complex64 and complex128 "
                 f"inputs, got {np.dtype(d)} (inputs: "

@@ -373,7 +373,10 @@ def _forward_windows(
 
 
 def _per_image(a: np.ndarray, p: Conv2dProblem, channels: int) -> np.ndarray:
-    """``(N, groups, channels/groups, H*W)`` view (or copy) of an NCHW array."""
+    """``(N, groups, channels/groups, H*W)`` view of an NCHW array, copied first
+    unless C-contiguous and aligned (so that every layout of the same values
+    reaches BLAS identically: bit-identical results)."""
+    a = np.require(a, requirements="CA")
     return a.reshape(p.N, p.groups, channels // p.groups, -1)
 
 

@@ -3,7 +3,7 @@
 ``correlate2d(in1 (B, H, W), k (Bk, KH, KW), fp, method) -> out (B, OH, OW)``
 computes (:class:`gpuconv._filter_args.FilterProblem`)
 
-``out[b, i, j] = sum_{a, c} ext(in1)[b, i + a - pad_top, j + c - pad_left] * k[bk, a, c]``
+``out[b, i, j] = sum_{a, c} ext(in1)[b, i+a-pad_top, j+c-pad_left] * k[bk, a, c]``
 
 in ``fp.dtype`` by one of two methods, with no Python loop over pixels:
 
@@ -49,9 +49,13 @@ BLOCK_BYTES = 256 * 1024
 #: seconds per multiply-add of one kernel tap on one output pixel, per dtype class
 #: (integers up to 4 bytes, 8-byte integers, float32, float64, complex64/128).
 DIRECT_TAP_S = {
-    "i4": 0.51e-9, "i8": 1.1e-9, "f4": 0.42e-9, "f8": 0.78e-9, "c8": 0.84e-9,
+    "i4": 0.51e-9,
+    "i8": 1.1e-9,
+    "f4": 0.42e-9,
+    "f8": 0.78e-9,
+    "c8": 0.84e-9,
     "c16": 1.9e-9,
-}  # fmt: skip
+}
 #: seconds of NumPy call overhead per tap and block (two ufunc calls).
 DIRECT_CALL_S = 1.3e-6
 #: seconds per ``P log2 P`` unit of one 2-D transform of ``P`` points (rfft2 for
@@ -96,14 +100,15 @@ def correlate2d(in1: Any, k: Any, fp: FilterProblem, method: str = "direct") -> 
         return out != 0
     if method == "auto":
         method = choose(fp, in1, k)
-    ext = extend(in1, fp)
-    if method == "fft":
-        if dt.kind not in "fc":
-            raise ValueError(f"method='fft' needs float or complex data, not {dt}")
-        return _fft(ext, k, fp)
-    if method != "direct":
+    if method not in ("direct", "fft"):
         raise ValueError(f"method must be 'direct', 'fft' or 'auto', got {method!r}")
-    return _direct(ext, k, fp)
+    if method == "fft" and dt.kind not in "fc":
+        raise ValueError(f"method='fft' needs float or complex data, not {dt}")
+    # IEEE results (0 * inf = nan, overflow to inf) without NumPy's warnings, as
+    # SciPy's and NumPy's own C loops give them.
+    with np.errstate(all="ignore"):
+        ext = extend(in1, fp)
+        return _fft(ext, k, fp) if method == "fft" else _direct(ext, k, fp)
 
 
 def _replace_dtype(fp: FilterProblem, dt: np.dtype, fill: Any) -> FilterProblem:

@@ -5,7 +5,7 @@ boundary, fillvalue, flips, conjugation, the 'valid' swap, ``axes`` stacks) to o
 :class:`FilterProblem`, a padded 2-D cross-correlation of a stack of images with
 one kernel or a stack of kernels, which is all a backend implements:
 
-``out[b, i, j] = sum_{a, c} ext(in1)[b, i + a - pad_top, j + c - pad_left] * k[bk, a, c]``
+``out[b, i, j] = sum_{a, c} ext(in1)[b, i+a-pad_top, j+c-pad_left] * k[bk, a, c]``
 
 with ``bk = b`` when ``Bk == B`` and ``bk = 0`` when ``Bk == 1``; ``ext`` extends
 ``in1`` beyond its edges by ``boundary``: ``'fill'`` (the constant ``fillvalue``),
@@ -109,9 +109,14 @@ _MODES_2D = {"valid": 0, "same": 1, "full": 2}
 #: SciPy's ``_boundarydict`` mapped onto the canonical names. ``'reflect'`` is in
 #: SciPy's table but its C core rejects it ("Incorrect boundary value.").
 _BOUNDARIES = {
-    "fill": "fill", "pad": "fill", "wrap": "wrap", "circular": "wrap",
-    "symm": "symm", "symmetric": "symm", "reflect": None,
-}  # fmt: skip
+    "fill": "fill",
+    "pad": "fill",
+    "wrap": "wrap",
+    "circular": "wrap",
+    "symm": "symm",
+    "symmetric": "symm",
+    "reflect": None,
+}
 _MODES_1D = ("valid", "same", "full")
 METHODS = ("auto", "direct", "fft")
 
@@ -146,7 +151,7 @@ def check_boundary(boundary: Any) -> str:
 
 
 def check_method(method: Any) -> str:
-    """``'auto'``, ``'direct'`` or ``'fft'`` (scipy.signal.convolve's text otherwise)."""
+    """``'auto'``, ``'direct'`` or ``'fft'`` (else scipy.signal.convolve's text)."""
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(METHOD_MSG)
     return method
@@ -210,9 +215,11 @@ def result_dtype_2d(dt1: np.dtype, dt2: np.dtype) -> np.dtype:
 def supported_2d(dt: np.dtype | None) -> bool:
     """True for the dtypes SciPy's convolve2d computes in: integers, float32/64,
     longdouble and the complex types (not bool, float16, object, datetime)."""
-    return dt is not None and (
-        dt.kind in "iu" or (dt.kind in "fc" and dt != np.float16)
-    ) and dt.fields is None
+    return (
+        dt is not None
+        and (dt.kind in "iu" or (dt.kind in "fc" and dt != np.float16))
+        and dt.fields is None
+    )
 
 
 def cast_fillvalue(fillvalue: Any, dtype: np.dtype) -> Any:
@@ -278,16 +285,20 @@ def pad_before(k: int, mode: str, *, convolve: bool) -> int:
     return 0
 
 
-def valid_swap_needed(mode: str, shape1: tuple[int, ...], shape2: tuple[int, ...]) -> bool:
+def valid_swap_needed(
+    mode: str, shape1: tuple[int, ...], shape2: tuple[int, ...]
+) -> bool:
     """SciPy's ``_inputs_swap_needed`` over the filtered sizes ``(H, W)``.
 
-    >>> valid_swap_needed("valid", (2, 2), (3, 3)), valid_swap_needed("full", (2, 2), (3, 3))
-    (True, False)
+    >>> valid_swap_needed("valid", (2, 2), (3, 3))
+    True
+    >>> valid_swap_needed("full", (2, 2), (3, 3))
+    False
     """
     if mode != "valid":
         return False
-    ok1 = all(a >= b for a, b in zip(shape1, shape2))
-    ok2 = all(b >= a for a, b in zip(shape1, shape2))
+    ok1 = all(a >= b for a, b in zip(shape1, shape2, strict=True))
+    ok2 = all(b >= a for a, b in zip(shape1, shape2, strict=True))
     if not (ok1 or ok2):
         raise ValueError(VALID_MSG)
     return not ok1
@@ -325,7 +336,9 @@ def normalize_axes(axes: Any, ndim: int) -> tuple[int, int]:
             )
         out.append(a % ndim)
     if out[0] == out[1]:
-        raise ValueError(f"axes must name two distinct axes of in1, got {tuple(items)!r}")
+        raise ValueError(
+            f"axes must name two distinct axes of in1, got {tuple(items)!r}"
+        )
     return out[0], out[1]
 
 
@@ -388,9 +401,17 @@ def _broadcast(b1: tuple[int, ...], b2: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _empty_kind(
-    B: int, H: int, W: int, Bk: int, KH: int, KW: int, OH: int, OW: int,
-    boundary: str, fn: str,
-) -> str | None:  # fmt: skip
+    B: int,
+    H: int,
+    W: int,
+    Bk: int,
+    KH: int,
+    KW: int,
+    OH: int,
+    OW: int,
+    boundary: str,
+    fn: str,
+) -> str | None:
     if B * OH * OW == 0:
         return "empty"
     if Bk * KH * KW == 0:
@@ -480,20 +501,36 @@ def normalize_filter2d(
     Bk = 1 if int(np.prod(ker_batch, dtype=np.int64)) == 1 else B
     empty = _empty_kind(B, H, W, Bk, KH, KW, OH, OW, name, fn)
     fp = FilterProblem(
-        B=B, H=H, W=W, Bk=Bk, KH=KH, KW=KW,
+        B=B,
+        H=H,
+        W=W,
+        Bk=Bk,
+        KH=KH,
+        KW=KW,
         pad_top=pad_before(KH, mode, convolve=convolve),
         pad_left=pad_before(KW, mode, convolve=convolve),
-        OH=OH, OW=OW, boundary=name, fillvalue=fill, dtype=dtype,
-    )  # fmt: skip
+        OH=OH,
+        OW=OW,
+        boundary=name,
+        fillvalue=fill,
+        dtype=dtype,
+    )
     # correlate2d's swap: SciPy correlates in2 with conj(in1) and reverses the
     # result without conjugating it (SciPy's quirk, kept: api.md b.2).
     return Filter2dPlan(
-        problem=fp, swap=swap, flip=convolve,
-        conj_kernel=not convolve and dtype.kind == "c", conj_image=False,
-        reverse=swap and not convolve, image_batch=img_batch,
-        kernel_batch=ker_batch, batch=batch, out_shape=batch + (OH, OW),
-        dtype=dtype, empty=empty,
-    )  # fmt: skip
+        problem=fp,
+        swap=swap,
+        flip=convolve,
+        conj_kernel=not convolve and dtype.kind == "c",
+        conj_image=False,
+        reverse=swap and not convolve,
+        image_batch=img_batch,
+        kernel_batch=ker_batch,
+        batch=batch,
+        out_shape=batch + (OH, OW),
+        dtype=dtype,
+        empty=empty,
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -540,12 +577,32 @@ def normalize_filter1d(
         pad, out = m - 1, n + m - 1
     cd = compute_dtype_1d(dtype)
     fp = FilterProblem(
-        B=1, H=1, W=n, Bk=1, KH=1, KW=m, pad_top=0, pad_left=pad, OH=1, OW=out,
-        boundary="fill", fillvalue=np.zeros((), cd)[()], dtype=cd,
-    )  # fmt: skip
+        B=1,
+        H=1,
+        W=n,
+        Bk=1,
+        KH=1,
+        KW=m,
+        pad_top=0,
+        pad_left=pad,
+        OH=1,
+        OW=out,
+        boundary="fill",
+        fillvalue=np.zeros((), cd)[()],
+        dtype=cd,
+    )
     cplx = not convolve and dtype.kind == "c"
     return Filter2dPlan(
-        problem=fp, swap=swap, flip=convolve, conj_kernel=cplx and not swap,
-        conj_image=cplx and swap, reverse=swap and not convolve, image_batch=(),
-        kernel_batch=(), batch=(), out_shape=(out,), dtype=dtype, empty=None,
-    )  # fmt: skip
+        problem=fp,
+        swap=swap,
+        flip=convolve,
+        conj_kernel=cplx and not swap,
+        conj_image=cplx and swap,
+        reverse=swap and not convolve,
+        image_batch=(),
+        kernel_batch=(),
+        batch=(),
+        out_shape=(out,),
+        dtype=dtype,
+        empty=None,
+    )

@@ -1,4 +1,5 @@
-"""The SciPy/NumPy filter API: convolve2d, correlate2d, convolve, correlate, choose_method.
+"""The SciPy/NumPy filter API: convolve2d, correlate2d, convolve, correlate and
+choose_method.
 
 Each function checks every argument first (:mod:`gpuconv._filter_args`, with
 SciPy's and NumPy's exception types and texts), picks the backend in the one place
@@ -34,8 +35,8 @@ import numpy as np
 
 from gpuconv import _backend
 from gpuconv._filter_args import (
-    FilterProblem,
     Filter2dPlan,
+    FilterProblem,
     check_dtype_1d,
     check_method,
     check_mode_1d,
@@ -103,9 +104,15 @@ def _prepare2d(
         s1 = _moved_shape(in1.shape, ax)
         s2 = _moved_shape(in2.shape, ax) if same_axes else tuple(in2.shape)
     plan = normalize_filter2d(
-        s1, s2, np.dtype(in1.dtype), np.dtype(in2.dtype), mode, boundary, fillvalue,
+        s1,
+        s2,
+        np.dtype(in1.dtype),
+        np.dtype(in2.dtype),
+        mode,
+        boundary,
+        fillvalue,
         convolve=fn == "convolve2d",
-    )  # fmt: skip
+    )
     return plan, ax, same_axes
 
 
@@ -150,13 +157,12 @@ def _empty_result(xp: Any, kernel: Any, plan: Filter2dPlan) -> Any:
         return xp.zeros(shape, dtype=plan.dtype)
     # 'fill': an empty image; every tap of every output reads the fill value
     fill = xp.asarray(fp.fillvalue, dtype=plan.dtype)
-    sums = (kernel * fill).sum(axis=(1, 2), dtype=plan.dtype).astype(plan.dtype)
+    with np.errstate(all="ignore"):  # 0 * inf = nan, as the taps would give
+        sums = (kernel * fill).sum(axis=(1, 2), dtype=plan.dtype).astype(plan.dtype)
     return xp.broadcast_to(sums.reshape(-1, 1, 1), shape).copy()
 
 
-def _run(
-    name: str, image: Any, kernel: Any, fp: FilterProblem, method: str
-) -> Any:
+def _run(name: str, image: Any, kernel: Any, fp: FilterProblem, method: str) -> Any:
     ops = _backend.backend_ops(name)
     if name == "numpy" and method == "auto":
         from gpuconv._cpu_filter import choose
@@ -166,9 +172,16 @@ def _run(
 
 
 def _filter2d(
-    in1: Any, in2: Any, mode: Any, boundary: Any, fillvalue: Any, axes: Any,
-    method: Any, backend: str | None, fn: str,
-) -> Any:  # fmt: skip
+    in1: Any,
+    in2: Any,
+    mode: Any,
+    boundary: Any,
+    fillvalue: Any,
+    axes: Any,
+    method: Any,
+    backend: str | None,
+    fn: str,
+) -> Any:
     in1, in2 = _arrays(in1, in2)
     plan, ax, same_axes = _prepare2d(in1, in2, mode, boundary, fillvalue, axes, fn)
     method = check_method(method)
@@ -273,7 +286,8 @@ def convolve2d(
     method: str = "auto",
     backend: str | None = None,
 ) -> Any:
-    """Convolve two 2-D arrays (``scipy.signal.convolve2d``), or stacks of them.
+    (
+        """Convolve two 2-D arrays (``scipy.signal.convolve2d``), or stacks of them.
 
     ``out[i, j] = sum_{a, c} in1ext[i - a + o_h, j - c + o_w] * in2[a, c]`` with
     ``in1ext`` the extension of in1 by ``boundary`` and ``(o_h, o_w)`` the mode's
@@ -281,7 +295,10 @@ def convolve2d(
     extra row/column of padding goes at the top/left).
 
     Parameters
-    ----------""" + _PARAMS_2D + _RETURNS_2D + """
+    ----------"""
+        + _PARAMS_2D
+        + _RETURNS_2D
+        + """
     Examples
     --------
     >>> import numpy as np
@@ -302,6 +319,7 @@ def convolve2d(
     >>> gpuconv.convolve2d(imgs, kernels, mode="same", axes=(-2, -1)).shape
     (5, 3, 32, 32)
     """
+    )
     return _filter2d(
         in1, in2, mode, boundary, fillvalue, axes, method, backend, "convolve2d"
     )
@@ -318,7 +336,8 @@ def correlate2d(
     method: str = "auto",
     backend: str | None = None,
 ) -> Any:
-    """Cross-correlate two 2-D arrays (``scipy.signal.correlate2d``), or stacks.
+    (
+        """Cross-correlate two 2-D arrays (``scipy.signal.correlate2d``), or stacks.
 
     ``out[i, j] = sum_{a, c} in1ext[i + a - o_h, j + c - o_w] * conj(in2[a, c])``
     with ``in1ext`` the extension of in1 by ``boundary`` and ``(o_h, o_w)`` the
@@ -329,7 +348,10 @@ def correlate2d(
     for complex data not conjugated (SciPy's behaviour, kept).
 
     Parameters
-    ----------""" + _PARAMS_2D + _RETURNS_2D + """
+    ----------"""
+        + _PARAMS_2D
+        + _RETURNS_2D
+        + """
     Examples
     --------
     >>> import numpy as np
@@ -340,6 +362,7 @@ def correlate2d(
     >>> gpuconv.correlate2d([[1]], [[2j]])
     array([[0.-2.j]])
     """
+    )
     return _filter2d(
         in1, in2, mode, boundary, fillvalue, axes, method, backend, "correlate2d"
     )
@@ -416,9 +439,12 @@ def _filter1d(a0: Any, v0: Any, mode: Any, method: Any, backend: Any, fn: str) -
     if plan.conj_kernel:
         kernel = kernel.conj()
     out = _run(
-        name, image.reshape(1, 1, -1), xp.ascontiguousarray(kernel.reshape(1, 1, -1)),
-        fp, method,
-    )  # fmt: skip
+        name,
+        image.reshape(1, 1, -1),
+        xp.ascontiguousarray(kernel.reshape(1, 1, -1)),
+        fp,
+        method,
+    )
     out = out.reshape(plan.out_shape)
     if plan.reverse:
         out = out[::-1]
@@ -618,7 +644,9 @@ def choose_method(
         image = image.astype(fp.dtype, copy=False).reshape(1, 1, -1)
         kernel = np.ascontiguousarray(kernel[::-1].astype(fp.dtype).reshape(1, 1, -1))
     else:
-        plan, ax, same_axes = _prepare2d(a, b, mode, boundary, fillvalue, axes, "convolve2d")
+        plan, ax, same_axes = _prepare2d(
+            a, b, mode, boundary, fillvalue, axes, "convolve2d"
+        )
         (a, b), _ = _backend.to_backend("numpy", a, b)
         image, kernel = _stacks(np, a, b, plan, ax, same_axes)
         fp = plan.problem

@@ -544,10 +544,15 @@ REGBLOCK_BK = 8
 def split_count(work: int, base_blocks: int, slots: int, min_work: int) -> int:
     """How many slices a split-K plan cuts its reduction into.
 
+    The kernels cut the ``work`` units into ``splits`` balanced contiguous slices
+    (``work // splits`` units each, one more for the first ``work % splits``), so
+    every block count is exactly ``base_blocks * splits``.
+
     Parameters
     ----------
     work : int
-        Reduction length in the plan's units (terms, or output tiles for ``tiled``).
+        Reduction length in the plan's units: BK-term slices for
+        ``tiled_regblock``, output tiles for ``tiled``, terms for the bias.
     base_blocks : int
         Blocks of the launch without splitting.
     slots : int
@@ -563,11 +568,11 @@ def split_count(work: int, base_blocks: int, slots: int, min_work: int) -> int:
 
     Examples
     --------
-    >>> split_count(50176, 5, 264, 128)  # 3x3 64->64 at 56^2, N=16, 64x128 tiles
+    >>> split_count(6272, 5, 264, 16)  # 3x3 64->64 at 56^2, N=16, 64x128 tiles
     158
-    >>> split_count(784, 288, 264, 128)  # 3x3 512->512 at 7^2, 128x64 tiles
+    >>> split_count(98, 288, 264, 16)  # 3x3 512->512 at 7^2, 128x64 tiles
     2
-    >>> split_count(100, 1000, 264, 128)  # enough blocks already
+    >>> split_count(100, 1000, 264, 16)  # enough blocks already
     1
     """
     cap = max(1, min(MAX_SPLITS, work // max(1, min_work)))
@@ -578,12 +583,19 @@ def split_count(work: int, base_blocks: int, slots: int, min_work: int) -> int:
     return splits
 
 
-def _chunked(work: int, splits: int, align: int = 1) -> tuple[int, int]:
-    """``(chunk, splits)``: slice length (a multiple of ``align``) and the number of
-    non-empty slices it gives."""
-    chunk = -(-work // max(1, splits))
-    chunk = -(-chunk // align) * align
-    return chunk, -(-work // chunk)
+def _balanced(work: int, splits: int) -> tuple[np.int64, np.int32]:
+    """``(per_split, extra)`` kernel arguments of ``splits`` balanced slices of
+    ``work`` units (``split_begin`` in the kernels)."""
+    per, extra = divmod(work, splits)
+    return _i64(per), _i32(extra, "extra")
+
+
+def _regblock_splits(red: int, base_blocks: int, slots: int) -> int:
+    """Splits of a ``tiled_regblock`` weight gradient over ``red`` terms (in slices
+    of :data:`REGBLOCK_BK`; never more splits than slices)."""
+    slices = -(-red // REGBLOCK_BK)
+    want = split_count(slices, base_blocks, slots, WGRAD_MIN_CHUNK // REGBLOCK_BK)
+    return max(1, min(slices, want))
 
 
 def _wgrad_tiles(ct: str) -> tuple[tuple[int, int, int, int], ...]:
@@ -619,8 +631,8 @@ def wgrad_regblock_tile(
         bm, bn = tx * tm, ty * tn
         base = -(-m // bm) * -(-ng // bn) * p.groups
         resident = regblock_blocks_per_sm(tile, p.compute_dtype)
-        splits = split_count(red, base, sm_count * resident, WGRAD_MIN_CHUNK)
-        chunk, splits = _chunked(red, splits, REGBLOCK_BK)
+        splits = _regblock_splits(red, base, sm_count * resident)
+        chunk = -(-red // splits)
         blocks = base * splits
         per_sm = -(-blocks // sm_count)
         latency = min(1.0, min(per_sm, resident) * tx * ty / 32 / 8)
@@ -715,7 +727,7 @@ def plan_conv2d_backward_weight(
     conv2d_backward_weight_tiled_regblock<float, 16, 16, 4, 8>
     conv2d_backward_weight_reduce<float>
     >>> ls[0].grid, ls[0].args[2]
-    ((785, 1, 1), 'ws(157, 36864)')
+    ((790, 1, 1), 'ws(158, 36864)')
     """
     _check_zero_padded(p)
     _check_variant(algorithm)
@@ -749,9 +761,9 @@ def plan_conv2d_backward_weight(
         per_block, tap_blocks = wgrad_tiled_taps(p)
         units = p.N * tiles_h * tiles_w
         base = p.K * p.Cg * tap_blocks
-        splits = split_count(units, base, sm_count * WGRAD_TILED_BLOCKS_PER_SM,
-                             WGRAD_TILED_MIN_UNITS)
-        per_split, splits = _chunked(units, splits)
+        splits = min(units, split_count(units, base,
+                                        sm_count * WGRAD_TILED_BLOCKS_PER_SM,
+                                        WGRAD_TILED_MIN_UNITS))
         ow, ob = _wgrad_outputs(p, splits, gw, gb, alloc)
         launches = [Launch(
             source=SOURCES["backward_weight"],
@@ -762,7 +774,7 @@ def plan_conv2d_backward_weight(
                   _i32(tiles_h, "tiles_h"), _i32(tiles_w, "tiles_w"),
                   _i32(rows, "s_rows"), _i32(cols, "s_cols"),
                   _i32(per_block, "taps_per_block"), _i32(tap_blocks, "tap_blocks"),
-                  _i64(units), _i64(per_split)),
+                  *_balanced(units, splits)),
         )]
     else:
         tile = wgrad_regblock_tile(p, sm_count)
@@ -771,8 +783,7 @@ def plan_conv2d_backward_weight(
         m_tiles, n_tiles = -(-m // (tx * tm)), -(-ng // (ty * tn))
         base = m_tiles * n_tiles * p.groups
         slots = sm_count * regblock_blocks_per_sm(tile, p.compute_dtype)
-        splits = split_count(red, base, slots, WGRAD_MIN_CHUNK)
-        chunk, splits = _chunked(red, splits, REGBLOCK_BK)
+        splits = _regblock_splits(red, base, slots)
         ow, ob = _wgrad_outputs(p, splits, gw, gb, alloc)
         launches = [Launch(
             source=SOURCES["backward_weight"],
@@ -780,7 +791,8 @@ def plan_conv2d_backward_weight(
             grid=_blocks_1d(base * splits, "conv2d backward_weight regblock"),
             block=(tx * ty, 1, 1), shared_mem=0,
             args=(gy, x, ow, ow if ob is None else ob, *geom, has_bias, _i64(red),
-                  _i64(chunk), _i32(m_tiles, "m_tiles"), _i32(n_tiles, "n_tiles")),
+                  *_balanced(-(-red // REGBLOCK_BK), splits),
+                  _i32(m_tiles, "m_tiles"), _i32(n_tiles, "n_tiles")),
         )]
     if splits > 1:
         launches.append(_reduce_launch(
@@ -814,15 +826,15 @@ def plan_conv2d_backward_bias(
     ct = ctype_of(p.compute_dtype)
     check_extents(p)
     red = p.N * p.OH * p.OW
-    splits = split_count(red, p.K, sm_count * BIAS_BLOCKS_PER_SM, BIAS_MIN_CHUNK)
-    chunk, splits = _chunked(red, splits)
+    splits = min(red, split_count(red, p.K, sm_count * BIAS_BLOCKS_PER_SM,
+                                  BIAS_MIN_CHUNK))
     out = gb if splits == 1 else alloc((splits, p.K), p.compute_dtype)
     launches = [Launch(
         source=SOURCES["backward_weight"], kernel=f"conv2d_backward_bias_partial<{ct}>",
         grid=_blocks_1d(p.K * splits, "conv2d backward_bias"),
         block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
-        args=(gy, out, _i32(p.K, "K"), _i32(p.OH * p.OW, "OH*OW"), _i64(red),
-              _i64(chunk)),
+        args=(gy, out, _i32(p.K, "K"), _i32(p.OH * p.OW, "OH*OW"),
+              *_balanced(red, splits)),
     )]
     if splits > 1:
         launches.append(_reduce_launch(ct, splits, out, out, gb, gb, 0, p.K))

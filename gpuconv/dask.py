@@ -949,7 +949,7 @@ def conv2d_backward(
         parts = da.map_blocks(
             _gw_block, q, gyb, crops={ax: plan.windows() for ax, plan in plans.items()},
             w_shape=p.w_shape, stride=p.stride, dilation=p.dilation, groups=p.groups,
-            kwargs=kwargs, new_axis=[4], align_arrays=False,
+            kwargs=kwargs, new_axis=[4],
             chunks=((1,) * nb[0], (1,), (1,) * nb[2], (1,) * nb[3], (m,)),
             dtype=cd, meta=meta_from_array(x._meta, ndim=5, dtype=cd),
         )

@@ -52,9 +52,14 @@ def _py(a: np.ndarray) -> np.ndarray:
 
 
 def ref_filter2d(
-    in1: Any, in2: Any, mode: str = "full", boundary: str = "fill", fillvalue: Any = 0,
-    *, convolve: bool = True,
-) -> np.ndarray:  # fmt: skip
+    in1: Any,
+    in2: Any,
+    mode: str = "full",
+    boundary: str = "fill",
+    fillvalue: Any = 0,
+    *,
+    convolve: bool = True,
+) -> np.ndarray:
     """SciPy's convolve2d (``convolve=True``) or correlate2d by loops.
 
     ``boundary`` takes the canonical names 'fill', 'wrap', 'symm'. The result dtype
@@ -110,7 +115,9 @@ def ref_filter2d(
     return res
 
 
-def ref_filter1d(a: Any, v: Any, mode: str = "full", *, convolve: bool = True) -> np.ndarray:
+def ref_filter1d(
+    a: Any, v: Any, mode: str = "full", *, convolve: bool = True
+) -> np.ndarray:
     """numpy.convolve (``convolve=True``) or numpy.correlate by loops."""
     a = np.atleast_1d(np.asarray(a))
     v = np.atleast_1d(np.asarray(v))

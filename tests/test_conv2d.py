@@ -202,17 +202,43 @@ def _layouts(a):
     rev = np.ascontiguousarray(a[flip])[flip]
     ro = a.copy()
     ro.flags.writeable = False
-    return {"fortran": f, "strided": strided, "negative": rev, "readonly": ro}
+    swapped = a.astype(a.dtype.newbyteorder())
+    raw = np.zeros(a.nbytes + 1, dtype=np.uint8)
+    unaligned = np.frombuffer(raw.data, dtype=a.dtype, count=a.size, offset=1)
+    unaligned = unaligned.reshape(a.shape)
+    unaligned[...] = a
+    return {
+        "fortran": f,
+        "strided": strided,
+        "negative": rev,
+        "readonly": ro,
+        "byteswapped": swapped,
+        "unaligned": unaligned,
+    }
 
 
-@pytest.mark.parametrize("layout", ["fortran", "strided", "negative", "readonly"])
+@pytest.mark.parametrize(
+    "layout", ["fortran", "strided", "negative", "readonly", "byteswapped", "unaligned"]
+)
 @pytest.mark.parametrize("mode", ["zeros", "reflect"])
-def test_layouts_give_identical_results_and_inputs_are_untouched(layout, mode, rng):
-    x = random_array(rng, (2, 4, 7, 6))
-    w = random_array(rng, (4, 2, 3, 2))
-    b = random_array(rng, (4,))
-    gy = random_array(rng, (2, 4, 4, 6))
-    kw = dict(stride=(2, 1), padding=(1, 2, 0, 1), groups=2, padding_mode=mode)
+@pytest.mark.parametrize(
+    "shapes",
+    [
+        ((2, 4, 7, 6), (4, 2, 3, 2), dict(stride=(2, 1), padding=(1, 2, 0, 1))),
+        ((2, 32, 7, 6), (6, 16, 3, 2), dict(stride=(2, 1), padding=(1, 2, 0, 1))),
+        ((2, 4, 7, 6), (6, 2, 1, 1), dict()),
+    ],
+    ids=["stacked", "per-tap", "pointwise"],
+)
+def test_layouts_give_identical_results_and_inputs_are_untouched(
+    shapes, layout, mode, rng
+):
+    xs, ws, kw = shapes
+    x = random_array(rng, xs)
+    w = random_array(rng, ws)
+    b = random_array(rng, ws[:1])
+    kw = dict(kw, groups=2, padding_mode=mode)
+    gy = random_array(rng, gpuconv.conv2d(x, w, **kw).shape)
     want = gpuconv.conv2d(x, w, b, **kw)
     want_g = gpuconv.conv2d_backward(gy, x, w, **kw)
     xl, wl, bl, gyl = (_layouts(a)[layout] for a in (x, w, b, gy))

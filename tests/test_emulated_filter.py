@@ -260,30 +260,36 @@ def test_naive_and_tiled_bit_identical(dev, rng, dtype):
 # ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", ["float32", "float64", "int8", "complex128"])
 def test_vector_and_scalar_paths(dev, rng, dtype):
+    """Interior tiles of a W % VEC == 0 image take the 16-byte load path (with the
+    aligned-store shortcut when the tile's first column is a vector boundary); a
+    misaligned view and vector=False take the scalar paths; same results."""
     dt = np.dtype(dtype)
-    vec = 16 // dt.itemsize
-    h, w = 20, 4 * vec * 2  # W % VEC == 0: the interior fast path may use 16-byte loads
+    tw = 2 * _plan_filter.rx(dt.itemsize)  # block (2, 2)
+    h, w = 3 * 2 * _plan_filter.RY_IMAGE + 4, 6 * tw  # several interior tiles
+    assert w % (16 // dt.itemsize) == 0
     x = random_values(rng, (1, h, w), dtype, small_int=True)
-    k = random_values(rng, (1, 3, 5), dtype, small_int=True)
-    fp = scipy_problem(h, w, 3, 5, "same", "wrap", 0, dtype)
-    ref = ref_correlate(x, k, fp)
-    # aligned (fresh NumPy buffers are 16-byte aligned): both vector flags on
-    np.testing.assert_array_equal(run(dev, x, k, fp, "tiled", block=(2, 2)), ref)
-    launch = plan_filter(fp, x, k, np.empty((1, h, w), dt), "tiled", block=(2, 2))[0]
-    assert int(launch.args[-1]) == 3
-    # a view 8 bytes (or one element) into a 16-byte aligned buffer: misaligned, the
-    # scalar loads must run
-    off = min(8, dt.itemsize)
+    off = min(8, dt.itemsize)  # 8 bytes (or one element) off a 16-byte boundary
     raw = np.empty(x.nbytes + 32, np.uint8)
     start = (-raw.ctypes.data) % 16 + off
     xm = raw[start : start + x.nbytes].view(dt).reshape(x.shape)
     xm[...] = x
     assert xm.ctypes.data % 16 != 0
-    launch = plan_filter(fp, xm, k, np.empty((1, h, w), dt), "tiled", block=(2, 2))[0]
-    assert int(launch.args[-1]) & 1 == 0
-    np.testing.assert_array_equal(run(dev, xm, k, fp, "tiled", block=(2, 2)), ref)
-    # vector accesses switched off
-    np.testing.assert_array_equal(run(dev, x, k, fp, "tiled", vector=False), ref)
+    for kh, kw in [(3, 5), (3, 9), (2, 4), (5, 3)]:  # pad_left 2, 4, 1, 1
+        k = random_values(rng, (1, kh, kw), dtype, small_int=True)
+        fp = scipy_problem(h, w, kh, kw, "same", "wrap", 0, dtype)
+        ref = ref_correlate(x, k, fp)
+        out = np.empty((1, h, w), dt)
+        # aligned (fresh NumPy buffers are 16-byte aligned): both vector flags on
+        (launch,) = plan_filter(fp, x, k, out, "tiled", block=(2, 2))
+        assert int(launch.args[-1]) == 3
+        np.testing.assert_array_equal(run(dev, x, k, fp, "tiled", block=(2, 2)), ref)
+        # misaligned: the scalar loads must run
+        (launch,) = plan_filter(fp, xm, k, out, "tiled", block=(2, 2))
+        assert int(launch.args[-1]) & 1 == 0
+        np.testing.assert_array_equal(run(dev, xm, k, fp, "tiled", block=(2, 2)), ref)
+        # vector accesses switched off
+        got = run(dev, x, k, fp, "tiled", block=(2, 2), vector=False)
+        np.testing.assert_array_equal(got, ref)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -241,3 +241,111 @@ def test_weight_gradient_matches_numpy(cp):
             r = gpuconv.conv2d_backward(gy, x, w, needs=("weight", "bias"), **kw)
             assert_close(cp.asnumpy(g.gw), r.gw, terms=p.N * p.OH * p.OW)
             assert_close(cp.asnumpy(g.gb), r.gb, terms=p.N * p.OH * p.OW)
+
+
+# ---------------------------------------------------------------------------------
+# weight and bias gradients (cuda/conv2d_backward_weight.cu), through the public API
+
+
+def _wgrad_gpu(cp, x, w, gy, kw, algorithm, needs=("weight", "bias")):
+    g = gpuconv.conv2d_backward(cp.asarray(gy), cp.asarray(x), cp.asarray(w),
+                                needs=needs, algorithm=algorithm, **kw)
+    for a in (g.gw, g.gb):
+        assert a is None or isinstance(a, cp.ndarray)
+    return tuple(None if a is None else cp.asnumpy(a) for a in (g.gw, g.gb))
+
+
+def _wgrad_ref(p, x, gy):
+    """The NumPy backend's (gw, gb) in float64."""
+    from gpuconv import _cpu_conv
+    from tests._cuda_conv_cases import as_dtype
+
+    q = as_dtype(p, np.float64)
+    return _cpu_conv.conv2d_backward_weight(gy.astype(np.float64),
+                                            x.astype(np.float64), q, "auto", True)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("dtype", REAL_DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_weight_and_bias_gradients_on_the_case_grid(case, dtype, variant, cp):
+    _, xs, ws, kw = case
+    p = problem(xs, ws, dtype, kw)
+    x, w, _, gy = random_inputs(np.random.default_rng(7), p, dtype)
+    gw, gb = _wgrad_gpu(cp, x, w, gy, kw, variant)
+    rw, rb = _wgrad_ref(p, x, gy)
+    assert gw.dtype == gb.dtype == np.dtype(dtype)
+    assert not np.isnan(gw).any() and not np.isnan(gb).any()
+    assert_close(gw, rw, dtype=dtype, terms=p.N * p.OH * p.OW)
+    assert_close(gb, rb, dtype=dtype, terms=p.N * p.OH * p.OW)
+
+
+@pytest.mark.parametrize("dtype", REAL_DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_weight_gradient_variants_bit_identical_on_integers(case, dtype, cp):
+    _, xs, ws, kw = case
+    p = problem(xs, ws, dtype, kw)
+    x, w, _, gy = random_inputs(np.random.default_rng(3), p, dtype, integer=True)
+    rw, rb = _wgrad_ref(p, x, gy)
+    for variant in VARIANTS:
+        gw, gb = _wgrad_gpu(cp, x, w, gy, kw, variant)
+        np.testing.assert_array_equal(gw, rw.astype(dtype), err_msg=variant)
+        np.testing.assert_array_equal(gb, rb.astype(dtype), err_msg=variant)
+
+
+def test_weight_gradient_of_a_benchmark_layer_splits_and_repeats_bitwise(cp,
+                                                                         monkeypatch):
+    """3x3 64->64 at 28^2, N=8: the split-K plans (workspace + reduce) against the
+    NumPy backend, and a second run bit-identical to the first (no atomics)."""
+    kw = {"padding": 1}
+    p = problem((8, 64, 28, 28), (64, 64, 3, 3), np.float32, kw)
+    x, w, _, gy = random_inputs(np.random.default_rng(1), p, np.float32)
+    rw, rb = _wgrad_ref(p, x, gy)
+    launched = []
+    real = _gpu_conv._run
+    monkeypatch.setattr(_gpu_conv, "_run", lambda d, ls: (launched.extend(ls),
+                                                          real(d, ls)))
+    for variant in VARIANTS:
+        first = _wgrad_gpu(cp, x, w, gy, kw, variant)
+        second = _wgrad_gpu(cp, x, w, gy, kw, variant)
+        for a, b in zip(first, second, strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=variant)
+        assert_close(first[0], rw, dtype=np.float32, terms=p.N * p.OH * p.OW)
+        assert_close(first[1], rb, dtype=np.float32, terms=p.N * p.OH * p.OW)
+    assert any("_reduce<" in launch.kernel for launch in launched)
+
+
+@pytest.mark.parametrize("case_id", ["one_by_one", "tile_plus1", "regblock_fwd_tails"])
+def test_bias_gradient_alone(case_id, cp):
+    _, xs, ws, kw = CASES[CASE_IDS.index(case_id)]
+    for dtype in REAL_DTYPES:
+        p = problem(xs, ws, dtype, kw)
+        x, w, _, gy = random_inputs(np.random.default_rng(2), p, dtype)
+        gw, gb = _wgrad_gpu(cp, x, w, gy, kw, "auto", needs=("bias",))
+        assert gw is None
+        assert_close(gb, gy.astype(np.float64).sum(axis=(0, 2, 3)), dtype=dtype,
+                     terms=p.N * p.OH * p.OW)
+    big = cp.asarray(np.random.default_rng(3).integers(-3, 4, (16, 64, 56, 56)),
+                     dtype=cp.float32)  # several slices + reduce; exact on integers
+    x = cp.zeros((16, 3, 56, 56), cp.float32)
+    w = cp.ones((64, 3, 1, 1), cp.float32)
+    g1 = gpuconv.conv2d_backward(big, x, w, needs=("bias",))
+    g2 = gpuconv.conv2d_backward(big, x, w, needs=("bias",))
+    want = cp.asnumpy(big).astype(np.float64).sum(axis=(0, 2, 3))
+    np.testing.assert_array_equal(cp.asnumpy(g1.gb), want.astype(np.float32))
+    np.testing.assert_array_equal(cp.asnumpy(g1.gb), cp.asnumpy(g2.gb))
+
+
+def test_weight_gradient_nan_and_inf_like_numpy(cp):
+    _, xs, ws, kw = CASES[CASE_IDS.index("everything")]
+    p = problem(xs, ws, np.float64, kw)
+    x, w, _, gy = random_inputs(np.random.default_rng(1), p, np.float64)
+    x[0, 0, 0, 0] = np.nan
+    x[1, 3, 6, -1] = np.inf
+    gy[0, 2, 0, 0] = np.inf
+    rw, rb = _wgrad_ref(p, x, gy)
+    for variant in VARIANTS:
+        gw, gb = _wgrad_gpu(cp, x, w, gy, kw, variant)
+        for got, want in ((gw, rw), (gb, rb)):
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+            np.testing.assert_array_equal(np.isinf(got), np.isinf(want))

@@ -1,4 +1,5 @@
-"""Every kernel instance the registry names compiles with nvcc, without spills.
+"""Every kernel instance the registry names compiles with nvcc, without spills,
+and with NVRTC, the compiler CuPy actually uses.
 
 For each source in :data:`gpuconv._kernels.KERNELS` and each of sm_80 and sm_90, a
 generated host translation unit includes the source and takes the address of every
@@ -6,6 +7,12 @@ registered instance (which instantiates exactly those templates), and nvcc build
 cubin with CuPy's NVRTC options (``--std=c++17``, ``-ftz=true``, gpuconv's ``-I`` and
 header hash) plus ``-Xptxas -v``. The test fails on a compile error, on any spill
 store or load, and on any stack frame (local memory) in ptxas' report.
+
+NVRTC (``libnvrtc`` from the ``nvidia-cuda-nvrtc`` wheel of the ``test`` extra, or
+``$GPUCONV_NVRTC``) compiles each source to PTX for sm_90 with the name expressions,
+as ``cupy.RawModule`` does: it has no host headers and rejects host functions that
+nvcc accepts (an unannotated ``constexpr`` helper, for example), so it catches what
+would otherwise fail at the first launch on a GPU. (ptxas is covered by nvcc.)
 
 Results are cached by content hash (sources, headers, names, options, nvcc
 version) under ``$GPUCONV_NVCC_CACHE`` (default ``~/.cache/gpuconv/nvcc``), and the
@@ -15,7 +22,11 @@ and a cold run stays well under the CI budget.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import glob
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -127,15 +138,100 @@ def _compile(source: str, arch: str, version: str) -> dict:
     return result
 
 
+def find_nvrtc() -> str | None:
+    """Path of libnvrtc: ``$GPUCONV_NVRTC``, the ``nvidia-cuda-nvrtc`` wheel
+    (CUDA 13 or 12 layout), or the system's."""
+    env = os.environ.get("GPUCONV_NVRTC")
+    if env:
+        return env
+    spec = importlib.util.find_spec("nvidia")
+    for base in (spec.submodule_search_locations if spec else None) or []:
+        for pattern in ("cu13/lib/libnvrtc.so.*", "cuda_nvrtc/lib/libnvrtc.so.*"):
+            hits = sorted(p for p in glob.glob(os.path.join(base, pattern))
+                          if ".alt." not in p)
+            if hits:
+                return hits[0]
+    return ctypes.util.find_library("nvrtc")
+
+
+_nvrtc_lib = None
+
+
+def _load_nvrtc(path: str):
+    global _nvrtc_lib
+    if _nvrtc_lib is None:
+        # libnvrtc dlopens its builtins by soname: load them first, from its folder.
+        for b in sorted(glob.glob(os.path.join(os.path.dirname(path),
+                                               "libnvrtc-builtins.so*"))):
+            if ".alt." not in b:
+                ctypes.CDLL(b, mode=ctypes.RTLD_GLOBAL)
+        lib = ctypes.CDLL(path)
+        lib.nvrtcGetErrorString.restype = ctypes.c_char_p
+        _nvrtc_lib = lib
+    return _nvrtc_lib
+
+
+def nvrtc_compile(path: str, source: str, arch: str = "compute_90") -> dict:
+    """Compile one source to PTX with CuPy's options and the registry's name
+    expressions; ``{"ok", "log", "lowered"}``, cached by content hash."""
+    key = _content_key(source, f"nvrtc-{arch}", os.path.realpath(path))
+    cache = _cache_dir() / f"{Path(source).stem}-nvrtc-{arch}-{key}.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    lib = _load_nvrtc(path)
+    prog = ctypes.c_void_p()
+    text = (source_dir() / source).read_bytes()
+    rc = lib.nvrtcCreateProgram(ctypes.byref(prog), text, source.encode(), 0, None,
+                                None)
+    assert rc == 0, lib.nvrtcGetErrorString(rc)
+    try:
+        for name in KERNELS[source]:
+            lib.nvrtcAddNameExpression(prog, name.encode())
+        opts = [*compile_options(), f"-arch={arch}", "-ftz=true"]
+        argv = (ctypes.c_char_p * len(opts))(*[o.encode() for o in opts])
+        rc = lib.nvrtcCompileProgram(prog, len(opts), argv)
+        size = ctypes.c_size_t()
+        lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+        log = ctypes.create_string_buffer(max(size.value, 1))
+        lib.nvrtcGetProgramLog(prog, log)
+        lowered = {}
+        if rc == 0:
+            for name in KERNELS[source]:
+                out = ctypes.c_char_p()
+                if lib.nvrtcGetLoweredName(prog, name.encode(), ctypes.byref(out)) == 0:
+                    lowered[name] = out.value.decode()
+    finally:
+        lib.nvrtcDestroyProgram(ctypes.byref(prog))
+    result = {"ok": rc == 0, "log": log.value.decode(errors="replace"),
+              "lowered": lowered, "options": opts}
+    if result["ok"]:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp_path = cache.with_suffix(".tmp")
+        tmp_path.write_text(json.dumps(result))
+        tmp_path.replace(cache)
+    return result
+
+
 @pytest.fixture(scope="module")
 def builds() -> dict[tuple[str, str], dict]:
+    """Every (source, arch) nvcc build and every (source, 'nvrtc') NVRTC build, two
+    at a time."""
     if shutil.which("nvcc") is None:
         pytest.skip("nvcc is not on PATH")
     version = _nvcc_version()
+    nvrtc = find_nvrtc()
     jobs = [(s, a) for s in sorted(KERNELS) for a in ARCHS]
+    if nvrtc is not None:
+        jobs += [(s, "nvrtc") for s in sorted(KERNELS)]
+
+    def run(job: tuple[str, str]) -> dict:
+        source, arch = job
+        if arch == "nvrtc":
+            return nvrtc_compile(nvrtc, source)
+        return _compile(source, arch, version)
+
     with ThreadPoolExecutor(max_workers=2) as pool:
-        results = pool.map(lambda sa: _compile(sa[0], sa[1], version), jobs)
-        return dict(zip(jobs, results, strict=True))
+        return dict(zip(jobs, pool.map(run, jobs), strict=True))
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -153,6 +249,17 @@ def test_nvcc_compiles_without_spills(builds, source, arch):
         f"register spills or local memory in {source} ({arch}):\n"
         + "\n".join(result["problems"])
     )
+
+
+@pytest.mark.parametrize("source", sorted(KERNELS))
+def test_nvrtc_compiles_every_instance(builds, source):
+    if (source, "nvrtc") not in builds:
+        pytest.skip("libnvrtc not found (pip install nvidia-cuda-nvrtc, or set "
+                    "GPUCONV_NVRTC)")
+    result = builds[(source, "nvrtc")]
+    assert result["ok"], f"NVRTC rejects {source}:\n{result['log']}"
+    missing = sorted(set(KERNELS[source]) - set(result["lowered"]))
+    assert not missing, f"NVRTC has no lowered name for {missing}"
 
 
 def test_parse_ptxas_flags_spills_and_stack():

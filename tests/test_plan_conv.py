@@ -267,3 +267,151 @@ def test_docstring_examples_run():
 
     result = doctest.testmod(pc, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+# --------------------------------------------------------------------------------
+# weight and bias gradients (plan_conv2d_backward_weight / plan_conv2d_backward_bias)
+
+
+def wgrad_plan(p, variant, bias=True, allocs=None, sm_count=pc.DEFAULT_SM_COUNT):
+    def alloc(shape, dtype):
+        if allocs is not None:
+            allocs.append((tuple(shape), np.dtype(dtype)))
+        return Buf(f"ws{tuple(shape)}")
+
+    return pc.plan_conv2d_backward_weight(
+        p, variant, Buf("gy"), Buf("x"), Buf("gw"), Buf("gb") if bias else None,
+        alloc=alloc, sm_count=sm_count,
+    )
+
+
+def _check_wgrad_plan(p, launches, allocs, bias):
+    for launch in launches:
+        check_launch(launch)
+    wcount = p.K * p.Cg * p.KH * p.KW
+    if len(launches) == 1:
+        assert allocs == []  # one split: straight into gw/gb, no workspace
+        return 1
+    main, red = launches
+    assert red.kernel.startswith("conv2d_backward_weight_reduce<")
+    splits = int(red.args[4])
+    assert splits > 1 and red.args[5] == wcount
+    assert red.args[6] == wcount + (p.K if bias else 0)
+    want = [((splits, wcount), p.compute_dtype)]
+    if bias:
+        want.append(((splits, p.K), p.compute_dtype))
+    assert allocs == want
+    assert red.args[2].name == "gw" and red.args[3].name == ("gb" if bias else "gw")
+    return splits
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_wgrad_plans_respect_limits_and_signatures(case):
+    _, xs, ws, kw = case
+    for dtype in (np.float32, np.float64):
+        p = pc.padded_problem(problem(xs, ws, dtype, kw))
+        for variant in VARIANTS:
+            for bias in (True, False):
+                allocs = []
+                launches = wgrad_plan(p, variant, bias, allocs)
+                assert 1 <= len(launches) <= 2
+                _check_wgrad_plan(p, launches, allocs, bias)
+                names = [n for _, n in _params(launches[0].source, launches[0].kernel)]
+                if variant != "naive":
+                    assert launches[0].args[names.index("has_bias")] == int(bias)
+
+
+def test_wgrad_split_k_fills_two_waves_on_the_benchmark_layers():
+    """The regblock weight gradient of every benchmark layer runs at least two full
+    waves of resident blocks over 132 SMs, with a workspace and a reduce pass."""
+    from gpuconv._kernels import CONV_WGRAD_REGBLOCK_TILES
+
+    for p in BENCH_LAYERS:
+        allocs = []
+        launches = wgrad_plan(p, "tiled_regblock", False, allocs)
+        splits = _check_wgrad_plan(p, launches, allocs, False)
+        tile = tuple(int(t) for t in launches[0].kernel[:-1].split(", ")[1:])
+        assert tile in CONV_WGRAD_REGBLOCK_TILES["float"]
+        resident = pc.regblock_blocks_per_sm(tile, np.float32)
+        blocks = launches[0].grid[0]
+        assert blocks >= 2 * pc.DEFAULT_SM_COUNT * resident, (p, tile, blocks)
+        m, ng, red = pc.gemm_shape(p, "backward_weight")
+        tx, ty, tm, tn = tile
+        assert blocks == -(-m // (tx * tm)) * -(-ng // (ty * tn)) * splits
+        assert red / splits >= pc.WGRAD_MIN_CHUNK  # splits are long enough
+    # few output channels: a wide tile rather than a half-empty square one
+    assert pc.wgrad_regblock_tile(_layer(16, 192, 28, 32, 5)) == (8, 32, 4, 4)
+
+
+def test_wgrad_tiled_and_bias_plans_split_long_reductions():
+    dw = normalize_conv2d((16, 64, 56, 56), (64, 1, 3, 3), [np.dtype("f")],
+                          groups=64, padding=1)
+    assert pc.choose_algorithm(dw, "backward_weight") == "tiled"
+    allocs = []
+    launches = wgrad_plan(dw, "tiled", True, allocs)
+    splits = _check_wgrad_plan(dw, launches, allocs, True)
+    assert launches[0].grid[0] == 64 * splits
+    assert launches[0].grid[0] >= 2 * pc.DEFAULT_SM_COUNT * pc.WGRAD_TILED_BLOCKS_PER_SM
+    assert launches[0].shared_mem == pc.wgrad_tiled_smem_bytes(dw)
+    allocs = []
+    bias = pc.plan_conv2d_backward_bias(
+        dw, Buf("gy"), Buf("gb"),
+        alloc=lambda s, d: allocs.append((s, np.dtype(d))) or Buf("ws"))
+    for launch in bias:
+        check_launch(launch)
+    assert len(bias) == 2 and bias[0].block == (256, 1, 1)
+    splits = int(bias[0].args[-1])
+    assert allocs == [((splits, 64), np.dtype("f"))]
+    assert bias[0].grid[0] == 64 * splits
+    assert splits == 16 * 56 * 56 // pc.BIAS_MIN_CHUNK  # capped: >= 2048 terms each
+    tiny = normalize_conv2d((1, 2, 5, 5), (3, 2, 3, 3), [np.dtype("d")])
+    (one,) = pc.plan_conv2d_backward_bias(tiny, Buf("gy"), Buf("gb"), alloc=None)
+    check_launch(one)
+    assert one.args[1].name == "gb" and one.grid == (3, 1, 1)
+
+
+def test_wgrad_split_count_rules():
+    assert pc.split_count(10, 7, 264, 16) == 1  # too short to split
+    assert pc.split_count(10**9, 10**6, 264, 16) == 1  # enough blocks already
+    for work, base, slots in [(6272, 5, 264), (98, 288, 264), (10**7, 1, 1056),
+                              (200, 3, 528)]:
+        s = pc.split_count(work, base, slots, 16)
+        assert 1 <= s <= min(pc.MAX_SPLITS, max(1, work // 16))
+        if s < min(pc.MAX_SPLITS, work // 16):  # not capped: two full waves
+            assert base * s >= pc.WGRAD_TARGET_WAVES * slots
+
+
+@pytest.mark.parametrize("x_shape,w_shape,kw", [
+    ((70000, 3, 5, 6), (4, 3, 3, 3), {"padding": 1}),  # N*C, N*K >= 65536
+    ((2, 70000, 4, 4), (70000, 1, 3, 3), {"groups": 70000}),  # depthwise, huge C
+    ((1, 3, 65537, 3), (2, 3, 3, 1), {}),  # tall image
+])
+def test_wgrad_grid_limits_for_many_images_and_channels(x_shape, w_shape, kw):
+    p = problem(x_shape, w_shape, np.float32, kw)
+    for variant in VARIANTS:
+        allocs = []
+        _check_wgrad_plan(p, wgrad_plan(p, variant, True, allocs), allocs, True)
+    for launch in pc.plan_conv2d_backward_bias(p, Buf("gy"), Buf("gb"),
+                                               alloc=lambda s, d: Buf("ws")):
+        check_launch(launch)
+
+
+def test_wgrad_auto_decisions():
+    for p in BENCH_LAYERS:
+        assert pc.choose_algorithm(p, "backward_weight") == "tiled_regblock"
+    rgb_out = normalize_conv2d((2, 64, 32, 32), (3, 64, 3, 3), [np.dtype("f")])
+    assert pc.choose_algorithm(rgb_out, "backward_weight") == "tiled"
+    big_dil = normalize_conv2d((1, 1, 400, 400), (1, 1, 9, 9), [np.dtype("d")],
+                               dilation=40)
+    assert pc.wgrad_tiled_smem_bytes(big_dil) > pc.SMEM_LIMIT
+    assert pc.choose_algorithm(big_dil, "backward_weight") == "naive"
+    with pytest.raises(ValueError, match="shared memory"):
+        wgrad_plan(big_dil, "tiled")
+    many_taps = normalize_conv2d((1, 1, 40, 40), (2, 1, 16, 17), [np.dtype("f")])
+    assert pc.wgrad_tiled_taps(many_taps) == (255, 2)
+    launch = wgrad_plan(many_taps, "tiled", False)[0]
+    names = [n for _, n in _params(launch.source, launch.kernel)]
+    assert launch.args[names.index("tap_blocks")] == 2
+    with pytest.raises(ValueError, match="zero padding"):
+        wgrad_plan(problem((1, 2, 5, 5), (3, 2, 3, 3), np.float32,
+                           {"padding": 1, "padding_mode": "reflect"}), "naive")

@@ -1,0 +1,68 @@
+"""A small filter workload for compute-sanitizer (run by ``bench/gpu_check.sh``).
+
+CuPy's memory pool is switched off first (a pooled sub-allocation would hide an
+out-of-bounds access inside a larger block), so every buffer is its own
+``cudaMalloc``. Runs ``filter2d_naive`` and ``filter2d_tiled`` (compile-time 3x3 and
+9x9 with interior tiles on the 128-bit load path, the runtime-size path, the RY = 1
+path, border tiles with wrap/symm/fill, a kernel larger than the image) for every
+dtype on small shapes, checks each result against the NumPy backend's op, and exits
+1 on a wrong result. Under ``compute-sanitizer --tool memcheck|racecheck
+--error-exitcode N`` a memory error or a shared-memory race makes the exit status N.
+
+    PYTHONPATH=. compute-sanitizer --tool racecheck --error-exitcode 99 \\
+        python bench/gpu_sanitize_filter.py
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> int:
+    root = str(Path(__file__).resolve().parent.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    import cupy as cp
+
+    cp.cuda.set_allocator(None)
+    cp.cuda.set_pinned_memory_allocator(None)
+
+    from gpuconv import _gpu_filter
+    from gpuconv._cpu_filter import correlate2d as numpy_op
+    from tests._filter_cases import ALL_DTYPES, random_values, scipy_problem
+
+    rng = np.random.default_rng(0)
+    cases = [
+        # (dtypes, B, Bk, H, W, KH, KW, mode, boundary)
+        (ALL_DTYPES, 2, 2, 37, 45, 4, 3, "same", "symm"),
+        (ALL_DTYPES, 1, 1, 5, 3, 7, 9, "full", "wrap"),  # kernel larger than image
+        (("float32", "float64"), 1, 1, 70, 520, 3, 3, "same", "fill"),  # interior
+        (("float32", "float64"), 1, 1, 70, 520, 9, 9, "same", "symm"),
+        # 1-D rows: the RY = 1 instance
+        (("float32", "int32", "complex64"), 3, 3, 1, 700, 1, 13, "full", "fill"),
+    ]
+    bad = runs = 0
+    for dtypes, B, Bk, h, w, kh, kw, mode, boundary in cases:
+        for dtype in dtypes:
+            x = random_values(rng, (B, h, w), dtype, small_int=True)
+            k = random_values(rng, (Bk, kh, kw), dtype, small_int=True)
+            fp = scipy_problem(h, w, kh, kw, mode, boundary, 2, dtype, B=B, Bk=Bk)
+            want = numpy_op(x, k, fp, "direct")
+            dx, dk = cp.asarray(x), cp.asarray(k)
+            for method in ("naive", "tiled"):
+                got = cp.asnumpy(_gpu_filter.correlate2d(dx, dk, fp, method))
+                runs += 1
+                if not np.array_equal(got, want):
+                    bad += 1
+                    case = (B, Bk, h, w, kh, kw, mode, boundary)
+                    print(f"WRONG {dtype} {method} {case}")
+    cp.cuda.Device().synchronize()
+    print(f"gpu_sanitize_filter: {runs} results, {bad} wrong")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
