@@ -71,7 +71,7 @@ DEVICE_LINE="$(head -n 1 "$OUT/device.log")"
 SUMMARY+=("$(printf '%-10s %-8s %5ss  %s' device ok 0 "$DEVICE_LINE")")
 
 # 2. every gpu-marked test
-run_step pytest 170 pytest_gpu.log \
+run_step pytest 140 pytest_gpu.log \
     "$PY" -m pytest -q -m gpu tests -p no:cacheprovider --maxfail=20 \
     --junitxml="$OUT/pytest_gpu.xml"
 
@@ -95,10 +95,10 @@ EOF
 )"
 fi
 if [[ -n "$SANITIZER" ]]; then
-    run_step memcheck 45 sanitize_memcheck.log \
+    run_step memcheck 35 sanitize_memcheck.log \
         "$SANITIZER" --tool memcheck --error-exitcode 99 --leak-check no \
         "$PY" bench/gpu_sanitize_subset.py
-    run_step racecheck 45 sanitize_racecheck.log \
+    run_step racecheck 35 sanitize_racecheck.log \
         "$SANITIZER" --tool racecheck --error-exitcode 99 \
         "$PY" bench/gpu_sanitize_subset.py
     # the filter kernels (issue 5): same two tools on bench/gpu_sanitize_filter.py
@@ -116,11 +116,11 @@ else
 fi
 
 # 5. the benchmark: conv rows first (this issue), then the filter rows
-run_step bench_conv 110 bench_conv.log \
+run_step bench_conv 80 bench_conv.log \
     "$PY" -m gpuconv bench --backend cuda --cases conv --no-progress \
     --json "$OUT/bench_conv.json" --plot "$OUT/bench_conv.png"
 if [[ ! -s "$OUT/bench_conv.json" ]]; then  # the CLI failed: the module standalone
-    run_step bench_conv2 90 bench_conv_standalone.log \
+    run_step bench_conv2 60 bench_conv_standalone.log \
         "$PY" bench/bench_gpu_conv.py --no-progress --json "$OUT/bench_conv.json"
 fi
 run_step bench_filt 90 bench_filter.log \

@@ -24,7 +24,8 @@
 //                   Taps from a TapEntry table (ch = k): no compile per kernel shape.
 // All variants accumulate in the same order (k, then kh, then kw, one fma per tap),
 // so they agree bit for bit on finite inputs (regblock's extra terms are fma(0, w,
-// acc) == acc).
+// acc) == acc). With an infinite or NaN *weight* those extra terms make 0*inf = NaN
+// where naive/tiled (and NumPy) skip the tap; non-finite gy is handled alike by all.
 // Other padding modes: the op runs these kernels on the padded geometry (H + pt +
 // pb, W + pl + pr, pads 0), then folds the border back with conv2d_pad_fold
 // (conv2d_pad.cu), a deterministic gather.

@@ -9,23 +9,25 @@ in ``fp.dtype`` by one of two methods, with no Python loop over pixels:
 
 ``'direct'``
     Shift-and-add. ``ext`` (the input extended by the boundary rule) is built once
-    (the fill value, or ``gpuconv._padding.pad_index`` maps for wrap/symm; a plain
-    view in 'valid' mode), then every kernel tap is one multiply-add of a shifted
-    view of ``ext`` over the whole stack, into a preallocated accumulator. The
-    output is processed in blocks of about :data:`BLOCK_BYTES` (rows of one image,
-    or several small images) so that the accumulator, the product buffer and the
-    input rows stay in the L2 cache across all taps. float32 stays float32;
-    integers compute in their own dtype and wrap exactly as SciPy/NumPy do (sums
-    and products modulo 2^n); booleans count in int64 and compare with 0 (NumPy's
-    OR of ANDs). Taps of 0 are skipped only when that cannot change the result
-    (integers, or a finite ``ext``: NumPy's ``0 * inf = nan`` is kept); taps of
-    +1/-1 are one add/subtract.
+    (the fill value, or ``gpuconv._padding.pad_index`` maps for wrap/symm; the
+    input itself in 'valid' mode), then every kernel tap is one multiply-add of a
+    shifted view of ``ext`` over the whole stack, into a preallocated accumulator.
+    The output is processed in blocks of about :data:`BLOCK_BYTES` (several small
+    images, rows of one image, or pieces of a long row) so that the accumulator,
+    the product buffer and the input rows stay in the L2 cache across all taps.
+    float32 stays float32; integers compute in their own dtype and wrap exactly as
+    SciPy/NumPy do (sums and products modulo 2^n); booleans count in int64 and
+    compare with 0 (NumPy's OR of ANDs). Taps of 0 are skipped only when that
+    cannot change the result (integers, or a finite ``ext``: ``0 * inf = nan`` is
+    kept); taps of +1/-1 are one add/subtract; a separable (rank-1) float kernel
+    over finite data is two 1-D passes (``KH + KW`` taps instead of ``KH*KW``).
 ``'fft'``
-    ``numpy.fft`` on ``ext``: ``rfft2``/``irfft2`` for real data, ``fft2``/``ifft2``
-    for complex, at 5-smooth sizes ``>= ext`` (linear correlation, no wrap-around),
-    in the input precision (NumPy >= 2 transforms float32 in float32). Float and
-    complex dtypes only. An FFT spreads a NaN or inf over the whole output: the
-    cost model (:func:`choose`) never picks it for non-finite inputs.
+    ``rfft2``/``irfft2`` for real data, ``fft2``/``ifft2`` for complex
+    (:func:`fft_module`: ``scipy.fft`` when installed, else ``numpy.fft``) on
+    ``ext``, at 5-smooth sizes ``>= ext`` (linear correlation, no wrap-around), in
+    the input precision (float32 stays float32). Float and complex dtypes only. An
+    FFT spreads a NaN or inf over the whole output: the cost model (:func:`choose`)
+    never picks it for non-finite inputs.
 
 :func:`choose` resolves ``method='auto'`` with the cost model of
 :func:`estimate_seconds` (the model behind ``gpuconv.choose_method``).
@@ -250,6 +252,9 @@ def _shift_add(
     if not taps:  # an all-zero kernel over finite or integer data
         out[...] = 0
         return out
+    # x * 1 == x exactly for real data (inf and nan included); not for complex,
+    # where (1 + 0j) * (1 + inf j) = nan + inf j (0 * inf), as in SciPy and NumPy.
+    unit_taps = shared and dt.kind in "iuf"
     one = dt.type(1)
     minus_one = dt.type(-1) if dt.kind != "u" else None
     tmp_full = None
@@ -263,14 +268,14 @@ def _shift_add(
             view = src[b0:b1, r0 + a : r1 + a, c0 + c : c1 + c]
             w = kv[a, c] if shared else k[b0:b1, a, c].reshape(-1, 1, 1)
             if first:
-                if shared and w == one:
+                if unit_taps and w == one:
                     acc[...] = view
                 else:
                     np.multiply(view, w, out=acc)
                 first = False
-            elif shared and w == one:
+            elif unit_taps and w == one:
                 np.add(acc, view, out=acc)
-            elif shared and minus_one is not None and w == minus_one:
+            elif unit_taps and minus_one is not None and w == minus_one:
                 np.subtract(acc, view, out=acc)
             else:
                 np.multiply(view, w, out=tmp)

@@ -191,10 +191,6 @@ def check_mode_1d(mode: Any) -> str:
 # --------------------------------------------------------------------------------------
 
 
-def _has_itemsize(dt: np.dtype) -> bool:
-    return dt.kind not in "USV" or dt.kind == "V" and dt.itemsize > 0
-
-
 def result_dtype_2d(dt1: np.dtype, dt2: np.dtype) -> np.dtype:
     """Output dtype of convolve2d/correlate2d, checked like SciPy's C core.
 

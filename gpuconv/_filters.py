@@ -49,10 +49,12 @@ __all__ = ["choose_method", "convolve", "convolve2d", "correlate", "correlate2d"
 
 
 def _arrays(*arrays: Any) -> list[Any]:
-    """CuPy arrays stay; anything else becomes a NumPy array (never copied
-    needlessly, never modified)."""
+    """NumPy arrays (never copied needlessly, never modified); when a CuPy array is
+    among them, CuPy arrays (lists and scalars beside it are moved to the device;
+    NumPy arrays beside it are a TypeError from ``array_kind``)."""
     if _backend.array_kind(*arrays) == "cupy":
-        return list(arrays)
+        cupy = _backend.require_cupy()
+        return [a if _backend.is_cupy_array(a) else cupy.asarray(a) for a in arrays]
     return [np.asarray(a) for a in arrays]
 
 
@@ -214,8 +216,8 @@ _PARAMS_2D = """
         one input must be at least as large as the other in both filtered
         dimensions, and the inputs are swapped when in2 is the larger (SciPy's rule,
         also for stacks: whole stacks swap, so a stacked call equals SciPy on each
-        slice). ``'same'``: the size of in1, centred on the full result (see the
-        module table for even kernels).
+        slice). ``'same'``: the size of in1, centred on the full result (for
+        even kernels see the offset rule above).
     boundary : {'fill', 'wrap', 'symm'}, optional
         How in1 is extended: ``'fill'`` (alias ``'pad'``) with ``fillvalue``,
         ``'wrap'`` (alias ``'circular'``) periodically, ``'symm'`` (alias
@@ -272,6 +274,12 @@ _RETURNS_2D = """
     kernel gives zeros, and an empty in1 with ``boundary='fill'`` gives
     ``sum(fillvalue * kernel)`` everywhere (e.g. ``(0, 3)`` with a ``(2, 2)`` kernel,
     'full', gives a ``(1, 4)`` array of zeros).
+
+    NaN and inf reach exactly the outputs whose window reads them, as in SciPy
+    (``0 * inf = nan``: zero taps are skipped only over finite data), with
+    ``method='auto'`` or ``'direct'``. For complex values with an infinite part and
+    a NaN or second infinite part, products follow NumPy's textbook complex
+    multiplication (SciPy's C99 complex arithmetic may recover an infinity there).
 """
 
 
@@ -286,19 +294,17 @@ def convolve2d(
     method: str = "auto",
     backend: str | None = None,
 ) -> Any:
-    (
-        """Convolve two 2-D arrays (``scipy.signal.convolve2d``), or stacks of them.
+    """Convolve two 2-D arrays (``scipy.signal.convolve2d``), or stacks of them.
 
     ``out[i, j] = sum_{a, c} in1ext[i - a + o_h, j - c + o_w] * in2[a, c]`` with
-    ``in1ext`` the extension of in1 by ``boundary`` and ``(o_h, o_w)`` the mode's
-    offset (``KH - 1`` for 'full'; for 'same', ``(KH - 1) // 2``: an even kernel's
-    extra row/column of padding goes at the top/left).
+    ``in1ext`` the extension of in1 by ``boundary`` and ``o_h`` = 0 ('full'),
+    ``(KH - 1) // 2`` ('same': an even kernel's extra row of padding goes at the
+    top, its extra column at the left) or ``KH - 1`` ('valid'); ``o_w`` likewise.
 
     Parameters
-    ----------"""
-        + _PARAMS_2D
-        + _RETURNS_2D
-        + """
+    ----------
+    @PARAMS_2D@
+    @RETURNS_2D@
     Examples
     --------
     >>> import numpy as np
@@ -319,7 +325,6 @@ def convolve2d(
     >>> gpuconv.convolve2d(imgs, kernels, mode="same", axes=(-2, -1)).shape
     (5, 3, 32, 32)
     """
-    )
     return _filter2d(
         in1, in2, mode, boundary, fillvalue, axes, method, backend, "convolve2d"
     )
@@ -336,22 +341,20 @@ def correlate2d(
     method: str = "auto",
     backend: str | None = None,
 ) -> Any:
-    (
-        """Cross-correlate two 2-D arrays (``scipy.signal.correlate2d``), or stacks.
+    """Cross-correlate two 2-D arrays (``scipy.signal.correlate2d``), or stacks.
 
     ``out[i, j] = sum_{a, c} in1ext[i + a - o_h, j + c - o_w] * conj(in2[a, c])``
-    with ``in1ext`` the extension of in1 by ``boundary`` and ``(o_h, o_w)`` the
-    mode's offset (``KH - 1`` for 'full'; for 'same', ``(KH - 1) // 2``: an even
-    kernel's extra row/column of padding goes at the bottom/right, as in PyTorch,
-    one sample off ``scipy.signal.correlate``'s 'same'). When 'valid' swaps the
-    inputs the result is ``correlate2d(in2, in1)`` reversed along both axes, and
-    for complex data not conjugated (SciPy's behaviour, kept).
+    with ``in1ext`` the extension of in1 by ``boundary`` and ``o_h`` = ``KH - 1``
+    ('full'), ``(KH - 1) // 2`` ('same': an even kernel's extra row of padding goes
+    at the bottom, its extra column at the right, as in PyTorch and one sample off
+    ``scipy.signal.correlate``'s 'same') or 0 ('valid'); ``o_w`` likewise. When
+    'valid' swaps the inputs the result is ``correlate2d(in2, in1)`` reversed along
+    both axes, and for complex data not conjugated (SciPy's behaviour, kept).
 
     Parameters
-    ----------"""
-        + _PARAMS_2D
-        + _RETURNS_2D
-        + """
+    ----------
+    @PARAMS_2D@
+    @RETURNS_2D@
     Examples
     --------
     >>> import numpy as np
@@ -362,10 +365,21 @@ def correlate2d(
     >>> gpuconv.correlate2d([[1]], [[2j]])
     array([[0.-2.j]])
     """
-    )
     return _filter2d(
         in1, in2, mode, boundary, fillvalue, axes, method, backend, "correlate2d"
     )
+
+
+def _fill_doc(doc: str | None) -> str | None:
+    if doc is None:  # python -OO
+        return None
+    params = _PARAMS_2D.lstrip("\n") + "\n"
+    returns = _RETURNS_2D.lstrip("\n") + "\n"
+    return doc.replace("    @PARAMS_2D@\n", params).replace("    @RETURNS_2D@\n", returns)
+
+
+convolve2d.__doc__ = _fill_doc(convolve2d.__doc__)
+correlate2d.__doc__ = _fill_doc(correlate2d.__doc__)
 
 
 # --------------------------------------------------------------------------------------
@@ -601,25 +615,29 @@ def choose_method(
 
     Notes
     -----
-    The cost model (constants in :mod:`gpuconv._cpu_filter`, fitted on the 2-core
-    AMD EPYC Zen 4 development machine with NumPy 2.4 by timing both paths on
-    1024x1024 and 2048x2048 float32/float64/complex inputs with 3x3 to 31x31
-    kernels and on 1-D signals):
+    The cost model (constants in :mod:`gpuconv._cpu_filter`), fitted on the 2-core
+    AMD EPYC (Zen 4) development machine with NumPy 2.4 / SciPy 1.17: both paths
+    were timed on 1024x1024 images, float32/float64/complex64/complex128, kernels
+    3x3 to 31x31, interleaved (best of 5), and the per-unit constants set so that
+    the model's crossover falls where the measured one does:
 
-    - direct (shift-and-add): ``B*OH*OW*KH*KW * t_tap + n_blocks*KH*KW * t_call``
-      with ``t_tap`` about 0.45 ns (float32), 0.75 ns (float64), 1.6 ns
-      (complex128) per multiply-add and ``t_call`` = 2 us per tap and block of
-      128 KiB (NumPy call overhead);
-    - FFT: ``(2*B + Bk) * P*log2(P) * t_fft + 60 us`` with ``P = PH*PW`` the
+    - direct (shift-and-add): ``B*OH*OW*T * t_tap + n_blocks*T * t_call`` with
+      ``T = KH*KW`` taps (``KH + KW + 2`` for a separable, rank-1 kernel),
+      ``t_tap`` = 0.42 ns (float32), 0.78 ns (float64), 0.84 ns (complex64),
+      1.9 ns (complex128) per multiply-add and ``t_call`` = 1.3 us per tap and
+      block of 256 KiB (NumPy call overhead);
+    - FFT: ``(2*B + Bk) * P*log2(P) * t_fft + 30 us`` with ``P = PH*PW`` the
       5-smooth transform size ``>= (OH + KH - 1, OW + KW - 1)`` and ``t_fft``
-      about 0.95 ns (float32) or 1.3 ns (float64) per unit, twice that for
-      complex data.
+      = 0.30 ns (float32), 0.54 ns (float64), 0.50 ns (complex64), 0.96 ns
+      (complex128).
 
-    The crossover for a 1024x1024 float32 image in 'same' mode is between 9x9 and
-    11x11 kernels. 'fft' is never returned for integer or boolean data (results
-    stay exact), for long double, nor when in1, in2 or the fill value contain
-    NaN or infinity: an FFT spreads them over the whole output, while the direct
-    method keeps NumPy's NaN mask (``0 * inf = nan`` included).
+    The crossover for a 1024x1024 float32 image in 'same' mode is at 7x7 kernels
+    (6x6 for complex128), where both paths measured within 5 % of each other.
+
+    'fft' is never returned for integer or boolean data (results stay exact), for
+    long double, nor when in1, in2 or the fill value (if any padding reads it)
+    contain NaN or infinity: an FFT spreads them over the whole output, while the
+    direct method keeps NumPy's NaN mask (``0 * inf = nan`` included).
 
     Examples
     --------

@@ -1,4 +1,4 @@
-"""gpuconv on Dask arrays: images and batches larger than memory, several workers or GPUs.
+"""gpuconv on Dask arrays: data larger than memory, several workers or GPUs.
 
 ``import gpuconv.dask`` (Dask is the ``dask`` extra; ``import gpuconv`` alone never
 imports it) gives :func:`convolve2d`, :func:`correlate2d`, :func:`conv2d` and
@@ -73,6 +73,11 @@ import gpuconv
 from gpuconv import _backend
 from gpuconv._conv import Conv2dGrads
 from gpuconv._conv_args import check_algorithm, check_needs, normalize_conv2d
+from gpuconv._filter_args import (
+    BOUNDARY_TO_PAD_MODE,
+    normalize_axes,
+    normalize_filter2d,
+)
 from gpuconv._padding import pad_index
 
 __all__ = [
@@ -86,14 +91,6 @@ __all__ = [
 #: Largest Dask kernel, weight, bias (bytes) that is computed into memory.
 KERNEL_MAX_BYTES = 256 * 2**20
 
-_BOUNDARY_TO_MODE = {
-    "fill": "zeros",
-    "pad": "zeros",
-    "wrap": "circular",
-    "circular": "circular",
-    "symm": "symmetric",
-    "symmetric": "symmetric",
-}
 _SPLIT_EVERY = 8
 
 
@@ -219,7 +216,7 @@ class _AxisPlan:
         return tuple(res)
 
     def touching(self) -> tuple[tuple[int, int], ...]:
-        """``(lo, hi)``: the outputs ``lo..hi-1`` whose windows meet ``P`` chunk ``b``."""
+        """``(lo, hi)``: outputs ``lo..hi-1``, whose windows meet ``P`` chunk ``b``."""
         res = []
         s, e = self.stride, self.extent
         for b in range(len(self.p_chunks)):
@@ -341,7 +338,9 @@ def _overlapped(p: da.Array, plans: dict[int, _AxisPlan]) -> da.Array:
     )
 
 
-def _scatter_block(block: Any, *, axis: int, targets: tuple[int, ...], size: int) -> Any:
+def _scatter_block(
+    block: Any, *, axis: int, targets: tuple[int, ...], size: int
+) -> Any:
     """Sum the border slices of ``block`` onto the ``size`` pixels they copied."""
     shape = list(block.shape)
     shape[axis] = size
@@ -418,6 +417,20 @@ def _filter_block(
     return fn(win, k, mode="valid", axes=axes, **kwargs)
 
 
+def _moved(shape: tuple[int, ...], ax: tuple[int, int]) -> tuple[int, ...]:
+    """``shape`` with the two filtered axes moved last (the in-memory convention)."""
+    return tuple(s for d, s in enumerate(shape) if d not in ax) + (
+        shape[ax[0]], shape[ax[1]])
+
+
+def _unmoved(shape: tuple[int, ...], ax: tuple[int, int]) -> tuple[int, ...]:
+    rest = iter(shape[:-2])
+    out = [0] * len(shape)
+    for d in range(len(shape)):
+        out[d] = shape[-2] if d == ax[0] else shape[-1] if d == ax[1] else next(rest)
+    return tuple(out)
+
+
 def _filter(
     name: str,
     in1: Any,
@@ -432,89 +445,45 @@ def _filter(
     x = _as_dask(in1, "in1")
     k = _small(in2, "in2")
     _check_backend(kwargs.get("backend"))
-    meta_kwargs = {key: v for key, v in kwargs.items() if key != "backend"}
+    call = dict(mode=mode, boundary=boundary, fillvalue=fillvalue, **kwargs)
     if axes is not None:
-        meta_kwargs["axes"] = axes
+        call["axes"] = axes
     k_host = _host(k)
-    # The whole-array function validates every argument on a stand-in of the
-    # image's dtype and rank (same exceptions and messages) and gives the dtype.
-    probe = fn(np.zeros((1,) * x.ndim, dtype=x.dtype), k_host, mode=mode,
-               boundary=boundary, fillvalue=fillvalue, **meta_kwargs)
-    dtype = probe.dtype
-    if axes is None:
-        ax = (0, 1)
-    else:
-        ax = tuple(int(a) % x.ndim for a in axes)
-    if k_host.ndim == x.ndim:
-        kh, kw = k_host.shape[ax[0]], k_host.shape[ax[1]]
-        kstack = tuple(d for d in range(x.ndim) if d not in ax)
-    else:
-        kh, kw = k_host.shape[-2:]
-        kstack = ()
-    meta = meta_from_array(x._meta, ndim=x.ndim, dtype=dtype)
-    h, w = x.shape[ax[0]], x.shape[ax[1]]
-    # Stacks: the kernel stack broadcasts against the image stack.
-    if kstack:
-        shape = list(np.broadcast_shapes(
-            tuple(1 if d in ax else x.shape[d] for d in range(x.ndim)),
-            tuple(1 if d in ax else k_host.shape[d] for d in range(x.ndim)),
-        ))
-        shape[ax[0]], shape[ax[1]] = h, w
-        if tuple(shape) != x.shape:
-            x = da.broadcast_to(x, tuple(shape))
-        kstack = tuple(d for d in kstack if k_host.shape[d] > 1)
-    whole_kwargs = dict(mode=mode, boundary=boundary, fillvalue=fillvalue, **kwargs)
-    if axes is not None:
-        whole_kwargs["axes"] = axes
-    if x.size == 0 or k_host.size == 0:
-        # One task; the output shape from the whole-array function on a
-        # zero-stride stand-in of in1 (no memory).
-        stand_in = np.broadcast_to(np.zeros((), dtype=x.dtype), x.shape)
-        shape = fn(stand_in, k_host, **whole_kwargs).shape
-        return _whole(fn, tuple(shape), dtype, meta, x, k, **whole_kwargs)
-    if mode == "valid" and not (h >= kh and w >= kw):
-        if h <= kh and w <= kw:  # SciPy swaps the inputs: the image is the small one
-            out_shape = list(x.shape)
-            out_shape[ax[0]], out_shape[ax[1]] = kh - h + 1, kw - w + 1
-            return _whole(fn, tuple(out_shape), dtype, meta, x, k, **whole_kwargs)
-        raise ValueError(
-            "For 'valid' mode, one must be at least as large as the other in every "
-            "dimension"
-        )
-    # Fill value as the whole-array call casts it: correlate a one-pixel zero
-    # image with [[1, 0]] in 'full' mode; the first output is the fill value.
-    pad_mode = _BOUNDARY_TO_MODE[boundary]
-    fill = 0
-    if pad_mode == "zeros":
-        fill = _fill_value(fn, dtype, x.dtype, k_host.dtype, fillvalue)
-    x = x.astype(dtype) if x.dtype != dtype else x
-    plans = {}
-    for d, ksize in zip(ax, (kh, kw), strict=True):
-        if mode == "full":
-            before = after = ksize - 1
-        elif mode == "same":
-            before = ksize // 2 if name == "convolve2d" else (ksize - 1) // 2
-            after = ksize - 1 - before
-        else:
-            before = after = 0
-        plans[d] = _plan_axis(x.shape[d], x.chunks[d], before, after, ksize, 1)
-    return _apply(
-        x, plans, pad_mode, fill, _filter_block, dtype, meta,
-        dict(fn=fn, kernel=k, stack_axes=kstack,
-             axes=None if axes is None else ax, kwargs=kwargs),
+    # Every argument check of the whole-array function (same exceptions and
+    # texts), on a one-pixel stand-in of the image with its dtype and rank.
+    fn(np.zeros((1,) * x.ndim, dtype=x.dtype), k_host,
+       **{key: v for key, v in call.items() if key != "backend"})
+    ax = (0, 1) if axes is None else normalize_axes(axes, x.ndim)
+    if k_host.ndim < x.ndim:  # a (..., KH, KW) stack: put it in in1's layout
+        lead = (1,) * (x.ndim - k_host.ndim)
+        k = _xp(k).moveaxis(k.reshape(lead + k.shape), (-2, -1), ax)
+        k_host = _host(k)
+    plan = normalize_filter2d(
+        _moved(x.shape, ax), _moved(k_host.shape, ax), np.dtype(x.dtype),
+        np.dtype(k_host.dtype), mode, boundary, fillvalue,
+        convolve=name == "convolve2d",
     )
-
-
-def _fill_value(fn: Callable[..., Any], dtype: Any, dt1: Any, dt2: Any,
-                fillvalue: Any) -> Any:
-    one = np.zeros((1, 2), dtype=dt2)
-    one[0, 0] = 1
-    out = fn(np.zeros((1, 1), dtype=dt1), one, mode="full", boundary="fill",
-             fillvalue=fillvalue)
-    # correlate2d: out[0, 0] = fill*k[0, 0] + x*k[0, 1] = fill;
-    # convolve2d: out[0, 1] = fill*k[0, 0] + x*k[0, 1] = fill.
-    v = out[0, 0] if fn is gpuconv.correlate2d else out[0, 1]
-    return np.asarray(v, dtype=dtype)[()]
+    fp, dtype = plan.problem, plan.dtype
+    meta = meta_from_array(x._meta, ndim=x.ndim, dtype=dtype)
+    if plan.swap or plan.empty is not None:
+        # 'valid' with the image smaller than the kernel (SciPy swaps them), or an
+        # empty input: one task on the whole (small or empty) arrays.
+        return _whole(fn, _unmoved(plan.out_shape, ax), dtype, meta, x, k, **call)
+    shape = _unmoved(plan.batch + (fp.H, fp.W), ax)
+    if shape != x.shape:
+        x = da.broadcast_to(x, shape)
+    kstack = tuple(d for d in range(x.ndim) if d not in ax and k_host.shape[d] > 1)
+    x = x.astype(dtype) if x.dtype != dtype else x
+    plans = {
+        ax[0]: _plan_axis(fp.H, x.chunks[ax[0]], fp.pad_top, fp.pad_bottom, fp.KH, 1),
+        ax[1]: _plan_axis(fp.W, x.chunks[ax[1]], fp.pad_left, fp.pad_right, fp.KW, 1),
+    }
+    return _apply(
+        x, plans, BOUNDARY_TO_PAD_MODE[fp.boundary], fp.fillvalue, _filter_block,
+        dtype, meta,
+        dict(fn=fn, kernel=k, stack_axes=kstack, axes=None if axes is None else ax,
+             kwargs=kwargs),
+    )
 
 
 def _apply(

@@ -155,3 +155,29 @@ def test_next_fast_len():
                 while r % p == 0:
                     r //= p
             assert r != 1
+
+
+def test_cuda_backend_gets_auto_unresolved(rng, monkeypatch):
+    """'auto' is resolved by choose_method only for the NumPy backend; a CUDA
+    backend receives 'auto' (it has its own chooser) and the same problem."""
+    from gpuconv import _backend
+
+    seen = []
+
+    class FakeGpuOps:
+        @staticmethod
+        def correlate2d(in1, k, fp, method):
+            seen.append(method)
+            return _cpu.correlate2d(in1, k, fp, "direct")
+
+    x = rng.standard_normal((64, 64))
+    k = rng.standard_normal((25, 25))
+    ref = gpuconv.convolve2d(x, k, "same")
+    monkeypatch.setattr(_backend, "select_backend", lambda *a, backend=None: "cuda")
+    monkeypatch.setattr(_backend, "to_backend", lambda name, *a: (list(a), lambda y: y))
+    monkeypatch.setattr(_backend, "backend_ops", lambda name: FakeGpuOps)
+    monkeypatch.setattr(_backend, "cupy_module", lambda: np)
+    np.testing.assert_allclose(gpuconv.convolve2d(x, k, "same"), ref)
+    gpuconv.correlate(x[0], k[0], "full", method="fft")
+    gpuconv.convolve(x[0], k[0], method="direct")
+    assert seen == ["auto", "fft", "direct"]

@@ -246,6 +246,17 @@ def test_fillvalue_cast_like_scipy(dtype, fill, rng):
     assert_close(out, ref, terms=6)
 
 
+@pytest.mark.parametrize("fill", [1j, [], [1, 2], "abc"])
+@pytest.mark.parametrize("boundary", ["wrap", "symm"])
+def test_fillvalue_ignored_without_fill_boundary(boundary, fill):
+    """SciPy only converts fillvalue for boundary='fill'; so does gpuconv."""
+    x, k = np.arange(9.0).reshape(3, 3), np.ones((2, 2))
+    np.testing.assert_array_equal(
+        gpuconv.convolve2d(x, k, boundary=boundary, fillvalue=fill),
+        signal.convolve2d(x, k, boundary=boundary, fillvalue=fill),
+    )
+
+
 @pytest.mark.parametrize("fill", [0, 1.5, -1, np.nan, np.inf])
 @pytest.mark.parametrize("fn", FUNCS)
 def test_fillvalues_float(fn, fill, rng):
@@ -416,6 +427,26 @@ def test_nonfinite_mask_like_scipy(fn, place, value, rng):
             _assert_nan_mask(out, ref, k.size)
 
 
+@pytest.mark.parametrize("fn", FUNCS)
+def test_nonfinite_complex_unit_taps(fn):
+    """(1 + 0j) * (1 + inf j) = nan + inf j (0 * inf) in SciPy's complex multiply-add:
+    taps of +-1 are not shortcut for complex data. (Values with an infinite part
+    and a nan or second infinite part are left out: SciPy's C99 complex multiply
+    recovers infinities there, NumPy's and gpuconv's textbook product gives nan.)"""
+    x = np.ones((5, 6), np.complex128)
+    x[2, 3] = complex(1, np.inf)
+    x[0, 0] = complex(np.inf, 0)
+    x[4, 5] = complex(-2, -np.inf)
+    k = np.array([[1, -1, 0], [0, 1, 2j]], np.complex128)
+    for mode, boundary in itertools.product(MODES, BOUNDARIES):
+        with np.errstate(invalid="ignore"):
+            ref = FUNCS[fn](x, k, mode, boundary)
+        out = _ours(fn)(x, k, mode, boundary)
+        for part in (np.real, np.imag):
+            np.testing.assert_array_equal(np.isnan(part(out)), np.isnan(part(ref)))
+            np.testing.assert_array_equal(np.isinf(part(out)), np.isinf(part(ref)))
+
+
 def test_nonfinite_kernel_and_fill(rng):
     x = rng.standard_normal((6, 6))
     k = rng.standard_normal((5, 5))
@@ -536,10 +567,13 @@ def _loop_scipy(fn, x, k, mode, boundary, fill):
 def test_axes_stack_equals_loop(fn, mode, kshape, rng):
     x = rng.standard_normal((4, 3, 8, 9))
     k = rng.standard_normal(kshape)
+    x_keep, k_keep = x.copy(), k.copy()
     for boundary in BOUNDARIES:
         out = _ours(fn)(x, k, mode, boundary, 0.5, axes=(-2, -1))
-        ref = _loop_scipy(fn, x, k if k.ndim > 2 else k, mode, boundary, 0.5)
+        ref = _loop_scipy(fn, x, k, mode, boundary, 0.5)
         _check(out, ref, 12)
+    np.testing.assert_array_equal(x, x_keep)
+    np.testing.assert_array_equal(k, k_keep)
 
 
 @pytest.mark.parametrize("fn", FUNCS)
