@@ -311,9 +311,9 @@ def convolve2d(
     >>> import gpuconv
     >>> x = np.arange(12.0).reshape(3, 4)
     >>> gpuconv.convolve2d(x, [[1, -1]], mode="same")
-    array([[ 0.,  1.,  1.,  1.],
-           [ 4.,  1.,  1.,  1.],
-           [ 8.,  1.,  1.,  1.]])
+    array([[0., 1., 1., 1.],
+           [4., 1., 1., 1.],
+           [8., 1., 1., 1.]])
     >>> gpuconv.convolve2d(x, np.ones((2, 2)), mode="valid", boundary="symm")
     array([[10., 14., 18.],
            [26., 30., 34.]])
@@ -375,7 +375,8 @@ def _fill_doc(doc: str | None) -> str | None:
         return None
     params = _PARAMS_2D.lstrip("\n") + "\n"
     returns = _RETURNS_2D.lstrip("\n") + "\n"
-    return doc.replace("    @PARAMS_2D@\n", params).replace("    @RETURNS_2D@\n", returns)
+    doc = doc.replace("    @PARAMS_2D@\n", params)
+    return doc.replace("    @RETURNS_2D@\n", returns)
 
 
 convolve2d.__doc__ = _fill_doc(convolve2d.__doc__)
