@@ -100,6 +100,11 @@ _SPLIT_EVERY = 8
 def _as_dask(a: Any, name: str) -> da.Array:
     """A Dask array as is; any other array-like becomes a one-chunk Dask array."""
     if isinstance(a, da.Array):
+        if any(math.isnan(c) for cs in a.chunks for c in cs):
+            raise ValueError(
+                f"{name} has unknown chunk sizes; call {name}.compute_chunk_sizes() "
+                "first (halos need to know where each chunk starts)"
+            )
         return a
     if a is None or not (hasattr(a, "shape") or isinstance(a, (list, tuple))):
         raise TypeError(

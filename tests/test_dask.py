@@ -25,7 +25,7 @@ distributed = pytest.importorskip(
 )
 signal = pytest.importorskip("scipy.signal")
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import given  # noqa: E402
+from hypothesis import assume, given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import gpuconv  # noqa: E402
@@ -60,9 +60,9 @@ def client():
 
 # ------------------------------------------------------------------ filters
 
-IMAGE = (13, 11)
-KERNELS = [(3, 3), (2, 4), (1, 1), (5, 6), (15, 12)]
-CHUNKINGS = [((5, 3, 5), (2, 6, 3)), (2, 3), ((6, 1, 6), (1, 9, 1))]
+IMAGE = (15, 11)
+KERNELS = [(3, 3), (2, 4), (1, 1), (5, 6), (17, 12)]
+CHUNKINGS = [((5, 3, 7), (2, 6, 3)), (2, 3), ((7, 1, 7), (1, 9, 1))]
 MODES = ("full", "same", "valid")
 BOUNDARIES = ("fill", "wrap", "symm")
 FILTERS = ("convolve2d", "correlate2d")
@@ -152,9 +152,8 @@ def test_filter_stacks_with_axes():
         (rng.standard_normal((3, 1, 2, 4)), (2, 3)),  # same rank, broadcast
         (rng.standard_normal((2, 3, 4, 2)), (0, 3)),  # filter along axes 0 and 3
     ]
-    for (k, axes), fn, mode, boundary in itertools.product(
-        cases, FILTERS, MODES, ("fill", "symm")
-    ):
+    for (k, axes), fn, mode in itertools.product(cases, FILTERS, MODES):
+        boundary = "fill" if mode == "full" else "symm"
         kw = dict(mode=mode, boundary=boundary, fillvalue=0.5, axes=axes)
         try:
             whole = getattr(gpuconv, fn)(a, k, **kw)
@@ -239,7 +238,7 @@ ERRORS = [
     ("convolve2d", (np.ones((4, 4)), np.ones((2, 2))), dict(fillvalue=1j)),
     ("convolve2d", (np.ones((4, 4)), np.ones((2, 2))), dict(fillvalue=[1, 2])),
     ("convolve2d", (np.ones((4, 4), np.float16), np.ones((2, 2), np.float16)), {}),
-    ("correlate2d", (np.ones((4, 4), int), np.ones((2, 2))), dict(method="fft")),
+    ("correlate2d", (np.ones((4, 4), int), np.ones((2, 2), int)), dict(method="fft")),
     ("correlate2d", (np.ones((3, 4, 4)), np.ones((2, 2))), dict(axes=(1, 1))),
     ("convolve2d", (np.ones((4, 4)), np.ones((2, 2))), dict(method="fast")),
     ("conv2d", (np.ones((1, 3, 5, 5)), np.ones((2, 2, 3, 3))), {}),
@@ -265,6 +264,26 @@ def test_bad_input_same_error_before_any_work(fn, args, kwargs):
     x = da.from_array(args[0], chunks=2)
     with pytest.raises(type(exc), match=re.escape(str(exc))):
         getattr(gd, fn)(x, *args[1:], **kwargs)
+
+
+def test_unknown_chunk_sizes_and_non_arrays():
+    x = da.from_array(np.arange(20.0), chunks=5)
+    x = x[x > 3]  # boolean indexing: chunk sizes unknown until computed
+    with pytest.raises(ValueError, match="unknown chunk sizes"):
+        gd.convolve2d(x[None], np.ones((1, 2)))
+    with pytest.raises(TypeError, match="in1 must be a Dask array"):
+        gd.correlate2d(5, np.ones((1, 2)))
+    # NumPy arrays and lists are accepted as one chunk
+    got = _sync(gd.correlate2d([[1.0, 2.0, 3.0]], np.ones((1, 2)), "valid"))
+    np.testing.assert_array_equal(got, [[3.0, 5.0]])
+    # keywords of the in-memory function reach every chunk's call
+    a = np.arange(42.0).reshape(6, 7)
+    y = gd.convolve2d(da.from_array(a, chunks=3), np.ones((2, 2)), "same",
+                      method="direct", backend="numpy")
+    want = signal.convolve2d(a, np.ones((2, 2)), "same")
+    np.testing.assert_array_equal(_sync(y), want)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        gd.convolve2d(da.from_array(a, chunks=3), np.ones((2, 2)), backend="gpu")
 
 
 def test_backward_bad_input():
@@ -321,7 +340,8 @@ def test_conv2d_stride_alignment_and_unbatched():
     w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
     xd = da.from_array(x, chunks=(2, (5, 5, 5), (7, 7)))
     y = gd.conv2d(xd, w, stride=2, padding=1)
-    assert y.chunks[1:] == ((2, 2, 4), (4, 3))  # rows cut at 4 and 8 -> outputs 2, 4
+    # cuts: rows 5 -> 4 and 10 (outputs 2 and 5), columns 7 -> 6 (output 3)
+    assert y.chunks[1:] == ((2, 3, 3), (3, 4))
     assert y.dtype == np.float32
     assert_close(_sync(y), gpuconv.conv2d(x, w, stride=2, padding=1), terms=18)
     x16, w16 = x.astype(np.float16), w.astype(np.float16)
@@ -418,14 +438,14 @@ def test_plan_axis_windows_are_right(n, cuts, before, after, k, dilation, stride
     """Each output chunk's window lies in its overlapped chunk and is exactly the
     extended input its outputs read; halos never exceed a neighbouring chunk."""
     extent = dilation * (k - 1) + 1
-    if n + before + after < extent:
-        return
+    assume(n + before + after >= extent)
     bounds = sorted({c for c in cuts if c < n})
     chunks = tuple(np.diff([0, *bounds, n]).tolist())
     plan = gd._plan_axis(n, chunks, before, after, extent, stride, min_chunk)
     assert sum(plan.src_chunks) == n
     assert sum(plan.p_chunks) == n + before + after
-    assert sum(plan.out_chunks) == plan.out == (n + before + after - extent) // stride + 1
+    assert plan.out == (n + before + after - extent) // stride + 1
+    assert sum(plan.out_chunks) == plan.out
     assert min(plan.out_chunks) >= 1
     left, right = plan.depth
     if len(plan.p_chunks) > 1:
@@ -465,7 +485,8 @@ def test_cluster_filters(client):
     xd = da.from_array(a, chunks=((20, 7, 30, 7), (5, 25, 18)))
     cases = [
         ("convolve2d", np.ones((4, 5)) / 20, dict(mode="same", boundary="symm")),
-        ("correlate2d", rng.standard_normal((9, 2)), dict(mode="full", boundary="wrap")),
+        ("correlate2d", rng.standard_normal((9, 2)),
+         dict(mode="full", boundary="wrap")),
         ("convolve2d", rng.standard_normal((3, 3)),
          dict(mode="valid", boundary="fill", fillvalue=2.0)),
     ]
