@@ -10,7 +10,10 @@ Layers (DeepBench / ResNet-50, NCHW, float32; issue 3):
 Passes: ``conv2d_forward``, ``conv2d_backward_input`` (``gx`` only) and
 ``conv2d_backward_weight`` (``gw`` only), each through the public API on CuPy arrays
 (what users get: argument checks, planning and launches included) with
-``algorithm='auto'`` and with each other variant forced.
+``algorithm='auto'`` and with the forced variants of ``--variants`` (default
+``tiled,tiled_regblock``; the variant ``auto`` picks is not measured twice;
+``naive`` only on layers of at most :data:`NAIVE_MAX_FLOPS`, where it is not
+minutes of work).
 
 Peer: cuDNN through PyTorch on the same device memory (zero-copy),
 ``torch.backends.cudnn.allow_tf32 = False`` (FP32 against FP32) and
@@ -22,21 +25,24 @@ of FP32 peak on the compute-bound layers (arithmetic intensity above the ridge).
 
 Roofline: ``floor = max(FLOPs / FP32 peak, bytes / bandwidth)`` with FLOPs
 ``2*N*K*C/groups*KH*KW*OH*OW`` (every pass), bytes the two inputs and the output of
-the pass read/written once, the FP32 peak from the device (SMs x FP32 lanes per SM x
-2 x boost clock; 66.9 TFLOP/s on an H100 SXM) and the bandwidth measured here (a
-1 GiB device-to-device copy, read + write). Rows report the share of the floor and
-of the FP32 peak.
+the pass read/written once, the FP32 peak from the device (:func:`fp32_peak`: SMs x
+FP32 lanes per SM x 2 x boost clock; 66.9 TFLOP/s on an H100 SXM) and the bandwidth
+measured here (a 1 GiB device-to-device copy, read + write). Rows report the share
+of the floor and of the FP32 peak.
 
 Method: inputs from a fixed seed; each side's output is validated (relative max
 error against cuDNN, or against the NumPy backend without PyTorch) *before* it is
 timed, and a side that fails is not timed; warm-up calls; then timed calls, each
 preceded by an L2 flush (a write of twice the L2 size) outside the bracket of CUDA
 events; the median (and min) of at least 5 calls, more while under 0.2 s per side.
-Every row carries the device name.
+Every row carries the device name. A (layer, pass) that raises is recorded as a
+row with an ``error`` and the benchmark goes on.
 
-Standalone::
+Standalone (``--json`` is rewritten after every row, so a run cut short by a time
+limit still leaves the rows measured so far)::
 
     PYTHONPATH=. python bench/bench_gpu_conv.py [--quick] [--json out.json]
+        [--variants tiled_regblock] [--budget 0.2] [--plot out.png]
 
 ``python -m gpuconv bench --backend cuda`` calls :func:`run_conv_bench`.
 """
@@ -57,6 +63,11 @@ import numpy as np
 
 PASSES = ("conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight")
 VARIANTS = ("naive", "tiled", "tiled_regblock")
+#: Forced variants measured besides ``auto`` by default.
+DEFAULT_VARIANTS = ("tiled", "tiled_regblock")
+#: ``naive`` (one thread per output, the oracle) is measured only on layers of at
+#: most this many FLOPs: on the large layers it takes seconds per call.
+NAIVE_MAX_FLOPS = 2e9
 TARGET_3X3 = {"conv2d_forward": 1.5, "conv2d_backward_input": 2.0,
               "conv2d_backward_weight": 2.0}
 TARGET_OTHER = 2.0
@@ -130,17 +141,62 @@ def _repo_on_path() -> None:
 
 
 def device_name(cp: Any) -> str:
-    props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
-    name = props["name"]
+    try:
+        props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
+        name = props["name"]
+    except Exception as exc:  # pragma: no cover - depends on the CUDA version
+        return f"unknown CUDA device ({type(exc).__name__})"
     return name.decode() if isinstance(name, bytes) else str(name)
 
 
+#: FP32 lanes (CUDA cores) per SM by compute capability: 64 on sm_60, sm_70/72/75
+#: and sm_80 (A100); 128 on sm_61, sm_86/87/89 and sm_90 (H100/H200), sm_100, sm_120.
+FP32_LANES_PER_SM = {
+    (6, 0): 64, (6, 1): 128, (7, 0): 64, (7, 2): 64, (7, 5): 64, (8, 0): 64,
+    (8, 6): 128, (8, 7): 128, (8, 9): 128, (9, 0): 128, (10, 0): 128, (12, 0): 128,
+}
+#: The FP32 peak of the issue's target (H100 SXM: 132 SMs x 128 x 2 x 1.98 GHz),
+#: used when the device cannot be queried.
+H100_SXM_FP32_PEAK = 66.9e12
+
+
+def fp32_peak_info(cp: Any) -> tuple[float, str]:
+    """``(FLOP/s, how it was obtained)``: SMs x FP32 lanes per SM x 2 x clock.
+
+    The clock is the device attribute ``ClockRate`` (kHz, the maximum boost clock):
+    CUDA 13 removed ``clockRate`` from ``cudaDeviceProp``, the attribute stays. The
+    SM count is ``MultiProcessorCount`` and the lanes per SM come from the compute
+    capability (:data:`FP32_LANES_PER_SM`, 128 for an unknown one). Falls back to
+    :data:`H100_SXM_FP32_PEAK` when the attributes cannot be read.
+    """
+    try:
+        attrs = cp.cuda.Device().attributes
+        clock_khz = int(attrs["ClockRate"])
+        sms = int(attrs["MultiProcessorCount"])
+        cc = (int(attrs["ComputeCapabilityMajor"]),
+              int(attrs["ComputeCapabilityMinor"]))
+        lanes = FP32_LANES_PER_SM.get(cc, 128)
+        peak = sms * lanes * 2.0 * clock_khz * 1e3
+        if peak > 0:
+            return peak, (f"{sms} SMs x {lanes} FP32 lanes x 2 x {clock_khz / 1e6:.3f}"
+                          f" GHz (sm_{cc[0]}{cc[1]})")
+    except Exception as exc:
+        return H100_SXM_FP32_PEAK, f"H100 SXM value (attributes unreadable: {exc!r})"
+    return H100_SXM_FP32_PEAK, "H100 SXM value (attributes gave 0)"
+
+
 def fp32_peak(cp: Any) -> float:
-    """FP32 FLOP/s of the current device: SMs x FP32 lanes x 2 x clock."""
-    props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
-    cc = (props["major"], props["minor"])
-    lanes = 64 if cc in ((6, 0), (7, 0), (7, 2), (7, 5), (8, 0)) else 128
-    return props["multiProcessorCount"] * lanes * 2.0 * props["clockRate"] * 1e3
+    """FP32 FLOP/s of the current device (see :func:`fp32_peak_info`)."""
+    return fp32_peak_info(cp)[0]
+
+
+def l2_bytes(cp: Any) -> int:
+    """The L2 cache size (device attribute ``L2CacheSize``; 50 MiB if unknown)."""
+    try:
+        size = int(cp.cuda.Device().attributes["L2CacheSize"])
+    except Exception:
+        size = 0
+    return size if size > 0 else 50 << 20
 
 
 def copy_bandwidth(cp: Any, nbytes: int = 1 << 30, repeats: int = 10) -> float:
@@ -162,8 +218,7 @@ def copy_bandwidth(cp: Any, nbytes: int = 1 << 30, repeats: int = 10) -> float:
 
 def l2_flusher(cp: Any) -> Callable[[], None]:
     """A callable that evicts the L2 cache (writes twice its size)."""
-    props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
-    buf = cp.empty(max(2 * int(props.get("l2CacheSize", 50 << 20)), 1 << 20), cp.uint8)
+    buf = cp.empty(max(2 * l2_bytes(cp), 1 << 20), cp.uint8)
 
     def flush() -> None:
         buf.fill(1)
@@ -289,8 +344,12 @@ def _progress(enabled: bool, msg: str) -> None:
 
 
 def run_conv_bench(quick: bool = False, repeats: int | None = None,
-                   progress: bool = True, variants: tuple[str, ...] = VARIANTS,
-                   layers: tuple[Layer, ...] | None = None) -> list[dict[str, Any]]:
+                   progress: bool = True,
+                   variants: tuple[str, ...] = DEFAULT_VARIANTS,
+                   layers: tuple[Layer, ...] | None = None,
+                   budget_s: float | None = None,
+                   sink: Callable[[dict[str, Any]], None] | None = None,
+                   ) -> list[dict[str, Any]]:
     """Rows of the CUDA conv2d benchmark (see the module docstring).
 
     Parameters
@@ -303,9 +362,13 @@ def run_conv_bench(quick: bool = False, repeats: int | None = None,
         One line per measurement on stderr.
     variants : tuple of str
         Forced variants measured besides ``'auto'`` (the one ``auto`` picks is not
-        repeated).
+        repeated; ``'naive'`` only on layers of at most :data:`NAIVE_MAX_FLOPS`).
     layers : tuple of Layer, optional
         Override the layer list.
+    budget_s : float, optional
+        Seconds of timed calls per side beyond the minimum (default 0.2, quick 0.05).
+    sink : callable, optional
+        Called with each row as soon as it is complete (to save rows incrementally).
 
     Returns
     -------
@@ -313,106 +376,163 @@ def run_conv_bench(quick: bool = False, repeats: int | None = None,
         One row per (layer, pass, variant) with the keys of ``gpuconv._bench``'s
         rows where they apply plus ``device``, ``variant``, ``resolved``
         (the kernel variant ``auto`` ran), roofline keys and ``error`` (a side that
-        could not run, or failed validation and was not timed).
+        could not run, or failed validation and was not timed; or a (layer, pass)
+        whose setup raised).
     """
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}; choose from {VARIANTS}")
     _repo_on_path()
     import cupy as cp
 
     import gpuconv
-    from gpuconv import _conv_args, _plan_conv
 
     torch = _torch()
     device = device_name(cp)
-    peak = fp32_peak(cp)
+    peak, peak_how = fp32_peak_info(cp)
     bw = copy_bandwidth(cp, 1 << 28 if quick else 1 << 30)
     flush = l2_flusher(cp)
-    min_rep = repeats if repeats is not None else (3 if quick else 5)
-    budget = 0.05 if quick else 0.2
+    ctx = _Context(
+        cp=cp, gpuconv=gpuconv, torch=torch, device=device, peak=peak,
+        peak_how=peak_how, bw=bw, flush=flush,
+        min_rep=repeats if repeats is not None else (3 if quick else 5),
+        budget=budget_s if budget_s is not None else (0.05 if quick else 0.2),
+        progress=progress,
+    )
     rows: list[dict[str, Any]] = []
+
+    def emit(row: dict[str, Any]) -> None:
+        row = _finish(row)
+        rows.append(row)
+        if sink is not None:
+            sink(row)
+
     for layer in layers or (QUICK_LAYERS if quick else LAYERS):
-        a = _inputs(cp, layer)
-        p = _conv_args.normalize_conv2d(
-            a["x"].shape, a["w"].shape, [np.dtype(np.float32)], stride=layer.stride,
-            padding=layer.padding,
-        )
+        try:
+            a = _inputs(cp, layer)
+        except Exception as exc:
+            for pass_name in PASSES:
+                emit(_error_row(ctx, layer, pass_name, exc))
+            continue
         for pass_name in PASSES:
-            short = pass_name.removeprefix("conv2d_")
-            resolved = _plan_conv.choose_algorithm(p, short)
-            flops, nbytes = layer.flops, layer.bytes_moved(pass_name)
-            floor_s = max(flops / peak, nbytes / bw)
-            compute_bound = flops / nbytes > peak / bw
-            target = TARGET_3X3[pass_name] if layer.ks == 3 else TARGET_OTHER
-            peer_name = "cudnn" if torch is not None else None
-            peer_fn = want = None
-            peer_time: tuple[float, float, int] | None = None
             try:
-                if torch is not None:
-                    peer_fn = cudnn(torch, layer, pass_name, a)
-                    want = peer_fn()
-                    peer_time = time_gpu(cp, peer_fn, flush, min_repeats=min_rep,
-                                         budget_s=budget)
-                else:
-                    want = numpy_reference(layer, pass_name, a, cp)
-            except Exception as exc:  # a peer failure must not stop our rows
-                peer_name = f"cudnn (failed: {type(exc).__name__}: {exc})"
-                want = numpy_reference(layer, pass_name, a, cp)
-            if torch is not None and want is not None and not isinstance(want,
-                                                                         np.ndarray):
-                want = cp.asnumpy(cp.asarray(want))
-            sides = ["auto", *[v for v in variants if v != resolved]]
-            for variant in sides:
-                case = f"{pass_name}/{variant}/{layer.name}/float32"
-                _progress(progress, f"[gpu conv] {case}")
-                row: dict[str, Any] = {
-                    "case": case, "op": pass_name, "shape": layer.name,
-                    "dtype": "float32", "backend": "cuda", "device": device,
-                    "variant": variant,
-                    "resolved": resolved if variant == "auto" else variant,
-                    "peer": peer_name, "unit": "gflops", "flops": flops,
-                    "bytes": nbytes, "fp32_peak_flops": peak,
-                    "copy_bandwidth_bytes_s": bw, "floor_s": floor_s,
-                    "compute_bound": compute_bound, "l2_flushed": True,
-                    "err_limit": err_limit(layer.terms(pass_name)),
-                    "target_ratio": target if variant == "auto" and torch else None,
-                    "peak_fraction_target": (PEAK_FRACTION_TARGET
-                                             if compute_bound and variant == "auto"
-                                             else None),
-                    "threads": None, "mpx_s": None, "peer_mpx_s": None,
-                }
-                if peer_time is not None:
-                    row["peer_median_s"] = peer_time[0]
-                    row["peer_gflops"] = flops / peer_time[0] / 1e9
-                    row["peer_rate"] = row["peer_gflops"]
-                else:
-                    row["peer_median_s"] = row["peer_gflops"] = row["peer_rate"] = None
-                fn = ours(gpuconv, layer, pass_name, a, variant)
-                try:
-                    got = fn()
-                except NotImplementedError as exc:
-                    row["error"] = f"not implemented: {exc}"
-                    rows.append(_finish(row))
-                    continue
-                except Exception as exc:
-                    row["error"] = f"{type(exc).__name__}: {exc}"
-                    rows.append(_finish(row))
-                    continue
-                row["max_err"] = rel_err(got, want, cp)
-                if not row["max_err"] <= row["err_limit"]:
-                    row["error"] = (f"validation failed: error {row['max_err']:.3g} > "
-                                    f"{row['err_limit']:.3g}; not timed")
-                    row["validation_failed"] = True
-                    rows.append(_finish(row))
-                    continue
-                del got
-                med, best, n = time_gpu(cp, fn, flush, min_repeats=min_rep,
-                                        budget_s=budget)
-                row.update(median_s=med, min_s=best, repeats=n,
-                           gflops=flops / med / 1e9)
-                row["rate"] = row["gflops"]
-                rows.append(_finish(row))
+                _bench_pass(ctx, layer, pass_name, a, variants, emit)
+            except Exception as exc:  # one bad (layer, pass) must not end the run
+                emit(_error_row(ctx, layer, pass_name, exc))
         del a
         cp.get_default_memory_pool().free_all_blocks()
     return rows
+
+
+@dataclass
+class _Context:
+    cp: Any
+    gpuconv: Any
+    torch: Any
+    device: str
+    peak: float
+    peak_how: str
+    bw: float
+    flush: Callable[[], None]
+    min_rep: int
+    budget: float
+    progress: bool
+
+
+def _error_row(ctx: _Context, layer: Layer, pass_name: str,
+               exc: BaseException) -> dict[str, Any]:
+    return {
+        "case": f"{pass_name}/-/{layer.name}/float32", "op": pass_name,
+        "shape": layer.name, "dtype": "float32", "backend": "cuda",
+        "device": ctx.device, "variant": None, "resolved": None, "peer": None,
+        "unit": "gflops", "flops": layer.flops,
+        "bytes": layer.bytes_moved(pass_name), "fp32_peak_flops": ctx.peak,
+        "fp32_peak_source": ctx.peak_how, "copy_bandwidth_bytes_s": ctx.bw,
+        "floor_s": None, "error": f"{type(exc).__name__}: {exc}",
+        "error_kind": "exception",
+    }
+
+
+def _bench_pass(ctx: _Context, layer: Layer, pass_name: str, a: dict[str, Any],
+                variants: tuple[str, ...],
+                emit: Callable[[dict[str, Any]], None]) -> None:
+    """The rows of one (layer, pass): the peer once, then each of our sides."""
+    cp, torch, peak, bw = ctx.cp, ctx.torch, ctx.peak, ctx.bw
+    resolved = ctx.gpuconv.choose_algorithm(
+        a["x"].shape, a["w"].shape, pass_name.removeprefix("conv2d_"),
+        stride=layer.stride, padding=layer.padding,
+    )
+    flops, nbytes = layer.flops, layer.bytes_moved(pass_name)
+    floor_s = max(flops / peak, nbytes / bw)
+    compute_bound = flops / nbytes > peak / bw
+    target = TARGET_3X3[pass_name] if layer.ks == 3 else TARGET_OTHER
+    peer_name = "cudnn" if torch is not None else None
+    want = None
+    peer_time: tuple[float, float, int] | None = None
+    try:
+        if torch is not None:
+            peer_fn = cudnn(torch, layer, pass_name, a)
+            want = cp.asnumpy(cp.asarray(peer_fn()))
+            peer_time = time_gpu(cp, peer_fn, ctx.flush, min_repeats=ctx.min_rep,
+                                 budget_s=ctx.budget)
+        else:
+            want = numpy_reference(layer, pass_name, a, cp)
+    except Exception as exc:  # a peer failure must not stop our rows
+        peer_name = f"cudnn (failed: {type(exc).__name__}: {exc})"
+        peer_time = None
+        want = numpy_reference(layer, pass_name, a, cp)
+    sides = ["auto", *[v for v in variants if v != resolved
+                       and (v != "naive" or flops <= NAIVE_MAX_FLOPS)]]
+    for variant in sides:
+        case = f"{pass_name}/{variant}/{layer.name}/float32"
+        _progress(ctx.progress, f"[gpu conv] {case}")
+        row: dict[str, Any] = {
+            "case": case, "op": pass_name, "shape": layer.name,
+            "dtype": "float32", "backend": "cuda", "device": ctx.device,
+            "variant": variant,
+            "resolved": resolved if variant == "auto" else variant,
+            "peer": peer_name, "unit": "gflops", "flops": flops,
+            "bytes": nbytes, "fp32_peak_flops": peak,
+            "fp32_peak_source": ctx.peak_how,
+            "copy_bandwidth_bytes_s": bw, "floor_s": floor_s,
+            "compute_bound": compute_bound, "l2_flushed": True,
+            "err_limit": err_limit(layer.terms(pass_name)),
+            "target_ratio": (target if variant == "auto" and peer_time is not None
+                             else None),
+            "peak_fraction_target": (PEAK_FRACTION_TARGET
+                                     if compute_bound and variant == "auto"
+                                     else None),
+            "threads": None, "mpx_s": None, "peer_mpx_s": None,
+        }
+        if peer_time is not None:
+            row["peer_median_s"] = peer_time[0]
+            row["peer_gflops"] = flops / peer_time[0] / 1e9
+            row["peer_rate"] = row["peer_gflops"]
+        else:
+            row["peer_median_s"] = row["peer_gflops"] = row["peer_rate"] = None
+        fn = ours(ctx.gpuconv, layer, pass_name, a, variant)
+        try:
+            got = fn()
+            row["max_err"] = rel_err(got, want, cp)
+            del got
+            if not row["max_err"] <= row["err_limit"]:
+                row["error"] = (f"validation failed: error {row['max_err']:.3g} > "
+                                f"{row['err_limit']:.3g}; not timed")
+                row["validation_failed"] = True
+                row["error_kind"] = "validation"
+                emit(row)
+                continue
+            med, best, n = time_gpu(cp, fn, ctx.flush, min_repeats=ctx.min_rep,
+                                    budget_s=ctx.budget)
+        except Exception as exc:
+            refused = isinstance(exc, ValueError) and "shared memory" in str(exc)
+            row["error"] = f"{type(exc).__name__}: {exc}"
+            row["error_kind"] = "refused" if refused else "exception"
+            emit(row)
+            continue
+        row.update(median_s=med, min_s=best, repeats=n, gflops=flops / med / 1e9)
+        row["rate"] = row["gflops"]
+        emit(row)
 
 
 def _finish(row: dict[str, Any]) -> dict[str, Any]:
@@ -467,15 +587,59 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def write_rows(path: str | Path, rows: list[dict[str, Any]],
+               meta: dict[str, Any]) -> None:
+    """Write ``{"format", "argv", ..., "rows"}`` atomically (temp file + rename)."""
+    doc = {"format": "gpuconv-bench/1", **meta, "rows": rows}
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1, default=_json_default) + "\n")
+    tmp.replace(path)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    return str(o)
+
+
+def failed(rows: list[dict[str, Any]]) -> bool:
+    """True when a row failed validation or raised (a refusal, e.g. a ``tiled``
+    tile beyond shared memory, is not a failure)."""
+    return any(r.get("error_kind") in ("validation", "exception") for r in rows)
+
+
+def plot(rows: list[dict[str, Any]], path: str) -> None:
+    """The ratio chart of ``gpuconv._bench`` (skipped with a warning without
+    matplotlib: the rows matter more than the chart)."""
+    from gpuconv import _bench
+
+    why = _bench.check_plot_available()
+    if why is not None:
+        print(f"bench_gpu_conv: warning: {why}; no plot written", file=sys.stderr)
+        return
+    _bench.plot_rows([r for r in rows if r.get("variant") == "auto"], path)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="two small layers")
     ap.add_argument("--repeats", type=int, default=None)
-    ap.add_argument("--json", default=None, help="write the rows here")
+    ap.add_argument("--budget", type=float, default=None,
+                    help="seconds of timed calls per side (default 0.2)")
+    ap.add_argument("--json", default=None,
+                    help="write the rows here (rewritten after every row)")
+    ap.add_argument("--plot", default=None, metavar="OUT.png",
+                    help="ratio chart of the auto rows (needs matplotlib)")
     ap.add_argument("--no-progress", action="store_true")
-    ap.add_argument("--variants", default=",".join(VARIANTS),
-                    help="forced variants besides auto (comma-separated, or '')")
+    ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                    help="forced variants besides auto, comma-separated, or '' for "
+                    f"auto only (of {','.join(VARIANTS)}; default %(default)s)")
     args = ap.parse_args(argv)
+    variants = tuple(v for v in args.variants.split(",") if v)
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        ap.error(f"unknown variants {unknown}; choose from {VARIANTS}")
     _repo_on_path()
     from gpuconv import _backend
 
@@ -484,14 +648,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench_gpu_conv: backend 'cuda' is not available: {reason}",
               file=sys.stderr)
         return 2
-    variants = tuple(v for v in args.variants.split(",") if v)
-    rows = run_conv_bench(quick=args.quick, repeats=args.repeats,
-                          progress=not args.no_progress, variants=variants)
+    meta = {"argv": sys.argv if argv is None else ["bench_gpu_conv.py", *argv],
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    rows: list[dict[str, Any]] = []
+
+    def save(row: dict[str, Any]) -> None:
+        rows.append(row)
+        if args.json:
+            write_rows(args.json, rows, meta)
+
     if args.json:
-        doc = {"format": "gpuconv-bench/1", "argv": sys.argv, "rows": rows}
-        Path(args.json).write_text(json.dumps(doc, indent=1, default=str) + "\n")
+        write_rows(args.json, rows, meta)  # an empty file first: the run started
+    run_conv_bench(quick=args.quick, repeats=args.repeats,
+                   progress=not args.no_progress, variants=variants,
+                   budget_s=args.budget, sink=save)
     print(format_rows(rows))
-    return 1 if any(r.get("validation_failed") for r in rows) else 0
+    if args.plot:
+        plot(rows, args.plot)
+    return 1 if failed(rows) else 0
 
 
 if __name__ == "__main__":

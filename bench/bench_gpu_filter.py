@@ -22,9 +22,15 @@ timed calls bracketed by CUDA events (median and min reported; enough repeats to
 cover ~0.3 s per side, at least 5); inputs of 4096² and more exceed the 50 MB L2, the
 512² rows are warm-L2 by design (``l2`` key). Every row carries the device name.
 
-Standalone::
+A case or a side that fails (an exception, or an output that fails validation and
+is then not timed) is recorded as a row with an ``error`` and the benchmark goes
+on; the exit status is then 1.
+
+Standalone (``--json`` is rewritten after every case, so a run cut short by a time
+limit still leaves the rows measured so far)::
 
     PYTHONPATH=. python bench/bench_gpu_filter.py [--quick] [--json out.json]
+        [--budget 0.3] [--plot out.png]
     python bench/bench_gpu_filter.py --table out.json     # the table of saved rows
 
 ``python -m gpuconv bench --backend cuda`` calls :func:`run_filter_bench`.
@@ -46,6 +52,8 @@ SIZES = (4096, 8192)
 KSIZES = (3, 5, 7, 9, 15, 31)
 LAUNCH_SIZE = 512
 LAUNCH_KSIZES = (3, 9)
+QUICK_SIZES = (4096,)
+QUICK_KSIZES = (3, 9, 31)
 FLOOR_BYTES_PER_PX = 8  # float32 in + out
 FLOOR_TARGET = 0.70  # share of the memory floor, k <= 9
 CUPYX_DIRECT_TARGET = 0.2  # ours / cupyx.convolve2d time (>= 5x faster)
@@ -59,8 +67,11 @@ def _repo_on_path() -> None:
 
 
 def device_name(cp: Any) -> str:
-    props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
-    name = props["name"]
+    try:
+        props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
+        name = props["name"]
+    except Exception as exc:  # pragma: no cover - depends on the CUDA version
+        return f"unknown CUDA device ({type(exc).__name__})"
     return name.decode() if isinstance(name, bytes) else str(name)
 
 
@@ -108,10 +119,14 @@ def same_fill_problem(h: int, w: int, kh: int, kw: int, dtype: Any) -> Any:
 
 
 def run_filter_bench(quick: bool = False, repeats: int | None = None,
-                     progress: bool = False) -> list[dict[str, Any]]:
+                     progress: bool = False, budget_s: float = 0.3,
+                     sink: Callable[[list[dict[str, Any]]], None] | None = None,
+                     ) -> list[dict[str, Any]]:
     """Rows of the filter benchmark (see the module docstring). Needs CuPy and a GPU.
 
-    ``quick``: 4096² only with k = 3, 9, 31, plus the 512² rows.
+    ``quick``: 4096² only with k = 3, 9, 31, plus the 512² rows. ``budget_s``:
+    seconds of timed calls per side beyond the minimum. ``sink`` is called with the
+    rows of each case as soon as it is done (to save rows incrementally).
     """
     _repo_on_path()
     import cupy as cp
@@ -122,21 +137,31 @@ def run_filter_bench(quick: bool = False, repeats: int | None = None,
     cp.get_default_memory_pool().free_all_blocks()
     base = {"device": dev, "copy_bandwidth_gbs": bw / 1e9, "unit": "gpx_s",
             "dtype": "float32", "op": "convolve2d same fill", "backend": "cuda"}
-    cases = [(n, k) for n in ((4096,) if quick else SIZES)
-             for k in ((3, 9, 31) if quick else KSIZES)]
+    cases = [(n, k) for n in (QUICK_SIZES if quick else SIZES)
+             for k in (QUICK_KSIZES if quick else KSIZES)]
     cases += [(LAUNCH_SIZE, k) for k in LAUNCH_KSIZES]
     rng = np.random.default_rng(20240607)
     rows: list[dict[str, Any]] = []
     for n, k in cases:
         if progress:
             print(f"[filter bench] {n}x{n} k={k}", file=sys.stderr, flush=True)
-        rows += _bench_case(cp, rng, n, k, bw, min_rep, base)
+        try:
+            case_rows = _bench_case(cp, rng, n, k, bw, min_rep, base, budget_s)
+        except Exception as exc:  # one bad case must not end the run
+            case_rows = [{**base, "case": f"filter2d/-/{n}x{n}/k{k}",
+                          "shape": f"{n}x{n} k={k}", "n": n, "k": k,
+                          "error": f"{type(exc).__name__}: {exc}",
+                          "error_kind": "exception"}]
+        rows += case_rows
+        if sink is not None:
+            sink(case_rows)
         cp.get_default_memory_pool().free_all_blocks()
     return rows
 
 
 def _bench_case(cp: Any, rng: np.random.Generator, n: int, k: int, bw: float,
-                min_rep: int, base: dict[str, Any]) -> list[dict[str, Any]]:
+                min_rep: int, base: dict[str, Any],
+                budget_s: float = 0.3) -> list[dict[str, Any]]:
     import cupyx.scipy.signal as cps
 
     import gpuconv
@@ -163,27 +188,40 @@ def _bench_case(cp: Any, rng: np.random.Generator, n: int, k: int, bw: float,
     if k <= 9:
         ours["naive"] = lambda: _gpu_filter.correlate2d(x3, wf3, fp, "naive")[0]
 
-    ref = peers["cupyx.scipy.signal.convolve2d"]()
+    try:
+        ref = peers["cupyx.scipy.signal.convolve2d"]()
+    except Exception:  # cupyx missing or broken: our own direct kernel is the ref
+        peers = {}
+        ref = _gpu_filter.correlate2d(x3, wf3, fp, "naive")[0]
     peer_t: dict[str, tuple[float, float, int]] = {}
+    peer_err: dict[str, str] = {}
     for name, fn in peers.items():
-        err = _rel_err(cp, fn(), ref)
-        if err > 1e-4:
-            raise RuntimeError(f"{name} disagrees with convolve2d: {err:.3g}")
-        peer_t[name] = time_gpu(cp, fn, min_repeats=min_rep)
+        try:
+            err = _rel_err(cp, fn(), ref)
+            if err > 1e-4:
+                raise RuntimeError(f"disagrees with convolve2d: {err:.3g}")
+            peer_t[name] = time_gpu(cp, fn, min_repeats=min_rep, budget_s=budget_s)
+        except Exception as exc:  # our rows go on without this peer
+            peer_err[name] = f"{type(exc).__name__}: {exc}"
     rows: list[dict[str, Any]] = []
     for variant, fn in ours.items():
         case = f"filter2d/{variant}/{n}x{n}/k{k}"
-        try:
-            out = fn()
-        except NotImplementedError as exc:  # public API not there yet
-            rows.append({**base, "case": case, "shape": f"{n}x{n} k={k}",
-                         "error": repr(exc)})
-            continue
         limit = 1e-4 if variant == "fft" else 5e-6 * k
-        err = _rel_err(cp, out, ref)
-        if err > limit:
-            raise RuntimeError(f"gpuconv {case}: error {err:.3g} > {limit:.3g}")
-        med, mn, reps = time_gpu(cp, fn, min_repeats=min_rep)
+        fail = {**base, "case": case, "shape": f"{n}x{n} k={k}", "n": n, "k": k,
+                "variant": variant, "err_limit": limit}
+        try:
+            err = _rel_err(cp, fn(), ref)
+            if not err <= limit:
+                rows.append({**fail, "max_err": err, "validation_failed": True,
+                             "error_kind": "validation",
+                             "error": f"validation failed: error {err:.3g} > "
+                                      f"{limit:.3g}; not timed"})
+                continue
+            med, mn, reps = time_gpu(cp, fn, min_repeats=min_rep, budget_s=budget_s)
+        except Exception as exc:
+            rows.append({**fail, "error": f"{type(exc).__name__}: {exc}",
+                         "error_kind": "exception"})
+            continue
         rate = px / med / 1e9
         chosen = choose_algorithm(fp, "auto") if variant == "auto" else variant
         common = {
@@ -197,6 +235,13 @@ def _bench_case(cp: Any, rng: np.random.Generator, n: int, k: int, bw: float,
         }
         if k <= 9 and n > LAUNCH_SIZE:
             common["meets_floor"] = floor_s / med >= FLOOR_TARGET
+        if not peer_t:  # no peer could be timed: our time alone
+            rows.append({**common, "peer": None, "peer_median_s": None,
+                         "ratio": None, "peer_rate": None, "target_ratio": None,
+                         "meets_target": None,
+                         "peer_error": "; ".join(f"{p}: {e}"
+                                                 for p, e in peer_err.items())
+                         or "cupyx.scipy.signal unavailable"})
         for peer, (pmed, _, _) in peer_t.items():
             target = None
             if variant == "auto":
@@ -227,19 +272,44 @@ def _table(rows: list[dict[str, Any]]) -> str:
         if r.get("meets_floor") is not None:
             ok = "ok" if r["meets_floor"] else "MISSED"
             tgt += f" floor>={FLOOR_TARGET:.0%} {ok}"
+        peer_ms = ("-" if r.get("peer_median_s") is None
+                   else f"{r['peer_median_s'] * 1e3:.3f}")
+        ratio = "-" if r.get("ratio") is None else f"{r['ratio']:.3f}"
         lines.append(
-            f"{r['case']:34s} {r['peer']:32s} {r['median_s'] * 1e3:8.3f} "
-            f"{r['peer_median_s'] * 1e3:8.3f} {r['ratio']:6.3f} {r['gpx_s']:7.1f} "
+            f"{r['case']:34s} {str(r.get('peer') or '-'):32s} "
+            f"{r['median_s'] * 1e3:8.3f} {peer_ms:>8s} {ratio:>6s} {r['gpx_s']:7.1f} "
             f"{100 * r['mem_floor_share']:6.1f} {tgt}"
         )
     return "\n".join(lines)
+
+
+def write_rows(path: str | Path, rows: list[dict[str, Any]],
+               meta: dict[str, Any]) -> None:
+    """Write ``{"format", "argv", ..., "rows"}`` atomically (temp file + rename)."""
+    doc = {"format": "gpuconv-bench/1", **meta, "rows": rows}
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(
+        doc, indent=1,
+        default=lambda o: o.item() if isinstance(o, np.generic) else str(o)) + "\n")
+    tmp.replace(path)
+
+
+def failed(rows: list[dict[str, Any]]) -> bool:
+    """True when a case or side raised or failed validation."""
+    return any(r.get("error_kind") in ("validation", "exception") for r in rows)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=None)
-    ap.add_argument("--json", default=None, help="write the rows to this file")
+    ap.add_argument("--budget", type=float, default=0.3,
+                    help="seconds of timed calls per side (default %(default)s)")
+    ap.add_argument("--json", default=None,
+                    help="write the rows to this file (rewritten after every case)")
+    ap.add_argument("--plot", default=None, metavar="OUT.png",
+                    help="ratio chart of the auto rows (needs matplotlib)")
     ap.add_argument("--table", default=None, metavar="JSON",
                     help="only print the table of the filter rows of a saved JSON")
     args = ap.parse_args(argv)
@@ -249,16 +319,42 @@ def main(argv: list[str] | None = None) -> int:
         rows = [r for r in rows if str(r.get("case", "")).startswith("filter2d/")]
         print(_table(rows))
         return 0
-    rows = run_filter_bench(quick=args.quick, repeats=args.repeats, progress=True)
+    _repo_on_path()
+    from gpuconv import _backend
+
+    reason = _backend.cuda_unavailable_reason()
+    if reason is not None:
+        print(f"bench_gpu_filter: backend 'cuda' is not available: {reason}",
+              file=sys.stderr)
+        return 2
+    meta = {"argv": sys.argv if argv is None else ["bench_gpu_filter.py", *argv],
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    rows: list[dict[str, Any]] = []
+
+    def save(case_rows: list[dict[str, Any]]) -> None:
+        rows.extend(case_rows)
+        if args.json:
+            write_rows(args.json, rows, meta)
+
+    if args.json:
+        write_rows(args.json, rows, meta)  # an empty file first: the run started
+    run_filter_bench(quick=args.quick, repeats=args.repeats, progress=True,
+                     budget_s=args.budget, sink=save)
     print(_table(rows))
-    if rows:
+    if rows and rows[0].get("copy_bandwidth_gbs"):
         print(f"device: {rows[0]['device']}, copy bandwidth "
               f"{rows[0]['copy_bandwidth_gbs']:.0f} GB/s")
-    if args.json:
-        Path(args.json).write_text(json.dumps(
-            {"format": "gpuconv-bench/1", "argv": sys.argv, "rows": rows}, indent=1,
-            default=lambda o: o.item() if isinstance(o, np.generic) else str(o)) + "\n")
-    return 0
+    if args.plot:
+        from gpuconv import _bench
+
+        why = _bench.check_plot_available()
+        if why is not None:
+            print(f"bench_gpu_filter: warning: {why}; no plot written",
+                  file=sys.stderr)
+        else:
+            _bench.plot_rows([r for r in rows if r.get("variant") == "auto"],
+                             args.plot)
+    return 1 if failed(rows) else 0
 
 
 if __name__ == "__main__":

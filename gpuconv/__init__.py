@@ -8,6 +8,8 @@ convolve, correlate
     ``numpy.convolve``/``numpy.correlate`` semantics (1-D).
 choose_method
     The NumPy backend's direct/FFT cost model for ``convolve2d``.
+choose_algorithm
+    The CUDA conv2d kernel variant that ``algorithm='auto'`` runs.
 conv2d, conv2d_backward, conv2d_grad_input, conv2d_grad_weight, conv2d_matrix
     Deep-learning convolution (NCHW cross-correlation) and its gradients.
 use_backend, info
@@ -34,10 +36,12 @@ from gpuconv._filters import (
     correlate,
     correlate2d,
 )
+from gpuconv._gpu_conv import choose_algorithm
 
 __all__ = [
     "Conv2dGrads",
     "__version__",
+    "choose_algorithm",
     "choose_method",
     "conv2d",
     "conv2d_backward",

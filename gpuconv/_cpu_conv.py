@@ -20,9 +20,11 @@ column ``n*Hq*Wq + i*Wq + j`` of a frame-shaped output and tap ``t`` reads colum
     Y[:, :L] += W_t (K/groups x C/groups)  @  E_phase[:, off_t : off_t + L]
 
 on a strided *view* (no im2col, no copy), accumulated in place with BLAS
-``beta = 1`` (:mod:`gpuconv._cpu_gemm`). Columns that do not correspond to an
-output pixel (``j >= OW`` or ``i >= OH``) are computed and discarded: a waste of
-``Hq*Wq/(OH*OW) - 1`` (7 % for 56x56 with 3x3, pad 1).
+``beta = 1`` (:mod:`gpuconv._cpu_gemm`). The forward pass does this for a block
+of frame rows at a time (a few MiB, all taps while the block is in cache) and
+crops the block's output rows straight into ``y``. Columns that do not
+correspond to an output pixel (``j >= OW`` or ``i >= OH``) are computed and
+discarded: a waste of ``Hq*Wq/(OH*OW) - 1`` (7 % for 56x56 with 3x3, pad 1).
 
 The gradients use the same frames: ``gx`` is the transposed GEMM per tap into
 the phase frames, scattered back into the padded frame and *folded* through the
@@ -38,7 +40,7 @@ Two other layouts of the same per-tap GEMMs are picked by cost:
   border columns are a large fraction (``_WINDOWS_ABOVE``).
 * *stacked*: with fewer than 16 input channels per group a per-tap GEMM has a
   reduction too short for BLAS (the first layer of a network: 3 channels, 7x7),
-  so the taps of a bounded chunk of frame columns (at most 2 MiB) are stacked
+  so the taps of a bounded chunk of frame columns (at most 4 MiB) are stacked
   and multiplied in one GEMM of reduction ``KH*KW*C/groups``.
 
 Discarded frame columns multiply zeros into the sums of the gradients; when
@@ -146,10 +148,19 @@ def _valid_range(m: np.ndarray) -> tuple[int, int]:
     return lo, hi
 
 
-def _extend(xt: np.ndarray, fr: _Frame, dtype: np.dtype) -> np.ndarray:
-    """Gather the extended input: ``(P, C, N, Hq, Wq)`` from ``xt (C, N, H, W)``."""
+def _extend(
+    xt: np.ndarray, fr: _Frame, dtype: np.dtype, slack: int = 0
+) -> np.ndarray:
+    """Gather the extended input ``(P, C, N, Hq, Wq)`` from ``xt (C, N, H, W)``.
+
+    With ``slack``, the result is a view into ``(P, C, N*Hq*Wq + slack)`` whose
+    last ``slack`` columns of each channel are zeros (reads past the last frame).
+    """
     C, N = xt.shape[:2]
-    E = np.empty((len(fr.phases), C, N, fr.Hq, fr.Wq), dtype=dtype)
+    P, F = len(fr.phases), N * fr.size
+    full = np.empty((P, C, F + slack), dtype=dtype)
+    full[:, :, F:] = 0
+    E = full[:, :, :F].reshape(P, C, N, fr.Hq, fr.Wq)
     for e, (mh, mw) in zip(E, fr.maps, strict=True):
         u0, u1 = _valid_range(mh)
         v0, v1 = _valid_range(mw)
@@ -207,7 +218,7 @@ def _fold(G: np.ndarray, p: Conv2dProblem) -> np.ndarray:
 # stacked, a bounded chunk of frame columns at a time, into one GEMM of reduction
 # ``KH*KW*C/groups`` (a partial im2col of at most _CHUNK_BYTES).
 _STACK_BELOW = 16
-_CHUNK_BYTES = 2 << 20
+_CHUNK_BYTES = 4 << 20
 
 
 def _stacked(p: Conv2dProblem) -> bool:
@@ -271,10 +282,13 @@ def _frame_columns(p: Conv2dProblem, fr: _Frame) -> int:
     return (p.N - 1) * fr.size + (p.OH - 1) * fr.Wq + p.OW
 
 
-def _extended_input(x: np.ndarray, p: Conv2dProblem, fr: _Frame) -> np.ndarray:
-    """``(phases, groups, C/g, N*Hq*Wq)``."""
-    E = _extend(x.transpose(1, 0, 2, 3), fr, p.compute_dtype)
-    return E.reshape(len(fr.phases), p.groups, p.Cg, p.N * fr.size)
+def _extended_input(
+    x: np.ndarray, p: Conv2dProblem, fr: _Frame, slack: int = 0
+) -> np.ndarray:
+    """``(phases, groups, C/g, N*Hq*Wq + slack)`` (the slack is zeros)."""
+    E = _extend(x.transpose(1, 0, 2, 3), fr, p.compute_dtype, slack)
+    full = E.base if slack else E
+    return full.reshape(len(fr.phases), p.groups, p.Cg, p.N * fr.size + slack)
 
 
 def _stack_taps(E: np.ndarray, fr: _Frame, q0: int, n: int, B: np.ndarray) -> None:
@@ -313,34 +327,49 @@ def conv2d_forward(
     fr = _frame(p)
     if _windows_pay(p, fr, "forward"):
         return _forward_windows(x, w, bias, p)
-    E = _extended_input(x, p, fr)
-    L = _frame_columns(p, fr)
-    Y = np.empty((p.groups, p.Kg, p.N * fr.size), dtype=dt)
-    if _stacked(p):
-        T = len(fr.taps)
+    # Frame rows (Wq columns each, all images one after the other) are computed a
+    # block at a time, all taps of a block while it is in cache, and the output
+    # rows among them are cropped straight into y.
+    T = len(fr.taps)
+    maxoff = max(off for _, off in fr.taps)
+    E = _extended_input(x, p, fr, slack=maxoff)
+    stacked = _stacked(p)
+    per_col = T * p.C if stacked else p.C + p.K  # items per column of a block
+    last = (p.N - 1) * fr.Hq + p.OH  # frame rows up to the last output row
+    rows = max(1, min(last, _chunk(last * fr.Wq, per_col * dt.itemsize) // fr.Wq))
+    Lc = rows * fr.Wq
+    Yc = np.empty((p.groups, p.Kg, Lc), dtype=dt)
+    y = np.empty(p.y_shape, dtype=dt)
+    if stacked:
         ws = _weights_stacked(w, p)
-        Lc = _chunk(L, T * p.C * dt.itemsize)
         B = np.empty((p.groups, T, p.Cg, Lc), dtype=dt)
         Bm = B.reshape(p.groups, T * p.Cg, Lc)
-        for q0 in range(0, L, Lc):
-            n = min(Lc, L - q0)
-            _stack_taps(E, fr, q0, n, B)
-            gemm(ws, Bm[:, :, :n], Y[:, :, q0 : q0 + n], accumulate=False)
     else:
         wt = _weights_by_tap(w, p)
-        Yv = Y[:, :, :L]
-        tmp = None
-        for t, (ph, off) in enumerate(fr.taps):
-            if t == 1:
-                tmp = np.empty(Yv.shape, dtype=dt)
-            gemm(wt[t], E[ph, :, :, off : off + L], Yv, accumulate=t > 0, tmp=tmp)
-    y = np.empty(p.y_shape, dtype=dt)
-    Yf = Y.reshape(p.K, p.N, fr.Hq, fr.Wq)[:, :, : p.OH, : p.OW].transpose(1, 0, 2, 3)
-    if bias is None:
-        y[...] = Yf
-    else:
-        with np.errstate(all="ignore"):
-            np.add(Yf, bias.reshape(1, p.K, 1, 1), out=y)
+        tmp = np.empty(Yc.shape, dtype=dt)
+    with np.errstate(all="ignore"):
+        for g0 in range(0, last, rows):
+            g1 = min(last, g0 + rows)
+            q0, m = g0 * fr.Wq, (g1 - g0) * fr.Wq
+            yc = Yc[:, :, :m]
+            if stacked:
+                _stack_taps(E, fr, q0, m, B)
+                gemm(ws, Bm[:, :, :m], yc, accumulate=False)
+            else:
+                for t, (ph, off) in enumerate(fr.taps):
+                    src = E[ph, :, :, q0 + off : q0 + off + m]
+                    gemm(wt[t], src, yc, accumulate=t > 0, tmp=tmp[:, :, :m])
+            block = yc.reshape(p.K, g1 - g0, fr.Wq)
+            for n in range(g0 // fr.Hq, (g1 - 1) // fr.Hq + 1):
+                i0, i1 = max(g0 - n * fr.Hq, 0), min(g1 - n * fr.Hq, p.OH)
+                if i1 <= i0:
+                    continue
+                r0 = n * fr.Hq + i0 - g0
+                crop = block[:, r0 : r0 + i1 - i0, : p.OW]
+                if bias is None:
+                    y[n, :, i0:i1] = crop
+                else:
+                    np.add(crop, bias.reshape(p.K, 1, 1), out=y[n, :, i0:i1])
     return y
 
 

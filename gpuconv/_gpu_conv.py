@@ -22,31 +22,40 @@ decomposed into real launches: ``(a + ib) * (c + id)`` is bilinear, so each pass
 four real passes (``ac - bd``, ``ad + bc``); the Gauss three-product trick would
 save one pass at the cost of cancellation error, so it is not used.
 
-The weight gradient (``conv2d_backward_weight``/``conv2d_backward_bias``) calls the
-planner entries ``gpuconv._plan_conv.plan_conv2d_backward_weight(p, algorithm, gy,
-x, gw, gb, alloc=...)`` and ``plan_conv2d_backward_bias(p, gy, gb, alloc=...)``
-(``alloc(shape, dtype)`` returns a device workspace, e.g. for deterministic
-partial sums), written with ``cuda/conv2d_backward_weight.cu``; until they exist
-the two ops raise ``NotImplementedError``.
+The weight and bias gradients (``conv2d_backward_weight``, ``conv2d_backward_bias``)
+are deterministic split-K reductions (``cuda/conv2d_backward_weight.cu``): partial
+sums in a workspace, then a second launch adding them in a fixed order.
+
+Every op checks the kernels' 32-bit extent limits
+(:func:`gpuconv._plan_conv.check_extents`) before it allocates anything, so an
+oversized problem fails with a clean ``ValueError``, never an out-of-memory error.
+
+:func:`choose_algorithm` is the public ``gpuconv.choose_algorithm``: the variant
+``algorithm='auto'`` runs, decided on the problem as the kernels see it
+(:func:`kernel_problem`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from gpuconv import _plan_conv
-from gpuconv._conv_args import Conv2dProblem
+from gpuconv._conv_args import Conv2dProblem, normalize_conv2d
 from gpuconv._plan_conv import (
+    PASSES,
+    check_extents,
     fold_maps,
     needs_padding_copy,
     pad_maps,
     padded_problem,
+    plan_conv2d_backward_bias,
     plan_conv2d_backward_input,
+    plan_conv2d_backward_weight,
     plan_conv2d_forward,
     plan_pad_fold,
     plan_pad_gather,
@@ -163,6 +172,91 @@ def _pad_input(dev: Any, x: Any, p: Conv2dProblem) -> tuple[Any, Conv2dProblem]:
 
 
 # --------------------------------------------------------------------------------
+# the auto decision
+
+
+def kernel_problem(p: Conv2dProblem) -> Conv2dProblem:
+    """The problem as the kernels see it: complex problems as their real parts
+    (four real passes), non-zero padding modes as the once-padded input with
+    padding 0 (:func:`gpuconv._plan_conv.padded_problem`)."""
+    if p.compute_dtype.kind == "c":
+        p = _real_problem(p)
+    return padded_problem(p) if needs_padding_copy(p) else p
+
+
+def choose_algorithm(
+    x_shape: Sequence[int],
+    w_shape: Sequence[int],
+    pass_name: str = "forward",
+    *,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, ...] | str = 0,
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    dtype: Any = "float32",
+) -> str | None:
+    """The CUDA kernel variant that ``algorithm='auto'`` runs for a conv2d pass.
+
+    The decision is the launch planner's
+    (:func:`gpuconv._plan_conv.choose_algorithm`), taken on the problem as the
+    kernels see it: float16 in float32 (float32 accumulation), complex as four
+    real passes of the real dtype, and for the padding modes other than
+    ``'zeros'`` the input padded once with padding 0. Only shapes are needed:
+    this works without CuPy or a GPU.
+
+    Parameters
+    ----------
+    x_shape : sequence of int
+        ``(N, C, H, W)`` or ``(C, H, W)``.
+    w_shape : sequence of int
+        ``(K, C/groups, KH, KW)``.
+    pass_name : {'forward', 'backward_input', 'backward_weight'}
+        ``conv2d`` (``'forward'``), its input gradient or its weight gradient (the
+        bias gradient alone has a single reduction kernel).
+    stride, padding, dilation, groups, padding_mode
+        As in :func:`gpuconv.conv2d`.
+    dtype : dtype-like
+        The dtype of ``x`` and ``w`` (float16, float32, float64, complex64 or
+        complex128).
+
+    Returns
+    -------
+    str or None
+        ``'naive'``, ``'tiled'`` or ``'tiled_regblock'``; ``None`` for an empty
+        problem (nothing is launched).
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`gpuconv.conv2d` for the same arguments; ``ValueError`` for an
+        unknown ``pass_name``.
+
+    Examples
+    --------
+    >>> import gpuconv
+    >>> gpuconv.choose_algorithm((16, 64, 56, 56), (64, 64, 3, 3), padding=1)
+    'tiled_regblock'
+    >>> gpuconv.choose_algorithm((1, 32, 56, 56), (32, 1, 3, 3), groups=32)
+    'tiled'
+    >>> gpuconv.choose_algorithm((8, 3, 224, 224), (64, 3, 7, 7), "backward_weight",
+    ...                          stride=2, padding=3, padding_mode="reflect")
+    'tiled_regblock'
+    >>> print(gpuconv.choose_algorithm((0, 3, 8, 8), (4, 3, 3, 3)))
+    None
+    """
+    if pass_name not in PASSES:
+        raise ValueError(f"pass_name must be one of {PASSES}, got {pass_name!r}")
+    p = normalize_conv2d(
+        tuple(x_shape), tuple(w_shape), [np.dtype(dtype)], stride=stride,
+        padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode,
+    )
+    if p.empty:
+        return None
+    return _plan_conv.choose_algorithm(kernel_problem(p), pass_name)
+
+
+# --------------------------------------------------------------------------------
 # forward
 
 
@@ -190,6 +284,7 @@ def conv2d_forward(
     >>> dev.launches[-1][1].split("<")[0]
     'conv2d_forward_tiled_regblock'
     """
+    check_extents(p)  # before any allocation: oversize is a ValueError, not OOM
     dev = _dev(device)
     xp = dev.xp
     y = _out(xp, out, p.y_shape, p.compute_dtype, "out")
@@ -228,6 +323,7 @@ def conv2d_backward_input(
     first and folded back onto the pixels the border copied (a deterministic
     gather, no atomics).
     """
+    check_extents(p)
     dev = _dev(device)
     xp = dev.xp
     gx = _out(xp, out, p.x_shape, p.compute_dtype, "out")
@@ -265,17 +361,6 @@ def conv2d_backward_input(
 # weight and bias gradients (kernels: cuda/conv2d_backward_weight.cu)
 
 
-def _planner(name: str) -> Callable[..., list[Any]]:
-    fn = getattr(_plan_conv, name, None)
-    if fn is None:
-        raise NotImplementedError(
-            f"the CUDA weight-gradient kernels are not available yet "
-            f"(gpuconv._plan_conv.{name} and cuda/conv2d_backward_weight.cu); use "
-            "backend='numpy' for this gradient"
-        )
-    return fn
-
-
 def conv2d_backward_weight(
     gy: Any, x: Any, p: Conv2dProblem, algorithm: str, with_bias: bool, *,
     device: Any = None, out: Any = None, out_bias: Any = None,
@@ -286,7 +371,7 @@ def conv2d_backward_weight(
     """
     dev = _dev(device)
     xp = dev.xp
-    planner = _planner("plan_conv2d_backward_weight")
+    check_extents(p)
     gw = _out(xp, out, p.w_shape, p.compute_dtype, "out")
     gb = None
     if with_bias:
@@ -315,7 +400,7 @@ def conv2d_backward_weight(
     def alloc(shape: tuple[int, ...], dtype: Any) -> Any:
         return _empty(xp, tuple(shape), dtype)
 
-    _run(dev, planner(p0, algo, gy, x, gw, gb, alloc=alloc))
+    _run(dev, plan_conv2d_backward_weight(p0, algo, gy, x, gw, gb, alloc=alloc))
     return gw, gb
 
 
@@ -325,7 +410,7 @@ def conv2d_backward_bias(
     """``gb = gy.sum(axis=(0, 2, 3))`` on the device, deterministically."""
     dev = _dev(device)
     xp = dev.xp
-    planner = _planner("plan_conv2d_backward_bias")
+    check_extents(p)
     gb = _out(xp, out, (p.K,), p.compute_dtype, "out")
     if p.compute_dtype.kind == "c":
         pr = _real_problem(p)
@@ -338,5 +423,5 @@ def conv2d_backward_bias(
     def alloc(shape: tuple[int, ...], dtype: Any) -> Any:
         return _empty(xp, tuple(shape), dtype)
 
-    _run(dev, planner(p, gy, gb, alloc=alloc))
+    _run(dev, plan_conv2d_backward_bias(p, gy, gb, alloc=alloc))
     return gb

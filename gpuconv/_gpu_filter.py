@@ -33,7 +33,13 @@ import numpy as np
 
 from gpuconv._filter_args import FilterProblem
 from gpuconv._padding import pad_index
-from gpuconv._plan_filter import CTYPES, choose_algorithm, fft_grid, plan_filter
+from gpuconv._plan_filter import (
+    CTYPES,
+    check_extents,
+    choose_algorithm,
+    fft_grid,
+    plan_filter,
+)
 
 #: Fill every output allocated here with a poison value (NaN, or 0x5A bytes for
 #: integers) instead of leaving it uninitialised, so that an element a kernel forgets
@@ -106,6 +112,7 @@ def correlate2d(
     >>> choose_algorithm(fp, "auto")  # what correlate2d(x, k, fp, 'auto') runs
     'tiled'
     """
+    check_extents(fp)  # before any allocation: oversize is a ValueError, not OOM
     if device is None:
         device = _default_device()
     xp = device.xp

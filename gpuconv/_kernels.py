@@ -125,7 +125,7 @@ def read_source(source: str) -> str:
     return (source_dir() / source).read_text()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def header_hash() -> str:
     """SHA-1 of every header in ``cuda/``: part of the compile options, so that an
     edited header never comes back stale from CuPy's on-disk cache (CuPy keys on
@@ -146,7 +146,7 @@ def compile_options() -> tuple[str, ...]:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _module(source: str, device_id: int) -> Any:
     import cupy
 
@@ -158,7 +158,8 @@ def _module(source: str, device_id: int) -> Any:
 
 
 def get_function(source: str, kernel: str) -> Any:
-    """The compiled ``cupy.RawKernel`` of one registered instance on the current device."""
+    """The compiled ``cupy.RawKernel`` of one registered instance on the current
+    device."""
     import cupy
 
     if kernel not in KERNELS.get(source, ()):

@@ -52,18 +52,24 @@ class Launch:
     def __post_init__(self) -> None:
         gx, gy, gz = self.grid
         if min(self.grid) < 1 or min(self.block) < 1:
-            raise ValueError(f"empty launch of {self.kernel}: grid {self.grid}, block {self.block}")
+            raise ValueError(
+                f"empty launch of {self.kernel}: grid {self.grid}, block {self.block}"
+            )
         if gx >= 2**31 or gy > 65535 or gz > 65535:
-            raise ValueError(f"grid {self.grid} of {self.kernel} exceeds CUDA's limits")
+            raise ValueError(
+                f"grid {self.grid} of {self.kernel} exceeds CUDA's limits"
+            )
         bx, by, bz = self.block
         if bx * by * bz > 1024 or bz > 64:
-            raise ValueError(f"block {self.block} of {self.kernel} exceeds 1024 threads")
+            raise ValueError(
+                f"block {self.block} of {self.kernel} exceeds 1024 threads"
+            )
         for a in self.args:
             # exact types: np.float64 subclasses float but is correctly typed
             if type(a) in (bool, int, float, complex):
                 raise TypeError(
-                    f"launch of {self.kernel} got a Python {type(a).__name__} argument; "
-                    "pass an explicitly typed NumPy scalar"
+                    f"launch of {self.kernel} got a Python {type(a).__name__} "
+                    "argument; pass an explicitly typed NumPy scalar"
                 )
 
 

@@ -359,10 +359,9 @@ def _data_ptr(a: Any) -> int:
     return int(iface["data"][0])
 
 
-def _check_problem(fp: FilterProblem, in1: Any, k: Any, out: Any) -> None:
-    dt = np.dtype(fp.dtype)
-    if dt.name not in CTYPES:
-        raise TypeError(f"no filter kernel for dtype {dt.name}")
+def check_extents(fp: FilterProblem) -> None:
+    """``ValueError`` unless ``fp`` is a non-empty problem within the kernels'
+    32-bit extent limits (the CUDA op checks it before allocating anything)."""
     if min(fp.B, fp.H, fp.W, fp.Bk, fp.KH, fp.KW, fp.OH, fp.OW) < 1:
         raise ValueError("filter kernels need a non-empty problem")
     if fp.Bk not in (1, fp.B):
@@ -374,6 +373,13 @@ def _check_problem(fp: FilterProblem, in1: Any, k: Any, out: Any) -> None:
         raise ValueError("an image side of 2**31 or more is not supported")
     if fp.KH * fp.KW > limit:
         raise ValueError("a kernel of 2**31 or more taps is not supported")
+
+
+def _check_problem(fp: FilterProblem, in1: Any, k: Any, out: Any) -> None:
+    dt = np.dtype(fp.dtype)
+    if dt.name not in CTYPES:
+        raise TypeError(f"no filter kernel for dtype {dt.name}")
+    check_extents(fp)
     for name, a, shape in (
         ("in1", in1, (fp.B, fp.H, fp.W)),
         ("k", k, (fp.Bk, fp.KH, fp.KW)),
@@ -451,6 +457,7 @@ def plan_filter(
 
 __all__ = [
     "CTYPES",
+    "check_extents",
     "choose_algorithm",
     "direct_seconds",
     "fft_grid",

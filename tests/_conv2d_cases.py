@@ -58,15 +58,25 @@ def geometry(case_id):
 # Which internal path of the NumPy backend computes. 'default' as shipped (these
 # small shapes have C/groups < 16: taps stacked); 'per-tap' forces one GEMM per
 # tap on the frame; 'per-tap-numpy' also forces NumPy's matmul + add instead of
-# BLAS beta=1; 'windows' forces one GEMM per tap on copied windows; and
-# 'stacked-chunks' forces chunks of a few columns (chunk edges everywhere).
-PATHS = ("default", "per-tap", "per-tap-numpy", "windows", "stacked-chunks")
+# BLAS beta=1; 'per-tap-blocks' forces blocks of a few frame rows (block edges
+# inside and across images); 'windows' forces one GEMM per tap on copied
+# windows; and 'stacked-chunks' forces chunks of a few columns.
+PATHS = (
+    "default",
+    "per-tap",
+    "per-tap-numpy",
+    "per-tap-blocks",
+    "windows",
+    "stacked-chunks",
+)
 
 
 @pytest.fixture(params=PATHS)
 def backend_path(request, monkeypatch):
-    if request.param in ("per-tap", "per-tap-numpy", "windows"):
+    if request.param.startswith("per-tap") or request.param == "windows":
         monkeypatch.setattr(_cpu_conv, "_STACK_BELOW", 0)
+    if request.param == "per-tap-blocks":
+        monkeypatch.setattr(_cpu_conv, "_CHUNK_BYTES", 1500)
     never = {k: float("inf") for k in _cpu_conv._WINDOWS_ABOVE}
     always = {k: -1.0 for k in _cpu_conv._WINDOWS_ABOVE}
     windows = always if request.param == "windows" else never

@@ -386,3 +386,23 @@ def test_readme_setup_commands_are_the_ci_ones():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "pip install --quiet -e '.[test,dask,examples]'" in ci
     assert "python -m pytest -q" in ci
+
+
+def test_bench_plot_without_matplotlib_warns_and_keeps_the_rows(tmp_path, monkeypatch,
+                                                                capsys):
+    """--plot must not cost the measurements: without matplotlib the rows are still
+    written, the chart is skipped with a warning."""
+    from gpuconv import __main__ as cli
+
+    row = {"case": "c", "op": "convolve2d", "peer": "scipy", "median_s": 1e-3,
+           "peer_median_s": 2e-3, "ratio": 0.5, "target_ratio": None,
+           "meets_target": None, "unit": "mpx_s", "rate": 1.0, "peer_rate": 0.5}
+    monkeypatch.setattr(_bench, "check_plot_available", lambda: "no matplotlib")
+    monkeypatch.setattr(_bench, "run_cases", lambda *a, **k: [dict(row)])
+    out, png = tmp_path / "rows.json", tmp_path / "rows.png"
+    rc = cli.main(["bench", "--quick", "--json", str(out), "--plot", str(png),
+                   "--no-progress"])
+    assert rc == 0
+    assert json.loads(out.read_text())["rows"][0]["case"] == "c"
+    assert not png.exists()
+    assert "no matplotlib; no plot written" in capsys.readouterr().err

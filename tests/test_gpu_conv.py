@@ -29,7 +29,7 @@ from tests._tol import assert_close
 
 pytestmark = pytest.mark.gpu
 
-HAS_WEIGHT_KERNELS = hasattr(_plan_conv, "plan_conv2d_backward_weight")
+ALL_PASSES = ("forward", "backward_input", "backward_weight")
 
 
 @pytest.fixture(scope="module")
@@ -44,15 +44,33 @@ def _poison(monkeypatch):
     monkeypatch.setattr(_gpu_conv, "POISON_OUTPUTS", True)
 
 
+def _call(pass_name, x, w, b, gy, kw, algorithm="auto", backend=None):
+    """One pass of the public API: ``y``, ``gx``, ``gw`` or (``'bias'``) ``gb``."""
+    opts = dict(kw, algorithm=algorithm, backend=backend)
+    if pass_name == "forward":
+        return gpuconv.conv2d(x, w, b, **opts)
+    if pass_name == "backward_input":
+        return gpuconv.conv2d_grad_input(tuple(x.shape), w, gy, **opts)
+    if pass_name == "backward_weight":
+        return gpuconv.conv2d_grad_weight(x, tuple(w.shape), gy, **opts)
+    return gpuconv.conv2d_backward(gy, x, w, needs=("bias",), **opts).gb
+
+
 def _api(pass_name, cp, x, w, b, gy, kw, algorithm):
     """The public API on CuPy arrays (``x, w, b, gy`` are NumPy; moved here)."""
     dx, dw, db, dgy = (None if a is None else cp.asarray(a) for a in (x, w, b, gy))
-    if pass_name == "forward":
-        out = gpuconv.conv2d(dx, dw, db, algorithm=algorithm, **kw)
-    else:
-        out = gpuconv.conv2d_grad_input(x.shape, dw, dgy, algorithm=algorithm, **kw)
+    out = _call(pass_name, dx, dw, db, dgy, kw, algorithm)
     assert isinstance(out, cp.ndarray)
     return cp.asnumpy(out)
+
+
+def _numpy(pass_name, x, w, b, gy, kw):
+    """The NumPy backend's result of the same call (the reference)."""
+    return _call(pass_name, x, w, b, gy, kw, backend="numpy")
+
+
+def _terms(pass_name, p):
+    return terms(pass_name, p) if pass_name in PASSES else p.N * p.OH * p.OW
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -82,20 +100,22 @@ def test_variants_bit_identical_on_integers(case, pass_name, dtype, cp):
         np.testing.assert_array_equal(got, want, err_msg=variant)
 
 
+@pytest.mark.parametrize("variant", ["auto", *VARIANTS])
 @pytest.mark.parametrize("dtype", [np.float16, np.complex64, np.complex128],
                          ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("pass_name", PASSES)
-def test_other_dtypes_through_the_api(pass_name, dtype, cp):
-    _, xs, ws, kw = CASES[CASE_IDS.index("everything")]
-    p = problem(xs, ws, dtype, kw)
-    x, w, b, gy = random_inputs(np.random.default_rng(2), p, dtype)
-    got = _api(pass_name, cp, x, w, b, gy, kw, "auto")
-    if pass_name == "backward_input" and np.dtype(dtype).kind == "c":
-        want = gpuconv.conv2d_grad_input(x.shape, w, gy, backend="numpy", **kw)
-    else:
-        want = reference(pass_name, p, x, w, b, gy)
-    assert got.dtype == np.dtype(dtype)
-    assert_close(got, want, dtype=dtype, terms=terms(pass_name, p))
+@pytest.mark.parametrize("pass_name", [*ALL_PASSES, "bias"])
+def test_other_dtypes_with_each_algorithm(pass_name, dtype, variant, cp):
+    """float16 (float32 accumulation) and complex (four real passes) through every
+    algorithm, against the NumPy backend on the widened inputs."""
+    for case_id in ("everything", "reflect"):
+        _, xs, ws, kw = CASES[CASE_IDS.index(case_id)]
+        p = problem(xs, ws, dtype, kw)
+        x, w, b, gy = random_inputs(np.random.default_rng(2), p, dtype)
+        got = _api(pass_name, cp, x, w, b, gy, kw, variant)
+        wide = np.float64 if np.dtype(dtype).kind == "f" else np.complex128
+        want = _numpy(pass_name, *(a.astype(wide) for a in (x, w, b, gy)), kw)
+        assert got.dtype == np.dtype(dtype)
+        assert_close(got, want, dtype=dtype, terms=_terms(pass_name, p))
 
 
 @pytest.mark.parametrize("layout", ["F", "strided", "negative"])
@@ -121,7 +141,7 @@ def test_backward_twice_is_bit_identical(case_id, cp):
     _, xs, ws, kw = CASES[CASE_IDS.index(case_id)]
     p = problem(xs, ws, np.float32, kw)
     x, w, _, gy = random_inputs(np.random.default_rng(4), p, np.float32)
-    needs = ("input", "weight", "bias") if HAS_WEIGHT_KERNELS else ("input",)
+    needs = ("input", "weight", "bias")
     dx, dw, dgy = cp.asarray(x), cp.asarray(w), cp.asarray(gy)
     for variant in VARIANTS:
         g1 = gpuconv.conv2d_backward(dgy, dx, dw, needs=needs, algorithm=variant, **kw)
@@ -131,18 +151,29 @@ def test_backward_twice_is_bit_identical(case_id, cp):
                 np.testing.assert_array_equal(cp.asnumpy(a), cp.asnumpy(b))
 
 
-@pytest.mark.parametrize("shape", [(0, 3, 5, 5), (2, 0, 5, 5), (2, 3, 0, 5)])
-def test_empty_inputs_launch_nothing(shape, cp, monkeypatch):
+@pytest.mark.parametrize("pass_name", [*ALL_PASSES, "bias"])
+def test_empty_inputs_launch_nothing(pass_name, cp, monkeypatch):
+    """Empty problems: the right shapes and values (zeros, the bias), no launch."""
     launches = []
     real = _gpu_conv._run
     monkeypatch.setattr(_gpu_conv, "_run", lambda d, ls: (launches.extend(ls),
                                                            real(d, ls)))
-    x = cp.zeros(shape, cp.float32)
-    w = cp.ones((4, shape[1], 1, 1), cp.float32)
-    b = cp.arange(4, dtype=cp.float32)
-    y = gpuconv.conv2d(x, w, b, padding=1)
-    want = gpuconv.conv2d(cp.asnumpy(x), cp.asnumpy(w), cp.asnumpy(b), padding=1)
-    np.testing.assert_array_equal(cp.asnumpy(y), want)
+    rng = np.random.default_rng(0)
+    for xs, ws, kw in [((0, 3, 5, 5), (4, 3, 3, 3), {"padding": 1}),
+                       ((2, 0, 5, 5), (4, 0, 1, 1), {}),
+                       ((2, 3, 0, 5), (4, 3, 1, 1), {"padding": 1}),
+                       ((2, 3, 5, 5), (0, 3, 3, 3), {}),
+                       ((3, 0, 4), (2, 3, 1, 1), {"padding": 2})]:
+        p = problem(xs, ws, np.float32, kw)
+        assert p.empty
+        x = rng.standard_normal(xs).astype(np.float32)
+        w = rng.standard_normal(ws).astype(np.float32)
+        b = rng.standard_normal(ws[0]).astype(np.float32)
+        gy = rng.standard_normal(p.user_shape(p.y_shape)).astype(np.float32)
+        got = _api(pass_name, cp, x, w, b, gy, kw, "auto")
+        want = _numpy(pass_name, x, w, b, gy, kw)
+        assert got.shape == want.shape and got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
     assert launches == []
 
 
@@ -171,6 +202,27 @@ def test_auto_is_spied(cp, monkeypatch):
     w = cp.ones((16, 8, 3, 3), cp.float32)
     gpuconv.conv2d(x, w, padding=1)
     assert calls == ["forward"]
+
+
+@pytest.mark.parametrize("case_id", ["basic3x3", "depthwise_strided",
+                                     "regblock_dgrad_tails", "reflect"])
+def test_public_choose_algorithm_is_what_runs(case_id, cp, monkeypatch):
+    launches = []
+    real = _gpu_conv._run
+    monkeypatch.setattr(_gpu_conv, "_run", lambda d, ls: (launches.extend(ls),
+                                                           real(d, ls)))
+    _, xs, ws, kw = CASES[CASE_IDS.index(case_id)]
+    for dtype in (np.float32, np.complex128):
+        p = problem(xs, ws, dtype, kw)
+        x, w, b, gy = random_inputs(np.random.default_rng(0), p, dtype)
+        for pass_name in ALL_PASSES:
+            want = gpuconv.choose_algorithm(xs, ws, pass_name, dtype=dtype, **kw)
+            del launches[:]
+            _api(pass_name, cp, x, w, b, gy, kw, "auto")
+            main = [launch.kernel for launch in launches
+                    if launch.kernel.startswith(f"conv2d_{pass_name}_")
+                    and "_reduce<" not in launch.kernel]
+            assert main and all(f"_{pass_name}_{want}<" in k for k in main), main
 
 
 def test_many_images_and_channels(cp):
@@ -228,8 +280,6 @@ def test_more_than_2_31_elements_against_batch_slices(cp):
 
 
 def test_weight_gradient_matches_numpy(cp):
-    if not HAS_WEIGHT_KERNELS:
-        pytest.skip("plan_conv2d_backward_weight is not written yet (weight kernels)")
     for case_id in ("everything", "reflect", "regblock_fwd_tails"):
         _, xs, ws, kw = CASES[CASE_IDS.index(case_id)]
         p = problem(xs, ws, np.float64, kw)
@@ -313,6 +363,24 @@ def test_weight_gradient_of_a_benchmark_layer_splits_and_repeats_bitwise(cp,
         assert_close(first[0], rw, dtype=np.float32, terms=p.N * p.OH * p.OW)
         assert_close(first[1], rb, dtype=np.float32, terms=p.N * p.OH * p.OW)
     assert any("_reduce<" in launch.kernel for launch in launched)
+
+
+@pytest.mark.parametrize("layout", ["F", "strided", "negative"])
+def test_weight_gradient_of_noncontiguous_cupy_inputs(layout, cp):
+    """gw and gb of non-contiguous gy and x equal those of contiguous copies, and
+    the inputs are read, never modified."""
+    _, xs, ws, kw = CASES[CASE_IDS.index("everything")]
+    p = problem(xs, ws, np.float32, kw)
+    x, w, _, gy = random_inputs(np.random.default_rng(5), p, np.float32)
+    want = _wgrad_gpu(cp, x, w, gy, kw, "auto")
+    dx, dw, dgy = (layouts(cp.asarray(a), layout, cp) for a in (x, w, gy))
+    assert not dx.flags.c_contiguous
+    before = [cp.asnumpy(a) for a in (dx, dw, dgy)]
+    g = gpuconv.conv2d_backward(dgy, dx, dw, needs=("weight", "bias"), **kw)
+    np.testing.assert_array_equal(cp.asnumpy(g.gw), want[0])
+    np.testing.assert_array_equal(cp.asnumpy(g.gb), want[1])
+    for a, c in zip((dx, dw, dgy), before, strict=True):
+        np.testing.assert_array_equal(cp.asnumpy(a), c)
 
 
 @pytest.mark.parametrize("case_id", ["one_by_one", "tile_plus1", "regblock_fwd_tails"])
