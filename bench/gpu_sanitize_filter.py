@@ -1,4 +1,5 @@
-"""A small filter workload for compute-sanitizer (run by ``bench/gpu_check.sh``).
+"""A small filter workload for compute-sanitizer (``bench/gpu_check.sh`` runs it
+through ``bench/gpu_sanitize_all.py``).
 
 CuPy's memory pool is switched off first (a pooled sub-allocation would hide an
 out-of-bounds access inside a larger block), so every buffer is its own

@@ -1,4 +1,5 @@
-"""A small conv2d workload for compute-sanitizer (run by ``bench/gpu_check.sh``).
+"""A small conv2d workload for compute-sanitizer (``bench/gpu_check.sh`` runs it
+through ``bench/gpu_sanitize_all.py``).
 
 CuPy's memory pool is switched off first: a pooled sub-allocation would hide an
 out-of-bounds access inside a larger block (rapidsai/rmm#1899), so every buffer is

@@ -296,6 +296,12 @@ def normalize_conv2d(
         )
     OH = (Hp - ekh) // sh + 1
     OW = (Wp - ekw) // sw + 1
+    limit = np.iinfo(np.intp).max // 16  # bytes of the largest complex128 array
+    if max(N * C * Hp * Wp, N * K * OH * OW) > limit:
+        raise ValueError(
+            f"{fn}: the padded input ({N} x {C} x {Hp} x {Wp}) or the output "
+            f"({N} x {K} x {OH} x {OW}) is too large to address"
+        )
     dt, compute = check_dtype(dtypes, fn)
     return Conv2dProblem(
         N=N, C=C, H=H, W=W, K=K, KH=KH, KW=KW, groups=g, stride=(sh, sw),

@@ -120,6 +120,15 @@ CASES = [
         ),
     ),
     (
+        "padding-2**62",
+        C2D,
+        (x4, w4),
+        {"padding": 2**62},
+        ValueError,
+        r"conv2d: the padded input \(1 x 3 x \d+ x \d+\) or the output .* is too "
+        r"large to address",
+    ),
+    (
         "bias-size",
         C2D,
         (x4, w4, np.ones(3)),
