@@ -93,7 +93,11 @@ def require_cupy() -> Any:
 def is_cupy_array(a: object) -> bool:
     """True for a ``cupy.ndarray``, checked without importing CuPy."""
     mod = type(a).__module__
-    return mod.startswith("cupy") and "cupy" in sys.modules and hasattr(a, "__cuda_array_interface__")
+    return (
+        mod.startswith("cupy")
+        and "cupy" in sys.modules
+        and hasattr(a, "__cuda_array_interface__")
+    )
 
 
 def array_kind(*arrays: object) -> str | None:
@@ -254,7 +258,9 @@ def info() -> dict[str, Any]:
         cupy_version = cupy.__version__
         try:
             props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
-            device = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+            device = props["name"]
+            if isinstance(device, bytes):
+                device = device.decode()
         except Exception as exc:  # pragma: no cover - needs a GPU
             device = f"unknown ({exc!r})"
     else:

@@ -1,4 +1,4 @@
-"""The CUDA backend: every op a backend implements, on CuPy arrays with gpuconv's kernels.
+"""The CUDA backend: every backend op, on CuPy arrays with gpuconv's own kernels.
 
 Same op signatures as :mod:`gpuconv._cpu`. Importing this module imports CuPy.
 """

@@ -43,8 +43,11 @@ def tol(dtype, terms: int = 1, scale: float = 1.0) -> dict[str, float]:
     return {"rtol": rtol, "atol": atol * max(terms, 1) ** 0.5 * max(scale, 1.0)}
 
 
-def assert_close(actual, desired, dtype=None, terms: int = 1, scale: float | None = None):
-    """``assert_allclose`` with the table's tolerance for ``dtype`` (default: actual's)."""
+def assert_close(
+    actual, desired, dtype=None, terms: int = 1, scale: float | None = None
+):
+    """``assert_allclose`` with the table's tolerance for ``dtype`` (default:
+    actual's)."""
     actual = np.asarray(actual)
     desired = np.asarray(desired)
     dt = np.dtype(dtype) if dtype is not None else actual.dtype

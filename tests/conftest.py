@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+
 try:  # hypothesis is a test extra; the GPU machine runs the gpu tests without it
     from hypothesis import settings
 except ImportError:  # pragma: no cover
