@@ -221,8 +221,8 @@ def gradient_check(
     """Compare the analytic gradients of one batch with central differences.
 
     In float64, for the weights and biases of both convolutions, the input of
-    the second convolution and the dense weights (all entries of small tensors,
-    60 random entries of large ones). The network is piecewise smooth: ReLU and
+    the second convolution and the dense weights and bias (all entries of small
+    tensors, 60 random entries of large ones). The network is piecewise smooth: ReLU and
     max-pool switch pieces where a pre-activation crosses 0 or two window values
     tie, and there the two one-sided slopes differ. An entry whose ``+h`` or
     ``-h`` evaluation lands on another piece (any ReLU mask or max-pool choice
@@ -246,7 +246,7 @@ def gradient_check(
     _, piece = evaluate()
     rng = np.random.default_rng(seed)
     worst = 0.0
-    for name in ("w1", "b1", "w2", "b2", "h1", "wd"):
+    for name in ("w1", "b1", "w2", "b2", "h1", "wd", "bd"):
         target = h1 if name == "h1" else P[name]
         size = int(target.size)
         picks = np.arange(size) if size <= 200 else rng.choice(size, 60, replace=False)

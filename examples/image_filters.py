@@ -18,6 +18,7 @@ Run::
     python examples/image_filters.py                  # CUDA if available, else NumPy
     python examples/image_filters.py --backend cuda   # CuPy arrays on the GPU
     python examples/image_filters.py --plot grid.png  # PNG grid of the results
+    python examples/image_filters.py --plot           # ... to image_filters.png
     python examples/image_filters.py --quick          # small image, for the tests
 """
 
@@ -220,7 +221,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=("auto", "numpy", "cuda"), default="auto")
     parser.add_argument("--quick", action="store_true", help="small image (tests)")
-    parser.add_argument("--plot", metavar="PNG", help="write a PNG grid of results")
+    parser.add_argument(
+        "--plot", nargs="?", const="image_filters.png", metavar="PNG",
+        help="write a PNG grid of results (default image_filters.png)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     backend, xp = choose_backend(args.backend)

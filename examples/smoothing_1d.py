@@ -16,6 +16,7 @@ Run::
     python examples/smoothing_1d.py                   # CUDA if available, else NumPy
     python examples/smoothing_1d.py --backend cuda    # CuPy arrays on the GPU
     python examples/smoothing_1d.py --plot track.png  # also draw the tracks
+    python examples/smoothing_1d.py --plot            # ... to smoothing_1d.png
     python examples/smoothing_1d.py --quick           # small, for the test suite
 """
 
@@ -175,7 +176,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=("auto", "numpy", "cuda"), default="auto")
     parser.add_argument("--quick", action="store_true", help="short track (tests)")
-    parser.add_argument("--plot", metavar="PNG", help="draw the tracks to this file")
+    parser.add_argument(
+        "--plot", nargs="?", const="smoothing_1d.png", metavar="PNG",
+        help="draw the tracks to this file (default smoothing_1d.png)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     backend, xp = choose_backend(args.backend)

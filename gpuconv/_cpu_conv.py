@@ -228,10 +228,12 @@ def _stacked(p: Conv2dProblem) -> bool:
 # The frame computes ``Hq*Wq`` columns per image for ``OH*OW`` outputs. When that
 # waste, times the output channels per group that each wasted column costs, is
 # large (small images: 14x14 with pad 1 wastes 31 %), copying each tap's window
-# to a contiguous buffer is cheaper (measured: the break-even is near 20 for the
-# forward pass and the weight gradient, higher for the input gradient, whose
-# window path scatters with NumPy adds).
-_WINDOWS_ABOVE = {"forward": 20.0, "weight": 20.0, "input": 40.0}
+# to a contiguous buffer can be cheaper. The copies run on one thread while BLAS
+# uses all of them, so the break-even depends on the thread count; measured with
+# 2 threads on 8x256x14x14 (waste x K/g = 78): the input gradient gains from
+# windows (101 vs 88 GFLOP/s), forward and weight gradient do not (84 vs 91,
+# 79 vs 106), and 28x28x128 (19) is best on the frame everywhere.
+_WINDOWS_ABOVE = {"forward": 100.0, "weight": 100.0, "input": 40.0}
 
 
 def _windows_pay(p: Conv2dProblem, fr: _Frame, op: str) -> bool:

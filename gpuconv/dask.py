@@ -526,7 +526,8 @@ def convolve2d(
     fillvalue: Any = 0,
     *,
     axes: tuple[int, int] | None = None,
-    **kwargs: Any,
+    method: str = "auto",
+    backend: str | None = None,
 ) -> da.Array:
     """:func:`gpuconv.convolve2d` of a Dask array, chunk by chunk with halos.
 
@@ -540,8 +541,10 @@ def convolve2d(
         array is computed first (up to :data:`KERNEL_MAX_BYTES`).
     mode, boundary, fillvalue, axes
         As in :func:`gpuconv.convolve2d` (SciPy's ``convolve2d``).
-    **kwargs
-        Passed to :func:`gpuconv.convolve2d` for each chunk (e.g. ``backend``).
+    method, backend
+        As in :func:`gpuconv.convolve2d`; passed to the call of each chunk
+        (``backend=None`` picks the backend from the chunk's array type, or from
+        ``GPUCONV_BACKEND`` in the worker's own environment).
 
     Returns
     -------
@@ -571,7 +574,10 @@ def convolve2d(
     ...     x.compute(), np.ones((3, 3)), mode="same", boundary="symm")))
     True
     """
-    return _filter("convolve2d", in1, in2, mode, boundary, fillvalue, axes, kwargs)
+    return _filter(
+        "convolve2d", in1, in2, mode, boundary, fillvalue, axes,
+        dict(method=method, backend=backend),
+    )
 
 
 def correlate2d(
@@ -582,7 +588,8 @@ def correlate2d(
     fillvalue: Any = 0,
     *,
     axes: tuple[int, int] | None = None,
-    **kwargs: Any,
+    method: str = "auto",
+    backend: str | None = None,
 ) -> da.Array:
     """:func:`gpuconv.correlate2d` of a Dask array, chunk by chunk with halos.
 
@@ -602,7 +609,10 @@ def correlate2d(
            [-1., -1., -1., -1.],
            [-1., -1., -1., -1.]])
     """
-    return _filter("correlate2d", in1, in2, mode, boundary, fillvalue, axes, kwargs)
+    return _filter(
+        "correlate2d", in1, in2, mode, boundary, fillvalue, axes,
+        dict(method=method, backend=backend),
+    )
 
 
 # ---------------------------------------------------------------------- conv2d
