@@ -10,6 +10,8 @@ results must also be bit-identical to the synchronous ones.
 
 from __future__ import annotations
 
+import doctest
+import inspect
 import itertools
 import re
 import subprocess
@@ -286,6 +288,44 @@ def test_unknown_chunk_sizes_and_non_arrays():
         gd.convolve2d(da.from_array(a, chunks=3), np.ones((2, 2)), backend="gpu")
 
 
+@pytest.mark.parametrize(
+    "name", ["convolve2d", "correlate2d", "conv2d", "conv2d_backward"]
+)
+def test_signatures_equal_the_in_memory_ones(name):
+    """Same parameter names, kinds (positional or keyword-only) and defaults, in
+    the same order, as gpuconv's whole-array function: no ``**kwargs``."""
+
+    def params(fn):
+        return [(q.name, q.kind, q.default)
+                for q in inspect.signature(fn).parameters.values()]
+
+    assert params(getattr(gd, name)) == params(getattr(gpuconv, name))
+    kinds = {q[1] for q in params(getattr(gd, name))}
+    assert inspect.Parameter.VAR_KEYWORD not in kinds
+    assert inspect.Parameter.VAR_POSITIONAL not in kinds
+
+
+def test_method_and_backend_reach_every_chunk(monkeypatch):
+    """``method``/``backend`` given to gpuconv.dask are what each chunk's call gets."""
+    seen = []
+    real = gpuconv.correlate2d
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs.get("method"), kwargs.get("backend")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gpuconv, "correlate2d", spy)
+    a = np.arange(42.0).reshape(6, 7)
+    y = gd.correlate2d(da.from_array(a, chunks=3), np.ones((2, 2)), "same",
+                       method="fft", backend="numpy")
+    got = _sync(y)
+    assert_close(got, signal.correlate2d(a, np.ones((2, 2)), "same"), terms=4)
+    # the argument check on a stand-in at graph time, then one call per chunk
+    chunk_calls = seen[1:]
+    assert len(chunk_calls) == y.npartitions > 1
+    assert set(chunk_calls) == {("fft", "numpy")}
+
+
 def test_backward_bad_input():
     x = da.ones((1, 2, 5, 5))
     w = np.ones((2, 2, 3, 3))
@@ -388,6 +428,58 @@ def test_conv2d_backward_chunked(geom, padding_mode):
     g = gd.conv2d_backward(gyd, xd, w, **kw)
     assert g.gx.chunks[0] == xd.chunks[0]
     _check_grads(_sync(*g), ref, w, gy)
+
+
+def _reduction_tree(arr):
+    """``(leaves, fan_in, depth)`` of the tree that sums ``arr``'s chunk partials:
+    the per-chunk sums, the largest number of inputs of one combining task, and
+    the number of combining levels from a leaf to the root."""
+    from dask.core import get_dependencies
+
+    hlg = arr.__dask_graph__()
+    dsk = dict(hlg)
+    layers = hlg.layers
+    combine = {k for name, layer in layers.items()
+               if name.startswith(("sum-partial-", "sum-aggregate-")) for k in layer}
+    leaves = {k for name, layer in layers.items()
+              if re.fullmatch(r"sum-[0-9a-f]+", name) for k in layer}
+    deps = {k: get_dependencies(dsk, k) for k in combine}
+    (root,) = [k for name, layer in layers.items()
+               if name.startswith("sum-aggregate-") for k in layer]
+
+    def reached(k):  # the leaves under k, and the combining levels above them
+        if k in leaves:
+            return {k}, 0
+        below = [reached(d) for d in deps[k]]
+        return set().union(*(b[0] for b in below)), 1 + max(b[1] for b in below)
+
+    under_root, depth = reached(root)
+    assert under_root == leaves  # every chunk's partial sum reaches the result
+    return len(leaves), max(len(d) for d in deps.values()), depth
+
+
+def test_weight_and_bias_gradients_are_tree_reductions():
+    """Many chunks: gw and gb are summed by a tree of fan-in <= split_every (8)
+    over several levels, not by one task that gathers every chunk; the values
+    still equal the whole-array gradients."""
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((40, 2, 12, 12))
+    w = rng.standard_normal((3, 2, 3, 3))
+    gy = rng.standard_normal((40, 3, 10, 10))
+    xd = da.from_array(x, chunks=(2, 2, 6, 6))
+    g = gd.conv2d_backward(da.from_array(gy, chunks=(2, 3, 5, 5)), xd, w,
+                           needs=("weight", "bias"))
+    assert g.gx is None
+    for part in (g.gw, g.gb):
+        assert part.npartitions == 1
+        leaves, fan_in, depth = _reduction_tree(part)
+        assert leaves == 20 * 2 * 2  # one partial sum per (N, H, W) chunk
+        assert fan_in <= 8  # the documented split_every
+        assert depth >= 2
+    ref = gpuconv.conv2d_backward(gy, x, w, needs=("weight", "bias"))
+    gw, gb = _sync(g.gw, g.gb)
+    assert_close(gw, ref.gw, terms=40 * 100)
+    assert_close(gb, ref.gb, terms=40 * 100)
 
 
 def test_conv2d_backward_needs_unbatched_float16():
@@ -551,3 +643,12 @@ def test_cupy_chunks_run_on_cuda():
     assert isinstance(got, cupy.ndarray)
     want = gpuconv.conv2d(x, w, stride=2, padding=1, padding_mode="reflect")
     assert_close(cupy.asnumpy(got), want, terms=27)
+
+
+def test_docstring_examples():
+    """The examples in gpuconv/dask.py's docstrings run and print what they say
+    (on the synchronous scheduler, even while the cluster's client is the
+    default)."""
+    with dask.config.set(scheduler="sync"):
+        result = doctest.testmod(gd, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 4 and result.failed == 0
