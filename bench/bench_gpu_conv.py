@@ -50,16 +50,27 @@ limit still leaves the rows measured so far)::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by file path
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _gpu_common import (
+    copy_bandwidth,
+    device_name,
+    failed,
+    plot_auto_rows,
+    repo_on_path,
+    row_saver,
+    start_run,
+    time_gpu,
+)
 
 PASSES = ("conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight")
 VARIANTS = ("naive", "tiled", "tiled_regblock")
@@ -130,23 +141,8 @@ LAYERS = (
 QUICK_LAYERS = (Layer(2, 16, 20, 16, 3), Layer(2, 8, 17, 24, 5, stride=2))
 
 
-def _repo_on_path() -> None:
-    root = str(Path(__file__).resolve().parent.parent)
-    if root not in sys.path:
-        sys.path.insert(0, root)
-
-
 # -------------------------------------------------------------------------------
 # device facts
-
-
-def device_name(cp: Any) -> str:
-    try:
-        props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
-        name = props["name"]
-    except Exception as exc:  # pragma: no cover - depends on the CUDA version
-        return f"unknown CUDA device ({type(exc).__name__})"
-    return name.decode() if isinstance(name, bytes) else str(name)
 
 
 #: FP32 lanes (CUDA cores) per SM by compute capability: 64 on sm_60, sm_70/72/75
@@ -199,23 +195,6 @@ def l2_bytes(cp: Any) -> int:
     return size if size > 0 else 50 << 20
 
 
-def copy_bandwidth(cp: Any, nbytes: int = 1 << 30, repeats: int = 10) -> float:
-    """Device-to-device copy bandwidth in bytes/s, counting read + write."""
-    src = cp.ones(nbytes // 4, dtype=cp.float32)
-    dst = cp.empty_like(src)
-    dst[...] = src
-    start, end = cp.cuda.Event(), cp.cuda.Event()
-    times = []
-    for _ in range(repeats):
-        start.record()
-        dst[...] = src
-        end.record()
-        end.synchronize()
-        times.append(cp.cuda.get_elapsed_time(start, end) / 1e3)
-    del src, dst
-    return 2 * nbytes / float(np.median(times))
-
-
 def l2_flusher(cp: Any) -> Callable[[], None]:
     """A callable that evicts the L2 cache (writes twice its size)."""
     buf = cp.empty(max(2 * l2_bytes(cp), 1 << 20), cp.uint8)
@@ -224,30 +203,6 @@ def l2_flusher(cp: Any) -> Callable[[], None]:
         buf.fill(1)
 
     return flush
-
-
-def time_gpu(cp: Any, fn: Callable[[], Any], flush: Callable[[], None] | None, *,
-             warmup: int = 3, min_repeats: int = 5, max_repeats: int = 100,
-             budget_s: float = 0.3) -> tuple[float, float, int]:
-    """``(median, min, repeats)`` seconds of ``fn`` between CUDA events; the L2 is
-    flushed before each timed call, outside the events."""
-    for _ in range(warmup):
-        fn()
-    cp.cuda.Device().synchronize()
-    start, end = cp.cuda.Event(), cp.cuda.Event()
-    times: list[float] = []
-    t0 = time.perf_counter()
-    while len(times) < min_repeats or (
-        time.perf_counter() - t0 < budget_s and len(times) < max_repeats
-    ):
-        if flush is not None:
-            flush()
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(cp.cuda.get_elapsed_time(start, end) / 1e3)
-    return float(np.median(times)), float(np.min(times)), len(times)
 
 
 # -------------------------------------------------------------------------------
@@ -382,7 +337,7 @@ def run_conv_bench(quick: bool = False, repeats: int | None = None,
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         raise ValueError(f"unknown variants {unknown}; choose from {VARIANTS}")
-    _repo_on_path()
+    repo_on_path()
     import cupy as cp
 
     import gpuconv
@@ -587,40 +542,6 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def write_rows(path: str | Path, rows: list[dict[str, Any]],
-               meta: dict[str, Any]) -> None:
-    """Write ``{"format", "argv", ..., "rows"}`` atomically (temp file + rename)."""
-    doc = {"format": "gpuconv-bench/1", **meta, "rows": rows}
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, default=_json_default) + "\n")
-    tmp.replace(path)
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    return str(o)
-
-
-def failed(rows: list[dict[str, Any]]) -> bool:
-    """True when a row failed validation or raised (a refusal, e.g. a ``tiled``
-    tile beyond shared memory, is not a failure)."""
-    return any(r.get("error_kind") in ("validation", "exception") for r in rows)
-
-
-def plot(rows: list[dict[str, Any]], path: str) -> None:
-    """The ratio chart of ``gpuconv._bench`` (skipped with a warning without
-    matplotlib: the rows matter more than the chart)."""
-    from gpuconv import _bench
-
-    why = _bench.check_plot_available()
-    if why is not None:
-        print(f"bench_gpu_conv: warning: {why}; no plot written", file=sys.stderr)
-        return
-    _bench.plot_rows([r for r in rows if r.get("variant") == "auto"], path)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="two small layers")
@@ -640,31 +561,16 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         ap.error(f"unknown variants {unknown}; choose from {VARIANTS}")
-    _repo_on_path()
-    from gpuconv import _backend
-
-    reason = _backend.cuda_unavailable_reason()
-    if reason is not None:
-        print(f"bench_gpu_conv: backend 'cuda' is not available: {reason}",
-              file=sys.stderr)
+    meta = start_run("bench_gpu_conv", argv)
+    if meta is None:
         return 2
-    meta = {"argv": sys.argv if argv is None else ["bench_gpu_conv.py", *argv],
-            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    rows: list[dict[str, Any]] = []
-
-    def save(row: dict[str, Any]) -> None:
-        rows.append(row)
-        if args.json:
-            write_rows(args.json, rows, meta)
-
-    if args.json:
-        write_rows(args.json, rows, meta)  # an empty file first: the run started
+    rows, save = row_saver(args.json, meta)
     run_conv_bench(quick=args.quick, repeats=args.repeats,
                    progress=not args.no_progress, variants=variants,
-                   budget_s=args.budget, sink=save)
+                   budget_s=args.budget, sink=lambda row: save([row]))
     print(format_rows(rows))
     if args.plot:
-        plot(rows, args.plot)
+        plot_auto_rows(rows, args.plot, "bench_gpu_conv")
     return 1 if failed(rows) else 0
 
 

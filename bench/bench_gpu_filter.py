@@ -41,12 +41,25 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by file path
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _gpu_common import (
+    copy_bandwidth,
+    device_name,
+    failed,
+    plot_auto_rows,
+    repo_on_path,
+    row_saver,
+    start_run,
+    time_gpu,
+    write_rows,  # noqa: F401  (part of this script's API: saving rows)
+)
 
 SIZES = (4096, 8192)
 KSIZES = (3, 5, 7, 9, 15, 31)
@@ -58,49 +71,6 @@ FLOOR_BYTES_PER_PX = 8  # float32 in + out
 FLOOR_TARGET = 0.70  # share of the memory floor, k <= 9
 CUPYX_DIRECT_TARGET = 0.2  # ours / cupyx.convolve2d time (>= 5x faster)
 CUPYX_FFT_TARGET = 1.0  # ours / cupyx.fftconvolve time at k >= 15
-
-
-def _repo_on_path() -> None:
-    root = str(Path(__file__).resolve().parent.parent)
-    if root not in sys.path:
-        sys.path.insert(0, root)
-
-
-def device_name(cp: Any) -> str:
-    try:
-        props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
-        name = props["name"]
-    except Exception as exc:  # pragma: no cover - depends on the CUDA version
-        return f"unknown CUDA device ({type(exc).__name__})"
-    return name.decode() if isinstance(name, bytes) else str(name)
-
-
-def time_gpu(cp: Any, fn: Callable[[], Any], *, min_repeats: int = 5,
-             budget_s: float = 0.3, warmup: int = 2) -> tuple[float, float, int]:
-    """(median, min, repeats) seconds of ``fn`` by CUDA events, after warm-up calls."""
-    for _ in range(warmup):
-        fn()
-    cp.cuda.Device().synchronize()
-    times: list[float] = []
-    start, end = cp.cuda.Event(), cp.cuda.Event()
-    t0 = time.perf_counter()
-    while len(times) < min_repeats or (
-        time.perf_counter() - t0 < budget_s and len(times) < 200
-    ):
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(cp.cuda.get_elapsed_time(start, end) * 1e-3)
-    return float(np.median(times)), float(np.min(times)), len(times)
-
-
-def copy_bandwidth(cp: Any, nbytes: int = 1 << 30) -> float:
-    """Device-to-device copy bandwidth in bytes/s, counting read + write."""
-    src = cp.ones(nbytes // 4, dtype=cp.float32)
-    dst = cp.empty_like(src)
-    med, _, _ = time_gpu(cp, lambda: cp.copyto(dst, src), min_repeats=10)
-    return 2.0 * nbytes / med
 
 
 def _rel_err(cp: Any, ours: Any, ref: Any) -> float:
@@ -128,7 +98,7 @@ def run_filter_bench(quick: bool = False, repeats: int | None = None,
     seconds of timed calls per side beyond the minimum. ``sink`` is called with the
     rows of each case as soon as it is done (to save rows incrementally).
     """
-    _repo_on_path()
+    repo_on_path()
     import cupy as cp
 
     min_rep = max(3, repeats or 5)
@@ -175,6 +145,8 @@ def _bench_case(cp: Any, rng: np.random.Generator, n: int, k: int, bw: float,
     wf3 = cp.ascontiguousarray(w[::-1, ::-1]).reshape(1, k, k)
     px = float(n * n)
     floor_s = FLOOR_BYTES_PER_PX * px / bw
+    timing = {"warmup": 2, "min_repeats": min_rep, "max_repeats": 200,
+              "budget_s": budget_s}
 
     peers: dict[str, Callable[[], Any]] = {
         "cupyx.scipy.signal.convolve2d": lambda: cps.convolve2d(x, w, mode="same"),
@@ -200,7 +172,7 @@ def _bench_case(cp: Any, rng: np.random.Generator, n: int, k: int, bw: float,
             err = _rel_err(cp, fn(), ref)
             if err > 1e-4:
                 raise RuntimeError(f"disagrees with convolve2d: {err:.3g}")
-            peer_t[name] = time_gpu(cp, fn, min_repeats=min_rep, budget_s=budget_s)
+            peer_t[name] = time_gpu(cp, fn, **timing)
         except Exception as exc:  # our rows go on without this peer
             peer_err[name] = f"{type(exc).__name__}: {exc}"
     rows: list[dict[str, Any]] = []
@@ -217,7 +189,7 @@ def _bench_case(cp: Any, rng: np.random.Generator, n: int, k: int, bw: float,
                              "error": f"validation failed: error {err:.3g} > "
                                       f"{limit:.3g}; not timed"})
                 continue
-            med, mn, reps = time_gpu(cp, fn, min_repeats=min_rep, budget_s=budget_s)
+            med, mn, reps = time_gpu(cp, fn, **timing)
         except Exception as exc:
             rows.append({**fail, "error": f"{type(exc).__name__}: {exc}",
                          "error_kind": "exception"})
@@ -283,23 +255,6 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_rows(path: str | Path, rows: list[dict[str, Any]],
-               meta: dict[str, Any]) -> None:
-    """Write ``{"format", "argv", ..., "rows"}`` atomically (temp file + rename)."""
-    doc = {"format": "gpuconv-bench/1", **meta, "rows": rows}
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(
-        doc, indent=1,
-        default=lambda o: o.item() if isinstance(o, np.generic) else str(o)) + "\n")
-    tmp.replace(path)
-
-
-def failed(rows: list[dict[str, Any]]) -> bool:
-    """True when a case or side raised or failed validation."""
-    return any(r.get("error_kind") in ("validation", "exception") for r in rows)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
@@ -319,25 +274,10 @@ def main(argv: list[str] | None = None) -> int:
         rows = [r for r in rows if str(r.get("case", "")).startswith("filter2d/")]
         print(_table(rows))
         return 0
-    _repo_on_path()
-    from gpuconv import _backend
-
-    reason = _backend.cuda_unavailable_reason()
-    if reason is not None:
-        print(f"bench_gpu_filter: backend 'cuda' is not available: {reason}",
-              file=sys.stderr)
+    meta = start_run("bench_gpu_filter", argv)
+    if meta is None:
         return 2
-    meta = {"argv": sys.argv if argv is None else ["bench_gpu_filter.py", *argv],
-            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    rows: list[dict[str, Any]] = []
-
-    def save(case_rows: list[dict[str, Any]]) -> None:
-        rows.extend(case_rows)
-        if args.json:
-            write_rows(args.json, rows, meta)
-
-    if args.json:
-        write_rows(args.json, rows, meta)  # an empty file first: the run started
+    rows, save = row_saver(args.json, meta)
     run_filter_bench(quick=args.quick, repeats=args.repeats, progress=True,
                      budget_s=args.budget, sink=save)
     print(_table(rows))
@@ -345,15 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"device: {rows[0]['device']}, copy bandwidth "
               f"{rows[0]['copy_bandwidth_gbs']:.0f} GB/s")
     if args.plot:
-        from gpuconv import _bench
-
-        why = _bench.check_plot_available()
-        if why is not None:
-            print(f"bench_gpu_filter: warning: {why}; no plot written",
-                  file=sys.stderr)
-        else:
-            _bench.plot_rows([r for r in rows if r.get("variant") == "auto"],
-                             args.plot)
+        plot_auto_rows(rows, args.plot, "bench_gpu_filter")
     return 1 if failed(rows) else 0
 
 

@@ -11,26 +11,19 @@ one sanitizer start covers both; exits 1 if either found a wrong result. Under
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"_gpuconv_{name}",
-                                                  HERE / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
+if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by file path
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main() -> int:
     status = 0
     for name in ("gpu_sanitize_subset", "gpu_sanitize_filter"):
         try:
-            rc = _load(name).main()
+            rc = importlib.import_module(name).main()
         except Exception as exc:  # report, and still run the other workload
             print(f"{name}: {type(exc).__name__}: {exc}", flush=True)
             rc = 1

@@ -18,19 +18,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by file path
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _gpu_common import sanitize_workload
 
-def main() -> int:
-    root = str(Path(__file__).resolve().parent.parent)
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    import cupy as cp
 
-    cp.cuda.set_allocator(None)
-    cp.cuda.set_pinned_memory_allocator(None)
-
+def _workload(cp: Any) -> tuple[int, int]:
     from gpuconv import _gpu_filter
     from gpuconv._cpu_filter import correlate2d as numpy_op
     from tests._filter_cases import ALL_DTYPES, random_values, scipy_problem
@@ -60,9 +57,11 @@ def main() -> int:
                     bad += 1
                     case = (B, Bk, h, w, kh, kw, mode, boundary)
                     print(f"WRONG {dtype} {method} {case}")
-    cp.cuda.Device().synchronize()
-    print(f"gpu_sanitize_filter: {runs} results, {bad} wrong")
-    return 1 if bad else 0
+    return runs, bad
+
+
+def main() -> int:
+    return sanitize_workload("gpu_sanitize_filter", _workload)
 
 
 if __name__ == "__main__":

@@ -19,21 +19,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by file path
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _gpu_common import sanitize_workload
 
 SUBSET = ("tile_plus1", "regblock_fwd_tails", "everything", "symmetric_pad_gt_input")
 
 
-def main() -> int:
-    root = str(Path(__file__).resolve().parent.parent)
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    import cupy as cp
-
-    cp.cuda.set_allocator(None)
-    cp.cuda.set_pinned_memory_allocator(None)
-
+def _workload(cp: Any) -> tuple[int, int]:
     import gpuconv
     from tests._cuda_conv_cases import CASE_IDS, CASES, problem, random_inputs
 
@@ -64,9 +61,11 @@ def main() -> int:
                         bad += 1
                         print(f"WRONG {case_id} {np.dtype(dtype).name} {variant} "
                               f"{what}: relative error {err:.3g}")
-    cp.cuda.Device().synchronize()
-    print(f"gpu_sanitize_subset: {runs} results, {bad} wrong")
-    return 1 if bad else 0
+    return runs, bad
+
+
+def main() -> int:
+    return sanitize_workload("gpu_sanitize_subset", _workload)
 
 
 if __name__ == "__main__":

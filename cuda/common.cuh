@@ -65,6 +65,23 @@ __device__ __forceinline__ int block_threads() {
     return static_cast<int>(blockDim.x * blockDim.y * blockDim.z);
 }
 
+// Stages the window src[r0 .. r0+s_rows-1][c0 .. c0+s_cols-1] of a rows x cols
+// row-major plane into s (s_size = s_rows*s_cols elements, row-major), zero where the
+// window leaves the plane (which *is* the zero padding). The block's threads share
+// the work: thread tid of nthreads stores elements tid, tid + nthreads, ...
+template <typename T>
+__device__ __forceinline__ void stage_window(
+    T* s, const T* src, int r0, int c0, int rows, int cols, int s_size, int s_cols,
+    int tid, int nthreads) {
+    for (int i = tid; i < s_size; i += nthreads) {
+        const int r = i / s_cols;
+        const int col = i - r * s_cols;
+        const int sr = r0 + r;
+        const int sc = c0 + col;
+        s[i] = (in_range(sr, rows) && in_range(sc, cols)) ? src[sr * cols + sc] : T(0);
+    }
+}
+
 // One entry of a reduction "tap table" (built by gpuconv._plan_conv.tap_table):
 // reduction index r = ch*KH*KW + kh*KW + kw maps to the channel `ch`, the tap
 // offsets dy = kh*dilation_h and dx = kw*dilation_w, and the tap number kh*KW + kw.

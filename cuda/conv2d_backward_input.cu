@@ -122,15 +122,8 @@ __global__ void conv2d_backward_input_tiled(
         const T* gyk = gy + (static_cast<long long>(n) * K + k) * OHW;
         const T* wkc = w + (static_cast<long long>(k) * Cg + cl) * KHKW;
         // Halo load: every gy element whose window reaches the tile; zero outside gy.
-        for (int i = tid; i < s_size; i += nthreads) {
-            const int r = i / s_cols;
-            const int col = i - r * s_cols;
-            const int oh = oh_base + r;
-            const int ow = ow_base + col;
-            s_gy[i] = (gpuconv::in_range(oh, OH) && gpuconv::in_range(ow, OW))
-                          ? gyk[oh * OW + ow]
-                          : T(0);
-        }
+        gpuconv::stage_window(s_gy, gyk, oh_base, ow_base, OH, OW, s_size, s_cols, tid,
+                              nthreads);
         for (int i = tid; i < KHKW; i += nthreads) s_w[i] = wkc[i];
         __syncthreads();  // the channel's gy window and taps are staged before reads
         if (active) {
@@ -253,28 +246,12 @@ __global__ void __launch_bounds__(TX * TY, gpuconv::regblock_min_blocks(TM, TN, 
     v.p_base = static_cast<int>(v.m0 - v.n_base * v.HW);
 
     T acc[Tile::TM][Tile::TN];
-#pragma unroll
-    for (int i = 0; i < Tile::TM; ++i)
-#pragma unroll
-        for (int j = 0; j < Tile::TN; ++j) acc[i][j] = T(0);
-
+    gpuconv::regblock_zero<T, Tile>(acc);
     gpuconv::regblock_mainloop<T, Tile>(v, s_tile, acc);
-
-    const int tx = static_cast<int>(threadIdx.x) % TX;
-    const int ty = static_cast<int>(threadIdx.x) / TX;
-#pragma unroll
-    for (int i = 0; i < Tile::TM; ++i) {
-        const int lr = gpuconv::regblock_row<Tile>(tx, i);
-        if (v.m0 + lr >= M) continue;  // tail rows of the last tile
-        const int pp = v.p_base + lr;
-        const long long n = v.n_base + pp / v.HW;
-        const int p = pp % v.HW;
-        T* gxp = gx + (n * C + static_cast<long long>(g) * v.Cg + v.n0) * v.HW + p;
-#pragma unroll
-        for (int j = 0; j < Tile::TN; ++j) {
-            const int lc = gpuconv::regblock_col<Tile>(ty, j);
-            if (v.n0 + lc >= v.Cg) continue;  // tail channels of the last tile
-            gxp[static_cast<long long>(lc) * v.HW] = acc[i][j];
-        }
-    }
+    gpuconv::regblock_store_pixels<T, Tile>(
+        v, v.HW, v.Cg, acc,
+        [&](long long n, int p) {
+            return gx + (n * C + static_cast<long long>(g) * v.Cg + v.n0) * v.HW + p;
+        },
+        [](int, T val) { return val; });
 }

@@ -222,14 +222,8 @@ __global__ void conv2d_backward_weight_tiled(
         // zero where it leaves the image, which *is* the zero padding.
         const int ih_base = oh0 * sh - pt;
         const int iw_base = ow0 * sw - pl;
-        for (int i = tid; i < s_size; i += NTHREADS) {
-            const int r = i / s_cols;
-            const int col = i - r * s_cols;
-            const int ih = ih_base + r;
-            const int iw = iw_base + col;
-            s_x[i] = (gpuconv::in_range(ih, H) && gpuconv::in_range(iw, W)) ? xc[ih * W + iw]
-                                                                            : T(0);
-        }
+        gpuconv::stage_window(s_x, xc, ih_base, iw_base, H, W, s_size, s_cols, tid,
+                              NTHREADS);
         __syncthreads();  // the gy tile and the x window are staged before anyone reads
         if (active) {
             const int vh = min(TILE_H, OH - oh0);  // valid part of the tile
@@ -383,10 +377,7 @@ __global__ void __launch_bounds__(TX * TY, gpuconv::regblock_min_blocks(TM, TN, 
     };
 
     T acc[Tile::TM][Tile::TN];
-#pragma unroll
-    for (int i = 0; i < Tile::TM; ++i)
-#pragma unroll
-        for (int j = 0; j < Tile::TN; ++j) acc[i][j] = T(0);
+    gpuconv::regblock_zero<T, Tile>(acc);
     T bsum = T(0);  // bias: threads tid < BM of column tile 0 sum row tid of each slice
 
     const int tx = tid % TX;

@@ -115,14 +115,8 @@ __global__ void conv2d_forward_tiled(
     for (int c = 0; c < Cg; ++c) {
         const T* xc = xg + static_cast<long long>(c) * HW;
         // Halo load: the tile's receptive field, zero where it leaves the image.
-        for (int i = tid; i < s_size; i += nthreads) {
-            const int r = i / s_cols;
-            const int col = i - r * s_cols;
-            const int ih = ih_base + r;
-            const int iw = iw_base + col;
-            s_x[i] = (gpuconv::in_range(ih, H) && gpuconv::in_range(iw, W)) ? xc[ih * W + iw]
-                                                                            : T(0);
-        }
+        gpuconv::stage_window(s_x, xc, ih_base, iw_base, H, W, s_size, s_cols, tid,
+                              nthreads);
         for (int i = tid; i < KHKW; i += nthreads) s_w[i] = wk[c * KHKW + i];
         __syncthreads();  // the channel's tile and taps are staged before anyone reads
         if (active) {
@@ -232,30 +226,12 @@ __global__ void __launch_bounds__(TX * TY, gpuconv::regblock_min_blocks(TM, TN, 
     v.p_base = static_cast<int>(v.m0 - v.n_base * v.OHW);
 
     T acc[Tile::TM][Tile::TN];
-#pragma unroll
-    for (int i = 0; i < Tile::TM; ++i)
-#pragma unroll
-        for (int j = 0; j < Tile::TN; ++j) acc[i][j] = T(0);
-
+    gpuconv::regblock_zero<T, Tile>(acc);
     gpuconv::regblock_mainloop<T, Tile>(v, s_tile, acc);
-
-    const int tx = static_cast<int>(threadIdx.x) % TX;
-    const int ty = static_cast<int>(threadIdx.x) / TX;
-#pragma unroll
-    for (int i = 0; i < Tile::TM; ++i) {
-        const int lr = gpuconv::regblock_row<Tile>(tx, i);
-        if (v.m0 + lr >= M) continue;  // tail rows of the last tile
-        const int pp = v.p_base + lr;
-        const long long n = v.n_base + pp / v.OHW;
-        const int p = pp % v.OHW;
-        T* yp = y + (n * K + static_cast<long long>(g) * v.Kg + v.n0) * v.OHW + p;
-#pragma unroll
-        for (int j = 0; j < Tile::TN; ++j) {
-            const int lc = gpuconv::regblock_col<Tile>(ty, j);
-            if (v.n0 + lc >= v.Kg) continue;  // tail channels of the last tile
-            T val = acc[i][j];
-            if (has_bias) val = val + bias[g * v.Kg + v.n0 + lc];
-            yp[static_cast<long long>(lc) * v.OHW] = val;
-        }
-    }
+    gpuconv::regblock_store_pixels<T, Tile>(
+        v, v.OHW, v.Kg, acc,
+        [&](long long n, int p) {
+            return y + (n * K + static_cast<long long>(g) * v.Kg + v.n0) * v.OHW + p;
+        },
+        [&](int lc, T val) { return has_bias ? val + bias[g * v.Kg + v.n0 + lc] : val; });
 }

@@ -82,9 +82,19 @@ struct alignas(16) RegblockSmem {
     T b[2][Tile::BK][Tile::BN + Tile::PAD];
 };
 
-// Runs the whole reduction of one tile into acc (which the caller zeroes and then
-// writes out with regblock_row/regblock_col). Every thread of the block must call
-// it (it contains barriers).
+// acc = 0: the accumulators of one thread, before the reduction.
+template <typename T, class Tile>
+__device__ __forceinline__ void regblock_zero(T (&acc)[Tile::TM][Tile::TN]) {
+#pragma unroll
+    for (int i = 0; i < Tile::TM; ++i)
+#pragma unroll
+        for (int j = 0; j < Tile::TN; ++j) acc[i][j] = T(0);
+}
+
+// Runs the whole reduction of one tile into acc (which the caller zeroes with
+// regblock_zero and then writes out with regblock_row/regblock_col, or with
+// regblock_store_pixels). Every thread of the block must call it (it contains
+// barriers).
 template <typename T, class Tile, class View>
 __device__ __forceinline__ void regblock_mainloop(
     const View& view, RegblockSmem<T, Tile>& s, T (&acc)[Tile::TM][Tile::TN]) {
@@ -145,6 +155,32 @@ __device__ __forceinline__ void regblock_mainloop(
         // The other stage is complete before the next iteration reads it, and every
         // thread is done reading stage `cur` before iteration kt+1 overwrites it.
         __syncthreads();
+    }
+}
+
+// Writes out the accumulators of this thread that lie inside the problem (rows
+// < view.M, columns < NG) when the rows are pixels: row view.m0 + lr is pixel
+// view.p_base + lr counted from the start of image view.n_base, P pixels per image.
+// row_out(n, p) points at column view.n0 of pixel p of image n, the columns P
+// elements apart (NCHW); finish(lc, acc) is the value stored in column view.n0 + lc.
+template <typename T, class Tile, class View, class RowOut, class Finish>
+__device__ __forceinline__ void regblock_store_pixels(
+    const View& v, int P, int NG, const T (&acc)[Tile::TM][Tile::TN], RowOut row_out,
+    Finish finish) {
+    const int tx = static_cast<int>(threadIdx.x) % Tile::TX;
+    const int ty = static_cast<int>(threadIdx.x) / Tile::TX;
+#pragma unroll
+    for (int i = 0; i < Tile::TM; ++i) {
+        const int lr = regblock_row<Tile>(tx, i);
+        if (v.m0 + lr >= v.M) continue;  // tail rows of the last tile
+        const int pp = v.p_base + lr;
+        T* out = row_out(v.n_base + pp / P, pp % P);
+#pragma unroll
+        for (int j = 0; j < Tile::TN; ++j) {
+            const int lc = regblock_col<Tile>(ty, j);
+            if (v.n0 + lc >= NG) continue;  // tail channels of the last tile
+            out[static_cast<long long>(lc) * P] = finish(lc, acc[i][j]);
+        }
     }
 }
 

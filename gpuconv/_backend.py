@@ -43,6 +43,13 @@ _cupy_state: tuple[Any, str | None] | None = None
 
 
 def _check_name(name: object, where: str) -> str:
+    """``name`` if it is a backend name: ``TypeError`` for a non-string (a wrong
+    type), ``ValueError`` for an unknown string (a wrong value)."""
+    if not isinstance(name, str):
+        raise TypeError(
+            f"{where} must be None, 'numpy' or 'cuda', got "
+            f"{type(name).__name__} {name!r}"
+        )
     if name not in BACKENDS:
         raise ValueError(
             f"{where} must be one of 'numpy' or 'cuda' (or None for automatic), "

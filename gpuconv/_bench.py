@@ -34,6 +34,7 @@ import datetime
 import functools
 import gc
 import importlib
+import importlib.metadata
 import importlib.util
 import inspect
 import json
@@ -59,7 +60,7 @@ from gpuconv._demo import (
 )
 
 ROW_KEYS = (
-    "case", "op", "shape", "dtype", "backend", "median_s", "min_s", "repeats",
+    "case", "op", "shape", "dtype", "backend", "median", "median_s", "min_s", "repeats",
     "peer", "peer_median_s", "ratio", "unit", "rate", "peer_rate", "gflops",
     "peer_gflops", "mpx_s", "peer_mpx_s", "max_err", "err_limit", "target_ratio",
     "meets_target", "threads", "machine", "date", "git_commit",
@@ -169,14 +170,13 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _version(mod: str) -> str | None:
-    m = sys.modules.get(mod)
-    if m is None:
-        try:
-            m = importlib.import_module(mod)
-        except Exception:
-            return None
-    return getattr(m, "__version__", None)
+def _version(dist: str) -> str | None:
+    """The installed version of distribution ``dist`` (``importlib.metadata``: right
+    whether or not the module has been imported yet), or None."""
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def machine_info(backend: str = "numpy") -> dict[str, Any]:
@@ -193,7 +193,7 @@ def machine_info(backend: str = "numpy") -> dict[str, Any]:
         "gpuconv": gpuconv.__version__,
         "numpy": np.__version__,
         "scipy": _version("scipy"),
-        "torch": _version("torch") if "torch" in sys.modules else None,
+        "torch": _version("torch"),
     }
     if backend == "cuda":
         gi = gpuconv.info()
@@ -480,7 +480,8 @@ def run_case(case: Case, repeats: int, budget_s: float, backend: str,
         row = {
             "case": case.name, "op": case.op, "shape": case.shape,
             "dtype": case.dtype, "backend": backend,
-            "median_s": ours_med, "min_s": float(np.min(times[0])), "repeats": rounds,
+            "median": ours_med, "median_s": ours_med,
+            "min_s": float(np.min(times[0])), "repeats": rounds,
             "peer": peer, "peer_median_s": peer_med, "ratio": ratio,
             "unit": case.unit, "rate": rate, "peer_rate": peer_rate,
             "gflops": rate if case.unit == "gflops" else None,
@@ -624,6 +625,7 @@ def run_gpu(which: str, quick: bool, repeats: int | None,
                   if k in params and not (k == "repeats" and v is None)}
         for r in fn(**kwargs) or []:
             row = {"backend": "cuda", **meta, **dict(r)}
+            row.setdefault("median", row.get("median_s"))
             rows.append(row)
     return rows
 

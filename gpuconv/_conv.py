@@ -18,6 +18,7 @@ from gpuconv._conv_args import (
     Conv2dProblem,
     _shape_of,
     check_algorithm,
+    check_int64,
     check_needs,
     normalize_conv2d,
 )
@@ -34,7 +35,34 @@ __all__ = [
 
 
 class Conv2dGrads(NamedTuple):
-    """Gradients of :func:`conv2d`; ``None`` for what was not asked for."""
+    """Gradients of :func:`conv2d`; ``None`` for what was not asked for.
+
+    Returned by :func:`conv2d_backward` (and by ``gpuconv.dask.conv2d_backward``).
+
+    Attributes
+    ----------
+    gx : array or None
+        Gradient with respect to the input ``x`` (shape of ``x``).
+    gw : array or None
+        Gradient with respect to the weight ``w`` (shape of ``w``).
+    gb : array or None
+        Gradient with respect to the bias, shape ``(K,)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import gpuconv
+    >>> x = np.arange(9.0).reshape(1, 1, 3, 3); w = np.ones((1, 1, 2, 2))
+    >>> g = gpuconv.conv2d_backward(np.ones((1, 1, 2, 2)), x, w, needs=("weight",))
+    >>> g.gx is None and g.gb is None
+    True
+    >>> g.gw[0, 0]
+    array([[ 8., 12.],
+           [20., 24.]])
+    >>> gx, gw, gb = gpuconv.conv2d_backward(np.ones((1, 1, 2, 2)), x, w)
+    >>> gb
+    array([4.])
+    """
 
     gx: Any
     gw: Any
@@ -132,6 +160,13 @@ def conv2d(
         Integer, bool or other non-float dtypes; wrongly typed arguments; NumPy
         and CuPy arrays mixed.
 
+    Notes
+    -----
+    With no input channels (``C == 0``, so ``w`` is ``(K, 0, KH, KW)``) every
+    output is an empty sum: the result has shape ``(N, K, OH, OW)`` and holds the
+    bias (zeros without one), the mathematically correct value. PyTorch (2.13)
+    returns shape ``(N, 0, OH, OW)`` there instead.
+
     Examples
     --------
     >>> import numpy as np
@@ -144,6 +179,10 @@ def conv2d(
            [42., 46., 50.]])
     >>> gpuconv.conv2d(x, w, padding="same").shape
     (1, 1, 4, 4)
+    >>> gpuconv.conv2d(np.ones((1, 0, 4, 4)), np.ones((2, 0, 3, 3)),
+    ...                bias=np.array([1.0, -1.0]))[0, :, 0]  # C = 0: the bias
+    array([[ 1.,  1.],
+           [-1., -1.]])
     """
     x, w, bias = _arrays(x, w, bias)
     p = normalize_conv2d(
@@ -294,7 +333,7 @@ def _shape_arg(shape: Any, what: str) -> tuple[int, ...]:
         raise TypeError(f"{what} must be a sequence of ints, got {shape!r}") from None
     if any(isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in items):
         raise TypeError(f"{what} must be a sequence of ints, got {shape!r}")
-    out = tuple(int(s) for s in items)
+    out = tuple(check_int64(int(s), what) for s in items)
     if any(s < 0 for s in out):
         raise ValueError(f"{what} must not have negative sizes, got {out}")
     return out
@@ -436,7 +475,10 @@ def conv2d_matrix(
 
     Returns
     -------
-    M : ndarray, shape ``(K*OH*OW, C*H*W)``, dtype of ``w`` (at least float)
+    M : ndarray, shape ``(K*OH*OW, C*H*W)``
+        dtype of ``w``, which must be float16, float32, float64, complex64 or
+        complex128 (an integer or bool ``w`` raises ``TypeError``, as in
+        :func:`conv2d`).
 
     Examples
     --------

@@ -117,10 +117,25 @@ class Conv2dProblem:
         return shape if self.batched else tuple(shape[1:])
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def check_int64(value: int, name: str) -> int:
+    """``value`` if it fits in int64, else ``ValueError`` (before any work: NumPy
+    and the kernels index with 64-bit integers, and a larger Python int would
+    overflow deep inside with an ``OverflowError``)."""
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError(
+            f"{name} must fit in a 64-bit signed integer "
+            f"(|{name}| < 2**63), got {value}"
+        )
+    return value
+
+
 def _int_value(v: object, name: str) -> int:
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{name} must be an int or a tuple of ints, got {v!r}")
-    return int(v)
+    return check_int64(int(v), name)
 
 
 def _pair(v: object, name: str) -> tuple[int, int]:
@@ -296,6 +311,13 @@ def normalize_conv2d(
         )
     OH = (Hp - ekh) // sh + 1
     OW = (Wp - ekw) // sw + 1
+    # A stride past the last kernel position leaves one output row/column and has
+    # no other effect: clamp it (a huge valid stride then works on every backend,
+    # whose index arithmetic may be 32-bit).
+    if OH == 1:
+        sh = min(sh, Hp - ekh + 1)
+    if OW == 1:
+        sw = min(sw, Wp - ekw + 1)
     limit = np.iinfo(np.intp).max // 16  # bytes of the largest complex128 array
     if max(N * C * Hp * Wp, N * K * OH * OW) > limit:
         raise ValueError(

@@ -25,7 +25,11 @@ in ``fp.dtype`` by one of two methods, with no Python loop over pixels:
     ``rfft2``/``irfft2`` for real data, ``fft2``/``ifft2`` for complex
     (:func:`fft_module`: ``scipy.fft`` when installed, else ``numpy.fft``) on
     ``ext``, at 5-smooth sizes ``>= ext`` (linear correlation, no wrap-around), in
-    the input precision (float32 stays float32). Float and complex dtypes only. An
+    the input precision (float32 stays float32). Float and complex dtypes only.
+    With ``boundary='fill'`` the FFT sees the zero-extended image and the fill
+    value's contribution, ``fill * (sum(k) - taps inside the image)``, is added
+    exactly afterwards (:func:`gpuconv._padding.add_fill_correction`), so the
+    error does not grow with ``|fillvalue|``. An
     FFT spreads a NaN or inf over the whole output: the cost model (:func:`choose`)
     never picks it for non-finite inputs.
 
@@ -41,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from gpuconv._filter_args import FilterProblem
-from gpuconv._padding import pad_index
+from gpuconv._padding import add_fill_correction, pad_index
 
 #: Target size of one block of output (and of the product buffer), bytes: with the
 #: input rows they need, two blocks stay in a 1 MiB L2 cache.
@@ -109,8 +113,22 @@ def correlate2d(in1: Any, k: Any, fp: FilterProblem, method: str = "direct") -> 
     # IEEE results (0 * inf = nan, overflow to inf) without NumPy's warnings, as
     # SciPy's and NumPy's own C loops give them.
     with np.errstate(all="ignore"):
-        ext = extend(in1, fp)
-        return _fft(ext, k, fp) if method == "fft" else _direct(ext, k, fp)
+        if method == "direct":
+            return _direct(extend(in1, fp), k, fp)
+        # the FFT only ever sees the zero-extended image: a fill value is added
+        # afterwards, exactly, by linearity (an FFT's error is relative to the
+        # largest value it transforms, so a large fill would swamp every output)
+        fp0 = _zero_fill(fp)
+        out = _fft(extend(in1, fp0), k, fp0)
+        return add_fill_correction(out, k, fp)
+
+
+def _zero_fill(fp: FilterProblem) -> FilterProblem:
+    if fp.boundary != "fill":
+        return fp
+    import dataclasses
+
+    return dataclasses.replace(fp, fillvalue=np.zeros((), fp.dtype)[()])
 
 
 def _replace_dtype(fp: FilterProblem, dt: np.dtype, fill: Any) -> FilterProblem:

@@ -542,7 +542,11 @@ def correlate(
         Input sequences (0-d inputs are an error, as in NumPy).
     mode : {'valid', 'same', 'full'} or {0, 1, 2}, optional
         As in :func:`convolve`; the default is ``'valid'``. For 'same' with an even
-        shorter input the extra sample of padding goes at the end.
+        shorter input the extra sample of padding goes at the start, as NumPy puts
+        it: output ``i`` of ``correlate(a, v, 'same')`` with ``len(v) == 2`` reads
+        ``a[i - 1]`` and ``a[i]``, i.e. the 'full' result from ``(N - 1) // 2`` on
+        (when ``v`` is the longer input NumPy computes the swapped problem and
+        reverses it, so there it is at the end).
     method : {'auto', 'direct', 'fft'}, optional
         As for :func:`convolve2d`.
     backend : {None, 'numpy', 'cuda'}, optional
@@ -570,6 +574,8 @@ def correlate(
     array([0.5, 2. , 3.5, 3. , 0. ])
     >>> gpuconv.correlate([1, 2, 3], [1j, 2], "full")
     array([2.+0.j, 4.-1.j, 6.-2.j, 0.-3.j])
+    >>> gpuconv.correlate([1, 2, 3], [1, 10], "same")  # padding at the start
+    array([10, 21, 32])
     """
     return _filter1d(a, v, mode, method, backend, "correlate")
 
@@ -638,7 +644,11 @@ def choose_method(
     'fft' is never returned for integer or boolean data (results stay exact), for
     long double, nor when in1, in2 or the fill value (if any padding reads it)
     contain NaN or infinity: an FFT spreads them over the whole output, while the
-    direct method keeps NumPy's NaN mask (``0 * inf = nan`` included).
+    direct method keeps NumPy's NaN mask (``0 * inf = nan`` included). A finite
+    non-zero fill value does not rule the FFT out: the transform sees the
+    zero-extended image and the fill's share, ``fill * (sum(k) - taps inside the
+    image)``, is added exactly afterwards, so the FFT's error does not grow with
+    ``|fillvalue|``.
 
     Examples
     --------

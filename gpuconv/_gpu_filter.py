@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from gpuconv._filter_args import FilterProblem
-from gpuconv._padding import pad_index
+from gpuconv._padding import add_fill_correction, pad_index
 from gpuconv._plan_filter import (
     CTYPES,
     check_extents,
@@ -186,17 +186,27 @@ def correlate2d_fft(in1: Any, k: Any, fp: FilterProblem, xp: Any) -> Any:
     """The FFT algorithm (float and complex dtypes), on any array module with ``fft``.
 
     Correlation with ``k`` is convolution with ``k`` reversed; with the boundary
-    'fill' and ``fillvalue == 0`` the transform's own zero extension is the padding,
-    otherwise the image is first extended by the boundary rule (:func:`extend`) and
-    the 'valid' part of a circular convolution of at least its size is kept.
+    'fill' the transform's own zero extension is the padding (where the output lies
+    inside the full correlation), otherwise the image is first extended by the
+    boundary rule (:func:`extend`) and the 'valid' part of a circular convolution of
+    at least its size is kept. A non-zero fill value never enters the transform: its
+    contribution ``fill * (sum(k) - taps inside the image)`` is added exactly
+    afterwards (:func:`gpuconv._padding.add_fill_correction`), so the error does not
+    grow with ``|fillvalue|``.
     """
     dt = np.dtype(fp.dtype)
     if dt.kind not in "fc":
         raise TypeError(
             f"the FFT algorithm computes float and complex dtypes, not {dt.name}"
         )
-    sh, sw, oy, ox, pad = fft_grid(fp)
-    x = extend(in1, fp, xp) if pad else in1
+    # the FFT only ever sees the zero-extended image; a fill value is added after
+    # the transform, exactly (add_fill_correction), so its error does not grow
+    # with |fillvalue|
+    fp0 = fp
+    if fp.boundary == "fill":
+        fp0 = dataclasses.replace(fp, fillvalue=np.zeros((), dt)[()])
+    sh, sw, oy, ox, pad = fft_grid(fp0)
+    x = extend(in1, fp0, xp) if pad else in1
     kr = k[:, ::-1, ::-1]
     axes = (-2, -1)
     if dt.kind == "c":
@@ -213,5 +223,5 @@ def correlate2d_fft(in1: Any, k: Any, fp: FilterProblem, xp: Any) -> Any:
             s=(sh, sw),
             axes=axes,
         )
-    out = y[:, oy : oy + fp.OH, ox : ox + fp.OW]
-    return xp.ascontiguousarray(out.astype(dt, copy=False))
+    out = xp.ascontiguousarray(y[:, oy : oy + fp.OH, ox : ox + fp.OW].astype(dt))
+    return add_fill_correction(out, k, fp, xp)

@@ -89,3 +89,103 @@ def fold_matrix(n: int, before: int, after: int, mode: str, dtype) -> np.ndarray
     rows = np.nonzero(idx >= 0)[0]
     P[rows, idx[rows]] = 1
     return P
+
+
+def fill_correction_regions(
+    H: int, W: int, KH: int, KW: int, pad_top: int, pad_left: int, OH: int, OW: int
+) -> list[tuple[int, int, int, int]]:
+    """The ``(r0, r1, c0, c1)`` output blocks where a correlation reads the border.
+
+    An output ``(i, j)`` of ``out[i, j] = sum_{a, c} ext[i + a - pad_top,
+    j + c - pad_left] * k[a, c]`` reads only image pixels when every kernel row and
+    column lands inside the image: ``pad_top <= i <= H + pad_top - KH`` and likewise
+    for columns. The other outputs (the top and bottom bands on all columns, the
+    left and right bands of the middle rows) are returned as at most four disjoint
+    blocks.
+
+    >>> fill_correction_regions(10, 10, 3, 3, 1, 1, 10, 10)
+    [(0, 1, 0, 10), (9, 10, 0, 10), (1, 9, 0, 1), (1, 9, 9, 10)]
+    """
+    r0 = min(max(pad_top, 0), OH)
+    r1 = max(min(H + pad_top - KH + 1, OH), r0)
+    c0 = min(max(pad_left, 0), OW)
+    c1 = max(min(W + pad_left - KW + 1, OW), c0)
+    blocks = [(0, r0, 0, OW), (r1, OH, 0, OW), (r0, r1, 0, c0), (r0, r1, c1, OW)]
+    return [b for b in blocks if b[1] > b[0] and b[3] > b[2]]
+
+
+def add_fill_correction(out, k, fp, xp=np):
+    """Turn a correlation of the zero-extended image into the fill-extended one.
+
+    By linearity ``corr(ext_fill(x), k) = corr(ext_0(x), k) + fill * s_out``, where
+    ``s_out(i, j) = sum(k) - s_in(i, j)`` and ``s_in(i, j)`` is the sum of the
+    kernel taps that land inside the image for output ``(i, j)``: a rectangle of
+    ``k`` (rows ``a0 <= a < a1`` with ``0 <= i + a - pad_top < H``, columns
+    ``c0 <= c < c1`` likewise). ``s_out`` is read from summed-area tables of ``k``
+    in float64/complex128 as the taps above ``a0`` plus those below ``a1`` (row
+    prefix and suffix sums) plus the rows ``a0..a1`` left of ``c0`` and right of
+    ``c1`` (2-D prefix sums from the left and from the right corner), so each
+    output gets its correction in O(1) with a rounding error relative to the taps
+    that read the fill value only (never to all of ``k``), and only the border
+    blocks of :func:`fill_correction_regions` are touched (``s_out = 0`` elsewhere).
+    The FFT paths use this so that the transform only ever sees the zero-extended
+    image: an FFT's error is relative to the largest value it transforms, and a
+    large fill value would otherwise swamp every output.
+
+    Parameters
+    ----------
+    out : array, shape ``(B, OH, OW)``, dtype ``fp.dtype``
+        ``corr(ext_0(x), k)``; corrected in place (each corrected element is
+        summed in float64/complex128 and rounded once) and returned.
+    k : array, shape ``(Bk, KH, KW)``
+        The kernels of ``fp`` (on the same device as ``out``).
+    fp : FilterProblem
+        The problem; nothing is done unless ``fp.boundary == 'fill'`` and the
+        fill value (cast to ``fp.dtype``) is not 0.
+    xp : module
+        The array module of ``out`` and ``k`` (NumPy, CuPy).
+
+    Examples
+    --------
+    >>> from gpuconv._filter_args import FilterProblem
+    >>> fp = FilterProblem(1, 2, 2, 1, 2, 2, 1, 1, 2, 2, "fill", 5.0, np.dtype("f8"))
+    >>> zero_ext = np.array([[[1.0, 3.0], [4.0, 10.0]]])  # x = [[1, 2], [3, 4]]
+    >>> add_fill_correction(zero_ext, np.ones((1, 2, 2)), fp)[0]
+    array([[16., 13.],
+           [14., 10.]])
+    """
+    dt = np.dtype(fp.dtype)
+    if fp.boundary != "fill":
+        return out
+    fill = np.asarray(fp.fillvalue).astype(dt).reshape(-1)[0]
+    if fill == 0:
+        return out
+    wide = np.dtype(np.complex128 if dt.kind == "c" else np.float64)
+    fill = wide.type(fill)
+    Bk, KH, KW = k.shape
+    pt, pl = fp.pad_top, fp.pad_left
+    kw = k.astype(wide)
+    rowsum = kw.sum(axis=2)  # (Bk, KH)
+    above = xp.zeros((Bk, KH + 1), dtype=wide)  # above[a]: taps of rows < a
+    above[:, 1:] = xp.cumsum(rowsum, axis=1)
+    below = xp.zeros((Bk, KH + 1), dtype=wide)  # below[a]: taps of rows >= a
+    below[:, :KH] = xp.cumsum(rowsum[:, ::-1], axis=1)[:, ::-1]
+    left = xp.zeros((Bk, KH + 1, KW + 1), dtype=wide)  # rows < a, columns < c
+    left[:, 1:, 1:] = xp.cumsum(xp.cumsum(kw, axis=1), axis=2)
+    right = xp.zeros((Bk, KH + 1, KW + 1), dtype=wide)  # rows < a, columns >= c
+    right[:, 1:, :KW] = xp.cumsum(xp.cumsum(kw[:, :, ::-1], axis=2)[:, :, ::-1], axis=1)
+    for r0, r1, c0, c1 in fill_correction_regions(
+        fp.H, fp.W, KH, KW, pt, pl, fp.OH, fp.OW
+    ):
+        i = np.arange(r0, r1)
+        j = np.arange(c0, c1)
+        a0 = xp.asarray(np.clip(pt - i, 0, KH))
+        a1 = xp.asarray(np.clip(fp.H + pt - i, 0, KH))
+        q0 = xp.asarray(np.clip(pl - j, 0, KW))
+        q1 = xp.asarray(np.clip(fp.W + pl - j, 0, KW))
+        s_out = (above[:, a0] + below[:, a1])[:, :, None]  # (Bk, r1 - r0, 1)
+        s_out = s_out + (left[:, a1, :] - left[:, a0, :])[:, :, q0]
+        s_out = s_out + (right[:, a1, :] - right[:, a0, :])[:, :, q1]
+        block = out[:, r0:r1, c0:c1]
+        out[:, r0:r1, c0:c1] = (block + fill * s_out).astype(dt)
+    return out

@@ -593,8 +593,30 @@ def correlate2d(
 ) -> da.Array:
     """:func:`gpuconv.correlate2d` of a Dask array, chunk by chunk with halos.
 
-    Parameters, returns and notes as :func:`convolve2d` (``'same'`` puts the extra
-    row/column of an even kernel where SciPy's ``correlate2d`` does).
+    Parameters
+    ----------
+    in1 : dask.array.Array
+        The image (2-D, or a stack with ``axes``), in chunks of any sizes (NumPy or
+        CuPy chunks). Other array-likes become one chunk.
+    in2 : array_like
+        The kernel (or stack of kernels), an in-memory NumPy or CuPy array, used
+        unflipped and conjugated for complex data; a Dask array is computed first
+        (up to :data:`KERNEL_MAX_BYTES`).
+    mode, boundary, fillvalue, axes
+        As in :func:`gpuconv.correlate2d` (SciPy's ``correlate2d``: ``'same'`` puts
+        the extra row/column of an even kernel at the bottom/right).
+    method, backend
+        As in :func:`convolve2d`: passed to the call of each chunk.
+
+    Returns
+    -------
+    dask.array.Array
+        Equal to ``gpuconv.correlate2d(in1.compute(), in2, ...)``, in chunks that
+        follow ``in1``'s, as for :func:`convolve2d`.
+
+    Notes
+    -----
+    As for :func:`convolve2d` (halos, boundary, single-task cases).
 
     Examples
     --------

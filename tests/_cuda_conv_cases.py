@@ -15,7 +15,8 @@ import dataclasses
 
 import numpy as np
 
-from gpuconv import _cpu_conv
+import gpuconv
+from gpuconv import _cpu_conv, _plan_conv
 from gpuconv._conv_args import Conv2dProblem, normalize_conv2d
 
 VARIANTS = ("naive", "tiled", "tiled_regblock")
@@ -98,6 +99,32 @@ def reference(pass_name: str, p: Conv2dProblem, x, w, bias, gy):
             q, "auto",
         )
     return _cpu_conv.conv2d_backward_input(gy.astype(wide), w.astype(wide), q, "auto")
+
+
+def api_pass(pass_name: str, x, w, b, gy, kw, algorithm="auto", backend=None):
+    """One pass of the public API: ``y``, ``gx``, ``gw`` or (``'bias'``) ``gb``."""
+    opts = dict(kw, algorithm=algorithm, backend=backend)
+    if pass_name == "forward":
+        return gpuconv.conv2d(x, w, b, **opts)
+    if pass_name == "backward_input":
+        return gpuconv.conv2d_grad_input(tuple(x.shape), w, gy, **opts)
+    if pass_name == "backward_weight":
+        return gpuconv.conv2d_grad_weight(x, tuple(w.shape), gy, **opts)
+    return gpuconv.conv2d_backward(gy, x, w, needs=("bias",), **opts).gb
+
+
+def spy_choose_algorithm(monkeypatch) -> list[tuple[str, str]]:
+    """Spy on ``_plan_conv.choose_algorithm``: the returned list collects the
+    ``(pass name, variant chosen)`` of every decision."""
+    calls: list[tuple[str, str]] = []
+    real = _plan_conv.choose_algorithm
+
+    def spy(p, name):
+        calls.append((name, real(p, name)))
+        return calls[-1][1]
+
+    monkeypatch.setattr(_plan_conv, "choose_algorithm", spy)
+    return calls
 
 
 def terms(pass_name: str, p: Conv2dProblem) -> int:

@@ -111,6 +111,31 @@ def ref_correlate(in1: np.ndarray, k: np.ndarray, fp: FilterProblem) -> np.ndarr
     return out.astype(dt)
 
 
+def direct_bound(in1: np.ndarray, k: np.ndarray, fp: FilterProblem) -> np.ndarray:
+    """Per-element error scale of the direct sum for ``tests._tol.assert_within_bound``:
+    ``sum |k| |ext(in1)|`` (the fill value's magnitude where the border is read) plus
+    the FFT's global term ``sum |k| * max |in1|`` per image, float64 ``(B, OH, OW)``."""
+    f8 = np.dtype(np.float64)
+    fp_abs = FilterProblem(
+        fp.B, fp.H, fp.W, fp.Bk, fp.KH, fp.KW, fp.pad_top, fp.pad_left, fp.OH, fp.OW,
+        fp.boundary, f8.type(abs(fp.fillvalue)), f8,
+    )  # fmt: skip
+    ax = np.abs(np.asarray(in1)).astype(f8)
+    ak = np.abs(np.asarray(k)).astype(f8)
+    local = ref_correlate(ax, ak, fp_abs)
+    return local + (ak.sum(axis=(1, 2)) * ax.max(axis=(1, 2)))[:, None, None]
+
+
+#: Problems that exercise the FFT path with a fill value: ``(B, Bk, H, W, KH, KW,
+#: mode, correlate)``; the kernel is larger than the image in the last one.
+FILL_FFT_CASES = [
+    (1, 1, 64, 64, 31, 31, "same", True),
+    (3, 1, 40, 44, 25, 21, "full", True),
+    (2, 2, 61, 67, 30, 17, "same", False),
+    (2, 2, 20, 20, 31, 31, "same", True),
+]
+
+
 def random_values(rng: np.random.Generator, shape: tuple[int, ...], dtype: Any,
                   *, small_int: bool = False) -> np.ndarray:  # fmt: skip
     """Inputs of ``dtype``: the full range for integers (so sums wrap around),

@@ -214,6 +214,31 @@ def test_unknown_backend_names_are_value_errors(name, monkeypatch):
             _backend.select_backend(A)
 
 
+@pytest.mark.parametrize("name", [1, 0, 1.5, True, b"numpy", ["numpy"], np.str_])
+def test_backend_names_of_the_wrong_type_are_type_errors(name):
+    """A wrong type is a TypeError (a wrong string stays a ValueError), for the
+    keyword of every API family, the chooser and the context manager."""
+    msg = r"backend must be None, 'numpy' or 'cuda', got "
+    with pytest.raises(TypeError, match=msg + type(name).__name__):
+        _backend.select_backend(A, backend=name)
+    with pytest.raises(TypeError, match=r"use_backend name must be None, 'numpy' or"):
+        with gpuconv.use_backend(name):
+            pass
+    calls = [
+        lambda: gpuconv.convolve2d(np.ones((3, 3)), np.ones((2, 2)), backend=name),
+        lambda: gpuconv.correlate(A, A, backend=name),
+        lambda: gpuconv.conv2d(np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2)),
+                               backend=name),
+    ]  # fmt: skip
+    for call in calls:
+        with pytest.raises(TypeError, match=msg):
+            call()
+
+
+def test_backend_name_subclass_of_str_is_accepted():
+    assert _backend.select_backend(A, backend=np.str_("numpy")) == "numpy"
+
+
 # ------------------------------------------------------------------ info
 
 

@@ -10,6 +10,8 @@ Nothing here needs PyTorch, tqdm or a GPU; nothing is timed.
 from __future__ import annotations
 
 import doctest
+import importlib.metadata
+import inspect
 import json
 import math
 import os
@@ -250,7 +252,8 @@ def test_bench_interleaves_and_reports_ratio_of_medians():
     assert [r["peer"] for r in rows] == ["p1", "p2"]
     for r in rows:
         assert set(_bench.ROW_KEYS) <= set(r)
-        assert r["ratio"] == pytest.approx(r["median_s"] / r["peer_median_s"])
+        assert r["median"] == r["median_s"] > 0  # seconds, under both names
+        assert r["ratio"] == pytest.approx(r["median"] / r["peer_median_s"])
         assert r["mpx_s"] == pytest.approx(2.0 / r["median_s"])
         assert r["gflops"] is None and r["repeats"] == 4 and r["max_err"] == 0
     assert rows[0]["meets_target"] is True and rows[1]["target_ratio"] is None
@@ -310,6 +313,7 @@ def test_gpu_bench_is_loaded_by_path_and_its_rows_completed(tmp_path, monkeypatc
     rows = _bench.run_gpu("conv", quick=True, repeats=7, progress=False)
     assert rows[0]["quick"] is True and rows[0]["repeats"] == 7
     assert rows[0]["backend"] == "cuda" and "machine" in rows[0] and "date" in rows[0]
+    assert rows[0]["median"] == rows[0]["median_s"] == 1e-3
     assert "0.5" in _bench.format_table(rows)
     with pytest.raises(_bench.BenchUnavailable, match="run_filter_bench not found"):
         _bench.run_gpu("all", quick=True, repeats=None, progress=False)
@@ -318,6 +322,24 @@ def test_gpu_bench_is_loaded_by_path_and_its_rows_completed(tmp_path, monkeypatc
 # ----------------------------------------------------------------------------
 # bench: the command line
 # ----------------------------------------------------------------------------
+
+
+def _installed_version(dist):
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def test_machine_info_versions_do_not_depend_on_imports(monkeypatch):
+    """``machine.torch`` is the installed torch even when no case imported it yet
+    (the machine row was taken after a filter case: torch was None)."""
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    info = _bench.machine_info("numpy")
+    for dist in ("scipy", "torch"):
+        assert info[dist] == _installed_version(dist)
+    if _installed_version("torch") is not None:
+        assert info["torch"] is not None
 
 
 def test_bench_quick_numpy_writes_rows(tmp_path):
@@ -338,9 +360,12 @@ def test_bench_quick_numpy_writes_rows(tmp_path):
     for row in rows:
         assert set(_bench.ROW_KEYS) <= set(row), set(_bench.ROW_KEYS) - set(row)
         assert row["backend"] == "numpy" and row["dtype"] == "float32"
-        assert row["median_s"] > 0 and row["max_err"] <= row["err_limit"]
+        assert row["median"] == row["median_s"] > 0
+        assert row["max_err"] <= row["err_limit"]
         assert row["machine"]["cores"] >= 1
         assert row["machine"]["numpy"] == np.__version__
+        for dist in ("scipy", "torch"):  # installed versions, imported or not
+            assert row["machine"][dist] == _installed_version(dist)
         if row["peer"] is not None:
             assert row["ratio"] == pytest.approx(row["median_s"] / row["peer_median_s"])
         rate = row["gflops"] if row["unit"] == "gflops" else row["mpx_s"]
@@ -406,3 +431,38 @@ def test_bench_plot_without_matplotlib_warns_and_keeps_the_rows(tmp_path, monkey
     assert json.loads(out.read_text())["rows"][0]["case"] == "c"
     assert not png.exists()
     assert "no matplotlib; no plot written" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------
+# docstrings of the public API
+# ----------------------------------------------------------------------------
+
+
+def numpydoc_gaps(module) -> list[str]:
+    """Public callables of ``module.__all__`` whose docstring lacks an example, or
+    that take arguments and lack a Parameters (classes: Attributes) section."""
+    gaps = []
+    for name in module.__all__:
+        obj = getattr(module, name)
+        if not callable(obj):
+            continue
+        doc = inspect.getdoc(obj) or ""
+        if ">>>" not in doc:
+            gaps.append(f"{name}: no example")
+        section = "Attributes" if inspect.isclass(obj) else "Parameters"
+        if inspect.signature(obj).parameters and f"{section}\n---" not in doc:
+            gaps.append(f"{name}: no {section} section")
+    return gaps
+
+
+def test_public_docstrings_have_parameters_and_examples():
+    assert numpydoc_gaps(gpuconv) == []
+
+
+def test_conv_docstring_examples():
+    """gpuconv._conv's examples (conv2d's C = 0 note, Conv2dGrads) run as shown."""
+    from gpuconv import _conv, _padding
+
+    for module in (_conv, _padding):
+        result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert result.attempted > 0 and result.failed == 0, module.__name__

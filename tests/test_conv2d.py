@@ -156,7 +156,9 @@ def test_batch_sizes(N, rng):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_zero_channels_give_bias(mode):
-    """C = 0: every output is the empty sum plus the bias (as PyTorch)."""
+    """C = 0: every output is the empty sum plus the bias, shape (N, K, OH, OW):
+    the mathematically correct result (documented in conv2d's Notes). PyTorch 2.13
+    differs: it returns shape (N, 0, OH, OW)."""
     x = np.zeros((2, 0, 4, 4))
     w = np.zeros((3, 0, 3, 3))
     b = np.array([1.0, -2.0, 3.5])

@@ -128,6 +128,51 @@ CASES = [
         r"conv2d: the padded input \(1 x 3 x \d+ x \d+\) or the output .* is too "
         r"large to address",
     ),
+    # ---- ints that do not fit in int64 (an OverflowError deep inside before)
+    *[
+        (
+            f"{name}-10**30",
+            C2D,
+            (np.ones((1, 3, 5, 5)), np.ones((2, 3, 3, 3))),
+            {name: 10**30},
+            ValueError,
+            rf"{name} must fit in a 64-bit signed integer \(\|{name}\| < 2\*\*63\), "
+            r"got 1000000000000000000000000000000",
+        )
+        for name in ("stride", "dilation", "padding", "groups")
+    ],
+    (
+        "stride-pair-2**63",
+        BWD,
+        (gy4, x4, w4),
+        {"stride": (1, 2**63)},
+        ValueError,
+        r"stride must fit in a 64-bit signed integer",
+    ),
+    (
+        "padding-4-minus-2**64",
+        C2D,
+        (x4, w4),
+        {"padding": (0, 0, -(2**64), 0)},
+        ValueError,
+        r"padding must fit in a 64-bit signed integer",
+    ),
+    (
+        "gin-shape-2**63",
+        GIN,
+        ((1, 3, 2**63, 5), w4, gy4),
+        {},
+        ValueError,
+        r"input_shape must fit in a 64-bit signed integer",
+    ),
+    (
+        "gwt-shape-10**30",
+        GWT,
+        (x4, (4, 3, 10**30, 3), gy4),
+        {},
+        ValueError,
+        r"weight_shape must fit in a 64-bit signed integer",
+    ),
     (
         "bias-size",
         C2D,
@@ -323,6 +368,14 @@ CASES = [
         ValueError,
         r"backend must be one of 'numpy' or 'cuda' \(or None for automatic\), "
         r"got 'gpu'",
+    ),
+    (
+        "backend-type",
+        C2D,
+        (x4, w4),
+        {"backend": 1},
+        TypeError,
+        r"backend must be None, 'numpy' or 'cuda', got int 1",
     ),
     # ---- conv2d: dtypes
     (
@@ -634,6 +687,34 @@ def test_no_work_fixture_is_effective(no_work):
         gpuconv.conv2d(x4, w4)
     with pytest.raises(AssertionError, match="a backend op ran"):
         gpuconv.conv2d_backward(gy4, x4, w4)
+
+
+@pytest.mark.parametrize("stride", [2**62, 2**63 - 1, (2**63 - 1, 1), (3, 2**40)])
+def test_huge_valid_stride_leaves_one_output(stride):
+    """A stride that fits in int64 but passes the last kernel position is valid: one
+    output row/column, the same result (forward and gradients) as the smallest such
+    stride, and the problem's stride is clamped so that 32-bit kernels accept it."""
+    from gpuconv._conv_args import normalize_conv2d
+    from gpuconv._plan_conv import check_extents
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 6, 7))
+    w = rng.standard_normal((2, 3, 3, 2))
+    sh, sw = stride if isinstance(stride, tuple) else (stride, stride)
+    small = (min(sh, 4), min(sw, 6))  # 6 - 3 + 1 and 7 - 2 + 1: just one position
+    y = gpuconv.conv2d(x, w, stride=stride)
+    want = gpuconv.conv2d(x, w, stride=small)
+    np.testing.assert_array_equal(y, want)
+    assert y.shape[2] == 1 or sh < 4
+    assert y.shape[3] == 1 or sw < 6
+    gy = rng.standard_normal(y.shape)
+    got = gpuconv.conv2d_backward(gy, x, w, stride=stride)
+    ref = gpuconv.conv2d_backward(gy, x, w, stride=small)
+    for a, b in zip(got, ref, strict=True):
+        np.testing.assert_array_equal(a, b)
+    p = normalize_conv2d(x.shape, w.shape, [x.dtype], stride=stride)
+    assert p.stride == small
+    check_extents(p)  # the CUDA planner's 32-bit limits: no ValueError
 
 
 @pytest.mark.parametrize("layout", ["fortran", "readonly"])

@@ -645,6 +645,12 @@ def test_cupy_chunks_run_on_cuda():
     assert_close(cupy.asnumpy(got), want, terms=27)
 
 
+def test_public_docstrings_have_parameters_and_examples():
+    from tests.test_cli import numpydoc_gaps
+
+    assert numpydoc_gaps(gd) == []
+
+
 def test_docstring_examples():
     """The examples in gpuconv/dask.py's docstrings run and print what they say
     (on the synchronous scheduler, even while the cluster's client is the

@@ -26,33 +26,30 @@ import pytest
 import gpuconv
 from gpuconv import _backend, _gpu_conv, _gpu_filter, _plan_conv
 from gpuconv._conv_args import normalize_conv2d
-from gpuconv._emulate import EmulatedDevice, emulation_unavailable_reason
+from gpuconv._emulate import EmulatedDevice
 from gpuconv._filter_args import FilterProblem
 from tests._cuda_conv_cases import (
     CASE_IDS,
     CASES,
     VARIANTS,
+    api_pass,
     layouts,
     problem,
     random_inputs,
 )
+from tests._emu_helpers import EMULATED, prepared_device
 from tests._tol import assert_close
 
-pytestmark = pytest.mark.emulated
-
-_REASON = emulation_unavailable_reason()
-if _REASON is not None:  # pragma: no cover - platform dependent
-    pytestmark = [pytestmark, pytest.mark.skip(reason=_REASON)]
+pytestmark = EMULATED
 
 ALL_PASSES = ("forward", "backward_input", "backward_weight")
 
 
 @pytest.fixture(scope="module")
 def dev():
-    d = EmulatedDevice(sanitize=False)
-    d.prepare(["conv2d_forward.cu", "conv2d_backward_input.cu",
-               "conv2d_backward_weight.cu", "conv2d_pad.cu", "filter2d.cu"])
-    return d
+    return prepared_device(["conv2d_forward.cu", "conv2d_backward_input.cu",
+                            "conv2d_backward_weight.cu", "conv2d_pad.cu",
+                            "filter2d.cu"])
 
 
 @pytest.fixture(autouse=True)
@@ -110,17 +107,6 @@ def via_emulator(dev, monkeypatch):
     return router
 
 
-def api(pass_name, x, w, b, gy, kw, algorithm="auto"):
-    """One pass through the public API: ``y``, ``gx``, ``gw`` or ``gb``."""
-    if pass_name == "forward":
-        return gpuconv.conv2d(x, w, b, algorithm=algorithm, **kw)
-    if pass_name == "backward_input":
-        return gpuconv.conv2d_grad_input(x.shape, w, gy, algorithm=algorithm, **kw)
-    if pass_name == "backward_weight":
-        return gpuconv.conv2d_grad_weight(x, w.shape, gy, algorithm=algorithm, **kw)
-    return gpuconv.conv2d_backward(gy, x, w, needs=("bias",), **kw).gb
-
-
 def kernels_since(dev, n0):
     return [k for _, k, *_ in dev.launches[n0:]]
 
@@ -143,7 +129,7 @@ def test_choose_algorithm_is_what_auto_launches(case_id, dtype, via_emulator, de
         want = gpuconv.choose_algorithm(xs, ws, pass_name, dtype=dtype, **kw)
         assert want in VARIANTS
         n0 = len(dev.launches)
-        api(pass_name, x, w, b, gy, kw)
+        api_pass(pass_name, x, w, b, gy, kw)
         main = [k for k in kernels_since(dev, n0)
                 if k.startswith(f"conv2d_{pass_name}_")
                 and not k.startswith("conv2d_backward_weight_reduce")]
@@ -174,7 +160,7 @@ def test_choose_algorithm_is_spied_by_the_public_call_path(via_emulator, dev,
         p = problem(xs, ws, "complex128", kw)
         x, w, b, gy = random_inputs(np.random.default_rng(1), p, "complex128")
         n0 = len(dev.launches)
-        api(pass_name, x, w, b, gy, kw)
+        api_pass(pass_name, x, w, b, gy, kw)
         main = [k for k in kernels_since(dev, n0) if f"conv2d_{pass_name}_" in k]
         assert main and all(f"_{pass_name}_naive<double>" in k for k in main), main
     # one decision for the public helper, then four real passes per op call
@@ -240,8 +226,8 @@ def test_empty_conv_problems_launch_nothing(pass_name, dtype, via_emulator,
         w = rng.standard_normal(ws).astype(dtype)
         b = rng.standard_normal(ws[0]).astype(dtype)
         gy = rng.standard_normal(p.user_shape(p.y_shape)).astype(dtype)
-        got = api(pass_name, x, w, b, gy, kw)
-        want = via_emulator.numpy(api, pass_name, x, w, b, gy, kw)
+        got = api_pass(pass_name, x, w, b, gy, kw)
+        want = via_emulator.numpy(api_pass, pass_name, x, w, b, gy, kw)
         assert got.shape == want.shape and got.dtype == want.dtype
         np.testing.assert_array_equal(got, want)
     assert no_launch == [] and via_emulator.calls == []
@@ -289,8 +275,8 @@ def test_other_dtypes_with_each_algorithm(case_id, dtype, variant, via_emulator,
     xw, ww, bw, gyw = (a.astype(wide) for a in (x, w, b, gy))
     for pass_name in [*ALL_PASSES, "bias"]:
         n0 = len(dev.launches)
-        got = api(pass_name, x, w, b, gy, kw, variant)
-        want = via_emulator.numpy(api, pass_name, xw, ww, bw, gyw, kw)
+        got = api_pass(pass_name, x, w, b, gy, kw, variant)
+        want = via_emulator.numpy(api_pass, pass_name, xw, ww, bw, gyw, kw)
         assert got.dtype == np.dtype(dtype), pass_name
         reduce = {"forward": p.Cg * p.KH * p.KW,
                   "backward_input": p.Kg * p.KH * p.KW}

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from gpuconv import _gpu_conv, _plan_conv
-from gpuconv._emulate import EmulatedDevice, emulation_unavailable_reason
+from gpuconv._emulate import EmulatedDevice
 from gpuconv._kernels import CONV_REGBLOCK_TILES
 from tests._cuda_conv_cases import (
     CASE_IDS,
@@ -31,24 +31,20 @@ from tests._cuda_conv_cases import (
     problem,
     random_inputs,
     reference,
+    spy_choose_algorithm,
     terms,
 )
+from tests._emu_helpers import EMULATED, prepared_device
 from tests._tol import assert_close
 
-pytestmark = pytest.mark.emulated
-
-_REASON = emulation_unavailable_reason()
-if _REASON is not None:  # pragma: no cover - platform dependent
-    pytestmark = [pytestmark, pytest.mark.skip(reason=_REASON)]
+pytestmark = EMULATED
 
 CONV_SOURCES = ("conv2d_forward.cu", "conv2d_backward_input.cu", "conv2d_pad.cu")
 
 
 @pytest.fixture(scope="module")
 def dev():
-    d = EmulatedDevice(sanitize=False)
-    d.prepare(CONV_SOURCES)
-    return d
+    return prepared_device(CONV_SOURCES)
 
 
 @pytest.fixture(autouse=True)
@@ -190,14 +186,7 @@ def test_nan_and_inf_propagate_like_numpy(variant, dev):
 @pytest.mark.parametrize("case_id", ["one_by_one", "depthwise_strided", "basic3x3"])
 def test_auto_follows_choose_algorithm(case_id, pass_name, dev, monkeypatch):
     """'auto' runs exactly the variant choose_algorithm returns (spied)."""
-    calls = []
-    real = _plan_conv.choose_algorithm
-
-    def spy(p, name):
-        calls.append((name, real(p, name)))
-        return calls[-1][1]
-
-    monkeypatch.setattr(_plan_conv, "choose_algorithm", spy)
+    calls = spy_choose_algorithm(monkeypatch)
     _, xs, ws, kw = CASES[CASE_IDS.index(case_id)]
     p = problem(xs, ws, np.float32, kw)
     x, w, b, gy = random_inputs(np.random.default_rng(2), p, np.float32)

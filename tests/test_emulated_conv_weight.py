@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from gpuconv import _cpu_conv, _gpu_conv, _plan_conv
-from gpuconv._emulate import EmulatedDevice, emulation_unavailable_reason
+from gpuconv._emulate import EmulatedDevice
 from gpuconv._kernels import CONV_WGRAD_REGBLOCK_TILES
 from tests._cuda_conv_cases import (
     CASES,
@@ -34,14 +34,12 @@ from tests._cuda_conv_cases import (
     layouts,
     problem,
     random_inputs,
+    spy_choose_algorithm,
 )
+from tests._emu_helpers import EMULATED, prepared_device
 from tests._tol import assert_close
 
-pytestmark = pytest.mark.emulated
-
-_REASON = emulation_unavailable_reason()
-if _REASON is not None:  # pragma: no cover - platform dependent
-    pytestmark = [pytestmark, pytest.mark.skip(reason=_REASON)]
+pytestmark = EMULATED
 
 SOURCES = ("conv2d_backward_weight.cu", "conv2d_pad.cu")
 
@@ -66,9 +64,7 @@ def case(case_id):
 
 @pytest.fixture(scope="module")
 def dev():
-    d = EmulatedDevice(sanitize=False)
-    d.prepare(SOURCES)
-    return d
+    return prepared_device(SOURCES)
 
 
 @pytest.fixture(autouse=True)
@@ -364,14 +360,7 @@ def test_complex_decomposes_into_real_kernels(case_id, dtype, dev):
                                           ("wgrad_tails", "tiled_regblock")])
 def test_auto_follows_choose_algorithm(case_id, want, dev, monkeypatch):
     """'auto' runs exactly the variant choose_algorithm returns (spied)."""
-    calls = []
-    real = _plan_conv.choose_algorithm
-
-    def spy(p, name):
-        calls.append((name, real(p, name)))
-        return calls[-1][1]
-
-    monkeypatch.setattr(_plan_conv, "choose_algorithm", spy)
+    calls = spy_choose_algorithm(monkeypatch)
     p, x, gy = inputs(case_id, np.float32, 2)
     n0 = len(dev.launches)
     run_wgrad(p, "auto", gy, x, dev)

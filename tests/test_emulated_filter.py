@@ -23,15 +23,17 @@ from gpuconv._plan_filter import choose_algorithm, plan_filter, tiled_config
 from tests._filter_cases import (
     ALL_DTYPES,
     BOUNDARIES,
+    FILL_FFT_CASES,
     FLOAT_DTYPES,
     MODES,
+    direct_bound,
     op_kernel,
     problem,
     random_values,
     ref_correlate,
     scipy_problem,
 )
-from tests._tol import assert_close
+from tests._tol import assert_close, assert_within_bound
 
 pytestmark = pytest.mark.emulated
 
@@ -411,6 +413,24 @@ def test_fft_path(dev, rng, dtype):
                 )
                 out = run(dev, x, k, fp, "fft")
                 assert_close(out, ref_correlate(x, k, fp), dtype=dtype, terms=kh * kw)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_fft_path_fill_value_elementwise(dev, rng, dtype):
+    """A non-zero fill value never enters the transform (it is added exactly
+    afterwards), so every output is as accurate as the direct sum's, however large
+    the fill: per element, not relative to the border-dominated max|ref|."""
+    fills = [255, 1e4, -3.5] + ([2 - 3j] if dtype.startswith("complex") else [])
+    for B, Bk, h, w, kh, kw, mode, corr in FILL_FFT_CASES:
+        x = random_values(rng, (B, h, w), dtype)
+        k = random_values(rng, (Bk, kh, kw), dtype)
+        for fill in fills:
+            fp = scipy_problem(
+                h, w, kh, kw, mode, "fill", fill, dtype, correlate=corr, B=B, Bk=Bk
+            )
+            out = run(dev, x, k, fp, "fft")
+            want = ref_correlate(x, k, fp)
+            assert_within_bound(out, want, direct_bound(x, k, fp), dtype)
 
 
 def test_choose_algorithm():

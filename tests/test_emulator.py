@@ -95,6 +95,13 @@ def run(d, kernel, grid, block, args, smem=0):
     d.launch(Launch(src, kernel, grid, block, smem, tuple(args)))
 
 
+def run_error(d, kernel, grid, block, args, smem=0) -> str:
+    """The message of the ``EmulationError`` the launch must raise."""
+    with pytest.raises(EmulationError) as exc:
+        run(d, kernel, grid, block, args, smem)
+    return str(exc.value)
+
+
 # ---------------------------------------------------------------------------------
 # reference helpers
 
@@ -176,14 +183,14 @@ def test_histogram_int_atomics_and_cas(dev):
     assert fmax[0] == f.max()
 
 
-def _warp_probe_input():
+def _check_warp_probe(d):
+    """Run ``warp_probe`` on ``d`` and check every intrinsic's result."""
     x = np.random.default_rng(4).integers(-5, 6, 64).astype(np.float32)
     x[40] = 150  # warp 1 has a value > 100
     x[7] = -2000  # warp 0 has a value <= -1000
-    return x
-
-
-def _check_warp_probe(o, io, x):
+    o = np.full(64 * 8, np.nan, np.float32)
+    io = np.full(64 * 16, -7, np.int32)
+    run(d, "warp_probe<float>", (1, 1, 1), (64, 1, 1), (x, o, io))
     o = o.reshape(64, 8)
     io = io.reshape(64, 16)
     for w in range(2):
@@ -216,19 +223,11 @@ def _check_warp_probe(o, io, x):
 
 
 def test_warp_intrinsics(dev):
-    x = _warp_probe_input()
-    o = np.full(64 * 8, np.nan, np.float32)
-    io = np.full(64 * 16, -7, np.int32)
-    run(dev, "warp_probe<float>", (1, 1, 1), (64, 1, 1), (x, o, io))
-    _check_warp_probe(o, io, x)
+    _check_warp_probe(dev)
 
 
 def test_fast_in_process_mode_gives_the_same_results(fast):
-    x = _warp_probe_input()
-    o = np.full(64 * 8, np.nan, np.float32)
-    io = np.full(64 * 16, -7, np.int32)
-    run(fast, "warp_probe<float>", (1, 1, 1), (64, 1, 1), (x, o, io))
-    _check_warp_probe(o, io, x)
+    _check_warp_probe(fast)
     xb = np.random.default_rng(5).integers(-4, 5, (3, 11, 17)).astype(np.float32)
     np.testing.assert_array_equal(run_box(fast, 0, xb), box_ref(xb))
     assert not np.array_equal(run_box(fast, 1, xb), box_ref(xb))
@@ -348,9 +347,7 @@ def test_planted_out_of_bounds_global_read(dev):
     n = 100
     x = np.arange(n, dtype=np.float32)
     y = np.zeros(n, np.float32)
-    with pytest.raises(EmulationError) as exc:
-        run(dev, "oob_tail_read<float>", (4, 1, 1), (32, 1, 1), (x, y, i32(n)))
-    msg = str(exc.value)
+    msg = run_error(dev, "oob_tail_read<float>", (4, 1, 1), (32, 1, 1), (x, y, i32(n)))
     assert "heap-buffer-overflow" in msg
     assert "READ of size 4" in msg
     assert "0 bytes to the right of 400-byte region" in msg  # x[n], just past x
@@ -379,31 +376,16 @@ def test_runner_recovers_after_a_sanitizer_report(dev):
 
 def test_planted_static_shared_overrun(dev):
     x = np.arange(128, dtype=np.float32)
-    with pytest.raises(EmulationError) as exc:
-        run(
-            dev,
-            "oob_static_shared<float>",
-            (2, 1, 1),
-            (64, 1, 1),
-            (x, x.copy(), i32(128)),
-        )
-    msg = str(exc.value)
+    msg = run_error(dev, "oob_static_shared<float>",
+                    (2, 1, 1), (64, 1, 1), (x, x.copy(), i32(128)))
     assert "index 64 out of bounds" in msg or "global-buffer-overflow" in msg
     assert at("oob_static_shared") in msg
 
 
 def test_planted_dynamic_shared_overrun(dev):
     x = np.arange(128, dtype=np.float32)
-    with pytest.raises(EmulationError) as exc:
-        run(
-            dev,
-            "oob_dynamic_shared<float>",
-            (2, 1, 1),
-            (64, 1, 1),
-            (x, x.copy(), i32(128)),
-            smem=64 * 4,
-        )
-    msg = str(exc.value)
+    msg = run_error(dev, "oob_dynamic_shared<float>",
+                    (2, 1, 1), (64, 1, 1), (x, x.copy(), i32(128)), smem=64 * 4)
     assert "heap-buffer-overflow" in msg
     assert "0 bytes to the right of 256-byte region" in msg
     assert at("oob_dynamic_shared") in msg
@@ -416,15 +398,8 @@ def test_planted_signed_index_overflow(dev):
     run(dev, "int_index_overflow", (2, 1, 1), (32, 1, 1), (x, y, i32(64), i32(3)))
     np.testing.assert_array_equal(y, x[(np.arange(64) * 3) % 64])
     # ...2**30 overflows int at i = 2 (no allocation anywhere near 2**31 needed)
-    with pytest.raises(EmulationError) as exc:
-        run(
-            dev,
-            "int_index_overflow",
-            (2, 1, 1),
-            (32, 1, 1),
-            (x, y, i32(64), i32(2**30)),
-        )
-    msg = str(exc.value)
+    msg = run_error(dev, "int_index_overflow",
+                    (2, 1, 1), (32, 1, 1), (x, y, i32(64), i32(2**30)))
     assert "signed integer overflow" in msg
     assert "cannot be represented in type 'int'" in msg
     assert at("int_index_overflow") in msg
@@ -435,15 +410,8 @@ def test_misaligned_vector_load(dev):
     buf = np.arange(41, dtype=np.float32)
     fo = np.zeros(37 * 8, np.float32)
     io = np.zeros(37 * 4, np.int32)
-    with pytest.raises(EmulationError) as exc:
-        run(
-            dev,
-            "math_probe",
-            (2, 1, 1),
-            (32, 1, 1),
-            (buf[:40], buf[1:], i32(37), fo, io),
-        )
-    msg = str(exc.value)
+    msg = run_error(dev, "math_probe",
+                    (2, 1, 1), (32, 1, 1), (buf[:40], buf[1:], i32(37), fo, io))
     assert "misaligned address" in msg
     assert "requires 16 byte alignment" in msg
 
@@ -454,15 +422,8 @@ def test_misaligned_vector_load(dev):
 
 def test_early_exit_before_syncthreads(dev):
     x = np.arange(100, dtype=np.float32)
-    with pytest.raises(EmulationError) as exc:
-        run(
-            dev,
-            "early_exit_barrier<float>",
-            (4, 1, 1),
-            (32, 1, 1),
-            (x, x.copy(), i32(100)),
-        )
-    msg = str(exc.value)
+    msg = run_error(dev, "early_exit_barrier<float>",
+                    (4, 1, 1), (32, 1, 1), (x, x.copy(), i32(100)))
     assert "__syncthreads in divergent code" in msg
     assert "block (3,0,0)" in msg  # the tail block: 100 = 3*32 + 4
     assert "threads 4-31 exited" in msg
@@ -476,9 +437,7 @@ def test_early_exit_before_syncthreads(dev):
 
 def test_barriers_in_two_branches(dev):
     y = np.zeros(64, np.float32)
-    with pytest.raises(EmulationError) as exc:
-        run(dev, "branch_barriers", (1, 1, 1), (64, 1, 1), (y,))
-    msg = str(exc.value)
+    msg = run_error(dev, "branch_barriers", (1, 1, 1), (64, 1, 1), (y,))
     assert "different barriers" in msg
     assert f"{BUGS}:{planted_line('branch_barriers (first')}" in msg
     assert f"{BUGS}:{planted_line('branch_barriers (second')}" in msg
@@ -487,9 +446,7 @@ def test_barriers_in_two_branches(dev):
 def test_shuffle_deadlock_is_reported(dev):
     lib = dev.library(BUGS)
     x = np.ones(64, np.float32)
-    with pytest.raises(EmulationError) as exc:
-        run(dev, "shfl_deadlock", (1, 1, 1), (64, 1, 1), (x, x.copy()))
-    msg = str(exc.value)
+    msg = run_error(dev, "shfl_deadlock", (1, 1, 1), (64, 1, 1), (x, x.copy()))
     assert "deadlock" in msg
     assert "threads 0-15 wait at __shfl_down_sync(mask 0xffffffff)" in msg
     assert f"threads 16-31 wait at __syncthreads ({KDIR / BUGS}:" in msg

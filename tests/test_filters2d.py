@@ -18,7 +18,7 @@ from scipy import signal
 
 import gpuconv
 from gpuconv import _cpu, _cpu_filter, _filter_args, _filters
-from tests._tol import assert_close
+from tests._tol import assert_close, assert_within_bound
 from tests.ref_filters import ref_filter2d
 
 FUNCS = {"convolve2d": signal.convolve2d, "correlate2d": signal.correlate2d}
@@ -495,6 +495,109 @@ def test_fft_direct_scipy_agree(fn, dtype, rng):
             out = _ours(fn)(x, k, mode, boundary, 0.25, method=method)
             assert out.dtype == np.dtype(dtype)
             assert_close(out, ref, dtype, terms=k.size)
+
+
+def _direct_bound(fn, x, k, mode, boundary, fill):
+    """Per-element error scale of the direct sum, ``sum |k| |ext(x)|``, plus the
+    FFT's global term ``sum |k| * max |x|`` (see ``tests/_tol.py``)."""
+    ax, ak = np.abs(x).astype(np.float64), np.abs(k).astype(np.float64)
+    local = FUNCS[fn](ax, ak, mode, boundary, abs(fill))
+    return local + ak.sum() * ax.max()
+
+
+FILL_FFT_CASES = [  # (image, kernel, mode): all take the FFT under method='auto'
+    ((64, 64), (31, 31), "same"),
+    ((64, 64), (31, 31), "full"),
+    ((61, 67), (30, 17), "same"),  # even kernel, odd sizes
+    ((20, 20), (31, 31), "same"),  # kernel larger than the image: all border
+]
+
+
+@pytest.mark.parametrize(
+    "dtype, fill",
+    [
+        (dt, fill)
+        for dt in ("float32", "float64", "complex64", "complex128")
+        for fill in (255, 1e4, -3.5) + ((2 - 3j,) if dt.startswith("complex") else ())
+    ],
+    ids=str,
+)
+@pytest.mark.parametrize("fn", FUNCS)
+def test_fft_with_fill_value_elementwise(fn, dtype, fill, rng):
+    """The FFT with a non-zero fill value is as accurate, element by element, as the
+    direct sum: the transform sees the zero-extended image and the fill's share is
+    added exactly. (Transforming the fill-extended image made the error grow with
+    |fill| everywhere: 250 eps x bound at fill = 1e4.)"""
+    wide = np.complex128 if np.dtype(dtype).kind == "c" else np.float64
+    for xshape, kshape, mode in FILL_FFT_CASES:
+        x = _rand(rng, xshape, dtype)
+        k = _rand(rng, kshape, dtype)
+        ref = FUNCS[fn](x.astype(wide), k.astype(wide), mode, "fill", fill)
+        bound = _direct_bound(fn, x, k, mode, "fill", fill)
+        assert gpuconv.choose_method(x, k, mode, "fill", fill) == "fft"
+        for method in ("fft", "auto"):
+            out = _ours(fn)(x, k, mode, "fill", fill, method=method)
+            assert out.dtype == np.dtype(dtype)
+            assert_within_bound(out, ref, bound, dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "complex128"])
+@pytest.mark.parametrize("boundary", ["wrap", "symm"])
+@pytest.mark.parametrize("fn", FUNCS)
+def test_fft_wrap_symm_elementwise(fn, boundary, dtype, rng):
+    """wrap/symm extend the image with its own values before the transform: element
+    by element as accurate as the direct sum too."""
+    wide = np.complex128 if np.dtype(dtype).kind == "c" else np.float64
+    for xshape, kshape, mode in FILL_FFT_CASES:
+        x = _rand(rng, xshape, dtype) + 100  # a large mean, as images have
+        k = _rand(rng, kshape, dtype)
+        ref = FUNCS[fn](x.astype(wide), k.astype(wide), mode, boundary)
+        bound = _direct_bound(fn, x, k, mode, boundary, 0)
+        out = _ours(fn)(x, k, mode, boundary, method="fft")
+        assert_within_bound(out, ref, bound, dtype)
+
+
+@pytest.mark.parametrize("fill", [1e4, 2 - 3j], ids=str)
+@pytest.mark.parametrize("fn", FUNCS)
+def test_fft_fill_value_stacks(fn, fill, rng):
+    """``axes`` stacks with one kernel (Bk = 1) and one kernel per image (Bk = B)."""
+    x = _rand(rng, (3, 40, 44), "complex64")
+    for k in (_rand(rng, (25, 21), "complex64"), _rand(rng, (3, 25, 21), "complex64")):
+        for mode in ("same", "full"):
+            out = _ours(fn)(x, k, mode, "fill", fill, axes=(-2, -1), method="fft")
+            for b in range(3):
+                kb = k if k.ndim == 2 else k[b]
+                xb = x[b].astype(np.complex128)
+                ref = FUNCS[fn](xb, kb.astype(np.complex128), mode, "fill", fill)
+                bound = _direct_bound(fn, xb, kb, mode, "fill", fill)
+                assert_within_bound(out[b], ref, bound, "complex64")
+
+
+def test_fill_correction_regions_cover_exactly_the_border():
+    """The blocks the fill correction touches are exactly the outputs that read a
+    padded pixel, for every mode and kernel size (even, larger than the image)."""
+    from gpuconv._padding import fill_correction_regions
+
+    for (H, W), (KH, KW), mode in itertools.product(
+        [(5, 7), (1, 1), (3, 2)], [(1, 1), (2, 3), (6, 9)], MODES
+    ):
+        if mode == "valid" and (KH > H or KW > W):
+            continue
+        for corr in (True, False):
+            half = ((KH - 1) // 2, (KW - 1) // 2) if corr else (KH // 2, KW // 2)
+            pt, pl = {"full": (KH - 1, KW - 1), "same": half}.get(mode, (0, 0))
+            OH, OW = {"full": (H + KH - 1, W + KW - 1), "same": (H, W)}.get(
+                mode, (H - KH + 1, W - KW + 1)
+            )
+            reads_border = np.zeros((OH, OW), int)
+            for i, j in itertools.product(range(OH), range(OW)):
+                inside = 0 <= i - pt and i - pt + KH <= H
+                inside = inside and 0 <= j - pl and j - pl + KW <= W
+                reads_border[i, j] = not inside
+            got = np.zeros((OH, OW), int)
+            for r0, r1, c0, c1 in fill_correction_regions(H, W, KH, KW, pt, pl, OH, OW):
+                got[r0:r1, c0:c1] += 1
+            np.testing.assert_array_equal(got, reads_border)
 
 
 @pytest.mark.parametrize(

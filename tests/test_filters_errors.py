@@ -320,6 +320,20 @@ CASES = [
         ValueError,
         "backend must be one of 'numpy' or 'cuda' (or None for automatic), got 'gpu'",
     ),
+    (
+        "2d-backend-type",
+        lambda: c2(A, K, backend=1),
+        None,
+        TypeError,
+        "backend must be None, 'numpy' or 'cuda', got int 1",
+    ),
+    (
+        "1d-backend-type",
+        lambda: r1([1.0, 2.0], [1.0], backend=b"numpy"),
+        None,
+        TypeError,
+        "backend must be None, 'numpy' or 'cuda', got bytes b'numpy'",
+    ),
     # ---- convolve / correlate: NumPy's errors -------------------------------------
     (
         "1d-a-empty",

@@ -19,6 +19,7 @@ from tests._cuda_conv_cases import (
     PASSES,
     REAL_DTYPES,
     VARIANTS,
+    api_pass,
     layouts,
     problem,
     random_inputs,
@@ -44,29 +45,17 @@ def _poison(monkeypatch):
     monkeypatch.setattr(_gpu_conv, "POISON_OUTPUTS", True)
 
 
-def _call(pass_name, x, w, b, gy, kw, algorithm="auto", backend=None):
-    """One pass of the public API: ``y``, ``gx``, ``gw`` or (``'bias'``) ``gb``."""
-    opts = dict(kw, algorithm=algorithm, backend=backend)
-    if pass_name == "forward":
-        return gpuconv.conv2d(x, w, b, **opts)
-    if pass_name == "backward_input":
-        return gpuconv.conv2d_grad_input(tuple(x.shape), w, gy, **opts)
-    if pass_name == "backward_weight":
-        return gpuconv.conv2d_grad_weight(x, tuple(w.shape), gy, **opts)
-    return gpuconv.conv2d_backward(gy, x, w, needs=("bias",), **opts).gb
-
-
 def _api(pass_name, cp, x, w, b, gy, kw, algorithm):
     """The public API on CuPy arrays (``x, w, b, gy`` are NumPy; moved here)."""
     dx, dw, db, dgy = (None if a is None else cp.asarray(a) for a in (x, w, b, gy))
-    out = _call(pass_name, dx, dw, db, dgy, kw, algorithm)
+    out = api_pass(pass_name, dx, dw, db, dgy, kw, algorithm)
     assert isinstance(out, cp.ndarray)
     return cp.asnumpy(out)
 
 
 def _numpy(pass_name, x, w, b, gy, kw):
     """The NumPy backend's result of the same call (the reference)."""
-    return _call(pass_name, x, w, b, gy, kw, backend="numpy")
+    return api_pass(pass_name, x, w, b, gy, kw, backend="numpy")
 
 
 def _terms(pass_name, p):

@@ -26,13 +26,15 @@ from gpuconv import _gpu_filter, _plan_filter
 from tests._filter_cases import (
     ALL_DTYPES,
     BOUNDARIES,
+    FILL_FFT_CASES,
     FLOAT_DTYPES,
     MODES,
+    direct_bound,
     random_values,
     ref_correlate,
     scipy_problem,
 )
-from tests._tol import assert_close
+from tests._tol import assert_close, assert_within_bound
 
 
 @dataclass
@@ -174,6 +176,24 @@ def body_many_batches(env: Env) -> None:
         np.testing.assert_array_equal(out, ref_correlate(x, k, fp))
 
 
+def body_fft_fill_value(env: Env) -> None:
+    """The FFT algorithm with a non-zero fill value, every element within the direct
+    sum's own error bound (the fill is added exactly after the transform)."""
+    rng = np.random.default_rng(17)
+    for dtype in FLOAT_DTYPES:
+        fills = [255, 1e4, -3.5] + ([2 - 3j] if dtype.startswith("complex") else [])
+        for B, Bk, h, w, kh, kw, mode, corr in FILL_FFT_CASES:
+            x = random_values(rng, (B, h, w), dtype)
+            k = random_values(rng, (Bk, kh, kw), dtype)
+            for fill in fills:
+                fp = scipy_problem(
+                    h, w, kh, kw, mode, "fill", fill, dtype, correlate=corr, B=B, Bk=Bk
+                )
+                out = op(env, x, k, fp, "fft")
+                want = ref_correlate(x, k, fp)
+                assert_within_bound(out, want, direct_bound(x, k, fp), dtype)
+
+
 def body_flush_to_zero(env: Env) -> None:
     """float32 subnormals are flushed on the GPU (CuPy compiles with -ftz=true):
     SciPy gives 1e-39 here, the kernels give 0. Documented behaviour."""
@@ -228,6 +248,11 @@ def test_poisoned_outputs(cuda_env):
 @pytest.mark.gpu
 def test_many_batches(cuda_env):
     body_many_batches(cuda_env)
+
+
+@pytest.mark.gpu
+def test_fft_fill_value(cuda_env):
+    body_fft_fill_value(cuda_env)
 
 
 @pytest.mark.gpu
@@ -413,5 +438,6 @@ def _dry_run() -> None:  # pragma: no cover
     body_nan_inf(env)
     body_poisoned_outputs(env)
     body_many_batches(env)
+    body_fft_fill_value(env)
     # (body_flush_to_zero is GPU-only: the emulator computes with the host's FPU)
     print("dry run: ok")
