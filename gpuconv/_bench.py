@@ -430,10 +430,22 @@ def validate(case: Case, prep: Prepared) -> tuple[dict[str, float], float, float
     return errs, limit, took
 
 
+#: Seconds of sleep before each timed call when several contenders alternate: a
+#: BLAS or OpenMP pool keeps spinning for a while after its call returns (OpenBLAS
+#: about 0.1 s) and would steal the cores from the next contender. Measured on the
+#: 2-core machine, 3x3 N=8 C=K=64 56x56: ours 119 GFLOP/s and PyTorch 89 GFLOP/s
+#: each alone, but 77 and 42 when alternated back to back.
+SETTLE_S = 0.2
+
+
 def time_interleaved(
-    fns: Sequence[Callable[[], Any]], rounds: int
+    fns: Sequence[Callable[[], Any]], rounds: int, settle: float = 0.0
 ) -> list[list[float]]:
-    """``rounds`` rounds of one call of each ``fn`` in order; seconds per call."""
+    """``rounds`` rounds of one call of each ``fn`` in order; seconds per call.
+
+    With ``settle > 0`` and several ``fns``, sleep ``settle`` seconds before each
+    timed call (outside the timing) so that the previous contender's thread pool
+    has gone idle."""
     times: list[list[float]] = [[] for _ in fns]
     enabled = gc.isenabled()
     gc.collect(1)  # the young generations: a full collection costs ~0.3 s with torch
@@ -441,6 +453,8 @@ def time_interleaved(
     try:
         for _ in range(rounds):
             for i, fn in enumerate(fns):
+                if settle > 0 and len(fns) > 1:
+                    time.sleep(settle)
                 t0 = time.perf_counter()
                 fn()
                 times[i].append(time.perf_counter() - t0)
@@ -467,7 +481,7 @@ def run_case(case: Case, repeats: int, budget_s: float, backend: str,
     fns = [prep.ours, *prep.peers.values()]
     if warmup and est * (rounds + 1) <= budget_s:
         time_interleaved(fns, 1)  # one more warm-up round (thread pools, caches)
-    times = time_interleaved(fns, rounds)
+    times = time_interleaved(fns, rounds, SETTLE_S if warmup else 0.0)
     ours_med = float(np.median(times[0]))
     rows = []
     peer_items = list(zip(prep.peers, times[1:], strict=True)) or [(None, None)]
