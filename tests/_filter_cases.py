@@ -136,6 +136,26 @@ FILL_FFT_CASES = [
 ]
 
 
+def check_fft_fill_value(call: Any, rng: np.random.Generator, dtype: str) -> None:
+    """The FFT algorithm with a non-zero fill value on every :data:`FILL_FFT_CASES`
+    problem: each element within the direct sum's own error bound (the fill never
+    enters the transform; it is added exactly afterwards). ``call(x, k, fp, method)``
+    runs the backend op under test."""
+    from tests._tol import assert_within_bound
+
+    fills = [255, 1e4, -3.5] + ([2 - 3j] if dtype.startswith("complex") else [])
+    for B, Bk, h, w, kh, kw, mode, corr in FILL_FFT_CASES:
+        x = random_values(rng, (B, h, w), dtype)
+        k = random_values(rng, (Bk, kh, kw), dtype)
+        for fill in fills:
+            fp = scipy_problem(
+                h, w, kh, kw, mode, "fill", fill, dtype, correlate=corr, B=B, Bk=Bk
+            )
+            out = call(x, k, fp, "fft")
+            want = ref_correlate(x, k, fp)
+            assert_within_bound(out, want, direct_bound(x, k, fp), dtype)
+
+
 def random_values(rng: np.random.Generator, shape: tuple[int, ...], dtype: Any,
                   *, small_int: bool = False) -> np.ndarray:  # fmt: skip
     """Inputs of ``dtype``: the full range for integers (so sums wrap around),

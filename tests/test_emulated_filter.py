@@ -23,17 +23,16 @@ from gpuconv._plan_filter import choose_algorithm, plan_filter, tiled_config
 from tests._filter_cases import (
     ALL_DTYPES,
     BOUNDARIES,
-    FILL_FFT_CASES,
     FLOAT_DTYPES,
     MODES,
-    direct_bound,
+    check_fft_fill_value,
     op_kernel,
     problem,
     random_values,
     ref_correlate,
     scipy_problem,
 )
-from tests._tol import assert_close, assert_within_bound
+from tests._tol import assert_close
 
 pytestmark = pytest.mark.emulated
 
@@ -420,17 +419,7 @@ def test_fft_path_fill_value_elementwise(dev, rng, dtype):
     """A non-zero fill value never enters the transform (it is added exactly
     afterwards), so every output is as accurate as the direct sum's, however large
     the fill: per element, not relative to the border-dominated max|ref|."""
-    fills = [255, 1e4, -3.5] + ([2 - 3j] if dtype.startswith("complex") else [])
-    for B, Bk, h, w, kh, kw, mode, corr in FILL_FFT_CASES:
-        x = random_values(rng, (B, h, w), dtype)
-        k = random_values(rng, (Bk, kh, kw), dtype)
-        for fill in fills:
-            fp = scipy_problem(
-                h, w, kh, kw, mode, "fill", fill, dtype, correlate=corr, B=B, Bk=Bk
-            )
-            out = run(dev, x, k, fp, "fft")
-            want = ref_correlate(x, k, fp)
-            assert_within_bound(out, want, direct_bound(x, k, fp), dtype)
+    check_fft_fill_value(lambda *a: run(dev, *a), rng, dtype)
 
 
 def test_choose_algorithm():

@@ -26,15 +26,14 @@ from gpuconv import _gpu_filter, _plan_filter
 from tests._filter_cases import (
     ALL_DTYPES,
     BOUNDARIES,
-    FILL_FFT_CASES,
     FLOAT_DTYPES,
     MODES,
-    direct_bound,
+    check_fft_fill_value,
     random_values,
     ref_correlate,
     scipy_problem,
 )
-from tests._tol import assert_close, assert_within_bound
+from tests._tol import assert_close
 
 
 @dataclass
@@ -181,17 +180,7 @@ def body_fft_fill_value(env: Env) -> None:
     sum's own error bound (the fill is added exactly after the transform)."""
     rng = np.random.default_rng(17)
     for dtype in FLOAT_DTYPES:
-        fills = [255, 1e4, -3.5] + ([2 - 3j] if dtype.startswith("complex") else [])
-        for B, Bk, h, w, kh, kw, mode, corr in FILL_FFT_CASES:
-            x = random_values(rng, (B, h, w), dtype)
-            k = random_values(rng, (Bk, kh, kw), dtype)
-            for fill in fills:
-                fp = scipy_problem(
-                    h, w, kh, kw, mode, "fill", fill, dtype, correlate=corr, B=B, Bk=Bk
-                )
-                out = op(env, x, k, fp, "fft")
-                want = ref_correlate(x, k, fp)
-                assert_within_bound(out, want, direct_bound(x, k, fp), dtype)
+        check_fft_fill_value(lambda *a: op(env, *a), rng, dtype)
 
 
 def body_flush_to_zero(env: Env) -> None:
