@@ -1,5 +1,5 @@
-"""The command line (``python -m gpuconv info|demo|bench``), the demo's and the
-benchmark's machinery, and the README's examples.
+"""The command line (``python -m gpuconv info|demo|bench``) and the demo's and the
+benchmark's machinery (the README's examples: ``tests/test_docs.py``).
 
 The CLI runs in subprocesses as a user runs it. The machinery (references,
 validation, interleaving, rows, GPU plumbing) is also tested in-process on toy
@@ -385,32 +385,6 @@ def test_bench_cuda_without_cupy_exits_2_with_the_reason():
     assert r.returncode == 2
     assert "backend 'cuda' is not available" in r.stderr
     assert reason in r.stderr
-
-
-# ----------------------------------------------------------------------------
-# README
-# ----------------------------------------------------------------------------
-
-
-def test_readme_examples_run():
-    pytest.importorskip("scipy")
-    result = doctest.testfile(str(ROOT / "README.md"), module_relative=False,
-                              optionflags=doctest.NORMALIZE_WHITESPACE, verbose=False)
-    assert result.attempted > 30
-    assert result.failed == 0
-
-
-def test_readme_setup_commands_are_the_ci_ones():
-    text = (ROOT / "README.md").read_text()
-    install_demo = ("python3 -m venv .venv && . .venv/bin/activate && pip install -e . "
-                    "&& python -m gpuconv demo")
-    install_test = ("python3 -m venv .venv && . .venv/bin/activate && pip install -e "
-                    "'.[test,dask,examples]' && python -m pytest -q")
-    assert f"    {install_demo}\n" in text
-    assert f"    {install_test}\n" in text
-    ci = (ROOT / ".ci" / "run").read_text()
-    assert "pip install --quiet -e '.[test,dask,examples]'" in ci
-    assert "python -m pytest -q" in ci
 
 
 def test_bench_plot_without_matplotlib_warns_and_keeps_the_rows(tmp_path, monkeypatch,
