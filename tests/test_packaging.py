@@ -16,6 +16,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -63,7 +64,8 @@ def _build_tooling_reason() -> str | None:
         pip = importlib.metadata.version("pip")
     except importlib.metadata.PackageNotFoundError:
         return "pip is not installed"
-    if tuple(int(v) for v in pip.split(".")[:2]) < (22, 3):  # pip --python
+    m = re.match(r"(\d+)\.(\d+)", pip)
+    if m is None or (int(m[1]), int(m[2])) < (22, 3):  # pip --python
         return f"pip {pip} < 22.3 (no --python option to install into the venv)"
     return None
 
