@@ -17,7 +17,10 @@ What it does:
   the *relative* error (every row counts alike, 512² as much as 8192²) and printed
   as the calibration block of ``gpuconv/_plan_filter.py``; ``--write`` replaces that
   block in place (between its ``BEGIN CALIBRATION``/``END CALIBRATION`` lines),
-  naming the rows it came from.
+  naming the rows it came from. Those constants are fitted on float32 rows; the
+  float64 rows (forced, or ``auto`` rows less the public call's measured host
+  overhead) then fit ``FP64_FLOP_SCALE``, the cost of a double-precision FLOP in
+  float32 FLOP.
 - **replay**: for every filter case, the algorithm ``'auto'`` chooses (with the
   fitted constants) and its measured time against the fastest measured of ours;
   and for every conv case (``bench/bench_gpu_conv.py`` rows, ``resolved`` is the
@@ -107,7 +110,7 @@ def filter_cases(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
         elif variant == "auto" and row.get("algorithm"):
             alg = row["algorithm"]
             case["auto"][alg] = min(t, case["auto"].get(alg, np.inf))
-    return {k: v for k, v in cases.items() if v["times"]}
+    return cases
 
 
 _CONV_SHAPE = re.compile(
@@ -170,17 +173,36 @@ def _sig(x: float, digits: int = 3) -> float:
     return float(f"{x:.{digits}g}")
 
 
-def fit_filter(cases: dict[tuple, dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """``{"HOST_SECONDS": {...}, "BYTE_SECONDS": {...}, "FLOP_SECONDS": {...}}``
-    fitted on the forced rows (3 significant digits: what the block holds)."""
-    out: dict[str, dict[str, float]] = {
+def auto_overhead(cases: dict[tuple, dict[str, Any]]) -> float:
+    """Median seconds an ``auto`` row (the public call) took over the forced row of
+    the direct algorithm it ran, in the float32 cases: the public path's host time."""
+    extra = [
+        t - case["times"][alg]
+        for key, case in cases.items()
+        if key[3] == "float32"
+        for alg, t in case["auto"].items()
+        if alg in case["times"] and alg != "fft"
+    ]
+    return float(np.median(extra)) if extra else 0.0
+
+
+def fit_filter(cases: dict[tuple, dict[str, Any]]) -> dict[str, Any]:
+    """The calibration constants (3 significant digits: what the block holds).
+
+    ``HOST_SECONDS``, ``BYTE_SECONDS``, ``FLOP_SECONDS`` per algorithm from the
+    forced float32 rows; ``FP64_FLOP_SCALE`` from the float64 rows of the direct
+    kernels (forced rows, or ``auto`` rows less :func:`auto_overhead`) with the
+    float32 constants fixed, or the peak ratio when there are none.
+    """
+    out: dict[str, Any] = {
         "HOST_SECONDS": {},
         "BYTE_SECONDS": {},
         "FLOP_SECONDS": {},
     }
+    f32 = {k: c for k, c in cases.items() if k[3] == "float32"}
     for alg in FILTER_ALGORITHMS:
         feats, times = [], []
-        for case in cases.values():
+        for case in f32.values():
             if alg in case["times"]:
                 fp = case["fp"]
                 feats.append(
@@ -190,40 +212,67 @@ def fit_filter(cases: dict[tuple, dict[str, Any]]) -> dict[str, dict[str, float]
                 )
                 times.append(case["times"][alg])
         if not times:
-            raise ValueError(f"no forced '{alg}' rows to fit")
+            raise ValueError(f"no forced float32 '{alg}' rows to fit")
         x = nnls_relative(np.array(feats), np.array(times))
         out["HOST_SECONDS"][alg] = _sig(x[0])
         out["BYTE_SECONDS"][alg] = _sig(x[1])
         if alg != "fft":
             out["FLOP_SECONDS"][alg] = _sig(x[2])
+    # float64: t = HOST + BYTE * bytes + FLOP * (2 * taps * outputs) * scale
+    overhead = auto_overhead(cases)
+    num = den = 0.0
+    for key, case in cases.items():
+        if key[3] != "float64":
+            continue
+        fp = case["fp"]
+        obs = dict(case["times"])
+        for alg, t in case["auto"].items():
+            obs.setdefault(alg, t - overhead)
+        _, nbytes, _ = _plan_filter.direct_features(fp)
+        flops = 2.0 * fp.B * fp.OH * fp.OW * fp.KH * fp.KW
+        for alg, t in obs.items():
+            if alg == "fft":
+                continue
+            base = out["HOST_SECONDS"][alg] + out["BYTE_SECONDS"][alg] * nbytes
+            u = out["FLOP_SECONDS"][alg] * flops / t
+            num += u * (1.0 - base / t)
+            den += u * u
+    prior = _plan_filter.PEAK_FLOPS["f4"] / _plan_filter.PEAK_FLOPS["f8"]
+    out["FP64_FLOP_SCALE"] = _sig(max(num / den, 1.0) if den else prior)
     return out
 
 
 class using_constants:
     """Context manager: ``_plan_filter`` with the given constants, restored after."""
 
-    def __init__(self, constants: dict[str, dict[str, float]]):
+    def __init__(self, constants: dict[str, Any]):
         self.constants = constants
         self.saved: dict[str, Any] = {}
 
     def __enter__(self) -> None:
         for name, value in self.constants.items():
             self.saved[name] = getattr(_plan_filter, name)
-            setattr(_plan_filter, name, dict(value))
+            setattr(
+                _plan_filter, name, dict(value) if isinstance(value, dict) else value
+            )
 
     def __exit__(self, *exc: Any) -> None:
         for name, value in self.saved.items():
             setattr(_plan_filter, name, value)
 
 
-def current_constants() -> dict[str, dict[str, float]]:
-    return {
-        name: dict(getattr(_plan_filter, name))
-        for name in ("HOST_SECONDS", "BYTE_SECONDS", "FLOP_SECONDS")
-    }
+CONSTANTS = ("HOST_SECONDS", "BYTE_SECONDS", "FLOP_SECONDS", "FP64_FLOP_SCALE")
 
 
-def render_block(constants: dict[str, dict[str, float]], sources: Iterable[str]) -> str:
+def current_constants() -> dict[str, Any]:
+    out = {}
+    for name in CONSTANTS:
+        value = getattr(_plan_filter, name)
+        out[name] = dict(value) if isinstance(value, dict) else value
+    return out
+
+
+def render_block(constants: dict[str, Any], sources: Iterable[str]) -> str:
     """The text between (and including) the BEGIN/END CALIBRATION lines."""
 
     def fmt(d: dict[str, float]) -> str:
@@ -242,6 +291,9 @@ def render_block(constants: dict[str, dict[str, float]], sources: Iterable[str])
         f"BYTE_SECONDS = {fmt(constants['BYTE_SECONDS'])}\n"
         "#: Seconds per float32-equivalent FLOP of the direct kernels.\n"
         f"FLOP_SECONDS = {fmt(constants['FLOP_SECONDS'])}\n"
+        "#: float32-equivalent FLOP per FLOP of float64 and complex128 in the direct\n"
+        "#: kernels.\n"
+        f"FP64_FLOP_SCALE = {constants['FP64_FLOP_SCALE']!r}\n"
         f"{END}"
     )
 
@@ -269,6 +321,8 @@ def replay_filter(cases: dict[tuple, dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for key, case in sorted(cases.items()):
         times = case["times"]
+        if not times:  # auto rows only (e.g. float64): nothing to compare with
+            continue
         chosen = _plan_filter.choose_algorithm(case["fp"], "auto")
         best = min(times, key=times.__getitem__)
         t = times.get(chosen)
@@ -355,7 +409,7 @@ def _ms(t: float | None) -> str:
 
 def report(
     rows: list[dict[str, Any]],
-    constants: dict[str, dict[str, float]],
+    constants: dict[str, Any],
     sources: list[str],
 ) -> tuple[str, bool]:
     """The printed report and whether every replayed case is within MAX_RATIO."""
@@ -393,6 +447,30 @@ def report(
                         f"{t * 1e3:.3f} ms vs forced {case['times'][alg] * 1e3:.3f} "
                         f"(+{(t - case['times'][alg]) * 1e3:.3f}: the public call's "
                         "host path" + (", finiteness check)" if alg == "fft" else ")")
+                    )
+    if any(key[3] == "float64" for key in fcases):
+        overhead = auto_overhead(fcases)
+        lines.append(
+            f"float64 rows (FP64_FLOP_SCALE {constants['FP64_FLOP_SCALE']}; auto rows"
+            f" less the public path's {overhead * 1e3:.3f} ms):"
+        )
+        with using_constants(constants):
+            for key, case in sorted(fcases.items()):
+                if key[3] != "float64":
+                    continue
+                obs = {
+                    **{a: t - overhead for a, t in case["auto"].items()},
+                    **case["times"],
+                }
+                for alg, t in obs.items():
+                    model = (
+                        _plan_filter.fft_seconds(case["fp"])
+                        if alg == "fft"
+                        else _plan_filter.direct_seconds(case["fp"], alg)
+                    )
+                    lines.append(
+                        f"  {key[1]}^2 k{key[2]} {alg}: measured {t * 1e3:.3f} ms, "
+                        f"model {model * 1e3:.3f}"
                     )
     creplay = replay_conv(ccases)
     if creplay:
@@ -434,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
         {
             relative_source(r["_source"])
             for r in rows
-            if r.get("variant") in FILTER_ALGORITHMS and "n" in r
+            if "n" in r and r.get("backend") == "cuda"
         }
     )
     constants = fit_filter(filter_cases(rows)) if fsources else current_constants()

@@ -199,9 +199,10 @@ def naive_block(fp: FilterProblem) -> tuple[int, int]:
 # a per-FLOP cost; the constants come from the forced-algorithm rows of a GPU run,
 # fitted by ``python bench/calibrate.py ROWS.json --write`` (see that script).
 # ---------------------------------------------------------------------------------
-#: Peak multiply-add rate per dtype kind relative to float32 (H100/H200 SXM: FP32
-#: 66.9 T, FP64 33.5 T; complex products cost 8 real FLOP, integers run IMAD at half
-#: the FP32 rate). Only the ratios matter: the fitted FLOP cost is per float32 FLOP.
+#: Peak multiply-add rates (H100/H200 SXM: FP32 66.9 T, FP64 33.5 T; integers run
+#: IMAD at half the FP32 rate). Only ratios matter: integers cost
+#: ``f4 / int`` float32 FLOP per FLOP, and ``f4 / f8`` is the prior of
+#: :data:`FP64_FLOP_SCALE` when no float64 rows are calibrated.
 PEAK_FLOPS = {
     "f4": 66.9e12,
     "f8": 33.5e12,
@@ -218,6 +219,7 @@ FFT_KERNEL_PASSES = 4.0
 # BEGIN CALIBRATION (written by bench/calibrate.py --write; refit, do not hand-edit)
 #: The benchmark rows the constants below were fitted on (forced rows).
 CALIBRATION_ROWS = (
+    "bench/results/cuda-h200-2026-12-04-08aa471-filter-f64.json",
     "bench/results/cuda-h200-2026-12-04-08aa471-filter.json",
 )
 #: Fixed seconds per call of each algorithm (host time before the first
@@ -228,6 +230,9 @@ HOST_SECONDS = {"naive": 3.45e-05, "tiled": 7.94e-05, "fft": 0.000258}
 BYTE_SECONDS = {"naive": 8.68e-13, "tiled": 2.17e-13, "fft": 8.9e-13}
 #: Seconds per float32-equivalent FLOP of the direct kernels.
 FLOP_SECONDS = {"naive": 5.41e-13, "tiled": 4.56e-14}
+#: float32-equivalent FLOP per FLOP of float64 and complex128 in the direct
+#: kernels.
+FP64_FLOP_SCALE = 3.87
 # END CALIBRATION
 
 
@@ -309,10 +314,15 @@ def _is_zero(v: Any) -> bool:
 
 
 def _flop_scale(dt: np.dtype) -> float:
-    """float32 FLOP-equivalents of one multiply-add of ``dt`` (2 real FLOP, 8 for
-    complex, scaled by float32's peak over ``dt``'s)."""
-    kind = "int" if dt.kind in "iub" else f"{dt.kind}{dt.itemsize}"
-    return (8 if dt.kind == "c" else 2) * PEAK_FLOPS["f4"] / PEAK_FLOPS[kind]
+    """float32 FLOP-equivalents of one multiply-add of ``dt``: 2 real FLOP (8 for
+    complex), times :data:`FP64_FLOP_SCALE` in double precision and the peak ratio
+    for integers."""
+    per = 8 if dt.kind == "c" else 2
+    if dt.kind in "iub":
+        return per * PEAK_FLOPS["f4"] / PEAK_FLOPS["int"]
+    if dt.itemsize == (16 if dt.kind == "c" else 8):
+        return per * FP64_FLOP_SCALE
+    return float(per)
 
 
 def direct_features(fp: FilterProblem) -> tuple[float, float, float]:

@@ -180,3 +180,20 @@ def test_finiteness_check_of_auto():
     y = x.copy()
     y[0, 0, 0], y[0, 0, 1] = np.inf, -np.inf  # the sum is NaN
     assert not _gpu_filter._all_finite(np, y, k, fp)
+
+
+def test_float64_rows_set_the_fp64_flop_scale():
+    """The float64 rows (public calls that ran 'tiled') are fitted: the model, plus
+    the public path's measured overhead, predicts the compute-bound ones (k >= 7)
+    within 20 %, and double precision costs more than the peak ratio says."""
+    cases = cal.filter_cases(_filter_rows())
+    overhead = cal.auto_overhead(cases)
+    assert 50e-6 < overhead < 100e-6  # the H200 rows: +75..85 us per public call
+    f64 = {k: c for k, c in cases.items() if k[3] == "float64"}
+    assert len(f64) == 5
+    for (_, n, k, _), case in f64.items():
+        model = _plan_filter.direct_seconds(case["fp"], "tiled") + overhead
+        if k >= 7:
+            assert abs(model / case["auto"]["tiled"] - 1) < 0.2, (n, k)
+    peak_ratio = _plan_filter.PEAK_FLOPS["f4"] / _plan_filter.PEAK_FLOPS["f8"]
+    assert _plan_filter.FP64_FLOP_SCALE > 1.5 * peak_ratio
