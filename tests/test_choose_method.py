@@ -222,15 +222,22 @@ def _exact_cases(rng):
                 yield hw, khw, mode, boundary, fill
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def _ints(rng, shape, dtype):
+    v = rng.integers(-9, 10, shape).astype(dtype)
+    if np.dtype(dtype).kind == "c":
+        v += 1j * rng.integers(-9, 10, shape)
+    return v
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "complex128"])
 def test_small_integer_valued_problems_match_scipy_exactly(dtype):
     import scipy.signal as ss
 
     rng = np.random.default_rng(10)
     n = 0
     for hw, khw, mode, boundary, fill in _exact_cases(rng):
-        x = rng.integers(-9, 10, hw).astype(dtype)
-        k = rng.integers(-9, 10, khw).astype(dtype)
+        x = _ints(rng, hw, dtype)
+        k = _ints(rng, khw, dtype)
         assert gpuconv.choose_method(x, k, mode, boundary, fill) == "direct"
         for ours, theirs in (
             (gpuconv.convolve2d, ss.convolve2d),
