@@ -281,7 +281,7 @@ def render_block(constants: dict[str, Any], sources: Iterable[str]) -> str:
     srcs = "".join(f'\n    "{s}",' for s in sources)
     return (
         f"{BEGIN} (written by bench/calibrate.py --write; refit, do not hand-edit)\n"
-        "#: The benchmark rows the constants below were fitted on (forced rows).\n"
+        "#: The benchmark rows the constants below were fitted on.\n"
         f"CALIBRATION_ROWS = ({srcs}\n)\n"
         "#: Fixed seconds per call of each algorithm (host time before the first\n"
         "#: launch, which the benchmark's CUDA events include, and launch latency).\n"
@@ -419,7 +419,7 @@ def report(
         freplay = replay_filter(fcases)
     if fcases:
         lines += [
-            "# fitted on the forced filter rows of: " + ", ".join(sources),
+            "# fitted on the filter rows of: " + ", ".join(sources),
             render_block(constants, sources),
             "",
             "filter replay (ms; model in brackets):",

@@ -217,7 +217,7 @@ FFT_IMAGE_PASSES = 12.0
 FFT_KERNEL_PASSES = 4.0
 
 # BEGIN CALIBRATION (written by bench/calibrate.py --write; refit, do not hand-edit)
-#: The benchmark rows the constants below were fitted on (forced rows).
+#: The benchmark rows the constants below were fitted on.
 CALIBRATION_ROWS = (
     "bench/results/cuda-h200-2026-12-04-08aa471-filter-f64.json",
     "bench/results/cuda-h200-2026-12-04-08aa471-filter.json",
