@@ -197,6 +197,42 @@ def test_digits_cnn_check_and_train(backend):
         assert len(again) == 2 and again == epochs[:2]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_digits_cnn_torch_mode_trains_the_same_network(backend):
+    """``--torch``: the same network as a torch module with gpuconv.torch.Conv2d
+    and torch.optim.Adam. ``--check`` holds autograd's gradients of the first batch
+    to the hand-written backward (float64); trained from the same start on the same
+    batches, it prints the same losses and accuracies as the array version (to
+    float32 rounding: the loss to 2e-3 relative, the accuracy to 1 image of 360)."""
+    pytest.importorskip("sklearn")
+    pytest.importorskip("torch")
+    if backend == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.skip("torch has no CUDA device here")
+    out = run_example("digits_cnn.py", "--quick", "--check", "--torch", "--backend",
+                      backend)
+    assert f"backend {backend}, torch (gpuconv.torch.Conv2d" in out
+    (diff,) = numbers(r"autograd through gpuconv.torch vs the hand-written "
+                      r"backward, max relative difference {n}$", out)
+    assert diff < 1e-10
+    epochs, acc = _digits_lines(out)
+    assert acc >= 0.85
+    ref_epochs, ref_acc = _digits_lines(
+        run_example("digits_cnn.py", "--quick", "--backend", backend)
+    )
+    assert len(epochs) == len(ref_epochs) == 6
+    pattern = r"train loss " + NUM + r", test accuracy " + NUM
+    for line, ref in zip(epochs, ref_epochs, strict=True):
+        (loss, a), (ref_loss, ref_a) = (
+            [float(v) for v in re.search(pattern, t).groups()] for t in (line, ref)
+        )
+        assert loss == pytest.approx(ref_loss, rel=2e-3)
+        assert abs(a - ref_a) <= 1.5 / 360
+    assert abs(acc - ref_acc) <= 1.5 / 360
+
+
 def test_digits_cnn_full_run_reaches_97_percent():
     """The claim of the issue and the README: the default run (25 epochs, NumPy,
     one BLAS thread) ends with ``test accuracy: 0.9xx`` at 0.97 or more. Untimed."""
