@@ -550,6 +550,83 @@ def test_docstring_examples_and_sections():
     assert numpydoc_gaps(gt) == []
 
 
+# -- the benchmark script -------------------------------------------------------------
+
+
+def _load_bench():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "bench_gpu_torch.py"
+    spec = importlib.util.spec_from_file_location("bench_gpu_torch", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_cpu_variant_writes_validated_rows(tmp_path, capsys):
+    """``bench/bench_gpu_torch.py --device cpu --quick``: the ResNet-block rows
+    (gpuconv.torch validated against torch.nn.Conv2d, then timed) and the
+    per-call glue rows, in the JSON format of the GPU benchmarks."""
+    import json
+
+    bench = _load_bench()
+    out = tmp_path / "rows.json"
+    rc = bench.main(["--device", "cpu", "--quick", "--budget", "0",
+                     "--json", str(out)])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    assert doc["format"] == "gpuconv-bench/1"
+    rows = {r["case"]: r for r in doc["rows"]}
+    block = "N2-C8-14x14-K8-3x3-s1p1"
+    ours = rows[f"resnet_basic_block_train_step/gpuconv.torch/{block}/float32"]
+    ref = rows[f"resnet_basic_block_train_step/torch.nn.Conv2d/{block}/float32"]
+    assert set(ours["errors"]) == {"y", "gx", "gw1", "gw2"}
+    assert ours["max_err"] <= ours["err_limit"]
+    for r in (ours, ref):
+        assert "error" not in r and r["median_s"] > 0 and r["repeats"] >= 3
+    assert ref["ratio"] == 1.0
+    assert ours["ratio"] == pytest.approx(ours["median_s"] / ref["median_s"])
+    calls = [r for r in doc["rows"] if r["op"] == "conv2d_call"]
+    assert [r["variant"] for r in calls] == ["gpuconv.torch", "gpuconv"]
+    assert all(r["median_s"] > 0 for r in calls)
+    assert "resnet_basic_block_train_step/gpuconv.torch" in capsys.readouterr().out
+
+
+def test_bench_without_cuda_exits_2_with_reason(capsys):
+    from gpuconv import _backend
+
+    if _backend.cuda_unavailable_reason() is None and torch.cuda.is_available():
+        pytest.skip("a CUDA device is available here")
+    assert _load_bench().main([]) == 2
+    err = capsys.readouterr().err
+    assert "backend 'cuda' is not available" in err or "no CUDA device" in err
+
+
+@pytest.mark.gpu
+def test_bench_gpu_quick_rows(tmp_path):
+    """The GPU run in quick mode: validated gpuconv.torch row, FP32 and TF32 torch
+    rows, glue rows."""
+    import json
+
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA device here")
+    out = tmp_path / "rows.json"
+    tf32 = torch.backends.cudnn.allow_tf32
+    try:
+        assert _load_bench().main(["--quick", "--budget", "0", "--json",
+                                   str(out)]) == 0
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
+    rows = json.loads(out.read_text())["rows"]
+    block = [r for r in rows if r["op"] == "resnet_basic_block_train_step"]
+    assert [(r["variant"], r["math"]) for r in block] == [
+        ("gpuconv.torch", "float32"), ("torch.nn.Conv2d", "float32"),
+        ("torch.nn.Conv2d", "tf32")]
+    assert all("error" not in r and r["median_s"] > 0 for r in rows)
+    assert block[0]["max_err"] <= block[0]["err_limit"]
+
+
 # -- CUDA only -------------------------------------------------------------------------
 
 
