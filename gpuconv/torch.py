@@ -155,6 +155,8 @@ def _cupy_stream(cp: Any, stream: Any, index: int) -> Any:
     (``Stream.from_external``, which keeps the torch stream alive);
     ``ExternalStream`` (deprecated in CuPy 14) serves CuPy 13.
     """
+    if stream.cuda_stream == 0:  # torch's default stream: the legacy null stream
+        return cp.cuda.Stream.null
     from_external = getattr(cp.cuda.Stream, "from_external", None)
     if from_external is not None and hasattr(stream, "__cuda_stream__"):
         return from_external(stream)

@@ -550,6 +550,38 @@ def test_docstring_examples_and_sections():
     assert numpydoc_gaps(gt) == []
 
 
+def test_cupy_stream_wraps_torch_stream_handle():
+    """The CuPy stream made current for a torch stream (logic only, with stand-ins:
+    the real exchange runs in the gpu tests): the null stream for torch's default
+    stream, ``Stream.from_external`` (CuPy 14, the CUDA stream protocol) for
+    another, ``ExternalStream(handle, device)`` on a CuPy without it (13)."""
+    from types import SimpleNamespace
+
+    from gpuconv.torch import _cupy_stream
+
+    class TorchStream:
+        def __init__(self, handle):
+            self.cuda_stream = handle
+
+        def __cuda_stream__(self):
+            return (0, self.cuda_stream)
+
+    class Stream:
+        null = "null"
+
+        @staticmethod
+        def from_external(obj):
+            return ("from_external", obj.__cuda_stream__()[1])
+
+    cp14 = SimpleNamespace(cuda=SimpleNamespace(Stream=Stream))
+    assert _cupy_stream(cp14, TorchStream(0), 0) == "null"
+    assert _cupy_stream(cp14, TorchStream(1234), 0) == ("from_external", 1234)
+    cp13 = SimpleNamespace(cuda=SimpleNamespace(
+        Stream=SimpleNamespace(null="null"),
+        ExternalStream=lambda ptr, dev: ("external", ptr, dev)))
+    assert _cupy_stream(cp13, TorchStream(99), 1) == ("external", 99, 1)
+
+
 # -- the benchmark script -------------------------------------------------------------
 
 
