@@ -564,9 +564,15 @@ class Conv2d(nn.Module):
                 bound = 1 / math.sqrt(fan_in)
                 nn.init.uniform_(self.bias, -bound, bound)
 
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor,
+                      bias: torch.Tensor | None) -> torch.Tensor:
+        """The convolution with given parameters (``torch.nn.Conv2d``'s hook, which
+        subclasses override, e.g. for weight standardisation)."""
+        return conv2d(input, weight, bias, self.stride, self.padding, self.dilation,
+                      self.groups, self.padding_mode, self.algorithm)
+
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return conv2d(input, self.weight, self.bias, self.stride, self.padding,
-                      self.dilation, self.groups, self.padding_mode, self.algorithm)
+        return self._conv_forward(input, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         s = (f"{self.in_channels}, {self.out_channels}, "
