@@ -213,7 +213,8 @@ def test_digits_cnn_torch_mode_trains_the_same_network(backend):
     batches, it prints the same losses and accuracies as the array version (to
     float32 rounding: the loss to 2e-3 relative, the accuracy to 1 image of 360)."""
     pytest.importorskip("sklearn")
-    pytest.importorskip("torch")
+    if not os.environ.get("GPUCONV_CI"):  # CI installs PyTorch: there it must run
+        pytest.importorskip("torch")
     if backend == "cuda":
         import torch
 
