@@ -194,6 +194,10 @@ class _Place:
         t = _plain(t)
         if self.cupy is None:
             return t.numpy()  # shares memory (strides kept)
+        if 0 in t.stride() and t.numel() > 1:
+            # a broadcast view (e.g. the gradient of y.sum()): the CUDA backend
+            # would make it contiguous anyway; do it before DLPack sees it
+            t = t.contiguous()
         return self.cupy.from_dlpack(t)
 
     def tensor(self, a: Any) -> torch.Tensor | None:
