@@ -194,7 +194,7 @@ class _Place:
         t = _plain(t)
         if self.cupy is None:
             return t.numpy()  # shares memory (strides kept)
-        if 0 in t.stride() and t.numel() > 1:
+        if any(st == 0 and n > 1 for st, n in zip(t.stride(), t.shape, strict=True)):
             # a broadcast view (e.g. the gradient of y.sum()): the CUDA backend
             # would make it contiguous anyway; do it before DLPack sees it
             t = t.contiguous()
