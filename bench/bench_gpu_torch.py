@@ -41,6 +41,7 @@ Standalone::
     PYTHONPATH=. python bench/bench_gpu_torch.py [--batch 16] [--budget 0.3]
         [--json out.json]
     PYTHONPATH=. python bench/bench_gpu_torch.py --device cpu --quick --json out.json
+    python bench/bench_gpu_torch.py --table out.json     # the table of a run
 
 Exits 2 with the reason when the CUDA device (CuPy's or torch's) is missing for
 ``--device cuda`` (the default), 1 when a row failed validation or raised.
@@ -340,8 +341,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds of timed steps per side beyond the minimum")
     ap.add_argument("--json", default=None,
                     help="write the rows here (rewritten after every row)")
+    ap.add_argument("--table", default=None, metavar="ROWS.json",
+                    help="print the table of a JSON file written before, and exit")
     args = ap.parse_args(argv)
     prog = "bench_gpu_torch"
+    if args.table:
+        import json
+
+        print(format_rows(json.loads(Path(args.table).read_text())["rows"]))
+        return 0
     if args.device == "cuda":
         meta = start_run(prog, argv)
         if meta is None:

@@ -626,7 +626,10 @@ def test_bench_cpu_variant_writes_validated_rows(tmp_path, capsys):
     calls = [r for r in doc["rows"] if r["op"] == "conv2d_call"]
     assert [r["variant"] for r in calls] == ["gpuconv.torch", "gpuconv"]
     assert all(r["median_s"] > 0 for r in calls)
-    assert "resnet_basic_block_train_step/gpuconv.torch" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "resnet_basic_block_train_step/gpuconv.torch" in printed
+    assert bench.main(["--table", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == printed.strip()
 
 
 def test_bench_without_cuda_exits_2_with_reason(capsys):
