@@ -141,17 +141,18 @@ def test_random_configs_cover_every_form():
     assert any(c["dilation"] != (1, 1) for c in cfgs)
 
 
-@pytest.mark.parametrize("seed", [1, 3, 5])
+@pytest.mark.parametrize("seed", [1, 3, 6, 9])
 @pytest.mark.parametrize("dtype", ["float64", "complex128"])
 def test_double_backward_gradgradcheck(seed, dtype, device):
     """Double backward is supported: the gradients are themselves differentiable
-    gpuconv calls (also for complex tensors; checked there in gradcheck's fast
-    mode, random projections of the Jacobians, to keep it quick)."""
+    gpuconv calls (also for complex tensors: in full on one small configuration,
+    elsewhere in gradcheck's fast mode, random projections of the Jacobians, to
+    keep it quick)."""
     cfg = random_config(seed)
     args = [a for a in _operands(cfg, getattr(torch, dtype), device, seed)
             if a is not None]
     assert torch.autograd.gradgradcheck(_fn(cfg), args,
-                                        fast_mode=dtype == "complex128")
+                                        fast_mode=dtype == "complex128" and seed != 6)
 
 
 def test_double_backward_gradient_penalty_matches_torch(device):
