@@ -26,7 +26,7 @@ LINKED_FILES = [
 ]
 # Optional packages a page's examples import (the page is skipped without them).
 NEEDS = {
-    "README.md": ("scipy",),
+    "README.md": ("torch",),
     "dask.md": ("dask.array", "distributed"),
     "torch.md": ("torch",),
 }
@@ -46,7 +46,7 @@ def _module_available(name: str) -> bool:
 def test_the_pages_exist():
     names = {p.name for p in DOCTEST_FILES}
     for page in ("semantics.md", "backends.md", "cuda.md", "testing.md",
-                 "performance.md", "dask.md", "examples.md"):
+                 "performance.md", "dask.md", "examples.md", "torch.md"):
         assert page in names, page
 
 
