@@ -33,6 +33,7 @@ import numpy as np
 
 from gpuconv._filter_args import FilterProblem
 from gpuconv._padding import add_fill_correction, pad_index
+from gpuconv._plan_cache import LRU, LaunchPlan
 from gpuconv._plan_filter import (
     CTYPES,
     check_extents,
@@ -112,36 +113,96 @@ def correlate2d(
     >>> choose_algorithm(fp, "auto")  # what correlate2d(x, k, fp, 'auto') runs
     'tiled'
     """
-    check_extents(fp)  # before any allocation: oversize is a ValueError, not OOM
     if device is None:
         device = _default_device()
+    key = (fp, _fill_bits(fp), method, block, vector, device, _plan_key(device))
+    entry = _PLANS.get(key)
+    if entry is None:
+        check_extents(fp)  # before any allocation: oversize is a ValueError, not OOM
+        dt = np.dtype(fp.dtype)
+        if dt != np.bool_ and dt.name not in CTYPES:
+            raise TypeError(f"the CUDA filter kernels do not support dtype {dt.name}")
+        if dt == np.bool_:
+            entry = _Entry("bool", "bool")
+        else:
+            algorithm = choose_algorithm(fp, method)
+            direct = algorithm
+            if algorithm == "fft" and method == "auto":
+                direct = choose_algorithm(fp, "direct")
+            entry = _Entry(algorithm, direct)
+        _PLANS.put(key, entry)
     xp = device.xp
-    dt = np.dtype(fp.dtype)
-    if dt == np.bool_:
+    algorithm = entry.algorithm
+    if algorithm == "bool":
         return _correlate_bool(
-            in1, k, fp, method, device=device, block=block, vector=vector
+            in1, k, fp, method, device=device, out=out, block=block, vector=vector
         )
-    if dt.name not in CTYPES:
-        raise TypeError(f"the CUDA filter kernels do not support dtype {dt.name}")
-    algorithm = choose_algorithm(fp, method)
     if algorithm == "fft" and method == "auto" and not _all_finite(xp, in1, k, fp):
-        algorithm = choose_algorithm(fp, "direct")
+        algorithm = entry.direct  # values decide: an FFT would spread NaN/inf
     if algorithm == "fft":
         y = correlate2d_fft(in1, k, fp, xp)
         if out is None:
             return y
         out[...] = y
         return out
-    in1 = xp.ascontiguousarray(in1)
-    k = xp.ascontiguousarray(k)
+    if not in1.flags.c_contiguous:
+        in1 = xp.ascontiguousarray(in1)
+    if not k.flags.c_contiguous:
+        k = xp.ascontiguousarray(k)
     if out is None:
         if POISON_OUTPUTS:
+            dt = np.dtype(fp.dtype)
             out = xp.full((fp.B, fp.OH, fp.OW), poison_value(dt), dtype=dt)
         else:
-            out = xp.empty((fp.B, fp.OH, fp.OW), dtype=dt)
-    for launch in plan_filter(fp, in1, k, out, algorithm, block=block, vector=vector):
-        device.launch(launch)
+            out = xp.empty((fp.B, fp.OH, fp.OW), dtype=fp.dtype)
+    # the planner reads the buffers' 16-byte alignment (128-bit accesses): one
+    # plan per alignment of in1 and out within 256 bytes
+    align = (_ptr(in1) & 255, _ptr(out) & 255, algorithm)
+    plan = entry.plans.get(align)
+    if plan is None:
+        launches = plan_filter(fp, in1, k, out, algorithm, block=block, vector=vector)
+        plan = LaunchPlan(device, launches, 3, buffers=(in1, k, out))
+        if plan.reusable and len(entry.plans) < _ALIGNMENTS_PER_PROBLEM:
+            entry.plans[align] = plan
+    plan.run((in1, k, out))
     return out
+
+
+#: Plans per problem and device (one per buffer alignment).
+_ALIGNMENTS_PER_PROBLEM = 64
+
+#: The algorithm choice and launch plans of each problem on each device.
+_PLANS = LRU("filter2d plans")
+
+
+class _Entry:
+    __slots__ = ("algorithm", "direct", "plans")
+
+    def __init__(self, algorithm: str, direct: str) -> None:
+        self.algorithm = algorithm
+        self.direct = direct
+        self.plans: dict[Any, LaunchPlan] = {}
+
+
+def _plan_key(device: Any) -> Any:
+    pk = getattr(device, "plan_key", None)
+    return None if pk is None else pk()
+
+
+def _fill_bits(fp: FilterProblem) -> bytes:
+    """The fill value's bytes: ``-0.0`` and ``0.0`` (equal, same hash) and NaN
+    payloads are different plans."""
+    v = fp.fillvalue
+    return v.tobytes() if isinstance(v, np.generic) else np.asarray(v).tobytes()
+
+
+def _ptr(a: Any) -> int:
+    """Device address of ``a``'s first element (CuPy: ``a.data.ptr``)."""
+    data = a.data
+    ptr = getattr(data, "ptr", None)
+    if ptr is not None:
+        return int(ptr)
+    return int(a.__array_interface__["data"][0])  # NumPy buffers (emulated)
 
 
 def _correlate_bool(in1, k, fp, method, *, out=None, **kw):

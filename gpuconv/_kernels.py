@@ -157,14 +157,24 @@ def _module(source: str, device_id: int) -> Any:
     )
 
 
+@functools.cache
+def _registered(source: str) -> frozenset[str]:
+    return frozenset(KERNELS.get(source, ()))
+
+
 def get_function(source: str, kernel: str) -> Any:
     """The compiled ``cupy.RawKernel`` of one registered instance on the current
-    device."""
+    device (the module is compiled or loaded once per source and device)."""
     import cupy
 
-    if kernel not in KERNELS.get(source, ()):
+    if kernel not in _registered(source):
         raise KeyError(f"{kernel} is not registered for {source}")
-    return _module(source, cupy.cuda.Device().id).get_function(kernel)
+    return _function(source, kernel, cupy.cuda.runtime.getDevice())
+
+
+@functools.lru_cache(maxsize=4096)
+def _function(source: str, kernel: str, device_id: int) -> Any:
+    return _module(source, device_id).get_function(kernel)
 
 
 class CupyDevice:
@@ -180,3 +190,20 @@ class CupyDevice:
     def launch(self, launch: Launch) -> None:
         fn = get_function(launch.source, launch.kernel)
         fn(launch.grid, launch.block, launch.args, shared_mem=launch.shared_mem)
+
+    def plan_key(self) -> int:
+        """Part of a cached plan's key: the current CUDA device (kernel handles
+        and uploaded tables belong to it)."""
+        return int(self.xp.cuda.runtime.getDevice())
+
+    def bind(self, launch: Launch) -> Any:
+        """A callable ``call(args)`` launching ``launch``'s kernel, grid, block and
+        shared memory with new arguments (``gpuconv._plan_cache.LaunchPlan``): the
+        kernel handle is looked up once, here, on the current device."""
+        fn = get_function(launch.source, launch.kernel)
+        grid, block, smem = launch.grid, launch.block, launch.shared_mem
+
+        def call(args: tuple[Any, ...]) -> None:
+            fn(grid, block, args, shared_mem=smem)
+
+        return call
