@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 
 from gpuconv import _backend
-from gpuconv._plan_cache import LRU, UNCACHED, Uncacheable, arg_key, array_key
 from gpuconv._filter_args import (
     Filter2dPlan,
     FilterProblem,
@@ -45,6 +44,7 @@ from gpuconv._filter_args import (
     normalize_filter1d,
     normalize_filter2d,
 )
+from gpuconv._plan_cache import LRU, UNCACHED, Uncacheable, arg_key, array_key
 
 __all__ = ["choose_method", "convolve", "convolve2d", "correlate", "correlate2d"]
 
