@@ -155,9 +155,9 @@ def correlate2d(
             out = xp.full((fp.B, fp.OH, fp.OW), poison_value(dt), dtype=dt)
         else:
             out = xp.empty((fp.B, fp.OH, fp.OW), dtype=fp.dtype)
-    # the planner reads the buffers' 16-byte alignment (128-bit accesses): one
-    # plan per alignment of in1 and out within 256 bytes
-    align = (_ptr(in1) & 255, _ptr(out) & 255, algorithm)
+    # the planner reads the buffers' 16-byte alignment (128-bit accesses: flags of
+    # plan_filter): one plan per alignment of in1 and out
+    align = (_ptr(in1) & 15, _ptr(out) & 15, algorithm)
     plan = entry.plans.get(align)
     if plan is None:
         launches = plan_filter(fp, in1, k, out, algorithm, block=block, vector=vector)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -146,15 +147,30 @@ def compile_options() -> tuple[str, ...]:
     )
 
 
-@functools.cache
-def _module(source: str, device_id: int) -> Any:
-    import cupy
+_MODULES: dict[tuple[str, int], Any] = {}
+_MODULES_LOCK = threading.Lock()
 
-    return cupy.RawModule(
-        code=read_source(source),
-        options=compile_options(),
-        name_expressions=list(KERNELS[source]),
-    )
+
+def _module(source: str, device_id: int) -> Any:
+    """The RawModule of ``source`` on ``device_id``: compiled (or loaded from
+    CuPy's disk cache) once per process, also when several threads (Dask workers)
+    ask for it at the same time."""
+    mod = _MODULES.get((source, device_id))
+    if mod is not None:
+        return mod
+    with _MODULES_LOCK:
+        mod = _MODULES.get((source, device_id))
+        if mod is None:
+            import cupy
+
+            mod = cupy.RawModule(
+                code=read_source(source),
+                options=compile_options(),
+                name_expressions=list(KERNELS[source]),
+            )
+            mod.compile()  # NVRTC (or the disk cache) and the load, here, once
+            _MODULES[(source, device_id)] = mod
+    return mod
 
 
 @functools.cache
@@ -174,7 +190,9 @@ def get_function(source: str, kernel: str) -> Any:
 
 @functools.lru_cache(maxsize=4096)
 def _function(source: str, kernel: str, device_id: int) -> Any:
-    return _module(source, device_id).get_function(kernel)
+    mod = _module(source, device_id)
+    with _MODULES_LOCK:  # CuPy's lazy per-function lookup: one thread at a time
+        return mod.get_function(kernel)
 
 
 class CupyDevice:

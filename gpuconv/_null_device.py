@@ -156,9 +156,10 @@ class NullDevice:
 
 
 @contextlib.contextmanager
-def null_cuda() -> Iterator[NullDevice]:
+def null_cuda(make_device: Any = NullDevice) -> Iterator[Any]:
     """The stand-in CuPy in ``sys.modules`` (a real one is put back after) and the
-    CUDA ops' default device a :class:`NullDevice`; yields the device."""
+    CUDA ops' default device ``make_device(cupy)`` (a :class:`NullDevice`, or e.g.
+    one that runs the launches on the CPU emulation harness); yields the device."""
     from gpuconv import _backend, _gpu_conv, _gpu_filter, _plan_cache
 
     names = ("cupy", "cupyx", "cupyx.scipy", "cupyx.scipy.signal")
@@ -166,7 +167,7 @@ def null_cuda() -> Iterator[NullDevice]:
     saved = (_backend._cupy_state, _gpu_conv.default_device,
              _gpu_filter._default_device)
     cp = make_cupy()
-    dev = NullDevice(cp)
+    dev = make_device(cp)
     for n in names[1:]:
         sys.modules.pop(n, None)
     sys.modules["cupy"] = cp

@@ -138,6 +138,15 @@ def _host(a: Any) -> Any:
     return a.get() if _backend.is_cupy_array(a) else a
 
 
+def _host_stand_in(a: Any) -> Any:
+    """``a`` if it is in host memory, else zeros of its shape and dtype: what the
+    argument checks at graph-build time need (shape and dtype, never the values),
+    without copying a device array to the host."""
+    if _backend.is_cupy_array(a):
+        return np.zeros(a.shape, dtype=a.dtype)
+    return a
+
+
 def _like(a: Any, block: Any) -> Any:
     """``a`` moved to where ``block`` lives (NumPy host memory or the CuPy device)."""
     if a is None:
@@ -453,7 +462,7 @@ def _filter(
     call = dict(mode=mode, boundary=boundary, fillvalue=fillvalue, **kwargs)
     if axes is not None:
         call["axes"] = axes
-    k_host = _host(k)
+    k_host = _host_stand_in(k)
     # Every argument check of the whole-array function (same exceptions and
     # texts), on a one-pixel stand-in of the image with its dtype and rank.
     fn(np.zeros((1,) * x.ndim, dtype=x.dtype), k_host,
@@ -462,7 +471,7 @@ def _filter(
     if k_host.ndim < x.ndim:  # a (..., KH, KW) stack: put it in in1's layout
         lead = (1,) * (x.ndim - k_host.ndim)
         k = _xp(k).moveaxis(k.reshape(lead + k.shape), (-2, -1), ax)
-        k_host = _host(k)
+        k_host = _host_stand_in(k)
     plan = normalize_filter2d(
         _moved(x.shape, ax), _moved(k_host.shape, ax), np.dtype(x.dtype),
         np.dtype(k_host.dtype), mode, boundary, fillvalue,
@@ -483,12 +492,199 @@ def _filter(
         ax[0]: _plan_axis(fp.H, x.chunks[ax[0]], fp.pad_top, fp.pad_bottom, fp.KH, 1),
         ax[1]: _plan_axis(fp.W, x.chunks[ax[1]], fp.pad_left, fp.pad_right, fp.KW, 1),
     }
-    return _apply(
-        x, plans, BOUNDARY_TO_PAD_MODE[fp.boundary], fp.fillvalue, _filter_block,
-        dtype, meta,
-        dict(fn=fn, kernel=k, stack_axes=kstack, axes=None if axes is None else ax,
-             kwargs=kwargs),
+    return _apply_gather(
+        x, plans, BOUNDARY_TO_PAD_MODE[fp.boundary], fp.fillvalue, dtype, meta, fn,
+        k, kstack, None if axes is None else ax, kwargs,
     )
+
+
+# ------------------------------------------------ direct halo gather (filters)
+#
+# The filters build each output chunk's input window in ONE task from the source
+# chunks it reads (neighbours for the halo; for 'wrap' also the far edge): one
+# allocation of the window and one copy per piece, on the chunk's device (CuPy
+# chunks stay on the GPU). Dask's own route (concatenate the border, rechunk,
+# ``overlap``'s slices and concatenations, then a crop) costs ~14 tasks per chunk
+# and a second copy of every window; this one costs one task per output chunk.
+
+
+def _runs(idx: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """``idx`` (source positions, ``-1`` for fill) as runs ``(dst, length, src,
+    step)`` of consecutive (``step`` 1) or reversed (-1) positions; fill runs have
+    ``src = -1``."""
+    n = idx.size
+    if n and idx[0] >= 0 and idx[-1] - idx[0] == n - 1 and (np.diff(idx) == 1).all():
+        return [(0, n, int(idx[0]), 1)]  # an interior window: one range
+    runs: list[tuple[int, int, int, int]] = []
+    idx = idx.tolist()
+    i = 0
+    while i < n:
+        v = idx[i]
+        j = i + 1
+        if v < 0:
+            while j < n and idx[j] < 0:
+                j += 1
+            runs.append((i, j - i, -1, 0))
+        else:
+            step = 1
+            if j < n and idx[j] == v - 1:
+                step = -1
+            while j < n and idx[j] == v + step * (j - i):
+                j += 1
+            runs.append((i, j - i, v, step))
+        i = j
+    return runs
+
+
+def _axis_pieces(
+    idx: np.ndarray, starts: Sequence[int]
+) -> tuple[tuple[int, int, int, int, int], ...]:
+    """Pieces ``(dst, length, chunk, local_start, step)`` of a window whose source
+    positions are ``idx``, split at the source chunk boundaries ``starts`` (fill
+    runs are left out: the window is pre-filled)."""
+    out = []
+    bounds = np.asarray(starts)
+    for dst, length, src, step in _runs(idx):
+        if src < 0:
+            continue
+        k = 0
+        while k < length:
+            pos = src + step * k
+            c = int(np.searchsorted(bounds, pos, side="right")) - 1
+            lo, hi = int(bounds[c]), int(bounds[c + 1])
+            # positions pos, pos+step, ... stay in chunk c for `room` steps
+            room = hi - pos if step > 0 else pos - lo + 1
+            take = min(room, length - k)
+            out.append((dst + k, take, c, pos - lo, step))
+            k += take
+    return tuple(out)
+
+
+def _src_slice(local: int, length: int, step: int) -> slice:
+    if step > 0:
+        return slice(local, local + length)
+    end = local - length
+    return slice(local, end if end >= 0 else None, -1)
+
+
+def _gather_window(
+    blocks: list[Any],
+    *,
+    ndim: int,
+    shape: tuple[int, ...],
+    pieces: dict[int, tuple[tuple[int, int, int, int, int], ...]],
+    chunk_ids: dict[int, tuple[int, ...]],
+    fill: Any,
+    prefill: bool,
+) -> Any:
+    """The window of one output chunk from the source ``blocks`` (the chunks named
+    by ``chunk_ids`` per spatial axis, row-major), one copy per piece."""
+    first = blocks[0]
+    xp = _xp(first)
+    if prefill:
+        win = xp.full(shape, fill, dtype=first.dtype)
+    else:
+        win = xp.empty(shape, dtype=first.dtype)
+    (a0, a1) = sorted(pieces)
+    n1 = len(chunk_ids[a1])
+    pos0 = {c: i for i, c in enumerate(chunk_ids[a0])}
+    pos1 = {c: i for i, c in enumerate(chunk_ids[a1])}
+    for d0, l0, c0, s0, st0 in pieces[a0]:
+        for d1, l1, c1, s1, st1 in pieces[a1]:
+            block = blocks[pos0[c0] * n1 + pos1[c1]]
+            dst = [slice(None)] * ndim
+            src = [slice(None)] * ndim
+            dst[a0], dst[a1] = slice(d0, d0 + l0), slice(d1, d1 + l1)
+            src[a0], src[a1] = _src_slice(s0, l0, st0), _src_slice(s1, l1, st1)
+            win[tuple(dst)] = block[tuple(src)]
+    return win
+
+
+def _gather_filter_task(
+    blocks: list[Any], *, gather: dict[str, Any], fn: Callable[..., Any], kernel: Any,
+    axes: tuple[int, int] | None, kwargs: dict[str, Any],
+) -> Any:
+    win = _gather_window(blocks, **gather)
+    k = _like(kernel, win)
+    if axes is None:
+        return fn(win, k, mode="valid", **kwargs)
+    return fn(win, k, mode="valid", axes=axes, **kwargs)
+
+
+def _apply_gather(
+    x: da.Array,
+    plans: dict[int, _AxisPlan],
+    mode: str,
+    fill: Any,
+    dtype: Any,
+    meta: Any,
+    fn: Callable[..., Any],
+    kernel: Any,
+    stack_axes: tuple[int, ...],
+    axes: tuple[int, int] | None,
+    kwargs: dict[str, Any],
+) -> da.Array:
+    """The filter of every output chunk as one task reading its source chunks."""
+    import itertools
+
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    for ax, plan in plans.items():
+        x = x.rechunk({ax: plan.src_chunks})
+    ax_list = sorted(plans)
+    per_axis: dict[int, list[tuple[tuple, tuple, int]]] = {}
+    for ax in ax_list:
+        plan = plans[ax]
+        idx = pad_index(plan.n, plan.before, plan.after, mode)
+        starts = [0, *np.cumsum(plan.src_chunks).tolist()]
+        entries = []
+        for b in range(len(plan.out_chunks)):
+            o0, o1 = plan.out_starts[b], plan.out_starts[b + 1]
+            w0, w1 = o0 * plan.stride, (o1 - 1) * plan.stride + plan.extent
+            window = idx[w0:w1]
+            raw = _axis_pieces(window, starts)
+            ids = tuple(sorted({c for _, _, c, _, _ in raw}))
+            entries.append((raw, ids, w1 - w0))
+        per_axis[ax] = entries
+    name = "gpuconv-" + fn.__name__ + "-" + tokenize(
+        x.name, {a: (p.before, p.after, p.extent, p.out_chunks) for a, p in
+                 plans.items()}, mode, fill, fn.__name__, kernel, stack_axes, axes,
+        kwargs)
+    out_chunks = list(x.chunks)
+    for ax in ax_list:
+        out_chunks[ax] = plans[ax].out_chunks
+    layer: dict[Any, Any] = {}
+    k_starts = {d: [0, *np.cumsum(x.chunks[d]).tolist()] for d in stack_axes}
+    for out_idx in itertools.product(*(range(len(c)) for c in out_chunks)):
+        raw = {ax: per_axis[ax][out_idx[ax]] for ax in ax_list}
+        if any(not r[1] for r in raw.values()):  # only fill: read one chunk anyway
+            raw = {ax: (r[0], r[1] or (0,), r[2]) for ax, r in raw.items()}
+        keys = []
+        for c0 in raw[ax_list[0]][1]:
+            for c1 in raw[ax_list[1]][1]:
+                src_idx = list(out_idx)
+                src_idx[ax_list[0]], src_idx[ax_list[1]] = c0, c1
+                keys.append((x.name, *src_idx))
+        shape = list(out_chunks[d][out_idx[d]] for d in range(x.ndim))
+        for ax in ax_list:
+            shape[ax] = raw[ax][2]
+        covered = all(sum(p[1] for p in raw[ax][0]) == raw[ax][2] for ax in ax_list)
+        k = kernel
+        if stack_axes:  # a stack of kernels: the slice that meets this chunk
+            sl = [slice(None)] * k.ndim
+            for d in stack_axes:
+                sl[d] = slice(k_starts[d][out_idx[d]], k_starts[d][out_idx[d] + 1])
+            k = k[tuple(sl)]
+        gather = dict(ndim=x.ndim, shape=tuple(shape),
+                      pieces={ax: raw[ax][0] for ax in ax_list},
+                      chunk_ids={ax: raw[ax][1] for ax in ax_list}, fill=fill,
+                      prefill=not covered)
+        task = functools.partial(_gather_filter_task, gather=gather, fn=fn, kernel=k,
+                                 axes=axes, kwargs=kwargs)
+        layer[(name, *out_idx)] = (task, keys)
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[x])
+    return da.Array(graph, name, chunks=tuple(out_chunks), dtype=dtype, meta=meta)
 
 
 def _apply(
