@@ -92,7 +92,7 @@ def _call_key(
 ) -> Any:
     try:
         nk = None if needs is None else _needs_key(needs)
-        return (fn, *(array_key(a) for a in arrays), *(arg_key(v) for v in args), nk)
+        return (fn, tuple(map(array_key, arrays)), tuple(map(arg_key, args)), nk)
     except (Uncacheable, AttributeError):
         return UNCACHED
 

@@ -171,7 +171,10 @@ def _const_array(
     arr = cache.get(full_key)
     if arr is None:
         if len(cache) >= _TABLE_CACHE_SIZE:
-            cache.pop(next(iter(cache)))
+            try:
+                cache.pop(next(iter(cache)), None)
+            except RuntimeError:  # another thread changed it meanwhile
+                pass
         arr = dev.xp.asarray(build())
         cache[full_key] = arr
     return arr

@@ -54,12 +54,17 @@ class _Namespace(types.ModuleType):
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._base, name)
         if isinstance(value, types.ModuleType):
-            return _Namespace(f"{self.__name__}.{name}", value)
-        if callable(value) and not isinstance(value, type):
-            def call(*args: Any, **kwargs: Any) -> Any:
-                return _wrap(value(*args, **kwargs))
+            value = _Namespace(f"{self.__name__}.{name}", value)
+        elif callable(value) and not isinstance(value, type):
+            fn = value
 
-            return call
+            def call(*args: Any, **kwargs: Any) -> Any:
+                return _wrap(fn(*args, **kwargs))
+
+            value = call
+        else:
+            return value
+        setattr(self, name, value)  # made once: CuPy's own lookups cost nothing
         return value
 
 

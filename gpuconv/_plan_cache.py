@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -59,6 +60,7 @@ class LRU:
         self.name = name
         self.maxsize = maxsize
         self._d: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
         self.hits = self.misses = 0
         _CACHES.append(self)
 
@@ -69,23 +71,24 @@ class LRU:
             return None
         try:
             value = self._d[key]
+            self._d.move_to_end(key)  # KeyError if another thread evicted it
         except (KeyError, TypeError):
             self.misses += 1
             return None
-        self._d.move_to_end(key)
         self.hits += 1
         return value
 
     def put(self, key: Any, value: Any) -> None:
         if key is UNCACHED or not _ENABLED:
             return
-        try:
-            self._d[key] = value
-        except TypeError:  # an unhashable part: never cached
-            return
-        self._d.move_to_end(key)
-        while len(self._d) > self.maxsize:
-            self._d.popitem(last=False)
+        with self._lock:  # threads (Dask's threaded scheduler) may put at once
+            try:
+                self._d[key] = value
+            except TypeError:  # an unhashable part: never cached
+                return
+            self._d.move_to_end(key)
+            while len(self._d) > self.maxsize:
+                self._d.popitem(last=False)
 
     def clear(self) -> None:
         self._d.clear()
