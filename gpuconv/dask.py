@@ -77,6 +77,7 @@ from __future__ import annotations
 
 import functools
 import math
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -484,9 +485,11 @@ def _filter(
         ax[0]: _plan_axis(fp.H, x.chunks[ax[0]], fp.pad_top, fp.pad_bottom, fp.KH, 1),
         ax[1]: _plan_axis(fp.W, x.chunks[ax[1]], fp.pad_left, fp.pad_right, fp.KW, 1),
     }
+    ax_out = None if axes is None else ax
     return _apply_gather(
-        x, plans, BOUNDARY_TO_PAD_MODE[fp.boundary], fp.fillvalue, dtype, meta, fn,
-        k, kstack, None if axes is None else ax, kwargs,
+        x, plans, BOUNDARY_TO_PAD_MODE[fp.boundary], fp.fillvalue, dtype, meta,
+        _filter_tasks(fn, k, kstack, ax_out, kwargs, x),
+        (fn.__name__, k, kstack, ax_out, kwargs),
     )
 
 
@@ -603,6 +606,36 @@ def _gather_filter_task(
     return fn(win, k, mode="valid", axes=axes, **kwargs)
 
 
+def _filter_tasks(
+    fn: Callable[..., Any], kernel: Any, stack_axes: tuple[int, ...],
+    axes: tuple[int, int] | None, kwargs: dict[str, Any], x: da.Array,
+) -> Callable[[tuple[int, ...], dict[str, Any]], Callable[..., Any]]:
+    """The task of each output chunk of a filter (its slice of a kernel stack)."""
+    k_starts = {d: [0, *np.cumsum(x.chunks[d]).tolist()] for d in stack_axes}
+
+    def make(out_idx: tuple[int, ...], gather: dict[str, Any]) -> Callable[..., Any]:
+        k = kernel
+        if stack_axes:  # a stack of kernels: the slice that meets this chunk
+            sl = [slice(None)] * k.ndim
+            for d in stack_axes:
+                sl[d] = slice(k_starts[d][out_idx[d]], k_starts[d][out_idx[d] + 1])
+            k = k[tuple(sl)]
+        return functools.partial(_gather_filter_task, gather=gather, fn=fn, kernel=k,
+                                 axes=axes, kwargs=kwargs)
+
+    return make
+
+
+def _gather_conv_task(
+    blocks: list[Any], *, gather: dict[str, Any], w: Any, bias: Any,
+    stride: tuple[int, int], dilation: tuple[int, int], groups: int,
+    kwargs: dict[str, Any],
+) -> Any:
+    win = _gather_window(blocks, **gather)
+    return gpuconv.conv2d(win, _like(w, win), _like(bias, win), stride=stride,
+                          padding=0, dilation=dilation, groups=groups, **kwargs)
+
+
 def _apply_gather(
     x: da.Array,
     plans: dict[int, _AxisPlan],
@@ -610,13 +643,12 @@ def _apply_gather(
     fill: Any,
     dtype: Any,
     meta: Any,
-    fn: Callable[..., Any],
-    kernel: Any,
-    stack_axes: tuple[int, ...],
-    axes: tuple[int, int] | None,
-    kwargs: dict[str, Any],
+    make_task: Callable[[tuple[int, ...], dict[str, Any]], Callable[..., Any]],
+    token: Any,
+    out_chunks: dict[int, tuple[int, ...]] | None = None,
 ) -> da.Array:
-    """The filter of every output chunk as one task reading its source chunks."""
+    """One task per output chunk: ``make_task(out_index, gather)(blocks)`` with the
+    source chunks its window reads (see :func:`_gather_window`)."""
     import itertools
 
     from dask.base import tokenize
@@ -639,16 +671,17 @@ def _apply_gather(
             ids = tuple(sorted({c for _, _, c, _, _ in raw}))
             entries.append((raw, ids, w1 - w0))
         per_axis[ax] = entries
-    name = "gpuconv-" + fn.__name__ + "-" + tokenize(
-        x.name, {a: (p.before, p.after, p.extent, p.out_chunks) for a, p in
-                 plans.items()}, mode, fill, fn.__name__, kernel, stack_axes, axes,
-        kwargs)
-    out_chunks = list(x.chunks)
+    # device arrays (kernels, weights) get a unique token: Dask would hash them
+    # through the host (pickling)
+    token = tuple(uuid.uuid4().hex if _backend.is_cupy_array(t) else t for t in token)
+    name = "gpuconv-gather-" + tokenize(
+        x.name, {a: (p.before, p.after, p.extent, p.stride, p.out_chunks) for a, p in
+                 plans.items()}, mode, fill, token)
+    chunks = list(x.chunks)
     for ax in ax_list:
-        out_chunks[ax] = plans[ax].out_chunks
+        chunks[ax] = plans[ax].out_chunks
     layer: dict[Any, Any] = {}
-    k_starts = {d: [0, *np.cumsum(x.chunks[d]).tolist()] for d in stack_axes}
-    for out_idx in itertools.product(*(range(len(c)) for c in out_chunks)):
+    for out_idx in itertools.product(*(range(len(c)) for c in chunks)):
         raw = {ax: per_axis[ax][out_idx[ax]] for ax in ax_list}
         if any(not r[1] for r in raw.values()):  # only fill: read one chunk anyway
             raw = {ax: (r[0], r[1] or (0,), r[2]) for ax, r in raw.items()}
@@ -658,25 +691,19 @@ def _apply_gather(
                 src_idx = list(out_idx)
                 src_idx[ax_list[0]], src_idx[ax_list[1]] = c0, c1
                 keys.append((x.name, *src_idx))
-        shape = list(out_chunks[d][out_idx[d]] for d in range(x.ndim))
+        shape = list(chunks[d][out_idx[d]] for d in range(x.ndim))
         for ax in ax_list:
             shape[ax] = raw[ax][2]
         covered = all(sum(p[1] for p in raw[ax][0]) == raw[ax][2] for ax in ax_list)
-        k = kernel
-        if stack_axes:  # a stack of kernels: the slice that meets this chunk
-            sl = [slice(None)] * k.ndim
-            for d in stack_axes:
-                sl[d] = slice(k_starts[d][out_idx[d]], k_starts[d][out_idx[d] + 1])
-            k = k[tuple(sl)]
         gather = dict(ndim=x.ndim, shape=tuple(shape),
                       pieces={ax: raw[ax][0] for ax in ax_list},
                       chunk_ids={ax: raw[ax][1] for ax in ax_list}, fill=fill,
                       prefill=not covered)
-        task = functools.partial(_gather_filter_task, gather=gather, fn=fn, kernel=k,
-                                 axes=axes, kwargs=kwargs)
-        layer[(name, *out_idx)] = (task, keys)
+        layer[(name, *out_idx)] = (make_task(out_idx, gather), keys)
+    for ax, c in (out_chunks or {}).items():
+        chunks[ax] = c
     graph = HighLevelGraph.from_collections(name, layer, dependencies=[x])
-    return da.Array(graph, name, chunks=tuple(out_chunks), dtype=dtype, meta=meta)
+    return da.Array(graph, name, chunks=tuple(chunks), dtype=dtype, meta=meta)
 
 
 def _apply(
@@ -834,23 +861,6 @@ def correlate2d(
 # ---------------------------------------------------------------------- conv2d
 
 
-def _conv_block(
-    block: Any,
-    *,
-    crops: dict[int, tuple[tuple[int, int], ...]],
-    w: Any,
-    bias: Any,
-    stride: tuple[int, int],
-    dilation: tuple[int, int],
-    groups: int,
-    kwargs: dict[str, Any],
-    block_info: Any = None,
-) -> Any:
-    win = _crop(block, crops, block_info[0]["chunk-location"])
-    return gpuconv.conv2d(win, _like(w, win), _like(bias, win), stride=stride,
-                          padding=0, dilation=dilation, groups=groups, **kwargs)
-
-
 def _conv_plans(x: da.Array, p: Any, min_chunk: int = 1) -> dict[int, _AxisPlan]:
     pt, pb, pl, pr = p.padding
     (sh, sw), (dh, dw) = p.stride, p.dilation
@@ -914,7 +924,7 @@ def conv2d(
     x = _as_dask(x, "x")
     w = _small(w, "w")
     bias = _small(bias, "bias")
-    w_host, b_host = _host(w), _host(bias)
+    w_host, b_host = _host_stand_in(w), _host_stand_in(bias)
     dts = [np.dtype(a.dtype) for a in (x, w_host, b_host) if a is not None]
     p = normalize_conv2d(
         x.shape, tuple(w_host.shape), dts, stride=stride, padding=padding,
@@ -932,12 +942,13 @@ def conv2d(
     xb = x if p.batched else x[None]
     xb = xb.rechunk({1: -1})
     plans = _conv_plans(xb, p)
-    y = _apply(
-        xb, plans, p.padding_mode, 0, _conv_block, p.dtype,
+    task = functools.partial(_gather_conv_task, w=w, bias=bias, stride=p.stride,
+                             dilation=p.dilation, groups=p.groups, kwargs=kwargs)
+    y = _apply_gather(
+        xb, plans, p.padding_mode, 0, p.dtype,
         meta_from_array(x._meta, ndim=4, dtype=p.dtype),
-        dict(w=w, bias=bias, stride=p.stride, dilation=p.dilation, groups=p.groups,
-             kwargs=kwargs),
-        out_chunks={1: (p.K,)},
+        lambda out_idx, gather: functools.partial(task, gather=gather),
+        ("conv2d", w, bias, p, kwargs), out_chunks={1: (p.K,)},
     )
     return y if p.batched else y[0]
 
@@ -1064,7 +1075,7 @@ def conv2d_backward(
     gy = _as_dask(gy, "gy")
     x = _as_dask(x, "x")
     w = _small(w, "w")
-    w_host = _host(w)
+    w_host = _host_stand_in(w)
     p = normalize_conv2d(
         x.shape, tuple(w_host.shape), [np.dtype(a.dtype) for a in (gy, x, w_host)],
         stride=stride, padding=padding, dilation=dilation, groups=groups,

@@ -32,7 +32,8 @@ class EmulatedCupy:
         self.xp = cp
         self.launches = 0
         if EmulatedCupy._dev is None:
-            EmulatedCupy._dev = prepared_device(["filter2d.cu"])
+            EmulatedCupy._dev = prepared_device(["filter2d.cu", "conv2d_forward.cu",
+                                                 "conv2d_pad.cu"])
 
     def launch(self, launch):
         self.launches += 1
@@ -92,3 +93,40 @@ def test_cupy_chunks_stay_on_the_device(name, kshape, kw, monkeypatch):
                     np.array(blocks, dtype=object).reshape(y.numblocks)])
     assert got.shape == want.shape
     assert_close(got, want, np.float32, terms=ker.size, scale=np.abs(want).max())
+
+
+@pytest.mark.parametrize("kw", [dict(padding=1),
+                                dict(padding=2, stride=2, padding_mode="reflect")])
+def test_cupy_chunks_of_conv2d_stay_on_the_device(kw, monkeypatch):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((5, 3, 21, 17)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    want = gpuconv.conv2d(x, w, b, **kw)
+
+    def host(*a, **k):
+        raise AssertionError("a chunk or halo was copied to the host")
+
+    with null_cuda(EmulatedCupy) as dev:
+        cp = dev.xp
+        monkeypatch.setattr(cp.ndarray, "get", host)
+        monkeypatch.setattr(cp, "asnumpy", host)
+        dx = da.from_array(cp.asarray(x), chunks=((2, 3), 3, (8, 13), (9, 8)),
+                           asarray=False, name=False)
+        y = gd.conv2d(dx, cp.asarray(w), cp.asarray(b), **kw)
+        real_ops = _backend.backend_ops
+        monkeypatch.setattr(_backend, "backend_ops",
+                            lambda n: host() if n == "numpy" else real_ops(n))
+        layers = y.__dask_graph__().layers
+        assert len(layers[y.name]) == y.npartitions  # one task per output chunk
+        assert not [n for n in layers if "overlap" in n or "concatenate" in n]
+        with dask.config.set(scheduler="sync"):
+            blocks = dask.compute(*y.to_delayed().ravel())
+        assert all(isinstance(blk, cp.ndarray) for blk in blocks)
+        assert dev.launches >= y.npartitions
+    grid = np.array(blocks, dtype=object).reshape(y.numblocks)
+    got = np.block([[[[np.asarray(grid[i, j, h, v]) for v in range(grid.shape[3])]
+                      for h in range(grid.shape[2])] for j in range(grid.shape[1])]
+                    for i in range(grid.shape[0])])
+    assert got.shape == want.shape
+    assert_close(got, want, np.float32, terms=27, scale=np.abs(want).max())
