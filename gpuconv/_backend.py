@@ -215,17 +215,13 @@ def use_backend(name: str | None) -> Iterator[None]:
         _context_backend.reset(token)
 
 
-def to_backend(
-    name: str, *arrays: Any, kind: Any = False
-) -> tuple[list[Any], Callable[[Any], Any]]:
+def to_backend(name: str, *arrays: Any) -> tuple[list[Any], Callable[[Any], Any]]:
     """Move ``arrays`` to where backend ``name`` computes.
 
     Returns the moved arrays and a function that moves a result back to the
-    caller's array type (identity when nothing moved). ``kind``: their
-    :func:`array_kind` when the caller knows it already.
+    caller's array type (identity when nothing moved).
     """
-    if kind is False:
-        kind = array_kind(*arrays)
+    kind = array_kind(*arrays)
     if name == "cuda":
         cupy = require_cupy()
         if kind == "cupy":

@@ -219,8 +219,8 @@ def conv2d(
         _CALLS.put(key, (p, algorithm))
     else:
         p, algorithm = call
-    name = _backend.select_backend_of_kind(kind, backend)
-    (x, w, bias), back = _backend.to_backend(name, x, w, bias, kind=kind)
+    name = _backend.select_backend(x, w, bias, backend=backend)
+    (x, w, bias), back = _backend.to_backend(name, x, w, bias)
     xp = _xp(name)
     if p.empty:
         y = xp.zeros(p.y_shape, dtype=p.compute_dtype)
@@ -358,8 +358,8 @@ def conv2d_backward(
         _CALLS.put(key, (p, needs, algorithm))
     else:
         p, needs, algorithm = call
-    name = _backend.select_backend_of_kind(kind, backend)
-    (gy, x, w), back = _backend.to_backend(name, gy, x, w, kind=kind)
+    name = _backend.select_backend(gy, x, w, backend=backend)
+    (gy, x, w), back = _backend.to_backend(name, gy, x, w)
     g = _backward(gy, x, w, p, needs, name, algorithm)
     return Conv2dGrads(*(None if a is None else back(a) for a in g))
 
@@ -424,15 +424,24 @@ def conv2d_grad_input(
     >>> gpuconv.conv2d_grad_input((1, 1, 3), np.ones((1, 1, 1, 2)), np.ones((1, 1, 2)))
     array([[[1., 2., 1.]]])
     """
-    shape = _shape_arg(input_shape, "input_shape")
-    w, gy = _arrays(w, gy)
-    p = normalize_conv2d(
-        shape, _shape_of(w, "w"), _dtypes(w, gy), stride=stride, padding=padding,
-        dilation=dilation, groups=groups, padding_mode=padding_mode,
-        fn="conv2d_grad_input",
-    )
-    _check_gy(gy, p)
-    algorithm = check_algorithm(algorithm)
+    kind = _backend.array_kind(w, gy)
+    w, gy = _arrays(w, gy, kind=kind)
+    key = _call_key("conv2d_grad_input", (w, gy),
+                    (input_shape, stride, padding, dilation, groups, padding_mode,
+                     algorithm))
+    call = _CALLS.get(key)
+    if call is None:
+        shape = _shape_arg(input_shape, "input_shape")
+        p = normalize_conv2d(
+            shape, _shape_of(w, "w"), _dtypes(w, gy), stride=stride,
+            padding=padding, dilation=dilation, groups=groups,
+            padding_mode=padding_mode, fn="conv2d_grad_input",
+        )
+        _check_gy(gy, p)
+        algorithm = check_algorithm(algorithm)
+        _CALLS.put(key, (p, algorithm))
+    else:
+        p, algorithm = call
     name = _backend.select_backend(w, gy, backend=backend)
     (w, gy), back = _backend.to_backend(name, w, gy)
     return back(_backward(gy, None, w, p, ("input",), name, algorithm).gx)
@@ -477,15 +486,24 @@ def conv2d_grad_weight(
     >>> gpuconv.conv2d_grad_weight(np.ones((1, 1, 3)), (1, 1, 1, 2), np.ones((1, 1, 2)))
     array([[[[2., 2.]]]])
     """
-    shape = _shape_arg(weight_shape, "weight_shape")
-    x, gy = _arrays(x, gy)
-    p = normalize_conv2d(
-        _shape_of(x, "x"), shape, _dtypes(x, gy), stride=stride, padding=padding,
-        dilation=dilation, groups=groups, padding_mode=padding_mode,
-        fn="conv2d_grad_weight",
-    )
-    _check_gy(gy, p)
-    algorithm = check_algorithm(algorithm)
+    kind = _backend.array_kind(x, gy)
+    x, gy = _arrays(x, gy, kind=kind)
+    key = _call_key("conv2d_grad_weight", (x, gy),
+                    (weight_shape, stride, padding, dilation, groups, padding_mode,
+                     algorithm))
+    call = _CALLS.get(key)
+    if call is None:
+        shape = _shape_arg(weight_shape, "weight_shape")
+        p = normalize_conv2d(
+            _shape_of(x, "x"), shape, _dtypes(x, gy), stride=stride,
+            padding=padding, dilation=dilation, groups=groups,
+            padding_mode=padding_mode, fn="conv2d_grad_weight",
+        )
+        _check_gy(gy, p)
+        algorithm = check_algorithm(algorithm)
+        _CALLS.put(key, (p, algorithm))
+    else:
+        p, algorithm = call
     name = _backend.select_backend(x, gy, backend=backend)
     (x, gy), back = _backend.to_backend(name, x, gy)
     return back(_backward(gy, x, None, p, ("weight",), name, algorithm).gw)

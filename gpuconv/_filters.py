@@ -218,8 +218,8 @@ def _filter2d(
         _CALLS_2D.put(key, (plan, ax, same_axes, method))
     else:
         plan, ax, same_axes, method = call
-    name = _backend.select_backend_of_kind(kind, backend)
-    (in1, in2), back = _backend.to_backend(name, in1, in2, kind=kind)
+    name = _backend.select_backend(in1, in2, backend=backend)
+    (in1, in2), back = _backend.to_backend(name, in1, in2)
     xp = _xp(name)
     image, kernel = _stacks(xp, in1, in2, plan, ax, same_axes)
     fp = plan.problem

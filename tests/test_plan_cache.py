@@ -360,3 +360,29 @@ def test_uncached_results_are_the_cached_ones(router, dev):
         _plan_cache.set_enabled(old)
     for c, u in zip(cached, uncached, strict=True):
         np.testing.assert_array_equal(c, u)
+
+
+def test_grad_helpers_interleaved(router, dev):
+    """torch-style helpers: the shape argument is part of the key."""
+    rng = np.random.default_rng(6)
+    w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((2, 6, 9, 10)).astype(np.float32)
+    x1 = rng.standard_normal((2, 4, 9, 10)).astype(np.float32)
+    x2 = rng.standard_normal((2, 4, 10, 11)).astype(np.float32)  # same gy, 'valid'
+    calls = [
+        (gpuconv.conv2d_grad_input, ((2, 4, 9, 10), w, gy), {"padding": 1}),
+        (gpuconv.conv2d_grad_input, ((2, 4, 10, 11), w, gy),
+         {"padding": (1, 0, 1, 0)}),
+        (gpuconv.conv2d_grad_input, ((2, 4, 9, 10), w, gy),
+         {"padding": 1, "algorithm": "naive"}),
+        (gpuconv.conv2d_grad_input, ((2, 4, 11, 12), w, gy), {}),
+        (gpuconv.conv2d_grad_weight, (x1, (6, 4, 3, 3), gy), {"padding": 1}),
+        (gpuconv.conv2d_grad_weight, (x2, (6, 4, 2, 2), gy), {}),
+        (gpuconv.conv2d_grad_weight, (x1, (6, 2, 3, 3), gy),
+         {"padding": 1, "groups": 2}),
+    ]
+    for fn, args, kw in calls + calls[::-1] + calls:
+        _check(router, fn, args, kw, np.float32, terms=2 * 9 * 10 * 6)
+    assert _plan_cache.info()["conv2d calls"]["hits"] >= len(calls)
+    with pytest.raises(TypeError, match="input_shape must be a sequence of ints"):
+        gpuconv.conv2d_grad_input((2, 4, 9.0, 10), w, gy, padding=1)
