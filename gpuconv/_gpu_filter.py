@@ -159,6 +159,13 @@ def correlate2d(
     # plan_filter): one plan per alignment of in1 and out
     align = (_ptr(in1) & 15, _ptr(out) & 15, algorithm)
     plan = entry.plans.get(align)
+    if plan is not None and not (
+        in1.shape == (fp.B, fp.H, fp.W) and k.shape == (fp.Bk, fp.KH, fp.KW)
+        and out.shape == (fp.B, fp.OH, fp.OW)
+        and in1.dtype == k.dtype == out.dtype == fp.dtype
+        and out.flags.c_contiguous
+    ):
+        plan = None  # buffers unlike the plan's: plan_filter says what is wrong
     if plan is None:
         launches = plan_filter(fp, in1, k, out, algorithm, block=block, vector=vector)
         plan = LaunchPlan(device, launches, 3, buffers=(in1, k, out))
