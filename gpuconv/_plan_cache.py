@@ -49,7 +49,8 @@ UNCACHED = object()
 class Uncacheable(Exception):
     """Raised by :func:`arg_key` for an argument that must not be cached."""
 
-_ENABLED = os.environ.get("GPUCONV_PLAN_CACHE", "1").strip() not in ("0", "off", "")
+_ENABLED = os.environ.get("GPUCONV_PLAN_CACHE", "1").strip().lower() not in (
+    "0", "off", "false", "no")
 _CACHES: list[LRU] = []
 
 

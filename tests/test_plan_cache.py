@@ -386,3 +386,37 @@ def test_grad_helpers_interleaved(router, dev):
     assert _plan_cache.info()["conv2d calls"]["hits"] >= len(calls)
     with pytest.raises(TypeError, match="input_shape must be a sequence of ints"):
         gpuconv.conv2d_grad_input((2, 4, 9.0, 10), w, gy, padding=1)
+
+
+def test_cupy_device_bind_launches_with_the_replayed_arguments(monkeypatch):
+    """``CupyDevice.bind`` (the GPU's replay path, no GPU needed here): the kernel
+    handle is looked up once, each call launches it with the plan's geometry and
+    the new buffers in their slots."""
+    from gpuconv import _kernels
+    from gpuconv._launch import Launch
+
+    calls, lookups = [], []
+
+    def fake_get_function(source, kernel):
+        lookups.append((source, kernel))
+        return lambda grid, block, args, shared_mem: calls.append(
+            (grid, block, args, shared_mem))
+
+    monkeypatch.setattr(_kernels, "get_function", fake_get_function)
+    dev = object.__new__(_kernels.CupyDevice)  # no CuPy needed for bind
+    a, b, out = np.zeros(4), np.ones(4), np.empty(4)
+    launch = Launch("filter2d.cu", "filter2d_naive<float>", (2, 1, 1), (32, 1, 1), 16,
+                    (a, b, out, np.int32(4)))
+    plan = _plan_cache.LaunchPlan(dev, [launch], 3, buffers=(a, b, out))
+    assert plan.reusable and plan.steps[0][1][:3] == (None, None, None)
+    a2, b2, out2 = np.zeros(4), np.ones(4), np.empty(4)
+    plan.run((a2, b2, out2))
+    plan.run((a, b, out))
+    assert lookups == [("filter2d.cu", "filter2d_naive<float>")]
+    (g, blk, args, smem), (_, _, args_again, _) = calls
+    assert (g, blk, smem) == ((2, 1, 1), (32, 1, 1), 16)
+    assert args[0] is a2 and args[1] is b2 and args[2] is out2
+    assert args[3] == np.int32(4) and type(args[3]) is np.int32
+    assert args_again[0] is a and args_again[2] is out
+    # one object in two roles: slots are ambiguous, the plan is not reusable
+    assert not _plan_cache.LaunchPlan(dev, [launch], 3, buffers=(a, a, out)).reusable
