@@ -204,12 +204,26 @@ def _fill_bits(fp: FilterProblem) -> bytes:
 
 
 def _ptr(a: Any) -> int:
-    """Device address of ``a``'s first element (CuPy: ``a.data.ptr``)."""
-    data = a.data
-    ptr = getattr(data, "ptr", None)
-    if ptr is not None:
-        return int(ptr)
-    return int(a.__array_interface__["data"][0])  # NumPy buffers (emulated)
+    """Device address of ``a``'s first element (CuPy: ``a.data.ptr``; NumPy buffers
+    of the emulated devices: the array interface), the way chosen once per type."""
+    get = _PTR_OF.get(type(a))
+    if get is None:
+        ptr = getattr(a.data, "ptr", None)
+        get = _PTR_OF[type(a)] = (
+            _cupy_ptr if isinstance(ptr, int) else _interface_ptr
+        )
+    return get(a)
+
+
+def _cupy_ptr(a: Any) -> int:
+    return a.data.ptr
+
+
+def _interface_ptr(a: Any) -> int:
+    return a.__array_interface__["data"][0]
+
+
+_PTR_OF: dict[type, Any] = {}
 
 
 def _correlate_bool(in1, k, fp, method, *, out=None, **kw):
