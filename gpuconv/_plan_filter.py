@@ -13,7 +13,8 @@ Algorithms
     ``filter2d_tiled<T, KH, KW, RY>``: shared-memory tile plus halo, register blocks.
     Compile-time kernel sizes 3, 5, 7, 9 (square) for float32/float64, the runtime-size
     path (``KH = KW = 0``) for every other shape and dtype; ``RY = 4`` for images,
-    ``RY = 1`` for short outputs (``OH < 16``, e.g. 1-D signals). Used whenever its
+    ``RY = 1`` for short outputs (``OH < 16``, e.g. 1-D signals); the compile-time
+    instances run ``RY = 2`` (:data:`RY_SPECIALISED`). Used whenever its
     shared memory fits the 48 KiB every device grants without an opt-in.
 ``'fft'``
     cuFFT through ``cupy.fft`` (see :mod:`gpuconv._gpu_filter`); float and complex only.
@@ -61,8 +62,15 @@ MAX_SHARED_MEM = 48 * 1024
 TAP_CHUNK = 4
 #: Output rows per thread of the image and the short-output instances.
 RY_IMAGE, RY_SHORT = 4, 1
+#: Output rows per thread of the compile-time kernel-size instances: half the
+#: accumulators and half the tile rows of ``RY_IMAGE``, so that 4-5 blocks of 256
+#: threads fit per SM (registers capped by ``__launch_bounds__``, shared memory
+#: ~20-30 KiB) and keep DRAM busy; the extra halo rows are L2 hits.
+RY_SPECIALISED = 2
 #: Below this many output rows the ``RY = 1`` instance is used.
 SHORT_OH = 16
+#: ``TILE_MAX_THREADS`` of filter2d.cu: the ``__launch_bounds__`` of filter2d_tiled.
+TILE_MAX_THREADS = 256
 #: Grid limits of y and z (the kernels loop over the rest).
 MAX_GRID_YZ = 65535
 
@@ -86,7 +94,7 @@ def kernel_names() -> tuple[str, ...]:
     for dt in CTYPES:
         names.append(naive_name(dt))
         if dt in SPECIALISED_DTYPES:
-            names += [tiled_name(dt, s, s, RY_IMAGE) for s in SPECIALISED_SIZES]
+            names += [tiled_name(dt, s, s, RY_SPECIALISED) for s in SPECIALISED_SIZES]
         names.append(tiled_name(dt, 0, 0, RY_IMAGE))
         names.append(tiled_name(dt, 0, 0, RY_SHORT))
     return tuple(names)
@@ -140,10 +148,13 @@ def tiled_config(
         and fp.KH == fp.KW in SPECIALISED_SIZES
     ):
         kh = kw = fp.KH
+        ry = RY_SPECIALISED
     else:
         kh = kw = 0
     name = tiled_name(dt, kh, kw, ry)
     if block is not None:
+        if block[0] * block[1] > TILE_MAX_THREADS:
+            return None
         smem = tiled_smem_bytes(size, block, ry, fp.KH, fp.KW)
         return (
             TiledConfig(name, ry, tuple(block), smem)
@@ -159,7 +170,9 @@ def tiled_config(
     else:
         cands = [(bx, by) for bx in (256, 128, 64, 32, 16, 8) for by in (8, 4, 2, 1)]
     cands = [
-        (bx, by) for bx, by in cands if bx * by <= 256 and bx <= bx_max and by <= by_max
+        (bx, by)
+        for bx, by in cands
+        if bx * by <= TILE_MAX_THREADS and bx <= bx_max and by <= by_max
     ] or [(8, 1)]
     best: tuple[float, int, int, int] | None = None
     for bx, by in cands:

@@ -134,20 +134,23 @@ def test_modes_boundaries_kernel_shapes(dev, rng, variant, boundary, fill, mode)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("boundary", BOUNDARIES)
 def test_tile_edges(dev, rng, dtype, boundary):
-    """Forced 2x2 blocks make 16x8 (float32) / 8x8 (float64) output tiles; images of
-    a tile -1, +0, +1 in each direction, compile-time and runtime kernel sizes."""
+    """Forced 2x2 blocks make (2*RY) x (2*RX) output tiles (RY = 2 for the
+    compile-time 3x3, 4 for the runtime-size path); images of a tile -1, +0, +1 in
+    each direction, compile-time and runtime kernel sizes."""
     rx = _plan_filter.rx(np.dtype(dtype).itemsize)
-    tw, th = 2 * rx, 2 * _plan_filter.RY_IMAGE
-    sizes = [
-        (th - 1 + 16, tw - 1),
-        (th + 16, tw),
-        (th + 17, tw + 1),
-        (2 * th + 16, 2 * tw + 1),
-    ]
-    for h, w in sizes:
-        x = random_values(rng, (2, h, w), dtype, small_int=True)
-        for kh, kw in [(3, 3), (4, 5), (1, 1)]:
-            k = random_values(rng, (1, kh, kw), dtype, small_int=True)
+    tw = 2 * rx
+    for kh, kw in [(3, 3), (4, 5), (1, 1)]:
+        probe = scipy_problem(64, 64, kh, kw, "same", boundary, 2, dtype, B=2)
+        th = 2 * tiled_config(probe, block=(2, 2)).ry
+        sizes = [
+            (th - 1 + 16, tw - 1),
+            (th + 16, tw),
+            (th + 17, tw + 1),
+            (2 * th + 16, 2 * tw + 1),
+        ]
+        k = random_values(rng, (1, kh, kw), dtype, small_int=True)
+        for h, w in sizes:
+            x = random_values(rng, (2, h, w), dtype, small_int=True)
             fp = scipy_problem(h, w, kh, kw, "same", boundary, 2, dtype, B=2)
             out = run(dev, x, k, fp, "tiled", block=(2, 2))
             np.testing.assert_array_equal(out, ref_correlate(x, k, fp))
