@@ -147,15 +147,20 @@ def make_cupy() -> types.ModuleType:
 
 
 def make_cupyx() -> dict[str, types.ModuleType]:
-    """``cupyx``, ``cupyx.scipy``, ``cupyx.scipy.signal`` on SciPy's signal."""
+    """``cupyx``, ``cupyx.scipy``, ``cupyx.scipy.signal`` and ``.ndimage`` on
+    SciPy's."""
+    import scipy.ndimage
     import scipy.signal
 
     signal = _Namespace("cupyx.scipy.signal", scipy.signal)
+    ndimage = _Namespace("cupyx.scipy.ndimage", scipy.ndimage)
     scipy_mod = types.ModuleType("cupyx.scipy")
     scipy_mod.signal = signal
+    scipy_mod.ndimage = ndimage
     cupyx = types.ModuleType("cupyx")
     cupyx.scipy = scipy_mod
-    return {"cupyx": cupyx, "cupyx.scipy": scipy_mod, "cupyx.scipy.signal": signal}
+    return {"cupyx": cupyx, "cupyx.scipy": scipy_mod, "cupyx.scipy.signal": signal,
+            "cupyx.scipy.ndimage": ndimage}
 
 
 @contextlib.contextmanager
@@ -278,6 +283,8 @@ def main(argv: list[str]) -> int:
         flt = load("bench_gpu_filter")
         flt.QUICK_SIZES, flt.QUICK_KSIZES = (70,), (3, 9, 31)
         flt.LAUNCH_SIZE, flt.LAUNCH_KSIZES = 33, (3,)
+        flt.QUICK_EXTRA = (("2d", "float64", 70, 3), ("2d", "complex64", 70, 3),
+                           ("1d", "float32", 1000, 31))
         flt.copy_bandwidth = lambda cp, nbytes=0: 1e12
         status["bench_gpu_filter"] = flt.main(
             ["--quick", "--budget", "0", "--json", str(out / "bench_filter.json")])
