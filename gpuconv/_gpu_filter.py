@@ -37,8 +37,13 @@ from gpuconv._plan_filter import (
     CTYPES,
     check_extents,
     choose_algorithm,
+    direct_seconds,
     fft_grid,
+    fft_seconds,
     plan_filter,
+    separable_candidate,
+    separable_problems,
+    separable_seconds,
 )
 
 #: Fill every output allocated here with a poison value (NaN, or 0x5A bytes for
@@ -126,6 +131,11 @@ def correlate2d(
     algorithm = choose_algorithm(fp, method)
     if algorithm == "fft" and method == "auto" and not _all_finite(xp, in1, k, fp):
         algorithm = choose_algorithm(fp, "direct")
+    uv = separable_factors(in1, k, fp, method, algorithm, xp)
+    if uv is not None:
+        return correlate2d_separable(
+            in1, uv, fp, device=device, out=out, block=block, vector=vector
+        )
     if algorithm == "fft":
         y = correlate2d_fft(in1, k, fp, xp)
         if out is None:
@@ -142,6 +152,59 @@ def correlate2d(
     for launch in plan_filter(fp, in1, k, out, algorithm, block=block, vector=vector):
         device.launch(launch)
     return out
+
+
+def separable_factors(
+    in1: Any, k: Any, fp: FilterProblem, method: str, algorithm: str, xp: Any
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(u, v)`` when ``fp`` runs as two 1-D passes, else ``None``.
+
+    Detected exactly as the NumPy backend does: one kernel, ``KH + KW + 2 <
+    KH * KW``, :func:`gpuconv._cpu_filter.rank1_factors` of the kernel (exact for
+    boxes and binomials, a few ulp for Gaussians) and finite data (a NaN or inf
+    would spread along the 1-D passes differently from the 2-D sum). ``'auto'`` and
+    ``'direct'`` take it where :func:`gpuconv._plan_filter.separable_seconds` beats
+    the chosen algorithm's model; ``'separable'`` forces it (tests, benchmarks).
+    The kernel (``KH*KW`` values) is copied to the host for the rank test, only
+    when the cost model already prefers the two passes.
+    """
+    from gpuconv._cpu_filter import rank1_factors
+
+    if method not in ("auto", "direct", "separable") or not separable_candidate(fp):
+        return None
+    if method != "separable":
+        other = fft_seconds(fp) if algorithm == "fft" else direct_seconds(fp, algorithm)
+        if separable_seconds(fp) >= other:
+            return None
+    kh = k.get() if hasattr(k, "get") else np.asarray(k)
+    uv = rank1_factors(np.ascontiguousarray(kh[0]))
+    if uv is None or not _all_finite(xp, in1, k, fp):
+        return None
+    return uv
+
+
+def correlate2d_separable(
+    in1: Any,
+    uv: tuple[np.ndarray, np.ndarray],
+    fp: FilterProblem,
+    *,
+    device: Any,
+    out: Any = None,
+    block: tuple[int, int] | None = None,
+    vector: bool = True,
+) -> Any:
+    """``fp`` with the rank-1 kernel ``outer(u, v)`` as two direct passes
+    (:func:`gpuconv._plan_filter.separable_problems`): ``KH x 1`` then ``1 x KW``."""
+    xp = device.xp
+    u, v = uv
+    first, second = separable_problems(fp)
+    dt = np.dtype(fp.dtype)
+    u3 = xp.asarray(np.ascontiguousarray(u, dtype=dt).reshape(1, fp.KH, 1))
+    v3 = xp.asarray(np.ascontiguousarray(v, dtype=dt).reshape(1, 1, fp.KW))
+    mid = correlate2d(in1, u3, first, "direct", device=device, block=block,
+                      vector=vector)  # fmt: skip
+    return correlate2d(mid, v3, second, "direct", device=device, out=out,
+                       block=block, vector=vector)  # fmt: skip
 
 
 def _correlate_bool(in1, k, fp, method, *, out=None, **kw):

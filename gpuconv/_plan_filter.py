@@ -314,7 +314,62 @@ def fft_seconds(fp: FilterProblem) -> float:
     return FFT_LAUNCHES * LAUNCH_SECONDS + nbytes / MEM_BANDWIDTH
 
 
-METHODS = ("auto", "direct", "fft", "naive", "tiled")
+# ---------------------------------------------------------------------------------
+# Separable (rank-1) kernels: two 1-D passes of the tiled kernel (a KH x 1 pass over
+# the image into a (B, OH, OW+KW-1) intermediate, then a 1 x KW 'valid' pass). A new
+# path with its own constants, kept apart from the ones above: recalibrate them on
+# measured rows of a rank-1 kernel (bench rows 'separable' vs 'tiled', k = 5..31,
+# 4096²/8192², float32/float64).
+# ---------------------------------------------------------------------------------
+#: Fraction of TILED_EFFICIENCY a KH x 1 or 1 x KW pass reaches when compute-bound
+#: (the runtime-size tiled kernel wastes 3 of its 4-column tap chunk on a 1-column
+#: kernel).
+SEPARABLE_PASS_EFFICIENCY = 0.25
+
+
+def separable_candidate(fp: FilterProblem) -> bool:
+    """Whether ``fp`` may run as two 1-D passes if its kernel is rank 1: one kernel
+    (``Bk == 1``), a float or complex dtype, and ``KH + KW + 2 < KH * KW`` (the
+    NumPy backend's own rule, :func:`gpuconv._cpu_filter._separable`)."""
+    from gpuconv._cpu_filter import _separable
+
+    return fp.Bk == 1 and np.dtype(fp.dtype).kind in "fc" and _separable(fp.KH, fp.KW)
+
+
+def separable_problems(fp: FilterProblem) -> tuple[FilterProblem, FilterProblem]:
+    """The two passes of a separable ``fp``: ``(KH x 1 over the image with fp's
+    boundary, OW + KW - 1 columns; 1 x KW 'valid' over that intermediate)``.
+
+    The boundary rule of ``ext`` is separable (rows and columns are mapped
+    independently), so extending the columns in the first pass and filtering them in
+    the second gives the same sum as the 2-D kernel, up to rounding.
+    """
+    import dataclasses
+
+    ew = fp.OW + fp.KW - 1
+    first = dataclasses.replace(fp, KW=1, OW=ew)
+    zero = np.zeros((), np.dtype(fp.dtype))[()]
+    second = FilterProblem(
+        fp.B, fp.OH, ew, 1, 1, fp.KW, 0, 0, fp.OH, fp.OW, "fill", zero, fp.dtype
+    )
+    return first, second
+
+
+def separable_seconds(fp: FilterProblem) -> float:
+    """Modelled time of the two 1-D passes (each as :func:`direct_seconds`, with
+    the pass efficiency above)."""
+    dt = np.dtype(fp.dtype)
+    total = 0.0
+    for p in separable_problems(fp):
+        outputs = p.B * p.OH * p.OW
+        flops = outputs * p.KH * p.KW * (8 if dt.kind == "c" else 2)
+        eff = TILED_EFFICIENCY * SEPARABLE_PASS_EFFICIENCY
+        nbytes = (p.B * p.H * p.W + outputs + p.KH * p.KW) * dt.itemsize
+        total += LAUNCH_SECONDS + max(nbytes / MEM_BANDWIDTH, flops / (eff * _peak(dt)))
+    return total
+
+
+METHODS = ("auto", "direct", "fft", "naive", "tiled", "separable")
 
 
 def choose_algorithm(fp: FilterProblem, method: str = "auto") -> str:
@@ -343,12 +398,14 @@ def choose_algorithm(fp: FilterProblem, method: str = "auto") -> str:
     if method not in METHODS:
         raise ValueError(
             "Acceptable method flags are 'auto', 'direct', or 'fft'. "
-            f"(internal: also 'naive', 'tiled'); got {method!r}"
+            f"(internal: also 'naive', 'tiled', 'separable'); got {method!r}"
         )
     dt = np.dtype(fp.dtype)
     fft_ok = dt.kind in "fc"
     if method == "naive":
         return "naive"
+    if method == "separable":  # forced two passes (tests); direct if not rank 1
+        method = "direct"
     direct = "tiled" if tiled_config(fp) is not None else "naive"
     if method == "tiled":
         if direct != "tiled":
@@ -478,6 +535,9 @@ __all__ = [
     "kernel_names",
     "next_fast_len",
     "plan_filter",
+    "separable_candidate",
+    "separable_problems",
+    "separable_seconds",
     "tiled_config",
     "tiled_smem_bytes",
 ]

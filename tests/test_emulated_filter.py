@@ -599,3 +599,96 @@ def test_public_1d_api_matches_numpy(via_emulator, rng, fn, dtype):
             want = theirs(a, v, mode)
             assert got.dtype == want.dtype
             np.testing.assert_array_equal(got, want)
+
+
+# ---------------------------------------------------------------------------------
+# separable (rank-1) kernels: two 1-D passes
+# ---------------------------------------------------------------------------------
+def _rank1(rng, kh, kw, dtype, kind):
+    dt = np.dtype(dtype)
+    if kind == "box":
+        u, v = np.ones(kh), np.ones(kw)
+    if kind in ("binomial", "gauss"):
+        from math import comb
+
+        if kind == "binomial":
+            u = np.array([float(comb(kh - 1, i)) for i in range(kh)])
+            v = np.array([float(comb(kw - 1, i)) for i in range(kw)])
+        else:
+            u = np.exp(-np.linspace(-2, 2, kh) ** 2)
+            v = np.exp(-np.linspace(-1.5, 1.5, kw) ** 2)
+    k = np.multiply.outer(u, v)
+    if dt.kind == "c":
+        k = k * (0.6 + 0.8j)
+    return k.astype(dt)[None]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "complex64"])
+def test_separable_two_passes(dev, rng, dtype):
+    """Rank-1 kernels (box, binomial, Gaussian; even and odd; kernel larger than the
+    image) as a KHx1 then a 1xKW launch, every mode and boundary, within the
+    tolerance table against the float64 reference."""
+    cases = [  # images off a tile by 1; the last two: kernel larger than the image
+        (15, 17, 7, 7, "box"),
+        (33, 31, 8, 5, "binomial"),
+        (3, 4, 9, 11, "gauss"),
+        (2, 7, 4, 3, "gauss"),
+    ]
+    for h, w, kh, kw, kind in cases:
+        x = random_values(rng, (2, h, w), dtype)
+        k = _rank1(rng, kh, kw, dtype, kind)
+        for mode in MODES:
+            if mode == "valid" and (kh > h or kw > w):
+                continue
+            for boundary, fill in [("fill", 0), ("fill", -2.5), ("wrap", 0),
+                                   ("symm", 0)]:  # fmt: skip
+                fp = scipy_problem(h, w, kh, kw, mode, boundary, fill, dtype, B=2)
+                n = len(dev.launches)
+                out = run(dev, x, k, fp, "separable")
+                check(out, x, k, fp)
+                names = [launch[1] for launch in dev.launches[n:]]
+                assert len(names) == 2, names  # the two 1-D passes
+
+
+def test_separable_falls_back_to_2d(dev, rng, monkeypatch):
+    """Not rank 1, a NaN in the image, a kernel stack or an integer dtype: one 2-D
+    launch. 'auto'/'direct' take the passes where the cost model says so."""
+    x = random_values(rng, (1, 20, 21), "float64")
+    k = _rank1(rng, 7, 7, "float64", "gauss")
+    fp = scipy_problem(20, 21, 7, 7, "same", "symm", 0, "float64")
+    k2 = k.copy()
+    k2[0, 3, 3] += 1.0  # rank 2
+    xn = x.copy()
+    xn[0, 4, 5] = np.nan
+    for xx, kk in [(x, k2), (xn, k)]:
+        n = len(dev.launches)
+        out = run(dev, xx, kk, fp, "separable")
+        assert len(dev.launches) == n + 1
+        check(out, xx, kk, fp)
+    # Bk == B > 1: never separable
+    fp2 = scipy_problem(20, 21, 7, 7, "same", "symm", 0, "float64", B=2, Bk=2)
+    x2 = random_values(rng, (2, 20, 21), "float64")
+    n = len(dev.launches)
+    run(dev, x2, np.concatenate([k, k]), fp2, "separable")
+    assert len(dev.launches) == n + 1
+    # the cost model decides for 'auto' and 'direct'
+    n = len(dev.launches)
+    run(dev, x, k, fp, "direct")
+    assert len(dev.launches) == n + 1  # tiny image: one 2-D launch is cheaper
+    monkeypatch.setattr(_gpu_filter, "separable_seconds", lambda fp: 0.0)
+    for method in ("auto", "direct"):
+        n = len(dev.launches)
+        check(run(dev, x, k, fp, method), x, k, fp)
+        assert len(dev.launches) == n + 2
+
+
+def test_separable_cost_model():
+    """Large rank-1 filters: the passes beat the 2-D tiled kernel from k of about 11
+    on the model (to recalibrate on measured rows), never for small k."""
+    from gpuconv._plan_filter import direct_seconds, separable_seconds
+
+    f32 = np.dtype("float32")
+    for k, faster in [(3, False), (5, False), (15, True), (31, True)]:
+        fp = problem(1, 8192, 8192, 1, k, k, k // 2, k // 2, 8192, 8192, "fill", 0,
+                     f32)  # fmt: skip
+        assert (separable_seconds(fp) < direct_seconds(fp, "tiled")) == faster
