@@ -692,3 +692,28 @@ def test_separable_cost_model():
         fp = problem(1, 8192, 8192, 1, k, k, k // 2, k // 2, 8192, 8192, "fill", 0,
                      f32)  # fmt: skip
         assert (separable_seconds(fp) < direct_seconds(fp, "tiled")) == faster
+
+
+def test_stack_of_small_images_is_one_launch(via_emulator, dev, rng):
+    """A stack (``axes=``) of many small images is one launch (grid z over the
+    stack, grid-stride beyond 65535), for the public API too; 4096 images of 64²
+    are planned as one launch covering every image."""
+    import gpuconv
+
+    imgs = random_values(rng, (300, 12, 13), "float32", small_int=True)
+    ker = random_values(rng, (3, 3), "float32", small_int=True)
+    n = len(dev.launches)
+    got = gpuconv.convolve2d(imgs, ker, "same", "symm", axes=(-2, -1))
+    assert len(dev.launches) == n + 1
+    assert dev.launches[-1][2][2] == 300  # grid z: one slice per image
+    for i in (0, 151, 299):
+        np.testing.assert_array_equal(got[i], ss.convolve2d(imgs[i], ker, "same",
+                                                            "symm"))  # fmt: skip
+    fp = scipy_problem(64, 64, 3, 3, "same", "fill", 0, "float32", B=4096)
+    x = np.empty((4096, 64, 64), np.float32)
+    (launch,) = plan_filter(fp, x, np.empty((1, 3, 3), np.float32),
+                            np.empty_like(x), "tiled")  # fmt: skip
+    bx, by, _ = launch.block
+    tw, th = bx * _plan_filter.rx(4), by * tiled_config(fp).ry
+    assert launch.grid == (-(-64 // tw), -(-64 // th), 4096)
+    assert bx * by >= 64  # blocks big enough for full SMs (32 blocks/SM limit)
