@@ -717,3 +717,32 @@ def test_stack_of_small_images_is_one_launch(via_emulator, dev, rng):
     tw, th = bx * _plan_filter.rx(4), by * tiled_config(fp).ry
     assert launch.grid == (-(-64 // tw), -(-64 // th), 4096)
     assert bx * by >= 64  # blocks big enough for full SMs (32 blocks/SM limit)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_fft_kernel_spectrum_by_dft_matrices(rng, dtype):
+    """The FFT path's kernel spectrum from two small DFT matrices equals NumPy's
+    full-size transform of the zero-padded kernel (both product orders, odd/even
+    sizes, kernel stacks), to the FFT tolerance."""
+    from gpuconv._gpu_filter import kernel_spectrum
+
+    real = np.dtype(dtype).kind == "f"
+    for bk, kh, kw, sh, sw in [(1, 3, 7, 12, 10), (2, 8, 2, 15, 21), (1, 5, 5, 7, 8)]:
+        kr = random_values(rng, (bk, kh, kw), dtype)
+        got = kernel_spectrum(kr, sh, sw, real, np)
+        ref = (np.fft.rfft2 if real else np.fft.fft2)(
+            kr.astype(np.complex128 if not real else np.float64), s=(sh, sw)
+        )
+        assert got.shape == ref.shape
+        assert_close(got, ref, dtype=dtype, terms=kh * kw,
+                     scale=float(np.abs(ref).max()))  # fmt: skip
+
+
+def test_fft_path_full_size_kernel_transform(dev, rng, monkeypatch):
+    """Kernels above KERNEL_DFT_MAX_TAPS take the full-size transform: same result."""
+    monkeypatch.setattr(_gpu_filter, "KERNEL_DFT_MAX_TAPS", 0)
+    x = random_values(rng, (2, 14, 11), "float64")
+    k = random_values(rng, (2, 4, 5), "float64")
+    fp = scipy_problem(14, 11, 4, 5, "full", "fill", 1.5, "float64", B=2, Bk=2)
+    out = run(dev, x, k, fp, "fft")
+    assert_close(out, ref_correlate(x, k, fp), terms=20)
