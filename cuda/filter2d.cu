@@ -239,19 +239,28 @@ filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k,
                     // that no lane idles on a partial row and each thread issues all
                     // its loads in ceil(rows * nvec / (LOAD_BATCH * threads)) rounds
                     const int total = rows * nvec;
+                    // (row, vector) of flat index i advance by nthreads per step with
+                    // one add and a compare (no division in the loop)
+                    const int dr = nthreads / nvec, dq = nthreads - dr * nvec;
+                    int r0 = tid / nvec, q0 = tid - r0 * nvec;
                     for (int i0 = tid; i0 < total; i0 += LOAD_BATCH * nthreads) {
                         gcf::Vec16<T> vv[LOAD_BATCH];
+                        int r = r0, q = q0;
 #pragma unroll
                         for (int u = 0; u < LOAD_BATCH; ++u) {
-                            const int idx = i0 + u * nthreads;
-                            const int r = idx / nvec;
-                            if (idx < total) vv[u] = gbase[(long long)r * wv + (idx - r * nvec)];
+                            if (i0 + u * nthreads < total) vv[u] = gbase[(long long)r * wv + q];
+                            r += dr;
+                            q += dq;
+                            if (q >= nvec) {
+                                q -= nvec;
+                                ++r;
+                            }
                         }
+                        r = r0;
+                        q = q0;
 #pragma unroll
                         for (int u = 0; u < LOAD_BATCH; ++u) {
-                            const int idx = i0 + u * nthreads;
-                            if (idx >= total) break;
-                            const int r = idx / nvec, q = idx - r * nvec;
+                            if (i0 + u * nthreads >= total) break;
                             T* srow = s_in + r * P;
                             if (VEC <= 4 && sh == 0 && q * VEC + VEC <= cols) {
                                 // the chunk lands on a 16-byte boundary of the row
@@ -264,7 +273,15 @@ filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k,
                                     if (c >= 0 && c < cols) srow[c] = vv[u].v[e];
                                 }
                             }
+                            r += dr;
+                            q += dq;
+                            if (q >= nvec) {
+                                q -= nvec;
+                                ++r;
+                            }
                         }
+                        r0 = r;
+                        q0 = q;
                     }
                     for (int r = ty; r < rows; r += BY) {
                         for (int c = cols + tx; c < P; c += BX) s_in[r * P + c] = zero;

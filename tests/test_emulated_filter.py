@@ -746,3 +746,20 @@ def test_fft_path_full_size_kernel_transform(dev, rng, monkeypatch):
     fp = scipy_problem(14, 11, 4, 5, "full", "fill", 1.5, "float64", B=2, Bk=2)
     out = run(dev, x, k, fp, "fft")
     assert_close(out, ref_correlate(x, k, fp), terms=20)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_batched_tile_loader_strides(dev, rng, dtype):
+    """The flattened 128-bit tile loader where a block has more threads than a tile
+    row has vectors (the (row, vector) step wraps over several rows) and fewer
+    (one row per several steps), interior tiles of the compile-time instances."""
+    cases = [((8, 4), (40, 200)), ((16, 8), (70, 400)), ((4, 2), (30, 96))]
+    for block, (h, w) in cases:
+        x = random_values(rng, (1, h, w), dtype, small_int=True)
+        for ks in (3, 9):
+            k = random_values(rng, (1, ks, ks), dtype, small_int=True)
+            fp = scipy_problem(h, w, ks, ks, "same", "symm", 0, dtype)
+            (launch,) = plan_filter(fp, x, k, np.empty_like(x), "tiled", block=block)
+            assert int(launch.args[-1]) & 1  # the vector loads run
+            out = run(dev, x, k, fp, "tiled", block=block)
+            np.testing.assert_array_equal(out, ref_correlate(x, k, fp))
