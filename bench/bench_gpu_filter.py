@@ -33,6 +33,10 @@ Extra suites (after the float32 suite; ``--quick`` runs one case of each):
   ``cupyx.scipy.ndimage.convolve`` (``mode='constant'``, the same 'same'/fill-0
   result for odd k) and ``cupyx.scipy.signal.convolve2d``; floor = 2 * itemsize
   bytes per pixel.
+- ``filter2d_rank1/<variant>/<n>x<n>/k<k>/float32``: a Gaussian (rank-1) kernel,
+  k = 5, 9, 15, 31 at 4096² and 8192²: ``auto``, the 2-D ``tiled`` kernel, the two
+  1-D passes (``separable``) and ``fft``, against ``cupyx.scipy.ndimage.convolve``:
+  the rows that calibrate :func:`gpuconv._plan_filter.separable_seconds`.
 - ``convolve1d/<variant>/n<N>/k<k>/float32``: ``gpuconv.convolve`` and
   ``gpuconv.correlate`` ('same') against ``cupy.convolve``/``cupy.correlate``,
   signals of 1e6, 1e7, 1e8 samples, kernels of 3 to 10 000 taps (``auto``, i.e.
@@ -90,8 +94,9 @@ NDIMAGE_TARGET = 1.0  # ours / cupyx.ndimage.convolve time: never slower
 SIGNAL_SIZES = (10**6, 10**7, 10**8)
 SIGNAL_TAPS = (3, 31, 301, 3001, 10000)
 CUPY_1D_TARGET = 0.5  # ours / cupy.convolve time (>= 2x faster)
+RANK1_KSIZES = (5, 9, 15, 31)
 QUICK_EXTRA = (("2d", "float64", 4096, 3), ("2d", "complex64", 4096, 3),
-               ("1d", "float32", 10**7, 31))
+               ("rank1", "float32", 4096, 15), ("1d", "float32", 10**7, 31))
 
 
 def _rel_err(cp: Any, ours: Any, ref: Any) -> float:
@@ -149,6 +154,7 @@ def run_filter_bench(quick: bool = False, repeats: int | None = None,
         cp.get_default_memory_pool().free_all_blocks()
     extra = [("2d", dt, n, k) for dt in EXTRA_DTYPES for n in DTYPE_SIZES
              for k in DTYPE_KSIZES]
+    extra += [("rank1", "float32", n, k) for n in DTYPE_SIZES for k in RANK1_KSIZES]
     extra += [("1d", "float32", n, k) for n in SIGNAL_SIZES for k in SIGNAL_TAPS]
     if quick:
         extra = list(QUICK_EXTRA)
@@ -156,13 +162,13 @@ def run_filter_bench(quick: bool = False, repeats: int | None = None,
         if progress:
             print(f"[filter bench] {kind} {dt} n={n} k={k}", file=sys.stderr,
                   flush=True)
-        bench = _bench_dtype_case if kind == "2d" else _bench_1d_case
+        bench = {"2d": _bench_dtype_case, "rank1": _bench_rank1_case,
+                 "1d": _bench_1d_case}[kind]
         try:
             case_rows = bench(cp, rng, n, k, dt, bw, min_rep, base, budget_s)
         except Exception as exc:  # one bad case must not end the run
             case_rows = [{**base, "dtype": dt, "n": n, "k": k,
-                          "case": f"{'filter2d' if kind == '2d' else 'convolve1d'}"
-                                  f"/-/{n}/k{k}/{dt}",
+                          "case": f"{kind}/-/{n}/k{k}/{dt}",
                           "error": f"{type(exc).__name__}: {exc}",
                           "error_kind": "exception"}]
         rows += case_rows
@@ -268,6 +274,46 @@ def _bench_dtype_case(cp: Any, rng: np.random.Generator, n: int, k: int,
     floor_s = 2 * dt.itemsize * px / bw
     return _timed_rows(cp, f"filter2d/{{variant}}/{n}x{n}/k{k}/{dt.name}", ours,
                        peers, ref, limit, px, floor_s, NDIMAGE_TARGET, extra, timing)
+
+
+def _bench_rank1_case(cp: Any, rng: np.random.Generator, n: int, k: int,
+                      dtype: str, bw: float, min_rep: int, base: dict[str, Any],
+                      budget_s: float = 0.3) -> list[dict[str, Any]]:
+    """A Gaussian (rank-1) kernel: 2-D tiled vs the two 1-D passes vs the FFT."""
+    import gpuconv
+    from gpuconv import _gpu_filter
+
+    dt = np.dtype(dtype)
+    g = np.exp(-np.linspace(-2.0, 2.0, k) ** 2)
+    x = cp.asarray(rng.standard_normal((n, n)).astype(dt))
+    w = cp.asarray(np.multiply.outer(g, g).astype(dt))
+    fp = same_fill_problem(n, n, k, k, dt)
+    x3 = x.reshape(1, n, n)
+    wf3 = cp.ascontiguousarray(w[::-1, ::-1]).reshape(1, k, k)
+    px = float(n * n)
+    ref = _gpu_filter.correlate2d(x3, wf3, fp, "naive")[0]
+    peers: dict[str, Callable[[], Any]] = {}
+    try:
+        import cupyx.scipy.ndimage as cpn
+
+        peers["cupyx.scipy.ndimage.convolve"] = lambda: cpn.convolve(
+            x, w, mode="constant", cval=0.0)
+    except ImportError:
+        pass
+    ours = {
+        "auto": lambda: gpuconv.convolve2d(x, w, mode="same"),
+        "tiled": lambda: _gpu_filter.correlate2d(x3, wf3, fp, "tiled")[0],
+        "separable": lambda: _gpu_filter.correlate2d(x3, wf3, fp, "separable")[0],
+        "fft": lambda: _gpu_filter.correlate2d(x3, wf3, fp, "fft")[0],
+    }
+    extra = {**base, "dtype": dt.name, "shape": f"{n}x{n} k={k}", "n": n, "k": k,
+             "kernel": "gaussian rank 1", "l2": "exceeds L2"}
+    timing = {"warmup": 2, "min_repeats": min_rep, "max_repeats": 200,
+              "budget_s": budget_s}
+    floor_s = 2 * dt.itemsize * px / bw
+    return _timed_rows(cp, f"filter2d_rank1/{{variant}}/{n}x{n}/k{k}/{dt.name}",
+                       ours, peers, ref, 1e-4, px, floor_s, NDIMAGE_TARGET, extra,
+                       timing)
 
 
 def _bench_1d_case(cp: Any, rng: np.random.Generator, n: int, k: int, dtype: str,
@@ -444,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         doc = json.loads(Path(args.table).read_text())
         rows = doc["rows"] if isinstance(doc, dict) else doc
         rows = [r for r in rows if str(r.get("case", "")).startswith(
-            ("filter2d/", "convolve1d/", "correlate1d/"))]
+            ("filter2d", "convolve1d/", "correlate1d/"))]
         print(_table(rows))
         return 0
     meta = start_run("bench_gpu_filter", argv)
