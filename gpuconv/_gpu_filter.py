@@ -245,10 +245,34 @@ def extend(in1: Any, fp: FilterProblem, xp: Any) -> Any:
     return xp.take(xp.take(in1, rows, axis=1), cols, axis=2)
 
 
-#: The FFT path computes the kernel's spectrum with two small DFT matrices (a GEMM of
-#: ``sh x min(KH, KW) x sw/2``) instead of a full-size transform of the zero-padded
-#: kernel when its smaller side has at most this many taps.
+#: The FFT path computes the kernel's spectrum with two small DFT matrices (two
+#: GEMMs) instead of a full-size transform of the zero-padded kernel when that costs
+#: at most this many complex multiply-adds per spectrum element
+#: (:func:`kernel_dft_cheaper`).
 KERNEL_DFT_MAX_TAPS = 32
+
+
+def _dft_orders(kh: int, kw: int, sh: int, nv: int) -> tuple[float, float]:
+    # multiply-adds per spectrum element of (F_h @ (k @ F_w)) and ((F_h @ k) @ F_w)
+    return kh * (kw + sh) / sh, kw * (kh + nv) / nv
+
+
+def kernel_dft_cheaper(kh: int, kw: int, sh: int, sw: int, real: bool) -> bool:
+    """Whether :func:`kernel_spectrum` beats a full-size transform: at most
+    :data:`KERNEL_DFT_MAX_TAPS` multiply-adds per spectrum element, and DFT matrices
+    (``sh*KH + KW*nv`` entries) of at most a quarter of the spectrum. 2-D images
+    with kernels up to ~32 taps a side qualify; long 1-D signals never do (their
+    ``F_w`` would be ``KW`` times the spectrum).
+
+    >>> kernel_dft_cheaper(15, 15, 4116, 4116, True)
+    True
+    >>> kernel_dft_cheaper(1, 31, 1, 10**6, True)
+    False
+    """
+    nv = sw // 2 + 1 if real else sw
+    if sh * kh + kw * nv > sh * nv / 4:
+        return False
+    return min(_dft_orders(kh, kw, sh, nv)) <= KERNEL_DFT_MAX_TAPS
 
 
 def kernel_spectrum(kr: Any, sh: int, sw: int, real: bool, xp: Any) -> Any:
@@ -258,8 +282,8 @@ def kernel_spectrum(kr: Any, sh: int, sw: int, real: bool, xp: Any) -> Any:
 
     One spectrum-sized write instead of a zero-padded copy and a full 2-D
     transform; the twiddle angles are reduced modulo the size in integers and
-    evaluated in float64, so every entry is as accurate as the FFT's. The product
-    is ordered so that the spectrum-sized GEMM has inner dimension ``min(KH, KW)``.
+    evaluated in float64, so every entry is as accurate as the FFT's. The two
+    products are taken in the cheaper order.
 
     >>> import numpy as np
     >>> kr = np.arange(6.0).reshape(1, 2, 3)
@@ -280,7 +304,8 @@ def kernel_spectrum(kr: Any, sh: int, sw: int, real: bool, xp: Any) -> Any:
     fh = dft(sh, sh, kh)  # (sh, KH)
     fw = dft(sw, kw, nv)  # (KW, nv)
     kc = kr.astype(cdt)
-    if kh <= kw:
+    first, second = _dft_orders(kh, kw, sh, nv)
+    if first <= second:
         return fh @ (kc @ fw)  # (sh, KH) @ (Bk, KH, nv)
     return (fh @ kc) @ fw  # (Bk, sh, KW) @ (KW, nv)
 
@@ -318,7 +343,7 @@ def correlate2d_fft(in1: Any, k: Any, fp: FilterProblem, xp: Any) -> Any:
     fwd, inv = (xp.fft.fft2, xp.fft.ifft2) if dt.kind == "c" else (
         xp.fft.rfft2, xp.fft.irfft2)  # fmt: skip
     spec = fwd(x, s=(sh, sw), axes=axes)
-    if min(fp.KH, fp.KW) <= KERNEL_DFT_MAX_TAPS:
+    if kernel_dft_cheaper(fp.KH, fp.KW, sh, sw, dt.kind != "c"):
         spec *= kernel_spectrum(kr, sh, sw, dt.kind != "c", xp)
     else:
         spec *= fwd(kr, s=(sh, sw), axes=axes)

@@ -738,14 +738,28 @@ def test_fft_kernel_spectrum_by_dft_matrices(rng, dtype):
                      scale=float(np.abs(ref).max()))  # fmt: skip
 
 
-def test_fft_path_full_size_kernel_transform(dev, rng, monkeypatch):
-    """Kernels above KERNEL_DFT_MAX_TAPS take the full-size transform: same result."""
-    monkeypatch.setattr(_gpu_filter, "KERNEL_DFT_MAX_TAPS", 0)
-    x = random_values(rng, (2, 14, 11), "float64")
-    k = random_values(rng, (2, 4, 5), "float64")
-    fp = scipy_problem(14, 11, 4, 5, "full", "fill", 1.5, "float64", B=2, Bk=2)
-    out = run(dev, x, k, fp, "fft")
-    assert_close(out, ref_correlate(x, k, fp), terms=20)
+def test_fft_path_kernel_spectrum_choice(dev, rng, monkeypatch):
+    """Small kernels on images take the DFT-matrix spectrum, large ones and long
+    1-D signals (F_w would be KW x the spectrum) the full-size transform; both give
+    the same FFT-path result."""
+    from gpuconv._gpu_filter import kernel_dft_cheaper
+
+    assert kernel_dft_cheaper(31, 31, 8232, 8232, True)
+    assert kernel_dft_cheaper(3, 3, 64, 64, False)
+    assert not kernel_dft_cheaper(63, 63, 4158, 4158, True)
+    for taps in (3, 31, 10000):
+        assert not kernel_dft_cheaper(1, taps, 1, 10**8 + taps, True)
+    for dtype in ("float32", "complex128"):
+        x = random_values(rng, (2, 14, 11), dtype)
+        k = random_values(rng, (2, 4, 5), dtype)
+        fp = scipy_problem(14, 11, 4, 5, "full", "fill", 1.5, dtype, B=2, Bk=2)
+        ref = ref_correlate(x, k, fp)
+        for use_dft in (True, False):  # both spectra of the kernel
+            monkeypatch.setattr(_gpu_filter, "kernel_dft_cheaper",
+                                lambda *a, use=use_dft: use)  # fmt: skip
+            out = run(dev, x, k, fp, "fft")
+            assert_close(out, ref, dtype=dtype, terms=20,
+                         scale=float(np.abs(ref).max()))  # fmt: skip
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
