@@ -25,17 +25,19 @@
 #                                                                    (15 s) device.log
 #   2. pytest     pytest -m gpu on the GPU test files, every kernel compiled from
 #                 source into a fresh CuPy cache (mktemp -d, outside $OUT)
-#                                                 (120 s) pytest_collect.log, pytest_gpu.log
+#                                                 (130 s) pytest_collect.log, pytest_gpu.log
 #   3. memcheck   compute-sanitizer memcheck  } bench/gpu_sanitize_all.py: small conv
 #   4. racecheck  compute-sanitizer racecheck } and filter workloads, memory pool off
 #                                                          (30 s each) sanitize_*.log
 #   5. bench_conv bench/bench_gpu_conv.py: 'auto' and the forced tiled_regblock
-#                 against cuDNN; rows written as they come    (85 s) bench_conv.json
-#   6. bench_filt bench/bench_gpu_filter.py: filter rows vs cupyx (55 s) bench_filter.json
+#                 against cuDNN; rows written as they come    (75 s) bench_conv.json
+#   6. bench_filt bench/bench_gpu_filter.py: filter rows vs cupyx (50 s) bench_filter.json
+#   7. bench_torch bench/bench_gpu_torch.py: a ResNet basic block's training step
+#                 through gpuconv.torch vs torch.nn.Conv2d (FP32, TF32) (25 s) bench_torch.json
 # A short table of the steps and the benchmarks is printed last.
 #
 # $OUT receives at most 8 files, what a lent machine returns: summary.txt,
-# bench_conv.json, bench_filter.json, logs.tar.gz (every log, the pytest junit XML
+# bench_conv.json, bench_filter.json, bench_torch.json, logs.tar.gz (every log, the pytest junit XML
 # and a copy of summary.txt) and, where matplotlib is installed, bench_conv.png and
 # bench_filter.png. Exit status: 0 when every step passed, else 1. Commit the JSON
 # files, summary.txt and the PNGs under bench/results/ (named by device, date and
@@ -174,7 +176,7 @@ DEVICE_LINE="$(head -n 1 "$LOGS/device.log" 2>/dev/null)"
 #    collects with -m gpu; the verdict reads the junit XML.
 pytest_step() {
     local files=(tests/test_gpu_conv.py tests/test_gpu_filter.py tests/test_examples.py
-                 tests/test_dask.py)
+                 tests/test_dask.py tests/test_torch.py)
     "$PY" -m pytest --collect-only -q -m gpu -p no:cacheprovider "${files[@]}" \
         >"$LOGS/pytest_collect.log" 2>&1
     local crc=$?
@@ -194,7 +196,7 @@ pytest_step() {
         --pytest-status "$rc"
 }
 export -f pytest_step
-run_step pytest 120 pytest_gpu.log bash -c pytest_step
+run_step pytest 130 pytest_gpu.log bash -c pytest_step
 
 # 3./4. compute-sanitizer on the small conv + filter workloads, memory pool off
 SANITIZER="$(command -v compute-sanitizer || true)"
@@ -232,12 +234,14 @@ fi
 
 # 5./6. the benchmarks (each rewrites its JSON after every row: a timeout keeps the
 #       rows measured so far); the PNG only where matplotlib is installed
-run_step bench_conv 85 bench_conv.log \
+run_step bench_conv 75 bench_conv.log \
     "$PY" bench/bench_gpu_conv.py --no-progress --variants tiled_regblock \
     --budget 0.1 --json "$OUT/bench_conv.json" --plot "$OUT/bench_conv.png"
-run_step bench_filt 55 bench_filter.log \
+run_step bench_filt 50 bench_filter.log \
     "$PY" bench/bench_gpu_filter.py --budget 0.1 \
     --json "$OUT/bench_filter.json" --plot "$OUT/bench_filter.png"
+run_step bench_torch 25 bench_torch.log \
+    "$PY" bench/bench_gpu_torch.py --budget 0.2 --json "$OUT/bench_torch.json"
 
 # the short table, last; the reasons of the failures first
 summary() {
@@ -276,6 +280,10 @@ EOF
     if [[ -s "$OUT/bench_filter.json" ]]; then
         echo
         timeout 10 "$PY" bench/bench_gpu_filter.py --table "$OUT/bench_filter.json"
+    fi
+    if [[ -s "$OUT/bench_torch.json" ]]; then
+        echo
+        timeout 10 "$PY" bench/bench_gpu_torch.py --table "$OUT/bench_torch.json"
     fi
     echo
     echo "exit status $FAILED (0: every step passed)"

@@ -16,6 +16,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -59,8 +60,13 @@ def _build_tooling_reason() -> str | None:
         return "setuptools is not installed (needed to build the wheel offline)"
     if int(version.split(".")[0]) < 77:  # build-system requirement (SPDX license)
         return f"setuptools {version} < 77 (pyproject's build-system requirement)"
-    if importlib.util.find_spec("pip") is None:
+    try:
+        pip = importlib.metadata.version("pip")
+    except importlib.metadata.PackageNotFoundError:
         return "pip is not installed"
+    m = re.match(r"(\d+)\.(\d+)", pip)
+    if m is None or (int(m[1]), int(m[2])) < (22, 3):  # pip --python
+        return f"pip {pip} < 22.3 (no --python option to install into the venv)"
     return None
 
 
