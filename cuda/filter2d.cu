@@ -83,18 +83,32 @@ struct TileTraits {
 
 constexpr int CW = 4;  // tap chunk of the runtime-size path
 // 128-bit tile loads each thread keeps in flight: 4 in the compile-time instances
-// (the memory-bound ones); 1 in the runtime-size path, where a batch costs more
-// registers than it hides latency.
-template <int KHC>
+// (the memory-bound ones); in the runtime-size path 2 for float and double (their
+// other kernel shapes, the separable passes, 1-D signals: <= 64 registers, no
+// spill) and 1 for the other types (with 2, ptxas spills 4-16 bytes in the complex64,
+// int64 and int8 instances; with 4, up to 128 registers).
+template <typename T>
+struct RuntimeLoadBatch {
+    static constexpr int value = 1;
+};
+template <>
+struct RuntimeLoadBatch<float> {
+    static constexpr int value = 2;
+};
+template <>
+struct RuntimeLoadBatch<double> {
+    static constexpr int value = 2;
+};
+template <typename T, int KHC>
 __device__ __host__ constexpr int load_batch() {
-    return KHC > 0 ? 4 : 1;
+    return KHC > 0 ? 4 : RuntimeLoadBatch<T>::value;
 }
 constexpr int TILE_MAX_THREADS = 256;  // the planner's largest block
 
 // Resident blocks of TILE_MAX_THREADS the compiler must fit per SM (register cap
 // 65536 / (256 * n)); chosen per instance so that none spills (tests/test_nvcc.py)
 // for sm_80 and sm_90. 0: no minimum (the runtime-size path keeps the compiler's
-// own choice, 55-65 registers).
+// own choice, 29-64 registers except complex128's 80).
 template <typename T, int KHC, int RY>
 __device__ __host__ constexpr int tile_min_blocks() {
     return KHC > 0 ? (sizeof(T) == 4 ? (KHC == 3 ? 5 : 4) : (KHC <= 7 ? 4 : 3)) : 0;
@@ -177,7 +191,7 @@ filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k,
     constexpr int VEC = TT::VEC;
     constexpr int VECR = TT::VECR;
     constexpr int CW = gcf::CW;
-    constexpr int LOAD_BATCH = gcf::load_batch<KHC>();
+    constexpr int LOAD_BATCH = gcf::load_batch<T, KHC>();
     const int KH = KHC > 0 ? KHC : KH_rt;
     const int KW = KWC > 0 ? KWC : KW_rt;
 

@@ -766,13 +766,14 @@ def test_fft_path_kernel_spectrum_choice(dev, rng, monkeypatch):
 def test_batched_tile_loader_strides(dev, rng, dtype):
     """The flattened 128-bit tile loader where a block has more threads than a tile
     row has vectors (the (row, vector) step wraps over several rows) and fewer
-    (one row per several steps), interior tiles of the compile-time instances."""
+    (one row per several steps), interior tiles of the compile-time instances (4
+    loads in flight) and of the runtime-size path (2 for float and double)."""
     cases = [((8, 4), (40, 200)), ((16, 8), (70, 400)), ((4, 2), (30, 96))]
     for block, (h, w) in cases:
         x = random_values(rng, (1, h, w), dtype, small_int=True)
-        for ks in (3, 9):
-            k = random_values(rng, (1, ks, ks), dtype, small_int=True)
-            fp = scipy_problem(h, w, ks, ks, "same", "symm", 0, dtype)
+        for kh, kw in [(3, 3), (9, 9), (4, 6)]:  # (4, 6): the runtime-size path
+            k = random_values(rng, (1, kh, kw), dtype, small_int=True)
+            fp = scipy_problem(h, w, kh, kw, "same", "symm", 0, dtype)
             (launch,) = plan_filter(fp, x, k, np.empty_like(x), "tiled", block=block)
             assert int(launch.args[-1]) & 1  # the vector loads run
             out = run(dev, x, k, fp, "tiled", block=block)
