@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         rx, vec = pf.rx(size), 16 // size
         tw, th = bx * rx, by * cfg.ry
         compile_time = not cfg.kernel.endswith(f"0, 0, {cfg.ry}>")
-        ldfl = 4 if compile_time else 1
+        # gcf::load_batch of filter2d.cu
+        ldfl = 4 if compile_time else (2 if dt in ("float32", "float64") else 1)
         rows, cols = th + k - 1, tw + k - 1
         nvec = -(-(vec - 1 + cols) // vec)
         loop = _hottest_loop(body)
