@@ -241,8 +241,10 @@ filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k,
                     // 16-byte loads: W % VEC == 0 and `in` is 16-byte aligned (flag), so
                     // row starts and the aligned-down column ixa are whole vectors; the
                     // last vector ends at or before round_up(ix0 + cols, VEC) <= W.
-                    // LOAD_BATCH rows' vectors are loaded before any is stored, so each
+                    // LOAD_BATCH vectors are loaded before any is stored, so each
                     // thread keeps LOAD_BATCH 128-bit loads in flight (DRAM latency).
+                    // (The scalar path below, W % VEC != 0 or a misaligned `in`, and
+                    // the border tiles load one element at a time.)
                     const long long ixa = ix0 / VEC * VEC;
                     const int sh = (int)(ix0 - ixa);
                     const int nvec = (sh + cols + VEC - 1) / VEC;
