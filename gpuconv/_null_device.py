@@ -136,15 +136,20 @@ def make_cupy() -> types.ModuleType:
 
 
 def make_cupyx() -> dict[str, types.ModuleType]:
-    """``cupyx``, ``cupyx.scipy``, ``cupyx.scipy.signal`` on SciPy's signal."""
+    """``cupyx``, ``cupyx.scipy``, ``cupyx.scipy.signal`` and ``.ndimage`` on
+    SciPy's."""
+    import scipy.ndimage
     import scipy.signal
 
     signal = _Namespace("cupyx.scipy.signal", scipy.signal)
+    ndimage = _Namespace("cupyx.scipy.ndimage", scipy.ndimage)
     scipy_mod = types.ModuleType("cupyx.scipy")
     scipy_mod.signal = signal
+    scipy_mod.ndimage = ndimage
     cupyx = types.ModuleType("cupyx")
     cupyx.scipy = scipy_mod
-    return {"cupyx": cupyx, "cupyx.scipy": scipy_mod, "cupyx.scipy.signal": signal}
+    return {"cupyx": cupyx, "cupyx.scipy": scipy_mod, "cupyx.scipy.signal": signal,
+            "cupyx.scipy.ndimage": ndimage}
 
 
 class NullDevice:
