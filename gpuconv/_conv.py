@@ -8,6 +8,7 @@ the backend a non-empty problem and arrays of ``problem.compute_dtype``.
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from typing import Any, NamedTuple
 
@@ -23,6 +24,7 @@ from gpuconv._conv_args import (
     normalize_conv2d,
 )
 from gpuconv._padding import pad_index
+from gpuconv._precision import applies_tf32, round_tf32, select_precision
 
 __all__ = [
     "Conv2dGrads",
@@ -98,6 +100,24 @@ def _conj(a: Any, p: Conv2dProblem) -> Any:
     return a.conj() if p.compute_dtype.kind == "c" else a
 
 
+def _with_precision(p: Conv2dProblem, precision: str | None) -> Conv2dProblem:
+    """``p`` carrying the precision of the call (keyword, context, environment:
+    :func:`gpuconv._precision.select_precision`)."""
+    prec = select_precision(precision)
+    return p if prec == p.precision else dataclasses.replace(p, precision=prec)
+
+
+def _tf32_host(name: str, p: Conv2dProblem) -> bool:
+    """True when this call rounds its operands to TF32 here, before the backend:
+    the NumPy backend (the CUDA backend's ops round in their kernels or
+    themselves, see :mod:`gpuconv._gpu_conv`)."""
+    return name == "numpy" and applies_tf32(p.precision, p.compute_dtype)
+
+
+def _rounded(a: Any) -> Any:
+    return None if a is None else round_tf32(a)
+
+
 def conv2d(
     x: Any,
     w: Any,
@@ -110,6 +130,7 @@ def conv2d(
     *,
     algorithm: str = "auto",
     backend: str | None = None,
+    precision: str | None = None,
 ) -> Any:
     """2-D convolution of deep learning (a cross-correlation), NCHW.
 
@@ -145,6 +166,14 @@ def conv2d(
         The CUDA kernel variant (ignored by the NumPy backend).
     backend : {None, 'numpy', 'cuda'}, optional
         Where to compute; by default the array type decides (see README).
+    precision : {None, 'highest', 'tf32'}, optional
+        ``'highest'``: full float32 products. ``'tf32'``: the float32 (and
+        complex64) operands ``x`` and ``w`` are rounded to TF32 (10 mantissa bits,
+        as ``cvt.rna.tf32.f32``) and the exact products accumulated in float32 (on
+        the GPU: tensor cores; the NumPy backend rounds the same way and
+        accumulates in float64). float64 is never affected. ``None``: the
+        innermost :func:`use_precision`, else ``$GPUCONV_PRECISION``, else
+        ``'highest'``.
 
     Returns
     -------
@@ -192,6 +221,7 @@ def conv2d(
         bias_shape=None if bias is None else _shape_of(bias, "bias"),
     )
     algorithm = check_algorithm(algorithm)
+    p = _with_precision(p, precision)
     name = _backend.select_backend(x, w, bias, backend=backend)
     (x, w, bias), back = _backend.to_backend(name, x, w, bias)
     xp = _xp(name)
@@ -201,9 +231,11 @@ def conv2d(
             y += bias.astype(p.compute_dtype).reshape(1, -1, 1, 1)
     else:
         ops = _backend.backend_ops(name)
+        xc, wc = _cast(x, p.compute_dtype), _cast(w, p.compute_dtype)
+        if _tf32_host(name, p):
+            xc, wc = _rounded(xc), _rounded(wc)
         y = ops.conv2d_forward(
-            _batched(_cast(x, p.compute_dtype), p), _cast(w, p.compute_dtype),
-            _cast(bias, p.compute_dtype), p, algorithm,
+            _batched(xc, p), wc, _cast(bias, p.compute_dtype), p, algorithm,
         )
     y = y.astype(p.dtype, copy=False)
     return back(y if p.batched else y[0])
@@ -219,12 +251,20 @@ def _backward(
     ops = _backend.backend_ops(name)
     cd = p.compute_dtype
     gy = _batched(_cast(gy, cd), p)
+    # TF32 on the NumPy backend: the products' operands rounded, the bias gradient
+    # summed from the unrounded gy
+    tf32 = _tf32_host(name, p) and not p.empty
+    gy_op = _rounded(gy) if tf32 else gy
+    w_op, x_op = _cast(w, cd), _cast(x, cd)
+    if tf32:
+        w_op = _rounded(w_op) if "input" in needs else w_op
+        x_op = _rounded(x_op) if "weight" in needs else x_op
     gx = gw = gb = None
     if "input" in needs:
         if p.empty:
             gx = xp.zeros(p.x_shape, dtype=cd)
         else:
-            gx = ops.conv2d_backward_input(gy, _conj(_cast(w, cd), p), p, algorithm)
+            gx = ops.conv2d_backward_input(gy_op, _conj(w_op, p), p, algorithm)
         gx = gx.astype(p.dtype, copy=False)
         gx = gx if p.batched else gx[0]
     want_bias = "bias" in needs
@@ -234,8 +274,10 @@ def _backward(
             gb = gy.sum(axis=(0, 2, 3)) if want_bias else None
         else:
             gw, gb = ops.conv2d_backward_weight(
-                gy, _conj(_batched(_cast(x, cd), p), p), p, algorithm, want_bias
+                gy_op, _conj(_batched(x_op, p), p), p, algorithm, want_bias and not tf32
             )
+            if want_bias and tf32:
+                gb = ops.conv2d_backward_bias(gy, p)
         gw = gw.astype(p.dtype, copy=False)
     elif want_bias:
         gb = gy.sum(axis=(0, 2, 3)) if p.empty else ops.conv2d_backward_bias(gy, p)
@@ -266,6 +308,7 @@ def conv2d_backward(
     needs: tuple[str, ...] | list[str] = ("input", "weight", "bias"),
     algorithm: str = "auto",
     backend: str | None = None,
+    precision: str | None = None,
 ) -> Conv2dGrads:
     """Gradients of :func:`conv2d` with respect to input, weight and bias.
 
@@ -279,8 +322,10 @@ def conv2d_backward(
         As in :func:`conv2d`.
     needs : sequence of {'input', 'weight', 'bias'}, optional
         Which gradients to compute; the others are returned as ``None``.
-    algorithm, backend
-        As in :func:`conv2d`.
+    algorithm, backend, precision
+        As in :func:`conv2d` (``'tf32'`` rounds ``gy``, ``x`` and ``w`` as the
+        operands of the gradients' products; the bias gradient sums the unrounded
+        ``gy``).
 
     Returns
     -------
@@ -320,6 +365,7 @@ def conv2d_backward(
     _check_gy(gy, p)
     needs = check_needs(needs)
     algorithm = check_algorithm(algorithm)
+    p = _with_precision(p, precision)
     name = _backend.select_backend(gy, x, w, backend=backend)
     (gy, x, w), back = _backend.to_backend(name, gy, x, w)
     g = _backward(gy, x, w, p, needs, name, algorithm)
@@ -351,6 +397,7 @@ def conv2d_grad_input(
     *,
     algorithm: str = "auto",
     backend: str | None = None,
+    precision: str | None = None,
 ) -> Any:
     """Gradient of :func:`conv2d` with respect to its input.
 
@@ -362,7 +409,7 @@ def conv2d_grad_input(
         Shape of ``x``, ``(N, C, H, W)`` or ``(C, H, W)``.
     w, gy : array_like
         Weight and the gradient of the output.
-    stride, padding, dilation, groups, padding_mode, algorithm, backend
+    stride, padding, dilation, groups, padding_mode, algorithm, backend, precision
         As in :func:`conv2d`.
 
     Returns
@@ -385,6 +432,7 @@ def conv2d_grad_input(
     )
     _check_gy(gy, p)
     algorithm = check_algorithm(algorithm)
+    p = _with_precision(p, precision)
     name = _backend.select_backend(w, gy, backend=backend)
     (w, gy), back = _backend.to_backend(name, w, gy)
     return back(_backward(gy, None, w, p, ("input",), name, algorithm).gx)
@@ -402,6 +450,7 @@ def conv2d_grad_weight(
     *,
     algorithm: str = "auto",
     backend: str | None = None,
+    precision: str | None = None,
 ) -> Any:
     """Gradient of :func:`conv2d` with respect to its weight.
 
@@ -415,7 +464,7 @@ def conv2d_grad_weight(
         ``(K, C/groups, KH, KW)``.
     gy : array_like
         Gradient of the output.
-    stride, padding, dilation, groups, padding_mode, algorithm, backend
+    stride, padding, dilation, groups, padding_mode, algorithm, backend, precision
         As in :func:`conv2d`.
 
     Returns
@@ -438,6 +487,7 @@ def conv2d_grad_weight(
     )
     _check_gy(gy, p)
     algorithm = check_algorithm(algorithm)
+    p = _with_precision(p, precision)
     name = _backend.select_backend(x, gy, backend=backend)
     (x, gy), back = _backend.to_backend(name, x, gy)
     return back(_backward(gy, x, None, p, ("weight",), name, algorithm).gw)

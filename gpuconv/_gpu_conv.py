@@ -62,6 +62,7 @@ from gpuconv._plan_conv import (
     resolve_algorithm,
     tap_table,
 )
+from gpuconv._precision import applies_tf32, round_tf32
 
 #: Fill every output and temporary allocated here with NaN (for tests).
 POISON_OUTPUTS = False
@@ -302,6 +303,8 @@ def conv2d_forward(
         y.imag[...] = f(xr, wi, bi) + f(xi, wr, None)
         return y
     x, w, bias = _contig(xp, x), _contig(xp, w), _contig(xp, bias)
+    if applies_tf32(p.precision, p.compute_dtype):
+        x, w = round_tf32(x), round_tf32(w)
     x, p0 = _pad_input(dev, x, p)
     algo = resolve_algorithm(p0, "forward", algorithm)
     taps = _taps(dev, p0.Cg, p0) if algo == "tiled_regblock" else None
@@ -338,6 +341,8 @@ def conv2d_backward_input(
         gx.imag[...] = f(gr, wi) + f(gi, wr)
         return gx
     gy, w = _contig(xp, gy), _contig(xp, w)
+    if applies_tf32(p.precision, p.compute_dtype):
+        gy, w = round_tf32(gy), round_tf32(w)
     if not needs_padding_copy(p):
         algo = resolve_algorithm(p, "backward_input", algorithm)
         taps = _taps(dev, p.Kg, p) if algo == "tiled_regblock" else None
@@ -394,6 +399,14 @@ def conv2d_backward_weight(
             gb.imag[...] = gbi
         return gw, gb
     gy, x = _contig(xp, gy), _contig(xp, x)
+    if applies_tf32(p.precision, p.compute_dtype):
+        # the products' operands rounded; the bias gradient sums the unrounded gy
+        if gb is not None:
+            conv2d_backward_bias(gy, p, device=dev, out=gb)
+        conv2d_backward_weight(
+            round_tf32(gy), round_tf32(x), dataclasses.replace(p, precision="highest"),
+            algorithm, False, device=dev, out=gw)
+        return gw, gb
     x, p0 = _pad_input(dev, x, p)
     algo = resolve_algorithm(p0, "backward_weight", algorithm)
 
