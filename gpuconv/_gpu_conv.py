@@ -50,6 +50,7 @@ from gpuconv._plan_conv import (
     PASSES,
     check_extents,
     fold_maps,
+    mma_kind,
     needs_padding_copy,
     pad_maps,
     padded_problem,
@@ -57,12 +58,13 @@ from gpuconv._plan_conv import (
     plan_conv2d_backward_input,
     plan_conv2d_backward_weight,
     plan_conv2d_forward,
+    plan_conv2d_mma,
     plan_pad_fold,
     plan_pad_gather,
     resolve_algorithm,
     tap_table,
 )
-from gpuconv._precision import applies_tf32, round_tf32
+from gpuconv._precision import applies_tf32, round_tf32, select_precision
 
 #: Fill every output and temporary allocated here with NaN (for tests).
 POISON_OUTPUTS = False
@@ -173,6 +175,87 @@ def _pad_input(dev: Any, x: Any, p: Conv2dProblem) -> tuple[Any, Conv2dProblem]:
 
 
 # --------------------------------------------------------------------------------
+# tensor cores (cuda/conv2d_mma.cu)
+
+
+def _mma_capable(dev: Any) -> bool:
+    """True when ``dev`` runs mma.sync: the emulator, or a GPU of compute
+    capability 8.0 or newer."""
+    if dev.xp is np:
+        return True
+    try:
+        return int(dev.xp.cuda.Device().compute_capability) >= 80
+    except Exception:  # pragma: no cover - a broken device query: stay on FP32
+        return False
+
+
+def _mma_pass(dev: Any, p: Conv2dProblem, pass_name: str, algorithm: str) -> str | None:
+    """The mma kind a real pass runs on (``None``: the FP32 kernels)."""
+    if algorithm != "auto":
+        return None
+    kind = mma_kind(p, pass_name)
+    return kind if kind is not None and _mma_capable(dev) else None
+
+
+def _mma_operand(xp: Any, a: Any, kind: str) -> Any:
+    """What an mma kernel reads: float32 as is, float16 data (held in float32 by
+    the API, exactly) as float16 bits."""
+    if kind == "tf32":
+        return a
+    return xp.ascontiguousarray(a.astype(np.float16)).view(np.uint16)
+
+
+def _mma_out(xp: Any, shape: tuple[int, ...], kind: str, out32: Any) -> Any:
+    """The buffer an mma kernel writes: the float32 result itself (tf32), or a
+    float16 buffer viewed as bits (f16), copied into the float32 result after."""
+    if kind == "tf32":
+        return out32
+    return _empty(xp, shape, np.float16).view(np.uint16)
+
+
+def _forward_mma(
+    dev: Any, x: Any, w: Any, bias: Any, p: Conv2dProblem, kind: str, y: Any
+) -> Any:
+    xp = dev.xp
+    x, p0 = _pad_input(dev, x, p)
+    taps = _taps(dev, p0.Cg, p0)
+    out = _mma_out(xp, p.y_shape, kind, y)
+    _run(dev, plan_conv2d_mma(
+        p0, "forward", kind, _mma_operand(xp, x, kind), _mma_operand(xp, w, kind),
+        out, taps, bias,
+        no_bias=_const_array(dev, ("no_bias",), lambda: np.zeros(1, np.float32)),
+    ))
+    if kind == "f16":
+        y[...] = out.view(np.float16)
+    return y
+
+
+def _backward_input_mma(
+    dev: Any, gy: Any, w: Any, p: Conv2dProblem, kind: str, gx: Any
+) -> Any:
+    xp = dev.xp
+    padded = needs_padding_copy(p)
+    p0 = padded_problem(p) if padded else p
+    taps = _taps(dev, p0.Kg, p0)
+    target = _empty(xp, p0.x_shape, p.compute_dtype) if padded else gx
+    out = _mma_out(xp, p0.x_shape, kind, target)
+    _run(dev, plan_conv2d_mma(
+        p0, "backward_input", kind, _mma_operand(xp, gy, kind),
+        _mma_operand(xp, w, kind), out, taps,
+    ))
+    if kind == "f16":
+        target[...] = out.view(np.float16)
+    if padded:
+        key = (p.H, p.W, p.padding, p.padding_mode)
+        maps = [
+            _const_array(dev, ("foldmap", i, *key), lambda i=i: fold_maps(p)[i])
+            for i in range(4)
+        ]
+        _run(dev, plan_pad_fold(p, target, gx, *maps))
+    return gx
+
+
+# --------------------------------------------------------------------------------
 # the auto decision
 
 
@@ -196,6 +279,7 @@ def choose_algorithm(
     groups: int = 1,
     padding_mode: str = "zeros",
     dtype: Any = "float32",
+    precision: str | None = None,
 ) -> str | None:
     """The CUDA kernel variant that ``algorithm='auto'`` runs for a conv2d pass.
 
@@ -220,12 +304,19 @@ def choose_algorithm(
     dtype : dtype-like
         The dtype of ``x`` and ``w`` (float16, float32, float64, complex64 or
         complex128).
+    precision : {None, 'highest', 'tf32'}
+        As in :func:`gpuconv.conv2d` (``None``: :func:`gpuconv.use_precision`,
+        ``$GPUCONV_PRECISION``, ``'highest'``).
 
     Returns
     -------
     str or None
-        ``'naive'``, ``'tiled'`` or ``'tiled_regblock'``; ``None`` for an empty
-        problem (nothing is launched).
+        ``'naive'``, ``'tiled'`` or ``'tiled_regblock'`` (the FP32 kernels), or
+        ``'mma'`` (tensor cores, ``cuda/conv2d_mma.cu``: float16 data, and float32
+        or complex64 data with ``precision='tf32'``, for the forward pass and the
+        input gradient; on a GPU older than compute capability 8.0 the FP32
+        kernels' choice runs instead); ``None`` for an empty problem (nothing is
+        launched).
 
     Raises
     ------
@@ -245,6 +336,9 @@ def choose_algorithm(
     'tiled_regblock'
     >>> print(gpuconv.choose_algorithm((0, 3, 8, 8), (4, 3, 3, 3)))
     None
+    >>> gpuconv.choose_algorithm((16, 64, 56, 56), (64, 64, 3, 3), padding=1,
+    ...                          precision="tf32")
+    'mma'
     """
     if pass_name not in PASSES:
         raise ValueError(f"pass_name must be one of {PASSES}, got {pass_name!r}")
@@ -254,6 +348,9 @@ def choose_algorithm(
     )
     if p.empty:
         return None
+    p = dataclasses.replace(p, precision=select_precision(precision))
+    if mma_kind(kernel_problem(p), pass_name) is not None:
+        return "mma"
     return _plan_conv.choose_algorithm(kernel_problem(p), pass_name)
 
 
@@ -303,6 +400,9 @@ def conv2d_forward(
         y.imag[...] = f(xr, wi, bi) + f(xi, wr, None)
         return y
     x, w, bias = _contig(xp, x), _contig(xp, w), _contig(xp, bias)
+    kind = _mma_pass(dev, p, "forward", algorithm)
+    if kind is not None:  # tensor cores (they round TF32 operands themselves)
+        return _forward_mma(dev, x, w, bias, p, kind, y)
     if applies_tf32(p.precision, p.compute_dtype):
         x, w = round_tf32(x), round_tf32(w)
     x, p0 = _pad_input(dev, x, p)
@@ -341,6 +441,9 @@ def conv2d_backward_input(
         gx.imag[...] = f(gr, wi) + f(gi, wr)
         return gx
     gy, w = _contig(xp, gy), _contig(xp, w)
+    kind = _mma_pass(dev, p, "backward_input", algorithm)
+    if kind is not None:
+        return _backward_input_mma(dev, gy, w, p, kind, gx)
     if applies_tf32(p.precision, p.compute_dtype):
         gy, w = round_tf32(gy), round_tf32(w)
     if not needs_padding_copy(p):
