@@ -2,8 +2,10 @@
 // precision='tf32' on float32 data and for float16 data; FP32 accumulation.
 //
 // Variants (E = float: operands rounded to TF32 (cvt.rna) on their way into shared
-// memory, mma.m16n8k8.tf32, float output; E = unsigned short: float16 bits,
-// mma.m16n8k16.f16, float16 output rounded once from the FP32 accumulator; any
+// memory, mma.m16n8k8.tf32; E = unsigned short: float16 bits, mma.m16n8k16.f16; the
+// output is the FP32 accumulator (plus bias) as float, which the API rounds once to
+// the caller's dtype (float16: one rounding at the end, also after the fold of the
+// padding modes' input gradient); any
 // stride, dilation, groups, asymmetric zero padding; runtime kernel size; tails
 // guarded; deterministic, no atomics: every output is written once, by one lane):
 //   conv2d_forward_mma<E, BM, BN, WARPS_M, WARPS_N>
@@ -30,8 +32,7 @@
 //     apart, so the fragment loads (lane g*4 + t reads row g, word t) hit 32
 //     distinct banks.
 //   - epilogue (mma_store_pixels): each lane writes its accumulators (row g / g+8,
-//     columns 2t, 2t+1 of each mma tile) straight to NCHW, adding the bias and
-//     converting to float16 where E is.
+//     columns 2t, 2t+1 of each mma tile) straight to NCHW (float), adding the bias.
 // Not (yet) used: cp.async (the gather is element-wise with bounds masks and TF32
 // rounding, so it goes through registers) and ldmatrix (shared memory already holds
 // the packed fragment words). The tensor-core instructions come from mma.cuh, which
@@ -57,7 +58,6 @@ struct MmaOperand<float> {
                                                const unsigned (&b)[2]) {
         mma_tf32_m16n8k8(d, a, b, d);
     }
-    __device__ __forceinline__ static float out(float v) { return v; }
 };
 
 template <>
@@ -70,7 +70,6 @@ struct MmaOperand<unsigned short> {
                                                const unsigned (&b)[2]) {
         mma_f16_m16n8k16(d, a, b, d);
     }
-    __device__ __forceinline__ static unsigned short out(float v) { return float_to_half(v); }
 };
 
 // One tile configuration.
@@ -223,7 +222,7 @@ __device__ __forceinline__ void mma_store_pixels(
             const int lr = wm * Tile::WTM + mi * 16 + g + 8 * h;
             if (v.m0 + lr >= v.M) continue;  // tail rows of the last tile
             const int pp = v.p_base + lr;
-            auto* out = row_out(v.n_base + pp / P, pp % P);
+            float* out = row_out(v.n_base + pp / P, pp % P);
 #pragma unroll
             for (int ni = 0; ni < Tile::NI; ++ni) {
 #pragma unroll
@@ -295,11 +294,10 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
                                   gpuconv::mma_min_blocks(32 * WARPS_M * WARPS_N))
     conv2d_forward_mma(
         const E* __restrict__ x, const E* __restrict__ w, const float* __restrict__ bias,
-        const TapEntry* __restrict__ taps, E* __restrict__ y, int C, int H, int W, int K,
+        const TapEntry* __restrict__ taps, float* __restrict__ y, int C, int H, int W, int K,
         int KH, int KW, int groups, int sh, int sw, int pt, int pl, int OH, int OW,
         int has_bias, long long M, int m_tiles, int n_tiles) {
     using Tile = gpuconv::MmaTile<BM, BN, WARPS_M, WARPS_N>;
-    using Op = gpuconv::MmaOperand<E>;
     __shared__ gpuconv::MmaSmem<Tile> s_tile;
 
     int bid = static_cast<int>(blockIdx.x);
@@ -339,9 +337,7 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
         [&](long long n, int p) {
             return y + (n * K + static_cast<long long>(g) * v.Kg + v.n0) * v.OHW + p;
         },
-        [&](int lc, float val) {
-            return Op::out(has_bias ? val + bias[g * v.Kg + v.n0 + lc] : val);
-        });
+        [&](int lc, float val) { return has_bias ? val + bias[g * v.Kg + v.n0 + lc] : val; });
 }
 
 // ---------------------------------------------------------------------------------
@@ -410,11 +406,10 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
                                   gpuconv::mma_min_blocks(32 * WARPS_M * WARPS_N))
     conv2d_backward_input_mma(
         const E* __restrict__ gy, const E* __restrict__ w,
-        const TapEntry* __restrict__ taps, E* __restrict__ gx, int C, int H, int W,
+        const TapEntry* __restrict__ taps, float* __restrict__ gx, int C, int H, int W,
         int K, int KH, int KW, int groups, int sh, int sw, int pt, int pl, int OH,
         int OW, long long M, int m_tiles, int n_tiles) {
     using Tile = gpuconv::MmaTile<BM, BN, WARPS_M, WARPS_N>;
-    using Op = gpuconv::MmaOperand<E>;
     __shared__ gpuconv::MmaSmem<Tile> s_tile;
 
     int bid = static_cast<int>(blockIdx.x);
@@ -456,5 +451,5 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
         [&](long long n, int p) {
             return gx + (n * C + static_cast<long long>(g) * v.Cg + v.n0) * v.HW + p;
         },
-        [](int, float val) { return Op::out(val); });
+        [](int, float val) { return val; });
 }

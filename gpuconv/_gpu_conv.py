@@ -205,28 +205,19 @@ def _mma_operand(xp: Any, a: Any, kind: str) -> Any:
     return xp.ascontiguousarray(a.astype(np.float16)).view(np.uint16)
 
 
-def _mma_out(xp: Any, shape: tuple[int, ...], kind: str, out32: Any) -> Any:
-    """The buffer an mma kernel writes: the float32 result itself (tf32), or a
-    float16 buffer viewed as bits (f16), copied into the float32 result after."""
-    if kind == "tf32":
-        return out32
-    return _empty(xp, shape, np.float16).view(np.uint16)
-
-
 def _forward_mma(
     dev: Any, x: Any, w: Any, bias: Any, p: Conv2dProblem, kind: str, y: Any
 ) -> Any:
     xp = dev.xp
     x, p0 = _pad_input(dev, x, p)
     taps = _taps(dev, p0.Cg, p0)
-    out = _mma_out(xp, p.y_shape, kind, y)
+    # the kernels write the float32 accumulators: a float16 result is rounded once,
+    # by the API's cast to the caller's dtype
     _run(dev, plan_conv2d_mma(
         p0, "forward", kind, _mma_operand(xp, x, kind), _mma_operand(xp, w, kind),
-        out, taps, bias,
+        y, taps, bias,
         no_bias=_const_array(dev, ("no_bias",), lambda: np.zeros(1, np.float32)),
     ))
-    if kind == "f16":
-        y[...] = out.view(np.float16)
     return y
 
 
@@ -238,13 +229,10 @@ def _backward_input_mma(
     p0 = padded_problem(p) if padded else p
     taps = _taps(dev, p0.Kg, p0)
     target = _empty(xp, p0.x_shape, p.compute_dtype) if padded else gx
-    out = _mma_out(xp, p0.x_shape, kind, target)
     _run(dev, plan_conv2d_mma(
         p0, "backward_input", kind, _mma_operand(xp, gy, kind),
-        _mma_operand(xp, w, kind), out, taps,
+        _mma_operand(xp, w, kind), target, taps,
     ))
-    if kind == "f16":
-        target[...] = out.view(np.float16)
     if padded:
         key = (p.H, p.W, p.padding, p.padding_mode)
         maps = [

@@ -938,11 +938,11 @@ def plan_conv2d_mma(
         Non-empty, zero padding.
     pass_name : {'forward', 'backward_input'}
     kind : {'tf32', 'f16'}
-        ``'tf32'``: ``a``, ``b``, ``out`` float32; ``'f16'``: float16 data viewed
-        as ``uint16`` (the kernels take the bits).
+        ``'tf32'``: ``a``, ``b`` float32; ``'f16'``: float16 data viewed as
+        ``uint16`` (the kernels take the bits).
     a, b, out : device arrays
         Forward: ``x``, ``w``, ``y``; input gradient: ``gy``, ``w``, ``gx``.
-        C-contiguous.
+        C-contiguous; ``out`` is float32 (the FP32 accumulators) for both kinds.
     taps : device array
         ``tap_table(C/groups | K/groups, KH, KW, dh, dw)``.
     bias : device array, optional
