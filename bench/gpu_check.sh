@@ -89,7 +89,8 @@ DEVICE_LINE="$(head -n 1 "$OUT/device.log" 2>/dev/null)"
 run_step pytest 120 pytest_gpu.log \
     "$PY" -m pytest -q -m gpu -p no:cacheprovider --maxfail=20 --durations=15 \
     --junitxml="$OUT/pytest_gpu.xml" \
-    tests/test_gpu_conv.py tests/test_gpu_filter.py tests/test_examples.py \
+    tests/test_gpu_conv.py tests/test_gpu_filter.py tests/test_gpu_mma.py \
+    tests/test_examples.py \
     tests/test_dask.py
 
 # 3./4. compute-sanitizer on the small conv + filter workloads, memory pool off
