@@ -14,6 +14,12 @@
 //   conv2d_backward_input_mma<E, BM, BN, WARPS_M, WARPS_N>
 //       gx as the implicit GEMM of conv2d_backward_input.cu's tiled_regblock:
 //       M = N*H*W pixels, NG = C/groups, KR = K/groups*KH*KW.
+//   conv2d_backward_weight_mma<E, BM, BN, WARPS_M, WARPS_N>
+//       gw: M = K/groups output channels, NG = C/groups*KH*KW, KR = N*OH*OW pixels,
+//       split-K: each block reduces a balanced range of whole slabs and writes its
+//       partial sums to a workspace slice (or gw itself for one split);
+//       conv2d_backward_weight.cu's reduce kernel adds the slices in split order
+//       (deterministic). The bias gradient is the op's separate reduction.
 // Other padding modes: the op pads the input once (conv2d_pad.cu) and runs these
 // on the padded geometry (folding the input gradient back), as for the FP32 kernels.
 //
@@ -138,12 +144,14 @@ __device__ __forceinline__ void mma_mainloop(
 #pragma unroll
             for (int r = 0; r < 4; ++r) acc[mi][ni][r] = 0.0f;
 
+    using Index = typename View::Index;  // int, or long long for the weight gradient
     E reg_a[Tile::A_WORDS][PW];
     E reg_b[Tile::B_WORDS][PW];
     constexpr int SLAB = Tile::KWORDS * PW;  // reduction terms per slab
-    const int ktiles = ceil_div(view.kred, SLAB);
+    const Index kbeg = view.k_begin;           // this block's reduction range
+    const int ktiles = static_cast<int>(ceil_div<Index>(view.kred - kbeg, SLAB));
 
-    auto fetch = [&](int k0) {
+    auto fetch = [&](Index k0) {
 #pragma unroll
         for (int q = 0; q < Tile::A_WORDS; ++q)
 #pragma unroll
@@ -164,13 +172,13 @@ __device__ __forceinline__ void mma_mainloop(
             s.b[st][b_n + q * Tile::B_STEP][b_w] = Op::word(reg_b[q]);
     };
 
-    fetch(0);
+    fetch(kbeg);
     stash(0);
     __syncthreads();  // stage 0 complete before any warp reads it
     for (int kt = 0; kt < ktiles; ++kt) {
         const int cur = kt & 1;
         const bool more = kt + 1 < ktiles;  // block-uniform
-        if (more) fetch((kt + 1) * SLAB);   // next slab in flight during the mma
+        if (more) fetch(kbeg + static_cast<Index>(kt + 1) * SLAB);  // in flight
 #pragma unroll
         for (int ks = 0; ks < Tile::KSTEPS; ++ks) {
             unsigned fa[Tile::MI][4];
@@ -236,12 +244,34 @@ __device__ __forceinline__ void mma_store_pixels(
     }
 }
 
+// Hands every accumulator of this lane to store(local row, local column, value)
+// (the weight gradient's epilogue; it checks the bounds).
+template <class Tile, class Store>
+__device__ __forceinline__ void mma_store(const float (&acc)[Tile::MI][Tile::NI][4],
+                                          Store store) {
+    const int tid = static_cast<int>(threadIdx.x);
+    const int lane = tid % 32;
+    const int warp = tid / 32;
+    const int wm = warp % Tile::WARPS_M;
+    const int wn = warp / Tile::WARPS_M;
+#pragma unroll
+    for (int mi = 0; mi < Tile::MI; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < Tile::NI; ++ni)
+#pragma unroll
+            for (int r = 0; r < 4; ++r)
+                store(wm * Tile::WTM + mi * 16 + lane / 4 + 8 * (r / 2),
+                      wn * Tile::WTN + ni * 8 + 2 * (lane % 4) + r % 2, acc[mi][ni][r]);
+}
+
 }  // namespace gpuconv
 
 // ---------------------------------------------------------------------------------
 // forward: the gemm view (conv2d_forward.cu's ForwardGemmView on element type E)
 template <typename E>
 struct MmaForwardView {
+    using Index = int;
+    static constexpr int k_begin = 0;
     const E* x;
     const E* w;
     const TapEntry* taps;
@@ -345,6 +375,8 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
 // on element type E)
 template <typename E>
 struct MmaBackwardInputView {
+    using Index = int;
+    static constexpr int k_begin = 0;
     const E* gy;
     const E* w;
     const TapEntry* taps;
@@ -452,4 +484,114 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
             return gx + (n * C + static_cast<long long>(g) * v.Cg + v.n0) * v.HW + p;
         },
         [](int, float val) { return val; });
+}
+
+// ---------------------------------------------------------------------------------
+// weight gradient: A[k][r] = gy[n, g*Kg + k, p], B[r][col] = x[n, g*Cg + c, oh*sh - pt
+// + dy, ow*sw - pl + dx] with r = n*OH*OW + p, p = oh*OW + ow, and col = c*KH*KW + tap
+// -> (c, dy, dx) from the tap table (ch = c).
+template <typename E>
+struct MmaBackwardWeightView {
+    using Index = long long;
+    const E* gy;
+    const E* x;
+    const TapEntry* taps;
+    int K, C, H, W, HW, Cg, Kg, g, sh, sw, pt, pl, OW, OHW, n0, m0, kcols;
+    long long k_begin, kred;  // this block's reduction range [k_begin, kred)
+
+    struct ARow {
+        const E* base;  // gy[0, g*Kg + k]
+        bool valid;     // k < Kg
+    };
+
+    __device__ __forceinline__ ARow a_row(int m_local) const {
+        ARow row;
+        const int k = m0 + m_local;
+        row.valid = k < Kg;
+        row.base = gy + static_cast<long long>(g * Kg + k) * OHW;
+        return row;
+    }
+
+    __device__ __forceinline__ E load_a(const ARow& row, long long r) const {
+        if (!row.valid || r >= kred) return E(0);
+        const long long n = r / OHW;
+        const int p = static_cast<int>(r - n * OHW);
+        return row.base[n * K * OHW + p];
+    }
+
+    __device__ __forceinline__ E load_b(long long r, int col) const {
+        const int cc = n0 + col;
+        if (r >= kred || cc >= kcols) return E(0);
+        const TapEntry t = taps[cc];
+        const long long n = r / OHW;
+        const int p = static_cast<int>(r - n * OHW);
+        const int oh = p / OW;
+        const int ih = oh * sh - pt + t.dy;
+        const int iw = (p - oh * OW) * sw - pl + t.dx;
+        if (!gpuconv::in_range(ih, H) || !gpuconv::in_range(iw, W)) return E(0);
+        return x[(n * C + static_cast<long long>(g) * Cg + t.ch) * HW + ih * W + iw];
+    }
+};
+
+// Grid: m_tiles * n_tiles * groups * splits blocks (1-D), block 32*WARPS_M*WARPS_N;
+// static smem. taps: C/groups*KH*KW entries (ch = c). The reduction (red = N*OH*OW
+// terms) is cut into slabs of 16 words (16 TF32 / 32 float16 terms); split s owns
+// the slabs [split_begin(s), split_begin(s + 1)) and writes gw_out[s*wcount + ...]
+// (wcount = K*C/groups*KH*KW; gw itself when there is one split).
+template <typename E, int BM, int BN, int WARPS_M, int WARPS_N>
+__global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
+                                  gpuconv::mma_min_blocks(32 * WARPS_M * WARPS_N))
+    conv2d_backward_weight_mma(
+        const E* __restrict__ gy, const E* __restrict__ x,
+        const TapEntry* __restrict__ taps, float* __restrict__ gw_out, int C, int H,
+        int W, int K, int KH, int KW, int groups, int sh, int sw, int pt, int pl, int OH,
+        int OW, long long red, long long slabs_per_split, int extra_slabs, int m_tiles,
+        int n_tiles) {
+    using Tile = gpuconv::MmaTile<BM, BN, WARPS_M, WARPS_N>;
+    constexpr int SLAB = Tile::KWORDS * gpuconv::MmaOperand<E>::PER_WORD;
+    __shared__ gpuconv::MmaSmem<Tile> s_tile;
+
+    long long bid = static_cast<long long>(blockIdx.x);
+    const int m_tile = static_cast<int>(bid % m_tiles);
+    bid /= m_tiles;
+    const int n_tile = static_cast<int>(bid % n_tiles);
+    bid /= n_tiles;
+    const int g = static_cast<int>(bid % groups);
+    const int split = static_cast<int>(bid / groups);
+
+    MmaBackwardWeightView<E> v;
+    v.gy = gy;
+    v.x = x;
+    v.taps = taps;
+    v.K = K;
+    v.C = C;
+    v.H = H;
+    v.W = W;
+    v.HW = H * W;
+    v.Cg = C / groups;
+    v.Kg = K / groups;
+    v.g = g;
+    v.sh = sh;
+    v.sw = sw;
+    v.pt = pt;
+    v.pl = pl;
+    v.OW = OW;
+    v.OHW = OH * OW;
+    v.kcols = v.Cg * KH * KW;
+    v.m0 = m_tile * Tile::BM;
+    v.n0 = n_tile * Tile::BN;
+    const long long s_begin = split * slabs_per_split + min(split, extra_slabs);
+    const long long s_end = (split + 1) * slabs_per_split + min(split + 1, extra_slabs);
+    v.k_begin = s_begin * SLAB;
+    v.kred = min(s_end * SLAB, red);
+
+    float acc[Tile::MI][Tile::NI][4];
+    gpuconv::mma_mainloop<E, Tile>(v, s_tile, acc);
+    const long long wcount = static_cast<long long>(K) * v.kcols;
+    float* out = gw_out + split * wcount + static_cast<long long>(g) * v.Kg * v.kcols;
+    gpuconv::mma_store<Tile>(acc, [&](int lr, int lc, float val) {
+        const int k = v.m0 + lr;
+        const int cc = v.n0 + lc;
+        if (k < v.Kg && cc < v.kcols) out[static_cast<long long>(k) * v.kcols + cc] = val;
+    });
 }

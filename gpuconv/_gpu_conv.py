@@ -490,6 +490,17 @@ def conv2d_backward_weight(
             gb.imag[...] = gbi
         return gw, gb
     gy, x = _contig(xp, gy), _contig(xp, x)
+    kind = _mma_pass(dev, p, "backward_weight", algorithm)
+    if kind is not None:  # tensor cores; the bias gradient sums gy apart
+        if gb is not None:
+            conv2d_backward_bias(gy, p, device=dev, out=gb)
+        xpad, p0 = _pad_input(dev, x, p)
+        _run(dev, plan_conv2d_mma(
+            p0, "backward_weight", kind, _mma_operand(xp, gy, kind),
+            _mma_operand(xp, xpad, kind), gw, _taps(dev, p0.Cg, p0),
+            alloc=lambda shape, dtype: _empty(xp, tuple(shape), dtype),
+        ))
+        return gw, gb
     if applies_tf32(p.precision, p.compute_dtype):
         # the products' operands rounded; the bias gradient sums the unrounded gy
         if gb is not None:

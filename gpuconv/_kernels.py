@@ -102,7 +102,7 @@ MMA_ELEMENTS: dict[str, str] = {"tf32": "float", "f16": "unsigned short"}
 # and sm_90 (tests/test_nvcc.py).
 CONV_MMA_TILES: tuple[tuple[int, int, int, int], ...] = ((64, 64, 2, 2),
                                                           (128, 128, 2, 4))
-MMA_PASSES = ("forward", "backward_input")
+MMA_PASSES = ("forward", "backward_input", "backward_weight")
 
 
 def mma_kernel_name(pass_name: str, kind: str, tile: tuple[int, ...]) -> str:

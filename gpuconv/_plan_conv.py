@@ -843,11 +843,11 @@ def plan_conv2d_backward_bias(
 
 # --------------------------------------------------------------------------------
 # tensor cores (cuda/conv2d_mma.cu): precision='tf32' on float32 data and float16
-# data, forward and input gradient. A separate rule, consulted by the ops before
+# data, all three passes. A separate rule, consulted by the ops before
 # choose_algorithm (it never changes what choose_algorithm returns): with
 # algorithm='auto' a pass for which mma_kind() names a kind runs on the mma kernels;
-# every other case (explicit algorithms, the weight gradient, float64, a GPU older
-# than sm_80) runs the FP32 kernels, on TF32-rounded operands for 'tf32'.
+# every other case (explicit algorithms, float64, a GPU older than sm_80) runs the
+# FP32 kernels, on TF32-rounded operands for 'tf32'.
 
 MMA_SOURCE = "conv2d_mma.cu"
 #: Relative throughput of the mma tiles per padded output element (smem words per
@@ -861,8 +861,7 @@ def mma_kind(p: Conv2dProblem, pass_name: str) -> str | None:
 
     float16 data always runs on tensor cores (its products are exact in float32,
     so only the summation order differs from the FP32 kernels); float32 data (and
-    the real passes of complex64) when ``p.precision == 'tf32'``. The weight
-    gradient has no mma kernel yet.
+    the real passes of complex64) when ``p.precision == 'tf32'``.
 
     Examples
     --------
@@ -925,9 +924,15 @@ def mma_tile(
     return best[2]
 
 
+#: Reduction terms per slab of the mma kernels (16 words: TF32 1, float16 2 a word).
+MMA_SLAB = {"tf32": 16, "f16": 32}
+#: Resident mma blocks per SM assumed by the weight gradient's split choice.
+MMA_WGRAD_BLOCKS_PER_SM = 2
+
+
 def plan_conv2d_mma(
     p: Conv2dProblem, pass_name: str, kind: str, a: Any, b: Any, out: Any,
-    taps: Any, bias: Any = None, *, no_bias: Any = None,
+    taps: Any, bias: Any = None, *, no_bias: Any = None, alloc: Any = None,
     sm_count: int = DEFAULT_SM_COUNT,
 ) -> list[Launch]:
     """The launch of a tensor-core pass on a zero-padded problem.
@@ -941,8 +946,9 @@ def plan_conv2d_mma(
         ``'tf32'``: ``a``, ``b`` float32; ``'f16'``: float16 data viewed as
         ``uint16`` (the kernels take the bits).
     a, b, out : device arrays
-        Forward: ``x``, ``w``, ``y``; input gradient: ``gy``, ``w``, ``gx``.
-        C-contiguous; ``out`` is float32 (the FP32 accumulators) for both kinds.
+        Forward: ``x``, ``w``, ``y``; input gradient: ``gy``, ``w``, ``gx``; weight
+        gradient: ``gy``, ``x``, ``gw``. C-contiguous; ``out`` is float32 (the FP32
+        accumulators) for both kinds.
     taps : device array
         ``tap_table(C/groups | K/groups, KH, KW, dh, dw)``.
     bias : device array, optional
@@ -950,6 +956,14 @@ def plan_conv2d_mma(
     no_bias : device array, optional
         Any float32 array, passed as the (unread) bias pointer when ``bias`` is
         ``None`` (a null pointer where this is ``None`` too).
+    alloc : callable, optional
+        ``alloc(shape, dtype)``: the split-K workspace of the weight gradient
+        (split-K launch, then ``conv2d_backward_weight_reduce<float>`` adding the
+        slices in split order); required when it splits.
+
+    Returns
+    -------
+    list of Launch
 
     Examples
     --------
@@ -975,6 +989,9 @@ def plan_conv2d_mma(
     geom = (s["C"], s["H"], s["W"], s["K"], s["KH"], s["KW"], s["groups"], s["sh"],
             s["sw"], s["pt"], s["pl"], s["OH"], s["OW"])
     tail = (_i64(m), _i32(m_tiles, "m_tiles"), _i32(n_tiles, "n_tiles"))
+    if pass_name == "backward_weight":
+        return _wgrad_mma_launches(p, kind, tile, a, b, out, taps, geom, alloc,
+                                   sm_count)
     if pass_name == "forward":
         has_bias = np.int32(bias is not None)
         args = (a, b, no_bias if bias is None else bias, taps, out, *geom, has_bias,
@@ -989,3 +1006,38 @@ def plan_conv2d_mma(
         shared_mem=0,
         args=args,
     )]
+
+
+def _wgrad_mma_launches(
+    p: Conv2dProblem, kind: str, tile: tuple[int, int, int, int], gy: Any, x: Any,
+    gw: Any, taps: Any, geom: tuple, alloc: Any, sm_count: int,
+) -> list[Launch]:
+    from gpuconv._kernels import mma_kernel_name
+
+    bm, bn, wm, wn = tile
+    m, ng, red = gemm_shape(p, "backward_weight")
+    m_tiles, n_tiles = -(-m // bm), -(-ng // bn)
+    base = m_tiles * n_tiles * p.groups
+    slabs = -(-red // MMA_SLAB[kind])
+    splits = split_count(slabs, base, sm_count * MMA_WGRAD_BLOCKS_PER_SM,
+                         max(1, WGRAD_MIN_CHUNK // MMA_SLAB[kind]))
+    splits = max(1, min(slabs, splits))
+    wcount = p.K * p.Cg * p.KH * p.KW
+    if splits > 1:
+        if alloc is None:
+            raise ValueError("the split weight gradient needs alloc(shape, dtype)")
+        ws = alloc((splits, wcount), np.float32)
+    else:
+        ws = gw
+    launches = [Launch(
+        source=MMA_SOURCE,
+        kernel=mma_kernel_name("backward_weight", kind, tile),
+        grid=_blocks_1d(base * splits, "conv2d backward_weight mma"),
+        block=(32 * wm * wn, 1, 1),
+        shared_mem=0,
+        args=(gy, x, taps, ws, *geom, _i64(red), *_balanced(slabs, splits),
+              _i32(m_tiles, "m_tiles"), _i32(n_tiles, "n_tiles")),
+    )]
+    if splits > 1:
+        launches.append(_reduce_launch("float", splits, ws, ws, gw, gw, wcount, wcount))
+    return launches

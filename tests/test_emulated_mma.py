@@ -38,8 +38,9 @@ from tests._tol import FP16_HALF_SUBNORMAL, FP16_UNIT, TF32_UNIT, assert_product
 pytestmark = EMULATED
 
 SOURCES = ("conv2d_mma.cu", "conv2d_pad.cu", "conv2d_forward.cu",
+           "conv2d_backward_weight.cu",
            "conv2d_backward_input.cu")
-PASSES = ("forward", "backward_input")
+PASSES = ("forward", "backward_input", "backward_weight")
 KINDS = ("tf32", "f16")
 
 
@@ -74,6 +75,11 @@ def _op(pass_name, p, x, w, b, gy, dev, algorithm="auto"):
         out = np.full(p.y_shape, np.nan, f)
         return _gpu_conv.conv2d_forward(x.astype(f), w.astype(f), b.astype(f), p,
                                         algorithm, device=dev, out=out)
+    if pass_name == "backward_weight":
+        out = np.full(p.w_shape, np.nan, f)
+        gw, _ = _gpu_conv.conv2d_backward_weight(gy.astype(f), x.astype(f), p,
+                                                 algorithm, False, device=dev, out=out)
+        return gw
     out = np.full(p.x_shape, np.nan, f)
     return _gpu_conv.conv2d_backward_input(gy.astype(f), w.astype(f), p, algorithm,
                                            device=dev, out=out)
@@ -87,11 +93,17 @@ def _wide(pass_name, p, x, w, b, gy, absolute=False):
               groups=p.groups, padding_mode=p.padding_mode)
     if pass_name == "forward":
         return gpuconv.conv2d(f(x), f(w), f(b), backend="numpy", **kw)
+    if pass_name == "backward_weight":
+        return gpuconv.conv2d_grad_weight(f(x), w.shape, f(gy), backend="numpy", **kw)
     return gpuconv.conv2d_grad_input(x.shape, f(w), f(gy), backend="numpy", **kw)
 
 
+def _terms(pass_name, p):
+    return p.N * p.OH * p.OW if pass_name == "backward_weight" else terms(pass_name, p)
+
+
 def _check(pass_name, p, kind, got, x, w, b, gy):
-    n = terms(pass_name, p)
+    n = _terms(pass_name, p)
     if pass_name == "backward_input" and p.padding_mode != "zeros":
         # the fold adds the gradients of up to 3 x 3 border copies of a pixel (the
         # grid's pads reach at most 2 image sizes); S sums their |terms| already
@@ -131,7 +143,8 @@ def test_mma_within_the_product_bounds(case, pass_name, kind, dev):
 def test_every_mma_tile(tile, kind, pass_name, dev, monkeypatch):
     """Each registered tile (forced) on cases with tails in M, NG and KR."""
     monkeypatch.setattr(_plan_conv, "mma_tile", lambda *a, **k: tile)
-    case_id = "regblock_fwd_tails" if pass_name == "forward" else "regblock_dgrad_tails"
+    case_id = "regblock_dgrad_tails" if pass_name == "backward_input" else (
+        "regblock_fwd_tails")
     p = _problem(CASES[CASE_IDS.index(case_id)], kind)
     x, w, b, gy = _inputs(p, kind, seed=3)
     n0 = len(dev.launches)
@@ -178,8 +191,9 @@ def test_nan_and_inf_propagate(dev):
 
 
 def test_routing(dev):
-    """auto + tf32 / float16 -> mma; explicit algorithm or the weight gradient ->
-    the FP32 kernels on TF32-rounded operands; float64 never rounds."""
+    """auto + tf32 / float16 -> mma; an explicit algorithm -> the FP32 kernels on
+    TF32-rounded operands (the bias gradient from the unrounded gy); float64 never
+    rounds."""
     case = CASES[CASE_IDS.index("basic3x3")]
     p = _problem(case, "tf32")
     x, w, b, gy = _inputs(p, "tf32")
@@ -190,13 +204,20 @@ def test_routing(dev):
     want = _op("forward", hi, round_tf32(x), round_tf32(w), b, gy, dev,
                algorithm="tiled_regblock")
     np.testing.assert_array_equal(got, want)
-    gw, gb = _gpu_conv.conv2d_backward_weight(gy, x, p, "auto", True, device=dev)
+    gw, gb = _gpu_conv.conv2d_backward_weight(gy, x, p, "tiled_regblock", True,
+                                              device=dev)
     gw_hi, gb_hi = _gpu_conv.conv2d_backward_weight(round_tf32(gy), round_tf32(x), hi,
-                                                    "auto", False, device=dev)
+                                                    "tiled_regblock", False, device=dev)
     np.testing.assert_array_equal(gw, gw_hi)
     np.testing.assert_array_equal(gb, _gpu_conv.conv2d_backward_bias(gy, hi,
                                                                      device=dev))
     assert gb_hi is None
+    n0 = len(dev.launches)
+    gw, gb = _gpu_conv.conv2d_backward_weight(gy, x, p, "auto", True, device=dev)
+    launched = [k for _, k, *_ in dev.launches[n0:]]
+    assert any(k.startswith("conv2d_backward_weight_mma<float") for k in launched)
+    np.testing.assert_array_equal(gb, _gpu_conv.conv2d_backward_bias(gy, hi,
+                                                                     device=dev))
     _, xs, ws, kw = case
     p64 = dataclasses.replace(problem(xs, ws, np.float64, kw), precision="tf32")
     x64, w64, b64 = x.astype(np.float64), w.astype(np.float64), b.astype(np.float64)
@@ -212,7 +233,8 @@ def test_sanitized_subset(order):
     d = EmulatedDevice(thread_order=order)
     for kind in KINDS:
         for pass_name, case_id in (("forward", "everything"),
-                                   ("backward_input", "replicate")):
+                                   ("backward_input", "replicate"),
+                                   ("backward_weight", "groups")):
             p = _problem(CASES[CASE_IDS.index(case_id)], kind)
             x, w, b, gy = _inputs(p, kind, seed=11)
             got = _op(pass_name, p, x, w, b, gy, d)
@@ -269,3 +291,22 @@ def test_public_api_float16_and_tf32(api_on_emulator):
     n0 = len(dev.launches)
     gpuconv.conv2d(x32, w32, b32, **kw)  # highest: the FP32 kernels
     assert all("_mma<" not in k for _, k, *_ in dev.launches[n0:])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_weight_gradient_split_k(kind, dev):
+    """A long reduction (N*OH*OW = 4*16*16) is split over blocks; the reduce kernel
+    adds the slices in split order: within the bound and bit-identical on a rerun."""
+    case = ("split", (4, 3, 16, 16), (5, 3, 3, 3), {"padding": 1})
+    p = _problem(case, kind)
+    x, w, b, gy = _inputs(p, kind, seed=13)
+    n0 = len(dev.launches)
+    got = _op("backward_weight", p, x, w, b, gy, dev)
+    launched = [k for _, k, *_ in dev.launches[n0:]]
+    assert any(k.startswith("conv2d_backward_weight_mma<") for k in launched)
+    assert "conv2d_backward_weight_reduce<float>" in launched, launched
+    assert (dev.launches[n0][2][0] if "mma" in dev.launches[n0][1] else
+            dev.launches[n0 + 1][2][0]) > 1  # several split blocks
+    _check("backward_weight", p, kind, got, x, w, b, gy)
+    again = _op("backward_weight", p, x, w, b, gy, dev)
+    np.testing.assert_array_equal(got.view(np.uint32), again.view(np.uint32))
