@@ -427,5 +427,8 @@ def test_gpu_check_scripts_dry_run_on_the_emulator(tmp_path):
         assert "error" not in row, row
         assert row["median_s"] > 0 and row["max_err"] <= row["err_limit"]
     auto = [r for r in conv if r["variant"] == "auto"]
-    assert {r["resolved"] for r in auto} <= {"naive", "tiled", "tiled_regblock"}
+    assert {r["resolved"] for r in auto} <= {"naive", "tiled", "tiled_regblock", "mma"}
+    # the tensor-core rows (precision last in the case) ran on the mma kernels
+    tc = [r for r in auto if r["case"].rsplit("/", 1)[1] in ("tf32", "float16")]
+    assert tc and {r["resolved"] for r in tc} == {"mma"}
     assert all(r["fp32_peak_flops"] == pytest.approx(66.9e12, rel=1e-3) for r in conv)
