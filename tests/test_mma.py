@@ -244,8 +244,10 @@ def test_probe_kernels_compile_with_nvcc(tmp_path, arch):
     assert proc.returncode == 0, proc.stderr
     entries = re.findall(r"Compiling entry function '([\w$]+)'", proc.stderr)
     assert len(entries) == len(NAMES)
+    if shutil.which("cuobjdump") is None:
+        return  # the SASS check needs cuobjdump (the nvidia-cuda-cuobjdump wheel)
     sass = subprocess.run(["cuobjdump", "-sass", str(tmp_path / "out.cubin")],
                           capture_output=True, text=True)
-    if sass.returncode == 0:  # cuobjdump available: the tensor-core op is there
+    if sass.returncode == 0:  # the tensor-core instructions are there
         assert "HMMA.1688.F32.TF32" in sass.stdout
         assert "HMMA.16816.F32" in sass.stdout
