@@ -10,7 +10,9 @@
 // guarded; deterministic, no atomics: every output is written once, by one lane):
 //   conv2d_forward_mma<E, BM, BN, WARPS_M, WARPS_N>
 //       y = conv2d(x, w) + bias as the implicit GEMM of conv2d_forward.cu's
-//       tiled_regblock: M = N*OH*OW pixels, NG = K/groups, KR = C/groups*KH*KW.
+//       tiled_regblock: M = N*OH*OW pixels, NG = K/groups, KR = C/groups*KH*KW;
+//       when C/groups is a multiple of the slab the reduction runs channel-inner
+//       (MmaForwardSlabView: per-slab tap decode, strided element loads).
 //   conv2d_backward_input_mma<E, BM, BN, WARPS_M, WARPS_N>
 //       gx as the implicit GEMM of conv2d_backward_input.cu's tiled_regblock:
 //       M = N*H*W pixels, NG = C/groups, KR = K/groups*KH*KW.
@@ -94,8 +96,8 @@ struct MmaTile {
     static constexpr int KSTEPS = KWORDS / 8;      // mma k-steps per slab
     static constexpr int PITCH = KWORDS + 4;       // words between shared rows
     static constexpr int STAGES = 2;
-    static constexpr int A_STEP = THREADS / BM;    // words of a row per gather pass
-    static constexpr int A_WORDS = KWORDS / A_STEP;  // A words per thread
+    static constexpr int A_STEP = THREADS / BM;    // threads per row of A
+    static constexpr int A_WORDS = KWORDS / A_STEP;  // A words per thread (adjacent)
     static constexpr int B_STEP = THREADS / KWORDS;  // columns per gather pass
     static constexpr int B_WORDS = BN / B_STEP;      // B words per thread
     static_assert(WTM % 16 == 0 && WTN % 8 == 0, "warp tiles are whole mma tiles");
@@ -152,21 +154,25 @@ __device__ __forceinline__ void mma_mainloop(
     const int ktiles = static_cast<int>(ceil_div<Index>(view.kred - kbeg, SLAB));
 
     auto fetch = [&](Index k0) {
+        if constexpr (View::SLAB_GATHER) {  // the view gathers a whole slab at once
+            view.template fetch_slab<Tile, PW>(arow, k0, a_w, b_w, b_n, reg_a, reg_b);
+        } else {
 #pragma unroll
-        for (int q = 0; q < Tile::A_WORDS; ++q)
+            for (int q = 0; q < Tile::A_WORDS; ++q)
 #pragma unroll
-            for (int e = 0; e < PW; ++e)
-                reg_a[q][e] = view.load_a(arow, k0 + (a_w + q * Tile::A_STEP) * PW + e);
+                for (int e = 0; e < PW; ++e)
+                    reg_a[q][e] = view.load_a(arow, k0 + (a_w * Tile::A_WORDS + q) * PW + e);
 #pragma unroll
-        for (int q = 0; q < Tile::B_WORDS; ++q)
+            for (int q = 0; q < Tile::B_WORDS; ++q)
 #pragma unroll
-            for (int e = 0; e < PW; ++e)
-                reg_b[q][e] = view.load_b(k0 + b_w * PW + e, b_n + q * Tile::B_STEP);
+                for (int e = 0; e < PW; ++e)
+                    reg_b[q][e] = view.load_b(k0 + b_w * PW + e, b_n + q * Tile::B_STEP);
+        }
     };
     auto stash = [&](int st) {
 #pragma unroll
-        for (int q = 0; q < Tile::A_WORDS; ++q)
-            s.a[st][a_m][a_w + q * Tile::A_STEP] = Op::word(reg_a[q]);
+        for (int q = 0; q < Tile::A_WORDS; ++q)  // contiguous words: vector stores
+            s.a[st][a_m][a_w * Tile::A_WORDS + q] = Op::word(reg_a[q]);
 #pragma unroll
         for (int q = 0; q < Tile::B_WORDS; ++q)
             s.b[st][b_n + q * Tile::B_STEP][b_w] = Op::word(reg_b[q]);
@@ -272,6 +278,7 @@ template <typename E>
 struct MmaForwardView {
     using Index = int;
     static constexpr int k_begin = 0;
+    static constexpr bool SLAB_GATHER = false;  // element by element (load_a/load_b)
     const E* x;
     const E* w;
     const TapEntry* taps;
@@ -314,6 +321,49 @@ struct MmaForwardView {
         const int k = n0 + n;
         if (r >= kred || k >= Kg) return E(0);
         return w[static_cast<long long>(g * Kg + k) * kred + r];
+    }
+};
+
+// The forward gather when C/groups is a multiple of the slab (16 TF32 / 32 float16
+// terms: every ResNet layer but the first): the reduction runs channel-inner,
+// r = tap*Cg + c, so a slab lies within one tap. Per slab a thread decodes its tap
+// and checks its pixel's bounds once (taps[tap]: the first KH*KW entries of the tap
+// table are (0, dy, dx, tap)), then its A elements are one channel plane (H*W)
+// apart and its B elements w[k, c, tap] KH*KW apart: an address step and a load
+// each, instead of a table lookup, two bounds checks and an index per element.
+// The same products, in another fixed order.
+template <typename E>
+struct MmaForwardSlabView : MmaForwardView<E> {
+    static constexpr bool SLAB_GATHER = true;
+    int KHKW;
+
+    template <class Tile, int PW>
+    __device__ __forceinline__ void fetch_slab(
+        const typename MmaForwardView<E>::ARow& row, int k0, int a_w, int b_w, int b_n,
+        E (&ra)[Tile::A_WORDS][PW], E (&rb)[Tile::B_WORDS][PW]) const {
+        const int tap = k0 / this->Cg;  // block-uniform: one division per slab
+        const int c0 = k0 - tap * this->Cg;
+        const TapEntry t = this->taps[tap];
+        const int ih = row.ih0 + t.dy;
+        const int iw = row.iw0 + t.dx;
+        const bool ok = row.valid && gpuconv::in_range(ih, this->H) &&
+                        gpuconv::in_range(iw, this->W);
+        const long long hw = this->HW;
+        const E* src = row.base + (c0 + a_w * Tile::A_WORDS * PW) * hw +
+                       (ok ? ih * this->W + iw : 0);
+#pragma unroll
+        for (int q = 0; q < Tile::A_WORDS; ++q)
+#pragma unroll
+            for (int e = 0; e < PW; ++e) ra[q][e] = ok ? src[(q * PW + e) * hw] : E(0);
+        const E* wt = this->w + (static_cast<long long>(this->g) * this->Kg * this->Cg +
+                                 c0 + b_w * PW) * KHKW + tap;
+#pragma unroll
+        for (int q = 0; q < Tile::B_WORDS; ++q) {
+            const int k = this->n0 + b_n + q * Tile::B_STEP;
+            const E* wk = wt + static_cast<long long>(k) * this->Cg * KHKW;
+#pragma unroll
+            for (int e = 0; e < PW; ++e) rb[q][e] = k < this->Kg ? wk[e * KHKW] : E(0);
+        }
     }
 };
 
@@ -361,7 +411,15 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
     v.p_base = static_cast<int>(v.m0 - v.n_base * v.OHW);
 
     float acc[Tile::MI][Tile::NI][4];
-    gpuconv::mma_mainloop<E, Tile>(v, s_tile, acc);
+    constexpr int SLAB = Tile::KWORDS * gpuconv::MmaOperand<E>::PER_WORD;
+    if (v.Cg % SLAB == 0) {  // block-uniform: the channel-inner gather
+        MmaForwardSlabView<E> fv;
+        static_cast<MmaForwardView<E>&>(fv) = v;
+        fv.KHKW = KH * KW;
+        gpuconv::mma_mainloop<E, Tile>(fv, s_tile, acc);
+    } else {
+        gpuconv::mma_mainloop<E, Tile>(v, s_tile, acc);
+    }
     gpuconv::mma_store_pixels<Tile>(
         v, v.OHW, v.Kg, acc,
         [&](long long n, int p) {
@@ -377,6 +435,7 @@ template <typename E>
 struct MmaBackwardInputView {
     using Index = int;
     static constexpr int k_begin = 0;
+    static constexpr bool SLAB_GATHER = false;
     const E* gy;
     const E* w;
     const TapEntry* taps;
@@ -493,6 +552,7 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
 template <typename E>
 struct MmaBackwardWeightView {
     using Index = long long;
+    static constexpr bool SLAB_GATHER = false;
     const E* gy;
     const E* x;
     const TapEntry* taps;

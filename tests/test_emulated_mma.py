@@ -137,6 +137,31 @@ def test_mma_within_the_product_bounds(case, pass_name, kind, dev):
     _check(pass_name, p, kind, got, x, w, b, gy)
 
 
+# C/groups a multiple of the slab (32): the forward's channel-inner gather
+SLAB_CASES = [
+    ("slab_basic", (2, 32, 7, 9), (20, 32, 3, 3), {"padding": 1, "stride": (2, 1)}),
+    ("slab_groups", (1, 64, 6, 5), (6, 32, 2, 3),
+     {"groups": 2, "padding": (1, 0, 2, 1), "dilation": 2}),
+    ("slab_kernel_gt_input", (1, 32, 3, 2), (3, 32, 5, 4), {"padding": (2, 2)}),
+    ("slab_reflect", (2, 64, 5, 6), (70, 64, 3, 3),
+     {"padding": 1, "padding_mode": "reflect"}),
+]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("pass_name", PASSES)
+@pytest.mark.parametrize("case", SLAB_CASES, ids=[c[0] for c in SLAB_CASES])
+def test_slab_gather_cases(case, pass_name, kind, dev):
+    p = _problem(case, kind)
+    x, w, b, gy = _inputs(p, kind, seed=17)
+    got = _op(pass_name, p, x, w, b, gy, dev)
+    assert not np.isnan(got).any()
+    _check(pass_name, p, kind, got, x, w, b, gy)
+    xi, wi, bi, gyi = _inputs(p, kind, seed=19, integer=True)
+    np.testing.assert_array_equal(_op(pass_name, p, xi, wi, bi, gyi, dev),
+                                  _wide(pass_name, p, xi, wi, bi, gyi))
+
+
 @pytest.mark.parametrize("tile", CONV_MMA_TILES, ids=str)
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("pass_name", PASSES)
@@ -232,10 +257,11 @@ def test_routing(dev):
 def test_sanitized_subset(order):
     d = EmulatedDevice(thread_order=order)
     for kind in KINDS:
-        for pass_name, case_id in (("forward", "everything"),
-                                   ("backward_input", "replicate"),
-                                   ("backward_weight", "groups")):
-            p = _problem(CASES[CASE_IDS.index(case_id)], kind)
+        for pass_name, case in (("forward", CASES[CASE_IDS.index("everything")]),
+                                ("forward", SLAB_CASES[1]),
+                                ("backward_input", CASES[CASE_IDS.index("replicate")]),
+                                ("backward_weight", CASES[CASE_IDS.index("groups")])):
+            p = _problem(case, kind)
             x, w, b, gy = _inputs(p, kind, seed=11)
             got = _op(pass_name, p, x, w, b, gy, d)
             assert not np.isnan(got).any()
