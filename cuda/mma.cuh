@@ -2,7 +2,8 @@
 //
 //   to_tf32(x)              cvt.rna.tf32.f32: x rounded to TF32 (10 explicit mantissa
 //                           bits, round to nearest, ties away from zero), as the
-//                           32-bit register pattern the mma reads (low 13 bits 0).
+//                           32-bit register pattern the mma reads (low 13 bits 0;
+//                           ptxas emits 3 instructions for it on sm_80/sm_90).
 //   half_to_float(h)        float16 bits -> float (exact).
 //   float_to_half(x)        float -> float16 bits, round to nearest even (cvt.rn).
 //   mma_tf32_m16n8k8(d,a,b,c)   D(16x8) = A(16x8) * B(8x8) + C, TF32 in, FP32 out.
@@ -55,13 +56,16 @@ inline float bits_float(unsigned u) {
     return x;
 }
 
-// cvt.rna.tf32.f32 on the bit pattern: add half of the dropped 13 bits' weight to
-// the magnitude and truncate (a carry moves into the exponent, past the largest
-// finite value to inf); inf and NaN pass unchanged.
+// cvt.rna.tf32.f32 on the bit pattern, as ptxas implements it for sm_80 and sm_90
+// (FSETP |x| < inf; IADD 0x1000; LOP3 & 0xFFFFE000): a finite value gets half of the
+// dropped 13 bits' weight added to its magnitude (a carry moves into the exponent,
+// past the largest finite value to inf), then the 13 bits are cleared; inf stays,
+// and a NaN keeps its upper payload (one whose payload lies only in the 13 low bits
+// becomes inf).
 inline unsigned rna_tf32(float x) {
-    const unsigned u = float_bits(x);
-    if ((u & 0x7F800000u) == 0x7F800000u) return u;
-    return (u + 0x1000u) & 0xFFFFE000u;
+    unsigned u = float_bits(x);
+    if ((u & 0x7F800000u) != 0x7F800000u) u += 0x1000u;
+    return u & 0xFFFFE000u;
 }
 
 inline float half_to_float(unsigned short h) {

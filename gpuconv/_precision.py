@@ -132,9 +132,11 @@ def applies_tf32(precision: str, dtype: Any) -> bool:
 
 def round_tf32(a: Any) -> Any:
     """``a`` (float32 or complex64, NumPy or CuPy) rounded to TF32 exactly as
-    ``cvt.rna.tf32.f32``: round to nearest on the 13 dropped mantissa bits, ties
-    away from zero, on the float32 bit pattern (so subnormals round in place and a
-    value past the largest TF32 number becomes inf); inf and NaN pass unchanged.
+    ``cvt.rna.tf32.f32`` (as ptxas implements it for sm_80/sm_90): round to nearest
+    on the 13 dropped mantissa bits, ties away from zero, on the float32 bit pattern
+    (so subnormals round in place and a value past the largest TF32 number becomes
+    inf), then clear them; inf stays inf, a NaN stays NaN unless its payload lies
+    only in the 13 low bits (then inf, as on the GPU; NumPy's NaN is unaffected).
     Returns a new C-contiguous array; ``a`` is never modified.
 
     Examples
@@ -153,8 +155,7 @@ def round_tf32(a: Any) -> Any:
     if np.dtype(a.dtype) != np.float32:
         raise TypeError(f"round_tf32 takes float32 or complex64, got {a.dtype}")
     u = xp.ascontiguousarray(a).view(np.uint32)
-    r = (u + _TF32_HALF) & _TF32_MASK
-    r = xp.where((u & _EXP_MASK) == _EXP_MASK, u, r)
+    r = xp.where((u & _EXP_MASK) == _EXP_MASK, u, u + _TF32_HALF) & _TF32_MASK
     return xp.ascontiguousarray(r).view(np.float32)
 
 
