@@ -15,7 +15,9 @@
 //       (MmaForwardSlabView: per-slab tap decode, strided element loads).
 //   conv2d_backward_input_mma<E, BM, BN, WARPS_M, WARPS_N>
 //       gx as the implicit GEMM of conv2d_backward_input.cu's tiled_regblock:
-//       M = N*H*W pixels, NG = C/groups, KR = K/groups*KH*KW.
+//       M = N*H*W pixels, NG = C/groups, KR = K/groups*KH*KW; channel-inner
+//       (MmaBackwardInputSlabView) for stride 1 when K/groups is a multiple of the
+//       slab.
 //   conv2d_backward_weight_mma<E, BM, BN, WARPS_M, WARPS_N>
 //       gw: M = K/groups output channels, NG = C/groups*KH*KW, KR = N*OH*OW pixels,
 //       split-K: each block reduces a balanced range of whole slabs and writes its
@@ -490,6 +492,44 @@ struct MmaBackwardInputView {
     }
 };
 
+// The input-gradient gather for stride 1 when K/groups is a multiple of the slab:
+// channel-inner, r = tap*Kg + k (as MmaForwardSlabView): per slab one tap decode
+// and bounds check per pixel (oh = h + pt - dy, ow = w + pl - dx), then A elements
+// an output plane (OH*OW) apart and B elements w[k, c, tap] C/groups*KH*KW apart.
+template <typename E>
+struct MmaBackwardInputSlabView : MmaBackwardInputView<E> {
+    static constexpr bool SLAB_GATHER = true;
+
+    template <class Tile, int PW>
+    __device__ __forceinline__ void fetch_slab(
+        const typename MmaBackwardInputView<E>::ARow& row, int k0, int a_w, int b_w,
+        int b_n, E (&ra)[Tile::A_WORDS][PW], E (&rb)[Tile::B_WORDS][PW]) const {
+        const int tap = k0 / this->Kg;  // block-uniform: one division per slab
+        const int k0c = k0 - tap * this->Kg;
+        const TapEntry t = this->taps[tap];
+        const int oh = row.th0 - t.dy;
+        const int ow = row.tw0 - t.dx;
+        const bool ok = row.valid && gpuconv::in_range(oh, this->OH) &&
+                        gpuconv::in_range(ow, this->OW);
+        const long long ohw = this->OHW;
+        const E* src = row.base + (k0c + a_w * Tile::A_WORDS * PW) * ohw +
+                       (ok ? oh * this->OW + ow : 0);
+#pragma unroll
+        for (int q = 0; q < Tile::A_WORDS; ++q)
+#pragma unroll
+            for (int e = 0; e < PW; ++e) ra[q][e] = ok ? src[(q * PW + e) * ohw] : E(0);
+        const long long kstride = static_cast<long long>(this->Cg) * this->KHKW;
+        const E* wt = this->w + (this->g * this->Kg + k0c + b_w * PW) * kstride + tap;
+#pragma unroll
+        for (int q = 0; q < Tile::B_WORDS; ++q) {
+            const int c = this->n0 + b_n + q * Tile::B_STEP;
+            const E* wc = wt + static_cast<long long>(c) * this->KHKW;
+#pragma unroll
+            for (int e = 0; e < PW; ++e) rb[q][e] = c < this->Cg ? wc[e * kstride] : E(0);
+        }
+    }
+};
+
 // Grid: m_tiles * n_tiles * groups blocks (1-D), block 32*WARPS_M*WARPS_N; static
 // smem. taps: KR = K/groups*KH*KW entries (ch = k).
 template <typename E, int BM, int BN, int WARPS_M, int WARPS_N>
@@ -536,7 +576,14 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
     v.p_base = static_cast<int>(v.m0 - v.n_base * v.HW);
 
     float acc[Tile::MI][Tile::NI][4];
-    gpuconv::mma_mainloop<E, Tile>(v, s_tile, acc);
+    constexpr int SLAB = Tile::KWORDS * gpuconv::MmaOperand<E>::PER_WORD;
+    if (sh == 1 && sw == 1 && v.Kg % SLAB == 0) {  // block-uniform: channel-inner
+        MmaBackwardInputSlabView<E> sv;
+        static_cast<MmaBackwardInputView<E>&>(sv) = v;
+        gpuconv::mma_mainloop<E, Tile>(sv, s_tile, acc);
+    } else {
+        gpuconv::mma_mainloop<E, Tile>(v, s_tile, acc);
+    }
     gpuconv::mma_store_pixels<Tile>(
         v, v.HW, v.Cg, acc,
         [&](long long n, int p) {

@@ -145,6 +145,11 @@ SLAB_CASES = [
     ("slab_kernel_gt_input", (1, 32, 3, 2), (3, 32, 5, 4), {"padding": (2, 2)}),
     ("slab_reflect", (2, 64, 5, 6), (70, 64, 3, 3),
      {"padding": 1, "padding_mode": "reflect"}),
+    # K/groups a multiple of 32 too: the input gradient's channel-inner gather
+    ("slab_dgrad", (2, 20, 6, 7), (64, 20, 3, 2), {"padding": (1, 2, 0, 1),
+                                                 "dilation": (2, 1)}),
+    ("slab_dgrad_groups", (1, 6, 5, 5), (64, 3, 3, 3), {"groups": 2, "padding": 1}),
+    ("slab_dgrad_strided", (1, 4, 9, 8), (32, 4, 3, 3), {"stride": 2, "padding": 1}),
 ]
 
 
