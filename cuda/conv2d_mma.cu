@@ -594,17 +594,21 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
 
 // ---------------------------------------------------------------------------------
 // weight gradient: A[k][r] = gy[n, g*Kg + k, p], B[r][col] = x[n, g*Cg + c, oh*sh - pt
-// + dy, ow*sw - pl + dx] with r = n*OH*OW + p, p = oh*OW + ow, and col = c*KH*KW + tap
-// -> (c, dy, dx) from the tap table (ch = c).
+// + dy, ow*sw - pl + dx] with col = c*KH*KW + tap -> (c, dy, dx) from the tap table
+// (ch = c). The reduction runs over slabs that never straddle images: image n owns
+// spi = ceil(OH*OW / SLAB) slabs, slab s covers pixels p = (s % spi)*SLAB + j of
+// image s / spi (j < SLAB; p >= OH*OW is 0). Per slab a thread decodes (n, p0) once;
+// its A elements are then consecutive pixels of one gy plane, and its B elements
+// the PW pixels p0 + b_w*PW + e, decoded to (oh, ow) once for all its columns.
 template <typename E>
 struct MmaBackwardWeightView {
     using Index = long long;
-    static constexpr bool SLAB_GATHER = false;
+    static constexpr bool SLAB_GATHER = true;
     const E* gy;
     const E* x;
     const TapEntry* taps;
-    int K, C, H, W, HW, Cg, Kg, g, sh, sw, pt, pl, OW, OHW, n0, m0, kcols;
-    long long k_begin, kred;  // this block's reduction range [k_begin, kred)
+    int K, C, H, W, HW, Cg, Kg, g, sh, sw, pt, pl, OW, OHW, n0, m0, kcols, spi;
+    long long k_begin, kred;  // this block's range of padded reduction indices
 
     struct ARow {
         const E* base;  // gy[0, g*Kg + k]
@@ -619,32 +623,56 @@ struct MmaBackwardWeightView {
         return row;
     }
 
-    __device__ __forceinline__ E load_a(const ARow& row, long long r) const {
-        if (!row.valid || r >= kred) return E(0);
-        const long long n = r / OHW;
-        const int p = static_cast<int>(r - n * OHW);
-        return row.base[n * K * OHW + p];
-    }
+    // (unused: the gather is per slab; kept for the generic mainloop's interface)
+    __device__ __forceinline__ E load_a(const ARow&, long long) const { return E(0); }
+    __device__ __forceinline__ E load_b(long long, int) const { return E(0); }
 
-    __device__ __forceinline__ E load_b(long long r, int col) const {
-        const int cc = n0 + col;
-        if (r >= kred || cc >= kcols) return E(0);
-        const TapEntry t = taps[cc];
-        const long long n = r / OHW;
-        const int p = static_cast<int>(r - n * OHW);
-        const int oh = p / OW;
-        const int ih = oh * sh - pt + t.dy;
-        const int iw = (p - oh * OW) * sw - pl + t.dx;
-        if (!gpuconv::in_range(ih, H) || !gpuconv::in_range(iw, W)) return E(0);
-        return x[(n * C + static_cast<long long>(g) * Cg + t.ch) * HW + ih * W + iw];
+    template <class Tile, int PW>
+    __device__ __forceinline__ void fetch_slab(
+        const ARow& row, long long k0, int a_w, int b_w, int b_n,
+        E (&ra)[Tile::A_WORDS][PW], E (&rb)[Tile::B_WORDS][PW]) const {
+        constexpr int SLAB = Tile::KWORDS * PW;
+        const long long slab = k0 / SLAB;  // k0 is a multiple of SLAB (a power of 2)
+        const long long n = slab / spi;    // block-uniform: one division per slab
+        const int p0 = static_cast<int>(slab - n * spi) * SLAB;
+        const E* a_src = row.base + n * K * OHW + p0;
+#pragma unroll
+        for (int q = 0; q < Tile::A_WORDS; ++q)
+#pragma unroll
+            for (int e = 0; e < PW; ++e) {
+                const int j = (a_w * Tile::A_WORDS + q) * PW + e;
+                ra[q][e] = (row.valid && p0 + j < OHW) ? a_src[j] : E(0);
+            }
+        const E* x_img = x + (n * C + static_cast<long long>(g) * Cg) * HW;
+#pragma unroll
+        for (int e = 0; e < PW; ++e) {
+            const int p = p0 + b_w * PW + e;
+            const int oh = p / OW;
+            const int ihb = oh * sh - pt;
+            const int iwb = (p - oh * OW) * sw - pl;
+            const bool pv = p < OHW;
+#pragma unroll
+            for (int q = 0; q < Tile::B_WORDS; ++q) {
+                const int cc = n0 + b_n + q * Tile::B_STEP;
+                E v = E(0);
+                if (pv && cc < kcols) {
+                    const TapEntry t = taps[cc];
+                    const int ih = ihb + t.dy;
+                    const int iw = iwb + t.dx;
+                    if (gpuconv::in_range(ih, H) && gpuconv::in_range(iw, W))
+                        v = x_img[static_cast<long long>(t.ch) * HW + ih * W + iw];
+                }
+                rb[q][e] = v;
+            }
+        }
     }
 };
 
 // Grid: m_tiles * n_tiles * groups * splits blocks (1-D), block 32*WARPS_M*WARPS_N;
-// static smem. taps: C/groups*KH*KW entries (ch = c). The reduction (red = N*OH*OW
-// terms) is cut into slabs of 16 words (16 TF32 / 32 float16 terms); split s owns
-// the slabs [split_begin(s), split_begin(s + 1)) and writes gw_out[s*wcount + ...]
-// (wcount = K*C/groups*KH*KW; gw itself when there is one split).
+// static smem. taps: C/groups*KH*KW entries (ch = c). The reduction is N*spi slabs
+// of 16 words (16 TF32 / 32 float16 pixels, spi = ceil(OH*OW / SLAB) per image);
+// split s owns the slabs [split_begin(s), split_begin(s + 1)) and writes
+// gw_out[s*wcount + ...] (wcount = K*C/groups*KH*KW; gw itself for one split).
 template <typename E, int BM, int BN, int WARPS_M, int WARPS_N>
 __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
                                   gpuconv::mma_min_blocks(32 * WARPS_M * WARPS_N))
@@ -652,7 +680,7 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
         const E* __restrict__ gy, const E* __restrict__ x,
         const TapEntry* __restrict__ taps, float* __restrict__ gw_out, int C, int H,
         int W, int K, int KH, int KW, int groups, int sh, int sw, int pt, int pl, int OH,
-        int OW, long long red, long long slabs_per_split, int extra_slabs, int m_tiles,
+        int OW, int spi, long long slabs_per_split, int extra_slabs, int m_tiles,
         int n_tiles) {
     using Tile = gpuconv::MmaTile<BM, BN, WARPS_M, WARPS_N>;
     constexpr int SLAB = Tile::KWORDS * gpuconv::MmaOperand<E>::PER_WORD;
@@ -685,12 +713,13 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
     v.OW = OW;
     v.OHW = OH * OW;
     v.kcols = v.Cg * KH * KW;
+    v.spi = spi;
     v.m0 = m_tile * Tile::BM;
     v.n0 = n_tile * Tile::BN;
     const long long s_begin = split * slabs_per_split + min(split, extra_slabs);
     const long long s_end = (split + 1) * slabs_per_split + min(split + 1, extra_slabs);
     v.k_begin = s_begin * SLAB;
-    v.kred = min(s_end * SLAB, red);
+    v.kred = s_end * SLAB;
 
     float acc[Tile::MI][Tile::NI][4];
     gpuconv::mma_mainloop<E, Tile>(v, s_tile, acc);

@@ -1019,10 +1019,11 @@ def _wgrad_mma_launches(
     from gpuconv._kernels import mma_kernel_name
 
     bm, bn, wm, wn = tile
-    m, ng, red = gemm_shape(p, "backward_weight")
+    m, ng, _ = gemm_shape(p, "backward_weight")
     m_tiles, n_tiles = -(-m // bm), -(-ng // bn)
     base = m_tiles * n_tiles * p.groups
-    slabs = -(-red // MMA_SLAB[kind])
+    spi = -(-(p.OH * p.OW) // MMA_SLAB[kind])  # slabs per image (none straddles two)
+    slabs = p.N * spi
     splits = split_count(slabs, base, sm_count * MMA_WGRAD_BLOCKS_PER_SM,
                          max(1, WGRAD_MIN_CHUNK // MMA_SLAB[kind]))
     splits = max(1, min(slabs, splits))
@@ -1039,7 +1040,8 @@ def _wgrad_mma_launches(
         grid=_blocks_1d(base * splits, "conv2d backward_weight mma"),
         block=(32 * wm * wn, 1, 1),
         shared_mem=0,
-        args=(gy, x, taps, ws, *geom, _i64(red), *_balanced(slabs, splits),
+        args=(gy, x, taps, ws, *geom, _i32(spi, "slabs per image"),
+              *_balanced(slabs, splits),
               _i32(m_tiles, "m_tiles"), _i32(n_tiles, "n_tiles")),
     )]
     if splits > 1:
