@@ -3,7 +3,8 @@
 Each function validates everything (:func:`gpuconv._conv_args.normalize_conv2d`)
 before touching data, picks the backend in the one place that does
 (:func:`gpuconv._backend.select_backend`), handles empty problems itself and hands
-the backend a non-empty problem and arrays of ``problem.compute_dtype``.
+the backend a non-empty problem and arrays of ``problem.compute_dtype`` (float16
+data goes to the CUDA backend as float16: :func:`_op_dtype`).
 """
 
 from __future__ import annotations
@@ -116,6 +117,16 @@ def _tf32_host(name: str, p: Conv2dProblem) -> bool:
 
 def _rounded(a: Any) -> Any:
     return None if a is None else round_tf32(a)
+
+
+def _op_dtype(name: str, p: Conv2dProblem) -> np.dtype:
+    """The dtype of the data arrays (not the bias) handed to the backend's ops:
+    ``p.compute_dtype``, except float16 data on the CUDA backend, which its ops
+    take as is (the tensor cores read float16; their FP32-kernel paths widen it
+    themselves), saving a conversion pass each way."""
+    if name == "cuda" and np.dtype(p.dtype) == np.float16 and not p.empty:
+        return np.dtype(np.float16)
+    return p.compute_dtype
 
 
 def conv2d(
@@ -231,7 +242,8 @@ def conv2d(
             y += bias.astype(p.compute_dtype).reshape(1, -1, 1, 1)
     else:
         ops = _backend.backend_ops(name)
-        xc, wc = _cast(x, p.compute_dtype), _cast(w, p.compute_dtype)
+        odt = _op_dtype(name, p)
+        xc, wc = _cast(x, odt), _cast(w, odt)
         if _tf32_host(name, p):
             xc, wc = _rounded(xc), _rounded(wc)
         y = ops.conv2d_forward(
@@ -250,12 +262,13 @@ def _backward(
     xp = _xp(name)
     ops = _backend.backend_ops(name)
     cd = p.compute_dtype
-    gy = _batched(_cast(gy, cd), p)
+    odt = _op_dtype(name, p)
+    gy = _batched(_cast(gy, odt), p)
     # TF32 on the NumPy backend: the products' operands rounded, the bias gradient
     # summed from the unrounded gy
     tf32 = _tf32_host(name, p) and not p.empty
     gy_op = _rounded(gy) if tf32 else gy
-    w_op, x_op = _cast(w, cd), _cast(x, cd)
+    w_op, x_op = _cast(w, odt), _cast(x, odt)
     if tf32:
         w_op = _rounded(w_op) if "input" in needs else w_op
         x_op = _rounded(x_op) if "weight" in needs else x_op

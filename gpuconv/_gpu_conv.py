@@ -17,7 +17,9 @@ uninitialised, so an element a kernel forgets to write shows up through the publ
 API as well.
 
 Inputs are made C-contiguous (a copy only when needed); the public API has already
-cast them to ``p.compute_dtype`` and handled empty problems. Complex problems are
+cast them to ``p.compute_dtype`` (float16 data it hands over as float16: the
+tensor-core paths read it as is, the FP32 kernels widen it first) and handled empty
+problems. Complex problems are
 decomposed into real launches: ``(a + ib) * (c + id)`` is bilinear, so each pass is
 four real passes (``ac - bd``, ``ad + bc``); the Gauss three-product trick would
 save one pass at the cost of cancellation error, so it is not used.
@@ -178,6 +180,14 @@ def _pad_input(dev: Any, x: Any, p: Conv2dProblem) -> tuple[Any, Conv2dProblem]:
 # tensor cores (cuda/conv2d_mma.cu)
 
 
+def _as32(xp: Any, a: Any) -> Any:
+    """float16 data (the API hands it over as is) widened to float32 for the FP32
+    kernels; anything else unchanged."""
+    if a is None or np.dtype(a.dtype) != np.float16:
+        return a
+    return xp.ascontiguousarray(a.astype(np.float32))
+
+
 def _mma_capable(dev: Any) -> bool:
     """True when ``dev`` runs mma.sync: the emulator, or a GPU of compute
     capability 8.0 or newer."""
@@ -198,17 +208,19 @@ def _mma_pass(dev: Any, p: Conv2dProblem, pass_name: str, algorithm: str) -> str
 
 
 def _mma_operand(xp: Any, a: Any, kind: str) -> Any:
-    """What an mma kernel reads: float32 as is, float16 data (held in float32 by
-    the API, exactly) as float16 bits."""
+    """What an mma kernel reads: float32 as is, float16 data (float16 from the API,
+    or float32 holding float16 values, exactly) as float16 bits."""
     if kind == "tf32":
         return a
-    return xp.ascontiguousarray(a.astype(np.float16)).view(np.uint16)
+    return xp.ascontiguousarray(a.astype(np.float16, copy=False)).view(np.uint16)
 
 
 def _forward_mma(
     dev: Any, x: Any, w: Any, bias: Any, p: Conv2dProblem, kind: str, y: Any
 ) -> Any:
     xp = dev.xp
+    if needs_padding_copy(p):
+        x = _as32(xp, x)  # the pad kernels are float32
     x, p0 = _pad_input(dev, x, p)
     taps = _taps(dev, p0.Cg, p0)
     # the kernels write the float32 accumulators: a float16 result is rounded once,
@@ -391,6 +403,7 @@ def conv2d_forward(
     kind = _mma_pass(dev, p, "forward", algorithm)
     if kind is not None:  # tensor cores (they round TF32 operands themselves)
         return _forward_mma(dev, x, w, bias, p, kind, y)
+    x, w = _as32(xp, x), _as32(xp, w)
     if applies_tf32(p.precision, p.compute_dtype):
         x, w = round_tf32(x), round_tf32(w)
     x, p0 = _pad_input(dev, x, p)
@@ -432,6 +445,7 @@ def conv2d_backward_input(
     kind = _mma_pass(dev, p, "backward_input", algorithm)
     if kind is not None:
         return _backward_input_mma(dev, gy, w, p, kind, gx)
+    gy, w = _as32(xp, gy), _as32(xp, w)
     if applies_tf32(p.precision, p.compute_dtype):
         gy, w = round_tf32(gy), round_tf32(w)
     if not needs_padding_copy(p):
@@ -494,13 +508,14 @@ def conv2d_backward_weight(
     if kind is not None:  # tensor cores; the bias gradient sums gy apart
         if gb is not None:
             conv2d_backward_bias(gy, p, device=dev, out=gb)
-        xpad, p0 = _pad_input(dev, x, p)
+        xpad, p0 = _pad_input(dev, _as32(xp, x) if needs_padding_copy(p) else x, p)
         _run(dev, plan_conv2d_mma(
             p0, "backward_weight", kind, _mma_operand(xp, gy, kind),
             _mma_operand(xp, xpad, kind), gw, _taps(dev, p0.Cg, p0),
             alloc=lambda shape, dtype: _empty(xp, tuple(shape), dtype),
         ))
         return gw, gb
+    gy, x = _as32(xp, gy), _as32(xp, x)
     if applies_tf32(p.precision, p.compute_dtype):
         # the products' operands rounded; the bias gradient sums the unrounded gy
         if gb is not None:
@@ -533,7 +548,7 @@ def conv2d_backward_bias(
         gb.real[...] = conv2d_backward_bias(gr, pr, device=dev)
         gb.imag[...] = conv2d_backward_bias(gi, pr, device=dev)
         return gb
-    gy = _contig(xp, gy)
+    gy = _contig(xp, _as32(xp, gy))
 
     def alloc(shape: tuple[int, ...], dtype: Any) -> Any:
         return _empty(xp, tuple(shape), dtype)

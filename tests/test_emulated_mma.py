@@ -341,3 +341,54 @@ def test_weight_gradient_split_k(kind, dev):
     _check("backward_weight", p, kind, got, x, w, b, gy)
     again = _op("backward_weight", p, x, w, b, gy, dev)
     np.testing.assert_array_equal(got.view(np.uint32), again.view(np.uint32))
+
+
+@pytest.fixture
+def cuda_api_on_emulator(dev, monkeypatch):
+    """The public API taking its CUDA-backend path (backend name 'cuda': float16
+    data handed to the ops as float16) with the ops on the emulated device; the
+    ops' inputs' dtypes are recorded."""
+    from gpuconv import _backend, _conv
+
+    seen: list[str] = []
+    names = ("conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight",
+             "conv2d_backward_bias")
+
+    def bind(fn):
+        def call(*a):
+            seen.append(str(a[0].dtype))
+            return fn(*a, device=dev)
+        return staticmethod(call)
+
+    ops = type("EmulatedOps", (), {n: bind(getattr(_gpu_conv, n)) for n in names})
+    monkeypatch.setattr(_backend, "select_backend", lambda *a, backend=None: "cuda")
+    monkeypatch.setattr(_backend, "to_backend", lambda name, *a: (list(a), lambda v: v))
+    monkeypatch.setattr(_backend, "backend_ops", lambda name: ops)
+    monkeypatch.setattr(_conv, "_xp", lambda name: np)
+    return seen
+
+
+@pytest.mark.parametrize("algorithm", ["auto", "tiled_regblock"])
+@pytest.mark.parametrize("case_id", ["everything", "reflect"])
+def test_float16_reaches_the_cuda_ops_as_float16(case_id, algorithm,
+                                                 cuda_api_on_emulator):
+    seen = cuda_api_on_emulator
+    _, xs, ws, kw = CASES[CASE_IDS.index(case_id)]
+    p = _problem(CASES[CASE_IDS.index(case_id)], "f16")
+    x, w, b, gy = _inputs(p, "f16", seed=23)
+    opts = dict(kw, algorithm=algorithm)
+    y = gpuconv.conv2d(x, w, b, **opts)
+    g = gpuconv.conv2d_backward(gy, x, w, **opts)
+    # precision='tf32' on float16 data: nothing to round (float16 fits TF32)
+    gx_t = gpuconv.conv2d_grad_input(x.shape, w, gy, precision="tf32", **opts)
+    assert set(seen) == {"float16"}, seen
+    np.testing.assert_array_equal(gx_t, g.gx)
+    for pass_name, got in (("forward", y), ("backward_input", g.gx),
+                           ("backward_weight", g.gw)):
+        assert got.dtype == np.float16
+        n = _terms(pass_name, p) * (9 if pass_name == "backward_input" else 1)
+        assert_products_within(got, _wide(pass_name, p, x, w, b, gy),
+                               _wide(pass_name, p, x, w, b, gy, absolute=True), n,
+                               output_unit=FP16_UNIT, output_atol=FP16_HALF_SUBNORMAL)
+    ref_gb = gy.astype(np.float64).sum(axis=(0, 2, 3))
+    np.testing.assert_allclose(g.gb, ref_gb, rtol=2e-3, atol=1e-2)
