@@ -194,7 +194,11 @@ def _mma_capable(dev: Any) -> bool:
     if dev.xp is np:
         return True
     try:
-        return int(dev.xp.cuda.Device().compute_capability) >= 80
+        device = dev.xp.cuda.Device()  # the current one
+        cache: dict[int, bool] = dev.__dict__.setdefault("_gpuconv_mma_capable", {})
+        if int(device.id) not in cache:
+            cache[int(device.id)] = int(device.compute_capability) >= 80
+        return cache[int(device.id)]
     except Exception:  # pragma: no cover - a broken device query: stay on FP32
         return False
 
