@@ -391,7 +391,7 @@ def test_gpu_tests_dry_run_on_the_emulator():
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "tests._gpu_dry_run", "-q",
          "-p", "no:cacheprovider", "-m", "gpu", "tests/test_gpu_conv.py",
-         "tests/test_gpu_filter.py", "-k", SLOW_GPU_TESTS],
+         "tests/test_gpu_filter.py", "tests/test_gpu_mma.py", "-k", SLOW_GPU_TESTS],
         cwd=root, env=env, capture_output=True, text=True, timeout=300,
     )
     out = proc.stdout + proc.stderr
