@@ -5,9 +5,10 @@
 // memory, mma.m16n8k8.tf32; E = unsigned short: float16 bits, mma.m16n8k16.f16; the
 // output is the FP32 accumulator (plus bias) as float, which the API rounds once to
 // the caller's dtype (float16: one rounding at the end, also after the fold of the
-// padding modes' input gradient); any
-// stride, dilation, groups, asymmetric zero padding; runtime kernel size; tails
-// guarded; deterministic, no atomics: every output is written once, by one lane):
+// padding modes' input gradient); any stride, dilation, groups, asymmetric zero
+// padding; runtime kernel size; tails guarded; deterministic, no atomics: every
+// output is written once, by one lane, each sum in a fixed order; tiles (BM, BN,
+// WARPS_M, WARPS_N) = (64, 64, 2, 2) and (128, 128, 2, 4), gpuconv._kernels):
 //   conv2d_forward_mma<E, BM, BN, WARPS_M, WARPS_N>
 //       y = conv2d(x, w) + bias as the implicit GEMM of conv2d_forward.cu's
 //       tiled_regblock: M = N*OH*OW pixels, NG = K/groups, KR = C/groups*KH*KW;
@@ -33,9 +34,12 @@
 //     problem) while the tensor cores work on the current one; then stores it to the
 //     other shared-memory stage as 32-bit words (one TF32 value, rounded here once
 //     per element, or two float16 values consecutive in the reduction: a .f16x2
-//     register), so a fragment load is one 32-bit LDS. Two stages, one barrier per
-//     slab. A slab is KWORDS = 16 words of the reduction (16 TF32 / 32 float16
-//     terms: two mma k-steps).
+//     register; a thread's A words are adjacent: vector stores), so a fragment load
+//     is one 32-bit LDS. Two stages, one barrier per slab. A slab is KWORDS = 16
+//     words of the reduction (16 TF32 / 32 float16 terms: two mma k-steps). The
+//     generic views decode every element (tap table, bounds, index); the slab views
+//     (channel-inner forward and stride-1 input gradient, per-image weight
+//     gradient) decode once per slab and step through the elements.
 //   - mainloop (mma_mainloop): WARPS_M x WARPS_N warps, each owning a
 //     (BM/WARPS_M) x (BN/WARPS_N) sub-tile = MI x NI mma tiles of 16 x 8, with
 //     MI*NI*4 FP32 accumulators per lane. Shared rows are PITCH = KWORDS + 4 words
