@@ -267,46 +267,103 @@ def _mma_operand(xp: Any, a: Any, kind: str) -> Any:
     return xp.ascontiguousarray(a.astype(np.float16, copy=False)).view(np.uint16)
 
 
+def _no_bias(dev: Any) -> Any:
+    return _const_array(dev, ("no_bias",), lambda: np.zeros(1, np.float32))
+
+
 def _forward_mma(
-    dev: Any, x: Any, w: Any, bias: Any, p: Conv2dProblem, kind: str, y: Any
+    dev: Any, key: Any, plan: Any, x: Any, w: Any, bias: Any, p: Conv2dProblem,
+    kind: str, y: Any,
 ) -> Any:
+    """The forward pass on tensor cores (planned and cached like the FP32 path; a
+    float16 input of a non-zero padding mode is padded in float32 first, then
+    converted: that call is not cached). The kernels write the float32
+    accumulators: a float16 result is rounded once, by the API's cast."""
     xp = dev.xp
-    if needs_padding_copy(p):
-        x = _as32(xp, x)  # the pad kernels are float32
-    pad: list[Any] = []
-    x, p0 = _pad_input(dev, x, p, functools.partial(_empty, xp), pad)
-    _run(dev, pad)  # before the float16 conversion of the padded input
-    taps = _taps(dev, p0.Cg, p0)
-    # the kernels write the float32 accumulators: a float16 result is rounded once,
-    # by the API's cast to the caller's dtype
-    _run(dev, plan_conv2d_mma(
-        p0, "forward", kind, _mma_operand(xp, x, kind), _mma_operand(xp, w, kind),
-        y, taps, bias,
-        no_bias=_const_array(dev, ("no_bias",), lambda: np.zeros(1, np.float32)),
-    ))
+    if kind == "f16" and needs_padding_copy(p):
+        pad: list[Any] = []
+        xpad, p0 = _pad_input(dev, _as32(xp, x), p, functools.partial(_empty, xp), pad)
+        _run(dev, pad)  # before the float16 conversion of the padded input
+        _run(dev, plan_conv2d_mma(
+            p0, "forward", kind, _mma_operand(xp, xpad, kind),
+            _mma_operand(xp, w, kind), y, _taps(dev, p0.Cg, p0), bias,
+            no_bias=_no_bias(dev),
+        ))
+        return y
+    xa, wa = _mma_operand(xp, x, kind), _mma_operand(xp, w, kind)
+
+    def build(alloc: Callable[..., Any]) -> list[Any]:
+        launches: list[Any] = []
+        xin, p0 = _pad_input(dev, xa, p, alloc, launches)  # float32 (tf32) here
+        return launches + plan_conv2d_mma(
+            p0, "forward", kind, xin, wa, y, _taps(dev, p0.Cg, p0), bias,
+            no_bias=_no_bias(dev),
+        )
+
+    _planned(key, plan, dev, (xa, wa, bias, y), build)
     return y
 
 
 def _backward_input_mma(
-    dev: Any, gy: Any, w: Any, p: Conv2dProblem, kind: str, gx: Any
+    dev: Any, key: Any, plan: Any, gy: Any, w: Any, p: Conv2dProblem, kind: str,
+    gx: Any,
 ) -> Any:
+    """The input gradient on tensor cores (planned and cached), folded back for
+    the non-zero padding modes."""
     xp = dev.xp
-    padded = needs_padding_copy(p)
-    p0 = padded_problem(p) if padded else p
-    taps = _taps(dev, p0.Kg, p0)
-    target = _empty(xp, p0.x_shape, p.compute_dtype) if padded else gx
-    _run(dev, plan_conv2d_mma(
-        p0, "backward_input", kind, _mma_operand(xp, gy, kind),
-        _mma_operand(xp, w, kind), target, taps,
-    ))
-    if padded:
-        key = (p.H, p.W, p.padding, p.padding_mode)
+    gya, wa = _mma_operand(xp, gy, kind), _mma_operand(xp, w, kind)
+
+    def build(alloc: Callable[..., Any]) -> list[Any]:
+        if not needs_padding_copy(p):
+            return plan_conv2d_mma(p, "backward_input", kind, gya, wa, gx,
+                                   _taps(dev, p.Kg, p))
+        p0 = padded_problem(p)
+        gxpad = alloc(p0.x_shape, p.compute_dtype)
+        launches = plan_conv2d_mma(p0, "backward_input", kind, gya, wa, gxpad,
+                                   _taps(dev, p0.Kg, p0))
+        mkey = (p.H, p.W, p.padding, p.padding_mode)
         maps = [
-            _const_array(dev, ("foldmap", i, *key), lambda i=i: fold_maps(p)[i])
+            _const_array(dev, ("foldmap", i, *mkey), lambda i=i: fold_maps(p)[i])
             for i in range(4)
         ]
-        _run(dev, plan_pad_fold(p, target, gx, *maps))
+        return launches + plan_pad_fold(p, gxpad, gx, *maps)
+
+    _planned(key, plan, dev, (gya, wa, gx), build)
     return gx
+
+
+def _backward_weight_mma(
+    dev: Any, key: Any, plan: Any, gy: Any, x: Any, p: Conv2dProblem, kind: str,
+    gw: Any, gb: Any,
+) -> tuple[Any, Any]:
+    """The weight gradient on tensor cores (planned and cached but for a float16
+    input of a non-zero padding mode); the bias gradient is its own op on the
+    unrounded gy."""
+    xp = dev.xp
+    if gb is not None:
+        conv2d_backward_bias(gy, p, device=dev, out=gb)
+    gya = _mma_operand(xp, gy, kind)
+    if kind == "f16" and needs_padding_copy(p):
+        pad: list[Any] = []
+        xpad, p0 = _pad_input(dev, _as32(xp, x), p, functools.partial(_empty, xp), pad)
+        _run(dev, pad)
+        _run(dev, plan_conv2d_mma(
+            p0, "backward_weight", kind, gya, _mma_operand(xp, xpad, kind), gw,
+            _taps(dev, p0.Cg, p0), alloc=functools.partial(_empty, xp),
+        ))
+        return gw, gb
+    xa = _mma_operand(xp, x, kind)
+
+    def build(alloc: Callable[..., Any]) -> list[Any]:
+        launches: list[Any] = []
+        xin, p0 = _pad_input(dev, xa, p, alloc, launches)
+        return launches + plan_conv2d_mma(
+            p0, "backward_weight", kind, gya, xin, gw, _taps(dev, p0.Cg, p0),
+            alloc=alloc,
+        )
+
+    _planned(key, plan, dev, (gya, xa, gw), build)
+    return gw, gb
 
 
 # --------------------------------------------------------------------------------
@@ -459,7 +516,7 @@ def conv2d_forward(
     x, w, bias = _contig(xp, x), _contig(xp, w), _contig(xp, bias)
     kind = _mma_pass(dev, p, "forward", algorithm)
     if kind is not None:  # tensor cores (they round TF32 operands themselves)
-        return _forward_mma(dev, x, w, bias, p, kind, y)
+        return _forward_mma(dev, key, plan, x, w, bias, p, kind, y)
     x, w = _as32(xp, x), _as32(xp, w)
     if applies_tf32(p.precision, p.compute_dtype):
         x, w = round_tf32(x), round_tf32(w)
@@ -509,7 +566,7 @@ def conv2d_backward_input(
     gy, w = _contig(xp, gy), _contig(xp, w)
     kind = _mma_pass(dev, p, "backward_input", algorithm)
     if kind is not None:
-        return _backward_input_mma(dev, gy, w, p, kind, gx)
+        return _backward_input_mma(dev, key, plan, gy, w, p, kind, gx)
     gy, w = _as32(xp, gy), _as32(xp, w)
     if applies_tf32(p.precision, p.compute_dtype):
         gy, w = round_tf32(gy), round_tf32(w)
@@ -577,18 +634,7 @@ def conv2d_backward_weight(
     gy, x = _contig(xp, gy), _contig(xp, x)
     kind = _mma_pass(dev, p, "backward_weight", algorithm)
     if kind is not None:  # tensor cores; the bias gradient sums gy apart
-        if gb is not None:
-            conv2d_backward_bias(gy, p, device=dev, out=gb)
-        pad: list[Any] = []
-        xpad, p0 = _pad_input(dev, _as32(xp, x) if needs_padding_copy(p) else x, p,
-                              functools.partial(_empty, xp), pad)
-        _run(dev, pad)
-        _run(dev, plan_conv2d_mma(
-            p0, "backward_weight", kind, _mma_operand(xp, gy, kind),
-            _mma_operand(xp, xpad, kind), gw, _taps(dev, p0.Cg, p0),
-            alloc=lambda shape, dtype: _empty(xp, tuple(shape), dtype),
-        ))
-        return gw, gb
+        return _backward_weight_mma(dev, key, plan, gy, x, p, kind, gw, gb)
     gy, x = _as32(xp, gy), _as32(xp, x)
     if applies_tf32(p.precision, p.compute_dtype):
         # the products' operands rounded; the bias gradient sums the unrounded gy

@@ -341,6 +341,26 @@ def test_weight_gradient_split_k(kind, dev):
     _check("backward_weight", p, kind, got, x, w, b, gy)
     again = _op("backward_weight", p, x, w, b, gy, dev)
     np.testing.assert_array_equal(got.view(np.uint32), again.view(np.uint32))
+    # a replayed (cached) plan binds the new buffers: -gy gives exactly -gw
+    negated = _op("backward_weight", p, x, w, b, -gy, dev)
+    np.testing.assert_array_equal(negated, -got)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("pass_name", PASSES)
+@pytest.mark.parametrize("case_id", ["everything", "reflect"])
+def test_cached_plans_bind_new_buffers(case_id, pass_name, kind, dev):
+    """The second call of a problem replays its cached launch plan: with negated
+    data it must give exactly the negated result (as the first call)."""
+    p = _problem(CASES[CASE_IDS.index(case_id)], kind)
+    x, w, b, gy = _inputs(p, kind, seed=29)
+    first = _op(pass_name, p, x, w, 0 * b, gy, dev)
+    second = _op(pass_name, p, -x, w, 0 * b, gy, dev)
+    if pass_name == "forward":
+        np.testing.assert_array_equal(second, -first)
+    else:  # the input gradient ignores x, the weight gradient is linear in it
+        np.testing.assert_array_equal(second, first if pass_name == "backward_input"
+                                      else -first)
 
 
 @pytest.fixture
