@@ -10,6 +10,7 @@ data goes to the CUDA backend as float16: :func:`_op_dtype`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import numbers
 from typing import Any, NamedTuple
 
@@ -124,7 +125,13 @@ def _with_precision(p: Conv2dProblem, precision: str | None) -> Conv2dProblem:
     """``p`` carrying the precision of the call (keyword, context, environment:
     :func:`gpuconv._precision.select_precision`)."""
     prec = select_precision(precision)
-    return p if prec == p.precision else dataclasses.replace(p, precision=prec)
+    return p if prec == p.precision else _replace_precision(p, prec)
+
+
+@functools.lru_cache(maxsize=256)
+def _replace_precision(p: Conv2dProblem, precision: str) -> Conv2dProblem:
+    # memoised: dataclasses.replace costs more than the rest of a cached call
+    return dataclasses.replace(p, precision=precision)
 
 
 def _tf32_host(name: str, p: Conv2dProblem) -> bool:

@@ -854,6 +854,7 @@ def plan_conv2d_backward_bias(
 # FP32 kernels, on TF32-rounded operands for 'tf32'.
 
 MMA_SOURCE = "conv2d_mma.cu"
+_MMA_PASSES = ("forward", "backward_input", "backward_weight")  # = _kernels.MMA_PASSES
 #: Relative throughput of the mma tiles per padded output element (smem words per
 #: mma: 2 for 32 x 32 warp tiles, 1.5 for 64 x 32) used by :func:`mma_tile`.
 MMA_TILE_SPEED = {(64, 64): 0.75, (128, 128): 1.0}
@@ -881,9 +882,7 @@ def mma_kind(p: Conv2dProblem, pass_name: str) -> str | None:
     >>> mma_kind(h, "backward_input")
     'f16'
     """
-    from gpuconv._kernels import MMA_PASSES
-
-    if pass_name not in MMA_PASSES:
+    if pass_name not in _MMA_PASSES:
         return None
     if np.dtype(p.dtype) == np.float16:
         return "f16"

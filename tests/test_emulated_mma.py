@@ -412,3 +412,9 @@ def test_float16_reaches_the_cuda_ops_as_float16(case_id, algorithm,
                                output_unit=FP16_UNIT, output_atol=FP16_HALF_SUBNORMAL)
     ref_gb = gy.astype(np.float64).sum(axis=(0, 2, 3))
     np.testing.assert_allclose(g.gb, ref_gb, rtol=2e-3, atol=1e-2)
+
+
+def test_planner_and_registry_agree_on_the_mma_passes():
+    from gpuconv import _kernels
+
+    assert _plan_conv._MMA_PASSES == _kernels.MMA_PASSES
