@@ -86,11 +86,10 @@ class _FirstWork(Exception):
 def _measure(cases: list[list[Any]], calls: int, rounds: int) -> dict[str, Any]:
     import numpy as np
 
-    from tests import _gpu_dry_run
-
-    from gpuconv import _gpu_conv, _gpu_filter, _kernels
     import gpuconv
+    from gpuconv import _gpu_conv, _gpu_filter, _kernels
     from gpuconv._filter_args import FilterProblem
+    from tests import _gpu_dry_run
 
     try:  # the plan cache of later commits
         from gpuconv import _plan_cache
@@ -140,8 +139,20 @@ def _measure(cases: list[list[Any]], calls: int, rounds: int) -> dict[str, Any]:
         _gpu_filter._default_device = lambda: dev
         if _plan_cache is not None:
             _plan_cache.clear()
-        fft_names = ("fft", "ifft", "rfft", "irfft", "fft2", "ifft2", "rfft2",
-                     "irfft2", "fftn", "ifftn", "rfftn", "irfftn")
+        fft_names = (
+            "fft",
+            "ifft",
+            "rfft",
+            "irfft",
+            "fft2",
+            "ifft2",
+            "rfft2",
+            "irfft2",
+            "fftn",
+            "ifftn",
+            "rfftn",
+            "irfftn",
+        )
         base_fft = cp.fft
         cp.fft = Hooked(base_fft, fft_names)
         for name in ("isfinite", "matmul", "take", "full"):
@@ -184,7 +195,7 @@ def _measure(cases: list[list[Any]], calls: int, rounds: int) -> dict[str, Any]:
         ref_fn = lambda: gpuconv.convolve2d(a, k3, mode="same")  # noqa: E731
         whole_s(ref_fn, 5)
         fns = []
-        for kind, variant, alg, n, k, dtype in cases:
+        for _kind, variant, _alg, n, k, dtype in cases:
             dt = np.dtype(dtype)
             x = cp.zeros((n, n), dt)
             w = cp.asarray(np.ones((k, k), dt))
@@ -210,9 +221,16 @@ def _measure(cases: list[list[Any]], calls: int, rounds: int) -> dict[str, Any]:
                 ratios[i].append(t / r)
                 refs.append(r)
         out = [
-            {"kind": c[0], "variant": c[1], "algorithm": c[2], "n": c[3], "k": c[4],
-             "dtype": c[5], "ratio_to_reference": statistics.median(rs)}
-            for c, rs in zip(cases, ratios)
+            {
+                "kind": c[0],
+                "variant": c[1],
+                "algorithm": c[2],
+                "n": c[3],
+                "k": c[4],
+                "dtype": c[5],
+                "ratio_to_reference": statistics.median(rs),
+            }
+            for c, rs in zip(cases, ratios, strict=True)
         ]
     return {"reference_proxy_s": statistics.median(refs), "rows": out}
 
@@ -221,7 +239,9 @@ def _measure(cases: list[list[Any]], calls: int, rounds: int) -> dict[str, Any]:
 def _commit(tree: Path) -> str:
     return subprocess.run(
         ["git", "-C", str(tree), "rev-parse", "--short=7", "HEAD"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
 
 
@@ -232,8 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="write the table here (JSON)")
     ap.add_argument("--calls", type=int, default=40, help="calls per measurement")
     ap.add_argument("--rounds", type=int, default=7, help="measurements per case")
-    ap.add_argument("--factor", type=float,
-                    help="GPU s per proxy s (default: from the 08aa471 reference)")
+    ap.add_argument(
+        "--factor",
+        type=float,
+        help="GPU s per proxy s (default: from the 08aa471 reference)",
+    )
     ap.add_argument("--measure", help=argparse.SUPPRESS)  # internal: in the tree
     args = ap.parse_args(argv)
     if args.measure:
@@ -257,7 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     res = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--measure", f.name],
-        cwd=tree, env=env, capture_output=True, text=True,
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     os.unlink(f.name)
     if res.returncode:
@@ -268,31 +294,45 @@ def main(argv: list[str] | None = None) -> int:
     commit = _commit(tree)
     factor = args.factor or REFERENCE_GPU_S / ref_proxy
     if args.factor is None and commit != "08aa471":
-        print(f"warning: the reference GPU time is 08aa471's, the tree is {commit}: "
-              "pass --factor", file=sys.stderr)
+        print(
+            f"warning: the reference GPU time is 08aa471's, the tree is {commit}: "
+            "pass --factor",
+            file=sys.stderr,
+        )
     rows = []
     for r in got["rows"]:
         proxy = r["ratio_to_reference"] * ref_proxy
-        host = (proxy * args.factor if args.factor
-                else r["ratio_to_reference"] * REFERENCE_GPU_S)
-        rows.append({**{k: v for k, v in r.items() if k != "ratio_to_reference"},
-                     "ratio_to_reference": float(f"{r['ratio_to_reference']:.3g}"),
-                     "proxy_s": float(f"{proxy:.3g}"),
-                     "host_s": float(f"{host:.3g}")})
+        host = (
+            proxy * args.factor
+            if args.factor
+            else r["ratio_to_reference"] * REFERENCE_GPU_S
+        )
+        rows.append(
+            {
+                **{k: v for k, v in r.items() if k != "ratio_to_reference"},
+                "ratio_to_reference": float(f"{r['ratio_to_reference']:.3g}"),
+                "proxy_s": float(f"{proxy:.3g}"),
+                "host_s": float(f"{host:.3g}"),
+            }
+        )
     doc = {
         "format": FORMAT,
         "commit": commit,
         "command": "PYTHONPATH=. python bench/host_correction.py --tree <checkout> "
-        + " ".join(args.rows) + (f" --out {args.out}" if args.out else "")
+        + " ".join(args.rows)
+        + (f" --out {args.out}" if args.out else "")
         + (f" --factor {args.factor}" if args.factor else ""),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": f"{platform.machine()} {platform.python_implementation()} "
         f"{platform.python_version()} (null-device proxy, shared CPU)",
         "what": "host_s: seconds of host time before the first device work of the "
         "row's call, on the GPU (proxy_s * factor); see bench/host_correction.py",
-        "reference": {"call": REFERENCE_CALL, "gpu_s": REFERENCE_GPU_S,
-                      "proxy_s": float(f"{got['reference_proxy_s']:.3g}"),
-                      "gpu_source": "perf_diag.log of the H200 run at 08aa471"},
+        "reference": {
+            "call": REFERENCE_CALL,
+            "gpu_s": REFERENCE_GPU_S,
+            "proxy_s": float(f"{got['reference_proxy_s']:.3g}"),
+            "gpu_source": "perf_diag.log of the H200 run at 08aa471",
+        },
         "factor": float(f"{factor:.3g}"),
         "factor_from": "--factor" if args.factor else "reference",
         "rows": rows,
@@ -300,12 +340,16 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(doc, indent=1) + "\n"
     if args.out:
         Path(args.out).write_text(text)
-    print(f"reference proxy {ref_proxy * 1e6:.1f} us -> factor "
-          f"{factor:.3g} (issue 15: ~1.3)")
+    print(
+        f"reference proxy {ref_proxy * 1e6:.1f} us -> factor "
+        f"{factor:.3g} (issue 15: ~1.3)"
+    )
     for r in rows:
-        print(f"  {r['kind']:8s} {r['variant']:9s} {r['algorithm']:9s} "
-              f"{r['n']:5d}^2 k{r['k']:<3d} {r['dtype']:8s} proxy "
-              f"{r['proxy_s'] * 1e6:7.1f} us  GPU {r['host_s'] * 1e6:7.1f} us")
+        print(
+            f"  {r['kind']:8s} {r['variant']:9s} {r['algorithm']:9s} "
+            f"{r['n']:5d}^2 k{r['k']:<3d} {r['dtype']:8s} proxy "
+            f"{r['proxy_s'] * 1e6:7.1f} us  GPU {r['host_s'] * 1e6:7.1f} us"
+        )
     return 0
 
 
