@@ -318,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     doc = {
         "format": FORMAT,
         "commit": commit,
-        "command": "PYTHONPATH=. python bench/host_correction.py --tree <checkout> "
+        "command": f"git worktree add /tmp/old{commit} {commit}; "
+        f"PYTHONPATH=. python bench/host_correction.py --tree /tmp/old{commit} "
         + " ".join(args.rows)
         + (f" --out {args.out}" if args.out else "")
         + (f" --factor {args.factor}" if args.factor else ""),
