@@ -307,8 +307,9 @@ class Row:
 
     @property
     def main(self) -> bool:
-        """A GEMM-like kernel held to the FMA goal (its loop does FMAs)."""
-        return self.fma > 0
+        """A main (reduction) kernel held to the FMA goal: every conv2d variant but
+        the split-K reduces, the bias-only reduction and the padding kernels."""
+        return not any(t in self.kernel for t in ("reduce", "bias_partial", "_pad_"))
 
     def meets_goals(self) -> bool:
         ok_warps = self.warps_per_sm >= WARPS_GOAL

@@ -60,7 +60,7 @@ from gpuconv._plan_conv import (
     plan_pad_fold,
     plan_pad_gather,
     resolve_algorithm,
-    tap_table,
+    slice_table,
 )
 
 #: Fill every output and temporary allocated here with NaN (for tests).
@@ -150,9 +150,16 @@ def _run(dev: Any, launches: list[Any]) -> None:
         dev.launch(launch)
 
 
-def _taps(dev: Any, channels: int, p: Conv2dProblem) -> Any:
-    args = (channels, p.KH, p.KW, p.dilation[0], p.dilation[1])
-    return _const_array(dev, ("taps", *args), lambda: tap_table(*args))
+def _slices(dev: Any, p: Conv2dProblem, pass_name: str) -> Any:
+    """The ``tiled_regblock`` slice table of a pass (uploaded once per geometry)."""
+    key = ("slices", pass_name, p.Cg, p.Kg, p.KH, p.KW, p.stride, p.dilation,
+           p.padding)
+    return _const_array(dev, key, lambda: slice_table(p, pass_name))
+
+
+def _alloc(xp: Any) -> Any:
+    """The workspace allocator of the split-K plans."""
+    return lambda shape, dtype: _empty(xp, shape, dtype)
 
 
 def _pad_input(dev: Any, x: Any, p: Conv2dProblem) -> tuple[Any, Conv2dProblem]:
@@ -304,8 +311,8 @@ def conv2d_forward(
     x, w, bias = _contig(xp, x), _contig(xp, w), _contig(xp, bias)
     x, p0 = _pad_input(dev, x, p)
     algo = resolve_algorithm(p0, "forward", algorithm)
-    taps = _taps(dev, p0.Cg, p0) if algo == "tiled_regblock" else None
-    _run(dev, plan_conv2d_forward(p0, algo, x, w, bias, y, taps))
+    slices = _slices(dev, p0, "forward") if algo == "tiled_regblock" else None
+    _run(dev, plan_conv2d_forward(p0, algo, x, w, bias, y, slices, alloc=_alloc(xp)))
     return y
 
 
@@ -340,14 +347,16 @@ def conv2d_backward_input(
     gy, w = _contig(xp, gy), _contig(xp, w)
     if not needs_padding_copy(p):
         algo = resolve_algorithm(p, "backward_input", algorithm)
-        taps = _taps(dev, p.Kg, p) if algo == "tiled_regblock" else None
-        _run(dev, plan_conv2d_backward_input(p, algo, gy, w, gx, taps))
+        slices = _slices(dev, p, "backward_input") if algo == "tiled_regblock" else None
+        _run(dev, plan_conv2d_backward_input(p, algo, gy, w, gx, slices,
+                                             alloc=_alloc(xp)))
         return gx
     p0 = padded_problem(p)
     algo = resolve_algorithm(p0, "backward_input", algorithm)
-    taps = _taps(dev, p0.Kg, p0) if algo == "tiled_regblock" else None
+    slices = _slices(dev, p0, "backward_input") if algo == "tiled_regblock" else None
     gxpad = _empty(xp, p0.x_shape, p.compute_dtype)
-    _run(dev, plan_conv2d_backward_input(p0, algo, gy, w, gxpad, taps))
+    _run(dev, plan_conv2d_backward_input(p0, algo, gy, w, gxpad, slices,
+                                         alloc=_alloc(xp)))
     key = (p.H, p.W, p.padding, p.padding_mode)
     maps = [
         _const_array(dev, ("foldmap", i, *key), lambda i=i: fold_maps(p)[i])
