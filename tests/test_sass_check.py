@@ -42,8 +42,9 @@ KNOWN_BELOW: dict[str, str] = {
     "conv2d_backward_input_tiled_regblock<float, 16, 8, 8, 8>": "128x64 tile, 77 %",
     # 32 output channels (5x5 192->32): a 4x4 thread tile (56 %)
     "conv2d_forward_tiled_regblock<float, 32, 8, 4, 4>": "BN = 32, 4x4 thread tile",
-    # the RGB stem's input gradient (C = 3): no few-channel path yet
-    "conv2d_backward_input_tiled<float, 32, 8>": "one output per thread",
+    # the RGB stem's input gradient (C = 3 columns in a 32-wide 4x4-thread tile)
+    "conv2d_backward_input_tiled_regblock<float, 16, 8, 4, 4>": "stem, BN = 32",
+    "conv2d_backward_input_tiled_regblock<float, 32, 8, 4, 4>": "stem, BN = 32",
     # the weight gradient's own loop is unchanged (49-64 %)
     "conv2d_backward_weight_tiled_regblock<float, 16, 16, 4, 8>": "wgrad loop",
     "conv2d_backward_weight_tiled_regblock<float, 16, 16, 8, 4>": "wgrad loop",
