@@ -82,6 +82,26 @@ __device__ __forceinline__ void stage_window(
     }
 }
 
+// Hides the origin of a precomputed offset from the optimiser, so that nvcc keeps it
+// in a register instead of recomputing it (a multiply and shifts) at every use in a
+// main loop. An empty asm statement: no instruction; a no-op off the device (the
+// emulator, host code).
+__host__ __device__ __forceinline__ void keep_in_register(long long& v) {
+#if defined(__CUDA_ARCH__)
+    asm volatile("" : "+l"(v));
+#else
+    (void)v;
+#endif
+}
+
+__host__ __device__ __forceinline__ void keep_in_register(int& v) {
+#if defined(__CUDA_ARCH__)
+    asm volatile("" : "+r"(v));
+#else
+    (void)v;
+#endif
+}
+
 // One entry of a reduction "tap table" (built by gpuconv._plan_conv.tap_table):
 // reduction index r = ch*KH*KW + kh*KW + kw maps to the channel `ch`, the tap
 // offsets dy = kh*dilation_h and dx = kw*dilation_w, and the tap number kh*KW + kw.

@@ -307,66 +307,88 @@ __global__ void __launch_bounds__(TX * TY, gpuconv::regblock_min_blocks(TM, TN, 
     const int g_r = tid % BK;
     const int g_row = tid / BK;
 
-    // The columns' (c, kh*dh, kw*dw), decoded once; dx = -1 marks a tail column.
-    int b_c[B_LOADS];
+    // The columns' (c, kh*dh, kw*dw), decoded once: the tap offsets for the bounds
+    // checks and the byte offset of each column's x element from the term's
+    // window origin (c*HW + kh*dh*W + kw*dw); tail columns are masked.
     int b_dy[B_LOADS];
     int b_dx[B_LOADS];
+    long long b_off[B_LOADS];
+    unsigned b_colok = 0;
 #pragma unroll
     for (int q = 0; q < B_LOADS; ++q) {
         const int col = n0 + g_row + q * STEP;
-        const int cc = col / KHKW;
-        const int tp = col - cc * KHKW;
-        const int khh = tp / KW;
         const bool ok = col < NG;
-        b_c[q] = ok ? cc : 0;
-        b_dy[q] = ok ? khh * dh : 0;
-        b_dx[q] = ok ? (tp - khh * KW) * dw : -1;
+        const int cc = ok ? col / KHKW : 0;
+        const int tp = ok ? col - cc * KHKW : 0;
+        const int khh = tp / KW;
+        b_dy[q] = khh * dh;
+        b_dx[q] = (tp - khh * KW) * dw;
+        b_off[q] = (static_cast<long long>(cc) * HW + b_dy[q] * W + b_dx[q]) *
+                   static_cast<long long>(sizeof(T));
+        gpuconv::keep_in_register(b_off[q]);
+        if (ok) b_colok |= 1u << q;
     }
-    // This thread's reduction term r = (n, p = oh*OW + ow), advanced by BK per slice.
+    // The rows' (gy channels') byte offsets from the term's gy element.
+    long long a_off[A_LOADS];
+    unsigned a_rowok = 0;
+#pragma unroll
+    for (int q = 0; q < A_LOADS; ++q) {
+        const int m = g_row + q * STEP;
+        a_off[q] = static_cast<long long>(m) * OHW * static_cast<long long>(sizeof(T));
+        gpuconv::keep_in_register(a_off[q]);
+        if (m0 + m < Kg) a_rowok |= 1u << q;
+    }
+    // This thread's reduction term r = (n, p = oh*OW + ow), advanced by BK terms per
+    // slice with counters (no division in the loop).
     long long r = r_begin + g_r;
     long long n = r / OHW;
     int p = static_cast<int>(r - n * OHW);
+    int oh = p / OW;
+    int ow = p - oh * OW;
     const long long gy_group = static_cast<long long>(g) * Kg + m0;  // gy channel of row 0
     const long long x_group = static_cast<long long>(g) * Cg;
+    const T* gy_n = gy + (n * K + gy_group) * OHW;  // gy[n, gy_group]
+    const T* x_n = x + (n * C + x_group) * HW;      // x[n, g*Cg]
+    const long long gy_image = static_cast<long long>(K) * OHW;
+    const long long x_image = static_cast<long long>(C) * HW;
 
     T reg_a[A_LOADS];
     T reg_b[B_LOADS];
     auto fetch = [&]() {
         const bool live = r < r_end;
-        if (live) {
-            const int oh = p / OW;
-            const int ow = p - oh * OW;
-            const int ih0 = oh * sh - pt;
-            const int iw0 = ow * sw - pl;
-            const T* gyp = gy + (n * K + gy_group) * OHW + p;
+        const int ih0 = oh * sh - pt;
+        const int iw0 = ow * sw - pl;
+        const char* gyp = reinterpret_cast<const char*>(gy_n + p);
+        const unsigned amask = live ? a_rowok : 0u;
 #pragma unroll
-            for (int q = 0; q < A_LOADS; ++q) {
-                const int m = g_row + q * STEP;
-                reg_a[q] = m0 + m < Kg ? gyp[static_cast<long long>(m) * OHW] : T(0);
-            }
-            const T* xn = x + (n * C + x_group) * HW;
+        for (int q = 0; q < A_LOADS; ++q)
+            reg_a[q] = (amask >> q & 1u) ? *reinterpret_cast<const T*>(gyp + a_off[q])
+                                         : T(0);
+        const char* xw = reinterpret_cast<const char*>(x_n) +
+                         static_cast<long long>(ih0 * W + iw0) *
+                             static_cast<long long>(sizeof(T));
+        const unsigned bmask = live ? b_colok : 0u;
 #pragma unroll
-            for (int q = 0; q < B_LOADS; ++q) {
-                const int ih = ih0 + b_dy[q];
-                const int iw = iw0 + b_dx[q];
-                reg_b[q] = (b_dx[q] >= 0 && gpuconv::in_range(ih, H) &&
-                            gpuconv::in_range(iw, W))
-                               ? xn[static_cast<long long>(b_c[q]) * HW + ih * W + iw]
-                               : T(0);
-            }
-        } else {  // past the split's end: both operands 0, fma(0, 0, acc) == acc
-#pragma unroll
-            for (int q = 0; q < A_LOADS; ++q) reg_a[q] = T(0);
-#pragma unroll
-            for (int q = 0; q < B_LOADS; ++q) reg_b[q] = T(0);
+        for (int q = 0; q < B_LOADS; ++q) {
+            const bool ok = (bmask >> q & 1u) && gpuconv::in_range(ih0 + b_dy[q], H) &&
+                            gpuconv::in_range(iw0 + b_dx[q], W);
+            reg_b[q] = ok ? *reinterpret_cast<const T*>(xw + b_off[q]) : T(0);
         }
     };
     auto advance = [&]() {
         r += BK;
         p += BK;
+        ow += BK;
+        while (ow >= OW) {  // at most once unless OW < BK
+            ow -= OW;
+            ++oh;
+        }
         while (p >= OHW) {  // at most once unless OH*OW < BK
             p -= OHW;
+            oh -= OH;
             ++n;
+            gy_n += gy_image;
+            x_n += x_image;
         }
     };
     auto stash = [&](int stage) {
@@ -375,7 +397,6 @@ __global__ void __launch_bounds__(TX * TY, gpuconv::regblock_min_blocks(TM, TN, 
 #pragma unroll
         for (int q = 0; q < B_LOADS; ++q) s.b[stage][g_r][g_row + q * STEP] = reg_b[q];
     };
-
     T acc[Tile::TM][Tile::TN];
     gpuconv::regblock_zero<T, Tile>(acc);
     T bsum = T(0);  // bias: threads tid < BM of column tile 0 sum row tid of each slice
