@@ -339,18 +339,23 @@ __global__ void __launch_bounds__(TX * TY, gpuconv::regblock_min_blocks(TM, TN, 
         if (m0 + m < Kg) a_rowok |= 1u << q;
     }
     // This thread's reduction term r = (n, p = oh*OW + ow), advanced by BK terms per
-    // slice with counters (no division in the loop).
+    // slice: p by counters and two multiply-shift divisions (no division
+    // instruction, no data-dependent loop in the main loop).
     long long r = r_begin + g_r;
-    long long n = r / OHW;
+    const long long n = r / OHW;
     int p = static_cast<int>(r - n * OHW);
-    int oh = p / OW;
+    const gpuconv::FastDiv div_ow(OW);
+    const gpuconv::FastDiv div_ohw(OHW);
+    int oh = div_ow.div(p);
     int ow = p - oh * OW;
     const long long gy_group = static_cast<long long>(g) * Kg + m0;  // gy channel of row 0
     const long long x_group = static_cast<long long>(g) * Cg;
     const T* gy_n = gy + (n * K + gy_group) * OHW;  // gy[n, gy_group]
     const T* x_n = x + (n * C + x_group) * HW;      // x[n, g*Cg]
-    const long long gy_image = static_cast<long long>(K) * OHW;
-    const long long x_image = static_cast<long long>(C) * HW;
+    long long gy_image = static_cast<long long>(K) * OHW;
+    long long x_image = static_cast<long long>(C) * HW;
+    gpuconv::keep_in_register(gy_image);
+    gpuconv::keep_in_register(x_image);
 
     T reg_a[A_LOADS];
     T reg_b[B_LOADS];
@@ -362,7 +367,7 @@ __global__ void __launch_bounds__(TX * TY, gpuconv::regblock_min_blocks(TM, TN, 
         const unsigned amask = live ? a_rowok : 0u;
 #pragma unroll
         for (int q = 0; q < A_LOADS; ++q)
-            reg_a[q] = (amask >> q & 1u) ? *reinterpret_cast<const T*>(gyp + a_off[q])
+            reg_a[q] = (amask >> q & 1u) ? __ldg(reinterpret_cast<const T*>(gyp + a_off[q]))
                                          : T(0);
         const char* xw = reinterpret_cast<const char*>(x_n) +
                          static_cast<long long>(ih0 * W + iw0) *
@@ -372,34 +377,38 @@ __global__ void __launch_bounds__(TX * TY, gpuconv::regblock_min_blocks(TM, TN, 
         for (int q = 0; q < B_LOADS; ++q) {
             const bool ok = (bmask >> q & 1u) && gpuconv::in_range(ih0 + b_dy[q], H) &&
                             gpuconv::in_range(iw0 + b_dx[q], W);
-            reg_b[q] = ok ? *reinterpret_cast<const T*>(xw + b_off[q]) : T(0);
+            reg_b[q] = ok ? __ldg(reinterpret_cast<const T*>(xw + b_off[q])) : T(0);
         }
     };
     auto advance = [&]() {
         r += BK;
-        p += BK;
-        ow += BK;
-        while (ow >= OW) {  // at most once unless OW < BK
-            ow -= OW;
-            ++oh;
-        }
-        while (p >= OHW) {  // at most once unless OH*OW < BK
-            p -= OHW;
-            oh -= OH;
-            ++n;
-            gy_n += gy_image;
-            x_n += x_image;
-        }
+        p += BK;  // < OH*OW + BK: fits int (the planner checks OH*OW + 1024)
+        const int images = div_ohw.div(p);  // images crossed: 0, or more if OH*OW < BK
+        p -= images * OHW;
+        gy_n += images * gy_image;
+        x_n += images * x_image;
+        gpuconv::keep_in_register(gy_n);  // updated once here, not at every load
+        gpuconv::keep_in_register(x_n);
+        oh = div_ow.div(p);
+        ow = p - oh * OW;
     };
+    // Bias (used in column tile 0): each thread sums the gy values it gathers (its
+    // term g_r of each slice, rows g_row + q*STEP) as it stashes them; the BK
+    // partial sums of a row are added in g_r order after the loop.
+    T bsum[A_LOADS];
+#pragma unroll
+    for (int q = 0; q < A_LOADS; ++q) bsum[q] = T(0);
     auto stash = [&](int stage) {
 #pragma unroll
-        for (int q = 0; q < A_LOADS; ++q) s.a[stage][g_r][g_row + q * STEP] = reg_a[q];
+        for (int q = 0; q < A_LOADS; ++q) {
+            s.a[stage][g_r][g_row + q * STEP] = reg_a[q];
+            bsum[q] = bsum[q] + reg_a[q];
+        }
 #pragma unroll
         for (int q = 0; q < B_LOADS; ++q) s.b[stage][g_r][g_row + q * STEP] = reg_b[q];
     };
     T acc[Tile::TM][Tile::TN];
     gpuconv::regblock_zero<T, Tile>(acc);
-    T bsum = T(0);  // bias: threads tid < BM of column tile 0 sum row tid of each slice
 
     const int tx = tid % TX;
     const int ty = tid / TX;
@@ -426,10 +435,6 @@ __global__ void __launch_bounds__(TX * TY, gpuconv::regblock_min_blocks(TM, TN, 
 #pragma unroll
                 for (int j = 0; j < Tile::TN; ++j) acc[i][j] = fma(a[i], b[j], acc[i][j]);
         }
-        if (bias_block && tid < Tile::BM) {
-#pragma unroll
-            for (int kk = 0; kk < BK; ++kk) bsum = bsum + s.a[cur][kk][tid];
-        }
         if (more) stash(cur ^ 1);
         // The other stage is complete before the next iteration reads it, and every
         // thread is done reading stage `cur` before iteration kt+1 overwrites it.
@@ -449,8 +454,19 @@ __global__ void __launch_bounds__(TX * TY, gpuconv::regblock_min_blocks(TM, TN, 
             gwp[static_cast<long long>(lr) * NG + lc] = acc[i][j];
         }
     }
-    if (bias_block && tid < Tile::BM && m0 + tid < Kg)
-        gb_out[static_cast<long long>(split) * K + gy_group + tid] = bsum;
+    if (bias_block) {  // block-uniform: the barrier below is reached by all threads
+        // The loop ended with a barrier: stage 0 is free. Row m's partial sums go to
+        // s.a[0][g_r][m], then thread m adds them in g_r order.
+#pragma unroll
+        for (int q = 0; q < A_LOADS; ++q) s.a[0][g_r][g_row + q * STEP] = bsum[q];
+        __syncthreads();  // every partial sum is stored before the row sums read them
+        if (tid < Tile::BM && m0 + tid < Kg) {
+            T sum = s.a[0][0][tid];
+#pragma unroll
+            for (int kk = 1; kk < BK; ++kk) sum = sum + s.a[0][kk][tid];
+            gb_out[static_cast<long long>(split) * K + gy_group + tid] = sum;
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------
