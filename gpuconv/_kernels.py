@@ -69,8 +69,9 @@ KERNELS["conv2d_backward_input.cu"] = _conv_pass_instances("backward_input")
 # over N*OH*OW): its own tile list, with wide tiles (BN > BM) for few output channels
 # (e.g. 32 x 128 for 5x5 192->32). Spill-free for sm_80/sm_90 (tests/test_nvcc.py).
 CONV_WGRAD_REGBLOCK_TILES: dict[str, tuple[tuple[int, int, int, int], ...]] = {
-    "float": ((16, 16, 8, 8), (16, 16, 8, 4), (16, 16, 4, 8), (16, 16, 4, 4),
-              (32, 8, 4, 4), (8, 32, 4, 4), (16, 8, 4, 4)),
+    "float": ((16, 16, 8, 8), (16, 8, 8, 8), (8, 16, 8, 8), (16, 16, 8, 4),
+              (16, 16, 4, 8), (16, 16, 4, 4), (32, 8, 4, 4), (8, 32, 4, 4),
+              (16, 8, 4, 4)),
     "double": ((16, 16, 4, 4), (32, 8, 4, 4), (8, 32, 4, 4), (16, 8, 4, 4)),
 }
 

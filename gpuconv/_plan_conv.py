@@ -935,7 +935,7 @@ def plan_conv2d_backward_weight(
     ...                                  alloc=lambda s, d: f"ws{s}")
     >>> for launch in ls:
     ...     print(launch.kernel)
-    conv2d_backward_weight_tiled_regblock<float, 16, 16, 4, 8>
+    conv2d_backward_weight_tiled_regblock<float, 8, 16, 8, 8>
     conv2d_backward_weight_reduce<float>
     >>> ls[0].grid, ls[0].args[2]
     ((790, 1, 1), 'ws(158, 36864)')
