@@ -36,6 +36,71 @@ def device_name(cp: Any) -> str:
     return name.decode() if isinstance(name, bytes) else str(name)
 
 
+def _int_or_none(read: Callable[[], Any]) -> int | None:
+    try:
+        return int(read())
+    except Exception:
+        return None
+
+
+def device_facts(cp: Any) -> dict[str, Any]:
+    """The current device's ``sms``, ``clock_khz`` (maximum SM clock), ``cc``
+    (``(major, minor)``) and ``l2_bytes``; ``None`` for a fact no source gave.
+
+    Each fact is tried from every source CuPy has, first found wins, because the
+    sources differ between versions: ``Device.attributes`` (CuPy 14 builds it from
+    the ``cudaDevAttr*`` constants it exports, which no longer include
+    ``ComputeCapabilityMajor``/``Minor``: ``KeyError`` on the H200, 2026-12-04),
+    ``runtime.getDeviceProperties`` (CUDA 13 removed ``clockRate`` from it),
+    ``runtime.deviceGetAttribute`` and ``Device.compute_capability`` (``'90'``).
+    """
+    dev = cp.cuda.Device()
+    dev_id = getattr(dev, "id", 0)
+    runtime = getattr(cp.cuda, "runtime", None)
+    attrs: dict[str, Any] = {}
+    props: dict[str, Any] = {}
+    try:
+        attrs = dict(dev.attributes)
+    except Exception:
+        pass
+    try:
+        props = dict(runtime.getDeviceProperties(dev_id))
+    except Exception:
+        pass
+
+    def pick(attr: str, prop: str | None) -> int | None:
+        for read in (
+            lambda: attrs[attr],
+            lambda: props[prop],
+            lambda: runtime.deviceGetAttribute(
+                getattr(runtime, f"cudaDevAttr{attr}"), dev_id
+            ),
+        ):
+            v = _int_or_none(read)
+            if v is not None:
+                return v
+        return None
+
+    cc = None
+    try:
+        s = str(dev.compute_capability)
+    except Exception:
+        s = ""
+    if s.isdigit() and len(s) >= 2:
+        cc = (int(s[:-1]), int(s[-1]))
+    if cc is None:
+        major = pick("ComputeCapabilityMajor", "major")
+        minor = pick("ComputeCapabilityMinor", "minor")
+        if major is not None and minor is not None:
+            cc = (major, minor)
+    return {
+        "sms": pick("MultiProcessorCount", "multiProcessorCount"),
+        "clock_khz": pick("ClockRate", "clockRate"),
+        "cc": cc,
+        "l2_bytes": pick("L2CacheSize", "l2CacheSize"),
+    }
+
+
 def time_gpu(cp: Any, fn: Callable[[], Any],
              flush: Callable[[], None] | None = None, *, warmup: int = 3,
              min_repeats: int = 5, max_repeats: int = 100,

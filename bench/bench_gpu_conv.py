@@ -65,6 +65,7 @@ if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by file path
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _gpu_common import (
     copy_bandwidth,
+    device_facts,
     device_name,
     failed,
     plot_auto_rows,
@@ -164,25 +165,25 @@ H100_SXM_FP32_PEAK = 66.9e12
 def fp32_peak_info(cp: Any) -> tuple[float, str]:
     """``(FLOP/s, how it was obtained)``: SMs x FP32 lanes per SM x 2 x clock.
 
-    The clock is the device attribute ``ClockRate`` (kHz, the maximum boost clock):
-    CUDA 13 removed ``clockRate`` from ``cudaDeviceProp``, the attribute stays. The
-    SM count is ``MultiProcessorCount`` and the lanes per SM come from the compute
-    capability (:data:`FP32_LANES_PER_SM`, 128 for an unknown one). Falls back to
-    :data:`H100_SXM_FP32_PEAK` when the attributes cannot be read.
+    The clock is ``ClockRate`` (kHz, the maximum boost clock), the SM count
+    ``MultiProcessorCount`` and the lanes per SM come from the compute capability
+    (:data:`FP32_LANES_PER_SM`, 128 for an unknown one), each read by
+    :func:`_gpu_common.device_facts` from whichever source this CuPy/CUDA version
+    has. Falls back to :data:`H100_SXM_FP32_PEAK` when a fact cannot be read.
     """
     try:
-        attrs = cp.cuda.Device().attributes
-        clock_khz = int(attrs["ClockRate"])
-        sms = int(attrs["MultiProcessorCount"])
-        cc = (int(attrs["ComputeCapabilityMajor"]),
-              int(attrs["ComputeCapabilityMinor"]))
-        lanes = FP32_LANES_PER_SM.get(cc, 128)
-        peak = sms * lanes * 2.0 * clock_khz * 1e3
-        if peak > 0:
-            return peak, (f"{sms} SMs x {lanes} FP32 lanes x 2 x {clock_khz / 1e6:.3f}"
-                          f" GHz (sm_{cc[0]}{cc[1]})")
+        facts = device_facts(cp)
     except Exception as exc:
         return H100_SXM_FP32_PEAK, f"H100 SXM value (attributes unreadable: {exc!r})"
+    missing = [k for k in ("clock_khz", "sms", "cc") if facts[k] is None]
+    if missing:
+        return H100_SXM_FP32_PEAK, f"H100 SXM value (unreadable: {', '.join(missing)})"
+    clock_khz, sms, cc = facts["clock_khz"], facts["sms"], facts["cc"]
+    lanes = FP32_LANES_PER_SM.get(cc, 128)
+    peak = sms * lanes * 2.0 * clock_khz * 1e3
+    if peak > 0:
+        return peak, (f"{sms} SMs x {lanes} FP32 lanes x 2 x {clock_khz / 1e6:.3f}"
+                      f" GHz (sm_{cc[0]}{cc[1]})")
     return H100_SXM_FP32_PEAK, "H100 SXM value (attributes gave 0)"
 
 
@@ -192,9 +193,10 @@ def fp32_peak(cp: Any) -> float:
 
 
 def l2_bytes(cp: Any) -> int:
-    """The L2 cache size (device attribute ``L2CacheSize``; 50 MiB if unknown)."""
+    """The L2 cache size (``L2CacheSize``, :func:`_gpu_common.device_facts`; 50 MiB
+    if unknown)."""
     try:
-        size = int(cp.cuda.Device().attributes["L2CacheSize"])
+        size = device_facts(cp)["l2_bytes"] or 0
     except Exception:
         size = 0
     return size if size > 0 else 50 << 20

@@ -13,12 +13,20 @@ because it only calls methods of the arrays and functions of ``xp``. The data se
 ships with scikit-learn (no download). ``--check`` compares the first batch's
 gradients with central finite differences (in float64) before training.
 
+``--torch`` trains the same network, from the same initial parameters on the same
+batches, as a ``torch.nn.Module`` whose two convolutions are
+``gpuconv.torch.Conv2d`` (torch tensors on the CPU, or on the GPU with
+``--backend cuda``; autograd calls gpuconv's backward), with ``torch.optim.Adam``
+(the same update as :class:`Adam` here); with ``--check`` it compares autograd's
+gradients of the first batch with this file's hand-written backward (float64).
+
 Run::
 
     python examples/digits_cnn.py                  # CUDA if available, else NumPy
     python examples/digits_cnn.py --backend cuda   # CuPy arrays on the GPU
     python examples/digits_cnn.py --check          # gradient check, then train
     python examples/digits_cnn.py --quick          # fewer epochs, for the tests
+    python examples/digits_cnn.py --torch          # torch module, gpuconv.torch.Conv2d
 
 The last line printed is ``test accuracy: 0.xxx``.
 """
@@ -288,17 +296,120 @@ def gradient_check(
 # -- training --------------------------------------------------------------------------
 
 
+class ArrayTrainer:
+    """The network of this file on NumPy or CuPy arrays, trained with :class:`Adam`."""
+
+    def __init__(self, P: dict[str, Any], lr: float, xp: Any) -> None:
+        self.P, self.xp = P, xp
+        self.opt = Adam(P, lr, xp)
+
+    def asarray(self, a: np.ndarray) -> Any:
+        return self.xp.asarray(a)
+
+    def step(self, x: Any, y: Any) -> float:
+        loss, g = loss_and_grads(self.P, x, y, self.xp)
+        self.opt.step(self.P, g)
+        return float(loss)
+
+    def accuracy(self, x: Any, y: Any) -> float:
+        return float((predict(self.P, x, self.xp) == y).mean())
+
+
+class TorchTrainer:
+    """The same network as a ``torch.nn.Module`` with ``gpuconv.torch.Conv2d``
+    layers (autograd computes the gradients: gpuconv's backward for the two
+    convolutions, torch's for the rest), trained with ``torch.optim.Adam``.
+
+    Starts from the same parameters as :class:`ArrayTrainer` (``wd`` transposed
+    into the ``Linear`` layer's ``(out, in)`` weight).
+    """
+
+    def __init__(self, P: dict[str, Any], lr: float, backend: str,
+                 dtype: Any = None) -> None:
+        import torch
+        import torch.nn.functional as F
+
+        import gpuconv.torch as gt
+
+        self.torch, self.F = torch, F
+        self.device = torch.device("cuda" if backend == "cuda" else "cpu")
+        kw = {"device": self.device, "dtype": dtype or torch.float32}
+        self.conv1 = gt.Conv2d(1, 16, 3, padding="same", **kw)
+        self.conv2 = gt.Conv2d(16, 32, 3, padding="same", **kw)
+        self.dense = torch.nn.Linear(128, 10, **kw)
+        self.net = torch.nn.ModuleList([self.conv1, self.conv2, self.dense])
+        with torch.no_grad():
+            for name, param in self.params_by_name().items():
+                value = P[name]
+                host = np.asarray(value.get() if hasattr(value, "get") else value)
+                param.copy_(torch.from_numpy((host.T if name == "wd" else host).copy()))
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=lr, betas=(0.9, 0.999),
+                                    eps=1e-8)
+
+    def params_by_name(self) -> dict[str, Any]:
+        """The module's parameters under this file's names (``wd`` is transposed)."""
+        return {"w1": self.conv1.weight, "b1": self.conv1.bias,
+                "w2": self.conv2.weight, "b2": self.conv2.bias,
+                "wd": self.dense.weight, "bd": self.dense.bias}
+
+    def asarray(self, a: np.ndarray) -> Any:
+        return self.torch.as_tensor(a, device=self.device)
+
+    def logits(self, x: Any) -> Any:
+        F = self.F
+        h1 = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        h2 = F.max_pool2d(F.relu(self.conv2(h1)), 2)
+        return self.dense(h2.flatten(1))
+
+    def step(self, x: Any, y: Any) -> float:
+        self.opt.zero_grad()
+        loss = self.F.cross_entropy(self.logits(x), y)
+        loss.backward()
+        self.opt.step()
+        return loss.item()
+
+    def accuracy(self, x: Any, y: Any) -> float:
+        with self.torch.no_grad():
+            return float((self.logits(x).argmax(1) == y).float().mean())
+
+
+def torch_check(P32: dict[str, Any], x32: Any, y: Any, xp: Any,
+                backend: str) -> float:
+    """Autograd through ``gpuconv.torch`` against this file's hand-written backward
+    (:func:`loss_and_grads`) on one batch, in float64: the torch network is the
+    same network. Prints and returns the max over parameters of
+    ``max |autograd - hand-written| / max |hand-written|``."""
+    import torch
+
+    P = {k: v.astype(np.float64) for k, v in P32.items()}
+    x = x32.astype(np.float64)
+    loss, g = loss_and_grads(P, x, y, xp)
+    t = TorchTrainer(P, 0.0, backend, dtype=torch.float64)
+    tl = torch.nn.functional.cross_entropy(t.logits(t.asarray(x)), t.asarray(y))
+    tl.backward()
+    worst = abs(tl.item() - float(loss)) / abs(float(loss))
+    for name, param in t.params_by_name().items():
+        got = param.grad.detach().cpu().numpy()
+        got = got.T if name == "wd" else got
+        want = np.asarray(g[name].get() if hasattr(g[name], "get") else g[name])
+        worst = max(worst, float(np.abs(got - want).max() / np.abs(want).max()))
+    print(f"torch check (first batch, float64): autograd through gpuconv.torch vs "
+          f"the hand-written backward, max relative difference {worst:.1e}")
+    return worst
+
+
 def run(args: argparse.Namespace, backend: str, xp: Any) -> None:
-    """The example itself, on ``backend`` with arrays of module ``xp``."""
+    """The example itself, on ``backend`` with arrays of module ``xp`` (or torch
+    tensors on the matching device with ``--torch``)."""
     epochs = args.epochs or (6 if args.quick else 25)
 
     x_train, x_test, y_train, y_test = load_digits(args.seed)
+    mode = ", torch (gpuconv.torch.Conv2d, torch.optim.Adam)" if args.torch else ""
     print(
-        f"digits_cnn: backend {backend}, {len(x_train)} training and {len(x_test)} "
-        f"test images of 8x8, {epochs} epochs, batch {args.batch_size}, float32"
+        f"digits_cnn: backend {backend}{mode}, {len(x_train)} training and "
+        f"{len(x_test)} test images of 8x8, {epochs} epochs, batch "
+        f"{args.batch_size}, float32"
     )
-    x_train, x_test = xp.asarray(x_train), xp.asarray(x_test)
-    y_train, y_test = xp.asarray(y_train), xp.asarray(y_test)
     P = init_params(args.seed, xp)
     sizes = {k: int(v.size) for k, v in P.items()}
     print(
@@ -309,26 +420,35 @@ def run(args: argparse.Namespace, backend: str, xp: Any) -> None:
     order_rng = np.random.default_rng(args.seed + 1)
     bs = args.batch_size
     if args.check:
-        first = xp.asarray(order_rng.permutation(len(x_train))[:bs])
-        err = gradient_check(P, x_train[first], y_train[first], xp, args.seed)
-        if not err < 1e-5:
-            raise SystemExit(f"gradient check failed: max relative error {err:.1e}")
+        first = order_rng.permutation(len(x_train))[:bs]
+        xb, yb = xp.asarray(x_train[first]), xp.asarray(y_train[first])
+        if args.torch:
+            err = torch_check(P, xb, yb, xp, backend)
+            if not err < 1e-10:
+                raise SystemExit(f"torch check failed: max relative difference "
+                                 f"{err:.1e}")
+        else:
+            err = gradient_check(P, xb, yb, xp, args.seed)
+            if not err < 1e-5:
+                raise SystemExit(f"gradient check failed: max relative error "
+                                 f"{err:.1e}")
         order_rng = np.random.default_rng(args.seed + 1)  # same batches as without
 
-    opt = Adam(P, args.lr, xp)
+    trainer: Any = (TorchTrainer(P, args.lr, backend) if args.torch
+                    else ArrayTrainer(P, args.lr, xp))
+    x_train, x_test = trainer.asarray(x_train), trainer.asarray(x_test)
+    y_train, y_test = trainer.asarray(y_train), trainer.asarray(y_test)
     start = time.perf_counter()
     steps = 0
     for epoch in range(epochs):
-        order = xp.asarray(order_rng.permutation(len(x_train)))
+        order = trainer.asarray(order_rng.permutation(len(x_train)))
         total = 0.0
         for i in range(0, len(order), bs):
             idx = order[i : i + bs]
-            loss, g = loss_and_grads(P, x_train[idx], y_train[idx], xp)
-            opt.step(P, g)
-            total += float(loss) * len(idx)
+            total += trainer.step(x_train[idx], y_train[idx]) * len(idx)
             steps += 1
         if epoch == epochs - 1 or epoch % 5 == 0 or args.quick:
-            acc = float((predict(P, x_test, xp) == y_test).mean())
+            acc = trainer.accuracy(x_test, y_test)
             print(
                 f"epoch {epoch + 1:>3}: train loss {total / len(order):.4f}, "
                 f"test accuracy {acc:.3f}"
@@ -338,8 +458,19 @@ def run(args: argparse.Namespace, backend: str, xp: Any) -> None:
         f"training time: {seconds:.1f} s ({steps} steps, "
         f"{1e3 * seconds / steps:.1f} ms per step)"
     )
-    acc = float((predict(P, x_test, xp) == y_test).mean())
-    print(f"test accuracy: {acc:.3f}")
+    print(f"test accuracy: {trainer.accuracy(x_test, y_test):.3f}")
+
+
+def check_torch(backend: str) -> None:
+    """Exit with the reason when ``--torch`` cannot run on ``backend``."""
+    try:
+        import torch
+    except ImportError as exc:
+        raise SystemExit(f"--torch needs PyTorch (pip install 'gpuconv[torch]'): "
+                         f"{exc}") from None
+    if backend == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--torch with --backend cuda needs a CUDA build of PyTorch "
+                         "that sees the GPU (torch.cuda.is_available() is False)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -353,9 +484,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--blas-threads", type=int, default=1,
-                        help="BLAS threads on the NumPy backend (0: leave as is)")
+                        help="BLAS threads on the NumPy backend, and torch's CPU "
+                        "threads with --torch (0: leave as is)")
+    parser.add_argument("--torch", action="store_true",
+                        help="the same network as a torch module with "
+                        "gpuconv.torch.Conv2d layers and torch.optim.Adam")
     args = parser.parse_args(argv)
     backend, xp = choose_backend(args.backend)
+    if args.torch:
+        check_torch(backend)
+        if args.blas_threads > 0 and backend == "numpy":
+            import torch
+
+            torch.set_num_threads(args.blas_threads)
     # --backend decides even when GPUCONV_BACKEND is set (the context wins).
     with gpuconv.use_backend(backend), blas_threads(args.blas_threads, backend):
         run(args, backend, xp)

@@ -641,6 +641,9 @@ def choose_method(
     The crossover for a 1024x1024 float32 image in 'same' mode is at 7x7 kernels
     (6x6 for complex128), where both paths measured within 5 % of each other.
 
+    'fft' is returned only where the model says it saves at least 1 ms
+    (``FFT_MIN_GAIN_S``): small problems (every image and kernel up to 16x16) stay
+    direct, which on integer-valued float data gives SciPy's exact result.
     'fft' is never returned for integer or boolean data (results stay exact), for
     long double, nor when in1, in2 or the fill value (if any padding reads it)
     contain NaN or infinity: an FFT spreads them over the whole output, while the

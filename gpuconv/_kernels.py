@@ -109,22 +109,36 @@ def _filter_instances() -> tuple[str, ...]:
 KERNELS["filter2d.cu"] = _filter_instances()
 
 
+# One header every source folder holds: how source_dir() recognises it.
+_MARKER_HEADER = "common.cuh"
+
+
 def source_dir() -> Path:
     """The folder holding the ``.cu`` sources.
 
-    Installed: the ``gpuconv.cuda`` package (``pip install .`` maps the repo's
-    ``cuda/`` there). From a checkout on ``PYTHONPATH``: ``<repo>/cuda``.
+    Installed: ``gpuconv/cuda/`` inside the package (``pip install .`` maps the
+    repo's ``cuda/`` there as package data; it has no ``__init__.py``, so nothing
+    is importable as a top-level ``cuda`` package and NVIDIA's ``cuda`` namespace,
+    which CuPy imports, is never shadowed). From a checkout: ``<repo>/cuda``.
+    A folder counts only if it holds ``common.cuh``, so that NVIDIA's
+    ``site-packages/cuda`` next to an installed ``gpuconv`` is never taken.
     """
     here = Path(__file__).resolve().parent
     for cand in (here / "cuda", here.parent / "cuda"):
-        if cand.is_dir():
+        if (cand / _MARKER_HEADER).is_file():
             return cand
-    try:
+    try:  # zip or other non-filesystem installs
         import importlib.resources as resources
 
-        return Path(str(resources.files("gpuconv.cuda")))
-    except Exception as exc:  # pragma: no cover - broken install
-        raise RuntimeError(f"gpuconv's CUDA sources were not found: {exc!r}") from exc
+        cand = Path(str(resources.files("gpuconv") / "cuda"))
+        if (cand / _MARKER_HEADER).is_file():
+            return cand
+    except Exception:  # pragma: no cover - broken install
+        pass
+    raise RuntimeError(  # pragma: no cover - broken install
+        f"gpuconv's CUDA sources were not found: looked for {_MARKER_HEADER} in "
+        f"{here / 'cuda'} and {here.parent / 'cuda'}"
+    )
 
 
 def read_source(source: str) -> str:

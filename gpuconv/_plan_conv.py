@@ -61,6 +61,10 @@ DEFAULT_SM_COUNT = 132
 INT32_MAX = 2**31 - 1
 #: ``auto`` uses the register-blocked implicit GEMM only when both GEMM sides have
 #: at least this many columns/reduction terms; below that most of a tile is waste.
+#: Checked on the H200 rows (bench/results/cuda-h200-2026-12-04-08aa471-conv*.json):
+#: at C/groups = 3 (7x7/2 input gradient) ``tiled`` beats ``tiled_regblock`` 1.7x,
+#: so the rows allow any value above 3 (``python bench/calibrate.py`` prints the
+#: range; tests/test_calibration.py replays them).
 REGBLOCK_MIN_COLS = 16
 REGBLOCK_MIN_RED = 16
 #: Few-channel rule (issue 11): a strided input gradient with fewer columns than

@@ -23,6 +23,7 @@ Algorithms
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import Any
 
@@ -192,14 +193,16 @@ def naive_block(fp: FilterProblem) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------------------
-# Cost model of the 'auto' choice. Initial constants for an H100 SXM from
-# /work/shared/notes/performance.md; bench/bench_gpu_filter.py measures what is
-# needed to calibrate them (Gpx/s of tiled and fft per k, the copy bandwidth).
+# Cost model of the 'auto' choice. Each algorithm's time is a fitted sum of a fixed
+# per-call cost (host time in front of the first launch, which the benchmark's CUDA
+# events include, plus launch latency), a per-byte cost and, for the direct kernels,
+# a per-FLOP cost; the constants come from the forced-algorithm rows of a GPU run,
+# fitted by ``python bench/calibrate.py ROWS.json --write`` (see that script).
 # ---------------------------------------------------------------------------------
-#: Device memory bandwidth, bytes/s (H100 SXM device-to-device copy, read + write).
-MEM_BANDWIDTH = 3.0e12
-#: Peak multiply-add rate per dtype kind, FLOP/s (FP32 66.9 T, FP64 33.5 T; complex
-#: products cost 8 real FLOP, integers run IMAD at half the FP32 rate).
+#: Peak multiply-add rates (H100/H200 SXM: FP32 66.9 T, FP64 33.5 T; integers run
+#: IMAD at half the FP32 rate). Only ratios matter: integers cost
+#: ``f4 / int`` float32 FLOP per FLOP, and ``f4 / f8`` is the prior of
+#: :data:`FP64_FLOP_SCALE` when no float64 rows are calibrated.
 PEAK_FLOPS = {
     "f4": 66.9e12,
     "f8": 33.5e12,
@@ -207,26 +210,43 @@ PEAK_FLOPS = {
     "c16": 33.5e12,
     "int": 33.4e12,
 }
-#: Fraction of peak the tiled kernel reaches when compute-bound (register-blocked SIMT
-#: kernels reach 45-60 % of FP32 peak on H100) and the naive kernel (~5 %, cupyx-like).
-TILED_EFFICIENCY = 0.5
-NAIVE_EFFICIENCY = 0.05
-#: Host-side cost of one launch (CuPy's Python path included), seconds.
-LAUNCH_SECONDS = 5e-6
-#: Launches of the FFT path (pad, 2 forward FFTs, product, inverse FFT, slice/cast),
-#: cuFFT running 2-3 kernels per 2-D transform.
-FFT_LAUNCHES = 12
 #: Memory passes of the FFT path over one FFT grid of complex elements (forward 2-D
 #: transform of the image ~4, product 3, inverse ~4, final slice 1) and over the
-#: kernel's grid (forward transform ~4).
+#: kernel's grid (forward transform ~4); the fitted per-byte cost scales them.
 FFT_IMAGE_PASSES = 12.0
 FFT_KERNEL_PASSES = 4.0
 
+# BEGIN CALIBRATION (written by bench/calibrate.py --write; refit, do not hand-edit)
+#: The benchmark rows the constants below were fitted on.
+CALIBRATION_ROWS = (
+    "bench/results/cuda-h200-2026-12-04-08aa471-filter-f64.json",
+    "bench/results/cuda-h200-2026-12-04-08aa471-filter.json",
+)
+#: Fixed seconds per call of each algorithm (host time before the first
+#: launch, which the benchmark's CUDA events include, and launch latency).
+HOST_SECONDS = {"naive": 3.45e-05, "tiled": 7.94e-05, "fft": 0.000258}
+#: Seconds per byte the algorithm moves (direct: input + output + kernel;
+#: fft: the passes over the FFT grids, :func:`fft_features`).
+BYTE_SECONDS = {"naive": 8.68e-13, "tiled": 2.17e-13, "fft": 8.9e-13}
+#: Seconds per float32-equivalent FLOP of the direct kernels.
+FLOP_SECONDS = {"naive": 5.41e-13, "tiled": 4.56e-14}
+#: float32-equivalent FLOP per FLOP of float64 and complex128 in the direct
+#: kernels.
+FP64_FLOP_SCALE = 3.87
+# END CALIBRATION
+
 
 def next_fast_len(n: int) -> int:
-    """The smallest ``m >= n`` whose prime factors are 2, 3, 5, 7 (cuFFT's radices)."""
+    """The smallest ``m >= n`` whose prime factors are 2, 3, 5, 7 (cuFFT's radices).
+
+    >>> [next_fast_len(n) for n in (1, 11, 4097, 4126)]
+    [1, 12, 4116, 4200]
+    """
     m = max(1, int(n))
-    while True:
+    table = _smooth_table()
+    if m <= table[-1]:
+        return table[bisect.bisect_left(table, m)]
+    while True:  # beyond the table (sides of 2**32 and more): search
         r = m
         for p in (2, 3, 5, 7):
             while r % p == 0:
@@ -234,6 +254,30 @@ def next_fast_len(n: int) -> int:
         if r == 1:
             return m
         m += 1
+
+
+_SMOOTH: list[list[int]] = []
+
+
+def _smooth_table(limit: int = 1 << 32) -> list[int]:
+    """Every 7-smooth number up to ``limit``, sorted (6 624 of them; built once)."""
+    if not _SMOOTH:
+        out = []
+        p7 = 1
+        while p7 <= limit:
+            p5 = p7
+            while p5 <= limit:
+                p3 = p5
+                while p3 <= limit:
+                    p2 = p3
+                    while p2 <= limit:
+                        out.append(p2)
+                        p2 *= 2
+                    p3 *= 3
+                p5 *= 5
+            p7 *= 7
+        _SMOOTH.append(sorted(out))
+    return _SMOOTH[0]
 
 
 def fft_grid(fp: FilterProblem) -> tuple[int, int, int, int, bool]:
@@ -263,42 +307,73 @@ def fft_grid(fp: FilterProblem) -> tuple[int, int, int, int, bool]:
 
 
 def _is_zero(v: Any) -> bool:
+    if isinstance(v, (int, float, complex, np.generic)):  # the usual case, fast
+        return bool(v == 0)
     try:
         return bool(np.asarray(v) == 0)
     except Exception:
         return False
 
 
-def _peak(dt: np.dtype) -> float:
+def _flop_scale(dt: np.dtype) -> float:
+    """float32 FLOP-equivalents of one multiply-add of ``dt``: 2 real FLOP (8 for
+    complex), times :data:`FP64_FLOP_SCALE` in double precision and the peak ratio
+    for integers."""
+    per = 8 if dt.kind == "c" else 2
     if dt.kind in "iub":
-        return PEAK_FLOPS["int"]
-    return PEAK_FLOPS[f"{dt.kind}{dt.itemsize}"]
+        return per * PEAK_FLOPS["f4"] / PEAK_FLOPS["int"]
+    if dt.itemsize == (16 if dt.kind == "c" else 8):
+        return per * FP64_FLOP_SCALE
+    return float(per)
 
 
-def direct_seconds(fp: FilterProblem, algorithm: str = "tiled") -> float:
-    """Modelled time of the direct kernels (max of memory and multiply-add time)."""
+def direct_features(fp: FilterProblem) -> tuple[float, float, float]:
+    """``(1, bytes, float32-equivalent FLOP)`` of a direct kernel on ``fp``: what
+    :data:`HOST_SECONDS`, :data:`BYTE_SECONDS`, :data:`FLOP_SECONDS` multiply."""
     dt = np.dtype(fp.dtype)
     outputs = fp.B * fp.OH * fp.OW
-    flops = outputs * fp.KH * fp.KW * (8 if dt.kind == "c" else 2)
-    eff = TILED_EFFICIENCY if algorithm == "tiled" else NAIVE_EFFICIENCY
     nbytes = (fp.B * fp.H * fp.W + outputs + fp.Bk * fp.KH * fp.KW) * dt.itemsize
-    return LAUNCH_SECONDS + max(nbytes / MEM_BANDWIDTH, flops / (eff * _peak(dt)))
+    return 1.0, float(nbytes), float(outputs * fp.KH * fp.KW) * _flop_scale(dt)
 
 
-def fft_seconds(fp: FilterProblem) -> float:
-    """Modelled time of the FFT path (memory passes over the FFT grids)."""
+def fft_features(fp: FilterProblem) -> tuple[float, float]:
+    """``(1, bytes)`` of the FFT path on ``fp`` (memory passes over the FFT grids,
+    :data:`FFT_IMAGE_PASSES`, :data:`FFT_KERNEL_PASSES`, plus the explicit
+    extension of the image when the boundary needs one)."""
     dt = np.dtype(fp.dtype)
     sh, sw, _, _, pad = fft_grid(fp)
     real = dt.kind != "c"
     csize = 2 * dt.itemsize if real else dt.itemsize
     grid = sh * (sw // 2 + 1 if real else sw)
-    nbytes = (
-        fp.B * grid * csize * FFT_IMAGE_PASSES
-        + fp.Bk * grid * csize * FFT_KERNEL_PASSES
-    )
+    nbytes = grid * csize * (fp.B * FFT_IMAGE_PASSES + fp.Bk * FFT_KERNEL_PASSES)
     if pad:
         nbytes += 2 * fp.B * (fp.OH + fp.KH - 1) * (fp.OW + fp.KW - 1) * dt.itemsize
-    return FFT_LAUNCHES * LAUNCH_SECONDS + nbytes / MEM_BANDWIDTH
+    return 1.0, float(nbytes)
+
+
+def direct_seconds(fp: FilterProblem, algorithm: str = "tiled") -> float:
+    """Modelled time of the direct kernel ``algorithm`` (``'tiled'``/``'naive'``)."""
+    one, nbytes, flops = direct_features(fp)
+    return (
+        one * HOST_SECONDS[algorithm]
+        + nbytes * BYTE_SECONDS[algorithm]
+        + flops * FLOP_SECONDS[algorithm]
+    )
+
+
+def fft_seconds(fp: FilterProblem) -> float:
+    """Modelled time of the FFT path."""
+    one, nbytes = fft_features(fp)
+    return one * HOST_SECONDS["fft"] + nbytes * BYTE_SECONDS["fft"]
+
+
+def tiled_fits(fp: FilterProblem) -> bool:
+    """Whether :func:`tiled_config` finds a tile for ``fp`` (without searching:
+    shared memory grows with both block sides and the smallest candidate, 8 x 1,
+    is always among the candidates)."""
+    ry = RY_SHORT if fp.OH < SHORT_OH else RY_IMAGE
+    size = np.dtype(fp.dtype).itemsize
+    return tiled_smem_bytes(size, (8, 1), ry, fp.KH, fp.KW) <= MAX_SHARED_MEM
 
 
 METHODS = ("auto", "direct", "fft", "naive", "tiled")
@@ -311,8 +386,9 @@ def choose_algorithm(fp: FilterProblem, method: str = "auto") -> str:
     ``'naive'``/``'tiled'`` (tests, benchmarks). Integer and boolean problems never
     take the FFT (it cannot reproduce their wrap-around); ``'direct'`` means the tiled
     kernel when its tile fits in shared memory, else the naive one; ``'auto'`` takes
-    the FFT when the cost model (:func:`fft_seconds` vs :func:`direct_seconds`) says
-    it is faster.
+    whichever of the naive kernel, the tiled kernel (when it fits) and the FFT
+    (float and complex) the cost model (:func:`direct_seconds`,
+    :func:`fft_seconds`) says is fastest.
 
     Examples
     --------
@@ -332,23 +408,31 @@ def choose_algorithm(fp: FilterProblem, method: str = "auto") -> str:
             "Acceptable method flags are 'auto', 'direct', or 'fft'. "
             f"(internal: also 'naive', 'tiled'); got {method!r}"
         )
-    dt = np.dtype(fp.dtype)
-    fft_ok = dt.kind in "fc"
     if method == "naive":
         return "naive"
-    direct = "tiled" if tiled_config(fp) is not None else "naive"
+    dt = np.dtype(fp.dtype)
+    fft_ok = dt.kind in "fc"
+    fits = tiled_fits(fp)
     if method == "tiled":
-        if direct != "tiled":
+        if not fits:
             raise ValueError(
                 f"the tiled filter kernel does not fit in {MAX_SHARED_MEM} bytes of "
                 f"shared memory for a {fp.KH}x{fp.KW} {dt.name} kernel"
             )
         return "tiled"
+    direct = "tiled" if fits else "naive"
     if method == "fft":
         return "fft" if fft_ok else direct
-    if method == "direct" or not fft_ok:
+    if method == "direct":
         return direct
-    return "fft" if fft_seconds(fp) < direct_seconds(fp, direct) else direct
+    best, cost = "naive", direct_seconds(fp, "naive")
+    if fits:
+        tiled = direct_seconds(fp, "tiled")
+        if tiled <= cost:
+            best, cost = "tiled", tiled
+    if fft_ok and fft_seconds(fp) < cost:
+        return "fft"
+    return best
 
 
 # ---------------------------------------------------------------------------------
@@ -459,12 +543,15 @@ __all__ = [
     "CTYPES",
     "check_extents",
     "choose_algorithm",
+    "direct_features",
     "direct_seconds",
+    "fft_features",
     "fft_grid",
     "fft_seconds",
     "kernel_names",
     "next_fast_len",
     "plan_filter",
     "tiled_config",
+    "tiled_fits",
     "tiled_smem_bytes",
 ]

@@ -15,6 +15,10 @@ of the reference (max |ref|, at least 1). Why these numbers:
 - float16 (computed in float32, rounded once at the end): dominated by the final
   rounding, 2^-11 = 4.9e-4 relative; 1e-3 relative plus a small absolute term.
 - complex: the same as their real component dtype.
+- A reduction summed in another order by the peer (CuPy's tree ``sum`` against
+  NumPy's pairwise sum, e.g. the bias gradient ``gy.sum(axis=(0, 2, 3))`` of an
+  empty-input problem whose output is not empty) is a reordered sum of ``terms``
+  values: the same table applies (measured 2 ulp apart for 50 float32 terms).
 - FFT paths: the error is relative to the largest output, not to each
   output (an FFT spreads error evenly); callers pass ``scale=max|ref|``.
 - Element-wise bounds (:func:`assert_within_bound`): where one tolerance for the

@@ -67,6 +67,7 @@ def test_public_examples():
 def test_nonfinite_forces_direct(where, value):
     x = np.ones((200, 200))
     k = np.ones((31, 31))
+    k[0, 0] = 2  # not separable: a rank-1 kernel's direct sum is cheap enough here
     fill = 0.0
     assert gpuconv.choose_method(x, k, "same") == "fft"
     if where == "in1":
@@ -181,3 +182,105 @@ def test_cuda_backend_gets_auto_unresolved(rng, monkeypatch):
     gpuconv.correlate(x[0], k[0], "full", method="fft")
     gpuconv.convolve(x[0], k[0], method="direct")
     assert seen == ["auto", "fft", "direct"]
+
+
+# ---- small problems are direct: SciPy's exact results on integer-valued floats ----
+# (image, kernel) shapes: the issue's repro (3x3 image, 6x6 kernel), 1x1, non-square,
+# even/odd, kernel larger than the image in one or both axes, 16x16 at both ends
+EXACT_PAIRS = [
+    ((3, 3), (6, 6)),
+    ((1, 1), (1, 1)),
+    ((1, 7), (3, 2)),
+    ((5, 4), (4, 5)),
+    ((16, 16), (16, 16)),
+    ((16, 9), (3, 3)),
+    ((2, 16), (16, 1)),
+    ((8, 8), (9, 9)),
+    ((11, 6), (2, 2)),
+    ((16, 16), (5, 7)),
+    ((7, 13), (12, 4)),
+    ((4, 4), (15, 16)),
+]
+
+
+def _valid_ok(hw, khw):
+    pairs = list(zip(hw, khw, strict=True))
+    return all(a >= b for a, b in pairs) or all(a <= b for a, b in pairs)
+
+
+def _exact_cases(rng):
+    pairs = list(EXACT_PAIRS)
+    pairs += [  # plus a sample of all sizes up to 16x16
+        (tuple(rng.integers(1, 17, 2)), tuple(rng.integers(1, 17, 2)))
+        for _ in range(16)
+    ]
+    for hw, khw in pairs:
+        for mode in ("full", "same", "valid"):
+            if mode == "valid" and not _valid_ok(hw, khw):
+                continue
+            for boundary, fill in (("fill", 0), ("fill", 3), ("wrap", 0), ("symm", 0)):
+                yield hw, khw, mode, boundary, fill
+
+
+def _ints(rng, shape, dtype):
+    v = rng.integers(-9, 10, shape).astype(dtype)
+    if np.dtype(dtype).kind == "c":
+        v += 1j * rng.integers(-9, 10, shape)
+    return v
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "complex128"])
+def test_small_integer_valued_problems_match_scipy_exactly(dtype):
+    import scipy.signal as ss
+
+    rng = np.random.default_rng(10)
+    n = 0
+    for hw, khw, mode, boundary, fill in _exact_cases(rng):
+        x = _ints(rng, hw, dtype)
+        k = _ints(rng, khw, dtype)
+        assert gpuconv.choose_method(x, k, mode, boundary, fill) == "direct"
+        for ours, theirs in (
+            (gpuconv.convolve2d, ss.convolve2d),
+            (gpuconv.correlate2d, ss.correlate2d),
+        ):
+            want = theirs(x, k, mode, boundary, fill)
+            got = ours(x, k, mode, boundary, fill)  # method='auto'
+            assert got.dtype == want.dtype
+            assert np.array_equal(got, want), (hw, khw, mode, boundary, fill)
+            n += 1
+    assert n > 500
+
+
+def test_small_rank1_and_1d_integer_valued_problems_are_exact():
+    """Separable integer kernels (whose factors need not be integers) and NumPy's
+    1-D convolve/correlate of up to 16 samples, every mode."""
+    import scipy.signal as ss
+
+    rng = np.random.default_rng(11)
+    for u, v in [([1, 3, 1], [3, 9, 3]), ([2, 5, 7, 1], [3, 1, 6]), ([7] * 5, [1] * 6)]:
+        k = np.outer(u, v).astype(np.float64)
+        x = rng.integers(-9, 10, (12, 14)).astype(np.float64)
+        for mode in ("full", "same", "valid"):
+            want = ss.convolve2d(x, k, mode, "symm")
+            assert np.array_equal(gpuconv.convolve2d(x, k, mode, "symm"), want)
+    for _ in range(30):
+        a = rng.integers(-9, 10, rng.integers(1, 17)).astype(np.float64)
+        v = rng.integers(-9, 10, rng.integers(1, 17)).astype(np.float64)
+        for mode in ("full", "same", "valid"):
+            assert np.array_equal(gpuconv.convolve(a, v, mode), np.convolve(a, v, mode))
+            assert np.array_equal(
+                gpuconv.correlate(a, v, mode), np.correlate(a, v, mode)
+            )
+
+
+def test_large_problems_still_take_the_fft():
+    """The CPU benchmark's FFT cases (1024² and 2048², k >= 15) keep the FFT."""
+    for n in (1024, 2048):
+        x = np.zeros((n, n), np.float32)
+        for k in (15, 31):
+            assert (
+                gpuconv.choose_method(
+                    x, np.ones((k, k), np.float32) + np.eye(k, dtype=np.float32), "same"
+                )
+                == "fft"
+            )

@@ -8,6 +8,7 @@ always happen; the same runs on ``--backend cuda`` are marked ``gpu``.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
@@ -167,10 +168,17 @@ def _digits_lines(out: str) -> tuple[list[str], float]:
     return [line for line in lines if line.startswith("epoch")], float(m.group(1))
 
 
+@functools.cache
+def digits_quick_check(backend: str) -> str:
+    """The output of ``digits_cnn.py --quick --check --backend <backend>`` (run
+    once, shared by the tests that read it)."""
+    return run_example("digits_cnn.py", "--quick", "--check", "--backend", backend)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_digits_cnn_check_and_train(backend):
     pytest.importorskip("sklearn")
-    out = run_example("digits_cnn.py", "--quick", "--check", "--backend", backend)
+    out = digits_quick_check(backend)
     assert f"backend {backend}" in out
     checked = re.findall(
         r"d loss / d (\w+(?: input)?)\s+(\d+) entries checked \((\d+) at a kink, "
@@ -195,6 +203,42 @@ def test_digits_cnn_check_and_train(backend):
         out2 = run_example("digits_cnn.py", "--quick", "--epochs", "2")
         again, _ = _digits_lines(out2)
         assert len(again) == 2 and again == epochs[:2]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_digits_cnn_torch_mode_trains_the_same_network(backend):
+    """``--torch``: the same network as a torch module with gpuconv.torch.Conv2d
+    and torch.optim.Adam. ``--check`` holds autograd's gradients of the first batch
+    to the hand-written backward (float64); trained from the same start on the same
+    batches, it prints the same losses and accuracies as the array version (to
+    float32 rounding: the loss to 2e-3 relative, the accuracy to 1 image of 360)."""
+    pytest.importorskip("sklearn")
+    if not os.environ.get("GPUCONV_CI"):  # CI installs PyTorch: there it must run
+        pytest.importorskip("torch")
+    if backend == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.skip("torch has no CUDA device here")
+    out = run_example("digits_cnn.py", "--quick", "--check", "--torch", "--backend",
+                      backend)
+    assert f"backend {backend}, torch (gpuconv.torch.Conv2d" in out
+    (diff,) = numbers(r"autograd through gpuconv.torch vs the hand-written "
+                      r"backward, max relative difference {n}$", out)
+    assert diff < 1e-10
+    epochs, acc = _digits_lines(out)
+    assert acc >= 0.85
+    # (--check leaves the array run's training unchanged: checked above)
+    ref_epochs, ref_acc = _digits_lines(digits_quick_check(backend))
+    assert len(epochs) == len(ref_epochs) == 6
+    pattern = r"train loss " + NUM + r", test accuracy " + NUM
+    for line, ref in zip(epochs, ref_epochs, strict=True):
+        (loss, a), (ref_loss, ref_a) = (
+            [float(v) for v in re.search(pattern, t).groups()] for t in (line, ref)
+        )
+        assert loss == pytest.approx(ref_loss, rel=2e-3)
+        assert abs(a - ref_a) <= 1.5 / 360
+    assert abs(acc - ref_acc) <= 1.5 / 360
 
 
 def test_digits_cnn_full_run_reaches_97_percent():

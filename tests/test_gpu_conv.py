@@ -142,7 +142,17 @@ def test_backward_twice_is_bit_identical(case_id, cp):
 
 @pytest.mark.parametrize("pass_name", [*ALL_PASSES, "bias"])
 def test_empty_inputs_launch_nothing(pass_name, cp, monkeypatch):
-    """Empty problems: the right shapes and values (zeros, the bias), no launch."""
+    """Empty problems: the right shapes and values (zeros, the bias), no launch.
+
+    Zeros and the broadcast bias are exact. The bias gradient is not always an empty
+    sum: with ``C = 0`` (output 2x4x5x5) or ``H = 0`` and ``padding=1`` (output
+    2x4x2x7) ``gy`` is not empty and ``gb`` sums ``N*OH*OW`` = 50 or 28 float32
+    values per channel: ``gy.sum(axis=(0, 2, 3))``, CuPy's tree reduction on the GPU,
+    NumPy's pairwise sum on the CPU. The two orders round differently (2 ulp apart on
+    the H200, 2026-12-04; NumPy's own float32 sum is up to 1.8 ulp from the float64
+    sum there), so that value is held to the tolerance table's summation-order bound
+    for ``N*OH*OW`` terms (``tests/_tol.py``), not to bit equality.
+    """
     launches = []
     real = _gpu_conv._run
     monkeypatch.setattr(_gpu_conv, "_run", lambda d, ls: (launches.extend(ls),
@@ -162,7 +172,10 @@ def test_empty_inputs_launch_nothing(pass_name, cp, monkeypatch):
         got = _api(pass_name, cp, x, w, b, gy, kw, "auto")
         want = _numpy(pass_name, x, w, b, gy, kw)
         assert got.shape == want.shape and got.dtype == want.dtype
-        np.testing.assert_array_equal(got, want)
+        if pass_name == "bias" and gy.size:
+            assert_close(got, want, dtype=np.float32, terms=_terms(pass_name, p))
+        else:
+            np.testing.assert_array_equal(got, want)
     assert launches == []
 
 

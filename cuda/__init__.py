@@ -1,1 +1,0 @@
-"""CUDA kernel sources of gpuconv (installed as ``gpuconv.cuda``; no Python code)."""
