@@ -67,12 +67,6 @@ INT32_MAX = 2**31 - 1
 #: range; tests/test_calibration.py replays them).
 REGBLOCK_MIN_COLS = 16
 REGBLOCK_MIN_RED = 16
-#: Few-channel rule (issue 11): a strided input gradient with fewer columns than
-#: :data:`REGBLOCK_MIN_COLS` (e.g. the RGB stem, 7x7/2 C=3) still uses
-#: ``tiled_regblock`` (its per-phase launches waste no tap) when its reduction has
-#: at least this many terms; ``tiled`` tests every tap of every pixel for the
-#: stride (measured 38x cuDNN on the stem).
-FEW_CHANNEL_STRIDED_MIN_RED = 256
 
 
 # --------------------------------------------------------------------------------
@@ -201,9 +195,7 @@ def choose_algorithm(p: Conv2dProblem, pass_name: str) -> str:
         :data:`REGBLOCK_MIN_COLS` columns (output channels per group for the
         forward pass, input channels per group for the input gradient, ``C/groups
         * KH * KW`` for the weight gradient) and :data:`REGBLOCK_MIN_RED` reduction
-        terms, or for a strided input gradient with at least
-        :data:`FEW_CHANNEL_STRIDED_MIN_RED` reduction terms (few channels, e.g.
-        the RGB stem); otherwise ``'tiled'`` when its shared tile fits
+        terms; otherwise ``'tiled'`` when its shared tile fits
         :data:`SMEM_LIMIT` (depthwise and few-channel layers); otherwise
         ``'naive'``.
 
@@ -229,9 +221,6 @@ def choose_algorithm(p: Conv2dProblem, pass_name: str) -> str:
     _, ng, kr = gemm_shape(p, pass_name)
     if ng >= REGBLOCK_MIN_COLS and kr >= REGBLOCK_MIN_RED:
         return "tiled_regblock"
-    if (pass_name == "backward_input" and max(p.stride) > 1
-            and kr >= FEW_CHANNEL_STRIDED_MIN_RED):
-        return "tiled_regblock"  # the few-channel rule (issue 11)
     if tiled_smem_bytes(p, pass_name) <= SMEM_LIMIT:
         return "tiled"
     return "naive"

@@ -195,20 +195,16 @@ BENCH_LAYERS = [
 @pytest.mark.parametrize("pass_name", ["forward", "backward_input", "backward_weight"])
 def test_auto_picks_regblock_for_the_benchmark_layers(pass_name):
     for p in BENCH_LAYERS:
-        # (the stem's input gradient, 3 GEMM columns: the few-channel rule)
-        assert pc.choose_algorithm(p, pass_name) == "tiled_regblock", p
+        want = "tiled_regblock"
+        if pass_name == "backward_input" and p.C == 3:
+            want = "tiled"  # the input gradient of 3 channels has 3 GEMM columns
+        assert pc.choose_algorithm(p, pass_name) == want, p
 
 
 def test_auto_decisions_for_small_channel_counts():
     dw = normalize_conv2d((4, 32, 40, 40), (32, 1, 3, 3), [np.dtype("f")], groups=32)
     assert pc.choose_algorithm(dw, "forward") == "tiled"
     assert pc.choose_algorithm(dw, "backward_input") == "tiled"
-    stem = normalize_conv2d((2, 3, 32, 32), (64, 3, 7, 7), [np.dtype("f")],
-                            stride=2, padding=3)
-    assert pc.choose_algorithm(stem, "backward_input") == "tiled_regblock"
-    unstrided = normalize_conv2d((2, 3, 32, 32), (64, 3, 7, 7), [np.dtype("f")],
-                                 padding=3)
-    assert pc.choose_algorithm(unstrided, "backward_input") == "tiled"
     rgb_out = normalize_conv2d((2, 64, 32, 32), (3, 64, 3, 3), [np.dtype("f")])
     assert pc.choose_algorithm(rgb_out, "forward") == "tiled"
     assert pc.choose_algorithm(rgb_out, "backward_input") == "tiled_regblock"
@@ -408,12 +404,6 @@ def test_wgrad_grid_limits_for_many_images_and_channels(x_shape, w_shape, kw):
 def test_wgrad_auto_decisions():
     for p in BENCH_LAYERS:
         assert pc.choose_algorithm(p, "backward_weight") == "tiled_regblock"
-    stem = normalize_conv2d((2, 3, 32, 32), (64, 3, 7, 7), [np.dtype("f")],
-                            stride=2, padding=3)
-    assert pc.choose_algorithm(stem, "backward_input") == "tiled_regblock"
-    unstrided = normalize_conv2d((2, 3, 32, 32), (64, 3, 7, 7), [np.dtype("f")],
-                                 padding=3)
-    assert pc.choose_algorithm(unstrided, "backward_input") == "tiled"
     rgb_out = normalize_conv2d((2, 64, 32, 32), (3, 64, 3, 3), [np.dtype("f")])
     assert pc.choose_algorithm(rgb_out, "backward_weight") == "tiled"
     big_dil = normalize_conv2d((1, 1, 400, 400), (1, 1, 9, 9), [np.dtype("d")],
