@@ -412,33 +412,26 @@ __global__ void __launch_bounds__(TX * TY, gpuconv::regblock_min_blocks(TM, TN, 
 
     const int tx = tid % TX;
     const int ty = tid / TX;
-    fetch();
-    stash(0);
-    __syncthreads();  // slice 0 is staged before any thread reads it
-    for (long long kt = 0; kt < nslices; ++kt) {
-        const int cur = static_cast<int>(kt & 1);
+    // One slice (the next slice's gathers in flight during the FMAs; the loop below
+    // runs two slices per trip with the literal stages 0 and 1).
+    auto slice_step = [&](int CUR, long long kt) {
         const bool more = kt + 1 < nslices;  // block-uniform
-        if (more) {  // the next slice's gathers are in flight during the FMAs
+        if (more) {
             advance();
             fetch();
         }
-#pragma unroll
-        for (int kk = 0; kk < BK; ++kk) {
-            T a[Tile::TM];
-            T b[Tile::TN];
-#pragma unroll
-            for (int i = 0; i < Tile::TM; ++i) a[i] = s.a[cur][kk][gpuconv::regblock_row<Tile>(tx, i)];
-#pragma unroll
-            for (int j = 0; j < Tile::TN; ++j) b[j] = s.b[cur][kk][gpuconv::regblock_col<Tile>(ty, j)];
-#pragma unroll
-            for (int i = 0; i < Tile::TM; ++i)
-#pragma unroll
-                for (int j = 0; j < Tile::TN; ++j) acc[i][j] = fma(a[i], b[j], acc[i][j]);
-        }
-        if (more) stash(cur ^ 1);
-        // The other stage is complete before the next iteration reads it, and every
-        // thread is done reading stage `cur` before iteration kt+1 overwrites it.
+        gpuconv::regblock_fmas<T, Tile>(s, CUR, tx, ty, acc);
+        if (more) stash(CUR ^ 1);
+        // The other stage is complete before the next slice reads it, and every
+        // thread is done reading stage CUR before the slice after overwrites it.
         __syncthreads();
+    };
+    fetch();
+    stash(0);
+    __syncthreads();  // slice 0 is staged before any thread reads it
+    for (long long kt = 0; kt < nslices; kt += 2) {
+        slice_step(0, kt);
+        if (kt + 1 < nslices) slice_step(1, kt + 1);
     }
 
     const long long wcount = static_cast<long long>(K) * NG;

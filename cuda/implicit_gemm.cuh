@@ -89,6 +89,27 @@ __device__ __forceinline__ void regblock_zero(T (&acc)[Tile::TM][Tile::TN]) {
         for (int j = 0; j < Tile::TN; ++j) acc[i][j] = T(0);
 }
 
+// The BK rank-1 updates of one slice from shared-memory stage `stage`: per kk, TM
+// values of A and TN of B (4-wide vector loads), then TM*TN fmas.
+template <typename T, class Tile>
+__device__ __forceinline__ void regblock_fmas(
+    const RegblockSmem<T, Tile>& s, int stage, int tx, int ty,
+    T (&acc)[Tile::TM][Tile::TN]) {
+#pragma unroll
+    for (int kk = 0; kk < Tile::BK; ++kk) {
+        T af[Tile::TM];
+        T bf[Tile::TN];
+#pragma unroll
+        for (int i = 0; i < Tile::TM; ++i) af[i] = s.a[stage][kk][regblock_row<Tile>(tx, i)];
+#pragma unroll
+        for (int j = 0; j < Tile::TN; ++j) bf[j] = s.b[stage][kk][regblock_col<Tile>(ty, j)];
+#pragma unroll
+        for (int i = 0; i < Tile::TM; ++i)
+#pragma unroll
+            for (int j = 0; j < Tile::TN; ++j) acc[i][j] = fma(af[i], bf[j], acc[i][j]);
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // The sliced implicit GEMM of the forward pass and the input gradient.
 //
@@ -214,6 +235,8 @@ __device__ __forceinline__ void sliced_gemm_block(
     for (int q = 0; q < Tile::A_LOADS; ++q)
         a_off[q] = static_cast<long long>(a_r + q * Tile::A_STEP) * HWs *
                    static_cast<long long>(sizeof(T));
+#pragma unroll
+    for (int q = 0; q < Tile::A_LOADS; ++q) keep_in_register(a_off[q]);
 
     // This thread's B channel and columns.
     const T* b_ptr = w + static_cast<long long>(g) * a.NG * a.Cred * a.KHKW +
@@ -224,6 +247,8 @@ __device__ __forceinline__ void sliced_gemm_block(
     for (int q = 0; q < Tile::B_LOADS; ++q)
         b_off[q] = static_cast<long long>(q * Tile::B_STEP) * a.col_stride *
                    static_cast<long long>(sizeof(T));
+#pragma unroll
+    for (int q = 0; q < Tile::B_LOADS; ++q) keep_in_register(b_off[q]);
 
     // Load masks: bit q for A load q, bit 16 + q for B load q. Every chunk but the
     // last has all BK channels; the last one has Cred - last*BK.
@@ -258,11 +283,11 @@ __device__ __forceinline__ void sliced_gemm_block(
             a_base + e.chunk * a_chunk_step + (ok ? ih * a.Ws + iw : 0));
 #pragma unroll
         for (int q = 0; q < Tile::A_LOADS; ++q)
-            reg_a[q] = (mask >> q & 1u) ? *reinterpret_cast<const T*>(pa + a_off[q]) : T(0);
+            reg_a[q] = (mask >> q & 1u) ? __ldg(reinterpret_cast<const T*>(pa + a_off[q])) : T(0);
         const char* pb = reinterpret_cast<const char*>(b_ptr + e.woff);
 #pragma unroll
         for (int q = 0; q < Tile::B_LOADS; ++q)
-            reg_b[q] = (mask >> (16 + q) & 1u) ? *reinterpret_cast<const T*>(pb + b_off[q])
+            reg_b[q] = (mask >> (16 + q) & 1u) ? __ldg(reinterpret_cast<const T*>(pb + b_off[q]))
                                                : T(0);
     };
     auto stash = [&](int stage) {
@@ -276,31 +301,26 @@ __device__ __forceinline__ void sliced_gemm_block(
 
     T acc[Tile::TM][Tile::TN];
     regblock_zero<T, Tile>(acc);
+    // One slice: the next slice's gathers are issued first (in flight during the
+    // FMAs), then the FMAs from stage CUR, then the gathers are stored to the other
+    // stage. The loop below runs two slices per trip with the literal stages 0 and 1,
+    // so after inlining every shared-memory address is a register plus an immediate.
+    auto slice_step = [&](int CUR, int kt) {
+        const bool more = kt + 1 < nslices;  // block-uniform
+        if (more) fetch(kt + 1);
+        regblock_fmas<T, Tile>(s, CUR, tx, ty, acc);
+        if (more) stash(CUR ^ 1);
+        // The other stage is complete before the next slice reads it, and every
+        // thread is done reading stage CUR before the slice after overwrites it.
+        __syncthreads();
+    };
     if (nslices > 0) {  // block-uniform
         fetch(0);
         stash(0);
         __syncthreads();  // stage 0 complete before any thread reads it
-        for (int kt = 0; kt < nslices; ++kt) {
-            const int cur = kt & 1;
-            const bool more = kt + 1 < nslices;  // block-uniform
-            if (more) fetch(kt + 1);  // the next slice's gathers in flight during FMAs
-#pragma unroll
-            for (int kk = 0; kk < BK; ++kk) {
-                T af[Tile::TM];
-                T bf[Tile::TN];
-#pragma unroll
-                for (int i = 0; i < Tile::TM; ++i) af[i] = s.a[cur][kk][regblock_row<Tile>(tx, i)];
-#pragma unroll
-                for (int j = 0; j < Tile::TN; ++j) bf[j] = s.b[cur][kk][regblock_col<Tile>(ty, j)];
-#pragma unroll
-                for (int i = 0; i < Tile::TM; ++i)
-#pragma unroll
-                    for (int j = 0; j < Tile::TN; ++j) acc[i][j] = fma(af[i], bf[j], acc[i][j]);
-            }
-            if (more) stash(cur ^ 1);
-            // The other stage is complete before the next iteration reads it, and
-            // every thread is done reading stage `cur` before kt+1 overwrites it.
-            __syncthreads();
+        for (int kt = 0; kt < nslices; kt += 2) {
+            slice_step(0, kt);
+            if (kt + 1 < nslices) slice_step(1, kt + 1);
         }
     }
 
