@@ -327,7 +327,9 @@ def _demangle(names: list[str]) -> dict[str, str]:
 
 
 def _normal(name: str) -> str:
-    return re.sub(r"\s+", "", name)
+    """A name without spaces and without a defaulted trailing ``false`` template
+    argument (the demangler spells defaults out)."""
+    return re.sub(r"\s+", "", name).replace(",false>", ">")
 
 
 def analyse(uses: dict[str, Use], arch: str = "sm_90") -> list[Row]:

@@ -155,7 +155,7 @@ __global__ void conv2d_backward_input_tiled(
 // shared memory; grid, 1-D: m_tiles * n_tiles * groups * splits blocks (m fastest).
 // With splits > 1, split s writes its partial result to dst + s*split_stride and
 // conv2d_backward_input_split_reduce adds the splits in order.
-template <typename T, int TX, int TY, int TM, int TN>
+template <typename T, int TX, int TY, int TM, int TN, bool PACKED = false>
 __global__ void __launch_bounds__(TX * TY, gpuconv::regblock_min_blocks(TM, TN, sizeof(T)))
     conv2d_backward_input_tiled_regblock(
         const T* __restrict__ src, const T* __restrict__ w, const T* __restrict__ bias,
@@ -172,7 +172,7 @@ __global__ void __launch_bounds__(TX * TY, gpuconv::regblock_min_blocks(TM, TN, 
                                     KHKW, slice_count, has_bias, M, m_tiles, n_tiles,
                                     groups, split_stride, slices_per_split,
                                     extra_slices};
-    gpuconv::sliced_gemm_block<T, Tile>(src, w, bias, slices + slice_offset, dst, a,
+    gpuconv::sliced_gemm_block<T, Tile, PACKED>(src, w, bias, slices + slice_offset, dst, a,
                                         s_tile);
 }
 

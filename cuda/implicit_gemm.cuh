@@ -136,6 +136,13 @@ __device__ __forceinline__ void regblock_fmas(
 // tap index and channel chunk advance as counters, the row (n, oh, ow) is decoded
 // once per block.
 //
+// Packed slices (PACKED = true, for fewer than BK reduction channels, e.g. the RGB
+// stem's 3): a slice is BK consecutive terms of the flattened reduction (channel,
+// then the taps in table order), one table entry per term (SliceEntry: chunk = the
+// channel, woff = channel*c_stride + tap, woff < 0 for the padding terms of the last
+// slice), so no slice is mostly padding; each A and B gather then has its own entry
+// and bounds check. Packed plans sum in the `naive` order (channel, kh, kw).
+//
 // Summation order (documented numerics): each output is sum over channel chunks, then
 // taps in table order, then the BK channels of the chunk, one fma each, starting from
 // 0 (a split-K launch sums its contiguous range of slices; the partial results are
@@ -180,7 +187,7 @@ __device__ __forceinline__ long long sliced_split_begin(int s, long long per, in
     return s * per + min(s, extra);
 }
 
-template <typename T, class Tile>
+template <typename T, class Tile, bool PACKED>
 __device__ __forceinline__ void sliced_gemm_block(
     const T* __restrict__ src, const T* __restrict__ w, const T* __restrict__ bias,
     const SliceEntry* __restrict__ slices, T* __restrict__ dst, const SlicedGemmArgs& a,
@@ -208,7 +215,7 @@ __device__ __forceinline__ void sliced_gemm_block(
                                 sliced_split_begin(split + 1, a.slices_per_split,
                                                    a.extra_slices));
     const int nslices = s_end > s_begin ? static_cast<int>(s_end - s_begin) : 0;
-    const SliceEntry* slice = slices + s_begin;
+    const SliceEntry* slice = slices + s_begin * (PACKED ? BK : 1);
 
     // Gather roles: A row a_m at channels a_r + q*A_STEP; B channel b_r at columns
     // b_n + q*B_STEP.
@@ -238,10 +245,10 @@ __device__ __forceinline__ void sliced_gemm_block(
 #pragma unroll
     for (int q = 0; q < Tile::A_LOADS; ++q) keep_in_register(a_off[q]);
 
-    // This thread's B channel and columns.
+    // This thread's B channel and columns (packed: the row entry holds the channel).
     const T* b_ptr = w + static_cast<long long>(g) * a.NG * a.Cred * a.KHKW +
                      static_cast<long long>(n0 + b_n) * a.col_stride +
-                     static_cast<long long>(b_r) * a.c_stride;
+                     (PACKED ? 0LL : static_cast<long long>(b_r) * a.c_stride);
     long long b_off[Tile::B_LOADS];  // byte offsets of this thread's B columns
 #pragma unroll
     for (int q = 0; q < Tile::B_LOADS; ++q)
@@ -273,22 +280,49 @@ __device__ __forceinline__ void sliced_gemm_block(
     T reg_a[Tile::A_LOADS];
     T reg_b[Tile::B_LOADS];
     auto fetch = [&](int k) {
-        const SliceEntry e = slice[k];  // block-uniform
-        const int ih = ih0 + e.dy;
-        const int iw = iw0 + e.dx;
-        const bool ok = a_valid && in_range(ih, a.Hs) && in_range(iw, a.Ws);
-        unsigned mask = e.chunk == last_chunk ? tail_mask : full_mask;
-        if (!ok) mask &= ~A_BITS;
-        const char* pa = reinterpret_cast<const char*>(
-            a_base + e.chunk * a_chunk_step + (ok ? ih * a.Ws + iw : 0));
+        if constexpr (PACKED) {
+            // Few channels: each of the slice's BK rows has its own entry (channel,
+            // tap, weight offset; woff < 0: a padding row, 0 from both operands).
+            const SliceEntry* rows = slice + k * BK;
 #pragma unroll
-        for (int q = 0; q < Tile::A_LOADS; ++q)
-            reg_a[q] = (mask >> q & 1u) ? __ldg(reinterpret_cast<const T*>(pa + a_off[q])) : T(0);
-        const char* pb = reinterpret_cast<const char*>(b_ptr + e.woff);
+            for (int q = 0; q < Tile::A_LOADS; ++q) {
+                const SliceEntry e = rows[a_r + q * Tile::A_STEP];
+                const int ih = ih0 + e.dy;
+                const int iw = iw0 + e.dx;
+                const bool ok = a_valid && e.woff >= 0 && in_range(ih, a.Hs) &&
+                                in_range(iw, a.Ws);
+                reg_a[q] = ok ? __ldg(a_base + static_cast<long long>(e.chunk) * HWs +
+                                      (ih * a.Ws + iw))
+                              : T(0);
+            }
+            const int woff = rows[b_r].woff;
+            const char* pb = reinterpret_cast<const char*>(b_ptr + (woff >= 0 ? woff : 0));
 #pragma unroll
-        for (int q = 0; q < Tile::B_LOADS; ++q)
-            reg_b[q] = (mask >> (16 + q) & 1u) ? __ldg(reinterpret_cast<const T*>(pb + b_off[q]))
-                                               : T(0);
+            for (int q = 0; q < Tile::B_LOADS; ++q)
+                reg_b[q] = (woff >= 0 && (full_mask >> (16 + q) & 1u))
+                               ? __ldg(reinterpret_cast<const T*>(pb + b_off[q]))
+                               : T(0);
+        } else {
+            const SliceEntry e = slice[k];  // block-uniform
+            const int ih = ih0 + e.dy;
+            const int iw = iw0 + e.dx;
+            const bool ok = a_valid && in_range(ih, a.Hs) && in_range(iw, a.Ws);
+            unsigned mask = e.chunk == last_chunk ? tail_mask : full_mask;
+            if (!ok) mask &= ~A_BITS;
+            const char* pa = reinterpret_cast<const char*>(
+                a_base + e.chunk * a_chunk_step + (ok ? ih * a.Ws + iw : 0));
+#pragma unroll
+            for (int q = 0; q < Tile::A_LOADS; ++q)
+                reg_a[q] = (mask >> q & 1u)
+                               ? __ldg(reinterpret_cast<const T*>(pa + a_off[q]))
+                               : T(0);
+            const char* pb = reinterpret_cast<const char*>(b_ptr + e.woff);
+#pragma unroll
+            for (int q = 0; q < Tile::B_LOADS; ++q)
+                reg_b[q] = (mask >> (16 + q) & 1u)
+                               ? __ldg(reinterpret_cast<const T*>(pb + b_off[q]))
+                               : T(0);
+        }
     };
     auto stash = [&](int stage) {
 #pragma unroll

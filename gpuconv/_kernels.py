@@ -60,6 +60,9 @@ def _conv_pass_instances(pass_name: str) -> tuple[str, ...]:
         names.append(conv_kernel_name(pass_name, "tiled", ctype, CONV_TILED_TILE))
         for tile in CONV_REGBLOCK_TILES[ctype]:
             names.append(conv_kernel_name(pass_name, "tiled_regblock", ctype, tile))
+            # packed slices (fewer than 8 reduction channels): PACKED = true
+            names.append(conv_kernel_name(pass_name, "tiled_regblock", ctype,
+                                          (*tile, "true")))
         # the ordered second stage of a split-K tiled_regblock plan
         names.append(conv_kernel_name(pass_name, "split_reduce", ctype))
     return tuple(names)

@@ -359,10 +359,57 @@ def _phase_taps(ph: int, pt: int, K: int, d: int, s: int) -> list[tuple[int, int
             if (ph + pt - k * d) % s == 0]
 
 
+def sliced_packed(p: Conv2dProblem, pass_name: str) -> bool:
+    """Whether the ``tiled_regblock`` slices of a pass are packed: fewer than
+    :data:`REGBLOCK_BK` reduction channels per group (``C/groups`` forward,
+    ``K/groups`` input gradient), so a slice holds BK consecutive (channel, tap)
+    terms instead of BK channels of one tap (mostly padding)."""
+    return (p.Cg if pass_name == "forward" else p.Kg) < REGBLOCK_BK
+
+
+def _sliced_groups(p: Conv2dProblem, pass_name: str):
+    """Per launch of a sliced plan: its grid ``(Ho, Wo, ah, bh, aw, bw, osh, oph,
+    osw, opw)`` (``None`` for an empty phase) and its taps ``(tap, dy, dx)``."""
+    (sh, sw), (dh, dw) = p.stride, p.dilation
+    pt, _, pl, _ = p.padding
+    if pass_name == "forward":
+        taps = [(kh * p.KW + kw, kh * dh, kw * dw)
+                for kh in range(p.KH) for kw in range(p.KW)]
+        return [((p.OH, p.OW, sh, -pt, sw, -pl, 1, 0, 1, 0), taps)]
+    if pass_name != "backward_input":
+        raise ValueError(f"no sliced plan for pass {pass_name!r}")
+    out = []
+    for ph in range(sh):
+        for pw in range(sw):
+            taps = [(kh * p.KW + kw, dy, dx)
+                    for kh, dy in _phase_taps(ph, pt, p.KH, dh, sh)
+                    for kw, dx in _phase_taps(pw, pl, p.KW, dw, sw)]
+            Ho, Wo = len(range(ph, p.H, sh)), len(range(pw, p.W, sw))
+            grid = (Ho, Wo, 1, 0, 1, 0, sh, ph, sw, pw) if Ho and Wo else None
+            out.append((grid, taps))
+    return out
+
+
+def _sliced_rows(p: Conv2dProblem, pass_name: str, taps: list) -> list:
+    """The table rows of one launch: one per slice, or (packed) one per term padded
+    to a multiple of BK with ``woff = -1`` rows."""
+    cred = p.Cg if pass_name == "forward" else p.Kg
+    KHKW = p.KH * p.KW
+    c_stride = KHKW if pass_name == "forward" else p.Cg * KHKW
+    bk = REGBLOCK_BK
+    if sliced_packed(p, pass_name):
+        rows = [(ch, dy, dx, ch * c_stride + t) for ch in range(cred)
+                for t, dy, dx in taps]
+        return rows + [(0, 0, 0, -1)] * (-len(rows) % bk)
+    return [(chunk, dy, dx, chunk * bk * c_stride + t)
+            for chunk in range(-(-cred // bk)) for t, dy, dx in taps]
+
+
 def sliced_phases(p: Conv2dProblem, pass_name: str) -> tuple[SlicedPhase, ...]:
     """The launches of a ``tiled_regblock`` forward (one) or input gradient (one
     per output phase of the stride with any pixel: ``sh*sw`` at most; a phase no
-    tap reaches has no slices, its launch writes zeros).
+    tap reaches has no slices, its launch writes zeros). ``offset`` counts table
+    rows (BK rows per slice when packed), ``count`` slices.
 
     Examples
     --------
@@ -374,36 +421,25 @@ def sliced_phases(p: Conv2dProblem, pass_name: str) -> tuple[SlicedPhase, ...]:
     ...  sliced_phases(p, "backward_input")]
     [(3, 3, 0, 0, 1), (3, 2, 0, 1, 2), (2, 3, 1, 0, 2), (2, 2, 1, 1, 4)]
     """
-    (sh, sw), (dh, dw) = p.stride, p.dilation
-    pt, _, pl, _ = p.padding
-    if pass_name == "forward":
-        chunks = -(-p.Cg // REGBLOCK_BK)
-        return (SlicedPhase(p.OH, p.OW, sh, -pt, sw, -pl, 1, 0, 1, 0, 0,
-                            chunks * p.KH * p.KW),)
-    if pass_name != "backward_input":
-        raise ValueError(f"no sliced plan for pass {pass_name!r}")
-    chunks = -(-p.Kg // REGBLOCK_BK)
+    per_slice = REGBLOCK_BK if sliced_packed(p, pass_name) else 1
     phases = []
     offset = 0
-    for ph in range(sh):
-        rows = _phase_taps(ph, pt, p.KH, dh, sh)
-        for pw in range(sw):
-            cols = _phase_taps(pw, pl, p.KW, dw, sw)
-            Ho, Wo = len(range(ph, p.H, sh)), len(range(pw, p.W, sw))
-            count = chunks * len(rows) * len(cols)
-            if Ho and Wo:
-                phases.append(SlicedPhase(Ho, Wo, 1, 0, 1, 0, sh, ph, sw, pw, offset,
-                                          count))
-            offset += count
+    for grid, taps in _sliced_groups(p, pass_name):
+        rows = len(_sliced_rows(p, pass_name, taps))
+        if grid is not None:
+            phases.append(SlicedPhase(*grid, offset, rows // per_slice))
+        offset += rows
     return tuple(phases)
 
 
 def slice_table(p: Conv2dProblem, pass_name: str) -> np.ndarray:
     """The ``SliceEntry`` table (``implicit_gemm.cuh``) of every launch of
-    :func:`sliced_phases`, phase after phase: int32 ``(slices, 4)`` rows ``(chunk,
-    dy, dx, woff)``, chunk-major then taps in ``(kh, kw)`` order; ``woff = chunk *
-    BK * c_stride + kh*KW + kw`` (``c_stride``: ``KH*KW`` forward, ``C/groups*KH*KW``
-    input gradient).
+    :func:`sliced_phases`, phase after phase: int32 rows ``(chunk, dy, dx, woff)``,
+    one per slice, chunk-major then taps in ``(kh, kw)`` order, ``woff = chunk * BK
+    * c_stride + kh*KW + kw`` (``c_stride``: ``KH*KW`` forward, ``C/groups*KH*KW``
+    input gradient); packed (:func:`sliced_packed`): one row ``(channel, dy, dx,
+    channel*c_stride + kh*KW + kw)`` per term, channel-major, padded with ``woff =
+    -1`` rows to a multiple of BK per launch.
 
     Examples
     --------
@@ -412,29 +448,13 @@ def slice_table(p: Conv2dProblem, pass_name: str) -> np.ndarray:
     >>> p = normalize_conv2d((1, 9, 4, 4), (2, 9, 1, 2), [np.float32], dilation=3)
     >>> slice_table(p, "forward").tolist()
     [[0, 0, 0, 0], [0, 0, 3, 1], [1, 0, 0, 16], [1, 0, 3, 17]]
+    >>> q = normalize_conv2d((1, 3, 4, 4), (2, 3, 1, 2), [np.float32], dilation=3)
+    >>> slice_table(q, "forward")[:, 3].tolist()  # 6 terms, 2 padding rows
+    [0, 1, 2, 3, 4, 5, -1, -1]
     """
-    (sh, sw), (dh, dw) = p.stride, p.dilation
-    pt, _, pl, _ = p.padding
-    KHKW = p.KH * p.KW
     rows: list[tuple[int, int, int, int]] = []
-    if pass_name == "forward":
-        taps = [(kh * p.KW + kw, kh * dh, kw * dw)
-                for kh in range(p.KH) for kw in range(p.KW)]
-        for chunk in range(-(-p.Cg // REGBLOCK_BK)):
-            rows += [(chunk, dy, dx, chunk * REGBLOCK_BK * KHKW + t)
-                     for t, dy, dx in taps]
-    elif pass_name == "backward_input":
-        c_stride = p.Cg * KHKW
-        for ph in range(sh):
-            for pw in range(sw):
-                taps = [(kh * p.KW + kw, dy, dx)
-                        for kh, dy in _phase_taps(ph, pt, p.KH, dh, sh)
-                        for kw, dx in _phase_taps(pw, pl, p.KW, dw, sw)]
-                for chunk in range(-(-p.Kg // REGBLOCK_BK)):
-                    rows += [(chunk, dy, dx, chunk * REGBLOCK_BK * c_stride + t)
-                             for t, dy, dx in taps]
-    else:
-        raise ValueError(f"no sliced plan for pass {pass_name!r}")
+    for _, taps in _sliced_groups(p, pass_name):
+        rows += _sliced_rows(p, pass_name, taps)
     table = np.array(rows, dtype=np.int32).reshape(-1, 4)
     if not len(table):  # keep a valid (never read) buffer
         table = np.zeros((1, 4), dtype=np.int32)
@@ -551,6 +571,7 @@ def _regblock_launches(
                 "tiled_regblock; use algorithm='tiled' or 'naive'"
             )
     phases = sliced_phases(p, pass_name)
+    kernel_tile = (*tile, "true") if sliced_packed(p, pass_name) else tile
     resident = regblock_blocks_per_sm(tile, p.compute_dtype)
     base = max(-(-p.N * ph.Ho * ph.Wo // bm) for ph in phases) * -(-ng // bn)
     splits = regblock_splits(base * p.groups, kr, resident, sm_count)
@@ -566,7 +587,7 @@ def _regblock_launches(
         per, extra = divmod(ph.count, splits)
         launches.append(Launch(
             source=SOURCES[pass_name],
-            kernel=conv_kernel_name(pass_name, "tiled_regblock", ct, tile),
+            kernel=conv_kernel_name(pass_name, "tiled_regblock", ct, kernel_tile),
             grid=_blocks_1d(m_tiles * n_tiles * p.groups * splits,
                             f"conv2d {pass_name} regblock"),
             block=(tx * ty, 1, 1),
