@@ -38,9 +38,13 @@
 //                   reduction (thread t loads term t % BK: consecutive ow, i.e.
 //                   consecutive addresses of gy and, for stride 1, of x), unlike the
 //                   forward main loop whose reduction is along the channels. Each
-//                   thread's term is advanced incrementally (no 64-bit division in the
-//                   loop); each column's (c, kh*dh, kw*dw) is decoded once per block.
-//                   Blocks of column tile 0 also sum their gy slice rows (the bias).
+//                   thread's term (n, oh, ow) advances by counters and two
+//                   multiply-shift divisions (FastDiv: no division instruction, no
+//                   data-dependent loop); each column's (c, kh*dh, kw*dw) and byte
+//                   offset, and each row's, are decoded once per block. Two slices
+//                   per loop trip (literal shared-memory stages). The bias (blocks
+//                   of column tile 0): each thread sums the gy values it gathers,
+//                   then the BK partial sums of a row are added in order.
 //   reduce          The second, deterministic stage of the split-K variants: one
 //                   thread per gw (and gb) element sums its `splits` partial results
 //                   from the workspace in split order 0, 1, ..., splits-1.
@@ -58,7 +62,8 @@
 // bit-identical results. The variants sum in different orders (regblock and tiled by
 // split and lane), so on random floats they agree to rounding, and bit for bit on
 // small-integer inputs (exact sums); naive and tiled_regblock with one split use the
-// same order (n, oh, ow, one fma each) and agree bit for bit on any finite input.
+// same order for gw (n, oh, ow, one fma each) and agree bit for bit on any finite
+// input (gb: every BK-th term per thread, then the BK partial sums: to rounding).
 //
 // Other padding modes: the op pads x once (conv2d_pad.cu) and runs these kernels on
 // the padded problem (pads 0); the weight gradient needs no fold.
