@@ -151,7 +151,7 @@ __global__ void conv2d_backward_input_tiled(
 
 // ---------------------------------------------------------------------------------
 // tiled_regblock: the sliced implicit GEMM of implicit_gemm.cuh (its header gives the
-// operands, the tap table and the summation order). Block THREADS = TX*TY, static
+// operands, the slice table and the summation order). Block THREADS = TX*TY, static
 // shared memory; grid, 1-D: m_tiles * n_tiles * groups * splits blocks (m fastest).
 // With splits > 1, split s writes its partial result to dst + s*split_stride and
 // conv2d_backward_input_split_reduce adds the splits in order.
