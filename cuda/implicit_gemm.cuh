@@ -389,10 +389,22 @@ template <typename T>
 __device__ __forceinline__ void split_reduce(
     const T* __restrict__ part, const T* __restrict__ bias, T* __restrict__ out,
     int splits, int channels, int plane, int has_bias, long long total) {
+    // The bias channel of element idx is (idx / plane) % channels: in 32-bit
+    // arithmetic while idx fits (the usual case; a 64-bit division is several times
+    // the instructions), else in 64 bits.
+    const bool small = total <= 0x7fffffffLL;
     for (long long idx = global_thread_index(); idx < total; idx += grid_stride()) {
         T acc = part[idx];
         for (int sp = 1; sp < splits; ++sp) acc = acc + part[sp * total + idx];
-        if (has_bias) acc = acc + bias[(idx / plane) % channels];
+        if (has_bias) {
+            int c;
+            if (small) {
+                c = (static_cast<int>(idx) / plane) % channels;
+            } else {
+                c = static_cast<int>((idx / plane) % channels);
+            }
+            acc = acc + bias[c];
+        }
         out[idx] = acc;
     }
 }
