@@ -19,6 +19,15 @@ speed-up is ``t(1 worker) / t(2 workers)``.
 Measured numbers depend on what else runs on the machine: on a shared 2-core box
 the speed-up is indicative only (the script prints the load average before and
 after).
+
+CuPy chunks (``--op convolve2d``; runs only where CuPy has a device, or with
+``--null-device`` on the stand-in CuPy whose kernels do nothing, a CPU proxy of the
+host cost): the image as one CuPy array, ``da.from_array(x, chunks=...,
+asarray=False, name=False)`` (``name=False``: Dask would otherwise tokenise the
+device array by pickling it, about 1 s for 1 GiB), then the chunked call with the
+local ``sync`` and ``threads`` schedulers: the first call (graph, plans, kernel
+loads) and the median of the later ones, next to the whole-array call, and the
+task count. ``--cupy-only`` skips the cluster rows.
 """
 
 from __future__ import annotations
@@ -53,7 +62,74 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--json", default=None, help="write the rows to this file")
+    ap.add_argument("--cupy-only", action="store_true",
+                    help="only the CuPy-chunk rows (no cluster)")
+    ap.add_argument("--null-device", action="store_true",
+                    help="CuPy-chunk rows on the stand-in CuPy with a null device "
+                    "(host cost only; any machine)")
     return ap.parse_args(argv)
+
+
+def run_cupy(args: argparse.Namespace, cp, backend: str) -> list[dict]:
+    """CuPy-chunk rows of ``--op convolve2d``: whole-array call vs chunked, with
+    the local ``sync`` and ``threads`` schedulers."""
+    import dask
+    import dask.array as da
+
+    import gpuconv
+    import gpuconv.dask as gd
+
+    if args.kernel is None:
+        args.kernel = 15
+    rng = np.random.default_rng(0)
+    host = rng.standard_normal((args.size, args.size), dtype=np.float32)
+    x = cp.asarray(host.astype(args.dtype))
+    k = cp.asarray(rng.standard_normal((args.kernel, args.kernel)).astype(args.dtype))
+    sync = cp.cuda.Device().synchronize
+    opts = dict(mode="same", boundary="symm")
+
+    def timed(fn):
+        t0 = time.perf_counter()
+        out = fn()
+        sync()
+        return time.perf_counter() - t0, out
+
+    whole_times = []
+    for _ in range(args.repeats + 1):
+        t, want = timed(lambda: gpuconv.convolve2d(x, k, **opts))
+        whole_times.append(t)
+    whole = statistics.median(whole_times[1:])
+
+    def chunked():
+        dx = da.from_array(x, chunks=args.chunk, asarray=False, name=False)
+        return gd.convolve2d(dx, k, **opts).compute()
+
+    work = (f"{args.size}x{args.size} {args.dtype} CuPy array, {args.kernel}x"
+            f"{args.kernel} 'same' symm, chunks {args.chunk}^2")
+    tasks = len(dict(gd.convolve2d(da.from_array(x, chunks=args.chunk, asarray=False,
+                                                 name=False), k, **opts)
+                     .__dask_graph__()))
+    rows = []
+    for sched in ("sync", "threads"):
+        with dask.config.set(scheduler=sched):
+            first, got = timed(chunked)
+            err = None  # the null device computes nothing: nothing to compare
+            if backend != "null-device":
+                err = float(abs(cp.asnumpy(got) - cp.asnumpy(want)).max())
+            if err is not None and not err <= 1e-3 * max(
+                    1.0, float(abs(cp.asnumpy(want)).max())):
+                raise SystemExit(f"CuPy chunks ({sched}) differ from the whole "
+                                 f"array by {err}")
+            times = [timed(chunked)[0] for _ in range(args.repeats)]
+        med = statistics.median(times)
+        rows.append({"workers": f"local {sched}", "backend": backend,
+                     "median_s": med, "times_s": times, "first_s": first,
+                     "whole_s": whole, "ratio_to_whole": med / whole,
+                     "tasks": tasks, "max_err": err, "work": work})
+        print(f"CuPy chunks ({backend}, {sched}): first {first * 1e3:.1f} ms, then "
+              f"median {med * 1e3:.1f} ms = {med / whole:.1f}x the whole-array call "
+              f"({whole * 1e3:.2f} ms); {tasks} tasks", flush=True)
+    return rows
 
 
 def _problem(args: argparse.Namespace):
@@ -161,10 +237,25 @@ def main(argv: list[str] | None = None) -> int:
           f"{platform.processor() or platform.machine()}, Python "
           f"{sys.version.split()[0]}; load average before: "
           f"{', '.join(f'{v:.2f}' for v in load0)}", flush=True)
-    rows = run(args)
+    rows = [] if args.cupy_only or args.null_device else run(args)
+    if args.op == "convolve2d":
+        if args.null_device:
+            from gpuconv._null_device import null_cuda
+
+            with null_cuda() as dev:
+                rows += run_cupy(args, dev.xp, "null-device")
+        else:
+            from gpuconv import _backend
+
+            cp = _backend.cupy_module()
+            if cp is not None:
+                rows += run_cupy(args, cp, "cuda")
+            else:
+                print(f"no CuPy-chunk rows: {_backend.cuda_unavailable_reason()}")
     by = {r["workers"]: r["median_s"] for r in rows}
     load1 = os.getloadavg()
-    print(f"work: {rows[0]['work']}")
+    if rows:
+        print(f"work: {rows[0]['work']}")
     if 1 in by and 2 in by:
         print(f"speed-up 1 -> 2 workers: {by[1] / by[2]:.2f}x")
     print(f"load average after: {', '.join(f'{v:.2f}' for v in load1)}")

@@ -26,6 +26,22 @@ A case or a side that fails (an exception, or an output that fails validation an
 is then not timed) is recorded as a row with an ``error`` and the benchmark goes
 on; the exit status is then 1.
 
+Extra suites (after the float32 suite; ``--quick`` runs one case of each):
+
+- ``filter2d/<variant>/<n>x<n>/k<k>/<dtype>``: float64 and complex64 images (4096²,
+  8192², k = 3, 5, 7, 9), gpuconv ``auto`` and ``tiled`` against
+  ``cupyx.scipy.ndimage.convolve`` (``mode='constant'``, the same 'same'/fill-0
+  result for odd k) and ``cupyx.scipy.signal.convolve2d``; floor = 2 * itemsize
+  bytes per pixel.
+- ``filter2d_rank1/<variant>/<n>x<n>/k<k>/float32``: a Gaussian (rank-1) kernel,
+  k = 5, 9, 15, 31 at 4096² and 8192²: ``auto``, the 2-D ``tiled`` kernel, the two
+  1-D passes (``separable``) and ``fft``, against ``cupyx.scipy.ndimage.convolve``:
+  the rows that calibrate :func:`gpuconv._plan_filter.separable_seconds`.
+- ``convolve1d/<variant>/n<N>/k<k>/float32``: ``gpuconv.convolve`` and
+  ``gpuconv.correlate`` ('same') against ``cupy.convolve``/``cupy.correlate``,
+  signals of 1e6, 1e7, 1e8 samples, kernels of 3 to 10 000 taps (``auto``, i.e.
+  direct or FFT as the cost model picks; target: ours at most 0.5x CuPy's time).
+
 Standalone (``--json`` is rewritten after every case, so a run cut short by a time
 limit still leaves the rows measured so far)::
 
@@ -71,6 +87,16 @@ FLOOR_BYTES_PER_PX = 8  # float32 in + out
 FLOOR_TARGET = 0.70  # share of the memory floor, k <= 9
 CUPYX_DIRECT_TARGET = 0.2  # ours / cupyx.convolve2d time (>= 5x faster)
 CUPYX_FFT_TARGET = 1.0  # ours / cupyx.fftconvolve time at k >= 15
+DTYPE_SIZES = (4096, 8192)
+DTYPE_KSIZES = (3, 5, 7, 9)
+EXTRA_DTYPES = ("float64", "complex64")
+NDIMAGE_TARGET = 1.0  # ours / cupyx.ndimage.convolve time: never slower
+SIGNAL_SIZES = (10**6, 10**7, 10**8)
+SIGNAL_TAPS = (3, 31, 301, 3001, 10000)
+CUPY_1D_TARGET = 0.5  # ours / cupy.convolve time (>= 2x faster)
+RANK1_KSIZES = (5, 9, 15, 31)
+QUICK_EXTRA = (("2d", "float64", 4096, 3), ("2d", "complex64", 4096, 3),
+               ("rank1", "float32", 4096, 15), ("1d", "float32", 10**7, 31))
 
 
 def _rel_err(cp: Any, ours: Any, ref: Any) -> float:
@@ -126,6 +152,205 @@ def run_filter_bench(quick: bool = False, repeats: int | None = None,
         if sink is not None:
             sink(case_rows)
         cp.get_default_memory_pool().free_all_blocks()
+    extra = [("2d", dt, n, k) for dt in EXTRA_DTYPES for n in DTYPE_SIZES
+             for k in DTYPE_KSIZES]
+    extra += [("rank1", "float32", n, k) for n in DTYPE_SIZES for k in RANK1_KSIZES]
+    extra += [("1d", "float32", n, k) for n in SIGNAL_SIZES for k in SIGNAL_TAPS]
+    if quick:
+        extra = list(QUICK_EXTRA)
+    for kind, dt, n, k in extra:
+        if progress:
+            print(f"[filter bench] {kind} {dt} n={n} k={k}", file=sys.stderr,
+                  flush=True)
+        bench = {"2d": _bench_dtype_case, "rank1": _bench_rank1_case,
+                 "1d": _bench_1d_case}[kind]
+        try:
+            case_rows = bench(cp, rng, n, k, dt, bw, min_rep, base, budget_s)
+        except Exception as exc:  # one bad case must not end the run
+            case_rows = [{**base, "dtype": dt, "n": n, "k": k,
+                          "case": f"{kind}/-/{n}/k{k}/{dt}",
+                          "error": f"{type(exc).__name__}: {exc}",
+                          "error_kind": "exception"}]
+        rows += case_rows
+        if sink is not None:
+            sink(case_rows)
+        cp.get_default_memory_pool().free_all_blocks()
+    return rows
+
+
+def _timed_rows(cp: Any, case: str, ours: dict[str, Callable[[], Any]],
+                peers: dict[str, Callable[[], Any]], ref: Any, limit: float,
+                px: float, floor_s: float, target: float, extra: dict[str, Any],
+                timing: dict[str, Any]) -> list[dict[str, Any]]:
+    """Validate and time ``ours`` and ``peers``; one row per (ours, peer) pair."""
+    peer_t: dict[str, float] = {}
+    peer_err: dict[str, str] = {}
+    for name, fn in peers.items():
+        try:
+            err = _rel_err(cp, fn(), ref)
+            if err > max(limit, 1e-4):
+                raise RuntimeError(f"disagrees with the reference: {err:.3g}")
+            peer_t[name] = time_gpu(cp, fn, **timing)[0]
+        except Exception as exc:  # our rows go on without this peer
+            peer_err[name] = f"{type(exc).__name__}: {exc}"
+    rows: list[dict[str, Any]] = []
+    for variant, fn in ours.items():
+        row = {**extra, "case": case.format(variant=variant), "variant": variant,
+               "err_limit": limit}
+        try:
+            err = _rel_err(cp, fn(), ref)
+            if not err <= limit:
+                rows.append({**row, "max_err": err, "validation_failed": True,
+                             "error_kind": "validation",
+                             "error": f"validation failed: error {err:.3g} > "
+                                      f"{limit:.3g}; not timed"})
+                continue
+            med, mn, reps = time_gpu(cp, fn, **timing)
+        except Exception as exc:
+            rows.append({**row, "error": f"{type(exc).__name__}: {exc}",
+                         "error_kind": "exception"})
+            continue
+        row.update({"median_s": med, "min_s": mn, "repeats": reps,
+                    "rate": px / med / 1e9, "gpx_s": px / med / 1e9,
+                    "mem_floor_share": floor_s / med, "max_err": err})
+        if not peer_t:
+            rows.append({**row, "peer": None, "peer_median_s": None, "ratio": None,
+                         "target_ratio": None, "meets_target": None,
+                         "peer_error": "; ".join(f"{p}: {e}"
+                                                 for p, e in peer_err.items())
+                         or "no peer"})
+        for peer, pmed in peer_t.items():
+            rows.append({**row, "peer": peer, "peer_median_s": pmed,
+                         "ratio": med / pmed, "peer_rate": px / pmed / 1e9,
+                         "target_ratio": target,
+                         "meets_target": med / pmed <= target})
+    return rows
+
+
+def _bench_dtype_case(cp: Any, rng: np.random.Generator, n: int, k: int,
+                      dtype: str, bw: float, min_rep: int, base: dict[str, Any],
+                      budget_s: float = 0.3) -> list[dict[str, Any]]:
+    """float64 / complex64 'same' fill rows against cupyx ndimage and signal."""
+    import gpuconv
+    from gpuconv import _gpu_filter
+
+    dt = np.dtype(dtype)
+    xr = rng.standard_normal((n, n))
+    wr = rng.standard_normal((k, k))
+    if dt.kind == "c":
+        xr = xr + 1j * rng.standard_normal((n, n))
+        wr = wr + 1j * rng.standard_normal((k, k))
+    x = cp.asarray(xr.astype(dt))
+    w = cp.asarray(wr.astype(dt))
+    fp = same_fill_problem(n, n, k, k, dt)
+    x3 = x.reshape(1, n, n)
+    wf3 = cp.ascontiguousarray(w[::-1, ::-1]).reshape(1, k, k)
+    px = float(n * n)
+    ref = _gpu_filter.correlate2d(x3, wf3, fp, "naive")[0]
+    peers: dict[str, Callable[[], Any]] = {}
+    try:
+        import cupyx.scipy.ndimage as cpn
+
+        peers["cupyx.scipy.ndimage.convolve"] = lambda: cpn.convolve(
+            x, w, mode="constant", cval=0.0)
+    except ImportError:  # a peer missing: our rows go on
+        pass
+    try:
+        import cupyx.scipy.signal as cps
+
+        peers["cupyx.scipy.signal.convolve2d"] = lambda: cps.convolve2d(
+            x, w, mode="same")
+    except ImportError:
+        pass
+    ours = {
+        "auto": lambda: gpuconv.convolve2d(x, w, mode="same"),
+        "tiled": lambda: _gpu_filter.correlate2d(x3, wf3, fp, "tiled")[0],
+    }
+    limit = (1e-12 if dt == np.float64 else 1e-5) * k
+    extra = {**base, "dtype": dt.name, "shape": f"{n}x{n} k={k}", "n": n, "k": k,
+             "l2": "exceeds L2"}
+    timing = {"warmup": 2, "min_repeats": min_rep, "max_repeats": 200,
+              "budget_s": budget_s}
+    floor_s = 2 * dt.itemsize * px / bw
+    rows = _timed_rows(cp, f"filter2d/{{variant}}/{n}x{n}/k{k}/{dt.name}", ours,
+                       peers, ref, limit, px, floor_s, NDIMAGE_TARGET, extra, timing)
+    from gpuconv._plan_filter import choose_algorithm
+
+    for r in rows:  # what bench/calibrate.py reads (the float64 FLOP cost)
+        r["algorithm"] = (choose_algorithm(fp, "auto") if r["variant"] == "auto"
+                          else r["variant"])
+    return rows
+
+
+def _bench_rank1_case(cp: Any, rng: np.random.Generator, n: int, k: int,
+                      dtype: str, bw: float, min_rep: int, base: dict[str, Any],
+                      budget_s: float = 0.3) -> list[dict[str, Any]]:
+    """A Gaussian (rank-1) kernel: 2-D tiled vs the two 1-D passes vs the FFT."""
+    import gpuconv
+    from gpuconv import _gpu_filter
+
+    dt = np.dtype(dtype)
+    g = np.exp(-np.linspace(-2.0, 2.0, k) ** 2)
+    x = cp.asarray(rng.standard_normal((n, n)).astype(dt))
+    w = cp.asarray(np.multiply.outer(g, g).astype(dt))
+    fp = same_fill_problem(n, n, k, k, dt)
+    x3 = x.reshape(1, n, n)
+    wf3 = cp.ascontiguousarray(w[::-1, ::-1]).reshape(1, k, k)
+    px = float(n * n)
+    ref = _gpu_filter.correlate2d(x3, wf3, fp, "naive")[0]
+    peers: dict[str, Callable[[], Any]] = {}
+    try:
+        import cupyx.scipy.ndimage as cpn
+
+        peers["cupyx.scipy.ndimage.convolve"] = lambda: cpn.convolve(
+            x, w, mode="constant", cval=0.0)
+    except ImportError:
+        pass
+    ours = {
+        "auto": lambda: gpuconv.convolve2d(x, w, mode="same"),
+        "tiled": lambda: _gpu_filter.correlate2d(x3, wf3, fp, "tiled")[0],
+        "separable": lambda: _gpu_filter.correlate2d(x3, wf3, fp, "separable")[0],
+        "fft": lambda: _gpu_filter.correlate2d(x3, wf3, fp, "fft")[0],
+    }
+    # "size", not "n": bench/calibrate.py fits the 2-D algorithms on rows with "n"
+    extra = {**base, "dtype": dt.name, "shape": f"{n}x{n} k={k}", "size": n, "k": k,
+             "kernel": "gaussian rank 1", "l2": "exceeds L2"}
+    timing = {"warmup": 2, "min_repeats": min_rep, "max_repeats": 200,
+              "budget_s": budget_s}
+    floor_s = 2 * dt.itemsize * px / bw
+    return _timed_rows(cp, f"filter2d_rank1/{{variant}}/{n}x{n}/k{k}/{dt.name}",
+                       ours, peers, ref, 1e-4, px, floor_s, NDIMAGE_TARGET, extra,
+                       timing)
+
+
+def _bench_1d_case(cp: Any, rng: np.random.Generator, n: int, k: int, dtype: str,
+                   bw: float, min_rep: int, base: dict[str, Any],
+                   budget_s: float = 0.3) -> list[dict[str, Any]]:
+    """1-D 'same' convolve/correlate rows against cupy.convolve/cupy.correlate."""
+    import gpuconv
+
+    dt = np.dtype(dtype)
+    a = cp.asarray(rng.standard_normal(n).astype(dt))
+    v = cp.asarray(rng.standard_normal(k).astype(dt))
+    px = float(n)
+    ref_c = cp.convolve(a.astype(cp.float64), v.astype(cp.float64), mode="same")
+    ref_r = cp.correlate(a.astype(cp.float64), v.astype(cp.float64), mode="same")
+    timing = {"warmup": 2, "min_repeats": min_rep, "max_repeats": 200,
+              "budget_s": budget_s}
+    floor_s = 2 * dt.itemsize * px / bw
+    extra = {**base, "dtype": dt.name, "op": "convolve/correlate 1-D same",
+             "shape": f"n={n} k={k}", "size": n, "k": k}
+    limit = 1e-4
+    rows = _timed_rows(
+        cp, f"convolve1d/{{variant}}/n{n}/k{k}/{dt.name}",
+        {"auto": lambda: gpuconv.convolve(a, v, mode="same")},
+        {"cupy.convolve": lambda: cp.convolve(a, v, mode="same")},
+        ref_c, limit, px, floor_s, CUPY_1D_TARGET, extra, timing)
+    rows += _timed_rows(
+        cp, f"correlate1d/{{variant}}/n{n}/k{k}/{dt.name}",
+        {"auto": lambda: gpuconv.correlate(a, v, mode="same")},
+        {"cupy.correlate": lambda: cp.correlate(a, v, mode="same")},
+        ref_r, limit, px, floor_s, CUPY_1D_TARGET, extra, timing)
     return rows
 
 
@@ -230,12 +455,12 @@ def _bench_case(cp: Any, rng: np.random.Generator, n: int, k: int, bw: float,
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    head = f"{'case':34s} {'peer':32s} {'ms':>8s} {'peer ms':>8s} {'ratio':>6s} " \
+    head = f"{'case':44s} {'peer':32s} {'ms':>8s} {'peer ms':>8s} {'ratio':>6s} " \
            f"{'Gpx/s':>7s} {'floor%':>6s} target"
     lines = [head, "-" * len(head)]
     for r in rows:
         if "error" in r:
-            lines.append(f"{r['case']:34s} {r['error']}")
+            lines.append(f"{r['case']:44s} {r['error']}")
             continue
         tgt = ""
         if r.get("target_ratio") is not None:
@@ -248,7 +473,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
                    else f"{r['peer_median_s'] * 1e3:.3f}")
         ratio = "-" if r.get("ratio") is None else f"{r['ratio']:.3f}"
         lines.append(
-            f"{r['case']:34s} {str(r.get('peer') or '-'):32s} "
+            f"{r['case']:44s} {str(r.get('peer') or '-'):32s} "
             f"{r['median_s'] * 1e3:8.3f} {peer_ms:>8s} {ratio:>6s} {r['gpx_s']:7.1f} "
             f"{100 * r['mem_floor_share']:6.1f} {tgt}"
         )
@@ -271,7 +496,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.table:
         doc = json.loads(Path(args.table).read_text())
         rows = doc["rows"] if isinstance(doc, dict) else doc
-        rows = [r for r in rows if str(r.get("case", "")).startswith("filter2d/")]
+        rows = [r for r in rows if str(r.get("case", "")).startswith(
+            ("filter2d", "convolve1d/", "correlate1d/"))]
         print(_table(rows))
         return 0
     meta = start_run("bench_gpu_filter", argv)

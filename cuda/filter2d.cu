@@ -28,26 +28,33 @@
 //   filter2d_tiled<T, KH, KW, RY>
 //       Each block computes a TH x TW = (blockDim.y*RY) x (blockDim.x*RX) output tile;
 //       each thread an RY x RX register block (RX = 8 for 4-byte types, 4 for 8-byte,
-//       2 for complex128). Per tile:
+//       2 for complex128). Per tile (ONE barrier for an interior tile of a block's
+//       first pass, two on border tiles; one more per extra grid-stride pass):
 //         1. the kernel (KH*KW values of this batch's bk) is copied to shared memory;
 //         2. the input tile plus halo, (TH+KH-1) x (TW+KW-1), is staged in shared
-//            memory by the tile loader, which applies the boundary rule: tiles that lie
-//            inside the image take a fast path (no index maps; 128-bit global loads
-//            when the rows are 16-byte aligned, flag bit 0, stored to shared memory
-//            with one 128-bit store when the tile starts on a vector boundary, else
-//            element by element at the shift), border tiles build a row
-//            and a column index map once (boundary_index: fill/wrap/symm at any
-//            distance) and gather through them;
+//            memory once by the tile loader, which applies the boundary rule: tiles
+//            that lie inside the image take a fast path (no index maps; 128-bit
+//            global loads when the rows are 16-byte aligned, flag bit 0: the tile's
+//            (row, vector) pairs flattened over the block, each thread issuing
+//            LOAD_BATCH loads before storing any, so enough bytes are in flight to
+//            cover DRAM latency; a chunk lands in shared memory with one 128-bit
+//            store when the tile starts on a vector boundary, else element by
+//            element at the shift), border tiles build a row and a column index map
+//            once (boundary_index: fill/wrap/symm at any distance) and gather
+//            through them;
 //         3. for each kernel row a, the row of weights is hoisted into registers and
 //            each of the thread's RY output rows reads its RX+KW-1 inputs from shared
 //            memory with 128-bit loads and does RX*KW multiply-adds from registers
 //            (fully unrolled, the compiler loads each shared row once for all the
-//            (a, r) pairs that read it: 12 row loads instead of 36 for 9x9, RY = 4);
+//            (a, r) pairs that read it);
 //         4. results are stored with 128-bit stores where aligned (flag bit 1).
-//       KH, KW > 0: compile-time kernel size (3, 5, 7, 9 square for float/double), all
-//       tap loops unrolled. KH = KW = 0: the runtime-size path (any kernel shape, no new
-//       compile): taps processed in unrolled chunks of CW = 4 columns, the last chunk
-//       guarded. RY = 4 for images, RY = 1 for short outputs (1-D signals: OH small).
+//       KH, KW > 0: compile-time kernel size (3, 5, 7, 9 square for float/double, RY =
+//       2), all tap loops unrolled; registers capped per instance by
+//       __launch_bounds__ (tile_min_blocks: 4-5 resident blocks of 256 threads per
+//       SM, spill-free, checked by tests/test_nvcc.py). KH = KW = 0: the
+//       runtime-size path (any kernel shape, no new compile): taps processed in
+//       unrolled chunks of CW = 4 columns, the last chunk guarded; RY = 4 for images,
+//       RY = 1 for short outputs (1-D signals: OH small).
 //       The registered instance set is fixed (gpuconv._kernels.KERNELS), so a new
 //       kernel shape never triggers a compile.
 //
@@ -75,6 +82,37 @@ struct TileTraits {
 };
 
 constexpr int CW = 4;  // tap chunk of the runtime-size path
+// 128-bit tile loads each thread keeps in flight: 4 in the compile-time instances
+// (the memory-bound ones); in the runtime-size path 2 for float and double (their
+// other kernel shapes, the separable passes, 1-D signals: <= 64 registers, no
+// spill) and 1 for the other types (with 2, ptxas spills 4-16 bytes in the complex64,
+// int64 and int8 instances; with 4, up to 128 registers).
+template <typename T>
+struct RuntimeLoadBatch {
+    static constexpr int value = 1;
+};
+template <>
+struct RuntimeLoadBatch<float> {
+    static constexpr int value = 2;
+};
+template <>
+struct RuntimeLoadBatch<double> {
+    static constexpr int value = 2;
+};
+template <typename T, int KHC>
+__device__ __host__ constexpr int load_batch() {
+    return KHC > 0 ? 4 : RuntimeLoadBatch<T>::value;
+}
+constexpr int TILE_MAX_THREADS = 256;  // the planner's largest block
+
+// Resident blocks of TILE_MAX_THREADS the compiler must fit per SM (register cap
+// 65536 / (256 * n)); chosen per instance so that none spills (tests/test_nvcc.py)
+// for sm_80 and sm_90. 0: no minimum (the runtime-size path keeps the compiler's
+// own choice, 29-64 registers except complex128's 80).
+template <typename T, int KHC, int RY>
+__device__ __host__ constexpr int tile_min_blocks() {
+    return KHC > 0 ? (sizeof(T) == 4 ? (KHC == 3 ? 5 : 4) : (KHC <= 7 ? 4 : 3)) : 0;
+}
 
 // v[0..N) = p[0..N); p is 16-byte aligned when VR > 1 (see the layout above).
 template <typename T, int N, int VR>
@@ -139,7 +177,8 @@ __global__ void filter2d_naive(const T* __restrict__ in, const T* __restrict__ k
 // tiled: shared-memory tile + halo, register blocking, compile-time or runtime taps
 // ------------------------------------------------------------------------------------
 template <typename T, int KHC, int KWC, int RY>
-__global__ void filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k,
+__global__ void __launch_bounds__(gcf::TILE_MAX_THREADS, (gcf::tile_min_blocks<T, KHC, RY>()))
+filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k,
                                T* __restrict__ out, int B, int H, int W, int KH_rt,
                                int KW_rt, int pad_top, int pad_left, int OH, int OW,
                                long long k_stride, int boundary, T fill, int flags) {
@@ -152,6 +191,7 @@ __global__ void filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k
     constexpr int VEC = TT::VEC;
     constexpr int VECR = TT::VECR;
     constexpr int CW = gcf::CW;
+    constexpr int LOAD_BATCH = gcf::load_batch<T, KHC>();
     const int KH = KHC > 0 ? KHC : KH_rt;
     const int KW = KWC > 0 ? KWC : KW_rt;
 
@@ -179,6 +219,7 @@ __global__ void filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k
     const int cx = tx * RX;  // tile column of this thread's first output
 
     // every loop bound below is block-uniform: all threads meet every barrier
+    bool first_tile = true;
     for (long long b = blockIdx.z; b < B; b += gridDim.z) {
         const T* inb = in + b * plane_in;
         const T* kb = k + b * k_stride;  // k_stride == 0 when one kernel serves all
@@ -187,7 +228,10 @@ __global__ void filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k
             const long long iy0 = (long long)oy0 - pad_top;  // input row of tile row 0
 
             // the previous pass's reads of s_w/s_in/maps are finished before overwrite
-            __syncthreads();
+            // (a block's first tile has no previous pass: one barrier fewer per tile
+            // when the grid covers every tile, as the planner arranges)
+            if (!first_tile) __syncthreads();
+            first_tile = false;
 
             for (int i = tid; i < KH * KW; i += nthreads) s_w[i] = kb[i];
 
@@ -197,28 +241,66 @@ __global__ void filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k
                     // 16-byte loads: W % VEC == 0 and `in` is 16-byte aligned (flag), so
                     // row starts and the aligned-down column ixa are whole vectors; the
                     // last vector ends at or before round_up(ix0 + cols, VEC) <= W.
+                    // LOAD_BATCH vectors are loaded before any is stored, so each
+                    // thread keeps LOAD_BATCH 128-bit loads in flight (DRAM latency).
+                    // (The scalar path below, W % VEC != 0 or a misaligned `in`, and
+                    // the border tiles load one element at a time.)
                     const long long ixa = ix0 / VEC * VEC;
                     const int sh = (int)(ix0 - ixa);
                     const int nvec = (sh + cols + VEC - 1) / VEC;
-                    for (int r = ty; r < rows; r += BY) {
-                        const gcf::Vec16<T>* rowv = reinterpret_cast<const gcf::Vec16<T>*>(
-                            inb + (iy0 + r) * W + ixa);
-                        T* srow = s_in + r * P;
-                        for (int q = tx; q < nvec; q += BX) {
-                            const gcf::Vec16<T> vv = rowv[q];
+                    const gcf::Vec16<T>* gbase =
+                        reinterpret_cast<const gcf::Vec16<T>*>(inb + iy0 * W + ixa);
+                    const int wv = W / VEC;  // row pitch in vectors
+                    // the (row, vector) pairs of the tile, flattened over the block so
+                    // that no lane idles on a partial row and each thread issues all
+                    // its loads in ceil(rows * nvec / (LOAD_BATCH * threads)) rounds
+                    const int total = rows * nvec;
+                    // (row, vector) of flat index i advance by nthreads per step with
+                    // one add and a compare (no division in the loop)
+                    const int dr = nthreads / nvec, dq = nthreads - dr * nvec;
+                    int r0 = tid / nvec, q0 = tid - r0 * nvec;
+                    for (int i0 = tid; i0 < total; i0 += LOAD_BATCH * nthreads) {
+                        gcf::Vec16<T> vv[LOAD_BATCH];
+                        int r = r0, q = q0;
+#pragma unroll
+                        for (int u = 0; u < LOAD_BATCH; ++u) {
+                            if (i0 + u * nthreads < total) vv[u] = gbase[(long long)r * wv + q];
+                            r += dr;
+                            q += dq;
+                            if (q >= nvec) {
+                                q -= nvec;
+                                ++r;
+                            }
+                        }
+                        r = r0;
+                        q = q0;
+#pragma unroll
+                        for (int u = 0; u < LOAD_BATCH; ++u) {
+                            if (i0 + u * nthreads >= total) break;
+                            T* srow = s_in + r * P;
                             if (VEC <= 4 && sh == 0 && q * VEC + VEC <= cols) {
                                 // the chunk lands on a 16-byte boundary of the row
                                 // (P % 4 == 0): one conflict-free 128-bit store
-                                *reinterpret_cast<gcf::Vec16<T>*>(srow + q * VEC) = vv;
+                                *reinterpret_cast<gcf::Vec16<T>*>(srow + q * VEC) = vv[u];
                             } else {
 #pragma unroll
                                 for (int e = 0; e < VEC; ++e) {
                                     const int c = q * VEC + e - sh;
-                                    if (c >= 0 && c < cols) srow[c] = vv.v[e];
+                                    if (c >= 0 && c < cols) srow[c] = vv[u].v[e];
                                 }
                             }
+                            r += dr;
+                            q += dq;
+                            if (q >= nvec) {
+                                q -= nvec;
+                                ++r;
+                            }
                         }
-                        for (int c = cols + tx; c < P; c += BX) srow[c] = zero;
+                        r0 = r;
+                        q0 = q;
+                    }
+                    for (int r = ty; r < rows; r += BY) {
+                        for (int c = cols + tx; c < P; c += BX) s_in[r * P + c] = zero;
                     }
                 } else {
                     for (int r = ty; r < rows; r += BY) {

@@ -66,8 +66,23 @@ def _demo(args: argparse.Namespace) -> int:
     return _demo.main(quick=args.quick, backend=args.backend)
 
 
+def _bench_overhead(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from gpuconv import _bench as b
+    from gpuconv import _bench_overhead as o
+
+    rows = o.run(quick=args.quick)
+    print(o.format_rows(rows))
+    if args.json:
+        b.write_json(rows, args.json, argv=["gpuconv", "bench", *argv])
+        print(f"wrote {len(rows)} rows to {args.json}")
+    return 0
+
+
 def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from gpuconv import _bench as b
+
+    if args.overhead:
+        return _bench_overhead(args, argv)
 
     plot = args.plot
     if plot:
@@ -145,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="bar chart of the ratios (needs matplotlib; skipped with a "
                     "warning without it)")
     pb.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pb.add_argument("--overhead", action="store_true",
+                    help="host cost per call on the CUDA path: on a null device "
+                    "(any machine) and, where CuPy has a GPU, wall time next to "
+                    "cupyx and PyTorch")
     return p
 
 

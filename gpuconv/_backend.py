@@ -97,14 +97,22 @@ def require_cupy() -> Any:
     return cupy
 
 
+#: Per array type: could it be a ``cupy.ndarray`` (module ``cupy*`` and a
+#: ``__cuda_array_interface__``)? Asked of the type once, not of every array.
+_CUPY_TYPES: dict[type, bool] = {np.ndarray: False}
+
+
+def _cupy_type(t: type) -> bool:
+    r = _CUPY_TYPES.get(t)
+    if r is None:
+        r = t.__module__.startswith("cupy") and hasattr(t, "__cuda_array_interface__")
+        _CUPY_TYPES[t] = r
+    return r
+
+
 def is_cupy_array(a: object) -> bool:
     """True for a ``cupy.ndarray``, checked without importing CuPy."""
-    mod = type(a).__module__
-    return (
-        mod.startswith("cupy")
-        and "cupy" in sys.modules
-        and hasattr(a, "__cuda_array_interface__")
-    )
+    return _cupy_type(type(a)) and "cupy" in sys.modules
 
 
 def array_kind(*arrays: object) -> str | None:
@@ -112,20 +120,23 @@ def array_kind(*arrays: object) -> str | None:
 
     Python scalars, lists and ``None`` count as neither kind.
     """
-    kinds = set()
+    cupy = numpy = False
     for a in arrays:
         if a is None:
             continue
-        if is_cupy_array(a):
-            kinds.add("cupy")
+        t = type(a)
+        if t is np.ndarray:
+            numpy = True
+        elif is_cupy_array(a):
+            cupy = True
         elif isinstance(a, np.ndarray) or hasattr(a, "__array__"):
-            kinds.add("numpy")
-    if len(kinds) > 1:
+            numpy = True
+    if cupy and numpy:
         raise TypeError(
             "gpuconv does not mix NumPy and CuPy arrays in one call; move them to "
             "one device first (cupy.asarray(...) or cupy.asnumpy(...))"
         )
-    return kinds.pop() if kinds else None
+    return "cupy" if cupy else ("numpy" if numpy else None)
 
 
 def select_backend(*arrays: object, backend: str | None = None) -> str:
@@ -160,7 +171,11 @@ def select_backend(*arrays: object, backend: str | None = None) -> str:
     >>> select_backend(np.ones(3), backend=None)
     'numpy'
     """
-    kind = array_kind(*arrays)
+    return select_backend_of_kind(array_kind(*arrays), backend)
+
+
+def select_backend_of_kind(kind: str | None, backend: str | None = None) -> str:
+    """:func:`select_backend` for arrays whose :func:`array_kind` is ``kind``."""
     if backend is not None:
         name = _check_name(backend, "backend")
     elif _context_backend.get() is not None:
@@ -232,11 +247,15 @@ def _to_numpy(a: Any) -> Any:
     return cupy.asnumpy(a) if cupy is not None and is_cupy_array(a) else a
 
 
+_OPS_MODULES = {"numpy": "gpuconv._cpu", "cuda": "gpuconv._gpu"}
+
+
 def backend_ops(name: str) -> Any:
     """The module implementing backend ``name`` (imported lazily)."""
-    if name == "numpy":
-        return importlib.import_module("gpuconv._cpu")
-    return importlib.import_module("gpuconv._gpu")
+    mod = sys.modules.get(_OPS_MODULES[name])
+    if mod is None:
+        mod = importlib.import_module(_OPS_MODULES[name])
+    return mod
 
 
 def info() -> dict[str, Any]:

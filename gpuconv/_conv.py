@@ -23,6 +23,7 @@ from gpuconv._conv_args import (
     normalize_conv2d,
 )
 from gpuconv._padding import pad_index
+from gpuconv._plan_cache import LRU, UNCACHED, Uncacheable, arg_key, array_key
 
 __all__ = [
     "Conv2dGrads",
@@ -69,13 +70,31 @@ class Conv2dGrads(NamedTuple):
     gb: Any
 
 
-def _arrays(*arrays: Any) -> list[Any]:
+def _arrays(*arrays: Any, kind: Any = False) -> list[Any]:
     """CuPy arrays stay; everything else becomes a NumPy array (never copied
-    needlessly, never modified)."""
-    kind = _backend.array_kind(*arrays)
+    needlessly, never modified). ``kind``: their ``array_kind`` if known."""
+    if kind is False:
+        kind = _backend.array_kind(*arrays)
     if kind == "cupy":
         return list(arrays)
-    return [None if a is None else np.asarray(a) for a in arrays]
+    return [a if a is None or type(a) is np.ndarray else np.asarray(a) for a in arrays]
+
+
+#: Validated conv2d calls (:mod:`gpuconv._plan_cache`): the key is the function,
+#: the arrays' types, shapes and dtypes and every other argument except
+#: ``backend``; the value what the checks return for them. Every new argument of
+#: the public functions must go into the key.
+_CALLS = LRU("conv2d calls")
+
+
+def _call_key(
+    fn: str, arrays: tuple[Any, ...], args: tuple[Any, ...], needs: Any = None
+) -> Any:
+    try:
+        nk = None if needs is None else _needs_key(needs)
+        return (fn, tuple(map(array_key, arrays)), tuple(map(arg_key, args)), nk)
+    except (Uncacheable, AttributeError):
+        return UNCACHED
 
 
 def _xp(name: str) -> Any:
@@ -87,7 +106,7 @@ def _dtypes(*arrays: Any) -> list[np.dtype]:
 
 
 def _cast(a: Any, dtype: np.dtype) -> Any:
-    return None if a is None else a.astype(dtype, copy=False)
+    return a if a is None or a.dtype == dtype else a.astype(dtype)
 
 
 def _batched(a: Any, p: Conv2dProblem) -> Any:
@@ -184,14 +203,22 @@ def conv2d(
     array([[ 1.,  1.],
            [-1., -1.]])
     """
-    x, w, bias = _arrays(x, w, bias)
-    p = normalize_conv2d(
-        _shape_of(x, "x"), _shape_of(w, "w"), _dtypes(x, w, bias),
-        stride=stride, padding=padding, dilation=dilation, groups=groups,
-        padding_mode=padding_mode,
-        bias_shape=None if bias is None else _shape_of(bias, "bias"),
-    )
-    algorithm = check_algorithm(algorithm)
+    kind = _backend.array_kind(x, w, bias)
+    x, w, bias = _arrays(x, w, bias, kind=kind)
+    key = _call_key("conv2d", (x, w, bias),
+                    (stride, padding, dilation, groups, padding_mode, algorithm))
+    call = _CALLS.get(key)
+    if call is None:
+        p = normalize_conv2d(
+            _shape_of(x, "x"), _shape_of(w, "w"), _dtypes(x, w, bias),
+            stride=stride, padding=padding, dilation=dilation, groups=groups,
+            padding_mode=padding_mode,
+            bias_shape=None if bias is None else _shape_of(bias, "bias"),
+        )
+        algorithm = check_algorithm(algorithm)
+        _CALLS.put(key, (p, algorithm))
+    else:
+        p, algorithm = call
     name = _backend.select_backend(x, w, bias, backend=backend)
     (x, w, bias), back = _backend.to_backend(name, x, w, bias)
     xp = _xp(name)
@@ -205,7 +232,8 @@ def conv2d(
             _batched(_cast(x, p.compute_dtype), p), _cast(w, p.compute_dtype),
             _cast(bias, p.compute_dtype), p, algorithm,
         )
-    y = y.astype(p.dtype, copy=False)
+    if y.dtype != p.dtype:
+        y = y.astype(p.dtype)
     return back(y if p.batched else y[0])
 
 
@@ -225,7 +253,7 @@ def _backward(
             gx = xp.zeros(p.x_shape, dtype=cd)
         else:
             gx = ops.conv2d_backward_input(gy, _conj(_cast(w, cd), p), p, algorithm)
-        gx = gx.astype(p.dtype, copy=False)
+        gx = gx if gx.dtype == p.dtype else gx.astype(p.dtype)
         gx = gx if p.batched else gx[0]
     want_bias = "bias" in needs
     if "weight" in needs:
@@ -236,11 +264,11 @@ def _backward(
             gw, gb = ops.conv2d_backward_weight(
                 gy, _conj(_batched(_cast(x, cd), p), p), p, algorithm, want_bias
             )
-        gw = gw.astype(p.dtype, copy=False)
+        gw = gw if gw.dtype == p.dtype else gw.astype(p.dtype)
     elif want_bias:
         gb = gy.sum(axis=(0, 2, 3)) if p.empty else ops.conv2d_backward_bias(gy, p)
     if gb is not None:
-        gb = gb.astype(p.dtype, copy=False)
+        gb = gb if gb.dtype == p.dtype else gb.astype(p.dtype)
     return Conv2dGrads(gx, gw, gb)
 
 
@@ -311,19 +339,39 @@ def conv2d_backward(
     (array([[4., 4.],
            [4., 4.]]), array([4.]))
     """
-    gy, x, w = _arrays(gy, x, w)
-    p = normalize_conv2d(
-        _shape_of(x, "x"), _shape_of(w, "w"), _dtypes(gy, x, w), stride=stride,
-        padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode,
-        fn="conv2d_backward",
+    kind = _backend.array_kind(gy, x, w)
+    gy, x, w = _arrays(gy, x, w, kind=kind)
+    key = _call_key(
+        "conv2d_backward", (gy, x, w),
+        (stride, padding, dilation, groups, padding_mode, algorithm), needs,
     )
-    _check_gy(gy, p)
-    needs = check_needs(needs)
-    algorithm = check_algorithm(algorithm)
+    call = _CALLS.get(key)
+    if call is None:
+        p = normalize_conv2d(
+            _shape_of(x, "x"), _shape_of(w, "w"), _dtypes(gy, x, w), stride=stride,
+            padding=padding, dilation=dilation, groups=groups,
+            padding_mode=padding_mode, fn="conv2d_backward",
+        )
+        _check_gy(gy, p)
+        needs = check_needs(needs)
+        algorithm = check_algorithm(algorithm)
+        _CALLS.put(key, (p, needs, algorithm))
+    else:
+        p, needs, algorithm = call
     name = _backend.select_backend(gy, x, w, backend=backend)
     (gy, x, w), back = _backend.to_backend(name, gy, x, w)
     g = _backward(gy, x, w, p, needs, name, algorithm)
     return Conv2dGrads(*(None if a is None else back(a) for a in g))
+
+
+def _needs_key(needs: Any) -> Any:
+    """``needs`` as a key: a string or a tuple/list of exact strings (else not
+    cached)."""
+    if type(needs) is str:
+        return needs
+    if type(needs) in (tuple, list) and all(type(n) is str for n in needs):
+        return ("needs", *needs)
+    raise Uncacheable("needs")
 
 
 def _shape_arg(shape: Any, what: str) -> tuple[int, ...]:
@@ -376,15 +424,24 @@ def conv2d_grad_input(
     >>> gpuconv.conv2d_grad_input((1, 1, 3), np.ones((1, 1, 1, 2)), np.ones((1, 1, 2)))
     array([[[1., 2., 1.]]])
     """
-    shape = _shape_arg(input_shape, "input_shape")
-    w, gy = _arrays(w, gy)
-    p = normalize_conv2d(
-        shape, _shape_of(w, "w"), _dtypes(w, gy), stride=stride, padding=padding,
-        dilation=dilation, groups=groups, padding_mode=padding_mode,
-        fn="conv2d_grad_input",
-    )
-    _check_gy(gy, p)
-    algorithm = check_algorithm(algorithm)
+    kind = _backend.array_kind(w, gy)
+    w, gy = _arrays(w, gy, kind=kind)
+    key = _call_key("conv2d_grad_input", (w, gy),
+                    (input_shape, stride, padding, dilation, groups, padding_mode,
+                     algorithm))
+    call = _CALLS.get(key)
+    if call is None:
+        shape = _shape_arg(input_shape, "input_shape")
+        p = normalize_conv2d(
+            shape, _shape_of(w, "w"), _dtypes(w, gy), stride=stride,
+            padding=padding, dilation=dilation, groups=groups,
+            padding_mode=padding_mode, fn="conv2d_grad_input",
+        )
+        _check_gy(gy, p)
+        algorithm = check_algorithm(algorithm)
+        _CALLS.put(key, (p, algorithm))
+    else:
+        p, algorithm = call
     name = _backend.select_backend(w, gy, backend=backend)
     (w, gy), back = _backend.to_backend(name, w, gy)
     return back(_backward(gy, None, w, p, ("input",), name, algorithm).gx)
@@ -429,15 +486,24 @@ def conv2d_grad_weight(
     >>> gpuconv.conv2d_grad_weight(np.ones((1, 1, 3)), (1, 1, 1, 2), np.ones((1, 1, 2)))
     array([[[[2., 2.]]]])
     """
-    shape = _shape_arg(weight_shape, "weight_shape")
-    x, gy = _arrays(x, gy)
-    p = normalize_conv2d(
-        _shape_of(x, "x"), shape, _dtypes(x, gy), stride=stride, padding=padding,
-        dilation=dilation, groups=groups, padding_mode=padding_mode,
-        fn="conv2d_grad_weight",
-    )
-    _check_gy(gy, p)
-    algorithm = check_algorithm(algorithm)
+    kind = _backend.array_kind(x, gy)
+    x, gy = _arrays(x, gy, kind=kind)
+    key = _call_key("conv2d_grad_weight", (x, gy),
+                    (weight_shape, stride, padding, dilation, groups, padding_mode,
+                     algorithm))
+    call = _CALLS.get(key)
+    if call is None:
+        shape = _shape_arg(weight_shape, "weight_shape")
+        p = normalize_conv2d(
+            _shape_of(x, "x"), shape, _dtypes(x, gy), stride=stride,
+            padding=padding, dilation=dilation, groups=groups,
+            padding_mode=padding_mode, fn="conv2d_grad_weight",
+        )
+        _check_gy(gy, p)
+        algorithm = check_algorithm(algorithm)
+        _CALLS.put(key, (p, algorithm))
+    else:
+        p, algorithm = call
     name = _backend.select_backend(x, gy, backend=backend)
     (x, gy), back = _backend.to_backend(name, x, gy)
     return back(_backward(gy, x, None, p, ("weight",), name, algorithm).gw)

@@ -44,18 +44,22 @@ from gpuconv._filter_args import (
     normalize_filter1d,
     normalize_filter2d,
 )
+from gpuconv._plan_cache import LRU, UNCACHED, Uncacheable, arg_key, array_key
 
 __all__ = ["choose_method", "convolve", "convolve2d", "correlate", "correlate2d"]
 
 
-def _arrays(*arrays: Any) -> list[Any]:
+def _arrays(*arrays: Any, kind: Any = False) -> list[Any]:
     """NumPy arrays (never copied needlessly, never modified); when a CuPy array is
     among them, CuPy arrays (lists and scalars beside it are moved to the device;
-    NumPy arrays beside it are a TypeError from ``array_kind``)."""
-    if _backend.array_kind(*arrays) == "cupy":
+    NumPy arrays beside it are a TypeError from ``array_kind``). ``kind``: their
+    ``array_kind`` when the caller has it."""
+    if kind is False:
+        kind = _backend.array_kind(*arrays)
+    if kind == "cupy":
         cupy = _backend.require_cupy()
         return [a if _backend.is_cupy_array(a) else cupy.asarray(a) for a in arrays]
-    return [np.asarray(a) for a in arrays]
+    return [a if type(a) is np.ndarray else np.asarray(a) for a in arrays]
 
 
 def _xp(name: str) -> Any:
@@ -135,21 +139,27 @@ def _stacks(
             in2 = xp.moveaxis(in2, ax, (-2, -1))
     image, kernel = (in2, in1) if plan.swap else (in1, in2)
     dt = plan.dtype
-    image = xp.broadcast_to(image, plan.batch + (fp.H, fp.W)).reshape(fp.B, fp.H, fp.W)
+    if plan.batch:
+        image = xp.broadcast_to(image, plan.batch + (fp.H, fp.W))
+    image = image.reshape(fp.B, fp.H, fp.W)
     if fp.Bk == 1:
         kernel = kernel.reshape(1, fp.KH, fp.KW)
     else:
         kernel = xp.broadcast_to(kernel, plan.batch + (fp.KH, fp.KW))
         kernel = kernel.reshape(fp.B, fp.KH, fp.KW)
-    image = image.astype(dt, copy=False)
-    kernel = kernel.astype(dt, copy=False)
+    if image.dtype != dt:
+        image = image.astype(dt)
+    if kernel.dtype != dt:
+        kernel = kernel.astype(dt)
     if plan.conj_image:
         image = image.conj()
     if plan.flip:
         kernel = kernel[:, ::-1, ::-1]
     if plan.conj_kernel:
         kernel = kernel.conj()
-    return image, xp.ascontiguousarray(kernel)
+    if not kernel.flags.c_contiguous:
+        kernel = xp.ascontiguousarray(kernel)
+    return image, kernel
 
 
 def _empty_result(xp: Any, kernel: Any, plan: Filter2dPlan) -> Any:
@@ -173,6 +183,12 @@ def _run(name: str, image: Any, kernel: Any, fp: FilterProblem, method: str) -> 
     return ops.correlate2d(image, kernel, fp, method)
 
 
+#: Validated 2-D filter calls (:mod:`gpuconv._plan_cache`): the key is the function,
+#: the arrays' types, shapes and dtypes and every other argument but ``backend``;
+#: the value what :func:`_prepare2d` and the method checks return for them.
+_CALLS_2D = LRU("filter2d calls")
+
+
 def _filter2d(
     in1: Any,
     in2: Any,
@@ -184,10 +200,24 @@ def _filter2d(
     backend: str | None,
     fn: str,
 ) -> Any:
-    in1, in2 = _arrays(in1, in2)
-    plan, ax, same_axes = _prepare2d(in1, in2, mode, boundary, fillvalue, axes, fn)
-    method = check_method(method)
-    _check_fft_dtype(method, plan.dtype, fn)
+    kind = _backend.array_kind(in1, in2)
+    in1, in2 = _arrays(in1, in2, kind=kind)
+    try:
+        key: Any = (fn, array_key(in1), array_key(in2), arg_key(mode),
+                    arg_key(boundary), arg_key(fillvalue), arg_key(axes),
+                    arg_key(method))
+    except Uncacheable:
+        key = UNCACHED
+    call = _CALLS_2D.get(key)
+    if call is None:
+        plan, ax, same_axes = _prepare2d(
+            in1, in2, mode, boundary, fillvalue, axes, fn
+        )
+        method = check_method(method)
+        _check_fft_dtype(method, plan.dtype, fn)
+        _CALLS_2D.put(key, (plan, ax, same_axes, method))
+    else:
+        plan, ax, same_axes, method = call
     name = _backend.select_backend(in1, in2, backend=backend)
     (in1, in2), back = _backend.to_backend(name, in1, in2)
     xp = _xp(name)

@@ -46,6 +46,7 @@ import numpy as np
 
 from gpuconv import _plan_conv
 from gpuconv._conv_args import Conv2dProblem, normalize_conv2d
+from gpuconv._plan_cache import LRU, LaunchPlan
 from gpuconv._plan_conv import (
     PASSES,
     check_extents,
@@ -105,7 +106,48 @@ def _out(xp: Any, out: Any, shape: tuple[int, ...], dtype: Any, what: str) -> An
 
 
 def _contig(xp: Any, a: Any) -> Any:
-    return None if a is None else xp.ascontiguousarray(a)
+    if a is None or a.flags.c_contiguous:
+        return a
+    return xp.ascontiguousarray(a)
+
+
+#: Launch plans of the real-dtype ops (:mod:`gpuconv._plan_cache`), keyed by the
+#: pass, the problem, the algorithm argument, which optional buffers are present
+#: and the device.
+_PLANS = LRU("conv2d plans")
+
+
+def _plan_key(dev: Any) -> Any:
+    pk = getattr(dev, "plan_key", None)
+    return None if pk is None else pk()
+
+
+def _planned(
+    key: Any, plan: LaunchPlan | None, dev: Any, buffers: tuple[Any, ...],
+    build: Callable[[Callable[..., Any]], list[Any]],
+) -> None:
+    """Run a pass on ``buffers``: replay ``plan`` (from ``_PLANS[key]``), or plan it
+    with ``build(alloc)`` (which returns the launches and allocates temporaries
+    with ``alloc(shape, dtype)``), run that and keep it."""
+    xp = dev.xp
+    alloc = functools.partial(_empty, xp)
+    if plan is not None:
+        plan.run(buffers, alloc)
+        return
+    temps: list[Any] = []
+    specs: list[tuple[tuple[int, ...], Any]] = []
+
+    def record(shape: tuple[int, ...], dtype: Any) -> Any:
+        a = alloc(tuple(shape), dtype)
+        temps.append(a)
+        specs.append((tuple(shape), dtype))
+        return a
+
+    launches = build(record)
+    _run(dev, launches)
+    plan = LaunchPlan(dev, launches, len(buffers), specs, buffers=(*buffers, *temps))
+    if plan.reusable:
+        _PLANS.put(key, plan)
 
 
 def _device_key(dev: Any) -> tuple[Any, ...] | None:
@@ -129,7 +171,10 @@ def _const_array(
     arr = cache.get(full_key)
     if arr is None:
         if len(cache) >= _TABLE_CACHE_SIZE:
-            cache.pop(next(iter(cache)))
+            try:
+                cache.pop(next(iter(cache)), None)
+            except RuntimeError:  # another thread changed it meanwhile
+                pass
         arr = dev.xp.asarray(build())
         cache[full_key] = arr
     return arr
@@ -157,14 +202,12 @@ def _slices(dev: Any, p: Conv2dProblem, pass_name: str) -> Any:
     return _const_array(dev, key, lambda: slice_table(p, pass_name))
 
 
-def _alloc(xp: Any) -> Any:
-    """The workspace allocator of the split-K plans."""
-    return lambda shape, dtype: _empty(xp, shape, dtype)
-
-
-def _pad_input(dev: Any, x: Any, p: Conv2dProblem) -> tuple[Any, Conv2dProblem]:
-    """``(x, p)`` unchanged for zero padding, else the once-padded input and the
-    problem on it (pads 0)."""
+def _pad_input(
+    dev: Any, x: Any, p: Conv2dProblem, alloc: Callable[..., Any], launches: list
+) -> tuple[Any, Conv2dProblem]:
+    """``(x, p)`` unchanged for zero padding, else the once-padded input (from
+    ``alloc``; its gather appended to ``launches``) and the problem on it (pads
+    0)."""
     if not needs_padding_copy(p):
         return x, p
     key = (p.H, p.W, p.padding, p.padding_mode)
@@ -173,8 +216,8 @@ def _pad_input(dev: Any, x: Any, p: Conv2dProblem) -> tuple[Any, Conv2dProblem]:
         for i in range(2)
     ]
     Hp, Wp = p.padded_hw
-    xpad = _empty(dev.xp, (p.N, p.C, Hp, Wp), p.compute_dtype)
-    _run(dev, plan_pad_gather(p, x, xpad, *maps))
+    xpad = alloc((p.N, p.C, Hp, Wp), p.compute_dtype)
+    launches += plan_pad_gather(p, x, xpad, *maps)
     return xpad, padded_problem(p)
 
 
@@ -291,8 +334,11 @@ def conv2d_forward(
     >>> dev.launches[-1][1].split("<")[0]
     'conv2d_forward_tiled_regblock'
     """
-    check_extents(p)  # before any allocation: oversize is a ValueError, not OOM
     dev = _dev(device)
+    key = ("forward", p, algorithm, bias is None, dev, _plan_key(dev))
+    plan = _PLANS.get(key)
+    if plan is None:
+        check_extents(p)  # before any allocation: oversize is a ValueError, not OOM
     xp = dev.xp
     y = _out(xp, out, p.y_shape, p.compute_dtype, "out")
     if p.compute_dtype.kind == "c":
@@ -309,10 +355,16 @@ def conv2d_forward(
         y.imag[...] = f(xr, wi, bi) + f(xi, wr, None)
         return y
     x, w, bias = _contig(xp, x), _contig(xp, w), _contig(xp, bias)
-    x, p0 = _pad_input(dev, x, p)
-    algo = resolve_algorithm(p0, "forward", algorithm)
-    slices = _slices(dev, p0, "forward") if algo == "tiled_regblock" else None
-    _run(dev, plan_conv2d_forward(p0, algo, x, w, bias, y, slices, alloc=_alloc(xp)))
+
+    def build(alloc: Callable[..., Any]) -> list[Any]:
+        launches: list[Any] = []
+        xin, p0 = _pad_input(dev, x, p, alloc, launches)
+        algo = resolve_algorithm(p0, "forward", algorithm)
+        slices = _slices(dev, p0, "forward") if algo == "tiled_regblock" else None
+        return launches + plan_conv2d_forward(p0, algo, xin, w, bias, y, slices,
+                                              alloc=alloc)
+
+    _planned(key, plan, dev, (x, w, bias, y), build)
     return y
 
 
@@ -330,8 +382,11 @@ def conv2d_backward_input(
     first and folded back onto the pixels the border copied (a deterministic
     gather, no atomics).
     """
-    check_extents(p)
     dev = _dev(device)
+    key = ("backward_input", p, algorithm, dev, _plan_key(dev))
+    plan = _PLANS.get(key)
+    if plan is None:
+        check_extents(p)
     xp = dev.xp
     gx = _out(xp, out, p.x_shape, p.compute_dtype, "out")
     if p.compute_dtype.kind == "c":
@@ -345,24 +400,28 @@ def conv2d_backward_input(
         gx.imag[...] = f(gr, wi) + f(gi, wr)
         return gx
     gy, w = _contig(xp, gy), _contig(xp, w)
-    if not needs_padding_copy(p):
-        algo = resolve_algorithm(p, "backward_input", algorithm)
-        slices = _slices(dev, p, "backward_input") if algo == "tiled_regblock" else None
-        _run(dev, plan_conv2d_backward_input(p, algo, gy, w, gx, slices,
-                                             alloc=_alloc(xp)))
-        return gx
-    p0 = padded_problem(p)
-    algo = resolve_algorithm(p0, "backward_input", algorithm)
-    slices = _slices(dev, p0, "backward_input") if algo == "tiled_regblock" else None
-    gxpad = _empty(xp, p0.x_shape, p.compute_dtype)
-    _run(dev, plan_conv2d_backward_input(p0, algo, gy, w, gxpad, slices,
-                                         alloc=_alloc(xp)))
-    key = (p.H, p.W, p.padding, p.padding_mode)
-    maps = [
-        _const_array(dev, ("foldmap", i, *key), lambda i=i: fold_maps(p)[i])
-        for i in range(4)
-    ]
-    _run(dev, plan_pad_fold(p, gxpad, gx, *maps))
+
+    def build(alloc: Callable[..., Any]) -> list[Any]:
+        if not needs_padding_copy(p):
+            algo = resolve_algorithm(p, "backward_input", algorithm)
+            slices = (_slices(dev, p, "backward_input") if algo == "tiled_regblock"
+                      else None)
+            return plan_conv2d_backward_input(p, algo, gy, w, gx, slices, alloc=alloc)
+        p0 = padded_problem(p)
+        algo = resolve_algorithm(p0, "backward_input", algorithm)
+        slices = (_slices(dev, p0, "backward_input") if algo == "tiled_regblock"
+                  else None)
+        gxpad = alloc(p0.x_shape, p.compute_dtype)
+        launches = plan_conv2d_backward_input(p0, algo, gy, w, gxpad, slices,
+                                              alloc=alloc)
+        mkey = (p.H, p.W, p.padding, p.padding_mode)
+        maps = [
+            _const_array(dev, ("foldmap", i, *mkey), lambda i=i: fold_maps(p)[i])
+            for i in range(4)
+        ]
+        return launches + plan_pad_fold(p, gxpad, gx, *maps)
+
+    _planned(key, plan, dev, (gy, w, gx), build)
     return gx
 
 
@@ -379,8 +438,11 @@ def conv2d_backward_weight(
     Non-zero padding modes pad ``x`` once and differentiate the padded problem.
     """
     dev = _dev(device)
+    key = ("backward_weight", p, algorithm, bool(with_bias), dev, _plan_key(dev))
+    plan = _PLANS.get(key)
+    if plan is None:
+        check_extents(p)
     xp = dev.xp
-    check_extents(p)
     gw = _out(xp, out, p.w_shape, p.compute_dtype, "out")
     gb = None
     if with_bias:
@@ -403,13 +465,16 @@ def conv2d_backward_weight(
             gb.imag[...] = gbi
         return gw, gb
     gy, x = _contig(xp, gy), _contig(xp, x)
-    x, p0 = _pad_input(dev, x, p)
-    algo = resolve_algorithm(p0, "backward_weight", algorithm)
 
-    def alloc(shape: tuple[int, ...], dtype: Any) -> Any:
-        return _empty(xp, tuple(shape), dtype)
+    def build(alloc: Callable[..., Any]) -> list[Any]:
+        launches: list[Any] = []
+        xin, p0 = _pad_input(dev, x, p, alloc, launches)
+        algo = resolve_algorithm(p0, "backward_weight", algorithm)
+        return launches + plan_conv2d_backward_weight(
+            p0, algo, gy, xin, gw, gb, alloc=alloc
+        )
 
-    _run(dev, plan_conv2d_backward_weight(p0, algo, gy, x, gw, gb, alloc=alloc))
+    _planned(key, plan, dev, (gy, x, gw, gb), build)
     return gw, gb
 
 
@@ -418,8 +483,11 @@ def conv2d_backward_bias(
 ) -> Any:
     """``gb = gy.sum(axis=(0, 2, 3))`` on the device, deterministically."""
     dev = _dev(device)
+    key = ("backward_bias", p, dev, _plan_key(dev))
+    plan = _PLANS.get(key)
+    if plan is None:
+        check_extents(p)
     xp = dev.xp
-    check_extents(p)
     gb = _out(xp, out, (p.K,), p.compute_dtype, "out")
     if p.compute_dtype.kind == "c":
         pr = _real_problem(p)
@@ -429,8 +497,8 @@ def conv2d_backward_bias(
         return gb
     gy = _contig(xp, gy)
 
-    def alloc(shape: tuple[int, ...], dtype: Any) -> Any:
-        return _empty(xp, tuple(shape), dtype)
+    def build(alloc: Callable[..., Any]) -> list[Any]:
+        return plan_conv2d_backward_bias(p, gy, gb, alloc=alloc)
 
-    _run(dev, plan_conv2d_backward_bias(p, gy, gb, alloc=alloc))
+    _planned(key, plan, dev, (gy, gb), build)
     return gb

@@ -33,12 +33,18 @@ import numpy as np
 
 from gpuconv._filter_args import FilterProblem
 from gpuconv._padding import add_fill_correction, pad_index
+from gpuconv._plan_cache import LRU, LaunchPlan
 from gpuconv._plan_filter import (
     CTYPES,
     check_extents,
     choose_algorithm,
+    direct_seconds,
     fft_grid,
+    fft_seconds,
     plan_filter,
+    separable_candidate,
+    separable_problems,
+    separable_seconds,
 )
 
 #: Fill every output allocated here with a poison value (NaN, or 0x5A bytes for
@@ -112,36 +118,190 @@ def correlate2d(
     >>> choose_algorithm(fp, "auto")  # what correlate2d(x, k, fp, 'auto') runs
     'tiled'
     """
-    check_extents(fp)  # before any allocation: oversize is a ValueError, not OOM
     if device is None:
         device = _default_device()
+    key = (fp, _fill_bits(fp), method, block, vector, device, _plan_key(device))
+    entry = _PLANS.get(key)
+    if entry is None:
+        check_extents(fp)  # before any allocation: oversize is a ValueError, not OOM
+        dt = np.dtype(fp.dtype)
+        if dt != np.bool_ and dt.name not in CTYPES:
+            raise TypeError(f"the CUDA filter kernels do not support dtype {dt.name}")
+        if dt == np.bool_:
+            entry = _Entry("bool", "bool")
+        else:
+            algorithm = choose_algorithm(fp, method)
+            direct = algorithm
+            if algorithm == "fft" and method == "auto":
+                direct = choose_algorithm(fp, "direct")
+            entry = _Entry(algorithm, direct)
+        _PLANS.put(key, entry)
     xp = device.xp
-    dt = np.dtype(fp.dtype)
-    if dt == np.bool_:
+    algorithm = entry.algorithm
+    if algorithm == "bool":
         return _correlate_bool(
-            in1, k, fp, method, device=device, block=block, vector=vector
+            in1, k, fp, method, device=device, out=out, block=block, vector=vector
         )
-    if dt.name not in CTYPES:
-        raise TypeError(f"the CUDA filter kernels do not support dtype {dt.name}")
-    algorithm = choose_algorithm(fp, method)
     if algorithm == "fft" and method == "auto" and not _all_finite(xp, in1, k, fp):
-        algorithm = choose_algorithm(fp, "direct")
+        algorithm = entry.direct  # values decide: an FFT would spread NaN/inf
+    if entry.separable is None:  # the cost model's side, once per problem
+        entry.separable = separable_preferred(fp, method, entry.algorithm)
+    uv = separable_factors(in1, k, fp, xp) if entry.separable else None
+    if uv is not None:
+        return correlate2d_separable(
+            in1, uv, fp, device=device, out=out, block=block, vector=vector
+        )
     if algorithm == "fft":
         y = correlate2d_fft(in1, k, fp, xp)
         if out is None:
             return y
         out[...] = y
         return out
-    in1 = xp.ascontiguousarray(in1)
-    k = xp.ascontiguousarray(k)
+    if not in1.flags.c_contiguous:
+        in1 = xp.ascontiguousarray(in1)
+    if not k.flags.c_contiguous:
+        k = xp.ascontiguousarray(k)
     if out is None:
         if POISON_OUTPUTS:
+            dt = np.dtype(fp.dtype)
             out = xp.full((fp.B, fp.OH, fp.OW), poison_value(dt), dtype=dt)
         else:
-            out = xp.empty((fp.B, fp.OH, fp.OW), dtype=dt)
-    for launch in plan_filter(fp, in1, k, out, algorithm, block=block, vector=vector):
-        device.launch(launch)
+            out = xp.empty((fp.B, fp.OH, fp.OW), dtype=fp.dtype)
+    # the planner reads the buffers' 16-byte alignment (128-bit accesses: flags of
+    # plan_filter): one plan per alignment of in1 and out
+    align = (_ptr(in1) & 15, _ptr(out) & 15, algorithm)
+    plan = entry.plans.get(align)
+    if plan is not None and not (
+        in1.shape == (fp.B, fp.H, fp.W) and k.shape == (fp.Bk, fp.KH, fp.KW)
+        and out.shape == (fp.B, fp.OH, fp.OW)
+        and in1.dtype == k.dtype == out.dtype == fp.dtype
+        and out.flags.c_contiguous
+    ):
+        plan = None  # buffers unlike the plan's: plan_filter says what is wrong
+    if plan is None:
+        launches = plan_filter(fp, in1, k, out, algorithm, block=block, vector=vector)
+        plan = LaunchPlan(device, launches, 3, buffers=(in1, k, out))
+        if plan.reusable and len(entry.plans) < _ALIGNMENTS_PER_PROBLEM:
+            entry.plans[align] = plan
+    plan.run((in1, k, out))
     return out
+
+
+#: Plans per problem and device (one per buffer alignment).
+_ALIGNMENTS_PER_PROBLEM = 64
+
+#: The algorithm choice and launch plans of each problem on each device.
+_PLANS = LRU("filter2d plans")
+
+
+class _Entry:
+    __slots__ = ("algorithm", "direct", "plans", "separable")
+
+    def __init__(self, algorithm: str, direct: str) -> None:
+        self.algorithm = algorithm
+        self.direct = direct
+        # whether the model prefers two 1-D passes (None: not asked yet); the
+        # kernel's rank and the data's finiteness are checked on every call
+        self.separable: bool | None = None
+        self.plans: dict[Any, LaunchPlan] = {}
+
+
+def _plan_key(device: Any) -> Any:
+    pk = getattr(device, "plan_key", None)
+    return None if pk is None else pk()
+
+
+def _fill_bits(fp: FilterProblem) -> bytes:
+    """The fill value's bytes: ``-0.0`` and ``0.0`` (equal, same hash) and NaN
+    payloads are different plans."""
+    v = fp.fillvalue
+    return v.tobytes() if isinstance(v, np.generic) else np.asarray(v).tobytes()
+
+
+def _ptr(a: Any) -> int:
+    """Device address of ``a``'s first element (CuPy: ``a.data.ptr``; NumPy buffers
+    of the emulated devices: the array interface), the way chosen once per type."""
+    get = _PTR_OF.get(type(a))
+    if get is None:
+        ptr = getattr(a.data, "ptr", None)
+        get = _PTR_OF[type(a)] = (
+            _cupy_ptr if isinstance(ptr, int) else _interface_ptr
+        )
+    return get(a)
+
+
+def _cupy_ptr(a: Any) -> int:
+    return a.data.ptr
+
+
+def _interface_ptr(a: Any) -> int:
+    return a.__array_interface__["data"][0]
+
+
+_PTR_OF: dict[type, Any] = {}
+
+
+def separable_preferred(fp: FilterProblem, method: str, algorithm: str) -> bool:
+    """Whether ``fp`` would run as two 1-D passes if its kernel has rank 1: the
+    problem's side of :func:`separable_factors`, which depends on no values (kept
+    in the plan cache).
+
+    ``'auto'`` and ``'direct'`` take the passes where
+    :func:`gpuconv._plan_filter.separable_seconds` beats the chosen algorithm's
+    model; ``'separable'`` forces them (tests, benchmarks).
+    """
+    if method not in ("auto", "direct", "separable") or not separable_candidate(fp):
+        return False
+    if method == "separable":
+        return True
+    other = fft_seconds(fp) if algorithm == "fft" else direct_seconds(fp, algorithm)
+    return separable_seconds(fp) < other
+
+
+def separable_factors(
+    in1: Any, k: Any, fp: FilterProblem, xp: Any
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(u, v)`` when ``fp``'s values allow two 1-D passes, else ``None``; called
+    only where :func:`separable_preferred` holds.
+
+    Detected exactly as the NumPy backend does: one kernel, ``KH + KW + 2 <
+    KH * KW``, :func:`gpuconv._cpu_filter.rank1_factors` of the kernel (exact for
+    boxes and binomials, a few ulp for Gaussians) and finite data (a NaN or inf
+    would spread along the 1-D passes differently from the 2-D sum). The kernel
+    (``KH*KW`` values) is copied to the host for the rank test, only when the cost
+    model already prefers the two passes.
+    """
+    from gpuconv._cpu_filter import rank1_factors
+
+    kh = k.get() if hasattr(k, "get") else np.asarray(k)
+    uv = rank1_factors(np.ascontiguousarray(kh[0]))
+    if uv is None or not _all_finite(xp, in1, k, fp):
+        return None
+    return uv
+
+
+def correlate2d_separable(
+    in1: Any,
+    uv: tuple[np.ndarray, np.ndarray],
+    fp: FilterProblem,
+    *,
+    device: Any,
+    out: Any = None,
+    block: tuple[int, int] | None = None,
+    vector: bool = True,
+) -> Any:
+    """``fp`` with the rank-1 kernel ``outer(u, v)`` as two direct passes
+    (:func:`gpuconv._plan_filter.separable_problems`): ``KH x 1`` then ``1 x KW``."""
+    xp = device.xp
+    u, v = uv
+    first, second = separable_problems(fp)
+    dt = np.dtype(fp.dtype)
+    u3 = xp.asarray(np.ascontiguousarray(u, dtype=dt).reshape(1, fp.KH, 1))
+    v3 = xp.asarray(np.ascontiguousarray(v, dtype=dt).reshape(1, 1, fp.KW))
+    mid = correlate2d(in1, u3, first, "direct", device=device, block=block,
+                      vector=vector)  # fmt: skip
+    return correlate2d(mid, v3, second, "direct", device=device, out=out,
+                       block=block, vector=vector)  # fmt: skip
 
 
 def _correlate_bool(in1, k, fp, method, *, out=None, **kw):
@@ -188,6 +348,71 @@ def extend(in1: Any, fp: FilterProblem, xp: Any) -> Any:
     return xp.take(xp.take(in1, rows, axis=1), cols, axis=2)
 
 
+#: The FFT path computes the kernel's spectrum with two small DFT matrices (two
+#: GEMMs) instead of a full-size transform of the zero-padded kernel when that costs
+#: at most this many complex multiply-adds per spectrum element
+#: (:func:`kernel_dft_cheaper`).
+KERNEL_DFT_MAX_TAPS = 32
+
+
+def _dft_orders(kh: int, kw: int, sh: int, nv: int) -> tuple[float, float]:
+    # multiply-adds per spectrum element of (F_h @ (k @ F_w)) and ((F_h @ k) @ F_w)
+    return kh * (kw + sh) / sh, kw * (kh + nv) / nv
+
+
+def kernel_dft_cheaper(kh: int, kw: int, sh: int, sw: int, real: bool) -> bool:
+    """Whether :func:`kernel_spectrum` beats a full-size transform: at most
+    :data:`KERNEL_DFT_MAX_TAPS` multiply-adds per spectrum element, and DFT matrices
+    (``sh*KH + KW*nv`` entries) of at most a quarter of the spectrum. 2-D images
+    with kernels up to ~32 taps a side qualify; long 1-D signals never do (their
+    ``F_w`` would be ``KW`` times the spectrum).
+
+    >>> kernel_dft_cheaper(15, 15, 4116, 4116, True)
+    True
+    >>> kernel_dft_cheaper(1, 31, 1, 10**6, True)
+    False
+    """
+    nv = sw // 2 + 1 if real else sw
+    if sh * kh + kw * nv > sh * nv / 4:
+        return False
+    return min(_dft_orders(kh, kw, sh, nv)) <= KERNEL_DFT_MAX_TAPS
+
+
+def kernel_spectrum(kr: Any, sh: int, sw: int, real: bool, xp: Any) -> Any:
+    """``fft2(kr, s=(sh, sw))`` (``rfft2`` when ``real``) of a small kernel stack
+    ``kr (Bk, KH, KW)`` as ``F_h @ kr @ F_w`` with DFT matrices ``F_h (sh, KH)`` and
+    ``F_w (KW, sw or sw//2+1)``.
+
+    One spectrum-sized write instead of a zero-padded copy and a full 2-D
+    transform; the twiddle angles are reduced modulo the size in integers and
+    evaluated in float64, so every entry is as accurate as the FFT's. The two
+    products are taken in the cheaper order.
+
+    >>> import numpy as np
+    >>> kr = np.arange(6.0).reshape(1, 2, 3)
+    >>> got = kernel_spectrum(kr, 5, 8, True, np)
+    >>> bool(np.allclose(got, np.fft.rfft2(kr, s=(5, 8))))
+    True
+    """
+    _, kh, kw = kr.shape
+    single = np.dtype(kr.dtype) in (np.float32, np.complex64)
+    cdt = np.complex64 if single else np.complex128
+    nv = sw // 2 + 1 if real else sw
+
+    def dft(n: int, rows: int, cols: int) -> Any:  # built on the device
+        i = xp.arange(rows, dtype=np.int64)[:, None]
+        j = xp.arange(cols, dtype=np.int64)[None, :]
+        return xp.exp((-2j * np.pi / n) * ((i * j) % n)).astype(cdt)
+
+    fh = dft(sh, sh, kh)  # (sh, KH)
+    fw = dft(sw, kw, nv)  # (KW, nv)
+    kc = kr.astype(cdt)
+    first, second = _dft_orders(kh, kw, sh, nv)
+    if first <= second:
+        return fh @ (kc @ fw)  # (sh, KH) @ (Bk, KH, nv)
+    return (fh @ kc) @ fw  # (Bk, sh, KW) @ (KW, nv)
+
+
 def correlate2d_fft(in1: Any, k: Any, fp: FilterProblem, xp: Any) -> Any:
     """The FFT algorithm (float and complex dtypes), on any array module with ``fft``.
 
@@ -215,19 +440,16 @@ def correlate2d_fft(in1: Any, k: Any, fp: FilterProblem, xp: Any) -> Any:
     x = extend(in1, fp0, xp) if pad else in1
     kr = k[:, ::-1, ::-1]
     axes = (-2, -1)
-    if dt.kind == "c":
-        y = xp.fft.ifft2(
-            xp.fft.fft2(x, s=(sh, sw), axes=axes)
-            * xp.fft.fft2(kr, s=(sh, sw), axes=axes),
-            s=(sh, sw),
-            axes=axes,
-        )
+    # one batched forward transform of the whole stack (real transforms for real
+    # data, at 2,3,5,7-smooth sizes: cuFFT's plan cache keeps the plans), the
+    # product in place (no third spectrum-sized buffer), one batched inverse
+    fwd, inv = (xp.fft.fft2, xp.fft.ifft2) if dt.kind == "c" else (
+        xp.fft.rfft2, xp.fft.irfft2)  # fmt: skip
+    spec = fwd(x, s=(sh, sw), axes=axes)
+    if kernel_dft_cheaper(fp.KH, fp.KW, sh, sw, dt.kind != "c"):
+        spec *= kernel_spectrum(kr, sh, sw, dt.kind != "c", xp)
     else:
-        y = xp.fft.irfft2(
-            xp.fft.rfft2(x, s=(sh, sw), axes=axes)
-            * xp.fft.rfft2(kr, s=(sh, sw), axes=axes),
-            s=(sh, sw),
-            axes=axes,
-        )
+        spec *= fwd(kr, s=(sh, sw), axes=axes)
+    y = inv(spec, s=(sh, sw), axes=axes)
     out = xp.ascontiguousarray(y[:, oy : oy + fp.OH, ox : ox + fp.OW].astype(dt))
     return add_fill_correction(out, k, fp, xp)

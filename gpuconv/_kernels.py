@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -169,25 +170,52 @@ def compile_options() -> tuple[str, ...]:
     )
 
 
-@functools.cache
-def _module(source: str, device_id: int) -> Any:
-    import cupy
+_MODULES: dict[tuple[str, int], Any] = {}
+_MODULES_LOCK = threading.Lock()
 
-    return cupy.RawModule(
-        code=read_source(source),
-        options=compile_options(),
-        name_expressions=list(KERNELS[source]),
-    )
+
+def _module(source: str, device_id: int) -> Any:
+    """The RawModule of ``source`` on ``device_id``: compiled (or loaded from
+    CuPy's disk cache) once per process, also when several threads (Dask workers)
+    ask for it at the same time."""
+    mod = _MODULES.get((source, device_id))
+    if mod is not None:
+        return mod
+    with _MODULES_LOCK:
+        mod = _MODULES.get((source, device_id))
+        if mod is None:
+            import cupy
+
+            mod = cupy.RawModule(
+                code=read_source(source),
+                options=compile_options(),
+                name_expressions=list(KERNELS[source]),
+            )
+            mod.compile()  # NVRTC (or the disk cache) and the load, here, once
+            _MODULES[(source, device_id)] = mod
+    return mod
+
+
+@functools.cache
+def _registered(source: str) -> frozenset[str]:
+    return frozenset(KERNELS.get(source, ()))
 
 
 def get_function(source: str, kernel: str) -> Any:
     """The compiled ``cupy.RawKernel`` of one registered instance on the current
-    device."""
+    device (the module is compiled or loaded once per source and device)."""
     import cupy
 
-    if kernel not in KERNELS.get(source, ()):
+    if kernel not in _registered(source):
         raise KeyError(f"{kernel} is not registered for {source}")
-    return _module(source, cupy.cuda.Device().id).get_function(kernel)
+    return _function(source, kernel, cupy.cuda.runtime.getDevice())
+
+
+@functools.lru_cache(maxsize=4096)
+def _function(source: str, kernel: str, device_id: int) -> Any:
+    mod = _module(source, device_id)
+    with _MODULES_LOCK:  # CuPy's lazy per-function lookup: one thread at a time
+        return mod.get_function(kernel)
 
 
 class CupyDevice:
@@ -203,3 +231,20 @@ class CupyDevice:
     def launch(self, launch: Launch) -> None:
         fn = get_function(launch.source, launch.kernel)
         fn(launch.grid, launch.block, launch.args, shared_mem=launch.shared_mem)
+
+    def plan_key(self) -> int:
+        """Part of a cached plan's key: the current CUDA device (kernel handles
+        and uploaded tables belong to it)."""
+        return int(self.xp.cuda.runtime.getDevice())
+
+    def bind(self, launch: Launch) -> Any:
+        """A callable ``call(args)`` launching ``launch``'s kernel, grid, block and
+        shared memory with new arguments (``gpuconv._plan_cache.LaunchPlan``): the
+        kernel handle is looked up once, here, on the current device."""
+        fn = get_function(launch.source, launch.kernel)
+        grid, block, smem = launch.grid, launch.block, launch.shared_mem
+
+        def call(args: tuple[Any, ...]) -> None:
+            fn(grid, block, args, shared_mem=smem)
+
+        return call

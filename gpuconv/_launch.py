@@ -72,6 +72,17 @@ class Launch:
                     "argument; pass an explicitly typed NumPy scalar"
                 )
 
+    def rebind(self, args: tuple[Any, ...]) -> Launch:
+        """The same launch with other buffers: ``args`` of the same types in the
+        same order (a replayed plan, ``gpuconv._plan_cache.LaunchPlan``). The
+        geometry was checked when this launch was made, so it is not checked
+        again."""
+        new = object.__new__(Launch)
+        d = new.__dict__
+        d.update(self.__dict__)
+        d["args"] = args
+        return new
+
 
 class Device(Protocol):
     """Where launches run: ``xp`` allocates buffers, ``launch`` runs one kernel."""

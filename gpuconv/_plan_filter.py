@@ -13,7 +13,8 @@ Algorithms
     ``filter2d_tiled<T, KH, KW, RY>``: shared-memory tile plus halo, register blocks.
     Compile-time kernel sizes 3, 5, 7, 9 (square) for float32/float64, the runtime-size
     path (``KH = KW = 0``) for every other shape and dtype; ``RY = 4`` for images,
-    ``RY = 1`` for short outputs (``OH < 16``, e.g. 1-D signals). Used whenever its
+    ``RY = 1`` for short outputs (``OH < 16``, e.g. 1-D signals); the compile-time
+    instances run ``RY = 2`` (:data:`RY_SPECIALISED`). Used whenever its
     shared memory fits the 48 KiB every device grants without an opt-in.
 ``'fft'``
     cuFFT through ``cupy.fft`` (see :mod:`gpuconv._gpu_filter`); float and complex only.
@@ -62,8 +63,15 @@ MAX_SHARED_MEM = 48 * 1024
 TAP_CHUNK = 4
 #: Output rows per thread of the image and the short-output instances.
 RY_IMAGE, RY_SHORT = 4, 1
+#: Output rows per thread of the compile-time kernel-size instances: half the
+#: accumulators and half the tile rows of ``RY_IMAGE``, so that 4-5 blocks of 256
+#: threads fit per SM (registers capped by ``__launch_bounds__``, shared memory
+#: ~20-30 KiB) and keep DRAM busy; the extra halo rows are L2 hits.
+RY_SPECIALISED = 2
 #: Below this many output rows the ``RY = 1`` instance is used.
 SHORT_OH = 16
+#: ``TILE_MAX_THREADS`` of filter2d.cu: the ``__launch_bounds__`` of filter2d_tiled.
+TILE_MAX_THREADS = 256
 #: Grid limits of y and z (the kernels loop over the rest).
 MAX_GRID_YZ = 65535
 
@@ -87,7 +95,7 @@ def kernel_names() -> tuple[str, ...]:
     for dt in CTYPES:
         names.append(naive_name(dt))
         if dt in SPECIALISED_DTYPES:
-            names += [tiled_name(dt, s, s, RY_IMAGE) for s in SPECIALISED_SIZES]
+            names += [tiled_name(dt, s, s, RY_SPECIALISED) for s in SPECIALISED_SIZES]
         names.append(tiled_name(dt, 0, 0, RY_IMAGE))
         names.append(tiled_name(dt, 0, 0, RY_SHORT))
     return tuple(names)
@@ -114,6 +122,17 @@ def tiled_smem_bytes(
     )
 
 
+def _tiled_instance(fp: FilterProblem) -> tuple[int, int, int]:
+    """``(RY, KH, KW)`` template arguments of the tiled instance for ``fp``
+    (``KH = KW = 0``: the runtime-size path)."""
+    if fp.OH < SHORT_OH:
+        return RY_SHORT, 0, 0
+    dt = np.dtype(fp.dtype)
+    if dt.name in SPECIALISED_DTYPES and fp.KH == fp.KW in SPECIALISED_SIZES:
+        return RY_SPECIALISED, fp.KH, fp.KW
+    return RY_IMAGE, 0, 0
+
+
 @dataclass(frozen=True)
 class TiledConfig:
     """One ``filter2d_tiled`` launch shape."""
@@ -134,17 +153,11 @@ def tiled_config(
     """
     dt = np.dtype(fp.dtype)
     size = dt.itemsize
-    ry = RY_SHORT if fp.OH < SHORT_OH else RY_IMAGE
-    if (
-        ry == RY_IMAGE
-        and dt.name in SPECIALISED_DTYPES
-        and fp.KH == fp.KW in SPECIALISED_SIZES
-    ):
-        kh = kw = fp.KH
-    else:
-        kh = kw = 0
+    ry, kh, kw = _tiled_instance(fp)
     name = tiled_name(dt, kh, kw, ry)
     if block is not None:
+        if block[0] * block[1] > TILE_MAX_THREADS:
+            return None
         smem = tiled_smem_bytes(size, block, ry, fp.KH, fp.KW)
         return (
             TiledConfig(name, ry, tuple(block), smem)
@@ -160,7 +173,9 @@ def tiled_config(
     else:
         cands = [(bx, by) for bx in (256, 128, 64, 32, 16, 8) for by in (8, 4, 2, 1)]
     cands = [
-        (bx, by) for bx, by in cands if bx * by <= 256 and bx <= bx_max and by <= by_max
+        (bx, by)
+        for bx, by in cands
+        if bx * by <= TILE_MAX_THREADS and bx <= bx_max and by <= by_max
     ] or [(8, 1)]
     best: tuple[float, int, int, int] | None = None
     for bx, by in cands:
@@ -371,12 +386,70 @@ def tiled_fits(fp: FilterProblem) -> bool:
     """Whether :func:`tiled_config` finds a tile for ``fp`` (without searching:
     shared memory grows with both block sides and the smallest candidate, 8 x 1,
     is always among the candidates)."""
-    ry = RY_SHORT if fp.OH < SHORT_OH else RY_IMAGE
+    ry = _tiled_instance(fp)[0]
     size = np.dtype(fp.dtype).itemsize
     return tiled_smem_bytes(size, (8, 1), ry, fp.KH, fp.KW) <= MAX_SHARED_MEM
 
 
-METHODS = ("auto", "direct", "fft", "naive", "tiled")
+# ---------------------------------------------------------------------------------
+# Separable (rank-1) kernels: two 1-D passes of the tiled kernel (a KH x 1 pass over
+# the image into a (B, OH, OW+KW-1) intermediate, then a 1 x KW 'valid' pass). A new
+# path with its own constants, kept apart from the ones above: recalibrate them on
+# measured rows of a rank-1 kernel (bench rows 'separable' vs 'tiled', k = 5..31,
+# 4096²/8192², float32/float64).
+# ---------------------------------------------------------------------------------
+#: Share of the 2-D tiled kernel's FLOP rate a KH x 1 or 1 x KW pass reaches (the
+#: runtime-size tiled kernel wastes 3 of its 4-column tap chunk on a 1-column
+#: kernel): each pass's FLOP cost is FLOP_SECONDS['tiled'] / this.
+SEPARABLE_PASS_EFFICIENCY = 0.25
+#: Fixed seconds the two passes add to one tiled call: the second launch, the
+#: kernel's copy to the host for the rank test and the finiteness check's sync.
+SEPARABLE_EXTRA_SECONDS = 30e-6
+
+
+def separable_candidate(fp: FilterProblem) -> bool:
+    """Whether ``fp`` may run as two 1-D passes if its kernel is rank 1: one kernel
+    (``Bk == 1``), a float or complex dtype, and ``KH + KW + 2 < KH * KW`` (the
+    NumPy backend's own rule, :func:`gpuconv._cpu_filter._separable`)."""
+    from gpuconv._cpu_filter import _separable
+
+    return fp.Bk == 1 and np.dtype(fp.dtype).kind in "fc" and _separable(fp.KH, fp.KW)
+
+
+def separable_problems(fp: FilterProblem) -> tuple[FilterProblem, FilterProblem]:
+    """The two passes of a separable ``fp``: ``(KH x 1 over the image with fp's
+    boundary, OW + KW - 1 columns; 1 x KW 'valid' over that intermediate)``.
+
+    The boundary rule of ``ext`` is separable (rows and columns are mapped
+    independently), so extending the columns in the first pass and filtering them in
+    the second gives the same sum as the 2-D kernel, up to rounding.
+    """
+    import dataclasses
+
+    ew = fp.OW + fp.KW - 1
+    first = dataclasses.replace(fp, KW=1, OW=ew)
+    zero = np.zeros((), np.dtype(fp.dtype))[()]
+    second = FilterProblem(
+        fp.B, fp.OH, ew, 1, 1, fp.KW, 0, 0, fp.OH, fp.OW, "fill", zero, fp.dtype
+    )
+    return first, second
+
+
+def separable_seconds(fp: FilterProblem) -> float:
+    """Modelled time of the two 1-D passes: the tiled call's fixed cost plus
+    :data:`SEPARABLE_EXTRA_SECONDS`, each pass's bytes at the tiled rate and its
+    FLOP at the tiled rate divided by :data:`SEPARABLE_PASS_EFFICIENCY`, and one
+    read of the image (the finiteness check)."""
+    total = HOST_SECONDS["tiled"] + SEPARABLE_EXTRA_SECONDS
+    total += fp.B * fp.H * fp.W * np.dtype(fp.dtype).itemsize * BYTE_SECONDS["tiled"]
+    for p in separable_problems(fp):
+        _, nbytes, flops = direct_features(p)
+        total += nbytes * BYTE_SECONDS["tiled"]
+        total += flops * FLOP_SECONDS["tiled"] / SEPARABLE_PASS_EFFICIENCY
+    return total
+
+
+METHODS = ("auto", "direct", "fft", "naive", "tiled", "separable")
 
 
 def choose_algorithm(fp: FilterProblem, method: str = "auto") -> str:
@@ -406,10 +479,12 @@ def choose_algorithm(fp: FilterProblem, method: str = "auto") -> str:
     if method not in METHODS:
         raise ValueError(
             "Acceptable method flags are 'auto', 'direct', or 'fft'. "
-            f"(internal: also 'naive', 'tiled'); got {method!r}"
+            f"(internal: also 'naive', 'tiled', 'separable'); got {method!r}"
         )
     if method == "naive":
         return "naive"
+    if method == "separable":  # forced two passes (tests); direct if not rank 1
+        method = "direct"
     dt = np.dtype(fp.dtype)
     fft_ok = dt.kind in "fc"
     fits = tiled_fits(fp)
@@ -551,6 +626,9 @@ __all__ = [
     "kernel_names",
     "next_fast_len",
     "plan_filter",
+    "separable_candidate",
+    "separable_problems",
+    "separable_seconds",
     "tiled_config",
     "tiled_fits",
     "tiled_smem_bytes",

@@ -41,3 +41,14 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_plan_caches():
+    """Every test starts with empty plan caches (``gpuconv._plan_cache``): tests
+    monkeypatch planner functions and constants, and a plan kept from another test
+    would hide that. Within a test, repeated calls do replay cached plans."""
+    from gpuconv import _plan_cache
+
+    _plan_cache.clear()
+    yield

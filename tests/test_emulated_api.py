@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 import gpuconv
-from gpuconv import _backend, _gpu_conv, _gpu_filter, _plan_conv
+from gpuconv import _backend, _gpu_conv, _gpu_filter, _plan_cache, _plan_conv
 from gpuconv._conv_args import normalize_conv2d
 from gpuconv._emulate import EmulatedDevice
 from gpuconv._filter_args import FilterProblem
@@ -150,6 +150,8 @@ def test_choose_algorithm_is_spied_by_the_public_call_path(via_emulator, dev,
         return "naive"
 
     monkeypatch.setattr(_plan_conv, "choose_algorithm", spy)
+    # every real pass decides anew (counted below): no plan replayed from the cache
+    monkeypatch.setattr(_plan_cache, "_ENABLED", False)
     _, xs, ws, kw = CASES[CASE_IDS.index("reflect")]
     assert _plan_conv.resolve_algorithm(problem(xs, ws, "float32", kw), "forward",
                                         "auto") == "naive"

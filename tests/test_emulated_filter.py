@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import scipy.signal as ss
 
-from gpuconv import _gpu_filter, _plan_filter
+from gpuconv import _gpu_filter, _plan_cache, _plan_filter
 from gpuconv._plan_filter import choose_algorithm, plan_filter, tiled_config
 from tests._filter_cases import (
     ALL_DTYPES,
@@ -134,20 +134,23 @@ def test_modes_boundaries_kernel_shapes(dev, rng, variant, boundary, fill, mode)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("boundary", BOUNDARIES)
 def test_tile_edges(dev, rng, dtype, boundary):
-    """Forced 2x2 blocks make 16x8 (float32) / 8x8 (float64) output tiles; images of
-    a tile -1, +0, +1 in each direction, compile-time and runtime kernel sizes."""
+    """Forced 2x2 blocks make (2*RY) x (2*RX) output tiles (RY = 2 for the
+    compile-time 3x3, 4 for the runtime-size path); images of a tile -1, +0, +1 in
+    each direction, compile-time and runtime kernel sizes."""
     rx = _plan_filter.rx(np.dtype(dtype).itemsize)
-    tw, th = 2 * rx, 2 * _plan_filter.RY_IMAGE
-    sizes = [
-        (th - 1 + 16, tw - 1),
-        (th + 16, tw),
-        (th + 17, tw + 1),
-        (2 * th + 16, 2 * tw + 1),
-    ]
-    for h, w in sizes:
-        x = random_values(rng, (2, h, w), dtype, small_int=True)
-        for kh, kw in [(3, 3), (4, 5), (1, 1)]:
-            k = random_values(rng, (1, kh, kw), dtype, small_int=True)
+    tw = 2 * rx
+    for kh, kw in [(3, 3), (4, 5), (1, 1)]:
+        probe = scipy_problem(64, 64, kh, kw, "same", boundary, 2, dtype, B=2)
+        th = 2 * tiled_config(probe, block=(2, 2)).ry
+        sizes = [
+            (th - 1 + 16, tw - 1),
+            (th + 16, tw),
+            (th + 17, tw + 1),
+            (2 * th + 16, 2 * tw + 1),
+        ]
+        k = random_values(rng, (1, kh, kw), dtype, small_int=True)
+        for h, w in sizes:
+            x = random_values(rng, (2, h, w), dtype, small_int=True)
             fp = scipy_problem(h, w, kh, kw, "same", boundary, 2, dtype, B=2)
             out = run(dev, x, k, fp, "tiled", block=(2, 2))
             np.testing.assert_array_equal(out, ref_correlate(x, k, fp))
@@ -596,3 +599,183 @@ def test_public_1d_api_matches_numpy(via_emulator, rng, fn, dtype):
             want = theirs(a, v, mode)
             assert got.dtype == want.dtype
             np.testing.assert_array_equal(got, want)
+
+
+# ---------------------------------------------------------------------------------
+# separable (rank-1) kernels: two 1-D passes
+# ---------------------------------------------------------------------------------
+def _rank1(rng, kh, kw, dtype, kind):
+    dt = np.dtype(dtype)
+    if kind == "box":
+        u, v = np.ones(kh), np.ones(kw)
+    if kind in ("binomial", "gauss"):
+        from math import comb
+
+        if kind == "binomial":
+            u = np.array([float(comb(kh - 1, i)) for i in range(kh)])
+            v = np.array([float(comb(kw - 1, i)) for i in range(kw)])
+        else:
+            u = np.exp(-np.linspace(-2, 2, kh) ** 2)
+            v = np.exp(-np.linspace(-1.5, 1.5, kw) ** 2)
+    k = np.multiply.outer(u, v)
+    if dt.kind == "c":
+        k = k * (0.6 + 0.8j)
+    return k.astype(dt)[None]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "complex64"])
+def test_separable_two_passes(dev, rng, dtype):
+    """Rank-1 kernels (box, binomial, Gaussian; even and odd; kernel larger than the
+    image) as a KHx1 then a 1xKW launch, every mode and boundary, within the
+    tolerance table against the float64 reference."""
+    cases = [  # images off a tile by 1; the last two: kernel larger than the image
+        (15, 17, 7, 7, "box"),
+        (33, 31, 8, 5, "binomial"),
+        (3, 4, 9, 11, "gauss"),
+        (2, 7, 4, 3, "gauss"),
+    ]
+    for h, w, kh, kw, kind in cases:
+        x = random_values(rng, (2, h, w), dtype)
+        k = _rank1(rng, kh, kw, dtype, kind)
+        for mode in MODES:
+            if mode == "valid" and (kh > h or kw > w):
+                continue
+            for boundary, fill in [("fill", 0), ("fill", -2.5), ("wrap", 0),
+                                   ("symm", 0)]:  # fmt: skip
+                fp = scipy_problem(h, w, kh, kw, mode, boundary, fill, dtype, B=2)
+                n = len(dev.launches)
+                out = run(dev, x, k, fp, "separable")
+                check(out, x, k, fp)
+                names = [launch[1] for launch in dev.launches[n:]]
+                assert len(names) == 2, names  # the two 1-D passes
+
+
+def test_separable_falls_back_to_2d(dev, rng, monkeypatch):
+    """Not rank 1, a NaN in the image, a kernel stack or an integer dtype: one 2-D
+    launch. 'auto'/'direct' take the passes where the cost model says so."""
+    x = random_values(rng, (1, 20, 21), "float64")
+    k = _rank1(rng, 7, 7, "float64", "gauss")
+    fp = scipy_problem(20, 21, 7, 7, "same", "symm", 0, "float64")
+    k2 = k.copy()
+    k2[0, 3, 3] += 1.0  # rank 2
+    xn = x.copy()
+    xn[0, 4, 5] = np.nan
+    for xx, kk in [(x, k2), (xn, k)]:
+        n = len(dev.launches)
+        out = run(dev, xx, kk, fp, "separable")
+        assert len(dev.launches) == n + 1
+        check(out, xx, kk, fp)
+    # Bk == B > 1: never separable
+    fp2 = scipy_problem(20, 21, 7, 7, "same", "symm", 0, "float64", B=2, Bk=2)
+    x2 = random_values(rng, (2, 20, 21), "float64")
+    n = len(dev.launches)
+    run(dev, x2, np.concatenate([k, k]), fp2, "separable")
+    assert len(dev.launches) == n + 1
+    # the cost model decides for 'auto' and 'direct'
+    n = len(dev.launches)
+    run(dev, x, k, fp, "direct")
+    assert len(dev.launches) == n + 1  # tiny image: one 2-D launch is cheaper
+    monkeypatch.setattr(_gpu_filter, "separable_seconds", lambda fp: 0.0)
+    _plan_cache.clear()  # the model's choice is kept per problem
+    for method in ("auto", "direct"):
+        n = len(dev.launches)
+        check(run(dev, x, k, fp, method), x, k, fp)
+        assert len(dev.launches) == n + 2
+
+
+def test_separable_cost_model():
+    """Large rank-1 filters: the passes beat the 2-D tiled kernel from k of about 11
+    on the model (to recalibrate on measured rows), never for small k."""
+    from gpuconv._plan_filter import direct_seconds, separable_seconds
+
+    f32 = np.dtype("float32")
+    for k, faster in [(3, False), (5, False), (15, True), (31, True)]:
+        fp = problem(1, 8192, 8192, 1, k, k, k // 2, k // 2, 8192, 8192, "fill", 0,
+                     f32)  # fmt: skip
+        assert (separable_seconds(fp) < direct_seconds(fp, "tiled")) == faster
+
+
+def test_stack_of_small_images_is_one_launch(via_emulator, dev, rng):
+    """A stack (``axes=``) of many small images is one launch (grid z over the
+    stack, grid-stride beyond 65535), for the public API too; 4096 images of 64²
+    are planned as one launch covering every image."""
+    import gpuconv
+
+    imgs = random_values(rng, (300, 12, 13), "float32", small_int=True)
+    ker = random_values(rng, (3, 3), "float32", small_int=True)
+    n = len(dev.launches)
+    got = gpuconv.convolve2d(imgs, ker, "same", "symm", axes=(-2, -1))
+    assert len(dev.launches) == n + 1
+    assert dev.launches[-1][2][2] == 300  # grid z: one slice per image
+    for i in (0, 151, 299):
+        np.testing.assert_array_equal(got[i], ss.convolve2d(imgs[i], ker, "same",
+                                                            "symm"))  # fmt: skip
+    fp = scipy_problem(64, 64, 3, 3, "same", "fill", 0, "float32", B=4096)
+    x = np.empty((4096, 64, 64), np.float32)
+    (launch,) = plan_filter(fp, x, np.empty((1, 3, 3), np.float32),
+                            np.empty_like(x), "tiled")  # fmt: skip
+    bx, by, _ = launch.block
+    tw, th = bx * _plan_filter.rx(4), by * tiled_config(fp).ry
+    assert launch.grid == (-(-64 // tw), -(-64 // th), 4096)
+    assert bx * by >= 64  # blocks big enough for full SMs (32 blocks/SM limit)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_fft_kernel_spectrum_by_dft_matrices(rng, dtype):
+    """The FFT path's kernel spectrum from two small DFT matrices equals NumPy's
+    full-size transform of the zero-padded kernel (both product orders, odd/even
+    sizes, kernel stacks), to the FFT tolerance."""
+    from gpuconv._gpu_filter import kernel_spectrum
+
+    real = np.dtype(dtype).kind == "f"
+    for bk, kh, kw, sh, sw in [(1, 3, 7, 12, 10), (2, 8, 2, 15, 21), (1, 5, 5, 7, 8)]:
+        kr = random_values(rng, (bk, kh, kw), dtype)
+        got = kernel_spectrum(kr, sh, sw, real, np)
+        ref = (np.fft.rfft2 if real else np.fft.fft2)(
+            kr.astype(np.complex128 if not real else np.float64), s=(sh, sw)
+        )
+        assert got.shape == ref.shape
+        assert_close(got, ref, dtype=dtype, terms=kh * kw,
+                     scale=float(np.abs(ref).max()))  # fmt: skip
+
+
+def test_fft_path_kernel_spectrum_choice(dev, rng, monkeypatch):
+    """Small kernels on images take the DFT-matrix spectrum, large ones and long
+    1-D signals (F_w would be KW x the spectrum) the full-size transform; both give
+    the same FFT-path result."""
+    from gpuconv._gpu_filter import kernel_dft_cheaper
+
+    assert kernel_dft_cheaper(31, 31, 8232, 8232, True)
+    assert kernel_dft_cheaper(3, 3, 64, 64, False)
+    assert not kernel_dft_cheaper(63, 63, 4158, 4158, True)
+    for taps in (3, 31, 10000):
+        assert not kernel_dft_cheaper(1, taps, 1, 10**8 + taps, True)
+    for dtype in ("float32", "complex128"):
+        x = random_values(rng, (2, 14, 11), dtype)
+        k = random_values(rng, (2, 4, 5), dtype)
+        fp = scipy_problem(14, 11, 4, 5, "full", "fill", 1.5, dtype, B=2, Bk=2)
+        ref = ref_correlate(x, k, fp)
+        for use_dft in (True, False):  # both spectra of the kernel
+            monkeypatch.setattr(_gpu_filter, "kernel_dft_cheaper",
+                                lambda *a, use=use_dft: use)  # fmt: skip
+            out = run(dev, x, k, fp, "fft")
+            assert_close(out, ref, dtype=dtype, terms=20,
+                         scale=float(np.abs(ref).max()))  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_batched_tile_loader_strides(dev, rng, dtype):
+    """The flattened 128-bit tile loader where a block has more threads than a tile
+    row has vectors (the (row, vector) step wraps over several rows) and fewer
+    (one row per several steps), interior tiles of the compile-time instances (4
+    loads in flight) and of the runtime-size path (2 for float and double)."""
+    cases = [((8, 4), (40, 200)), ((16, 8), (70, 400)), ((4, 2), (30, 96))]
+    for block, (h, w) in cases:
+        x = random_values(rng, (1, h, w), dtype, small_int=True)
+        for kh, kw in [(3, 3), (9, 9), (4, 6)]:  # (4, 6): the runtime-size path
+            k = random_values(rng, (1, kh, kw), dtype, small_int=True)
+            fp = scipy_problem(h, w, kh, kw, "same", "symm", 0, dtype)
+            (launch,) = plan_filter(fp, x, k, np.empty_like(x), "tiled", block=block)
+            assert int(launch.args[-1]) & 1  # the vector loads run
+            out = run(dev, x, k, fp, "tiled", block=block)
+            np.testing.assert_array_equal(out, ref_correlate(x, k, fp))

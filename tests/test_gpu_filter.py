@@ -195,6 +195,27 @@ def body_flush_to_zero(env: Env) -> None:
         assert np.all(op(env, x, k, fp, m) == 0)
 
 
+def body_separable_and_dft_spectrum(env: Env) -> None:
+    """Rank-1 kernels as two 1-D passes (forced), every boundary, and the FFT path
+    with the kernel spectrum from DFT matrices (cuBLAS GEMMs on a GPU)."""
+    rng = np.random.default_rng(21)
+    g7 = np.exp(-np.linspace(-2, 2, 7) ** 2)
+    g6 = np.exp(-np.linspace(-1, 1, 6) ** 2)
+    for dtype in ("float32", "float64", "complex64"):
+        k = np.multiply.outer(g7, g6).astype(dtype)[None]
+        for h, w, boundary, fill in [(33, 130, "fill", -1.5), (17, 64, "wrap", 0),
+                                     (5, 3, "symm", 0)]:  # fmt: skip
+            x = random_values(rng, (2, h, w), dtype)
+            fp = scipy_problem(h, w, 7, 6, "same", boundary, fill, dtype, B=2)
+            check_against_numpy(op(env, x, k, fp, "separable"), x, k, fp)
+    x = random_values(rng, (2, 300, 257), "float32")
+    k = random_values(rng, (1, 9, 9), "float32")
+    fp = scipy_problem(300, 257, 9, 9, "same", "fill", 2.0, "float32", B=2)
+    sh, sw = _plan_filter.fft_grid(fp)[:2]
+    assert _gpu_filter.kernel_dft_cheaper(9, 9, sh, sw, True)
+    check_against_numpy(op(env, x, k, fp, "fft"), x, k, fp, fft=True)
+
+
 # ---------------------------------------------------------------------------------
 # the gpu tests
 # ---------------------------------------------------------------------------------
@@ -242,6 +263,11 @@ def test_many_batches(cuda_env):
 @pytest.mark.gpu
 def test_fft_fill_value(cuda_env):
     body_fft_fill_value(cuda_env)
+
+
+@pytest.mark.gpu
+def test_separable_and_dft_spectrum(cuda_env, poisoned):
+    body_separable_and_dft_spectrum(cuda_env)
 
 
 @pytest.mark.gpu

@@ -1,0 +1,157 @@
+"""SASS/ptxas proxy of the tiled filter kernels, without a GPU (a prediction only).
+
+For the instance ``gpuconv._plan_filter.tiled_config`` picks for a ``same``/fill
+convolution of an N x N image (default 8192) with k x k kernels (float32/float64
+k = 3, 5, 7, 9; complex64 and an even k on the runtime-size path), it builds the
+registered instances of ``cuda/filter2d.cu`` with nvcc (CuPy's options, sm_90) and
+prints one row per case:
+
+- ``regs``: ptxas registers per thread (spills are reported and count as failures);
+- ``block``, ``smem``: the planned block and dynamic shared memory per block;
+- ``blk/SM``, ``occ%``: resident blocks per SM on an H100/H200 (64K registers,
+  228 KiB shared memory with 1 KiB reserved per block, 64 warps, 32 blocks) and the
+  resulting warp occupancy;
+- ``ldfl``: 128-bit tile loads each thread has in flight (``load_batch``), and
+  ``KiB/SM``: bytes in flight per SM at that occupancy (DRAM latency x bandwidth per
+  SM is about 20-25 KiB on an H200: below it the loader is latency-bound);
+- ``LDG/out``, ``STG/out``: 128-bit global loads and stores per output of an
+  interior tile (tile + halo over outputs; the halo re-reads are L2 hits);
+- ``FMA%``, ``loop``: the FMA share and length of the hottest loop (the per-tile
+  loop, as ``../shared/tools/sass_report.py`` finds it; static: it includes the
+  border and scalar branches an interior tile never runs).
+
+Run from the repository root (nvcc, cuobjdump and nvdisasm on PATH)::
+
+    python bench/filter_sass_proxy.py [--n 8192] [--arch sm_90]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from gpuconv import _plan_filter as pf  # noqa: E402
+from gpuconv._filter_args import FilterProblem  # noqa: E402
+from gpuconv._kernels import compile_options, source_dir  # noqa: E402
+
+CASES = [(dt, k) for dt in ("float32", "float64") for k in (3, 5, 7, 9)] + [
+    ("complex64", 3),
+    ("float32", 4),
+]
+FMA = ("FFMA", "DFMA")
+INS = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
+
+
+def _hottest_loop(body: str) -> list[tuple[int, str, str]]:
+    ins = [(int(m.group(1), 16), m.group(3), m.group(4)) for m in INS.finditer(body)]
+    addr = {a: i for i, (a, _, _) in enumerate(ins)}
+    best: tuple[int, list] | None = None
+    for i, (a, op, rest) in enumerate(ins):
+        m = re.search(r"0x([0-9a-f]+)", rest) if op.startswith("BRA") else None
+        if m and int(m.group(1), 16) < a and int(m.group(1), 16) in addr:
+            loop = ins[addr[int(m.group(1), 16)] : i + 1]
+            fma = sum(1 for _, o, _ in loop if o.split(".")[0] in FMA)
+            if best is None or fma > best[0]:
+                best = (fma, loop)
+    return best[1] if best else ins
+
+
+def _build(names: list[str], arch: str) -> tuple[dict[str, int], list[str], str]:
+    opts = [o.replace("--std=", "-std=") for o in compile_options()]
+    refs = ",\n".join(f"    (const void*)&{n}" for n in names)
+    with tempfile.TemporaryDirectory() as tmp:
+        tu = os.path.join(tmp, "tu.cu")
+        Path(tu).write_text(
+            f'#include "filter2d.cu"\nconst void* instances[] = {{\n{refs}\n}};\n'
+        )
+        cub = os.path.join(tmp, "k.cubin")
+        p = subprocess.run(
+            ["nvcc", f"-arch={arch}", *opts, "-ftz=true", "-Xptxas", "-v", "-cubin",
+             "-I", str(source_dir()), tu, "-o", cub],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if p.returncode:
+            raise SystemExit(p.stderr[-3000:])
+        regs: dict[str, int] = {}
+        spills: list[str] = []
+        cur = None
+        for line in p.stderr.splitlines():
+            m = re.search(r"Compiling entry function '(\S+)'", line)
+            cur = m.group(1) if m else cur
+            m = re.search(r"Used (\d+) registers", line)
+            if m and cur:
+                regs[cur] = int(m.group(1))
+            m = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)
+            if m and cur and (m.group(1) != "0" or m.group(2) != "0"):
+                spills.append(f"{cur}: {line.strip()}")
+        sass = subprocess.run(["cuobjdump", "-sass", cub], capture_output=True,
+                              text=True).stdout  # fmt: skip
+    return regs, spills, sass
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=8192)
+    ap.add_argument("--arch", default="sm_90")
+    args = ap.parse_args(argv)
+    n = args.n
+    plans = {}
+    for dt, k in CASES:
+        fp = FilterProblem(1, n, n, 1, k, k, k // 2, k // 2, n, n, "fill", 0.0,
+                           np.dtype(dt))  # fmt: skip
+        plans[(dt, k)] = pf.tiled_config(fp)
+    names = sorted({c.kernel for c in plans.values()})
+    regs, spills, sass = _build(names, args.arch)
+    funcs = {}
+    for f in re.split(r"\n\s*Function : ", sass)[1:]:
+        mangled = f.split("\n", 1)[0].strip()
+        pretty = subprocess.run(["c++filt"], input=mangled, capture_output=True,
+                                text=True).stdout.strip()  # fmt: skip
+        funcs[re.sub(r"\(.*", "", pretty).replace("void ", "")] = (mangled, f)
+    print(f"{'case':13s} {'instance':36s} {'regs':>4s} {'block':>5s} {'smem':>6s} "
+          f"{'blk/SM':>6s} {'occ%':>4s} {'ldfl':>4s} {'KiB/SM':>6s} {'LDG/out':>7s} "
+          f"{'STG/out':>7s} {'FMA%':>4s} {'loop':>5s}")  # fmt: skip
+    for (dt, k), cfg in plans.items():
+        key = cfg.kernel.replace("gc_complex64", "gc_complex<float>")
+        mangled, body = funcs[key]
+        r = regs.get(mangled, 0)
+        bx, by = cfg.block
+        warps = -(-bx * by // 32)
+        regs_warp = -(-r * 32 // 256) * 256
+        blk = min(65536 // (regs_warp * warps), (228 * 1024) // (cfg.shared_mem + 1024),
+                  64 // warps, 32)  # fmt: skip
+        size = np.dtype(dt).itemsize
+        rx, vec = pf.rx(size), 16 // size
+        tw, th = bx * rx, by * cfg.ry
+        compile_time = not cfg.kernel.endswith(f"0, 0, {cfg.ry}>")
+        # gcf::load_batch of filter2d.cu
+        ldfl = 4 if compile_time else (2 if dt in ("float32", "float64") else 1)
+        rows, cols = th + k - 1, tw + k - 1
+        nvec = -(-(vec - 1 + cols) // vec)
+        loop = _hottest_loop(body)
+        fma = sum(1 for _, o, _ in loop if o.split(".")[0] in FMA)
+        print(
+            f"{dt + ' k' + str(k):13s} {cfg.kernel:36s} {r:4d} {bx:2d}x{by:<2d} "
+            f"{cfg.shared_mem:6d} {blk:6d} {100 * blk * warps / 64:4.0f} {ldfl:4d} "
+            f"{blk * bx * by * ldfl * 16 / 1024:6.0f} "
+            f"{rows * nvec / (tw * th):7.3f} {(1 / vec if rx % vec == 0 else 0):7.3f} "
+            f"{100 * fma / len(loop):4.0f} {len(loop):5d}"
+        )
+    for s in spills:
+        print("SPILL", s)
+    return 1 if spills else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""A stand-in CuPy and a null device: gpuconv's CUDA path without a GPU.
+
+:func:`make_cupy` builds a ``cupy`` module whose arrays are NumPy arrays of a
+subclass (:class:`DeviceArray`) that gpuconv's backend chooser takes for CuPy
+arrays, so the public API selects the ``'cuda'`` backend and runs the CUDA ops'
+host code (normalisation, plan caches, launch planning, allocation). Where the
+launches go is the caller's choice: the test plugin ``tests/_gpu_dry_run.py`` runs
+them on the CPU emulation harness; :func:`null_cuda` (``python -m gpuconv bench
+--overhead``) drops them, so what remains to time is gpuconv's own Python work per
+call, the host overhead a GPU call pays on top of CuPy's allocation and launch.
+Nothing here touches a GPU or imports the real CuPy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+import types
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+
+class DeviceArray(np.ndarray):
+    """What the stand-in ``cupy`` allocates (host memory, "device" by type)."""
+
+    __module__ = "cupy_dry_run"
+
+    @property
+    def __cuda_array_interface__(self) -> dict[str, Any]:
+        return self.__array_interface__
+
+    def get(self) -> np.ndarray:
+        return np.array(self)
+
+
+def _wrap(value: Any) -> Any:
+    if isinstance(value, np.ndarray) and not isinstance(value, DeviceArray):
+        return value.view(DeviceArray)
+    if isinstance(value, tuple):
+        return tuple(_wrap(v) for v in value)
+    return value
+
+
+class _Namespace(types.ModuleType):
+    """NumPy (or a NumPy submodule) whose array results are DeviceArrays."""
+
+    def __init__(self, name: str, base: Any) -> None:
+        super().__init__(name)
+        self._base = base
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._base, name)
+        if isinstance(value, types.ModuleType):
+            value = _Namespace(f"{self.__name__}.{name}", value)
+        elif callable(value) and not isinstance(value, type):
+            fn = value
+
+            def call(*args: Any, **kwargs: Any) -> Any:
+                return _wrap(fn(*args, **kwargs))
+
+            value = call
+        else:
+            return value
+        setattr(self, name, value)  # made once: CuPy's own lookups cost nothing
+        return value
+
+
+class _Generator:
+    def __init__(self, seed: Any = None) -> None:
+        self._rng = np.random.default_rng(seed)
+
+    def __getattr__(self, name: str) -> Any:
+        fn = getattr(self._rng, name)
+        return lambda *a, **k: _wrap(np.asarray(fn(*a, **k)))
+
+
+class _Pool:
+    def free_all_blocks(self) -> None:
+        pass
+
+
+class _Device:
+    id = 0
+    mem_info = (0, 0)  # no free memory: memory-gated tests skip
+    compute_capability = "90"
+    attributes = {"ClockRate": 1980000, "MultiProcessorCount": 132,
+                  "ComputeCapabilityMajor": 9, "ComputeCapabilityMinor": 0,
+                  "L2CacheSize": 1 << 20}
+
+    def __init__(self, device_id: int = 0) -> None:
+        pass
+
+    def synchronize(self) -> None:
+        pass
+
+
+class _Event:
+    """Host-clock stand-in for ``cupy.cuda.Event``."""
+
+    t = 0.0
+
+    def record(self, stream: Any = None) -> None:
+        self.t = time.perf_counter()
+
+    def synchronize(self) -> None:
+        pass
+
+
+def _elapsed_ms(start: _Event, end: _Event) -> float:
+    return max(end.t - start.t, 1e-9) * 1e3
+
+
+def make_cupy() -> types.ModuleType:
+    """The stand-in ``cupy`` module."""
+    cp = _Namespace("cupy", np)
+    cp.__version__ = "0+dry-run"
+    cp.ndarray = DeviceArray
+    cp.asarray = lambda a, dtype=None, order=None: _wrap(
+        np.array(a, dtype=dtype, order=order or "K"))
+    cp.asnumpy = lambda a: np.array(a)
+    cp.get_default_memory_pool = lambda: _Pool()
+    cp.get_default_pinned_memory_pool = lambda: _Pool()
+    cp.random = types.SimpleNamespace(default_rng=_Generator)
+    runtime = types.SimpleNamespace(
+        getDeviceCount=lambda: 1, memGetInfo=lambda: (0, 0),
+        getDeviceProperties=lambda i: {"name": b"dry run (EmulatedDevice)"},
+    )
+    cp.cuda = types.SimpleNamespace(
+        runtime=runtime, Device=_Device, Event=_Event, get_elapsed_time=_elapsed_ms,
+        set_allocator=lambda *a: None, set_pinned_memory_allocator=lambda *a: None,
+    )
+    return cp
+
+
+def make_cupyx() -> dict[str, types.ModuleType]:
+    """``cupyx``, ``cupyx.scipy``, ``cupyx.scipy.signal`` and ``.ndimage`` on
+    SciPy's."""
+    import scipy.ndimage
+    import scipy.signal
+
+    signal = _Namespace("cupyx.scipy.signal", scipy.signal)
+    ndimage = _Namespace("cupyx.scipy.ndimage", scipy.ndimage)
+    scipy_mod = types.ModuleType("cupyx.scipy")
+    scipy_mod.signal = signal
+    scipy_mod.ndimage = ndimage
+    cupyx = types.ModuleType("cupyx")
+    cupyx.scipy = scipy_mod
+    return {"cupyx": cupyx, "cupyx.scipy": scipy_mod, "cupyx.scipy.signal": signal,
+            "cupyx.scipy.ndimage": ndimage}
+
+
+class NullDevice:
+    """A device whose launches do nothing (counted); ``xp`` the stand-in CuPy."""
+
+    name = "null"
+
+    def __init__(self, xp: Any) -> None:
+        self.xp = xp
+        self.launches = 0
+
+    def launch(self, launch: Any) -> None:
+        self.launches += 1
+
+
+@contextlib.contextmanager
+def null_cuda(make_device: Any = NullDevice) -> Iterator[Any]:
+    """The stand-in CuPy in ``sys.modules`` (a real one is put back after) and the
+    CUDA ops' default device ``make_device(cupy)`` (a :class:`NullDevice`, or e.g.
+    one that runs the launches on the CPU emulation harness); yields the device."""
+    from gpuconv import _backend, _gpu_conv, _gpu_filter, _plan_cache
+
+    names = ("cupy", "cupyx", "cupyx.scipy", "cupyx.scipy.signal")
+    saved_modules = {n: sys.modules.get(n) for n in names}
+    saved = (_backend._cupy_state, _gpu_conv.default_device,
+             _gpu_filter._default_device)
+    cp = make_cupy()
+    dev = make_device(cp)
+    for n in names[1:]:
+        sys.modules.pop(n, None)
+    sys.modules["cupy"] = cp
+    _backend._cupy_state = None
+    _gpu_conv.default_device = lambda: dev
+    _gpu_filter._default_device = lambda: dev
+    _plan_cache.clear()
+    try:
+        yield dev
+    finally:
+        for n, mod in saved_modules.items():
+            if mod is None:
+                sys.modules.pop(n, None)
+            else:
+                sys.modules[n] = mod
+        (_backend._cupy_state, _gpu_conv.default_device,
+         _gpu_filter._default_device) = saved
+        _plan_cache.clear()  # its plans launch on the null device
