@@ -251,9 +251,18 @@ def ptxas_resources(report: str) -> dict[str, dict[str, int]]:
     return out
 
 
+def is_fma(op: str, operands: str = "") -> bool:
+    """An FMA-pipe multiply-add that does work: FFMA, DFMA, HFMA2, tensor-core MMAs;
+    not ``HFMA2.MMA Rd, -RZ, RZ, 0, 0``, the compiler's idiom for zeroing a
+    register."""
+    if op.split(".")[0] not in FMA_OPS:
+        return False
+    return not (op.startswith("HFMA2") and "-RZ, RZ" in operands)
+
+
 def hottest_loop(body: str) -> list[tuple[int, str]] | None:
     """The instructions ``(address, opcode)`` of the loop (a backward branch and
-    its target) holding the most FMA instructions, or ``None``."""
+    its target) holding the most FMA instructions (:func:`is_fma`), or ``None``."""
     ins = [(int(m.group(1), 16), m.group(3), m.group(4)) for m in _INS.finditer(body)]
     index = {a: i for i, (a, _, _) in enumerate(ins)}
     best: tuple[int, list[tuple[int, str]]] | None = None
@@ -265,8 +274,10 @@ def hottest_loop(body: str) -> list[tuple[int, str]] | None:
             continue
         target = int(m.group(1), 16)
         if target < a and target in index:
-            loop = [(ad, o) for ad, o, _ in ins[index[target]:i + 1]]
-            fma = sum(1 for _, o in loop if o.split(".")[0] in FMA_OPS)
+            part = ins[index[target]:i + 1]
+            fma = sum(1 for _, o, r in part if is_fma(o, r))
+            loop = [(ad, o if is_fma(o, r) or not o.startswith("HFMA2") else "MOV")
+                    for ad, o, r in part]
             if best is None or fma > best[0]:
                 best = (fma, loop)
     return None if best is None else best[1]

@@ -51,12 +51,17 @@ struct RegblockTile {
     static constexpr int PAD = 4;             // row padding of the smem slices:
                                               // keeps 16-byte alignment and spreads
                                               // the transposed B stores over banks
-    static constexpr int A_STEP = THREADS / BM;       // r-rows covered per A pass
-    static constexpr int A_LOADS = BK / A_STEP;       // A elements per thread
+    // A gathers: THREADS >= BM: each thread one row, every A_STEP-th channel;
+    // BM > THREADS: each thread A_ROWS rows (THREADS apart), every channel.
+    static constexpr int A_ROWS = BM > THREADS ? BM / THREADS : 1;
+    static constexpr int A_STEP = BM > THREADS ? 1 : THREADS / BM;
+    static constexpr int A_LOADS = BK / A_STEP;       // A elements per thread and row
     static constexpr int B_STEP = THREADS / BK;       // n-columns covered per B pass
     static constexpr int B_LOADS = BN / B_STEP;       // B elements per thread
     static_assert(TM % 4 == 0 && TN % 4 == 0, "thread blocks are 4-wide chunks");
-    static_assert(THREADS % BM == 0 && BK % A_STEP == 0, "A slice must tile the block");
+    static_assert((THREADS % BM == 0 || BM % THREADS == 0) && BK % A_STEP == 0,
+                  "A slice must tile the block");
+    static_assert(A_ROWS * A_LOADS <= 16, "A load masks are 16 bits");
     static_assert(THREADS % BK == 0 && BN % B_STEP == 0, "B slice must tile the block");
     static_assert(THREADS <= 1024, "block too large");
 };
@@ -217,33 +222,42 @@ __device__ __forceinline__ void sliced_gemm_block(
     const int nslices = s_end > s_begin ? static_cast<int>(s_end - s_begin) : 0;
     const SliceEntry* slice = slices + s_begin * (PACKED ? BK : 1);
 
-    // Gather roles: A row a_m at channels a_r + q*A_STEP; B channel b_r at columns
-    // b_n + q*B_STEP.
+    // Gather roles: A rows a_m + j*THREADS (j < A_ROWS) at channels a_r + q*A_STEP;
+    // B channel b_r at columns b_n + q*B_STEP.
+    constexpr int AR = Tile::A_ROWS;
+    constexpr int AL = Tile::A_LOADS;
     const int a_m = tid % Tile::BM;
     const int a_r = tid / Tile::BM;
     const int b_r = tid % BK;
     const int b_n = tid / BK;
 
-    // This thread's A row, decoded once.
-    const long long am = m0 + a_m;
-    const bool a_valid = am < a.M;
-    const long long an = a_valid ? am / HoWo : 0;
-    const int ap = static_cast<int>(am - an * HoWo);
-    const int aoh = ap / a.Wo;
-    const int aow = ap - aoh * a.Wo;
-    const int ih0 = aoh * a.ah + a.bh;
-    const int iw0 = aow * a.aw + a.bw;
-    const T* a_base = src + (an * a.Csrc + static_cast<long long>(g) * a.Cred) * HWs;
+    // This thread's A rows, decoded once.
+    bool a_valid[AR];
+    int ih0[AR];
+    int iw0[AR];
+    const T* a_base[AR];
+#pragma unroll
+    for (int j = 0; j < AR; ++j) {
+        const long long am = m0 + a_m + j * Tile::THREADS;
+        a_valid[j] = am < a.M;
+        const long long an = a_valid[j] ? am / HoWo : 0;
+        const int ap = static_cast<int>(am - an * HoWo);
+        const int aoh = ap / a.Wo;
+        const int aow = ap - aoh * a.Wo;
+        ih0[j] = aoh * a.ah + a.bh;
+        iw0[j] = aow * a.aw + a.bw;
+        a_base[j] = src + (an * a.Csrc + static_cast<long long>(g) * a.Cred) * HWs;
+    }
     const long long a_chunk_step = static_cast<long long>(BK) * HWs;
     // Byte offsets of this thread's channel planes within a chunk (byte pointers
     // keep the per-load address arithmetic to one 64-bit add).
-    long long a_off[Tile::A_LOADS];
+    long long a_off[AL];
 #pragma unroll
-    for (int q = 0; q < Tile::A_LOADS; ++q)
+    for (int q = 0; q < AL; ++q)
         a_off[q] = static_cast<long long>(a_r + q * Tile::A_STEP) * HWs *
                    static_cast<long long>(sizeof(T));
 #pragma unroll
-    for (int q = 0; q < Tile::A_LOADS; ++q) keep_in_register(a_off[q]);
+    for (int q = 0; q < AL; ++q) keep_in_register(a_off[q]);
 
     // This thread's B channel and columns (packed: the row entry holds the channel).
     const T* b_ptr = w + static_cast<long long>(g) * a.NG * a.Cred * a.KHKW +
@@ -257,17 +271,20 @@ __device__ __forceinline__ void sliced_gemm_block(
 #pragma unroll
     for (int q = 0; q < Tile::B_LOADS; ++q) keep_in_register(b_off[q]);
 
-    // Load masks: bit q for A load q, bit 16 + q for B load q. Every chunk but the
-    // last has all BK channels; the last one has Cred - last*BK.
+    // Load masks: bit j*AL + q for A load q of row j, bit 16 + q for B load q. Every
+    // chunk but the last has all BK channels; the last one has Cred - last*BK.
     const int last_chunk = (a.Cred - 1) / BK;
     const int rem = a.Cred - last_chunk * BK;
     unsigned full_mask = 0;
     unsigned tail_mask = 0;
 #pragma unroll
-    for (int q = 0; q < Tile::A_LOADS; ++q) {
-        full_mask |= 1u << q;
-        if (a_r + q * Tile::A_STEP < rem) tail_mask |= 1u << q;
-    }
+    for (int j = 0; j < AR; ++j)
+#pragma unroll
+        for (int q = 0; q < AL; ++q) {
+            if (!a_valid[j]) continue;  // rows past M: never loaded
+            full_mask |= 1u << (j * AL + q);
+            if (a_r + q * Tile::A_STEP < rem) tail_mask |= 1u << (j * AL + q);
+        }
 #pragma unroll
     for (int q = 0; q < Tile::B_LOADS; ++q) {
         if (n0 + b_n + q * Tile::B_STEP < a.NG) {
@@ -275,9 +292,9 @@ __device__ __forceinline__ void sliced_gemm_block(
             if (b_r < rem) tail_mask |= 1u << (16 + q);
         }
     }
-    constexpr unsigned A_BITS = (1u << Tile::A_LOADS) - 1u;
+    constexpr unsigned ROW_BITS = (1u << AL) - 1u;
 
-    T reg_a[Tile::A_LOADS];
+    T reg_a[AR][AL];
     T reg_b[Tile::B_LOADS];
     auto fetch = [&](int k) {
         if constexpr (PACKED) {
@@ -285,15 +302,19 @@ __device__ __forceinline__ void sliced_gemm_block(
             // tap, weight offset; woff < 0: a padding row, 0 from both operands).
             const SliceEntry* rows = slice + k * BK;
 #pragma unroll
-            for (int q = 0; q < Tile::A_LOADS; ++q) {
+            for (int q = 0; q < AL; ++q) {
                 const SliceEntry e = rows[a_r + q * Tile::A_STEP];
-                const int ih = ih0 + e.dy;
-                const int iw = iw0 + e.dx;
-                const bool ok = a_valid && e.woff >= 0 && in_range(ih, a.Hs) &&
-                                in_range(iw, a.Ws);
-                reg_a[q] = ok ? __ldg(a_base + static_cast<long long>(e.chunk) * HWs +
-                                      (ih * a.Ws + iw))
-                              : T(0);
+#pragma unroll
+                for (int j = 0; j < AR; ++j) {
+                    const int ih = ih0[j] + e.dy;
+                    const int iw = iw0[j] + e.dx;
+                    const bool ok = a_valid[j] && e.woff >= 0 && in_range(ih, a.Hs) &&
+                                    in_range(iw, a.Ws);
+                    reg_a[j][q] = ok ? __ldg(a_base[j] +
+                                             static_cast<long long>(e.chunk) * HWs +
+                                             (ih * a.Ws + iw))
+                                     : T(0);
+                }
             }
             const int woff = rows[b_r].woff;
             const char* pb = reinterpret_cast<const char*>(b_ptr + (woff >= 0 ? woff : 0));
@@ -304,18 +325,21 @@ __device__ __forceinline__ void sliced_gemm_block(
                                : T(0);
         } else {
             const SliceEntry e = slice[k];  // block-uniform
-            const int ih = ih0 + e.dy;
-            const int iw = iw0 + e.dx;
-            const bool ok = a_valid && in_range(ih, a.Hs) && in_range(iw, a.Ws);
             unsigned mask = e.chunk == last_chunk ? tail_mask : full_mask;
-            if (!ok) mask &= ~A_BITS;
-            const char* pa = reinterpret_cast<const char*>(
-                a_base + e.chunk * a_chunk_step + (ok ? ih * a.Ws + iw : 0));
 #pragma unroll
-            for (int q = 0; q < Tile::A_LOADS; ++q)
-                reg_a[q] = (mask >> q & 1u)
-                               ? __ldg(reinterpret_cast<const T*>(pa + a_off[q]))
-                               : T(0);
+            for (int j = 0; j < AR; ++j) {
+                const int ih = ih0[j] + e.dy;
+                const int iw = iw0[j] + e.dx;
+                const bool ok = in_range(ih, a.Hs) && in_range(iw, a.Ws);  // rows
+                if (!ok) mask &= ~(ROW_BITS << (j * AL));  // past M are masked already
+                const char* pa = reinterpret_cast<const char*>(
+                    a_base[j] + e.chunk * a_chunk_step + (ok ? ih * a.Ws + iw : 0));
+#pragma unroll
+                for (int q = 0; q < AL; ++q)
+                    reg_a[j][q] = (mask >> (j * AL + q) & 1u)
+                                      ? __ldg(reinterpret_cast<const T*>(pa + a_off[q]))
+                                      : T(0);
+            }
             const char* pb = reinterpret_cast<const char*>(b_ptr + e.woff);
 #pragma unroll
             for (int q = 0; q < Tile::B_LOADS; ++q)
@@ -326,8 +350,10 @@ __device__ __forceinline__ void sliced_gemm_block(
     };
     auto stash = [&](int stage) {
 #pragma unroll
-        for (int q = 0; q < Tile::A_LOADS; ++q)
-            s.a[stage][a_r + q * Tile::A_STEP][a_m] = reg_a[q];
+        for (int j = 0; j < AR; ++j)
+#pragma unroll
+            for (int q = 0; q < AL; ++q)
+                s.a[stage][a_r + q * Tile::A_STEP][a_m + j * Tile::THREADS] = reg_a[j][q];
 #pragma unroll
         for (int q = 0; q < Tile::B_LOADS; ++q)
             s.b[stage][b_r][b_n + q * Tile::B_STEP] = reg_b[q];

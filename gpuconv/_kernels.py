@@ -38,11 +38,12 @@ CONV_TILED_TILE = (32, 8)
 # register spill for sm_80 and sm_90 are listed (tests/test_nvcc.py checks it);
 # double 16x16x8x4 and 16x16x8x8 spill. 16x8x8x8 (128 threads, 128 x 64) keeps the
 # 8x8 thread tile (FMA share ~80 % in the SASS proxy) for 64 output channels;
+# 32x4x8x8 (256 x 32, two A rows per thread) keeps it for 32 output channels;
 # 32x4x4x4 (128 x 16) is the narrow tile of few-channel GEMMs (the stem's input
 # gradient: 3 columns).
 CONV_REGBLOCK_TILES: dict[str, tuple[tuple[int, int, int, int], ...]] = {
-    "float": ((16, 16, 8, 8), (16, 8, 8, 8), (16, 16, 8, 4), (16, 16, 4, 4),
-              (32, 8, 4, 4), (16, 8, 4, 4), (32, 4, 4, 4)),
+    "float": ((16, 16, 8, 8), (16, 8, 8, 8), (32, 4, 8, 8), (16, 16, 8, 4),
+              (16, 16, 4, 4), (32, 8, 4, 4), (16, 8, 4, 4), (32, 4, 4, 4)),
     "double": ((16, 16, 4, 4), (32, 8, 4, 4), (16, 8, 4, 4)),
 }
 
