@@ -133,4 +133,16 @@ struct FastDiv {
     }
 };
 
+// One entry of a reduction "tap table" (built by gpuconv._plan_conv.tap_table; used
+// by the tensor-core kernels, cuda/conv2d_mma.cu): reduction index r = ch*KH*KW +
+// kh*KW + kw maps to the channel `ch`, the tap offsets dy = kh*dilation_h and dx =
+// kw*dilation_w, and the tap number kh*KW + kw. 16-byte aligned so that one vector
+// load fetches an entry; the table replaces the div/mod chain r -> (ch, kh, kw).
+struct alignas(16) TapEntry {
+    int ch;
+    int dy;
+    int dx;
+    int tap;
+};
+
 }  // namespace gpuconv

@@ -66,6 +66,7 @@ from gpuconv._plan_conv import (
     plan_pad_gather,
     resolve_algorithm,
     slice_table,
+    tap_table,
 )
 from gpuconv._precision import applies_tf32, round_tf32, select_precision
 
@@ -198,6 +199,12 @@ def _parts(xp: Any, a: Any) -> tuple[Any, Any]:
 def _run(dev: Any, launches: list[Any]) -> None:
     for launch in launches:
         dev.launch(launch)
+
+
+def _taps(dev: Any, channels: int, p: Conv2dProblem) -> Any:
+    """The tap table of the tensor-core kernels (uploaded once per geometry)."""
+    args = (channels, p.KH, p.KW, p.dilation[0], p.dilation[1])
+    return _const_array(dev, ("taps", *args), lambda: tap_table(*args))
 
 
 def _slices(dev: Any, p: Conv2dProblem, pass_name: str) -> Any:

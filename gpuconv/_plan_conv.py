@@ -313,6 +313,24 @@ def regblock_blocks_per_sm(tile: tuple[int, int, int, int], dtype: Any) -> int:
 # host-side tables (uploaded by the op, cached per device)
 
 
+def tap_table(channels: int, KH: int, KW: int, dh: int, dw: int) -> np.ndarray:
+    """The ``TapEntry`` table of an implicit GEMM reduction (``common.cuh``; the
+    tensor-core kernels).
+
+    Row ``r = ch*KH*KW + kh*KW + kw`` holds ``(ch, kh*dh, kw*dw, kh*KW + kw)``;
+    int32, shape ``(channels*KH*KW, 4)``, C-contiguous (16 bytes per entry).
+
+    Examples
+    --------
+    >>> tap_table(2, 1, 2, 1, 3).tolist()
+    [[0, 0, 0, 0], [0, 0, 3, 1], [1, 0, 0, 0], [1, 0, 3, 1]]
+    """
+    r = np.arange(channels * KH * KW, dtype=np.int64)
+    tap = r % (KH * KW)
+    table = np.stack([r // (KH * KW), (tap // KW) * dh, (tap % KW) * dw, tap], axis=1)
+    return np.ascontiguousarray(table, dtype=np.int32)
+
+
 @dataclasses.dataclass(frozen=True)
 class SlicedPhase:
     """One ``tiled_regblock`` launch of a forward or input-gradient pass: its output

@@ -237,6 +237,15 @@ def test_regblock_tile_choice_wastes_little(pass_name):
     assert pc.regblock_tile(p, "forward")[1] * pc.regblock_tile(p, "forward")[3] == 32
 
 
+def test_tap_table_matches_the_reduction_index():
+    table = pc.tap_table(3, 2, 4, 5, 7)
+    assert table.dtype == np.int32 and table.shape == (24, 4)
+    assert table.flags.c_contiguous and table.nbytes == 24 * 16
+    for r, (ch, dy, dx, tap) in enumerate(table):
+        assert (ch, tap) == divmod(r, 8)
+        assert (dy, dx) == (tap // 4 * 5, tap % 4 * 7)
+
+
 def _slice_terms(p, pass_name):
     """{(pixel row, pixel col, channel, kh, kw)} that the slice tables of a plan
     sum, from the tables alone (the kernel's reading of them)."""
