@@ -13,6 +13,7 @@ equality through DLPack) and torch's current stream are checked too.
 from __future__ import annotations
 
 import doctest
+import inspect
 import os
 import subprocess
 import sys
@@ -585,6 +586,210 @@ def test_cupy_stream_wraps_torch_stream_handle():
         Stream=SimpleNamespace(null="null"),
         ExternalStream=lambda ptr, dev: ("external", ptr, dev)))
     assert _cupy_stream(cp13, TorchStream(99), 1) == ("external", 99, 1)
+
+
+# -- precision= ('highest' | 'tf32') --------------------------------------------------
+
+PREC_KW = {"padding": 1, "padding_mode": "reflect"}
+
+
+def _prec_operands(dtype=torch.float32, seed=31):
+    """x, w, b, gy with full float32 mantissas (TF32 rounding changes them)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 3, 7, 6, generator=gen, dtype=torch.float64).to(dtype)
+    w = torch.randn(4, 3, 3, 3, generator=gen, dtype=torch.float64).to(dtype)
+    b = torch.randn(4, generator=gen, dtype=torch.float64).to(dtype)
+    gy = torch.randn(2, 4, 7, 6, generator=gen, dtype=torch.float64).to(dtype)
+    return x, w, b, gy
+
+
+def _torch_run(x, w, b, gy, **kw):
+    """y and (gx, gw, gb) of gt.conv2d on fresh leaves, backward outside any
+    precision block."""
+    xi, wi, bi = (t.clone().requires_grad_() for t in (x, w, b))
+    y = gt.conv2d(xi, wi, bi, **PREC_KW, **kw)
+    return y, y, (xi, wi, bi)
+
+
+def _grads_after(y, leaves, gy):
+    y.backward(gy)
+    return tuple(t.grad for t in leaves)
+
+
+def _core(x, w, b, gy, precision):
+    """gpuconv's own NumPy-backend forward and gradients of the same problem."""
+    xa, wa, ba, gya = (t.numpy() for t in (x, w, b, gy))
+    y = gpuconv.conv2d(xa, wa, ba, precision=precision, **PREC_KW)
+    g = gpuconv.conv2d_backward(gya, xa, wa, precision=precision, **PREC_KW)
+    return y, tuple(g)
+
+
+def _same(tensors, arrays):
+    for t, a in zip(tensors, arrays, strict=True):
+        assert t.dtype == getattr(torch, a.dtype.name)
+        assert np.array_equal(t.detach().numpy(), a), "not bit-identical"
+
+
+def test_tf32_forward_and_gradients_equal_the_core_api_bit_for_bit():
+    x, w, b, gy = _prec_operands()
+    want_y, want_g = _core(x, w, b, gy, "tf32")
+    hi_y, hi_g = _core(x, w, b, gy, "highest")
+    y, _, leaves = _torch_run(x, w, b, gy, precision="tf32")
+    _same([y], [want_y])
+    _same(_grads_after(y, leaves, gy), want_g)
+    assert not np.array_equal(want_y, hi_y)  # tf32 did change something
+    assert not np.array_equal(want_g[0], hi_g[0])
+    assert not np.array_equal(want_g[1], hi_g[1])
+    # the module forwards precision to the same function
+    conv = gt.Conv2d(3, 4, 3, **PREC_KW, precision="tf32")
+    with torch.no_grad():
+        conv.weight.copy_(w)
+        conv.bias.copy_(b)
+    _same([conv(x)], [want_y])
+    # 'highest' (and the default) is today's result
+    y_hi, _, leaves = _torch_run(x, w, b, gy, precision="highest")
+    _same([y_hi], [hi_y])
+    _same(_grads_after(y_hi, leaves, gy), hi_g)
+
+
+def test_precision_is_captured_at_forward_time():
+    """A use_precision block around the forward pass alone governs the backward run
+    later, outside it; a block around the backward alone changes nothing."""
+    x, w, b, gy = _prec_operands(seed=32)
+    want_y, want_g = _core(x, w, b, gy, "tf32")
+    hi_y, hi_g = _core(x, w, b, gy, "highest")
+    with gpuconv.use_precision("tf32"):
+        y, _, leaves = _torch_run(x, w, b, gy)
+    _same([y], [want_y])
+    _same(_grads_after(y, leaves, gy), want_g)
+    conv = gt.Conv2d(3, 4, 3, **PREC_KW)  # precision=None: resolved per call
+    with torch.no_grad():
+        conv.weight.copy_(w)
+        conv.bias.copy_(b)
+    with gpuconv.use_precision("tf32"):
+        ym = conv(x)
+    _same([ym], [want_y])
+    _same([conv(x)], [hi_y])
+    y, _, leaves = _torch_run(x, w, b, gy)
+    with gpuconv.use_precision("tf32"):
+        _same(_grads_after(y, leaves, gy), hi_g)
+    # an explicit keyword wins over the block, as in the core API
+    with gpuconv.use_precision("tf32"):
+        y, _, leaves = _torch_run(x, w, b, gy, precision="highest")
+    _same(_grads_after(y, leaves, gy), hi_g)
+
+
+def test_precision_from_the_environment_at_call_time(monkeypatch):
+    x, w, b, gy = _prec_operands(seed=33)
+    want_y, _ = _core(x, w, b, gy, "tf32")
+    conv = gt.Conv2d(3, 4, 3, **PREC_KW)
+    with torch.no_grad():
+        conv.weight.copy_(w)
+        conv.bias.copy_(b)
+    monkeypatch.setenv("GPUCONV_PRECISION", "tf32")
+    _same([conv(x)], [want_y])
+    monkeypatch.setenv("GPUCONV_PRECISION", "highest")
+    assert not np.array_equal(conv(x).detach().numpy(), want_y)
+
+
+def test_double_backward_runs_at_the_forward_precision(monkeypatch):
+    """Every gpuconv call of a create_graph backward and of the second backward
+    gets the precision resolved at forward time (and tf32 changes the result)."""
+    spies = [Spy(monkeypatch, n) for n in ("conv2d", "conv2d_grad_input",
+                                          "conv2d_grad_weight", "conv2d_backward")]
+    x, w, b, gy = _prec_operands(seed=34)
+
+    def penalty(**kw):
+        xi, wi = x.clone().requires_grad_(), w.clone().requires_grad_()
+        y = gt.conv2d(xi, wi, b, **PREC_KW, **kw)
+        gx, = torch.autograd.grad(y, xi, gy, create_graph=True)
+        gx.square().sum().backward()
+        return wi.grad
+
+    with gpuconv.use_precision("tf32"):
+        gw_tf32 = penalty()
+    gw_tf32_kw = penalty(precision="tf32")  # backward outside any block
+    calls = [c for s in spies for c in s.calls]
+    assert len(calls) >= 9
+    assert {c[1]["precision"] for c in calls} == {"tf32"}
+    assert {s.fn.__name__ for s in spies if s.calls} >= {
+        "conv2d", "conv2d_grad_input", "conv2d_grad_weight"}
+    assert torch.equal(gw_tf32, gw_tf32_kw)
+    assert not torch.equal(gw_tf32, penalty(precision="highest"))
+    assert spies[0].calls[-1][1]["precision"] == "highest"
+
+
+def test_float64_unchanged_by_tf32_and_gradcheck():
+    """TF32 applies to float32/complex64 only: float64 (where gradcheck means
+    something) is bit-identical under precision='tf32', and gradcheck and
+    gradgradcheck pass with it."""
+    x, w, b, gy = _prec_operands(torch.float64, seed=35)
+    y_t, _, leaves_t = _torch_run(x, w, b, gy, precision="tf32")
+    y_h, _, leaves_h = _torch_run(x, w, b, gy, precision="highest")
+    assert torch.equal(y_t, y_h)
+    for gt_, gh in zip(_grads_after(y_t, leaves_t, gy),
+                       _grads_after(y_h, leaves_h, gy), strict=True):
+        assert torch.equal(gt_, gh)
+    xs, ws = (t[:1, :2, :4, :4].clone().requires_grad_() for t in (x, w[:2]))
+
+    def fn(xi, wi):
+        return gt.conv2d(xi, wi, padding=1, precision="tf32")
+
+    assert torch.autograd.gradcheck(fn, (xs, ws))
+    assert torch.autograd.gradgradcheck(fn, (xs, ws))
+
+
+def test_float16_under_tf32_equals_the_core_api():
+    """float16 is accumulated in float32 whatever the precision (its values are
+    exact in TF32): on CPU tensors the NumPy backend gives the same bits under
+    'tf32' and 'highest', and gpuconv.torch returns them as float16."""
+    x, w, b, gy = _prec_operands(torch.float16, seed=36)
+    want_y, want_g = _core(x, w, b, gy, "tf32")
+    hi_y, hi_g = _core(x, w, b, gy, "highest")
+    assert want_y.dtype == np.float16
+    assert np.array_equal(want_y, hi_y)
+    assert all(np.array_equal(a, c) for a, c in zip(want_g, hi_g, strict=True))
+    y, _, leaves = _torch_run(x, w, b, gy, precision="tf32")
+    _same([y], [want_y])
+    _same(_grads_after(y, leaves, gy), want_g)
+
+
+def test_bad_precision_raises_the_core_error_before_any_work(monkeypatch):
+    spies = [Spy(monkeypatch, n) for n in ("conv2d", "conv2d_backward")]
+    x, w = torch.ones(1, 1, 3, 3, requires_grad=True), torch.ones(1, 1, 2, 2)
+    for bad, exc in (("fp16", ValueError), ("TF32", ValueError), (32, TypeError)):
+        with pytest.raises(exc) as core:
+            spies[0].fn(x.detach().numpy(), w.numpy(), precision=bad)
+        with pytest.raises(exc) as ours:
+            gt.conv2d(x, w, precision=bad)
+        assert str(ours.value) == str(core.value)
+        assert "'highest'" in str(ours.value) and "'tf32'" in str(ours.value)
+        with pytest.raises(exc) as mod:
+            gt.Conv2d(1, 1, 2, precision=bad)
+        assert str(mod.value) == str(core.value)
+    assert all(not s.calls for s in spies)
+    with gpuconv.use_precision(None):  # None is the default, not an error
+        gt.conv2d(x, w, precision=None).sum().backward()
+    assert len(spies[0].calls) == len(spies[1].calls) == 1
+
+
+def test_module_precision_attribute_repr_and_state_dict():
+    torch.manual_seed(13)
+    ref = torch.nn.Conv2d(3, 4, 3, padding=1)
+    torch.manual_seed(13)
+    plain = gt.Conv2d(3, 4, 3, padding=1)
+    torch.manual_seed(13)
+    ours = gt.Conv2d(3, 4, 3, padding=1, precision="tf32")
+    assert plain.precision is None and ours.precision == "tf32"
+    assert repr(plain) == repr(ref) and "precision" not in repr(plain)
+    assert repr(ours) == repr(ref)[:-1] + ", precision=tf32)"
+    assert ours.state_dict().keys() == ref.state_dict().keys()
+    result = ours.load_state_dict(ref.state_dict())
+    assert not result.missing_keys and not result.unexpected_keys
+    ref.load_state_dict(ours.state_dict())
+    for fn in (gt.conv2d, gt.Conv2d):
+        param = inspect.signature(fn).parameters["precision"]
+        assert param.kind is param.KEYWORD_ONLY and param.default is None
 
 
 # -- the benchmark script -------------------------------------------------------------
