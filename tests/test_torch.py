@@ -916,3 +916,51 @@ def test_cuda_runs_on_torch_current_stream(monkeypatch):
     close(y, want, terms=144)
     close(x.grad, F.conv_transpose2d(torch.ones_like(y), w.detach(), padding=1),
           terms=144)
+
+
+@pytest.mark.gpu
+def test_cuda_tf32_within_the_bound_of_the_numpy_tf32_model():
+    """CUDA float32 tensors with precision='tf32' (the tensor-core kernels) against
+    the NumPy backend's TF32 model (the same rounded operands, exact products,
+    float64 sums): only float32 summation error remains (tests/_tol.py's product
+    bound with operand_unit 0); forward and both gradients, and the precision
+    captured at forward time reaches the backward."""
+    from gpuconv._precision import round_tf32
+    from tests._tol import assert_products_within
+
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA device here")
+    gen = torch.Generator().manual_seed(41)
+    x = torch.randn(4, 16, 20, 18, generator=gen)
+    w = torch.randn(32, 16, 3, 3, generator=gen)
+    b = torch.randn(32, generator=gen)
+    gy = torch.randn(4, 32, 20, 18, generator=gen)
+    xc, wc, bc = (t.cuda().requires_grad_() for t in (x, w, b))
+    with gpuconv.use_precision("tf32"):
+        y = gt.conv2d(xc, wc, bc, padding=1)
+    y.backward(gy.cuda())
+    got = [t.detach().cpu().numpy() for t in (y, xc.grad, wc.grad)]
+    assert all(g.dtype == np.float32 for g in got)
+
+    xr, wr, gyr = (round_tf32(t.numpy()).astype(np.float64) for t in (x, w, gy))
+    b64 = b.numpy().astype(np.float64)
+    kw = {"padding": 1, "backend": "numpy"}
+
+    def passes(f):
+        return (gpuconv.conv2d(f(xr), f(wr), f(b64), **kw),
+                gpuconv.conv2d_grad_input(x.shape, f(wr), f(gyr), **kw),
+                gpuconv.conv2d_grad_weight(f(xr), w.shape, f(gyr), **kw))
+
+    models = passes(lambda a: a)
+    sums = passes(np.abs)
+    terms = (16 * 9, 32 * 9, 4 * 20 * 18)
+    for g, m, s, n in zip(got, models, sums, terms, strict=True):
+        assert_products_within(g, m, s, n)
+    # and the NumPy backend's float32 tf32 result (what CPU tensors give) agrees
+    y_cpu = gt.conv2d(x, w, b, padding=1, precision="tf32")
+    assert_products_within(got[0], y_cpu.numpy(), sums[0], terms[0],
+                           output_unit=2.0**-24)
+    # tf32 really ran: 'highest' differs
+    y_hi = gt.conv2d(xc.detach(), wc.detach(), bc.detach(), padding=1,
+                     precision="highest")
+    assert not torch.equal(y_hi.cpu(), y.detach().cpu())
