@@ -838,6 +838,44 @@ def test_bench_cpu_variant_writes_validated_rows(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == printed.strip()
 
 
+def test_bench_tf32_validation_accepts_tf32_and_catches_a_wrong_conv():
+    """The check the benchmark's gpuconv.torch TF32 row passes before it is timed
+    (CUDA only there), run here on a CPU layer: the NumPy backend's TF32 model is
+    within the bound, a 'TF32' that truncates instead of rounding is not."""
+    bench = _load_bench()
+    gen = torch.Generator().manual_seed(51)
+    x = torch.randn(2, 8, 14, 14, generator=gen)
+    gy = torch.randn(2, 8, 14, 14, generator=gen)
+    conv = gt.Conv2d(8, 8, 3, padding=1, bias=False, precision="tf32")
+    errs = bench.tf32_conv_errors(torch, conv, x, gy)
+    assert set(errs) == {"y", "gx", "gw"} and 0 < max(errs.values()) <= 1.0
+
+    class Truncating(torch.nn.Module):  # drops the 13 low bits instead of rounding
+        def __init__(self):
+            super().__init__()
+            self.weight = conv.weight
+
+        def forward(self, xi):
+            def t(a):
+                return (a.view(torch.int32) & -(1 << 13)).view(torch.float32)
+
+            return gt.conv2d(_TruncGrad.apply(xi, t), _TruncGrad.apply(self.weight, t),
+                             padding=1)
+
+    bad = bench.tf32_conv_errors(torch, Truncating(), x, gy)
+    assert bad["y"] > 1.0  # both operands truncated (gx: only w, within bound)
+
+
+class _TruncGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, t):
+        return t(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, None
+
+
 def test_bench_without_cuda_exits_2_with_reason(capsys):
     from gpuconv import _backend
 
@@ -867,9 +905,13 @@ def test_bench_gpu_quick_rows(tmp_path):
     block = [r for r in rows if r["op"] == "resnet_basic_block_train_step"]
     assert [(r["variant"], r["math"]) for r in block] == [
         ("gpuconv.torch", "float32"), ("torch.nn.Conv2d", "float32"),
-        ("torch.nn.Conv2d", "tf32")]
+        ("gpuconv.torch", "tf32"), ("torch.nn.Conv2d", "tf32")]
     assert all("error" not in r and r["median_s"] > 0 for r in rows)
     assert block[0]["max_err"] <= block[0]["err_limit"]
+    assert set(block[2]["errors"]) == {"y", "gx", "gw"}
+    assert 0 < block[2]["max_err"] <= block[2]["err_limit"] == 1.0
+    assert block[2]["ratio_tf32"] == pytest.approx(block[2]["median_s"]
+                                                   / block[3]["median_s"])
 
 
 # -- CUDA only -------------------------------------------------------------------------
