@@ -841,7 +841,9 @@ def test_bench_cpu_variant_writes_validated_rows(tmp_path, capsys):
 def test_bench_tf32_validation_accepts_tf32_and_catches_a_wrong_conv():
     """The check the benchmark's gpuconv.torch TF32 row passes before it is timed
     (CUDA only there), run here on a CPU layer: the NumPy backend's TF32 model is
-    within the bound, a 'TF32' that truncates instead of rounding is not."""
+    within the bound, a 'TF32' that truncates instead of rounding is not (gw's
+    operands x and gy are truncated by straight-through functions whose gradient
+    passes untouched, so only y and gx are checked there)."""
     bench = _load_bench()
     gen = torch.Generator().manual_seed(51)
     x = torch.randn(2, 8, 14, 14, generator=gen)
@@ -863,7 +865,15 @@ def test_bench_tf32_validation_accepts_tf32_and_catches_a_wrong_conv():
                              padding=1)
 
     bad = bench.tf32_conv_errors(torch, Truncating(), x, gy)
-    assert bad["y"] > 1.0  # both operands truncated (gx: only w, within bound)
+    assert bad["y"] > 1.0 and bad["gx"] > 1.0
+    # the torch port of the rounding is gpuconv's
+    from gpuconv._precision import round_tf32
+
+    special = torch.tensor([1 + 2.0**-11, -(1 + 3 * 2.0**-11), 3.4e38, float("inf"),
+                            float("nan"), 1e-40, -0.0])
+    for a in (x, special):
+        assert np.array_equal(bench.round_tf32(torch, a).numpy(),
+                              round_tf32(a.numpy()), equal_nan=True)
 
 
 class _TruncGrad(torch.autograd.Function):
