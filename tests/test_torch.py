@@ -710,7 +710,7 @@ def test_double_backward_runs_at_the_forward_precision(monkeypatch):
         gw_tf32 = penalty()
     gw_tf32_kw = penalty(precision="tf32")  # backward outside any block
     calls = [c for s in spies for c in s.calls]
-    assert len(calls) >= 9
+    assert len(calls) >= 6  # forward, create_graph backward, second backward, x2
     assert {c[1]["precision"] for c in calls} == {"tf32"}
     assert {s.fn.__name__ for s in spies if s.calls} >= {
         "conv2d", "conv2d_grad_input", "conv2d_grad_weight"}
