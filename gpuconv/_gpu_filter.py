@@ -11,6 +11,9 @@ images ``in1 (B, H, W)`` with one kernel or a stack ``k (Bk, KH, KW)``
   kernels for float32/float64, a runtime-size path for every other shape);
 - ``'naive'``: ``filter2d_naive``, one thread per output (kernels whose tile does not
   fit in 48 KiB of shared memory);
+- ``'filter1d'``: ``filter1d_tiled`` of ``cuda/filter1d.cu`` for 1-D problems
+  (``B x 1 x W`` signals, one ``1 x KW`` kernel row;
+  :func:`gpuconv._plan_filter.choose_filter1d` decides it against the FFT);
 - ``'fft'``: cuFFT through ``xp.fft`` (float and complex only; ``method='auto'``
   takes it when the cost model says it is faster and every input is finite, since
   an FFT spreads one NaN or inf over the whole output).
@@ -38,10 +41,12 @@ from gpuconv._plan_filter import (
     CTYPES,
     check_extents,
     choose_algorithm,
+    choose_filter1d,
     direct_seconds,
     fft_grid,
     fft_seconds,
     plan_filter,
+    plan_filter1d,
     separable_candidate,
     separable_problems,
     separable_seconds,
@@ -130,10 +135,11 @@ def correlate2d(
         if dt == np.bool_:
             entry = _Entry("bool", "bool")
         else:
-            algorithm = choose_algorithm(fp, method)
+            # 1-D problems (B x 1 x W, a 1 x KW kernel) take filter1d.cu
+            algorithm = choose_filter1d(fp, method) or choose_algorithm(fp, method)
             direct = algorithm
             if algorithm == "fft" and method == "auto":
-                direct = choose_algorithm(fp, "direct")
+                direct = choose_filter1d(fp, "direct") or choose_algorithm(fp, "direct")
             entry = _Entry(algorithm, direct)
         _PLANS.put(key, entry)
     xp = device.xp
@@ -179,7 +185,12 @@ def correlate2d(
     ):
         plan = None  # buffers unlike the plan's: plan_filter says what is wrong
     if plan is None:
-        launches = plan_filter(fp, in1, k, out, algorithm, block=block, vector=vector)
+        if algorithm == "filter1d":  # its tile is fixed: `block` does not apply
+            launches = plan_filter1d(fp, in1, k, out, vector=vector)
+        else:
+            launches = plan_filter(
+                fp, in1, k, out, algorithm, block=block, vector=vector
+            )
         plan = LaunchPlan(device, launches, 3, buffers=(in1, k, out))
         if plan.reusable and len(entry.plans) < _ALIGNMENTS_PER_PROBLEM:
             entry.plans[align] = plan
