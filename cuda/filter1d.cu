@@ -64,12 +64,12 @@ constexpr int F1D_REG_UNITS = 4;          // 16-byte units of taps per register 
 constexpr int F1D_TAP_TILE_BYTES = 8192;  // bytes of taps per shared-memory chunk
 constexpr int F1D_LOAD_BATCH = 4;         // 128-bit global loads in flight per thread
 // Resident blocks per SM the registers must allow (__launch_bounds__): 3 (<= 80
-// registers) for 4-byte types, 2 (<= 128) for 8- and 16-byte ones: the tightest
-// caps without a spill for sm_80 and sm_90 (tests/test_nvcc.py; 4 blocks spill in
-// every type, 3 in double, int64 and complex128 on sm_80).
+// registers; float32 and int32 need only 64-72) for every type but complex128,
+// which gets 2 (<= 128; it uses 75-80): spill-free for sm_80 and sm_90
+// (tests/test_nvcc.py; 4 blocks, <= 64 registers, spills in every 8/16-byte type).
 template <typename T>
 __device__ __host__ constexpr int f1d_min_blocks() {
-    return sizeof(T) == 4 ? 3 : 2;
+    return sizeof(T) == 16 ? 2 : 3;
 }
 
 template <typename T>
@@ -108,6 +108,27 @@ __device__ __forceinline__ void chunk_mad(
             const typename Ac::type wc = Ac::from(w[c]);
 #pragma unroll
             for (int x = 0; x < R; ++x) acc[x] = Ac::mad(Ac::from(win[x + c]), wc, acc[x]);
+        }
+    }
+}
+
+// The next register chunk: window units [RU, RU + CU) from the staged segment
+// (logical units ua.., swizzled), the chunk's taps from s_w (units wa..; the same
+// address for every lane: a broadcast).
+template <typename T>
+__device__ __forceinline__ void load_chunk(
+    T (&win)[(F1DTraits<T>::RU + F1D_REG_UNITS) * F1DTraits<T>::VEC],
+    T (&w)[F1DTraits<T>::TAPS_REG], const gcf::Vec16<T>* s_in,
+    const gcf::Vec16<T>* s_wu, int ua, int wa) {
+    constexpr int VEC = F1DTraits<T>::VEC, RU = F1DTraits<T>::RU;
+#pragma unroll
+    for (int i = 0; i < F1D_REG_UNITS; ++i) {
+        const gcf::Vec16<T> a = s_in[swz(ua + i)];
+        const gcf::Vec16<T> wv = s_wu[wa + i];
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) {
+            win[(RU + i) * VEC + e] = a.v[e];
+            w[i * VEC + e] = wv.v[e];
         }
     }
 }
@@ -222,27 +243,17 @@ filter1d_tiled(const T* __restrict__ in, const T* __restrict__ k, T* __restrict_
             const U* s_wu = reinterpret_cast<const U*>(s_w);
             const int nfull = kcur / TAPS_REG;
             const int rem = kcur - nfull * TAPS_REG;
-            for (int j = 0; j <= nfull; ++j) {
-                if (j == nfull && rem == 0) break;
-                T w[TAPS_REG];
-#pragma unroll
-                for (int i = 0; i < CU; ++i) {
-                    const U a = s_in[gcf1::swz(u0 + RU + j * CU + i)];
-                    const U wv = s_wu[j * CU + i];  // the same address for every lane
-#pragma unroll
-                    for (int e = 0; e < VEC; ++e) {
-                        win[(RU + i) * VEC + e] = a.v[e];
-                        w[i * VEC + e] = wv.v[e];
-                    }
-                }
-                if (j < nfull) {
-                    gcf1::chunk_mad<T, false>(acc, win, w, TAPS_REG);
-                } else {
-                    gcf1::chunk_mad<T, true>(acc, win, w, rem);
-                }
+            T w[TAPS_REG];
+            for (int j = 0; j < nfull; ++j) {  // the hot loop: whole register chunks
+                gcf1::load_chunk<T>(win, w, s_in, s_wu, u0 + RU + j * CU, j * CU);
+                gcf1::chunk_mad<T, false>(acc, win, w, TAPS_REG);
                 // slide: the last RU units start the next chunk's window
 #pragma unroll
                 for (int e = 0; e < RU * VEC; ++e) win[e] = win[CU * VEC + e];
+            }
+            if (rem > 0) {  // the last, partial chunk: taps guarded
+                gcf1::load_chunk<T>(win, w, s_in, s_wu, u0 + RU + nfull * CU, nfull * CU);
+                gcf1::chunk_mad<T, true>(acc, win, w, rem);
             }
         }
 
