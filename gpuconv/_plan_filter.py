@@ -540,14 +540,71 @@ def filter1d_seconds(fp: FilterProblem) -> float:
     )
 
 
+#: Segmented (overlap-save) FFT of 1-D problems (``'fft1d'``,
+#: :func:`gpuconv._gpu_filter.correlate1d_fft`): segments of
+#: ``next_fast_len(FFT1D_SEGMENT_TAPS * KW)`` samples (at least
+#: :data:`FFT1D_MIN_SEGMENT`), each giving ``L - KW + 1`` outputs, so the kernel's
+#: spectrum has ``L // 2 + 1`` values (not one per output, as in one full-size
+#: transform) and every transform is a short batched one. UNCALIBRATED estimates:
+#: memory passes over the segments' spectra (forward, product, inverse: each
+#: transform in one read and one write) at the FFT path's per-byte cost
+#: (``BYTE_SECONDS['fft']``, from the 2-D rows).
+FFT1D_SEGMENT_TAPS = 8
+FFT1D_MIN_SEGMENT = 4096
+FFT1D_PASSES = 6.0
+
+
+def fft1d_ok(fp: FilterProblem) -> bool:
+    """Whether the segmented FFT computes ``fp``: a 1-D problem
+    (:func:`filter1d_candidate`) of float or complex dtype whose boundary is
+    'wrap', 'symm' or a zero 'fill' (a non-zero fill keeps the 2-D FFT path with
+    its exact fill correction)."""
+    return (
+        filter1d_candidate(fp)
+        and np.dtype(fp.dtype).kind in "fc"
+        and (fp.boundary != "fill" or _is_zero(fp.fillvalue))
+    )
+
+
+def fft1d_segment(fp: FilterProblem) -> tuple[int, int]:
+    """``(L, nseg)``: segment length and number of segments of the segmented FFT;
+    one segment of the whole padded signal when that is shorter."""
+    real = np.dtype(fp.dtype).kind != "c"
+
+    def fast(n: int) -> int:
+        m = next_fast_len(n)
+        return next_fast_len(m + 1) if real and m % 2 else m
+
+    whole = fast(fp.OW + fp.KW - 1)
+    seg = fast(max(FFT1D_SEGMENT_TAPS * fp.KW, FFT1D_MIN_SEGMENT))
+    if seg >= whole:
+        return whole, 1
+    return seg, -(-fp.OW // (seg - fp.KW + 1))
+
+
+def fft1d_seconds(fp: FilterProblem) -> float:
+    """Modelled time of the segmented FFT (uncalibrated, see
+    :data:`FFT1D_PASSES`): the padded signal written and read once, the
+    segments' spectra :data:`FFT1D_PASSES` times, the output once."""
+    dt = np.dtype(fp.dtype)
+    L, nseg = fft1d_segment(fp)
+    real = dt.kind != "c"
+    csize = 2 * dt.itemsize if real else dt.itemsize
+    spec = fp.B * nseg * (L // 2 + 1 if real else L) * csize
+    sig = fp.B * (nseg * (L - fp.KW + 1) + fp.KW - 1) * dt.itemsize
+    nbytes = spec * FFT1D_PASSES + 2 * sig + fp.B * fp.OW * dt.itemsize
+    return HOST_SECONDS["fft"] + nbytes * BYTE_SECONDS["fft"]
+
+
 def choose_filter1d(fp: FilterProblem, method: str) -> str | None:
     """``'filter1d'`` or ``'fft'`` for a 1-D problem (:func:`filter1d_candidate`),
     ``None`` where the 2-D choice (:func:`choose_algorithm`) stands.
 
-    ``'direct'`` and the internal ``'filter1d'`` run the 1-D kernel; ``'auto'``
-    takes the FFT (float and complex) when :func:`fft_seconds` is below
-    :func:`filter1d_seconds`; the forced ``'fft'``, ``'naive'``, ``'tiled'`` and
-    ``'separable'`` keep their 2-D meaning.
+    ``'direct'`` and the internal ``'filter1d'`` run the 1-D kernel; ``'fft'``
+    the segmented FFT (``'fft1d'``) where :func:`fft1d_ok`; ``'auto'`` takes the
+    cheapest of the kernel and the FFT (float and complex;
+    :func:`filter1d_seconds`, :func:`fft1d_seconds` or :func:`fft_seconds`); the
+    forced ``'naive'``, ``'tiled'`` and ``'separable'`` keep their 2-D meaning.
 
     >>> import numpy as np
     >>> from gpuconv._filter_args import FilterProblem
@@ -555,17 +612,23 @@ def choose_filter1d(fp: FilterProblem, method: str) -> str | None:
     ...     return FilterProblem(1, 1, n, 1, 1, k, 0, k - 1, 1, n + k - 1, "fill",
     ...                          0.0, np.dtype("float32"))
     >>> [choose_filter1d(sig(10**7, k), "auto") for k in (31, 10**4)]
-    ['filter1d', 'fft']
+    ['filter1d', 'fft1d']
     """
     if not filter1d_candidate(fp):
         return None
     if method in ("direct", "filter1d"):
         return "filter1d"
+    if method in ("fft", "fft1d") and fft1d_ok(fp):
+        return "fft1d"
     if method != "auto":
         return None
-    if np.dtype(fp.dtype).kind in "fc" and fft_seconds(fp) < filter1d_seconds(fp):
-        return "fft"
-    return "filter1d"
+    if fft1d_ok(fp):
+        fft, cost = "fft1d", fft1d_seconds(fp)
+    elif np.dtype(fp.dtype).kind in "fc":
+        fft, cost = "fft", fft_seconds(fp)
+    else:
+        return "filter1d"
+    return fft if cost < filter1d_seconds(fp) else "filter1d"
 
 
 def plan_filter1d(
@@ -778,6 +841,9 @@ __all__ = [
     "direct_seconds",
     "fft_features",
     "fft_grid",
+    "fft1d_ok",
+    "fft1d_seconds",
+    "fft1d_segment",
     "fft_seconds",
     "filter1d_candidate",
     "filter1d_features",

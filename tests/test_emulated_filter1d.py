@@ -267,3 +267,53 @@ def test_sanitized_subset():
         out = _gpu_filter.correlate2d(x, k, fp, "direct", device=sdev)
         assert_close(out, ref_correlate(x, k, fp), dtype=dtype, terms=KW)
     assert any(k.startswith("filter1d_tiled") for _, k, *_ in sdev.launches)
+
+
+# ---------------------------------------------------------------------------------
+# the segmented (overlap-save) FFT of 1-D problems ('fft1d')
+
+
+FFT1D_CASES = [
+    # B, Bk, W, KW, pad_left, OW, boundary: several segments, one segment
+    (1, 1, 20000, 5, 4, 20004, "fill"),  # 'full', L = 4096: 5 segments
+    (2, 2, 9000, 600, 300, 9000, "fill"),  # 'same', L = 4800: 3 segments
+    (2, 1, 9000, 601, 0, 8400, "fill"),  # 'valid'
+    (1, 1, 5000, 7, 40, 5100, "wrap"),
+    (2, 1, 300, 40, 50, 400, "symm"),  # one segment
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "complex64", "complex128"])
+@pytest.mark.parametrize("case", FFT1D_CASES)
+def test_fft1d_segments(case, dtype, dev):
+    B, Bk, W, KW, pl, OW, boundary = case
+    fp = problem(B, 1, W, Bk, 1, KW, 0, pl, 1, OW, boundary, 0.0, dtype)
+    assert _plan_filter.fft1d_ok(fp)
+    assert choose_filter1d(fp, "fft") == "fft1d"
+    L, nseg = _plan_filter.fft1d_segment(fp)
+    assert nseg * (L - KW + 1) >= OW and L - KW + 1 >= 1
+    rng = np.random.default_rng(8)
+    x = random_values(rng, (B, 1, W), dtype)
+    k = random_values(rng, (Bk, 1, KW), dtype)
+    n0 = len(dev.launches)
+    out = _gpu_filter.correlate2d(x, k, fp, "fft", device=dev)
+    assert len(dev.launches) == n0  # no kernel: the transforms
+    # FFT rounding grows with the segment length: the table's tolerance for L terms
+    assert_close(out, ref_correlate(x, k, fp), dtype=dtype, terms=L)
+
+
+def test_fft1d_public_api(routed):
+    rng = np.random.default_rng(9)
+    a = rng.standard_normal(12000)
+    v = rng.standard_normal(700) + 0.5j * rng.standard_normal(700)
+    for fn in ("convolve", "correlate"):
+        for mode in ("full", "same", "valid"):
+            for x, y in ((a, v), (v, a)):  # NumPy's swap both ways
+                got = getattr(gpuconv, fn)(x, y, mode, method="fft")
+                want = getattr(np, fn)(x, y, mode)
+                assert_close(got, want, dtype="complex128", terms=8192)
+    # 'auto' on a long kernel takes the FFT only with finite data
+    fp = problem(1, 1, 10**7, 1, 1, 10**4, 0, 0, 1, 10**7 - 10**4 + 1)
+    assert choose_filter1d(fp, "auto") == "fft1d"
+    assert choose_filter1d(problem(1, 1, 100, 1, 1, 5, 0, 0, 1, 96, "fill", 2.0),
+                           "fft") is None  # non-zero fill: the 2-D FFT  # fmt: skip
