@@ -182,7 +182,7 @@ def test_auto_choice_and_plan_cache(routed):
     assert choose_filter1d(fp, "tiled") is None  # forced 2-D kernels stay
     long = problem(1, 1, 10**7, 1, 1, 10**4, 0, 0, 1, 10**7 - 10**4 + 1,
                    dtype="float32")  # fmt: skip
-    assert choose_filter1d(long, "auto") == "fft"
+    assert choose_filter1d(long, "auto") == "fft1d"
     assert choose_filter1d(problem(1, 1, 64, 1, 1, 3, 0, 0, 1, 62, dtype="int8"),
                            "auto") is None  # fmt: skip
     assert not filter1d_candidate(problem(1, 2, 64, 1, 1, 3, 0, 0, 2, 62))
