@@ -23,6 +23,16 @@ output mask of the one gradient. Targets (ratio = ours / cuDNN time, ``auto`` ro
 forward <= 1.5 and backward <= 2 on the 3x3 layers, <= 2 elsewhere; and at least 40 %
 of FP32 peak on the compute-bound layers (arithmetic intensity above the ridge).
 
+Tensor-core rows (issue 12; ``tensor_cores=True``, the default; ``--no-tensor-cores``
+skips them): every layer and pass again with ``precision='tf32'`` (float32 data)
+against cuDNN with ``allow_tf32 = True``, and on float16 data against cuDNN
+float16, ``algorithm='auto'`` (the mma kernels where they exist, see
+``gpuconv.choose_algorithm``); the precision is the last field of the row's
+``case`` (``.../tf32``, ``.../float16``). Targets: ratio <= 1.5 on the 3x3 layers
+(every pass). Validation against cuDNN's result: :data:`TC_ERR_LIMIT` relative to
+max|reference| (TF32 and float16 round the operands to 10 or 11 bits: the error is
+~2^-11 sqrt(terms) |x||w|, well under it; a wrong tap is far above).
+
 Roofline: ``floor = max(FLOPs / FP32 peak, bytes / bandwidth)`` with FLOPs
 ``2*N*K*C/groups*KH*KW*OH*OW`` (every pass), bytes the two inputs and the output of
 the pass read/written once, the FP32 peak from the device (:func:`fp32_peak`: SMs x
@@ -84,6 +94,10 @@ TARGET_3X3 = {"conv2d_forward": 1.5, "conv2d_backward_input": 2.0,
               "conv2d_backward_weight": 2.0}
 TARGET_OTHER = 2.0
 PEAK_FRACTION_TARGET = 0.40
+#: Tensor-core rows: (precision label, data dtype, ``precision=``).
+TC_SIDES = (("tf32", "float32", "tf32"), ("float16", "float16", "highest"))
+TC_TARGET_3X3 = 1.5
+TC_ERR_LIMIT = 1e-2
 
 
 @dataclass(frozen=True)
@@ -306,6 +320,7 @@ def run_conv_bench(quick: bool = False, repeats: int | None = None,
                    layers: tuple[Layer, ...] | None = None,
                    budget_s: float | None = None,
                    sink: Callable[[dict[str, Any]], None] | None = None,
+                   tensor_cores: bool = True,
                    ) -> list[dict[str, Any]]:
     """Rows of the CUDA conv2d benchmark (see the module docstring).
 
@@ -326,6 +341,8 @@ def run_conv_bench(quick: bool = False, repeats: int | None = None,
         Seconds of timed calls per side beyond the minimum (default 0.2, quick 0.05).
     sink : callable, optional
         Called with each row as soon as it is complete (to save rows incrementally).
+    tensor_cores : bool
+        Also the ``tf32`` and ``float16`` rows against cuDNN TF32 / float16.
 
     Returns
     -------
@@ -376,6 +393,14 @@ def run_conv_bench(quick: bool = False, repeats: int | None = None,
                 _bench_pass(ctx, layer, pass_name, a, variants, emit)
             except Exception as exc:  # one bad (layer, pass) must not end the run
                 emit(_error_row(ctx, layer, pass_name, exc))
+            for label, dtype, precision in TC_SIDES if tensor_cores else ():
+                try:
+                    _bench_tensor_cores(ctx, layer, pass_name, a, label, dtype,
+                                        precision, emit)
+                except Exception as exc:
+                    row = _error_row(ctx, layer, pass_name, exc)
+                    row["case"] = row["case"].replace("/float32", f"/{label}")
+                    emit(row)
         del a
         cp.get_default_memory_pool().free_all_blocks()
     return rows
@@ -492,6 +517,79 @@ def _bench_pass(ctx: _Context, layer: Layer, pass_name: str, a: dict[str, Any],
         emit(row)
 
 
+def _bench_tensor_cores(ctx: _Context, layer: Layer, pass_name: str,
+                        a: dict[str, Any], label: str, dtype: str, precision: str,
+                        emit: Callable[[dict[str, Any]], None]) -> None:
+    """One tensor-core row: ours with ``precision`` on ``dtype`` data (auto)
+    against cuDNN at the same precision (TF32 allowed, or float16 tensors)."""
+    cp, torch = ctx.cp, ctx.torch
+    data = {k: v.astype(dtype) for k, v in a.items()}
+    resolved = ctx.gpuconv.choose_algorithm(
+        a["x"].shape, a["w"].shape, pass_name.removeprefix("conv2d_"),
+        stride=layer.stride, padding=layer.padding, dtype=dtype, precision=precision,
+    )
+    flops = layer.flops
+    nbytes = layer.bytes_moved(pass_name, np.dtype(dtype).itemsize)
+    case = f"{pass_name}/auto/{layer.name}/{label}"
+    _progress(ctx.progress, f"[gpu conv] {case}")
+    row: dict[str, Any] = {
+        "case": case, "op": pass_name, "shape": layer.name, "dtype": dtype,
+        "precision": precision, "backend": "cuda", "device": ctx.device,
+        "variant": "auto", "resolved": resolved, "peer": None, "unit": "gflops",
+        "flops": flops, "bytes": nbytes, "fp32_peak_flops": ctx.peak,
+        "fp32_peak_source": ctx.peak_how, "copy_bandwidth_bytes_s": ctx.bw,
+        # the memory floor only (the FP32 peak is not the tensor cores' ceiling;
+        # fp32_peak_fraction may exceed 1 on these rows)
+        "floor_s": nbytes / ctx.bw, "compute_bound": None, "l2_flushed": True,
+        "err_limit": TC_ERR_LIMIT, "target_ratio": None,
+        "peak_fraction_target": None, "threads": None, "mpx_s": None,
+        "peer_mpx_s": None, "peer_median_s": None, "peer_gflops": None,
+        "peer_rate": None,
+    }
+    want = None
+    if torch is not None:
+        old = torch.backends.cudnn.allow_tf32
+        torch.backends.cudnn.allow_tf32 = label == "tf32"
+        try:
+            peer_fn = cudnn(torch, layer, pass_name, data)
+            want = cp.asnumpy(cp.asarray(peer_fn()))
+            med, _, _ = time_gpu(cp, peer_fn, ctx.flush, min_repeats=ctx.min_rep,
+                                 budget_s=ctx.budget)
+            row.update(peer=f"cudnn {label}", peer_median_s=med,
+                       peer_gflops=flops / med / 1e9)
+            row["peer_rate"] = row["peer_gflops"]
+            row["target_ratio"] = TC_TARGET_3X3 if layer.ks == 3 else None
+        except Exception as exc:
+            row["peer"] = f"cudnn {label} (failed: {type(exc).__name__}: {exc})"
+        finally:
+            torch.backends.cudnn.allow_tf32 = old
+    if want is None:
+        want = numpy_reference(layer, pass_name, a, cp)
+    kw = {"stride": layer.stride, "padding": layer.padding, "precision": precision}
+    g = ctx.gpuconv
+    if pass_name == "conv2d_forward":
+        def fn() -> Any:
+            return g.conv2d(data["x"], data["w"], data["b"], **kw)
+    elif pass_name == "conv2d_backward_input":
+        def fn() -> Any:
+            return g.conv2d_grad_input(data["x"].shape, data["w"], data["gy"], **kw)
+    else:
+        def fn() -> Any:
+            return g.conv2d_grad_weight(data["x"], data["w"].shape, data["gy"], **kw)
+    row["max_err"] = rel_err(fn(), want, cp)
+    if not row["max_err"] <= row["err_limit"]:
+        row.update(error=f"validation failed: error {row['max_err']:.3g} > "
+                         f"{row['err_limit']:.3g}; not timed",
+                   validation_failed=True, error_kind="validation")
+        emit(row)
+        return
+    med, best, n = time_gpu(cp, fn, ctx.flush, min_repeats=ctx.min_rep,
+                            budget_s=ctx.budget)
+    row.update(median_s=med, min_s=best, repeats=n, gflops=flops / med / 1e9)
+    row["rate"] = row["gflops"]
+    emit(row)
+
+
 def _finish(row: dict[str, Any]) -> dict[str, Any]:
     med = row.get("median_s")
     peer = row.get("peer_median_s")
@@ -555,6 +653,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plot", default=None, metavar="OUT.png",
                     help="ratio chart of the auto rows (needs matplotlib)")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--no-tensor-cores", action="store_true",
+                    help="skip the tf32 / float16 rows")
     ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
                     help="forced variants besides auto, comma-separated, or '' for "
                     f"auto only (of {','.join(VARIANTS)}; default %(default)s)")
@@ -569,7 +669,8 @@ def main(argv: list[str] | None = None) -> int:
     rows, save = row_saver(args.json, meta)
     run_conv_bench(quick=args.quick, repeats=args.repeats,
                    progress=not args.no_progress, variants=variants,
-                   budget_s=args.budget, sink=lambda row: save([row]))
+                   budget_s=args.budget, sink=lambda row: save([row]),
+                   tensor_cores=not args.no_tensor_cores)
     print(format_rows(rows))
     if args.plot:
         plot_auto_rows(rows, args.plot, "bench_gpu_conv")

@@ -175,8 +175,8 @@ DEVICE_LINE="$(head -n 1 "$LOGS/device.log" 2>/dev/null)"
 #    run skips itself without scikit-learn). The expected count is what pytest
 #    collects with -m gpu; the verdict reads the junit XML.
 pytest_step() {
-    local files=(tests/test_gpu_conv.py tests/test_gpu_filter.py tests/test_examples.py
-                 tests/test_dask.py tests/test_torch.py)
+    local files=(tests/test_gpu_conv.py tests/test_gpu_filter.py tests/test_gpu_mma.py
+                 tests/test_examples.py tests/test_dask.py tests/test_torch.py)
     "$PY" -m pytest --collect-only -q -m gpu -p no:cacheprovider "${files[@]}" \
         >"$LOGS/pytest_collect.log" 2>&1
     local crc=$?

@@ -12,7 +12,8 @@
 //     x86-64, ucontext elsewhere). In each pass every ready thread, in thread-index
 //     order (or reversed), runs until its next synchronisation point:
 //     __syncthreads*, a warp intrinsic (__shfl_*_sync, __ballot/__any/__all_sync,
-//     __syncwarp, __reduce_*_sync, __activemask) or its exit. Then complete warp
+//     __syncwarp, __reduce_*_sync, __activemask, and warp_allgather, the exchange
+//     under the emulated tensor-core instructions of cuda/mma.cuh) or its exit. Then complete warp
 //     rendezvous are resolved, and the block barrier opens once every live thread
 //     waits at the same __syncthreads;
 //   - static __shared__ variables and the dynamic shared buffer are filled with
@@ -148,7 +149,7 @@ enum State { READY = 0, AT_BARRIER, AT_WARP, DONE };
 enum WarpOp {
     W_SHFL_IDX = 1, W_SHFL_UP, W_SHFL_DOWN, W_SHFL_XOR, W_BALLOT, W_ANY, W_ALL, W_UNI,
     W_SYNCWARP, W_RED_ADD, W_RED_MIN, W_RED_MAX, W_RED_UMIN, W_RED_UMAX, W_RED_AND,
-    W_RED_OR, W_RED_XOR, W_ACTIVEMASK
+    W_RED_OR, W_RED_XOR, W_ACTIVEMASK, W_ALLGATHER
 };
 
 const char* warp_op_name(int op) {
@@ -169,6 +170,7 @@ const char* warp_op_name(int op) {
         case W_RED_OR: return "__reduce_or_sync";
         case W_RED_XOR: return "__reduce_xor_sync";
         case W_ACTIVEMASK: return "__activemask";
+        case W_ALLGATHER: return "warp_allgather";
     }
     return "?";
 }
@@ -210,6 +212,7 @@ struct Fiber {
     int size = 4;
     uint64_t value = 0;
     uint64_t result = 0;
+    uint64_t* gather_out = nullptr;  // W_ALLGATHER: where the 32 lanes' values go
 };
 
 }  // namespace
@@ -507,6 +510,15 @@ uint64_t warp_sync_point(int op, unsigned mask, uint64_t value, int size, int ar
     return f->result;
 }
 
+// The lanes of mask exchange one 64-bit value each: out[j] receives lane j's value
+// (all bits set for a lane that does not take part). One synchronisation point; the
+// emulated tensor-core instructions (cuda/mma.cuh) gather their fragments with it.
+void warp_allgather(unsigned mask, uint64_t value, uint64_t* out, const char* file,
+                    int line) {
+    cur()->gather_out = out;
+    warp_sync_point(W_ALLGATHER, mask, value, 8, 0, 32, file, line);
+}
+
 int barrier_sync_point(int kind, int pred, const char* file, int line) {
     Fiber* f = cur();
     f->state = AT_BARRIER;
@@ -611,7 +623,7 @@ bool resolve_warps() {
             for (unsigned m = 0; m < nl; ++m)
                 if ((members >> m & 1u) && g_fibers[base + m].value) ballot |= 1u << m;
             uint64_t red = 0;
-            if (op >= W_RED_ADD) {
+            if (op >= W_RED_ADD && op <= W_RED_XOR) {
                 bool first = true;
                 for (unsigned m = 0; m < nl; ++m) {
                     if (!(members >> m & 1u)) continue;
@@ -668,6 +680,13 @@ bool resolve_warps() {
                     case W_ALL: g.result = ballot == members; break;
                     case W_UNI: g.result = ballot == 0 || ballot == members; break;
                     case W_SYNCWARP: g.result = 0; break;
+                    case W_ALLGATHER:
+                        for (unsigned j = 0; j < 32; ++j)
+                            g.gather_out[j] = (j < nl && (members >> j & 1u))
+                                                  ? g_fibers[base + j].value
+                                                  : poison;
+                        g.result = 0;
+                        break;
                     default: g.result = red; break;
                 }
             }

@@ -14,6 +14,9 @@ conv2d, conv2d_backward, conv2d_grad_input, conv2d_grad_weight, conv2d_matrix
     Deep-learning convolution (NCHW cross-correlation) and its gradients.
 use_backend, info
     Backend choice and the report of what is available.
+use_precision
+    Scoped default of ``precision=`` (``'highest'`` or ``'tf32'``) of the conv2d
+    functions.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from gpuconv._filters import (
     correlate2d,
 )
 from gpuconv._gpu_conv import choose_algorithm
+from gpuconv._precision import use_precision
 
 __all__ = [
     "Conv2dGrads",
@@ -54,4 +58,5 @@ __all__ = [
     "correlate2d",
     "info",
     "use_backend",
+    "use_precision",
 ]

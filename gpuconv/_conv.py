@@ -3,11 +3,14 @@
 Each function validates everything (:func:`gpuconv._conv_args.normalize_conv2d`)
 before touching data, picks the backend in the one place that does
 (:func:`gpuconv._backend.select_backend`), handles empty problems itself and hands
-the backend a non-empty problem and arrays of ``problem.compute_dtype``.
+the backend a non-empty problem and arrays of ``problem.compute_dtype`` (float16
+data goes to the CUDA backend as float16: :func:`_op_dtype`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import numbers
 from typing import Any, NamedTuple
 
@@ -24,6 +27,7 @@ from gpuconv._conv_args import (
 )
 from gpuconv._padding import pad_index
 from gpuconv._plan_cache import LRU, UNCACHED, Uncacheable, arg_key, array_key
+from gpuconv._precision import applies_tf32, round_tf32, select_precision
 
 __all__ = [
     "Conv2dGrads",
@@ -117,6 +121,40 @@ def _conj(a: Any, p: Conv2dProblem) -> Any:
     return a.conj() if p.compute_dtype.kind == "c" else a
 
 
+def _with_precision(p: Conv2dProblem, precision: str | None) -> Conv2dProblem:
+    """``p`` carrying the precision of the call (keyword, context, environment:
+    :func:`gpuconv._precision.select_precision`)."""
+    prec = select_precision(precision)
+    return p if prec == p.precision else _replace_precision(p, prec)
+
+
+@functools.lru_cache(maxsize=256)
+def _replace_precision(p: Conv2dProblem, precision: str) -> Conv2dProblem:
+    # memoised: dataclasses.replace costs more than the rest of a cached call
+    return dataclasses.replace(p, precision=precision)
+
+
+def _tf32_host(name: str, p: Conv2dProblem) -> bool:
+    """True when this call rounds its operands to TF32 here, before the backend:
+    the NumPy backend (the CUDA backend's ops round in their kernels or
+    themselves, see :mod:`gpuconv._gpu_conv`)."""
+    return name == "numpy" and applies_tf32(p.precision, p.compute_dtype)
+
+
+def _rounded(a: Any) -> Any:
+    return None if a is None else round_tf32(a)
+
+
+def _op_dtype(name: str, p: Conv2dProblem) -> np.dtype:
+    """The dtype of the data arrays (not the bias) handed to the backend's ops:
+    ``p.compute_dtype``, except float16 data on the CUDA backend, which its ops
+    take as is (the tensor cores read float16; their FP32-kernel paths widen it
+    themselves), saving a conversion pass each way."""
+    if name == "cuda" and np.dtype(p.dtype) == np.float16 and not p.empty:
+        return np.dtype(np.float16)
+    return p.compute_dtype
+
+
 def conv2d(
     x: Any,
     w: Any,
@@ -129,6 +167,7 @@ def conv2d(
     *,
     algorithm: str = "auto",
     backend: str | None = None,
+    precision: str | None = None,
 ) -> Any:
     """2-D convolution of deep learning (a cross-correlation), NCHW.
 
@@ -164,6 +203,14 @@ def conv2d(
         The CUDA kernel variant (ignored by the NumPy backend).
     backend : {None, 'numpy', 'cuda'}, optional
         Where to compute; by default the array type decides (see README).
+    precision : {None, 'highest', 'tf32'}, optional
+        ``'highest'``: full float32 products. ``'tf32'``: the float32 (and
+        complex64) operands ``x`` and ``w`` are rounded to TF32 (10 mantissa bits,
+        as ``cvt.rna.tf32.f32``) and the exact products accumulated in float32 (on
+        the GPU: tensor cores; the NumPy backend rounds the same way and
+        accumulates in float64). float64 is never affected. ``None``: the
+        innermost :func:`use_precision`, else ``$GPUCONV_PRECISION``, else
+        ``'highest'``.
 
     Returns
     -------
@@ -219,6 +266,7 @@ def conv2d(
         _CALLS.put(key, (p, algorithm))
     else:
         p, algorithm = call
+    p = _with_precision(p, precision)
     name = _backend.select_backend(x, w, bias, backend=backend)
     (x, w, bias), back = _backend.to_backend(name, x, w, bias)
     xp = _xp(name)
@@ -228,9 +276,12 @@ def conv2d(
             y += bias.astype(p.compute_dtype).reshape(1, -1, 1, 1)
     else:
         ops = _backend.backend_ops(name)
+        odt = _op_dtype(name, p)
+        xc, wc = _cast(x, odt), _cast(w, odt)
+        if _tf32_host(name, p):
+            xc, wc = _rounded(xc), _rounded(wc)
         y = ops.conv2d_forward(
-            _batched(_cast(x, p.compute_dtype), p), _cast(w, p.compute_dtype),
-            _cast(bias, p.compute_dtype), p, algorithm,
+            _batched(xc, p), wc, _cast(bias, p.compute_dtype), p, algorithm,
         )
     if y.dtype != p.dtype:
         y = y.astype(p.dtype)
@@ -246,13 +297,22 @@ def _backward(
     xp = _xp(name)
     ops = _backend.backend_ops(name)
     cd = p.compute_dtype
-    gy = _batched(_cast(gy, cd), p)
+    odt = _op_dtype(name, p)
+    gy = _batched(_cast(gy, odt), p)
+    # TF32 on the NumPy backend: the products' operands rounded, the bias gradient
+    # summed from the unrounded gy
+    tf32 = _tf32_host(name, p) and not p.empty
+    gy_op = _rounded(gy) if tf32 else gy
+    w_op, x_op = _cast(w, odt), _cast(x, odt)
+    if tf32:
+        w_op = _rounded(w_op) if "input" in needs else w_op
+        x_op = _rounded(x_op) if "weight" in needs else x_op
     gx = gw = gb = None
     if "input" in needs:
         if p.empty:
             gx = xp.zeros(p.x_shape, dtype=cd)
         else:
-            gx = ops.conv2d_backward_input(gy, _conj(_cast(w, cd), p), p, algorithm)
+            gx = ops.conv2d_backward_input(gy_op, _conj(w_op, p), p, algorithm)
         gx = gx if gx.dtype == p.dtype else gx.astype(p.dtype)
         gx = gx if p.batched else gx[0]
     want_bias = "bias" in needs
@@ -262,8 +322,10 @@ def _backward(
             gb = gy.sum(axis=(0, 2, 3)) if want_bias else None
         else:
             gw, gb = ops.conv2d_backward_weight(
-                gy, _conj(_batched(_cast(x, cd), p), p), p, algorithm, want_bias
+                gy_op, _conj(_batched(x_op, p), p), p, algorithm, want_bias and not tf32
             )
+            if want_bias and tf32:
+                gb = ops.conv2d_backward_bias(gy, p)
         gw = gw if gw.dtype == p.dtype else gw.astype(p.dtype)
     elif want_bias:
         gb = gy.sum(axis=(0, 2, 3)) if p.empty else ops.conv2d_backward_bias(gy, p)
@@ -294,6 +356,7 @@ def conv2d_backward(
     needs: tuple[str, ...] | list[str] = ("input", "weight", "bias"),
     algorithm: str = "auto",
     backend: str | None = None,
+    precision: str | None = None,
 ) -> Conv2dGrads:
     """Gradients of :func:`conv2d` with respect to input, weight and bias.
 
@@ -307,8 +370,10 @@ def conv2d_backward(
         As in :func:`conv2d`.
     needs : sequence of {'input', 'weight', 'bias'}, optional
         Which gradients to compute; the others are returned as ``None``.
-    algorithm, backend
-        As in :func:`conv2d`.
+    algorithm, backend, precision
+        As in :func:`conv2d` (``'tf32'`` rounds ``gy``, ``x`` and ``w`` as the
+        operands of the gradients' products; the bias gradient sums the unrounded
+        ``gy``).
 
     Returns
     -------
@@ -358,6 +423,7 @@ def conv2d_backward(
         _CALLS.put(key, (p, needs, algorithm))
     else:
         p, needs, algorithm = call
+    p = _with_precision(p, precision)
     name = _backend.select_backend(gy, x, w, backend=backend)
     (gy, x, w), back = _backend.to_backend(name, gy, x, w)
     g = _backward(gy, x, w, p, needs, name, algorithm)
@@ -399,6 +465,7 @@ def conv2d_grad_input(
     *,
     algorithm: str = "auto",
     backend: str | None = None,
+    precision: str | None = None,
 ) -> Any:
     """Gradient of :func:`conv2d` with respect to its input.
 
@@ -410,7 +477,7 @@ def conv2d_grad_input(
         Shape of ``x``, ``(N, C, H, W)`` or ``(C, H, W)``.
     w, gy : array_like
         Weight and the gradient of the output.
-    stride, padding, dilation, groups, padding_mode, algorithm, backend
+    stride, padding, dilation, groups, padding_mode, algorithm, backend, precision
         As in :func:`conv2d`.
 
     Returns
@@ -442,6 +509,7 @@ def conv2d_grad_input(
         _CALLS.put(key, (p, algorithm))
     else:
         p, algorithm = call
+    p = _with_precision(p, precision)
     name = _backend.select_backend(w, gy, backend=backend)
     (w, gy), back = _backend.to_backend(name, w, gy)
     return back(_backward(gy, None, w, p, ("input",), name, algorithm).gx)
@@ -459,6 +527,7 @@ def conv2d_grad_weight(
     *,
     algorithm: str = "auto",
     backend: str | None = None,
+    precision: str | None = None,
 ) -> Any:
     """Gradient of :func:`conv2d` with respect to its weight.
 
@@ -472,7 +541,7 @@ def conv2d_grad_weight(
         ``(K, C/groups, KH, KW)``.
     gy : array_like
         Gradient of the output.
-    stride, padding, dilation, groups, padding_mode, algorithm, backend
+    stride, padding, dilation, groups, padding_mode, algorithm, backend, precision
         As in :func:`conv2d`.
 
     Returns
@@ -504,6 +573,7 @@ def conv2d_grad_weight(
         _CALLS.put(key, (p, algorithm))
     else:
         p, algorithm = call
+    p = _with_precision(p, precision)
     name = _backend.select_backend(x, gy, backend=backend)
     (x, gy), back = _backend.to_backend(name, x, gy)
     return back(_backward(gy, x, None, p, ("weight",), name, algorithm).gw)

@@ -52,6 +52,9 @@ class Conv2dProblem:
         accumulation), else ``dtype``.
     batched : bool
         False when the caller passed an unbatched ``(C, H, W)`` input.
+    precision : {'highest', 'tf32'}
+        How the products may be computed (:mod:`gpuconv._precision`); set by the
+        public API after normalisation.
     """
 
     N: int
@@ -71,6 +74,7 @@ class Conv2dProblem:
     dtype: np.dtype
     compute_dtype: np.dtype
     batched: bool = True
+    precision: str = "highest"
 
     @property
     def Cg(self) -> int:

@@ -17,7 +17,9 @@ uninitialised, so an element a kernel forgets to write shows up through the publ
 API as well.
 
 Inputs are made C-contiguous (a copy only when needed); the public API has already
-cast them to ``p.compute_dtype`` and handled empty problems. Complex problems are
+cast them to ``p.compute_dtype`` (float16 data it hands over as float16: the
+tensor-core paths read it as is, the FP32 kernels widen it first) and handled empty
+problems. Complex problems are
 decomposed into real launches: ``(a + ib) * (c + id)`` is bilinear, so each pass is
 four real passes (``ac - bd``, ``ad + bc``); the Gauss three-product trick would
 save one pass at the cost of cancellation error, so it is not used.
@@ -51,6 +53,7 @@ from gpuconv._plan_conv import (
     PASSES,
     check_extents,
     fold_maps,
+    mma_kind,
     needs_padding_copy,
     pad_maps,
     padded_problem,
@@ -58,11 +61,13 @@ from gpuconv._plan_conv import (
     plan_conv2d_backward_input,
     plan_conv2d_backward_weight,
     plan_conv2d_forward,
+    plan_conv2d_mma,
     plan_pad_fold,
     plan_pad_gather,
     resolve_algorithm,
     tap_table,
 )
+from gpuconv._precision import applies_tf32, round_tf32, select_precision
 
 #: Fill every output and temporary allocated here with NaN (for tests).
 POISON_OUTPUTS = False
@@ -220,6 +225,148 @@ def _pad_input(
 
 
 # --------------------------------------------------------------------------------
+# tensor cores (cuda/conv2d_mma.cu)
+
+
+def _as32(xp: Any, a: Any) -> Any:
+    """float16 data (the API hands it over as is) widened to float32 for the FP32
+    kernels; anything else unchanged."""
+    if a is None or np.dtype(a.dtype) != np.float16:
+        return a
+    return xp.ascontiguousarray(a.astype(np.float32))
+
+
+def _mma_capable(dev: Any) -> bool:
+    """True when ``dev`` runs mma.sync: the emulator, or a GPU of compute
+    capability 8.0 or newer."""
+    if dev.xp is np:
+        return True
+    try:
+        device = dev.xp.cuda.Device()  # the current one
+        cache: dict[int, bool] = dev.__dict__.setdefault("_gpuconv_mma_capable", {})
+        if int(device.id) not in cache:
+            cache[int(device.id)] = int(device.compute_capability) >= 80
+        return cache[int(device.id)]
+    except Exception:  # pragma: no cover - a broken device query: stay on FP32
+        return False
+
+
+def _mma_pass(dev: Any, p: Conv2dProblem, pass_name: str, algorithm: str) -> str | None:
+    """The mma kind a real pass runs on (``None``: the FP32 kernels)."""
+    if algorithm != "auto":
+        return None
+    kind = mma_kind(p, pass_name)
+    return kind if kind is not None and _mma_capable(dev) else None
+
+
+def _mma_operand(xp: Any, a: Any, kind: str) -> Any:
+    """What an mma kernel reads: float32 as is, float16 data (float16 from the API,
+    or float32 holding float16 values, exactly) as float16 bits."""
+    if kind == "tf32":
+        return a
+    return xp.ascontiguousarray(a.astype(np.float16, copy=False)).view(np.uint16)
+
+
+def _no_bias(dev: Any) -> Any:
+    return _const_array(dev, ("no_bias",), lambda: np.zeros(1, np.float32))
+
+
+def _forward_mma(
+    dev: Any, key: Any, plan: Any, x: Any, w: Any, bias: Any, p: Conv2dProblem,
+    kind: str, y: Any,
+) -> Any:
+    """The forward pass on tensor cores (planned and cached like the FP32 path; a
+    float16 input of a non-zero padding mode is padded in float32 first, then
+    converted: that call is not cached). The kernels write the float32
+    accumulators: a float16 result is rounded once, by the API's cast."""
+    xp = dev.xp
+    if kind == "f16" and needs_padding_copy(p):
+        pad: list[Any] = []
+        xpad, p0 = _pad_input(dev, _as32(xp, x), p, functools.partial(_empty, xp), pad)
+        _run(dev, pad)  # before the float16 conversion of the padded input
+        _run(dev, plan_conv2d_mma(
+            p0, "forward", kind, _mma_operand(xp, xpad, kind),
+            _mma_operand(xp, w, kind), y, _taps(dev, p0.Cg, p0), bias,
+            no_bias=_no_bias(dev),
+        ))
+        return y
+    xa, wa = _mma_operand(xp, x, kind), _mma_operand(xp, w, kind)
+
+    def build(alloc: Callable[..., Any]) -> list[Any]:
+        launches: list[Any] = []
+        xin, p0 = _pad_input(dev, xa, p, alloc, launches)  # float32 (tf32) here
+        return launches + plan_conv2d_mma(
+            p0, "forward", kind, xin, wa, y, _taps(dev, p0.Cg, p0), bias,
+            no_bias=_no_bias(dev),
+        )
+
+    _planned(key, plan, dev, (xa, wa, bias, y), build)
+    return y
+
+
+def _backward_input_mma(
+    dev: Any, key: Any, plan: Any, gy: Any, w: Any, p: Conv2dProblem, kind: str,
+    gx: Any,
+) -> Any:
+    """The input gradient on tensor cores (planned and cached), folded back for
+    the non-zero padding modes."""
+    xp = dev.xp
+    gya, wa = _mma_operand(xp, gy, kind), _mma_operand(xp, w, kind)
+
+    def build(alloc: Callable[..., Any]) -> list[Any]:
+        if not needs_padding_copy(p):
+            return plan_conv2d_mma(p, "backward_input", kind, gya, wa, gx,
+                                   _taps(dev, p.Kg, p))
+        p0 = padded_problem(p)
+        gxpad = alloc(p0.x_shape, p.compute_dtype)
+        launches = plan_conv2d_mma(p0, "backward_input", kind, gya, wa, gxpad,
+                                   _taps(dev, p0.Kg, p0))
+        mkey = (p.H, p.W, p.padding, p.padding_mode)
+        maps = [
+            _const_array(dev, ("foldmap", i, *mkey), lambda i=i: fold_maps(p)[i])
+            for i in range(4)
+        ]
+        return launches + plan_pad_fold(p, gxpad, gx, *maps)
+
+    _planned(key, plan, dev, (gya, wa, gx), build)
+    return gx
+
+
+def _backward_weight_mma(
+    dev: Any, key: Any, plan: Any, gy: Any, x: Any, p: Conv2dProblem, kind: str,
+    gw: Any, gb: Any,
+) -> tuple[Any, Any]:
+    """The weight gradient on tensor cores (planned and cached but for a float16
+    input of a non-zero padding mode); the bias gradient is its own op on the
+    unrounded gy."""
+    xp = dev.xp
+    if gb is not None:
+        conv2d_backward_bias(gy, p, device=dev, out=gb)
+    gya = _mma_operand(xp, gy, kind)
+    if kind == "f16" and needs_padding_copy(p):
+        pad: list[Any] = []
+        xpad, p0 = _pad_input(dev, _as32(xp, x), p, functools.partial(_empty, xp), pad)
+        _run(dev, pad)
+        _run(dev, plan_conv2d_mma(
+            p0, "backward_weight", kind, gya, _mma_operand(xp, xpad, kind), gw,
+            _taps(dev, p0.Cg, p0), alloc=functools.partial(_empty, xp),
+        ))
+        return gw, gb
+    xa = _mma_operand(xp, x, kind)
+
+    def build(alloc: Callable[..., Any]) -> list[Any]:
+        launches: list[Any] = []
+        xin, p0 = _pad_input(dev, xa, p, alloc, launches)
+        return launches + plan_conv2d_mma(
+            p0, "backward_weight", kind, gya, xin, gw, _taps(dev, p0.Cg, p0),
+            alloc=alloc,
+        )
+
+    _planned(key, plan, dev, (gya, xa, gw), build)
+    return gw, gb
+
+
+# --------------------------------------------------------------------------------
 # the auto decision
 
 
@@ -243,6 +390,7 @@ def choose_algorithm(
     groups: int = 1,
     padding_mode: str = "zeros",
     dtype: Any = "float32",
+    precision: str | None = None,
 ) -> str | None:
     """The CUDA kernel variant that ``algorithm='auto'`` runs for a conv2d pass.
 
@@ -267,12 +415,19 @@ def choose_algorithm(
     dtype : dtype-like
         The dtype of ``x`` and ``w`` (float16, float32, float64, complex64 or
         complex128).
+    precision : {None, 'highest', 'tf32'}
+        As in :func:`gpuconv.conv2d` (``None``: :func:`gpuconv.use_precision`,
+        ``$GPUCONV_PRECISION``, ``'highest'``).
 
     Returns
     -------
     str or None
-        ``'naive'``, ``'tiled'`` or ``'tiled_regblock'``; ``None`` for an empty
-        problem (nothing is launched).
+        ``'naive'``, ``'tiled'`` or ``'tiled_regblock'`` (the FP32 kernels), or
+        ``'mma'`` (tensor cores, ``cuda/conv2d_mma.cu``: float16 data, and float32
+        or complex64 data with ``precision='tf32'``, for the forward pass and the
+        input gradient; on a GPU older than compute capability 8.0 the FP32
+        kernels' choice runs instead); ``None`` for an empty problem (nothing is
+        launched).
 
     Raises
     ------
@@ -292,6 +447,9 @@ def choose_algorithm(
     'tiled_regblock'
     >>> print(gpuconv.choose_algorithm((0, 3, 8, 8), (4, 3, 3, 3)))
     None
+    >>> gpuconv.choose_algorithm((16, 64, 56, 56), (64, 64, 3, 3), padding=1,
+    ...                          precision="tf32")
+    'mma'
     """
     if pass_name not in PASSES:
         raise ValueError(f"pass_name must be one of {PASSES}, got {pass_name!r}")
@@ -301,6 +459,9 @@ def choose_algorithm(
     )
     if p.empty:
         return None
+    p = dataclasses.replace(p, precision=select_precision(precision))
+    if mma_kind(kernel_problem(p), pass_name) is not None:
+        return "mma"
     return _plan_conv.choose_algorithm(kernel_problem(p), pass_name)
 
 
@@ -353,6 +514,12 @@ def conv2d_forward(
         y.imag[...] = f(xr, wi, bi) + f(xi, wr, None)
         return y
     x, w, bias = _contig(xp, x), _contig(xp, w), _contig(xp, bias)
+    kind = _mma_pass(dev, p, "forward", algorithm)
+    if kind is not None:  # tensor cores (they round TF32 operands themselves)
+        return _forward_mma(dev, key, plan, x, w, bias, p, kind, y)
+    x, w = _as32(xp, x), _as32(xp, w)
+    if applies_tf32(p.precision, p.compute_dtype):
+        x, w = round_tf32(x), round_tf32(w)
 
     def build(alloc: Callable[..., Any]) -> list[Any]:
         launches: list[Any] = []
@@ -397,6 +564,12 @@ def conv2d_backward_input(
         gx.imag[...] = f(gr, wi) + f(gi, wr)
         return gx
     gy, w = _contig(xp, gy), _contig(xp, w)
+    kind = _mma_pass(dev, p, "backward_input", algorithm)
+    if kind is not None:
+        return _backward_input_mma(dev, key, plan, gy, w, p, kind, gx)
+    gy, w = _as32(xp, gy), _as32(xp, w)
+    if applies_tf32(p.precision, p.compute_dtype):
+        gy, w = round_tf32(gy), round_tf32(w)
 
     def build(alloc: Callable[..., Any]) -> list[Any]:
         if not needs_padding_copy(p):
@@ -459,6 +632,18 @@ def conv2d_backward_weight(
             gb.imag[...] = gbi
         return gw, gb
     gy, x = _contig(xp, gy), _contig(xp, x)
+    kind = _mma_pass(dev, p, "backward_weight", algorithm)
+    if kind is not None:  # tensor cores; the bias gradient sums gy apart
+        return _backward_weight_mma(dev, key, plan, gy, x, p, kind, gw, gb)
+    gy, x = _as32(xp, gy), _as32(xp, x)
+    if applies_tf32(p.precision, p.compute_dtype):
+        # the products' operands rounded; the bias gradient sums the unrounded gy
+        if gb is not None:
+            conv2d_backward_bias(gy, p, device=dev, out=gb)
+        conv2d_backward_weight(
+            round_tf32(gy), round_tf32(x), dataclasses.replace(p, precision="highest"),
+            algorithm, False, device=dev, out=gw)
+        return gw, gb
 
     def build(alloc: Callable[..., Any]) -> list[Any]:
         launches: list[Any] = []
@@ -489,7 +674,7 @@ def conv2d_backward_bias(
         gb.real[...] = conv2d_backward_bias(gr, pr, device=dev)
         gb.imag[...] = conv2d_backward_bias(gi, pr, device=dev)
         return gb
-    gy = _contig(xp, gy)
+    gy = _contig(xp, _as32(xp, gy))
 
     def build(alloc: Callable[..., Any]) -> list[Any]:
         return plan_conv2d_backward_bias(p, gy, gb, alloc=alloc)

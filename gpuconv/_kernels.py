@@ -94,6 +94,30 @@ KERNELS["conv2d_pad.cu"] = tuple(
 )
 
 
+# --- conv2d on tensor cores (cuda/conv2d_mma.cu; planned by gpuconv._plan_conv) ---
+# Operand element per kind: 'tf32' rounds float32 data to TF32 in the kernel, 'f16'
+# takes float16 data as its bits (unsigned short).
+MMA_ELEMENTS: dict[str, str] = {"tf32": "float", "f16": "unsigned short"}
+# (BM, BN, WARPS_M, WARPS_N) of the mma tiles: block tile BM x BN, warps in a
+# WARPS_M x WARPS_N grid (warp tiles of 32 x 32 and 64 x 32). Spill-free for sm_80
+# and sm_90 (tests/test_nvcc.py).
+CONV_MMA_TILES: tuple[tuple[int, int, int, int], ...] = ((64, 64, 2, 2),
+                                                          (128, 128, 2, 4))
+MMA_PASSES = ("forward", "backward_input", "backward_weight")
+
+
+def mma_kernel_name(pass_name: str, kind: str, tile: tuple[int, ...]) -> str:
+    """Name expression of a tensor-core kernel instance, e.g.
+    ``conv2d_forward_mma<float, 64, 64, 2, 2>``."""
+    return conv_kernel_name(pass_name, "mma", MMA_ELEMENTS[kind], tile)
+
+
+KERNELS["conv2d_mma.cu"] = tuple(
+    mma_kernel_name(pass_name, kind, tile)
+    for pass_name in MMA_PASSES for kind in MMA_ELEMENTS for tile in CONV_MMA_TILES
+)
+
+
 def _filter_instances() -> tuple[str, ...]:
     # filter family: the instance list lives with its planner (gpuconv._plan_filter)
     from gpuconv._plan_filter import kernel_names

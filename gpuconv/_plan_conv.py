@@ -843,3 +843,206 @@ def plan_conv2d_backward_bias(
     if splits > 1:
         launches.append(_reduce_launch(ct, splits, out, out, gb, gb, 0, p.K))
     return launches
+
+
+# --------------------------------------------------------------------------------
+# tensor cores (cuda/conv2d_mma.cu): precision='tf32' on float32 data and float16
+# data, all three passes. A separate rule, consulted by the ops before
+# choose_algorithm (it never changes what choose_algorithm returns): with
+# algorithm='auto' a pass for which mma_kind() names a kind runs on the mma kernels;
+# every other case (explicit algorithms, float64, a GPU older than sm_80) runs the
+# FP32 kernels, on TF32-rounded operands for 'tf32'.
+
+MMA_SOURCE = "conv2d_mma.cu"
+_MMA_PASSES = ("forward", "backward_input", "backward_weight")  # = _kernels.MMA_PASSES
+#: Relative throughput of the mma tiles per padded output element (smem words per
+#: mma: 2 for 32 x 32 warp tiles, 1.5 for 64 x 32) used by :func:`mma_tile`.
+MMA_TILE_SPEED = {(64, 64): 0.75, (128, 128): 1.0}
+
+
+def mma_kind(p: Conv2dProblem, pass_name: str) -> str | None:
+    """``'tf32'``, ``'f16'`` or ``None``: which tensor-core kernels compute a pass
+    of ``p`` under ``algorithm='auto'`` (``None``: the FP32 kernels).
+
+    float16 data always runs on tensor cores (its products are exact in float32,
+    so only the summation order differs from the FP32 kernels); float32 data (and
+    the real passes of complex64) when ``p.precision == 'tf32'``.
+
+    Examples
+    --------
+    >>> import dataclasses
+    >>> import numpy as np
+    >>> from gpuconv._conv_args import normalize_conv2d
+    >>> p = normalize_conv2d((8, 64, 56, 56), (64, 64, 3, 3), [np.float32], padding=1)
+    >>> print(mma_kind(p, "forward"))
+    None
+    >>> mma_kind(dataclasses.replace(p, precision="tf32"), "forward")
+    'tf32'
+    >>> h = normalize_conv2d((8, 64, 56, 56), (64, 64, 3, 3), [np.float16])
+    >>> mma_kind(h, "backward_input")
+    'f16'
+    """
+    if pass_name not in _MMA_PASSES:
+        return None
+    if np.dtype(p.dtype) == np.float16:
+        return "f16"
+    if np.dtype(p.compute_dtype) == np.float32 and p.precision == "tf32":
+        return "tf32"
+    return None
+
+
+def mma_tile(
+    p: Conv2dProblem, pass_name: str, sm_count: int = DEFAULT_SM_COUNT
+) -> tuple[int, int, int, int]:
+    """The ``(BM, BN, WARPS_M, WARPS_N)`` tile of an mma launch: the blocks spread
+    evenly over ``sm_count`` SMs and the busiest SM computes ``ceil(blocks /
+    sm_count)`` padded ``BM x BN`` tiles at the tile's :data:`MMA_TILE_SPEED`; the
+    cheapest tile wins, the larger on ties.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv._conv_args import normalize_conv2d
+    >>> p = normalize_conv2d((32, 256, 14, 14), (256, 256, 3, 3), [np.float16],
+    ...                      padding=1)
+    >>> mma_tile(p, "forward")
+    (128, 128, 2, 4)
+    >>> q = normalize_conv2d((1, 8, 9, 9), (12, 8, 3, 3), [np.float16])
+    >>> mma_tile(q, "forward")
+    (64, 64, 2, 2)
+    """
+    from gpuconv._kernels import CONV_MMA_TILES
+
+    m, ng, _ = gemm_shape(p, pass_name)
+    best: tuple[float, int, tuple[int, int, int, int]] | None = None
+    for tile in CONV_MMA_TILES:
+        bm, bn = tile[:2]
+        blocks = -(-m // bm) * -(-ng // bn) * p.groups
+        per_sm = -(-blocks // sm_count)
+        cost = per_sm * bm * bn / MMA_TILE_SPEED[(bm, bn)]
+        key = (cost, -bm * bn, tile)
+        if best is None or key[:2] < best[:2]:
+            best = key
+    assert best is not None
+    return best[2]
+
+
+#: Reduction terms per slab of the mma kernels (16 words: TF32 1, float16 2 a word).
+MMA_SLAB = {"tf32": 16, "f16": 32}
+#: Resident mma blocks per SM assumed by the weight gradient's split choice.
+MMA_WGRAD_BLOCKS_PER_SM = 2
+
+
+def plan_conv2d_mma(
+    p: Conv2dProblem, pass_name: str, kind: str, a: Any, b: Any, out: Any,
+    taps: Any, bias: Any = None, *, no_bias: Any = None, alloc: Any = None,
+    sm_count: int = DEFAULT_SM_COUNT,
+) -> list[Launch]:
+    """The launch of a tensor-core pass on a zero-padded problem.
+
+    Parameters
+    ----------
+    p : Conv2dProblem
+        Non-empty, zero padding.
+    pass_name : {'forward', 'backward_input'}
+    kind : {'tf32', 'f16'}
+        ``'tf32'``: ``a``, ``b`` float32; ``'f16'``: float16 data viewed as
+        ``uint16`` (the kernels take the bits).
+    a, b, out : device arrays
+        Forward: ``x``, ``w``, ``y``; input gradient: ``gy``, ``w``, ``gx``; weight
+        gradient: ``gy``, ``x``, ``gw``. C-contiguous; ``out`` is float32 (the FP32
+        accumulators) for both kinds.
+    taps : device array
+        ``tap_table(C/groups | K/groups, KH, KW, dh, dw)``.
+    bias : device array, optional
+        float32 ``(K,)`` (forward only; added in FP32 before the output rounding).
+    no_bias : device array, optional
+        Any float32 array, passed as the (unread) bias pointer when ``bias`` is
+        ``None`` (a null pointer where this is ``None`` too).
+    alloc : callable, optional
+        ``alloc(shape, dtype)``: the split-K workspace of the weight gradient
+        (split-K launch, then ``conv2d_backward_weight_reduce<float>`` adding the
+        slices in split order); required when it splits.
+
+    Returns
+    -------
+    list of Launch
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv._conv_args import normalize_conv2d
+    >>> p = normalize_conv2d((2, 8, 9, 9), (12, 8, 3, 3), [np.float32], padding=1)
+    >>> (launch,) = plan_conv2d_mma(p, "forward", "tf32", "x", "w", "y", "taps")
+    >>> launch.kernel, launch.grid, launch.block
+    ('conv2d_forward_mma<float, 64, 64, 2, 2>', (3, 1, 1), (128, 1, 1))
+    """
+    from gpuconv._kernels import MMA_ELEMENTS, MMA_PASSES, mma_kernel_name
+
+    _check_zero_padded(p)
+    if pass_name not in MMA_PASSES:
+        raise ValueError(f"no mma kernel for pass {pass_name!r}; have {MMA_PASSES}")
+    if kind not in MMA_ELEMENTS:
+        raise ValueError(f"kind must be one of {tuple(MMA_ELEMENTS)}, got {kind!r}")
+    s = _sizes(p)
+    tile = mma_tile(p, pass_name, sm_count)
+    bm, bn, wm, wn = tile
+    m, ng, _ = gemm_shape(p, pass_name)
+    m_tiles, n_tiles = -(-m // bm), -(-ng // bn)
+    geom = (s["C"], s["H"], s["W"], s["K"], s["KH"], s["KW"], s["groups"], s["sh"],
+            s["sw"], s["pt"], s["pl"], s["OH"], s["OW"])
+    tail = (_i64(m), _i32(m_tiles, "m_tiles"), _i32(n_tiles, "n_tiles"))
+    if pass_name == "backward_weight":
+        return _wgrad_mma_launches(p, kind, tile, a, b, out, taps, geom, alloc,
+                                   sm_count)
+    if pass_name == "forward":
+        has_bias = np.int32(bias is not None)
+        args = (a, b, no_bias if bias is None else bias, taps, out, *geom, has_bias,
+                *tail)
+    else:
+        args = (a, b, taps, out, *geom, *tail)
+    return [Launch(
+        source=MMA_SOURCE,
+        kernel=mma_kernel_name(pass_name, kind, tile),
+        grid=_blocks_1d(m_tiles * n_tiles * p.groups, f"conv2d {pass_name} mma"),
+        block=(32 * wm * wn, 1, 1),
+        shared_mem=0,
+        args=args,
+    )]
+
+
+def _wgrad_mma_launches(
+    p: Conv2dProblem, kind: str, tile: tuple[int, int, int, int], gy: Any, x: Any,
+    gw: Any, taps: Any, geom: tuple, alloc: Any, sm_count: int,
+) -> list[Launch]:
+    from gpuconv._kernels import mma_kernel_name
+
+    bm, bn, wm, wn = tile
+    m, ng, _ = gemm_shape(p, "backward_weight")
+    m_tiles, n_tiles = -(-m // bm), -(-ng // bn)
+    base = m_tiles * n_tiles * p.groups
+    spi = -(-(p.OH * p.OW) // MMA_SLAB[kind])  # slabs per image (none straddles two)
+    slabs = p.N * spi
+    splits = split_count(slabs, base, sm_count * MMA_WGRAD_BLOCKS_PER_SM,
+                         max(1, WGRAD_MIN_CHUNK // MMA_SLAB[kind]))
+    splits = max(1, min(slabs, splits))
+    wcount = p.K * p.Cg * p.KH * p.KW
+    if splits > 1:
+        if alloc is None:
+            raise ValueError("the split weight gradient needs alloc(shape, dtype)")
+        ws = alloc((splits, wcount), np.float32)
+    else:
+        ws = gw
+    launches = [Launch(
+        source=MMA_SOURCE,
+        kernel=mma_kernel_name("backward_weight", kind, tile),
+        grid=_blocks_1d(base * splits, "conv2d backward_weight mma"),
+        block=(32 * wm * wn, 1, 1),
+        shared_mem=0,
+        args=(gy, x, taps, ws, *geom, _i32(spi, "slabs per image"),
+              *_balanced(slabs, splits),
+              _i32(m_tiles, "m_tiles"), _i32(n_tiles, "n_tiles")),
+    )]
+    if splits > 1:
+        launches.append(_reduce_launch("float", splits, ws, ws, gw, gw, wcount, wcount))
+    return launches

@@ -97,6 +97,7 @@ from gpuconv._filter_args import (
     normalize_filter2d,
 )
 from gpuconv._padding import pad_index
+from gpuconv._precision import select_precision
 
 __all__ = [
     "KERNEL_MAX_BYTES",
@@ -882,6 +883,7 @@ def conv2d(
     *,
     algorithm: str = "auto",
     backend: str | None = None,
+    precision: str | None = None,
 ) -> da.Array:
     """:func:`gpuconv.conv2d` of a Dask batch, chunked over N, H and W.
 
@@ -895,6 +897,10 @@ def conv2d(
         Dask array is computed first).
     stride, padding, dilation, groups, padding_mode, algorithm, backend
         As in :func:`gpuconv.conv2d`; ``algorithm``/``backend`` apply per chunk.
+    precision : {None, 'highest', 'tf32'}
+        As in :func:`gpuconv.conv2d`, resolved when the graph is built (a
+        :func:`gpuconv.use_precision` block around this call applies to every
+        chunk).
 
     Returns
     -------
@@ -933,7 +939,8 @@ def conv2d(
     )
     algorithm = check_algorithm(algorithm)
     _check_backend(backend)
-    kwargs = dict(algorithm=algorithm, backend=backend)
+    kwargs = dict(algorithm=algorithm, backend=backend,
+                  precision=select_precision(precision))
     meta = meta_from_array(x._meta, ndim=x.ndim, dtype=p.dtype)
     if p.empty:
         return _whole(gpuconv.conv2d, p.user_shape(p.y_shape), p.dtype, meta, x, w,
@@ -1027,6 +1034,7 @@ def conv2d_backward(
     needs: tuple[str, ...] | list[str] = ("input", "weight", "bias"),
     algorithm: str = "auto",
     backend: str | None = None,
+    precision: str | None = None,
 ) -> Conv2dGrads:
     """:func:`gpuconv.conv2d_backward` on Dask arrays, chunked over N, H and W.
 
@@ -1041,6 +1049,8 @@ def conv2d_backward(
         The weights, in memory.
     stride, padding, dilation, groups, padding_mode, needs, algorithm, backend
         As in :func:`gpuconv.conv2d_backward`.
+    precision : {None, 'highest', 'tf32'}
+        As in :func:`gpuconv.conv2d_backward`, resolved when the graph is built.
 
     Returns
     -------
@@ -1090,7 +1100,8 @@ def conv2d_backward(
     needs = check_needs(needs)
     algorithm = check_algorithm(algorithm)
     _check_backend(backend)
-    kwargs = dict(algorithm=algorithm, backend=backend)
+    kwargs = dict(algorithm=algorithm, backend=backend,
+                  precision=select_precision(precision))
     if p.empty:
         fn = functools.partial(
             gpuconv.conv2d_backward, stride=stride, padding=padding, dilation=dilation,

@@ -85,6 +85,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 GPU_ONLY = {
     "test_flush_to_zero": "float32 flush-to-zero is the GPU's (-ftz=true); the "
     "emulator computes with the host's FPU",
+    "test_to_tf32_on_the_gpu": "the GPU's cvt.rna (tests/test_mma.py checks the "
+    "emulated one bit for bit)",
+    "test_mma_on_the_gpu_is_within_fp32_summation_of_the_model": "the GPU's "
+    "tensor cores (tests/test_mma.py checks the emulated mma bit for bit)",
 }
 
 

@@ -90,3 +90,68 @@ def assert_within_bound(actual, desired, bound, dtype) -> None:
             f"worst at {worst}: error {err[worst]:.3g}, limit {limit[worst]:.3g}, "
             f"actual {actual[worst]!r}, desired {desired[worst]!r}"
         )
+
+
+# ---------------------------------------------------------------------------------
+# Tensor-core precisions: rigorous element-wise bounds (never flaky, still tight
+# enough that one wrong or missing tap, of size ~|x||w|, exceeds them).
+#
+# A product of two operands each rounded with relative error <= u_op is off by at
+# most (2 u_op + u_op^2) |x||w|; summing n exact products (plus the bias) in a
+# precision of unit roundoff u_acc, in any order, adds at most gamma_n |x||w| summed,
+# gamma_n = n u_acc / (1 - n u_acc) (Higham, Accuracy and Stability of Numerical
+# Algorithms, eq. 3.4). With S = sum |x||w| (the convolution of |x| and |w|, in
+# float64) the error of each element is at most
+#     (2 u_op + u_op^2 + gamma_{n+1}(u_acc)) * S + u_out * |y| + atol_out
+# where u_out is the unit roundoff of a final rounding to the output dtype (float16:
+# 2^-11, plus its subnormal spacing 2^-24 / 2 as atol_out).
+#   TF32 operands: rounded to nearest (cvt.rna) to 10 explicit mantissa bits, so
+#     u_op = 2^-11; accumulation float32, u_acc = 2^-24. For 3x3x64 terms the bound is
+#     about 1.0e-3 * S: the TF32 rounding dominates, as on any tensor core.
+#   float16 operands are exact (u_op = 0): their products are exact in float32, so
+#     only the float32 summation (gamma_n(2^-24) S) and the final float16 rounding
+#     remain.
+#   Against the NumPy backend's TF32 model (the same rounded operands, exact products,
+#     float64 accumulation) u_op = 0 too: the bound is the float32 summation alone,
+#     which catches a kernel that truncates instead of rounding.
+# The float64 reference's own error (gamma_n(2^-53) S) is added for completeness.
+
+TF32_UNIT = 2.0**-11
+FP32_UNIT = 2.0**-24
+FP16_UNIT = 2.0**-11
+FP16_HALF_SUBNORMAL = 2.0**-25
+
+
+def gamma(n: int, unit: float) -> float:
+    """Higham's ``gamma_n = n u / (1 - n u)``: the relative bound of an n-term sum."""
+    nu = n * unit
+    assert nu < 1, "too many terms for a meaningful bound"
+    return nu / (1 - nu)
+
+
+def assert_products_within(
+    actual, desired, abs_sum, terms: int, *, operand_unit: float = 0.0,
+    accumulate_unit: float = FP32_UNIT, output_unit: float = 0.0,
+    output_atol: float = 0.0,
+) -> None:
+    """Every element within the bound above. ``abs_sum`` is ``S`` (broadcast),
+    ``terms`` the products per element (the bias counts as one more)."""
+    actual = np.asarray(actual, dtype=np.float64)
+    desired = np.asarray(desired, dtype=np.float64)
+    assert actual.shape == desired.shape, (actual.shape, desired.shape)
+    n = terms + 1
+    coeff = (2 * operand_unit + operand_unit**2 + gamma(n, accumulate_unit)
+             + gamma(n, 2.0**-53))
+    limit = coeff * np.asarray(abs_sum, np.float64) + output_unit * np.abs(desired)
+    limit = limit + output_atol
+    same_nan = np.isnan(actual) & np.isnan(desired)
+    err = np.abs(actual - desired)
+    bad = ~((err <= limit) | same_nan)
+    if bad.any():
+        ratio = np.where(bad, err / np.maximum(limit, 1e-300), 0)
+        worst = np.unravel_index(int(np.argmax(ratio)), err.shape)
+        raise AssertionError(
+            f"{int(bad.sum())} of {err.size} elements exceed the product bound; "
+            f"worst at {worst}: error {err[worst]:.3g}, limit {limit[worst]:.3g}, "
+            f"actual {actual[worst]!r}, desired {desired[worst]!r}"
+        )

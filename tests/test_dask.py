@@ -505,6 +505,26 @@ def test_conv2d_backward_needs_unbatched_float16():
         assert_close(got, want, terms=60)
 
 
+def test_precision_reaches_every_chunk():
+    """precision='tf32' (keyword or a use_precision block around the graph's
+    construction) gives the whole-array TF32 result, which differs from FP32."""
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((2, 3, 12, 11)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((2, 4, 12, 11)).astype(np.float32)
+    xd, gyd = da.from_array(x, chunks=(1, 3, 5, 6)), da.from_array(gy, chunks=-1)
+    want = gpuconv.conv2d(x, w, padding=1, precision="tf32")
+    assert not np.array_equal(want, gpuconv.conv2d(x, w, padding=1))
+    assert_close(_sync(gd.conv2d(xd, w, padding=1, precision="tf32")), want, terms=27)
+    with gpuconv.use_precision("tf32"):
+        y = gd.conv2d(xd, w, padding=1)
+    assert_close(_sync(y), want, terms=27)
+    g = gd.conv2d_backward(gyd, xd, w, padding=1, precision="tf32")
+    ref = gpuconv.conv2d_backward(gy, x, w, padding=1, precision="tf32")
+    for got, r in zip(g, ref, strict=True):
+        assert_close(_sync(got), r, terms=264)
+
+
 def test_conv2d_backward_empty_batch():
     x = da.zeros((0, 2, 6, 6), chunks=(1, 2, 3, 3))
     g = gd.conv2d_backward(da.zeros((0, 3, 4, 4)), x, np.ones((3, 2, 3, 3)))

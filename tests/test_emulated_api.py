@@ -127,7 +127,7 @@ def test_choose_algorithm_is_what_auto_launches(case_id, dtype, via_emulator, de
     x, w, b, gy = random_inputs(np.random.default_rng(0), p, dtype)
     for pass_name in ALL_PASSES:
         want = gpuconv.choose_algorithm(xs, ws, pass_name, dtype=dtype, **kw)
-        assert want in VARIANTS
+        assert want in (*VARIANTS, "mma")  # mma: float16 on tensor cores
         n0 = len(dev.launches)
         api_pass(pass_name, x, w, b, gy, kw)
         main = [k for k in kernels_since(dev, n0)
@@ -393,7 +393,7 @@ def test_gpu_tests_dry_run_on_the_emulator():
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "tests._gpu_dry_run", "-q",
          "-p", "no:cacheprovider", "-m", "gpu", "tests/test_gpu_conv.py",
-         "tests/test_gpu_filter.py", "-k", SLOW_GPU_TESTS],
+         "tests/test_gpu_filter.py", "tests/test_gpu_mma.py", "-k", SLOW_GPU_TESTS],
         cwd=root, env=env, capture_output=True, text=True, timeout=300,
     )
     out = proc.stdout + proc.stderr
@@ -429,5 +429,8 @@ def test_gpu_check_scripts_dry_run_on_the_emulator(tmp_path):
         assert "error" not in row, row
         assert row["median_s"] > 0 and row["max_err"] <= row["err_limit"]
     auto = [r for r in conv if r["variant"] == "auto"]
-    assert {r["resolved"] for r in auto} <= {"naive", "tiled", "tiled_regblock"}
+    assert {r["resolved"] for r in auto} <= {"naive", "tiled", "tiled_regblock", "mma"}
+    # the tensor-core rows (precision last in the case) ran on the mma kernels
+    tc = [r for r in auto if r["case"].rsplit("/", 1)[1] in ("tf32", "float16")]
+    assert tc and {r["resolved"] for r in tc} == {"mma"}
     assert all(r["fp32_peak_flops"] == pytest.approx(66.9e12, rel=1e-3) for r in conv)

@@ -1,0 +1,737 @@
+// conv2d_mma.cu: conv2d on tensor cores (warp-level mma.sync, sm_80 and newer), for
+// precision='tf32' on float32 data and for float16 data; FP32 accumulation.
+//
+// Variants (E = float: operands rounded to TF32 (cvt.rna) on their way into shared
+// memory, mma.m16n8k8.tf32; E = unsigned short: float16 bits, mma.m16n8k16.f16; the
+// output is the FP32 accumulator (plus bias) as float, which the API rounds once to
+// the caller's dtype (float16: one rounding at the end, also after the fold of the
+// padding modes' input gradient); any stride, dilation, groups, asymmetric zero
+// padding; runtime kernel size; tails guarded; deterministic, no atomics: every
+// output is written once, by one lane, each sum in a fixed order; tiles (BM, BN,
+// WARPS_M, WARPS_N) = (64, 64, 2, 2) and (128, 128, 2, 4), gpuconv._kernels):
+//   conv2d_forward_mma<E, BM, BN, WARPS_M, WARPS_N>
+//       y = conv2d(x, w) + bias as the implicit GEMM of conv2d_forward.cu's
+//       tiled_regblock: M = N*OH*OW pixels, NG = K/groups, KR = C/groups*KH*KW;
+//       when C/groups is a multiple of the slab the reduction runs channel-inner
+//       (MmaForwardSlabView: per-slab tap decode, strided element loads).
+//   conv2d_backward_input_mma<E, BM, BN, WARPS_M, WARPS_N>
+//       gx as the implicit GEMM of conv2d_backward_input.cu's tiled_regblock:
+//       M = N*H*W pixels, NG = C/groups, KR = K/groups*KH*KW; channel-inner
+//       (MmaBackwardInputSlabView) for stride 1 when K/groups is a multiple of the
+//       slab.
+//   conv2d_backward_weight_mma<E, BM, BN, WARPS_M, WARPS_N>
+//       gw: M = K/groups output channels, NG = C/groups*KH*KW, KR = N*OH*OW pixels,
+//       split-K: each block reduces a balanced range of whole slabs and writes its
+//       partial sums to a workspace slice (or gw itself for one split);
+//       conv2d_backward_weight.cu's reduce kernel adds the slices in split order
+//       (deterministic). The bias gradient is the op's separate reduction.
+// Other padding modes: the op pads the input once (conv2d_pad.cu) and runs these
+// on the padded geometry (folding the input gradient back), as for the FP32 kernels.
+//
+// Strategy (one block computes a BM x BN tile of C = A * B):
+//   - gather (the "gemm views" below, one per pass): a thread fetches its share of
+//     the next reduction slab from global memory into registers (0 outside the
+//     problem) while the tensor cores work on the current one; then stores it to the
+//     other shared-memory stage as 32-bit words (one TF32 value, rounded here once
+//     per element, or two float16 values consecutive in the reduction: a .f16x2
+//     register; a thread's A words are adjacent: vector stores), so a fragment load
+//     is one 32-bit LDS. Two stages, one barrier per slab. A slab is KWORDS = 16
+//     words of the reduction (16 TF32 / 32 float16 terms: two mma k-steps). The
+//     generic views decode every element (tap table, bounds, index); the slab views
+//     (channel-inner forward and stride-1 input gradient, per-image weight
+//     gradient) decode once per slab and step through the elements.
+//   - mainloop (mma_mainloop): WARPS_M x WARPS_N warps, each owning a
+//     (BM/WARPS_M) x (BN/WARPS_N) sub-tile = MI x NI mma tiles of 16 x 8, with
+//     MI*NI*4 FP32 accumulators per lane. Shared rows are PITCH = KWORDS + 4 words
+//     apart, so the fragment loads (lane g*4 + t reads row g, word t) hit 32
+//     distinct banks.
+//   - epilogue (mma_store_pixels): each lane writes its accumulators (row g / g+8,
+//     columns 2t, 2t+1 of each mma tile) straight to NCHW (float), adding the bias.
+// Not (yet) used: cp.async (the gather is element-wise with bounds masks and TF32
+// rounding, so it goes through registers) and ldmatrix (shared memory already holds
+// the packed fragment words). The tensor-core instructions come from mma.cuh, which
+// the CPU emulation harness executes lane by lane.
+#include "common.cuh"
+#include "mma.cuh"
+
+using gpuconv::TapEntry;
+
+namespace gpuconv {
+
+// How an operand element becomes a shared-memory word and which mma consumes it.
+template <typename E>
+struct MmaOperand;
+
+template <>
+struct MmaOperand<float> {
+    static constexpr int PER_WORD = 1;  // elements per 32-bit word
+    __device__ __forceinline__ static unsigned word(const float (&e)[1]) {
+        return to_tf32(e[0]);
+    }
+    __device__ __forceinline__ static void mma(float (&d)[4], const unsigned (&a)[4],
+                                               const unsigned (&b)[2]) {
+        mma_tf32_m16n8k8(d, a, b, d);
+    }
+};
+
+template <>
+struct MmaOperand<unsigned short> {
+    static constexpr int PER_WORD = 2;
+    __device__ __forceinline__ static unsigned word(const unsigned short (&e)[2]) {
+        return pack_half2(e[0], e[1]);
+    }
+    __device__ __forceinline__ static void mma(float (&d)[4], const unsigned (&a)[4],
+                                               const unsigned (&b)[2]) {
+        mma_f16_m16n8k16(d, a, b, d);
+    }
+};
+
+// One tile configuration.
+template <int BM_, int BN_, int WARPS_M_, int WARPS_N_>
+struct MmaTile {
+    static constexpr int BM = BM_;                 // tile rows (pixels)
+    static constexpr int BN = BN_;                 // tile columns (channels)
+    static constexpr int WARPS_M = WARPS_M_;
+    static constexpr int WARPS_N = WARPS_N_;
+    static constexpr int THREADS = 32 * WARPS_M * WARPS_N;
+    static constexpr int WTM = BM / WARPS_M;       // warp sub-tile rows
+    static constexpr int WTN = BN / WARPS_N;       // warp sub-tile columns
+    static constexpr int MI = WTM / 16;            // mma tiles per warp along M
+    static constexpr int NI = WTN / 8;             // mma tiles per warp along N
+    static constexpr int KWORDS = 16;              // reduction words per slab
+    static constexpr int KSTEPS = KWORDS / 8;      // mma k-steps per slab
+    static constexpr int PITCH = KWORDS + 4;       // words between shared rows
+    static constexpr int STAGES = 2;
+    static constexpr int A_STEP = THREADS / BM;    // threads per row of A
+    static constexpr int A_WORDS = KWORDS / A_STEP;  // A words per thread (adjacent)
+    static constexpr int B_STEP = THREADS / KWORDS;  // columns per gather pass
+    static constexpr int B_WORDS = BN / B_STEP;      // B words per thread
+    static_assert(WTM % 16 == 0 && WTN % 8 == 0, "warp tiles are whole mma tiles");
+    static_assert(THREADS % BM == 0 && KWORDS % A_STEP == 0, "A slab must tile");
+    static_assert(THREADS % KWORDS == 0 && BN % B_STEP == 0, "B slab must tile");
+};
+
+template <class Tile>
+struct alignas(16) MmaSmem {
+    unsigned a[Tile::STAGES][Tile::BM][Tile::PITCH];
+    unsigned b[Tile::STAGES][Tile::BN][Tile::PITCH];
+};
+
+// Blocks per SM the register allocation must allow (__launch_bounds__): one for
+// 256-thread tiles (up to 255 registers), two for 128-thread tiles.
+__host__ __device__ constexpr int mma_min_blocks(int threads) {
+    return threads >= 256 ? 1 : 2;
+}
+
+// The whole reduction of one tile into acc (zeroed here). Every thread of the block
+// must call it (barriers, warp-wide mma).
+template <typename E, class Tile, class View>
+__device__ __forceinline__ void mma_mainloop(
+    const View& view, MmaSmem<Tile>& s, float (&acc)[Tile::MI][Tile::NI][4]) {
+    using Op = MmaOperand<E>;
+    constexpr int PW = Op::PER_WORD;
+    const int tid = static_cast<int>(threadIdx.x);
+    const int lane = tid % 32;
+    const int warp = tid / 32;
+    const int wm = warp % Tile::WARPS_M;
+    const int wn = warp / Tile::WARPS_M;
+    const int g = lane / 4;
+    const int t = lane % 4;
+    // gather roles: A words of one row at A_WORDS positions; B words of one
+    // reduction position at B_WORDS columns
+    const int a_m = tid % Tile::BM;
+    const int a_w = tid / Tile::BM;
+    const int b_w = tid % Tile::KWORDS;
+    const int b_n = tid / Tile::KWORDS;
+    const typename View::ARow arow = view.a_row(a_m);
+
+#pragma unroll
+    for (int mi = 0; mi < Tile::MI; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < Tile::NI; ++ni)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) acc[mi][ni][r] = 0.0f;
+
+    using Index = typename View::Index;  // int, or long long for the weight gradient
+    E reg_a[Tile::A_WORDS][PW];
+    E reg_b[Tile::B_WORDS][PW];
+    constexpr int SLAB = Tile::KWORDS * PW;  // reduction terms per slab
+    const Index kbeg = view.k_begin;           // this block's reduction range
+    const int ktiles = static_cast<int>(ceil_div<Index>(view.kred - kbeg, SLAB));
+
+    auto fetch = [&](Index k0) {
+        if constexpr (View::SLAB_GATHER) {  // the view gathers a whole slab at once
+            view.template fetch_slab<Tile, PW>(arow, k0, a_w, b_w, b_n, reg_a, reg_b);
+        } else {
+#pragma unroll
+            for (int q = 0; q < Tile::A_WORDS; ++q)
+#pragma unroll
+                for (int e = 0; e < PW; ++e)
+                    reg_a[q][e] = view.load_a(arow, k0 + (a_w * Tile::A_WORDS + q) * PW + e);
+#pragma unroll
+            for (int q = 0; q < Tile::B_WORDS; ++q)
+#pragma unroll
+                for (int e = 0; e < PW; ++e)
+                    reg_b[q][e] = view.load_b(k0 + b_w * PW + e, b_n + q * Tile::B_STEP);
+        }
+    };
+    auto stash = [&](int st) {
+#pragma unroll
+        for (int q = 0; q < Tile::A_WORDS; ++q)  // contiguous words: vector stores
+            s.a[st][a_m][a_w * Tile::A_WORDS + q] = Op::word(reg_a[q]);
+#pragma unroll
+        for (int q = 0; q < Tile::B_WORDS; ++q)
+            s.b[st][b_n + q * Tile::B_STEP][b_w] = Op::word(reg_b[q]);
+    };
+
+    fetch(kbeg);
+    stash(0);
+    __syncthreads();  // stage 0 complete before any warp reads it
+    for (int kt = 0; kt < ktiles; ++kt) {
+        const int cur = kt & 1;
+        const bool more = kt + 1 < ktiles;  // block-uniform
+        if (more) fetch(kbeg + static_cast<Index>(kt + 1) * SLAB);  // in flight
+#pragma unroll
+        for (int ks = 0; ks < Tile::KSTEPS; ++ks) {
+            unsigned fa[Tile::MI][4];
+            unsigned fb[Tile::NI][2];
+#pragma unroll
+            for (int mi = 0; mi < Tile::MI; ++mi) {
+                const int row = wm * Tile::WTM + mi * 16 + g;
+#pragma unroll
+                for (int r = 0; r < 4; ++r)
+                    fa[mi][r] = s.a[cur][row + 8 * (r % 2)][ks * 8 + t + 4 * (r / 2)];
+            }
+#pragma unroll
+            for (int ni = 0; ni < Tile::NI; ++ni) {
+                const int col = wn * Tile::WTN + ni * 8 + g;
+#pragma unroll
+                for (int r = 0; r < 2; ++r) fb[ni][r] = s.b[cur][col][ks * 8 + t + 4 * r];
+            }
+#pragma unroll
+            for (int mi = 0; mi < Tile::MI; ++mi)
+#pragma unroll
+                for (int ni = 0; ni < Tile::NI; ++ni) Op::mma(acc[mi][ni], fa[mi], fb[ni]);
+        }
+        if (more) stash(cur ^ 1);
+        // the other stage is complete before the next slab reads it, and every warp
+        // is done reading stage `cur` before slab kt+1 overwrites it
+        __syncthreads();
+    }
+}
+
+// Writes the accumulators of this lane that lie inside the problem when the GEMM
+// rows are pixels: row view.m0 + lr is pixel view.p_base + lr counted from image
+// view.n_base, P pixels per image; row_out(n, p) points at column view.n0 of pixel p
+// of image n, columns P elements apart (NCHW); finish(lc, acc) is the value stored.
+template <class Tile, class View, class RowOut, class Finish>
+__device__ __forceinline__ void mma_store_pixels(
+    const View& v, int P, int NG, const float (&acc)[Tile::MI][Tile::NI][4],
+    RowOut row_out, Finish finish) {
+    const int tid = static_cast<int>(threadIdx.x);
+    const int lane = tid % 32;
+    const int warp = tid / 32;
+    const int wm = warp % Tile::WARPS_M;
+    const int wn = warp / Tile::WARPS_M;
+    const int g = lane / 4;
+    const int t = lane % 4;
+#pragma unroll
+    for (int mi = 0; mi < Tile::MI; ++mi) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int lr = wm * Tile::WTM + mi * 16 + g + 8 * h;
+            if (v.m0 + lr >= v.M) continue;  // tail rows of the last tile
+            const int pp = v.p_base + lr;
+            float* out = row_out(v.n_base + pp / P, pp % P);
+#pragma unroll
+            for (int ni = 0; ni < Tile::NI; ++ni) {
+#pragma unroll
+                for (int c = 0; c < 2; ++c) {
+                    const int lc = wn * Tile::WTN + ni * 8 + 2 * t + c;
+                    if (v.n0 + lc >= NG) continue;  // tail channels of the last tile
+                    out[static_cast<long long>(lc) * P] = finish(lc, acc[mi][ni][2 * h + c]);
+                }
+            }
+        }
+    }
+}
+
+// Hands every accumulator of this lane to store(local row, local column, value)
+// (the weight gradient's epilogue; it checks the bounds).
+template <class Tile, class Store>
+__device__ __forceinline__ void mma_store(const float (&acc)[Tile::MI][Tile::NI][4],
+                                          Store store) {
+    const int tid = static_cast<int>(threadIdx.x);
+    const int lane = tid % 32;
+    const int warp = tid / 32;
+    const int wm = warp % Tile::WARPS_M;
+    const int wn = warp / Tile::WARPS_M;
+#pragma unroll
+    for (int mi = 0; mi < Tile::MI; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < Tile::NI; ++ni)
+#pragma unroll
+            for (int r = 0; r < 4; ++r)
+                store(wm * Tile::WTM + mi * 16 + lane / 4 + 8 * (r / 2),
+                      wn * Tile::WTN + ni * 8 + 2 * (lane % 4) + r % 2, acc[mi][ni][r]);
+}
+
+}  // namespace gpuconv
+
+// ---------------------------------------------------------------------------------
+// forward: the gemm view (conv2d_forward.cu's ForwardGemmView on element type E)
+template <typename E>
+struct MmaForwardView {
+    using Index = int;
+    static constexpr int k_begin = 0;
+    static constexpr bool SLAB_GATHER = false;  // element by element (load_a/load_b)
+    const E* x;
+    const E* w;
+    const TapEntry* taps;
+    int C, H, W, HW, Cg, Kg, g, sh, sw, pt, pl, OW, OHW, n0, kred;
+    long long M, m0;
+    long long n_base;  // image of row m0
+    int p_base;        // pixel of row m0 within its image
+
+    struct ARow {
+        const E* base;  // x[n, g*Cg]
+        int ih0;        // oh*sh - pt
+        int iw0;        // ow*sw - pl
+        bool valid;     // m < M
+    };
+
+    __device__ __forceinline__ ARow a_row(int m_local) const {
+        ARow row;
+        row.valid = m0 + m_local < M;
+        const int pp = p_base + m_local;  // < OHW + BM: fits int (planner checks)
+        const long long n = n_base + pp / OHW;
+        const int p = pp % OHW;
+        const int oh = p / OW;
+        const int ow = p - oh * OW;
+        row.base = x + (n * C + static_cast<long long>(g) * Cg) * HW;
+        row.ih0 = oh * sh - pt;
+        row.iw0 = ow * sw - pl;
+        return row;
+    }
+
+    __device__ __forceinline__ E load_a(const ARow& row, int r) const {
+        if (!row.valid || r >= kred) return E(0);
+        const TapEntry t = taps[r];
+        const int ih = row.ih0 + t.dy;
+        const int iw = row.iw0 + t.dx;
+        if (!gpuconv::in_range(ih, H) || !gpuconv::in_range(iw, W)) return E(0);
+        return row.base[static_cast<long long>(t.ch) * HW + ih * W + iw];
+    }
+
+    __device__ __forceinline__ E load_b(int r, int n) const {
+        const int k = n0 + n;
+        if (r >= kred || k >= Kg) return E(0);
+        return w[static_cast<long long>(g * Kg + k) * kred + r];
+    }
+};
+
+// The forward gather when C/groups is a multiple of the slab (16 TF32 / 32 float16
+// terms: every ResNet layer but the first): the reduction runs channel-inner,
+// r = tap*Cg + c, so a slab lies within one tap. Per slab a thread decodes its tap
+// and checks its pixel's bounds once (taps[tap]: the first KH*KW entries of the tap
+// table are (0, dy, dx, tap)), then its A elements are one channel plane (H*W)
+// apart and its B elements w[k, c, tap] KH*KW apart: an address step and a load
+// each, instead of a table lookup, two bounds checks and an index per element.
+// The same products, in another fixed order.
+template <typename E>
+struct MmaForwardSlabView : MmaForwardView<E> {
+    static constexpr bool SLAB_GATHER = true;
+    int KHKW;
+
+    template <class Tile, int PW>
+    __device__ __forceinline__ void fetch_slab(
+        const typename MmaForwardView<E>::ARow& row, int k0, int a_w, int b_w, int b_n,
+        E (&ra)[Tile::A_WORDS][PW], E (&rb)[Tile::B_WORDS][PW]) const {
+        const int tap = k0 / this->Cg;  // block-uniform: one division per slab
+        const int c0 = k0 - tap * this->Cg;
+        const TapEntry t = this->taps[tap];
+        const int ih = row.ih0 + t.dy;
+        const int iw = row.iw0 + t.dx;
+        const bool ok = row.valid && gpuconv::in_range(ih, this->H) &&
+                        gpuconv::in_range(iw, this->W);
+        const long long hw = this->HW;
+        const E* src = row.base + (c0 + a_w * Tile::A_WORDS * PW) * hw +
+                       (ok ? ih * this->W + iw : 0);
+#pragma unroll
+        for (int q = 0; q < Tile::A_WORDS; ++q)
+#pragma unroll
+            for (int e = 0; e < PW; ++e) ra[q][e] = ok ? src[(q * PW + e) * hw] : E(0);
+        const E* wt = this->w + (static_cast<long long>(this->g) * this->Kg * this->Cg +
+                                 c0 + b_w * PW) * KHKW + tap;
+#pragma unroll
+        for (int q = 0; q < Tile::B_WORDS; ++q) {
+            const int k = this->n0 + b_n + q * Tile::B_STEP;
+            const E* wk = wt + static_cast<long long>(k) * this->Cg * KHKW;
+#pragma unroll
+            for (int e = 0; e < PW; ++e) rb[q][e] = k < this->Kg ? wk[e * KHKW] : E(0);
+        }
+    }
+};
+
+// Grid: m_tiles * n_tiles * groups blocks (1-D), block 32*WARPS_M*WARPS_N; static
+// smem. taps: KR = C/groups*KH*KW entries (ch = c). bias: float (FP32 add).
+template <typename E, int BM, int BN, int WARPS_M, int WARPS_N>
+__global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
+                                  gpuconv::mma_min_blocks(32 * WARPS_M * WARPS_N))
+    conv2d_forward_mma(
+        const E* __restrict__ x, const E* __restrict__ w, const float* __restrict__ bias,
+        const TapEntry* __restrict__ taps, float* __restrict__ y, int C, int H, int W, int K,
+        int KH, int KW, int groups, int sh, int sw, int pt, int pl, int OH, int OW,
+        int has_bias, long long M, int m_tiles, int n_tiles) {
+    using Tile = gpuconv::MmaTile<BM, BN, WARPS_M, WARPS_N>;
+    __shared__ gpuconv::MmaSmem<Tile> s_tile;
+
+    int bid = static_cast<int>(blockIdx.x);
+    const int m_tile = bid % m_tiles;
+    bid /= m_tiles;
+    const int n_tile = bid % n_tiles;
+    const int g = bid / n_tiles;
+
+    MmaForwardView<E> v;
+    v.x = x;
+    v.w = w;
+    v.taps = taps;
+    v.C = C;
+    v.H = H;
+    v.W = W;
+    v.HW = H * W;
+    v.Cg = C / groups;
+    v.Kg = K / groups;
+    v.g = g;
+    v.sh = sh;
+    v.sw = sw;
+    v.pt = pt;
+    v.pl = pl;
+    v.OW = OW;
+    v.OHW = OH * OW;
+    v.n0 = n_tile * Tile::BN;
+    v.kred = v.Cg * KH * KW;
+    v.M = M;
+    v.m0 = static_cast<long long>(m_tile) * Tile::BM;
+    v.n_base = v.m0 / v.OHW;
+    v.p_base = static_cast<int>(v.m0 - v.n_base * v.OHW);
+
+    float acc[Tile::MI][Tile::NI][4];
+    constexpr int SLAB = Tile::KWORDS * gpuconv::MmaOperand<E>::PER_WORD;
+    if (v.Cg % SLAB == 0) {  // block-uniform: the channel-inner gather
+        MmaForwardSlabView<E> fv;
+        static_cast<MmaForwardView<E>&>(fv) = v;
+        fv.KHKW = KH * KW;
+        gpuconv::mma_mainloop<E, Tile>(fv, s_tile, acc);
+    } else {
+        gpuconv::mma_mainloop<E, Tile>(v, s_tile, acc);
+    }
+    gpuconv::mma_store_pixels<Tile>(
+        v, v.OHW, v.Kg, acc,
+        [&](long long n, int p) {
+            return y + (n * K + static_cast<long long>(g) * v.Kg + v.n0) * v.OHW + p;
+        },
+        [&](int lc, float val) { return has_bias ? val + bias[g * v.Kg + v.n0 + lc] : val; });
+}
+
+// ---------------------------------------------------------------------------------
+// input gradient: the gemm view (conv2d_backward_input.cu's BackwardInputGemmView
+// on element type E)
+template <typename E>
+struct MmaBackwardInputView {
+    using Index = int;
+    static constexpr int k_begin = 0;
+    static constexpr bool SLAB_GATHER = false;
+    const E* gy;
+    const E* w;
+    const TapEntry* taps;
+    int K, H, W, HW, Cg, Kg, g, sh, sw, pt, pl, OH, OW, OHW, KHKW, n0, kred;
+    long long M, m0;
+    long long n_base;  // image of row m0
+    int p_base;        // pixel of row m0 within its image
+
+    struct ARow {
+        const E* base;  // gy[n, g*Kg]
+        int th0;        // h + pt: padded row of the pixel
+        int tw0;        // w + pl
+        bool valid;     // m < M
+    };
+
+    __device__ __forceinline__ ARow a_row(int m_local) const {
+        ARow row;
+        row.valid = m0 + m_local < M;
+        const int pp = p_base + m_local;  // < HW + BM: fits int (planner checks)
+        const long long n = n_base + pp / HW;
+        const int p = pp % HW;
+        const int h = p / W;
+        row.base = gy + (n * K + static_cast<long long>(g) * Kg) * OHW;
+        row.th0 = h + pt;
+        row.tw0 = p - h * W + pl;
+        return row;
+    }
+
+    __device__ __forceinline__ E load_a(const ARow& row, int r) const {
+        if (!row.valid || r >= kred) return E(0);
+        const TapEntry t = taps[r];
+        int oh = row.th0 - t.dy;
+        int ow = row.tw0 - t.dx;
+        if (oh < 0 || ow < 0) return E(0);
+        if (sh != 1) {  // block-uniform branch: only multiples of the stride are hit
+            if (oh % sh != 0) return E(0);
+            oh /= sh;
+        }
+        if (sw != 1) {
+            if (ow % sw != 0) return E(0);
+            ow /= sw;
+        }
+        if (oh >= OH || ow >= OW) return E(0);
+        return row.base[static_cast<long long>(t.ch) * OHW + oh * OW + ow];
+    }
+
+    __device__ __forceinline__ E load_b(int r, int n) const {
+        const int c = n0 + n;
+        if (r >= kred || c >= Cg) return E(0);
+        const TapEntry t = taps[r];
+        return w[(static_cast<long long>(g * Kg + t.ch) * Cg + c) * KHKW + t.tap];
+    }
+};
+
+// The input-gradient gather for stride 1 when K/groups is a multiple of the slab:
+// channel-inner, r = tap*Kg + k (as MmaForwardSlabView): per slab one tap decode
+// and bounds check per pixel (oh = h + pt - dy, ow = w + pl - dx), then A elements
+// an output plane (OH*OW) apart and B elements w[k, c, tap] C/groups*KH*KW apart.
+template <typename E>
+struct MmaBackwardInputSlabView : MmaBackwardInputView<E> {
+    static constexpr bool SLAB_GATHER = true;
+
+    template <class Tile, int PW>
+    __device__ __forceinline__ void fetch_slab(
+        const typename MmaBackwardInputView<E>::ARow& row, int k0, int a_w, int b_w,
+        int b_n, E (&ra)[Tile::A_WORDS][PW], E (&rb)[Tile::B_WORDS][PW]) const {
+        const int tap = k0 / this->Kg;  // block-uniform: one division per slab
+        const int k0c = k0 - tap * this->Kg;
+        const TapEntry t = this->taps[tap];
+        const int oh = row.th0 - t.dy;
+        const int ow = row.tw0 - t.dx;
+        const bool ok = row.valid && gpuconv::in_range(oh, this->OH) &&
+                        gpuconv::in_range(ow, this->OW);
+        const long long ohw = this->OHW;
+        const E* src = row.base + (k0c + a_w * Tile::A_WORDS * PW) * ohw +
+                       (ok ? oh * this->OW + ow : 0);
+#pragma unroll
+        for (int q = 0; q < Tile::A_WORDS; ++q)
+#pragma unroll
+            for (int e = 0; e < PW; ++e) ra[q][e] = ok ? src[(q * PW + e) * ohw] : E(0);
+        const long long kstride = static_cast<long long>(this->Cg) * this->KHKW;
+        const E* wt = this->w + (this->g * this->Kg + k0c + b_w * PW) * kstride + tap;
+#pragma unroll
+        for (int q = 0; q < Tile::B_WORDS; ++q) {
+            const int c = this->n0 + b_n + q * Tile::B_STEP;
+            const E* wc = wt + static_cast<long long>(c) * this->KHKW;
+#pragma unroll
+            for (int e = 0; e < PW; ++e) rb[q][e] = c < this->Cg ? wc[e * kstride] : E(0);
+        }
+    }
+};
+
+// Grid: m_tiles * n_tiles * groups blocks (1-D), block 32*WARPS_M*WARPS_N; static
+// smem. taps: KR = K/groups*KH*KW entries (ch = k).
+template <typename E, int BM, int BN, int WARPS_M, int WARPS_N>
+__global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
+                                  gpuconv::mma_min_blocks(32 * WARPS_M * WARPS_N))
+    conv2d_backward_input_mma(
+        const E* __restrict__ gy, const E* __restrict__ w,
+        const TapEntry* __restrict__ taps, float* __restrict__ gx, int C, int H, int W,
+        int K, int KH, int KW, int groups, int sh, int sw, int pt, int pl, int OH,
+        int OW, long long M, int m_tiles, int n_tiles) {
+    using Tile = gpuconv::MmaTile<BM, BN, WARPS_M, WARPS_N>;
+    __shared__ gpuconv::MmaSmem<Tile> s_tile;
+
+    int bid = static_cast<int>(blockIdx.x);
+    const int m_tile = bid % m_tiles;
+    bid /= m_tiles;
+    const int n_tile = bid % n_tiles;
+    const int g = bid / n_tiles;
+
+    MmaBackwardInputView<E> v;
+    v.gy = gy;
+    v.w = w;
+    v.taps = taps;
+    v.K = K;
+    v.H = H;
+    v.W = W;
+    v.HW = H * W;
+    v.Cg = C / groups;
+    v.Kg = K / groups;
+    v.g = g;
+    v.sh = sh;
+    v.sw = sw;
+    v.pt = pt;
+    v.pl = pl;
+    v.OH = OH;
+    v.OW = OW;
+    v.OHW = OH * OW;
+    v.KHKW = KH * KW;
+    v.n0 = n_tile * Tile::BN;
+    v.kred = v.Kg * KH * KW;
+    v.M = M;
+    v.m0 = static_cast<long long>(m_tile) * Tile::BM;
+    v.n_base = v.m0 / v.HW;
+    v.p_base = static_cast<int>(v.m0 - v.n_base * v.HW);
+
+    float acc[Tile::MI][Tile::NI][4];
+    constexpr int SLAB = Tile::KWORDS * gpuconv::MmaOperand<E>::PER_WORD;
+    if (sh == 1 && sw == 1 && v.Kg % SLAB == 0) {  // block-uniform: channel-inner
+        MmaBackwardInputSlabView<E> sv;
+        static_cast<MmaBackwardInputView<E>&>(sv) = v;
+        gpuconv::mma_mainloop<E, Tile>(sv, s_tile, acc);
+    } else {
+        gpuconv::mma_mainloop<E, Tile>(v, s_tile, acc);
+    }
+    gpuconv::mma_store_pixels<Tile>(
+        v, v.HW, v.Cg, acc,
+        [&](long long n, int p) {
+            return gx + (n * C + static_cast<long long>(g) * v.Cg + v.n0) * v.HW + p;
+        },
+        [](int, float val) { return val; });
+}
+
+// ---------------------------------------------------------------------------------
+// weight gradient: A[k][r] = gy[n, g*Kg + k, p], B[r][col] = x[n, g*Cg + c, oh*sh - pt
+// + dy, ow*sw - pl + dx] with col = c*KH*KW + tap -> (c, dy, dx) from the tap table
+// (ch = c). The reduction runs over slabs that never straddle images: image n owns
+// spi = ceil(OH*OW / SLAB) slabs, slab s covers pixels p = (s % spi)*SLAB + j of
+// image s / spi (j < SLAB; p >= OH*OW is 0). Per slab a thread decodes (n, p0) once;
+// its A elements are then consecutive pixels of one gy plane, and its B elements
+// the PW pixels p0 + b_w*PW + e, decoded to (oh, ow) once for all its columns.
+template <typename E>
+struct MmaBackwardWeightView {
+    using Index = long long;
+    static constexpr bool SLAB_GATHER = true;
+    const E* gy;
+    const E* x;
+    const TapEntry* taps;
+    int K, C, H, W, HW, Cg, Kg, g, sh, sw, pt, pl, OW, OHW, n0, m0, kcols, spi;
+    long long k_begin, kred;  // this block's range of padded reduction indices
+
+    struct ARow {
+        const E* base;  // gy[0, g*Kg + k]
+        bool valid;     // k < Kg
+    };
+
+    __device__ __forceinline__ ARow a_row(int m_local) const {
+        ARow row;
+        const int k = m0 + m_local;
+        row.valid = k < Kg;
+        row.base = gy + static_cast<long long>(g * Kg + k) * OHW;
+        return row;
+    }
+
+    // (unused: the gather is per slab; kept for the generic mainloop's interface)
+    __device__ __forceinline__ E load_a(const ARow&, long long) const { return E(0); }
+    __device__ __forceinline__ E load_b(long long, int) const { return E(0); }
+
+    template <class Tile, int PW>
+    __device__ __forceinline__ void fetch_slab(
+        const ARow& row, long long k0, int a_w, int b_w, int b_n,
+        E (&ra)[Tile::A_WORDS][PW], E (&rb)[Tile::B_WORDS][PW]) const {
+        constexpr int SLAB = Tile::KWORDS * PW;
+        const long long slab = k0 / SLAB;  // k0 is a multiple of SLAB (a power of 2)
+        const long long n = slab / spi;    // block-uniform: one division per slab
+        const int p0 = static_cast<int>(slab - n * spi) * SLAB;
+        const E* a_src = row.base + n * K * OHW + p0;
+#pragma unroll
+        for (int q = 0; q < Tile::A_WORDS; ++q)
+#pragma unroll
+            for (int e = 0; e < PW; ++e) {
+                const int j = (a_w * Tile::A_WORDS + q) * PW + e;
+                ra[q][e] = (row.valid && p0 + j < OHW) ? a_src[j] : E(0);
+            }
+        const E* x_img = x + (n * C + static_cast<long long>(g) * Cg) * HW;
+#pragma unroll
+        for (int e = 0; e < PW; ++e) {
+            const int p = p0 + b_w * PW + e;
+            const int oh = p / OW;
+            const int ihb = oh * sh - pt;
+            const int iwb = (p - oh * OW) * sw - pl;
+            const bool pv = p < OHW;
+#pragma unroll
+            for (int q = 0; q < Tile::B_WORDS; ++q) {
+                const int cc = n0 + b_n + q * Tile::B_STEP;
+                E v = E(0);
+                if (pv && cc < kcols) {
+                    const TapEntry t = taps[cc];
+                    const int ih = ihb + t.dy;
+                    const int iw = iwb + t.dx;
+                    if (gpuconv::in_range(ih, H) && gpuconv::in_range(iw, W))
+                        v = x_img[static_cast<long long>(t.ch) * HW + ih * W + iw];
+                }
+                rb[q][e] = v;
+            }
+        }
+    }
+};
+
+// Grid: m_tiles * n_tiles * groups * splits blocks (1-D), block 32*WARPS_M*WARPS_N;
+// static smem. taps: C/groups*KH*KW entries (ch = c). The reduction is N*spi slabs
+// of 16 words (16 TF32 / 32 float16 pixels, spi = ceil(OH*OW / SLAB) per image);
+// split s owns the slabs [split_begin(s), split_begin(s + 1)) and writes
+// gw_out[s*wcount + ...] (wcount = K*C/groups*KH*KW; gw itself for one split).
+template <typename E, int BM, int BN, int WARPS_M, int WARPS_N>
+__global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
+                                  gpuconv::mma_min_blocks(32 * WARPS_M * WARPS_N))
+    conv2d_backward_weight_mma(
+        const E* __restrict__ gy, const E* __restrict__ x,
+        const TapEntry* __restrict__ taps, float* __restrict__ gw_out, int C, int H,
+        int W, int K, int KH, int KW, int groups, int sh, int sw, int pt, int pl, int OH,
+        int OW, int spi, long long slabs_per_split, int extra_slabs, int m_tiles,
+        int n_tiles) {
+    using Tile = gpuconv::MmaTile<BM, BN, WARPS_M, WARPS_N>;
+    constexpr int SLAB = Tile::KWORDS * gpuconv::MmaOperand<E>::PER_WORD;
+    __shared__ gpuconv::MmaSmem<Tile> s_tile;
+
+    long long bid = static_cast<long long>(blockIdx.x);
+    const int m_tile = static_cast<int>(bid % m_tiles);
+    bid /= m_tiles;
+    const int n_tile = static_cast<int>(bid % n_tiles);
+    bid /= n_tiles;
+    const int g = static_cast<int>(bid % groups);
+    const int split = static_cast<int>(bid / groups);
+
+    MmaBackwardWeightView<E> v;
+    v.gy = gy;
+    v.x = x;
+    v.taps = taps;
+    v.K = K;
+    v.C = C;
+    v.H = H;
+    v.W = W;
+    v.HW = H * W;
+    v.Cg = C / groups;
+    v.Kg = K / groups;
+    v.g = g;
+    v.sh = sh;
+    v.sw = sw;
+    v.pt = pt;
+    v.pl = pl;
+    v.OW = OW;
+    v.OHW = OH * OW;
+    v.kcols = v.Cg * KH * KW;
+    v.spi = spi;
+    v.m0 = m_tile * Tile::BM;
+    v.n0 = n_tile * Tile::BN;
+    const long long s_begin = split * slabs_per_split + min(split, extra_slabs);
+    const long long s_end = (split + 1) * slabs_per_split + min(split + 1, extra_slabs);
+    v.k_begin = s_begin * SLAB;
+    v.kred = s_end * SLAB;
+
+    float acc[Tile::MI][Tile::NI][4];
+    gpuconv::mma_mainloop<E, Tile>(v, s_tile, acc);
+    const long long wcount = static_cast<long long>(K) * v.kcols;
+    float* out = gw_out + split * wcount + static_cast<long long>(g) * v.Kg * v.kcols;
+    gpuconv::mma_store<Tile>(acc, [&](int lr, int lc, float val) {
+        const int k = v.m0 + lr;
+        const int cc = v.n0 + lc;
+        if (k < v.Kg && cc < v.kcols) out[static_cast<long long>(k) * v.kcols + cc] = val;
+    });
+}

@@ -1,0 +1,122 @@
+"""The tensor-core path on a real GPU (marker ``gpu``; skipped without one, and on
+devices older than compute capability 8.0).
+
+- ``cuda/mma.cuh`` alone (``tests/emu_kernels/mma_probe.cu``): ``to_tf32`` equals
+  ``cvt.rna`` as modelled (:func:`gpuconv._precision.round_tf32`) bit for bit; the
+  mma equals the NumPy PTX-layout model of ``tests/test_mma.py`` within float32
+  summation error over its K terms (NVIDIA does not specify the order and rounding
+  inside one mma; the emulator's bits define our model, the hardware must be within
+  ``gamma_{K+1}(2^-24) * (|c| + sum |a||b|)`` of it);
+- conv2d forward and input gradient with ``precision='tf32'`` and float16 through
+  the public API on CuPy arrays, within the bounds of ``tests/_tol.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpuconv
+from gpuconv._precision import round_tf32
+from tests._cuda_conv_cases import CASE_IDS, CASES, api_pass, problem, random_inputs
+from tests._cuda_conv_cases import terms as n_terms
+from tests._tol import (
+    FP16_HALF_SUBNORMAL,
+    FP16_UNIT,
+    FP32_UNIT,
+    TF32_UNIT,
+    assert_products_within,
+    gamma,
+)
+from tests.test_mma import KDIR, _operand_values, _random_fragments, mma_model
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(scope="module")
+def cp():
+    import cupy
+
+    if int(cupy.cuda.Device().compute_capability) < 80:
+        pytest.skip("tensor-core kernels need compute capability 8.0 or newer")
+    return cupy
+
+
+@pytest.fixture(scope="module")
+def probe(cp):
+    from gpuconv._kernels import source_dir
+
+    return cp.RawModule(
+        code=(KDIR / "mma_probe.cu").read_text(),
+        options=("--std=c++17", f"-I{source_dir()}"),
+        name_expressions=["tf32_round_probe", "mma_probe<false>", "mma_probe<true>"],
+    )
+
+
+def test_to_tf32_on_the_gpu(cp, probe):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 2**32, 100_000, dtype=np.uint64).astype(np.uint32).view(
+        np.float32)
+    dx = cp.asarray(x)
+    dy = cp.zeros(x.size, cp.uint32)
+    probe.get_function("tf32_round_probe")((64,), (256,), (dx, dy, np.int64(x.size)))
+    np.testing.assert_array_equal(cp.asnumpy(dy), round_tf32(x).view(np.uint32))
+
+
+@pytest.mark.parametrize("f16", [False, True], ids=["tf32", "f16"])
+def test_mma_on_the_gpu_is_within_fp32_summation_of_the_model(cp, probe, f16):
+    rng = np.random.default_rng(1)
+    warps = 8
+    a, b, c = _random_fragments(rng, warps, f16)
+    d = cp.zeros((warps, 32, 4), cp.float32)
+    probe.get_function(f"mma_probe<{str(f16).lower()}>")(
+        (2,), (32 * warps // 2,), (cp.asarray(a), cp.asarray(b), cp.asarray(c), d))
+    got = cp.asnumpy(d)
+    K = 16 if f16 else 8
+    for w in range(warps):
+        want = mma_model(a[w], b[w], c[w], f16)
+        # scale: |c| + sum |a||b| per output, from the model on absolute values
+        abs_a = np.abs(_operand_values(a[w], f16))
+        abs_b = np.abs(_operand_values(b[w], f16))
+        ua = np.zeros_like(a[w])
+        ub = np.zeros_like(b[w])
+        if f16:
+            def pack(v):
+                h = v.astype(np.float16).view(np.uint16).astype(np.uint32)
+                return h[..., 0] | (h[..., 1] << 16)
+            ua, ub = pack(abs_a), pack(abs_b)
+        else:
+            ua = abs_a[..., 0].view(np.uint32)
+            ub = abs_b[..., 0].view(np.uint32)
+        scale = mma_model(ua, ub, np.abs(c[w]), f16)
+        limit = gamma(K + 1, FP32_UNIT) * scale
+        assert (np.abs(got[w] - want) <= limit).all(), (w, np.abs(got[w] - want).max())
+
+
+@pytest.mark.parametrize("kind", ["tf32", "f16"])
+@pytest.mark.parametrize("pass_name", ["forward", "backward_input"])
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_conv_on_tensor_cores_within_the_bounds(case, pass_name, kind, cp):
+    _, xs, ws, kw = case
+    dtype = np.float16 if kind == "f16" else np.float32
+    p = problem(xs, ws, dtype, kw)
+    x, w, b, gy = random_inputs(np.random.default_rng(7), p, dtype)
+    prec = "tf32" if kind == "tf32" else "highest"
+    assert gpuconv.choose_algorithm(xs, ws, pass_name, dtype=dtype, precision=prec,
+                                    **kw) == "mma"
+    dx, dw, db, dgy = (cp.asarray(a) for a in (x, w, b, gy))
+    got = cp.asnumpy(api_pass(pass_name, dx, dw, db, dgy, dict(kw, precision=prec)))
+    assert got.dtype == dtype and not np.isnan(got).any()
+
+    def wide(f):
+        return api_pass(pass_name, *(f(a) for a in (x, w, b, gy)), kw,
+                        backend="numpy")
+
+    ref = wide(lambda a: a.astype(np.float64))
+    s = wide(lambda a: np.abs(a.astype(np.float64)))
+    n = n_terms(pass_name, p) * (9 if p.padding_mode != "zeros" else 1)
+    if kind == "tf32":
+        assert_products_within(got, ref, s, n, operand_unit=TF32_UNIT)
+    else:
+        assert_products_within(got, ref, s, n, output_unit=FP16_UNIT,
+                               output_atol=FP16_HALF_SUBNORMAL)

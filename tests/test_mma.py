@@ -1,0 +1,253 @@
+"""The tensor-core device API (``cuda/mma.cuh``) on its own, emulated, against a NumPy
+model written from the PTX ISA, bit for bit.
+
+The model (:func:`mma_model`) places each lane's fragment registers into the A, B
+and C matrices with the layouts of the PTX ISA's "Matrix fragments for
+mma.m16n8k8" (.tf32) and "mma.m16n8k16" (.f16) figures, reads a .tf32 register's top
+19 bits, and accumulates the exact products into C in float32 in increasing k (the
+rules ``cuda/mma.cuh`` documents as our model of the tensor core). Random distinct
+values in every register make any layout slip change the result. ``to_tf32`` is
+compared with :func:`gpuconv._precision.round_tf32` (itself checked against the
+definition of ``cvt.rna`` in ``tests/test_precision.py``) and the float16
+conversions with NumPy's.
+
+Test kernels: ``tests/emu_kernels/mma_probe.cu`` (also compiled with nvcc for sm_80
+and sm_90 here, marker ``nvcc``).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gpuconv import _emulate
+from gpuconv._emulate import EmulatedDevice, EmulationError
+from gpuconv._launch import Launch
+from gpuconv._precision import round_tf32
+from tests._emu_helpers import EMULATED
+
+KDIR = Path(__file__).parent / "emu_kernels"
+SOURCE = "mma_probe.cu"
+NAMES = ("tf32_round_probe", "half_probe", "mma_probe<false>", "mma_probe<true>")
+
+
+# ---------------------------------------------------------------------------------
+# the NumPy model of the fragment layouts (PTX ISA), g = lane // 4, t = lane % 4
+
+
+def _lanes():
+    lane = np.arange(32)
+    return lane // 4, lane % 4
+
+
+def a_positions(f16: bool):
+    """(lane, register, half) -> (row, k) of A: arrays of shape (32, 4, halves)."""
+    g, t = _lanes()
+    r = np.arange(4)[None, :, None]
+    g, t = g[:, None, None], t[:, None, None]
+    if f16:
+        h = np.arange(2)[None, None, :]
+        return g + 8 * (r % 2) + 0 * h, 2 * t + h + 8 * (r // 2)
+    return g + 8 * (r % 2), t + 4 * (r // 2)
+
+
+def b_positions(f16: bool):
+    """(lane, register, half) -> (k, col) of B: arrays of shape (32, 2, halves)."""
+    g, t = _lanes()
+    r = np.arange(2)[None, :, None]
+    g, t = g[:, None, None], t[:, None, None]
+    if f16:
+        h = np.arange(2)[None, None, :]
+        return 2 * t + h + 8 * r, g + 0 * h
+    return t + 4 * r, g + 0 * r
+
+
+def c_positions():
+    """(lane, register) -> (row, col) of C and D: arrays of shape (32, 4)."""
+    g, t = _lanes()
+    r = np.arange(4)[None, :]
+    return g[:, None] + 8 * (r // 2), 2 * t[:, None] + r % 2
+
+
+def _operand_values(regs: np.ndarray, f16: bool) -> np.ndarray:
+    """Register bits (uint32) -> the values the tensor core multiplies: (..., halves)
+    float32."""
+    if f16:
+        halves = np.stack([regs & 0xFFFF, regs >> 16], axis=-1).astype(np.uint16)
+        return halves.view(np.float16).astype(np.float32)
+    return (regs & np.uint32(0xFFFFE000)).view(np.float32)[..., None]
+
+
+def mma_model(a, b, c, f16: bool) -> np.ndarray:
+    """D per lane (32, 4) float32 of one warp's mma from its registers."""
+    K = 16 if f16 else 8
+    A = np.full((16, K), np.nan, np.float32)
+    B = np.full((K, 8), np.nan, np.float32)
+    C = np.full((16, 8), np.nan, np.float32)
+    ar, ak = a_positions(f16)
+    A[ar, ak] = _operand_values(a, f16)
+    bk, bc = b_positions(f16)
+    B[bk, bc] = _operand_values(b, f16)
+    cr, cc = c_positions()
+    C[cr, cc] = c
+    assert not (np.isnan(A).any() or np.isnan(B).any() or np.isnan(C).any())
+    D = C.copy()
+    for k in range(K):  # float32 ops; every product is exact in float32
+        D = D + A[:, k : k + 1] * B[k : k + 1, :]
+    return D[cr, cc]
+
+
+# ---------------------------------------------------------------------------------
+# emulated runs
+
+pytestmark = EMULATED
+
+
+@pytest.fixture(scope="module")
+def dev():
+    d = EmulatedDevice(sanitize=False, kernels={SOURCE: NAMES}, source_dir=KDIR)
+    d.prepare()
+    return d
+
+
+def _run(dev, kernel, grid, block, args):
+    dev.launch(Launch(SOURCE, kernel, grid, block, 0, tuple(args)))
+
+
+def _random_fragments(rng, warps: int, f16: bool):
+    if f16:
+        def halves(n):
+            v = rng.standard_normal(n * 2).astype(np.float16)
+            return v.view(np.uint16).astype(np.uint32).reshape(n, 2)
+
+        ah = halves(warps * 32 * 4)
+        a = (ah[:, 0] | (ah[:, 1] << 16)).astype(np.uint32).reshape(warps, 32, 4)
+        bh = halves(warps * 32 * 2)
+        b = (bh[:, 0] | (bh[:, 1] << 16)).astype(np.uint32).reshape(warps, 32, 2)
+    else:
+        # raw float32 bits: the mma must ignore the low 13 bits of a .tf32 register
+        a = rng.standard_normal((warps, 32, 4)).astype(np.float32).view(np.uint32)
+        b = rng.standard_normal((warps, 32, 2)).astype(np.float32).view(np.uint32)
+    c = rng.standard_normal((warps, 32, 4)).astype(np.float32)
+    return a, b, c
+
+
+@pytest.mark.parametrize("f16", [False, True], ids=["tf32", "f16"])
+def test_mma_matches_the_ptx_layout_model_bit_for_bit(dev, f16):
+    rng = np.random.default_rng(1 + f16)
+    warps = 3  # two warps in one block, one in another
+    a, b, c = _random_fragments(rng, warps, f16)
+    d = np.full((warps, 32, 4), np.nan, np.float32)
+    _run(dev, f"mma_probe<{str(f16).lower()}>", (1, 1, 1), (32 * warps, 1, 1),
+         (a, b, c, d))
+    for w in range(warps):
+        want = mma_model(a[w], b[w], c[w], f16)
+        np.testing.assert_array_equal(d[w].view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.parametrize("order", ["ascending", "descending"])
+def test_mma_under_asan_in_both_thread_orders(order):
+    """The lanes read each other's fragments on their fiber stacks: clean under
+    ASan/UBSan whichever lane runs first."""
+    d = EmulatedDevice(kernels={SOURCE: NAMES}, source_dir=KDIR, thread_order=order)
+    rng = np.random.default_rng(9)
+    for f16 in (False, True):
+        a, b, c = _random_fragments(rng, 2, f16)
+        out = np.full((2, 32, 4), np.nan, np.float32)
+        _run(d, f"mma_probe<{str(f16).lower()}>", (2, 1, 1), (32, 1, 1), (a, b, c, out))
+        for w in range(2):
+            want = mma_model(a[w], b[w], c[w], f16)
+            np.testing.assert_array_equal(out[w].view(np.uint32), want.view(np.uint32))
+
+
+def test_mma_layout_slip_would_be_caught():
+    """The model itself is sensitive: swapping two A registers changes D."""
+    rng = np.random.default_rng(5)
+    a, b, c = _random_fragments(rng, 1, False)
+    slipped = a[0].copy()
+    slipped[:, [1, 2]] = slipped[:, [2, 1]]
+    assert not np.array_equal(mma_model(a[0], b[0], c[0], False),
+                              mma_model(slipped, b[0], c[0], False))
+
+
+def test_mma_needs_the_whole_warp(dev):
+    a = np.zeros((1, 32, 4), np.uint32)
+    b = np.zeros((1, 32, 2), np.uint32)
+    c = np.zeros((1, 32, 4), np.float32)
+    d = np.zeros((1, 32, 4), np.float32)
+    with pytest.raises(EmulationError, match="all 32 lanes"):
+        _run(dev, "mma_probe<false>", (1, 1, 1), (16, 1, 1), (a, b, c, d))
+
+
+def test_to_tf32_is_cvt_rna(dev):
+    rng = np.random.default_rng(3)
+    bits = rng.integers(0, 2**32, size=20_000, dtype=np.uint64).astype(np.uint32)
+    ties = (np.float32(1.0).view(np.uint32) + np.arange(0, 1 << 14, 0x800)).astype(
+        np.uint32)
+    x = np.concatenate([bits, ties, np.array([0x7F7FFFFF, 0x80000001, 0x7FC00001],
+                                             np.uint32)]).view(np.float32)
+    y = np.zeros(x.size, np.uint32)
+    _run(dev, "tf32_round_probe", (8, 1, 1), (256, 1, 1), (x, y, np.int64(x.size)))
+    np.testing.assert_array_equal(y, round_tf32(x).view(np.uint32))
+
+
+def test_half_conversions_match_numpy(dev):
+    rng = np.random.default_rng(4)
+    x = np.concatenate([
+        rng.standard_normal(4000) * 10.0 ** rng.integers(-9, 6, 4000),
+        [65504, 65519.99, 65520, 1e6, -1e6, 2.0**-24, 2.0**-25, 3 * 2.0**-26,
+         2.0**-14 * (1 - 2.0**-11), np.inf, -np.inf, 0.0, -0.0],
+    ]).astype(np.float32)
+    # ties of float16 rounding, normal and subnormal
+    ties = (np.arange(1, 2000, dtype=np.float32) + np.float32(0.5)) * np.float32(
+        2.0**-24)
+    x = np.concatenate([x, ties, ties * 1024]).astype(np.float32)
+    hin = rng.integers(0, 2**16, size=x.size, dtype=np.uint32).astype(np.uint16)
+    h = np.zeros(x.size, np.uint16)
+    back = np.zeros(x.size, np.float32)
+    _run(dev, "half_probe", (4, 1, 1), (256, 1, 1), (x, h, hin, back, np.int64(x.size)))
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal(h, x.astype(np.float16).view(np.uint16))
+    want = hin.view(np.float16).astype(np.float32)
+    nan = np.isnan(want)
+    np.testing.assert_array_equal(np.isnan(back), nan)
+    np.testing.assert_array_equal(back[~nan], want[~nan])
+    # NaN stays NaN through float_to_half
+    hn = np.zeros(1, np.uint16)
+    _run(dev, "half_probe", (1, 1, 1), (32, 1, 1),
+         (np.array([np.nan], np.float32), hn, hin[:1], back[:1], np.int64(1)))
+    assert np.isnan(hn.view(np.float16)[0])
+
+
+# ---------------------------------------------------------------------------------
+# valid CUDA for the tensor-core architectures
+
+
+@pytest.mark.nvcc
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_probe_kernels_compile_with_nvcc(tmp_path, arch):
+    refs = ",\n".join(f"    (const void*)&{n}" for n in NAMES)
+    tu = tmp_path / "instances.cu"
+    tu.write_text(f'#include "{SOURCE}"\nconst void* instances[] = {{\n{refs}\n}};\n')
+    cuda_dir = _emulate.runtime_header().parent
+    cmd = [
+        "nvcc", "-cubin", f"-arch={arch}", "-std=c++17", "-Xptxas", "-v",
+        f"-I{KDIR}", f"-I{cuda_dir}", str(tu), "-o", str(tmp_path / "out.cubin"),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    entries = re.findall(r"Compiling entry function '([\w$]+)'", proc.stderr)
+    assert len(entries) == len(NAMES)
+    if shutil.which("cuobjdump") is None:
+        return  # the SASS check needs cuobjdump (the nvidia-cuda-cuobjdump wheel)
+    sass = subprocess.run(["cuobjdump", "-sass", str(tmp_path / "out.cubin")],
+                          capture_output=True, text=True)
+    if sass.returncode == 0:  # the tensor-core instructions are there
+        assert "HMMA.1688.F32.TF32" in sass.stdout
+        assert "HMMA.16816.F32" in sass.stdout
