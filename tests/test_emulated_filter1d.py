@@ -249,6 +249,24 @@ def test_same_order_as_filter2d(dtype, dev):
         np.testing.assert_array_equal(one.view(np.uint8), other.view(np.uint8))
 
 
+def test_descending_thread_order():
+    """A missing barrier shows up in one of the two schedules: run the other one
+    (two tap chunks: the barrier before the second chunk's staging)."""
+    from gpuconv._emulate import EmulatedDevice
+
+    d = EmulatedDevice(sanitize=False, thread_order="descending")
+    rng = np.random.default_rng(10)
+    for dtype, W, KW, pl, OW in [("float64", 1500, 1030, 1029, 2528),
+                                 ("complex128", 600, 520, 0, 81)]:  # fmt: skip
+        fp = problem(2, 1, W, 2, 1, KW, 0, pl, 1, OW, "fill", 0, dtype)
+        x = random_values(rng, (2, 1, W), dtype)
+        k = random_values(rng, (2, 1, KW), dtype)
+        out = _gpu_filter.correlate2d(x, k, fp, "direct", device=d)
+        want = ref_correlate(x, k, fp)
+        assert_close(out, want, dtype=dtype, terms=KW)
+    assert all(k.startswith("filter1d_tiled") for _, k, *_ in d.launches)
+
+
 def test_sanitized_subset():
     """ASan + UBSan (runner subprocess, buffers in exact-size heap blocks)."""
     from gpuconv._emulate import EmulatedDevice
