@@ -259,7 +259,7 @@ filter1d_tiled(const T* __restrict__ in, const T* __restrict__ k, T* __restrict_
 
         // ---- epilogue: R consecutive outputs (16-byte stores where aligned) ----
         T* orow = out + b * (long long)OW;
-        const int ox = ox0 + tid * R;
+        const long long ox = (long long)ox0 + tid * R;  // ox + R may pass 2^31 - 1
         if ((flags & 2) && ox + R <= OW) {
             // OW % VEC == 0 and `out` 16-byte aligned (flag), ox % R == 0
             U* ov = reinterpret_cast<U*>(orow + ox);

@@ -18,6 +18,10 @@ Algorithms
     shared memory fits the 48 KiB every device grants without an opt-in.
 ``'fft'``
     cuFFT through ``cupy.fft`` (see :mod:`gpuconv._gpu_filter`); float and complex only.
+``'filter1d'``, ``'fft1d'``
+    1-D problems (``B x 1 x W`` signals, one ``1 x KW`` kernel row):
+    ``filter1d_tiled<T>`` of ``cuda/filter1d.cu`` (:func:`plan_filter1d`) and the
+    segmented (overlap-save) FFT; :func:`choose_filter1d` decides between them.
 
 :func:`choose_algorithm` makes the ``'auto'`` decision from the cost model below.
 """
