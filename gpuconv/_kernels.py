@@ -138,6 +138,17 @@ def _filter_instances() -> tuple[str, ...]:
 KERNELS["filter2d.cu"] = _filter_instances()
 
 
+# --- filter1d.cu: the 1-D filter kernel (launch planned by
+# gpuconv._plan_filter.plan_filter1d; instance list kept with it) -----------------
+def _filter1d_instances() -> tuple[str, ...]:
+    from gpuconv._plan_filter import filter1d_kernel_names
+
+    return filter1d_kernel_names()
+
+
+KERNELS["filter1d.cu"] = _filter1d_instances()
+
+
 # One header every source folder holds: how source_dir() recognises it.
 _MARKER_HEADER = "common.cuh"
 
