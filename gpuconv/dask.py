@@ -388,9 +388,10 @@ def _runs(idx: np.ndarray) -> list[tuple[int, int, int, int]]:
             runs.append((i, j - i, -1, 0))
         else:
             step = 1
-            if j < n and idx[j] == v - 1:
+            if j < n and v > 0 and idx[j] == v - 1:
                 step = -1
-            while j < n and idx[j] == v + step * (j - i):
+            # (a fill position, -1, never continues a run: [0, -1] is two runs)
+            while j < n and idx[j] >= 0 and idx[j] == v + step * (j - i):
                 j += 1
             runs.append((i, j - i, v, step))
         i = j
