@@ -15,35 +15,35 @@ with a kernel of effective extent ``e = dilation*(k-1) + 1`` along each of the
 two spatial axes (``'same'``/``'full'`` modes and ``padding`` are the extension
 sizes ``before``/``after``; the boundary or padding mode says what fills them):
 
-1. **Extension.** Each spatial axis is extended once, lazily, by
-   ``da.concatenate([edge, x, edge])``; ``edge`` is a constant block (``'fill'``
-   with its ``fillvalue``, ``'zeros'``) or ``x`` indexed with the border index map of
-   :func:`gpuconv._padding.pad_index` (``'wrap'``/``'circular'``,
-   ``'symm'``/``'symmetric'``, PyTorch's ``'reflect'`` (mirror without the edge) and
-   ``'replicate'``). These are the very maps the in-memory backends use, so every
-   mode matches exactly, including kernels larger than the image (the pattern
-   repeats). Dask's own ``map_overlap`` boundaries cannot express all of these
-   (its ``'reflect'`` repeats the edge, so it is SciPy's ``'symm'``; PyTorch's
-   ``'reflect'`` has no Dask name) and need halos no deeper than one chunk, so
-   gpuconv builds the border itself and uses ``boundary='none'`` halos inside.
+1. **Extension.** ``P`` is never built as a Dask array: each spatial axis's
+   border index map (:func:`gpuconv._padding.pad_index`) says which row of ``x``
+   (or the constant: ``'fill'`` with its ``fillvalue``, ``'zeros'``) each
+   position of ``P`` holds (``'wrap'``/``'circular'``, ``'symm'``/``'symmetric'``,
+   PyTorch's ``'reflect'`` (mirror without the edge) and ``'replicate'``). These
+   are the very maps the in-memory backends use, so every mode matches exactly,
+   including kernels larger than the image (the pattern repeats). Dask's own
+   ``map_overlap`` boundaries cannot express all of these (its ``'reflect'``
+   repeats the edge, so it is SciPy's ``'symm'``; PyTorch's ``'reflect'`` has no
+   Dask name) and need halos no deeper than one chunk.
 2. **Alignment.** Output chunk ``b`` covers outputs ``[o_b, o_b+1)`` and reads
    ``P[o_b*stride : (o_b+1 - 1)*stride + e]``. The chunk boundaries of ``P`` are
    placed at the chunk boundaries of ``x`` (shifted by ``before``), so only the two
    edge chunks of each axis change; with ``stride > 1`` an interior chunk boundary
    of ``x`` that is not a multiple of ``stride`` is moved down to one (**a rechunk
    of x**, none when the chunks are already multiples of the stride).
-3. **Halos.** The filters (:func:`convolve2d`, :func:`correlate2d`) build each
-   output chunk's window in **one task** that reads the source chunks it needs (the
-   neighbours for the halo; for ``'wrap'`` also the far edge) and copies the pieces,
-   border included (the index map of step 1 decides which source row fills which
-   window row, ``'fill'`` pre-fills), into one new array on the chunk's device: one
-   task per output chunk and one copy of each window. conv2d and conv2d_backward
-   use ``dask.array.overlap.overlap`` with an asymmetric depth
-   ``(lead, e - stride - lead)`` per axis and ``boundary='none'`` on ``P`` (step 1
-   built by ``da.concatenate``); ``lead <= e - 1`` is the part of ``before`` that is
-   not absorbed into a shift of the output chunks. Halos come from the adjacent
-   chunk only, so **chunks smaller than the halo are merged with their neighbour
-   first** (a rechunk); uneven chunks are fine as they are.
+3. **Halos.** Each output chunk's window is built in **one task** that reads the
+   source chunks it needs (the neighbours for the halo; for ``'wrap'``/
+   ``'circular'`` also the far edge) and copies the pieces, border included (the
+   index map of step 1 decides which source row fills which window row, ``'fill'``
+   and ``'zeros'`` pre-fill), into one new array on the chunk's device: one task
+   per output chunk and one copy of each window, no ``overlap`` or
+   ``concatenate`` layers. conv2d_backward does the same twice: each chunk of
+   ``gx`` reads the chunks of ``gy`` whose outputs read it (through the border as
+   well: the border gradient of the padding modes that copy pixels is folded back
+   in the same task, in a fixed order), and each partial sum of ``gw`` reads the
+   forward's window of ``x`` and its chunk of ``gy``. Chunks smaller than the halo
+   are still merged with a neighbour first (a rechunk); uneven chunks are fine as
+   they are.
 4. **Per chunk.** Each window is handed to the public in-memory function
    (``mode='valid'`` or ``padding=0``), which picks its backend from the chunk's
    array type: NumPy chunks run on the NumPy backend, CuPy chunks (``x.map_blocks(
@@ -983,11 +983,13 @@ def conv2d_backward(
 
     Notes
     -----
-    ``gx`` is built chunk by chunk: each chunk of the extended input takes the
-    output-gradient rows whose windows reach it (halos of ``gy``), applies the
-    in-memory :func:`gpuconv.conv2d_grad_input` to them, and the border gradient of
-    ``'reflect'``, ``'replicate'``, ``'circular'`` and ``'symmetric'`` padding is
-    folded back onto the pixels it copied (edge chunks only). ``gw`` and ``gb`` are
+    ``gx`` is built in one task per chunk of ``x``: it gathers the rows of ``gy``
+    whose windows read the chunk (from the neighbouring chunks of ``gy``), applies
+    the in-memory :func:`gpuconv.conv2d_grad_input` to them, and adds the border
+    gradient of ``'reflect'``, ``'replicate'``, ``'circular'`` and ``'symmetric'``
+    padding onto the pixels it copied (edge chunks; one more small call per border
+    segment), in a fixed order. Each partial sum of ``gw`` is one task on the
+    forward's window of ``x`` and one chunk of ``gy``. ``gw`` and ``gb`` are
     per-chunk partial sums (in float32 for float16 data) added with a tree
     reduction (``sum(..., split_every=8)``), so the result does not depend on the
     scheduler or the worker count.
