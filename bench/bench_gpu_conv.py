@@ -5,7 +5,9 @@ Layers (DeepBench / ResNet-50, NCHW, float32; issue 3):
 - N=16, 3x3 pad 1: 56² 64->64, 28² 128->128, 14² 256->256, 7² 512->512;
 - N=16, 1x1: 56² 64->256, 14² 1024->256;
 - N=16, 7x7 stride 2 pad 3: 224² 3->64;  N=16, 5x5 pad 2: 28² 192->32;
-- N=8, 3x3 pad 1: 54² 64->64.
+- N=8, 3x3 pad 1: 54² 64->64;
+- N=32 (the batch of the H200 run of issue 11): the four 3x3 ResNet layers, 1x1 56²
+  64->256 and the 7x7/2 stem 224² 3->64.
 
 Passes: ``conv2d_forward``, ``conv2d_backward_input`` (``gx`` only) and
 ``conv2d_backward_weight`` (``gw`` only), each through the public API on CuPy arrays
@@ -152,6 +154,9 @@ LAYERS = (
     Layer(16, 512, 7, 512, 3), Layer(16, 64, 56, 256, 1), Layer(16, 1024, 14, 256, 1),
     Layer(16, 3, 224, 64, 7, stride=2, pad=3), Layer(16, 192, 28, 32, 5),
     Layer(8, 64, 54, 64, 3),
+    Layer(32, 64, 56, 64, 3), Layer(32, 128, 28, 128, 3), Layer(32, 256, 14, 256, 3),
+    Layer(32, 512, 7, 512, 3), Layer(32, 64, 56, 256, 1),
+    Layer(32, 3, 224, 64, 7, stride=2, pad=3),
 )
 QUICK_LAYERS = (Layer(2, 16, 20, 16, 3), Layer(2, 8, 17, 24, 5, stride=2))
 

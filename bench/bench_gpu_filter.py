@@ -39,8 +39,10 @@ Extra suites (after the float32 suite; ``--quick`` runs one case of each):
   the rows that calibrate :func:`gpuconv._plan_filter.separable_seconds`.
 - ``convolve1d/<variant>/n<N>/k<k>/float32``: ``gpuconv.convolve`` and
   ``gpuconv.correlate`` ('same') against ``cupy.convolve``/``cupy.correlate``,
-  signals of 1e6, 1e7, 1e8 samples, kernels of 3 to 10 000 taps (``auto``, i.e.
-  direct or FFT as the cost model picks; target: ours at most 0.5x CuPy's time).
+  signals of 1e6, 1e7, 1e8 samples, kernels of 3 to 10 000 taps: ``auto`` (the
+  cost model's pick), ``direct`` (``filter1d_tiled``) and ``fft`` (the segmented
+  ``fft1d``), the forced rows to fit the 1-D cost model; target: ours at most 0.5x
+  CuPy's time.
 
 Standalone (``--json`` is rewritten after every case, so a run cut short by a time
 limit still leaves the rows measured so far)::
@@ -55,6 +57,7 @@ limit still leaves the rows measured so far)::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from collections.abc import Callable
@@ -326,7 +329,9 @@ def _bench_rank1_case(cp: Any, rng: np.random.Generator, n: int, k: int,
 def _bench_1d_case(cp: Any, rng: np.random.Generator, n: int, k: int, dtype: str,
                    bw: float, min_rep: int, base: dict[str, Any],
                    budget_s: float = 0.3) -> list[dict[str, Any]]:
-    """1-D 'same' convolve/correlate rows against cupy.convolve/cupy.correlate."""
+    """1-D 'same' convolve/correlate rows against cupy.convolve/cupy.correlate:
+    ``auto``, and the two algorithms forced (``direct``: filter1d_tiled, ``fft``:
+    the segmented fft1d) so that their cost models can be fitted."""
     import gpuconv
 
     dt = np.dtype(dtype)
@@ -343,12 +348,14 @@ def _bench_1d_case(cp: Any, rng: np.random.Generator, n: int, k: int, dtype: str
     limit = 1e-4
     rows = _timed_rows(
         cp, f"convolve1d/{{variant}}/n{n}/k{k}/{dt.name}",
-        {"auto": lambda: gpuconv.convolve(a, v, mode="same")},
+        {m: functools.partial(gpuconv.convolve, a, v, mode="same", method=m)
+         for m in ("auto", "direct", "fft")},
         {"cupy.convolve": lambda: cp.convolve(a, v, mode="same")},
         ref_c, limit, px, floor_s, CUPY_1D_TARGET, extra, timing)
     rows += _timed_rows(
         cp, f"correlate1d/{{variant}}/n{n}/k{k}/{dt.name}",
-        {"auto": lambda: gpuconv.correlate(a, v, mode="same")},
+        {m: functools.partial(gpuconv.correlate, a, v, mode="same", method=m)
+         for m in ("auto", "direct", "fft")},
         {"cupy.correlate": lambda: cp.correlate(a, v, mode="same")},
         ref_r, limit, px, floor_s, CUPY_1D_TARGET, extra, timing)
     return rows

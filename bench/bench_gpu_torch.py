@@ -11,17 +11,27 @@ ReLU, the sum and autograd are torch's on both sides), so the difference is the
 two convolutions: gpuconv's kernels plus the glue (DLPack views, torch's stream
 made CuPy's, the autograd Function) against cuDNN.
 
-Sides (one row each):
+Sides (one row each, in this order):
 
-- ``gpuconv.torch``: FP32 (gpuconv has no TF32 path);
+- ``gpuconv.torch`` FP32 (``precision='highest'``);
 - ``torch.nn.Conv2d`` FP32: ``torch.backends.cudnn.allow_tf32 = False``;
+- ``gpuconv.torch`` TF32: ``gpuconv.torch.Conv2d(..., precision='tf32')`` (the
+  tensor-core kernels; ``allow_tf32 = True`` as on the next row, which gpuconv
+  does not read);
 - ``torch.nn.Conv2d`` TF32: ``allow_tf32 = True`` (cuDNN's default for convolutions).
 
 ``cudnn.benchmark = True`` (cuDNN's fastest algorithms). Every row has ``ratio``
 (its median over the FP32 torch row's) and ``ratio_tf32`` (over the TF32 row's).
-Before timing, the gpuconv side's output and gradients (input and both conv
+Before timing, the gpuconv FP32 side's output and gradients (input and both conv
 weights) are validated against the FP32 torch side (relative max error within
-``tests/_tol.py``'s float32 rule); a side that fails is not timed.
+``tests/_tol.py``'s float32 rule); the gpuconv TF32 side's first convolution alone
+(output, input and weight gradient, on the block's input) against the TF32 model
+(the operands rounded to TF32 as ``cvt.rna`` does, then float64: the NumPy
+backend's model) within ``tests/_tol.py``'s product bound, float32 summation only
+(``errors`` hold error / bound, at most 1; a kernel that truncates instead of
+rounding fails it). Through BN and ReLU a TF32 forward flips some ReLU masks, so
+the block's gradients are no fair test of a TF32 convolution. A side that fails
+validation is not timed.
 ``conv_flops`` counts the six convolution passes of the step (forward, input and
 weight gradient of each conv); ``gflops`` divides it by the step time.
 
@@ -33,8 +43,8 @@ and ``gpuconv``); their difference is the per-call cost of the torch glue.
 Timing: CUDA events on torch's current stream, warm-up calls first, then the
 median (and min) of at least 5 steps, more while under ``--budget`` seconds.
 ``--device cpu`` runs the same rows on CPU tensors (the NumPy backend against
-torch's CPU convolution; the host clock; small sizes by default, and a TF32 row
-makes no sense there, so it is left out): a smoke test that runs anywhere.
+torch's CPU convolution; the host clock; small sizes by default, and the TF32
+rows make no sense there, so they are left out): a smoke test that runs anywhere.
 
 Standalone::
 
@@ -50,6 +60,7 @@ Exits 2 with the reason when the CUDA device (CuPy's or torch's) is missing for
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import statistics
 import sys
@@ -71,6 +82,63 @@ QUICK_SHAPE = {"c": 8, "hw": 14}
 def err_limit(terms: int) -> float:
     """tests/_tol.py's float32 rule, relative to max|reference|."""
     return 1e-5 + 5e-6 * math.sqrt(terms)
+
+
+# tests/_tol.py's tensor-core product bound against the TF32 model: the same
+# rounded operands, exact products, so only the float32 summation error remains.
+FP32_UNIT = 2.0**-24
+
+
+def _gamma(n: int, unit: float) -> float:
+    return n * unit / (1 - n * unit)
+
+
+def tf32_bound_coeff(terms: int) -> float:
+    """``gamma_{n+1}(2^-24) + gamma_{n+1}(2^-53)``: times ``S = sum |a||b|`` it
+    bounds each element's distance from the TF32 model (tests/_tol.py)."""
+    n = terms + 1
+    return _gamma(n, FP32_UNIT) + _gamma(n, 2.0**-53)
+
+
+def round_tf32(torch: Any, a: Any) -> Any:
+    """float32 ``a`` rounded to TF32 as ``cvt.rna.tf32.f32`` (ties away from zero;
+    inf/NaN kept): gpuconv._precision.round_tf32 on torch tensors."""
+    u = a.detach().contiguous().view(torch.int32)
+    special = (u & 0x7F800000) == 0x7F800000
+    r = torch.where(special, u, u + (1 << 12)) & -(1 << 13)
+    return r.view(torch.float32)
+
+
+def tf32_conv_errors(torch: Any, conv: Any, x: Any, gy: Any) -> dict[str, float]:
+    """``conv`` (a bias-free 3x3 ``padding=1`` stride-1 layer, C -> C) on float32
+    ``x`` with output gradient ``gy``: max error / bound of ``y``, ``gx`` and
+    ``gw`` against float64 torch on TF32-rounded operands (each at most 1 when
+    correct)."""
+    f = torch.nn.functional
+    g = torch.nn.grad
+    xi = x.detach().clone().requires_grad_()
+    y = conv(xi)
+    gx, gw = torch.autograd.grad(y, (xi, conv.weight), gy)
+    x64, w64, gy64 = (round_tf32(torch, t).double() for t in (x, conv.weight, gy))
+    n, c, hw = x.shape[0], x.shape[1], x.shape[2] * x.shape[3]
+    k = w64.shape[2] * w64.shape[3]
+
+    def passes(a: Any, b: Any, d: Any) -> tuple[Any, Any, Any]:
+        return (f.conv2d(a, b, padding=1),
+                g.conv2d_input(x.shape, b, d, padding=1),
+                g.conv2d_weight(a, w64.shape, d, padding=1))
+
+    refs = passes(x64, w64, gy64)
+    sums = passes(x64.abs(), w64.abs(), gy64.abs())
+    out = {}
+    for name, got, ref, s, terms in zip(("y", "gx", "gw"), (y, gx, gw), refs, sums,
+                                        (c * k, w64.shape[0] * k, n * hw),
+                                        strict=True):
+        limit = tf32_bound_coeff(terms) * s
+        err = (got.detach().double() - ref).abs()
+        ratio = float((err / limit.clamp_min(1e-300)).max())
+        out[name] = ratio if math.isfinite(ratio) else math.inf
+    return out
 
 
 def make_block(torch: Any, conv: Callable[..., Any], c: int, device: Any) -> Any:
@@ -199,7 +267,11 @@ def run_torch_bench(device_name: str = "cuda", batch: int | None = None,
     sides = [("gpuconv.torch", ours_block, False),
              ("torch.nn.Conv2d", ref_block, False)]
     if cuda:
-        sides.append(("torch.nn.Conv2d", ref_block, True))
+        tf32_block = make_block(
+            torch, functools.partial(gt.Conv2d, precision="tf32"), c, device)
+        tf32_block.load_state_dict(ref_block.state_dict())
+        sides += [("gpuconv.torch", tf32_block, True),
+                  ("torch.nn.Conv2d", ref_block, True)]
     if cuda:
         torch.backends.cudnn.allow_tf32 = False
     want = _grads(torch, ref_block, x, gy)
@@ -220,7 +292,17 @@ def run_torch_bench(device_name: str = "cuda", batch: int | None = None,
             "conv_flops": conv_flops, "batch": n,
         }
         try:
-            if variant == "gpuconv.torch":
+            if variant == "gpuconv.torch" and tf32:
+                errors = tf32_conv_errors(torch, block.conv1, x, gy)
+                row.update(errors=errors, max_err=max(errors.values()), err_limit=1.0,
+                           validation="conv1 vs float64, error / TF32 product bound")
+                if not row["max_err"] <= 1.0:
+                    row.update(error=f"validation failed: error / bound {errors} "
+                               "over 1; not timed", error_kind="validation",
+                               validation_failed=True)
+                    pending.append(row)
+                    continue
+            elif variant == "gpuconv.torch":
                 got = _grads(torch, block, x, gy)
                 errs = [_rel_err(g, w) for g, w in zip(got, want, strict=True)]
                 row["max_err"] = max(errs)

@@ -25,13 +25,13 @@
 #                                                                    (15 s) device.log
 #   2. pytest     pytest -m gpu on the GPU test files, every kernel compiled from
 #                 source into a fresh CuPy cache (mktemp -d, outside $OUT)
-#                                                 (130 s) pytest_collect.log, pytest_gpu.log
+#                                                 (150 s) pytest_collect.log, pytest_gpu.log
 #   3. memcheck   compute-sanitizer memcheck  } bench/gpu_sanitize_all.py: small conv
 #   4. racecheck  compute-sanitizer racecheck } and filter workloads, memory pool off
 #                                                          (30 s each) sanitize_*.log
 #   5. bench_conv bench/bench_gpu_conv.py: 'auto' and the forced tiled_regblock
-#                 against cuDNN; rows written as they come    (75 s) bench_conv.json
-#   6. bench_filt bench/bench_gpu_filter.py: filter rows vs cupyx (50 s) bench_filter.json
+#                 against cuDNN; rows written as they come    (70 s) bench_conv.json
+#   6. bench_filt bench/bench_gpu_filter.py: filter rows vs cupyx (45 s) bench_filter.json
 #   7. bench_torch bench/bench_gpu_torch.py: a ResNet basic block's training step
 #                 through gpuconv.torch vs torch.nn.Conv2d (FP32, TF32) (25 s) bench_torch.json
 # A short table of the steps and the benchmarks is printed last.
@@ -196,7 +196,7 @@ pytest_step() {
         --pytest-status "$rc"
 }
 export -f pytest_step
-run_step pytest 130 pytest_gpu.log bash -c pytest_step
+run_step pytest 150 pytest_gpu.log bash -c pytest_step
 
 # 3./4. compute-sanitizer on the small conv + filter workloads, memory pool off
 SANITIZER="$(command -v compute-sanitizer || true)"
@@ -234,10 +234,10 @@ fi
 
 # 5./6. the benchmarks (each rewrites its JSON after every row: a timeout keeps the
 #       rows measured so far); the PNG only where matplotlib is installed
-run_step bench_conv 75 bench_conv.log \
+run_step bench_conv 70 bench_conv.log \
     "$PY" bench/bench_gpu_conv.py --no-progress --variants tiled_regblock \
     --budget 0.1 --json "$OUT/bench_conv.json" --plot "$OUT/bench_conv.png"
-run_step bench_filt 50 bench_filter.log \
+run_step bench_filt 45 bench_filter.log \
     "$PY" bench/bench_gpu_filter.py --budget 0.1 \
     --json "$OUT/bench_filter.json" --plot "$OUT/bench_filter.png"
 run_step bench_torch 25 bench_torch.log \

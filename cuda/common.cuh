@@ -82,11 +82,62 @@ __device__ __forceinline__ void stage_window(
     }
 }
 
-// One entry of a reduction "tap table" (built by gpuconv._plan_conv.tap_table):
-// reduction index r = ch*KH*KW + kh*KW + kw maps to the channel `ch`, the tap
-// offsets dy = kh*dilation_h and dx = kw*dilation_w, and the tap number kh*KW + kw.
-// 16-byte aligned so that one vector load fetches an entry; the table replaces the
-// div/mod chain r -> (ch, kh, kw) in the inner loops of the implicit GEMMs.
+// Hides the origin of a precomputed offset from the optimiser, so that nvcc keeps it
+// in a register instead of recomputing it (a multiply and shifts) at every use in a
+// main loop. An empty asm statement: no instruction; a no-op off the device (the
+// emulator, host code).
+__host__ __device__ __forceinline__ void keep_in_register(long long& v) {
+#if defined(__CUDA_ARCH__)
+    asm volatile("" : "+l"(v));
+#else
+    (void)v;
+#endif
+}
+
+__host__ __device__ __forceinline__ void keep_in_register(int& v) {
+#if defined(__CUDA_ARCH__)
+    asm volatile("" : "+r"(v));
+#else
+    (void)v;
+#endif
+}
+
+template <typename T>
+__host__ __device__ __forceinline__ void keep_in_register(const T*& p) {
+#if defined(__CUDA_ARCH__)
+    asm volatile("" : "+l"(p));
+#else
+    (void)p;
+#endif
+}
+
+// Division by a runtime divisor d >= 1 through a multiply and a shift (the
+// round-up method with a 32-bit magic number, as CUTLASS's FastDivmod), exact for
+// dividends 0 <= n < 2^31. Set up once outside a loop; div() is 2-3 instructions.
+struct FastDiv {
+    int d;
+    unsigned mul;
+    int shift;
+
+    __host__ __device__ explicit FastDiv(int divisor) : d(divisor), mul(0), shift(0) {
+        if (d > 1) {
+            int l = 0;  // ceil(log2(d))
+            while ((1u << l) < static_cast<unsigned>(d)) ++l;
+            mul = static_cast<unsigned>(((1ull << (31 + l)) + d - 1) / d);
+            shift = l - 1;
+        }
+    }
+
+    __device__ __forceinline__ int div(int n) const {
+        return d == 1 ? n : static_cast<int>(__umulhi(static_cast<unsigned>(n), mul) >> shift);
+    }
+};
+
+// One entry of a reduction "tap table" (built by gpuconv._plan_conv.tap_table; used
+// by the tensor-core kernels, cuda/conv2d_mma.cu): reduction index r = ch*KH*KW +
+// kh*KW + kw maps to the channel `ch`, the tap offsets dy = kh*dilation_h and dx =
+// kw*dilation_w, and the tap number kh*KW + kw. 16-byte aligned so that one vector
+// load fetches an entry; the table replaces the div/mod chain r -> (ch, kh, kw).
 struct alignas(16) TapEntry {
     int ch;
     int dy;

@@ -17,22 +17,28 @@
 //                   gy rows/columns that reach the tile (with halo: (TILE-1 +
 //                   (KH-1)*dh)/sh + 2 rows, zero-filled outside gy) and the KH*KW taps
 //                   of w[k, c] in shared memory, then accumulates from shared memory.
-//   tiled_regblock  Implicit GEMM (implicit_gemm.cuh): M = N*H*W pixels, NG = C/groups
-//                   input channels, KR = K/groups*KH*KW; gy gathers (0 where a tap does
-//                   not hit an output for this stride) and weight slices staged in
-//                   shared memory, TM pixels x TN channels per thread in registers.
-//                   Taps from a TapEntry table (ch = k): no compile per kernel shape.
-// All variants accumulate in the same order (k, then kh, then kw, one fma per tap),
-// so they agree bit for bit on finite inputs (regblock's extra terms are fma(0, w,
-// acc) == acc). With an infinite or NaN *weight* those extra terms make 0*inf = NaN
-// where naive/tiled (and NumPy) skip the tap; non-finite gy is handled alike by all.
+//   tiled_regblock  Sliced implicit GEMM (implicit_gemm.cuh): one launch per output
+//                   phase (ph, pw) of the stride (sh*sw launches; one for stride 1):
+//                   the pixels h = ph + sh*i, w = pw + sw*j form a dense grid that
+//                   only the taps with (ph + pt - kh*dh) % sh == 0 reach, at gy row
+//                   i + (ph + pt - kh*dh)/sh: so no division in the loop and no
+//                   wasted tap. M = N*Hph*Wph pixels, NG = C/groups input channels,
+//                   reduction over (chunks of 8 output channels) x (the phase's taps)
+//                   slices of a SliceEntry table. A phase no tap reaches writes
+//                   zeros. Split-K when the blocks do not fill the SMs; then
+//   split_reduce    adds the splits in split order (deterministic, no atomics).
+// naive and tiled accumulate in the same order (k, then kh, then kw, one fma per
+// tap) and agree bit for bit on finite inputs. tiled_regblock sums chunks of 8
+// output channels, then the phase's taps, then the chunk's channels (then splits in
+// order): within rounding of the others, bit-identical from run to run. Its padded
+// taps are terms fma(0, w, acc): with an infinite or NaN *weight* they give 0*inf =
+// NaN where naive/tiled (and NumPy) skip the tap; non-finite gy is handled alike.
 // Other padding modes: the op runs these kernels on the padded geometry (H + pt +
 // pb, W + pl + pr, pads 0), then folds the border back with conv2d_pad_fold
 // (conv2d_pad.cu), a deterministic gather.
 #include "common.cuh"
 #include "implicit_gemm.cuh"
 
-using gpuconv::TapEntry;
 
 // ---------------------------------------------------------------------------------
 // naive
@@ -144,114 +150,38 @@ __global__ void conv2d_backward_input_tiled(
 }
 
 // ---------------------------------------------------------------------------------
-// tiled_regblock: the gemm view of the input gradient (see implicit_gemm.cuh).
-template <typename T>
-struct BackwardInputGemmView {
-    const T* gy;
-    const T* w;
-    const TapEntry* taps;
-    int K, H, W, HW, Cg, Kg, g, sh, sw, pt, pl, OH, OW, OHW, KHKW, n0, kred;
-    long long M, m0;
-    long long n_base;  // image of row m0
-    int p_base;        // pixel of row m0 within its image
-
-    struct ARow {
-        const T* base;  // gy[n, g*Kg]
-        int th0;        // h + pt: padded row of the pixel
-        int tw0;        // w + pl
-        bool valid;     // m < M
-    };
-
-    __device__ __forceinline__ ARow a_row(int m_local) const {
-        ARow row;
-        row.valid = m0 + m_local < M;
-        const int pp = p_base + m_local;  // < HW + BM: fits int (planner checks)
-        const long long n = n_base + pp / HW;
-        const int p = pp % HW;
-        const int h = p / W;
-        row.base = gy + (n * K + static_cast<long long>(g) * Kg) * OHW;
-        row.th0 = h + pt;
-        row.tw0 = p - h * W + pl;
-        return row;
-    }
-
-    __device__ __forceinline__ T load_a(const ARow& row, int r) const {
-        if (!row.valid || r >= kred) return T(0);
-        const TapEntry t = taps[r];
-        int oh = row.th0 - t.dy;
-        int ow = row.tw0 - t.dx;
-        if (oh < 0 || ow < 0) return T(0);
-        if (sh != 1) {  // block-uniform branch: only multiples of the stride are hit
-            if (oh % sh != 0) return T(0);
-            oh /= sh;
-        }
-        if (sw != 1) {
-            if (ow % sw != 0) return T(0);
-            ow /= sw;
-        }
-        if (oh >= OH || ow >= OW) return T(0);
-        return row.base[static_cast<long long>(t.ch) * OHW + oh * OW + ow];
-    }
-
-    __device__ __forceinline__ T load_b(int r, int n) const {
-        const int c = n0 + n;
-        if (r >= kred || c >= Cg) return T(0);
-        const TapEntry t = taps[r];
-        return w[(static_cast<long long>(g * Kg + t.ch) * Cg + c) * KHKW + t.tap];
-    }
-};
-
-// Grid: m_tiles * n_tiles * groups blocks (1-D), block THREADS = TX*TY; static smem.
-// taps: KR = K/groups*KH*KW entries (ch = k).
-template <typename T, int TX, int TY, int TM, int TN>
+// tiled_regblock: the sliced implicit GEMM of implicit_gemm.cuh (its header gives the
+// operands, the slice table and the summation order). Block THREADS = TX*TY, static
+// shared memory; grid, 1-D: m_tiles * n_tiles * groups * splits blocks (m fastest).
+// With splits > 1, split s writes its partial result to dst + s*split_stride and
+// conv2d_backward_input_split_reduce adds the splits in order.
+template <typename T, int TX, int TY, int TM, int TN, bool PACKED = false>
 __global__ void __launch_bounds__(TX * TY, gpuconv::regblock_min_blocks(TM, TN, sizeof(T)))
     conv2d_backward_input_tiled_regblock(
-        const T* __restrict__ gy, const T* __restrict__ w,
-        const TapEntry* __restrict__ taps, T* __restrict__ gx, int C, int H, int W,
-        int K, int KH, int KW, int groups, int sh, int sw, int pt, int pl, int OH,
-        int OW, long long M, int m_tiles, int n_tiles) {
+        const T* __restrict__ src, const T* __restrict__ w, const T* __restrict__ bias,
+        const gpuconv::SliceEntry* __restrict__ slices, T* __restrict__ dst, int Csrc,
+        int Hs, int Ws, int Cred, int Cdst, int Hd, int Wd, int NG, int Ho, int Wo,
+        int ah, int bh, int aw, int bw, int osh, int oph, int osw, int opw,
+        int col_stride, int c_stride, int KHKW, int slice_offset, int slice_count,
+        int has_bias, long long M, int m_tiles, int n_tiles, int groups,
+        long long split_stride, long long slices_per_split, int extra_slices) {
     using Tile = gpuconv::RegblockTile<TX, TY, TM, TN>;
     __shared__ gpuconv::RegblockSmem<T, Tile> s_tile;
+    const gpuconv::SlicedGemmArgs a{Csrc, Hs, Ws, Cred, Cdst, Hd, Wd, NG, Ho, Wo, ah, bh,
+                                    aw, bw, osh, oph, osw, opw, col_stride, c_stride,
+                                    KHKW, slice_count, has_bias, M, m_tiles, n_tiles,
+                                    groups, split_stride, slices_per_split,
+                                    extra_slices};
+    gpuconv::sliced_gemm_block<T, Tile, PACKED>(src, w, bias, slices + slice_offset, dst, a,
+                                        s_tile);
+}
 
-    int bid = static_cast<int>(blockIdx.x);
-    const int m_tile = bid % m_tiles;
-    bid /= m_tiles;
-    const int n_tile = bid % n_tiles;
-    const int g = bid / n_tiles;
-
-    BackwardInputGemmView<T> v;
-    v.gy = gy;
-    v.w = w;
-    v.taps = taps;
-    v.K = K;
-    v.H = H;
-    v.W = W;
-    v.HW = H * W;
-    v.Cg = C / groups;
-    v.Kg = K / groups;
-    v.g = g;
-    v.sh = sh;
-    v.sw = sw;
-    v.pt = pt;
-    v.pl = pl;
-    v.OH = OH;
-    v.OW = OW;
-    v.OHW = OH * OW;
-    v.KHKW = KH * KW;
-    v.n0 = n_tile * Tile::BN;
-    v.kred = v.Kg * KH * KW;
-    v.M = M;
-    v.m0 = static_cast<long long>(m_tile) * Tile::BM;
-    v.n_base = v.m0 / v.HW;
-    v.p_base = static_cast<int>(v.m0 - v.n_base * v.HW);
-
-    T acc[Tile::TM][Tile::TN];
-    gpuconv::regblock_zero<T, Tile>(acc);
-    gpuconv::regblock_mainloop<T, Tile>(v, s_tile, acc);
-    gpuconv::regblock_store_pixels<T, Tile>(
-        v, v.HW, v.Cg, acc,
-        [&](long long n, int p) {
-            return gx + (n * C + static_cast<long long>(g) * v.Cg + v.n0) * v.HW + p;
-        },
-        [](int, T val) { return val; });
+// split_reduce: out = the sum of the `splits` partial results of a split-K
+// tiled_regblock launch, in split order (+ bias per channel when has_bias; plane =
+// the pixels per channel). 1-D grid-stride loop over total = out's elements.
+template <typename T>
+__global__ void conv2d_backward_input_split_reduce(
+    const T* __restrict__ part, const T* __restrict__ bias, T* __restrict__ out,
+    int splits, int channels, int plane, int has_bias, long long total) {
+    gpuconv::split_reduce(part, bias, out, splits, channels, plane, has_bias, total);
 }

@@ -38,9 +38,13 @@
 //                   reduction (thread t loads term t % BK: consecutive ow, i.e.
 //                   consecutive addresses of gy and, for stride 1, of x), unlike the
 //                   forward main loop whose reduction is along the channels. Each
-//                   thread's term is advanced incrementally (no 64-bit division in the
-//                   loop); each column's (c, kh*dh, kw*dw) is decoded once per block.
-//                   Blocks of column tile 0 also sum their gy slice rows (the bias).
+//                   thread's term (n, oh, ow) advances by counters and two
+//                   multiply-shift divisions (FastDiv: no division instruction, no
+//                   data-dependent loop); each column's (c, kh*dh, kw*dw) and byte
+//                   offset, and each row's, are decoded once per block. Two slices
+//                   per loop trip (literal shared-memory stages). The bias (blocks
+//                   of column tile 0): each thread sums the gy values it gathers,
+//                   then the BK partial sums of a row are added in order.
 //   reduce          The second, deterministic stage of the split-K variants: one
 //                   thread per gw (and gb) element sums its `splits` partial results
 //                   from the workspace in split order 0, 1, ..., splits-1.
@@ -58,7 +62,8 @@
 // bit-identical results. The variants sum in different orders (regblock and tiled by
 // split and lane), so on random floats they agree to rounding, and bit for bit on
 // small-integer inputs (exact sums); naive and tiled_regblock with one split use the
-// same order (n, oh, ow, one fma each) and agree bit for bit on any finite input.
+// same order for gw (n, oh, ow, one fma each) and agree bit for bit on any finite
+// input (gb: every BK-th term per thread, then the BK partial sums: to rounding).
 //
 // Other padding modes: the op pads x once (conv2d_pad.cu) and runs these kernels on
 // the padded problem (pads 0); the weight gradient needs no fold.
@@ -307,112 +312,131 @@ __global__ void __launch_bounds__(TX * TY, gpuconv::regblock_min_blocks(TM, TN, 
     const int g_r = tid % BK;
     const int g_row = tid / BK;
 
-    // The columns' (c, kh*dh, kw*dw), decoded once; dx = -1 marks a tail column.
-    int b_c[B_LOADS];
+    // The columns' (c, kh*dh, kw*dw), decoded once: the tap offsets for the bounds
+    // checks and the byte offset of each column's x element from the term's
+    // window origin (c*HW + kh*dh*W + kw*dw); tail columns are masked.
     int b_dy[B_LOADS];
     int b_dx[B_LOADS];
+    long long b_off[B_LOADS];
+    unsigned b_colok = 0;
 #pragma unroll
     for (int q = 0; q < B_LOADS; ++q) {
         const int col = n0 + g_row + q * STEP;
-        const int cc = col / KHKW;
-        const int tp = col - cc * KHKW;
-        const int khh = tp / KW;
         const bool ok = col < NG;
-        b_c[q] = ok ? cc : 0;
-        b_dy[q] = ok ? khh * dh : 0;
-        b_dx[q] = ok ? (tp - khh * KW) * dw : -1;
+        const int cc = ok ? col / KHKW : 0;
+        const int tp = ok ? col - cc * KHKW : 0;
+        const int khh = tp / KW;
+        b_dy[q] = khh * dh;
+        b_dx[q] = (tp - khh * KW) * dw;
+        b_off[q] = (static_cast<long long>(cc) * HW + b_dy[q] * W + b_dx[q]) *
+                   static_cast<long long>(sizeof(T));
+        gpuconv::keep_in_register(b_off[q]);
+        if (ok) b_colok |= 1u << q;
     }
-    // This thread's reduction term r = (n, p = oh*OW + ow), advanced by BK per slice.
+    // The rows' (gy channels') byte offsets from the term's gy element.
+    long long a_off[A_LOADS];
+    unsigned a_rowok = 0;
+#pragma unroll
+    for (int q = 0; q < A_LOADS; ++q) {
+        const int m = g_row + q * STEP;
+        a_off[q] = static_cast<long long>(m) * OHW * static_cast<long long>(sizeof(T));
+        gpuconv::keep_in_register(a_off[q]);
+        if (m0 + m < Kg) a_rowok |= 1u << q;
+    }
+    // This thread's reduction term r = (n, p = oh*OW + ow), advanced by BK terms per
+    // slice: p by counters and two multiply-shift divisions (no division
+    // instruction, no data-dependent loop in the main loop).
     long long r = r_begin + g_r;
-    long long n = r / OHW;
+    const long long n = r / OHW;
     int p = static_cast<int>(r - n * OHW);
+    const gpuconv::FastDiv div_ow(OW);
+    const gpuconv::FastDiv div_ohw(OHW);
+    int oh = div_ow.div(p);
+    int ow = p - oh * OW;
     const long long gy_group = static_cast<long long>(g) * Kg + m0;  // gy channel of row 0
     const long long x_group = static_cast<long long>(g) * Cg;
+    const T* gy_n = gy + (n * K + gy_group) * OHW;  // gy[n, gy_group]
+    const T* x_n = x + (n * C + x_group) * HW;      // x[n, g*Cg]
+    long long gy_image = static_cast<long long>(K) * OHW;
+    long long x_image = static_cast<long long>(C) * HW;
+    gpuconv::keep_in_register(gy_image);
+    gpuconv::keep_in_register(x_image);
 
     T reg_a[A_LOADS];
     T reg_b[B_LOADS];
     auto fetch = [&]() {
         const bool live = r < r_end;
-        if (live) {
-            const int oh = p / OW;
-            const int ow = p - oh * OW;
-            const int ih0 = oh * sh - pt;
-            const int iw0 = ow * sw - pl;
-            const T* gyp = gy + (n * K + gy_group) * OHW + p;
+        const int ih0 = oh * sh - pt;
+        const int iw0 = ow * sw - pl;
+        const char* gyp = reinterpret_cast<const char*>(gy_n + p);
+        const unsigned amask = live ? a_rowok : 0u;
 #pragma unroll
-            for (int q = 0; q < A_LOADS; ++q) {
-                const int m = g_row + q * STEP;
-                reg_a[q] = m0 + m < Kg ? gyp[static_cast<long long>(m) * OHW] : T(0);
-            }
-            const T* xn = x + (n * C + x_group) * HW;
+        for (int q = 0; q < A_LOADS; ++q)
+            reg_a[q] = (amask >> q & 1u) ? __ldg(reinterpret_cast<const T*>(gyp + a_off[q]))
+                                         : T(0);
+        const char* xw = reinterpret_cast<const char*>(x_n) +
+                         static_cast<long long>(ih0 * W + iw0) *
+                             static_cast<long long>(sizeof(T));
+        const unsigned bmask = live ? b_colok : 0u;
 #pragma unroll
-            for (int q = 0; q < B_LOADS; ++q) {
-                const int ih = ih0 + b_dy[q];
-                const int iw = iw0 + b_dx[q];
-                reg_b[q] = (b_dx[q] >= 0 && gpuconv::in_range(ih, H) &&
-                            gpuconv::in_range(iw, W))
-                               ? xn[static_cast<long long>(b_c[q]) * HW + ih * W + iw]
-                               : T(0);
-            }
-        } else {  // past the split's end: both operands 0, fma(0, 0, acc) == acc
-#pragma unroll
-            for (int q = 0; q < A_LOADS; ++q) reg_a[q] = T(0);
-#pragma unroll
-            for (int q = 0; q < B_LOADS; ++q) reg_b[q] = T(0);
+        for (int q = 0; q < B_LOADS; ++q) {
+            const bool ok = (bmask >> q & 1u) && gpuconv::in_range(ih0 + b_dy[q], H) &&
+                            gpuconv::in_range(iw0 + b_dx[q], W);
+            reg_b[q] = ok ? __ldg(reinterpret_cast<const T*>(xw + b_off[q])) : T(0);
         }
     };
     auto advance = [&]() {
         r += BK;
-        p += BK;
-        while (p >= OHW) {  // at most once unless OH*OW < BK
-            p -= OHW;
-            ++n;
-        }
+        p += BK;  // < OH*OW + BK: fits int (the planner checks OH*OW + 1024)
+        const int images = div_ohw.div(p);  // images crossed: 0, or more if OH*OW < BK
+        p -= images * OHW;
+        gy_n += images * gy_image;
+        x_n += images * x_image;
+        gpuconv::keep_in_register(gy_n);  // updated once here, not at every load
+        gpuconv::keep_in_register(x_n);
+        oh = div_ow.div(p);
+        ow = p - oh * OW;
     };
+    // Bias (used in column tile 0): each thread sums the gy values it gathers (its
+    // term g_r of each slice, rows g_row + q*STEP) as it stashes them; the BK
+    // partial sums of a row are added in g_r order after the loop.
+    T bsum[A_LOADS];
+#pragma unroll
+    for (int q = 0; q < A_LOADS; ++q) bsum[q] = T(0);
     auto stash = [&](int stage) {
 #pragma unroll
-        for (int q = 0; q < A_LOADS; ++q) s.a[stage][g_r][g_row + q * STEP] = reg_a[q];
+        for (int q = 0; q < A_LOADS; ++q) {
+            s.a[stage][g_r][g_row + q * STEP] = reg_a[q];
+            bsum[q] = bsum[q] + reg_a[q];
+        }
 #pragma unroll
         for (int q = 0; q < B_LOADS; ++q) s.b[stage][g_r][g_row + q * STEP] = reg_b[q];
     };
-
     T acc[Tile::TM][Tile::TN];
     gpuconv::regblock_zero<T, Tile>(acc);
-    T bsum = T(0);  // bias: threads tid < BM of column tile 0 sum row tid of each slice
 
     const int tx = tid % TX;
     const int ty = tid / TX;
-    fetch();
-    stash(0);
-    __syncthreads();  // slice 0 is staged before any thread reads it
-    for (long long kt = 0; kt < nslices; ++kt) {
-        const int cur = static_cast<int>(kt & 1);
+    // One slice (the next slice's gathers in flight during the FMAs; the loop below
+    // runs two slices per trip with the literal stages 0 and 1).
+    auto slice_step = [&](int CUR, long long kt) {
         const bool more = kt + 1 < nslices;  // block-uniform
-        if (more) {  // the next slice's gathers are in flight during the FMAs
+        if (more) {
             advance();
             fetch();
         }
-#pragma unroll
-        for (int kk = 0; kk < BK; ++kk) {
-            T a[Tile::TM];
-            T b[Tile::TN];
-#pragma unroll
-            for (int i = 0; i < Tile::TM; ++i) a[i] = s.a[cur][kk][gpuconv::regblock_row<Tile>(tx, i)];
-#pragma unroll
-            for (int j = 0; j < Tile::TN; ++j) b[j] = s.b[cur][kk][gpuconv::regblock_col<Tile>(ty, j)];
-#pragma unroll
-            for (int i = 0; i < Tile::TM; ++i)
-#pragma unroll
-                for (int j = 0; j < Tile::TN; ++j) acc[i][j] = fma(a[i], b[j], acc[i][j]);
-        }
-        if (bias_block && tid < Tile::BM) {
-#pragma unroll
-            for (int kk = 0; kk < BK; ++kk) bsum = bsum + s.a[cur][kk][tid];
-        }
-        if (more) stash(cur ^ 1);
-        // The other stage is complete before the next iteration reads it, and every
-        // thread is done reading stage `cur` before iteration kt+1 overwrites it.
+        gpuconv::regblock_fmas<T, Tile>(s, CUR, tx, ty, acc);
+        if (more) stash(CUR ^ 1);
+        // The other stage is complete before the next slice reads it, and every
+        // thread is done reading stage CUR before the slice after overwrites it.
         __syncthreads();
+    };
+    fetch();
+    stash(0);
+    __syncthreads();  // slice 0 is staged before any thread reads it
+    for (long long kt = 0; kt < nslices; kt += 2) {
+        slice_step(0, kt);
+        if (kt + 1 < nslices) slice_step(1, kt + 1);
     }
 
     const long long wcount = static_cast<long long>(K) * NG;
@@ -428,8 +452,19 @@ __global__ void __launch_bounds__(TX * TY, gpuconv::regblock_min_blocks(TM, TN, 
             gwp[static_cast<long long>(lr) * NG + lc] = acc[i][j];
         }
     }
-    if (bias_block && tid < Tile::BM && m0 + tid < Kg)
-        gb_out[static_cast<long long>(split) * K + gy_group + tid] = bsum;
+    if (bias_block) {  // block-uniform: the barrier below is reached by all threads
+        // The loop ended with a barrier: stage 0 is free. Row m's partial sums go to
+        // s.a[0][g_r][m], then thread m adds them in g_r order.
+#pragma unroll
+        for (int q = 0; q < A_LOADS; ++q) s.a[0][g_r][g_row + q * STEP] = bsum[q];
+        __syncthreads();  // every partial sum is stored before the row sums read them
+        if (tid < Tile::BM && m0 + tid < Kg) {
+            T sum = s.a[0][0][tid];
+#pragma unroll
+            for (int kk = 1; kk < BK; ++kk) sum = sum + s.a[0][kk][tid];
+            gb_out[static_cast<long long>(split) * K + gy_group + tid] = sum;
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------

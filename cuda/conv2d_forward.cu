@@ -14,20 +14,27 @@
 //                   (KH-1)*dilation + 1 rows, likewise columns; zero-filled outside
 //                   the image, which *is* the zero padding) and the KH*KW taps of
 //                   w[k, c] in shared memory, then accumulates from shared memory.
-//   tiled_regblock  Implicit GEMM (implicit_gemm.cuh): M = N*OH*OW pixels, NG = K/groups
-//                   output channels, KR = C/groups*KH*KW. Input patches and weight
-//                   slices are gathered into shared memory (double-buffered, BK = 8),
-//                   each thread accumulates TM pixels x TN output channels in
-//                   registers. Template over the tile shape only: the taps come from
-//                   a TapEntry table, so a new kernel shape needs no new compile.
-// All variants accumulate in the same order (c, then kh, then kw, one fma per tap,
-// padded taps included as fma(0, w, acc)), then add the bias: bit-identical results.
+//   tiled_regblock  Sliced implicit GEMM (implicit_gemm.cuh): M = N*OH*OW pixels,
+//                   NG = K/groups output channels, reduction over (chunks of 8
+//                   input channels) x (KH*KW taps) slices listed in a SliceEntry
+//                   table (the tap's offsets and weight offset, block-uniform):
+//                   per slice one bounds check and one address per thread, no
+//                   division in the loop. Double-buffered shared memory (BK = 8),
+//                   TM x TN (8x8 for the large tiles) accumulators per thread. Split-K
+//                   (planner: when the blocks do not fill the SMs, e.g. 7x7 and
+//                   14x14 layers): each split writes a partial result, then
+//   split_reduce    adds the splits in split order and the bias (deterministic, no
+//                   atomics).
+// naive and tiled accumulate in the same order (c, then kh, then kw, one fma per
+// tap, padded taps included as fma(0, w, acc)), then add the bias: bit-identical
+// results. tiled_regblock sums channel chunks of 8, then taps, then the chunk's
+// channels (then splits in order, then the bias): within rounding of the others, and
+// bit-identical from run to run.
 // Other padding modes are applied before these kernels: the input is padded once
 // through index maps (conv2d_pad.cu) and convolved with zero padding 0.
 #include "common.cuh"
 #include "implicit_gemm.cuh"
 
-using gpuconv::TapEntry;
 
 // ---------------------------------------------------------------------------------
 // naive
@@ -135,103 +142,38 @@ __global__ void conv2d_forward_tiled(
 }
 
 // ---------------------------------------------------------------------------------
-// tiled_regblock: the gemm view of the forward pass (see implicit_gemm.cuh).
-template <typename T>
-struct ForwardGemmView {
-    const T* x;
-    const T* w;
-    const TapEntry* taps;
-    int C, H, W, HW, Cg, Kg, g, sh, sw, pt, pl, OW, OHW, n0, kred;
-    long long M, m0;
-    long long n_base;  // image of row m0
-    int p_base;        // pixel of row m0 within its image
-
-    struct ARow {
-        const T* base;  // x[n, g*Cg]
-        int ih0;        // oh*sh - pt
-        int iw0;        // ow*sw - pl
-        bool valid;     // m < M
-    };
-
-    __device__ __forceinline__ ARow a_row(int m_local) const {
-        ARow row;
-        row.valid = m0 + m_local < M;
-        const int pp = p_base + m_local;  // < OHW + BM: fits int (planner checks)
-        const long long n = n_base + pp / OHW;
-        const int p = pp % OHW;
-        const int oh = p / OW;
-        const int ow = p - oh * OW;
-        row.base = x + (n * C + static_cast<long long>(g) * Cg) * HW;
-        row.ih0 = oh * sh - pt;
-        row.iw0 = ow * sw - pl;
-        return row;
-    }
-
-    __device__ __forceinline__ T load_a(const ARow& row, int r) const {
-        if (!row.valid || r >= kred) return T(0);
-        const TapEntry t = taps[r];
-        const int ih = row.ih0 + t.dy;
-        const int iw = row.iw0 + t.dx;
-        if (!gpuconv::in_range(ih, H) || !gpuconv::in_range(iw, W)) return T(0);
-        return row.base[static_cast<long long>(t.ch) * HW + ih * W + iw];
-    }
-
-    __device__ __forceinline__ T load_b(int r, int n) const {
-        const int k = n0 + n;
-        if (r >= kred || k >= Kg) return T(0);
-        return w[static_cast<long long>(g * Kg + k) * kred + r];
-    }
-};
-
-// Grid: m_tiles * n_tiles * groups blocks (1-D), block THREADS = TX*TY; static smem.
-// taps: KR = C/groups*KH*KW entries (ch = c).
-template <typename T, int TX, int TY, int TM, int TN>
+// tiled_regblock: the sliced implicit GEMM of implicit_gemm.cuh (its header gives the
+// operands, the slice table and the summation order). Block THREADS = TX*TY, static
+// shared memory; grid, 1-D: m_tiles * n_tiles * groups * splits blocks (m fastest).
+// With splits > 1, split s writes its partial result to dst + s*split_stride and
+// conv2d_forward_split_reduce adds the splits in order.
+template <typename T, int TX, int TY, int TM, int TN, bool PACKED = false>
 __global__ void __launch_bounds__(TX * TY, gpuconv::regblock_min_blocks(TM, TN, sizeof(T)))
     conv2d_forward_tiled_regblock(
-    const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
-    const TapEntry* __restrict__ taps, T* __restrict__ y, int C, int H, int W, int K,
-    int KH, int KW, int groups, int sh, int sw, int pt, int pl, int OH, int OW,
-    int has_bias, long long M, int m_tiles, int n_tiles) {
+        const T* __restrict__ src, const T* __restrict__ w, const T* __restrict__ bias,
+        const gpuconv::SliceEntry* __restrict__ slices, T* __restrict__ dst, int Csrc,
+        int Hs, int Ws, int Cred, int Cdst, int Hd, int Wd, int NG, int Ho, int Wo,
+        int ah, int bh, int aw, int bw, int osh, int oph, int osw, int opw,
+        int col_stride, int c_stride, int KHKW, int slice_offset, int slice_count,
+        int has_bias, long long M, int m_tiles, int n_tiles, int groups,
+        long long split_stride, long long slices_per_split, int extra_slices) {
     using Tile = gpuconv::RegblockTile<TX, TY, TM, TN>;
     __shared__ gpuconv::RegblockSmem<T, Tile> s_tile;
+    const gpuconv::SlicedGemmArgs a{Csrc, Hs, Ws, Cred, Cdst, Hd, Wd, NG, Ho, Wo, ah, bh,
+                                    aw, bw, osh, oph, osw, opw, col_stride, c_stride,
+                                    KHKW, slice_count, has_bias, M, m_tiles, n_tiles,
+                                    groups, split_stride, slices_per_split,
+                                    extra_slices};
+    gpuconv::sliced_gemm_block<T, Tile, PACKED>(src, w, bias, slices + slice_offset, dst, a,
+                                        s_tile);
+}
 
-    int bid = static_cast<int>(blockIdx.x);
-    const int m_tile = bid % m_tiles;
-    bid /= m_tiles;
-    const int n_tile = bid % n_tiles;
-    const int g = bid / n_tiles;
-
-    ForwardGemmView<T> v;
-    v.x = x;
-    v.w = w;
-    v.taps = taps;
-    v.C = C;
-    v.H = H;
-    v.W = W;
-    v.HW = H * W;
-    v.Cg = C / groups;
-    v.Kg = K / groups;
-    v.g = g;
-    v.sh = sh;
-    v.sw = sw;
-    v.pt = pt;
-    v.pl = pl;
-    v.OW = OW;
-    v.OHW = OH * OW;
-    v.n0 = n_tile * Tile::BN;
-    v.kred = v.Cg * KH * KW;
-    v.M = M;
-    v.m0 = static_cast<long long>(m_tile) * Tile::BM;
-    v.n_base = v.m0 / v.OHW;
-    v.p_base = static_cast<int>(v.m0 - v.n_base * v.OHW);
-
-    T acc[Tile::TM][Tile::TN];
-    gpuconv::regblock_zero<T, Tile>(acc);
-    gpuconv::regblock_mainloop<T, Tile>(v, s_tile, acc);
-    gpuconv::regblock_store_pixels<T, Tile>(
-        v, v.OHW, v.Kg, acc,
-        [&](long long n, int p) {
-            return y + (n * K + static_cast<long long>(g) * v.Kg + v.n0) * v.OHW + p;
-        },
-        [&](int lc, T val) { return has_bias ? val + bias[g * v.Kg + v.n0 + lc] : val; });
+// split_reduce: out = the sum of the `splits` partial results of a split-K
+// tiled_regblock launch, in split order (+ bias per channel when has_bias; plane =
+// the pixels per channel). 1-D grid-stride loop over total = out's elements.
+template <typename T>
+__global__ void conv2d_forward_split_reduce(
+    const T* __restrict__ part, const T* __restrict__ bias, T* __restrict__ out,
+    int splits, int channels, int plane, int has_bias, long long total) {
+    gpuconv::split_reduce(part, bias, out, splits, channels, plane, has_bias, total);
 }

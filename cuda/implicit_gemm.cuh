@@ -1,29 +1,27 @@
-// implicit_gemm.cuh: the register-blocked implicit-GEMM main loop shared by the
+// implicit_gemm.cuh: the register-blocked implicit-GEMM machinery of the
 // `tiled_regblock` variants of the conv2d passes.
 //
 // A conv2d pass is a GEMM C[M x NG] = A[M x KR] * B[KR x NG] whose operands are
-// never materialised: A and B are gathered from the tensors on the fly by a
-// "gemm view" (one per pass, in its .cu file) through two functions:
-//   view.a_row(m_local)  -> per-thread state of row m (decomposed once per block),
-//   view.load_a(row, r)  -> A[m, r], 0 outside the problem (padding, tails),
-//   view.load_b(r, n)    -> B[r, n0 + n], 0 outside the problem,
-//   view.kred            -> KR, the reduction length.
+// never materialised:
 // forward:         M = N*OH*OW pixels, NG = K/groups,  KR = C/groups*KH*KW
 // backward_input:  M = N*H*W pixels,   NG = C/groups,  KR = K/groups*KH*KW
+// backward_weight: M = K/groups,       NG = C/groups*KH*KW, KR = N*OH*OW
+// The forward and input-gradient main loop is sliced_gemm_block below (its comment
+// gives the operands, the slice table and the summation order); the weight gradient
+// has its own loop (conv2d_backward_weight.cu) on the same tiles.
 //
-// Strategy (one thread block computes a BM x BN tile of C):
+// Tiles (one thread block computes a BM x BN tile of C):
 //   - THREADS = TX*TY threads; thread (tx, ty) keeps a TM x TN accumulator block in
 //     registers: rows  (q*TX*4 + tx*4 + i), cols (q*TY*4 + ty*4 + j) for 4-wide
-//     chunks q, so its shared-memory reads are 4 consecutive elements (vectorisable)
+//     chunks q, so its shared-memory reads are 4 consecutive elements (LDS.128)
 //     and the warp's reads of A are conflict-free while those of B are broadcasts.
 //   - The reduction advances BK = 8 at a time: the A slice (BK x BM) and the B slice
 //     (BK x BN) are staged in shared memory, double-buffered; the gathers of the
 //     next slice are issued into registers before the FMAs of the current one
 //     (latency hiding), then stored to the other buffer: one barrier per slice.
-//   - Every thread performs acc = fma(A[m, r], B[r, n], acc) for r = 0, 1, ..., KR-1
-//     in increasing order, the same order as the `naive` and `tiled` kernels, so on
-//     finite inputs all variants give bit-identical results (tails contribute
-//     fma(0, 0, acc) == acc).
+//   - Tails contribute fma(0, 0, acc) == acc.
+// Not done (yet): cp.async staging and 128-bit global loads (the gathers are per
+// element: the SASS proxy, bench/sass_check.py, puts the 8x8 loops at ~80 % FMA).
 #pragma once
 
 #include "common.cuh"
@@ -53,12 +51,17 @@ struct RegblockTile {
     static constexpr int PAD = 4;             // row padding of the smem slices:
                                               // keeps 16-byte alignment and spreads
                                               // the transposed B stores over banks
-    static constexpr int A_STEP = THREADS / BM;       // r-rows covered per A pass
-    static constexpr int A_LOADS = BK / A_STEP;       // A elements per thread
+    // A gathers: THREADS >= BM: each thread one row, every A_STEP-th channel;
+    // BM > THREADS: each thread A_ROWS rows (THREADS apart), every channel.
+    static constexpr int A_ROWS = BM > THREADS ? BM / THREADS : 1;
+    static constexpr int A_STEP = BM > THREADS ? 1 : THREADS / BM;
+    static constexpr int A_LOADS = BK / A_STEP;       // A elements per thread and row
     static constexpr int B_STEP = THREADS / BK;       // n-columns covered per B pass
     static constexpr int B_LOADS = BN / B_STEP;       // B elements per thread
     static_assert(TM % 4 == 0 && TN % 4 == 0, "thread blocks are 4-wide chunks");
-    static_assert(THREADS % BM == 0 && BK % A_STEP == 0, "A slice must tile the block");
+    static_assert((THREADS % BM == 0 || BM % THREADS == 0) && BK % A_STEP == 0,
+                  "A slice must tile the block");
+    static_assert(A_ROWS * A_LOADS <= 16, "A load masks are 16 bits");
     static_assert(THREADS % BK == 0 && BN % B_STEP == 0, "B slice must tile the block");
     static_assert(THREADS <= 1024, "block too large");
 };
@@ -91,96 +94,344 @@ __device__ __forceinline__ void regblock_zero(T (&acc)[Tile::TM][Tile::TN]) {
         for (int j = 0; j < Tile::TN; ++j) acc[i][j] = T(0);
 }
 
-// Runs the whole reduction of one tile into acc (which the caller zeroes with
-// regblock_zero and then writes out with regblock_row/regblock_col, or with
-// regblock_store_pixels). Every thread of the block must call it (it contains
-// barriers).
-template <typename T, class Tile, class View>
-__device__ __forceinline__ void regblock_mainloop(
-    const View& view, RegblockSmem<T, Tile>& s, T (&acc)[Tile::TM][Tile::TN]) {
+// The BK rank-1 updates of one slice from shared-memory stage `stage`: per kk, TM
+// values of A and TN of B (4-wide vector loads), then TM*TN fmas.
+template <typename T, class Tile>
+__device__ __forceinline__ void regblock_fmas(
+    const RegblockSmem<T, Tile>& s, int stage, int tx, int ty,
+    T (&acc)[Tile::TM][Tile::TN]) {
+#pragma unroll
+    for (int kk = 0; kk < Tile::BK; ++kk) {
+        T af[Tile::TM];
+        T bf[Tile::TN];
+#pragma unroll
+        for (int i = 0; i < Tile::TM; ++i) af[i] = s.a[stage][kk][regblock_row<Tile>(tx, i)];
+#pragma unroll
+        for (int j = 0; j < Tile::TN; ++j) bf[j] = s.b[stage][kk][regblock_col<Tile>(ty, j)];
+#pragma unroll
+        for (int i = 0; i < Tile::TM; ++i)
+#pragma unroll
+            for (int j = 0; j < Tile::TN; ++j) acc[i][j] = fma(af[i], bf[j], acc[i][j]);
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The sliced implicit GEMM of the forward pass and the input gradient.
+//
+// Both passes are C[m, col] = sum over (c, t) of A[m, (c, t)] * B[(c, t), col] with
+//   A[m, (c, t)] = src[n, g*Cred + c, ih0(m) + dy_t, iw0(m) + dx_t]  (0 off the plane)
+//   B[(c, t), col] = w[g*NG*Cred*KHKW + col*col_stride + c*c_stride + wtap_t]
+// where m = (n, oh, ow) runs over an Ho x Wo output grid, ih0 = oh*ah + bh,
+// iw0 = ow*aw + bw, and t runs over a table of taps (dy, dx, wtap) that the planner
+// builds per launch:
+//   forward:        src = x, Cred = C/groups, (ah, bh) = (sh, -pt), taps kh*dh,
+//                   kw*dw; col = output channel (col_stride = Cred*KHKW,
+//                   c_stride = KHKW); C[m, col] is y[n, g*NG + col, oh, ow].
+//   input gradient: src = gy, Cred = K/groups, one launch per output phase
+//                   (ph, pw) of the stride: pixels h = ph + sh*oh, and only the taps
+//                   with (ph + pt - kh*dh) % sh == 0, dy = (ph + pt - kh*dh) / sh
+//                   (so no division and no wasted tap in the loop); (ah, bh) =
+//                   (1, 0); col = input channel (col_stride = KHKW, c_stride =
+//                   Cred*KHKW); C[m, col] is gx[n, g*NG + col, ph + sh*oh, pw + sw*ow].
+// The reduction runs in slices of BK channels of one tap: slice s = chunk*T + t
+// covers channels chunk*BK .. chunk*BK + BK-1 of tap t (channels past Cred read 0
+// from both operands). Within a slice the tap is block-uniform, so a thread's A
+// gather is one bounds check and one address for its row, plus a constant stride per
+// channel; its B gather is one multiply-add. No division or modulo in the loop: the
+// tap index and channel chunk advance as counters, the row (n, oh, ow) is decoded
+// once per block.
+//
+// Packed slices (PACKED = true, for fewer than BK reduction channels, e.g. the RGB
+// stem's 3): a slice is BK consecutive terms of the flattened reduction (channel,
+// then the taps in table order), one table entry per term (SliceEntry: chunk = the
+// channel, woff = channel*c_stride + tap, woff < 0 for the padding terms of the last
+// slice), so no slice is mostly padding; each A and B gather then has its own entry
+// and bounds check. Packed plans sum in the `naive` order (channel, kh, kw).
+//
+// Summation order (documented numerics): each output is sum over channel chunks, then
+// taps in table order, then the BK channels of the chunk, one fma each, starting from
+// 0 (a split-K launch sums its contiguous range of slices; the partial results are
+// added in split order by a second kernel). This differs from the `naive` and `tiled`
+// order (channel-major, then kh, kw), so results agree to rounding on random inputs
+// and exactly on small-integer inputs; the same plan gives bit-identical results on
+// every run (no atomics).
+
+// One reduction slice (built by gpuconv._plan_conv.slice_table): channels chunk*BK
+// .. chunk*BK + BK-1 of the tap (dy, dx); woff = chunk*BK*c_stride + the tap's
+// offset kh*KW + kw in w. 16 bytes: one vector load, block-uniform.
+struct alignas(16) SliceEntry {
+    int chunk;
+    int dy;
+    int dx;
+    int woff;
+};
+
+// Geometry of one sliced implicit-GEMM launch (built by the kernel wrappers from
+// their arguments; every field a runtime value).
+struct SlicedGemmArgs {
+    int Csrc, Hs, Ws;          // src tensor (N, Csrc, Hs, Ws)
+    int Cred;                  // reduction channels per group
+    int Cdst, Hd, Wd;          // dst tensor (N, Cdst, Hd, Wd)
+    int NG;                    // GEMM columns per group
+    int Ho, Wo;                // output grid of this launch
+    int ah, bh, aw, bw;        // ih0 = oh*ah + bh, iw0 = ow*aw + bw
+    int osh, oph, osw, opw;    // dst pixel (oh*osh + oph, ow*osw + opw)
+    int col_stride, c_stride;  // B addressing
+    int KHKW;                  // taps of the weight tensor
+    int slice_count;           // slices of this launch's table
+    int has_bias;
+    long long M;               // N*Ho*Wo
+    int m_tiles, n_tiles, groups;
+    long long split_stride;    // elements between the splits' outputs (0: one split)
+    long long slices_per_split;
+    int extra_slices;          // the first extra_slices splits get one more slice
+};
+
+// First slice of split s (balanced contiguous ranges).
+__device__ __forceinline__ long long sliced_split_begin(int s, long long per, int extra) {
+    return s * per + min(s, extra);
+}
+
+template <typename T, class Tile, bool PACKED>
+__device__ __forceinline__ void sliced_gemm_block(
+    const T* __restrict__ src, const T* __restrict__ w, const T* __restrict__ bias,
+    const SliceEntry* __restrict__ slices, T* __restrict__ dst, const SlicedGemmArgs& a,
+    RegblockSmem<T, Tile>& s) {
+    constexpr int BK = Tile::BK;
     const int tid = static_cast<int>(threadIdx.x);
     const int tx = tid % Tile::TX;
     const int ty = tid / Tile::TX;
-    // Gather roles: each thread fetches A elements of one row m at A_LOADS reduction
-    // indices, and B elements of one reduction index r at B_LOADS columns.
+
+    int bid = static_cast<int>(blockIdx.x);
+    const int m_tile = bid % a.m_tiles;
+    bid /= a.m_tiles;
+    const int n_tile = bid % a.n_tiles;
+    bid /= a.n_tiles;
+    const int g = bid % a.groups;
+    const int split = bid / a.groups;
+    const long long m0 = static_cast<long long>(m_tile) * Tile::BM;
+    const int n0 = n_tile * Tile::BN;
+    const int HWs = a.Hs * a.Ws;
+    const int HoWo = a.Ho * a.Wo;
+
+    // Reduction range of this split: slices [s_begin, s_end) of the table.
+    const long long s_begin = sliced_split_begin(split, a.slices_per_split, a.extra_slices);
+    const long long s_end = min(static_cast<long long>(a.slice_count),
+                                sliced_split_begin(split + 1, a.slices_per_split,
+                                                   a.extra_slices));
+    const int nslices = s_end > s_begin ? static_cast<int>(s_end - s_begin) : 0;
+    const SliceEntry* slice = slices + s_begin * (PACKED ? BK : 1);
+
+    // Gather roles: A rows a_m + j*THREADS (j < A_ROWS) at channels a_r + q*A_STEP;
+    // B channel b_r at columns b_n + q*B_STEP.
+    constexpr int AR = Tile::A_ROWS;
+    constexpr int AL = Tile::A_LOADS;
     const int a_m = tid % Tile::BM;
     const int a_r = tid / Tile::BM;
-    const int b_r = tid % Tile::BK;
-    const int b_n = tid / Tile::BK;
-    const typename View::ARow arow = view.a_row(a_m);
+    const int b_r = tid % BK;
+    const int b_n = tid / BK;
 
-    T reg_a[Tile::A_LOADS];
+    // This thread's A rows, decoded once.
+    bool a_valid[AR];
+    int ih0[AR];
+    int iw0[AR];
+    const T* a_base[AR];
+#pragma unroll
+    for (int j = 0; j < AR; ++j) {
+        const long long am = m0 + a_m + j * Tile::THREADS;
+        a_valid[j] = am < a.M;
+        const long long an = a_valid[j] ? am / HoWo : 0;
+        const int ap = static_cast<int>(am - an * HoWo);
+        const int aoh = ap / a.Wo;
+        const int aow = ap - aoh * a.Wo;
+        ih0[j] = aoh * a.ah + a.bh;
+        iw0[j] = aow * a.aw + a.bw;
+        a_base[j] = src + (an * a.Csrc + static_cast<long long>(g) * a.Cred) * HWs;
+    }
+    const long long a_chunk_step = static_cast<long long>(BK) * HWs;
+    // Byte offsets of this thread's channel planes within a chunk (byte pointers
+    // keep the per-load address arithmetic to one 64-bit add).
+    long long a_off[AL];
+#pragma unroll
+    for (int q = 0; q < AL; ++q)
+        a_off[q] = static_cast<long long>(a_r + q * Tile::A_STEP) * HWs *
+                   static_cast<long long>(sizeof(T));
+#pragma unroll
+    for (int q = 0; q < AL; ++q) keep_in_register(a_off[q]);
+
+    // This thread's B channel and columns (packed: the row entry holds the channel).
+    const T* b_ptr = w + static_cast<long long>(g) * a.NG * a.Cred * a.KHKW +
+                     static_cast<long long>(n0 + b_n) * a.col_stride +
+                     (PACKED ? 0LL : static_cast<long long>(b_r) * a.c_stride);
+    long long b_off[Tile::B_LOADS];  // byte offsets of this thread's B columns
+#pragma unroll
+    for (int q = 0; q < Tile::B_LOADS; ++q)
+        b_off[q] = static_cast<long long>(q * Tile::B_STEP) * a.col_stride *
+                   static_cast<long long>(sizeof(T));
+#pragma unroll
+    for (int q = 0; q < Tile::B_LOADS; ++q) keep_in_register(b_off[q]);
+
+    // Load masks: bit j*AL + q for A load q of row j, bit 16 + q for B load q. Every
+    // chunk but the last has all BK channels; the last one has Cred - last*BK.
+    const int last_chunk = (a.Cred - 1) / BK;
+    const int rem = a.Cred - last_chunk * BK;
+    unsigned full_mask = 0;
+    unsigned tail_mask = 0;
+#pragma unroll
+    for (int j = 0; j < AR; ++j)
+#pragma unroll
+        for (int q = 0; q < AL; ++q) {
+            if (!a_valid[j]) continue;  // rows past M: never loaded
+            full_mask |= 1u << (j * AL + q);
+            if (a_r + q * Tile::A_STEP < rem) tail_mask |= 1u << (j * AL + q);
+        }
+#pragma unroll
+    for (int q = 0; q < Tile::B_LOADS; ++q) {
+        if (n0 + b_n + q * Tile::B_STEP < a.NG) {
+            full_mask |= 1u << (16 + q);
+            if (b_r < rem) tail_mask |= 1u << (16 + q);
+        }
+    }
+    constexpr unsigned ROW_BITS = (1u << AL) - 1u;
+
+    T reg_a[AR][AL];
     T reg_b[Tile::B_LOADS];
-    const int kred = view.kred;
-    const int ktiles = ceil_div(kred, Tile::BK);
-
-    auto fetch = [&](int k0) {
+    auto fetch = [&](int k) {
+        if constexpr (PACKED) {
+            // Few channels: each of the slice's BK rows has its own entry (channel,
+            // tap, weight offset; woff < 0: a padding row, 0 from both operands).
+            const SliceEntry* rows = slice + k * BK;
 #pragma unroll
-        for (int q = 0; q < Tile::A_LOADS; ++q)
-            reg_a[q] = view.load_a(arow, k0 + a_r + q * Tile::A_STEP);
+            for (int q = 0; q < AL; ++q) {
+                const SliceEntry e = rows[a_r + q * Tile::A_STEP];
 #pragma unroll
-        for (int q = 0; q < Tile::B_LOADS; ++q)
-            reg_b[q] = view.load_b(k0 + b_r, b_n + q * Tile::B_STEP);
+                for (int j = 0; j < AR; ++j) {
+                    const int ih = ih0[j] + e.dy;
+                    const int iw = iw0[j] + e.dx;
+                    const bool ok = a_valid[j] && e.woff >= 0 && in_range(ih, a.Hs) &&
+                                    in_range(iw, a.Ws);
+                    reg_a[j][q] = ok ? __ldg(a_base[j] +
+                                             static_cast<long long>(e.chunk) * HWs +
+                                             (ih * a.Ws + iw))
+                                     : T(0);
+                }
+            }
+            const int woff = rows[b_r].woff;
+            const char* pb = reinterpret_cast<const char*>(b_ptr + (woff >= 0 ? woff : 0));
+#pragma unroll
+            for (int q = 0; q < Tile::B_LOADS; ++q)
+                reg_b[q] = (woff >= 0 && (full_mask >> (16 + q) & 1u))
+                               ? __ldg(reinterpret_cast<const T*>(pb + b_off[q]))
+                               : T(0);
+        } else {
+            const SliceEntry e = slice[k];  // block-uniform
+            unsigned mask = e.chunk == last_chunk ? tail_mask : full_mask;
+#pragma unroll
+            for (int j = 0; j < AR; ++j) {
+                const int ih = ih0[j] + e.dy;
+                const int iw = iw0[j] + e.dx;
+                const bool ok = in_range(ih, a.Hs) && in_range(iw, a.Ws);  // rows
+                if (!ok) mask &= ~(ROW_BITS << (j * AL));  // past M are masked already
+                const char* pa = reinterpret_cast<const char*>(
+                    a_base[j] + e.chunk * a_chunk_step + (ok ? ih * a.Ws + iw : 0));
+#pragma unroll
+                for (int q = 0; q < AL; ++q)
+                    reg_a[j][q] = (mask >> (j * AL + q) & 1u)
+                                      ? __ldg(reinterpret_cast<const T*>(pa + a_off[q]))
+                                      : T(0);
+            }
+            const char* pb = reinterpret_cast<const char*>(b_ptr + e.woff);
+#pragma unroll
+            for (int q = 0; q < Tile::B_LOADS; ++q)
+                reg_b[q] = (mask >> (16 + q) & 1u)
+                               ? __ldg(reinterpret_cast<const T*>(pb + b_off[q]))
+                               : T(0);
+        }
     };
     auto stash = [&](int stage) {
 #pragma unroll
-        for (int q = 0; q < Tile::A_LOADS; ++q)
-            s.a[stage][a_r + q * Tile::A_STEP][a_m] = reg_a[q];
+        for (int j = 0; j < AR; ++j)
+#pragma unroll
+            for (int q = 0; q < AL; ++q)
+                s.a[stage][a_r + q * Tile::A_STEP][a_m + j * Tile::THREADS] = reg_a[j][q];
 #pragma unroll
         for (int q = 0; q < Tile::B_LOADS; ++q)
             s.b[stage][b_r][b_n + q * Tile::B_STEP] = reg_b[q];
     };
 
-    fetch(0);
-    stash(0);
-    __syncthreads();  // stage 0 complete before any thread reads it
-    for (int kt = 0; kt < ktiles; ++kt) {
-        const int cur = kt & 1;
-        const bool more = kt + 1 < ktiles;  // block-uniform
-        if (more) fetch((kt + 1) * Tile::BK);  // next slice in flight during the FMAs
-#pragma unroll
-        for (int kk = 0; kk < Tile::BK; ++kk) {
-            T a[Tile::TM];
-            T b[Tile::TN];
-#pragma unroll
-            for (int i = 0; i < Tile::TM; ++i) a[i] = s.a[cur][kk][regblock_row<Tile>(tx, i)];
-#pragma unroll
-            for (int j = 0; j < Tile::TN; ++j) b[j] = s.b[cur][kk][regblock_col<Tile>(ty, j)];
-#pragma unroll
-            for (int i = 0; i < Tile::TM; ++i)
-#pragma unroll
-                for (int j = 0; j < Tile::TN; ++j) acc[i][j] = fma(a[i], b[j], acc[i][j]);
-        }
-        if (more) stash(cur ^ 1);
-        // The other stage is complete before the next iteration reads it, and every
-        // thread is done reading stage `cur` before iteration kt+1 overwrites it.
+    T acc[Tile::TM][Tile::TN];
+    regblock_zero<T, Tile>(acc);
+    // One slice: the next slice's gathers are issued first (in flight during the
+    // FMAs), then the FMAs from stage CUR, then the gathers are stored to the other
+    // stage. The loop below runs two slices per trip with the literal stages 0 and 1,
+    // so after inlining every shared-memory address is a register plus an immediate.
+    auto slice_step = [&](int CUR, int kt) {
+        const bool more = kt + 1 < nslices;  // block-uniform
+        if (more) fetch(kt + 1);
+        regblock_fmas<T, Tile>(s, CUR, tx, ty, acc);
+        if (more) stash(CUR ^ 1);
+        // The other stage is complete before the next slice reads it, and every
+        // thread is done reading stage CUR before the slice after overwrites it.
         __syncthreads();
+    };
+    if (nslices > 0) {  // block-uniform
+        fetch(0);
+        stash(0);
+        __syncthreads();  // stage 0 complete before any thread reads it
+        for (int kt = 0; kt < nslices; kt += 2) {
+            slice_step(0, kt);
+            if (kt + 1 < nslices) slice_step(1, kt + 1);
+        }
     }
-}
 
-// Writes out the accumulators of this thread that lie inside the problem (rows
-// < view.M, columns < NG) when the rows are pixels: row view.m0 + lr is pixel
-// view.p_base + lr counted from the start of image view.n_base, P pixels per image.
-// row_out(n, p) points at column view.n0 of pixel p of image n, the columns P
-// elements apart (NCHW); finish(lc, acc) is the value stored in column view.n0 + lc.
-template <typename T, class Tile, class View, class RowOut, class Finish>
-__device__ __forceinline__ void regblock_store_pixels(
-    const View& v, int P, int NG, const T (&acc)[Tile::TM][Tile::TN], RowOut row_out,
-    Finish finish) {
-    const int tx = static_cast<int>(threadIdx.x) % Tile::TX;
-    const int ty = static_cast<int>(threadIdx.x) / Tile::TX;
+    // Epilogue: rows inside the problem, columns inside the group.
+    const int HWd = a.Hd * a.Wd;
+    T* dsplit = dst + split * a.split_stride;
 #pragma unroll
     for (int i = 0; i < Tile::TM; ++i) {
-        const int lr = regblock_row<Tile>(tx, i);
-        if (v.m0 + lr >= v.M) continue;  // tail rows of the last tile
-        const int pp = v.p_base + lr;
-        T* out = row_out(v.n_base + pp / P, pp % P);
+        const long long m = m0 + regblock_row<Tile>(tx, i);
+        if (m >= a.M) continue;  // tail rows of the last tile
+        const long long n = m / HoWo;
+        const int p = static_cast<int>(m - n * HoWo);
+        const int oh = p / a.Wo;
+        const int ow = p - oh * a.Wo;
+        T* out = dsplit + (n * a.Cdst + static_cast<long long>(g) * a.NG + n0) * HWd +
+                 ((oh * a.osh + a.oph) * a.Wd + ow * a.osw + a.opw);
 #pragma unroll
         for (int j = 0; j < Tile::TN; ++j) {
             const int lc = regblock_col<Tile>(ty, j);
-            if (v.n0 + lc >= NG) continue;  // tail channels of the last tile
-            out[static_cast<long long>(lc) * P] = finish(lc, acc[i][j]);
+            if (n0 + lc >= a.NG) continue;  // tail columns of the last tile
+            T v = acc[i][j];
+            if (a.has_bias) v = v + bias[g * a.NG + n0 + lc];
+            out[static_cast<long long>(lc) * HWd] = v;
         }
+    }
+}
+
+// The second stage of a split-K launch: out[i] = part[0*total + i] + part[1*total +
+// i] + ... in split order (+ bias[(i / plane) % channels] when has_bias), one thread
+// per element, grid-stride.
+template <typename T>
+__device__ __forceinline__ void split_reduce(
+    const T* __restrict__ part, const T* __restrict__ bias, T* __restrict__ out,
+    int splits, int channels, int plane, int has_bias, long long total) {
+    // The bias channel of element idx is (idx / plane) % channels: in 32-bit
+    // arithmetic while idx fits (the usual case; a 64-bit division is several times
+    // the instructions), else in 64 bits.
+    const bool small = total <= 0x7fffffffLL;
+    for (long long idx = global_thread_index(); idx < total; idx += grid_stride()) {
+        T acc = part[idx];
+        for (int sp = 1; sp < splits; ++sp) acc = acc + part[sp * total + idx];
+        if (has_bias) {
+            int c;
+            if (small) {
+                c = (static_cast<int>(idx) / plane) % channels;
+            } else {
+                c = static_cast<int>((idx / plane) % channels);
+            }
+            acc = acc + bias[c];
+        }
+        out[idx] = acc;
     }
 }
 

@@ -65,6 +65,7 @@ from gpuconv._plan_conv import (
     plan_pad_fold,
     plan_pad_gather,
     resolve_algorithm,
+    slice_table,
     tap_table,
 )
 from gpuconv._precision import applies_tf32, round_tf32, select_precision
@@ -201,8 +202,16 @@ def _run(dev: Any, launches: list[Any]) -> None:
 
 
 def _taps(dev: Any, channels: int, p: Conv2dProblem) -> Any:
+    """The tap table of the tensor-core kernels (uploaded once per geometry)."""
     args = (channels, p.KH, p.KW, p.dilation[0], p.dilation[1])
     return _const_array(dev, ("taps", *args), lambda: tap_table(*args))
+
+
+def _slices(dev: Any, p: Conv2dProblem, pass_name: str) -> Any:
+    """The ``tiled_regblock`` slice table of a pass (uploaded once per geometry)."""
+    key = ("slices", pass_name, p.Cg, p.Kg, p.KH, p.KW, p.stride, p.dilation,
+           p.padding)
+    return _const_array(dev, key, lambda: slice_table(p, pass_name))
 
 
 def _pad_input(
@@ -525,8 +534,9 @@ def conv2d_forward(
         launches: list[Any] = []
         xin, p0 = _pad_input(dev, x, p, alloc, launches)
         algo = resolve_algorithm(p0, "forward", algorithm)
-        taps = _taps(dev, p0.Cg, p0) if algo == "tiled_regblock" else None
-        return launches + plan_conv2d_forward(p0, algo, xin, w, bias, y, taps)
+        slices = _slices(dev, p0, "forward") if algo == "tiled_regblock" else None
+        return launches + plan_conv2d_forward(p0, algo, xin, w, bias, y, slices,
+                                              alloc=alloc)
 
     _planned(key, plan, dev, (x, w, bias, y), build)
     return y
@@ -574,13 +584,16 @@ def conv2d_backward_input(
     def build(alloc: Callable[..., Any]) -> list[Any]:
         if not needs_padding_copy(p):
             algo = resolve_algorithm(p, "backward_input", algorithm)
-            taps = _taps(dev, p.Kg, p) if algo == "tiled_regblock" else None
-            return plan_conv2d_backward_input(p, algo, gy, w, gx, taps)
+            slices = (_slices(dev, p, "backward_input") if algo == "tiled_regblock"
+                      else None)
+            return plan_conv2d_backward_input(p, algo, gy, w, gx, slices, alloc=alloc)
         p0 = padded_problem(p)
         algo = resolve_algorithm(p0, "backward_input", algorithm)
-        taps = _taps(dev, p0.Kg, p0) if algo == "tiled_regblock" else None
+        slices = (_slices(dev, p0, "backward_input") if algo == "tiled_regblock"
+                  else None)
         gxpad = alloc(p0.x_shape, p.compute_dtype)
-        launches = plan_conv2d_backward_input(p0, algo, gy, w, gxpad, taps)
+        launches = plan_conv2d_backward_input(p0, algo, gy, w, gxpad, slices,
+                                              alloc=alloc)
         mkey = (p.H, p.W, p.padding, p.padding_mode)
         maps = [
             _const_array(dev, ("foldmap", i, *mkey), lambda i=i: fold_maps(p)[i])

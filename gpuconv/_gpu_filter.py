@@ -11,6 +11,11 @@ images ``in1 (B, H, W)`` with one kernel or a stack ``k (Bk, KH, KW)``
   kernels for float32/float64, a runtime-size path for every other shape);
 - ``'naive'``: ``filter2d_naive``, one thread per output (kernels whose tile does not
   fit in 48 KiB of shared memory);
+- ``'filter1d'``: ``filter1d_tiled`` of ``cuda/filter1d.cu`` for 1-D problems
+  (``B x 1 x W`` signals, one ``1 x KW`` kernel row;
+  :func:`gpuconv._plan_filter.choose_filter1d` decides it against the FFT);
+- ``'fft1d'``: the segmented (overlap-save) FFT of 1-D problems
+  (:func:`correlate1d_fft`);
 - ``'fft'``: cuFFT through ``xp.fft`` (float and complex only; ``method='auto'``
   takes it when the cost model says it is faster and every input is finite, since
   an FFT spreads one NaN or inf over the whole output).
@@ -38,10 +43,13 @@ from gpuconv._plan_filter import (
     CTYPES,
     check_extents,
     choose_algorithm,
+    choose_filter1d,
     direct_seconds,
+    fft1d_segment,
     fft_grid,
     fft_seconds,
     plan_filter,
+    plan_filter1d,
     separable_candidate,
     separable_problems,
     separable_seconds,
@@ -130,10 +138,11 @@ def correlate2d(
         if dt == np.bool_:
             entry = _Entry("bool", "bool")
         else:
-            algorithm = choose_algorithm(fp, method)
+            # 1-D problems (B x 1 x W, a 1 x KW kernel) take filter1d.cu
+            algorithm = choose_filter1d(fp, method) or choose_algorithm(fp, method)
             direct = algorithm
-            if algorithm == "fft" and method == "auto":
-                direct = choose_algorithm(fp, "direct")
+            if algorithm in ("fft", "fft1d") and method == "auto":
+                direct = choose_filter1d(fp, "direct") or choose_algorithm(fp, "direct")
             entry = _Entry(algorithm, direct)
         _PLANS.put(key, entry)
     xp = device.xp
@@ -142,7 +151,11 @@ def correlate2d(
         return _correlate_bool(
             in1, k, fp, method, device=device, out=out, block=block, vector=vector
         )
-    if algorithm == "fft" and method == "auto" and not _all_finite(xp, in1, k, fp):
+    if (
+        algorithm in ("fft", "fft1d")
+        and method == "auto"
+        and not _all_finite(xp, in1, k, fp)
+    ):
         algorithm = entry.direct  # values decide: an FFT would spread NaN/inf
     if entry.separable is None:  # the cost model's side, once per problem
         entry.separable = separable_preferred(fp, method, entry.algorithm)
@@ -151,8 +164,9 @@ def correlate2d(
         return correlate2d_separable(
             in1, uv, fp, device=device, out=out, block=block, vector=vector
         )
-    if algorithm == "fft":
-        y = correlate2d_fft(in1, k, fp, xp)
+    if algorithm in ("fft", "fft1d"):
+        fft = correlate1d_fft if algorithm == "fft1d" else correlate2d_fft
+        y = fft(in1, k, fp, xp)
         if out is None:
             return y
         out[...] = y
@@ -179,7 +193,12 @@ def correlate2d(
     ):
         plan = None  # buffers unlike the plan's: plan_filter says what is wrong
     if plan is None:
-        launches = plan_filter(fp, in1, k, out, algorithm, block=block, vector=vector)
+        if algorithm == "filter1d":  # its tile is fixed: `block` does not apply
+            launches = plan_filter1d(fp, in1, k, out, vector=vector)
+        else:
+            launches = plan_filter(
+                fp, in1, k, out, algorithm, block=block, vector=vector
+            )
         plan = LaunchPlan(device, launches, 3, buffers=(in1, k, out))
         if plan.reusable and len(entry.plans) < _ALIGNMENTS_PER_PROBLEM:
             entry.plans[align] = plan
@@ -453,3 +472,47 @@ def correlate2d_fft(in1: Any, k: Any, fp: FilterProblem, xp: Any) -> Any:
     y = inv(spec, s=(sh, sw), axes=axes)
     out = xp.ascontiguousarray(y[:, oy : oy + fp.OH, ox : ox + fp.OW].astype(dt))
     return add_fill_correction(out, k, fp, xp)
+
+
+def _as_strided(xp: Any) -> Any:
+    lib = getattr(xp, "lib", None)
+    st = getattr(lib, "stride_tricks", None)
+    return st.as_strided if st is not None else np.lib.stride_tricks.as_strided
+
+
+def correlate1d_fft(in1: Any, k: Any, fp: FilterProblem, xp: Any) -> Any:
+    """The segmented (overlap-save) FFT of a 1-D problem
+    (:func:`gpuconv._plan_filter.fft1d_ok`): ``(B, 1, OW)``.
+
+    The padded signal ``ext(in1)[b, -pad_left : OW + KW - 1 - pad_left]`` is cut
+    into ``nseg`` overlapping segments of ``L`` samples
+    (:func:`gpuconv._plan_filter.fft1d_segment`) that start ``L - KW + 1`` apart
+    (a strided view, no copy of its own); one batched forward transform of all
+    segments, the product with the spectrum of the reversed kernel (``L`` values:
+    not a full-size transform of the zero-padded kernel), one batched inverse;
+    each segment's alias-free ``L - KW + 1`` outputs are kept. One segment is the
+    plain full-size FFT.
+    """
+    dt = np.dtype(fp.dtype)
+    L, nseg = fft1d_segment(fp)
+    step = L - fp.KW + 1
+    total = nseg * step + fp.KW - 1  # padded samples the segments cover
+    if fp.boundary == "fill":  # zero fill (fft1d_ok): the signal inside zeros
+        xe = xp.zeros((fp.B, total), dtype=dt)
+        n = min(fp.W, total - fp.pad_left)
+        xe[:, fp.pad_left : fp.pad_left + n] = in1[:, 0, :n]
+    else:  # wrap/symm: extended by the boundary rule, then zeros
+        ext = extend(in1, fp, xp)[:, 0, :]  # (B, OW + KW - 1)
+        xe = xp.zeros((fp.B, total), dtype=dt)
+        xe[:, : ext.shape[1]] = ext
+    isz = xe.strides[-1]
+    segs = _as_strided(xp)(
+        xe, (fp.B, nseg, L), (xe.strides[0], step * isz, isz), writeable=False
+    )
+    fwd, inv = (xp.fft.fft, xp.fft.ifft) if dt.kind == "c" else (
+        xp.fft.rfft, xp.fft.irfft)  # fmt: skip
+    spec = fwd(segs, n=L, axis=-1)
+    spec *= fwd(k[:, :, ::-1], n=L, axis=-1)  # (Bk, 1, .) over the segments
+    y = inv(spec, n=L, axis=-1)[:, :, fp.KW - 1 :]  # (B, nseg, step)
+    y = y.reshape(fp.B, nseg * step)[:, : fp.OW]
+    return xp.ascontiguousarray(y.astype(dt, copy=False)).reshape(fp.B, 1, fp.OW)

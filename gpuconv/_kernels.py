@@ -36,10 +36,14 @@ CONV_TILED_TILE = (32, 8)
 # (TX, TY, TM, TN) of the `tiled_regblock` variants per C type: the block tile is
 # (TX*TM pixels) x (TY*TN channels). Only configurations that compile without any
 # register spill for sm_80 and sm_90 are listed (tests/test_nvcc.py checks it);
-# double 16x16x8x4 and 16x16x8x8 spill.
+# double 16x16x8x4 and 16x16x8x8 spill. 16x8x8x8 (128 threads, 128 x 64) keeps the
+# 8x8 thread tile (FMA share ~80 % in the SASS proxy) for 64 output channels;
+# 32x4x8x8 (256 x 32, two A rows per thread) keeps it for 32 output channels;
+# 32x4x4x4 (128 x 16) is the narrow tile of few-channel GEMMs (the stem's input
+# gradient: 3 columns).
 CONV_REGBLOCK_TILES: dict[str, tuple[tuple[int, int, int, int], ...]] = {
-    "float": ((16, 16, 8, 8), (16, 16, 8, 4), (16, 16, 4, 4), (32, 8, 4, 4),
-              (16, 8, 4, 4)),
+    "float": ((16, 16, 8, 8), (16, 8, 8, 8), (32, 4, 8, 8), (16, 16, 8, 4),
+              (16, 16, 4, 4), (32, 8, 4, 4), (16, 8, 4, 4), (32, 4, 4, 4)),
     "double": ((16, 16, 4, 4), (32, 8, 4, 4), (16, 8, 4, 4)),
 }
 
@@ -58,6 +62,11 @@ def _conv_pass_instances(pass_name: str) -> tuple[str, ...]:
         names.append(conv_kernel_name(pass_name, "tiled", ctype, CONV_TILED_TILE))
         for tile in CONV_REGBLOCK_TILES[ctype]:
             names.append(conv_kernel_name(pass_name, "tiled_regblock", ctype, tile))
+            # packed slices (fewer than 8 reduction channels): PACKED = true
+            names.append(conv_kernel_name(pass_name, "tiled_regblock", ctype,
+                                          (*tile, "true")))
+        # the ordered second stage of a split-K tiled_regblock plan
+        names.append(conv_kernel_name(pass_name, "split_reduce", ctype))
     return tuple(names)
 
 
@@ -67,8 +76,9 @@ KERNELS["conv2d_backward_input.cu"] = _conv_pass_instances("backward_input")
 # over N*OH*OW): its own tile list, with wide tiles (BN > BM) for few output channels
 # (e.g. 32 x 128 for 5x5 192->32). Spill-free for sm_80/sm_90 (tests/test_nvcc.py).
 CONV_WGRAD_REGBLOCK_TILES: dict[str, tuple[tuple[int, int, int, int], ...]] = {
-    "float": ((16, 16, 8, 8), (16, 16, 8, 4), (16, 16, 4, 8), (16, 16, 4, 4),
-              (32, 8, 4, 4), (8, 32, 4, 4), (16, 8, 4, 4)),
+    "float": ((16, 16, 8, 8), (16, 8, 8, 8), (8, 16, 8, 8), (16, 16, 8, 4),
+              (16, 16, 4, 8), (16, 16, 4, 4), (32, 8, 4, 4), (8, 32, 4, 4),
+              (16, 8, 4, 4)),
     "double": ((16, 16, 4, 4), (32, 8, 4, 4), (8, 32, 4, 4), (16, 8, 4, 4)),
 }
 
@@ -126,6 +136,17 @@ def _filter_instances() -> tuple[str, ...]:
 
 
 KERNELS["filter2d.cu"] = _filter_instances()
+
+
+# --- filter1d.cu: the 1-D filter kernel (launch planned by
+# gpuconv._plan_filter.plan_filter1d; instance list kept with it) -----------------
+def _filter1d_instances() -> tuple[str, ...]:
+    from gpuconv._plan_filter import filter1d_kernel_names
+
+    return filter1d_kernel_names()
+
+
+KERNELS["filter1d.cu"] = _filter1d_instances()
 
 
 # One header every source folder holds: how source_dir() recognises it.

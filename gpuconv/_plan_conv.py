@@ -242,29 +242,60 @@ def regblock_tile(
 ) -> tuple[int, int, int, int]:
     """The ``(TX, TY, TM, TN)`` tile of a ``tiled_regblock`` launch.
 
-    A small cost model: the blocks spread evenly over ``sm_count`` SMs, so the
-    busiest SM computes ``ceil(blocks / sm_count)`` padded ``BM x BN`` tiles (tails
-    included: waste counts); its speed is the thread tile's efficiency (an 8x8 tile
-    does 4 FMAs per shared-memory load: 1.0; 8x4: 0.85; 4x4: 0.7) times a latency
-    factor ``min(1, resident warps / 8)``. The cheapest tile wins, the larger tile
-    on ties.
+    A small cost model: the blocks (times the split-K factor of
+    :func:`regblock_splits`) spread evenly over ``sm_count`` SMs, so the busiest SM
+    computes ``ceil(blocks / sm_count)`` padded ``BM x BN`` tiles over its share of
+    the reduction (tails included: waste counts); its speed is the thread tile's
+    efficiency (the hot loop's FMA share from the SASS proxy, ``bench/sass_check.py``:
+    8x8 ~0.8, 8x4 ~0.65, 4x4 ~0.55: 1.0, 0.8 and 0.7 relative) times a latency
+    factor ``min(1, resident warps / 8)``. The cheapest tile wins, the larger tile on
+    ties.
     """
-    m, ng, _ = gemm_shape(p, pass_name)
+    m, ng, kr = gemm_shape(p, pass_name)
     best: tuple[float, int, tuple[int, int, int, int]] | None = None
     for tile in CONV_REGBLOCK_TILES[ctype_of(p.compute_dtype)]:
         tx, ty, tm, tn = tile
         bm, bn = tx * tm, ty * tn
-        blocks = -(-m // bm) * -(-ng // bn) * p.groups
+        base = -(-m // bm) * -(-ng // bn) * p.groups
+        resident = regblock_blocks_per_sm(tile, p.compute_dtype)
+        splits = regblock_splits(base, kr, resident, sm_count)
+        blocks = base * splits
         per_sm = -(-blocks // sm_count)
-        resident = min(per_sm, regblock_blocks_per_sm(tile, p.compute_dtype))
-        latency = min(1.0, resident * tx * ty / 32 / 8)
-        speed = {64: 1.0, 32: 0.85, 16: 0.7}[tm * tn]
-        cost = per_sm * bm * bn / (speed * latency)
+        latency = min(1.0, min(per_sm, resident) * tx * ty / 32 / 8)
+        speed = {64: 1.0, 32: 0.8, 16: 0.7}[tm * tn]
+        cost = per_sm * bm * bn * -(-kr // splits) / (speed * latency)
         key = (cost, -bm * bn, tile)
         if best is None or key[:2] < best[:2]:
             best = key
     assert best is not None
     return best[2]
+
+
+#: Fewest reduction slices (of :data:`REGBLOCK_BK` channels of one tap) per split
+#: of a forward / input-gradient ``tiled_regblock`` launch.
+SLICED_MIN_SLICES = 16
+
+
+def regblock_splits(base_blocks: int, kr: int, resident: int,
+                    sm_count: int = DEFAULT_SM_COUNT) -> int:
+    """Split-K factor of a forward / input-gradient ``tiled_regblock`` launch:
+    1 when ``base_blocks`` fill the SMs once (``sm_count * resident``), else enough
+    splits for :data:`WGRAD_TARGET_WAVES` waves (:func:`split_count`), each at least
+    :data:`SLICED_MIN_SLICES` slices of the ``kr`` reduction terms.
+
+    Examples
+    --------
+    >>> regblock_splits(28, 512 * 9, 1)  # 3x3 512->512 at 7^2, N=16, 128x128 tiles
+    14
+    >>> regblock_splits(784, 64 * 9, 1)  # 3x3 64->64 at 56^2: enough blocks
+    1
+    """
+    slots = sm_count * resident
+    if base_blocks >= slots:
+        return 1
+    slices = -(-kr // REGBLOCK_BK)
+    return max(1, min(slices, split_count(slices, base_blocks, slots,
+                                          SLICED_MIN_SLICES)))
 
 
 def regblock_blocks_per_sm(tile: tuple[int, int, int, int], dtype: Any) -> int:
@@ -283,7 +314,8 @@ def regblock_blocks_per_sm(tile: tuple[int, int, int, int], dtype: Any) -> int:
 
 
 def tap_table(channels: int, KH: int, KW: int, dh: int, dw: int) -> np.ndarray:
-    """The ``TapEntry`` table of an implicit GEMM reduction (``common.cuh``).
+    """The ``TapEntry`` table of an implicit GEMM reduction (``common.cuh``; the
+    tensor-core kernels).
 
     Row ``r = ch*KH*KW + kh*KW + kw`` holds ``(ch, kh*dh, kw*dw, kh*KW + kw)``;
     int32, shape ``(channels*KH*KW, 4)``, C-contiguous (16 bytes per entry).
@@ -297,6 +329,137 @@ def tap_table(channels: int, KH: int, KW: int, dh: int, dw: int) -> np.ndarray:
     tap = r % (KH * KW)
     table = np.stack([r // (KH * KW), (tap // KW) * dh, (tap % KW) * dw, tap], axis=1)
     return np.ascontiguousarray(table, dtype=np.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class SlicedPhase:
+    """One ``tiled_regblock`` launch of a forward or input-gradient pass: its output
+    grid ``Ho x Wo`` (pixel ``(oh, ow)``: source row ``oh*ah + bh`` plus the slice's
+    ``dy``, column likewise; destination pixel ``(oh*osh + oph, ow*osw + opw)``) and
+    its rows ``[offset, offset + count)`` of :func:`slice_table`."""
+
+    Ho: int
+    Wo: int
+    ah: int
+    bh: int
+    aw: int
+    bw: int
+    osh: int
+    oph: int
+    osw: int
+    opw: int
+    offset: int
+    count: int
+
+
+def _phase_taps(ph: int, pt: int, K: int, d: int, s: int) -> list[tuple[int, int]]:
+    """``(k, shift)`` of the kernel taps that reach output phase ``ph`` of a
+    stride-``s`` input gradient: ``(ph + pt - k*d) % s == 0``, ``shift = (ph + pt
+    - k*d) // s`` (exact)."""
+    return [(k, (ph + pt - k * d) // s) for k in range(K)
+            if (ph + pt - k * d) % s == 0]
+
+
+def sliced_packed(p: Conv2dProblem, pass_name: str) -> bool:
+    """Whether the ``tiled_regblock`` slices of a pass are packed: fewer than
+    :data:`REGBLOCK_BK` reduction channels per group (``C/groups`` forward,
+    ``K/groups`` input gradient), so a slice holds BK consecutive (channel, tap)
+    terms instead of BK channels of one tap (mostly padding)."""
+    return (p.Cg if pass_name == "forward" else p.Kg) < REGBLOCK_BK
+
+
+def _sliced_groups(p: Conv2dProblem, pass_name: str):
+    """Per launch of a sliced plan: its grid ``(Ho, Wo, ah, bh, aw, bw, osh, oph,
+    osw, opw)`` (``None`` for an empty phase) and its taps ``(tap, dy, dx)``."""
+    (sh, sw), (dh, dw) = p.stride, p.dilation
+    pt, _, pl, _ = p.padding
+    if pass_name == "forward":
+        taps = [(kh * p.KW + kw, kh * dh, kw * dw)
+                for kh in range(p.KH) for kw in range(p.KW)]
+        return [((p.OH, p.OW, sh, -pt, sw, -pl, 1, 0, 1, 0), taps)]
+    if pass_name != "backward_input":
+        raise ValueError(f"no sliced plan for pass {pass_name!r}")
+    out = []
+    for ph in range(sh):
+        for pw in range(sw):
+            taps = [(kh * p.KW + kw, dy, dx)
+                    for kh, dy in _phase_taps(ph, pt, p.KH, dh, sh)
+                    for kw, dx in _phase_taps(pw, pl, p.KW, dw, sw)]
+            Ho, Wo = len(range(ph, p.H, sh)), len(range(pw, p.W, sw))
+            grid = (Ho, Wo, 1, 0, 1, 0, sh, ph, sw, pw) if Ho and Wo else None
+            out.append((grid, taps))
+    return out
+
+
+def _sliced_rows(p: Conv2dProblem, pass_name: str, taps: list) -> list:
+    """The table rows of one launch: one per slice, or (packed) one per term padded
+    to a multiple of BK with ``woff = -1`` rows."""
+    cred = p.Cg if pass_name == "forward" else p.Kg
+    KHKW = p.KH * p.KW
+    c_stride = KHKW if pass_name == "forward" else p.Cg * KHKW
+    bk = REGBLOCK_BK
+    if sliced_packed(p, pass_name):
+        rows = [(ch, dy, dx, ch * c_stride + t) for ch in range(cred)
+                for t, dy, dx in taps]
+        return rows + [(0, 0, 0, -1)] * (-len(rows) % bk)
+    return [(chunk, dy, dx, chunk * bk * c_stride + t)
+            for chunk in range(-(-cred // bk)) for t, dy, dx in taps]
+
+
+def sliced_phases(p: Conv2dProblem, pass_name: str) -> tuple[SlicedPhase, ...]:
+    """The launches of a ``tiled_regblock`` forward (one) or input gradient (one
+    per output phase of the stride with any pixel: ``sh*sw`` at most; a phase no
+    tap reaches has no slices, its launch writes zeros). ``offset`` counts table
+    rows (BK rows per slice when packed), ``count`` slices.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv._conv_args import normalize_conv2d
+    >>> p = normalize_conv2d((1, 8, 5, 5), (8, 8, 3, 3), [np.float32], stride=2,
+    ...                      padding=1)
+    >>> [(ph.Ho, ph.Wo, ph.oph, ph.opw, ph.count) for ph in
+    ...  sliced_phases(p, "backward_input")]
+    [(3, 3, 0, 0, 1), (3, 2, 0, 1, 2), (2, 3, 1, 0, 2), (2, 2, 1, 1, 4)]
+    """
+    per_slice = REGBLOCK_BK if sliced_packed(p, pass_name) else 1
+    phases = []
+    offset = 0
+    for grid, taps in _sliced_groups(p, pass_name):
+        rows = len(_sliced_rows(p, pass_name, taps))
+        if grid is not None:
+            phases.append(SlicedPhase(*grid, offset, rows // per_slice))
+        offset += rows
+    return tuple(phases)
+
+
+def slice_table(p: Conv2dProblem, pass_name: str) -> np.ndarray:
+    """The ``SliceEntry`` table (``implicit_gemm.cuh``) of every launch of
+    :func:`sliced_phases`, phase after phase: int32 rows ``(chunk, dy, dx, woff)``,
+    one per slice, chunk-major then taps in ``(kh, kw)`` order, ``woff = chunk * BK
+    * c_stride + kh*KW + kw`` (``c_stride``: ``KH*KW`` forward, ``C/groups*KH*KW``
+    input gradient); packed (:func:`sliced_packed`): one row ``(channel, dy, dx,
+    channel*c_stride + kh*KW + kw)`` per term, channel-major, padded with ``woff =
+    -1`` rows to a multiple of BK per launch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv._conv_args import normalize_conv2d
+    >>> p = normalize_conv2d((1, 9, 4, 4), (2, 9, 1, 2), [np.float32], dilation=3)
+    >>> slice_table(p, "forward").tolist()
+    [[0, 0, 0, 0], [0, 0, 3, 1], [1, 0, 0, 16], [1, 0, 3, 17]]
+    >>> q = normalize_conv2d((1, 3, 4, 4), (2, 3, 1, 2), [np.float32], dilation=3)
+    >>> slice_table(q, "forward")[:, 3].tolist()  # 6 terms, 2 padding rows
+    [0, 1, 2, 3, 4, 5, -1, -1]
+    """
+    rows: list[tuple[int, int, int, int]] = []
+    for _, taps in _sliced_groups(p, pass_name):
+        rows += _sliced_rows(p, pass_name, taps)
+    table = np.array(rows, dtype=np.int32).reshape(-1, 4)
+    if not len(table):  # keep a valid (never read) buffer
+        table = np.zeros((1, 4), dtype=np.int32)
+    return np.ascontiguousarray(table)
 
 
 def pad_maps(p: Conv2dProblem) -> tuple[np.ndarray, np.ndarray]:
@@ -380,28 +543,84 @@ def _tiled_launch(
     )
 
 
-def _regblock_launch(
-    p: Conv2dProblem, pass_name: str, ct: str, args_before: tuple,
-    args_after: tuple, sm_count: int,
-) -> Launch:
+def _regblock_launches(
+    p: Conv2dProblem, pass_name: str, ct: str, src: Any, w: Any, bias: Any,
+    slices: Any, dst: Any, alloc: Any, sm_count: int,
+) -> list[Launch]:
+    """The sliced implicit GEMM (``implicit_gemm.cuh``): one launch per phase of
+    :func:`sliced_phases`, with split-K (:func:`regblock_splits`) into an ``alloc``
+    workspace and the ordered ``split_reduce`` when the blocks do not fill the SMs
+    (only when ``alloc`` is given)."""
     tile = regblock_tile(p, pass_name, sm_count)
     tx, ty, tm, tn = tile
-    m, ng, _ = gemm_shape(p, pass_name)
-    m_tiles, n_tiles = -(-m // (tx * tm)), -(-ng // (ty * tn))
-    return Launch(
-        source=SOURCES[pass_name],
-        kernel=conv_kernel_name(pass_name, "tiled_regblock", ct, tile),
-        grid=_blocks_1d(m_tiles * n_tiles * p.groups, f"conv2d {pass_name} regblock"),
-        block=(tx * ty, 1, 1),
-        shared_mem=0,
-        args=(*args_before, _i64(m), _i32(m_tiles, "m_tiles"),
-              _i32(n_tiles, "n_tiles"), *args_after),
-    )
+    bm, bn = tx * tm, ty * tn
+    _, ng, kr = gemm_shape(p, pass_name)
+    KHKW = p.KH * p.KW
+    if pass_name == "forward":
+        src_c, cred, dst_c, hd, wd = p.C, p.Cg, p.K, p.OH, p.OW
+        hs, ws = p.H, p.W
+        col_stride, c_stride = p.Cg * KHKW, KHKW
+    else:
+        src_c, cred, dst_c, hd, wd = p.K, p.Kg, p.C, p.H, p.W
+        hs, ws = p.OH, p.OW
+        col_stride, c_stride = KHKW, p.Cg * KHKW
+    for what, v in (("weights per group", cred * ng * KHKW),
+                    ("BK source planes", REGBLOCK_BK * hs * ws)):
+        if v > INT32_MAX - 1024:
+            raise ValueError(
+                f"conv2d on CUDA: {what} = {v} exceeds the 32-bit offsets of "
+                "tiled_regblock; use algorithm='tiled' or 'naive'"
+            )
+    phases = sliced_phases(p, pass_name)
+    kernel_tile = (*tile, "true") if sliced_packed(p, pass_name) else tile
+    resident = regblock_blocks_per_sm(tile, p.compute_dtype)
+    base = max(-(-p.N * ph.Ho * ph.Wo // bm) for ph in phases) * -(-ng // bn)
+    splits = regblock_splits(base * p.groups, kr, resident, sm_count)
+    if alloc is None:
+        splits = 1
+    total = p.N * dst_c * hd * wd
+    out = dst if splits == 1 else alloc((splits, total), p.compute_dtype)
+    has_bias = bias is not None and splits == 1
+    launches = []
+    for ph in phases:
+        m = p.N * ph.Ho * ph.Wo
+        m_tiles, n_tiles = -(-m // bm), -(-ng // bn)
+        per, extra = divmod(ph.count, splits)
+        launches.append(Launch(
+            source=SOURCES[pass_name],
+            kernel=conv_kernel_name(pass_name, "tiled_regblock", ct, kernel_tile),
+            grid=_blocks_1d(m_tiles * n_tiles * p.groups * splits,
+                            f"conv2d {pass_name} regblock"),
+            block=(tx * ty, 1, 1),
+            shared_mem=0,
+            args=(src, w, bias if has_bias else w, slices, out,
+                  *(_i32(v, "extent") for v in (
+                      src_c, hs, ws, cred, dst_c, hd, wd, ng, ph.Ho, ph.Wo)),
+                  # signed: bh, bw are -padding for the forward pass
+                  *(np.int32(v) for v in (ph.ah, ph.bh, ph.aw, ph.bw, ph.osh, ph.oph,
+                                          ph.osw, ph.opw)),
+                  *(_i32(v, "extent") for v in (col_stride, c_stride, KHKW,
+                                                ph.offset, ph.count)),
+                  np.int32(has_bias), _i64(m), _i32(m_tiles, "m_tiles"),
+                  _i32(n_tiles, "n_tiles"), _i32(p.groups, "groups"),
+                  _i64(total if splits > 1 else 0), _i64(per), _i32(extra, "extra")),
+        ))
+    if splits > 1:
+        with_bias = bias is not None
+        launches.append(Launch(
+            source=SOURCES[pass_name],
+            kernel=conv_kernel_name(pass_name, "split_reduce", ct),
+            grid=_linear_grid(total), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
+            args=(out, bias if with_bias else out, dst, _i32(splits, "splits"),
+                  _i32(dst_c, "channels"), _i32(hd * wd, "plane"),
+                  np.int32(with_bias), _i64(total)),
+        ))
+    return launches
 
 
 def plan_conv2d_forward(
     p: Conv2dProblem, algorithm: str, x: Any, w: Any, bias: Any, y: Any,
-    taps: Any = None, *, sm_count: int = DEFAULT_SM_COUNT,
+    slices: Any = None, *, alloc: Any = None, sm_count: int = DEFAULT_SM_COUNT,
 ) -> list[Launch]:
     """Launches computing ``y = conv2d(x, w) + bias`` for a zero-padded problem.
 
@@ -412,10 +631,14 @@ def plan_conv2d_forward(
     algorithm : {'naive', 'tiled', 'tiled_regblock'}
     x, w, bias, y : device arrays
         C-contiguous, ``p.compute_dtype``; ``bias`` may be ``None``.
-    taps : device array, optional
-        ``tap_table(C/groups, KH, KW, dh, dw)``; required by ``'tiled_regblock'``.
+    slices : device array, optional
+        ``slice_table(p, 'forward')``; required by ``'tiled_regblock'``.
+    alloc : callable, optional
+        ``alloc(shape, dtype)`` returns a C-contiguous device workspace; with it a
+        ``tiled_regblock`` plan whose blocks do not fill the SMs splits the
+        reduction (split-K, then the ordered ``split_reduce``).
     sm_count : int
-        SMs of the device (tile choice only).
+        SMs of the device (tile and split choice only).
     """
     _check_zero_padded(p)
     _check_variant(algorithm)
@@ -439,23 +662,23 @@ def plan_conv2d_forward(
                  s["OH"], s["OW"], has_bias)
         return [_tiled_launch(p, "forward", ct, (x, w, b, y), s, p.K, p.OH, p.OW,
                               extra)]
-    if taps is None:
-        raise ValueError("tiled_regblock needs the tap table (tap_table(...))")
-    before = (x, w, b, taps, y, s["C"], s["H"], s["W"], s["K"], s["KH"], s["KW"],
-              s["groups"], s["sh"], s["sw"], s["pt"], s["pl"], s["OH"], s["OW"],
-              has_bias)
-    return [_regblock_launch(p, "forward", ct, before, (), sm_count)]
+    if slices is None:
+        raise ValueError("tiled_regblock needs the slice table (slice_table(...))")
+    return _regblock_launches(p, "forward", ct, x, w, bias, slices, y, alloc,
+                              sm_count)
 
 
 def plan_conv2d_backward_input(
-    p: Conv2dProblem, algorithm: str, gy: Any, w: Any, gx: Any, taps: Any = None,
-    *, sm_count: int = DEFAULT_SM_COUNT,
+    p: Conv2dProblem, algorithm: str, gy: Any, w: Any, gx: Any, slices: Any = None,
+    *, alloc: Any = None, sm_count: int = DEFAULT_SM_COUNT,
 ) -> list[Launch]:
     """Launches computing ``gx`` (``(N, C, H, W)`` of ``p``) from ``gy`` and ``w``.
 
     For a non-zero padding mode pass :func:`padded_problem` and a padded ``gx``
-    buffer, then :func:`plan_pad_fold`. ``taps`` is ``tap_table(K/groups, KH, KW,
-    dh, dw)``, required by ``'tiled_regblock'``.
+    buffer, then :func:`plan_pad_fold`. ``slices`` is ``slice_table(p,
+    'backward_input')``, required by ``'tiled_regblock'`` (one launch per output
+    phase of the stride: no wasted taps); ``alloc`` as for
+    :func:`plan_conv2d_forward` (split-K).
     """
     _check_zero_padded(p)
     _check_variant(algorithm)
@@ -477,11 +700,10 @@ def plan_conv2d_backward_input(
                  s["OH"], s["OW"])
         return [_tiled_launch(p, "backward_input", ct, (gy, w, gx), s, p.C, p.H,
                               p.W, extra)]
-    if taps is None:
-        raise ValueError("tiled_regblock needs the tap table (tap_table(...))")
-    before = (gy, w, taps, gx, s["C"], s["H"], s["W"], s["K"], s["KH"], s["KW"],
-              s["groups"], s["sh"], s["sw"], s["pt"], s["pl"], s["OH"], s["OW"])
-    return [_regblock_launch(p, "backward_input", ct, before, (), sm_count)]
+    if slices is None:
+        raise ValueError("tiled_regblock needs the slice table (slice_table(...))")
+    return _regblock_launches(p, "backward_input", ct, gy, w, None, slices, gx, alloc,
+                              sm_count)
 
 
 def plan_pad_gather(
@@ -728,7 +950,7 @@ def plan_conv2d_backward_weight(
     ...                                  alloc=lambda s, d: f"ws{s}")
     >>> for launch in ls:
     ...     print(launch.kernel)
-    conv2d_backward_weight_tiled_regblock<float, 16, 16, 4, 8>
+    conv2d_backward_weight_tiled_regblock<float, 8, 16, 8, 8>
     conv2d_backward_weight_reduce<float>
     >>> ls[0].grid, ls[0].args[2]
     ((790, 1, 1), 'ws(158, 36864)')

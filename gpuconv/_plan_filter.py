@@ -18,6 +18,10 @@ Algorithms
     shared memory fits the 48 KiB every device grants without an opt-in.
 ``'fft'``
     cuFFT through ``cupy.fft`` (see :mod:`gpuconv._gpu_filter`); float and complex only.
+``'filter1d'``, ``'fft1d'``
+    1-D problems (``B x 1 x W`` signals, one ``1 x KW`` kernel row):
+    ``filter1d_tiled<T>`` of ``cuda/filter1d.cu`` (:func:`plan_filter1d`) and the
+    segmented (overlap-save) FFT; :func:`choose_filter1d` decides between them.
 
 :func:`choose_algorithm` makes the ``'auto'`` decision from the cost model below.
 """
@@ -509,6 +513,224 @@ def separable_seconds(fp: FilterProblem) -> float:
     return HOST_CALL_SECONDS + separable_device_seconds(fp)
 
 
+# ---------------------------------------------------------------------------------
+# 1-D problems (B x 1 x W signals, one 1 x KW kernel row): ``filter1d_tiled<T>`` of
+# ``cuda/filter1d.cu`` (its own tile: 8-4-2 consecutive outputs per thread, taps in
+# shared-memory chunks, so any kernel length). A new path with its own constants,
+# kept apart from the 2-D calibration block above; ``bench/calibrate.py`` can fit
+# the ``FILTER1D_*`` constants on the ``filter1d/*`` rows of bench_gpu_filter.py.
+# ---------------------------------------------------------------------------------
+SOURCE_1D = "filter1d.cu"
+#: dtypes ``filter1d_tiled`` is instantiated for (booleans run as uint32; int8/16
+#: keep ``filter2d_tiled``).
+FILTER1D_DTYPES = (
+    "float32", "float64", "complex64", "complex128",
+    "int32", "uint32", "int64", "uint64",
+)  # fmt: skip
+#: Constants of filter1d.cu (``gcf1::F1D_*``): threads per block, bytes of
+#: consecutive outputs per thread, 16-byte units of taps per register chunk, bytes
+#: of taps per shared-memory chunk.
+F1D_THREADS = 256
+F1D_OUT_BYTES = 32
+F1D_REG_UNITS = 4
+F1D_TAP_TILE_BYTES = 8192
+#: UNCALIBRATED estimates (H200, not measured; fit them on ``filter1d/*`` rows):
+#: fixed device seconds per call (launch latency and tail, on top of the common
+#: :data:`HOST_CALL_SECONDS`), seconds per byte moved (80% of the 4.25 TB/s
+#: measured device copy) and seconds per float32-equivalent FLOP (70% of the FP32
+#: FMA peak; float64/complex128/integers scale as the 2-D model's ``_flop_scale``).
+FILTER1D_DEVICE_SECONDS = 5.0e-6
+FILTER1D_BYTE_SECONDS = 1.0 / (0.8 * 4.25e12)
+FILTER1D_FLOP_SECONDS = 1.0 / (0.7 * 66.9e12)
+
+
+def filter1d_name(dtype: Any) -> str:
+    return f"filter1d_tiled<{CTYPES[np.dtype(dtype).name]}>"
+
+
+def filter1d_kernel_names() -> tuple[str, ...]:
+    """Every instance of ``filter1d.cu`` gpuconv launches (the KERNELS entry)."""
+    return tuple(filter1d_name(dt) for dt in FILTER1D_DTYPES)
+
+
+def filter1d_candidate(fp: FilterProblem) -> bool:
+    """Whether ``fp`` is a stack of 1-D problems ``filter1d_tiled`` computes:
+    single-row images (``H == OH == 1``), a single-row kernel (``KH == 1``) and a
+    dtype of :data:`FILTER1D_DTYPES`."""
+    return (
+        fp.H == 1 and fp.KH == 1 and fp.OH == 1 and fp.pad_top == 0
+        and np.dtype(fp.dtype).name in FILTER1D_DTYPES
+    )  # fmt: skip
+
+
+def filter1d_taps(itemsize: int) -> tuple[int, int]:
+    """``(TAPS_REG, KC)``: taps per register chunk and per shared-memory chunk."""
+    vec = 16 // itemsize
+    return F1D_REG_UNITS * vec, F1D_TAP_TILE_BYTES // itemsize
+
+
+def filter1d_smem_bytes(itemsize: int, kw: int) -> int:
+    """Dynamic shared memory of one ``filter1d_tiled`` block (layout in filter1d.cu)."""
+    taps_reg, kc = filter1d_taps(itemsize)
+    vec = 16 // itemsize
+    tw = F1D_THREADS * (F1D_OUT_BYTES // itemsize)
+    kcp = _round_up(min(kw, kc), taps_reg)
+    units = _round_up(tw // vec + kcp // vec, 16)
+    return kcp * itemsize + 16 * units
+
+
+def filter1d_features(fp: FilterProblem) -> tuple[float, float, float]:
+    """``(1, bytes, float32-equivalent FLOP)`` of ``filter1d_tiled`` on ``fp``:
+    signal, output and kernel once each, plus the signal segment reloaded (from
+    L2, counted at the same rate) for every shared-memory tap chunk after the
+    first."""
+    dt = np.dtype(fp.dtype)
+    _, kc = filter1d_taps(dt.itemsize)
+    chunks = -(-fp.KW // kc)
+    outputs = fp.B * fp.OW
+    values = fp.B * fp.W + outputs + fp.Bk * fp.KW
+    values += (chunks - 1) * (outputs + fp.B * (fp.KW - 1))
+    return 1.0, float(values * dt.itemsize), float(outputs * fp.KW) * _flop_scale(dt)
+
+
+def filter1d_seconds(fp: FilterProblem) -> float:
+    """Modelled time of ``filter1d_tiled`` (uncalibrated constants
+    :data:`FILTER1D_DEVICE_SECONDS`, :data:`FILTER1D_BYTE_SECONDS`,
+    :data:`FILTER1D_FLOP_SECONDS`): memory and FMA time overlap, so the larger one
+    counts."""
+    one, nbytes, flops = filter1d_features(fp)
+    return HOST_CALL_SECONDS + one * FILTER1D_DEVICE_SECONDS + max(
+        nbytes * FILTER1D_BYTE_SECONDS, flops * FILTER1D_FLOP_SECONDS
+    )
+
+
+#: Segmented (overlap-save) FFT of 1-D problems (``'fft1d'``,
+#: :func:`gpuconv._gpu_filter.correlate1d_fft`): segments of
+#: ``next_fast_len(FFT1D_SEGMENT_TAPS * KW)`` samples (at least
+#: :data:`FFT1D_MIN_SEGMENT`), each giving ``L - KW + 1`` outputs, so the kernel's
+#: spectrum has ``L // 2 + 1`` values (not one per output, as in one full-size
+#: transform) and every transform is a short batched one. UNCALIBRATED estimates:
+#: memory passes over the segments' spectra (forward, product, inverse: each
+#: transform in one read and one write) at the FFT path's per-byte cost
+#: (``BYTE_SECONDS['fft']``, from the 2-D rows).
+FFT1D_SEGMENT_TAPS = 8
+FFT1D_MIN_SEGMENT = 4096
+FFT1D_PASSES = 6.0
+
+
+def fft1d_ok(fp: FilterProblem) -> bool:
+    """Whether the segmented FFT computes ``fp``: a 1-D problem
+    (:func:`filter1d_candidate`) of float or complex dtype whose boundary is
+    'wrap', 'symm' or a zero 'fill' (a non-zero fill keeps the 2-D FFT path with
+    its exact fill correction)."""
+    return (
+        filter1d_candidate(fp)
+        and np.dtype(fp.dtype).kind in "fc"
+        and (fp.boundary != "fill" or _is_zero(fp.fillvalue))
+    )
+
+
+def fft1d_segment(fp: FilterProblem) -> tuple[int, int]:
+    """``(L, nseg)``: segment length and number of segments of the segmented FFT;
+    one segment of the whole padded signal when that is shorter."""
+    real = np.dtype(fp.dtype).kind != "c"
+
+    def fast(n: int) -> int:
+        m = next_fast_len(n)
+        return next_fast_len(m + 1) if real and m % 2 else m
+
+    whole = fast(fp.OW + fp.KW - 1)
+    seg = fast(max(FFT1D_SEGMENT_TAPS * fp.KW, FFT1D_MIN_SEGMENT))
+    if seg >= whole:
+        return whole, 1
+    return seg, -(-fp.OW // (seg - fp.KW + 1))
+
+
+def fft1d_seconds(fp: FilterProblem) -> float:
+    """Modelled time of the segmented FFT (uncalibrated, see
+    :data:`FFT1D_PASSES`): the padded signal written and read once, the
+    segments' spectra :data:`FFT1D_PASSES` times, the output once."""
+    dt = np.dtype(fp.dtype)
+    L, nseg = fft1d_segment(fp)
+    real = dt.kind != "c"
+    csize = 2 * dt.itemsize if real else dt.itemsize
+    spec = fp.B * nseg * (L // 2 + 1 if real else L) * csize
+    sig = fp.B * (nseg * (L - fp.KW + 1) + fp.KW - 1) * dt.itemsize
+    nbytes = spec * FFT1D_PASSES + 2 * sig + fp.B * fp.OW * dt.itemsize
+    return HOST_CALL_SECONDS + DEVICE_SECONDS["fft"] + nbytes * BYTE_SECONDS["fft"]
+
+
+def choose_filter1d(fp: FilterProblem, method: str) -> str | None:
+    """``'filter1d'`` or ``'fft'`` for a 1-D problem (:func:`filter1d_candidate`),
+    ``None`` where the 2-D choice (:func:`choose_algorithm`) stands.
+
+    ``'direct'`` and the internal ``'filter1d'`` run the 1-D kernel; ``'fft'``
+    the segmented FFT (``'fft1d'``) where :func:`fft1d_ok`; ``'auto'`` takes the
+    cheapest of the kernel and the FFT (float and complex;
+    :func:`filter1d_seconds`, :func:`fft1d_seconds` or :func:`fft_seconds`); the
+    forced ``'naive'``, ``'tiled'`` and ``'separable'`` keep their 2-D meaning.
+
+    >>> import numpy as np
+    >>> from gpuconv._filter_args import FilterProblem
+    >>> def sig(n, k):
+    ...     return FilterProblem(1, 1, n, 1, 1, k, 0, k - 1, 1, n + k - 1, "fill",
+    ...                          0.0, np.dtype("float32"))
+    >>> [choose_filter1d(sig(10**7, k), "auto") for k in (31, 10**4)]
+    ['filter1d', 'fft1d']
+    """
+    if not filter1d_candidate(fp):
+        return None
+    if method in ("direct", "filter1d"):
+        return "filter1d"
+    if method in ("fft", "fft1d") and fft1d_ok(fp):
+        return "fft1d"
+    if method != "auto":
+        return None
+    if fft1d_ok(fp):
+        fft, cost = "fft1d", fft1d_seconds(fp)
+    elif np.dtype(fp.dtype).kind in "fc":
+        fft, cost = "fft", fft_seconds(fp)
+    else:
+        return "filter1d"
+    return fft if cost < filter1d_seconds(fp) else "filter1d"
+
+
+def plan_filter1d(
+    fp: FilterProblem, in1: Any, k: Any, out: Any, *, vector: bool = True
+) -> list[Launch]:
+    """The launch of ``filter1d_tiled`` computing ``out (B, 1, OW)`` from
+    ``in1 (B, 1, W)`` and ``k (Bk, 1, KW)`` (C-contiguous, ``fp.dtype``).
+
+    One block of :data:`F1D_THREADS` threads per tile of ``F1D_THREADS * R``
+    outputs, the batch over grid y (the kernel loops over the rest). ``vector``
+    allows 128-bit loads/stores where rows and buffers are 16-byte aligned (flag
+    bits 0 and 1; tests turn it off to run the scalar paths).
+    """
+    _check_problem(fp, in1, k, out)
+    if not filter1d_candidate(fp):
+        raise ValueError(f"filter1d_tiled computes 1-D problems, not {fp}")
+    dt = np.dtype(fp.dtype)
+    i32 = np.int32
+    vec = 16 // dt.itemsize
+    flags = 0
+    if vector and fp.W % vec == 0 and _data_ptr(in1) % 16 == 0:
+        flags |= 1
+    if vector and fp.OW % vec == 0 and _data_ptr(out) % 16 == 0:
+        flags |= 2
+    fill = np.asarray(fp.fillvalue).astype(dt).reshape(-1)[0]
+    args = (
+        in1, k, out, i32(fp.B), i32(fp.W), i32(fp.KW), i32(fp.pad_left), i32(fp.OW),
+        np.int64(fp.KW if fp.Bk > 1 else 0), i32(BOUNDARY_CODES[fp.boundary]), fill,
+        i32(flags),
+    )  # fmt: skip
+    tw = F1D_THREADS * (F1D_OUT_BYTES // dt.itemsize)
+    grid = (-(-fp.OW // tw), min(fp.B, MAX_GRID_YZ), 1)
+    smem = filter1d_smem_bytes(dt.itemsize, fp.KW)
+    return [
+        Launch(SOURCE_1D, filter1d_name(dt), grid, (F1D_THREADS, 1, 1), smem, args)
+    ]
+
+
 METHODS = ("auto", "direct", "fft", "naive", "tiled", "separable")
 
 
@@ -678,16 +900,26 @@ __all__ = [
     "CTYPES",
     "check_extents",
     "choose_algorithm",
+    "choose_filter1d",
     "direct_device_seconds",
     "direct_features",
     "direct_seconds",
     "fft_device_seconds",
     "fft_features",
     "fft_grid",
+    "fft1d_ok",
+    "fft1d_seconds",
+    "fft1d_segment",
     "fft_seconds",
+    "filter1d_candidate",
+    "filter1d_features",
+    "filter1d_kernel_names",
+    "filter1d_seconds",
+    "filter1d_smem_bytes",
     "kernel_names",
     "next_fast_len",
     "plan_filter",
+    "plan_filter1d",
     "separable_candidate",
     "separable_problems",
     "separable_device_seconds",

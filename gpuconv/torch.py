@@ -33,6 +33,23 @@ again without a copy). Inputs are never modified.
 dtypes: float16 (accumulated in float32), float32, float64, complex64 and
 complex128; input, weight and bias must share one dtype and one device.
 
+Precision
+---------
+``precision=`` (``None``, ``'highest'`` or ``'tf32'``) is that of
+:func:`gpuconv.conv2d`: ``'tf32'`` rounds the operands of every product of a
+float32 or complex64 convolution to TF32 (on CUDA tensors: the tensor-core
+kernels; on CPU tensors: the NumPy backend's exact model of them); float64 and
+complex128 are never affected, and float16 is computed the same way under both
+(its values are exact in TF32). ``None`` is resolved when the forward pass runs:
+the innermost :func:`gpuconv.use_precision`, else ``$GPUCONV_PRECISION``, else
+``'highest'``. The resolved precision is kept with the autograd graph, so every
+backward pass of that output (also a double backward under
+``create_graph=True``) runs at the precision of its forward pass, wherever and
+whenever ``backward()`` is called: a ``use_precision`` block around the forward
+pass alone governs its gradients too (torch's own ``allow_tf32`` flags, by
+contrast, are read when each kernel runs). A bad value raises
+:func:`gpuconv.conv2d`'s error before any work.
+
 Examples
 --------
 >>> import torch
@@ -64,6 +81,7 @@ import gpuconv
 from gpuconv import _backend
 from gpuconv._conv_args import check_algorithm
 from gpuconv._padding import PADDING_MODES
+from gpuconv._precision import select_precision
 
 __all__ = ["Conv2d", "conv2d"]
 
@@ -86,11 +104,13 @@ class _Config:
     groups: Any
     padding_mode: Any
     algorithm: str
+    precision: str  # resolved at forward time ('highest' or 'tf32'), never None
 
     def kwargs(self) -> dict[str, Any]:
         return {"stride": self.stride, "padding": self.padding,
                 "dilation": self.dilation, "groups": self.groups,
-                "padding_mode": self.padding_mode, "algorithm": self.algorithm}
+                "padding_mode": self.padding_mode, "algorithm": self.algorithm,
+                "precision": self.precision}
 
 
 def _frozen(v: Any) -> Any:
@@ -371,6 +391,8 @@ def conv2d(
     groups: int = 1,
     padding_mode: str = "zeros",
     algorithm: str = "auto",
+    *,
+    precision: str | None = None,
 ) -> torch.Tensor:
     """Differentiable 2-D convolution (cross-correlation) of torch tensors.
 
@@ -395,6 +417,11 @@ def conv2d(
         How the border is extended, folded into the kernels (no padded copy).
     algorithm : {'auto', 'naive', 'tiled', 'tiled_regblock'}, optional
         The CUDA kernel variant (ignored on CPU tensors).
+    precision : {None, 'highest', 'tf32'}, optional, keyword only
+        As in :func:`gpuconv.conv2d` (``'tf32'``: float32/complex64 operands
+        rounded to TF32). ``None``: the innermost :func:`gpuconv.use_precision`,
+        else ``$GPUCONV_PRECISION``, else ``'highest'``, resolved now; the
+        backward passes of the result run at the precision resolved here.
 
     Returns
     -------
@@ -406,10 +433,10 @@ def conv2d(
     ------
     TypeError
         A dtype other than float16, float32, float64, complex64, complex128; mixed
-        dtypes; a non-tensor argument.
+        dtypes; a non-tensor argument; a non-string ``precision``.
     ValueError
         Tensors on different devices (or not on CPU/CUDA); wrong shapes or values
-        (the messages of :func:`gpuconv.conv2d`).
+        (the messages of :func:`gpuconv.conv2d`); an unknown ``precision``.
 
     Examples
     --------
@@ -428,12 +455,16 @@ def conv2d(
             [81., 90.]])
     >>> gt.conv2d(x, w, padding=(0, 1, 0, 1), padding_mode="symmetric").shape
     torch.Size([1, 1, 4, 4])
+    >>> xt = torch.full((1, 1, 1, 1), 1 + 2.0**-12)
+    >>> float(gt.conv2d(xt, torch.ones(1, 1, 1, 1), precision="tf32"))
+    1.0
     """
     _check_tensors("gpuconv.torch.conv2d", input=input, weight=weight, bias=bias)
     cfg = _Config(
         stride=_frozen(stride), padding=_frozen(padding),
         dilation=_frozen(dilation), groups=groups, padding_mode=padding_mode,
         algorithm=check_algorithm(algorithm),
+        precision=select_precision(precision),
     )
     return _Conv2dFunction.apply(input, weight, bias, cfg)
 
@@ -475,6 +506,10 @@ class Conv2d(nn.Module):
         Of the parameters, as in torch.
     algorithm : {'auto', 'naive', 'tiled', 'tiled_regblock'}, keyword only
         The CUDA kernel variant.
+    precision : {None, 'highest', 'tf32'}, keyword only
+        As in :func:`conv2d`; ``None`` (the default) resolves the scoped default
+        (:func:`gpuconv.use_precision`, ``$GPUCONV_PRECISION``) at each forward
+        call. Not part of the ``state_dict``.
 
     Attributes
     ----------
@@ -484,8 +519,8 @@ class Conv2d(nn.Module):
         Shape ``(out_channels,)``.
     in_channels, out_channels, kernel_size, stride, padding, dilation, groups
         The constructor's arguments (pairs as tuples; a string padding kept).
-    padding_mode, algorithm
-        As given (``algorithm`` may be changed between calls).
+    padding_mode, algorithm, precision
+        As given (``algorithm`` and ``precision`` may be changed between calls).
 
     Examples
     --------
@@ -516,6 +551,7 @@ class Conv2d(nn.Module):
         dtype: Any = None,
         *,
         algorithm: str = "auto",
+        precision: str | None = None,
     ) -> None:
         super().__init__()
         if isinstance(groups, bool) or not isinstance(groups, int) or groups <= 0:
@@ -549,6 +585,9 @@ class Conv2d(nn.Module):
         self.groups = groups
         self.padding_mode = padding_mode
         self.algorithm = check_algorithm(algorithm)
+        if precision is not None:
+            select_precision(precision)  # the core API's error, before any work
+        self.precision = precision
         factory = {"device": device, "dtype": dtype}
         self.weight = nn.Parameter(torch.empty(
             (out_channels, in_channels // groups, *self.kernel_size), **factory
@@ -573,7 +612,8 @@ class Conv2d(nn.Module):
         """The convolution with given parameters (``torch.nn.Conv2d``'s hook, which
         subclasses override, e.g. for weight standardisation)."""
         return conv2d(input, weight, bias, self.stride, self.padding, self.dilation,
-                      self.groups, self.padding_mode, self.algorithm)
+                      self.groups, self.padding_mode, self.algorithm,
+                      precision=self.precision)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(input, self.weight, self.bias)
@@ -593,4 +633,6 @@ class Conv2d(nn.Module):
             s += f", padding_mode={self.padding_mode}"
         if self.algorithm != "auto":
             s += f", algorithm={self.algorithm}"
+        if self.precision is not None:
+            s += f", precision={self.precision}"
         return s

@@ -40,6 +40,14 @@ CASES: list[tuple[str, tuple[int, ...], tuple[int, ...], dict]] = [
     ("regblock_fwd_tails", (3, 5, 6, 7), (33, 5, 2, 2), {"padding": (1, 0, 0, 1)}),
     # input-gradient GEMM: M = 2*8*8 = 128 +- tails per image, NG = 65, KR = 5*9
     ("regblock_dgrad_tails", (2, 65, 8, 8), (5, 65, 3, 3), {"padding": 1}),
+    # tiled_regblock split-K (few blocks, many slices; tail channel chunks): forward
+    # 5 chunks (last of 5 channels) x 9 taps in 2 splits; input gradient 9 chunks
+    # (last of 6) x 9 taps in 5 splits
+    ("split_k_fwd", (2, 37, 5, 6), (24, 37, 3, 3), {"padding": 1, "stride": (1, 2)}),
+    ("split_k_dgrad", (1, 20, 6, 5), (70, 20, 3, 3), {"padding": 1}),
+    # a stem-like strided input gradient of 3 channels (tiled_regblock: 4 output
+    # phases, the narrow 128 x 16 tile)
+    ("few_channel_strided", (1, 3, 11, 12), (40, 3, 7, 7), {"stride": 2, "padding": 3}),
     ("everything", (2, 4, 13, 12), (6, 2, 3, 2),
      {"stride": (3, 2), "dilation": (2, 2), "groups": 2, "padding": (1, 2, 0, 1)}),
     ("reflect", (2, 3, 7, 8), (4, 3, 3, 4),

@@ -98,8 +98,13 @@ def test_plans_respect_limits_and_signatures(case, pass_name):
         p = pc.padded_problem(problem(xs, ws, dtype, kw))
         for variant in VARIANTS:
             launches = plan(p, pass_name, variant)
-            assert len(launches) == 1
-            check_launch(launches[0])
+            # one launch, or one per output phase of a strided input gradient
+            # (tiled_regblock)
+            regblock = variant == "tiled_regblock"
+            phases = pc.sliced_phases(p, pass_name) if regblock else ()
+            assert len(launches) == max(1, len(phases))
+            for launch in launches:
+                check_launch(launch)
 
 
 def test_no_bias_passes_a_valid_pointer_and_flag_zero():
@@ -239,6 +244,76 @@ def test_tap_table_matches_the_reduction_index():
     for r, (ch, dy, dx, tap) in enumerate(table):
         assert (ch, tap) == divmod(r, 8)
         assert (dy, dx) == (tap // 4 * 5, tap % 4 * 7)
+
+
+def _slice_terms(p, pass_name):
+    """{(pixel row, pixel col, channel, kh, kw)} that the slice tables of a plan
+    sum, from the tables alone (the kernel's reading of them)."""
+    table = pc.slice_table(p, pass_name)
+    assert table.dtype == np.int32 and table.flags.c_contiguous
+    assert table.shape[1] == 4 and table.nbytes == 16 * len(table)
+    packed = pc.sliced_packed(p, pass_name)
+    cred = p.Cg if pass_name == "forward" else p.Kg
+    KHKW = p.KH * p.KW
+    c_stride = KHKW if pass_name == "forward" else p.Cg * KHKW
+    hs, ws = (p.H, p.W) if pass_name == "forward" else (p.OH, p.OW)
+    bk = pc.REGBLOCK_BK
+    terms = set()
+    for ph in pc.sliced_phases(p, pass_name):
+        rows = table[ph.offset:ph.offset + ph.count * (bk if packed else 1)]
+        for chunk, dy, dx, woff in rows.tolist():
+            if packed:
+                if woff < 0:
+                    continue
+                chans = [chunk]
+                tap = woff - chunk * c_stride
+            else:
+                chans = [c for c in range(chunk * bk, chunk * bk + bk) if c < cred]
+                tap = woff - chunk * bk * c_stride
+            kh, kw = divmod(tap, p.KW)
+            for oh in range(ph.Ho):
+                for ow in range(ph.Wo):
+                    ih, iw = oh * ph.ah + ph.bh + dy, ow * ph.aw + ph.bw + dx
+                    if 0 <= ih < hs and 0 <= iw < ws:
+                        pix = (oh * ph.osh + ph.oph, ow * ph.osw + ph.opw)
+                        terms |= {(*pix, c, kh, kw, ih, iw) for c in chans}
+    return terms
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_slice_tables_sum_exactly_the_convolution_terms(case):
+    """Every (output pixel, channel, tap) term of the pass, with its source element,
+    appears in the slice tables exactly where the definition puts it: the forward
+    window, and for the input gradient the taps of each output phase (stride
+    divisibility), none missing and none extra."""
+    _, xs, ws, kw = case
+    p = pc.padded_problem(problem(xs, ws, np.float32, kw))
+    (sh, sw), (dh, dw) = p.stride, p.dilation
+    pt, _, pl, _ = p.padding
+    fwd, dgrad = set(), set()
+    for c in range(min(p.Cg, 9)):  # enough channels for chunks and packing
+        for kh in range(p.KH):
+            for kw_ in range(p.KW):
+                for oh in range(p.OH):
+                    for ow in range(p.OW):
+                        ih, iw = oh * sh - pt + kh * dh, ow * sw - pl + kw_ * dw
+                        if 0 <= ih < p.H and 0 <= iw < p.W:
+                            fwd.add((oh, ow, c, kh, kw_, ih, iw))
+    for k in range(min(p.Kg, 9)):
+        for kh in range(p.KH):
+            for kw_ in range(p.KW):
+                for h in range(p.H):
+                    for w in range(p.W):
+                        th, tw = h + pt - kh * dh, w + pl - kw_ * dw
+                        if th % sh or tw % sw:
+                            continue
+                        oh, ow = th // sh, tw // sw
+                        if 0 <= oh < p.OH and 0 <= ow < p.OW:
+                            dgrad.add((h, w, k, kh, kw_, oh, ow))
+    got_fwd = {t for t in _slice_terms(p, "forward") if t[2] < 9}
+    got_dgrad = {t for t in _slice_terms(p, "backward_input") if t[2] < 9}
+    assert got_fwd == fwd
+    assert got_dgrad == dgrad
 
 
 @pytest.mark.parametrize("mode", PADDING_MODES)

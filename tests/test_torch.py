@@ -13,6 +13,7 @@ equality through DLPack) and torch's current stream are checked too.
 from __future__ import annotations
 
 import doctest
+import inspect
 import os
 import subprocess
 import sys
@@ -587,6 +588,210 @@ def test_cupy_stream_wraps_torch_stream_handle():
     assert _cupy_stream(cp13, TorchStream(99), 1) == ("external", 99, 1)
 
 
+# -- precision= ('highest' | 'tf32') --------------------------------------------------
+
+PREC_KW = {"padding": 1, "padding_mode": "reflect"}
+
+
+def _prec_operands(dtype=torch.float32, seed=31):
+    """x, w, b, gy with full float32 mantissas (TF32 rounding changes them)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 3, 7, 6, generator=gen, dtype=torch.float64).to(dtype)
+    w = torch.randn(4, 3, 3, 3, generator=gen, dtype=torch.float64).to(dtype)
+    b = torch.randn(4, generator=gen, dtype=torch.float64).to(dtype)
+    gy = torch.randn(2, 4, 7, 6, generator=gen, dtype=torch.float64).to(dtype)
+    return x, w, b, gy
+
+
+def _torch_run(x, w, b, gy, **kw):
+    """y and (gx, gw, gb) of gt.conv2d on fresh leaves, backward outside any
+    precision block."""
+    xi, wi, bi = (t.clone().requires_grad_() for t in (x, w, b))
+    y = gt.conv2d(xi, wi, bi, **PREC_KW, **kw)
+    return y, y, (xi, wi, bi)
+
+
+def _grads_after(y, leaves, gy):
+    y.backward(gy)
+    return tuple(t.grad for t in leaves)
+
+
+def _core(x, w, b, gy, precision):
+    """gpuconv's own NumPy-backend forward and gradients of the same problem."""
+    xa, wa, ba, gya = (t.numpy() for t in (x, w, b, gy))
+    y = gpuconv.conv2d(xa, wa, ba, precision=precision, **PREC_KW)
+    g = gpuconv.conv2d_backward(gya, xa, wa, precision=precision, **PREC_KW)
+    return y, tuple(g)
+
+
+def _same(tensors, arrays):
+    for t, a in zip(tensors, arrays, strict=True):
+        assert t.dtype == getattr(torch, a.dtype.name)
+        assert np.array_equal(t.detach().numpy(), a), "not bit-identical"
+
+
+def test_tf32_forward_and_gradients_equal_the_core_api_bit_for_bit():
+    x, w, b, gy = _prec_operands()
+    want_y, want_g = _core(x, w, b, gy, "tf32")
+    hi_y, hi_g = _core(x, w, b, gy, "highest")
+    y, _, leaves = _torch_run(x, w, b, gy, precision="tf32")
+    _same([y], [want_y])
+    _same(_grads_after(y, leaves, gy), want_g)
+    assert not np.array_equal(want_y, hi_y)  # tf32 did change something
+    assert not np.array_equal(want_g[0], hi_g[0])
+    assert not np.array_equal(want_g[1], hi_g[1])
+    # the module forwards precision to the same function
+    conv = gt.Conv2d(3, 4, 3, **PREC_KW, precision="tf32")
+    with torch.no_grad():
+        conv.weight.copy_(w)
+        conv.bias.copy_(b)
+    _same([conv(x)], [want_y])
+    # 'highest' (and the default) is today's result
+    y_hi, _, leaves = _torch_run(x, w, b, gy, precision="highest")
+    _same([y_hi], [hi_y])
+    _same(_grads_after(y_hi, leaves, gy), hi_g)
+
+
+def test_precision_is_captured_at_forward_time():
+    """A use_precision block around the forward pass alone governs the backward run
+    later, outside it; a block around the backward alone changes nothing."""
+    x, w, b, gy = _prec_operands(seed=32)
+    want_y, want_g = _core(x, w, b, gy, "tf32")
+    hi_y, hi_g = _core(x, w, b, gy, "highest")
+    with gpuconv.use_precision("tf32"):
+        y, _, leaves = _torch_run(x, w, b, gy)
+    _same([y], [want_y])
+    _same(_grads_after(y, leaves, gy), want_g)
+    conv = gt.Conv2d(3, 4, 3, **PREC_KW)  # precision=None: resolved per call
+    with torch.no_grad():
+        conv.weight.copy_(w)
+        conv.bias.copy_(b)
+    with gpuconv.use_precision("tf32"):
+        ym = conv(x)
+    _same([ym], [want_y])
+    _same([conv(x)], [hi_y])
+    y, _, leaves = _torch_run(x, w, b, gy)
+    with gpuconv.use_precision("tf32"):
+        _same(_grads_after(y, leaves, gy), hi_g)
+    # an explicit keyword wins over the block, as in the core API
+    with gpuconv.use_precision("tf32"):
+        y, _, leaves = _torch_run(x, w, b, gy, precision="highest")
+    _same(_grads_after(y, leaves, gy), hi_g)
+
+
+def test_precision_from_the_environment_at_call_time(monkeypatch):
+    x, w, b, gy = _prec_operands(seed=33)
+    want_y, _ = _core(x, w, b, gy, "tf32")
+    conv = gt.Conv2d(3, 4, 3, **PREC_KW)
+    with torch.no_grad():
+        conv.weight.copy_(w)
+        conv.bias.copy_(b)
+    monkeypatch.setenv("GPUCONV_PRECISION", "tf32")
+    _same([conv(x)], [want_y])
+    monkeypatch.setenv("GPUCONV_PRECISION", "highest")
+    assert not np.array_equal(conv(x).detach().numpy(), want_y)
+
+
+def test_double_backward_runs_at_the_forward_precision(monkeypatch):
+    """Every gpuconv call of a create_graph backward and of the second backward
+    gets the precision resolved at forward time (and tf32 changes the result)."""
+    spies = [Spy(monkeypatch, n) for n in ("conv2d", "conv2d_grad_input",
+                                          "conv2d_grad_weight", "conv2d_backward")]
+    x, w, b, gy = _prec_operands(seed=34)
+
+    def penalty(**kw):
+        xi, wi = x.clone().requires_grad_(), w.clone().requires_grad_()
+        y = gt.conv2d(xi, wi, b, **PREC_KW, **kw)
+        gx, = torch.autograd.grad(y, xi, gy, create_graph=True)
+        gx.square().sum().backward()
+        return wi.grad
+
+    with gpuconv.use_precision("tf32"):
+        gw_tf32 = penalty()
+    gw_tf32_kw = penalty(precision="tf32")  # backward outside any block
+    calls = [c for s in spies for c in s.calls]
+    assert len(calls) >= 6  # forward, create_graph backward, second backward, x2
+    assert {c[1]["precision"] for c in calls} == {"tf32"}
+    assert {s.fn.__name__ for s in spies if s.calls} >= {
+        "conv2d", "conv2d_grad_input", "conv2d_grad_weight"}
+    assert torch.equal(gw_tf32, gw_tf32_kw)
+    assert not torch.equal(gw_tf32, penalty(precision="highest"))
+    assert spies[0].calls[-1][1]["precision"] == "highest"
+
+
+def test_float64_unchanged_by_tf32_and_gradcheck():
+    """TF32 applies to float32/complex64 only: float64 (where gradcheck means
+    something) is bit-identical under precision='tf32', and gradcheck and
+    gradgradcheck pass with it."""
+    x, w, b, gy = _prec_operands(torch.float64, seed=35)
+    y_t, _, leaves_t = _torch_run(x, w, b, gy, precision="tf32")
+    y_h, _, leaves_h = _torch_run(x, w, b, gy, precision="highest")
+    assert torch.equal(y_t, y_h)
+    for gt_, gh in zip(_grads_after(y_t, leaves_t, gy),
+                       _grads_after(y_h, leaves_h, gy), strict=True):
+        assert torch.equal(gt_, gh)
+    xs, ws = (t[:1, :2, :4, :4].clone().requires_grad_() for t in (x, w[:2]))
+
+    def fn(xi, wi):
+        return gt.conv2d(xi, wi, padding=1, precision="tf32")
+
+    assert torch.autograd.gradcheck(fn, (xs, ws))
+    assert torch.autograd.gradgradcheck(fn, (xs, ws))
+
+
+def test_float16_under_tf32_equals_the_core_api():
+    """float16 is accumulated in float32 whatever the precision (its values are
+    exact in TF32): on CPU tensors the NumPy backend gives the same bits under
+    'tf32' and 'highest', and gpuconv.torch returns them as float16."""
+    x, w, b, gy = _prec_operands(torch.float16, seed=36)
+    want_y, want_g = _core(x, w, b, gy, "tf32")
+    hi_y, hi_g = _core(x, w, b, gy, "highest")
+    assert want_y.dtype == np.float16
+    assert np.array_equal(want_y, hi_y)
+    assert all(np.array_equal(a, c) for a, c in zip(want_g, hi_g, strict=True))
+    y, _, leaves = _torch_run(x, w, b, gy, precision="tf32")
+    _same([y], [want_y])
+    _same(_grads_after(y, leaves, gy), want_g)
+
+
+def test_bad_precision_raises_the_core_error_before_any_work(monkeypatch):
+    spies = [Spy(monkeypatch, n) for n in ("conv2d", "conv2d_backward")]
+    x, w = torch.ones(1, 1, 3, 3, requires_grad=True), torch.ones(1, 1, 2, 2)
+    for bad, exc in (("fp16", ValueError), ("TF32", ValueError), (32, TypeError)):
+        with pytest.raises(exc) as core:
+            spies[0].fn(x.detach().numpy(), w.numpy(), precision=bad)
+        with pytest.raises(exc) as ours:
+            gt.conv2d(x, w, precision=bad)
+        assert str(ours.value) == str(core.value)
+        assert "'highest'" in str(ours.value) and "'tf32'" in str(ours.value)
+        with pytest.raises(exc) as mod:
+            gt.Conv2d(1, 1, 2, precision=bad)
+        assert str(mod.value) == str(core.value)
+    assert all(not s.calls for s in spies)
+    with gpuconv.use_precision(None):  # None is the default, not an error
+        gt.conv2d(x, w, precision=None).sum().backward()
+    assert len(spies[0].calls) == len(spies[1].calls) == 1
+
+
+def test_module_precision_attribute_repr_and_state_dict():
+    torch.manual_seed(13)
+    ref = torch.nn.Conv2d(3, 4, 3, padding=1)
+    torch.manual_seed(13)
+    plain = gt.Conv2d(3, 4, 3, padding=1)
+    torch.manual_seed(13)
+    ours = gt.Conv2d(3, 4, 3, padding=1, precision="tf32")
+    assert plain.precision is None and ours.precision == "tf32"
+    assert repr(plain) == repr(ref) and "precision" not in repr(plain)
+    assert repr(ours) == repr(ref)[:-1] + ", precision=tf32)"
+    assert ours.state_dict().keys() == ref.state_dict().keys()
+    result = ours.load_state_dict(ref.state_dict())
+    assert not result.missing_keys and not result.unexpected_keys
+    ref.load_state_dict(ours.state_dict())
+    for fn in (gt.conv2d, gt.Conv2d):
+        param = inspect.signature(fn).parameters["precision"]
+        assert param.kind is param.KEYWORD_ONLY and param.default is None
+
+
 # -- the benchmark script -------------------------------------------------------------
 
 
@@ -633,6 +838,54 @@ def test_bench_cpu_variant_writes_validated_rows(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == printed.strip()
 
 
+def test_bench_tf32_validation_accepts_tf32_and_catches_a_wrong_conv():
+    """The check the benchmark's gpuconv.torch TF32 row passes before it is timed
+    (CUDA only there), run here on a CPU layer: the NumPy backend's TF32 model is
+    within the bound, a 'TF32' that truncates instead of rounding is not (gw's
+    operands x and gy are truncated by straight-through functions whose gradient
+    passes untouched, so only y and gx are checked there)."""
+    bench = _load_bench()
+    gen = torch.Generator().manual_seed(51)
+    x = torch.randn(2, 8, 14, 14, generator=gen)
+    gy = torch.randn(2, 8, 14, 14, generator=gen)
+    conv = gt.Conv2d(8, 8, 3, padding=1, bias=False, precision="tf32")
+    errs = bench.tf32_conv_errors(torch, conv, x, gy)
+    assert set(errs) == {"y", "gx", "gw"} and 0 < max(errs.values()) <= 1.0
+
+    class Truncating(torch.nn.Module):  # drops the 13 low bits instead of rounding
+        def __init__(self):
+            super().__init__()
+            self.weight = conv.weight
+
+        def forward(self, xi):
+            def t(a):
+                return (a.view(torch.int32) & -(1 << 13)).view(torch.float32)
+
+            return gt.conv2d(_TruncGrad.apply(xi, t), _TruncGrad.apply(self.weight, t),
+                             padding=1)
+
+    bad = bench.tf32_conv_errors(torch, Truncating(), x, gy)
+    assert bad["y"] > 1.0 and bad["gx"] > 1.0
+    # the torch port of the rounding is gpuconv's
+    from gpuconv._precision import round_tf32
+
+    special = torch.tensor([1 + 2.0**-11, -(1 + 3 * 2.0**-11), 3.4e38, float("inf"),
+                            float("nan"), 1e-40, -0.0])
+    for a in (x, special):
+        assert np.array_equal(bench.round_tf32(torch, a).numpy(),
+                              round_tf32(a.numpy()), equal_nan=True)
+
+
+class _TruncGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, t):
+        return t(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, None
+
+
 def test_bench_without_cuda_exits_2_with_reason(capsys):
     from gpuconv import _backend
 
@@ -662,9 +915,13 @@ def test_bench_gpu_quick_rows(tmp_path):
     block = [r for r in rows if r["op"] == "resnet_basic_block_train_step"]
     assert [(r["variant"], r["math"]) for r in block] == [
         ("gpuconv.torch", "float32"), ("torch.nn.Conv2d", "float32"),
-        ("torch.nn.Conv2d", "tf32")]
+        ("gpuconv.torch", "tf32"), ("torch.nn.Conv2d", "tf32")]
     assert all("error" not in r and r["median_s"] > 0 for r in rows)
     assert block[0]["max_err"] <= block[0]["err_limit"]
+    assert set(block[2]["errors"]) == {"y", "gx", "gw"}
+    assert 0 < block[2]["max_err"] <= block[2]["err_limit"] == 1.0
+    assert block[2]["ratio_tf32"] == pytest.approx(block[2]["median_s"]
+                                                   / block[3]["median_s"])
 
 
 # -- CUDA only -------------------------------------------------------------------------
@@ -711,3 +968,51 @@ def test_cuda_runs_on_torch_current_stream(monkeypatch):
     close(y, want, terms=144)
     close(x.grad, F.conv_transpose2d(torch.ones_like(y), w.detach(), padding=1),
           terms=144)
+
+
+@pytest.mark.gpu
+def test_cuda_tf32_within_the_bound_of_the_numpy_tf32_model():
+    """CUDA float32 tensors with precision='tf32' (the tensor-core kernels) against
+    the NumPy backend's TF32 model (the same rounded operands, exact products,
+    float64 sums): only float32 summation error remains (tests/_tol.py's product
+    bound with operand_unit 0); forward and both gradients, and the precision
+    captured at forward time reaches the backward."""
+    from gpuconv._precision import round_tf32
+    from tests._tol import assert_products_within
+
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA device here")
+    gen = torch.Generator().manual_seed(41)
+    x = torch.randn(4, 16, 20, 18, generator=gen)
+    w = torch.randn(32, 16, 3, 3, generator=gen)
+    b = torch.randn(32, generator=gen)
+    gy = torch.randn(4, 32, 20, 18, generator=gen)
+    xc, wc, bc = (t.cuda().requires_grad_() for t in (x, w, b))
+    with gpuconv.use_precision("tf32"):
+        y = gt.conv2d(xc, wc, bc, padding=1)
+    y.backward(gy.cuda())
+    got = [t.detach().cpu().numpy() for t in (y, xc.grad, wc.grad)]
+    assert all(g.dtype == np.float32 for g in got)
+
+    xr, wr, gyr = (round_tf32(t.numpy()).astype(np.float64) for t in (x, w, gy))
+    b64 = b.numpy().astype(np.float64)
+    kw = {"padding": 1, "backend": "numpy"}
+
+    def passes(f):
+        return (gpuconv.conv2d(f(xr), f(wr), f(b64), **kw),
+                gpuconv.conv2d_grad_input(x.shape, f(wr), f(gyr), **kw),
+                gpuconv.conv2d_grad_weight(f(xr), w.shape, f(gyr), **kw))
+
+    models = passes(lambda a: a)
+    sums = passes(np.abs)
+    terms = (16 * 9, 32 * 9, 4 * 20 * 18)
+    for g, m, s, n in zip(got, models, sums, terms, strict=True):
+        assert_products_within(g, m, s, n)
+    # and the NumPy backend's float32 tf32 result (what CPU tensors give) agrees
+    y_cpu = gt.conv2d(x, w, b, padding=1, precision="tf32")
+    assert_products_within(got[0], y_cpu.numpy(), sums[0], terms[0],
+                           output_unit=2.0**-24)
+    # tf32 really ran: 'highest' differs
+    y_hi = gt.conv2d(xc.detach(), wc.detach(), bc.detach(), padding=1,
+                     precision="highest")
+    assert not torch.equal(y_hi.cpu(), y.detach().cpu())

@@ -1,0 +1,107 @@
+"""The SASS proxy of issue 11 (``bench/sass_check.py``): the kernels ``auto``
+launches on the benchmark layers, built with nvcc for sm_90 and disassembled.
+
+Checks that the tool finds every launched kernel, parses registers and the hottest
+loop, and holds the main kernels to the issue's goals (FMA share >= 80 % of the
+hottest loop, registers for >= 8 warps/SM), except the kernels listed in
+:data:`KNOWN_BELOW` with the reason (strict: a listed kernel that meets the goals
+fails too, so the list shrinks as the kernels improve). Builds are cached by
+content hash (``$GPUCONV_SASS_CACHE``): a rerun on unchanged sources takes about a
+second; a cold run builds only the instances ``auto`` launches (about 15 s on 2
+cores).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+pytestmark = pytest.mark.nvcc
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("_test_sass_check",
+                                                  BENCH / "sass_check.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+sass = _load()
+
+#: Main kernels ``auto`` launches that are still below a goal, with the reason.
+KNOWN_BELOW: dict[str, str] = {
+    # 128 threads x 8x8 (128 x 64 for 64 channels): 12 gathers per slice (79.8 %)
+    "conv2d_forward_tiled_regblock<float, 16, 8, 8, 8>": "128x64, 79.8 %",
+    "conv2d_backward_input_tiled_regblock<float, 16, 8, 8, 8>": "128x64, 79.8 %",
+    # 32 output channels (5x5 192->32): 256 x 32, two A rows per thread (73 %)
+    "conv2d_forward_tiled_regblock<float, 32, 4, 8, 8>": "256x32, 73 %",
+    # the RGB stem's forward (3 channels): packed slices, an entry and a bounds check
+    # per gathered term (67 %), instead of 62 % zero padding at 80 %
+    "conv2d_forward_tiled_regblock<float, 16, 8, 8, 8, true>": "packed, 67 %",
+    # the RGB stem's input gradient: auto keeps `tiled` (the committed H200 rows,
+    # measured before the phase decomposition; tiled_regblock by phase with the
+    # narrow 128 x 16 tile is there for a GPU run to decide)
+    "conv2d_backward_input_tiled<float, 32, 8>": "one output per thread",
+    # the weight gradient's x gather checks each column's tap bounds per term
+    # (8x8: 77 %, 128-thread 8x8: 72-74 %, 4x4: 52 %)
+    "conv2d_backward_weight_tiled_regblock<float, 16, 16, 8, 8>": "wgrad gather",
+    "conv2d_backward_weight_tiled_regblock<float, 16, 8, 8, 8>": "wgrad gather",
+    "conv2d_backward_weight_tiled_regblock<float, 8, 16, 8, 8>": "wgrad gather",
+    "conv2d_backward_weight_tiled_regblock<float, 16, 8, 4, 4>": "wgrad gather",
+    "conv2d_backward_weight_tiled_regblock<float, 8, 32, 4, 4>": "wgrad gather",
+}
+
+
+@pytest.fixture(scope="module")
+def rows():
+    reason = sass.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    return sass.analyse(sass.auto_kernels())
+
+
+def test_hottest_loop_and_warps_helpers():
+    body = """
+        /*0000*/   MOV R1, c[0x0][0x28] ;
+        /*0010*/   FFMA R2, R3, R4, R2 ;
+        /*0020*/   LDS.128 R4, [R5] ;
+        /*0030*/   FFMA R6, R3, R4, R6 ;
+        /*0040*/   @P0 BRA 0x10 ;
+        /*0050*/   EXIT ;
+    """
+    loop = sass.hottest_loop(body)
+    assert [op for _, op in loop] == ["FFMA", "LDS.128", "FFMA", "BRA"]
+    # the compiler's register-zeroing idiom is not an FMA
+    assert not sass.is_fma("HFMA2.MMA", " R124, -RZ, RZ, 0, 0 ")
+    assert sass.is_fma("FFMA", " R2, R3, R4, R2 ")
+    # 255 registers x 256 threads: one block (8 warps); 128 registers: two blocks.
+    assert sass.warps_per_sm(255, 256, 0) == 8
+    assert sass.warps_per_sm(128, 256, 0) == 16
+    assert sass.warps_per_sm(32, 256, 100 * 1024) == 16  # two blocks by shared memory
+
+
+def test_every_launched_kernel_is_analysed(rows):
+    uses = sass.auto_kernels()
+    assert {r.kernel for r in rows} == set(uses)
+    for r in rows:
+        assert r.registers > 0, r.kernel
+        assert r.spill == 0, r.kernel
+        assert r.rows, r.kernel
+    # the regblock main loops are found and do FMAs
+    assert any(r.main and "tiled_regblock" in r.kernel for r in rows)
+
+
+def test_main_kernels_meet_the_issue_goals(rows):
+    report = sass.format_rows(rows)
+    below = {r.kernel for r in rows if not r.meets_goals()}
+    unexpected = sorted(below - set(KNOWN_BELOW))
+    assert not unexpected, f"below the goals:\n{report}"
+    fixed = sorted(set(KNOWN_BELOW) - below)
+    assert not fixed, f"now meeting the goals (remove from KNOWN_BELOW): {fixed}"
