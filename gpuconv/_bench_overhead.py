@@ -10,12 +10,14 @@ timed. Two measurements:
     Reference: ``scipy.signal.convolve2d`` of an 8x8 image on the same machine (a
     thin Python wrapper over C), so that the ratio travels between machines.
     Targets (issue 15): convolve2d <= 25 µs, conv2d <= 20 µs, conv2d_backward
-    (all three gradients) <= 45 µs per call.
+    (all three gradients) <= 45 µs per call; the 1-D convolve/correlate are held
+    to convolve2d's 25 µs.
 ``cuda`` (where CuPy has a device)
     Wall time per call on the GPU (synchronised after each batch), next to the
     peers: ``cupyx.scipy.signal.convolve2d`` and ``cupyx.scipy.ndimage.convolve``
-    for the filter, ``torch.nn.functional.conv2d`` and
-    ``torch.ops.aten.convolution_backward`` for conv2d (each where installed).
+    for the filter, ``cupy.convolve``/``cupy.correlate`` for the 1-D calls,
+    ``torch.nn.functional.conv2d`` and ``torch.ops.aten.convolution_backward`` for
+    conv2d (each where installed).
     Target: within 1.3x of the peer.
 
 Rows have the keys of :data:`gpuconv._bench.ROW_KEYS` (``unit`` is ``'us'``,
@@ -34,6 +36,8 @@ import numpy as np
 #: (case name, op, shape text, target µs on the null device)
 CASES = (
     ("convolve2d 256^2 k3 same", "convolve2d", "256x256 * 3x3", 25.0),
+    ("convolve 4096 k7 same", "convolve", "4096 * 7", 25.0),
+    ("correlate 4096 k7 valid", "correlate", "4096 * 7", 25.0),
     ("conv2d N1 C16 32^2 3x3 p1", "conv2d", "N1 C16 32x32 K16 3x3", 20.0),
     ("conv2d_backward (gx,gw,gb)", "conv2d_backward", "N1 C16 32x32 K16 3x3", 45.0),
 )
@@ -67,7 +71,8 @@ def _inputs(xp: Any) -> dict[str, Any]:
     def arr(*shape: int) -> Any:
         return xp.asarray(rng.standard_normal(shape).astype(np.float32))
 
-    return {"a": arr(256, 256), "k": arr(3, 3), "x": arr(1, 16, 32, 32),
+    return {"a": arr(256, 256), "k": arr(3, 3), "s": arr(4096), "v": arr(7),
+            "x": arr(1, 16, 32, 32),
             "w": arr(16, 16, 3, 3), "gy": arr(1, 16, 32, 32)}
 
 
@@ -76,6 +81,8 @@ def _ours(v: dict[str, Any]) -> dict[str, Callable[[], Any]]:
 
     return {
         "convolve2d": lambda: gpuconv.convolve2d(v["a"], v["k"], mode="same"),
+        "convolve": lambda: gpuconv.convolve(v["s"], v["v"], mode="same"),
+        "correlate": lambda: gpuconv.correlate(v["s"], v["v"]),
         "conv2d": lambda: gpuconv.conv2d(v["x"], v["w"], padding=1),
         "conv2d_backward": lambda: gpuconv.conv2d_backward(
             v["gy"], v["x"], v["w"], padding=1),
@@ -152,6 +159,10 @@ def _gpu_peers(cp: Any, v: dict[str, Any]) -> dict[str, dict[str, Callable]]:
             lambda: sig.convolve2d(v["a"], v["k"], mode="same"))
         peers["convolve2d"]["cupyx.scipy.ndimage.convolve"] = (
             lambda: ndi.convolve(v["a"], v["k"], mode="constant"))
+        peers["convolve"]["cupy.convolve"] = (
+            lambda: cp.convolve(v["s"], v["v"], mode="same"))
+        peers["correlate"]["cupy.correlate"] = (
+            lambda: cp.correlate(v["s"], v["v"]))
     except Exception:  # pragma: no cover - needs a GPU
         pass
     try:

@@ -427,8 +427,13 @@ def _too_deep(a: Any, original: Any) -> ValueError:
     return ValueError("object too deep for desired array")
 
 
-def _prepare1d(a0: Any, v0: Any, mode: Any, fn: str) -> tuple[Any, Any, Filter2dPlan]:
-    a, v = _arrays(a0, v0)
+def _prepare1d(
+    a: Any, v: Any, mode: Any, fn: str, originals: tuple[Any, Any] | None = None
+) -> tuple[Any, Any, Filter2dPlan]:
+    """Validate a 1-D call of the arrays ``a``, ``v`` (:func:`_arrays` of the
+    caller's ``originals``, which only shape the text of one error); return them
+    (0-d made 1-D for convolve) and the plan."""
+    a0, v0 = (a, v) if originals is None else originals
     if fn == "convolve":
         # numpy.convolve: array(ndmin=1), emptiness, then the C core's checks
         if a.ndim == 0:
@@ -465,10 +470,31 @@ def _prepare1d(a0: Any, v0: Any, mode: Any, fn: str) -> tuple[Any, Any, Filter2d
     return a, v, plan
 
 
+#: Validated 1-D calls, as :data:`_CALLS_2D`: the key is the function, the arrays'
+#: types, shapes and dtypes (after :func:`_arrays`), ``mode`` and ``method``; the
+#: value the plan and the checked method.
+_CALLS_1D = LRU("filter1d calls")
+
+
 def _filter1d(a0: Any, v0: Any, mode: Any, method: Any, backend: Any, fn: str) -> Any:
-    a, v, plan = _prepare1d(a0, v0, mode, fn)
-    method = check_method(method)
-    _check_fft_dtype(method, plan.dtype, fn)
+    kind = _backend.array_kind(a0, v0)
+    a, v = _arrays(a0, v0, kind=kind)
+    try:
+        key: Any = (fn, array_key(a), array_key(v), arg_key(mode), arg_key(method))
+    except Uncacheable:
+        key = UNCACHED
+    call = _CALLS_1D.get(key)
+    if call is None:
+        a, v, plan = _prepare1d(a, v, mode, fn, originals=(a0, v0))
+        method = check_method(method)
+        _check_fft_dtype(method, plan.dtype, fn)
+        _CALLS_1D.put(key, (plan, method))
+    else:
+        plan, method = call
+        if a.ndim == 0:  # convolve's scalars (correlate refuses them: never cached)
+            a = a.reshape(1)
+        if v.ndim == 0:
+            v = v.reshape(1)
     name = _backend.select_backend(a, v, backend=backend)
     (a, v), back = _backend.to_backend(name, a, v)
     xp = _xp(name)

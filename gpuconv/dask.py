@@ -15,35 +15,35 @@ with a kernel of effective extent ``e = dilation*(k-1) + 1`` along each of the
 two spatial axes (``'same'``/``'full'`` modes and ``padding`` are the extension
 sizes ``before``/``after``; the boundary or padding mode says what fills them):
 
-1. **Extension.** Each spatial axis is extended once, lazily, by
-   ``da.concatenate([edge, x, edge])``; ``edge`` is a constant block (``'fill'``
-   with its ``fillvalue``, ``'zeros'``) or ``x`` indexed with the border index map of
-   :func:`gpuconv._padding.pad_index` (``'wrap'``/``'circular'``,
-   ``'symm'``/``'symmetric'``, PyTorch's ``'reflect'`` (mirror without the edge) and
-   ``'replicate'``). These are the very maps the in-memory backends use, so every
-   mode matches exactly, including kernels larger than the image (the pattern
-   repeats). Dask's own ``map_overlap`` boundaries cannot express all of these
-   (its ``'reflect'`` repeats the edge, so it is SciPy's ``'symm'``; PyTorch's
-   ``'reflect'`` has no Dask name) and need halos no deeper than one chunk, so
-   gpuconv builds the border itself and uses ``boundary='none'`` halos inside.
+1. **Extension.** ``P`` is never built as a Dask array: each spatial axis's
+   border index map (:func:`gpuconv._padding.pad_index`) says which row of ``x``
+   (or the constant: ``'fill'`` with its ``fillvalue``, ``'zeros'``) each
+   position of ``P`` holds (``'wrap'``/``'circular'``, ``'symm'``/``'symmetric'``,
+   PyTorch's ``'reflect'`` (mirror without the edge) and ``'replicate'``). These
+   are the very maps the in-memory backends use, so every mode matches exactly,
+   including kernels larger than the image (the pattern repeats). Dask's own
+   ``map_overlap`` boundaries cannot express all of these (its ``'reflect'``
+   repeats the edge, so it is SciPy's ``'symm'``; PyTorch's ``'reflect'`` has no
+   Dask name) and need halos no deeper than one chunk.
 2. **Alignment.** Output chunk ``b`` covers outputs ``[o_b, o_b+1)`` and reads
    ``P[o_b*stride : (o_b+1 - 1)*stride + e]``. The chunk boundaries of ``P`` are
    placed at the chunk boundaries of ``x`` (shifted by ``before``), so only the two
    edge chunks of each axis change; with ``stride > 1`` an interior chunk boundary
    of ``x`` that is not a multiple of ``stride`` is moved down to one (**a rechunk
    of x**, none when the chunks are already multiples of the stride).
-3. **Halos.** The filters (:func:`convolve2d`, :func:`correlate2d`) build each
-   output chunk's window in **one task** that reads the source chunks it needs (the
-   neighbours for the halo; for ``'wrap'`` also the far edge) and copies the pieces,
-   border included (the index map of step 1 decides which source row fills which
-   window row, ``'fill'`` pre-fills), into one new array on the chunk's device: one
-   task per output chunk and one copy of each window. conv2d and conv2d_backward
-   use ``dask.array.overlap.overlap`` with an asymmetric depth
-   ``(lead, e - stride - lead)`` per axis and ``boundary='none'`` on ``P`` (step 1
-   built by ``da.concatenate``); ``lead <= e - 1`` is the part of ``before`` that is
-   not absorbed into a shift of the output chunks. Halos come from the adjacent
-   chunk only, so **chunks smaller than the halo are merged with their neighbour
-   first** (a rechunk); uneven chunks are fine as they are.
+3. **Halos.** Each output chunk's window is built in **one task** that reads the
+   source chunks it needs (the neighbours for the halo; for ``'wrap'``/
+   ``'circular'`` also the far edge) and copies the pieces, border included (the
+   index map of step 1 decides which source row fills which window row, ``'fill'``
+   and ``'zeros'`` pre-fill), into one new array on the chunk's device: one task
+   per output chunk and one copy of each window, no ``overlap`` or
+   ``concatenate`` layers. conv2d_backward does the same twice: each chunk of
+   ``gx`` reads the chunks of ``gy`` whose outputs read it (through the border as
+   well: the border gradient of the padding modes that copy pixels is folded back
+   in the same task, in a fixed order), and each partial sum of ``gw`` reads the
+   forward's window of ``x`` and its chunk of ``gy``. Chunks smaller than the halo
+   are still merged with a neighbour first (a rechunk); uneven chunks are fine as
+   they are.
 4. **Per chunk.** Each window is handed to the public in-memory function
    (``mode='valid'`` or ``padding=0``), which picks its backend from the chunk's
    array type: NumPy chunks run on the NumPy backend, CuPy chunks (``x.map_blocks(
@@ -181,10 +181,6 @@ def _xp(block: Any) -> Any:
     return _backend.require_cupy() if _backend.is_cupy_array(block) else np
 
 
-def _index(ndim: int, axis: int, sl: Any) -> tuple[Any, ...]:
-    return (slice(None),) * axis + (sl,)
-
-
 def _check_backend(backend: object) -> None:
     if backend is not None:
         _backend._check_name(backend, "backend")
@@ -248,40 +244,6 @@ class _AxisPlan:
             res.append((start, (o1 - o0 - 1) * self.stride + self.extent))
         return tuple(res)
 
-    def touching(self) -> tuple[tuple[int, int], ...]:
-        """``(lo, hi)``: outputs ``lo..hi-1``, whose windows meet ``P`` chunk ``b``."""
-        res = []
-        s, e = self.stride, self.extent
-        for b in range(len(self.p_chunks)):
-            a0, a1 = self.p_starts[b], self.p_starts[b + 1]
-            lo = max(0, -(-(a0 - e + 1) // s))
-            hi = min(self.out, (a1 - 1) // s + 1)
-            res.append((lo, max(hi, lo)))
-        return tuple(res)
-
-    def gy_depth(self) -> tuple[int, int]:
-        """Halo of the output-gradient chunks needed to rebuild each ``P`` chunk."""
-        if len(self.out_chunks) == 1:
-            return (0, 0)
-        left = right = 0
-        for b, (lo, hi) in enumerate(self.touching()):
-            if hi > lo:
-                left = max(left, self.out_starts[b] - lo)
-                right = max(right, hi - self.out_starts[b + 1])
-        return (left, right)
-
-    def gy_windows(self) -> tuple[tuple[int, int, int], ...]:
-        """``(start, length, offset)`` per chunk: the touching outputs inside the
-        overlapped gradient chunk, and where their ``P`` region starts relative to
-        the ``P`` chunk (negative: before it)."""
-        left = self.gy_depth()[0]
-        res = []
-        for b, (lo, hi) in enumerate(self.touching()):
-            block_start = self.out_starts[b] - (left if b > 0 else 0)
-            res.append((lo - block_start, hi - lo, lo * self.stride - self.p_starts[b]))
-        return tuple(res)
-
-
 def _plan_axis(
     n: int,
     chunks: Sequence[int],
@@ -323,103 +285,6 @@ def _plan_axis(
     out_chunks = tuple(np.diff([0, *bounds, out]).tolist())
     return _AxisPlan(n, before, after, extent, stride, out, lead, src_chunks, p_chunks,
                      out_chunks)
-
-
-# -------------------------------------------------------------- extension / fold
-
-
-def _fill_block(block: Any, *, axis: int, size: int, value: Any) -> Any:
-    shape = list(block.shape)
-    shape[axis] = size
-    return _xp(block).full(tuple(shape), value, dtype=block.dtype)
-
-
-def _edge(x: da.Array, axis: int, idx: np.ndarray, fill: Any) -> da.Array:
-    """The border piece read through the index map ``idx`` (``-1``: ``fill``)."""
-    if (idx >= 0).all():
-        return x[_index(x.ndim, axis, idx)]
-    seed = x[_index(x.ndim, axis, slice(0, 1))]
-    chunks = list(seed.chunks)
-    chunks[axis] = (idx.size,)
-    return seed.map_blocks(
-        _fill_block, axis=axis, size=idx.size, value=fill, dtype=x.dtype,
-        chunks=tuple(chunks), meta=x._meta,
-    )
-
-
-def _extend(x: da.Array, axis: int, plan: _AxisPlan, mode: str, fill: Any) -> da.Array:
-    """``x`` extended along ``axis`` to ``P``, chunked as ``plan.p_chunks``."""
-    x = x.rechunk({axis: plan.src_chunks})
-    idx = pad_index(plan.n, plan.before, plan.after, mode)
-    pieces = []
-    if plan.before:
-        pieces.append(_edge(x, axis, idx[: plan.before], fill))
-    pieces.append(x)
-    if plan.after:
-        pieces.append(_edge(x, axis, idx[plan.before + plan.n :], fill))
-    p = da.concatenate(pieces, axis=axis) if len(pieces) > 1 else x
-    return p.rechunk({axis: plan.p_chunks})
-
-
-def _overlapped(p: da.Array, plans: dict[int, _AxisPlan]) -> da.Array:
-    """``P`` with the halos of ``plans`` (``boundary='none'``: the border is in P)."""
-    depth = {ax: plan.depth for ax, plan in plans.items()}
-    if all(d == (0, 0) for d in depth.values()):
-        return p
-    return da.overlap.overlap(
-        p, depth=depth, boundary=dict.fromkeys(plans, "none"), allow_rechunk=False
-    )
-
-
-def _scatter_block(
-    block: Any, *, axis: int, targets: tuple[int, ...], size: int
-) -> Any:
-    """Sum the border slices of ``block`` onto the ``size`` pixels they copied."""
-    shape = list(block.shape)
-    shape[axis] = size
-    out = _xp(block).zeros(tuple(shape), dtype=block.dtype)
-    for p, t in enumerate(targets):  # one slice per border row: pads are small
-        out[_index(block.ndim, axis, t)] += block[_index(block.ndim, axis, p)]
-    return out
-
-
-def _fold(g: da.Array, axis: int, plan: _AxisPlan, mode: str) -> da.Array:
-    """Adjoint of :func:`_extend`: the gradient of ``P`` folded back onto ``x``."""
-    n, before, after = plan.n, plan.before, plan.after
-    inner = g[_index(g.ndim, axis, slice(before, before + n))]
-    if mode != "zeros":
-        idx = pad_index(n, before, after, mode)
-        for sl, targets in (
-            (slice(0, before), idx[:before]),
-            (slice(before + n, before + n + after), idx[before + n :]),
-        ):
-            if targets.size == 0:
-                continue
-            lo, hi = int(targets.min()), int(targets.max()) + 1
-            piece = g[_index(g.ndim, axis, sl)].rechunk({axis: -1})
-            chunks = list(piece.chunks)
-            chunks[axis] = (hi - lo,)
-            contrib = piece.map_blocks(
-                _scatter_block, axis=axis, targets=tuple((targets - lo).tolist()),
-                size=hi - lo, chunks=tuple(chunks), meta=piece._meta,
-            )
-            parts = []
-            if lo > 0:
-                parts.append(inner[_index(g.ndim, axis, slice(0, lo))])
-            parts.append(inner[_index(g.ndim, axis, slice(lo, hi))] + contrib)
-            if hi < n:
-                parts.append(inner[_index(g.ndim, axis, slice(hi, n))])
-            inner = da.concatenate(parts, axis=axis) if len(parts) > 1 else parts[0]
-    return inner.rechunk({axis: plan.src_chunks})
-
-
-def _crop(block: Any, crops: dict[int, tuple[tuple[int, int], ...]],
-          loc: tuple[int, ...]) -> Any:
-    sl = [slice(None)] * block.ndim
-    for ax, table in crops.items():
-        start, length = table[loc[ax]][:2]
-        sl[ax] = slice(start, start + length)
-    return block[tuple(sl)]
 
 
 # ------------------------------------------------------------------ the filters
@@ -523,9 +388,10 @@ def _runs(idx: np.ndarray) -> list[tuple[int, int, int, int]]:
             runs.append((i, j - i, -1, 0))
         else:
             step = 1
-            if j < n and idx[j] == v - 1:
+            if j < n and v > 0 and idx[j] == v - 1:
                 step = -1
-            while j < n and idx[j] == v + step * (j - i):
+            # (a fill position, -1, never continues a run: [0, -1] is two runs)
+            while j < n and idx[j] >= 0 and idx[j] == v + step * (j - i):
                 j += 1
             runs.append((i, j - i, v, step))
         i = j
@@ -637,23 +503,14 @@ def _gather_conv_task(
                           padding=0, dilation=dilation, groups=groups, **kwargs)
 
 
-def _apply_gather(
-    x: da.Array,
-    plans: dict[int, _AxisPlan],
-    mode: str,
-    fill: Any,
-    dtype: Any,
-    meta: Any,
-    make_task: Callable[[tuple[int, ...], dict[str, Any]], Callable[..., Any]],
-    token: Any,
-    out_chunks: dict[int, tuple[int, ...]] | None = None,
-) -> da.Array:
-    """One task per output chunk: ``make_task(out_index, gather)(blocks)`` with the
-    source chunks its window reads (see :func:`_gather_window`)."""
+def _gather_specs(
+    x: da.Array, plans: dict[int, _AxisPlan], mode: str, fill: Any
+) -> tuple[da.Array, list[tuple[int, ...]], list[tuple[tuple[int, ...], dict, list]]]:
+    """``x`` rechunked to the plans' source chunks, the output chunks (the plans'
+    along their axes), and per output chunk ``(out_index, gather, keys)``: the
+    arguments of :func:`_gather_window` and the keys of the source chunks its
+    window reads (the ``blocks`` it takes, in that order)."""
     import itertools
-
-    from dask.base import tokenize
-    from dask.highlevelgraph import HighLevelGraph
 
     for ax, plan in plans.items():
         x = x.rechunk({ax: plan.src_chunks})
@@ -672,16 +529,10 @@ def _apply_gather(
             ids = tuple(sorted({c for _, _, c, _, _ in raw}))
             entries.append((raw, ids, w1 - w0))
         per_axis[ax] = entries
-    # device arrays (kernels, weights) get a unique token: Dask would hash them
-    # through the host (pickling)
-    token = tuple(uuid.uuid4().hex if _backend.is_cupy_array(t) else t for t in token)
-    name = "gpuconv-gather-" + tokenize(
-        x.name, {a: (p.before, p.after, p.extent, p.stride, p.out_chunks) for a, p in
-                 plans.items()}, mode, fill, token)
     chunks = list(x.chunks)
     for ax in ax_list:
         chunks[ax] = plans[ax].out_chunks
-    layer: dict[Any, Any] = {}
+    specs = []
     for out_idx in itertools.product(*(range(len(c)) for c in chunks)):
         raw = {ax: per_axis[ax][out_idx[ax]] for ax in ax_list}
         if any(not r[1] for r in raw.values()):  # only fill: read one chunk anyway
@@ -700,38 +551,55 @@ def _apply_gather(
                       pieces={ax: raw[ax][0] for ax in ax_list},
                       chunk_ids={ax: raw[ax][1] for ax in ax_list}, fill=fill,
                       prefill=not covered)
+        specs.append((out_idx, gather, keys))
+    return x, chunks, specs
+
+
+def _layer_name(prefix: str, *parts: Any) -> str:
+    """A graph layer's name from its inputs; device arrays (kernels, weights) get a
+    unique token, since Dask would hash them through the host (pickling)."""
+    from dask.base import tokenize
+
+    def tok(t: Any) -> Any:
+        if _backend.is_cupy_array(t):
+            return uuid.uuid4().hex
+        if isinstance(t, tuple):
+            return tuple(tok(e) for e in t)
+        return t
+
+    return prefix + tokenize(*(tok(p) for p in parts))
+
+
+def _plans_token(plans: dict[int, _AxisPlan]) -> Any:
+    return {a: (p.before, p.after, p.extent, p.stride, p.src_chunks, p.out_chunks)
+            for a, p in plans.items()}
+
+
+def _apply_gather(
+    x: da.Array,
+    plans: dict[int, _AxisPlan],
+    mode: str,
+    fill: Any,
+    dtype: Any,
+    meta: Any,
+    make_task: Callable[[tuple[int, ...], dict[str, Any]], Callable[..., Any]],
+    token: Any,
+    out_chunks: dict[int, tuple[int, ...]] | None = None,
+) -> da.Array:
+    """One task per output chunk: ``make_task(out_index, gather)(blocks)`` with the
+    source chunks its window reads (see :func:`_gather_window`)."""
+    from dask.highlevelgraph import HighLevelGraph
+
+    x, chunks, specs = _gather_specs(x, plans, mode, fill)
+    name = _layer_name("gpuconv-gather-", x.name, _plans_token(plans), mode, fill,
+                       token)
+    layer: dict[Any, Any] = {}
+    for out_idx, gather, keys in specs:
         layer[(name, *out_idx)] = (make_task(out_idx, gather), keys)
     for ax, c in (out_chunks or {}).items():
         chunks[ax] = c
     graph = HighLevelGraph.from_collections(name, layer, dependencies=[x])
     return da.Array(graph, name, chunks=tuple(chunks), dtype=dtype, meta=meta)
-
-
-def _apply(
-    x: da.Array,
-    plans: dict[int, _AxisPlan],
-    mode: str,
-    fill: Any,
-    block_fn: Callable[..., Any],
-    dtype: Any,
-    meta: Any,
-    fn_kwargs: dict[str, Any],
-    out_chunks: dict[int, tuple[int, ...]] | None = None,
-) -> da.Array:
-    p = x
-    for ax, plan in plans.items():
-        p = _extend(p, ax, plan, mode, fill)
-    q = _overlapped(p, plans)
-    chunks = list(q.chunks)
-    for ax, plan in plans.items():
-        chunks[ax] = plan.out_chunks
-    for ax, c in (out_chunks or {}).items():
-        chunks[ax] = c
-    crops = {ax: plan.windows() for ax, plan in plans.items()}
-    return q.map_blocks(
-        block_fn, crops=crops, chunks=tuple(chunks), dtype=dtype, meta=meta,
-        **fn_kwargs,
-    )
 
 
 def convolve2d(
@@ -963,59 +831,113 @@ def conv2d(
 # ------------------------------------------------------------- conv2d_backward
 
 
-def _gx_block(
-    gyb: Any,
-    *,
-    crops: dict[int, tuple[tuple[int, int, int], ...]],
-    p_chunks: dict[int, tuple[int, ...]],
-    w: Any,
-    C: int,
-    extent: tuple[int, int],
-    stride: tuple[int, int],
-    dilation: tuple[int, int],
-    groups: int,
-    kwargs: dict[str, Any],
-    block_info: Any = None,
-) -> Any:
-    """Gradient of the extended input ``P`` over one ``P`` chunk."""
-    loc = block_info[0]["chunk-location"]
-    ph, pw = p_chunks[2][loc[2]], p_chunks[3][loc[3]]
-    xp = _xp(gyb)
-    out = xp.zeros((gyb.shape[0], C, ph, pw), dtype=gyb.dtype)
-    (_, nh, offh), (_, nw, offw) = crops[2][loc[2]], crops[3][loc[3]]
-    if nh == 0 or nw == 0 or gyb.shape[0] == 0:
-        return out
-    g = _crop(gyb, crops, loc)
-    lh = (nh - 1) * stride[0] + extent[0]
-    lw = (nw - 1) * stride[1] + extent[1]
-    local = gpuconv.conv2d_grad_input(
-        (g.shape[0], C, lh, lw), _like(w, g), g, stride=stride, padding=0,
-        dilation=dilation, groups=groups, **kwargs,
-    )
-    # Place the local region [off, off + l) into the chunk [0, p).
-    src, dst = [slice(None), slice(None)], [slice(None), slice(None)]
-    for off, length, size in ((offh, lh, ph), (offw, lw, pw)):
-        a, b = max(off, 0), min(off + length, size)
-        dst.append(slice(a, max(a, b)))
-        src.append(slice(a - off, a - off + max(b - a, 0)))
-    out[tuple(dst)] = local[tuple(src)]
-    return out
+def _gx_axis(plan: _AxisPlan, mode: str) -> list[tuple[tuple, tuple[int, ...]]]:
+    """Per source chunk of one axis: what its input gradient reads and where it
+    goes, as ``(items, gy_ids)``.
+
+    The gradient of ``x`` row ``r`` is the sum of the gradient of every ``P``
+    position whose index map (:func:`gpuconv._padding.pad_index`) reads ``r``: the
+    chunk's own rows shifted by ``before``, and for the padding modes that copy
+    pixels the border positions that copy the chunk's rows. These positions come
+    as contiguous ``P`` segments (one for an interior chunk); each segment is an
+    item ``(lo, hi, length, pieces, ids, moves)``: the output-gradient rows
+    ``lo..hi-1`` whose windows meet it (their :func:`_axis_pieces` in the
+    gradient's chunks, read from chunks ``ids``), the ``length`` of the local
+    input gradient they give (from ``P`` position ``lo*stride``) and the ``moves``
+    ``(local, n, dst, step)`` that add ``n`` of its rows from ``local`` on (``step``
+    -1: reversed) onto the chunk's rows ``dst..dst+n-1``. ``gy_ids`` is the union
+    of the items' ``ids``.
+    """
+    idx = pad_index(plan.n, plan.before, plan.after, mode)
+    s, e = plan.stride, plan.extent
+    src_starts = [0, *np.cumsum(plan.src_chunks).tolist()]
+    res = []
+    for b in range(len(plan.src_chunks)):
+        r0, r1 = src_starts[b], src_starts[b + 1]
+        pos = np.flatnonzero((idx >= r0) & (idx < r1))
+        items = []
+        for seg in np.split(pos, np.flatnonzero(np.diff(pos) != 1) + 1):
+            if seg.size == 0:
+                continue
+            a0, a1 = int(seg[0]), int(seg[-1]) + 1
+            lo = max(0, -(-(a0 - e + 1) // s))
+            hi = min(plan.out, (a1 - 1) // s + 1)
+            if hi <= lo:
+                continue  # no output reads these positions: zero gradient
+            length = (hi - lo - 1) * s + e
+            c0, c1 = max(a0, lo * s), min(a1, lo * s + length)
+            if c1 <= c0:
+                continue
+            moves = tuple(
+                (c0 - lo * s + d, n, (src if step > 0 else src - n + 1) - r0, step)
+                for d, n, src, step in _runs(idx[c0:c1])
+            )
+            pieces = _axis_pieces(np.arange(lo, hi), plan.out_starts)
+            ids = tuple(sorted({c for _, _, c, _, _ in pieces}))
+            items.append((lo, hi, length, pieces, ids, moves))
+        gy_ids = tuple(sorted({c for it in items for c in it[4]})) or (0,)
+        res.append((tuple(items), gy_ids))
+    return res
 
 
-def _gw_block(
-    xblock: Any,
-    gyb: Any,
-    *,
-    crops: dict[int, tuple[tuple[int, int], ...]],
-    w_shape: tuple[int, ...],
-    stride: tuple[int, int],
-    dilation: tuple[int, int],
-    groups: int,
-    kwargs: dict[str, Any],
-    block_info: Any = None,
+def _gx_gather_task(
+    blocks: list[Any], *, items: tuple[tuple, tuple], ids: tuple[tuple, tuple],
+    shape: tuple[int, ...], w: Any, stride: tuple[int, int],
+    dilation: tuple[int, int], groups: int, kwargs: dict[str, Any], dtype: Any,
 ) -> Any:
-    """This chunk's share of the weight gradient, as a ``(1, 1, 1, 1, M)`` block."""
-    win = _crop(xblock, crops, block_info[0]["chunk-location"])
+    """The input gradient of one chunk of ``x`` from the output-gradient chunks
+    ``blocks`` (those named by ``ids`` along H and W, row-major): one
+    :func:`gpuconv.conv2d_grad_input` per pair of ``P`` segments (one for an
+    interior chunk; see :func:`_gx_axis`), added in a fixed order."""
+    first = blocks[0]
+    xp = _xp(first)
+    n_w = len(ids[1])
+    by_id = {(c0, c1): blocks[i * n_w + j]
+             for i, c0 in enumerate(ids[0]) for j, c1 in enumerate(ids[1])}
+    N, C = shape[0], shape[1]
+    out = None
+    if N and items[0] and items[1]:
+        for lo_h, hi_h, len_h, pcs_h, ids_h, mv_h in items[0]:
+            for lo_w, hi_w, len_w, pcs_w, ids_w, mv_w in items[1]:
+                g = _gather_window(
+                    [by_id[(a, b)] for a in ids_h for b in ids_w], ndim=4,
+                    shape=(N, first.shape[1], hi_h - lo_h, hi_w - lo_w),
+                    pieces={2: pcs_h, 3: pcs_w}, chunk_ids={2: ids_h, 3: ids_w},
+                    fill=0, prefill=False,
+                )
+                local = gpuconv.conv2d_grad_input(
+                    (N, C, len_h, len_w), _like(w, g), g, stride=stride, padding=0,
+                    dilation=dilation, groups=groups, **kwargs,
+                )
+                for l_h, n_h, d_h, st_h in mv_h:
+                    for l_w, n_w2, d_w, st_w in mv_w:
+                        src = local[:, :, _move_slice(l_h, n_h, st_h),
+                                    _move_slice(l_w, n_w2, st_w)]
+                        if out is None and (n_h, n_w2) == shape[2:]:
+                            out = src.copy()  # the whole chunk in one piece
+                            continue
+                        if out is None:
+                            out = xp.zeros(shape, dtype=first.dtype)
+                        out[:, :, d_h:d_h + n_h, d_w:d_w + n_w2] += src
+    if out is None:
+        out = xp.zeros(shape, dtype=first.dtype)
+    return out.astype(dtype, copy=False)
+
+
+def _move_slice(local: int, n: int, step: int) -> slice:
+    """Rows ``local..local+n-1`` of a local gradient, reversed for ``step`` -1 (they
+    then land on ascending rows of the chunk)."""
+    return slice(local, local + n) if step > 0 else _src_slice(local + n - 1, n, -1)
+
+
+def _gw_gather_task(
+    blocks: list[Any], gyb: Any, *, gather: dict[str, Any],
+    w_shape: tuple[int, ...], stride: tuple[int, int], dilation: tuple[int, int],
+    groups: int, kwargs: dict[str, Any],
+) -> Any:
+    """This chunk's share of the weight gradient, as a ``(1, 1, 1, 1, M)`` block:
+    the window of ``P`` gathered as the forward does, and the chunk of ``gy``."""
+    win = _gather_window(blocks, **gather)
     gw = gpuconv.conv2d_grad_weight(win, w_shape, gyb, stride=stride, padding=0,
                                     dilation=dilation, groups=groups, **kwargs)
     return gw.reshape(1, 1, 1, 1, -1)
@@ -1061,11 +983,13 @@ def conv2d_backward(
 
     Notes
     -----
-    ``gx`` is built chunk by chunk: each chunk of the extended input takes the
-    output-gradient rows whose windows reach it (halos of ``gy``), applies the
-    in-memory :func:`gpuconv.conv2d_grad_input` to them, and the border gradient of
-    ``'reflect'``, ``'replicate'``, ``'circular'`` and ``'symmetric'`` padding is
-    folded back onto the pixels it copied (edge chunks only). ``gw`` and ``gb`` are
+    ``gx`` is built in one task per chunk of ``x``: it gathers the rows of ``gy``
+    whose windows read the chunk (from the neighbouring chunks of ``gy``), applies
+    the in-memory :func:`gpuconv.conv2d_grad_input` to them, and adds the border
+    gradient of ``'reflect'``, ``'replicate'``, ``'circular'`` and ``'symmetric'``
+    padding onto the pixels it copied (edge chunks; one more small call per border
+    segment), in a fixed order. Each partial sum of ``gw`` is one task on the
+    forward's window of ``x`` and one chunk of ``gy``. ``gw`` and ``gb`` are
     per-chunk partial sums (in float32 for float16 data) added with a tree
     reduction (``sum(..., split_every=8)``), so the result does not depend on the
     scheduler or the worker count.
@@ -1117,61 +1041,54 @@ def conv2d_backward(
                 item, shape=shape, dtype=p.dtype,
                 meta=meta_from_array(x._meta, ndim=ndim, dtype=p.dtype)))
         return Conv2dGrads(*res)
+    from dask.highlevelgraph import HighLevelGraph
+
     cd = p.compute_dtype
     xb = (x if p.batched else x[None]).rechunk({1: -1})
     gyb = gy if p.batched else gy[None]
     xb, gyb = xb.astype(cd), gyb.astype(cd)
-    extent = (p.dilation[0] * (p.KH - 1) + 1, p.dilation[1] * (p.KW - 1) + 1)
-    # Plans whose output chunks are deep enough for the halos of gy as well.
-    min_chunk = 1
-    while True:
-        plans = _conv_plans(xb, p, min_chunk)
-        gdep = {ax: plan.gy_depth() for ax, plan in plans.items()}
-        small = [
-            max(d) * plan.stride + plan.extent
-            for ax, plan in plans.items()
-            for d in (gdep[ax],)
-            if "input" in needs and len(plan.out_chunks) > 1
-            and min(plan.out_chunks) < max(d)
-        ]
-        if not small:
-            break
-        min_chunk = max(2 * min_chunk, *small)
+    plans = _conv_plans(xb, p)
     xb = xb.rechunk({2: plans[2].src_chunks, 3: plans[3].src_chunks})
     gyb = gyb.rechunk({0: xb.chunks[0], 1: -1, 2: plans[2].out_chunks,
                        3: plans[3].out_chunks})
-    meta4 = meta_from_array(x._meta, ndim=4, dtype=cd)
+    conv = dict(stride=p.stride, dilation=p.dilation, groups=p.groups, kwargs=kwargs)
+    token = (w, p, kwargs)
     gx = gw = gb = None
     if "input" in needs:
-        depth = {2: gdep[2], 3: gdep[3]}
-        if all(d == (0, 0) for d in depth.values()):
-            q = gyb
-        else:
-            q = da.overlap.overlap(gyb, depth=depth, boundary={2: "none", 3: "none"},
-                                   allow_rechunk=False)
-        gp = q.map_blocks(
-            _gx_block, crops={ax: plan.gy_windows() for ax, plan in plans.items()},
-            p_chunks={ax: plan.p_chunks for ax, plan in plans.items()}, w=w, C=p.C,
-            extent=extent, stride=p.stride, dilation=p.dilation, groups=p.groups,
-            kwargs=kwargs,
-            chunks=(xb.chunks[0], (p.C,), plans[2].p_chunks, plans[3].p_chunks),
-            dtype=cd, meta=meta4,
-        )
-        for ax, plan in plans.items():
-            gp = _fold(gp, ax, plan, p.padding_mode)
-        gx = gp.astype(p.dtype)
+        # one task per chunk of x, reading the gy chunks its gradient needs
+        name = _layer_name("gpuconv-gx-", gyb.name, _plans_token(plans),
+                           p.padding_mode, token)
+        axes = {ax: _gx_axis(plan, p.padding_mode) for ax, plan in plans.items()}
+        layer: dict[Any, Any] = {}
+        for n, nb in enumerate(xb.chunks[0]):
+            for i, sh in enumerate(xb.chunks[2]):
+                for j, sw in enumerate(xb.chunks[3]):
+                    (items_h, ids_h), (items_w, ids_w) = axes[2][i], axes[3][j]
+                    keys = [(gyb.name, n, 0, a, b) for a in ids_h for b in ids_w]
+                    task = functools.partial(
+                        _gx_gather_task, items=(items_h, items_w), ids=(ids_h, ids_w),
+                        shape=(nb, p.C, sh, sw), w=w, dtype=p.dtype, **conv)
+                    layer[(name, n, 0, i, j)] = (task, keys)
+        graph = HighLevelGraph.from_collections(name, layer, dependencies=[gyb])
+        gx = da.Array(graph, name, chunks=(xb.chunks[0], (p.C,), *xb.chunks[2:]),
+                      dtype=p.dtype,
+                      meta=meta_from_array(x._meta, ndim=4, dtype=p.dtype))
         gx = gx if p.batched else gx[0]
     if "weight" in needs:
-        pp = xb
-        for ax, plan in plans.items():
-            pp = _extend(pp, ax, plan, p.padding_mode, 0)
-        q = _overlapped(pp, plans)
-        nb = q.numblocks
+        # one task per chunk of gy: the forward's window of P and the gy chunk
+        xg, _, specs = _gather_specs(xb, plans, p.padding_mode, 0)
+        name = _layer_name("gpuconv-gw-", xg.name, gyb.name, _plans_token(plans),
+                           p.padding_mode, token)
+        layer = {}
+        for out_idx, gather, keys in specs:
+            task = functools.partial(_gw_gather_task, gather=gather,
+                                     w_shape=p.w_shape, **conv)
+            layer[(name, *out_idx, 0)] = (task, keys, (gyb.name, *out_idx))
+        nb = gyb.numblocks
         m = math.prod(p.w_shape)
-        parts = da.map_blocks(
-            _gw_block, q, gyb, crops={ax: plan.windows() for ax, plan in plans.items()},
-            w_shape=p.w_shape, stride=p.stride, dilation=p.dilation, groups=p.groups,
-            kwargs=kwargs, new_axis=[4],
+        graph = HighLevelGraph.from_collections(name, layer, dependencies=[xg, gyb])
+        parts = da.Array(
+            graph, name,
             chunks=((1,) * nb[0], (1,), (1,) * nb[2], (1,) * nb[3], (m,)),
             dtype=cd, meta=meta_from_array(x._meta, ndim=5, dtype=cd),
         )

@@ -22,7 +22,8 @@ def test_bench_overhead_quick_writes_rows(tmp_path, capsys):
     assert doc["format"] == "gpuconv-bench/1"
     rows = doc["rows"]
     null = [r for r in rows if r["backend"] == "null-device"]
-    assert [r["op"] for r in null] == ["convolve2d", "conv2d", "conv2d_backward"]
+    assert [r["op"] for r in null] == ["convolve2d", "convolve", "correlate", "conv2d",
+                                    "conv2d_backward"]
     for r in rows:
         assert set(_bench.ROW_KEYS) <= set(r), set(_bench.ROW_KEYS) - set(r)
         assert r["unit"] == "us" and r["rate"] > 0 and r["min_s"] > 0
@@ -49,7 +50,8 @@ def test_gpu_rows_logic_on_the_stand_in():
     with null_cuda() as dev:
         rows = _bench_overhead.run_gpu(quick=True)
         assert dev.launches > 0
-    assert [r["op"] for r in rows] == ["convolve2d", "conv2d", "conv2d_backward"]
+    assert [r["op"] for r in rows] == ["convolve2d", "convolve", "correlate", "conv2d",
+                                    "conv2d_backward"]
     for r in rows:
         assert set(_bench.ROW_KEYS) <= set(r)
         assert r["backend"] == "cuda" and r["peer"] is None and r["rate"] > 0

@@ -525,6 +525,26 @@ def test_precision_reaches_every_chunk():
         assert_close(_sync(got), r, terms=264)
 
 
+def test_one_pixel_axis_next_to_zero_padding():
+    """A window ``[row 0, fill, fill...]`` (a one-row image padded after it) is one
+    copied row and fill: it once hung the graph build (the fill's -1 was taken for
+    row 0's reversed neighbour)."""
+    rng = np.random.default_rng(15)
+    x = rng.standard_normal((2, 2, 1, 11))
+    w = rng.standard_normal((3, 2, 5, 2))
+    kw = dict(stride=(2, 1), padding=(0, 4, 1, 2), dilation=(1, 2))
+    xd = da.from_array(x, chunks=(1, 2, 1, (10, 1)))
+    assert_close(_sync(gd.conv2d(xd, w, **kw)), gpuconv.conv2d(x, w, **kw), terms=20)
+    gy = rng.standard_normal(gpuconv.conv2d(x, w, **kw).shape)
+    ref = gpuconv.conv2d_backward(gy, x, w, **kw)
+    _check_grads(_sync(*gd.conv2d_backward(da.from_array(gy), xd, w, **kw)), ref, w,
+                 gy)
+    a = rng.standard_normal((1, 9))
+    k = rng.standard_normal((4, 3))
+    assert_close(_sync(gd.convolve2d(da.from_array(a, chunks=(1, 4)), k, "full")),
+                 gpuconv.convolve2d(a, k, "full"), terms=12)
+
+
 def test_conv2d_backward_empty_batch():
     x = da.zeros((0, 2, 6, 6), chunks=(1, 2, 3, 3))
     g = gd.conv2d_backward(da.zeros((0, 3, 4, 4)), x, np.ones((3, 2, 3, 3)))

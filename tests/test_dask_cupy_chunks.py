@@ -3,7 +3,8 @@ filtered by the CUDA path (its kernels run on the CPU emulation harness) and no
 chunk or halo passes through host memory: ``.get()`` and ``cupy.asnumpy`` are
 refused, the NumPy backend is never asked, and every window handed to the
 in-memory call and every result chunk is a (stand-in) CuPy array. The graph has one
-task per output chunk on top of the input's own tasks."""
+task per output chunk on top of the input's own tasks (conv2d_backward: one per
+chunk of gx and one per partial sum of gw), and no overlap or concatenate layers."""
 
 from __future__ import annotations
 
@@ -32,8 +33,9 @@ class EmulatedCupy:
         self.xp = cp
         self.launches = 0
         if EmulatedCupy._dev is None:
-            EmulatedCupy._dev = prepared_device(["filter2d.cu", "conv2d_forward.cu",
-                                                 "conv2d_pad.cu"])
+            EmulatedCupy._dev = prepared_device(
+                ["filter2d.cu", "conv2d_forward.cu", "conv2d_pad.cu",
+                 "conv2d_backward_input.cu", "conv2d_backward_weight.cu"])
 
     def launch(self, launch):
         self.launches += 1
@@ -130,3 +132,63 @@ def test_cupy_chunks_of_conv2d_stay_on_the_device(kw, monkeypatch):
                     for i in range(grid.shape[0])])
     assert got.shape == want.shape
     assert_close(got, want, np.float32, terms=27, scale=np.abs(want).max())
+
+
+@pytest.mark.parametrize("kw", [dict(padding=1),
+                                dict(padding=(2, 1, 0, 3), stride=2, dilation=(1, 2),
+                                     padding_mode="reflect"),
+                                dict(padding=2, padding_mode="circular")])
+def test_cupy_chunks_of_conv2d_backward_stay_on_the_device(kw, monkeypatch):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 3, 19, 17)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal(gpuconv.conv2d(x, w, **kw).shape).astype(np.float32)
+    want = gpuconv.conv2d_backward(gy, x, w, **kw)
+
+    def host(*a, **k):
+        raise AssertionError("a chunk or halo was copied to the host")
+
+    with null_cuda(EmulatedCupy) as dev:
+        cp = dev.xp
+        monkeypatch.setattr(cp.ndarray, "get", host)
+        monkeypatch.setattr(cp, "asnumpy", host)
+        # x's chunks on the stride, gy in the chunks the forward gives y: no
+        # rechunk (the stand-in's concatenation, which a rechunk uses, makes host
+        # arrays; real CuPy's does not)
+        dx = da.from_array(cp.asarray(x), chunks=((1, 2), 3, (8, 11), (10, 7)),
+                           asarray=False, name=False)
+        y_chunks = gd.conv2d(dx, cp.asarray(w), **kw).chunks
+        dgy = da.from_array(cp.asarray(gy), chunks=y_chunks, asarray=False,
+                            name=False)
+        g = gd.conv2d_backward(dgy, dx, cp.asarray(w), **kw)
+        real_ops = _backend.backend_ops
+        monkeypatch.setattr(_backend, "backend_ops",
+                            lambda n: host() if n == "numpy" else real_ops(n))
+        layers = {}
+        for part in g:
+            layers.update(part.__dask_graph__().layers)
+        assert not [n for n in layers if "overlap" in n or "concatenate" in n]
+        gx_layer = [n for n in layers if n.startswith("gpuconv-gx-")]
+        gw_layer = [n for n in layers if n.startswith("gpuconv-gw-")]
+        assert len(gx_layer) == len(gw_layer) == 1
+        assert len(layers[gx_layer[0]]) == g.gx.npartitions  # one task per chunk
+        # one partial of gw per chunk of gy (rechunked to the forward's output
+        # chunks, which correspond one to one to x's)
+        assert len(layers[gw_layer[0]]) == g.gx.npartitions
+        # every gx chunk and every partial of gw is computed on the device (the
+        # final gw/gb sums and the assembly of gx go through the stand-in's
+        # concatenation, which makes host arrays: looked at for values only)
+        graph = dict(g.gw.__dask_graph__())
+        graph.update(dict(g.gx.__dask_graph__()))
+        keys = [k for k in graph if k[0] in (gx_layer[0], gw_layer[0])]
+        with dask.config.set(scheduler="sync"):
+            blocks = dask.get(graph, keys)
+            got = dask.compute(*g)
+        assert len(blocks) == 2 * g.gx.npartitions
+        assert all(isinstance(b, cp.ndarray) for b in blocks)
+        assert dev.launches > g.gx.npartitions
+    for a, r, terms in zip(got, want, (4 * 9 * 4, gy.size // 4, gy.size // 4),
+                           strict=True):
+        a = np.asarray(a)
+        assert a.shape == r.shape and a.dtype == r.dtype
+        assert_close(a, r, np.float32, terms=terms, scale=np.abs(r).max())

@@ -289,6 +289,99 @@ def test_filters_interleaved_calls_each_get_their_own_plan(router, dev, monkeypa
     assert _plan_cache.info()["filter2d plans"]["hits"] >= len(variants)
 
 
+def _filter1d_calls(rng):
+    def arr(n, dtype=np.float32):
+        return rng.standard_normal(n).astype(dtype)
+
+    a, v = arr(30), arr(4)
+    base = ("base", gpuconv.convolve, (a, v), {"mode": "same"})
+    variants = [
+        ("length", gpuconv.convolve, (arr(31), v), {"mode": "same"}),
+        ("kernel_length", gpuconv.convolve, (a, arr(5)), {"mode": "same"}),
+        ("dtype", gpuconv.convolve, (a.astype(np.float64), v.astype(np.float64)),
+         {"mode": "same"}),
+        ("int", gpuconv.convolve, ((a * 4).astype(np.int32), (v * 4).astype(np.int32)),
+         {"mode": "same"}),
+        ("complex", gpuconv.convolve, (a.astype(np.complex64), v), {"mode": "same"}),
+        ("full", gpuconv.convolve, (a, v), {"mode": "full"}),
+        ("valid", gpuconv.convolve, (a, v), {"mode": "valid"}),
+        ("mode_int", gpuconv.convolve, (a, v), {"mode": 0}),
+        ("mode_np_int", gpuconv.convolve, (a, v), {"mode": np.int64(2)}),
+        ("swapped", gpuconv.convolve, (v, a), {"mode": "same"}),
+        ("strided", gpuconv.convolve, (arr(60)[::2], v), {"mode": "same"}),
+        ("reversed", gpuconv.convolve, (a[::-1], v[::-1]), {"mode": "same"}),
+        ("list", gpuconv.convolve, (a.tolist(), v), {"mode": "same"}),
+        ("scalar", gpuconv.convolve, (np.float32(2.0), v), {"mode": "same"}),
+        ("direct", gpuconv.convolve, (a, v), {"mode": "same", "method": "direct"}),
+        ("fft", gpuconv.convolve, (a, v), {"mode": "same", "method": "fft"}),
+        ("correlate", gpuconv.correlate, (a, v), {"mode": "same"}),
+        ("correlate_valid", gpuconv.correlate, (a, v), {}),
+        ("correlate_swapped", gpuconv.correlate, (v, a), {"mode": "same"}),
+        ("correlate_complex", gpuconv.correlate,
+         (a.astype(np.complex64), (v + 1j * v).astype(np.complex64)),
+         {"mode": "full"}),
+        ("correlate_swapped_complex", gpuconv.correlate,
+         (v.astype(np.complex128), (a - 2j * a)), {"mode": "valid"}),
+    ]
+    return base, variants
+
+
+def test_filters1d_interleaved_calls_each_get_their_own_plan(router, dev):
+    """gpuconv.convolve/correlate: one argument differs from the base call each."""
+    base, variants = _filter1d_calls(np.random.default_rng(7))
+    for name, fn, args, kw in _interleave(base, variants):
+        got = fn(*args, **kw)
+        want = router.numpy(fn, *args, **kw)
+        assert got.shape == want.shape and got.dtype == want.dtype, name
+        if np.dtype(got.dtype).kind in "iu":
+            np.testing.assert_array_equal(got, want, err_msg=name)
+        else:
+            assert_close(got, want, terms=30, scale=np.abs(want).max())
+        # and NumPy's own result (an independent reference)
+        ref = getattr(np, fn.__name__)(
+            *args, **{k: x for k, x in kw.items() if k != "method"})
+        assert got.shape == ref.shape and got.dtype == ref.dtype, name
+        assert_close(got, ref, terms=30, scale=np.abs(ref).max())
+    info = _plan_cache.info()["filter1d calls"]
+    assert info["hits"] >= len(variants) + 1
+    # one entry per call but 'strided' and 'reversed' (the base's validated call:
+    # strides are the launch plan's business) and 'mode_np_int' (never cached)
+    assert info["size"] == len(variants) + 1 - 3
+
+
+def _raised(fn, *args, **kw):
+    try:
+        out = fn(*args, **kw)
+    except Exception as e:
+        return type(e), str(e)
+    return "ok", out.shape, out.dtype  # convolve takes a scalar
+
+
+def test_filters1d_bad_arguments_are_refused_after_a_cached_call(router, dev):
+    """Each bad call raises what it raises with the caches off, also after a valid
+    call of the same arrays was cached."""
+    a, v = np.ones(8), np.ones(3)
+    ai, vi = a.astype(np.int64), v.astype(np.int64)
+    bad = [((a, v), {"mode": m}) for m in ("bad", 3, -1, True, 1.0, np.int64(7))]
+    bad += [((a, v), {"mode": "same", "method": "fast"}),
+            ((ai, vi), {"method": "fft"}),
+            ((np.float64(1), v), {}), ((a, np.ones((2, 3))), {}),
+            ((a, np.ones(0)), {}), ((a.astype(object), v), {})]
+    for fn in (gpuconv.convolve, gpuconv.correlate):
+        old = _plan_cache.set_enabled(False)
+        try:
+            want = [_raised(fn, *args, **kw) for args, kw in bad]
+        finally:
+            _plan_cache.set_enabled(old)
+        for mode in ("same", 1, "valid", 0):
+            fn(a, v, mode=mode)
+            fn(ai, vi, mode=mode, method="direct")
+        fn(np.ones(1), v)
+        got = [_raised(fn, *args, **kw) for args, kw in bad]
+        assert got == want
+        assert sum(w[0] == "ok" for w in want) == (fn is gpuconv.convolve)
+
+
 def test_fft_is_refused_per_call_for_non_finite_data(router, dev, monkeypatch):
     """The FFT choice of method='auto' depends on the values (finite or not): a
     cached problem must still check them on every call."""
