@@ -365,8 +365,10 @@ __global__ void __launch_bounds__(TX * TY, gpuconv::regblock_min_blocks(TM, TN, 
     const T* gy_n = gy + (n * K + gy_group) * OHW;  // gy[n, gy_group]
     const T* x_n = x + (n * C + x_group) * HW;      // x[n, g*Cg]
     // Bytes from one image to the next, in gy and in x.
-    const unsigned long long gy_image = static_cast<unsigned long long>(K) * OHW * sizeof(T);
-    const unsigned long long x_image = static_cast<unsigned long long>(C) * HW * sizeof(T);
+    long long gy_image = static_cast<long long>(K) * OHW * static_cast<long long>(sizeof(T));
+    long long x_image = static_cast<long long>(C) * HW * static_cast<long long>(sizeof(T));
+    gpuconv::keep_in_register(gy_image);  // not recomputed in every slice
+    gpuconv::keep_in_register(x_image);
 
     // Liveness: every term of a slice but the split's last is < r_end; the last slice
     // holds last_live terms (1..BK), so term g_r is live there iff g_r < last_live.
@@ -400,7 +402,7 @@ __global__ void __launch_bounds__(TX * TY, gpuconv::regblock_min_blocks(TM, TN, 
         p += BK;  // < OH*OW + BK: fits int (the planner checks OH*OW + 1024)
         const int images = div_ohw.div(p);  // images crossed: 0, or more if OH*OW < BK
         p -= images * OHW;
-        const unsigned long long crossed = static_cast<unsigned>(images);
+        const long long crossed = static_cast<long long>(static_cast<unsigned>(images));
         gy_n = reinterpret_cast<const T*>(reinterpret_cast<const char*>(gy_n) +
                                           crossed * gy_image);
         x_n = reinterpret_cast<const T*>(reinterpret_cast<const char*>(x_n) +
