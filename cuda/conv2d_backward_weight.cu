@@ -41,8 +41,12 @@
 //                   thread's term (n, oh, ow) advances by counters and two
 //                   multiply-shift divisions (FastDiv: no division instruction, no
 //                   data-dependent loop); each column's (c, kh*dh, kw*dw) and byte
-//                   offset, and each row's, are decoded once per block. Two slices
-//                   per loop trip (literal shared-memory stages). The bias (blocks
+//                   offset, and each row's, are decoded once per block (a tail row
+//                   reads row 0, never written; a tail column's row offset fails
+//                   every bounds check). Two slices per loop trip (literal
+//                   shared-memory stages); the split's last slice, the only one
+//                   with dead terms (>= r_end), is fetched after the loop (peeled),
+//                   so the main loop's gathers test only the tap bounds. The bias (blocks
 //                   of column tile 0): each thread sums the gy values it gathers,
 //                   then the BK partial sums of a row are added in order.
 //   reduce          The second, deterministic stage of the split-K variants: one
@@ -367,8 +371,6 @@ __global__ void __launch_bounds__(TX * TY, gpuconv::regblock_min_blocks(TM, TN, 
     // Bytes from one image to the next, in gy and in x.
     long long gy_image = static_cast<long long>(K) * OHW * static_cast<long long>(sizeof(T));
     long long x_image = static_cast<long long>(C) * HW * static_cast<long long>(sizeof(T));
-    gpuconv::keep_in_register(gy_image);  // not recomputed in every slice
-    gpuconv::keep_in_register(x_image);
 
     // Liveness: every term of a slice but the split's last is < r_end; the last slice
     // holds last_live terms (1..BK), so term g_r is live there iff g_r < last_live.
@@ -376,8 +378,9 @@ __global__ void __launch_bounds__(TX * TY, gpuconv::regblock_min_blocks(TM, TN, 
         nslices > 0 ? static_cast<int>(r_end - (r_begin + (nslices - 1) * BK)) : 0;
     T reg_a[A_LOADS];
     T reg_b[B_LOADS];
-    auto fetch = [&](long long kt) {  // the gathers of slice kt
-        const bool live = kt + 1 < nslices || g_r < last_live;
+    // The gathers of a slice; live: this thread's term of it is < r_end (a literal
+    // true in the main loop, which never fetches the split's last slice).
+    auto fetch = [&](bool live) {
         const int ih0 = oh * sh - pt;
         const int iw0 = ow * sw - pl;
         // The row the bounds checks see: far outside for a dead term (every x
@@ -432,26 +435,45 @@ __global__ void __launch_bounds__(TX * TY, gpuconv::regblock_min_blocks(TM, TN, 
 
     const int tx = tid % TX;
     const int ty = tid / TX;
-    // One slice (the next slice's gathers in flight during the FMAs; the loop below
-    // runs two slices per trip with the literal stages 0 and 1).
-    auto slice_step = [&](int CUR, long long kt) {
-        const bool more = kt + 1 < nslices;  // block-uniform
-        if (more) {
-            advance();
-            fetch(kt + 1);
-        }
+    // One slice of the main loop, whose next slice is not the split's last: all of
+    // its terms are live (the next slice's gathers are in flight during the FMAs;
+    // the loop below runs two slices per trip with the literal stages 0 and 1).
+    auto full_step = [&](int CUR) {
+        advance();
+        fetch(true);
         gpuconv::regblock_fmas<T, Tile>(s, CUR, tx, ty, acc);
-        if (more) stash(CUR ^ 1);
+        stash(CUR ^ 1);
         // The other stage is complete before the next slice reads it, and every
         // thread is done reading stage CUR before the slice after overwrites it.
         __syncthreads();
     };
-    fetch(0);
+    // Slice 0 (maybe the split's last), then the main loop over the slices whose
+    // successor is not the last, then the last one or two slices (peeled, with the
+    // liveness test, out of the hot loop).
+    fetch(nslices > 1 || g_r < last_live);
     stash(0);
     __syncthreads();  // slice 0 is staged before any thread reads it
-    for (long long kt = 0; kt < nslices; kt += 2) {
-        slice_step(0, kt);
-        if (kt + 1 < nslices) slice_step(1, kt + 1);
+    long long kt = 0;  // the staged slice, in stage kt & 1
+    for (; kt + 3 < nslices; kt += 2) {
+        full_step(0);
+        full_step(1);
+    }
+    if (kt + 2 < nslices) {  // kt is even here: stage 0
+        full_step(0);
+        ++kt;
+    }
+    if (kt + 1 < nslices) {  // the last slice, kt + 1, is fetched with its liveness
+        const int cur = static_cast<int>(kt & 1);
+        advance();
+        fetch(g_r < last_live);
+        gpuconv::regblock_fmas<T, Tile>(s, cur, tx, ty, acc);
+        stash(cur ^ 1);
+        __syncthreads();  // as in full_step
+        ++kt;
+    }
+    if (kt < nslices) {  // the FMAs of the last slice (nslices == 0: none)
+        gpuconv::regblock_fmas<T, Tile>(s, static_cast<int>(kt & 1), tx, ty, acc);
+        __syncthreads();  // every thread is done reading before the bias reuses stage 0
     }
 
     const long long wcount = static_cast<long long>(K) * NG;
