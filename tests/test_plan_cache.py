@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 import gpuconv
-from gpuconv import _backend, _gpu_conv, _gpu_filter, _plan_cache
-from tests._emu_helpers import EMULATED, prepared_device
+from gpuconv import _gpu_conv, _gpu_filter, _plan_cache
+from tests._emu_helpers import EMULATED, prepared_device, route_numpy_to
 from tests._tol import assert_close
 
 pytestmark = EMULATED
@@ -33,43 +33,9 @@ def dev():
                             "filter2d.cu"])
 
 
-class Router:
-    """``backend_ops('numpy')`` gives the CUDA ops on the emulated device while
-    ``active``; :meth:`numpy` runs a call on the real NumPy backend."""
-
-    def __init__(self, dev):
-        self.dev = dev
-        self.active = True
-
-    def ops(self):
-        dev = self.dev
-
-        def on_dev(fn):
-            return staticmethod(lambda *a: fn(*a, device=dev))
-
-        names = {_gpu_conv: ("conv2d_forward", "conv2d_backward_input",
-                             "conv2d_backward_weight", "conv2d_backward_bias"),
-                 _gpu_filter: ("correlate2d",)}
-        return type("EmulatedOps", (), {n: on_dev(getattr(m, n))
-                                        for m, ns in names.items() for n in ns})
-
-    def numpy(self, fn, *args, **kw):
-        self.active = False
-        try:
-            return fn(*args, **kw)
-        finally:
-            self.active = True
-
-
 @pytest.fixture
 def router(dev, monkeypatch):
-    r = Router(dev)
-    ops = r.ops()
-    real = _backend.backend_ops
-    monkeypatch.setattr(
-        _backend, "backend_ops",
-        lambda name: ops if name == "numpy" and r.active else real(name),
-    )
+    r = route_numpy_to(dev, monkeypatch)
     monkeypatch.setattr(_gpu_conv, "POISON_OUTPUTS", True)
     monkeypatch.setattr(_gpu_filter, "POISON_OUTPUTS", True)
     assert _plan_cache.enabled()
