@@ -109,6 +109,29 @@ def _rel_err(cp: Any, ours: Any, ref: Any) -> float:
     return float(cp.abs(ours - ref).max()) / scale
 
 
+def _validated_time(
+    cp: Any, fn: Callable[[], Any], ref: Any, limit: float, row: dict[str, Any],
+    timing: dict[str, Any], rows: list[dict[str, Any]],
+) -> tuple[float, float, int, float] | None:
+    """``fn`` checked against ``ref`` (relative error at most ``limit``), then timed:
+    ``(median_s, min_s, repeats, max_err)``; ``None`` once ``row`` with the reason
+    (a failed validation, not timed, or an exception) is appended to ``rows``."""
+    try:
+        err = _rel_err(cp, fn(), ref)
+        if not err <= limit:
+            rows.append({**row, "max_err": err, "validation_failed": True,
+                         "error_kind": "validation",
+                         "error": f"validation failed: error {err:.3g} > "
+                                  f"{limit:.3g}; not timed"})
+            return None
+        med, mn, reps = time_gpu(cp, fn, **timing)
+    except Exception as exc:
+        rows.append({**row, "error": f"{type(exc).__name__}: {exc}",
+                     "error_kind": "exception"})
+        return None
+    return med, mn, reps, err
+
+
 def same_fill_problem(h: int, w: int, kh: int, kw: int, dtype: Any) -> Any:
     """The FilterProblem of ``convolve2d(x, w, 'same', 'fill')`` (kernel flipped)."""
     from gpuconv._filter_args import FilterProblem
@@ -200,19 +223,10 @@ def _timed_rows(cp: Any, case: str, ours: dict[str, Callable[[], Any]],
     for variant, fn in ours.items():
         row = {**extra, "case": case.format(variant=variant), "variant": variant,
                "err_limit": limit}
-        try:
-            err = _rel_err(cp, fn(), ref)
-            if not err <= limit:
-                rows.append({**row, "max_err": err, "validation_failed": True,
-                             "error_kind": "validation",
-                             "error": f"validation failed: error {err:.3g} > "
-                                      f"{limit:.3g}; not timed"})
-                continue
-            med, mn, reps = time_gpu(cp, fn, **timing)
-        except Exception as exc:
-            rows.append({**row, "error": f"{type(exc).__name__}: {exc}",
-                         "error_kind": "exception"})
+        timed = _validated_time(cp, fn, ref, limit, row, timing, rows)
+        if timed is None:
             continue
+        med, mn, reps, err = timed
         row.update({"median_s": med, "min_s": mn, "repeats": reps,
                     "rate": px / med / 1e9, "gpx_s": px / med / 1e9,
                     "mem_floor_share": floor_s / med, "max_err": err})
@@ -413,19 +427,10 @@ def _bench_case(cp: Any, rng: np.random.Generator, n: int, k: int, bw: float,
         limit = 1e-4 if variant == "fft" else 5e-6 * k
         fail = {**base, "case": case, "shape": f"{n}x{n} k={k}", "n": n, "k": k,
                 "variant": variant, "err_limit": limit}
-        try:
-            err = _rel_err(cp, fn(), ref)
-            if not err <= limit:
-                rows.append({**fail, "max_err": err, "validation_failed": True,
-                             "error_kind": "validation",
-                             "error": f"validation failed: error {err:.3g} > "
-                                      f"{limit:.3g}; not timed"})
-                continue
-            med, mn, reps = time_gpu(cp, fn, **timing)
-        except Exception as exc:
-            rows.append({**fail, "error": f"{type(exc).__name__}: {exc}",
-                         "error_kind": "exception"})
+        timed = _validated_time(cp, fn, ref, limit, fail, timing, rows)
+        if timed is None:
             continue
+        med, mn, reps, err = timed
         rate = px / med / 1e9
         chosen = choose_algorithm(fp, "auto") if variant == "auto" else variant
         common = {

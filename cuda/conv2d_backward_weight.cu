@@ -41,8 +41,12 @@
 //                   thread's term (n, oh, ow) advances by counters and two
 //                   multiply-shift divisions (FastDiv: no division instruction, no
 //                   data-dependent loop); each column's (c, kh*dh, kw*dw) and byte
-//                   offset, and each row's, are decoded once per block. Two slices
-//                   per loop trip (literal shared-memory stages). The bias (blocks
+//                   offset, and each row's, are decoded once per block (a tail row
+//                   reads row 0, never written; a tail column's row offset fails
+//                   every bounds check). Two slices per loop trip (literal
+//                   shared-memory stages); the split's last slice, the only one
+//                   with dead terms (>= r_end), is fetched after the loop (peeled),
+//                   so the main loop's gathers test only the tap bounds. The bias (blocks
 //                   of column tile 0): each thread sums the gy values it gathers,
 //                   then the BK partial sums of a row are added in order.
 //   reduce          The second, deterministic stage of the split-K variants: one
@@ -261,6 +265,10 @@ __global__ void conv2d_backward_weight_tiled(
 }
 
 // ---------------------------------------------------------------------------------
+// tiled_regblock: a row offset that puts a tap outside every image (tail columns,
+// dead terms): |value| + any real row stays far from the int range's ends.
+constexpr int kFarOutside = 1 << 29;
+
 // tiled_regblock: block THREADS = TX*TY, static shared memory (RegblockSmem). Grid,
 // 1-D: m_tiles * n_tiles * groups * splits blocks (m_tile fastest, so the blocks that
 // run together share the gy/x slice of one split in L2); split s reduces its balanced
@@ -318,7 +326,6 @@ __global__ void __launch_bounds__(TX * TY, gpuconv::regblock_min_blocks(TM, TN, 
     int b_dy[B_LOADS];
     int b_dx[B_LOADS];
     long long b_off[B_LOADS];
-    unsigned b_colok = 0;
 #pragma unroll
     for (int q = 0; q < B_LOADS; ++q) {
         const int col = n0 + g_row + q * STEP;
@@ -331,22 +338,26 @@ __global__ void __launch_bounds__(TX * TY, gpuconv::regblock_min_blocks(TM, TN, 
         b_off[q] = (static_cast<long long>(cc) * HW + b_dy[q] * W + b_dx[q]) *
                    static_cast<long long>(sizeof(T));
         gpuconv::keep_in_register(b_off[q]);
-        if (ok) b_colok |= 1u << q;
+        // A tail column's row offset puts every term's row outside the image: its
+        // bounds check fails, so the column mask is folded into the row check.
+        if (!ok) b_dy[q] = -kFarOutside;
     }
-    // The rows' (gy channels') byte offsets from the term's gy element.
+    // The rows' (gy channels') byte offsets from the term's gy element. A tail row
+    // (past Kg) reads row 0 instead: its sums are never written (epilogue and bias
+    // skip tail rows), so the loads need only the term's liveness as predicate.
     long long a_off[A_LOADS];
-    unsigned a_rowok = 0;
 #pragma unroll
     for (int q = 0; q < A_LOADS; ++q) {
         const int m = g_row + q * STEP;
-        a_off[q] = static_cast<long long>(m) * OHW * static_cast<long long>(sizeof(T));
+        a_off[q] = m0 + m < Kg ? static_cast<long long>(m) * OHW *
+                                     static_cast<long long>(sizeof(T))
+                               : 0LL;
         gpuconv::keep_in_register(a_off[q]);
-        if (m0 + m < Kg) a_rowok |= 1u << q;
     }
     // This thread's reduction term r = (n, p = oh*OW + ow), advanced by BK terms per
     // slice: p by counters and two multiply-shift divisions (no division
     // instruction, no data-dependent loop in the main loop).
-    long long r = r_begin + g_r;
+    const long long r = r_begin + g_r;
     const long long n = r / OHW;
     int p = static_cast<int>(r - n * OHW);
     const gpuconv::FastDiv div_ow(OW);
@@ -357,41 +368,48 @@ __global__ void __launch_bounds__(TX * TY, gpuconv::regblock_min_blocks(TM, TN, 
     const long long x_group = static_cast<long long>(g) * Cg;
     const T* gy_n = gy + (n * K + gy_group) * OHW;  // gy[n, gy_group]
     const T* x_n = x + (n * C + x_group) * HW;      // x[n, g*Cg]
-    long long gy_image = static_cast<long long>(K) * OHW;
-    long long x_image = static_cast<long long>(C) * HW;
-    gpuconv::keep_in_register(gy_image);
-    gpuconv::keep_in_register(x_image);
+    // Bytes from one image to the next, in gy and in x.
+    long long gy_image = static_cast<long long>(K) * OHW * static_cast<long long>(sizeof(T));
+    long long x_image = static_cast<long long>(C) * HW * static_cast<long long>(sizeof(T));
 
+    // Liveness: every term of a slice but the split's last is < r_end; the last slice
+    // holds last_live terms (1..BK), so term g_r is live there iff g_r < last_live.
+    const int last_live =
+        nslices > 0 ? static_cast<int>(r_end - (r_begin + (nslices - 1) * BK)) : 0;
     T reg_a[A_LOADS];
     T reg_b[B_LOADS];
-    auto fetch = [&]() {
-        const bool live = r < r_end;
+    // The gathers of a slice; live: this thread's term of it is < r_end (a literal
+    // true in the main loop, which never fetches the split's last slice).
+    auto fetch = [&](bool live) {
         const int ih0 = oh * sh - pt;
         const int iw0 = ow * sw - pl;
+        // The row the bounds checks see: far outside for a dead term (every x
+        // check fails: the liveness is folded into the row checks).
+        const int ihc = live ? ih0 : -kFarOutside;
         const char* gyp = reinterpret_cast<const char*>(gy_n + p);
-        const unsigned amask = live ? a_rowok : 0u;
 #pragma unroll
         for (int q = 0; q < A_LOADS; ++q)
-            reg_a[q] = (amask >> q & 1u) ? __ldg(reinterpret_cast<const T*>(gyp + a_off[q]))
-                                         : T(0);
+            reg_a[q] = live ? __ldg(reinterpret_cast<const T*>(gyp + a_off[q])) : T(0);
         const char* xw = reinterpret_cast<const char*>(x_n) +
                          static_cast<long long>(ih0 * W + iw0) *
                              static_cast<long long>(sizeof(T));
-        const unsigned bmask = live ? b_colok : 0u;
+        gpuconv::keep_in_register(xw);
 #pragma unroll
         for (int q = 0; q < B_LOADS; ++q) {
-            const bool ok = (bmask >> q & 1u) && gpuconv::in_range(ih0 + b_dy[q], H) &&
+            const bool ok = gpuconv::in_range(ihc + b_dy[q], H) &&
                             gpuconv::in_range(iw0 + b_dx[q], W);
             reg_b[q] = ok ? __ldg(reinterpret_cast<const T*>(xw + b_off[q])) : T(0);
         }
     };
     auto advance = [&]() {
-        r += BK;
         p += BK;  // < OH*OW + BK: fits int (the planner checks OH*OW + 1024)
         const int images = div_ohw.div(p);  // images crossed: 0, or more if OH*OW < BK
         p -= images * OHW;
-        gy_n += images * gy_image;
-        x_n += images * x_image;
+        const long long crossed = static_cast<long long>(static_cast<unsigned>(images));
+        gy_n = reinterpret_cast<const T*>(reinterpret_cast<const char*>(gy_n) +
+                                          crossed * gy_image);
+        x_n = reinterpret_cast<const T*>(reinterpret_cast<const char*>(x_n) +
+                                         crossed * x_image);
         gpuconv::keep_in_register(gy_n);  // updated once here, not at every load
         gpuconv::keep_in_register(x_n);
         oh = div_ow.div(p);
@@ -417,26 +435,45 @@ __global__ void __launch_bounds__(TX * TY, gpuconv::regblock_min_blocks(TM, TN, 
 
     const int tx = tid % TX;
     const int ty = tid / TX;
-    // One slice (the next slice's gathers in flight during the FMAs; the loop below
-    // runs two slices per trip with the literal stages 0 and 1).
-    auto slice_step = [&](int CUR, long long kt) {
-        const bool more = kt + 1 < nslices;  // block-uniform
-        if (more) {
-            advance();
-            fetch();
-        }
+    // One slice of the main loop, whose next slice is not the split's last: all of
+    // its terms are live (the next slice's gathers are in flight during the FMAs;
+    // the loop below runs two slices per trip with the literal stages 0 and 1).
+    auto full_step = [&](int CUR) {
+        advance();
+        fetch(true);
         gpuconv::regblock_fmas<T, Tile>(s, CUR, tx, ty, acc);
-        if (more) stash(CUR ^ 1);
+        stash(CUR ^ 1);
         // The other stage is complete before the next slice reads it, and every
         // thread is done reading stage CUR before the slice after overwrites it.
         __syncthreads();
     };
-    fetch();
+    // Slice 0 (maybe the split's last), then the main loop over the slices whose
+    // successor is not the last, then the last one or two slices (peeled, with the
+    // liveness test, out of the hot loop).
+    fetch(nslices > 1 || g_r < last_live);
     stash(0);
     __syncthreads();  // slice 0 is staged before any thread reads it
-    for (long long kt = 0; kt < nslices; kt += 2) {
-        slice_step(0, kt);
-        if (kt + 1 < nslices) slice_step(1, kt + 1);
+    long long kt = 0;  // the staged slice, in stage kt & 1
+    for (; kt + 3 < nslices; kt += 2) {
+        full_step(0);
+        full_step(1);
+    }
+    if (kt + 2 < nslices) {  // kt is even here: stage 0
+        full_step(0);
+        ++kt;
+    }
+    if (kt + 1 < nslices) {  // the last slice, kt + 1, is fetched with its liveness
+        const int cur = static_cast<int>(kt & 1);
+        advance();
+        fetch(g_r < last_live);
+        gpuconv::regblock_fmas<T, Tile>(s, cur, tx, ty, acc);
+        stash(cur ^ 1);
+        __syncthreads();  // as in full_step
+        ++kt;
+    }
+    if (kt < nslices) {  // the FMAs of the last slice (nslices == 0: none)
+        gpuconv::regblock_fmas<T, Tile>(s, static_cast<int>(kt & 1), tx, ty, acc);
+        __syncthreads();  // every thread is done reading before the bias reuses stage 0
     }
 
     const long long wcount = static_cast<long long>(K) * NG;

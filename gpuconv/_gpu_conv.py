@@ -186,6 +186,17 @@ def _const_array(
     return arr
 
 
+def _pad_fold(dev: Any, p: Conv2dProblem, gxpad: Any, gx: Any) -> list[Any]:
+    """The launches folding the padded input gradient ``gxpad`` into ``gx``, with
+    the fold maps of ``p`` uploaded once per device (:func:`_const_array`)."""
+    mkey = (p.H, p.W, p.padding, p.padding_mode)
+    maps = [
+        _const_array(dev, ("foldmap", i, *mkey), lambda i=i: fold_maps(p)[i])
+        for i in range(4)
+    ]
+    return plan_pad_fold(p, gxpad, gx, *maps)
+
+
 def _real_problem(p: Conv2dProblem) -> Conv2dProblem:
     """The same problem in the real dtype of a complex one."""
     real = np.dtype(np.dtype(p.compute_dtype).type(0).real.dtype)
@@ -330,12 +341,7 @@ def _backward_input_mma(
         gxpad = alloc(p0.x_shape, p.compute_dtype)
         launches = plan_conv2d_mma(p0, "backward_input", kind, gya, wa, gxpad,
                                    _taps(dev, p0.Kg, p0))
-        mkey = (p.H, p.W, p.padding, p.padding_mode)
-        maps = [
-            _const_array(dev, ("foldmap", i, *mkey), lambda i=i: fold_maps(p)[i])
-            for i in range(4)
-        ]
-        return launches + plan_pad_fold(p, gxpad, gx, *maps)
+        return launches + _pad_fold(dev, p, gxpad, gx)
 
     _planned(key, plan, dev, (gya, wa, gx), build)
     return gx
@@ -594,12 +600,7 @@ def conv2d_backward_input(
         gxpad = alloc(p0.x_shape, p.compute_dtype)
         launches = plan_conv2d_backward_input(p0, algo, gy, w, gxpad, slices,
                                               alloc=alloc)
-        mkey = (p.H, p.W, p.padding, p.padding_mode)
-        maps = [
-            _const_array(dev, ("foldmap", i, *mkey), lambda i=i: fold_maps(p)[i])
-            for i in range(4)
-        ]
-        return launches + plan_pad_fold(p, gxpad, gx, *maps)
+        return launches + _pad_fold(dev, p, gxpad, gx)
 
     _planned(key, plan, dev, (gy, w, gx), build)
     return gx

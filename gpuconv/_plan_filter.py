@@ -711,12 +711,7 @@ def plan_filter1d(
         raise ValueError(f"filter1d_tiled computes 1-D problems, not {fp}")
     dt = np.dtype(fp.dtype)
     i32 = np.int32
-    vec = 16 // dt.itemsize
-    flags = 0
-    if vector and fp.W % vec == 0 and _data_ptr(in1) % 16 == 0:
-        flags |= 1
-    if vector and fp.OW % vec == 0 and _data_ptr(out) % 16 == 0:
-        flags |= 2
+    flags = _vector_flags(fp, in1, out, vector)
     fill = np.asarray(fp.fillvalue).astype(dt).reshape(-1)[0]
     args = (
         in1, k, out, i32(fp.B), i32(fp.W), i32(fp.KW), i32(fp.pad_left), i32(fp.OW),
@@ -798,6 +793,21 @@ def choose_algorithm(fp: FilterProblem, method: str = "auto") -> str:
 def _data_ptr(a: Any) -> int:
     iface = getattr(a, "__cuda_array_interface__", None) or a.__array_interface__
     return int(iface["data"][0])
+
+
+def _vector_flags(fp: FilterProblem, in1: Any, out: Any, vector: bool) -> int:
+    """The kernels' 128-bit access flags: bit 0 where every input row is 16-byte
+    aligned (``W`` a multiple of the vector and ``in1`` aligned), bit 1 the same
+    for the output rows; none where ``vector`` is off."""
+    if not vector:
+        return 0
+    vec = 16 // np.dtype(fp.dtype).itemsize
+    flags = 0
+    if fp.W % vec == 0 and _data_ptr(in1) % 16 == 0:
+        flags |= 1
+    if fp.OW % vec == 0 and _data_ptr(out) % 16 == 0:
+        flags |= 2
+    return flags
 
 
 def check_extents(fp: FilterProblem) -> None:
@@ -882,12 +892,7 @@ def plan_filter(
         raise ValueError(f"no tiled filter launch fits for {fp}")
     bx, by = cfg.block
     tw, th = bx * rx(dt.itemsize), by * cfg.ry
-    vec = 16 // dt.itemsize
-    flags = 0
-    if vector and fp.W % vec == 0 and _data_ptr(in1) % 16 == 0:
-        flags |= 1
-    if vector and fp.OW % vec == 0 and _data_ptr(out) % 16 == 0:
-        flags |= 2
+    flags = _vector_flags(fp, in1, out, vector)
     grid = (-(-fp.OW // tw), min(-(-fp.OH // th), MAX_GRID_YZ), gz)
     return [
         Launch(

@@ -390,8 +390,8 @@ def conv2d(
     dilation: int | tuple[int, int] = 1,
     groups: int = 1,
     padding_mode: str = "zeros",
-    algorithm: str = "auto",
     *,
+    algorithm: str = "auto",
     precision: str | None = None,
 ) -> torch.Tensor:
     """Differentiable 2-D convolution (cross-correlation) of torch tensors.
@@ -415,7 +415,7 @@ def conv2d(
     groups : int, optional
     padding_mode : {'zeros', 'reflect', 'replicate', 'circular', 'symmetric'}
         How the border is extended, folded into the kernels (no padded copy).
-    algorithm : {'auto', 'naive', 'tiled', 'tiled_regblock'}, optional
+    algorithm : {'auto', 'naive', 'tiled', 'tiled_regblock'}, optional, keyword only
         The CUDA kernel variant (ignored on CPU tensors).
     precision : {None, 'highest', 'tf32'}, optional, keyword only
         As in :func:`gpuconv.conv2d` (``'tf32'``: float32/complex64 operands
@@ -612,7 +612,7 @@ class Conv2d(nn.Module):
         """The convolution with given parameters (``torch.nn.Conv2d``'s hook, which
         subclasses override, e.g. for weight standardisation)."""
         return conv2d(input, weight, bias, self.stride, self.padding, self.dilation,
-                      self.groups, self.padding_mode, self.algorithm,
+                      self.groups, self.padding_mode, algorithm=self.algorithm,
                       precision=self.precision)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,7 @@ RuntimeError when 'cuda' cannot run; info()."""
 
 from __future__ import annotations
 
+import doctest
 import sys
 import types
 
@@ -280,3 +281,10 @@ def test_info_with_a_usable_cupy(monkeypatch):
     assert info["backends"] == ["numpy", "cuda"]
     assert info["cupy"] == "99.0" and info["device"] == "Fake GPU"
     assert info["cuda_missing"] is None
+
+
+def test_docstring_examples(monkeypatch):
+    """The examples of select_backend, use_backend and info run as shown."""
+    monkeypatch.delenv("GPUCONV_BACKEND", raising=False)
+    result = doctest.testmod(_backend, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 import gpuconv
-from gpuconv import _backend, _gpu_conv, _gpu_filter, _plan_cache, _plan_conv
+from gpuconv import _gpu_conv, _gpu_filter, _plan_cache, _plan_conv
 from gpuconv._conv_args import normalize_conv2d
 from gpuconv._emulate import EmulatedDevice
 from gpuconv._filter_args import FilterProblem
@@ -37,7 +37,7 @@ from tests._cuda_conv_cases import (
     problem,
     random_inputs,
 )
-from tests._emu_helpers import EMULATED, prepared_device
+from tests._emu_helpers import EMULATED, prepared_device, route_numpy_to
 from tests._tol import assert_close
 
 pytestmark = EMULATED
@@ -58,53 +58,9 @@ def _poison(monkeypatch):
     monkeypatch.setattr(_gpu_filter, "POISON_OUTPUTS", True)
 
 
-class Router:
-    """``backend_ops('numpy')`` returns the CUDA ops on the emulated device while
-    ``active``; ``calls`` lists the ops called."""
-
-    def __init__(self, dev):
-        self.dev = dev
-        self.active = True
-        self.calls: list[str] = []
-
-    def ops(self):
-        dev, calls = self.dev, self.calls
-
-        def rec(name, fn):
-            def call(*args):
-                calls.append(name)
-                return fn(*args, device=dev)
-
-            return staticmethod(call)
-
-        return type("EmulatedOps", (), {
-            name: rec(name, getattr(mod, name))
-            for mod, names in ((_gpu_conv, ("conv2d_forward", "conv2d_backward_input",
-                                            "conv2d_backward_weight",
-                                            "conv2d_backward_bias")),
-                               (_gpu_filter, ("correlate2d",)))
-            for name in names
-        })
-
-    def numpy(self, fn, *args, **kw):
-        """``fn`` on the real NumPy backend (the reference)."""
-        self.active = False
-        try:
-            return fn(*args, **kw)
-        finally:
-            self.active = True
-
-
 @pytest.fixture
 def via_emulator(dev, monkeypatch):
-    router = Router(dev)
-    ops = router.ops()
-    real = _backend.backend_ops
-    monkeypatch.setattr(
-        _backend, "backend_ops",
-        lambda name: ops if name == "numpy" and router.active else real(name),
-    )
-    return router
+    return route_numpy_to(dev, monkeypatch)
 
 
 def kernels_since(dev, n0):

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 import gpuconv
-from gpuconv import _backend, _gpu_conv, _gpu_filter, _plan_cache
-from tests._emu_helpers import EMULATED, prepared_device
+from gpuconv import _gpu_conv, _gpu_filter, _plan_cache
+from tests._emu_helpers import EMULATED, prepared_device, route_numpy_to
 from tests._tol import assert_close
 
 pytestmark = EMULATED
@@ -33,43 +33,9 @@ def dev():
                             "filter2d.cu"])
 
 
-class Router:
-    """``backend_ops('numpy')`` gives the CUDA ops on the emulated device while
-    ``active``; :meth:`numpy` runs a call on the real NumPy backend."""
-
-    def __init__(self, dev):
-        self.dev = dev
-        self.active = True
-
-    def ops(self):
-        dev = self.dev
-
-        def on_dev(fn):
-            return staticmethod(lambda *a: fn(*a, device=dev))
-
-        names = {_gpu_conv: ("conv2d_forward", "conv2d_backward_input",
-                             "conv2d_backward_weight", "conv2d_backward_bias"),
-                 _gpu_filter: ("correlate2d",)}
-        return type("EmulatedOps", (), {n: on_dev(getattr(m, n))
-                                        for m, ns in names.items() for n in ns})
-
-    def numpy(self, fn, *args, **kw):
-        self.active = False
-        try:
-            return fn(*args, **kw)
-        finally:
-            self.active = True
-
-
 @pytest.fixture
 def router(dev, monkeypatch):
-    r = Router(dev)
-    ops = r.ops()
-    real = _backend.backend_ops
-    monkeypatch.setattr(
-        _backend, "backend_ops",
-        lambda name: ops if name == "numpy" and r.active else real(name),
-    )
+    r = route_numpy_to(dev, monkeypatch)
     monkeypatch.setattr(_gpu_conv, "POISON_OUTPUTS", True)
     monkeypatch.setattr(_gpu_filter, "POISON_OUTPUTS", True)
     assert _plan_cache.enabled()
@@ -84,8 +50,17 @@ def _interleave(base, variants):
     return order + list(variants) + [base]
 
 
-def _check(router, fn, args, kw, dtype, terms):
+def _on_device(router, fn, *args, **kw):
+    """``fn(*args, **kw)``, asserting that it reached the emulated CUDA ops (else
+    the comparison with :meth:`Router.numpy` would compare NumPy with itself)."""
+    n0 = len(router.calls)
     got = fn(*args, **kw)
+    assert len(router.calls) > n0, "the call did not reach the emulated CUDA ops"
+    return got
+
+
+def _check(router, fn, args, kw, dtype, terms):
+    got = _on_device(router, fn, *args, **kw)
     want = router.numpy(fn, *args, **kw)
     if isinstance(got, tuple):
         for g, w in zip(got, want, strict=True):
@@ -278,7 +253,7 @@ def test_filters_interleaved_calls_each_get_their_own_plan(router, dev, monkeypa
     base, variants = _filter_calls(np.random.default_rng(3))
     monkeypatch.setattr(dev, "launch", _vector_flags_match_alignment(dev))
     for name, fn, args, kw in _interleave(base, variants):
-        got = fn(*args, **kw)
+        got = _on_device(router, fn, *args, **kw)
         want = router.numpy(fn, *args, **kw)
         assert got.shape == want.shape and got.dtype == want.dtype, name
         if np.dtype(got.dtype).kind in "iu":
@@ -330,7 +305,7 @@ def test_filters1d_interleaved_calls_each_get_their_own_plan(router, dev):
     """gpuconv.convolve/correlate: one argument differs from the base call each."""
     base, variants = _filter1d_calls(np.random.default_rng(7))
     for name, fn, args, kw in _interleave(base, variants):
-        got = fn(*args, **kw)
+        got = _on_device(router, fn, *args, **kw)
         want = router.numpy(fn, *args, **kw)
         assert got.shape == want.shape and got.dtype == want.dtype, name
         if np.dtype(got.dtype).kind in "iu":

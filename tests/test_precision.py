@@ -9,6 +9,8 @@ within the bound of ``tests/_tol.py``.
 
 from __future__ import annotations
 
+import doctest
+
 import numpy as np
 import pytest
 
@@ -209,3 +211,10 @@ def test_applies_tf32_only_to_float32_data():
     assert _precision.applies_tf32("tf32", np.complex64)
     assert not _precision.applies_tf32("tf32", np.float64)
     assert not _precision.applies_tf32("highest", np.float32)
+
+
+def test_docstring_examples(monkeypatch):
+    """use_precision's example (public as gpuconv.use_precision) runs as shown."""
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    result = doctest.testmod(_precision, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

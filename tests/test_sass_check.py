@@ -49,9 +49,9 @@ KNOWN_BELOW: dict[str, str] = {
     # measured before the phase decomposition; tiled_regblock by phase with the
     # narrow 128 x 16 tile is there for a GPU run to decide)
     "conv2d_backward_input_tiled<float, 32, 8>": "one output per thread",
-    # the weight gradient's x gather checks each column's tap bounds per term
-    # (8x8: 77 %, 128-thread 8x8: 72-74 %, 4x4: 52 %)
-    "conv2d_backward_weight_tiled_regblock<float, 16, 16, 8, 8>": "wgrad gather",
+    # the weight gradient's x gather checks each column's tap bounds per term, and
+    # the bias sums each gathered gy (256-thread 8x8: 82 %, ok; 128-thread 8x8, 12
+    # gathers per slice: 77-79 %, 4x4: 59 %)
     "conv2d_backward_weight_tiled_regblock<float, 16, 8, 8, 8>": "wgrad gather",
     "conv2d_backward_weight_tiled_regblock<float, 8, 16, 8, 8>": "wgrad gather",
     "conv2d_backward_weight_tiled_regblock<float, 16, 8, 4, 4>": "wgrad gather",
