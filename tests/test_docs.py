@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import doctest
 import importlib.util
+import os
 import re
 import unicodedata
 from pathlib import Path
@@ -53,7 +54,8 @@ def test_the_pages_exist():
 @pytest.mark.parametrize("path", DOCTEST_FILES, ids=_rel)
 def test_examples_run(path):
     for mod in NEEDS.get(path.name, ()):
-        if not _module_available(mod):
+        # CI installs every extra (GPUCONV_CI=1): there a missing one fails.
+        if not _module_available(mod) and not os.environ.get("GPUCONV_CI"):
             pytest.skip(f"{mod} is not installed (needed by {path.name}'s examples)")
     text = path.read_text()
     # One example per '>>>' line: a count that disagrees means doctest did not see
