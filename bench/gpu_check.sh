@@ -41,7 +41,7 @@
 # and a copy of summary.txt) and, where matplotlib is installed, bench_conv.png and
 # bench_filter.png. Exit status: 0 when every step passed, else 1. Commit the JSON
 # files, summary.txt and the PNGs under bench/results/ (named by device, date and
-# commit: cuda-<device>-<date>-<commit>-{conv,filter}.json, -summary.txt).
+# commit: cuda-<device>-<date>-<commit>-{conv,filter,torch}.json, -summary.txt).
 set -u -o pipefail
 
 CALLER_PWD="$(pwd)"

@@ -202,7 +202,8 @@ def conv2d(
     algorithm : {'auto', 'naive', 'tiled', 'tiled_regblock'}, optional
         The CUDA kernel variant (ignored by the NumPy backend).
     backend : {None, 'numpy', 'cuda'}, optional
-        Where to compute; by default the array type decides (see README).
+        Where to compute; by default the array type decides (see
+        docs/backends.md).
     precision : {None, 'highest', 'tf32'}, optional
         ``'highest'``: full float32 products. ``'tf32'``: the float32 (and
         complex64) operands ``x`` and ``w`` are rounded to TF32 (10 mantissa bits,

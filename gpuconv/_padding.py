@@ -5,7 +5,7 @@ A padded axis of length ``before + n + after`` is described by an integer index 
 fill value where ``idx[p] == -1``. Index maps are built once per call (never per
 tap); gradients fold back through the same map (see :func:`fold_matrix`).
 
-Mode names (all APIs map onto these; see the README's boundary table):
+Mode names (all APIs map onto these; see docs/semantics.md, "Border names"):
 
 ==============  =============  ==============  ===============  ==========
 gpuconv         pattern        SciPy signal    np.pad           PyTorch
