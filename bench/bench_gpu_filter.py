@@ -244,6 +244,29 @@ def _timed_rows(cp: Any, case: str, ours: dict[str, Callable[[], Any]],
     return rows
 
 
+def _same_fill_setup(cp: Any, x: Any, w: Any) -> tuple[Any, ...]:
+    """The 'same' fill problem of the square image ``x`` and kernel ``w`` for the
+    op-level calls: ``(fp, x3, wf3, px, ref, peers)`` with the ``naive`` kernel's
+    result as the reference and ``cupyx.scipy.ndimage.convolve`` as the first peer
+    (where cupyx is installed)."""
+    from gpuconv import _gpu_filter
+
+    n, k = x.shape[0], w.shape[0]
+    fp = same_fill_problem(n, n, k, k, np.dtype(x.dtype))
+    x3 = x.reshape(1, n, n)
+    wf3 = cp.ascontiguousarray(w[::-1, ::-1]).reshape(1, k, k)
+    ref = _gpu_filter.correlate2d(x3, wf3, fp, "naive")[0]
+    peers: dict[str, Callable[[], Any]] = {}
+    try:
+        import cupyx.scipy.ndimage as cpn
+
+        peers["cupyx.scipy.ndimage.convolve"] = lambda: cpn.convolve(
+            x, w, mode="constant", cval=0.0)
+    except ImportError:  # a peer missing: our rows go on
+        pass
+    return fp, x3, wf3, float(n * n), ref, peers
+
+
 def _bench_dtype_case(cp: Any, rng: np.random.Generator, n: int, k: int,
                       dtype: str, bw: float, min_rep: int, base: dict[str, Any],
                       budget_s: float = 0.3) -> list[dict[str, Any]]:
@@ -259,19 +282,7 @@ def _bench_dtype_case(cp: Any, rng: np.random.Generator, n: int, k: int,
         wr = wr + 1j * rng.standard_normal((k, k))
     x = cp.asarray(xr.astype(dt))
     w = cp.asarray(wr.astype(dt))
-    fp = same_fill_problem(n, n, k, k, dt)
-    x3 = x.reshape(1, n, n)
-    wf3 = cp.ascontiguousarray(w[::-1, ::-1]).reshape(1, k, k)
-    px = float(n * n)
-    ref = _gpu_filter.correlate2d(x3, wf3, fp, "naive")[0]
-    peers: dict[str, Callable[[], Any]] = {}
-    try:
-        import cupyx.scipy.ndimage as cpn
-
-        peers["cupyx.scipy.ndimage.convolve"] = lambda: cpn.convolve(
-            x, w, mode="constant", cval=0.0)
-    except ImportError:  # a peer missing: our rows go on
-        pass
+    fp, x3, wf3, px, ref, peers = _same_fill_setup(cp, x, w)
     try:
         import cupyx.scipy.signal as cps
 
@@ -310,19 +321,7 @@ def _bench_rank1_case(cp: Any, rng: np.random.Generator, n: int, k: int,
     g = np.exp(-np.linspace(-2.0, 2.0, k) ** 2)
     x = cp.asarray(rng.standard_normal((n, n)).astype(dt))
     w = cp.asarray(np.multiply.outer(g, g).astype(dt))
-    fp = same_fill_problem(n, n, k, k, dt)
-    x3 = x.reshape(1, n, n)
-    wf3 = cp.ascontiguousarray(w[::-1, ::-1]).reshape(1, k, k)
-    px = float(n * n)
-    ref = _gpu_filter.correlate2d(x3, wf3, fp, "naive")[0]
-    peers: dict[str, Callable[[], Any]] = {}
-    try:
-        import cupyx.scipy.ndimage as cpn
-
-        peers["cupyx.scipy.ndimage.convolve"] = lambda: cpn.convolve(
-            x, w, mode="constant", cval=0.0)
-    except ImportError:
-        pass
+    fp, x3, wf3, px, ref, peers = _same_fill_setup(cp, x, w)
     ours = {
         "auto": lambda: gpuconv.convolve2d(x, w, mode="same"),
         "tiled": lambda: _gpu_filter.correlate2d(x3, wf3, fp, "tiled")[0],
