@@ -57,6 +57,34 @@ def _workload(cp: Any) -> tuple[int, int]:
                     bad += 1
                     case = (B, Bk, h, w, kh, kw, mode, boundary)
                     print(f"WRONG {dtype} {method} {case}")
+    # two 1-D passes for a rank-1 kernel (forced), and the 1-D kernel filter1d
+    # (cuda/filter1d.cu) through the public 1-D API, against the NumPy backend
+    import gpuconv
+
+    for dtype in ("float32", "float64"):
+        x = random_values(rng, (1, 61, 133), dtype, small_int=True)
+        u = random_values(rng, (7,), dtype, small_int=True)
+        k = np.outer(u, u[::-1]).astype(dtype)[None]
+        fp = scipy_problem(61, 133, 7, 7, "same", "symm", 2, dtype, B=1, Bk=1)
+        want = numpy_op(x, k, fp, "direct")
+        got = cp.asnumpy(_gpu_filter.correlate2d(cp.asarray(x), cp.asarray(k), fp,
+                                                 "separable"))
+        runs += 1
+        if not np.allclose(got, want, rtol=1e-5, atol=1e-3):
+            bad += 1
+            print(f"WRONG {dtype} separable")
+        for n, taps, mode in ((5003, 31, "full"), (777, 1001, "same"), (10, 17, "valid")):
+            s1 = random_values(rng, (n,), dtype, small_int=True)
+            k1 = random_values(rng, (taps,), dtype, small_int=True)
+            if mode == "valid" and taps > n:
+                s1, k1 = k1, s1
+            want = gpuconv.convolve(s1, k1, mode, method="direct", backend="numpy")
+            got = cp.asnumpy(gpuconv.convolve(cp.asarray(s1), cp.asarray(k1), mode,
+                                              method="direct"))
+            runs += 1
+            if not np.allclose(got, want, rtol=1e-5, atol=1e-3):
+                bad += 1
+                print(f"WRONG {dtype} filter1d {(n, taps, mode)}")
     return runs, bad
 
 

@@ -376,8 +376,8 @@ def test_gpu_check_scripts_dry_run_on_the_emulator(tmp_path):
                           timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
-    assert "gpu_sanitize_subset: 96 results, 0 wrong" in out
-    assert "gpu_sanitize_filter: 62 results, 0 wrong" in out
+    assert "gpu_sanitize_subset: 112 results, 0 wrong" in out
+    assert "gpu_sanitize_filter: 70 results, 0 wrong" in out
     conv = json.loads((tmp_path / "bench_conv.json").read_text())["rows"]
     flt = json.loads((tmp_path / "bench_filter.json").read_text())["rows"]
     assert len(conv) >= 2 * 3 * 2 and len(flt) >= 4 * 2
