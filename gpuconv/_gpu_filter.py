@@ -506,9 +506,9 @@ def correlate1d_fft(in1: Any, k: Any, fp: FilterProblem, xp: Any) -> Any:
         xe = xp.zeros((fp.B, total), dtype=dt)
         xe[:, : ext.shape[1]] = ext
     isz = xe.strides[-1]
-    segs = _as_strided(xp)(
-        xe, (fp.B, nseg, L), (xe.strides[0], step * isz, isz), writeable=False
-    )
+    # CuPy's as_strided takes (x, shape, strides) only (no writeable=); the view
+    # is only read
+    segs = _as_strided(xp)(xe, (fp.B, nseg, L), (xe.strides[0], step * isz, isz))
     fwd, inv = (xp.fft.fft, xp.fft.ifft) if dt.kind == "c" else (
         xp.fft.rfft, xp.fft.irfft)  # fmt: skip
     spec = fwd(segs, n=L, axis=-1)

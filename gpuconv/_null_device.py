@@ -124,6 +124,10 @@ def make_cupy() -> types.ModuleType:
     cp.get_default_memory_pool = lambda: _Pool()
     cp.get_default_pinned_memory_pool = lambda: _Pool()
     cp.random = types.SimpleNamespace(default_rng=_Generator)
+    # CuPy's signature (no writeable=): what runs here must run on the real one
+    cp.lib = types.SimpleNamespace(stride_tricks=types.SimpleNamespace(
+        as_strided=lambda x, shape=None, strides=None: _wrap(
+            np.lib.stride_tricks.as_strided(x, shape, strides))))
     runtime = types.SimpleNamespace(
         getDeviceCount=lambda: 1, memGetInfo=lambda: (0, 0),
         getDeviceProperties=lambda i: {"name": b"dry run (EmulatedDevice)"},
