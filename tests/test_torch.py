@@ -823,7 +823,7 @@ def test_bench_cpu_variant_writes_validated_rows(tmp_path, capsys):
     block = "N2-C8-14x14-K8-3x3-s1p1"
     ours = rows[f"resnet_basic_block_train_step/gpuconv.torch/{block}/float32"]
     ref = rows[f"resnet_basic_block_train_step/torch.nn.Conv2d/{block}/float32"]
-    assert set(ours["errors"]) == {"y", "gx", "gw1", "gw2"}
+    assert set(ours["errors"]) == {"y_block", "y", "gx", "gw"}
     assert ours["max_err"] <= ours["err_limit"]
     for r in (ours, ref):
         assert "error" not in r and r["median_s"] > 0 and r["repeats"] >= 3
@@ -866,6 +866,15 @@ def test_bench_tf32_validation_accepts_tf32_and_catches_a_wrong_conv():
 
     bad = bench.tf32_conv_errors(torch, Truncating(), x, gy)
     assert bad["y"] > 1.0 and bad["gx"] > 1.0
+    # the FP32 row's check: gpuconv's FP32 layer is within the float32 summation
+    # bound of float64 on the same operands; the TF32 layer (operand rounding, ~1e3
+    # times that bound) is not
+    fp32 = gt.Conv2d(8, 8, 3, padding=1, bias=False)
+    fp32.weight = conv.weight
+    errs = bench.conv_errors(torch, fp32, x, gy, tf32=False)
+    assert set(errs) == {"y", "gx", "gw"} and 0 < max(errs.values()) <= 1.0
+    bad = bench.conv_errors(torch, conv, x, gy, tf32=False)
+    assert min(bad.values()) > 1.0
     # the torch port of the rounding is gpuconv's
     from gpuconv._precision import round_tf32
 
