@@ -140,15 +140,23 @@ def same_fill_problem(h: int, w: int, kh: int, kw: int, dtype: Any) -> Any:
                          np.dtype(dtype))
 
 
+#: The groups of rows, in the order they run (``kinds=``, ``--kinds``).
+KINDS = ("main", "2d", "rank1", "1d")
+
+
 def run_filter_bench(quick: bool = False, repeats: int | None = None,
                      progress: bool = False, budget_s: float = 0.3,
                      sink: Callable[[list[dict[str, Any]]], None] | None = None,
+                     kinds: tuple[str, ...] = KINDS,
                      ) -> list[dict[str, Any]]:
     """Rows of the filter benchmark (see the module docstring). Needs CuPy and a GPU.
 
     ``quick``: 4096² only with k = 3, 9, 31, plus the 512² rows. ``budget_s``:
     seconds of timed calls per side beyond the minimum. ``sink`` is called with the
     rows of each case as soon as it is done (to save rows incrementally).
+    ``kinds``: which groups of :data:`KINDS` run (``'main'``: the float32 2-D rows
+    against cupyx; ``'2d'``: float64/complex64; ``'rank1'``: Gaussian kernels;
+    ``'1d'``: convolve/correlate).
     """
     repo_on_path()
     import cupy as cp
@@ -162,6 +170,8 @@ def run_filter_bench(quick: bool = False, repeats: int | None = None,
     cases = [(n, k) for n in (QUICK_SIZES if quick else SIZES)
              for k in (QUICK_KSIZES if quick else KSIZES)]
     cases += [(LAUNCH_SIZE, k) for k in LAUNCH_KSIZES]
+    if "main" not in kinds:
+        cases = []
     rng = np.random.default_rng(20240607)
     rows: list[dict[str, Any]] = []
     for n, k in cases:
@@ -184,6 +194,7 @@ def run_filter_bench(quick: bool = False, repeats: int | None = None,
     extra += [("1d", "float32", n, k) for n in SIGNAL_SIZES for k in SIGNAL_TAPS]
     if quick:
         extra = list(QUICK_EXTRA)
+    extra = [e for e in extra if e[0] in kinds]
     for kind, dt, n, k in extra:
         if progress:
             print(f"[filter bench] {kind} {dt} n={n} k={k}", file=sys.stderr,
@@ -494,6 +505,8 @@ def _table(rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--kinds", default=",".join(KINDS),
+                    help=f"groups of rows to run, comma-separated, of {KINDS}")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--budget", type=float, default=0.3,
                     help="seconds of timed calls per side (default %(default)s)")
@@ -516,7 +529,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     rows, save = row_saver(args.json, meta)
     run_filter_bench(quick=args.quick, repeats=args.repeats, progress=True,
-                     budget_s=args.budget, sink=save)
+                     budget_s=args.budget, sink=save,
+                     kinds=tuple(args.kinds.split(",")))
     print(_table(rows))
     if rows and rows[0].get("copy_bandwidth_gbs"):
         print(f"device: {rows[0]['device']}, copy bandwidth "
