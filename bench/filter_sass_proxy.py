@@ -11,14 +11,20 @@ prints one row per case:
 - ``blk/SM``, ``occ%``: resident blocks per SM on an H100/H200 (64K registers,
   228 KiB shared memory with 1 KiB reserved per block, 64 warps, 32 blocks) and the
   resulting warp occupancy;
-- ``ldfl``: 128-bit tile loads each thread has in flight (``load_batch``), and
-  ``KiB/SM``: bytes in flight per SM at that occupancy (DRAM latency x bandwidth per
-  SM is about 20-25 KiB on an H200: below it the loader is latency-bound);
+- ``ldfl``: tile loads each thread has in flight: the runtime-size instances'
+  128-bit ``load_batch``; the compile-time instances stage the whole tile with
+  cp.async (16-byte chunks when the tile starts on a vector, else one element per
+  copy), ``ldfl`` is then their copies per thread; ``KiB/SM``: bytes in flight per
+  SM at that occupancy (DRAM latency x bandwidth per SM is about 20-25 KiB on an
+  H200: below it the loader is latency-bound);
 - ``LDG/out``, ``STG/out``: 128-bit global loads and stores per output of an
   interior tile (tile + halo over outputs; the halo re-reads are L2 hits);
 - ``FMA%``, ``loop``: the FMA share and length of the hottest loop (the per-tile
   loop, as ``../shared/tools/sass_report.py`` finds it; static: it includes the
-  border and scalar branches an interior tile never runs).
+  border and scalar branches an interior tile never runs);
+- ``LDS128/o``, ``LDS/o``, ``BAR``: 128-bit and all shared-memory loads in that loop
+  per output of a thread (static: the border tiles' map reads are among ``LDS``) and
+  its barrier instructions (an interior tile runs one of them).
 
 Run from the repository root (nvcc, cuobjdump and nvdisasm on PATH)::
 
@@ -121,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         funcs[re.sub(r"\(.*", "", pretty).replace("void ", "")] = (mangled, f)
     print(f"{'case':13s} {'instance':36s} {'regs':>4s} {'block':>5s} {'smem':>6s} "
           f"{'blk/SM':>6s} {'occ%':>4s} {'ldfl':>4s} {'KiB/SM':>6s} {'LDG/out':>7s} "
-          f"{'STG/out':>7s} {'FMA%':>4s} {'loop':>5s}")  # fmt: skip
+          f"{'STG/out':>7s} {'FMA%':>4s} {'loop':>5s} {'LDS128/o':>7s} {'LDS/o':>6s} "
+          f"{'BAR':>3s}")  # fmt: skip
     for (dt, k), cfg in plans.items():
         key = cfg.kernel.replace("gc_complex64", "gc_complex<float>")
         mangled, body = funcs[key]
@@ -135,18 +142,34 @@ def main(argv: list[str] | None = None) -> int:
         rx, vec = pf.rx(size), 16 // size
         tw, th = bx * rx, by * cfg.ry
         compile_time = not cfg.kernel.endswith(f"0, 0, {cfg.ry}>")
-        # gcf::load_batch of filter2d.cu
-        ldfl = 4 if compile_time else (2 if dt in ("float32", "float64") else 1)
         rows, cols = th + k - 1, tw + k - 1
         nvec = -(-(vec - 1 + cols) // vec)
+        if compile_time:
+            # cp.async staging: the whole tile in flight at once, in 16-byte chunks
+            # when the tile starts on a vector ('same': pad k // 2 % vec == 0), else
+            # one element per copy; ldfl = copies per thread, KiB/SM = tile bytes
+            sh = (-(k // 2)) % vec
+            copies = rows * -(-cols // vec) if sh == 0 else rows * cols
+            ldfl = -(-copies // (bx * by))
+            kib = blk * rows * cols * size / 1024
+        else:
+            # gcf::load_batch of filter2d.cu: 128-bit loads in flight per thread
+            ldfl = 2 if dt in ("float32", "float64") else 1
+            kib = blk * bx * by * ldfl * 16 / 1024
         loop = _hottest_loop(body)
         fma = sum(1 for _, o, _ in loop if o.split(".")[0] in FMA)
+        ops = [o for _, o, _ in loop]
+        lds128 = sum(1 for o in ops if o.startswith("LDS.128"))
+        lds = sum(1 for o in ops if o.startswith("LDS"))
+        bar = sum(1 for o in ops if o.startswith("BAR"))
+        outs = rx * cfg.ry
         print(
             f"{dt + ' k' + str(k):13s} {cfg.kernel:36s} {r:4d} {bx:2d}x{by:<2d} "
             f"{cfg.shared_mem:6d} {blk:6d} {100 * blk * warps / 64:4.0f} {ldfl:4d} "
-            f"{blk * bx * by * ldfl * 16 / 1024:6.0f} "
+            f"{kib:6.0f} "
             f"{rows * nvec / (tw * th):7.3f} {(1 / vec if rx % vec == 0 else 0):7.3f} "
-            f"{100 * fma / len(loop):4.0f} {len(loop):5d}"
+            f"{100 * fma / len(loop):4.0f} {len(loop):5d} {lds128 / outs:7.2f} "
+            f"{lds / outs:6.2f} {bar:3d}"
         )
     for s in spills:
         print("SPILL", s)

@@ -32,8 +32,16 @@
 //       first pass, two on border tiles; one more per extra grid-stride pass):
 //         1. the kernel (KH*KW values of this batch's bk) is copied to shared memory;
 //         2. the input tile plus halo, (TH+KH-1) x (TW+KW-1), is staged in shared
-//            memory once by the tile loader, which applies the boundary rule: tiles
-//            that lie inside the image take a fast path (no index maps; 128-bit
+//            memory once by the tile loader, which applies the boundary rule: in
+//            the compile-time instances (float, double) tiles that lie inside the
+//            image are copied with cp.async (sm_80+; a plain copy in the emulator):
+//            16-byte copies when the rows are 16-byte aligned (flag bit 0) and the
+//            tile starts on a vector, else one element per copy, a warp's copies
+//            consecutive in a row; every copy is issued before the thread waits, and
+//            none holds a register, so the whole tile is in flight at once (one DRAM
+//            latency per tile, where register-staged loads needed 2 rounds). In the
+//            runtime-size instances tiles that lie inside the image take a fast
+//            path (no index maps; 128-bit
 //            global loads when the rows are 16-byte aligned, flag bit 0: the tile's
 //            (row, vector) pairs flattened over the block, each thread issuing
 //            LOAD_BATCH loads before storing any, so enough bytes are in flight to
@@ -82,10 +90,10 @@ struct TileTraits {
 };
 
 constexpr int CW = 4;  // tap chunk of the runtime-size path
-// 128-bit tile loads each thread keeps in flight: 4 in the compile-time instances
-// (the memory-bound ones); in the runtime-size path 2 for float and double (their
-// other kernel shapes, the separable passes, 1-D signals: <= 64 registers, no
-// spill) and 1 for the other types (with 2, ptxas spills 4-16 bytes in the complex64,
+// 128-bit tile loads each thread keeps in flight (register-staged loader): 4 in the
+// compile-time instances (dead code there: cp.async stages their interior tiles);
+// in the runtime-size path 2 for float and double (their other kernel shapes, the
+// separable passes, 1-D signals: <= 64 registers, no spill) and 1 for the other types (with 2, ptxas spills 4-16 bytes in the complex64,
 // int64 and int8 instances; with 4, up to 128 registers).
 template <typename T>
 struct RuntimeLoadBatch {
@@ -192,6 +200,8 @@ filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k,
     constexpr int VECR = TT::VECR;
     constexpr int CW = gcf::CW;
     constexpr int LOAD_BATCH = gcf::load_batch<T, KHC>();
+    // interior tiles staged by cp.async (the compile-time instances: float, double)
+    constexpr bool ASYNC = KHC > 0 && (sizeof(T) == 4 || sizeof(T) == 8);
     const int KH = KHC > 0 ? KHC : KH_rt;
     const int KW = KWC > 0 ? KWC : KW_rt;
 
@@ -215,7 +225,6 @@ filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k,
     const long long plane_out = (long long)OH * OW;
     const int ox0 = blockIdx.x * TW;
     const long long ix0 = (long long)ox0 - pad_left;  // input column of tile column 0
-    const int tiles_y = (OH + TH - 1) / TH;
     const int cx = tx * RX;  // tile column of this thread's first output
 
     // every loop bound below is block-uniform: all threads meet every barrier
@@ -223,7 +232,8 @@ filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k,
     for (long long b = blockIdx.z; b < B; b += gridDim.z) {
         const T* inb = in + b * plane_in;
         const T* kb = k + b * k_stride;  // k_stride == 0 when one kernel serves all
-        for (int tile_y = blockIdx.y; tile_y < tiles_y; tile_y += gridDim.y) {
+        // (tile_y * TH < OH: no tile count held in a register across the tile)
+        for (int tile_y = blockIdx.y; (long long)tile_y * TH < OH; tile_y += gridDim.y) {
             const int oy0 = tile_y * TH;
             const long long iy0 = (long long)oy0 - pad_top;  // input row of tile row 0
 
@@ -236,7 +246,75 @@ filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k,
             for (int i = tid; i < KH * KW; i += nthreads) s_w[i] = kb[i];
 
             const bool interior = iy0 >= 0 && iy0 + rows <= H && ix0 >= 0 && ix0 + cols <= W;
-            if (interior) {
+            if (interior && ASYNC) {
+                if constexpr (ASYNC) {  // (float and double only: cp.async sizes)
+                    // cp.async staging (the compile-time instances): every copy of the
+                    // tile is issued before any is awaited and none holds a register,
+                    // so the whole tile + halo is in flight at once: one DRAM latency
+                    // per tile
+                    const long long ixa = ix0 / VEC * VEC;
+                    const int sh = (int)(ix0 - ixa);
+                    // the tile's width, opaque to the optimiser: the index set-up
+                    // below (divisions) is redone per tile instead of being hoisted
+                    // out of the tile loop and kept live (spilled) across the taps
+                    int ncols = cols;
+                    gpuconv::keep_in_register(ncols);
+                    int filled;  // columns [0, filled) of every row are copied
+                    if ((flags & 1) && sh == 0) {
+                        // 16-byte chunks: rows 16-byte aligned (flag) and the tile
+                        // starts on a vector; the last chunk ends at or before
+                        // round_up(ix0 + cols, VEC) <= W, and at nvec * VEC <= P in
+                        // shared memory
+                        const int nvec = (ncols + VEC - 1) / VEC;
+                        filled = nvec * VEC;
+                        const gcf::Vec16<T>* gbase =
+                            reinterpret_cast<const gcf::Vec16<T>*>(inb + iy0 * W + ix0);
+                        const int wv = W / VEC;
+                        const int total = rows * nvec;
+                        // (row, vector) of flat index i step by nthreads: an add and
+                        // a compare, no division in the loop
+                        const int dr = nthreads / nvec, dq = nthreads - dr * nvec;
+                        int r = tid / nvec, q = tid - r * nvec;
+#pragma unroll 4
+                        for (int i = tid; i < total; i += nthreads) {
+                            gcf::cp_async(
+                                reinterpret_cast<gcf::Vec16<T>*>(s_in + r * P + q * VEC),
+                                gbase + (long long)r * wv + q);
+                            r += dr;
+                            q += dq;
+                            if (q >= nvec) {
+                                q -= nvec;
+                                ++r;
+                            }
+                        }
+                    } else {
+                        // element copies (the tile starts off a vector, e.g. 'same'
+                        // with k = 3, 5, 7 in float32; or unaligned rows): a warp's
+                        // copies are consecutive elements of a row, 128 (float) or
+                        // 256 (double) contiguous bytes
+                        filled = ncols;
+                        const T* gtile = inb + iy0 * W + ix0;
+                        const int dr = nthreads / ncols, dc = nthreads - dr * ncols;
+                        int r = tid / ncols, c = tid - r * ncols;
+                        const int total = rows * ncols;
+#pragma unroll 4
+                        for (int i = tid; i < total; i += nthreads) {
+                            gcf::cp_async(s_in + r * P + c, gtile + (long long)r * W + c);
+                            r += dr;
+                            c += dc;
+                            if (c >= ncols) {
+                                c -= ncols;
+                                ++r;
+                            }
+                        }
+                    }
+                    // the slack the row reads may over-read (never multiplied in)
+                    for (int r = ty; r < rows; r += BY) {
+                        for (int c = filled + tx; c < P; c += BX) s_in[r * P + c] = zero;
+                    }
+                    gcf::cp_async_wait_all();  // this thread's copies landed
+                }
+            } else if (interior) {
                 if ((flags & 1) && VEC > 1) {
                     // 16-byte loads: W % VEC == 0 and `in` is 16-byte aligned (flag), so
                     // row starts and the aligned-down column ixa are whole vectors; the

@@ -44,6 +44,38 @@ struct alignas(16) Vec16 {
     T v[16 / sizeof(T)];
 };
 
+// Asynchronous global -> shared copy of one V (4, 8 or 16 bytes; both addresses
+// aligned to sizeof(V)): cp.async on sm_80+ (no register holds the data, so a thread
+// can keep every copy of its tile in flight at once; 16 bytes bypass L1 (.cg), 4 and
+// 8 go through it (.ca)). The data is visible to the thread after cp_async_wait_all()
+// and to the block after the barrier that follows it. Elsewhere (the CPU emulation
+// harness, older architectures) a plain copy, complete at once.
+template <typename V>
+__device__ __forceinline__ void cp_async(V* s, const V* g) {
+    static_assert(sizeof(V) == 4 || sizeof(V) == 8 || sizeof(V) == 16,
+                  "cp.async copies 4, 8 or 16 bytes");
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const unsigned sa = (unsigned)__cvta_generic_to_shared(s);
+    if constexpr (sizeof(V) == 16) {
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(sa), "l"(g)
+                     : "memory");
+    } else {
+        asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(sa), "l"(g),
+                     "n"((int)sizeof(V))
+                     : "memory");
+    }
+#else
+    *s = *g;
+#endif
+}
+
+// Waits for every cp_async this thread issued (a no-op where they are plain copies).
+__device__ __forceinline__ void cp_async_wait_all() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+#endif
+}
+
 // ---------------------------------------------------------------------------------
 // Accumulation rules. Acc<T>::type is what products are summed in:
 //  - floating and complex: T itself (SciPy's direct convolve2d sums in the type too);

@@ -296,6 +296,37 @@ def test_vector_and_scalar_paths(dev, rng, dtype):
         np.testing.assert_array_equal(got, ref)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_async_staging_paths(dev, rng, monkeypatch, dtype):
+    """The compile-time instances stage interior tiles with cp.async: in 16-byte
+    chunks when the tile starts on a vector ('valid': pad 0; 'same' with k = 9, and
+    k = 5 in float64), else one element per copy ('same' k = 3, 'full', misaligned
+    rows); several interior tiles per image and, with gridDim.y capped at 2,
+    several tiles per block (the barrier before a tile is overwritten)."""
+    monkeypatch.setattr(_plan_filter, "MAX_GRID_YZ", 2)
+    dt = np.dtype(dtype)
+    tw, th = 2 * _plan_filter.rx(dt.itemsize), 2 * _plan_filter.RY_SPECIALISED
+    h, w = 5 * th + 9, 6 * tw  # interior tiles for every k and mode below
+    x = random_values(rng, (2, h, w), dtype, small_int=True)
+    raw = np.empty(x.nbytes + 32, np.uint8)
+    start = (-raw.ctypes.data) % 16 + dt.itemsize  # one element off 16 bytes
+    xm = raw[start : start + x.nbytes].view(dt).reshape(x.shape)
+    xm[...] = x
+    for ks, mode, boundary in [(3, "same", "fill"), (9, "same", "wrap"),
+                               (5, "valid", "fill"), (5, "full", "symm")]:  # fmt: skip
+        k = random_values(rng, (1, ks, ks), dtype, small_int=True)
+        fp = scipy_problem(h, w, ks, ks, mode, boundary, 2, dtype, B=2)
+        ref = ref_correlate(x, k, fp)
+        for xin, flags in ((x, 3), (xm, 2)):
+            out = np.empty((2, fp.OH, fp.OW), dt)
+            (launch,) = plan_filter(fp, xin, k, out, "tiled", block=(2, 2))
+            assert launch.kernel == _plan_filter.tiled_name(dt, ks, ks, 2)
+            assert int(launch.args[-1]) & 1 == flags & 1
+            got = run(dev, xin, k, fp, "tiled", block=(2, 2))
+            np.testing.assert_array_equal(got, ref)
+            assert dev.launches[-1][2][1] == 2  # grid-stride over y tiles
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("dtype", ["float32", "int64", "complex64"])
 def test_short_outputs_1d(dev, rng, variant, dtype):
