@@ -243,7 +243,13 @@ filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k,
             if (!first_tile) __syncthreads();
             first_tile = false;
 
-            for (int i = tid; i < KH * KW; i += nthreads) s_w[i] = kb[i];
+            if constexpr (ASYNC) {
+                // asynchronous too: a plain copy would hold the first KH*KW threads
+                // for an L2 round trip before they issue their share of the tile
+                for (int i = tid; i < KH * KW; i += nthreads) gcf::cp_async(s_w + i, kb + i);
+            } else {
+                for (int i = tid; i < KH * KW; i += nthreads) s_w[i] = kb[i];
+            }
 
             const bool interior = iy0 >= 0 && iy0 + rows <= H && ix0 >= 0 && ix0 + cols <= W;
             if (interior && ASYNC) {
@@ -312,7 +318,6 @@ filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k,
                     for (int r = ty; r < rows; r += BY) {
                         for (int c = filled + tx; c < P; c += BX) s_in[r * P + c] = zero;
                     }
-                    gcf::cp_async_wait_all();  // this thread's copies landed
                 }
             } else if (interior) {
                 if ((flags & 1) && VEC > 1) {
@@ -405,6 +410,8 @@ filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k,
                     }
                 }
             }
+            // this thread's cp.async copies (weights, interior tile) have landed
+            if constexpr (ASYNC) gcf::cp_async_wait_all();
             // the tile and the weights written by all threads are read by all threads
             __syncthreads();
 
