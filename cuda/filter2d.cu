@@ -40,8 +40,9 @@
 //            consecutive in a row; every copy is issued before the thread waits, and
 //            none holds a register, so the whole tile is in flight at once (one DRAM
 //            latency per tile, where register-staged loads needed 2 rounds). In the
-//            runtime-size instances tiles that lie inside the image take a fast
-//            path (no index maps; 128-bit
+//            runtime-size instances (and in the compile-time ones when flag bit 2
+//            asks for it) tiles that lie inside the image take a register-staged
+//            fast path (no index maps; 128-bit
 //            global loads when the rows are 16-byte aligned, flag bit 0: the tile's
 //            (row, vector) pairs flattened over the block, each thread issuing
 //            LOAD_BATCH loads before storing any, so enough bytes are in flight to
@@ -90,8 +91,10 @@ struct TileTraits {
 };
 
 constexpr int CW = 4;  // tap chunk of the runtime-size path
-// 128-bit tile loads each thread keeps in flight (register-staged loader): 4 in the
-// compile-time instances (dead code there: cp.async stages their interior tiles);
+// 128-bit tile loads each thread keeps in flight (register-staged loader): 3 in the
+// compile-time instances, where it only runs when the planner asks for it (flag bit
+// 2, gpuconv._plan_filter.REGISTER_STAGED; cp.async stages their interior tiles
+// otherwise; with 4, as before cp.async, the float 3x3 instance spills 4 bytes);
 // in the runtime-size path 2 for float and double (their other kernel shapes, the
 // separable passes, 1-D signals: <= 64 registers, no spill) and 1 for the other types (with 2, ptxas spills 4-16 bytes in the complex64,
 // int64 and int8 instances; with 4, up to 128 registers).
@@ -109,7 +112,7 @@ struct RuntimeLoadBatch<double> {
 };
 template <typename T, int KHC>
 __device__ __host__ constexpr int load_batch() {
-    return KHC > 0 ? 4 : RuntimeLoadBatch<T>::value;
+    return KHC > 0 ? 3 : RuntimeLoadBatch<T>::value;
 }
 constexpr int TILE_MAX_THREADS = 256;  // the planner's largest block
 
@@ -202,6 +205,8 @@ filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k,
     constexpr int LOAD_BATCH = gcf::load_batch<T, KHC>();
     // interior tiles staged by cp.async (the compile-time instances: float, double)
     constexpr bool ASYNC = KHC > 0 && (sizeof(T) == 4 || sizeof(T) == 8);
+    // flag bit 2: the register-staged loader instead (the planner's REGISTER_STAGED)
+    const bool async_stage = ASYNC && !(flags & 4);
     const int KH = KHC > 0 ? KHC : KH_rt;
     const int KW = KWC > 0 ? KWC : KW_rt;
 
@@ -243,16 +248,20 @@ filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k,
             if (!first_tile) __syncthreads();
             first_tile = false;
 
-            if constexpr (ASYNC) {
-                // asynchronous too: a plain copy would hold the first KH*KW threads
-                // for an L2 round trip before they issue their share of the tile
-                for (int i = tid; i < KH * KW; i += nthreads) gcf::cp_async(s_w + i, kb + i);
+            if (async_stage) {
+                if constexpr (ASYNC) {
+                    // asynchronous too: a plain copy would hold the first KH*KW
+                    // threads for an L2 round trip before they issue their share of
+                    // the tile
+                    for (int i = tid; i < KH * KW; i += nthreads)
+                        gcf::cp_async(s_w + i, kb + i);
+                }
             } else {
                 for (int i = tid; i < KH * KW; i += nthreads) s_w[i] = kb[i];
             }
 
             const bool interior = iy0 >= 0 && iy0 + rows <= H && ix0 >= 0 && ix0 + cols <= W;
-            if (interior && ASYNC) {
+            if (interior && async_stage) {
                 if constexpr (ASYNC) {  // (float and double only: cp.async sizes)
                     // cp.async staging (the compile-time instances): every copy of the
                     // tile is issued before any is awaited and none holds a register,
@@ -330,7 +339,9 @@ filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k,
                     // the border tiles load one element at a time.)
                     const long long ixa = ix0 / VEC * VEC;
                     const int sh = (int)(ix0 - ixa);
-                    const int nvec = (sh + cols + VEC - 1) / VEC;
+                    int ncols = cols;  // opaque: the set-up is not hoisted (see above)
+                    gpuconv::keep_in_register(ncols);
+                    const int nvec = (sh + ncols + VEC - 1) / VEC;
                     const gcf::Vec16<T>* gbase =
                         reinterpret_cast<const gcf::Vec16<T>*>(inb + iy0 * W + ixa);
                     const int wv = W / VEC;  // row pitch in vectors

@@ -72,6 +72,14 @@ RY_IMAGE, RY_SHORT = 4, 1
 #: threads fit per SM (registers capped by ``__launch_bounds__``, shared memory
 #: ~20-30 KiB) and keep DRAM busy; the extra halo rows are L2 hits.
 RY_SPECIALISED = 2
+#: Interior-tile staging of the compile-time instances (float32/float64, square
+#: k = 3, 5, 7, 9): ``(dtype name, k)`` pairs listed here use the register-staged
+#: loader (128-bit loads, 3 per thread per round, kernel flag bit 2); all others
+#: stage the whole tile + halo with cp.async, every copy in flight at once (one DRAM
+#: latency per tile; the rule until an H200 run shows a pair faster the old way).
+#: Read when a launch is planned: set it before the first call of a problem (plans
+#: are cached).
+REGISTER_STAGED: frozenset[tuple[str, int]] = frozenset()
 #: Below this many output rows the ``RY = 1`` instance is used.
 SHORT_OH = 16
 #: ``TILE_MAX_THREADS`` of filter2d.cu: the ``__launch_bounds__`` of filter2d_tiled.
@@ -868,6 +876,10 @@ def plan_filter(
     vector : bool
         Allow 128-bit loads/stores where the buffers are aligned (tests turn it off
         to exercise the scalar paths).
+
+    The last kernel argument of ``filter2d_tiled`` is its flags: bit 0 and 1 the
+    16-byte alignment of the input and output rows (:func:`_vector_flags`), bit 2
+    the register-staged loader in a compile-time instance (:data:`REGISTER_STAGED`).
     """
     _check_problem(fp, in1, k, out)
     dt = np.dtype(fp.dtype)
@@ -893,6 +905,8 @@ def plan_filter(
     bx, by = cfg.block
     tw, th = bx * rx(dt.itemsize), by * cfg.ry
     flags = _vector_flags(fp, in1, out, vector)
+    if _tiled_instance(fp)[1] and (dt.name, fp.KH) in REGISTER_STAGED:
+        flags |= 4
     grid = (-(-fp.OW // tw), min(-(-fp.OH // th), MAX_GRID_YZ), gz)
     return [
         Launch(

@@ -302,8 +302,10 @@ def test_async_staging_paths(dev, rng, monkeypatch, dtype):
     chunks when the tile starts on a vector ('valid': pad 0; 'same' with k = 9, and
     k = 5 in float64), else one element per copy ('same' k = 3, 'full', misaligned
     rows); several interior tiles per image and, with gridDim.y capped at 2,
-    several tiles per block (the barrier before a tile is overwritten)."""
+    several tiles per block (the barrier before a tile is overwritten). The same
+    with the register-staged loader (``REGISTER_STAGED``: kernel flag bit 2)."""
     monkeypatch.setattr(_plan_filter, "MAX_GRID_YZ", 2)
+    _plan_cache.clear()
     dt = np.dtype(dtype)
     tw, th = 2 * _plan_filter.rx(dt.itemsize), 2 * _plan_filter.RY_SPECIALISED
     h, w = 5 * th + 9, 6 * tw  # interior tiles for every k and mode below
@@ -317,14 +319,17 @@ def test_async_staging_paths(dev, rng, monkeypatch, dtype):
         k = random_values(rng, (1, ks, ks), dtype, small_int=True)
         fp = scipy_problem(h, w, ks, ks, mode, boundary, 2, dtype, B=2)
         ref = ref_correlate(x, k, fp)
-        for xin, flags in ((x, 3), (xm, 2)):
+        for staged, xin, flags in ((False, x, 3), (False, xm, 2), (True, x, 3)):
+            regs = frozenset({(dt.name, ks)} if staged else ())
+            monkeypatch.setattr(_plan_filter, "REGISTER_STAGED", regs)
             out = np.empty((2, fp.OH, fp.OW), dt)
             (launch,) = plan_filter(fp, xin, k, out, "tiled", block=(2, 2))
             assert launch.kernel == _plan_filter.tiled_name(dt, ks, ks, 2)
-            assert int(launch.args[-1]) & 1 == flags & 1
+            assert int(launch.args[-1]) == flags | (4 if staged else 0)
             got = run(dev, xin, k, fp, "tiled", block=(2, 2))
             np.testing.assert_array_equal(got, ref)
             assert dev.launches[-1][2][1] == 2  # grid-stride over y tiles
+            _plan_cache.clear()
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -1,0 +1,123 @@
+"""Kernel time of ``filter2d_tiled`` against the copy bandwidth, per staging (GPU).
+
+Issue 16's criterion: the compile-time instances (float32/float64, square k = 3, 5,
+7, 9) at >= 85 % of the measured device-to-device copy bandwidth, in kernel time,
+for 4096² and larger 'same'/fill problems. A bound launch of the planned instance
+(``gpuconv._plan_filter.plan_filter``) is called ``--batch`` times back to back
+between two CUDA events, so the host's launch time (a few us) hides under the
+kernels (30-300 us each); two input/output pairs alternate so that the 50 MB L2
+never holds the next launch's input. Per case and staging of the interior tiles:
+
+- ``async``: the default, cp.async copies of the whole tile (kernel flag bit 2 off);
+- ``regs``: the register-staged loader (bit 2 on: ``REGISTER_STAGED``).
+
+Columns: median kernel time (us) of ``--repeats`` batches, bytes moved at the
+floor (one read and one write per pixel: ``2 * itemsize * n²``) per second, and
+that as a share of the copy bandwidth (``_gpu_common.copy_bandwidth``: 1 GiB
+copies, read + write). The two stagings' outputs must be bit-identical (exit 1
+otherwise). With ``--json`` the rows are written for ``bench/results``.
+
+    PYTHONPATH=. python bench/filter_kernel_time.py [--n 4096 8192] [--k 3 5 7 9]
+        [--dtypes float32 float64] [--batch 20] [--repeats 5] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _gpu_common as gc
+
+gc.repo_on_path()
+
+from gpuconv import _plan_filter as pf  # noqa: E402
+from gpuconv._filter_args import FilterProblem  # noqa: E402
+
+
+def _time_batch(cp, calls, batch: int, repeats: int) -> float:
+    """Median seconds per call of ``batch`` calls between events (alternating)."""
+    for c in calls:
+        c()
+    cp.cuda.Device().synchronize()
+    start, end = cp.cuda.Event(), cp.cuda.Event()
+    times = []
+    for _ in range(repeats):
+        start.record()
+        for i in range(batch):
+            calls[i % len(calls)]()
+        end.record()
+        end.synchronize()
+        times.append(cp.cuda.get_elapsed_time(start, end) / 1e3 / batch)
+    return float(np.median(times))
+
+
+def main(argv: list[str] | None = None, cp=None, dev=None) -> int:
+    """Runs the table; ``cp``/``dev`` replace CuPy and its device (a smoke test
+    with the CPU emulation harness)."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, nargs="+", default=[4096, 8192])
+    ap.add_argument("--k", type=int, nargs="+", default=[3, 5, 7, 9])
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
+    ap.add_argument("--batch", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+    if cp is None:
+        import cupy as cp
+
+        from gpuconv._kernels import CupyDevice
+
+        dev = CupyDevice()
+    bw = gc.copy_bandwidth(cp)
+    name = gc.device_name(cp)
+    print(f"{name}: copy bandwidth {bw / 1e9:.0f} GB/s (read + write)")
+    print(f"{'case':24s} {'staging':7s} {'us':>8s} {'GB/s':>6s} {'%copy':>6s}")
+    rows, bad = [], False
+    rng = np.random.default_rng(0)
+    for dt in args.dtypes:
+        for n in args.n:
+            xs = [cp.asarray(rng.integers(-8, 8, (1, n, n)).astype(dt)) for _ in "ab"]
+            outs = [cp.empty_like(x) for x in xs]
+            for k in args.k:
+                w = cp.asarray(rng.integers(-4, 4, (1, k, k)).astype(dt))
+                fp = FilterProblem(1, n, n, 1, k, k, k // 2, k // 2, n, n, "fill",
+                                   0.0, np.dtype(dt))  # fmt: skip
+                results = {}
+                for staging in ("async", "regs"):
+                    calls = []
+                    for x, out in zip(xs, outs, strict=True):
+                        (launch,) = pf.plan_filter(fp, x, w, out, "tiled")
+                        if staging == "regs":
+                            a = launch.args
+                            flags = np.int32(int(a[-1]) | 4)
+                            launch = dataclasses.replace(launch, args=(*a[:-1], flags))
+                        calls.append(lambda la=launch: dev.launch(la))
+                    t = _time_batch(cp, calls, args.batch, args.repeats)
+                    results[staging] = outs[0].copy()
+                    gbs = 2 * np.dtype(dt).itemsize * n * n / t / 1e9
+                    case = f"{dt} {n}x{n} k{k}"
+                    print(f"{case:24s} {staging:7s} {t * 1e6:8.1f} {gbs:6.0f} "
+                          f"{100 * gbs * 1e9 / bw:6.1f}")  # fmt: skip
+                    rows.append({
+                        "device": name,
+                        "case": f"filter2d_tiled/{staging}/{n}x{n}/k{k}/{dt}",
+                        "kernel": launch.kernel, "staging": staging, "n": n, "k": k,
+                        "dtype": dt, "kernel_s": t, "floor_gbs": gbs,
+                        "copy_bandwidth_gbs": bw / 1e9, "share_of_copy": gbs * 1e9 / bw,
+                    })  # fmt: skip
+                if not bool(cp.array_equal(results["async"], results["regs"])):
+                    print(f"MISMATCH {dt} {n} k{k}: async and regs outputs differ")
+                    rows[-1]["error"] = "async and regs outputs differ"
+                    bad = True
+    if args.json:
+        gc.write_rows(args.json, rows, {"argv": sys.argv})
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
