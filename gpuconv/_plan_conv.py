@@ -722,6 +722,28 @@ def plan_pad_gather(
     )]
 
 
+#: The operand pre-pass of the FP32 kernels (cuda/convert.cu) per kind.
+CONVERT_SOURCE = "convert.cu"
+CONVERT_KERNELS = {"tf32": "convert_round_tf32", "f16": "convert_half_to_float"}
+
+
+def plan_convert(kind: str, src: Any, dst: Any) -> list[Launch]:
+    """Launch converting ``src`` into the float32 ``dst`` (same element count):
+    ``'tf32'`` rounds float32 to TF32 (``cvt.rna.tf32.f32``), ``'f16'`` widens
+    float16 bits (``uint16``) to float32, exactly. Nothing for an empty array."""
+    if kind not in CONVERT_KERNELS:
+        raise ValueError(f"kind must be one of {tuple(CONVERT_KERNELS)}, got {kind!r}")
+    total = int(dst.size)
+    if int(src.size) != total:
+        raise ValueError(f"plan_convert: {src.size} elements into {total}")
+    if total == 0:
+        return []
+    return [Launch(
+        source=CONVERT_SOURCE, kernel=CONVERT_KERNELS[kind], grid=_linear_grid(total),
+        block=(LINEAR_BLOCK, 1, 1), shared_mem=0, args=(src, dst, _i64(total)),
+    )]
+
+
 def plan_pad_fold(
     p: Conv2dProblem, gxpad: Any, gx: Any, row_ptr: Any, row_src: Any, col_ptr: Any,
     col_src: Any,
@@ -1111,6 +1133,66 @@ def mma_kind(p: Conv2dProblem, pass_name: str) -> str | None:
     if np.dtype(p.compute_dtype) == np.float32 and p.precision == "tf32":
         return "tf32"
     return None
+
+
+# When algorithm='auto' takes the mma kernels for a pass that mma_kind() names a kind
+# for, and when the FP32 kernels on converted operands (plan_convert, the "SIMT
+# route": the same numbers up to float32 summation order). Derived from the H200 rows
+# of 2026-12-04 (bench/results/cuda-h200-2026-12-04-df4f664-conv.json, 15 layers x 3
+# passes, N16/N32 ResNet-like, N8 C64 54x54): median time of the mma kernels
+# (tf32, float16) / the FP32 kernels' best (float32 rows; the stem's input gradient
+# forced 'tiled_regblock', 0.96 ms) of the same pass and layer:
+#
+# - forward: mma 0.49-1.10 (tf32) and 0.53-0.94 (float16) wherever the GEMM has
+#   >= 64 output channels per group, >= 1024 output pixels (N*OH*OW) and >= 8 input
+#   channels per group, e.g. N32 C256 14x14 3x3: 0.73 / 0.55, 1x1 C64->256 56x56:
+#   0.49 / 0.92 (tf32 worst: N32 C512 7x7 1.10, float16 there 0.77). Slower: K=32
+#   (5x5 C192->32: 2.34 / 1.63, half of a 64-wide tile idle), N16 C512 7x7 (784
+#   pixels, under one wave of 64x64 tiles on 132 SMs: 1.70 / 1.26), the C3 7x7/2
+#   stem (1.29 float16, 0.94 tf32).
+# - backward_input: mma wins clearly only on the plain GEMM, 1x1 stride 1 with >= 128
+#   input channels (C1024->256 14x14: 0.61 / 0.65); on 3x3 it scatters between 0.72
+#   and 1.88 and flips with the batch (N16 C128 28x28 0.84 / 0.72, N32: 1.28 / 1.07;
+#   N16 C256 14x14 1.22 / 1.00, N32: 0.93 / 0.78); the C3 stem: 22.9 / 27.5.
+# - backward_weight: mma 1.02-2.25 (tf32), 0.92-1.99 (float16) except the same 1x1
+#   C1024 layer (0.97 / 0.89).
+#
+# So: forward as above, the two gradients only 1x1 stride 1 with >= 128 input
+# channels per group. Replayed against every row in tests/test_mma_dispatch.py: the
+# choice is within 1.1x of the faster of the two on all rows but four backward_input
+# 3x3 rows (worst 1.38x, N16 C128 28x28 float16), listed there; the FP32 times do not
+# include the conversion pre-pass (one read and one write of each operand).
+MMA_FORWARD_MIN_KG = 64
+MMA_FORWARD_MIN_CG = 8
+MMA_FORWARD_MIN_PIXELS = 1024
+MMA_BACKWARD_MIN_CG = 128
+
+
+def mma_preferred(p: Conv2dProblem, pass_name: str) -> bool:
+    """True when ``algorithm='auto'`` runs a tensor-core pass (one that
+    :func:`mma_kind` names a kind for) on the mma kernels rather than on the FP32
+    kernels with converted operands (the rule and the measured rows it comes from:
+    the comment above).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv._conv_args import normalize_conv2d
+    >>> p = normalize_conv2d((16, 64, 56, 56), (64, 64, 3, 3), [np.float16],
+    ...                      padding=1)
+    >>> mma_preferred(p, "forward"), mma_preferred(p, "backward_weight")
+    (True, False)
+    >>> q = normalize_conv2d((16, 1024, 14, 14), (256, 1024, 1, 1), [np.float16])
+    >>> mma_preferred(q, "backward_input")
+    True
+    """
+    if pass_name == "forward":
+        return (p.Kg >= MMA_FORWARD_MIN_KG and p.Cg >= MMA_FORWARD_MIN_CG
+                and p.N * p.OH * p.OW >= MMA_FORWARD_MIN_PIXELS)
+    if pass_name in ("backward_input", "backward_weight"):
+        return (p.KH == p.KW == 1 and tuple(p.stride) == (1, 1)
+                and p.Cg >= MMA_BACKWARD_MIN_CG)
+    return False
 
 
 def mma_tile(
