@@ -1,5 +1,5 @@
-"""The SIMT route of the tensor-core precisions, emulated on the CPU: ``cuda/convert.cu``
-and the FP32 kernels on converted operands.
+"""The SIMT route of the tensor-core precisions, emulated on the CPU:
+``cuda/convert.cu`` and the FP32 kernels on converted operands.
 
 Under ``precision='tf32'`` (float32 data) and for float16 data, ``algorithm='auto'``
 runs the mma kernels only where they measured faster
@@ -92,10 +92,11 @@ def test_convert_kernels_bit_for_bit(sanitize, dev):
 
 
 def test_plan_convert_edges():
+    f2 = np.zeros(2, np.float32)
     with pytest.raises(ValueError, match="kind must be one of"):
-        _plan_conv.plan_convert("bf16", np.zeros(2, np.float32), np.zeros(2, np.float32))
+        _plan_conv.plan_convert("bf16", f2, f2.copy())
     with pytest.raises(ValueError, match="elements"):
-        _plan_conv.plan_convert("tf32", np.zeros(3, np.float32), np.zeros(2, np.float32))
+        _plan_conv.plan_convert("tf32", np.zeros(3, np.float32), f2)
     assert _plan_conv.plan_convert("f16", np.zeros(0, np.uint16),
                                    np.zeros(0, np.float32)) == []
 
@@ -141,7 +142,7 @@ def test_simt_route(case_id, pass_name, kind, dev):
     if pass_name != "forward":
         neg = _run(pass_name, p, x, w, b, -gy, dev, "auto")
         np.testing.assert_array_equal(neg, -got)
-    for a, k in zip((x, w, b, gy), kept):
+    for a, k in zip((x, w, b, gy), kept, strict=True):
         np.testing.assert_array_equal(a, k)  # inputs never modified
 
 
