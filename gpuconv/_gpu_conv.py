@@ -299,6 +299,12 @@ def _mma_pass(dev: Any, p: Conv2dProblem, pass_name: str, algorithm: str) -> str
     return kind
 
 
+def _dt(a: Any) -> str | None:
+    """Part of a plan's key: the dtype of an operand (float16 data is converted by
+    the plan, float32 is not)."""
+    return None if a is None else str(a.dtype)
+
+
 def _bits(a: Any) -> Any:
     """float16 data as its bits (``uint16``, what ``convert_half_to_float`` reads);
     anything else unchanged."""
@@ -556,7 +562,7 @@ def conv2d_forward(
     'conv2d_forward_tiled_regblock'
     """
     dev = _dev(device)
-    key = ("forward", p, algorithm, bias is None, str(x.dtype), str(w.dtype), dev,
+    key = ("forward", p, algorithm, bias is None, _dt(x), _dt(w), dev,
            _plan_key(dev))
     plan = _PLANS.get(key)
     if plan is None:
@@ -613,7 +619,7 @@ def conv2d_backward_input(
     gather, no atomics).
     """
     dev = _dev(device)
-    key = ("backward_input", p, algorithm, str(gy.dtype), str(w.dtype), dev,
+    key = ("backward_input", p, algorithm, _dt(gy), _dt(w), dev,
            _plan_key(dev))
     plan = _PLANS.get(key)
     if plan is None:
@@ -673,8 +679,8 @@ def conv2d_backward_weight(
     Non-zero padding modes pad ``x`` once and differentiate the padded problem.
     """
     dev = _dev(device)
-    key = ("backward_weight", p, algorithm, bool(with_bias), str(gy.dtype),
-           str(x.dtype), dev, _plan_key(dev))
+    key = ("backward_weight", p, algorithm, bool(with_bias), _dt(gy), _dt(x),
+           dev, _plan_key(dev))
     plan = _PLANS.get(key)
     if plan is None:
         check_extents(p)
