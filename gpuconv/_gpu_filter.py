@@ -70,9 +70,9 @@ def poison_value(dtype: Any) -> Any:
 
 
 def _default_device() -> Any:
-    from gpuconv._kernels import CupyDevice
+    from gpuconv._kernels import cupy_device
 
-    return CupyDevice()
+    return cupy_device()
 
 
 def correlate2d(
