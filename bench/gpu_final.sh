@@ -20,7 +20,7 @@ step profile "${PROFILE_S:-35}" "$PY" bench/gpu_profile.py --calls 200 --top 25 
 step bench_conv "${CONV_S:-85}" "$PY" bench/bench_gpu_conv.py --no-progress --variants '' \
     --budget 0.05 --json "$OUT/bench_conv.json"
 step bench_filt "${FILTER_S:-45}" "$PY" bench/bench_gpu_filter.py --budget 0.05 \
-    --kinds main --json "$OUT/bench_filter.json"
+    --kinds main,stack --json "$OUT/bench_filter.json"
 step bench_torch "${TORCH_S:-20}" "$PY" bench/bench_gpu_torch.py --budget 0.1 \
     --json "$OUT/bench_torch.json"
 if [[ -n "${FINAL_TESTS:-}" ]]; then
