@@ -78,11 +78,10 @@ POISON_OUTPUTS = False
 _TABLE_CACHE_SIZE = 64
 
 
-@functools.cache
 def _cupy_device() -> Any:
-    from gpuconv._kernels import CupyDevice
+    from gpuconv._kernels import cupy_device
 
-    return CupyDevice()
+    return cupy_device()
 
 
 def default_device() -> Any:

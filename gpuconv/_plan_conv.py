@@ -67,6 +67,16 @@ INT32_MAX = 2**31 - 1
 #: range; tests/test_calibration.py replays them).
 REGBLOCK_MIN_COLS = 16
 REGBLOCK_MIN_RED = 16
+#: The input gradient takes ``tiled_regblock`` whatever its columns when its
+#: reduction (``K/groups * KH * KW`` terms per input pixel) is at least this long:
+#: the ``tiled`` kernel walks it serially per thread, the register-blocked GEMM
+#: (phase-decomposed for stride > 1) spreads it. Measured on the H200 at df4f664
+#: (bench/results/cuda-h200-2026-12-04-df4f664-conv.json), the 7x7/2 C3 -> 64 stem
+#: (3136 terms, 3 columns): ``tiled_regblock`` 0.964 ms vs ``tiled`` 9.83 ms at
+#: N16, 1.92 vs 19.4 ms at N32 (cuDNN FP32 0.255 / 0.51 ms). No measured layer lies
+#: between 16 and 3136 terms with fewer than 16 columns: the value is a round
+#: number well above the depthwise/few-tap layers that keep ``tiled``.
+DGRAD_REGBLOCK_MIN_RED = 1024
 
 
 # --------------------------------------------------------------------------------
@@ -195,7 +205,8 @@ def choose_algorithm(p: Conv2dProblem, pass_name: str) -> str:
         :data:`REGBLOCK_MIN_COLS` columns (output channels per group for the
         forward pass, input channels per group for the input gradient, ``C/groups
         * KH * KW`` for the weight gradient) and :data:`REGBLOCK_MIN_RED` reduction
-        terms; otherwise ``'tiled'`` when its shared tile fits
+        terms, or for the input gradient :data:`DGRAD_REGBLOCK_MIN_RED` reduction
+        terms (the RGB stem); otherwise ``'tiled'`` when its shared tile fits
         :data:`SMEM_LIMIT` (depthwise and few-channel layers); otherwise
         ``'naive'``.
 
@@ -220,6 +231,8 @@ def choose_algorithm(p: Conv2dProblem, pass_name: str) -> str:
         return "tiled" if wgrad_tiled_smem_bytes(p) <= SMEM_LIMIT else "naive"
     _, ng, kr = gemm_shape(p, pass_name)
     if ng >= REGBLOCK_MIN_COLS and kr >= REGBLOCK_MIN_RED:
+        return "tiled_regblock"
+    if pass_name == "backward_input" and kr >= DGRAD_REGBLOCK_MIN_RED:
         return "tiled_regblock"
     if tiled_smem_bytes(p, pass_name) <= SMEM_LIMIT:
         return "tiled"
