@@ -489,11 +489,15 @@ def choose_algorithm(
     -------
     str or None
         ``'naive'``, ``'tiled'`` or ``'tiled_regblock'`` (the FP32 kernels), or
-        ``'mma'`` (tensor cores, ``cuda/conv2d_mma.cu``: float16 data, and float32
-        or complex64 data with ``precision='tf32'``, for the forward pass and the
-        input gradient; on a GPU older than compute capability 8.0 the FP32
-        kernels' choice runs instead); ``None`` for an empty problem (nothing is
-        launched).
+        ``'mma'`` (tensor cores, ``cuda/conv2d_mma.cu``) for float16 data, and
+        float32 or complex64 data with ``precision='tf32'``, where they measured
+        faster than the FP32 kernels on an H200
+        (:func:`gpuconv._plan_conv.mma_preferred`; on a GPU older than compute
+        capability 8.0 the FP32 kernels' choice runs instead); ``None`` for an
+        empty problem (nothing is launched). Under ``'tf32'`` and for float16 an
+        FP32 variant runs on operands converted first (rounded to TF32, widened
+        from float16: ``cuda/convert.cu``), giving the same numbers as the tensor
+        cores up to the order of the float32 sums.
 
     Raises
     ------
@@ -516,6 +520,9 @@ def choose_algorithm(
     >>> gpuconv.choose_algorithm((16, 64, 56, 56), (64, 64, 3, 3), padding=1,
     ...                          precision="tf32")
     'mma'
+    >>> gpuconv.choose_algorithm((16, 64, 56, 56), (64, 64, 3, 3), "backward_weight",
+    ...                          padding=1, dtype="float16")
+    'tiled_regblock'
     """
     if pass_name not in PASSES:
         raise ValueError(f"pass_name must be one of {PASSES}, got {pass_name!r}")
