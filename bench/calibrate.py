@@ -611,7 +611,10 @@ def regblock_cols_range(cases: dict[tuple, dict[str, Any]]) -> tuple[int, float]
         x, w, kw = conv_args(layer)
         p = normalize_conv2d(x, w, [np.dtype(dt)], **kw)
         pass_name = op.removeprefix("conv2d_")
-        m, ng, _ = _plan_conv.gemm_shape(p, pass_name)
+        m, ng, kr = _plan_conv.gemm_shape(p, pass_name)
+        if (pass_name == "backward_input"
+                and kr >= _plan_conv.DGRAD_REGBLOCK_MIN_RED):
+            continue  # decided by the reduction length, not the columns
         cols = min(m, ng) if pass_name == "backward_weight" else ng
         others = min(t for a, t in times.items() if a != "tiled_regblock")
         if times["tiled_regblock"] <= others:
