@@ -398,6 +398,14 @@ def test_sanitized_subset(sdev, rng):
             k = random_values(rng, (1, ks, ks), dtype)
             fp = scipy_problem(24, 64, ks, ks, "same", boundary, 1.0, dtype)
             check(run(sdev, x, k, fp, "tiled", block=(2, 2)), x, k, fp)
+    # cp.async 16-byte staging of interior tiles whose last row and column are the
+    # image's ('valid', 5x5, block 2x2: the input tile ends exactly at H and W)
+    for dtype, w in (("float32", 36), ("float64", 20)):
+        x = random_values(rng, (1, 20, w), dtype)
+        k = random_values(rng, (1, 5, 5), dtype)
+        fp = scipy_problem(20, w, 5, 5, "valid", "fill", 0, dtype)
+        check(run(sdev, x, k, fp, "tiled", block=(2, 2)), x, k, fp)
+        assert sdev.launches[-1][1] == _plan_filter.tiled_name(dtype, 5, 5, 2)
     x = random_values(rng, (1, 3, 2), "int16")  # kernel larger than the image
     k = random_values(rng, (1, 9, 7), "int16")
     for boundary in BOUNDARIES:
