@@ -99,8 +99,9 @@ constexpr int CW = 4;  // tap chunk of the runtime-size path
 // 2, gpuconv._plan_filter.REGISTER_STAGED; cp.async stages their interior tiles
 // otherwise; with 4, as before cp.async, the float 3x3 instance spills 4 bytes);
 // in the runtime-size path 2 for float and double (their other kernel shapes, the
-// separable passes, 1-D signals: <= 64 registers, no spill) and 1 for the other types (with 2, ptxas spills 4-16 bytes in the complex64,
-// int64 and int8 instances; with 4, up to 128 registers).
+// separable passes, 1-D signals: <= 64 registers, no spill) and 1 for the other
+// types (with 2, ptxas spills 4-16 bytes in the complex64, int64 and int8
+// instances; with 4, up to 128 registers).
 template <typename T>
 struct RuntimeLoadBatch {
     static constexpr int value = 1;
