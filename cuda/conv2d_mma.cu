@@ -100,22 +100,68 @@ struct MmaTile {
     static constexpr int NI = WTN / 8;             // mma tiles per warp along N
     static constexpr int KWORDS = 16;              // reduction words per slab
     static constexpr int KSTEPS = KWORDS / 8;      // mma k-steps per slab
-    static constexpr int PITCH = KWORDS + 4;       // words between shared rows
+    static constexpr int CHUNK = 4;                // words per 16-byte chunk
+    static constexpr int CHUNKS = KWORDS / CHUNK;  // chunks per shared row
     static constexpr int STAGES = 2;
-    static constexpr int A_STEP = THREADS / BM;    // threads per row of A
-    static constexpr int A_WORDS = KWORDS / A_STEP;  // A words per thread (adjacent)
-    static constexpr int B_STEP = THREADS / KWORDS;  // columns per gather pass
-    static constexpr int B_WORDS = BN / B_STEP;      // B words per thread
+    static constexpr int A_CHUNKS = BM * CHUNKS / THREADS;  // A chunks per thread
+    static constexpr int B_CHUNKS = BN * CHUNKS / THREADS;  // B chunks per thread
+    static constexpr int B_STEP = THREADS / KWORDS;  // word gather: columns per pass
+    static constexpr int B_WORDS = BN / B_STEP;      // word gather: B words per thread
     static_assert(WTM % 16 == 0 && WTN % 8 == 0, "warp tiles are whole mma tiles");
-    static_assert(THREADS % BM == 0 && KWORDS % A_STEP == 0, "A slab must tile");
-    static_assert(THREADS % KWORDS == 0 && BN % B_STEP == 0, "B slab must tile");
+    static_assert(THREADS % BM == 0 && (BM * CHUNKS) % THREADS == 0, "A slab must tile");
+    static_assert(THREADS % BN == 0 && (BN * CHUNKS) % THREADS == 0, "B slab must tile");
+    static_assert(B_WORDS == B_CHUNKS * CHUNK, "both B gathers hold the same words");
 };
+
+// Shared slab layout: row r (a pixel of A, a column of B) holds the slab's 16 words
+// as 4 chunks of 4: chunk t holds the words t, t+4, t+8, t+12 (so the words a lane
+// needs for both k-steps, A[g][t], A[g][t+4], A[g][t+8], A[g][t+12], are one 16-byte
+// LDS), stored at word 4*(t ^ ((r >> 1) & 3)) of the row (XOR swizzle: the 8 lanes of
+// each LDS.128/STS.128 phase, two rows x four chunks or eight rows x one chunk, hit
+// 32 distinct banks).
+__device__ __forceinline__ int mma_chunk_word(int row, int t) {
+    return 4 * (t ^ ((row >> 1) & 3));
+}
 
 template <class Tile>
 struct alignas(16) MmaSmem {
-    unsigned a[Tile::STAGES][Tile::BM][Tile::PITCH];
-    unsigned b[Tile::STAGES][Tile::BN][Tile::PITCH];
+    unsigned a[Tile::STAGES][Tile::BM][Tile::KWORDS];
+    unsigned b[Tile::STAGES][Tile::BN][Tile::KWORDS];
 };
+
+// Which shared-memory words a thread gathers: whole chunks (A always; B unless the
+// view asks for words), chunk idx = tid + i*THREADS as (row, t): row-fast (idx % rows,
+// idx / rows: consecutive lanes gather consecutive rows) or chunk-fast (idx / 4,
+// idx % 4: four lanes share a row); the word gather (B only, MMA_B_WORDS): word
+// b_w = tid % 16 of the columns b_n + q*B_STEP.
+enum MmaGather { MMA_ROW_FAST = 0, MMA_CHUNK_FAST = 1, MMA_B_WORDS = 2 };
+
+template <class Tile>
+struct MmaRoles {
+    int a_row[Tile::A_CHUNKS], a_t[Tile::A_CHUNKS];
+    int b_col[Tile::B_CHUNKS], b_t[Tile::B_CHUNKS];
+    int b_w, b_n;
+};
+
+template <class Tile, int A_GATHER, int B_GATHER>
+__device__ __forceinline__ MmaRoles<Tile> mma_roles(int tid) {
+    MmaRoles<Tile> r;
+#pragma unroll
+    for (int i = 0; i < Tile::A_CHUNKS; ++i) {
+        const int idx = tid + i * Tile::THREADS;
+        r.a_row[i] = A_GATHER == MMA_ROW_FAST ? idx % Tile::BM : idx / Tile::CHUNKS;
+        r.a_t[i] = A_GATHER == MMA_ROW_FAST ? idx / Tile::BM : idx % Tile::CHUNKS;
+    }
+#pragma unroll
+    for (int i = 0; i < Tile::B_CHUNKS; ++i) {
+        const int idx = tid + i * Tile::THREADS;
+        r.b_col[i] = B_GATHER == MMA_ROW_FAST ? idx % Tile::BN : idx / Tile::CHUNKS;
+        r.b_t[i] = B_GATHER == MMA_ROW_FAST ? idx / Tile::BN : idx % Tile::CHUNKS;
+    }
+    r.b_w = tid % Tile::KWORDS;
+    r.b_n = tid / Tile::KWORDS;
+    return r;
+}
 
 // Blocks per SM the register allocation must allow (__launch_bounds__): one for
 // 256-thread tiles (up to 255 registers), two for 128-thread tiles.
@@ -124,12 +170,15 @@ __host__ __device__ constexpr int mma_min_blocks(int threads) {
 }
 
 // The whole reduction of one tile into acc (zeroed here). Every thread of the block
-// must call it (barriers, warp-wide mma).
+// must call it (barriers, warp-wide mma). Registers: reg_a[i*4 + q] is word t + 4q of
+// A chunk i; reg_b likewise (chunk gathers) or the word b_w of column b_n + q*B_STEP
+// (word gather).
 template <typename E, class Tile, class View>
 __device__ __forceinline__ void mma_mainloop(
     const View& view, MmaSmem<Tile>& s, float (&acc)[Tile::MI][Tile::NI][4]) {
     using Op = MmaOperand<E>;
     constexpr int PW = Op::PER_WORD;
+    constexpr int CH = Tile::CHUNK;
     const int tid = static_cast<int>(threadIdx.x);
     const int lane = tid % 32;
     const int warp = tid / 32;
@@ -137,13 +186,10 @@ __device__ __forceinline__ void mma_mainloop(
     const int wn = warp / Tile::WARPS_M;
     const int g = lane / 4;
     const int t = lane % 4;
-    // gather roles: A words of one row at A_WORDS positions; B words of one
-    // reduction position at B_WORDS columns
-    const int a_m = tid % Tile::BM;
-    const int a_w = tid / Tile::BM;
-    const int b_w = tid % Tile::KWORDS;
-    const int b_n = tid / Tile::KWORDS;
-    const typename View::ARow arow = view.a_row(a_m);
+    const MmaRoles<Tile> roles = mma_roles<Tile, View::A_GATHER, View::B_GATHER>(tid);
+    typename View::ARow arow[Tile::A_CHUNKS];
+#pragma unroll
+    for (int i = 0; i < Tile::A_CHUNKS; ++i) arow[i] = view.a_row(roles.a_row[i]);
 
 #pragma unroll
     for (int mi = 0; mi < Tile::MI; ++mi)
@@ -153,35 +199,59 @@ __device__ __forceinline__ void mma_mainloop(
             for (int r = 0; r < 4; ++r) acc[mi][ni][r] = 0.0f;
 
     using Index = typename View::Index;  // int, or long long for the weight gradient
-    E reg_a[Tile::A_WORDS][PW];
-    E reg_b[Tile::B_WORDS][PW];
+    E reg_a[Tile::A_CHUNKS * CH][PW];
+    E reg_b[Tile::B_CHUNKS * CH][PW];
     constexpr int SLAB = Tile::KWORDS * PW;  // reduction terms per slab
     const Index kbeg = view.k_begin;           // this block's reduction range
     const int ktiles = static_cast<int>(ceil_div<Index>(view.kred - kbeg, SLAB));
 
     auto fetch = [&](Index k0) {
         if constexpr (View::SLAB_GATHER) {  // the view gathers a whole slab at once
-            view.template fetch_slab<Tile, PW>(arow, k0, a_w, b_w, b_n, reg_a, reg_b);
+            view.template fetch_slab<Tile, PW>(roles, arow, k0, reg_a, reg_b);
         } else {
 #pragma unroll
-            for (int q = 0; q < Tile::A_WORDS; ++q)
+            for (int i = 0; i < Tile::A_CHUNKS; ++i)
 #pragma unroll
-                for (int e = 0; e < PW; ++e)
-                    reg_a[q][e] = view.load_a(arow, k0 + (a_w * Tile::A_WORDS + q) * PW + e);
+                for (int q = 0; q < CH; ++q)
 #pragma unroll
-            for (int q = 0; q < Tile::B_WORDS; ++q)
+                    for (int e = 0; e < PW; ++e)
+                        reg_a[i * CH + q][e] =
+                            view.load_a(arow[i], k0 + (roles.a_t[i] + 4 * q) * PW + e);
+            static_assert(View::B_GATHER != MMA_B_WORDS, "element views gather chunks");
 #pragma unroll
-                for (int e = 0; e < PW; ++e)
-                    reg_b[q][e] = view.load_b(k0 + b_w * PW + e, b_n + q * Tile::B_STEP);
+            for (int i = 0; i < Tile::B_CHUNKS; ++i)
+#pragma unroll
+                for (int q = 0; q < CH; ++q)
+#pragma unroll
+                    for (int e = 0; e < PW; ++e)
+                        reg_b[i * CH + q][e] = view.load_b(
+                            k0 + (roles.b_t[i] + 4 * q) * PW + e, roles.b_col[i]);
         }
     };
     auto stash = [&](int st) {
 #pragma unroll
-        for (int q = 0; q < Tile::A_WORDS; ++q)  // contiguous words: vector stores
-            s.a[st][a_m][a_w * Tile::A_WORDS + q] = Op::word(reg_a[q]);
+        for (int i = 0; i < Tile::A_CHUNKS; ++i) {  // one 16-byte store per chunk
+            const int r = roles.a_row[i];
+            unsigned* d = &s.a[st][r][mma_chunk_word(r, roles.a_t[i])];
 #pragma unroll
-        for (int q = 0; q < Tile::B_WORDS; ++q)
-            s.b[st][b_n + q * Tile::B_STEP][b_w] = Op::word(reg_b[q]);
+            for (int q = 0; q < CH; ++q) d[q] = Op::word(reg_a[i * CH + q]);
+        }
+        if constexpr (View::B_GATHER == MMA_B_WORDS) {
+#pragma unroll
+            for (int q = 0; q < Tile::B_WORDS; ++q) {
+                const int c = roles.b_n + q * Tile::B_STEP;
+                s.b[st][c][mma_chunk_word(c, roles.b_w % CH) + roles.b_w / CH] =
+                    Op::word(reg_b[q]);
+            }
+        } else {
+#pragma unroll
+            for (int i = 0; i < Tile::B_CHUNKS; ++i) {
+                const int c = roles.b_col[i];
+                unsigned* d = &s.b[st][c][mma_chunk_word(c, roles.b_t[i])];
+#pragma unroll
+                for (int q = 0; q < CH; ++q) d[q] = Op::word(reg_b[i * CH + q]);
+            }
+        }
     };
 
     fetch(kbeg);
@@ -191,33 +261,59 @@ __device__ __forceinline__ void mma_mainloop(
         const int cur = kt & 1;
         const bool more = kt + 1 < ktiles;  // block-uniform
         if (more) fetch(kbeg + static_cast<Index>(kt + 1) * SLAB);  // in flight
+        // this lane's fragment words of both k-steps: chunk t of its rows / columns
+        unsigned fa[Tile::MI][2][CH];  // rows g, g + 8 of mma tile mi
+        unsigned fb[Tile::NI][CH];     // column g of mma tile ni
+#pragma unroll
+        for (int mi = 0; mi < Tile::MI; ++mi)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int row = wm * Tile::WTM + mi * 16 + g + 8 * h;
+                const unsigned* src = &s.a[cur][row][mma_chunk_word(row, t)];
+#pragma unroll
+                for (int q = 0; q < CH; ++q) fa[mi][h][q] = src[q];
+            }
+#pragma unroll
+        for (int ni = 0; ni < Tile::NI; ++ni) {
+            const int col = wn * Tile::WTN + ni * 8 + g;
+            const unsigned* src = &s.b[cur][col][mma_chunk_word(col, t)];
+#pragma unroll
+            for (int q = 0; q < CH; ++q) fb[ni][q] = src[q];
+        }
 #pragma unroll
         for (int ks = 0; ks < Tile::KSTEPS; ++ks) {
-            unsigned fa[Tile::MI][4];
-            unsigned fb[Tile::NI][2];
+            // k-step ks: a[r] = A[g + 8*(r%2)][8ks + t + 4*(r/2)] = chunk word 2ks + r/2
 #pragma unroll
             for (int mi = 0; mi < Tile::MI; ++mi) {
-                const int row = wm * Tile::WTM + mi * 16 + g;
+                const unsigned a[4] = {fa[mi][0][2 * ks], fa[mi][1][2 * ks],
+                                       fa[mi][0][2 * ks + 1], fa[mi][1][2 * ks + 1]};
 #pragma unroll
-                for (int r = 0; r < 4; ++r)
-                    fa[mi][r] = s.a[cur][row + 8 * (r % 2)][ks * 8 + t + 4 * (r / 2)];
+                for (int ni = 0; ni < Tile::NI; ++ni) {
+                    const unsigned b[2] = {fb[ni][2 * ks], fb[ni][2 * ks + 1]};
+                    Op::mma(acc[mi][ni], a, b);
+                }
             }
-#pragma unroll
-            for (int ni = 0; ni < Tile::NI; ++ni) {
-                const int col = wn * Tile::WTN + ni * 8 + g;
-#pragma unroll
-                for (int r = 0; r < 2; ++r) fb[ni][r] = s.b[cur][col][ks * 8 + t + 4 * r];
-            }
-#pragma unroll
-            for (int mi = 0; mi < Tile::MI; ++mi)
-#pragma unroll
-                for (int ni = 0; ni < Tile::NI; ++ni) Op::mma(acc[mi][ni], fa[mi], fb[ni]);
         }
         if (more) stash(cur ^ 1);
         // the other stage is complete before the next slab reads it, and every warp
         // is done reading stage `cur` before slab kt+1 overwrites it
         __syncthreads();
     }
+}
+
+// Loads one chunk of a slab view's gather into r[i*4 + q][e] (word t + 4q, term e):
+// element (q, e) at p + (4*q*PW + e)*step, 0 where !ok (one pointer step each).
+template <typename E, int PW, int N>
+__device__ __forceinline__ void mma_load_chunk(E (&r)[N][PW], int i, const E* p,
+                                               long long step, bool ok) {
+    const long long next_q = (4 * PW - PW + 1) * step;
+#pragma unroll
+    for (int q = 0; q < 4; ++q)
+#pragma unroll
+        for (int e = 0; e < PW; ++e) {
+            r[i * 4 + q][e] = ok ? *p : E(0);
+            p += e + 1 < PW ? step : next_q;
+        }
 }
 
 // Writes the accumulators of this lane that lie inside the problem when the GEMM
@@ -285,6 +381,8 @@ struct MmaForwardView {
     using Index = int;
     static constexpr int k_begin = 0;
     static constexpr bool SLAB_GATHER = false;  // element by element (load_a/load_b)
+    static constexpr int A_GATHER = gpuconv::MMA_ROW_FAST;    // consecutive pixels
+    static constexpr int B_GATHER = gpuconv::MMA_CHUNK_FAST;  // w[k, c..]: c fastest
     const E* x;
     const E* w;
     const TapEntry* taps;
@@ -345,30 +443,31 @@ struct MmaForwardSlabView : MmaForwardView<E> {
 
     template <class Tile, int PW>
     __device__ __forceinline__ void fetch_slab(
-        const typename MmaForwardView<E>::ARow& row, int k0, int a_w, int b_w, int b_n,
-        E (&ra)[Tile::A_WORDS][PW], E (&rb)[Tile::B_WORDS][PW]) const {
+        const gpuconv::MmaRoles<Tile>& ro,
+        const typename MmaForwardView<E>::ARow (&row)[Tile::A_CHUNKS], int k0,
+        E (&ra)[Tile::A_CHUNKS * 4][PW], E (&rb)[Tile::B_CHUNKS * 4][PW]) const {
         const int tap = k0 / this->Cg;  // block-uniform: one division per slab
         const int c0 = k0 - tap * this->Cg;
         const TapEntry t = this->taps[tap];
-        const int ih = row.ih0 + t.dy;
-        const int iw = row.iw0 + t.dx;
-        const bool ok = row.valid && gpuconv::in_range(ih, this->H) &&
-                        gpuconv::in_range(iw, this->W);
         const long long hw = this->HW;
-        const E* src = row.base + (c0 + a_w * Tile::A_WORDS * PW) * hw +
-                       (ok ? ih * this->W + iw : 0);
 #pragma unroll
-        for (int q = 0; q < Tile::A_WORDS; ++q)
-#pragma unroll
-            for (int e = 0; e < PW; ++e) ra[q][e] = ok ? src[(q * PW + e) * hw] : E(0);
+        for (int i = 0; i < Tile::A_CHUNKS; ++i) {
+            const int ih = row[i].ih0 + t.dy;
+            const int iw = row[i].iw0 + t.dx;
+            const bool ok = row[i].valid && gpuconv::in_range(ih, this->H) &&
+                            gpuconv::in_range(iw, this->W);
+            const E* src = row[i].base + (c0 + ro.a_t[i] * PW) * hw +
+                           (ok ? ih * this->W + iw : 0);
+            gpuconv::mma_load_chunk<E, PW>(ra, i, src, hw, ok);
+        }
         const E* wt = this->w + (static_cast<long long>(this->g) * this->Kg * this->Cg +
-                                 c0 + b_w * PW) * KHKW + tap;
+                                 c0) * KHKW + tap;
 #pragma unroll
-        for (int q = 0; q < Tile::B_WORDS; ++q) {
-            const int k = this->n0 + b_n + q * Tile::B_STEP;
-            const E* wk = wt + static_cast<long long>(k) * this->Cg * KHKW;
-#pragma unroll
-            for (int e = 0; e < PW; ++e) rb[q][e] = k < this->Kg ? wk[e * KHKW] : E(0);
+        for (int i = 0; i < Tile::B_CHUNKS; ++i) {
+            const int k = this->n0 + ro.b_col[i];
+            const E* wk =
+                wt + (static_cast<long long>(k) * this->Cg + ro.b_t[i] * PW) * KHKW;
+            gpuconv::mma_load_chunk<E, PW>(rb, i, wk, KHKW, k < this->Kg);
         }
     }
 };
@@ -442,6 +541,8 @@ struct MmaBackwardInputView {
     using Index = int;
     static constexpr int k_begin = 0;
     static constexpr bool SLAB_GATHER = false;
+    static constexpr int A_GATHER = gpuconv::MMA_ROW_FAST;  // consecutive pixels
+    static constexpr int B_GATHER = gpuconv::MMA_ROW_FAST;  // w[k, c, tap]: c fastest
     const E* gy;
     const E* w;
     const TapEntry* taps;
@@ -506,30 +607,31 @@ struct MmaBackwardInputSlabView : MmaBackwardInputView<E> {
 
     template <class Tile, int PW>
     __device__ __forceinline__ void fetch_slab(
-        const typename MmaBackwardInputView<E>::ARow& row, int k0, int a_w, int b_w,
-        int b_n, E (&ra)[Tile::A_WORDS][PW], E (&rb)[Tile::B_WORDS][PW]) const {
+        const gpuconv::MmaRoles<Tile>& ro,
+        const typename MmaBackwardInputView<E>::ARow (&row)[Tile::A_CHUNKS], int k0,
+        E (&ra)[Tile::A_CHUNKS * 4][PW], E (&rb)[Tile::B_CHUNKS * 4][PW]) const {
         const int tap = k0 / this->Kg;  // block-uniform: one division per slab
         const int k0c = k0 - tap * this->Kg;
         const TapEntry t = this->taps[tap];
-        const int oh = row.th0 - t.dy;
-        const int ow = row.tw0 - t.dx;
-        const bool ok = row.valid && gpuconv::in_range(oh, this->OH) &&
-                        gpuconv::in_range(ow, this->OW);
         const long long ohw = this->OHW;
-        const E* src = row.base + (k0c + a_w * Tile::A_WORDS * PW) * ohw +
-                       (ok ? oh * this->OW + ow : 0);
 #pragma unroll
-        for (int q = 0; q < Tile::A_WORDS; ++q)
-#pragma unroll
-            for (int e = 0; e < PW; ++e) ra[q][e] = ok ? src[(q * PW + e) * ohw] : E(0);
+        for (int i = 0; i < Tile::A_CHUNKS; ++i) {
+            const int oh = row[i].th0 - t.dy;
+            const int ow = row[i].tw0 - t.dx;
+            const bool ok = row[i].valid && gpuconv::in_range(oh, this->OH) &&
+                            gpuconv::in_range(ow, this->OW);
+            const E* src = row[i].base + (k0c + ro.a_t[i] * PW) * ohw +
+                           (ok ? oh * this->OW + ow : 0);
+            gpuconv::mma_load_chunk<E, PW>(ra, i, src, ohw, ok);
+        }
         const long long kstride = static_cast<long long>(this->Cg) * this->KHKW;
-        const E* wt = this->w + (this->g * this->Kg + k0c + b_w * PW) * kstride + tap;
+        const E* wt = this->w + (this->g * this->Kg + k0c) * kstride + tap;
 #pragma unroll
-        for (int q = 0; q < Tile::B_WORDS; ++q) {
-            const int c = this->n0 + b_n + q * Tile::B_STEP;
-            const E* wc = wt + static_cast<long long>(c) * this->KHKW;
-#pragma unroll
-            for (int e = 0; e < PW; ++e) rb[q][e] = c < this->Cg ? wc[e * kstride] : E(0);
+        for (int i = 0; i < Tile::B_CHUNKS; ++i) {
+            const int c = this->n0 + ro.b_col[i];
+            const E* wc = wt + ro.b_t[i] * PW * kstride + static_cast<long long>(c) *
+                                                               this->KHKW;
+            gpuconv::mma_load_chunk<E, PW>(rb, i, wc, kstride, c < this->Cg);
         }
     }
 };
@@ -608,6 +710,8 @@ template <typename E>
 struct MmaBackwardWeightView {
     using Index = long long;
     static constexpr bool SLAB_GATHER = true;
+    static constexpr int A_GATHER = gpuconv::MMA_CHUNK_FAST;  // consecutive pixels
+    static constexpr int B_GATHER = gpuconv::MMA_B_WORDS;     // one pixel, many columns
     const E* gy;
     const E* x;
     const TapEntry* taps;
@@ -633,20 +737,25 @@ struct MmaBackwardWeightView {
 
     template <class Tile, int PW>
     __device__ __forceinline__ void fetch_slab(
-        const ARow& row, long long k0, int a_w, int b_w, int b_n,
-        E (&ra)[Tile::A_WORDS][PW], E (&rb)[Tile::B_WORDS][PW]) const {
+        const gpuconv::MmaRoles<Tile>& ro, const ARow (&row)[Tile::A_CHUNKS],
+        long long k0, E (&ra)[Tile::A_CHUNKS * 4][PW], E (&rb)[Tile::B_WORDS][PW]) const {
         constexpr int SLAB = Tile::KWORDS * PW;
         const long long slab = k0 / SLAB;  // k0 is a multiple of SLAB (a power of 2)
         const long long n = slab / spi;    // block-uniform: one division per slab
         const int p0 = static_cast<int>(slab - n * spi) * SLAB;
-        const E* a_src = row.base + n * K * OHW + p0;
+        const int b_w = ro.b_w;
+        const int b_n = ro.b_n;
 #pragma unroll
-        for (int q = 0; q < Tile::A_WORDS; ++q)
+        for (int i = 0; i < Tile::A_CHUNKS; ++i) {
+            const E* a_src = row[i].base + n * K * OHW + p0;
 #pragma unroll
-            for (int e = 0; e < PW; ++e) {
-                const int j = (a_w * Tile::A_WORDS + q) * PW + e;
-                ra[q][e] = (row.valid && p0 + j < OHW) ? a_src[j] : E(0);
-            }
+            for (int q = 0; q < 4; ++q)
+#pragma unroll
+                for (int e = 0; e < PW; ++e) {
+                    const int j = (ro.a_t[i] + 4 * q) * PW + e;
+                    ra[i * 4 + q][e] = (row[i].valid && p0 + j < OHW) ? a_src[j] : E(0);
+                }
+        }
         const E* x_img = x + (n * C + static_cast<long long>(g) * Cg) * HW;
 #pragma unroll
         for (int e = 0; e < PW; ++e) {
