@@ -103,7 +103,8 @@ struct MmaTile {
     static constexpr int CHUNK = 4;                // words per 16-byte chunk
     static constexpr int CHUNKS = KWORDS / CHUNK;  // chunks per shared row
     static constexpr int STAGES = 2;
-    static constexpr int A_CHUNKS = BM * CHUNKS / THREADS;  // A chunks per thread
+    static constexpr int A_PAIRS = BM * CHUNKS / 2 / THREADS;  // A row pairs per thread
+    static constexpr int A_CHUNKS = 2 * A_PAIRS;             // A row chunks per thread
     static constexpr int B_CHUNKS = BN * CHUNKS / THREADS;  // B chunks per thread
     static constexpr int B_STEP = THREADS / KWORDS;  // word gather: columns per pass
     static constexpr int B_WORDS = BN / B_STEP;      // word gather: B words per thread
@@ -113,32 +114,43 @@ struct MmaTile {
     static_assert(B_WORDS == B_CHUNKS * CHUNK, "both B gathers hold the same words");
 };
 
-// Shared slab layout: row r (a pixel of A, a column of B) holds the slab's 16 words
-// as 4 chunks of 4: chunk t holds the words t, t+4, t+8, t+12 (so the words a lane
-// needs for both k-steps, A[g][t], A[g][t+4], A[g][t+8], A[g][t+12], are one 16-byte
-// LDS), stored at word 4*(t ^ ((r >> 1) & 3)) of the row (XOR swizzle: the 8 lanes of
-// each LDS.128/STS.128 phase, two rows x four chunks or eight rows x one chunk, hit
-// 32 distinct banks).
+// Shared slab layout (a lane's fragment words are one 16-byte LDS each, no moves):
+// - B: row c (a column) holds the slab's 16 words as 4 chunks of 4: chunk t holds the
+//   words t, t+4, t+8, t+12 (b[0], b[1] of k-step 0, then of k-step 1, for the lanes
+//   with t = lane % 4), at word 4*(t ^ ((c >> 1) & 3)) of the row;
+// - A: the rows of an mma tile in pairs (r, r + 8), r = 16*i + g: pair 8*i + g holds 8
+//   chunks; chunk (ks, t) is a[0..3] of k-step ks for the lanes (g, t): A[r][8ks + t],
+//   A[r + 8][8ks + t], A[r][8ks + t + 4], A[r + 8][8ks + t + 4], at word
+//   4*((4*ks + t) ^ 4*(g & 1) ^ (g >> 1)) of the pair.
+// The XOR swizzles let the 8 lanes of each LDS.128/STS.128 phase (fragment loads: two
+// rows/pairs x four chunks; gather stores: eight consecutive rows/pairs x one chunk,
+// or two x four) hit 32 distinct banks.
 __device__ __forceinline__ int mma_chunk_word(int row, int t) {
     return 4 * (t ^ ((row >> 1) & 3));
+}
+__device__ __forceinline__ int mma_pair_word(int pair, int ks, int t) {
+    const int g = pair & 7;
+    return 4 * ((4 * ks + t) ^ (4 * (g & 1)) ^ (g >> 1));
 }
 
 template <class Tile>
 struct alignas(16) MmaSmem {
-    unsigned a[Tile::STAGES][Tile::BM][Tile::KWORDS];
+    unsigned a[Tile::STAGES][Tile::BM / 2][2 * Tile::KWORDS];
     unsigned b[Tile::STAGES][Tile::BN][Tile::KWORDS];
 };
 
 // Which shared-memory words a thread gathers: whole chunks (A always; B unless the
-// view asks for words), chunk idx = tid + i*THREADS as (row, t): row-fast (idx % rows,
-// idx / rows: consecutive lanes gather consecutive rows) or chunk-fast (idx / 4,
-// idx % 4: four lanes share a row); the word gather (B only, MMA_B_WORDS): word
-// b_w = tid % 16 of the columns b_n + q*B_STEP.
+// view asks for words), unit idx = tid + i*THREADS as (row, t) (B) or (row pair, t)
+// (A; the pair's rows are its chunks 2i and 2i + 1, the words t + 4q of each):
+// row-fast (idx % rows, idx / rows: consecutive lanes gather consecutive rows) or
+// chunk-fast (idx / 4, idx % 4: four lanes share a row); the word gather (B only,
+// MMA_B_WORDS): word b_w = tid % 16 of the columns b_n + q*B_STEP.
 enum MmaGather { MMA_ROW_FAST = 0, MMA_CHUNK_FAST = 1, MMA_B_WORDS = 2 };
 
 template <class Tile>
 struct MmaRoles {
     int a_row[Tile::A_CHUNKS], a_t[Tile::A_CHUNKS];
+    int a_pair[Tile::A_PAIRS];
     int b_col[Tile::B_CHUNKS], b_t[Tile::B_CHUNKS];
     int b_w, b_n;
 };
@@ -147,10 +159,17 @@ template <class Tile, int A_GATHER, int B_GATHER>
 __device__ __forceinline__ MmaRoles<Tile> mma_roles(int tid) {
     MmaRoles<Tile> r;
 #pragma unroll
-    for (int i = 0; i < Tile::A_CHUNKS; ++i) {
+    for (int i = 0; i < Tile::A_PAIRS; ++i) {
         const int idx = tid + i * Tile::THREADS;
-        r.a_row[i] = A_GATHER == MMA_ROW_FAST ? idx % Tile::BM : idx / Tile::CHUNKS;
-        r.a_t[i] = A_GATHER == MMA_ROW_FAST ? idx / Tile::BM : idx % Tile::CHUNKS;
+        constexpr int PAIRS = Tile::BM / 2;
+        const int pair = A_GATHER == MMA_ROW_FAST ? idx % PAIRS : idx / Tile::CHUNKS;
+        const int t = A_GATHER == MMA_ROW_FAST ? idx / PAIRS : idx % Tile::CHUNKS;
+        r.a_pair[i] = pair;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            r.a_row[2 * i + h] = (pair / 8) * 16 + pair % 8 + 8 * h;
+            r.a_t[2 * i + h] = t;
+        }
     }
 #pragma unroll
     for (int i = 0; i < Tile::B_CHUNKS; ++i) {
@@ -230,12 +249,15 @@ __device__ __forceinline__ void mma_mainloop(
     };
     auto stash = [&](int st) {
 #pragma unroll
-        for (int i = 0; i < Tile::A_CHUNKS; ++i) {  // one 16-byte store per chunk
-            const int r = roles.a_row[i];
-            unsigned* d = &s.a[st][r][mma_chunk_word(r, roles.a_t[i])];
+        for (int i = 0; i < Tile::A_PAIRS; ++i)  // one 16-byte store per k-step
 #pragma unroll
-            for (int q = 0; q < CH; ++q) d[q] = Op::word(reg_a[i * CH + q]);
-        }
+            for (int ks = 0; ks < Tile::KSTEPS; ++ks) {
+                const int p = roles.a_pair[i];
+                unsigned* d = &s.a[st][p][mma_pair_word(p, ks, roles.a_t[2 * i])];
+#pragma unroll
+                for (int q = 0; q < CH; ++q)  // rows r, r + 8, r, r + 8; words 2ks, 2ks+1
+                    d[q] = Op::word(reg_a[(2 * i + q % 2) * CH + 2 * ks + q / 2]);
+            }
         if constexpr (View::B_GATHER == MMA_B_WORDS) {
 #pragma unroll
             for (int q = 0; q < Tile::B_WORDS; ++q) {
@@ -261,17 +283,17 @@ __device__ __forceinline__ void mma_mainloop(
         const int cur = kt & 1;
         const bool more = kt + 1 < ktiles;  // block-uniform
         if (more) fetch(kbeg + static_cast<Index>(kt + 1) * SLAB);  // in flight
-        // this lane's fragment words of both k-steps: chunk t of its rows / columns
-        unsigned fa[Tile::MI][2][CH];  // rows g, g + 8 of mma tile mi
-        unsigned fb[Tile::NI][CH];     // column g of mma tile ni
+        // this lane's fragment words of both k-steps
+        unsigned fa[Tile::MI][Tile::KSTEPS][CH];  // a[0..3] of mma tile mi, k-step ks
+        unsigned fb[Tile::NI][CH];  // b[0..1] of k-step 0, then 1: column g, chunk t
 #pragma unroll
         for (int mi = 0; mi < Tile::MI; ++mi)
 #pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const int row = wm * Tile::WTM + mi * 16 + g + 8 * h;
-                const unsigned* src = &s.a[cur][row][mma_chunk_word(row, t)];
+            for (int ks = 0; ks < Tile::KSTEPS; ++ks) {
+                const int pair = (wm * Tile::WTM / 16 + mi) * 8 + g;
+                const unsigned* src = &s.a[cur][pair][mma_pair_word(pair, ks, t)];
 #pragma unroll
-                for (int q = 0; q < CH; ++q) fa[mi][h][q] = src[q];
+                for (int q = 0; q < CH; ++q) fa[mi][ks][q] = src[q];
             }
 #pragma unroll
         for (int ni = 0; ni < Tile::NI; ++ni) {
@@ -282,15 +304,12 @@ __device__ __forceinline__ void mma_mainloop(
         }
 #pragma unroll
         for (int ks = 0; ks < Tile::KSTEPS; ++ks) {
-            // k-step ks: a[r] = A[g + 8*(r%2)][8ks + t + 4*(r/2)] = chunk word 2ks + r/2
 #pragma unroll
             for (int mi = 0; mi < Tile::MI; ++mi) {
-                const unsigned a[4] = {fa[mi][0][2 * ks], fa[mi][1][2 * ks],
-                                       fa[mi][0][2 * ks + 1], fa[mi][1][2 * ks + 1]};
 #pragma unroll
                 for (int ni = 0; ni < Tile::NI; ++ni) {
                     const unsigned b[2] = {fb[ni][2 * ks], fb[ni][2 * ks + 1]};
-                    Op::mma(acc[mi][ni], a, b);
+                    Op::mma(acc[mi][ni], fa[mi][ks], b);
                 }
             }
         }
