@@ -224,7 +224,12 @@ __device__ __forceinline__ void mma_mainloop(
     const Index kbeg = view.k_begin;           // this block's reduction range
     const int ktiles = static_cast<int>(ceil_div<Index>(view.kred - kbeg, SLAB));
 
-    auto fetch = [&](Index k0) {
+    // where the next slab starts: the reduction index (element views) or the view's
+    // decoded position (slab views: stepped per slab, no division in the loop)
+    using Cursor = typename View::Cursor;
+    Cursor cursor = view.template cursor<SLAB>(kbeg);
+
+    auto fetch = [&](const Cursor& k0) {
         if constexpr (View::SLAB_GATHER) {  // the view gathers a whole slab at once
             view.template fetch_slab<Tile, PW>(roles, arow, k0, reg_a, reg_b);
         } else {
@@ -276,13 +281,16 @@ __device__ __forceinline__ void mma_mainloop(
         }
     };
 
-    fetch(kbeg);
+    fetch(cursor);
     stash(0);
     __syncthreads();  // stage 0 complete before any warp reads it
     for (int kt = 0; kt < ktiles; ++kt) {
         const int cur = kt & 1;
         const bool more = kt + 1 < ktiles;  // block-uniform
-        if (more) fetch(kbeg + static_cast<Index>(kt + 1) * SLAB);  // in flight
+        if (more) {  // in flight while the tensor cores work
+            view.template advance<SLAB>(cursor);
+            fetch(cursor);
+        }
         // this lane's fragment words of both k-steps
         unsigned fa[Tile::MI][Tile::KSTEPS][CH];  // a[0..3] of mma tile mi, k-step ks
         unsigned fb[Tile::NI][CH];  // b[0..1] of k-step 0, then 1: column g, chunk t
@@ -321,18 +329,20 @@ __device__ __forceinline__ void mma_mainloop(
 }
 
 // Loads one chunk of a slab view's gather into r[i*4 + q][e] (word t + 4q, term e):
-// element (q, e) at p + (4*q*PW + e)*step, 0 where !ok (one pointer step each).
+// element (q, e) at p[(4*q*PW + e)*step], 0 where !ok. The offsets are int: the
+// kernels take the slab views only where 32*step fits.
 template <typename E, int PW, int N>
 __device__ __forceinline__ void mma_load_chunk(E (&r)[N][PW], int i, const E* p,
-                                               long long step, bool ok) {
-    const long long next_q = (4 * PW - PW + 1) * step;
+                                               int step, bool ok) {
 #pragma unroll
     for (int q = 0; q < 4; ++q)
 #pragma unroll
-        for (int e = 0; e < PW; ++e) {
-            r[i * 4 + q][e] = ok ? *p : E(0);
-            p += e + 1 < PW ? step : next_q;
-        }
+        for (int e = 0; e < PW; ++e) r[i * 4 + q][e] = ok ? p[(4 * q * PW + e) * step] : E(0);
+}
+
+// Whether every offset of mma_load_chunk with this step fits int.
+__host__ __device__ constexpr bool mma_step_fits(long long step) {
+    return 32 * step <= 2147483647LL;
 }
 
 // Writes the accumulators of this lane that lie inside the problem when the GEMM
@@ -402,6 +412,11 @@ struct MmaForwardView {
     static constexpr bool SLAB_GATHER = false;  // element by element (load_a/load_b)
     static constexpr int A_GATHER = gpuconv::MMA_ROW_FAST;    // consecutive pixels
     static constexpr int B_GATHER = gpuconv::MMA_CHUNK_FAST;  // w[k, c..]: c fastest
+    using Cursor = int;  // the reduction index of the slab
+    template <int SLAB>
+    __device__ __forceinline__ Cursor cursor(int k0) const { return k0; }
+    template <int SLAB>
+    __device__ __forceinline__ void advance(Cursor& k0) const { k0 += SLAB; }
     const E* x;
     const E* w;
     const TapEntry* taps;
@@ -460,13 +475,32 @@ struct MmaForwardSlabView : MmaForwardView<E> {
     static constexpr bool SLAB_GATHER = true;
     int KHKW;
 
+    struct Cursor {  // slab k0 = tap*Cg + c0
+        int tap, c0;
+    };
+    template <int SLAB>
+    __device__ __forceinline__ Cursor cursor(int k0) const {
+        Cursor c;
+        c.tap = k0 / this->Cg;  // once per block
+        c.c0 = k0 - c.tap * this->Cg;
+        return c;
+    }
+    template <int SLAB>
+    __device__ __forceinline__ void advance(Cursor& c) const {
+        c.c0 += SLAB;  // Cg is a multiple of SLAB
+        if (c.c0 == this->Cg) {
+            c.c0 = 0;
+            ++c.tap;
+        }
+    }
+
     template <class Tile, int PW>
     __device__ __forceinline__ void fetch_slab(
         const gpuconv::MmaRoles<Tile>& ro,
-        const typename MmaForwardView<E>::ARow (&row)[Tile::A_CHUNKS], int k0,
+        const typename MmaForwardView<E>::ARow (&row)[Tile::A_CHUNKS], const Cursor& cur,
         E (&ra)[Tile::A_CHUNKS * 4][PW], E (&rb)[Tile::B_CHUNKS * 4][PW]) const {
-        const int tap = k0 / this->Cg;  // block-uniform: one division per slab
-        const int c0 = k0 - tap * this->Cg;
+        const int tap = cur.tap;
+        const int c0 = cur.c0;
         const TapEntry t = this->taps[tap];
         const long long hw = this->HW;
 #pragma unroll
@@ -477,7 +511,7 @@ struct MmaForwardSlabView : MmaForwardView<E> {
                             gpuconv::in_range(iw, this->W);
             const E* src = row[i].base + (c0 + ro.a_t[i] * PW) * hw +
                            (ok ? ih * this->W + iw : 0);
-            gpuconv::mma_load_chunk<E, PW>(ra, i, src, hw, ok);
+            gpuconv::mma_load_chunk<E, PW>(ra, i, src, this->HW, ok);
         }
         const E* wt = this->w + (static_cast<long long>(this->g) * this->Kg * this->Cg +
                                  c0) * KHKW + tap;
@@ -536,7 +570,7 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
 
     float acc[Tile::MI][Tile::NI][4];
     constexpr int SLAB = Tile::KWORDS * gpuconv::MmaOperand<E>::PER_WORD;
-    if (v.Cg % SLAB == 0) {  // block-uniform: the channel-inner gather
+    if (v.Cg % SLAB == 0 && gpuconv::mma_step_fits(v.HW)) {  // the channel-inner gather
         MmaForwardSlabView<E> fv;
         static_cast<MmaForwardView<E>&>(fv) = v;
         fv.KHKW = KH * KW;
@@ -562,6 +596,11 @@ struct MmaBackwardInputView {
     static constexpr bool SLAB_GATHER = false;
     static constexpr int A_GATHER = gpuconv::MMA_ROW_FAST;  // consecutive pixels
     static constexpr int B_GATHER = gpuconv::MMA_ROW_FAST;  // w[k, c, tap]: c fastest
+    using Cursor = int;  // the reduction index of the slab
+    template <int SLAB>
+    __device__ __forceinline__ Cursor cursor(int k0) const { return k0; }
+    template <int SLAB>
+    __device__ __forceinline__ void advance(Cursor& k0) const { k0 += SLAB; }
     const E* gy;
     const E* w;
     const TapEntry* taps;
@@ -624,13 +663,33 @@ template <typename E>
 struct MmaBackwardInputSlabView : MmaBackwardInputView<E> {
     static constexpr bool SLAB_GATHER = true;
 
+    struct Cursor {  // slab k0 = tap*Kg + k0c
+        int tap, k0c;
+    };
+    template <int SLAB>
+    __device__ __forceinline__ Cursor cursor(int k0) const {
+        Cursor c;
+        c.tap = k0 / this->Kg;  // once per block
+        c.k0c = k0 - c.tap * this->Kg;
+        return c;
+    }
+    template <int SLAB>
+    __device__ __forceinline__ void advance(Cursor& c) const {
+        c.k0c += SLAB;  // Kg is a multiple of SLAB
+        if (c.k0c == this->Kg) {
+            c.k0c = 0;
+            ++c.tap;
+        }
+    }
+
     template <class Tile, int PW>
     __device__ __forceinline__ void fetch_slab(
         const gpuconv::MmaRoles<Tile>& ro,
-        const typename MmaBackwardInputView<E>::ARow (&row)[Tile::A_CHUNKS], int k0,
-        E (&ra)[Tile::A_CHUNKS * 4][PW], E (&rb)[Tile::B_CHUNKS * 4][PW]) const {
-        const int tap = k0 / this->Kg;  // block-uniform: one division per slab
-        const int k0c = k0 - tap * this->Kg;
+        const typename MmaBackwardInputView<E>::ARow (&row)[Tile::A_CHUNKS],
+        const Cursor& cur, E (&ra)[Tile::A_CHUNKS * 4][PW],
+        E (&rb)[Tile::B_CHUNKS * 4][PW]) const {
+        const int tap = cur.tap;
+        const int k0c = cur.k0c;
         const TapEntry t = this->taps[tap];
         const long long ohw = this->OHW;
 #pragma unroll
@@ -641,7 +700,7 @@ struct MmaBackwardInputSlabView : MmaBackwardInputView<E> {
                             gpuconv::in_range(ow, this->OW);
             const E* src = row[i].base + (k0c + ro.a_t[i] * PW) * ohw +
                            (ok ? oh * this->OW + ow : 0);
-            gpuconv::mma_load_chunk<E, PW>(ra, i, src, ohw, ok);
+            gpuconv::mma_load_chunk<E, PW>(ra, i, src, this->OHW, ok);
         }
         const long long kstride = static_cast<long long>(this->Cg) * this->KHKW;
         const E* wt = this->w + (this->g * this->Kg + k0c) * kstride + tap;
@@ -650,7 +709,8 @@ struct MmaBackwardInputSlabView : MmaBackwardInputView<E> {
             const int c = this->n0 + ro.b_col[i];
             const E* wc = wt + ro.b_t[i] * PW * kstride + static_cast<long long>(c) *
                                                                this->KHKW;
-            gpuconv::mma_load_chunk<E, PW>(rb, i, wc, kstride, c < this->Cg);
+            gpuconv::mma_load_chunk<E, PW>(rb, i, wc, static_cast<int>(kstride),
+                                           c < this->Cg);
         }
     }
 };
@@ -702,7 +762,8 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
 
     float acc[Tile::MI][Tile::NI][4];
     constexpr int SLAB = Tile::KWORDS * gpuconv::MmaOperand<E>::PER_WORD;
-    if (sh == 1 && sw == 1 && v.Kg % SLAB == 0) {  // block-uniform: channel-inner
+    if (sh == 1 && sw == 1 && v.Kg % SLAB == 0 && gpuconv::mma_step_fits(v.OHW) &&
+        gpuconv::mma_step_fits(static_cast<long long>(v.Cg) * v.KHKW)) {  // channel-inner
         MmaBackwardInputSlabView<E> sv;
         static_cast<MmaBackwardInputView<E>&>(sv) = v;
         gpuconv::mma_mainloop<E, Tile>(sv, s_tile, acc);
@@ -750,6 +811,27 @@ struct MmaBackwardWeightView {
         return row;
     }
 
+    struct Cursor {  // slab: pixels p0 .. p0 + SLAB - 1 of image n
+        long long n;
+        int p0;
+    };
+    template <int SLAB>
+    __device__ __forceinline__ Cursor cursor(long long k0) const {
+        const long long slab = k0 / SLAB;  // k0 is a multiple of SLAB (a power of 2)
+        Cursor c;
+        c.n = slab / spi;  // once per block
+        c.p0 = static_cast<int>(slab - c.n * spi) * SLAB;
+        return c;
+    }
+    template <int SLAB>
+    __device__ __forceinline__ void advance(Cursor& c) const {
+        c.p0 += SLAB;
+        if (c.p0 == spi * SLAB) {
+            c.p0 = 0;
+            ++c.n;
+        }
+    }
+
     // (unused: the gather is per slab; kept for the generic mainloop's interface)
     __device__ __forceinline__ E load_a(const ARow&, long long) const { return E(0); }
     __device__ __forceinline__ E load_b(long long, int) const { return E(0); }
@@ -757,11 +839,10 @@ struct MmaBackwardWeightView {
     template <class Tile, int PW>
     __device__ __forceinline__ void fetch_slab(
         const gpuconv::MmaRoles<Tile>& ro, const ARow (&row)[Tile::A_CHUNKS],
-        long long k0, E (&ra)[Tile::A_CHUNKS * 4][PW], E (&rb)[Tile::B_WORDS][PW]) const {
-        constexpr int SLAB = Tile::KWORDS * PW;
-        const long long slab = k0 / SLAB;  // k0 is a multiple of SLAB (a power of 2)
-        const long long n = slab / spi;    // block-uniform: one division per slab
-        const int p0 = static_cast<int>(slab - n * spi) * SLAB;
+        const Cursor& cur, E (&ra)[Tile::A_CHUNKS * 4][PW],
+        E (&rb)[Tile::B_WORDS][PW]) const {
+        const long long n = cur.n;
+        const int p0 = cur.p0;
         const int b_w = ro.b_w;
         const int b_n = ro.b_n;
 #pragma unroll
