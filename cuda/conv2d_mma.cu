@@ -477,12 +477,21 @@ struct MmaForwardSlabView : MmaForwardView<E> {
 
     struct Cursor {  // slab k0 = tap*Cg + c0
         int tap, c0;
+        int dy, dx;    // taps[tap]
+        int ndy, ndx;  // taps[tap + 1], loaded a tap ahead (off the critical path)
     };
     template <int SLAB>
     __device__ __forceinline__ Cursor cursor(int k0) const {
         Cursor c;
         c.tap = k0 / this->Cg;  // once per block
         c.c0 = k0 - c.tap * this->Cg;
+        // the table has Cg >= SLAB entries per tap: taps[tap + 1] is in bounds
+        const TapEntry t = this->taps[c.tap];
+        const TapEntry n = this->taps[c.tap + 1];
+        c.dy = t.dy;
+        c.dx = t.dx;
+        c.ndy = n.dy;
+        c.ndx = n.dx;
         return c;
     }
     template <int SLAB>
@@ -491,6 +500,11 @@ struct MmaForwardSlabView : MmaForwardView<E> {
         if (c.c0 == this->Cg) {
             c.c0 = 0;
             ++c.tap;
+            c.dy = c.ndy;
+            c.dx = c.ndx;
+            const TapEntry n = this->taps[c.tap + 1];  // used a tap from now
+            c.ndy = n.dy;
+            c.ndx = n.dx;
         }
     }
 
@@ -501,12 +515,11 @@ struct MmaForwardSlabView : MmaForwardView<E> {
         E (&ra)[Tile::A_CHUNKS * 4][PW], E (&rb)[Tile::B_CHUNKS * 4][PW]) const {
         const int tap = cur.tap;
         const int c0 = cur.c0;
-        const TapEntry t = this->taps[tap];
         const long long hw = this->HW;
 #pragma unroll
         for (int i = 0; i < Tile::A_CHUNKS; ++i) {
-            const int ih = row[i].ih0 + t.dy;
-            const int iw = row[i].iw0 + t.dx;
+            const int ih = row[i].ih0 + cur.dy;
+            const int iw = row[i].iw0 + cur.dx;
             const bool ok = row[i].valid && gpuconv::in_range(ih, this->H) &&
                             gpuconv::in_range(iw, this->W);
             const E* src = row[i].base + (c0 + ro.a_t[i] * PW) * hw +
@@ -665,12 +678,21 @@ struct MmaBackwardInputSlabView : MmaBackwardInputView<E> {
 
     struct Cursor {  // slab k0 = tap*Kg + k0c
         int tap, k0c;
+        int dy, dx;    // taps[tap]
+        int ndy, ndx;  // taps[tap + 1], loaded a tap ahead (off the critical path)
     };
     template <int SLAB>
     __device__ __forceinline__ Cursor cursor(int k0) const {
         Cursor c;
         c.tap = k0 / this->Kg;  // once per block
         c.k0c = k0 - c.tap * this->Kg;
+        // the table has Kg >= SLAB entries per tap: taps[tap + 1] is in bounds
+        const TapEntry t = this->taps[c.tap];
+        const TapEntry n = this->taps[c.tap + 1];
+        c.dy = t.dy;
+        c.dx = t.dx;
+        c.ndy = n.dy;
+        c.ndx = n.dx;
         return c;
     }
     template <int SLAB>
@@ -679,6 +701,11 @@ struct MmaBackwardInputSlabView : MmaBackwardInputView<E> {
         if (c.k0c == this->Kg) {
             c.k0c = 0;
             ++c.tap;
+            c.dy = c.ndy;
+            c.dx = c.ndx;
+            const TapEntry n = this->taps[c.tap + 1];  // used a tap from now
+            c.ndy = n.dy;
+            c.ndx = n.dx;
         }
     }
 
@@ -690,12 +717,11 @@ struct MmaBackwardInputSlabView : MmaBackwardInputView<E> {
         E (&rb)[Tile::B_CHUNKS * 4][PW]) const {
         const int tap = cur.tap;
         const int k0c = cur.k0c;
-        const TapEntry t = this->taps[tap];
         const long long ohw = this->OHW;
 #pragma unroll
         for (int i = 0; i < Tile::A_CHUNKS; ++i) {
-            const int oh = row[i].th0 - t.dy;
-            const int ow = row[i].tw0 - t.dx;
+            const int oh = row[i].th0 - cur.dy;
+            const int ow = row[i].tw0 - cur.dx;
             const bool ok = row[i].valid && gpuconv::in_range(oh, this->OH) &&
                             gpuconv::in_range(ow, this->OW);
             const E* src = row[i].base + (k0c + ro.a_t[i] * PW) * ohw +
