@@ -13,12 +13,14 @@
 //       y = conv2d(x, w) + bias as the implicit GEMM of conv2d_forward.cu's
 //       tiled_regblock: M = N*OH*OW pixels, NG = K/groups, KR = C/groups*KH*KW;
 //       when C/groups is a multiple of the slab the reduction runs channel-inner
-//       (MmaForwardSlabView: per-slab tap decode, strided element loads).
+//       (MmaForwardSlabView: a per-slab cursor over (tap, channel), strided element
+//       loads). Split-K when the planner asks (mma_splits: a small image, a long
+//       reduction): split s writes slice s of a workspace, reduced in split order.
 //   conv2d_backward_input_mma<E, BM, BN, WARPS_M, WARPS_N>
 //       gx as the implicit GEMM of conv2d_backward_input.cu's tiled_regblock:
 //       M = N*H*W pixels, NG = C/groups, KR = K/groups*KH*KW; channel-inner
 //       (MmaBackwardInputSlabView) for stride 1 when K/groups is a multiple of the
-//       slab.
+//       slab. Split-K as the forward.
 //   conv2d_backward_weight_mma<E, BM, BN, WARPS_M, WARPS_N>
 //       gw: M = K/groups output channels, NG = C/groups*KH*KW, KR = N*OH*OW pixels,
 //       split-K: each block reduces a balanced range of whole slabs and writes its
@@ -34,22 +36,28 @@
 //     problem) while the tensor cores work on the current one; then stores it to the
 //     other shared-memory stage as 32-bit words (one TF32 value, rounded here once
 //     per element, or two float16 values consecutive in the reduction: a .f16x2
-//     register; a thread's A words are adjacent: vector stores), so a fragment load
-//     is one 32-bit LDS. Two stages, one barrier per slab. A slab is KWORDS = 16
-//     words of the reduction (16 TF32 / 32 float16 terms: two mma k-steps). The
+//     register). Two stages, one barrier per slab. A slab is KWORDS = 16 words of
+//     the reduction (16 TF32 / 32 float16 terms: two mma k-steps). A thread
+//     gathers whole 16-byte chunks (the words t, t+4, t+8, t+12 of a row: one
+//     STS.128 each; MmaRoles says which), the weight gradient's B by words. The
 //     generic views decode every element (tap table, bounds, index); the slab views
 //     (channel-inner forward and stride-1 input gradient, per-image weight
-//     gradient) decode once per slab and step through the elements.
+//     gradient) keep a cursor that steps slab by slab (no division in the loop; the
+//     next tap's table entry is loaded a tap ahead), check bounds once per chunk and
+//     load its elements at int offsets from one pointer.
 //   - mainloop (mma_mainloop): WARPS_M x WARPS_N warps, each owning a
 //     (BM/WARPS_M) x (BN/WARPS_N) sub-tile = MI x NI mma tiles of 16 x 8, with
-//     MI*NI*4 FP32 accumulators per lane. Shared rows are PITCH = KWORDS + 4 words
-//     apart, so the fragment loads (lane g*4 + t reads row g, word t) hit 32
-//     distinct banks.
+//     MI*NI*4 FP32 accumulators per lane. The shared slab holds each lane's
+//     fragment words in register order (A: rows r, r+8 paired, B: columns, see
+//     MmaSmem), XOR-swizzled: per slab a lane loads its fragments for both k-steps
+//     with MI*2 + NI LDS.128 (was 2*(MI*4 + NI*2) 32-bit LDS) and no moves, all
+//     conflict-free.
 //   - epilogue (mma_store_pixels): each lane writes its accumulators (row g / g+8,
 //     columns 2t, 2t+1 of each mma tile) straight to NCHW (float), adding the bias.
 // Not (yet) used: cp.async (the gather is element-wise with bounds masks and TF32
-// rounding, so it goes through registers) and ldmatrix (shared memory already holds
-// the packed fragment words). The tensor-core instructions come from mma.cuh, which
+// rounding, so it goes through registers; NCHW puts a word's two float16 values in
+// different planes) and ldmatrix (shared memory already holds the fragments in
+// register order). The tensor-core instructions come from mma.cuh, which
 // the CPU emulation harness executes lane by lane.
 #include "common.cuh"
 #include "mma.cuh"
@@ -222,7 +230,7 @@ __device__ __forceinline__ void mma_mainloop(
     E reg_b[Tile::B_CHUNKS * CH][PW];
     constexpr int SLAB = Tile::KWORDS * PW;  // reduction terms per slab
     const Index kbeg = view.k_begin;           // this block's reduction range
-    const int ktiles = static_cast<int>(ceil_div<Index>(view.kred - kbeg, SLAB));
+    const int ktiles = static_cast<int>(ceil_div<Index>(view.k_end - kbeg, SLAB));
 
     // where the next slab starts: the reduction index (element views) or the view's
     // decoded position (slab views: stepped per slab, no division in the loop)
@@ -328,6 +336,18 @@ __device__ __forceinline__ void mma_mainloop(
     }
 }
 
+// Split-K of the forward and input-gradient kernels: split s of `splits` balanced
+// slices of the reduction's slabs (per_split each, one more for the first extra) owns
+// the terms [k_begin, k_end) (k_end clipped to kred); 0 <= s < splits.
+__device__ __forceinline__ void mma_split_range(int kred, int slab, int split,
+                                                long long per_split, int extra,
+                                                int& k_begin, int& k_end) {
+    const long long b = split * per_split + min(split, extra);
+    const long long e = (split + 1) * per_split + min(split + 1, extra);
+    k_begin = static_cast<int>(min(b * slab, static_cast<long long>(kred)));
+    k_end = static_cast<int>(min(e * slab, static_cast<long long>(kred)));
+}
+
 // Loads one chunk of a slab view's gather into r[i*4 + q][e] (word t + 4q, term e):
 // element (q, e) at p[(4*q*PW + e)*step], 0 where !ok. The offsets are int: the
 // kernels take the slab views only where 32*step fits.
@@ -408,7 +428,7 @@ __device__ __forceinline__ void mma_store(const float (&acc)[Tile::MI][Tile::NI]
 template <typename E>
 struct MmaForwardView {
     using Index = int;
-    static constexpr int k_begin = 0;
+    int k_begin, k_end;  // this block's reduction range (split-K: whole slabs)
     static constexpr bool SLAB_GATHER = false;  // element by element (load_a/load_b)
     static constexpr int A_GATHER = gpuconv::MMA_ROW_FAST;    // consecutive pixels
     static constexpr int B_GATHER = gpuconv::MMA_CHUNK_FAST;  // w[k, c..]: c fastest
@@ -538,8 +558,12 @@ struct MmaForwardSlabView : MmaForwardView<E> {
     }
 };
 
-// Grid: m_tiles * n_tiles * groups blocks (1-D), block 32*WARPS_M*WARPS_N; static
-// smem. taps: KR = C/groups*KH*KW entries (ch = c). bias: float (FP32 add).
+// Grid: m_tiles * n_tiles * groups * splits blocks (1-D), block 32*WARPS_M*WARPS_N;
+// static smem. taps: KR = C/groups*KH*KW entries (ch = c). bias: float (FP32 add).
+// Split-K (splits > 1): split s reduces its balanced slice of the ceil(KR/SLAB)
+// slabs (slabs_per_split, extra_slabs) and writes y[s*M*K + ...] (a workspace of
+// splits slices; the bias in slice 0), which conv2d_backward_weight_reduce adds in
+// split order; one split writes y.
 template <typename E, int BM, int BN, int WARPS_M, int WARPS_N>
 __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
                                   gpuconv::mma_min_blocks(32 * WARPS_M * WARPS_N))
@@ -547,7 +571,8 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
         const E* __restrict__ x, const E* __restrict__ w, const float* __restrict__ bias,
         const TapEntry* __restrict__ taps, float* __restrict__ y, int C, int H, int W, int K,
         int KH, int KW, int groups, int sh, int sw, int pt, int pl, int OH, int OW,
-        int has_bias, long long M, int m_tiles, int n_tiles) {
+        int has_bias, long long M, int m_tiles, int n_tiles, long long slabs_per_split,
+        int extra_slabs) {
     using Tile = gpuconv::MmaTile<BM, BN, WARPS_M, WARPS_N>;
     __shared__ gpuconv::MmaSmem<Tile> s_tile;
 
@@ -555,7 +580,10 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
     const int m_tile = bid % m_tiles;
     bid /= m_tiles;
     const int n_tile = bid % n_tiles;
-    const int g = bid / n_tiles;
+    bid /= n_tiles;
+    const int g = bid % groups;
+    const int split = bid / groups;
+    constexpr int SLAB = Tile::KWORDS * gpuconv::MmaOperand<E>::PER_WORD;
 
     MmaForwardView<E> v;
     v.x = x;
@@ -576,13 +604,14 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
     v.OHW = OH * OW;
     v.n0 = n_tile * Tile::BN;
     v.kred = v.Cg * KH * KW;
+    gpuconv::mma_split_range(v.kred, SLAB, split, slabs_per_split, extra_slabs,
+                             v.k_begin, v.k_end);
     v.M = M;
     v.m0 = static_cast<long long>(m_tile) * Tile::BM;
     v.n_base = v.m0 / v.OHW;
     v.p_base = static_cast<int>(v.m0 - v.n_base * v.OHW);
 
     float acc[Tile::MI][Tile::NI][4];
-    constexpr int SLAB = Tile::KWORDS * gpuconv::MmaOperand<E>::PER_WORD;
     if (v.Cg % SLAB == 0 && gpuconv::mma_step_fits(v.HW)) {  // the channel-inner gather
         MmaForwardSlabView<E> fv;
         static_cast<MmaForwardView<E>&>(fv) = v;
@@ -591,12 +620,16 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
     } else {
         gpuconv::mma_mainloop<E, Tile>(v, s_tile, acc);
     }
+    // split s writes slice s of the workspace (y itself for one split); the bias
+    // goes into slice 0 only
+    float* out = y + split * M * K;
+    const bool add_bias = has_bias && split == 0;
     gpuconv::mma_store_pixels<Tile>(
         v, v.OHW, v.Kg, acc,
         [&](long long n, int p) {
-            return y + (n * K + static_cast<long long>(g) * v.Kg + v.n0) * v.OHW + p;
+            return out + (n * K + static_cast<long long>(g) * v.Kg + v.n0) * v.OHW + p;
         },
-        [&](int lc, float val) { return has_bias ? val + bias[g * v.Kg + v.n0 + lc] : val; });
+        [&](int lc, float val) { return add_bias ? val + bias[g * v.Kg + v.n0 + lc] : val; });
 }
 
 // ---------------------------------------------------------------------------------
@@ -605,7 +638,7 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
 template <typename E>
 struct MmaBackwardInputView {
     using Index = int;
-    static constexpr int k_begin = 0;
+    int k_begin, k_end;  // this block's reduction range (split-K: whole slabs)
     static constexpr bool SLAB_GATHER = false;
     static constexpr int A_GATHER = gpuconv::MMA_ROW_FAST;  // consecutive pixels
     static constexpr int B_GATHER = gpuconv::MMA_ROW_FAST;  // w[k, c, tap]: c fastest
@@ -741,8 +774,9 @@ struct MmaBackwardInputSlabView : MmaBackwardInputView<E> {
     }
 };
 
-// Grid: m_tiles * n_tiles * groups blocks (1-D), block 32*WARPS_M*WARPS_N; static
-// smem. taps: KR = K/groups*KH*KW entries (ch = k).
+// Grid: m_tiles * n_tiles * groups * splits blocks (1-D), block 32*WARPS_M*WARPS_N;
+// static smem. taps: KR = K/groups*KH*KW entries (ch = k). Split-K as the forward's:
+// split s writes gx[s*M*C + ...].
 template <typename E, int BM, int BN, int WARPS_M, int WARPS_N>
 __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
                                   gpuconv::mma_min_blocks(32 * WARPS_M * WARPS_N))
@@ -750,7 +784,8 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
         const E* __restrict__ gy, const E* __restrict__ w,
         const TapEntry* __restrict__ taps, float* __restrict__ gx, int C, int H, int W,
         int K, int KH, int KW, int groups, int sh, int sw, int pt, int pl, int OH,
-        int OW, long long M, int m_tiles, int n_tiles) {
+        int OW, long long M, int m_tiles, int n_tiles, long long slabs_per_split,
+        int extra_slabs) {
     using Tile = gpuconv::MmaTile<BM, BN, WARPS_M, WARPS_N>;
     __shared__ gpuconv::MmaSmem<Tile> s_tile;
 
@@ -758,7 +793,10 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
     const int m_tile = bid % m_tiles;
     bid /= m_tiles;
     const int n_tile = bid % n_tiles;
-    const int g = bid / n_tiles;
+    bid /= n_tiles;
+    const int g = bid % groups;
+    const int split = bid / groups;
+    constexpr int SLAB = Tile::KWORDS * gpuconv::MmaOperand<E>::PER_WORD;
 
     MmaBackwardInputView<E> v;
     v.gy = gy;
@@ -781,13 +819,14 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
     v.KHKW = KH * KW;
     v.n0 = n_tile * Tile::BN;
     v.kred = v.Kg * KH * KW;
+    gpuconv::mma_split_range(v.kred, SLAB, split, slabs_per_split, extra_slabs,
+                             v.k_begin, v.k_end);
     v.M = M;
     v.m0 = static_cast<long long>(m_tile) * Tile::BM;
     v.n_base = v.m0 / v.HW;
     v.p_base = static_cast<int>(v.m0 - v.n_base * v.HW);
 
     float acc[Tile::MI][Tile::NI][4];
-    constexpr int SLAB = Tile::KWORDS * gpuconv::MmaOperand<E>::PER_WORD;
     if (sh == 1 && sw == 1 && v.Kg % SLAB == 0 && gpuconv::mma_step_fits(v.OHW) &&
         gpuconv::mma_step_fits(static_cast<long long>(v.Cg) * v.KHKW)) {  // channel-inner
         MmaBackwardInputSlabView<E> sv;
@@ -796,10 +835,11 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
     } else {
         gpuconv::mma_mainloop<E, Tile>(v, s_tile, acc);
     }
+    float* out = gx + split * M * C;  // slice s of the workspace (gx for one split)
     gpuconv::mma_store_pixels<Tile>(
         v, v.HW, v.Cg, acc,
         [&](long long n, int p) {
-            return gx + (n * C + static_cast<long long>(g) * v.Cg + v.n0) * v.HW + p;
+            return out + (n * C + static_cast<long long>(g) * v.Cg + v.n0) * v.HW + p;
         },
         [](int, float val) { return val; });
 }
@@ -822,7 +862,7 @@ struct MmaBackwardWeightView {
     const E* x;
     const TapEntry* taps;
     int K, C, H, W, HW, Cg, Kg, g, sh, sw, pt, pl, OW, OHW, n0, m0, kcols, spi;
-    long long k_begin, kred;  // this block's range of padded reduction indices
+    long long k_begin, k_end;  // this block's range of padded reduction indices
 
     struct ARow {
         const E* base;  // gy[0, g*Kg + k]
@@ -958,7 +998,7 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
     const long long s_begin = split * slabs_per_split + min(split, extra_slabs);
     const long long s_end = (split + 1) * slabs_per_split + min(split + 1, extra_slabs);
     v.k_begin = s_begin * SLAB;
-    v.kred = s_end * SLAB;
+    v.k_end = s_end * SLAB;
 
     float acc[Tile::MI][Tile::NI][4];
     gpuconv::mma_mainloop<E, Tile>(v, s_tile, acc);
