@@ -289,6 +289,16 @@ __device__ __forceinline__ void mma_mainloop(
         }
     };
 
+    // word offsets of this lane's fragments in a stage (mma tiles mi = ni = 0)
+    int a_frag[Tile::KSTEPS];
+#pragma unroll
+    for (int ks = 0; ks < Tile::KSTEPS; ++ks) {
+        const int pair = wm * Tile::WTM / 16 * 8 + g;
+        a_frag[ks] = pair * 2 * Tile::KWORDS + mma_pair_word(pair, ks, t);
+    }
+    const int b_col = wn * Tile::WTN + g;
+    const int b_frag = b_col * Tile::KWORDS + mma_chunk_word(b_col, t);
+
     fetch(cursor);
     stash(0);
     __syncthreads();  // stage 0 complete before any warp reads it
@@ -299,22 +309,24 @@ __device__ __forceinline__ void mma_mainloop(
             view.template advance<SLAB>(cursor);
             fetch(cursor);
         }
-        // this lane's fragment words of both k-steps
+        // this lane's fragment words of both k-steps, at lane-constant offsets plus
+        // compile-time steps (the swizzles depend on g only: pair & 7 == g, and
+        // column (wn*WTN + 8*ni + g) >> 1 & 3 == g >> 1 & 3)
         unsigned fa[Tile::MI][Tile::KSTEPS][CH];  // a[0..3] of mma tile mi, k-step ks
         unsigned fb[Tile::NI][CH];  // b[0..1] of k-step 0, then 1: column g, chunk t
+        const unsigned* sa = &s.a[cur][0][0];
+        const unsigned* sb = &s.b[cur][0][0];
 #pragma unroll
         for (int mi = 0; mi < Tile::MI; ++mi)
 #pragma unroll
             for (int ks = 0; ks < Tile::KSTEPS; ++ks) {
-                const int pair = (wm * Tile::WTM / 16 + mi) * 8 + g;
-                const unsigned* src = &s.a[cur][pair][mma_pair_word(pair, ks, t)];
+                const unsigned* src = sa + a_frag[ks] + mi * 8 * 2 * Tile::KWORDS;
 #pragma unroll
                 for (int q = 0; q < CH; ++q) fa[mi][ks][q] = src[q];
             }
 #pragma unroll
         for (int ni = 0; ni < Tile::NI; ++ni) {
-            const int col = wn * Tile::WTN + ni * 8 + g;
-            const unsigned* src = &s.b[cur][col][mma_chunk_word(col, t)];
+            const unsigned* src = sb + b_frag + ni * 8 * Tile::KWORDS;
 #pragma unroll
             for (int q = 0; q < CH; ++q) fb[ni][q] = src[q];
         }
