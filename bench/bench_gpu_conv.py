@@ -28,7 +28,8 @@ of FP32 peak on the compute-bound layers (arithmetic intensity above the ridge).
 Tensor-core rows (issue 12; ``tensor_cores=True``, the default; ``--no-tensor-cores``
 skips them): every layer and pass again with ``precision='tf32'`` (float32 data)
 against cuDNN with ``allow_tf32 = True``, and on float16 data against cuDNN
-float16, ``algorithm='auto'`` (the mma kernels where they exist, see
+float16, ``algorithm='auto'`` (the mma kernels where the dispatch rule takes them,
+else an FP32 variant on converted operands: ``resolved`` says which, see
 ``gpuconv.choose_algorithm``); the precision is the last field of the row's
 ``case`` (``.../tf32``, ``.../float16``). Targets: ratio <= 1.5 on the 3x3 layers
 (every pass). Validation against cuDNN's result: :data:`TC_ERR_LIMIT` relative to

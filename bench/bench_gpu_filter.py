@@ -37,6 +37,11 @@ Extra suites (after the float32 suite; ``--quick`` runs one case of each):
   k = 5, 9, 15, 31 at 4096² and 8192²: ``auto``, the 2-D ``tiled`` kernel, the two
   1-D passes (``separable``) and ``fft``, against ``cupyx.scipy.ndimage.convolve``:
   the rows that calibrate :func:`gpuconv._plan_filter.separable_seconds`.
+- ``filter2d_stack/<variant>/<B>x<n>x<n>/k<k>/float32``: a stack of 4096 images of
+  64² (``axes=(-2, -1)``, one launch), k = 3 and 7, ``auto`` against
+  ``cupyx.scipy.ndimage.convolve`` with a ``(1, k, k)`` kernel, and
+  ``single_image``: one 4096² image of the same pixel count (the issue's target:
+  the stack at the large image's per-pixel rate, ``gpx_s``).
 - ``convolve1d/<variant>/n<N>/k<k>/float32``: ``gpuconv.convolve`` and
   ``gpuconv.correlate`` ('same') against ``cupy.convolve``/``cupy.correlate``,
   signals of 1e6, 1e7, 1e8 samples, kernels of 3 to 10 000 taps: ``auto`` (the
@@ -98,8 +103,13 @@ SIGNAL_SIZES = (10**6, 10**7, 10**8)
 SIGNAL_TAPS = (3, 31, 301, 3001, 10000)
 CUPY_1D_TARGET = 0.5  # ours / cupy.convolve time (>= 2x faster)
 RANK1_KSIZES = (5, 9, 15, 31)
+#: The stack rows: images per call, image side, kernel sizes.
+STACK_IMAGES = 4096
+STACK_SIZES = (64,)
+STACK_KSIZES = (3, 7)
 QUICK_EXTRA = (("2d", "float64", 4096, 3), ("2d", "complex64", 4096, 3),
-               ("rank1", "float32", 4096, 15), ("1d", "float32", 10**7, 31))
+               ("rank1", "float32", 4096, 15), ("stack", "float32", 64, 3),
+               ("1d", "float32", 10**7, 31))
 
 
 def _rel_err(cp: Any, ours: Any, ref: Any) -> float:
@@ -141,7 +151,7 @@ def same_fill_problem(h: int, w: int, kh: int, kw: int, dtype: Any) -> Any:
 
 
 #: The groups of rows, in the order they run (``kinds=``, ``--kinds``).
-KINDS = ("main", "2d", "rank1", "1d")
+KINDS = ("main", "2d", "rank1", "stack", "1d")
 
 
 def run_filter_bench(quick: bool = False, repeats: int | None = None,
@@ -156,7 +166,7 @@ def run_filter_bench(quick: bool = False, repeats: int | None = None,
     rows of each case as soon as it is done (to save rows incrementally).
     ``kinds``: which groups of :data:`KINDS` run (``'main'``: the float32 2-D rows
     against cupyx; ``'2d'``: float64/complex64; ``'rank1'``: Gaussian kernels;
-    ``'1d'``: convolve/correlate).
+    ``'stack'``: 4096 small images in one call; ``'1d'``: convolve/correlate).
     """
     repo_on_path()
     import cupy as cp
@@ -191,6 +201,7 @@ def run_filter_bench(quick: bool = False, repeats: int | None = None,
     extra = [("2d", dt, n, k) for dt in EXTRA_DTYPES for n in DTYPE_SIZES
              for k in DTYPE_KSIZES]
     extra += [("rank1", "float32", n, k) for n in DTYPE_SIZES for k in RANK1_KSIZES]
+    extra += [("stack", "float32", n, k) for n in STACK_SIZES for k in STACK_KSIZES]
     extra += [("1d", "float32", n, k) for n in SIGNAL_SIZES for k in SIGNAL_TAPS]
     if quick:
         extra = list(QUICK_EXTRA)
@@ -200,7 +211,7 @@ def run_filter_bench(quick: bool = False, repeats: int | None = None,
             print(f"[filter bench] {kind} {dt} n={n} k={k}", file=sys.stderr,
                   flush=True)
         bench = {"2d": _bench_dtype_case, "rank1": _bench_rank1_case,
-                 "1d": _bench_1d_case}[kind]
+                 "stack": _bench_stack_case, "1d": _bench_1d_case}[kind]
         try:
             case_rows = bench(cp, rng, n, k, dt, bw, min_rep, base, budget_s)
         except Exception as exc:  # one bad case must not end the run
@@ -348,6 +359,59 @@ def _bench_rank1_case(cp: Any, rng: np.random.Generator, n: int, k: int,
     return _timed_rows(cp, f"filter2d_rank1/{{variant}}/{n}x{n}/k{k}/{dt.name}",
                        ours, peers, ref, 1e-4, px, floor_s, NDIMAGE_TARGET, extra,
                        timing)
+
+
+def _bench_stack_case(cp: Any, rng: np.random.Generator, n: int, k: int,
+                      dtype: str, bw: float, min_rep: int, base: dict[str, Any],
+                      budget_s: float = 0.3) -> list[dict[str, Any]]:
+    """A stack of ``STACK_IMAGES`` images of ``n``² in one call (``axes``) against
+    ndimage with a unit-depth kernel, and one image of the same pixel count."""
+    import gpuconv
+
+    dt = np.dtype(dtype)
+    b = STACK_IMAGES
+    side = int(round((b * n * n) ** 0.5))
+    x = cp.asarray(rng.standard_normal((b, n, n)).astype(dt))
+    big = cp.asarray(rng.standard_normal((side, side)).astype(dt))
+    w = cp.asarray(rng.standard_normal((k, k)).astype(dt))
+    px = float(b * n * n)
+    ref = gpuconv.convolve2d(x.astype(cp.float64), w.astype(cp.float64), mode="same",
+                             axes=(-2, -1))
+    peers: dict[str, Callable[[], Any]] = {}
+    try:
+        import cupyx.scipy.ndimage as ndi
+
+        peers["cupyx.scipy.ndimage.convolve"] = lambda: ndi.convolve(
+            x, w[None], mode="constant")
+    except ImportError:
+        pass
+    single = gpuconv.convolve2d(big, w, mode="same")
+    single_err = _rel_err(cp, single, gpuconv.convolve2d(
+        big.astype(cp.float64), w.astype(cp.float64), mode="same"))
+    if not single_err <= 1e-4 * k:
+        raise RuntimeError(f"the single image's result is off: {single_err:.3g}")
+    ours = {
+        "auto": lambda: gpuconv.convolve2d(x, w, mode="same", axes=(-2, -1)),
+    }
+    extra = {**base, "dtype": dt.name, "shape": f"{b}x{n}x{n} k={k}", "stack": b,
+             "image": n, "k": k, "l2": "exceeds L2"}
+    timing = {"warmup": 2, "min_repeats": min_rep, "max_repeats": 200,
+              "budget_s": budget_s}
+    floor_s = 2 * dt.itemsize * px / bw
+    rows = _timed_rows(cp, f"filter2d_stack/{{variant}}/{b}x{n}x{n}/k{k}/{dt.name}",
+                       ours, peers, ref, 1e-4 * k, px, floor_s, NDIMAGE_TARGET, extra,
+                       timing)
+    med, mn, reps = time_gpu(cp, lambda: gpuconv.convolve2d(big, w, mode="same"),
+                             **timing)
+    rows.append({**extra, "case": f"filter2d_stack/single_image/{side}x{side}/k{k}/"
+                 f"{dt.name}", "variant": "single_image", "shape": f"{side}x{side} "
+                 f"k={k}", "median_s": med, "min_s": mn, "repeats": reps,
+                 "rate": px / med / 1e9, "gpx_s": px / med / 1e9,
+                 "mem_floor_share": floor_s / med, "max_err": single_err,
+                 "err_limit": 1e-4 * k, "peer": None,
+                 "peer_median_s": None, "ratio": None, "target_ratio": None,
+                 "meets_target": None})
+    return rows
 
 
 def _bench_1d_case(cp: Any, rng: np.random.Generator, n: int, k: int, dtype: str,

@@ -4,8 +4,9 @@ through ``bench/gpu_sanitize_all.py``).
 CuPy's memory pool is switched off first: a pooled sub-allocation would hide an
 out-of-bounds access inside a larger block (rapidsai/rmm#1899), so every buffer is
 its own ``cudaMalloc`` here, of an odd size where possible. Runs every conv2d
-variant, both passes and the weight/bias gradient, float32 and float64 (and the
-tensor-core kernels: TF32 and float16, forward and input gradient), on a few
+variant, both passes and the weight/bias gradient, float32 and float64 (and TF32
+and float16, forward and input gradient, on both routes: the tensor-core kernels,
+forced, and the SIMT route, ``cuda/convert.cu`` + the FP32 kernels), on a few
 awkward small cases from ``tests/_cuda_conv_cases.py`` (tile +- 1, regblock tails,
 every feature at once, a non-zero padding mode with pads larger than the image),
 checks each result loosely against the NumPy backend, and exits 1 on a wrong
@@ -33,7 +34,10 @@ SUBSET = ("tile_plus1", "regblock_fwd_tails", "everything", "symmetric_pad_gt_in
 
 def _workload(cp: Any) -> tuple[int, int]:
     import gpuconv
+    from gpuconv import _gpu_conv
     from tests._cuda_conv_cases import CASE_IDS, CASES, problem, random_inputs
+
+    rule = _gpu_conv.mma_preferred
 
     bad = 0
     runs = 0
@@ -62,25 +66,36 @@ def _workload(cp: Any) -> tuple[int, int]:
                         bad += 1
                         print(f"WRONG {case_id} {np.dtype(dtype).name} {variant} "
                               f"{what}: relative error {err:.3g}")
-        # the tensor-core kernels (cuda/conv2d_mma.cu): TF32 on float32 data and
-        # float16 data, 'auto' (mma for the forward pass and the input gradient)
-        for dtype, precision in ((np.float32, "tf32"), (np.float16, "highest")):
-            p = problem(xs, ws, dtype, kw)
-            x, w, b, gy = random_inputs(np.random.default_rng(0), p, dtype)
-            pk = dict(kw, precision=precision)
-            ref_y = gpuconv.conv2d(x, w, b, backend="numpy", **pk)
-            ref_gx = gpuconv.conv2d_grad_input(x.shape, w, gy, backend="numpy", **pk)
-            dx, dw, db, dgy = (cp.asarray(a) for a in (x, w, b, gy))
-            y = cp.asnumpy(gpuconv.conv2d(dx, dw, db, **pk))
-            gx = cp.asnumpy(gpuconv.conv2d_grad_input(x.shape, dw, dgy, **pk))
-            runs += 2
-            for what, got, want in (("y", y, ref_y), ("gx", gx, ref_gx)):
-                got, want = got.astype(np.float64), want.astype(np.float64)
-                err = float(np.abs(got - want).max() / max(np.abs(want).max(), 1))
-                if not err < 1e-2:
-                    bad += 1
-                    print(f"WRONG {case_id} {np.dtype(dtype).name} {precision} "
-                          f"{what}: relative error {err:.3g}")
+        # TF32 on float32 data and float16 data, 'auto' on both routes: the
+        # tensor-core kernels (cuda/conv2d_mma.cu; the dispatch rule forced to take
+        # them on these small cases) and the SIMT route (the rule's own choice here:
+        # cuda/convert.cu and the FP32 kernels)
+        for dtype, precision, mma in ((np.float32, "tf32", True),
+                                      (np.float16, "highest", True),
+                                      (np.float32, "tf32", False),
+                                      (np.float16, "highest", False)):
+            _gpu_conv.mma_preferred = (lambda *a: True) if mma else rule
+            try:
+                p = problem(xs, ws, dtype, kw)
+                x, w, b, gy = random_inputs(np.random.default_rng(0), p, dtype)
+                pk = dict(kw, precision=precision)
+                ref_y = gpuconv.conv2d(x, w, b, backend="numpy", **pk)
+                ref_gx = gpuconv.conv2d_grad_input(x.shape, w, gy, backend="numpy",
+                                                   **pk)
+                dx, dw, db, dgy = (cp.asarray(a) for a in (x, w, b, gy))
+                y = cp.asnumpy(gpuconv.conv2d(dx, dw, db, **pk))
+                gx = cp.asnumpy(gpuconv.conv2d_grad_input(x.shape, dw, dgy, **pk))
+                runs += 2
+                for what, got, want in (("y", y, ref_y), ("gx", gx, ref_gx)):
+                    got, want = got.astype(np.float64), want.astype(np.float64)
+                    err = float(np.abs(got - want).max() / max(np.abs(want).max(), 1))
+                    if not err < 1e-2:
+                        bad += 1
+                        print(f"WRONG {case_id} {np.dtype(dtype).name} {precision} "
+                              f"{'mma' if mma else 'simt'} {what}: relative error "
+                              f"{err:.3g}")
+            finally:
+                _gpu_conv.mma_preferred = rule
     return runs, bad
 
 

@@ -54,6 +54,7 @@ from gpuconv._plan_conv import (
     check_extents,
     fold_maps,
     mma_kind,
+    mma_preferred,
     needs_padding_copy,
     pad_maps,
     padded_problem,
@@ -62,13 +63,14 @@ from gpuconv._plan_conv import (
     plan_conv2d_backward_weight,
     plan_conv2d_forward,
     plan_conv2d_mma,
+    plan_convert,
     plan_pad_fold,
     plan_pad_gather,
     resolve_algorithm,
     slice_table,
     tap_table,
 )
-from gpuconv._precision import applies_tf32, round_tf32, select_precision
+from gpuconv._precision import applies_tf32, select_precision
 
 #: Fill every output and temporary allocated here with NaN (for tests).
 POISON_OUTPUTS = False
@@ -271,11 +273,61 @@ def _mma_capable(dev: Any) -> bool:
 
 
 def _mma_pass(dev: Any, p: Conv2dProblem, pass_name: str, algorithm: str) -> str | None:
-    """The mma kind a real pass runs on (``None``: the FP32 kernels)."""
+    """The mma kind a real pass runs on (``None``: the FP32 kernels).
+
+    ``'auto'``: where :func:`gpuconv._plan_conv.mma_preferred` says the tensor-core
+    kernels measured faster (and the GPU has them); ``'mma'`` (an op-level value,
+    not public: tests and benchmarks) forces them; the FP32 variants never."""
+    if algorithm == "mma":
+        kind = mma_kind(p, pass_name)
+        if kind is None:
+            raise ValueError(
+                "algorithm='mma' (tensor cores) takes float16 data or float32 data "
+                f"with precision='tf32', got {np.dtype(p.dtype)} with precision="
+                f"{p.precision!r}"
+            )
+        if not _mma_capable(dev):
+            raise ValueError("algorithm='mma' needs a GPU of compute capability 8.0 "
+                             "or newer")
+        return kind
     if algorithm != "auto":
         return None
     kind = mma_kind(p, pass_name)
-    return kind if kind is not None and _mma_capable(dev) else None
+    if kind is None or not mma_preferred(p, pass_name) or not _mma_capable(dev):
+        return None
+    return kind
+
+
+def _dt(a: Any) -> str | None:
+    """Part of a plan's key: the dtype of an operand (float16 data is converted by
+    the plan, float32 is not)."""
+    return None if a is None else str(a.dtype)
+
+
+def _bits(a: Any) -> Any:
+    """float16 data as its bits (``uint16``, what ``convert_half_to_float`` reads);
+    anything else unchanged."""
+    if a is None or np.dtype(a.dtype) != np.float16:
+        return a
+    return a.view(np.uint16)
+
+
+def _converted(
+    a: Any, tf32: bool, alloc: Callable[..., Any], launches: list[Any]
+) -> Any:
+    """The FP32 kernels' operand: float16 bits (:func:`_bits`) widened and, with
+    ``tf32``, float32 rounded to TF32, into a temporary from ``alloc`` (the
+    ``cuda/convert.cu`` launch appended to ``launches``); float32 otherwise as is.
+    ``a`` is never written."""
+    if np.dtype(a.dtype) == np.uint16:
+        kind = "f16"  # exact; float16 values are TF32 values already
+    elif tf32:
+        kind = "tf32"
+    else:
+        return a
+    out = alloc(tuple(a.shape), np.float32)
+    launches += plan_convert(kind, a, out)
+    return out
 
 
 def _mma_operand(xp: Any, a: Any, kind: str) -> Any:
@@ -437,11 +489,15 @@ def choose_algorithm(
     -------
     str or None
         ``'naive'``, ``'tiled'`` or ``'tiled_regblock'`` (the FP32 kernels), or
-        ``'mma'`` (tensor cores, ``cuda/conv2d_mma.cu``: float16 data, and float32
-        or complex64 data with ``precision='tf32'``, for the forward pass and the
-        input gradient; on a GPU older than compute capability 8.0 the FP32
-        kernels' choice runs instead); ``None`` for an empty problem (nothing is
-        launched).
+        ``'mma'`` (tensor cores, ``cuda/conv2d_mma.cu``) for float16 data, and
+        float32 or complex64 data with ``precision='tf32'``, where they measured
+        faster than the FP32 kernels on an H200
+        (:func:`gpuconv._plan_conv.mma_preferred`; on a GPU older than compute
+        capability 8.0 the FP32 kernels' choice runs instead); ``None`` for an
+        empty problem (nothing is launched). Under ``'tf32'`` and for float16 an
+        FP32 variant runs on operands converted first (rounded to TF32, widened
+        from float16: ``cuda/convert.cu``), giving the same numbers as the tensor
+        cores up to the order of the float32 sums.
 
     Raises
     ------
@@ -464,6 +520,9 @@ def choose_algorithm(
     >>> gpuconv.choose_algorithm((16, 64, 56, 56), (64, 64, 3, 3), padding=1,
     ...                          precision="tf32")
     'mma'
+    >>> gpuconv.choose_algorithm((16, 64, 56, 56), (64, 64, 3, 3), "backward_weight",
+    ...                          padding=1, dtype="float16")
+    'tiled_regblock'
     """
     if pass_name not in PASSES:
         raise ValueError(f"pass_name must be one of {PASSES}, got {pass_name!r}")
@@ -474,9 +533,10 @@ def choose_algorithm(
     if p.empty:
         return None
     p = dataclasses.replace(p, precision=select_precision(precision))
-    if mma_kind(kernel_problem(p), pass_name) is not None:
+    kp = kernel_problem(p)
+    if mma_kind(kp, pass_name) is not None and mma_preferred(kp, pass_name):
         return "mma"
-    return _plan_conv.choose_algorithm(kernel_problem(p), pass_name)
+    return _plan_conv.choose_algorithm(kp, pass_name)
 
 
 # --------------------------------------------------------------------------------
@@ -508,7 +568,8 @@ def conv2d_forward(
     'conv2d_forward_tiled_regblock'
     """
     dev = _dev(device)
-    key = ("forward", p, algorithm, bias is None, dev, _plan_key(dev))
+    key = ("forward", p, algorithm, bias is None, _dt(x), _dt(w), dev,
+           _plan_key(dev))
     plan = _PLANS.get(key)
     if plan is None:
         check_extents(p)  # before any allocation: oversize is a ValueError, not OOM
@@ -531,16 +592,18 @@ def conv2d_forward(
     kind = _mma_pass(dev, p, "forward", algorithm)
     if kind is not None:  # tensor cores (they round TF32 operands themselves)
         return _forward_mma(dev, key, plan, x, w, bias, p, kind, y)
-    x, w = _as32(xp, x), _as32(xp, w)
-    if applies_tf32(p.precision, p.compute_dtype):
-        x, w = round_tf32(x), round_tf32(w)
+    # the FP32 kernels; tf32 / float16 operands converted first (cuda/convert.cu)
+    x, w = _bits(x), _bits(w)
+    tf32 = applies_tf32(p.precision, p.compute_dtype)
 
     def build(alloc: Callable[..., Any]) -> list[Any]:
         launches: list[Any] = []
-        xin, p0 = _pad_input(dev, x, p, alloc, launches)
+        xc = _converted(x, tf32, alloc, launches)
+        wc = _converted(w, tf32, alloc, launches)
+        xin, p0 = _pad_input(dev, xc, p, alloc, launches)
         algo = resolve_algorithm(p0, "forward", algorithm)
         slices = _slices(dev, p0, "forward") if algo == "tiled_regblock" else None
-        return launches + plan_conv2d_forward(p0, algo, xin, w, bias, y, slices,
+        return launches + plan_conv2d_forward(p0, algo, xin, wc, bias, y, slices,
                                               alloc=alloc)
 
     _planned(key, plan, dev, (x, w, bias, y), build)
@@ -562,7 +625,8 @@ def conv2d_backward_input(
     gather, no atomics).
     """
     dev = _dev(device)
-    key = ("backward_input", p, algorithm, dev, _plan_key(dev))
+    key = ("backward_input", p, algorithm, _dt(gy), _dt(w), dev,
+           _plan_key(dev))
     plan = _PLANS.get(key)
     if plan is None:
         check_extents(p)
@@ -582,23 +646,26 @@ def conv2d_backward_input(
     kind = _mma_pass(dev, p, "backward_input", algorithm)
     if kind is not None:
         return _backward_input_mma(dev, key, plan, gy, w, p, kind, gx)
-    gy, w = _as32(xp, gy), _as32(xp, w)
-    if applies_tf32(p.precision, p.compute_dtype):
-        gy, w = round_tf32(gy), round_tf32(w)
+    gy, w = _bits(gy), _bits(w)
+    tf32 = applies_tf32(p.precision, p.compute_dtype)
 
     def build(alloc: Callable[..., Any]) -> list[Any]:
+        launches: list[Any] = []
+        gyc = _converted(gy, tf32, alloc, launches)
+        wc = _converted(w, tf32, alloc, launches)
         if not needs_padding_copy(p):
             algo = resolve_algorithm(p, "backward_input", algorithm)
             slices = (_slices(dev, p, "backward_input") if algo == "tiled_regblock"
                       else None)
-            return plan_conv2d_backward_input(p, algo, gy, w, gx, slices, alloc=alloc)
+            return launches + plan_conv2d_backward_input(p, algo, gyc, wc, gx, slices,
+                                                         alloc=alloc)
         p0 = padded_problem(p)
         algo = resolve_algorithm(p0, "backward_input", algorithm)
         slices = (_slices(dev, p0, "backward_input") if algo == "tiled_regblock"
                   else None)
         gxpad = alloc(p0.x_shape, p.compute_dtype)
-        launches = plan_conv2d_backward_input(p0, algo, gy, w, gxpad, slices,
-                                              alloc=alloc)
+        launches += plan_conv2d_backward_input(p0, algo, gyc, wc, gxpad, slices,
+                                               alloc=alloc)
         return launches + _pad_fold(dev, p, gxpad, gx)
 
     _planned(key, plan, dev, (gy, w, gx), build)
@@ -618,7 +685,8 @@ def conv2d_backward_weight(
     Non-zero padding modes pad ``x`` once and differentiate the padded problem.
     """
     dev = _dev(device)
-    key = ("backward_weight", p, algorithm, bool(with_bias), dev, _plan_key(dev))
+    key = ("backward_weight", p, algorithm, bool(with_bias), _dt(gy), _dt(x),
+           dev, _plan_key(dev))
     plan = _PLANS.get(key)
     if plan is None:
         check_extents(p)
@@ -648,25 +716,25 @@ def conv2d_backward_weight(
     kind = _mma_pass(dev, p, "backward_weight", algorithm)
     if kind is not None:  # tensor cores; the bias gradient sums gy apart
         return _backward_weight_mma(dev, key, plan, gy, x, p, kind, gw, gb)
-    gy, x = _as32(xp, gy), _as32(xp, x)
-    if applies_tf32(p.precision, p.compute_dtype):
-        # the products' operands rounded; the bias gradient sums the unrounded gy
-        if gb is not None:
-            conv2d_backward_bias(gy, p, device=dev, out=gb)
-        conv2d_backward_weight(
-            round_tf32(gy), round_tf32(x), dataclasses.replace(p, precision="highest"),
-            algorithm, False, device=dev, out=gw)
-        return gw, gb
+    tf32 = applies_tf32(p.precision, p.compute_dtype)
+    gb_fused = gb
+    if gb is not None and (tf32 or np.dtype(gy.dtype) == np.float16):
+        # the bias gradient sums the unconverted gy, as on the mma path
+        conv2d_backward_bias(gy, p, device=dev, out=gb)
+        gb_fused = None
+    gy, x = _bits(gy), _bits(x)
 
     def build(alloc: Callable[..., Any]) -> list[Any]:
         launches: list[Any] = []
-        xin, p0 = _pad_input(dev, x, p, alloc, launches)
+        gyc = _converted(gy, tf32, alloc, launches)
+        xc = _converted(x, tf32, alloc, launches)
+        xin, p0 = _pad_input(dev, xc, p, alloc, launches)
         algo = resolve_algorithm(p0, "backward_weight", algorithm)
         return launches + plan_conv2d_backward_weight(
-            p0, algo, gy, xin, gw, gb, alloc=alloc
+            p0, algo, gyc, xin, gw, gb_fused, alloc=alloc
         )
 
-    _planned(key, plan, dev, (gy, x, gw, gb), build)
+    _planned(key, plan, dev, (gy, x, gw, gb_fused), build)
     return gw, gb
 
 

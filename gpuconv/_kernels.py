@@ -128,6 +128,12 @@ KERNELS["conv2d_mma.cu"] = tuple(
 )
 
 
+# --- operand conversion (cuda/convert.cu; planned by gpuconv._plan_conv.plan_convert):
+# the FP32 kernels' operands under precision='tf32' (rounded to TF32) and for float16
+# data (widened to float32).
+KERNELS["convert.cu"] = ("convert_round_tf32", "convert_half_to_float")
+
+
 def _filter_instances() -> tuple[str, ...]:
     # filter family: the instance list lives with its planner (gpuconv._plan_filter)
     from gpuconv._plan_filter import kernel_names

@@ -735,6 +735,28 @@ def plan_pad_gather(
     )]
 
 
+#: The operand pre-pass of the FP32 kernels (cuda/convert.cu) per kind.
+CONVERT_SOURCE = "convert.cu"
+CONVERT_KERNELS = {"tf32": "convert_round_tf32", "f16": "convert_half_to_float"}
+
+
+def plan_convert(kind: str, src: Any, dst: Any) -> list[Launch]:
+    """Launch converting ``src`` into the float32 ``dst`` (same element count):
+    ``'tf32'`` rounds float32 to TF32 (``cvt.rna.tf32.f32``), ``'f16'`` widens
+    float16 bits (``uint16``) to float32, exactly. Nothing for an empty array."""
+    if kind not in CONVERT_KERNELS:
+        raise ValueError(f"kind must be one of {tuple(CONVERT_KERNELS)}, got {kind!r}")
+    total = int(dst.size)
+    if int(src.size) != total:
+        raise ValueError(f"plan_convert: {src.size} elements into {total}")
+    if total == 0:
+        return []
+    return [Launch(
+        source=CONVERT_SOURCE, kernel=CONVERT_KERNELS[kind], grid=_linear_grid(total),
+        block=(LINEAR_BLOCK, 1, 1), shared_mem=0, args=(src, dst, _i64(total)),
+    )]
+
+
 def plan_pad_fold(
     p: Conv2dProblem, gxpad: Any, gx: Any, row_ptr: Any, row_src: Any, col_ptr: Any,
     col_src: Any,
@@ -1124,6 +1146,72 @@ def mma_kind(p: Conv2dProblem, pass_name: str) -> str | None:
     if np.dtype(p.compute_dtype) == np.float32 and p.precision == "tf32":
         return "tf32"
     return None
+
+
+# When algorithm='auto' takes the mma kernels for a pass that mma_kind() names a kind
+# for, and when the FP32 kernels on converted operands (plan_convert, the "SIMT
+# route": the same numbers up to float32 summation order). Derived from the H200 rows
+# of 2026-12-04 (bench/results/cuda-h200-2026-12-04-df4f664-conv.json, 15 layers x 3
+# passes: ResNet-like at N16 and N32, N8 C64 54x54): the median time of the mma
+# kernels (tf32 / float16 rows) over the SIMT route's, estimated as the float32 row
+# of the FP32 variant 'auto' runs (the stem's input gradient: 'tiled_regblock',
+# 0.96 ms at N16) plus the conversion pre-pass at copy bandwidth (8 bytes an operand
+# element for tf32, 6 for float16: 2-49 us, the most on 1x1 layers with big
+# activations):
+#
+# - forward: mma 0.47-1.08 (tf32) and 0.52-0.91 (float16) wherever the GEMM has
+#   >= 64 output channels per group, >= 1024 output pixels (N*OH*OW) and >= 8 input
+#   channels per group, e.g. N32 C256 14x14 3x3: 0.72 / 0.54, 1x1 C64->256 56x56:
+#   0.47 / 0.91 (worst: N32 C512 7x7 tf32, 1.08; float16 there 0.76). Slower: K=32
+#   (5x5 C192->32: 2.3 / 1.6, half of a 64-wide tile idle), N16 C512 7x7 (784
+#   pixels, under one wave of 64x64 tiles on 132 SMs: 1.65 / 1.23), the C3 7x7/2
+#   stem (float16 1.26, tf32 0.91).
+# - backward_input: mma wins on the plain GEMM, 1x1 stride 1 (C64<-256 56x56: 0.69 /
+#   0.92; C1024<-256 14x14: 0.59 / 0.64); on 3x3 it scatters between 0.71 and 1.8 and
+#   flips with the batch (N16 C128 28x28 0.82 / 0.71 but N32: 1.24 / 1.05; N16 C256
+#   14x14 1.20 / 0.99 but N32: 0.92 / 0.77); the C3 stem: 22 / 27.
+# - backward_weight: mma 0.95-1.8 (tf32), 0.88-1.8 (float16), below 1 only on N8
+#   C64 54x54 (0.95 / 0.88; N16 and N32 of C64 56x56: 1.4-1.6) and the 1x1 C1024
+#   layer (0.90 / 0.84; 1x1 C64: 1.35-1.57 / 1.23-1.43).
+#
+# So: forward as above; the input gradient on 1x1 stride 1 with >= 64 input channels
+# per group (a tile's width); the weight gradient on 1x1 stride 1 with >= 128.
+# Replayed on every row in tests/test_mma_dispatch.py: within 1.1x of the faster
+# route on all 90 rows but five 3x3 gradient rows (worst 1.40x: N16 C128 28x28
+# backward_input float16), 1.3 % above a per-row oracle in total (mma everywhere:
+# 7.7x, the stem's input gradient).
+MMA_FORWARD_MIN_KG = 64
+MMA_FORWARD_MIN_CG = 8
+MMA_FORWARD_MIN_PIXELS = 1024
+MMA_DGRAD_MIN_CG = 64
+MMA_WGRAD_MIN_CG = 128
+
+
+def mma_preferred(p: Conv2dProblem, pass_name: str) -> bool:
+    """True when ``algorithm='auto'`` runs a tensor-core pass (one that
+    :func:`mma_kind` names a kind for) on the mma kernels rather than on the FP32
+    kernels with converted operands (the rule and the measured rows it comes from:
+    the comment above).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv._conv_args import normalize_conv2d
+    >>> p = normalize_conv2d((16, 64, 56, 56), (64, 64, 3, 3), [np.float16],
+    ...                      padding=1)
+    >>> mma_preferred(p, "forward"), mma_preferred(p, "backward_weight")
+    (True, False)
+    >>> q = normalize_conv2d((16, 1024, 14, 14), (256, 1024, 1, 1), [np.float16])
+    >>> mma_preferred(q, "backward_input")
+    True
+    """
+    if pass_name == "forward":
+        return (p.Kg >= MMA_FORWARD_MIN_KG and p.Cg >= MMA_FORWARD_MIN_CG
+                and p.N * p.OH * p.OW >= MMA_FORWARD_MIN_PIXELS)
+    if pass_name in ("backward_input", "backward_weight"):
+        least = MMA_DGRAD_MIN_CG if pass_name == "backward_input" else MMA_WGRAD_MIN_CG
+        return p.KH == p.KW == 1 and tuple(p.stride) == (1, 1) and p.Cg >= least
+    return False
 
 
 def mma_tile(

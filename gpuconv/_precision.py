@@ -11,8 +11,10 @@ float32 data (float64 is never affected):
     and ``gy``/``x`` in the gradients) are first rounded to TF32 as the GPU's
     ``cvt.rna.tf32.f32`` does: to 10 explicit mantissa bits (float32's exponent),
     round to nearest with ties away from zero. The products of two TF32 values
-    are exact in float32; they are accumulated in float32 on the GPU (tensor cores
-    through ``mma.sync``) and in float64 by the NumPy backend, so the two backends
+    are exact in float32; they are accumulated in float32 on the GPU (on tensor
+    cores through ``mma.sync``, or by the FP32 kernels on operands rounded first by
+    ``cuda/convert.cu``, whichever measured faster for the layer) and in float64 by
+    the NumPy backend, so the two backends
     differ only by float32 summation error. A bias is added unrounded and the bias
     gradient is summed from the unrounded ``gy``. complex64 problems are rounded
     part by part (they are four real float32 passes).
@@ -25,8 +27,8 @@ Priority, highest first (the rules of :func:`gpuconv.use_backend`):
 4. ``'highest'``.
 
 float16 inputs are computed with float32 accumulation whatever the precision (on
-the GPU on tensor cores: a product of two float16 values is exact in float32), and
-rounded once to float16 at the end.
+the GPU on tensor cores or by the FP32 kernels on the widened operands: a product of
+two float16 values is exact in float32), and rounded once to float16 at the end.
 """
 
 from __future__ import annotations

@@ -167,7 +167,9 @@ def main(argv: list[str]) -> int:
         flt.QUICK_SIZES, flt.QUICK_KSIZES = (70,), (3, 9, 31)
         flt.LAUNCH_SIZE, flt.LAUNCH_KSIZES = 33, (3,)
         flt.QUICK_EXTRA = (("2d", "float64", 70, 3), ("2d", "complex64", 70, 3),
-                           ("rank1", "float32", 70, 9), ("1d", "float32", 1000, 31))
+                           ("rank1", "float32", 70, 9), ("stack", "float32", 16, 3),
+                           ("1d", "float32", 1000, 31))
+        flt.STACK_IMAGES = 4
         flt.copy_bandwidth = lambda cp, nbytes=0: 1e12
         status["bench_gpu_filter"] = flt.main(
             ["--quick", "--budget", "0", "--json", str(out / "bench_filter.json")])

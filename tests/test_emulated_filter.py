@@ -466,6 +466,55 @@ def test_auto_avoids_fft_on_non_finite_input(dev, rng, monkeypatch):
     assert np.isnan(out).sum() == 9  # only the 3x3 neighbourhood of the NaN
 
 
+def test_auto_fft_reads_finiteness_from_the_spectra(dev, rng, monkeypatch):
+    """The auto FFT path learns whether every value is finite from its own DC terms
+    (no reduction and sync before the transforms): the old pre-check is never
+    called; a NaN or inf in the image (2-D and 1-D), an inf in the kernel, or a
+    NaN fill value still give the direct kernel's local result."""
+    monkeypatch.setattr(_plan_filter, "fft_seconds", lambda fp: 0.0)
+    monkeypatch.setattr(_plan_filter, "fft1d_seconds", lambda fp: 0.0)
+
+    def no_precheck(*a, **kw):
+        raise AssertionError("the FFT path must not pre-check finiteness")
+
+    monkeypatch.setattr(_gpu_filter, "_all_finite", no_precheck)
+    for dtype in ("float32", "complex128"):
+        x = random_values(rng, (2, 14, 13), dtype)
+        k = random_values(rng, (1, 3, 4), dtype)
+        fp = scipy_problem(14, 13, 3, 4, "same", "symm", 0, dtype, B=2)
+        n = len(dev.launches)
+        check(run(dev, x, k, fp, "auto"), x, k, fp)
+        assert len(dev.launches) == n  # finite: the FFT ran
+        for bad_x, bad_k in ((np.nan, None), (np.inf, None), (None, np.inf)):
+            xb, kb = x.copy(), k.copy()
+            if bad_x is not None:
+                xb[1, 6, 7] = bad_x
+            if bad_k is not None:
+                kb[0, 1, 2] = bad_k
+            out = run(dev, xb, kb, fp, "auto")
+            assert "tiled" in dev.launches[-1][1]
+            with np.errstate(all="ignore"):
+                want = ref_correlate(xb, kb, fp)
+            np.testing.assert_array_equal(np.isfinite(out), np.isfinite(want))
+        # a NaN fill value: direct without a transform
+        fpn = scipy_problem(14, 13, 3, 4, "same", "fill", np.nan, dtype, B=2)
+        n = len(dev.launches)
+        out = run(dev, x, k, fpn, "auto")
+        assert len(dev.launches) == n + 1
+    # 1-D: the segmented FFT's segments cover every sample
+    x = random_values(rng, (1, 1, 3000), "float64")
+    k = random_values(rng, (1, 1, 301), "float64")
+    fp = scipy_problem(1, 3000, 1, 301, "same", "fill", 0, "float64")
+    assert _plan_filter.choose_filter1d(fp, "auto") == "fft1d"
+    n = len(dev.launches)
+    check(run(dev, x, k, fp, "auto"), x, k, fp)
+    assert len(dev.launches) == n
+    x[0, 0, 2999] = np.nan
+    out = run(dev, x, k, fp, "auto")
+    assert len(dev.launches) == n + 1 and "filter1d" in dev.launches[-1][1]
+    assert np.isnan(out).sum() == 151  # the taps that reach the last sample
+
+
 def test_huge_kernel_runs_naive(dev, rng):
     x = random_values(rng, (1, 6, 40), "float64", small_int=True)
     k = random_values(rng, (1, 5, 700), "float64", small_int=True)

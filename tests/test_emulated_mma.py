@@ -12,11 +12,13 @@ element-wise product bounds of ``tests/_tol.py``:
 - float16 data against float64: the float32 summation bound (the op returns the
   float32 accumulators); through the public API, plus the one float16 rounding.
 
-Also: every registered tile (forced), small-integer data (exact: the mma kernels
-equal the FP32 kernels bit for bit), the routing rules (``algorithm='auto'`` runs
-mma for tf32/float16, explicit algorithms and the weight gradient run the FP32
-kernels on TF32-rounded operands), NaN propagation, and an ASan/UBSan subset in
-both thread orders.
+The ops are called with ``algorithm='mma'`` (the op-level value forcing the tensor
+cores; ``'auto'`` takes them only where ``gpuconv._plan_conv.mma_preferred`` says
+they measured faster, see tests/test_mma_dispatch.py and the SIMT route's tests in
+tests/test_emulated_tensor_simt.py). Also: every registered tile (forced),
+small-integer data (exact: the mma kernels equal the FP32 kernels bit for bit), the
+routing rules (explicit algorithms run the FP32 kernels on TF32-rounded operands),
+NaN propagation, and an ASan/UBSan subset in both thread orders.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ pytestmark = EMULATED
 
 SOURCES = ("conv2d_mma.cu", "conv2d_pad.cu", "conv2d_forward.cu",
            "conv2d_backward_weight.cu",
-           "conv2d_backward_input.cu")
+           "conv2d_backward_input.cu", "convert.cu")
 PASSES = ("forward", "backward_input", "backward_weight")
 KINDS = ("tf32", "f16")
 
@@ -67,7 +69,7 @@ def _inputs(p, kind, seed=7, integer=False):
     return x, w, b, gy
 
 
-def _op(pass_name, p, x, w, b, gy, dev, algorithm="auto"):
+def _op(pass_name, p, x, w, b, gy, dev, algorithm="mma"):
     """The CUDA op on float32 buffers (what the API hands it: float16 data in
     float32), output poisoned."""
     f = np.float32
@@ -251,9 +253,10 @@ def test_nan_and_inf_propagate(dev):
 
 
 def test_routing(dev):
-    """auto + tf32 / float16 -> mma; an explicit algorithm -> the FP32 kernels on
-    TF32-rounded operands (the bias gradient from the unrounded gy); float64 never
-    rounds."""
+    """'mma' -> the tensor cores; 'auto' -> where mma_preferred says so (not this
+    small case: the FP32 kernels on converted operands); an explicit algorithm ->
+    the FP32 kernels on TF32-rounded operands (the bias gradient from the unrounded
+    gy); float64 never rounds, and 'mma' on it is a ValueError."""
     case = CASES[CASE_IDS.index("basic3x3")]
     p = _problem(case, "tf32")
     x, w, b, gy = _inputs(p, "tf32")
@@ -273,9 +276,21 @@ def test_routing(dev):
                                                                      device=dev))
     assert gb_hi is None
     n0 = len(dev.launches)
-    gw, gb = _gpu_conv.conv2d_backward_weight(gy, x, p, "auto", True, device=dev)
+    gw, gb = _gpu_conv.conv2d_backward_weight(gy, x, p, "mma", True, device=dev)
     launched = [k for _, k, *_ in dev.launches[n0:]]
     assert any(k.startswith("conv2d_backward_weight_mma<float") for k in launched)
+    np.testing.assert_array_equal(gb, _gpu_conv.conv2d_backward_bias(gy, hi,
+                                                                     device=dev))
+    assert not _plan_conv.mma_preferred(p, "backward_weight")
+    n0 = len(dev.launches)
+    gw, gb = _gpu_conv.conv2d_backward_weight(gy, x, p, "auto", True, device=dev)
+    launched = [k for _, k, *_ in dev.launches[n0:]]
+    assert all("_mma<" not in k for k in launched), launched
+    assert "convert_round_tf32" in launched, launched
+    algo = _plan_conv.choose_algorithm(p, "backward_weight")
+    gw_auto, _ = _gpu_conv.conv2d_backward_weight(round_tf32(gy), round_tf32(x), hi,
+                                                  algo, False, device=dev)
+    np.testing.assert_array_equal(gw, gw_auto)
     np.testing.assert_array_equal(gb, _gpu_conv.conv2d_backward_bias(gy, hi,
                                                                      device=dev))
     _, xs, ws, kw = case
@@ -284,6 +299,8 @@ def test_routing(dev):
     n0 = len(dev.launches)
     y64 = _gpu_conv.conv2d_forward(x64, w64, b64, p64, "auto", device=dev)
     assert all("_mma<" not in k for _, k, *_ in dev.launches[n0:])
+    with pytest.raises(ValueError, match="algorithm='mma'"):
+        _gpu_conv.conv2d_forward(x64, w64, b64, p64, "mma", device=dev)
     np.testing.assert_allclose(y64, _wide("forward", p64, x64, w64, b64, None),
                                rtol=1e-12, atol=1e-12)
 
@@ -321,7 +338,10 @@ def api_on_emulator(dev, monkeypatch):
     return dev
 
 
-def test_public_api_float16_and_tf32(api_on_emulator):
+def test_public_api_float16_and_tf32(api_on_emulator, monkeypatch):
+    """The API's 'auto' reaches the tensor cores (the dispatch rule forced to say
+    so for this small case)."""
+    monkeypatch.setattr(_gpu_conv, "mma_preferred", lambda *a: True)
     dev = api_on_emulator
     _, xs, ws, kw = CASES[CASE_IDS.index("everything")]
     p = _problem(CASES[CASE_IDS.index("everything")], "f16")

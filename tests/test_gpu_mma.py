@@ -8,7 +8,11 @@ devices older than compute capability 8.0).
   inside one mma; the emulator's bits define our model, the hardware must be within
   ``gamma_{K+1}(2^-24) * (|c| + sum |a||b|)`` of it);
 - conv2d forward and input gradient with ``precision='tf32'`` and float16 through
-  the public API on CuPy arrays, within the bounds of ``tests/_tol.py``.
+  the public API on CuPy arrays, within the bounds of ``tests/_tol.py``: on the mma
+  kernels (the dispatch rule ``mma_preferred`` forced to take them on these small
+  cases) and, on a few awkward cases, on the SIMT route (``cuda/convert.cu`` and the
+  FP32 kernels), which must also equal the FP32 kernels on operands converted by
+  NumPy bit for bit.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 import pytest
 
 import gpuconv
+from gpuconv import _gpu_conv
 from gpuconv._precision import round_tf32
 from tests._cuda_conv_cases import CASE_IDS, CASES, api_pass, problem, random_inputs
 from tests._cuda_conv_cases import terms as n_terms
@@ -96,7 +101,9 @@ def test_mma_on_the_gpu_is_within_fp32_summation_of_the_model(cp, probe, f16):
 @pytest.mark.parametrize("kind", ["tf32", "f16"])
 @pytest.mark.parametrize("pass_name", ["forward", "backward_input"])
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-def test_conv_on_tensor_cores_within_the_bounds(case, pass_name, kind, cp):
+def test_conv_on_tensor_cores_within_the_bounds(case, pass_name, kind, cp,
+                                                monkeypatch):
+    monkeypatch.setattr(_gpu_conv, "mma_preferred", lambda *a: True)
     _, xs, ws, kw = case
     dtype = np.float16 if kind == "f16" else np.float32
     p = problem(xs, ws, dtype, kw)
@@ -115,6 +122,46 @@ def test_conv_on_tensor_cores_within_the_bounds(case, pass_name, kind, cp):
     ref = wide(lambda a: a.astype(np.float64))
     s = wide(lambda a: np.abs(a.astype(np.float64)))
     n = n_terms(pass_name, p) * (9 if p.padding_mode != "zeros" else 1)
+    if kind == "tf32":
+        assert_products_within(got, ref, s, n, operand_unit=TF32_UNIT)
+    else:
+        assert_products_within(got, ref, s, n, output_unit=FP16_UNIT,
+                               output_atol=FP16_HALF_SUBNORMAL)
+
+
+SIMT_CASE_IDS = ["everything", "reflect", "few_channel_strided", "regblock_dgrad_tails"]
+
+
+@pytest.mark.parametrize("kind", ["tf32", "f16"])
+@pytest.mark.parametrize("pass_name", ["forward", "backward_input", "backward_weight"])
+@pytest.mark.parametrize("case_id", SIMT_CASE_IDS)
+def test_conv_on_the_simt_route_within_the_bounds(case_id, pass_name, kind, cp):
+    """'auto' on these small cases: convert.cu + the FP32 kernels (not mma)."""
+    _, xs, ws, kw = CASES[CASE_IDS.index(case_id)]
+    dtype = np.float16 if kind == "f16" else np.float32
+    p = problem(xs, ws, dtype, kw)
+    x, w, b, gy = random_inputs(np.random.default_rng(11), p, dtype)
+    prec = "tf32" if kind == "tf32" else "highest"
+    assert gpuconv.choose_algorithm(xs, ws, pass_name, dtype=dtype, precision=prec,
+                                    **kw) != "mma"
+    dx, dw, db, dgy = (cp.asarray(a) for a in (x, w, b, gy))
+    got = cp.asnumpy(api_pass(pass_name, dx, dw, db, dgy, dict(kw, precision=prec)))
+    assert got.dtype == dtype and not np.isnan(got).any()
+    # the FP32 kernels on operands converted by NumPy: the same bits
+    cv = round_tf32 if kind == "tf32" else (lambda a: a.astype(np.float32))
+    pre = [cp.asarray(cv(a)) for a in (x, w)] + [cp.asarray(b.astype(np.float32)),
+                                                 cp.asarray(cv(gy))]
+    want = cp.asnumpy(api_pass(pass_name, *pre, kw)).astype(dtype)
+    np.testing.assert_array_equal(got, want)
+
+    def wide(f):
+        return api_pass(pass_name, *(f(a) for a in (x, w, b, gy)), kw,
+                        backend="numpy")
+
+    ref = wide(lambda a: a.astype(np.float64))
+    s = wide(lambda a: np.abs(a.astype(np.float64)))
+    n = (p.N * p.OH * p.OW if pass_name == "backward_weight"
+         else n_terms(pass_name, p)) * (9 if p.padding_mode != "zeros" else 1)
     if kind == "tf32":
         assert_products_within(got, ref, s, n, operand_unit=TF32_UNIT)
     else:

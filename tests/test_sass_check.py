@@ -47,10 +47,10 @@ KNOWN_BELOW: dict[str, str] = {
     # the RGB stem's forward (3 channels): packed slices, an entry and a bounds check
     # per gathered term (67 %), instead of 62 % zero padding at 80 %
     "conv2d_forward_tiled_regblock<float, 16, 8, 8, 8, true>": "packed, 67 %",
-    # the RGB stem's input gradient: auto keeps `tiled` (the committed H200 rows,
-    # measured before the phase decomposition; tiled_regblock by phase with the
-    # narrow 128 x 16 tile is there for a GPU run to decide)
-    "conv2d_backward_input_tiled<float, 32, 8>": "one output per thread",
+    # the RGB stem's input gradient (3 GEMM columns) by phase with the narrow
+    # 128 x 16 tile of 4x4 thread tiles (55 %): 0.96 ms against `tiled`'s 9.8 ms
+    # on the H200 (df4f664 rows), so auto takes it (DGRAD_REGBLOCK_MIN_RED)
+    "conv2d_backward_input_tiled_regblock<float, 32, 4, 4, 4>": "stem by phase, 55 %",
     # the weight gradient's x gather checks each column's tap bounds per term, and
     # the bias sums each gathered gy (256-thread 8x8: 82 %, ok; 128-thread 8x8, 12
     # gathers per slice: 77-79 %, 4x4: 59 %)

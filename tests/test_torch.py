@@ -981,7 +981,8 @@ def test_cuda_runs_on_torch_current_stream(monkeypatch):
 
 @pytest.mark.gpu
 def test_cuda_tf32_within_the_bound_of_the_numpy_tf32_model():
-    """CUDA float32 tensors with precision='tf32' (the tensor-core kernels) against
+    """CUDA float32 tensors with precision='tf32' (the tensor-core kernels or the
+    FP32 kernels on rounded operands, as the dispatch rule picks) against
     the NumPy backend's TF32 model (the same rounded operands, exact products,
     float64 sums): only float32 summation error remains (tests/_tol.py's product
     bound with operand_unit 0); forward and both gradients, and the precision

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# gpu_final.sh: a session's last short device call (~4 minutes), after changes that
+# gpu_check.sh measured before: per-call host time (bench/gpu_profile.py), the conv
+# benchmark's auto rows (FP32, TF32, float16; every row validated before it is
+# timed), the float32 filter rows against cupyx, the torch block, and the gpu tests
+# named in $FINAL_TESTS. Each step capped; rows are written as they come.
+#   OUT=/some/dir PYTHONPATH=. bash bench/gpu_final.sh
+set -u
+export PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+PY="${PYTHON:-python3}"
+LOGS="$(mktemp -d)"
+export CUPY_CACHE_DIR="$(mktemp -d)"
+t0=$(date +%s)
+step() { local name=$1 limit=$2; shift 2; local s=$(date +%s)
+    timeout --kill-after=5 "$limit" "$@" >"$LOGS/$name.log" 2>&1; local rc=$?
+    echo "$name rc=$rc $(( $(date +%s) - s ))s" | tee -a "$LOGS/steps.txt"; }
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader \
+    > "$LOGS/device.log" 2>&1
+step profile "${PROFILE_S:-35}" "$PY" bench/gpu_profile.py --calls 200 --top 25 --no-backward
+step bench_conv "${CONV_S:-85}" "$PY" bench/bench_gpu_conv.py --no-progress --variants '' \
+    --budget 0.05 --json "$OUT/bench_conv.json"
+step bench_filt "${FILTER_S:-45}" "$PY" bench/bench_gpu_filter.py --budget 0.05 \
+    --kinds main,stack --json "$OUT/bench_filter.json"
+step bench_torch "${TORCH_S:-20}" "$PY" bench/bench_gpu_torch.py --budget 0.1 \
+    --json "$OUT/bench_torch.json"
+if [[ -n "${FINAL_TESTS:-}" ]]; then
+    # shellcheck disable=SC2086
+    step pytest "${PYTEST_S:-30}" "$PY" -m pytest -q -m gpu -p no:cacheprovider -rfs \
+        -x $FINAL_TESTS
+fi
+echo "total $(( $(date +%s) - t0 ))s" >> "$LOGS/steps.txt"
+cp "$LOGS/profile.log" "$OUT/profile.txt" 2>/dev/null
+{
+    cat "$LOGS/device.log" "$LOGS/steps.txt"
+    for f in bench_conv bench_filt bench_torch pytest; do
+        [[ -s "$LOGS/$f.log" ]] && { echo "== $f"; tail -n 60 "$LOGS/$f.log"; }
+    done
+} > "$OUT/summary.txt"
+tar -czf "$OUT/logs.tar.gz" -C "$LOGS" .
+cat "$LOGS/steps.txt"; head -n 14 "$LOGS/profile.log"
