@@ -191,9 +191,13 @@ __device__ __forceinline__ MmaRoles<Tile> mma_roles(int tid) {
 }
 
 // Blocks per SM the register allocation must allow (__launch_bounds__): one for
-// 256-thread tiles (up to 255 registers), two for 128-thread tiles.
-__host__ __device__ constexpr int mma_min_blocks(int threads) {
-    return threads >= 256 ? 1 : 2;
+// 256-thread tiles (up to 255 registers); for 128-thread tiles two (up to 255; ~160
+// used: three resident), or four where that fits in 128 registers without spills
+// (four_blocks: the TF32 forward, sm_80 and sm_90; 16 warps an SM to hide the
+// gather's latency, for ~10% more instructions; float16 and the TF32 input gradient
+// would spill).
+__host__ __device__ constexpr int mma_min_blocks(int threads, bool four_blocks) {
+    return threads >= 256 ? 1 : (four_blocks ? 4 : 2);
 }
 
 // The whole reduction of one tile into acc (zeroed here). Every thread of the block
@@ -578,7 +582,8 @@ struct MmaForwardSlabView : MmaForwardView<E> {
 // split order; one split writes y.
 template <typename E, int BM, int BN, int WARPS_M, int WARPS_N>
 __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
-                                  gpuconv::mma_min_blocks(32 * WARPS_M * WARPS_N))
+                                  gpuconv::mma_min_blocks(32 * WARPS_M * WARPS_N,
+                                                          sizeof(E) == 4))
     conv2d_forward_mma(
         const E* __restrict__ x, const E* __restrict__ w, const float* __restrict__ bias,
         const TapEntry* __restrict__ taps, float* __restrict__ y, int C, int H, int W, int K,
@@ -791,7 +796,8 @@ struct MmaBackwardInputSlabView : MmaBackwardInputView<E> {
 // split s writes gx[s*M*C + ...].
 template <typename E, int BM, int BN, int WARPS_M, int WARPS_N>
 __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
-                                  gpuconv::mma_min_blocks(32 * WARPS_M * WARPS_N))
+                                  gpuconv::mma_min_blocks(32 * WARPS_M * WARPS_N,
+                                                          false))
     conv2d_backward_input_mma(
         const E* __restrict__ gy, const E* __restrict__ w,
         const TapEntry* __restrict__ taps, float* __restrict__ gx, int C, int H, int W,
@@ -966,7 +972,8 @@ struct MmaBackwardWeightView {
 // gw_out[s*wcount + ...] (wcount = K*C/groups*KH*KW; gw itself for one split).
 template <typename E, int BM, int BN, int WARPS_M, int WARPS_N>
 __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
-                                  gpuconv::mma_min_blocks(32 * WARPS_M * WARPS_N))
+                                  gpuconv::mma_min_blocks(32 * WARPS_M * WARPS_N,
+                                                          false))
     conv2d_backward_weight_mma(
         const E* __restrict__ gy, const E* __restrict__ x,
         const TapEntry* __restrict__ taps, float* __restrict__ gw_out, int C, int H,
