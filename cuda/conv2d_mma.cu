@@ -13,12 +13,14 @@
 //       y = conv2d(x, w) + bias as the implicit GEMM of conv2d_forward.cu's
 //       tiled_regblock: M = N*OH*OW pixels, NG = K/groups, KR = C/groups*KH*KW;
 //       when C/groups is a multiple of the slab the reduction runs channel-inner
-//       (MmaForwardSlabView: per-slab tap decode, strided element loads).
+//       (MmaForwardSlabView: a per-slab cursor over (tap, channel), strided element
+//       loads). Split-K when the planner asks (mma_splits: a small image, a long
+//       reduction): split s writes slice s of a workspace, reduced in split order.
 //   conv2d_backward_input_mma<E, BM, BN, WARPS_M, WARPS_N>
 //       gx as the implicit GEMM of conv2d_backward_input.cu's tiled_regblock:
 //       M = N*H*W pixels, NG = C/groups, KR = K/groups*KH*KW; channel-inner
 //       (MmaBackwardInputSlabView) for stride 1 when K/groups is a multiple of the
-//       slab.
+//       slab. Split-K as the forward.
 //   conv2d_backward_weight_mma<E, BM, BN, WARPS_M, WARPS_N>
 //       gw: M = K/groups output channels, NG = C/groups*KH*KW, KR = N*OH*OW pixels,
 //       split-K: each block reduces a balanced range of whole slabs and writes its
@@ -34,22 +36,28 @@
 //     problem) while the tensor cores work on the current one; then stores it to the
 //     other shared-memory stage as 32-bit words (one TF32 value, rounded here once
 //     per element, or two float16 values consecutive in the reduction: a .f16x2
-//     register; a thread's A words are adjacent: vector stores), so a fragment load
-//     is one 32-bit LDS. Two stages, one barrier per slab. A slab is KWORDS = 16
-//     words of the reduction (16 TF32 / 32 float16 terms: two mma k-steps). The
+//     register). Two stages, one barrier per slab. A slab is KWORDS = 16 words of
+//     the reduction (16 TF32 / 32 float16 terms: two mma k-steps). A thread
+//     gathers whole 16-byte chunks (the words t, t+4, t+8, t+12 of a row: one
+//     STS.128 each; MmaRoles says which), the weight gradient's B by words. The
 //     generic views decode every element (tap table, bounds, index); the slab views
 //     (channel-inner forward and stride-1 input gradient, per-image weight
-//     gradient) decode once per slab and step through the elements.
+//     gradient) keep a cursor that steps slab by slab (no division in the loop; the
+//     next tap's table entry is loaded a tap ahead), check bounds once per chunk and
+//     load its elements at int offsets from one pointer.
 //   - mainloop (mma_mainloop): WARPS_M x WARPS_N warps, each owning a
 //     (BM/WARPS_M) x (BN/WARPS_N) sub-tile = MI x NI mma tiles of 16 x 8, with
-//     MI*NI*4 FP32 accumulators per lane. Shared rows are PITCH = KWORDS + 4 words
-//     apart, so the fragment loads (lane g*4 + t reads row g, word t) hit 32
-//     distinct banks.
+//     MI*NI*4 FP32 accumulators per lane. The shared slab holds each lane's
+//     fragment words in register order (A: rows r, r+8 paired, B: columns, see
+//     MmaSmem), XOR-swizzled: per slab a lane loads its fragments for both k-steps
+//     with MI*2 + NI LDS.128 (was 2*(MI*4 + NI*2) 32-bit LDS) and no moves, all
+//     conflict-free.
 //   - epilogue (mma_store_pixels): each lane writes its accumulators (row g / g+8,
 //     columns 2t, 2t+1 of each mma tile) straight to NCHW (float), adding the bias.
 // Not (yet) used: cp.async (the gather is element-wise with bounds masks and TF32
-// rounding, so it goes through registers) and ldmatrix (shared memory already holds
-// the packed fragment words). The tensor-core instructions come from mma.cuh, which
+// rounding, so it goes through registers; NCHW puts a word's two float16 values in
+// different planes) and ldmatrix (shared memory already holds the fragments in
+// register order). The tensor-core instructions come from mma.cuh, which
 // the CPU emulation harness executes lane by lane.
 #include "common.cuh"
 #include "mma.cuh"
@@ -100,36 +108,108 @@ struct MmaTile {
     static constexpr int NI = WTN / 8;             // mma tiles per warp along N
     static constexpr int KWORDS = 16;              // reduction words per slab
     static constexpr int KSTEPS = KWORDS / 8;      // mma k-steps per slab
-    static constexpr int PITCH = KWORDS + 4;       // words between shared rows
+    static constexpr int CHUNK = 4;                // words per 16-byte chunk
+    static constexpr int CHUNKS = KWORDS / CHUNK;  // chunks per shared row
     static constexpr int STAGES = 2;
-    static constexpr int A_STEP = THREADS / BM;    // threads per row of A
-    static constexpr int A_WORDS = KWORDS / A_STEP;  // A words per thread (adjacent)
-    static constexpr int B_STEP = THREADS / KWORDS;  // columns per gather pass
-    static constexpr int B_WORDS = BN / B_STEP;      // B words per thread
+    static constexpr int A_PAIRS = BM * CHUNKS / 2 / THREADS;  // A row pairs per thread
+    static constexpr int A_CHUNKS = 2 * A_PAIRS;             // A row chunks per thread
+    static constexpr int B_CHUNKS = BN * CHUNKS / THREADS;  // B chunks per thread
+    static constexpr int B_STEP = THREADS / KWORDS;  // word gather: columns per pass
+    static constexpr int B_WORDS = BN / B_STEP;      // word gather: B words per thread
     static_assert(WTM % 16 == 0 && WTN % 8 == 0, "warp tiles are whole mma tiles");
-    static_assert(THREADS % BM == 0 && KWORDS % A_STEP == 0, "A slab must tile");
-    static_assert(THREADS % KWORDS == 0 && BN % B_STEP == 0, "B slab must tile");
+    static_assert(THREADS % BM == 0 && (BM * CHUNKS) % THREADS == 0, "A slab must tile");
+    static_assert(THREADS % BN == 0 && (BN * CHUNKS) % THREADS == 0, "B slab must tile");
+    static_assert(B_WORDS == B_CHUNKS * CHUNK, "both B gathers hold the same words");
 };
+
+// Shared slab layout (a lane's fragment words are one 16-byte LDS each, no moves):
+// - B: row c (a column) holds the slab's 16 words as 4 chunks of 4: chunk t holds the
+//   words t, t+4, t+8, t+12 (b[0], b[1] of k-step 0, then of k-step 1, for the lanes
+//   with t = lane % 4), at word 4*(t ^ ((c >> 1) & 3)) of the row;
+// - A: the rows of an mma tile in pairs (r, r + 8), r = 16*i + g: pair 8*i + g holds 8
+//   chunks; chunk (ks, t) is a[0..3] of k-step ks for the lanes (g, t): A[r][8ks + t],
+//   A[r + 8][8ks + t], A[r][8ks + t + 4], A[r + 8][8ks + t + 4], at word
+//   4*((4*ks + t) ^ 4*(g & 1) ^ (g >> 1)) of the pair.
+// The XOR swizzles let the 8 lanes of each LDS.128/STS.128 phase (fragment loads: two
+// rows/pairs x four chunks; gather stores: eight consecutive rows/pairs x one chunk,
+// or two x four) hit 32 distinct banks.
+__device__ __forceinline__ int mma_chunk_word(int row, int t) {
+    return 4 * (t ^ ((row >> 1) & 3));
+}
+__device__ __forceinline__ int mma_pair_word(int pair, int ks, int t) {
+    const int g = pair & 7;
+    return 4 * ((4 * ks + t) ^ (4 * (g & 1)) ^ (g >> 1));
+}
 
 template <class Tile>
 struct alignas(16) MmaSmem {
-    unsigned a[Tile::STAGES][Tile::BM][Tile::PITCH];
-    unsigned b[Tile::STAGES][Tile::BN][Tile::PITCH];
+    unsigned a[Tile::STAGES][Tile::BM / 2][2 * Tile::KWORDS];
+    unsigned b[Tile::STAGES][Tile::BN][Tile::KWORDS];
 };
 
+// Which shared-memory words a thread gathers: whole chunks (A always; B unless the
+// view asks for words), unit idx = tid + i*THREADS as (row, t) (B) or (row pair, t)
+// (A; the pair's rows are its chunks 2i and 2i + 1, the words t + 4q of each):
+// row-fast (idx % rows, idx / rows: consecutive lanes gather consecutive rows) or
+// chunk-fast (idx / 4, idx % 4: four lanes share a row); the word gather (B only,
+// MMA_B_WORDS): word b_w = tid % 16 of the columns b_n + q*B_STEP.
+enum MmaGather { MMA_ROW_FAST = 0, MMA_CHUNK_FAST = 1, MMA_B_WORDS = 2 };
+
+template <class Tile>
+struct MmaRoles {
+    int a_row[Tile::A_CHUNKS], a_t[Tile::A_CHUNKS];
+    int a_pair[Tile::A_PAIRS];
+    int b_col[Tile::B_CHUNKS], b_t[Tile::B_CHUNKS];
+    int b_w, b_n;
+};
+
+template <class Tile, int A_GATHER, int B_GATHER>
+__device__ __forceinline__ MmaRoles<Tile> mma_roles(int tid) {
+    MmaRoles<Tile> r;
+#pragma unroll
+    for (int i = 0; i < Tile::A_PAIRS; ++i) {
+        const int idx = tid + i * Tile::THREADS;
+        constexpr int PAIRS = Tile::BM / 2;
+        const int pair = A_GATHER == MMA_ROW_FAST ? idx % PAIRS : idx / Tile::CHUNKS;
+        const int t = A_GATHER == MMA_ROW_FAST ? idx / PAIRS : idx % Tile::CHUNKS;
+        r.a_pair[i] = pair;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            r.a_row[2 * i + h] = (pair / 8) * 16 + pair % 8 + 8 * h;
+            r.a_t[2 * i + h] = t;
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < Tile::B_CHUNKS; ++i) {
+        const int idx = tid + i * Tile::THREADS;
+        r.b_col[i] = B_GATHER == MMA_ROW_FAST ? idx % Tile::BN : idx / Tile::CHUNKS;
+        r.b_t[i] = B_GATHER == MMA_ROW_FAST ? idx / Tile::BN : idx % Tile::CHUNKS;
+    }
+    r.b_w = tid % Tile::KWORDS;
+    r.b_n = tid / Tile::KWORDS;
+    return r;
+}
+
 // Blocks per SM the register allocation must allow (__launch_bounds__): one for
-// 256-thread tiles (up to 255 registers), two for 128-thread tiles.
-__host__ __device__ constexpr int mma_min_blocks(int threads) {
-    return threads >= 256 ? 1 : 2;
+// 256-thread tiles (up to 255 registers); for 128-thread tiles two (up to 255; ~160
+// used: three resident), or four where that fits in 128 registers without spills
+// (four_blocks: the TF32 forward, sm_80 and sm_90; 16 warps an SM to hide the
+// gather's latency, for ~10% more instructions; float16 and the TF32 input gradient
+// would spill).
+__host__ __device__ constexpr int mma_min_blocks(int threads, bool four_blocks) {
+    return threads >= 256 ? 1 : (four_blocks ? 4 : 2);
 }
 
 // The whole reduction of one tile into acc (zeroed here). Every thread of the block
-// must call it (barriers, warp-wide mma).
+// must call it (barriers, warp-wide mma). Registers: reg_a[i*4 + q] is word t + 4q of
+// A chunk i; reg_b likewise (chunk gathers) or the word b_w of column b_n + q*B_STEP
+// (word gather).
 template <typename E, class Tile, class View>
 __device__ __forceinline__ void mma_mainloop(
     const View& view, MmaSmem<Tile>& s, float (&acc)[Tile::MI][Tile::NI][4]) {
     using Op = MmaOperand<E>;
     constexpr int PW = Op::PER_WORD;
+    constexpr int CH = Tile::CHUNK;
     const int tid = static_cast<int>(threadIdx.x);
     const int lane = tid % 32;
     const int warp = tid / 32;
@@ -137,13 +217,10 @@ __device__ __forceinline__ void mma_mainloop(
     const int wn = warp / Tile::WARPS_M;
     const int g = lane / 4;
     const int t = lane % 4;
-    // gather roles: A words of one row at A_WORDS positions; B words of one
-    // reduction position at B_WORDS columns
-    const int a_m = tid % Tile::BM;
-    const int a_w = tid / Tile::BM;
-    const int b_w = tid % Tile::KWORDS;
-    const int b_n = tid / Tile::KWORDS;
-    const typename View::ARow arow = view.a_row(a_m);
+    const MmaRoles<Tile> roles = mma_roles<Tile, View::A_GATHER, View::B_GATHER>(tid);
+    typename View::ARow arow[Tile::A_CHUNKS];
+#pragma unroll
+    for (int i = 0; i < Tile::A_CHUNKS; ++i) arow[i] = view.a_row(roles.a_row[i]);
 
 #pragma unroll
     for (int mi = 0; mi < Tile::MI; ++mi)
@@ -153,71 +230,155 @@ __device__ __forceinline__ void mma_mainloop(
             for (int r = 0; r < 4; ++r) acc[mi][ni][r] = 0.0f;
 
     using Index = typename View::Index;  // int, or long long for the weight gradient
-    E reg_a[Tile::A_WORDS][PW];
-    E reg_b[Tile::B_WORDS][PW];
+    E reg_a[Tile::A_CHUNKS * CH][PW];
+    E reg_b[Tile::B_CHUNKS * CH][PW];
     constexpr int SLAB = Tile::KWORDS * PW;  // reduction terms per slab
     const Index kbeg = view.k_begin;           // this block's reduction range
-    const int ktiles = static_cast<int>(ceil_div<Index>(view.kred - kbeg, SLAB));
+    const int ktiles = static_cast<int>(ceil_div<Index>(view.k_end - kbeg, SLAB));
 
-    auto fetch = [&](Index k0) {
+    // where the next slab starts: the reduction index (element views) or the view's
+    // decoded position (slab views: stepped per slab, no division in the loop)
+    using Cursor = typename View::Cursor;
+    Cursor cursor = view.template cursor<SLAB>(kbeg);
+
+    auto fetch = [&](const Cursor& k0) {
         if constexpr (View::SLAB_GATHER) {  // the view gathers a whole slab at once
-            view.template fetch_slab<Tile, PW>(arow, k0, a_w, b_w, b_n, reg_a, reg_b);
+            view.template fetch_slab<Tile, PW>(roles, arow, k0, reg_a, reg_b);
         } else {
 #pragma unroll
-            for (int q = 0; q < Tile::A_WORDS; ++q)
+            for (int i = 0; i < Tile::A_CHUNKS; ++i)
 #pragma unroll
-                for (int e = 0; e < PW; ++e)
-                    reg_a[q][e] = view.load_a(arow, k0 + (a_w * Tile::A_WORDS + q) * PW + e);
+                for (int q = 0; q < CH; ++q)
 #pragma unroll
-            for (int q = 0; q < Tile::B_WORDS; ++q)
+                    for (int e = 0; e < PW; ++e)
+                        reg_a[i * CH + q][e] =
+                            view.load_a(arow[i], k0 + (roles.a_t[i] + 4 * q) * PW + e);
+            static_assert(View::B_GATHER != MMA_B_WORDS, "element views gather chunks");
 #pragma unroll
-                for (int e = 0; e < PW; ++e)
-                    reg_b[q][e] = view.load_b(k0 + b_w * PW + e, b_n + q * Tile::B_STEP);
+            for (int i = 0; i < Tile::B_CHUNKS; ++i)
+#pragma unroll
+                for (int q = 0; q < CH; ++q)
+#pragma unroll
+                    for (int e = 0; e < PW; ++e)
+                        reg_b[i * CH + q][e] = view.load_b(
+                            k0 + (roles.b_t[i] + 4 * q) * PW + e, roles.b_col[i]);
         }
     };
     auto stash = [&](int st) {
 #pragma unroll
-        for (int q = 0; q < Tile::A_WORDS; ++q)  // contiguous words: vector stores
-            s.a[st][a_m][a_w * Tile::A_WORDS + q] = Op::word(reg_a[q]);
+        for (int i = 0; i < Tile::A_PAIRS; ++i)  // one 16-byte store per k-step
 #pragma unroll
-        for (int q = 0; q < Tile::B_WORDS; ++q)
-            s.b[st][b_n + q * Tile::B_STEP][b_w] = Op::word(reg_b[q]);
+            for (int ks = 0; ks < Tile::KSTEPS; ++ks) {
+                const int p = roles.a_pair[i];
+                unsigned* d = &s.a[st][p][mma_pair_word(p, ks, roles.a_t[2 * i])];
+#pragma unroll
+                for (int q = 0; q < CH; ++q)  // rows r, r + 8, r, r + 8; words 2ks, 2ks+1
+                    d[q] = Op::word(reg_a[(2 * i + q % 2) * CH + 2 * ks + q / 2]);
+            }
+        if constexpr (View::B_GATHER == MMA_B_WORDS) {
+#pragma unroll
+            for (int q = 0; q < Tile::B_WORDS; ++q) {
+                const int c = roles.b_n + q * Tile::B_STEP;
+                s.b[st][c][mma_chunk_word(c, roles.b_w % CH) + roles.b_w / CH] =
+                    Op::word(reg_b[q]);
+            }
+        } else {
+#pragma unroll
+            for (int i = 0; i < Tile::B_CHUNKS; ++i) {
+                const int c = roles.b_col[i];
+                unsigned* d = &s.b[st][c][mma_chunk_word(c, roles.b_t[i])];
+#pragma unroll
+                for (int q = 0; q < CH; ++q) d[q] = Op::word(reg_b[i * CH + q]);
+            }
+        }
     };
 
-    fetch(kbeg);
+    // word offsets of this lane's fragments in a stage (mma tiles mi = ni = 0)
+    int a_frag[Tile::KSTEPS];
+#pragma unroll
+    for (int ks = 0; ks < Tile::KSTEPS; ++ks) {
+        const int pair = wm * Tile::WTM / 16 * 8 + g;
+        a_frag[ks] = pair * 2 * Tile::KWORDS + mma_pair_word(pair, ks, t);
+    }
+    const int b_col = wn * Tile::WTN + g;
+    const int b_frag = b_col * Tile::KWORDS + mma_chunk_word(b_col, t);
+
+    fetch(cursor);
     stash(0);
     __syncthreads();  // stage 0 complete before any warp reads it
     for (int kt = 0; kt < ktiles; ++kt) {
         const int cur = kt & 1;
         const bool more = kt + 1 < ktiles;  // block-uniform
-        if (more) fetch(kbeg + static_cast<Index>(kt + 1) * SLAB);  // in flight
+        if (more) {  // in flight while the tensor cores work
+            view.template advance<SLAB>(cursor);
+            fetch(cursor);
+        }
+        // this lane's fragment words of both k-steps, at lane-constant offsets plus
+        // compile-time steps (the swizzles depend on g only: pair & 7 == g, and
+        // column (wn*WTN + 8*ni + g) >> 1 & 3 == g >> 1 & 3)
+        unsigned fa[Tile::MI][Tile::KSTEPS][CH];  // a[0..3] of mma tile mi, k-step ks
+        unsigned fb[Tile::NI][CH];  // b[0..1] of k-step 0, then 1: column g, chunk t
+        const unsigned* sa = &s.a[cur][0][0];
+        const unsigned* sb = &s.b[cur][0][0];
+#pragma unroll
+        for (int mi = 0; mi < Tile::MI; ++mi)
+#pragma unroll
+            for (int ks = 0; ks < Tile::KSTEPS; ++ks) {
+                const unsigned* src = sa + a_frag[ks] + mi * 8 * 2 * Tile::KWORDS;
+#pragma unroll
+                for (int q = 0; q < CH; ++q) fa[mi][ks][q] = src[q];
+            }
+#pragma unroll
+        for (int ni = 0; ni < Tile::NI; ++ni) {
+            const unsigned* src = sb + b_frag + ni * 8 * Tile::KWORDS;
+#pragma unroll
+            for (int q = 0; q < CH; ++q) fb[ni][q] = src[q];
+        }
 #pragma unroll
         for (int ks = 0; ks < Tile::KSTEPS; ++ks) {
-            unsigned fa[Tile::MI][4];
-            unsigned fb[Tile::NI][2];
 #pragma unroll
             for (int mi = 0; mi < Tile::MI; ++mi) {
-                const int row = wm * Tile::WTM + mi * 16 + g;
 #pragma unroll
-                for (int r = 0; r < 4; ++r)
-                    fa[mi][r] = s.a[cur][row + 8 * (r % 2)][ks * 8 + t + 4 * (r / 2)];
+                for (int ni = 0; ni < Tile::NI; ++ni) {
+                    const unsigned b[2] = {fb[ni][2 * ks], fb[ni][2 * ks + 1]};
+                    Op::mma(acc[mi][ni], fa[mi][ks], b);
+                }
             }
-#pragma unroll
-            for (int ni = 0; ni < Tile::NI; ++ni) {
-                const int col = wn * Tile::WTN + ni * 8 + g;
-#pragma unroll
-                for (int r = 0; r < 2; ++r) fb[ni][r] = s.b[cur][col][ks * 8 + t + 4 * r];
-            }
-#pragma unroll
-            for (int mi = 0; mi < Tile::MI; ++mi)
-#pragma unroll
-                for (int ni = 0; ni < Tile::NI; ++ni) Op::mma(acc[mi][ni], fa[mi], fb[ni]);
         }
         if (more) stash(cur ^ 1);
         // the other stage is complete before the next slab reads it, and every warp
         // is done reading stage `cur` before slab kt+1 overwrites it
         __syncthreads();
     }
+}
+
+// Split-K of the forward and input-gradient kernels: split s of `splits` balanced
+// slices of the reduction's slabs (per_split each, one more for the first extra) owns
+// the terms [k_begin, k_end) (k_end clipped to kred); 0 <= s < splits.
+__device__ __forceinline__ void mma_split_range(int kred, int slab, int split,
+                                                long long per_split, int extra,
+                                                int& k_begin, int& k_end) {
+    const long long b = split * per_split + min(split, extra);
+    const long long e = (split + 1) * per_split + min(split + 1, extra);
+    k_begin = static_cast<int>(min(b * slab, static_cast<long long>(kred)));
+    k_end = static_cast<int>(min(e * slab, static_cast<long long>(kred)));
+}
+
+// Loads one chunk of a slab view's gather into r[i*4 + q][e] (word t + 4q, term e):
+// element (q, e) at p[(4*q*PW + e)*step], 0 where !ok. The offsets are int: the
+// kernels take the slab views only where 32*step fits.
+template <typename E, int PW, int N>
+__device__ __forceinline__ void mma_load_chunk(E (&r)[N][PW], int i, const E* p,
+                                               int step, bool ok) {
+#pragma unroll
+    for (int q = 0; q < 4; ++q)
+#pragma unroll
+        for (int e = 0; e < PW; ++e) r[i * 4 + q][e] = ok ? p[(4 * q * PW + e) * step] : E(0);
+}
+
+// Whether every offset of mma_load_chunk with this step fits int.
+__host__ __device__ constexpr bool mma_step_fits(long long step) {
+    return 32 * step <= 2147483647LL;
 }
 
 // Writes the accumulators of this lane that lie inside the problem when the GEMM
@@ -283,8 +444,15 @@ __device__ __forceinline__ void mma_store(const float (&acc)[Tile::MI][Tile::NI]
 template <typename E>
 struct MmaForwardView {
     using Index = int;
-    static constexpr int k_begin = 0;
+    int k_begin, k_end;  // this block's reduction range (split-K: whole slabs)
     static constexpr bool SLAB_GATHER = false;  // element by element (load_a/load_b)
+    static constexpr int A_GATHER = gpuconv::MMA_ROW_FAST;    // consecutive pixels
+    static constexpr int B_GATHER = gpuconv::MMA_CHUNK_FAST;  // w[k, c..]: c fastest
+    using Cursor = int;  // the reduction index of the slab
+    template <int SLAB>
+    __device__ __forceinline__ Cursor cursor(int k0) const { return k0; }
+    template <int SLAB>
+    __device__ __forceinline__ void advance(Cursor& k0) const { k0 += SLAB; }
     const E* x;
     const E* w;
     const TapEntry* taps;
@@ -343,46 +511,85 @@ struct MmaForwardSlabView : MmaForwardView<E> {
     static constexpr bool SLAB_GATHER = true;
     int KHKW;
 
+    struct Cursor {  // slab k0 = tap*Cg + c0
+        int tap, c0;
+        int dy, dx;    // taps[tap]
+        int ndy, ndx;  // taps[tap + 1], loaded a tap ahead (off the critical path)
+    };
+    template <int SLAB>
+    __device__ __forceinline__ Cursor cursor(int k0) const {
+        Cursor c;
+        c.tap = k0 / this->Cg;  // once per block
+        c.c0 = k0 - c.tap * this->Cg;
+        // the table has Cg >= SLAB entries per tap: taps[tap + 1] is in bounds
+        const TapEntry t = this->taps[c.tap];
+        const TapEntry n = this->taps[c.tap + 1];
+        c.dy = t.dy;
+        c.dx = t.dx;
+        c.ndy = n.dy;
+        c.ndx = n.dx;
+        return c;
+    }
+    template <int SLAB>
+    __device__ __forceinline__ void advance(Cursor& c) const {
+        c.c0 += SLAB;  // Cg is a multiple of SLAB
+        if (c.c0 == this->Cg) {
+            c.c0 = 0;
+            ++c.tap;
+            c.dy = c.ndy;
+            c.dx = c.ndx;
+            const TapEntry n = this->taps[c.tap + 1];  // used a tap from now
+            c.ndy = n.dy;
+            c.ndx = n.dx;
+        }
+    }
+
     template <class Tile, int PW>
     __device__ __forceinline__ void fetch_slab(
-        const typename MmaForwardView<E>::ARow& row, int k0, int a_w, int b_w, int b_n,
-        E (&ra)[Tile::A_WORDS][PW], E (&rb)[Tile::B_WORDS][PW]) const {
-        const int tap = k0 / this->Cg;  // block-uniform: one division per slab
-        const int c0 = k0 - tap * this->Cg;
-        const TapEntry t = this->taps[tap];
-        const int ih = row.ih0 + t.dy;
-        const int iw = row.iw0 + t.dx;
-        const bool ok = row.valid && gpuconv::in_range(ih, this->H) &&
-                        gpuconv::in_range(iw, this->W);
+        const gpuconv::MmaRoles<Tile>& ro,
+        const typename MmaForwardView<E>::ARow (&row)[Tile::A_CHUNKS], const Cursor& cur,
+        E (&ra)[Tile::A_CHUNKS * 4][PW], E (&rb)[Tile::B_CHUNKS * 4][PW]) const {
+        const int tap = cur.tap;
+        const int c0 = cur.c0;
         const long long hw = this->HW;
-        const E* src = row.base + (c0 + a_w * Tile::A_WORDS * PW) * hw +
-                       (ok ? ih * this->W + iw : 0);
 #pragma unroll
-        for (int q = 0; q < Tile::A_WORDS; ++q)
-#pragma unroll
-            for (int e = 0; e < PW; ++e) ra[q][e] = ok ? src[(q * PW + e) * hw] : E(0);
+        for (int i = 0; i < Tile::A_CHUNKS; ++i) {
+            const int ih = row[i].ih0 + cur.dy;
+            const int iw = row[i].iw0 + cur.dx;
+            const bool ok = row[i].valid && gpuconv::in_range(ih, this->H) &&
+                            gpuconv::in_range(iw, this->W);
+            const E* src = row[i].base + (c0 + ro.a_t[i] * PW) * hw +
+                           (ok ? ih * this->W + iw : 0);
+            gpuconv::mma_load_chunk<E, PW>(ra, i, src, this->HW, ok);
+        }
         const E* wt = this->w + (static_cast<long long>(this->g) * this->Kg * this->Cg +
-                                 c0 + b_w * PW) * KHKW + tap;
+                                 c0) * KHKW + tap;
 #pragma unroll
-        for (int q = 0; q < Tile::B_WORDS; ++q) {
-            const int k = this->n0 + b_n + q * Tile::B_STEP;
-            const E* wk = wt + static_cast<long long>(k) * this->Cg * KHKW;
-#pragma unroll
-            for (int e = 0; e < PW; ++e) rb[q][e] = k < this->Kg ? wk[e * KHKW] : E(0);
+        for (int i = 0; i < Tile::B_CHUNKS; ++i) {
+            const int k = this->n0 + ro.b_col[i];
+            const E* wk =
+                wt + (static_cast<long long>(k) * this->Cg + ro.b_t[i] * PW) * KHKW;
+            gpuconv::mma_load_chunk<E, PW>(rb, i, wk, KHKW, k < this->Kg);
         }
     }
 };
 
-// Grid: m_tiles * n_tiles * groups blocks (1-D), block 32*WARPS_M*WARPS_N; static
-// smem. taps: KR = C/groups*KH*KW entries (ch = c). bias: float (FP32 add).
+// Grid: m_tiles * n_tiles * groups * splits blocks (1-D), block 32*WARPS_M*WARPS_N;
+// static smem. taps: KR = C/groups*KH*KW entries (ch = c). bias: float (FP32 add).
+// Split-K (splits > 1): split s reduces its balanced slice of the ceil(KR/SLAB)
+// slabs (slabs_per_split, extra_slabs) and writes y[s*M*K + ...] (a workspace of
+// splits slices; the bias in slice 0), which conv2d_backward_weight_reduce adds in
+// split order; one split writes y.
 template <typename E, int BM, int BN, int WARPS_M, int WARPS_N>
 __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
-                                  gpuconv::mma_min_blocks(32 * WARPS_M * WARPS_N))
+                                  gpuconv::mma_min_blocks(32 * WARPS_M * WARPS_N,
+                                                          sizeof(E) == 4))
     conv2d_forward_mma(
         const E* __restrict__ x, const E* __restrict__ w, const float* __restrict__ bias,
         const TapEntry* __restrict__ taps, float* __restrict__ y, int C, int H, int W, int K,
         int KH, int KW, int groups, int sh, int sw, int pt, int pl, int OH, int OW,
-        int has_bias, long long M, int m_tiles, int n_tiles) {
+        int has_bias, long long M, int m_tiles, int n_tiles, long long slabs_per_split,
+        int extra_slabs) {
     using Tile = gpuconv::MmaTile<BM, BN, WARPS_M, WARPS_N>;
     __shared__ gpuconv::MmaSmem<Tile> s_tile;
 
@@ -390,7 +597,10 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
     const int m_tile = bid % m_tiles;
     bid /= m_tiles;
     const int n_tile = bid % n_tiles;
-    const int g = bid / n_tiles;
+    bid /= n_tiles;
+    const int g = bid % groups;
+    const int split = bid / groups;
+    constexpr int SLAB = Tile::KWORDS * gpuconv::MmaOperand<E>::PER_WORD;
 
     MmaForwardView<E> v;
     v.x = x;
@@ -411,14 +621,15 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
     v.OHW = OH * OW;
     v.n0 = n_tile * Tile::BN;
     v.kred = v.Cg * KH * KW;
+    gpuconv::mma_split_range(v.kred, SLAB, split, slabs_per_split, extra_slabs,
+                             v.k_begin, v.k_end);
     v.M = M;
     v.m0 = static_cast<long long>(m_tile) * Tile::BM;
     v.n_base = v.m0 / v.OHW;
     v.p_base = static_cast<int>(v.m0 - v.n_base * v.OHW);
 
     float acc[Tile::MI][Tile::NI][4];
-    constexpr int SLAB = Tile::KWORDS * gpuconv::MmaOperand<E>::PER_WORD;
-    if (v.Cg % SLAB == 0) {  // block-uniform: the channel-inner gather
+    if (v.Cg % SLAB == 0 && gpuconv::mma_step_fits(v.HW)) {  // the channel-inner gather
         MmaForwardSlabView<E> fv;
         static_cast<MmaForwardView<E>&>(fv) = v;
         fv.KHKW = KH * KW;
@@ -426,12 +637,16 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
     } else {
         gpuconv::mma_mainloop<E, Tile>(v, s_tile, acc);
     }
+    // split s writes slice s of the workspace (y itself for one split); the bias
+    // goes into slice 0 only
+    float* out = y + split * M * K;
+    const bool add_bias = has_bias && split == 0;
     gpuconv::mma_store_pixels<Tile>(
         v, v.OHW, v.Kg, acc,
         [&](long long n, int p) {
-            return y + (n * K + static_cast<long long>(g) * v.Kg + v.n0) * v.OHW + p;
+            return out + (n * K + static_cast<long long>(g) * v.Kg + v.n0) * v.OHW + p;
         },
-        [&](int lc, float val) { return has_bias ? val + bias[g * v.Kg + v.n0 + lc] : val; });
+        [&](int lc, float val) { return add_bias ? val + bias[g * v.Kg + v.n0 + lc] : val; });
 }
 
 // ---------------------------------------------------------------------------------
@@ -440,8 +655,15 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
 template <typename E>
 struct MmaBackwardInputView {
     using Index = int;
-    static constexpr int k_begin = 0;
+    int k_begin, k_end;  // this block's reduction range (split-K: whole slabs)
     static constexpr bool SLAB_GATHER = false;
+    static constexpr int A_GATHER = gpuconv::MMA_ROW_FAST;  // consecutive pixels
+    static constexpr int B_GATHER = gpuconv::MMA_ROW_FAST;  // w[k, c, tap]: c fastest
+    using Cursor = int;  // the reduction index of the slab
+    template <int SLAB>
+    __device__ __forceinline__ Cursor cursor(int k0) const { return k0; }
+    template <int SLAB>
+    __device__ __forceinline__ void advance(Cursor& k0) const { k0 += SLAB; }
     const E* gy;
     const E* w;
     const TapEntry* taps;
@@ -504,46 +726,84 @@ template <typename E>
 struct MmaBackwardInputSlabView : MmaBackwardInputView<E> {
     static constexpr bool SLAB_GATHER = true;
 
+    struct Cursor {  // slab k0 = tap*Kg + k0c
+        int tap, k0c;
+        int dy, dx;    // taps[tap]
+        int ndy, ndx;  // taps[tap + 1], loaded a tap ahead (off the critical path)
+    };
+    template <int SLAB>
+    __device__ __forceinline__ Cursor cursor(int k0) const {
+        Cursor c;
+        c.tap = k0 / this->Kg;  // once per block
+        c.k0c = k0 - c.tap * this->Kg;
+        // the table has Kg >= SLAB entries per tap: taps[tap + 1] is in bounds
+        const TapEntry t = this->taps[c.tap];
+        const TapEntry n = this->taps[c.tap + 1];
+        c.dy = t.dy;
+        c.dx = t.dx;
+        c.ndy = n.dy;
+        c.ndx = n.dx;
+        return c;
+    }
+    template <int SLAB>
+    __device__ __forceinline__ void advance(Cursor& c) const {
+        c.k0c += SLAB;  // Kg is a multiple of SLAB
+        if (c.k0c == this->Kg) {
+            c.k0c = 0;
+            ++c.tap;
+            c.dy = c.ndy;
+            c.dx = c.ndx;
+            const TapEntry n = this->taps[c.tap + 1];  // used a tap from now
+            c.ndy = n.dy;
+            c.ndx = n.dx;
+        }
+    }
+
     template <class Tile, int PW>
     __device__ __forceinline__ void fetch_slab(
-        const typename MmaBackwardInputView<E>::ARow& row, int k0, int a_w, int b_w,
-        int b_n, E (&ra)[Tile::A_WORDS][PW], E (&rb)[Tile::B_WORDS][PW]) const {
-        const int tap = k0 / this->Kg;  // block-uniform: one division per slab
-        const int k0c = k0 - tap * this->Kg;
-        const TapEntry t = this->taps[tap];
-        const int oh = row.th0 - t.dy;
-        const int ow = row.tw0 - t.dx;
-        const bool ok = row.valid && gpuconv::in_range(oh, this->OH) &&
-                        gpuconv::in_range(ow, this->OW);
+        const gpuconv::MmaRoles<Tile>& ro,
+        const typename MmaBackwardInputView<E>::ARow (&row)[Tile::A_CHUNKS],
+        const Cursor& cur, E (&ra)[Tile::A_CHUNKS * 4][PW],
+        E (&rb)[Tile::B_CHUNKS * 4][PW]) const {
+        const int tap = cur.tap;
+        const int k0c = cur.k0c;
         const long long ohw = this->OHW;
-        const E* src = row.base + (k0c + a_w * Tile::A_WORDS * PW) * ohw +
-                       (ok ? oh * this->OW + ow : 0);
 #pragma unroll
-        for (int q = 0; q < Tile::A_WORDS; ++q)
-#pragma unroll
-            for (int e = 0; e < PW; ++e) ra[q][e] = ok ? src[(q * PW + e) * ohw] : E(0);
+        for (int i = 0; i < Tile::A_CHUNKS; ++i) {
+            const int oh = row[i].th0 - cur.dy;
+            const int ow = row[i].tw0 - cur.dx;
+            const bool ok = row[i].valid && gpuconv::in_range(oh, this->OH) &&
+                            gpuconv::in_range(ow, this->OW);
+            const E* src = row[i].base + (k0c + ro.a_t[i] * PW) * ohw +
+                           (ok ? oh * this->OW + ow : 0);
+            gpuconv::mma_load_chunk<E, PW>(ra, i, src, this->OHW, ok);
+        }
         const long long kstride = static_cast<long long>(this->Cg) * this->KHKW;
-        const E* wt = this->w + (this->g * this->Kg + k0c + b_w * PW) * kstride + tap;
+        const E* wt = this->w + (this->g * this->Kg + k0c) * kstride + tap;
 #pragma unroll
-        for (int q = 0; q < Tile::B_WORDS; ++q) {
-            const int c = this->n0 + b_n + q * Tile::B_STEP;
-            const E* wc = wt + static_cast<long long>(c) * this->KHKW;
-#pragma unroll
-            for (int e = 0; e < PW; ++e) rb[q][e] = c < this->Cg ? wc[e * kstride] : E(0);
+        for (int i = 0; i < Tile::B_CHUNKS; ++i) {
+            const int c = this->n0 + ro.b_col[i];
+            const E* wc = wt + ro.b_t[i] * PW * kstride + static_cast<long long>(c) *
+                                                               this->KHKW;
+            gpuconv::mma_load_chunk<E, PW>(rb, i, wc, static_cast<int>(kstride),
+                                           c < this->Cg);
         }
     }
 };
 
-// Grid: m_tiles * n_tiles * groups blocks (1-D), block 32*WARPS_M*WARPS_N; static
-// smem. taps: KR = K/groups*KH*KW entries (ch = k).
+// Grid: m_tiles * n_tiles * groups * splits blocks (1-D), block 32*WARPS_M*WARPS_N;
+// static smem. taps: KR = K/groups*KH*KW entries (ch = k). Split-K as the forward's:
+// split s writes gx[s*M*C + ...].
 template <typename E, int BM, int BN, int WARPS_M, int WARPS_N>
 __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
-                                  gpuconv::mma_min_blocks(32 * WARPS_M * WARPS_N))
+                                  gpuconv::mma_min_blocks(32 * WARPS_M * WARPS_N,
+                                                          false))
     conv2d_backward_input_mma(
         const E* __restrict__ gy, const E* __restrict__ w,
         const TapEntry* __restrict__ taps, float* __restrict__ gx, int C, int H, int W,
         int K, int KH, int KW, int groups, int sh, int sw, int pt, int pl, int OH,
-        int OW, long long M, int m_tiles, int n_tiles) {
+        int OW, long long M, int m_tiles, int n_tiles, long long slabs_per_split,
+        int extra_slabs) {
     using Tile = gpuconv::MmaTile<BM, BN, WARPS_M, WARPS_N>;
     __shared__ gpuconv::MmaSmem<Tile> s_tile;
 
@@ -551,7 +811,10 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
     const int m_tile = bid % m_tiles;
     bid /= m_tiles;
     const int n_tile = bid % n_tiles;
-    const int g = bid / n_tiles;
+    bid /= n_tiles;
+    const int g = bid % groups;
+    const int split = bid / groups;
+    constexpr int SLAB = Tile::KWORDS * gpuconv::MmaOperand<E>::PER_WORD;
 
     MmaBackwardInputView<E> v;
     v.gy = gy;
@@ -574,24 +837,27 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
     v.KHKW = KH * KW;
     v.n0 = n_tile * Tile::BN;
     v.kred = v.Kg * KH * KW;
+    gpuconv::mma_split_range(v.kred, SLAB, split, slabs_per_split, extra_slabs,
+                             v.k_begin, v.k_end);
     v.M = M;
     v.m0 = static_cast<long long>(m_tile) * Tile::BM;
     v.n_base = v.m0 / v.HW;
     v.p_base = static_cast<int>(v.m0 - v.n_base * v.HW);
 
     float acc[Tile::MI][Tile::NI][4];
-    constexpr int SLAB = Tile::KWORDS * gpuconv::MmaOperand<E>::PER_WORD;
-    if (sh == 1 && sw == 1 && v.Kg % SLAB == 0) {  // block-uniform: channel-inner
+    if (sh == 1 && sw == 1 && v.Kg % SLAB == 0 && gpuconv::mma_step_fits(v.OHW) &&
+        gpuconv::mma_step_fits(static_cast<long long>(v.Cg) * v.KHKW)) {  // channel-inner
         MmaBackwardInputSlabView<E> sv;
         static_cast<MmaBackwardInputView<E>&>(sv) = v;
         gpuconv::mma_mainloop<E, Tile>(sv, s_tile, acc);
     } else {
         gpuconv::mma_mainloop<E, Tile>(v, s_tile, acc);
     }
+    float* out = gx + split * M * C;  // slice s of the workspace (gx for one split)
     gpuconv::mma_store_pixels<Tile>(
         v, v.HW, v.Cg, acc,
         [&](long long n, int p) {
-            return gx + (n * C + static_cast<long long>(g) * v.Cg + v.n0) * v.HW + p;
+            return out + (n * C + static_cast<long long>(g) * v.Cg + v.n0) * v.HW + p;
         },
         [](int, float val) { return val; });
 }
@@ -608,11 +874,13 @@ template <typename E>
 struct MmaBackwardWeightView {
     using Index = long long;
     static constexpr bool SLAB_GATHER = true;
+    static constexpr int A_GATHER = gpuconv::MMA_CHUNK_FAST;  // consecutive pixels
+    static constexpr int B_GATHER = gpuconv::MMA_B_WORDS;     // one pixel, many columns
     const E* gy;
     const E* x;
     const TapEntry* taps;
     int K, C, H, W, HW, Cg, Kg, g, sh, sw, pt, pl, OW, OHW, n0, m0, kcols, spi;
-    long long k_begin, kred;  // this block's range of padded reduction indices
+    long long k_begin, k_end;  // this block's range of padded reduction indices
 
     struct ARow {
         const E* base;  // gy[0, g*Kg + k]
@@ -627,26 +895,51 @@ struct MmaBackwardWeightView {
         return row;
     }
 
+    struct Cursor {  // slab: pixels p0 .. p0 + SLAB - 1 of image n
+        long long n;
+        int p0;
+    };
+    template <int SLAB>
+    __device__ __forceinline__ Cursor cursor(long long k0) const {
+        const long long slab = k0 / SLAB;  // k0 is a multiple of SLAB (a power of 2)
+        Cursor c;
+        c.n = slab / spi;  // once per block
+        c.p0 = static_cast<int>(slab - c.n * spi) * SLAB;
+        return c;
+    }
+    template <int SLAB>
+    __device__ __forceinline__ void advance(Cursor& c) const {
+        c.p0 += SLAB;
+        if (c.p0 == spi * SLAB) {
+            c.p0 = 0;
+            ++c.n;
+        }
+    }
+
     // (unused: the gather is per slab; kept for the generic mainloop's interface)
     __device__ __forceinline__ E load_a(const ARow&, long long) const { return E(0); }
     __device__ __forceinline__ E load_b(long long, int) const { return E(0); }
 
     template <class Tile, int PW>
     __device__ __forceinline__ void fetch_slab(
-        const ARow& row, long long k0, int a_w, int b_w, int b_n,
-        E (&ra)[Tile::A_WORDS][PW], E (&rb)[Tile::B_WORDS][PW]) const {
-        constexpr int SLAB = Tile::KWORDS * PW;
-        const long long slab = k0 / SLAB;  // k0 is a multiple of SLAB (a power of 2)
-        const long long n = slab / spi;    // block-uniform: one division per slab
-        const int p0 = static_cast<int>(slab - n * spi) * SLAB;
-        const E* a_src = row.base + n * K * OHW + p0;
+        const gpuconv::MmaRoles<Tile>& ro, const ARow (&row)[Tile::A_CHUNKS],
+        const Cursor& cur, E (&ra)[Tile::A_CHUNKS * 4][PW],
+        E (&rb)[Tile::B_WORDS][PW]) const {
+        const long long n = cur.n;
+        const int p0 = cur.p0;
+        const int b_w = ro.b_w;
+        const int b_n = ro.b_n;
 #pragma unroll
-        for (int q = 0; q < Tile::A_WORDS; ++q)
+        for (int i = 0; i < Tile::A_CHUNKS; ++i) {
+            const E* a_src = row[i].base + n * K * OHW + p0;
 #pragma unroll
-            for (int e = 0; e < PW; ++e) {
-                const int j = (a_w * Tile::A_WORDS + q) * PW + e;
-                ra[q][e] = (row.valid && p0 + j < OHW) ? a_src[j] : E(0);
-            }
+            for (int q = 0; q < 4; ++q)
+#pragma unroll
+                for (int e = 0; e < PW; ++e) {
+                    const int j = (ro.a_t[i] + 4 * q) * PW + e;
+                    ra[i * 4 + q][e] = (row[i].valid && p0 + j < OHW) ? a_src[j] : E(0);
+                }
+        }
         const E* x_img = x + (n * C + static_cast<long long>(g) * Cg) * HW;
 #pragma unroll
         for (int e = 0; e < PW; ++e) {
@@ -679,7 +972,8 @@ struct MmaBackwardWeightView {
 // gw_out[s*wcount + ...] (wcount = K*C/groups*KH*KW; gw itself for one split).
 template <typename E, int BM, int BN, int WARPS_M, int WARPS_N>
 __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
-                                  gpuconv::mma_min_blocks(32 * WARPS_M * WARPS_N))
+                                  gpuconv::mma_min_blocks(32 * WARPS_M * WARPS_N,
+                                                          false))
     conv2d_backward_weight_mma(
         const E* __restrict__ gy, const E* __restrict__ x,
         const TapEntry* __restrict__ taps, float* __restrict__ gw_out, int C, int H,
@@ -723,7 +1017,7 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
     const long long s_begin = split * slabs_per_split + min(split, extra_slabs);
     const long long s_end = (split + 1) * slabs_per_split + min(split + 1, extra_slabs);
     v.k_begin = s_begin * SLAB;
-    v.kred = s_end * SLAB;
+    v.k_end = s_end * SLAB;
 
     float acc[Tile::MI][Tile::NI][4];
     gpuconv::mma_mainloop<E, Tile>(v, s_tile, acc);

@@ -358,7 +358,7 @@ def _forward_mma(
         _run(dev, plan_conv2d_mma(
             p0, "forward", kind, _mma_operand(xp, xpad, kind),
             _mma_operand(xp, w, kind), y, _taps(dev, p0.Cg, p0), bias,
-            no_bias=_no_bias(dev),
+            no_bias=_no_bias(dev), alloc=functools.partial(_empty, xp),
         ))
         return y
     xa, wa = _mma_operand(xp, x, kind), _mma_operand(xp, w, kind)
@@ -368,7 +368,7 @@ def _forward_mma(
         xin, p0 = _pad_input(dev, xa, p, alloc, launches)  # float32 (tf32) here
         return launches + plan_conv2d_mma(
             p0, "forward", kind, xin, wa, y, _taps(dev, p0.Cg, p0), bias,
-            no_bias=_no_bias(dev),
+            no_bias=_no_bias(dev), alloc=alloc,
         )
 
     _planned(key, plan, dev, (xa, wa, bias, y), build)
@@ -387,11 +387,11 @@ def _backward_input_mma(
     def build(alloc: Callable[..., Any]) -> list[Any]:
         if not needs_padding_copy(p):
             return plan_conv2d_mma(p, "backward_input", kind, gya, wa, gx,
-                                   _taps(dev, p.Kg, p))
+                                   _taps(dev, p.Kg, p), alloc=alloc)
         p0 = padded_problem(p)
         gxpad = alloc(p0.x_shape, p.compute_dtype)
         launches = plan_conv2d_mma(p0, "backward_input", kind, gya, wa, gxpad,
-                                   _taps(dev, p0.Kg, p0))
+                                   _taps(dev, p0.Kg, p0), alloc=alloc)
         return launches + _pad_fold(dev, p, gxpad, gx)
 
     _planned(key, plan, dev, (gya, wa, gx), build)

@@ -1254,6 +1254,44 @@ def mma_tile(
 MMA_SLAB = {"tf32": 16, "f16": 32}
 #: Resident mma blocks per SM assumed by the weight gradient's split choice.
 MMA_WGRAD_BLOCKS_PER_SM = 2
+#: Resident blocks per SM of the forward / input-gradient mma tiles (registers:
+#: ~160 a thread for 64 x 64, ~210 for 128 x 128 on sm_90), for their split-K choice.
+MMA_BLOCKS_PER_SM = {(64, 64): 3, (128, 128): 1}
+#: Fewest slabs per split of a forward / input-gradient split-K (amortises the
+#: partial-sum write and the reduce).
+MMA_MIN_SPLIT_SLABS = 24
+
+
+def mma_splits(
+    p: Conv2dProblem, pass_name: str, kind: str, tile: tuple[int, int, int, int],
+    sm_count: int = DEFAULT_SM_COUNT,
+) -> int:
+    """Split-K factor of a forward or input-gradient mma launch: more than 1 only
+    when the tiles alone leave resident block slots idle (a small image, a long
+    reduction: ResNet's 7x7 and 14x14 layers), as many as fit in one wave, so that
+    each SM has blocks to switch between while one waits for its loads; each split
+    keeps at least :data:`MMA_MIN_SPLIT_SLABS` slabs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv._conv_args import normalize_conv2d
+    >>> p = normalize_conv2d((16, 512, 7, 7), (512, 512, 3, 3), [np.float16],
+    ...                      padding=1)
+    >>> mma_splits(p, "forward", "f16", (64, 64, 2, 2))
+    3
+    >>> q = normalize_conv2d((32, 64, 56, 56), (64, 64, 3, 3), [np.float16],
+    ...                      padding=1)
+    >>> mma_splits(q, "forward", "f16", (64, 64, 2, 2))
+    1
+    """
+    m, ng, red = gemm_shape(p, pass_name)
+    bm, bn = tile[:2]
+    base = -(-m // bm) * -(-ng // bn) * p.groups
+    slabs = -(-red // MMA_SLAB[kind])
+    slots = sm_count * MMA_BLOCKS_PER_SM[(bm, bn)]
+    # as many splits as fit in the resident slots at once (never an extra wave)
+    return max(1, min(slabs // MMA_MIN_SPLIT_SLABS, slots // base))
 
 
 def plan_conv2d_mma(
@@ -1283,9 +1321,10 @@ def plan_conv2d_mma(
         Any float32 array, passed as the (unread) bias pointer when ``bias`` is
         ``None`` (a null pointer where this is ``None`` too).
     alloc : callable, optional
-        ``alloc(shape, dtype)``: the split-K workspace of the weight gradient
-        (split-K launch, then ``conv2d_backward_weight_reduce<float>`` adding the
-        slices in split order); required when it splits.
+        ``alloc(shape, dtype)``: the split-K workspace (split-K launch, then
+        ``conv2d_backward_weight_reduce<float>`` adding the slices in split order);
+        required when the weight gradient splits; without it the forward and the
+        input gradient never split (:func:`mma_splits`).
 
     Returns
     -------
@@ -1314,24 +1353,33 @@ def plan_conv2d_mma(
     m_tiles, n_tiles = -(-m // bm), -(-ng // bn)
     geom = (s["C"], s["H"], s["W"], s["K"], s["KH"], s["KW"], s["groups"], s["sh"],
             s["sw"], s["pt"], s["pl"], s["OH"], s["OW"])
-    tail = (_i64(m), _i32(m_tiles, "m_tiles"), _i32(n_tiles, "n_tiles"))
     if pass_name == "backward_weight":
         return _wgrad_mma_launches(p, kind, tile, a, b, out, taps, geom, alloc,
                                    sm_count)
+    splits = mma_splits(p, pass_name, kind, tile, sm_count) if alloc is not None else 1
+    count = m * ng * p.groups  # elements of y (forward) or gx (input gradient)
+    ws = alloc((splits, count), np.float32) if splits > 1 else out
+    slabs = -(-gemm_shape(p, pass_name)[2] // MMA_SLAB[kind])
+    tail = (_i64(m), _i32(m_tiles, "m_tiles"), _i32(n_tiles, "n_tiles"),
+            *_balanced(slabs, splits))
     if pass_name == "forward":
         has_bias = np.int32(bias is not None)
-        args = (a, b, no_bias if bias is None else bias, taps, out, *geom, has_bias,
+        args = (a, b, no_bias if bias is None else bias, taps, ws, *geom, has_bias,
                 *tail)
     else:
-        args = (a, b, taps, out, *geom, *tail)
-    return [Launch(
+        args = (a, b, taps, ws, *geom, *tail)
+    launches = [Launch(
         source=MMA_SOURCE,
         kernel=mma_kernel_name(pass_name, kind, tile),
-        grid=_blocks_1d(m_tiles * n_tiles * p.groups, f"conv2d {pass_name} mma"),
+        grid=_blocks_1d(m_tiles * n_tiles * p.groups * splits,
+                        f"conv2d {pass_name} mma"),
         block=(32 * wm * wn, 1, 1),
         shared_mem=0,
         args=args,
     )]
+    if splits > 1:  # adds the slices in split order (deterministic)
+        launches.append(_reduce_launch("float", splits, ws, ws, out, out, count, count))
+    return launches
 
 
 def _wgrad_mma_launches(

@@ -188,6 +188,36 @@ def test_every_mma_tile(tile, kind, pass_name, dev, monkeypatch):
     _check(pass_name, p, kind, got, x, w, b, gy)
 
 
+@pytest.mark.parametrize("min_slabs", [1, 2])
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("pass_name", ["forward", "backward_input"])
+@pytest.mark.parametrize("case_id",
+                         ["slab_basic", "slab_dgrad", "regblock_dgrad_tails"])
+def test_split_k(case_id, pass_name, kind, min_slabs, dev, monkeypatch):
+    """Forward and input gradient cut into split-K slices (forced: every slab or
+    every two slabs a split, balanced with remainders), the workspace slices added
+    in split order by the reduce: within the bounds, the bias added once, exact on
+    integers, bit-identical run after run."""
+    monkeypatch.setattr(_plan_conv, "MMA_MIN_SPLIT_SLABS", min_slabs)
+    cases = SLAB_CASES + [CASES[CASE_IDS.index("regblock_dgrad_tails")]]
+    p = _problem(next(c for c in cases if c[0] == case_id), kind)
+    slabs = -(-_plan_conv.gemm_shape(p, pass_name)[2] // _plan_conv.MMA_SLAB[kind])
+    assert slabs // min_slabs >= 2 or case_id == "regblock_dgrad_tails"
+    x, w, b, gy = _inputs(p, kind, seed=23)
+    n0 = len(dev.launches)
+    got = _op(pass_name, p, x, w, b, gy, dev)
+    launched = [k for _, k, *_ in dev.launches[n0:]]
+    assert any(k.startswith(f"conv2d_{pass_name}_mma<") for k in launched), launched
+    split = any(k.startswith("conv2d_backward_weight_reduce<float>") for k in launched)
+    assert split == (slabs // min_slabs >= 2)
+    assert not np.isnan(got).any()
+    _check(pass_name, p, kind, got, x, w, b, gy)
+    np.testing.assert_array_equal(_op(pass_name, p, x, w, b, gy, dev), got)
+    xi, wi, bi, gyi = _inputs(p, kind, seed=29, integer=True)
+    np.testing.assert_array_equal(_op(pass_name, p, xi, wi, bi, gyi, dev),
+                                  _wide(pass_name, p, xi, wi, bi, gyi))
+
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("pass_name", PASSES)
 @pytest.mark.parametrize("case_id", ["everything", "groups", "reflect", "stride"])
