@@ -2,8 +2,9 @@
 # gpu_final.sh: a session's last short device call (~4 minutes), after changes that
 # gpu_check.sh measured before: per-call host time (bench/gpu_profile.py), the conv
 # benchmark's auto rows (FP32, TF32, float16; every row validated before it is
-# timed), the float32 filter rows against cupyx, the torch block, and the gpu tests
-# named in $FINAL_TESTS. Each step capped; rows are written as they come.
+# timed), the float32 filter and stack rows against cupyx, the filter kernels' own
+# time (bench/filter_kernel_time.py), the torch block, and the gpu tests named in
+# $FINAL_TESTS. Each step capped; rows are written as they come.
 #   OUT=/some/dir PYTHONPATH=. bash bench/gpu_final.sh
 set -u
 export PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
@@ -21,6 +22,8 @@ step bench_conv "${CONV_S:-85}" "$PY" bench/bench_gpu_conv.py --no-progress --va
     --budget 0.05 --json "$OUT/bench_conv.json"
 step bench_filt "${FILTER_S:-45}" "$PY" bench/bench_gpu_filter.py --budget 0.05 \
     --kinds main,stack --json "$OUT/bench_filter.json"
+step kernel_time "${KTIME_S:-35}" "$PY" bench/filter_kernel_time.py --n 4096 8192 \
+    --batch 10 --repeats 3 --json "$OUT/filter_kernel_time.json"
 step bench_torch "${TORCH_S:-20}" "$PY" bench/bench_gpu_torch.py --budget 0.1 \
     --json "$OUT/bench_torch.json"
 if [[ -n "${FINAL_TESTS:-}" ]]; then
@@ -32,7 +35,7 @@ echo "total $(( $(date +%s) - t0 ))s" >> "$LOGS/steps.txt"
 cp "$LOGS/profile.log" "$OUT/profile.txt" 2>/dev/null
 {
     cat "$LOGS/device.log" "$LOGS/steps.txt"
-    for f in bench_conv bench_filt bench_torch pytest; do
+    for f in bench_conv bench_filt kernel_time bench_torch pytest; do
         [[ -s "$LOGS/$f.log" ]] && { echo "== $f"; tail -n 60 "$LOGS/$f.log"; }
     done
 } > "$OUT/summary.txt"
