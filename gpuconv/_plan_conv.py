@@ -1176,12 +1176,27 @@ def mma_kind(p: Conv2dProblem, pass_name: str) -> str | None:
 #
 # So: forward as above; the input gradient on 1x1 stride 1 with >= 64 input channels
 # per group (a tile's width); the weight gradient on 1x1 stride 1 with >= 128.
+#
+# Then measured the other way round (bench/results/cuda-h200-2026-12-04-491e4e5-conv.json:
+# the SIMT route itself, conversion and all, with the faster mma kernels of that
+# commit where the rule above picks them): the float16 input gradient of the 3x3
+# layers on the SIMT route took 0.152-0.337 ms, 1.02-1.55x the df4f664 mma rows of
+# the same layers (N16 C128 28x28: 0.185 vs 0.119; N32 C256 14x14: 0.307 vs 0.221),
+# but for N16 C512 7x7 (784 input pixels, under a wave of tiles: 0.199 vs 0.269) and
+# the 5x5 C192 <- 32 layer (0.183 vs 0.198). The conversion and the float16
+# output's rounding cost more there than the estimate above. So float16 input
+# gradients with stride and dilation 1, >= 64 input channels per group and >= 1024
+# input pixels (N*H*W) take the mma kernels too; TF32 ones stay on the SIMT route
+# (its rows: 0.72-1.74x the old mma, no pattern to follow).
 # Replayed on every row in tests/test_mma_dispatch.py: within 1.1x of the faster
 # route on all 90 rows but five 3x3 gradient rows (worst 1.40x: N16 C128 28x28
 # backward_input float16), 1.3 % above a per-row oracle in total (mma everywhere:
 # 7.7x, the stem's input gradient).
 MMA_FORWARD_MIN_KG = 64
-MMA_FORWARD_MIN_CG = 8
+#: 3 since the 491e4e5 rows: the RGB stem's forward (C = 3) on the SIMT route took
+#: 0.186 / 0.252 ms (tf32 / float16, N16) against 0.163 / 0.224 on mma (df4f664);
+#: fewer input channels were never measured.
+MMA_FORWARD_MIN_CG = 3
 MMA_FORWARD_MIN_PIXELS = 1024
 MMA_DGRAD_MIN_CG = 64
 MMA_WGRAD_MIN_CG = 128
@@ -1204,13 +1219,24 @@ def mma_preferred(p: Conv2dProblem, pass_name: str) -> bool:
     >>> q = normalize_conv2d((16, 1024, 14, 14), (256, 1024, 1, 1), [np.float16])
     >>> mma_preferred(q, "backward_input")
     True
+    >>> mma_preferred(p, "backward_input")  # float16 3x3, 50176 pixels
+    True
+    >>> t = normalize_conv2d((16, 64, 56, 56), (64, 64, 3, 3), [np.float32],
+    ...                      padding=1)
+    >>> mma_preferred(t, "backward_input")  # the same layer in TF32
+    False
     """
     if pass_name == "forward":
         return (p.Kg >= MMA_FORWARD_MIN_KG and p.Cg >= MMA_FORWARD_MIN_CG
                 and p.N * p.OH * p.OW >= MMA_FORWARD_MIN_PIXELS)
     if pass_name in ("backward_input", "backward_weight"):
         least = MMA_DGRAD_MIN_CG if pass_name == "backward_input" else MMA_WGRAD_MIN_CG
-        return p.KH == p.KW == 1 and tuple(p.stride) == (1, 1) and p.Cg >= least
+        if p.KH == p.KW == 1 and tuple(p.stride) == (1, 1) and p.Cg >= least:
+            return True
+        return (pass_name == "backward_input" and np.dtype(p.dtype) == np.float16
+                and tuple(p.stride) == (1, 1) and tuple(p.dilation) == (1, 1)
+                and p.Cg >= MMA_DGRAD_MIN_CG
+                and p.N * p.H * p.W >= MMA_FORWARD_MIN_PIXELS)
     return False
 
 
