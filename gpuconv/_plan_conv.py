@@ -1177,9 +1177,10 @@ def mma_kind(p: Conv2dProblem, pass_name: str) -> str | None:
 # So: forward as above; the input gradient on 1x1 stride 1 with >= 64 input channels
 # per group (a tile's width); the weight gradient on 1x1 stride 1 with >= 128.
 #
-# Then measured the other way round (bench/results/cuda-h200-2026-12-04-491e4e5-conv.json:
-# the SIMT route itself, conversion and all, with the faster mma kernels of that
-# commit where the rule above picks them): the float16 input gradient of the 3x3
+# Then measured the other way round
+# (bench/results/cuda-h200-2026-12-04-491e4e5-conv.json: the SIMT route itself,
+# conversion and all, with the faster mma kernels of that commit where the rule
+# above picks them): the float16 input gradient of the 3x3
 # layers on the SIMT route took 0.152-0.337 ms, 1.02-1.55x the df4f664 mma rows of
 # the same layers (N16 C128 28x28: 0.185 vs 0.119; N32 C256 14x14: 0.307 vs 0.221),
 # but for N16 C512 7x7 (784 input pixels, under a wave of tiles: 0.199 vs 0.269) and
