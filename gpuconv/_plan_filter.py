@@ -76,10 +76,16 @@ RY_SPECIALISED = 2
 #: k = 3, 5, 7, 9): ``(dtype name, k)`` pairs listed here use the register-staged
 #: loader (128-bit loads, 3 per thread per round, kernel flag bit 2); all others
 #: stage the whole tile + halo with cp.async, every copy in flight at once (one DRAM
-#: latency per tile; the rule until an H200 run shows a pair faster the old way).
+#: latency per tile). Measured on the H200 at 491e4e5
+#: (bench/results/cuda-h200-2026-12-04-491e4e5-filter-kernel-time.json, kernel
+#: time at 4096² / 8192²): cp.async is faster on 12 of the 16 pairs (every float64
+#: one, by 4-16 %; float32 3x3 and 9x9), register-staged on float32 5x5 (72.7 vs
+#: 74.3 us, 228.7 vs 239.1 us) and 7x7 (90.6 vs 95.2 us, 296.3 vs 325.8 us).
 #: Read when a launch is planned: set it before the first call of a problem (plans
 #: are cached).
-REGISTER_STAGED: frozenset[tuple[str, int]] = frozenset()
+REGISTER_STAGED: frozenset[tuple[str, int]] = frozenset(
+    {("float32", 5), ("float32", 7)}
+)
 #: Below this many output rows the ``RY = 1`` instance is used.
 SHORT_OH = 16
 #: ``TILE_MAX_THREADS`` of filter2d.cu: the ``__launch_bounds__`` of filter2d_tiled.
