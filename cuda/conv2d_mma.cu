@@ -437,6 +437,44 @@ __device__ __forceinline__ void mma_store(const float (&acc)[Tile::MI][Tile::NI]
                       wn * Tile::WTN + ni * 8 + 2 * (lane % 4) + r % 2, acc[mi][ni][r]);
 }
 
+// The channel-inner slab views' position in the reduction r = tap*per_tap + c
+// (per_tap: C/groups for the forward pass, K/groups for the input gradient, a
+// multiple of the slab): the slab's tap, its first channel c, the tap's (dy, dx)
+// and the next tap's, loaded a tap ahead (off the critical path). The tap table
+// has per_tap >= SLAB entries per tap, so taps[tap + 1] is always in bounds.
+struct TapCursor {
+    int tap, c;
+    int dy, dx;    // taps[tap]
+    int ndy, ndx;  // taps[tap + 1]
+
+    __device__ __forceinline__ static TapCursor start(const TapEntry* taps, int k0,
+                                                      int per_tap) {
+        TapCursor t;
+        t.tap = k0 / per_tap;
+        t.c = k0 - t.tap * per_tap;
+        const TapEntry a = taps[t.tap];
+        const TapEntry b = taps[t.tap + 1];
+        t.dy = a.dy;
+        t.dx = a.dx;
+        t.ndy = b.dy;
+        t.ndx = b.dx;
+        return t;
+    }
+    template <int SLAB>
+    __device__ __forceinline__ void advance(const TapEntry* taps, int per_tap) {
+        c += SLAB;
+        if (c == per_tap) {
+            c = 0;
+            ++tap;
+            dy = ndy;
+            dx = ndx;
+            const TapEntry b = taps[tap + 1];  // used a tap from now
+            ndy = b.dy;
+            ndx = b.dx;
+        }
+    }
+};
+
 }  // namespace gpuconv
 
 // ---------------------------------------------------------------------------------
@@ -511,37 +549,15 @@ struct MmaForwardSlabView : MmaForwardView<E> {
     static constexpr bool SLAB_GATHER = true;
     int KHKW;
 
-    struct Cursor {  // slab k0 = tap*Cg + c0
-        int tap, c0;
-        int dy, dx;    // taps[tap]
-        int ndy, ndx;  // taps[tap + 1], loaded a tap ahead (off the critical path)
-    };
+    // slab k0 = tap*Cg + c (gpuconv::TapCursor, Cg entries per tap)
+    using Cursor = gpuconv::TapCursor;
     template <int SLAB>
     __device__ __forceinline__ Cursor cursor(int k0) const {
-        Cursor c;
-        c.tap = k0 / this->Cg;  // once per block
-        c.c0 = k0 - c.tap * this->Cg;
-        // the table has Cg >= SLAB entries per tap: taps[tap + 1] is in bounds
-        const TapEntry t = this->taps[c.tap];
-        const TapEntry n = this->taps[c.tap + 1];
-        c.dy = t.dy;
-        c.dx = t.dx;
-        c.ndy = n.dy;
-        c.ndx = n.dx;
-        return c;
+        return Cursor::start(this->taps, k0, this->Cg);  // once per block
     }
     template <int SLAB>
     __device__ __forceinline__ void advance(Cursor& c) const {
-        c.c0 += SLAB;  // Cg is a multiple of SLAB
-        if (c.c0 == this->Cg) {
-            c.c0 = 0;
-            ++c.tap;
-            c.dy = c.ndy;
-            c.dx = c.ndx;
-            const TapEntry n = this->taps[c.tap + 1];  // used a tap from now
-            c.ndy = n.dy;
-            c.ndx = n.dx;
-        }
+        c.template advance<SLAB>(this->taps, this->Cg);  // Cg: a multiple of SLAB
     }
 
     template <class Tile, int PW>
@@ -550,7 +566,7 @@ struct MmaForwardSlabView : MmaForwardView<E> {
         const typename MmaForwardView<E>::ARow (&row)[Tile::A_CHUNKS], const Cursor& cur,
         E (&ra)[Tile::A_CHUNKS * 4][PW], E (&rb)[Tile::B_CHUNKS * 4][PW]) const {
         const int tap = cur.tap;
-        const int c0 = cur.c0;
+        const int c0 = cur.c;
         const long long hw = this->HW;
 #pragma unroll
         for (int i = 0; i < Tile::A_CHUNKS; ++i) {
@@ -726,37 +742,15 @@ template <typename E>
 struct MmaBackwardInputSlabView : MmaBackwardInputView<E> {
     static constexpr bool SLAB_GATHER = true;
 
-    struct Cursor {  // slab k0 = tap*Kg + k0c
-        int tap, k0c;
-        int dy, dx;    // taps[tap]
-        int ndy, ndx;  // taps[tap + 1], loaded a tap ahead (off the critical path)
-    };
+    // slab k0 = tap*Kg + c (gpuconv::TapCursor, Kg entries per tap)
+    using Cursor = gpuconv::TapCursor;
     template <int SLAB>
     __device__ __forceinline__ Cursor cursor(int k0) const {
-        Cursor c;
-        c.tap = k0 / this->Kg;  // once per block
-        c.k0c = k0 - c.tap * this->Kg;
-        // the table has Kg >= SLAB entries per tap: taps[tap + 1] is in bounds
-        const TapEntry t = this->taps[c.tap];
-        const TapEntry n = this->taps[c.tap + 1];
-        c.dy = t.dy;
-        c.dx = t.dx;
-        c.ndy = n.dy;
-        c.ndx = n.dx;
-        return c;
+        return Cursor::start(this->taps, k0, this->Kg);  // once per block
     }
     template <int SLAB>
     __device__ __forceinline__ void advance(Cursor& c) const {
-        c.k0c += SLAB;  // Kg is a multiple of SLAB
-        if (c.k0c == this->Kg) {
-            c.k0c = 0;
-            ++c.tap;
-            c.dy = c.ndy;
-            c.dx = c.ndx;
-            const TapEntry n = this->taps[c.tap + 1];  // used a tap from now
-            c.ndy = n.dy;
-            c.ndx = n.dx;
-        }
+        c.template advance<SLAB>(this->taps, this->Kg);  // Kg: a multiple of SLAB
     }
 
     template <class Tile, int PW>
@@ -766,7 +760,7 @@ struct MmaBackwardInputSlabView : MmaBackwardInputView<E> {
         const Cursor& cur, E (&ra)[Tile::A_CHUNKS * 4][PW],
         E (&rb)[Tile::B_CHUNKS * 4][PW]) const {
         const int tap = cur.tap;
-        const int k0c = cur.k0c;
+        const int k0c = cur.c;
         const long long ohw = this->OHW;
 #pragma unroll
         for (int i = 0; i < Tile::A_CHUNKS; ++i) {
