@@ -270,6 +270,12 @@ def _interface_ptr(a: Any) -> int:
 _PTR_OF: dict[type, Any] = {}
 
 
+def _plan_filter_module() -> Any:
+    from gpuconv import _plan_filter
+
+    return _plan_filter  # read at call time: tests and benchmarks may set it
+
+
 def separable_preferred(fp: FilterProblem, method: str, algorithm: str) -> bool:
     """Whether ``fp`` would run as two 1-D passes if its kernel has rank 1: the
     problem's side of :func:`separable_factors`, which depends on no values (kept
@@ -283,6 +289,8 @@ def separable_preferred(fp: FilterProblem, method: str, algorithm: str) -> bool:
         return False
     if method == "separable":
         return True
+    if fp.KH * fp.KW < _plan_filter_module().SEPARABLE_AUTO_MIN_TAPS:
+        return False  # measured: the rank test costs more than the passes save
     other = fft_seconds(fp) if algorithm == "fft" else direct_seconds(fp, algorithm)
     return separable_seconds(fp) < other
 

@@ -470,6 +470,19 @@ def tiled_fits(fp: FilterProblem) -> bool:
 # (SEPARABLE_PASS_EFFICIENCY and SEPARABLE_EXTRA_SECONDS: in the calibration block.)
 
 
+#: ``'auto'`` and ``'direct'`` consider the two 1-D passes only from this many taps
+#: (``KH * KW``) on. Measured on the H200: the passes won only at 31x31 (rank-1 rows
+#: of b1e14e5, 4096²: 1.17 ms against the FFT's 1.42 and tiled's 1.89; 8192²: 2.53
+#: against 3.72 and 6.85) and lost at 15x15 and below (4096²: 0.79 against tiled's
+#: 0.47; 8192²: 2.00 against 1.71), while the rank test itself (the kernel's copy to
+#: the host: a synchronisation that exposes the rest of the call's host time) cost
+#: 0.10 ms (tiled path) to 0.44 ms (FFT path) per call whatever the kernel (auto
+#: rows of 491e4e5 against the forced ones, 15x15 and 31x31). The separable model
+#: (SEPARABLE_* above, not fitted yet) is 1.5-3x optimistic against those rows; this
+#: floor, between the sizes that lost and won, keeps the test where it can pay.
+SEPARABLE_AUTO_MIN_TAPS = 21 * 21
+
+
 def separable_candidate(fp: FilterProblem) -> bool:
     """Whether ``fp`` may run as two 1-D passes if its kernel is rank 1: one kernel
     (``Bk == 1``), a float or complex dtype, and ``KH + KW + 2 < KH * KW`` (the

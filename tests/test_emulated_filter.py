@@ -769,11 +769,33 @@ def test_separable_falls_back_to_2d(dev, rng, monkeypatch):
     run(dev, x, k, fp, "direct")
     assert len(dev.launches) == n + 1  # tiny image: one 2-D launch is cheaper
     monkeypatch.setattr(_gpu_filter, "separable_seconds", lambda fp: 0.0)
+    monkeypatch.setattr(_plan_filter, "SEPARABLE_AUTO_MIN_TAPS", 0)
     _plan_cache.clear()  # the model's choice is kept per problem
     for method in ("auto", "direct"):
         n = len(dev.launches)
         check(run(dev, x, k, fp, method), x, k, fp)
         assert len(dev.launches) == n + 2
+
+
+def test_no_rank_test_below_the_measured_floor(dev, rng, monkeypatch):
+    """'auto'/'direct' never copy the kernel to the host for the rank test below
+    SEPARABLE_AUTO_MIN_TAPS (measured on the H200: it costs more than the passes
+    save there), even where the uncalibrated model prefers the passes."""
+    monkeypatch.setattr(_gpu_filter, "separable_seconds", lambda fp: 0.0)
+
+    def no_rank_test(*a, **kw):
+        raise AssertionError("rank test below the floor")
+
+    monkeypatch.setattr(_gpu_filter, "separable_factors", no_rank_test)
+    _plan_cache.clear()
+    g = np.exp(-np.linspace(-2.0, 2.0, 15) ** 2)
+    k = np.outer(g, g)[None]
+    x = random_values(rng, (1, 40, 50), "float64")
+    fp = scipy_problem(40, 50, 15, 15, "same", "symm", 0, "float64")
+    assert 15 * 15 < _plan_filter.SEPARABLE_AUTO_MIN_TAPS
+    for method in ("auto", "direct"):
+        check(run(dev, x, k, fp, method), x, k, fp)
+    _plan_cache.clear()
 
 
 def test_separable_cost_model():
