@@ -23,7 +23,7 @@ from typing import Any
 
 if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by file path
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _gpu_common import repo_on_path
+from _gpu_common import repo_on_path, time_gpu
 
 
 def _cases(cp: Any) -> dict[str, Any]:
@@ -95,19 +95,6 @@ def _peers(cp: Any) -> dict[str, Any]:
     return out
 
 
-def wall_per_call(cp: Any, fn: Any, n: int) -> float:
-    fn()
-    cp.cuda.Device().synchronize()
-    best = float("inf")
-    for _ in range(5):
-        t = time.perf_counter()
-        for _ in range(n):
-            fn()
-        cp.cuda.Device().synchronize()
-        best = min(best, (time.perf_counter() - t) / n)
-    return best
-
-
 def host_per_call(cp: Any, fn: Any, n: int) -> float:
     """Time until the call returns (launches queued, not finished)."""
     fn()
@@ -123,17 +110,11 @@ def host_per_call(cp: Any, fn: Any, n: int) -> float:
 
 
 def event_after_flush(cp: Any, fn: Any, n: int) -> float:
-    flush = cp.empty(64 * 2**20, dtype=cp.float32)
-    times = []
-    for _ in range(n):
-        flush.fill(1.0)
-        a, b = cp.cuda.Event(), cp.cuda.Event()
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(cp.cuda.get_elapsed_time(a, b) / 1e3)
-    return statistics.median(times)
+    """Median seconds between CUDA events around one call, an L2-sized fill queued
+    before each (not synchronised: the call's host time overlaps it)."""
+    buf = cp.empty(64 * 2**20, dtype=cp.float32)
+    return time_gpu(cp, fn, lambda: buf.fill(1.0), warmup=1, min_repeats=n,
+                    max_repeats=n, budget_s=0.0)[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,12 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     repo_on_path()
     import cupy as cp
 
+    from gpuconv._bench_overhead import per_call
+
     cases = _cases(cp)
     if args.no_backward:
         cases = {k: v for k, v in cases.items() if "backward" not in k}
     print(f"{'call':36s} {'wall us':>9s} {'host us':>9s} {'event us':>9s}")
     for name, fn in {**cases, **_peers(cp)}.items():
-        w = wall_per_call(cp, fn, 50) * 1e6
+        w = min(per_call(fn, 250, rounds=5, sync=cp.cuda.Device().synchronize)) * 1e6
         h = host_per_call(cp, fn, 50) * 1e6
         e = event_after_flush(cp, fn, 30) * 1e6
         print(f"{name:36s} {w:9.1f} {h:9.1f} {e:9.1f}", flush=True)

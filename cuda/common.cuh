@@ -65,6 +65,24 @@ __device__ __forceinline__ int block_threads() {
     return static_cast<int>(blockDim.x * blockDim.y * blockDim.z);
 }
 
+// The tile of a 1-D grid of GEMM blocks: m tiles fastest, then n tiles, then groups,
+// then split-K slices (the order every implicit-GEMM launcher plans).
+struct GemmBlock {
+    int m_tile, n_tile, g, split;
+};
+
+__device__ __forceinline__ GemmBlock gemm_block(int m_tiles, int n_tiles, int groups) {
+    int bid = static_cast<int>(blockIdx.x);
+    GemmBlock b;
+    b.m_tile = bid % m_tiles;
+    bid /= m_tiles;
+    b.n_tile = bid % n_tiles;
+    bid /= n_tiles;
+    b.g = bid % groups;
+    b.split = bid / groups;
+    return b;
+}
+
 // Stages the window src[r0 .. r0+s_rows-1][c0 .. c0+s_cols-1] of a rows x cols
 // row-major plane into s (s_size = s_rows*s_cols elements, row-major), zero where the
 // window leaves the plane (which *is* the zero padding). The block's threads share

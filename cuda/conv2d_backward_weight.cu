@@ -299,13 +299,8 @@ __global__ void __launch_bounds__(TX * TY, gpuconv::regblock_min_blocks(TM, TN, 
     const int HW = H * W;
     const int OHW = OH * OW;
 
-    int bid = static_cast<int>(blockIdx.x);
-    const int m_tile = bid % m_tiles;
-    bid /= m_tiles;
-    const int n_tile = bid % n_tiles;
-    bid /= n_tiles;
-    const int g = bid % groups;
-    const int split = bid / groups;
+    const gpuconv::GemmBlock blk = gpuconv::gemm_block(m_tiles, n_tiles, groups);
+    const int m_tile = blk.m_tile, n_tile = blk.n_tile, g = blk.g, split = blk.split;
     const int m0 = m_tile * Tile::BM;  // first output channel (within the group)
     const int n0 = n_tile * Tile::BN;  // first gw column (c*KH*KW + kh*KW + kw)
     const long long r_begin = split_begin(split, slices_per_split, extra_slices) * BK;

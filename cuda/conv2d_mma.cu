@@ -609,13 +609,8 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
     using Tile = gpuconv::MmaTile<BM, BN, WARPS_M, WARPS_N>;
     __shared__ gpuconv::MmaSmem<Tile> s_tile;
 
-    int bid = static_cast<int>(blockIdx.x);
-    const int m_tile = bid % m_tiles;
-    bid /= m_tiles;
-    const int n_tile = bid % n_tiles;
-    bid /= n_tiles;
-    const int g = bid % groups;
-    const int split = bid / groups;
+    const gpuconv::GemmBlock blk = gpuconv::gemm_block(m_tiles, n_tiles, groups);
+    const int m_tile = blk.m_tile, n_tile = blk.n_tile, g = blk.g, split = blk.split;
     constexpr int SLAB = Tile::KWORDS * gpuconv::MmaOperand<E>::PER_WORD;
 
     MmaForwardView<E> v;
@@ -801,13 +796,8 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
     using Tile = gpuconv::MmaTile<BM, BN, WARPS_M, WARPS_N>;
     __shared__ gpuconv::MmaSmem<Tile> s_tile;
 
-    int bid = static_cast<int>(blockIdx.x);
-    const int m_tile = bid % m_tiles;
-    bid /= m_tiles;
-    const int n_tile = bid % n_tiles;
-    bid /= n_tiles;
-    const int g = bid % groups;
-    const int split = bid / groups;
+    const gpuconv::GemmBlock blk = gpuconv::gemm_block(m_tiles, n_tiles, groups);
+    const int m_tile = blk.m_tile, n_tile = blk.n_tile, g = blk.g, split = blk.split;
     constexpr int SLAB = Tile::KWORDS * gpuconv::MmaOperand<E>::PER_WORD;
 
     MmaBackwardInputView<E> v;
@@ -978,13 +968,8 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
     constexpr int SLAB = Tile::KWORDS * gpuconv::MmaOperand<E>::PER_WORD;
     __shared__ gpuconv::MmaSmem<Tile> s_tile;
 
-    long long bid = static_cast<long long>(blockIdx.x);
-    const int m_tile = static_cast<int>(bid % m_tiles);
-    bid /= m_tiles;
-    const int n_tile = static_cast<int>(bid % n_tiles);
-    bid /= n_tiles;
-    const int g = static_cast<int>(bid % groups);
-    const int split = static_cast<int>(bid / groups);
+    const gpuconv::GemmBlock blk = gpuconv::gemm_block(m_tiles, n_tiles, groups);
+    const int m_tile = blk.m_tile, n_tile = blk.n_tile, g = blk.g, split = blk.split;
 
     MmaBackwardWeightView<E> v;
     v.gy = gy;

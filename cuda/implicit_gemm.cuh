@@ -202,13 +202,8 @@ __device__ __forceinline__ void sliced_gemm_block(
     const int tx = tid % Tile::TX;
     const int ty = tid / Tile::TX;
 
-    int bid = static_cast<int>(blockIdx.x);
-    const int m_tile = bid % a.m_tiles;
-    bid /= a.m_tiles;
-    const int n_tile = bid % a.n_tiles;
-    bid /= a.n_tiles;
-    const int g = bid % a.groups;
-    const int split = bid / a.groups;
+    const GemmBlock blk = gemm_block(a.m_tiles, a.n_tiles, a.groups);
+    const int m_tile = blk.m_tile, n_tile = blk.n_tile, g = blk.g, split = blk.split;
     const long long m0 = static_cast<long long>(m_tile) * Tile::BM;
     const int n0 = n_tile * Tile::BN;
     const int HWs = a.Hs * a.Ws;

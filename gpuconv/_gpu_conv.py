@@ -83,15 +83,12 @@ _TABLE_CACHE_SIZE = 64
 _F16 = np.dtype(np.float16)
 
 
-def _cupy_device() -> Any:
+def default_device() -> Any:
+    """The device ops use when ``device=None``: CuPy on the current GPU (the one
+    :func:`gpuconv._kernels.cupy_device` of the process)."""
     from gpuconv._kernels import cupy_device
 
     return cupy_device()
-
-
-def default_device() -> Any:
-    """The device ops use when ``device=None``: CuPy on the current GPU."""
-    return _cupy_device()
 
 
 def _dev(device: Any) -> Any:
@@ -325,7 +322,7 @@ def _converted(
     ``tf32``, float32 rounded to TF32, into a temporary from ``alloc`` (the
     ``cuda/convert.cu`` launch appended to ``launches``); float32 otherwise as is.
     ``a`` is never written."""
-    if np.dtype(a.dtype) == np.uint16:
+    if a.dtype == np.uint16:
         kind = "f16"  # exact; float16 values are TF32 values already
     elif tf32:
         kind = "tf32"
@@ -604,8 +601,7 @@ def conv2d_forward(
 
     def build(alloc: Callable[..., Any]) -> list[Any]:
         launches: list[Any] = []
-        xc = _converted(x, tf32, alloc, launches)
-        wc = _converted(w, tf32, alloc, launches)
+        xc, wc = (_converted(a, tf32, alloc, launches) for a in (x, w))
         xin, p0 = _pad_input(dev, xc, p, alloc, launches)
         algo = resolve_algorithm(p0, "forward", algorithm)
         slices = _slices(dev, p0, "forward") if algo == "tiled_regblock" else None
@@ -657,8 +653,7 @@ def conv2d_backward_input(
 
     def build(alloc: Callable[..., Any]) -> list[Any]:
         launches: list[Any] = []
-        gyc = _converted(gy, tf32, alloc, launches)
-        wc = _converted(w, tf32, alloc, launches)
+        gyc, wc = (_converted(a, tf32, alloc, launches) for a in (gy, w))
         if not needs_padding_copy(p):
             algo = resolve_algorithm(p, "backward_input", algorithm)
             slices = (_slices(dev, p, "backward_input") if algo == "tiled_regblock"
@@ -732,8 +727,7 @@ def conv2d_backward_weight(
 
     def build(alloc: Callable[..., Any]) -> list[Any]:
         launches: list[Any] = []
-        gyc = _converted(gy, tf32, alloc, launches)
-        xc = _converted(x, tf32, alloc, launches)
+        gyc, xc = (_converted(a, tf32, alloc, launches) for a in (gy, x))
         xin, p0 = _pad_input(dev, xc, p, alloc, launches)
         algo = resolve_algorithm(p0, "backward_weight", algorithm)
         return launches + plan_conv2d_backward_weight(

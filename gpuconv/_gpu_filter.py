@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from gpuconv import _plan_filter
 from gpuconv._filter_args import FilterProblem
 from gpuconv._padding import add_fill_correction, pad_index
 from gpuconv._plan_cache import LRU, LaunchPlan
@@ -270,12 +271,6 @@ def _interface_ptr(a: Any) -> int:
 _PTR_OF: dict[type, Any] = {}
 
 
-def _plan_filter_module() -> Any:
-    from gpuconv import _plan_filter
-
-    return _plan_filter  # read at call time: tests and benchmarks may set it
-
-
 def separable_preferred(fp: FilterProblem, method: str, algorithm: str) -> bool:
     """Whether ``fp`` would run as two 1-D passes if its kernel has rank 1: the
     problem's side of :func:`separable_factors`, which depends on no values (kept
@@ -289,7 +284,7 @@ def separable_preferred(fp: FilterProblem, method: str, algorithm: str) -> bool:
         return False
     if method == "separable":
         return True
-    if fp.KH * fp.KW < _plan_filter_module().SEPARABLE_AUTO_MIN_TAPS:
+    if fp.KH * fp.KW < _plan_filter.SEPARABLE_AUTO_MIN_TAPS:
         return False  # measured: the rank test costs more than the passes save
     other = fft_seconds(fp) if algorithm == "fft" else direct_seconds(fp, algorithm)
     return separable_seconds(fp) < other
@@ -370,7 +365,7 @@ def _dc_finite(xp: Any, dc: Any, k: Any) -> Any:
 def _all_finite(xp: Any, in1: Any, k: Any, fp: FilterProblem) -> bool:
     if np.dtype(fp.dtype).kind not in "fc":
         return True
-    if fp.boundary == "fill" and not np.all(np.isfinite(np.asarray(fp.fillvalue))):
+    if not _fill_finite(fp):
         return False
     # One read-only reduction and one synchronisation: a NaN or inf anywhere makes
     # the sum NaN or inf; a finite sum proves every value finite. Only when the sum
