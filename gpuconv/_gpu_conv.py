@@ -52,6 +52,8 @@ from gpuconv._plan_cache import LRU, LaunchPlan
 from gpuconv._plan_conv import (
     PASSES,
     check_extents,
+    col2im_slice_table,
+    dgrad_col2im,
     fold_maps,
     mma_kind,
     mma_preferred,
@@ -222,7 +224,12 @@ def _taps(dev: Any, channels: int, p: Conv2dProblem) -> Any:
 
 
 def _slices(dev: Any, p: Conv2dProblem, pass_name: str) -> Any:
-    """The ``tiled_regblock`` slice table of a pass (uploaded once per geometry)."""
+    """The ``tiled_regblock`` slice table of a pass (uploaded once per geometry);
+    for an input gradient of few input channels (``dgrad_col2im``), the column
+    GEMM's table."""
+    if pass_name == "backward_input" and dgrad_col2im(p):
+        key = ("col2im slices", p.Cg, p.Kg, p.KH, p.KW)
+        return _const_array(dev, key, lambda: col2im_slice_table(p))
     key = ("slices", pass_name, p.Cg, p.Kg, p.KH, p.KW, p.stride, p.dilation,
            p.padding)
     return _const_array(dev, key, lambda: slice_table(p, pass_name))

@@ -77,6 +77,12 @@ REGBLOCK_MIN_RED = 16
 #: between 16 and 3136 terms with fewer than 16 columns: the value is a round
 #: number well above the depthwise/few-tap layers that keep ``tiled``.
 DGRAD_REGBLOCK_MIN_RED = 1024
+#: The input gradient's ``tiled_regblock`` plan for fewer than
+#: :data:`REGBLOCK_MIN_COLS` input channels per group is a GEMM into a column
+#: workspace plus the ``col2im`` gather (:func:`dgrad_col2im`) when that workspace
+#: (``N * C * KH * KW * OH * OW`` elements) takes at most this many bytes: 236 MB
+#: for the 7x7/2 RGB stem at N32, float32. Larger problems keep the phases.
+COL2IM_MAX_BYTES = 256 << 20
 
 
 # --------------------------------------------------------------------------------
@@ -323,6 +329,88 @@ def regblock_blocks_per_sm(tile: tuple[int, int, int, int], dtype: Any) -> int:
 
 
 # --------------------------------------------------------------------------------
+# the input gradient of few input channels: a GEMM into columns, then col2im
+
+
+def dgrad_col2im(p: Conv2dProblem) -> bool:
+    """Whether the input gradient's ``tiled_regblock`` plan of ``p`` (zero padded)
+    is the col2im plan: a GEMM ``cols = w^T gy`` with ``C/groups * KH * KW``
+    columns into a workspace, then ``conv2d_backward_input_col2im``.
+
+    The phases' GEMM has ``C/groups`` columns: under :data:`REGBLOCK_MIN_COLS` its
+    narrowest tile (16 columns) is mostly waste, 13/16 for the RGB stem (3 input
+    channels), which measured 3.8x cuDNN FP32 on the H200 (0.958 ms at N16,
+    bench/results/cuda-h200-2026-12-04-491e4e5-conv.json). The column GEMM has the
+    same useful products (no tap falls on a stride gap; only the taps that land in
+    the padding are extra) with ``C/groups * KH * KW`` columns (147 for the stem):
+    the wide tiles' rate, plus one write and one read of the workspace. Taken when
+    ``C/groups < REGBLOCK_MIN_COLS``, the column GEMM has at least
+    ``REGBLOCK_MIN_COLS`` columns and :data:`REGBLOCK_BK` reduction channels
+    (``K/groups``), and the workspace fits :data:`COL2IM_MAX_BYTES`. Not measured
+    on a GPU yet (predicted from the wide tiles' measured rate: ~0.3 ms for the
+    N16 stem).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv._conv_args import normalize_conv2d
+    >>> stem = normalize_conv2d((16, 3, 224, 224), (64, 3, 7, 7), [np.float32],
+    ...                         stride=2, padding=3)
+    >>> dgrad_col2im(stem)
+    True
+    >>> dgrad_col2im(normalize_conv2d((16, 64, 56, 56), (64, 64, 3, 3),
+    ...                               [np.float32], padding=1))
+    False
+    """
+    KHKW = p.KH * p.KW
+    nbytes = p.N * p.C * KHKW * p.OH * p.OW * np.dtype(p.compute_dtype).itemsize
+    return (p.Cg < REGBLOCK_MIN_COLS and p.Kg >= REGBLOCK_BK
+            and p.Cg * KHKW >= REGBLOCK_MIN_COLS and 0 < nbytes <= COL2IM_MAX_BYTES)
+
+
+def col2im_problem(p: Conv2dProblem) -> Conv2dProblem:
+    """The column GEMM of :func:`dgrad_col2im` as a forward problem: ``gy`` as the
+    input of a 1x1 convolution with ``C * KH * KW`` output channels in ``groups``
+    groups (its weight ``w`` read transposed: ``col_stride = 1``, ``c_stride =
+    C/groups * KH * KW``), so that its output is ``cols (N, C*KH*KW, OH, OW)``."""
+    return dataclasses.replace(
+        p, C=p.K, H=p.OH, W=p.OW, K=p.C * p.KH * p.KW, KH=1, KW=1, stride=(1, 1),
+        dilation=(1, 1), padding=(0, 0, 0, 0), padding_mode="zeros",
+    )
+
+
+def col2im_slice_table(p: Conv2dProblem) -> np.ndarray:
+    """The slice table of the column GEMM (:func:`col2im_problem`): one row per
+    chunk of :data:`REGBLOCK_BK` output channels, ``woff = chunk * BK * C/groups *
+    KH * KW``."""
+    return slice_table(col2im_problem(p), "forward", c_stride=p.Cg * p.KH * p.KW)
+
+
+def _col2im_launches(
+    p: Conv2dProblem, ct: str, gy: Any, w: Any, slices: Any, gx: Any, alloc: Any,
+    sm_count: int,
+) -> list[Launch]:
+    """The col2im plan of :func:`dgrad_col2im`: the column GEMM (the forward pass's
+    ``tiled_regblock`` kernel, one split: the workspace is the whole of ``cols``)
+    into an ``alloc`` workspace, then the gather into ``gx``."""
+    pg = col2im_problem(p)
+    ng = p.Cg * p.KH * p.KW
+    cols = alloc((p.N, p.C * p.KH * p.KW, p.OH, p.OW), p.compute_dtype)
+    launches = _regblock_launches(pg, "forward", ct, gy, w, None, slices, cols,
+                                  None, sm_count, strides=(1, ng))
+    s = _sizes(p)
+    total = p.N * p.C * p.H * p.W
+    launches.append(Launch(
+        source=SOURCES["backward_input"],
+        kernel=conv_kernel_name("backward_input", "col2im", ct),
+        grid=_linear_grid(total), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
+        args=(cols, gx, s["C"], s["H"], s["W"], s["KH"], s["KW"], s["sh"], s["sw"],
+              s["dh"], s["dw"], s["pt"], s["pl"], s["OH"], s["OW"], _i64(total)),
+    ))
+    return launches
+
+
+# --------------------------------------------------------------------------------
 # host-side tables (uploaded by the op, cached per device)
 
 
@@ -404,12 +492,15 @@ def _sliced_groups(p: Conv2dProblem, pass_name: str):
     return out
 
 
-def _sliced_rows(p: Conv2dProblem, pass_name: str, taps: list) -> list:
+def _sliced_rows(p: Conv2dProblem, pass_name: str, taps: list,
+                 c_stride: int | None = None) -> list:
     """The table rows of one launch: one per slice, or (packed) one per term padded
-    to a multiple of BK with ``woff = -1`` rows."""
+    to a multiple of BK with ``woff = -1`` rows. ``c_stride``: the weight elements
+    between reduction channels (default: the pass's own layout)."""
     cred = p.Cg if pass_name == "forward" else p.Kg
     KHKW = p.KH * p.KW
-    c_stride = KHKW if pass_name == "forward" else p.Cg * KHKW
+    if c_stride is None:
+        c_stride = KHKW if pass_name == "forward" else p.Cg * KHKW
     bk = REGBLOCK_BK
     if sliced_packed(p, pass_name):
         rows = [(ch, dy, dx, ch * c_stride + t) for ch in range(cred)
@@ -446,7 +537,8 @@ def sliced_phases(p: Conv2dProblem, pass_name: str) -> tuple[SlicedPhase, ...]:
     return tuple(phases)
 
 
-def slice_table(p: Conv2dProblem, pass_name: str) -> np.ndarray:
+def slice_table(p: Conv2dProblem, pass_name: str,
+                c_stride: int | None = None) -> np.ndarray:
     """The ``SliceEntry`` table (``implicit_gemm.cuh``) of every launch of
     :func:`sliced_phases`, phase after phase: int32 rows ``(chunk, dy, dx, woff)``,
     one per slice, chunk-major then taps in ``(kh, kw)`` order, ``woff = chunk * BK
@@ -468,7 +560,7 @@ def slice_table(p: Conv2dProblem, pass_name: str) -> np.ndarray:
     """
     rows: list[tuple[int, int, int, int]] = []
     for _, taps in _sliced_groups(p, pass_name):
-        rows += _sliced_rows(p, pass_name, taps)
+        rows += _sliced_rows(p, pass_name, taps, c_stride)
     table = np.array(rows, dtype=np.int32).reshape(-1, 4)
     if not len(table):  # keep a valid (never read) buffer
         table = np.zeros((1, 4), dtype=np.int32)
@@ -559,11 +651,13 @@ def _tiled_launch(
 def _regblock_launches(
     p: Conv2dProblem, pass_name: str, ct: str, src: Any, w: Any, bias: Any,
     slices: Any, dst: Any, alloc: Any, sm_count: int,
+    strides: tuple[int, int] | None = None,
 ) -> list[Launch]:
     """The sliced implicit GEMM (``implicit_gemm.cuh``): one launch per phase of
     :func:`sliced_phases`, with split-K (:func:`regblock_splits`) into an ``alloc``
     workspace and the ordered ``split_reduce`` when the blocks do not fill the SMs
-    (only when ``alloc`` is given)."""
+    (only when ``alloc`` is given). ``strides``: ``(col_stride, c_stride)`` of the
+    weight reads instead of the pass's own layout (the col2im GEMM)."""
     tile = regblock_tile(p, pass_name, sm_count)
     tx, ty, tm, tn = tile
     bm, bn = tx * tm, ty * tn
@@ -577,6 +671,8 @@ def _regblock_launches(
         src_c, cred, dst_c, hd, wd = p.K, p.Kg, p.C, p.H, p.W
         hs, ws = p.OH, p.OW
         col_stride, c_stride = KHKW, p.Cg * KHKW
+    if strides is not None:
+        col_stride, c_stride = strides
     for what, v in (("weights per group", cred * ng * KHKW),
                     ("BK source planes", REGBLOCK_BK * hs * ws)):
         if v > INT32_MAX - 1024:
@@ -691,7 +787,10 @@ def plan_conv2d_backward_input(
     buffer, then :func:`plan_pad_fold`. ``slices`` is ``slice_table(p,
     'backward_input')``, required by ``'tiled_regblock'`` (one launch per output
     phase of the stride: no wasted taps); ``alloc`` as for
-    :func:`plan_conv2d_forward` (split-K).
+    :func:`plan_conv2d_forward` (split-K). With ``alloc``, a problem of few input
+    channels (:func:`dgrad_col2im`) takes the col2im plan instead (a GEMM into an
+    ``alloc`` workspace, then a gather); its ``slices`` are
+    :func:`col2im_slice_table`.
     """
     _check_zero_padded(p)
     _check_variant(algorithm)
@@ -715,6 +814,8 @@ def plan_conv2d_backward_input(
                               p.W, extra)]
     if slices is None:
         raise ValueError("tiled_regblock needs the slice table (slice_table(...))")
+    if alloc is not None and dgrad_col2im(p):
+        return _col2im_launches(p, ct, gy, w, slices, gx, alloc, sm_count)
     return _regblock_launches(p, "backward_input", ct, gy, w, None, slices, gx, alloc,
                               sm_count)
 
