@@ -441,6 +441,22 @@ def _error_row(ctx: _Context, layer: Layer, pass_name: str,
     }
 
 
+def _regblock_plan(layer: Layer, pass_name: str, a: dict[str, Any],
+                   variant: str | None) -> str | None:
+    """Which ``tiled_regblock`` plan an input-gradient row ran: ``'col2im'`` (the
+    column GEMM plus gather of few input channels) or ``'phases'``; ``None`` for
+    other rows."""
+    if pass_name != "conv2d_backward_input" or variant != "tiled_regblock":
+        return None
+    from gpuconv._conv_args import normalize_conv2d
+    from gpuconv._gpu_conv import kernel_problem
+    from gpuconv._plan_conv import dgrad_col2im
+
+    p = normalize_conv2d(tuple(a["x"].shape), tuple(a["w"].shape), [np.float32],
+                         stride=layer.stride, padding=layer.padding)
+    return "col2im" if dgrad_col2im(kernel_problem(p)) else "phases"
+
+
 def _bench_pass(ctx: _Context, layer: Layer, pass_name: str, a: dict[str, Any],
                 variants: tuple[str, ...],
                 emit: Callable[[dict[str, Any]], None]) -> None:
@@ -491,6 +507,8 @@ def _bench_pass(ctx: _Context, layer: Layer, pass_name: str, a: dict[str, Any],
                                      if compute_bound and variant == "auto"
                                      else None),
             "threads": None, "mpx_s": None, "peer_mpx_s": None,
+            "plan": _regblock_plan(layer, pass_name, a,
+                                   resolved if variant == "auto" else variant),
         }
         if peer_time is not None:
             row["peer_median_s"] = peer_time[0]
