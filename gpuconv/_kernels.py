@@ -103,6 +103,12 @@ def _conv_wgrad_instances() -> tuple[str, ...]:
 
 
 KERNELS["conv2d_backward_weight.cu"] = _conv_wgrad_instances()
+# Winograd F(2x2, 3x3) transforms (algorithm='winograd'; the 16 GEMMs between them
+# are conv2d_forward.cu's tiled_regblock instances)
+KERNELS["conv2d_winograd.cu"] = tuple(
+    f"conv2d_winograd_{step}<{ct}>" for ct in CTYPES.values()
+    for step in ("weight", "input", "output")
+)
 KERNELS["conv2d_pad.cu"] = tuple(
     f"conv2d_pad_{op}<{ct}>" for ct in CTYPES.values() for op in ("gather", "fold")
 )

@@ -40,6 +40,7 @@ from gpuconv._kernels import (
 )
 from gpuconv._launch import Launch
 from gpuconv._padding import pad_index
+from gpuconv._precision import applies_tf32
 
 PASSES = ("forward", "backward_input", "backward_weight")
 VARIANTS = ("naive", "tiled", "tiled_regblock")
@@ -49,6 +50,7 @@ SOURCES = {
     "backward_weight": "conv2d_backward_weight.cu",
 }
 PAD_SOURCE = "conv2d_pad.cu"
+WINOGRAD_SOURCE = "conv2d_winograd.cu"
 
 #: Dynamic shared memory a launch may use without opting in (bytes).
 SMEM_LIMIT = 48 * 1024
@@ -246,7 +248,12 @@ def choose_algorithm(p: Conv2dProblem, pass_name: str) -> str:
 
 
 def resolve_algorithm(p: Conv2dProblem, pass_name: str, algorithm: str) -> str:
-    """``choose_algorithm`` for ``'auto'``, else the explicit variant (checked)."""
+    """``choose_algorithm`` for ``'auto'``, else the explicit variant (checked);
+    ``'winograd'`` where :func:`winograd_applies`, else what ``'auto'`` runs."""
+    if algorithm == "winograd":
+        if winograd_applies(p, pass_name):
+            return "winograd"
+        algorithm = "auto"
     if algorithm == "auto":
         return choose_algorithm(p, pass_name)
     if algorithm not in VARIANTS:
@@ -406,6 +413,130 @@ def _col2im_launches(
         grid=_linear_grid(total), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
         args=(cols, gx, s["C"], s["H"], s["W"], s["KH"], s["KW"], s["sh"], s["sw"],
               s["dh"], s["dw"], s["pt"], s["pl"], s["OH"], s["OW"], _i64(total)),
+    ))
+    return launches
+
+
+# --------------------------------------------------------------------------------
+# Winograd F(2x2, 3x3) (cuda/conv2d_winograd.cu): algorithm='winograd'
+
+#: Most bytes of the transformed input and of the 16 GEMMs' output (each) of a
+#: ``winograd`` plan; larger problems run what ``'auto'`` runs.
+WINOGRAD_MAX_BYTES = 1 << 30
+#: Positions of the 4x4 transformed tile (16 GEMMs) and the output tile side.
+WINOGRAD_POS = 16
+WINOGRAD_TILE = 2
+
+
+def _winograd_geometry(p: Conv2dProblem, pass_name: str) -> dict[str, int]:
+    """The forward-like correlation a ``winograd`` plan computes: input ``(N, Cin,
+    Hin, Win)`` (``x``, or ``gy`` for the input gradient), ``Ko`` output channels
+    (``K``, or ``C``), ``Ci`` reduction channels per group, top/left padding, the
+    output ``Hout x Wout``, the tiles and ``flip`` (the input gradient's rotated,
+    transposed filter)."""
+    pt, pb, pl, pr = p.padding
+    if pass_name == "forward":
+        g = dict(Cin=p.C, Hin=p.H, Win=p.W, Ko=p.K, Ci=p.Cg, pt=pt, pl=pl,
+                 Hout=p.OH, Wout=p.OW, flip=0)
+    else:  # the transposed correlation: gy padded by 2 - pad
+        g = dict(Cin=p.K, Hin=p.OH, Win=p.OW, Ko=p.C, Ci=p.Kg, pt=2 - pt, pl=2 - pl,
+                 Hout=p.H, Wout=p.W, flip=1)
+    g["TH"] = -(-g["Hout"] // WINOGRAD_TILE)
+    g["TW"] = -(-g["Wout"] // WINOGRAD_TILE)
+    g["P"] = p.N * g["TH"] * g["TW"]
+    return g
+
+
+def winograd_applies(p: Conv2dProblem, pass_name: str) -> bool:
+    """Whether ``algorithm='winograd'`` runs Winograd F(2x2, 3x3) for a pass of the
+    zero-padded problem ``p``: 3x3 filters, stride 1, dilation 1, the forward pass
+    or the input gradient (whose transposed padding ``2 - pad`` must not be
+    negative: pads of at most 2), not under ``precision='tf32'`` (it promises
+    TF32-rounded operands, which the transforms would change), and the workspaces
+    within
+    :data:`WINOGRAD_MAX_BYTES`. Elsewhere (the weight gradient too) the variant
+    ``'auto'`` picks runs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv._conv_args import normalize_conv2d
+    >>> p = normalize_conv2d((16, 64, 56, 56), (64, 64, 3, 3), [np.float32],
+    ...                      padding=1)
+    >>> [winograd_applies(p, s) for s in PASSES]
+    [True, True, False]
+    >>> q = normalize_conv2d((16, 64, 56, 56), (64, 64, 3, 3), [np.float32],
+    ...                      padding=1, stride=2)
+    >>> winograd_applies(q, "forward")
+    False
+    """
+    if pass_name not in ("forward", "backward_input"):
+        return False
+    if (p.KH, p.KW) != (3, 3) or p.stride != (1, 1) or p.dilation != (1, 1):
+        return False
+    if needs_padding_copy(p) or applies_tf32(p.precision, p.compute_dtype) or p.N == 0:
+        return False
+    if pass_name == "backward_input" and max(p.padding) > 2:
+        return False
+    g = _winograd_geometry(p, pass_name)
+    item = np.dtype(p.compute_dtype).itemsize
+    biggest = WINOGRAD_POS * max(g["Cin"], g["Ko"]) * g["P"] * item
+    return (biggest <= WINOGRAD_MAX_BYTES
+            and REGBLOCK_BK * g["P"] <= INT32_MAX - 1024)
+
+
+def winograd_gemm_problem(p: Conv2dProblem, pass_name: str) -> Conv2dProblem:
+    """The 16 GEMMs of a ``winograd`` plan as one forward problem: the transformed
+    input ``V (1, 16*Cin, 1, P)`` convolved 1x1 with the transformed filters
+    ``U (16*Ko, Ci, 1, 1)`` in ``16 * groups`` groups."""
+    g = _winograd_geometry(p, pass_name)
+    return dataclasses.replace(
+        p, N=1, C=WINOGRAD_POS * g["Cin"], H=1, W=g["P"], K=WINOGRAD_POS * g["Ko"],
+        KH=1, KW=1, groups=WINOGRAD_POS * p.groups, stride=(1, 1), dilation=(1, 1),
+        padding=(0, 0, 0, 0), padding_mode="zeros", OH=1, OW=g["P"],
+    )
+
+
+def plan_conv2d_winograd(
+    p: Conv2dProblem, pass_name: str, src: Any, w: Any, bias: Any, dst: Any,
+    slices: Any, *, alloc: Any, sm_count: int = DEFAULT_SM_COUNT,
+) -> list[Launch]:
+    """Launches of Winograd F(2x2, 3x3) (``cuda/conv2d_winograd.cu``) for a pass
+    where :func:`winograd_applies`: the filter and input transforms into ``alloc``
+    workspaces, the 16 GEMMs (``conv2d_forward.cu``'s ``tiled_regblock`` on
+    :func:`winograd_gemm_problem`; ``slices`` is its ``slice_table(.., 'forward')``)
+    and the output transform into ``dst`` (``y`` plus ``bias``, or ``gx``).
+    """
+    if not winograd_applies(p, pass_name):
+        raise ValueError(f"winograd does not apply to this {pass_name} problem")
+    ct = ctype_of(p.compute_dtype)
+    g = _winograd_geometry(p, pass_name)
+    pg = winograd_gemm_problem(p, pass_name)
+    cin, ko, ci, P = g["Cin"], g["Ko"], g["Ci"], g["P"]
+    u = alloc((WINOGRAD_POS * ko, ci, 1, 1), p.compute_dtype)
+    v = alloc((1, WINOGRAD_POS * cin, 1, P), p.compute_dtype)
+    m = alloc((1, WINOGRAD_POS * ko, 1, P), p.compute_dtype)
+    i32 = _i32
+    launches = [
+        Launch(source=WINOGRAD_SOURCE, kernel=f"conv2d_winograd_weight<{ct}>",
+               grid=_linear_grid(ko * ci), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
+               args=(w, u, i32(ko, "Ko"), i32(ci, "Ci"), i32(p.groups, "groups"),
+                     np.int32(g["flip"]), _i64(ko * ci))),
+        Launch(source=WINOGRAD_SOURCE, kernel=f"conv2d_winograd_input<{ct}>",
+               grid=_linear_grid(cin * P), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
+               args=(src, v, i32(cin, "C"), i32(g["Hin"], "H"), i32(g["Win"], "W"),
+                     np.int32(g["pt"]), np.int32(g["pl"]), i32(g["TH"], "TH"),
+                     i32(g["TW"], "TW"), _i64(P), _i64(cin * P))),
+    ]
+    launches += _regblock_launches(pg, "forward", ct, v, u, None, slices, m, alloc,
+                                   sm_count)
+    has_bias = bias is not None
+    launches.append(Launch(
+        source=WINOGRAD_SOURCE, kernel=f"conv2d_winograd_output<{ct}>",
+        grid=_linear_grid(ko * P), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
+        args=(m, bias if has_bias else m, dst, i32(ko, "K"), i32(g["Hout"], "OH"),
+              i32(g["Wout"], "OW"), i32(g["TH"], "TH"), i32(g["TW"], "TW"),
+              np.int32(has_bias), _i64(P), _i64(ko * P)),
     ))
     return launches
 
