@@ -10,7 +10,8 @@
 // So the 16 positions xi of the 4x4 tile are 16 independent GEMMs over the channels:
 //   M[xi][k][p] = sum_c U[xi][k][c] * V[xi][c][p],   p = a 2x2 output tile,
 // 2.25x fewer multiplications than the direct sum (16 per tile and channel pair
-// against 36). The plan (gpuconv._plan_conv.plan_conv2d_winograd):
+// against 36). Variants (T = float or double; the launches of one plan, in order,
+// gpuconv._plan_conv.plan_conv2d_winograd):
 //   conv2d_winograd_weight  U (16*Ko, Ci): one thread per (output channel, reduction
 //                           channel) of a group; FLIP (input gradient): g is the
 //                           rotated, transposed w (w[g*Ci + c, k - g*Cog, 2-kh, 2-kw]).
