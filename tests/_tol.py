@@ -197,3 +197,10 @@ def assert_winograd_within(actual, desired, w_abs, reduction: int, dtype) -> Non
             f"worst at {worst}: error {err[worst]:.3g}, limit {limit[worst]:.3g}, "
             f"actual {actual[worst]!r}, desired {desired[worst]!r}"
         )
+
+
+#: Comparisons of Winograd results with the direct sum at the public API (float16,
+#: complex, conv2d_backward), where the element-wise bound above is not at hand:
+#: the table's rule with ``terms`` times this (its square root, 12, covers the 6-11x
+#: larger error scale of the transformed magnitudes).
+WINOGRAD_TERMS_SCALE = 144
