@@ -14,7 +14,7 @@ Passes: ``conv2d_forward``, ``conv2d_backward_input`` (``gx`` only) and
 (what users get: argument checks, planning and launches included) with
 ``algorithm='auto'`` and with the forced variants of ``--variants`` (default
 ``tiled,tiled_regblock,winograd``; the variant ``auto`` picks is not measured twice;
-``winograd`` only where it applies (3x3 stride 1, forward and input gradient), its
+``winograd`` only where it applies (3x3 stride 1), its
 error limit :data:`WINOGRAD_ERR_FACTOR` times the others';
 ``naive`` only on layers of at most :data:`NAIVE_MAX_FLOPS`, where it is not
 minutes of work).
@@ -91,7 +91,7 @@ from _gpu_common import (
 PASSES = ("conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight")
 VARIANTS = ("naive", "tiled", "tiled_regblock", "winograd")
 #: Forced variants measured besides ``auto`` by default (``winograd`` only where it
-#: applies: 3x3 stride-1 forward passes and input gradients).
+#: applies: 3x3 stride-1 layers).
 DEFAULT_VARIANTS = ("tiled", "tiled_regblock", "winograd")
 #: Winograd's error scale over the direct sum's (tests/_tol.py: the transformed
 #: magnitudes are 6-11x sum |x||w| on random data); its rows' error limit.

@@ -28,6 +28,17 @@
 //                           the bias, written where the tile is inside the output.
 // The input gradient of a 3x3 stride-1 layer is the same correlation of gy with the
 // rotated filter and padding 2 - pad (pads of at most 2), so it runs this plan too.
+// The weight gradient runs the transposed algorithm F(3x3, 2x2): per 2x2 tile p of gy,
+// gw[k, c] gains the 3x3 correlation of x's 4x4 patch d with the gy tile t, which is
+// G^T [ (A t A^T) (.) (B^T d B) ] G (A = (A^T)^T), so its plan is
+//   conv2d_winograd_input         V of x, as above;
+//   conv2d_winograd_wgrad_gy      Ugy (16*K, P) = A t A^T: one thread per (channel,
+//                                 tile), the 2x2 tile of gy (0 past OH x OW);
+//   the 16 GEMMs over the tiles   M[xi][k][c] = sum_p Ugy[xi][k][p] * V[xi][c][p]:
+//                                 conv2d_backward_weight.cu's tiled_regblock kernel on
+//                                 V and Ugy as a 1x1 layer in 16*groups groups,
+//                                 split-K over the tiles, added in split order;
+//   conv2d_winograd_wgrad_output  gw[k, c] = G^T M G (3x3): one thread per (k, c).
 // Numerics: not the direct sum's: the transforms add and halve values, so the error
 // is bounded by the float sums of the transformed magnitudes (|A^T| sum_c |U||V| |A|
 // with |U| = |G||g||G^T|, |V| = |B^T||d||B|), a few times the direct sum's bound
@@ -184,6 +195,86 @@ __global__ void conv2d_winograd_output(const T* __restrict__ m, const T* __restr
                 if (ow >= OW) continue;
                 out[static_cast<long long>(oh) * OW + ow] = has_bias ? r[j] + b : r[j];
             }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The weight gradient, F(3x3, 2x2) (see the header).
+
+// Ugy[(xi*K + k)*P + p] = (A t A^T)[xi] of t = gy[n, k, 2*ty + i, 2*tx + j] (0 outside
+// OH x OW); total = K*P (p fastest).
+template <typename T>
+__global__ void conv2d_winograd_wgrad_gy(const T* __restrict__ gy, T* __restrict__ ugy,
+                                         int K, int OH, int OW, int TH, int TW,
+                                         long long P, long long total) {
+    using namespace gpuconv_winograd;
+    const long long OHW = static_cast<long long>(OH) * OW;
+    for (long long idx = gpuconv::global_thread_index(); idx < total;
+         idx += gpuconv::grid_stride()) {
+        const long long p = idx % P;
+        const int k = static_cast<int>(idx / P);
+        const int tx = static_cast<int>(p % TW);
+        const long long q = p / TW;
+        const int ty = static_cast<int>(q % TH);
+        const long long n = q / TH;
+        const T* src = gy + (n * K + k) * OHW;
+        T t[TILE][TILE];
+#pragma unroll
+        for (int i = 0; i < TILE; ++i)
+#pragma unroll
+            for (int j = 0; j < TILE; ++j) {
+                const int oh = ty * TILE + i;
+                const int ow = tx * TILE + j;
+                t[i][j] = (oh < OH && ow < OW) ? src[static_cast<long long>(oh) * OW + ow]
+                                               : T(0);
+            }
+        T r[PATCH][TILE];  // A t
+#pragma unroll
+        for (int j = 0; j < TILE; ++j) {
+            r[0][j] = t[0][j];
+            r[1][j] = t[0][j] + t[1][j];
+            r[2][j] = t[0][j] - t[1][j];
+            r[3][j] = -t[1][j];
+        }
+        const long long plane = static_cast<long long>(K) * P;
+#pragma unroll
+        for (int i = 0; i < PATCH; ++i) {  // (A t) A^T, row i
+            const T row[PATCH] = {r[i][0], r[i][0] + r[i][1], r[i][0] - r[i][1], -r[i][1]};
+#pragma unroll
+            for (int j = 0; j < PATCH; ++j) ugy[(i * PATCH + j) * plane + idx] = row[j];
+        }
+    }
+}
+
+// gw[(k*Cg + c)*9 + a*3 + b] = (G^T m G)[a][b] for m[xi] = M[(xi*K + k)*Cg + c];
+// total = K*Cg.
+template <typename T>
+__global__ void conv2d_winograd_wgrad_output(const T* __restrict__ m, T* __restrict__ gw,
+                                             int K, int Cg, long long total) {
+    using namespace gpuconv_winograd;
+    const T half = T(0.5);
+    const long long plane = static_cast<long long>(K) * Cg;
+    for (long long idx = gpuconv::global_thread_index(); idx < total;
+         idx += gpuconv::grid_stride()) {
+        T a[PATCH][PATCH];
+#pragma unroll
+        for (int i = 0; i < PATCH; ++i)
+#pragma unroll
+            for (int j = 0; j < PATCH; ++j) a[i][j] = m[(i * PATCH + j) * plane + idx];
+        T t[TAPS][PATCH];  // G^T m
+#pragma unroll
+        for (int j = 0; j < PATCH; ++j) {
+            t[0][j] = a[0][j] + (a[1][j] + a[2][j]) * half;
+            t[1][j] = (a[1][j] - a[2][j]) * half;
+            t[2][j] = (a[1][j] + a[2][j]) * half + a[3][j];
+        }
+        T* out = gw + idx * (TAPS * TAPS);
+#pragma unroll
+        for (int i = 0; i < TAPS; ++i) {  // (G^T m) G, row i
+            out[i * TAPS + 0] = t[i][0] + (t[i][1] + t[i][2]) * half;
+            out[i * TAPS + 1] = (t[i][1] - t[i][2]) * half;
+            out[i * TAPS + 2] = (t[i][1] + t[i][2]) * half + t[i][3];
         }
     }
 }

@@ -735,9 +735,12 @@ def conv2d_backward_weight(
     if kind is not None:  # tensor cores; the bias gradient sums gy apart
         return _backward_weight_mma(dev, key, plan, gy, x, p, kind, gw, gb)
     tf32 = applies_tf32(p.precision, p.compute_dtype)
+    algo = resolve_algorithm(padded_problem(p) if needs_padding_copy(p) else p,
+                             "backward_weight", algorithm)
     gb_fused = gb
-    if gb is not None and (tf32 or gy.dtype == _F16):
-        # the bias gradient sums the unconverted gy, as on the mma path
+    if gb is not None and (tf32 or gy.dtype == _F16 or algo == "winograd"):
+        # the bias gradient sums the unconverted gy, as on the mma path (and apart
+        # from Winograd's transformed gy)
         conv2d_backward_bias(gy, p, device=dev, out=gb)
         gb_fused = None
     gy, x = _bits(gy), _bits(x)
@@ -746,7 +749,9 @@ def conv2d_backward_weight(
         launches: list[Any] = []
         gyc, xc = (_converted(a, tf32, alloc, launches) for a in (gy, x))
         xin, p0 = _pad_input(dev, xc, p, alloc, launches)
-        algo = resolve_algorithm(p0, "backward_weight", algorithm)
+        if algo == "winograd":
+            return launches + plan_conv2d_winograd(p0, "backward_weight", xin, gyc,
+                                                   None, gw, None, alloc=alloc)
         return launches + plan_conv2d_backward_weight(
             p0, algo, gyc, xin, gw, gb_fused, alloc=alloc
         )

@@ -107,7 +107,7 @@ KERNELS["conv2d_backward_weight.cu"] = _conv_wgrad_instances()
 # are conv2d_forward.cu's tiled_regblock instances)
 KERNELS["conv2d_winograd.cu"] = tuple(
     f"conv2d_winograd_{step}<{ct}>" for ct in CTYPES.values()
-    for step in ("weight", "input", "output")
+    for step in ("weight", "input", "output", "wgrad_gy", "wgrad_output")
 )
 KERNELS["conv2d_pad.cu"] = tuple(
     f"conv2d_pad_{op}<{ct}>" for ct in CTYPES.values() for op in ("gather", "fold")

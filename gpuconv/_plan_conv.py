@@ -435,7 +435,7 @@ def _winograd_geometry(p: Conv2dProblem, pass_name: str) -> dict[str, int]:
     output ``Hout x Wout``, the tiles and ``flip`` (the input gradient's rotated,
     transposed filter)."""
     pt, pb, pl, pr = p.padding
-    if pass_name == "forward":
+    if pass_name != "backward_input":  # the weight gradient: the forward's tiles
         g = dict(Cin=p.C, Hin=p.H, Win=p.W, Ko=p.K, Ci=p.Cg, pt=pt, pl=pl,
                  Hout=p.OH, Wout=p.OW, flip=0)
     else:  # the transposed correlation: gy padded by 2 - pad
@@ -448,14 +448,13 @@ def _winograd_geometry(p: Conv2dProblem, pass_name: str) -> dict[str, int]:
 
 
 def winograd_applies(p: Conv2dProblem, pass_name: str) -> bool:
-    """Whether ``algorithm='winograd'`` runs Winograd F(2x2, 3x3) for a pass of the
-    zero-padded problem ``p``: 3x3 filters, stride 1, dilation 1, the forward pass
-    or the input gradient (whose transposed padding ``2 - pad`` must not be
-    negative: pads of at most 2), not under ``precision='tf32'`` (it promises
-    TF32-rounded operands, which the transforms would change), and the workspaces
-    within
-    :data:`WINOGRAD_MAX_BYTES`. Elsewhere (the weight gradient too) the variant
-    ``'auto'`` picks runs.
+    """Whether ``algorithm='winograd'`` runs Winograd for a pass of the
+    zero-padded problem ``p``: 3x3 filters, stride 1, dilation 1; F(2x2, 3x3) for
+    the forward pass and the input gradient (whose transposed padding ``2 - pad``
+    must not be negative: pads of at most 2), F(3x3, 2x2) for the weight gradient;
+    not under ``precision='tf32'`` (it promises TF32-rounded operands, which the
+    transforms would change), and the workspaces within
+    :data:`WINOGRAD_MAX_BYTES`. Elsewhere the variant ``'auto'`` picks runs.
 
     Examples
     --------
@@ -464,13 +463,13 @@ def winograd_applies(p: Conv2dProblem, pass_name: str) -> bool:
     >>> p = normalize_conv2d((16, 64, 56, 56), (64, 64, 3, 3), [np.float32],
     ...                      padding=1)
     >>> [winograd_applies(p, s) for s in PASSES]
-    [True, True, False]
+    [True, True, True]
     >>> q = normalize_conv2d((16, 64, 56, 56), (64, 64, 3, 3), [np.float32],
     ...                      padding=1, stride=2)
     >>> winograd_applies(q, "forward")
     False
     """
-    if pass_name not in ("forward", "backward_input"):
+    if pass_name not in PASSES:
         return False
     if (p.KH, p.KW) != (3, 3) or p.stride != (1, 1) or p.dilation != (1, 1):
         return False
@@ -501,11 +500,16 @@ def plan_conv2d_winograd(
     p: Conv2dProblem, pass_name: str, src: Any, w: Any, bias: Any, dst: Any,
     slices: Any, *, alloc: Any, sm_count: int = DEFAULT_SM_COUNT,
 ) -> list[Launch]:
-    """Launches of Winograd F(2x2, 3x3) (``cuda/conv2d_winograd.cu``) for a pass
-    where :func:`winograd_applies`: the filter and input transforms into ``alloc``
+    """Launches of Winograd (``cuda/conv2d_winograd.cu``) for a pass where
+    :func:`winograd_applies`. Forward pass and input gradient (F(2x2, 3x3)): the
+    filter (``w``) and input (``src``: ``x`` or ``gy``) transforms into ``alloc``
     workspaces, the 16 GEMMs (``conv2d_forward.cu``'s ``tiled_regblock`` on
     :func:`winograd_gemm_problem`; ``slices`` is its ``slice_table(.., 'forward')``)
-    and the output transform into ``dst`` (``y`` plus ``bias``, or ``gx``).
+    and the output transform into ``dst`` (``y`` plus ``bias``, or ``gx``). Weight
+    gradient (F(3x3, 2x2)): ``src`` is ``x``, ``w`` is ``gy`` and ``dst`` is ``gw``
+    (``bias`` and ``slices`` unused): the input and gy transforms, the 16 GEMMs over
+    the tiles (``conv2d_backward_weight.cu``'s ``tiled_regblock``, split-K) and the
+    3x3 output transform.
     """
     if not winograd_applies(p, pass_name):
         raise ValueError(f"winograd does not apply to this {pass_name} problem")
@@ -513,20 +517,37 @@ def plan_conv2d_winograd(
     g = _winograd_geometry(p, pass_name)
     pg = winograd_gemm_problem(p, pass_name)
     cin, ko, ci, P = g["Cin"], g["Ko"], g["Ci"], g["P"]
-    u = alloc((WINOGRAD_POS * ko, ci, 1, 1), p.compute_dtype)
-    v = alloc((1, WINOGRAD_POS * cin, 1, P), p.compute_dtype)
-    m = alloc((1, WINOGRAD_POS * ko, 1, P), p.compute_dtype)
     i32 = _i32
+    v = alloc((1, WINOGRAD_POS * cin, 1, P), p.compute_dtype)
+    transform_input = Launch(
+        source=WINOGRAD_SOURCE, kernel=f"conv2d_winograd_input<{ct}>",
+        grid=_linear_grid(cin * P), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
+        args=(src, v, i32(cin, "C"), i32(g["Hin"], "H"), i32(g["Win"], "W"),
+              np.int32(g["pt"]), np.int32(g["pl"]), i32(g["TH"], "TH"),
+              i32(g["TW"], "TW"), _i64(P), _i64(cin * P)))
+    if pass_name == "backward_weight":
+        ugy = alloc((1, WINOGRAD_POS * ko, 1, P), p.compute_dtype)
+        m = alloc((WINOGRAD_POS * ko, ci, 1, 1), p.compute_dtype)
+        launches = [transform_input, Launch(
+            source=WINOGRAD_SOURCE, kernel=f"conv2d_winograd_wgrad_gy<{ct}>",
+            grid=_linear_grid(ko * P), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
+            args=(w, ugy, i32(ko, "K"), i32(g["Hout"], "OH"), i32(g["Wout"], "OW"),
+                  i32(g["TH"], "TH"), i32(g["TW"], "TW"), _i64(P), _i64(ko * P)))]
+        launches += plan_conv2d_backward_weight(pg, "tiled_regblock", ugy, v, m,
+                                                alloc=alloc, sm_count=sm_count)
+        launches.append(Launch(
+            source=WINOGRAD_SOURCE, kernel=f"conv2d_winograd_wgrad_output<{ct}>",
+            grid=_linear_grid(ko * ci), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
+            args=(m, dst, i32(ko, "K"), i32(ci, "Cg"), _i64(ko * ci))))
+        return launches
+    u = alloc((WINOGRAD_POS * ko, ci, 1, 1), p.compute_dtype)
+    m = alloc((1, WINOGRAD_POS * ko, 1, P), p.compute_dtype)
     launches = [
         Launch(source=WINOGRAD_SOURCE, kernel=f"conv2d_winograd_weight<{ct}>",
                grid=_linear_grid(ko * ci), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
                args=(w, u, i32(ko, "Ko"), i32(ci, "Ci"), i32(p.groups, "groups"),
                      np.int32(g["flip"]), _i64(ko * ci))),
-        Launch(source=WINOGRAD_SOURCE, kernel=f"conv2d_winograd_input<{ct}>",
-               grid=_linear_grid(cin * P), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
-               args=(src, v, i32(cin, "C"), i32(g["Hin"], "H"), i32(g["Win"], "W"),
-                     np.int32(g["pt"]), np.int32(g["pl"]), i32(g["TH"], "TH"),
-                     i32(g["TW"], "TW"), _i64(P), _i64(cin * P))),
+        transform_input,
     ]
     launches += _regblock_launches(pg, "forward", ct, v, u, None, slices, m, alloc,
                                    sm_count)

@@ -106,6 +106,9 @@ def reference(pass_name: str, p: Conv2dProblem, x, w, bias, gy):
             x.astype(wide), w.astype(wide), None if bias is None else bias.astype(wide),
             q, "auto",
         )
+    if pass_name == "backward_weight":
+        return _cpu_conv.conv2d_backward_weight(gy.astype(wide), x.astype(wide), q,
+                                                "auto", False)[0]
     return _cpu_conv.conv2d_backward_input(gy.astype(wide), w.astype(wide), q, "auto")
 
 

@@ -246,6 +246,35 @@ def winograd_f23(src, w, pt, pl, hout, wout, groups=1, absolute=False):
     return y[:, :, :hout, :wout]
 
 
+def winograd_f32_wgrad(x, gy, pt, pl, groups=1, absolute=False):
+    """The 3x3 weight gradient ``gw (K, C/groups, 3, 3)`` of ``x (N, C, H, W)`` and
+    ``gy (N, K, OH, OW)`` (zero padding ``pt``, ``pl`` on top/left) as
+    F(3x3, 2x2): ``G^T [sum over tiles (A t A^T) (.) (B^T d B)] G``, in float64;
+    ``absolute`` as for :func:`winograd_f23`."""
+    bt, g, at = (np.abs(m) if absolute else m for m in (_WINO_BT, _WINO_G, _WINO_AT))
+    x = np.asarray(x, np.float64)
+    gy = np.asarray(gy, np.float64)
+    if absolute:
+        x, gy = np.abs(x), np.abs(gy)
+    n, c, h, wd = x.shape
+    k, oh, ow = gy.shape[1:]
+    cg, kg = c // groups, k // groups
+    th, tw = -(-oh // 2), -(-ow // 2)
+    d = np.zeros((n, c, 2 * th + 2, 2 * tw + 2))
+    rows, cols = min(h, d.shape[2] - pt), min(wd, d.shape[3] - pl)
+    d[:, :, pt:pt + rows, pl:pl + cols] = x[:, :, :rows, :cols]
+    patches = np.lib.stride_tricks.sliding_window_view(d, (4, 4), axis=(2, 3))
+    v = np.einsum("ij,nctsjk,lk->nctsil", bt, patches[:, :, ::2, ::2], bt)
+    t = np.zeros((n, k, 2 * th, 2 * tw))
+    t[:, :, :oh, :ow] = gy
+    t = t.reshape(n, k, th, 2, tw, 2).transpose(0, 1, 2, 4, 3, 5)
+    u = np.einsum("ji,nktsjl,lm->nktsim", at, t, at)  # A t A^T with A = at.T
+    m = np.concatenate([
+        np.einsum("nktsil,nctsil->kcil", u[:, i * kg:(i + 1) * kg],
+                  v[:, i * cg:(i + 1) * cg]) for i in range(groups)], axis=0)
+    return np.einsum("ji,kcjl,lm->kcim", g, m, g)
+
+
 def winograd_transposed_filter(w, groups=1):
     """The input gradient's filter: ``w (K, C/groups, 3, 3)`` rotated by 180 degrees
     and transposed per group, ``(C, K/groups, 3, 3)``."""

@@ -249,10 +249,10 @@ def test_other_dtypes_with_each_algorithm(case_id, dtype, variant, via_emulator,
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "complex64", "float64"])
 def test_winograd_through_the_public_api(dtype, via_emulator, dev):
-    """algorithm='winograd' from the public functions: Winograd for the forward pass
-    and the input gradient (also inside conv2d_backward), the weight gradient as
-    'auto'; float16 and complex through the same transforms; results within the
-    Winograd scale of the direct NumPy result."""
+    """algorithm='winograd' from the public functions: Winograd for every pass (also
+    inside conv2d_backward; the bias gradient its own sum); float16 and complex
+    through the same transforms; results within the Winograd scale of the direct
+    NumPy result."""
     kw = {"padding": (1, 2, 0, 1), "groups": 2}
     p = problem((2, 4, 7, 9), (6, 2, 3, 3), dtype, kw)
     x, w, b, gy = random_inputs(np.random.default_rng(3), p, dtype)
@@ -266,18 +266,20 @@ def test_winograd_through_the_public_api(dtype, via_emulator, dev):
         got = api_pass(pass_name, x, w, b, gy, kw, "winograd")
         want = via_emulator.numpy(api_pass, pass_name, xw, ww, bw, gyw, kw)
         assert got.dtype == np.dtype(dtype)
-        scale = WINOGRAD_TERMS_SCALE if pass_name != "backward_weight" else 1
-        assert_close(got, want, dtype=dtype, terms=reduce[pass_name] * scale)
-        winograd = any("winograd" in k for k in kernels_since(dev, n0))
-        assert winograd == (pass_name != "backward_weight"), pass_name
+        assert_close(got, want, dtype=dtype,
+                     terms=reduce[pass_name] * WINOGRAD_TERMS_SCALE)
+        assert any("winograd" in k for k in kernels_since(dev, n0)), pass_name
     n0 = len(dev.launches)
     g = gpuconv.conv2d_backward(gy, x, w, algorithm="winograd", **kw)
     runs = 4 if np.dtype(dtype).kind == "c" else 1  # complex: four real passes
-    assert sum("conv2d_winograd_output" in k for k in kernels_since(dev, n0)) == runs
+    for kernel in ("conv2d_winograd_output", "conv2d_winograd_wgrad_output"):
+        assert sum(kernel in k for k in kernels_since(dev, n0)) == runs, kernel
     want = via_emulator.numpy(gpuconv.conv2d_backward, gyw, xw, ww, **kw)
     assert_close(g.gx, want.gx, dtype=dtype,
                  terms=reduce["backward_input"] * WINOGRAD_TERMS_SCALE)
-    assert_close(g.gw, want.gw, dtype=dtype, terms=reduce["backward_weight"])
+    assert_close(g.gw, want.gw, dtype=dtype,
+                 terms=reduce["backward_weight"] * WINOGRAD_TERMS_SCALE)
+    assert_close(g.gb, want.gb, dtype=dtype, terms=reduce["backward_weight"])
 
 
 # ---------------------------------------------------------------------------------

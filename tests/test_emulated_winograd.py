@@ -19,14 +19,25 @@ from gpuconv._plan_conv import padded_problem
 from tests._cuda_conv_cases import problem, random_inputs, reference
 from tests._emu_helpers import EMULATED, prepared_device
 from tests._tol import assert_winograd_within
-from tests.ref_conv import pad_input, winograd_f23, winograd_transposed_filter
+from tests.ref_conv import (
+    pad_input,
+    winograd_f23,
+    winograd_f32_wgrad,
+    winograd_transposed_filter,
+)
 
 pytestmark = EMULATED
 
-SOURCES = ("conv2d_forward.cu", "conv2d_backward_input.cu", "conv2d_pad.cu",
-           "conv2d_winograd.cu")
-WINOGRAD_KERNELS = ("conv2d_winograd_weight", "conv2d_winograd_input",
-                    "conv2d_winograd_output")
+SOURCES = ("conv2d_forward.cu", "conv2d_backward_input.cu",
+           "conv2d_backward_weight.cu", "conv2d_pad.cu", "conv2d_winograd.cu")
+WINOGRAD_KERNELS = {
+    "forward": ("conv2d_winograd_weight", "conv2d_winograd_input",
+                "conv2d_winograd_output"),
+    "backward_weight": ("conv2d_winograd_input", "conv2d_winograd_wgrad_gy",
+                        "conv2d_winograd_wgrad_output"),
+}
+WINOGRAD_KERNELS["backward_input"] = WINOGRAD_KERNELS["forward"]
+PASSES = ("forward", "backward_input", "backward_weight")
 
 #: 3x3 stride-1 problems: odd outputs (a partial last tile), no padding,
 #: asymmetric pads with groups, a 1x2 image, depthwise, many channels on a small
@@ -57,6 +68,10 @@ def _poison_temporaries(monkeypatch):
 
 
 def _run(pass_name, p, algorithm, x, w, b, gy, dev):
+    if pass_name == "backward_weight":
+        out = np.full(p.w_shape, np.nan, dtype=p.compute_dtype)
+        return _gpu_conv.conv2d_backward_weight(gy, x, p, algorithm, False,
+                                                device=dev, out=out)[0]
     if pass_name == "forward":
         out = np.full(p.y_shape, np.nan, dtype=p.compute_dtype)
         return _gpu_conv.conv2d_forward(x, w, b, p, algorithm, device=dev, out=out)
@@ -70,6 +85,11 @@ def _bound(pass_name, p, x, w, b, gy):
     folded back with the padding's 0/1 matrices)."""
     kp = padded_problem(p) if _plan_conv.needs_padding_copy(p) else p
     pt, pb, pl, pr = p.padding
+    if pass_name == "backward_weight":  # the reduction: the 2x2 tiles of gy
+        src = x if kp is p else pad_input(x, (pt, pb, pl, pr), p.padding_mode)
+        wa = winograd_f32_wgrad(src, gy, kp.padding[0], kp.padding[2], p.groups,
+                                absolute=True)
+        return wa, p.N * -(-p.OH // 2) * -(-p.OW // 2)
     if pass_name == "forward":
         src = x
         if kp is not p:
@@ -104,13 +124,16 @@ def test_numpy_winograd_equals_the_direct_sum():
                           p.H, p.W, p.groups)
         np.testing.assert_allclose(gx, reference("backward_input", p, x, w, None, gy),
                                    rtol=1e-12, atol=1e-12)
+        gw = winograd_f32_wgrad(x, gy, pt, pl, p.groups)
+        np.testing.assert_allclose(gw, reference("backward_weight", p, x, w, None, gy),
+                                   rtol=1e-12, atol=1e-12)
         direct_abs = reference("forward", p, np.abs(x), np.abs(w), None, gy)
         assert np.all(winograd_f23(x, w, pt, pl, p.OH, p.OW, p.groups, absolute=True)
                       >= direct_abs - 1e-12)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("pass_name", ["forward", "backward_input"])
+@pytest.mark.parametrize("pass_name", PASSES)
 @pytest.mark.parametrize("case_id", list(CASES))
 def test_winograd_within_its_bound(case_id, pass_name, dtype, dev):
     xs, ws, kw = CASES[case_id]
@@ -120,7 +143,7 @@ def test_winograd_within_its_bound(case_id, pass_name, dtype, dev):
     n0 = len(dev.launches)
     got = _run(pass_name, p, "winograd", x, w, b, gy, dev)
     kernels = [k.split("<")[0] for _, k, *_ in dev.launches[n0:]]
-    assert all(name in kernels for name in WINOGRAD_KERNELS), kernels
+    assert all(name in kernels for name in WINOGRAD_KERNELS[pass_name]), kernels
     if case_id == "split_k" and pass_name == "forward":  # 264 channels, 1 tile
         assert "conv2d_forward_split_reduce" in kernels
     assert got.dtype == np.dtype(dtype)
@@ -141,20 +164,18 @@ FALLBACKS = [
 
 @pytest.mark.parametrize("pass_name", ["forward", "backward_input", "backward_weight"])
 def test_winograd_falls_back_to_auto(pass_name, dev):
-    """Where Winograd F(2x2, 3x3) does not apply (stride 2, dilation 2, a 5x5
-    filter, precision='tf32', the weight gradient, an input gradient padded by
-    more than 2), 'winograd' runs what 'auto' runs, bit for bit."""
+    """Where Winograd does not apply (stride 2, dilation 2, a 5x5 filter,
+    precision='tf32', an input gradient padded by more than 2), 'winograd' runs
+    what 'auto' runs, bit for bit."""
     import dataclasses
 
     probs = [problem(xs, ws, np.float32, kw) for xs, ws, kw in FALLBACKS]
     tf32 = problem((1, 8, 6, 6), (8, 8, 3, 3), np.float32, {"padding": 1})
     probs.append(dataclasses.replace(tf32, precision="tf32"))
-    if pass_name == "backward_weight":
-        probs.append(tf32)
     for p in probs:
         kp = _gpu_conv.kernel_problem(p)
         if _plan_conv.winograd_applies(kp, pass_name):
-            continue  # the forward pass of the pad-3 case: Winograd applies
+            continue  # the pad-3 case but for its input gradient: Winograd applies
         x, w, b, gy = random_inputs(np.random.default_rng(6), p, np.float32)
         n0 = len(dev.launches)
         if pass_name == "backward_weight":
@@ -201,7 +222,7 @@ def test_float16_data_runs_winograd_on_float32(dev):
     float32 result is within the bound of the widened operands."""
     p = problem((2, 4, 6, 7), (5, 4, 3, 3), np.float16, {"padding": 1})
     x, w, b, gy = random_inputs(np.random.default_rng(8), p, np.float16)
-    for pass_name in ("forward", "backward_input"):
+    for pass_name in PASSES:
         got = _run(pass_name, p, "winograd", x, w, b.astype(np.float32), gy, dev)
         x32, w32, b32, gy32 = (a.astype(np.float32) for a in (x, w, b, gy))
         want = reference(pass_name, p, x32, w32, b32, gy32)
@@ -218,7 +239,7 @@ def test_sanitized(order):
         xs, ws, kw = CASES[case_id]
         p = problem(xs, ws, np.float32, kw)
         x, w, b, gy = random_inputs(np.random.default_rng(9), p, np.float32)
-        for pass_name in ("forward", "backward_input"):
+        for pass_name in PASSES:
             got = _run(pass_name, p, "winograd", x, w, b, gy, d)
             w_abs, red = _bound(pass_name, p, x, w, b, gy)
             assert_winograd_within(got, reference(pass_name, p, x, w, b, gy), w_abs,
