@@ -220,7 +220,8 @@ def test_half_conversions_match_numpy(dev):
     # NaN: NumPy's rule, bit for bit (sign, the payload's top 10 bits, 0x7C01 where
     # those are 0; signalling NaNs stay signalling), the rule written out here too
     payload = np.concatenate([
-        [0x400000, 0x400001, 0x000001, 0x001FFF, 0x002000, 0x200000, 0x7FFFFF, 0x3FE000],
+        [0x400000, 0x400001, 0x000001, 0x001FFF, 0x002000, 0x200000, 0x7FFFFF,
+         0x3FE000],
         rng.integers(1, 1 << 23, size=200),
     ]).astype(np.uint32)
     nan_bits = np.concatenate([0x7F800000 | payload, 0xFF800000 | payload]).astype(
