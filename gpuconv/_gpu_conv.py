@@ -617,14 +617,15 @@ def conv2d_forward(
     'conv2d_forward_tiled_regblock'
     """
     dev = _dev(device)
-    key = ("forward", p, algorithm, bias is None, _dt(x), _dt(w), _dt(out), dev,
-           _plan_key(dev))
+    real = p.compute_dtype.kind != "c"
+    # the route is part of the key: the plan (and the output's dtype) depend on it
+    kind = _mma_pass(dev, p, "forward", algorithm) if real else None
+    key = ("forward", p, algorithm, kind, bias is None, _dt(x), _dt(w), _dt(out),
+           dev, _plan_key(dev))
     plan = _PLANS.get(key)
     if plan is None:
         check_extents(p)  # before any allocation: oversize is a ValueError, not OOM
     xp = dev.xp
-    real = p.compute_dtype.kind != "c"
-    kind = _mma_pass(dev, p, "forward", algorithm) if real else None
     half, cast = _half_result(p, "forward", kind, out)
     y = _out(xp, out, p.y_shape, _F16 if half else p.compute_dtype, "out",
              half=p.dtype == _F16)
@@ -679,14 +680,14 @@ def conv2d_backward_input(
     gather, no atomics).
     """
     dev = _dev(device)
-    key = ("backward_input", p, algorithm, _dt(gy), _dt(w), _dt(out), dev,
+    real = p.compute_dtype.kind != "c"
+    kind = _mma_pass(dev, p, "backward_input", algorithm) if real else None
+    key = ("backward_input", p, algorithm, kind, _dt(gy), _dt(w), _dt(out), dev,
            _plan_key(dev))
     plan = _PLANS.get(key)
     if plan is None:
         check_extents(p)
     xp = dev.xp
-    real = p.compute_dtype.kind != "c"
-    kind = _mma_pass(dev, p, "backward_input", algorithm) if real else None
     half, cast = _half_result(p, "backward_input", kind, out)
     gx = _out(xp, out, p.x_shape, _F16 if half else p.compute_dtype, "out",
               half=p.dtype == _F16)
