@@ -9,7 +9,17 @@ Every op has the backend signature of :mod:`gpuconv._cpu_conv` plus keywords:
     launches on the CPU emulation harness.
 ``out`` (and ``out_bias``)
     A preallocated, C-contiguous output of the right shape and dtype to write
-    into (tests poison it with NaN first to catch unwritten elements).
+    into (tests poison it with NaN first to catch unwritten elements): the compute
+    dtype (``p.compute_dtype``), or for a float16 problem's forward pass and input
+    gradient also float16 (written by the tensor-core kernels' epilogue where they
+    can, else the float32 result rounded into it once).
+
+Output dtype: ``p.compute_dtype`` (float32 for float16 data: the API rounds once),
+except that a float16 problem's forward pass and input gradient return float16
+where the tensor-core kernels round their result in the epilogue
+(:func:`gpuconv._plan_conv.mma_out_dtype`: the 'f16' kernels, one split, no
+padding-mode fold), which the API then passes through; the same bits as rounding
+the float32 result.
 
 Set :data:`POISON_OUTPUTS` to ``True`` (tests do, with ``monkeypatch``) to have
 every output and temporary buffer the ops allocate filled with NaN instead of left
@@ -598,6 +608,11 @@ def conv2d_forward(
 ) -> Any:
     """``y = conv2d(x, w) + bias`` on the device (backend op, see module doc).
 
+    ``y`` is ``p.compute_dtype``, or float16 for float16 data on the tensor-core
+    kernels when the launch is not split (their epilogue rounds the FP32
+    accumulator plus bias once, to nearest even; any padding mode); a split-K
+    launch and the FP32 kernels return float32, rounded once by the API.
+
     Examples
     --------
     On the CPU emulation of the kernels (``device=None`` runs them on the GPU):
@@ -678,6 +693,10 @@ def conv2d_backward_input(
     For the non-zero padding modes the gradient of the padded input is computed
     first and folded back onto the pixels the border copied (a deterministic
     gather, no atomics).
+
+    ``gx`` is ``p.compute_dtype``, or float16 for float16 data on the tensor-core
+    kernels with zero padding and one split (rounded once in their epilogue); the
+    fold, split-K and the FP32 kernels return float32, rounded once by the API.
     """
     dev = _dev(device)
     real = p.compute_dtype.kind != "c"

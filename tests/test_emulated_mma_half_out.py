@@ -240,3 +240,19 @@ def test_public_api_passes_the_float16_result_through(dev, monkeypatch):
     b16 = b.astype(np.float16).astype(np.float32)
     _assert_bits(y, _old("forward", p, x, w, b16, gy, dev))
     _assert_bits(gx, _old("backward_input", p, x, w, b16, gy, dev))
+
+
+def test_sanitized(dev):
+    """The float16-output instances under ASan/UBSan (threads in descending
+    order): the same bits as the unsanitized run."""
+    from gpuconv._emulate import EmulatedDevice
+
+    d = EmulatedDevice(thread_order="descending")
+    for case_id in ("tile_plus1", "slab"):
+        p = _problem(CASES[CASE_IDS.index(case_id)])
+        x, w, b, gy = _inputs(p, seed=67)
+        for pass_name in PASSES:
+            n0 = len(d.launches)
+            got = _op(pass_name, p, x, w, b, gy, d)
+            assert _launched(d, n0)[-1].endswith(", unsigned short>")
+            _assert_bits(got, _op(pass_name, p, x, w, b, gy, dev))
