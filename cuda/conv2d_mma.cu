@@ -2,21 +2,32 @@
 // precision='tf32' on float32 data and for float16 data; FP32 accumulation.
 //
 // Variants (E = float: operands rounded to TF32 (cvt.rna) on their way into shared
-// memory, mma.m16n8k8.tf32; E = unsigned short: float16 bits, mma.m16n8k16.f16; the
-// output is the FP32 accumulator (plus bias) as float, which the API rounds once to
-// the caller's dtype (float16: one rounding at the end, also after the fold of the
-// padding modes' input gradient); any stride, dilation, groups, asymmetric zero
-// padding; runtime kernel size; tails guarded; deterministic, no atomics: every
-// output is written once, by one lane, each sum in a fixed order; tiles (BM, BN,
-// WARPS_M, WARPS_N) = (64, 64, 2, 2) and (128, 128, 2, 4), gpuconv._kernels):
-//   conv2d_forward_mma<E, BM, BN, WARPS_M, WARPS_N>
+// memory, mma.m16n8k8.tf32; E = unsigned short: float16 bits, mma.m16n8k16.f16; any
+// stride, dilation, groups, asymmetric zero padding; runtime kernel size; tails
+// guarded; deterministic, no atomics: every output is written once, by one lane,
+// each sum in a fixed order; tiles (BM, BN, WARPS_M, WARPS_N) = (64, 64, 2, 2) and
+// (128, 128, 2, 4), gpuconv._kernels). The output (OutT, a trailing template
+// parameter of the forward and input-gradient kernels; the weight gradient always
+// writes float) is the FP32 accumulator plus bias, either
+//   - float (OutT = float, the default): the result of precision='tf32', and of
+//     float16 data wherever the float16 result is not final yet (split-K slices,
+//     the padding modes' input gradient before its fold, the weight gradient; the
+//     float16 API then rounds the float32 result once), or
+//   - float16 bits (OutT = unsigned short, E = unsigned short only): the result of
+//     float16 data rounded once in the epilogue (mma_put: cvt.rn.f16.f32, round to
+//     nearest even, as the API's cast of the float32 result, bit for bit) where it
+//     is final: the forward pass (any padding mode: the padded copy is only its
+//     input) and the input gradient of a zero-padded problem (no fold), one split
+//     (gpuconv._plan_conv.mma_out_dtype decides). No float32 output is written,
+//     read back and cast.
+//   conv2d_forward_mma<E, BM, BN, WARPS_M, WARPS_N[, OutT]>
 //       y = conv2d(x, w) + bias as the implicit GEMM of conv2d_forward.cu's
 //       tiled_regblock: M = N*OH*OW pixels, NG = K/groups, KR = C/groups*KH*KW;
 //       when C/groups is a multiple of the slab the reduction runs channel-inner
 //       (MmaForwardSlabView: a per-slab cursor over (tap, channel), strided element
 //       loads). Split-K when the planner asks (mma_splits: a small image, a long
 //       reduction): split s writes slice s of a workspace, reduced in split order.
-//   conv2d_backward_input_mma<E, BM, BN, WARPS_M, WARPS_N>
+//   conv2d_backward_input_mma<E, BM, BN, WARPS_M, WARPS_N[, OutT]>
 //       gx as the implicit GEMM of conv2d_backward_input.cu's tiled_regblock:
 //       M = N*H*W pixels, NG = C/groups, KR = K/groups*KH*KW; channel-inner
 //       (MmaBackwardInputSlabView) for stride 1 when K/groups is a multiple of the
@@ -53,7 +64,8 @@
 //     with MI*2 + NI LDS.128 (was 2*(MI*4 + NI*2) 32-bit LDS) and no moves, all
 //     conflict-free.
 //   - epilogue (mma_store_pixels): each lane writes its accumulators (row g / g+8,
-//     columns 2t, 2t+1 of each mma tile) straight to NCHW (float), adding the bias.
+//     columns 2t, 2t+1 of each mma tile) straight to NCHW, adding the bias, as float
+//     or rounded once to float16 (mma_put, by OutT).
 // Not (yet) used: cp.async (the gather is element-wise with bounds masks and TF32
 // rounding, so it goes through registers; NCHW puts a word's two float16 values in
 // different planes) and ldmatrix (shared memory already holds the fragments in
@@ -381,10 +393,19 @@ __host__ __device__ constexpr bool mma_step_fits(long long step) {
     return 32 * step <= 2147483647LL;
 }
 
+// The epilogue's store of one output value (the FP32 accumulator plus bias): float
+// as is; float16 bits (OutT = unsigned short) rounded once, to nearest even
+// (float_to_half: cvt.rn.f16.f32, overflow to inf, subnormals kept).
+__device__ __forceinline__ void mma_put(float* p, float v) { *p = v; }
+__device__ __forceinline__ void mma_put(unsigned short* p, float v) {
+    *p = float_to_half(v);
+}
+
 // Writes the accumulators of this lane that lie inside the problem when the GEMM
 // rows are pixels: row view.m0 + lr is pixel view.p_base + lr counted from image
-// view.n_base, P pixels per image; row_out(n, p) points at column view.n0 of pixel p
-// of image n, columns P elements apart (NCHW); finish(lc, acc) is the value stored.
+// view.n_base, P pixels per image; row_out(n, p) points (float* or unsigned short*:
+// mma_put) at column view.n0 of pixel p of image n, columns P elements apart (NCHW);
+// finish(lc, acc) is the FP32 value stored.
 template <class Tile, class View, class RowOut, class Finish>
 __device__ __forceinline__ void mma_store_pixels(
     const View& v, int P, int NG, const float (&acc)[Tile::MI][Tile::NI][4],
@@ -403,14 +424,15 @@ __device__ __forceinline__ void mma_store_pixels(
             const int lr = wm * Tile::WTM + mi * 16 + g + 8 * h;
             if (v.m0 + lr >= v.M) continue;  // tail rows of the last tile
             const int pp = v.p_base + lr;
-            float* out = row_out(v.n_base + pp / P, pp % P);
+            auto* out = row_out(v.n_base + pp / P, pp % P);  // float* or half bits
 #pragma unroll
             for (int ni = 0; ni < Tile::NI; ++ni) {
 #pragma unroll
                 for (int c = 0; c < 2; ++c) {
                     const int lc = wn * Tile::WTN + ni * 8 + 2 * t + c;
                     if (v.n0 + lc >= NG) continue;  // tail channels of the last tile
-                    out[static_cast<long long>(lc) * P] = finish(lc, acc[mi][ni][2 * h + c]);
+                    mma_put(out + static_cast<long long>(lc) * P,
+                            finish(lc, acc[mi][ni][2 * h + c]));
                 }
             }
         }
@@ -595,14 +617,16 @@ struct MmaForwardSlabView : MmaForwardView<E> {
 // Split-K (splits > 1): split s reduces its balanced slice of the ceil(KR/SLAB)
 // slabs (slabs_per_split, extra_slabs) and writes y[s*M*K + ...] (a workspace of
 // splits slices; the bias in slice 0), which conv2d_backward_weight_reduce adds in
-// split order; one split writes y.
-template <typename E, int BM, int BN, int WARPS_M, int WARPS_N>
+// split order; one split writes y. OutT: float (y, or the split-K workspace), or
+// unsigned short (float16 bits: the accumulator plus bias rounded once, to nearest
+// even; one split only: the planner never splits a float16-output launch).
+template <typename E, int BM, int BN, int WARPS_M, int WARPS_N, typename OutT = float>
 __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
                                   gpuconv::mma_min_blocks(32 * WARPS_M * WARPS_N,
                                                           sizeof(E) == 4))
     conv2d_forward_mma(
         const E* __restrict__ x, const E* __restrict__ w, const float* __restrict__ bias,
-        const TapEntry* __restrict__ taps, float* __restrict__ y, int C, int H, int W, int K,
+        const TapEntry* __restrict__ taps, OutT* __restrict__ y, int C, int H, int W, int K,
         int KH, int KW, int groups, int sh, int sw, int pt, int pl, int OH, int OW,
         int has_bias, long long M, int m_tiles, int n_tiles, long long slabs_per_split,
         int extra_slabs) {
@@ -650,7 +674,7 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
     }
     // split s writes slice s of the workspace (y itself for one split); the bias
     // goes into slice 0 only
-    float* out = y + split * M * K;
+    OutT* out = y + split * M * K;
     const bool add_bias = has_bias && split == 0;
     gpuconv::mma_store_pixels<Tile>(
         v, v.OHW, v.Kg, acc,
@@ -782,14 +806,15 @@ struct MmaBackwardInputSlabView : MmaBackwardInputView<E> {
 
 // Grid: m_tiles * n_tiles * groups * splits blocks (1-D), block 32*WARPS_M*WARPS_N;
 // static smem. taps: KR = K/groups*KH*KW entries (ch = k). Split-K as the forward's:
-// split s writes gx[s*M*C + ...].
-template <typename E, int BM, int BN, int WARPS_M, int WARPS_N>
+// split s writes gx[s*M*C + ...]. OutT as the forward's (unsigned short: one split,
+// the final gx of a zero-padded problem).
+template <typename E, int BM, int BN, int WARPS_M, int WARPS_N, typename OutT = float>
 __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
                                   gpuconv::mma_min_blocks(32 * WARPS_M * WARPS_N,
                                                           false))
     conv2d_backward_input_mma(
         const E* __restrict__ gy, const E* __restrict__ w,
-        const TapEntry* __restrict__ taps, float* __restrict__ gx, int C, int H, int W,
+        const TapEntry* __restrict__ taps, OutT* __restrict__ gx, int C, int H, int W,
         int K, int KH, int KW, int groups, int sh, int sw, int pt, int pl, int OH,
         int OW, long long M, int m_tiles, int n_tiles, long long slabs_per_split,
         int extra_slabs) {
@@ -837,7 +862,7 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
     } else {
         gpuconv::mma_mainloop<E, Tile>(v, s_tile, acc);
     }
-    float* out = gx + split * M * C;  // slice s of the workspace (gx for one split)
+    OutT* out = gx + split * M * C;  // slice s of the workspace (gx for one split)
     gpuconv::mma_store_pixels<Tile>(
         v, v.HW, v.Cg, acc,
         [&](long long n, int p) {

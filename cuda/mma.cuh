@@ -5,7 +5,10 @@
 //                           32-bit register pattern the mma reads (low 13 bits 0;
 //                           ptxas emits 3 instructions for it on sm_80/sm_90).
 //   half_to_float(h)        float16 bits -> float (exact).
-//   float_to_half(x)        float -> float16 bits, round to nearest even (cvt.rn).
+//   float_to_half(x)        float -> float16 bits, round to nearest even (cvt.rn;
+//                           emulated: NumPy's float32 -> float16 cast, bit for bit,
+//                           NaN payloads too; on a GPU a NaN stays a NaN, its
+//                           payload is the hardware's).
 //   mma_tf32_m16n8k8(d,a,b,c)   D(16x8) = A(16x8) * B(8x8) + C, TF32 in, FP32 out.
 //   mma_f16_m16n8k16(d,a,b,c)   D(16x8) = A(16x16) * B(16x8) + C, FP16 in, FP32 out.
 //
@@ -84,8 +87,11 @@ inline unsigned short float_to_half(float f) {
     const unsigned x = float_bits(f);
     const unsigned sign = (x >> 16) & 0x8000u;
     const unsigned ax = x & 0x7FFFFFFFu;
-    if (ax >= 0x7F800000u)  // inf, NaN (quieted)
-        return static_cast<unsigned short>(sign | 0x7C00u | (ax > 0x7F800000u ? 0x200u : 0u));
+    if (ax == 0x7F800000u) return static_cast<unsigned short>(sign | 0x7C00u);  // inf
+    if (ax > 0x7F800000u) {  // NaN: NumPy's rule (the payload's top 10 bits, never 0)
+        const unsigned h = 0x7C00u | ((ax & 0x7FFFFFu) >> 13);
+        return static_cast<unsigned short>(sign | (h == 0x7C00u ? 0x7C01u : h));
+    }
     if (ax >= 0x477FF000u) return static_cast<unsigned short>(sign | 0x7C00u);  // >= 65520
     if (ax < 0x38800000u) {  // below 2^-14: a float16 subnormal (or zero), unit 2^-24
         const float q = bits_float(ax) * 16777216.0f;  // exact scaling by 2^24

@@ -9,7 +9,17 @@ Every op has the backend signature of :mod:`gpuconv._cpu_conv` plus keywords:
     launches on the CPU emulation harness.
 ``out`` (and ``out_bias``)
     A preallocated, C-contiguous output of the right shape and dtype to write
-    into (tests poison it with NaN first to catch unwritten elements).
+    into (tests poison it with NaN first to catch unwritten elements): the compute
+    dtype (``p.compute_dtype``), or for a float16 problem's forward pass and input
+    gradient also float16 (written by the tensor-core kernels' epilogue where they
+    can, else the float32 result rounded into it once).
+
+Output dtype: ``p.compute_dtype`` (float32 for float16 data: the API rounds once),
+except that a float16 problem's forward pass and input gradient return float16
+where the tensor-core kernels round their result in the epilogue
+(:func:`gpuconv._plan_conv.mma_out_dtype`: the 'f16' kernels, one split, no
+padding-mode fold), which the API then passes through; the same bits as rounding
+the float32 result.
 
 Set :data:`POISON_OUTPUTS` to ``True`` (tests do, with ``monkeypatch``) to have
 every output and temporary buffer the ops allocate filled with NaN instead of left
@@ -56,6 +66,7 @@ from gpuconv._plan_conv import (
     dgrad_col2im,
     fold_maps,
     mma_kind,
+    mma_out_dtype,
     mma_preferred,
     needs_padding_copy,
     pad_maps,
@@ -105,17 +116,53 @@ def _empty(xp: Any, shape: tuple[int, ...], dtype: Any) -> Any:
     return xp.empty(shape, dtype=dtype)
 
 
-def _out(xp: Any, out: Any, shape: tuple[int, ...], dtype: Any, what: str) -> Any:
+def _out(xp: Any, out: Any, shape: tuple[int, ...], dtype: Any, what: str,
+         half: bool = False) -> Any:
+    """``out`` checked, or a new array of ``dtype``. ``half``: float16 is accepted
+    too (a float16 problem's ``out`` of the forward pass or the input gradient,
+    :func:`_half_result`)."""
     if out is None:
         return _empty(xp, shape, dtype)
-    if tuple(out.shape) != tuple(shape) or np.dtype(out.dtype) != np.dtype(dtype):
+    if tuple(out.shape) != tuple(shape) or (
+        np.dtype(out.dtype) != np.dtype(dtype) and not (half and out.dtype == _F16)
+    ):
+        dtypes = f"{np.dtype(dtype)} or float16" if half else f"{np.dtype(dtype)}"
         raise ValueError(
-            f"{what} must have shape {tuple(shape)} and dtype {np.dtype(dtype)}, got "
+            f"{what} must have shape {tuple(shape)} and dtype {dtypes}, got "
             f"{tuple(out.shape)} {out.dtype}"
         )
     if not out.flags.c_contiguous:
         raise ValueError(f"{what} must be C-contiguous")
     return out
+
+
+def _half_result(
+    p: Conv2dProblem, pass_name: str, kind: str | None, out: Any
+) -> tuple[bool, bool]:
+    """``(half, cast)`` for a forward or input-gradient op: ``half``, the mma
+    kernels write the float16 result themselves (a float16 problem on the 'f16'
+    kernels where :func:`gpuconv._plan_conv.mma_out_dtype` says float16, and
+    ``out`` absent or float16: the op returns float16 and the API casts nothing);
+    ``cast``, ``out`` is float16 but the kernels write float32 (split-K, the
+    padding modes' fold, the FP32 kernels): the op computes float32 and rounds it
+    into ``out`` once."""
+    f16_out = out is not None and out.dtype == _F16
+    if p.dtype != _F16 or (out is not None and not f16_out):
+        return False, False
+    half = False
+    if kind == "f16":
+        k = (p, pass_name)
+        dt = _OUT_DTYPES.get(k)
+        if dt is None:
+            dt = mma_out_dtype(p, pass_name, kind)
+            _OUT_DTYPES.put(k, dt)
+        half = dt == _F16
+    return half, f16_out and not half
+
+
+def _half_view(a: Any, half: bool) -> Any:
+    """The float16 output as the kernels take it (its bits, ``uint16``)."""
+    return a.view(np.uint16) if half else a
 
 
 def _contig(xp: Any, a: Any) -> Any:
@@ -128,6 +175,9 @@ def _contig(xp: Any, a: Any) -> Any:
 #: pass, the problem, the algorithm argument, which optional buffers are present
 #: and the device.
 _PLANS = LRU("conv2d plans")
+#: :func:`gpuconv._plan_conv.mma_out_dtype` of a float16 problem's pass, per call
+#: looked up here (it decides the output's dtype before the plan runs).
+_OUT_DTYPES = LRU("conv2d mma output dtypes")
 
 
 def _plan_key(dev: Any) -> Any:
@@ -365,21 +415,24 @@ def _no_bias(dev: Any) -> Any:
 
 def _forward_mma(
     dev: Any, key: Any, plan: Any, x: Any, w: Any, bias: Any, p: Conv2dProblem,
-    kind: str, y: Any,
+    kind: str, y: Any, half: bool,
 ) -> Any:
     """The forward pass on tensor cores (planned and cached like the FP32 path; a
     float16 input of a non-zero padding mode is padded in float32 first, then
-    converted: that call is not cached). The kernels write the float32
-    accumulators: a float16 result is rounded once, by the API's cast."""
+    converted: that call is not cached). ``y`` float16 (``half``): the kernel
+    rounds the FP32 accumulator plus bias once, to nearest even (one split); else
+    it writes the float32 accumulators (split-K: a workspace reduced into ``y``)
+    and a float16 result is rounded once, by the API's cast."""
     xp = dev.xp
+    yk = _half_view(y, half)
     if kind == "f16" and needs_padding_copy(p):
         pad: list[Any] = []
         xpad, p0 = _pad_input(dev, _as32(xp, x), p, functools.partial(_empty, xp), pad)
         _run(dev, pad)  # before the float16 conversion of the padded input
         _run(dev, plan_conv2d_mma(
             p0, "forward", kind, _mma_operand(xp, xpad, kind),
-            _mma_operand(xp, w, kind), y, _taps(dev, p0.Cg, p0), bias,
-            no_bias=_no_bias(dev), alloc=functools.partial(_empty, xp),
+            _mma_operand(xp, w, kind), yk, _taps(dev, p0.Cg, p0), bias,
+            no_bias=_no_bias(dev), alloc=functools.partial(_empty, xp), half_out=half,
         ))
         return y
     xa, wa = _mma_operand(xp, x, kind), _mma_operand(xp, w, kind)
@@ -388,34 +441,37 @@ def _forward_mma(
         launches: list[Any] = []
         xin, p0 = _pad_input(dev, xa, p, alloc, launches)  # float32 (tf32) here
         return launches + plan_conv2d_mma(
-            p0, "forward", kind, xin, wa, y, _taps(dev, p0.Cg, p0), bias,
-            no_bias=_no_bias(dev), alloc=alloc,
+            p0, "forward", kind, xin, wa, yk, _taps(dev, p0.Cg, p0), bias,
+            no_bias=_no_bias(dev), alloc=alloc, half_out=half,
         )
 
-    _planned(key, plan, dev, (xa, wa, bias, y), build)
+    _planned(key, plan, dev, (xa, wa, bias, yk), build)
     return y
 
 
 def _backward_input_mma(
     dev: Any, key: Any, plan: Any, gy: Any, w: Any, p: Conv2dProblem, kind: str,
-    gx: Any,
+    gx: Any, half: bool,
 ) -> Any:
     """The input gradient on tensor cores (planned and cached), folded back for
-    the non-zero padding modes."""
+    the non-zero padding modes. ``gx`` float16 (``half``: zero padding, one split):
+    rounded once in the kernel's epilogue; else the float32 accumulators (and the
+    fold's float32 sums), rounded once by the API's cast for float16."""
     xp = dev.xp
     gya, wa = _mma_operand(xp, gy, kind), _mma_operand(xp, w, kind)
+    gxk = _half_view(gx, half)
 
     def build(alloc: Callable[..., Any]) -> list[Any]:
         if not needs_padding_copy(p):
-            return plan_conv2d_mma(p, "backward_input", kind, gya, wa, gx,
-                                   _taps(dev, p.Kg, p), alloc=alloc)
+            return plan_conv2d_mma(p, "backward_input", kind, gya, wa, gxk,
+                                   _taps(dev, p.Kg, p), alloc=alloc, half_out=half)
         p0 = padded_problem(p)
         gxpad = alloc(p0.x_shape, p.compute_dtype)
         launches = plan_conv2d_mma(p0, "backward_input", kind, gya, wa, gxpad,
                                    _taps(dev, p0.Kg, p0), alloc=alloc)
         return launches + _pad_fold(dev, p, gxpad, gx)
 
-    _planned(key, plan, dev, (gya, wa, gx), build)
+    _planned(key, plan, dev, (gya, wa, gxk), build)
     return gx
 
 
@@ -570,6 +626,11 @@ def conv2d_forward(
 ) -> Any:
     """``y = conv2d(x, w) + bias`` on the device (backend op, see module doc).
 
+    ``y`` is ``p.compute_dtype``, or float16 for float16 data on the tensor-core
+    kernels when the launch is not split (their epilogue rounds the FP32
+    accumulator plus bias once, to nearest even; any padding mode); a split-K
+    launch and the FP32 kernels return float32, rounded once by the API.
+
     Examples
     --------
     On the CPU emulation of the kernels (``device=None`` runs them on the GPU):
@@ -589,14 +650,22 @@ def conv2d_forward(
     'conv2d_forward_tiled_regblock'
     """
     dev = _dev(device)
-    key = ("forward", p, algorithm, bias is None, _dt(x), _dt(w), dev,
-           _plan_key(dev))
+    real = p.compute_dtype.kind != "c"
+    # the route is part of the key: the plan (and the output's dtype) depend on it
+    kind = _mma_pass(dev, p, "forward", algorithm) if real else None
+    key = ("forward", p, algorithm, kind, bias is None, _dt(x), _dt(w), _dt(out),
+           dev, _plan_key(dev))
     plan = _PLANS.get(key)
     if plan is None:
         check_extents(p)  # before any allocation: oversize is a ValueError, not OOM
     xp = dev.xp
-    y = _out(xp, out, p.y_shape, p.compute_dtype, "out")
-    if p.compute_dtype.kind == "c":
+    half, cast = _half_result(p, "forward", kind, out)
+    y = _out(xp, out, p.y_shape, _F16 if half else p.compute_dtype, "out",
+             half=p.dtype == _F16)
+    if cast:  # float16 out, float32 kernels: compute, then round once into out
+        y[...] = conv2d_forward(x, w, bias, p, algorithm, device=dev)
+        return y
+    if not real:
         pr = _real_problem(p)
         (xr, xi), (wr, wi) = _parts(xp, x), _parts(xp, w)
         br = bi = None
@@ -610,9 +679,8 @@ def conv2d_forward(
         y.imag[...] = f(xr, wi, bi) + f(xi, wr, None)
         return y
     x, w, bias = _contig(xp, x), _contig(xp, w), _contig(xp, bias)
-    kind = _mma_pass(dev, p, "forward", algorithm)
     if kind is not None:  # tensor cores (they round TF32 operands themselves)
-        return _forward_mma(dev, key, plan, x, w, bias, p, kind, y)
+        return _forward_mma(dev, key, plan, x, w, bias, p, kind, y, half)
     # the FP32 kernels; tf32 / float16 operands converted first (cuda/convert.cu)
     x, w = _bits(x), _bits(w)
     tf32 = applies_tf32(p.precision, p.compute_dtype)
@@ -645,16 +713,27 @@ def conv2d_backward_input(
     For the non-zero padding modes the gradient of the padded input is computed
     first and folded back onto the pixels the border copied (a deterministic
     gather, no atomics).
+
+    ``gx`` is ``p.compute_dtype``, or float16 for float16 data on the tensor-core
+    kernels with zero padding and one split (rounded once in their epilogue); the
+    fold, split-K and the FP32 kernels return float32, rounded once by the API.
     """
     dev = _dev(device)
-    key = ("backward_input", p, algorithm, _dt(gy), _dt(w), dev,
+    real = p.compute_dtype.kind != "c"
+    kind = _mma_pass(dev, p, "backward_input", algorithm) if real else None
+    key = ("backward_input", p, algorithm, kind, _dt(gy), _dt(w), _dt(out), dev,
            _plan_key(dev))
     plan = _PLANS.get(key)
     if plan is None:
         check_extents(p)
     xp = dev.xp
-    gx = _out(xp, out, p.x_shape, p.compute_dtype, "out")
-    if p.compute_dtype.kind == "c":
+    half, cast = _half_result(p, "backward_input", kind, out)
+    gx = _out(xp, out, p.x_shape, _F16 if half else p.compute_dtype, "out",
+              half=p.dtype == _F16)
+    if cast:  # float16 out, float32 kernels: compute, then round once into out
+        gx[...] = conv2d_backward_input(gy, w, p, algorithm, device=dev)
+        return gx
+    if not real:
         pr = _real_problem(p)
         (gr, gi), (wr, wi) = _parts(xp, gy), _parts(xp, w)
 
@@ -665,9 +744,8 @@ def conv2d_backward_input(
         gx.imag[...] = f(gr, wi) + f(gi, wr)
         return gx
     gy, w = _contig(xp, gy), _contig(xp, w)
-    kind = _mma_pass(dev, p, "backward_input", algorithm)
     if kind is not None:
-        return _backward_input_mma(dev, key, plan, gy, w, p, kind, gx)
+        return _backward_input_mma(dev, key, plan, gy, w, p, kind, gx, half)
     gy, w = _bits(gy), _bits(w)
     tf32 = applies_tf32(p.precision, p.compute_dtype)
 

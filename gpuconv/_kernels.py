@@ -126,15 +126,34 @@ CONV_MMA_TILES: tuple[tuple[int, int, int, int], ...] = ((64, 64, 2, 2),
 MMA_PASSES = ("forward", "backward_input", "backward_weight")
 
 
-def mma_kernel_name(pass_name: str, kind: str, tile: tuple[int, ...]) -> str:
+#: The passes whose float16 kernels also come with a float16 output (the epilogue
+#: rounds the FP32 accumulator once, where the result is final; the C type of that
+#: output, float16 bits, is the trailing ``OutT`` template argument).
+MMA_HALF_OUT_PASSES = ("forward", "backward_input")
+
+
+def mma_kernel_name(pass_name: str, kind: str, tile: tuple[int, ...],
+                    half_out: bool = False) -> str:
     """Name expression of a tensor-core kernel instance, e.g.
-    ``conv2d_forward_mma<float, 64, 64, 2, 2>``."""
+    ``conv2d_forward_mma<float, 64, 64, 2, 2>``; ``half_out``: the instance writing
+    float16 bits, ``conv2d_forward_mma<unsigned short, 64, 64, 2, 2, unsigned
+    short>`` (``kind='f16'``, a pass of :data:`MMA_HALF_OUT_PASSES`)."""
+    if half_out:
+        if kind != "f16" or pass_name not in MMA_HALF_OUT_PASSES:
+            raise ValueError(
+                f"a float16 output exists for kind 'f16' and the passes "
+                f"{MMA_HALF_OUT_PASSES}, not kind {kind!r}, pass {pass_name!r}"
+            )
+        tile = (*tile, MMA_ELEMENTS["f16"])
     return conv_kernel_name(pass_name, "mma", MMA_ELEMENTS[kind], tile)
 
 
 KERNELS["conv2d_mma.cu"] = tuple(
     mma_kernel_name(pass_name, kind, tile)
     for pass_name in MMA_PASSES for kind in MMA_ELEMENTS for tile in CONV_MMA_TILES
+) + tuple(
+    mma_kernel_name(pass_name, "f16", tile, half_out=True)
+    for pass_name in MMA_HALF_OUT_PASSES for tile in CONV_MMA_TILES
 )
 
 

@@ -1574,10 +1574,48 @@ def mma_splits(
     return max(1, min(slabs // MMA_MIN_SPLIT_SLABS, slots // base))
 
 
+_F32 = np.dtype(np.float32)
+_F16 = np.dtype(np.float16)
+
+
+def mma_out_dtype(
+    p: Conv2dProblem, pass_name: str, kind: str, sm_count: int = DEFAULT_SM_COUNT
+) -> np.dtype:
+    """The dtype the mma launches of a pass of ``p`` (the op's problem, any padding
+    mode) write when the op is free to choose: float16 where the float16 result is
+    final in the epilogue (``kind='f16'``; the forward pass, any padding mode; the
+    input gradient of a zero-padded problem, whose padding modes fold a float32
+    gradient afterwards; one split, :func:`mma_splits`): the kernel rounds the FP32
+    accumulator plus bias once, to nearest even, exactly as casting the float32
+    result would. float32 otherwise (``'tf32'``, split-K workspaces, the fold, the
+    weight gradient: the API then rounds a float16 result once).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv._conv_args import normalize_conv2d
+    >>> p = normalize_conv2d((32, 64, 56, 56), (256, 64, 1, 1), [np.float16])
+    >>> [str(mma_out_dtype(p, s, "f16")) for s in _MMA_PASSES]
+    ['float16', 'float16', 'float32']
+    >>> q = normalize_conv2d((16, 512, 7, 7), (512, 512, 3, 3), [np.float16],
+    ...                      padding=1)
+    >>> str(mma_out_dtype(q, "forward", "f16"))  # split-K: a float32 workspace
+    'float32'
+    """
+    if kind != "f16" or pass_name not in ("forward", "backward_input"):
+        return _F32
+    if needs_padding_copy(p):
+        if pass_name == "backward_input":
+            return _F32  # the fold adds float32 border gradients afterwards
+        p = padded_problem(p)
+    tile = mma_tile(p, pass_name, sm_count)
+    return _F16 if mma_splits(p, pass_name, kind, tile, sm_count) == 1 else _F32
+
+
 def plan_conv2d_mma(
     p: Conv2dProblem, pass_name: str, kind: str, a: Any, b: Any, out: Any,
     taps: Any, bias: Any = None, *, no_bias: Any = None, alloc: Any = None,
-    sm_count: int = DEFAULT_SM_COUNT,
+    sm_count: int = DEFAULT_SM_COUNT, half_out: bool = False,
 ) -> list[Launch]:
     """The launch of a tensor-core pass on a zero-padded problem.
 
@@ -1592,7 +1630,8 @@ def plan_conv2d_mma(
     a, b, out : device arrays
         Forward: ``x``, ``w``, ``y``; input gradient: ``gy``, ``w``, ``gx``; weight
         gradient: ``gy``, ``x``, ``gw``. C-contiguous; ``out`` is float32 (the FP32
-        accumulators) for both kinds.
+        accumulators) for both kinds, or float16 viewed as ``uint16`` with
+        ``half_out``.
     taps : device array
         ``tap_table(C/groups | K/groups, KH, KW, dh, dw)``.
     bias : device array, optional
@@ -1605,6 +1644,11 @@ def plan_conv2d_mma(
         ``conv2d_backward_weight_reduce<float>`` adding the slices in split order);
         required when the weight gradient splits; without it the forward and the
         input gradient never split (:func:`mma_splits`).
+    half_out : bool, optional
+        Launch the instance writing float16 (the accumulator plus bias rounded once
+        in the epilogue): ``kind='f16'``, the forward pass or the input gradient,
+        one split (what :func:`mma_out_dtype` says float16 for; a ``ValueError``
+        otherwise).
 
     Returns
     -------
@@ -1633,10 +1677,18 @@ def plan_conv2d_mma(
     m_tiles, n_tiles = -(-m // bm), -(-ng // bn)
     geom = (s["C"], s["H"], s["W"], s["K"], s["KH"], s["KW"], s["groups"], s["sh"],
             s["sw"], s["pt"], s["pl"], s["OH"], s["OW"])
+    splits = 1
+    if pass_name != "backward_weight" and alloc is not None:
+        splits = mma_splits(p, pass_name, kind, tile, sm_count)
+    if half_out and (kind != "f16" or pass_name == "backward_weight" or splits > 1):
+        raise ValueError(
+            f"half_out needs kind 'f16', the forward pass or the input gradient and "
+            f"one split, got kind {kind!r}, pass {pass_name!r}, {splits} splits "
+            f"(mma_out_dtype says which launches write float16)"
+        )
     if pass_name == "backward_weight":
         return _wgrad_mma_launches(p, kind, tile, a, b, out, taps, geom, alloc,
                                    sm_count)
-    splits = mma_splits(p, pass_name, kind, tile, sm_count) if alloc is not None else 1
     count = m * ng * p.groups  # elements of y (forward) or gx (input gradient)
     ws = alloc((splits, count), np.float32) if splits > 1 else out
     slabs = -(-gemm_shape(p, pass_name)[2] // MMA_SLAB[kind])
@@ -1650,7 +1702,7 @@ def plan_conv2d_mma(
         args = (a, b, taps, ws, *geom, *tail)
     launches = [Launch(
         source=MMA_SOURCE,
-        kernel=mma_kernel_name(pass_name, kind, tile),
+        kernel=mma_kernel_name(pass_name, kind, tile, half_out),
         grid=_blocks_1d(m_tiles * n_tiles * p.groups * splits,
                         f"conv2d {pass_name} mma"),
         block=(32 * wm * wn, 1, 1),

@@ -167,3 +167,27 @@ def test_conv_on_the_simt_route_within_the_bounds(case_id, pass_name, kind, cp):
     else:
         assert_products_within(got, ref, s, n, output_unit=FP16_UNIT,
                                output_atol=FP16_HALF_SUBNORMAL)
+
+
+@pytest.mark.parametrize("pass_name", ["forward", "backward_input"])
+@pytest.mark.parametrize("case_id", ["everything", "regblock_dgrad_tails", "stride"])
+def test_float16_epilogue_equals_the_rounded_float32_result(case_id, pass_name, cp):
+    """The float16-output kernels (the epilogue's cvt.rn.f16.f32) against the
+    float32-output ones (``out=`` float32 forces them) rounded by CuPy's cast: the
+    same bits (NaN-free data: NaN payloads are the hardware's)."""
+    _, xs, ws, kw = CASES[CASE_IDS.index(case_id)]
+    p = problem(xs, ws, np.float16, kw)
+    x, w, b, gy = random_inputs(np.random.default_rng(13), p, np.float16)
+    dx, dw, dgy = (cp.asarray(a) for a in (x, w, gy))
+    db = cp.asarray(b.astype(np.float32))
+    shape = p.y_shape if pass_name == "forward" else p.x_shape
+    out32 = cp.full(shape, np.nan, np.float32)
+    if pass_name == "forward":
+        got = _gpu_conv.conv2d_forward(dx, dw, db, p, "mma")
+        old = _gpu_conv.conv2d_forward(dx, dw, db, p, "mma", out=out32)
+    else:
+        got = _gpu_conv.conv2d_backward_input(dgy, dw, p, "mma")
+        old = _gpu_conv.conv2d_backward_input(dgy, dw, p, "mma", out=out32)
+    assert got.dtype == np.float16 and old.dtype == np.float32
+    np.testing.assert_array_equal(cp.asnumpy(got).view(np.uint16),
+                                  cp.asnumpy(old.astype(np.float16)).view(np.uint16))

@@ -217,11 +217,23 @@ def test_half_conversions_match_numpy(dev):
     nan = np.isnan(want)
     np.testing.assert_array_equal(np.isnan(back), nan)
     np.testing.assert_array_equal(back[~nan], want[~nan])
-    # NaN stays NaN through float_to_half
-    hn = np.zeros(1, np.uint16)
-    _run(dev, "half_probe", (1, 1, 1), (32, 1, 1),
-         (np.array([np.nan], np.float32), hn, hin[:1], back[:1], np.int64(1)))
-    assert np.isnan(hn.view(np.float16)[0])
+    # NaN: NumPy's rule, bit for bit (sign, the payload's top 10 bits, 0x7C01 where
+    # those are 0; signalling NaNs stay signalling), the rule written out here too
+    payload = np.concatenate([
+        [0x400000, 0x400001, 0x000001, 0x001FFF, 0x002000, 0x200000, 0x7FFFFF,
+         0x3FE000],
+        rng.integers(1, 1 << 23, size=200),
+    ]).astype(np.uint32)
+    nan_bits = np.concatenate([0x7F800000 | payload, 0xFF800000 | payload]).astype(
+        np.uint32)
+    xn = nan_bits.view(np.float32)
+    hn = np.zeros(xn.size, np.uint16)
+    _run(dev, "half_probe", (1, 1, 1), (256, 1, 1),
+         (xn, hn, hin[:xn.size], back[:xn.size], np.int64(xn.size)))
+    rule = ((nan_bits >> 16) & 0x8000) | 0x7C00 | ((nan_bits & 0x7FFFFF) >> 13)
+    rule = np.where(rule & 0x3FF, rule, rule | 1).astype(np.uint16)
+    np.testing.assert_array_equal(hn, rule)
+    np.testing.assert_array_equal(hn, xn.astype(np.float16).view(np.uint16))
 
 
 # ---------------------------------------------------------------------------------
