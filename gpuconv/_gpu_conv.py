@@ -83,6 +83,7 @@ from gpuconv._plan_conv import (
     resolve_algorithm,
     slice_table,
     tap_table,
+    winograd_applies,
     winograd_gemm_problem,
 )
 from gpuconv._precision import applies_tf32, select_precision
@@ -781,7 +782,10 @@ def conv2d_backward_weight(
     Non-zero padding modes pad ``x`` once and differentiate the padded problem.
     """
     dev = _dev(device)
-    key = ("backward_weight", p, algorithm, bool(with_bias), _dt(gy), _dt(x),
+    real = p.compute_dtype.kind != "c"
+    # the route is part of the key (as for the forward pass)
+    kind = _mma_pass(dev, p, "backward_weight", algorithm) if real else None
+    key = ("backward_weight", p, algorithm, kind, bool(with_bias), _dt(gy), _dt(x),
            dev, _plan_key(dev))
     plan = _PLANS.get(key)
     if plan is None:
@@ -809,14 +813,14 @@ def conv2d_backward_weight(
             gb.imag[...] = gbi
         return gw, gb
     gy, x = _contig(xp, gy), _contig(xp, x)
-    kind = _mma_pass(dev, p, "backward_weight", algorithm)
     if kind is not None:  # tensor cores; the bias gradient sums gy apart
         return _backward_weight_mma(dev, key, plan, gy, x, p, kind, gw, gb)
     tf32 = applies_tf32(p.precision, p.compute_dtype)
-    algo = resolve_algorithm(padded_problem(p) if needs_padding_copy(p) else p,
-                             "backward_weight", algorithm)
+    # Winograd (asked for, and applicable): decided per call only when asked for
+    wino = algorithm == "winograd" and winograd_applies(
+        padded_problem(p) if needs_padding_copy(p) else p, "backward_weight")
     gb_fused = gb
-    if gb is not None and (tf32 or gy.dtype == _F16 or algo == "winograd"):
+    if gb is not None and (tf32 or gy.dtype == _F16 or wino):
         # the bias gradient sums the unconverted gy, as on the mma path (and apart
         # from Winograd's transformed gy)
         conv2d_backward_bias(gy, p, device=dev, out=gb)
@@ -827,9 +831,10 @@ def conv2d_backward_weight(
         launches: list[Any] = []
         gyc, xc = (_converted(a, tf32, alloc, launches) for a in (gy, x))
         xin, p0 = _pad_input(dev, xc, p, alloc, launches)
-        if algo == "winograd":
+        if wino:
             return launches + plan_conv2d_winograd(p0, "backward_weight", xin, gyc,
                                                    None, gw, None, alloc=alloc)
+        algo = resolve_algorithm(p0, "backward_weight", algorithm)
         return launches + plan_conv2d_backward_weight(
             p0, algo, gyc, xin, gw, gb_fused, alloc=alloc
         )
