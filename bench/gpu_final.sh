@@ -4,8 +4,9 @@
 # benchmark's auto rows (FP32, TF32, float16; every row validated before it is
 # timed), the float32 filter and stack rows against cupyx, the filter kernels' own
 # time (bench/filter_kernel_time.py), the torch block, and the gpu tests named in
-# $FINAL_TESTS, then the per-call host time (bench/gpu_profile.py, once the kernels are
-# compiled). Each step capped; rows are written as they come.
+# $FINAL_TESTS, Nsight Compute on the tensor-core, Winograd and col2im kernels
+# (bench/ncu_probe.py), then the per-call host time (bench/gpu_profile.py, once the
+# kernels are compiled). Each step capped; rows are written as they come.
 #   OUT=/some/dir PYTHONPATH=. bash bench/gpu_final.sh
 set -u
 export PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
@@ -18,7 +19,7 @@ step() { local name=$1 limit=$2; shift 2; local s=$(date +%s)
     echo "$name rc=$rc $(( $(date +%s) - s ))s" | tee -a "$LOGS/steps.txt"; }
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader \
     > "$LOGS/device.log" 2>&1
-step bench_conv "${CONV_S:-85}" "$PY" bench/bench_gpu_conv.py --no-progress --variants '' \
+step bench_conv "${CONV_S:-100}" "$PY" bench/bench_gpu_conv.py --no-progress --variants winograd \
     --budget 0.05 --json "$OUT/bench_conv.json"
 step bench_filt "${FILTER_S:-45}" "$PY" bench/bench_gpu_filter.py --budget 0.05 \
     --kinds main,stack --json "$OUT/bench_filter.json"
@@ -26,6 +27,15 @@ step kernel_time "${KTIME_S:-35}" "$PY" bench/filter_kernel_time.py --n 4096 819
     --batch 10 --repeats 3 --json "$OUT/filter_kernel_time.json"
 step bench_torch "${TORCH_S:-20}" "$PY" bench/bench_gpu_torch.py --budget 0.1 \
     --json "$OUT/bench_torch.json"
+# Nsight Compute on the kernels the measurements left most open (bench/ncu_probe.py)
+NCU="${NCU:-/usr/local/cuda/bin/ncu}"
+if [[ -x "$NCU" ]]; then
+    step ncu "${NCU_S:-60}" "$NCU" --clock-control none \
+        --kernel-name regex:'mma|winograd|col2im|tiled_regblock' --launch-count 40 \
+        --section SpeedOfLight --section WarpStateStats --section Occupancy \
+        --section LaunchStats --section SchedulerStats "$PY" bench/ncu_probe.py
+    cp "$LOGS/ncu.log" "$OUT/ncu.txt" 2>/dev/null
+fi
 # last: the kernels it calls were compiled by the benchmarks above (a fresh machine
 # spent the whole 25 s profile step of the 491e4e5 run compiling)
 step profile "${PROFILE_S:-35}" "$PY" bench/gpu_profile.py --calls 200 --top 25 --no-backward

@@ -164,6 +164,10 @@ def main(argv: list[str]) -> int:
             ["--quick", "--no-progress", "--variants",
              "naive,tiled,tiled_regblock,winograd",
              "--json", str(out / "bench_conv.json")])
+        probe = load("ncu_probe")  # the ncu step's calls, on small shapes
+        probe.LAYER = ((2, 16, 5, 6), (16, 16, 3, 3))
+        probe.STEM = ((1, 3, 12, 11), (16, 3, 7, 7))
+        status["ncu_probe"] = probe.main([])
         flt = load("bench_gpu_filter")
         flt.QUICK_SIZES, flt.QUICK_KSIZES = (70,), (3, 9, 31)
         flt.LAUNCH_SIZE, flt.LAUNCH_KSIZES = 33, (3,)
