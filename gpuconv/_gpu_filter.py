@@ -216,7 +216,7 @@ def correlate2d(
     cached = entry.plans.get(align)
     plan, copy_k = (None, not kernel_view_ok(k)) if cached is None else cached
     if copy_k:
-        k = xp.ascontiguousarray(k)
+        k = k.copy()  # a fresh, aligned, C-contiguous buffer
     if plan is not None and not (
         in1.shape == (fp.B, fp.H, fp.W) and k.shape == (fp.Bk, fp.KH, fp.KW)
         and out.shape == (fp.B, fp.OH, fp.OW)
