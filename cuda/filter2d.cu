@@ -275,17 +275,18 @@ filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k,
                     // asynchronous too: a plain copy would hold the first KH*KW
                     // threads for an L2 round trip before they issue their share of
                     // the tile
-                    // (float and double: no conjugation to apply)
-                    for (int i = tid; i < KH * KW; i += nthreads) {
-                        const int a = i / KW, c = i - a * KW;
-                        gcf::cp_async(s_w + i, kb + a * ks_r + c * ks_c);
+                    // (float and double: no conjugation to apply; rows over ty,
+                    // columns over tx: no division, nothing hoisted and kept live)
+                    for (int a = ty; a < KH; a += BY) {
+                        for (int c = tx; c < KW; c += BX)
+                            gcf::cp_async(s_w + a * KW + c, kb + a * ks_r + c * ks_c);
                     }
                 }
             } else {
                 const bool conj = flags & gcf::FLAG_CONJ_KERNEL;
-                for (int i = tid; i < KH * KW; i += nthreads) {
-                    const int a = i / KW, c = i - a * KW;
-                    s_w[i] = gcf::kernel_tap(kb, a, c, ks_r, ks_c, conj);
+                for (int a = ty; a < KH; a += BY) {
+                    for (int c = tx; c < KW; c += BX)
+                        s_w[a * KW + c] = gcf::kernel_tap(kb, a, c, ks_r, ks_c, conj);
                 }
             }
 

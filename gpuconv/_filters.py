@@ -6,8 +6,11 @@ SciPy's and NumPy's exception types and texts), picks the backend in the one pla
 that does (:func:`gpuconv._backend.select_backend`), handles empty problems itself
 and hands the backend one padded 2-D correlation of a stack of images
 (:class:`~gpuconv._filter_args.FilterProblem`), with the kernel already flipped
-(convolution) or conjugated (complex correlation). 1-D calls are ``(1, 1, n)``
-problems, so every backend gets them for free.
+(convolution) or conjugated (complex correlation). The CUDA backend gets the flipped
+kernel as a view and the conjugation as ``conj_kernel=True`` (its kernels read the
+taps through strides and conjugate them: no copy per call); the NumPy backend gets a
+C-contiguous, conjugated kernel. 1-D calls are ``(1, 1, n)`` problems, so every
+backend gets them for free.
 
 Where 'same' puts the extra row/column of an even kernel (as SciPy/NumPy do):
 
