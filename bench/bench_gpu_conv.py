@@ -13,7 +13,9 @@ Passes: ``conv2d_forward``, ``conv2d_backward_input`` (``gx`` only) and
 ``conv2d_backward_weight`` (``gw`` only), each through the public API on CuPy arrays
 (what users get: argument checks, planning and launches included) with
 ``algorithm='auto'`` and with the forced variants of ``--variants`` (default
-``tiled,tiled_regblock``; the variant ``auto`` picks is not measured twice;
+``tiled,tiled_regblock,winograd``; the variant ``auto`` picks is not measured twice;
+``winograd`` only where it applies (3x3 stride 1, forward and input gradient), its
+error limit :data:`WINOGRAD_ERR_FACTOR` times the others';
 ``naive`` only on layers of at most :data:`NAIVE_MAX_FLOPS`, where it is not
 minutes of work).
 
@@ -87,9 +89,13 @@ from _gpu_common import (
 )
 
 PASSES = ("conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight")
-VARIANTS = ("naive", "tiled", "tiled_regblock")
-#: Forced variants measured besides ``auto`` by default.
-DEFAULT_VARIANTS = ("tiled", "tiled_regblock")
+VARIANTS = ("naive", "tiled", "tiled_regblock", "winograd")
+#: Forced variants measured besides ``auto`` by default (``winograd`` only where it
+#: applies: 3x3 stride-1 forward passes and input gradients).
+DEFAULT_VARIANTS = ("tiled", "tiled_regblock", "winograd")
+#: Winograd's error scale over the direct sum's (tests/_tol.py: the transformed
+#: magnitudes are 6-11x sum |x||w| on random data); its rows' error limit.
+WINOGRAD_ERR_FACTOR = 8.0
 #: ``naive`` (one thread per output, the oracle) is measured only on layers of at
 #: most this many FLOPs: on the large layers it takes seconds per call.
 NAIVE_MAX_FLOPS = 2e9
@@ -441,6 +447,33 @@ def _error_row(ctx: _Context, layer: Layer, pass_name: str,
     }
 
 
+def _problem(layer: Layer, a: dict[str, Any]) -> Any:
+    from gpuconv._conv_args import normalize_conv2d
+    from gpuconv._gpu_conv import kernel_problem
+
+    return kernel_problem(normalize_conv2d(
+        tuple(a["x"].shape), tuple(a["w"].shape), [np.float32], stride=layer.stride,
+        padding=layer.padding))
+
+
+def _winograd_applies(layer: Layer, pass_name: str, a: dict[str, Any]) -> bool:
+    from gpuconv._plan_conv import winograd_applies
+
+    return winograd_applies(_problem(layer, a), pass_name.removeprefix("conv2d_"))
+
+
+def _regblock_plan(layer: Layer, pass_name: str, a: dict[str, Any],
+                   variant: str | None) -> str | None:
+    """Which ``tiled_regblock`` plan an input-gradient row ran: ``'col2im'`` (the
+    column GEMM plus gather of few input channels) or ``'phases'``; ``None`` for
+    other rows."""
+    if pass_name != "conv2d_backward_input" or variant != "tiled_regblock":
+        return None
+    from gpuconv._plan_conv import dgrad_col2im
+
+    return "col2im" if dgrad_col2im(_problem(layer, a)) else "phases"
+
+
 def _bench_pass(ctx: _Context, layer: Layer, pass_name: str, a: dict[str, Any],
                 variants: tuple[str, ...],
                 emit: Callable[[dict[str, Any]], None]) -> None:
@@ -470,7 +503,8 @@ def _bench_pass(ctx: _Context, layer: Layer, pass_name: str, a: dict[str, Any],
         peer_time = None
         want = numpy_reference(layer, pass_name, a, cp)
     sides = ["auto", *[v for v in variants if v != resolved
-                       and (v != "naive" or flops <= NAIVE_MAX_FLOPS)]]
+                       and (v != "naive" or flops <= NAIVE_MAX_FLOPS)
+                       and (v != "winograd" or _winograd_applies(layer, pass_name, a))]]
     for variant in sides:
         case = f"{pass_name}/{variant}/{layer.name}/float32"
         _progress(ctx.progress, f"[gpu conv] {case}")
@@ -484,13 +518,16 @@ def _bench_pass(ctx: _Context, layer: Layer, pass_name: str, a: dict[str, Any],
             "fp32_peak_source": ctx.peak_how,
             "copy_bandwidth_bytes_s": bw, "floor_s": floor_s,
             "compute_bound": compute_bound, "l2_flushed": True,
-            "err_limit": err_limit(layer.terms(pass_name)),
+            "err_limit": err_limit(layer.terms(pass_name))
+                         * (WINOGRAD_ERR_FACTOR if variant == "winograd" else 1.0),
             "target_ratio": (target if variant == "auto" and peer_time is not None
                              else None),
             "peak_fraction_target": (PEAK_FRACTION_TARGET
                                      if compute_bound and variant == "auto"
                                      else None),
             "threads": None, "mpx_s": None, "peer_mpx_s": None,
+            "plan": _regblock_plan(layer, pass_name, a,
+                                   resolved if variant == "auto" else variant),
         }
         if peer_time is not None:
             row["peer_median_s"] = peer_time[0]

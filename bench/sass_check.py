@@ -319,8 +319,10 @@ class Row:
     @property
     def main(self) -> bool:
         """A main (reduction) kernel held to the FMA goal: every conv2d variant but
-        the split-K reduces, the bias-only reduction and the padding kernels."""
-        return not any(t in self.kernel for t in ("reduce", "bias_partial", "_pad_"))
+        the split-K reduces, the bias-only reduction, the padding kernels and the
+        input gradient's col2im gather (additions of GEMM results)."""
+        return not any(t in self.kernel
+                       for t in ("reduce", "bias_partial", "_pad_", "col2im"))
 
     def meets_goals(self) -> bool:
         ok_warps = self.warps_per_sm >= WARPS_GOAL

@@ -27,10 +27,25 @@
 //                   slices of a SliceEntry table. A phase no tap reaches writes
 //                   zeros. Split-K when the blocks do not fill the SMs; then
 //   split_reduce    adds the splits in split order (deterministic, no atomics).
+//                   For few input channels per group (C/groups < 16, e.g. the RGB
+//                   stem's 3) the phases' GEMM would fill at most C/16 of each
+//                   tile's columns, so the planner (gpuconv._plan_conv.dgrad_col2im)
+//                   takes another tiled_regblock plan instead: the GEMM
+//                   cols[n, (c, kh, kw), oh, ow] = sum_k w[k, c, kh, kw] *
+//                   gy[n, k, oh, ow] (M = N*OH*OW, NG = C/groups*KH*KW columns,
+//                   reduction K/groups: conv2d_forward.cu's tiled_regblock kernel run
+//                   on gy as a 1x1 convolution, reading w transposed through its
+//                   strides), into a workspace, then
+//   col2im          one thread per gx element gathers the column entries of the
+//                   taps that reach it ((h + pt - kh*dh) % sh == 0 and the gy row
+//                   inside, likewise for w), in (kh, kw) order. No wasted taps, no
+//                   atomics.
 // naive and tiled accumulate in the same order (k, then kh, then kw, one fma per
 // tap) and agree bit for bit on finite inputs. tiled_regblock sums chunks of 8
 // output channels, then the phase's taps, then the chunk's channels (then splits in
-// order): within rounding of the others, bit-identical from run to run. Its padded
+// order): within rounding of the others, bit-identical from run to run; its col2im
+// plan sums each tap over chunks of 8 output channels (in the GEMM), then the taps
+// in (kh, kw) order (in col2im). Its padded
 // taps are terms fma(0, w, acc): with an infinite or NaN *weight* they give 0*inf =
 // NaN where naive/tiled (and NumPy) skip the tap; non-finite gy is handled alike.
 // Other padding modes: the op runs these kernels on the padded geometry (H + pt +
@@ -184,4 +199,40 @@ __global__ void conv2d_backward_input_split_reduce(
     const T* __restrict__ part, const T* __restrict__ bias, T* __restrict__ out,
     int splits, int channels, int plane, int has_bias, long long total) {
     gpuconv::split_reduce(part, bias, out, splits, channels, plane, has_bias, total);
+}
+
+// ---------------------------------------------------------------------------------
+// col2im: the second launch of the tiled_regblock plan for few input channels (see
+// the header). cols (N, C*KH*KW, OH, OW) holds, for every gy pixel, the
+// contribution of each (channel, tap); gx[n, c, h, w] = the sum of
+// cols[n, c*KH*KW + kh*KW + kw, oh, ow] over the taps with h + pt - kh*dh = oh*sh
+// and w + pl - kw*dw = ow*sw inside gy, kh-major, then kw. 1-D grid-stride loop over
+// total = N*C*H*W.
+template <typename T>
+__global__ void conv2d_backward_input_col2im(
+    const T* __restrict__ cols, T* __restrict__ gx, int C, int H, int W, int KH,
+    int KW, int sh, int sw, int dh, int dw, int pt, int pl, int OH, int OW,
+    long long total) {
+    const long long OHW = static_cast<long long>(OH) * OW;
+    for (long long idx = gpuconv::global_thread_index(); idx < total;
+         idx += gpuconv::grid_stride()) {
+        const int iw = static_cast<int>(idx % W);
+        long long t = idx / W;
+        const int ih = static_cast<int>(t % H);
+        const long long nc = t / H;  // n*C + c: its taps are rows nc*KH*KW + tap
+        const T* col = cols + nc * KH * KW * OHW;
+        T acc = T(0);
+        for (int kh = 0; kh < KH; ++kh) {
+            const int th = ih + pt - kh * dh;
+            if (th < 0 || th % sh != 0 || th / sh >= OH) continue;
+            const T* crow = col + static_cast<long long>(kh) * KW * OHW +
+                            static_cast<long long>(th / sh) * OW;
+            for (int kw = 0; kw < KW; ++kw) {
+                const int tw = iw + pl - kw * dw;
+                if (tw < 0 || tw % sw != 0 || tw / sw >= OW) continue;
+                acc = acc + crow[kw * OHW + tw / sw];
+            }
+        }
+        gx[idx] = acc;
+    }
 }

@@ -199,8 +199,14 @@ def conv2d(
     padding_mode : {'zeros', 'reflect', 'replicate', 'circular', 'symmetric'}
         How the border is extended (PyTorch's names and results; ``'symmetric'``
         repeats the edge pixel, as ``np.pad``'s ``'symmetric'``).
-    algorithm : {'auto', 'naive', 'tiled', 'tiled_regblock'}, optional
-        The CUDA kernel variant (ignored by the NumPy backend).
+    algorithm : {'auto', 'naive', 'tiled', 'tiled_regblock', 'winograd'}, optional
+        The CUDA kernel variant (ignored by the NumPy backend). ``'winograd'``:
+        Winograd's F(2x2, 3x3) for 3x3 filters of stride and dilation 1 (the
+        forward pass and the input gradient, pads of at most 2 for the latter;
+        not under ``precision='tf32'``), what ``'auto'`` runs elsewhere (the weight
+        gradient too); its rounding error is a few times the direct sum's, and a
+        NaN or inf can spread to the other outputs of its 2x2 tile
+        (docs/cuda.md).
     backend : {None, 'numpy', 'cuda'}, optional
         Where to compute; by default the array type decides (see
         docs/backends.md).

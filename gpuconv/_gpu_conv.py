@@ -52,6 +52,8 @@ from gpuconv._plan_cache import LRU, LaunchPlan
 from gpuconv._plan_conv import (
     PASSES,
     check_extents,
+    col2im_slice_table,
+    dgrad_col2im,
     fold_maps,
     mma_kind,
     mma_preferred,
@@ -63,12 +65,14 @@ from gpuconv._plan_conv import (
     plan_conv2d_backward_weight,
     plan_conv2d_forward,
     plan_conv2d_mma,
+    plan_conv2d_winograd,
     plan_convert,
     plan_pad_fold,
     plan_pad_gather,
     resolve_algorithm,
     slice_table,
     tap_table,
+    winograd_gemm_problem,
 )
 from gpuconv._precision import applies_tf32, select_precision
 
@@ -222,10 +226,24 @@ def _taps(dev: Any, channels: int, p: Conv2dProblem) -> Any:
 
 
 def _slices(dev: Any, p: Conv2dProblem, pass_name: str) -> Any:
-    """The ``tiled_regblock`` slice table of a pass (uploaded once per geometry)."""
+    """The ``tiled_regblock`` slice table of a pass (uploaded once per geometry);
+    for an input gradient of few input channels (``dgrad_col2im``), the column
+    GEMM's table."""
+    if pass_name == "backward_input" and dgrad_col2im(p):
+        key = ("col2im slices", p.Cg, p.Kg, p.KH, p.KW)
+        return _const_array(dev, key, lambda: col2im_slice_table(p))
     key = ("slices", pass_name, p.Cg, p.Kg, p.KH, p.KW, p.stride, p.dilation,
            p.padding)
     return _const_array(dev, key, lambda: slice_table(p, pass_name))
+
+
+def _winograd(
+    dev: Any, p: Conv2dProblem, pass_name: str, src: Any, w: Any, bias: Any, dst: Any,
+    alloc: Callable[..., Any],
+) -> list[Any]:
+    """The Winograd F(2x2, 3x3) launches of a pass (``algorithm='winograd'``)."""
+    slices = _slices(dev, winograd_gemm_problem(p, pass_name), "forward")
+    return plan_conv2d_winograd(p, pass_name, src, w, bias, dst, slices, alloc=alloc)
 
 
 def _pad_input(
@@ -604,6 +622,8 @@ def conv2d_forward(
         xc, wc = (_converted(a, tf32, alloc, launches) for a in (x, w))
         xin, p0 = _pad_input(dev, xc, p, alloc, launches)
         algo = resolve_algorithm(p0, "forward", algorithm)
+        if algo == "winograd":
+            return launches + _winograd(dev, p0, "forward", xin, wc, bias, y, alloc)
         slices = _slices(dev, p0, "forward") if algo == "tiled_regblock" else None
         return launches + plan_conv2d_forward(p0, algo, xin, wc, bias, y, slices,
                                               alloc=alloc)
@@ -654,20 +674,17 @@ def conv2d_backward_input(
     def build(alloc: Callable[..., Any]) -> list[Any]:
         launches: list[Any] = []
         gyc, wc = (_converted(a, tf32, alloc, launches) for a in (gy, w))
-        if not needs_padding_copy(p):
-            algo = resolve_algorithm(p, "backward_input", algorithm)
-            slices = (_slices(dev, p, "backward_input") if algo == "tiled_regblock"
-                      else None)
-            return launches + plan_conv2d_backward_input(p, algo, gyc, wc, gx, slices,
-                                                         alloc=alloc)
-        p0 = padded_problem(p)
+        p0 = padded_problem(p) if needs_padding_copy(p) else p
         algo = resolve_algorithm(p0, "backward_input", algorithm)
-        slices = (_slices(dev, p0, "backward_input") if algo == "tiled_regblock"
-                  else None)
-        gxpad = alloc(p0.x_shape, p.compute_dtype)
-        launches += plan_conv2d_backward_input(p0, algo, gyc, wc, gxpad, slices,
-                                               alloc=alloc)
-        return launches + _pad_fold(dev, p, gxpad, gx)
+        dst = gx if p0 is p else alloc(p0.x_shape, p.compute_dtype)
+        if algo == "winograd":
+            launches += _winograd(dev, p0, "backward_input", gyc, wc, None, dst, alloc)
+        else:
+            slices = (_slices(dev, p0, "backward_input") if algo == "tiled_regblock"
+                      else None)
+            launches += plan_conv2d_backward_input(p0, algo, gyc, wc, dst, slices,
+                                                   alloc=alloc)
+        return launches if p0 is p else launches + _pad_fold(dev, p, dst, gx)
 
     _planned(key, plan, dev, (gy, w, gx), build)
     return gx

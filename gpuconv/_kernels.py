@@ -71,7 +71,11 @@ def _conv_pass_instances(pass_name: str) -> tuple[str, ...]:
 
 
 KERNELS["conv2d_forward.cu"] = _conv_pass_instances("forward")
-KERNELS["conv2d_backward_input.cu"] = _conv_pass_instances("backward_input")
+# the input gradient's col2im gather (the second launch of its tiled_regblock plan
+# for few input channels; the GEMM before it is conv2d_forward.cu's)
+KERNELS["conv2d_backward_input.cu"] = _conv_pass_instances("backward_input") + tuple(
+    conv_kernel_name("backward_input", "col2im", ct) for ct in CTYPES.values()
+)
 # The weight gradient's GEMM is M = K/groups rows by C/groups*KH*KW columns (split-K
 # over N*OH*OW): its own tile list, with wide tiles (BN > BM) for few output channels
 # (e.g. 32 x 128 for 5x5 192->32). Spill-free for sm_80/sm_90 (tests/test_nvcc.py).
@@ -99,6 +103,12 @@ def _conv_wgrad_instances() -> tuple[str, ...]:
 
 
 KERNELS["conv2d_backward_weight.cu"] = _conv_wgrad_instances()
+# Winograd F(2x2, 3x3) transforms (algorithm='winograd'; the 16 GEMMs between them
+# are conv2d_forward.cu's tiled_regblock instances)
+KERNELS["conv2d_winograd.cu"] = tuple(
+    f"conv2d_winograd_{step}<{ct}>" for ct in CTYPES.values()
+    for step in ("weight", "input", "output")
+)
 KERNELS["conv2d_pad.cu"] = tuple(
     f"conv2d_pad_{op}<{ct}>" for ct in CTYPES.values() for op in ("gather", "fold")
 )

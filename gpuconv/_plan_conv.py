@@ -40,6 +40,7 @@ from gpuconv._kernels import (
 )
 from gpuconv._launch import Launch
 from gpuconv._padding import pad_index
+from gpuconv._precision import applies_tf32
 
 PASSES = ("forward", "backward_input", "backward_weight")
 VARIANTS = ("naive", "tiled", "tiled_regblock")
@@ -49,6 +50,7 @@ SOURCES = {
     "backward_weight": "conv2d_backward_weight.cu",
 }
 PAD_SOURCE = "conv2d_pad.cu"
+WINOGRAD_SOURCE = "conv2d_winograd.cu"
 
 #: Dynamic shared memory a launch may use without opting in (bytes).
 SMEM_LIMIT = 48 * 1024
@@ -77,6 +79,12 @@ REGBLOCK_MIN_RED = 16
 #: between 16 and 3136 terms with fewer than 16 columns: the value is a round
 #: number well above the depthwise/few-tap layers that keep ``tiled``.
 DGRAD_REGBLOCK_MIN_RED = 1024
+#: The input gradient's ``tiled_regblock`` plan for fewer than
+#: :data:`REGBLOCK_MIN_COLS` input channels per group is a GEMM into a column
+#: workspace plus the ``col2im`` gather (:func:`dgrad_col2im`) when that workspace
+#: (``N * C * KH * KW * OH * OW`` elements) takes at most this many bytes: 236 MB
+#: for the 7x7/2 RGB stem at N32, float32. Larger problems keep the phases.
+COL2IM_MAX_BYTES = 256 << 20
 
 
 # --------------------------------------------------------------------------------
@@ -240,7 +248,12 @@ def choose_algorithm(p: Conv2dProblem, pass_name: str) -> str:
 
 
 def resolve_algorithm(p: Conv2dProblem, pass_name: str, algorithm: str) -> str:
-    """``choose_algorithm`` for ``'auto'``, else the explicit variant (checked)."""
+    """``choose_algorithm`` for ``'auto'``, else the explicit variant (checked);
+    ``'winograd'`` where :func:`winograd_applies`, else what ``'auto'`` runs."""
+    if algorithm == "winograd":
+        if winograd_applies(p, pass_name):
+            return "winograd"
+        algorithm = "auto"
     if algorithm == "auto":
         return choose_algorithm(p, pass_name)
     if algorithm not in VARIANTS:
@@ -320,6 +333,212 @@ def regblock_blocks_per_sm(tile: tuple[int, int, int, int], dtype: Any) -> int:
     if tm * tn >= 64 or np.dtype(dtype).itemsize > 4:
         return max(1, 65536 // (threads * 255))
     return max(1, 65536 // (threads * 128))
+
+
+# --------------------------------------------------------------------------------
+# the input gradient of few input channels: a GEMM into columns, then col2im
+
+
+def dgrad_col2im(p: Conv2dProblem) -> bool:
+    """Whether the input gradient's ``tiled_regblock`` plan of ``p`` (zero padded)
+    is the col2im plan: a GEMM ``cols = w^T gy`` with ``C/groups * KH * KW``
+    columns into a workspace, then ``conv2d_backward_input_col2im``.
+
+    The phases' GEMM has ``C/groups`` columns: under :data:`REGBLOCK_MIN_COLS` its
+    narrowest tile (16 columns) is mostly waste, 13/16 for the RGB stem (3 input
+    channels), which measured 3.8x cuDNN FP32 on the H200 (0.958 ms at N16,
+    bench/results/cuda-h200-2026-12-04-491e4e5-conv.json). The column GEMM has the
+    same useful products (no tap falls on a stride gap; only the taps that land in
+    the padding are extra) with ``C/groups * KH * KW`` columns (147 for the stem):
+    the wide tiles' rate, plus one write and one read of the workspace. Taken when
+    ``C/groups < REGBLOCK_MIN_COLS``, the column GEMM has at least
+    ``REGBLOCK_MIN_COLS`` columns and :data:`REGBLOCK_BK` reduction channels
+    (``K/groups``), and the workspace fits :data:`COL2IM_MAX_BYTES`. Not measured
+    on a GPU yet (predicted from the wide tiles' measured rate: ~0.3 ms for the
+    N16 stem).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv._conv_args import normalize_conv2d
+    >>> stem = normalize_conv2d((16, 3, 224, 224), (64, 3, 7, 7), [np.float32],
+    ...                         stride=2, padding=3)
+    >>> dgrad_col2im(stem)
+    True
+    >>> dgrad_col2im(normalize_conv2d((16, 64, 56, 56), (64, 64, 3, 3),
+    ...                               [np.float32], padding=1))
+    False
+    """
+    KHKW = p.KH * p.KW
+    nbytes = p.N * p.C * KHKW * p.OH * p.OW * np.dtype(p.compute_dtype).itemsize
+    return (p.Cg < REGBLOCK_MIN_COLS and p.Kg >= REGBLOCK_BK
+            and p.Cg * KHKW >= REGBLOCK_MIN_COLS and 0 < nbytes <= COL2IM_MAX_BYTES)
+
+
+def col2im_problem(p: Conv2dProblem) -> Conv2dProblem:
+    """The column GEMM of :func:`dgrad_col2im` as a forward problem: ``gy`` as the
+    input of a 1x1 convolution with ``C * KH * KW`` output channels in ``groups``
+    groups (its weight ``w`` read transposed: ``col_stride = 1``, ``c_stride =
+    C/groups * KH * KW``), so that its output is ``cols (N, C*KH*KW, OH, OW)``."""
+    return dataclasses.replace(
+        p, C=p.K, H=p.OH, W=p.OW, K=p.C * p.KH * p.KW, KH=1, KW=1, stride=(1, 1),
+        dilation=(1, 1), padding=(0, 0, 0, 0), padding_mode="zeros",
+    )
+
+
+def col2im_slice_table(p: Conv2dProblem) -> np.ndarray:
+    """The slice table of the column GEMM (:func:`col2im_problem`): one row per
+    chunk of :data:`REGBLOCK_BK` output channels, ``woff = chunk * BK * C/groups *
+    KH * KW``."""
+    return slice_table(col2im_problem(p), "forward", c_stride=p.Cg * p.KH * p.KW)
+
+
+def _col2im_launches(
+    p: Conv2dProblem, ct: str, gy: Any, w: Any, slices: Any, gx: Any, alloc: Any,
+    sm_count: int,
+) -> list[Launch]:
+    """The col2im plan of :func:`dgrad_col2im`: the column GEMM (the forward pass's
+    ``tiled_regblock`` kernel, one split: the workspace is the whole of ``cols``)
+    into an ``alloc`` workspace, then the gather into ``gx``."""
+    pg = col2im_problem(p)
+    ng = p.Cg * p.KH * p.KW
+    cols = alloc((p.N, p.C * p.KH * p.KW, p.OH, p.OW), p.compute_dtype)
+    launches = _regblock_launches(pg, "forward", ct, gy, w, None, slices, cols,
+                                  None, sm_count, strides=(1, ng))
+    s = _sizes(p)
+    total = p.N * p.C * p.H * p.W
+    launches.append(Launch(
+        source=SOURCES["backward_input"],
+        kernel=conv_kernel_name("backward_input", "col2im", ct),
+        grid=_linear_grid(total), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
+        args=(cols, gx, s["C"], s["H"], s["W"], s["KH"], s["KW"], s["sh"], s["sw"],
+              s["dh"], s["dw"], s["pt"], s["pl"], s["OH"], s["OW"], _i64(total)),
+    ))
+    return launches
+
+
+# --------------------------------------------------------------------------------
+# Winograd F(2x2, 3x3) (cuda/conv2d_winograd.cu): algorithm='winograd'
+
+#: Most bytes of the transformed input and of the 16 GEMMs' output (each) of a
+#: ``winograd`` plan; larger problems run what ``'auto'`` runs.
+WINOGRAD_MAX_BYTES = 1 << 30
+#: Positions of the 4x4 transformed tile (16 GEMMs) and the output tile side.
+WINOGRAD_POS = 16
+WINOGRAD_TILE = 2
+
+
+def _winograd_geometry(p: Conv2dProblem, pass_name: str) -> dict[str, int]:
+    """The forward-like correlation a ``winograd`` plan computes: input ``(N, Cin,
+    Hin, Win)`` (``x``, or ``gy`` for the input gradient), ``Ko`` output channels
+    (``K``, or ``C``), ``Ci`` reduction channels per group, top/left padding, the
+    output ``Hout x Wout``, the tiles and ``flip`` (the input gradient's rotated,
+    transposed filter)."""
+    pt, pb, pl, pr = p.padding
+    if pass_name == "forward":
+        g = dict(Cin=p.C, Hin=p.H, Win=p.W, Ko=p.K, Ci=p.Cg, pt=pt, pl=pl,
+                 Hout=p.OH, Wout=p.OW, flip=0)
+    else:  # the transposed correlation: gy padded by 2 - pad
+        g = dict(Cin=p.K, Hin=p.OH, Win=p.OW, Ko=p.C, Ci=p.Kg, pt=2 - pt, pl=2 - pl,
+                 Hout=p.H, Wout=p.W, flip=1)
+    g["TH"] = -(-g["Hout"] // WINOGRAD_TILE)
+    g["TW"] = -(-g["Wout"] // WINOGRAD_TILE)
+    g["P"] = p.N * g["TH"] * g["TW"]
+    return g
+
+
+def winograd_applies(p: Conv2dProblem, pass_name: str) -> bool:
+    """Whether ``algorithm='winograd'`` runs Winograd F(2x2, 3x3) for a pass of the
+    zero-padded problem ``p``: 3x3 filters, stride 1, dilation 1, the forward pass
+    or the input gradient (whose transposed padding ``2 - pad`` must not be
+    negative: pads of at most 2), not under ``precision='tf32'`` (it promises
+    TF32-rounded operands, which the transforms would change), and the workspaces
+    within
+    :data:`WINOGRAD_MAX_BYTES`. Elsewhere (the weight gradient too) the variant
+    ``'auto'`` picks runs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv._conv_args import normalize_conv2d
+    >>> p = normalize_conv2d((16, 64, 56, 56), (64, 64, 3, 3), [np.float32],
+    ...                      padding=1)
+    >>> [winograd_applies(p, s) for s in PASSES]
+    [True, True, False]
+    >>> q = normalize_conv2d((16, 64, 56, 56), (64, 64, 3, 3), [np.float32],
+    ...                      padding=1, stride=2)
+    >>> winograd_applies(q, "forward")
+    False
+    """
+    if pass_name not in ("forward", "backward_input"):
+        return False
+    if (p.KH, p.KW) != (3, 3) or p.stride != (1, 1) or p.dilation != (1, 1):
+        return False
+    if needs_padding_copy(p) or applies_tf32(p.precision, p.compute_dtype) or p.N == 0:
+        return False
+    if pass_name == "backward_input" and max(p.padding) > 2:
+        return False
+    g = _winograd_geometry(p, pass_name)
+    item = np.dtype(p.compute_dtype).itemsize
+    biggest = WINOGRAD_POS * max(g["Cin"], g["Ko"]) * g["P"] * item
+    return (biggest <= WINOGRAD_MAX_BYTES
+            and REGBLOCK_BK * g["P"] <= INT32_MAX - 1024)
+
+
+def winograd_gemm_problem(p: Conv2dProblem, pass_name: str) -> Conv2dProblem:
+    """The 16 GEMMs of a ``winograd`` plan as one forward problem: the transformed
+    input ``V (1, 16*Cin, 1, P)`` convolved 1x1 with the transformed filters
+    ``U (16*Ko, Ci, 1, 1)`` in ``16 * groups`` groups."""
+    g = _winograd_geometry(p, pass_name)
+    return dataclasses.replace(
+        p, N=1, C=WINOGRAD_POS * g["Cin"], H=1, W=g["P"], K=WINOGRAD_POS * g["Ko"],
+        KH=1, KW=1, groups=WINOGRAD_POS * p.groups, stride=(1, 1), dilation=(1, 1),
+        padding=(0, 0, 0, 0), padding_mode="zeros", OH=1, OW=g["P"],
+    )
+
+
+def plan_conv2d_winograd(
+    p: Conv2dProblem, pass_name: str, src: Any, w: Any, bias: Any, dst: Any,
+    slices: Any, *, alloc: Any, sm_count: int = DEFAULT_SM_COUNT,
+) -> list[Launch]:
+    """Launches of Winograd F(2x2, 3x3) (``cuda/conv2d_winograd.cu``) for a pass
+    where :func:`winograd_applies`: the filter and input transforms into ``alloc``
+    workspaces, the 16 GEMMs (``conv2d_forward.cu``'s ``tiled_regblock`` on
+    :func:`winograd_gemm_problem`; ``slices`` is its ``slice_table(.., 'forward')``)
+    and the output transform into ``dst`` (``y`` plus ``bias``, or ``gx``).
+    """
+    if not winograd_applies(p, pass_name):
+        raise ValueError(f"winograd does not apply to this {pass_name} problem")
+    ct = ctype_of(p.compute_dtype)
+    g = _winograd_geometry(p, pass_name)
+    pg = winograd_gemm_problem(p, pass_name)
+    cin, ko, ci, P = g["Cin"], g["Ko"], g["Ci"], g["P"]
+    u = alloc((WINOGRAD_POS * ko, ci, 1, 1), p.compute_dtype)
+    v = alloc((1, WINOGRAD_POS * cin, 1, P), p.compute_dtype)
+    m = alloc((1, WINOGRAD_POS * ko, 1, P), p.compute_dtype)
+    i32 = _i32
+    launches = [
+        Launch(source=WINOGRAD_SOURCE, kernel=f"conv2d_winograd_weight<{ct}>",
+               grid=_linear_grid(ko * ci), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
+               args=(w, u, i32(ko, "Ko"), i32(ci, "Ci"), i32(p.groups, "groups"),
+                     np.int32(g["flip"]), _i64(ko * ci))),
+        Launch(source=WINOGRAD_SOURCE, kernel=f"conv2d_winograd_input<{ct}>",
+               grid=_linear_grid(cin * P), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
+               args=(src, v, i32(cin, "C"), i32(g["Hin"], "H"), i32(g["Win"], "W"),
+                     np.int32(g["pt"]), np.int32(g["pl"]), i32(g["TH"], "TH"),
+                     i32(g["TW"], "TW"), _i64(P), _i64(cin * P))),
+    ]
+    launches += _regblock_launches(pg, "forward", ct, v, u, None, slices, m, alloc,
+                                   sm_count)
+    has_bias = bias is not None
+    launches.append(Launch(
+        source=WINOGRAD_SOURCE, kernel=f"conv2d_winograd_output<{ct}>",
+        grid=_linear_grid(ko * P), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
+        args=(m, bias if has_bias else m, dst, i32(ko, "K"), i32(g["Hout"], "OH"),
+              i32(g["Wout"], "OW"), i32(g["TH"], "TH"), i32(g["TW"], "TW"),
+              np.int32(has_bias), _i64(P), _i64(ko * P)),
+    ))
+    return launches
 
 
 # --------------------------------------------------------------------------------
@@ -404,12 +623,15 @@ def _sliced_groups(p: Conv2dProblem, pass_name: str):
     return out
 
 
-def _sliced_rows(p: Conv2dProblem, pass_name: str, taps: list) -> list:
+def _sliced_rows(p: Conv2dProblem, pass_name: str, taps: list,
+                 c_stride: int | None = None) -> list:
     """The table rows of one launch: one per slice, or (packed) one per term padded
-    to a multiple of BK with ``woff = -1`` rows."""
+    to a multiple of BK with ``woff = -1`` rows. ``c_stride``: the weight elements
+    between reduction channels (default: the pass's own layout)."""
     cred = p.Cg if pass_name == "forward" else p.Kg
     KHKW = p.KH * p.KW
-    c_stride = KHKW if pass_name == "forward" else p.Cg * KHKW
+    if c_stride is None:
+        c_stride = KHKW if pass_name == "forward" else p.Cg * KHKW
     bk = REGBLOCK_BK
     if sliced_packed(p, pass_name):
         rows = [(ch, dy, dx, ch * c_stride + t) for ch in range(cred)
@@ -446,7 +668,8 @@ def sliced_phases(p: Conv2dProblem, pass_name: str) -> tuple[SlicedPhase, ...]:
     return tuple(phases)
 
 
-def slice_table(p: Conv2dProblem, pass_name: str) -> np.ndarray:
+def slice_table(p: Conv2dProblem, pass_name: str,
+                c_stride: int | None = None) -> np.ndarray:
     """The ``SliceEntry`` table (``implicit_gemm.cuh``) of every launch of
     :func:`sliced_phases`, phase after phase: int32 rows ``(chunk, dy, dx, woff)``,
     one per slice, chunk-major then taps in ``(kh, kw)`` order, ``woff = chunk * BK
@@ -468,7 +691,7 @@ def slice_table(p: Conv2dProblem, pass_name: str) -> np.ndarray:
     """
     rows: list[tuple[int, int, int, int]] = []
     for _, taps in _sliced_groups(p, pass_name):
-        rows += _sliced_rows(p, pass_name, taps)
+        rows += _sliced_rows(p, pass_name, taps, c_stride)
     table = np.array(rows, dtype=np.int32).reshape(-1, 4)
     if not len(table):  # keep a valid (never read) buffer
         table = np.zeros((1, 4), dtype=np.int32)
@@ -559,11 +782,13 @@ def _tiled_launch(
 def _regblock_launches(
     p: Conv2dProblem, pass_name: str, ct: str, src: Any, w: Any, bias: Any,
     slices: Any, dst: Any, alloc: Any, sm_count: int,
+    strides: tuple[int, int] | None = None,
 ) -> list[Launch]:
     """The sliced implicit GEMM (``implicit_gemm.cuh``): one launch per phase of
     :func:`sliced_phases`, with split-K (:func:`regblock_splits`) into an ``alloc``
     workspace and the ordered ``split_reduce`` when the blocks do not fill the SMs
-    (only when ``alloc`` is given)."""
+    (only when ``alloc`` is given). ``strides``: ``(col_stride, c_stride)`` of the
+    weight reads instead of the pass's own layout (the col2im GEMM)."""
     tile = regblock_tile(p, pass_name, sm_count)
     tx, ty, tm, tn = tile
     bm, bn = tx * tm, ty * tn
@@ -577,6 +802,8 @@ def _regblock_launches(
         src_c, cred, dst_c, hd, wd = p.K, p.Kg, p.C, p.H, p.W
         hs, ws = p.OH, p.OW
         col_stride, c_stride = KHKW, p.Cg * KHKW
+    if strides is not None:
+        col_stride, c_stride = strides
     for what, v in (("weights per group", cred * ng * KHKW),
                     ("BK source planes", REGBLOCK_BK * hs * ws)):
         if v > INT32_MAX - 1024:
@@ -691,7 +918,10 @@ def plan_conv2d_backward_input(
     buffer, then :func:`plan_pad_fold`. ``slices`` is ``slice_table(p,
     'backward_input')``, required by ``'tiled_regblock'`` (one launch per output
     phase of the stride: no wasted taps); ``alloc`` as for
-    :func:`plan_conv2d_forward` (split-K).
+    :func:`plan_conv2d_forward` (split-K). With ``alloc``, a problem of few input
+    channels (:func:`dgrad_col2im`) takes the col2im plan instead (a GEMM into an
+    ``alloc`` workspace, then a gather); its ``slices`` are
+    :func:`col2im_slice_table`.
     """
     _check_zero_padded(p)
     _check_variant(algorithm)
@@ -715,6 +945,8 @@ def plan_conv2d_backward_input(
                               p.W, extra)]
     if slices is None:
         raise ValueError("tiled_regblock needs the slice table (slice_table(...))")
+    if alloc is not None and dgrad_col2im(p):
+        return _col2im_launches(p, ct, gy, w, slices, gx, alloc, sm_count)
     return _regblock_launches(p, "backward_input", ct, gy, w, None, slices, gx, alloc,
                               sm_count)
 

@@ -415,8 +415,9 @@ def conv2d(
     groups : int, optional
     padding_mode : {'zeros', 'reflect', 'replicate', 'circular', 'symmetric'}
         How the border is extended, folded into the kernels (no padded copy).
-    algorithm : {'auto', 'naive', 'tiled', 'tiled_regblock'}, optional, keyword only
-        The CUDA kernel variant (ignored on CPU tensors).
+    algorithm : {'auto', 'naive', 'tiled', 'tiled_regblock', 'winograd'}, optional
+        The CUDA kernel variant, keyword only (ignored on CPU tensors), as in
+        :func:`gpuconv.conv2d`.
     precision : {None, 'highest', 'tf32'}, optional, keyword only
         As in :func:`gpuconv.conv2d` (``'tf32'``: float32/complex64 operands
         rounded to TF32). ``None``: the innermost :func:`gpuconv.use_precision`,
@@ -504,8 +505,8 @@ class Conv2d(nn.Module):
     padding_mode : {'zeros', 'reflect', 'replicate', 'circular', 'symmetric'}
     device, dtype : optional
         Of the parameters, as in torch.
-    algorithm : {'auto', 'naive', 'tiled', 'tiled_regblock'}, keyword only
-        The CUDA kernel variant.
+    algorithm : {'auto', 'naive', 'tiled', 'tiled_regblock', 'winograd'}, keyword only
+        The CUDA kernel variant, as in :func:`gpuconv.conv2d`.
     precision : {None, 'highest', 'tf32'}, keyword only
         As in :func:`conv2d`; ``None`` (the default) resolves the scoped default
         (:func:`gpuconv.use_precision`, ``$GPUCONV_PRECISION``) at each forward

@@ -161,7 +161,8 @@ def main(argv: list[str]) -> int:
         status["gpu_sanitize_all"] = load("gpu_sanitize_all").main()
         conv = load("bench_gpu_conv")
         status["bench_gpu_conv"] = conv.main(
-            ["--quick", "--no-progress", "--variants", "naive,tiled,tiled_regblock",
+            ["--quick", "--no-progress", "--variants",
+             "naive,tiled,tiled_regblock,winograd",
              "--json", str(out / "bench_conv.json")])
         flt = load("bench_gpu_filter")
         flt.QUICK_SIZES, flt.QUICK_KSIZES = (70,), (3, 9, 31)

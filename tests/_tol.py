@@ -155,3 +155,52 @@ def assert_products_within(
             f"worst at {worst}: error {err[worst]:.3g}, limit {limit[worst]:.3g}, "
             f"actual {actual[worst]!r}, desired {desired[worst]!r}"
         )
+
+
+# ---------------------------------------------------------------------------------
+# Winograd F(2x2, 3x3) (algorithm='winograd', cuda/conv2d_winograd.cu): not a reordered
+# direct sum. Each transformed value is a float sum of a few operands with
+# coefficients +-1 and +-1/2 (exact scalings): the input transform B^T d B rounds twice
+# (one addition per dimension), the filter transform G g G^T four times (two additions
+# per dimension), the output transform A^T M A four times; the 16 GEMMs sum Ci products
+# (any order: split-K), and the bias adds one. Bounding every rounding of a value by
+# u times the same expression on absolute values (Higham's gamma argument, as above,
+# applied to the whole chain) gives, per output,
+#     |error| <= gamma_{Ci + WINOGRAD_DEPTH}(u) * W_abs + gamma(Ci, 2^-53) * W_abs
+# with W_abs = |A^T| sum_c (|G||g||G^T|) (.) (|B^T||d||B|) |A| + |bias|: Winograd on
+# absolute values (tests/ref_conv.winograd_f23(..., absolute=True)). W_abs is a few
+# times the direct sum's sum |x||w| (the transforms add up to 4 operands per value),
+# which is the known accuracy cost of Winograd (Lavin and Gray 2016; Barabasz et al.,
+# "Error analysis and improving the accuracy of Winograd convolution", 2020). The
+# factor WINOGRAD_SAFETY covers second-order terms (products of two rounding errors).
+WINOGRAD_DEPTH = 2 + 4 + 1 + 4 + 1
+WINOGRAD_SAFETY = 2.0
+
+
+def assert_winograd_within(actual, desired, w_abs, reduction: int, dtype) -> None:
+    """Every element of a Winograd result within the bound above (``w_abs``:
+    ``W_abs`` per element, ``reduction``: the channels ``Ci`` summed per GEMM)."""
+    unit = float(np.finfo(np.dtype(dtype)).eps) / 2
+    coeff = WINOGRAD_SAFETY * (gamma(reduction + WINOGRAD_DEPTH, unit)
+                               + gamma(reduction + WINOGRAD_DEPTH, 2.0**-53))
+    actual = np.asarray(actual, dtype=np.float64)
+    desired = np.asarray(desired, dtype=np.float64)
+    assert actual.shape == desired.shape, (actual.shape, desired.shape)
+    limit = coeff * np.asarray(w_abs, np.float64)
+    err = np.abs(actual - desired)
+    bad = ~(err <= limit)
+    if bad.any():
+        ratio = np.where(bad, err / np.maximum(limit, 1e-300), 0)
+        worst = np.unravel_index(int(np.argmax(ratio)), err.shape)
+        raise AssertionError(
+            f"{int(bad.sum())} of {err.size} elements exceed the Winograd bound; "
+            f"worst at {worst}: error {err[worst]:.3g}, limit {limit[worst]:.3g}, "
+            f"actual {actual[worst]!r}, desired {desired[worst]!r}"
+        )
+
+
+#: Comparisons of Winograd results with the direct sum at the public API (float16,
+#: complex, conv2d_backward), where the element-wise bound above is not at hand:
+#: the table's rule with ``terms`` times this (its square root, 12, covers the 6-11x
+#: larger error scale of the transformed magnitudes).
+WINOGRAD_TERMS_SCALE = 144

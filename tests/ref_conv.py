@@ -207,3 +207,49 @@ def conv2d_grad_bias_ref(gy, batched=True):
     gy = np.asarray(gy)
     gy = gy if batched else gy[None]
     return gy.astype(_work_dtype(gy)).sum(axis=(0, 2, 3))
+
+
+# ---------------------------------------------------------------------------------
+# Winograd F(2x2, 3x3) in float64: the algorithm of cuda/conv2d_winograd.cu, and with
+# absolute values its error scale (tests/_tol.py, assert_winograd_within)
+
+_WINO_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], float)
+_WINO_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+_WINO_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], float)
+
+
+def winograd_f23(src, w, pt, pl, hout, wout, groups=1, absolute=False):
+    """The 3x3 correlation of ``src (N, C, H, W)`` (zero padded by ``pt``, ``pl`` on
+    top/left; ``hout x wout`` outputs) with ``w (K, C/groups, 3, 3)`` as
+    ``A^T [(G g G^T) (.) (B^T d B)] A`` per 2x2 tile, in float64. ``absolute``: every
+    matrix and operand by its absolute value, the scale of the rounding error."""
+    bt, g, at = (np.abs(m) if absolute else m for m in (_WINO_BT, _WINO_G, _WINO_AT))
+    src = np.asarray(src, np.float64)
+    w = np.asarray(w, np.float64)
+    if absolute:
+        src, w = np.abs(src), np.abs(w)
+    n, c, h, wd = src.shape
+    k = w.shape[0]
+    cg, kg = c // groups, k // groups
+    th, tw = -(-hout // 2), -(-wout // 2)
+    d = np.zeros((n, c, 2 * th + 2, 2 * tw + 2))
+    rows, cols = min(h, d.shape[2] - pt), min(wd, d.shape[3] - pl)
+    d[:, :, pt:pt + rows, pl:pl + cols] = src[:, :, :rows, :cols]
+    patches = np.lib.stride_tricks.sliding_window_view(d, (4, 4), axis=(2, 3))
+    v = np.einsum("ij,nctsjk,lk->nctsil", bt, patches[:, :, ::2, ::2], bt)
+    u = np.einsum("ij,kcjl,ml->kcim", g, w, g)
+    m = np.concatenate([
+        np.einsum("kcil,nctsil->nktsil", u[i * kg:(i + 1) * kg],
+                  v[:, i * cg:(i + 1) * cg]) for i in range(groups)], axis=1)
+    y = np.einsum("ij,nktsjl,ml->nktsim", at, m, at)
+    y = y.transpose(0, 1, 2, 4, 3, 5).reshape(n, k, 2 * th, 2 * tw)
+    return y[:, :, :hout, :wout]
+
+
+def winograd_transposed_filter(w, groups=1):
+    """The input gradient's filter: ``w (K, C/groups, 3, 3)`` rotated by 180 degrees
+    and transposed per group, ``(C, K/groups, 3, 3)``."""
+    k, cg, kh, kw = w.shape
+    kg = k // groups
+    t = w.reshape(groups, kg, cg, kh, kw).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
+    return np.ascontiguousarray(t.reshape(groups * cg, kg, kh, kw))

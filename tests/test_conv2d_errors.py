@@ -357,8 +357,8 @@ CASES = [
         (x4, w4),
         {"algorithm": "fast"},
         ValueError,
-        r"algorithm must be one of 'auto', 'naive', 'tiled', 'tiled_regblock', got "
-        r"'fast'",
+        r"algorithm must be one of 'auto', 'naive', 'tiled', 'tiled_regblock', "
+        r"'winograd', got 'fast'",
     ),
     (
         "backend",

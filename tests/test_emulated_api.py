@@ -38,7 +38,7 @@ from tests._cuda_conv_cases import (
     random_inputs,
 )
 from tests._emu_helpers import EMULATED, prepared_device, route_numpy_to
-from tests._tol import assert_close
+from tests._tol import WINOGRAD_TERMS_SCALE, assert_close
 
 pytestmark = EMULATED
 
@@ -49,7 +49,7 @@ ALL_PASSES = ("forward", "backward_input", "backward_weight")
 def dev():
     return prepared_device(["conv2d_forward.cu", "conv2d_backward_input.cu",
                             "conv2d_backward_weight.cu", "conv2d_pad.cu",
-                            "filter2d.cu"])
+                            "conv2d_winograd.cu", "filter2d.cu"])
 
 
 @pytest.fixture(autouse=True)
@@ -245,6 +245,39 @@ def test_other_dtypes_with_each_algorithm(case_id, dtype, variant, via_emulator,
         kernel = f"conv2d_{pass_name}_{variant}<{ctype}"
         if pass_name != "bias":
             assert any(k.startswith(kernel) for k in launched), launched
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "complex64", "float64"])
+def test_winograd_through_the_public_api(dtype, via_emulator, dev):
+    """algorithm='winograd' from the public functions: Winograd for the forward pass
+    and the input gradient (also inside conv2d_backward), the weight gradient as
+    'auto'; float16 and complex through the same transforms; results within the
+    Winograd scale of the direct NumPy result."""
+    kw = {"padding": (1, 2, 0, 1), "groups": 2}
+    p = problem((2, 4, 7, 9), (6, 2, 3, 3), dtype, kw)
+    x, w, b, gy = random_inputs(np.random.default_rng(3), p, dtype)
+    wide = {"float16": np.float64, "float32": np.float64,
+            "float64": np.float64}.get(dtype, np.complex128)
+    xw, ww, bw, gyw = (a.astype(wide) for a in (x, w, b, gy))
+    reduce = {"forward": p.Cg * 9, "backward_input": p.Kg * 9,
+              "backward_weight": p.N * p.OH * p.OW}
+    for pass_name in ALL_PASSES:
+        n0 = len(dev.launches)
+        got = api_pass(pass_name, x, w, b, gy, kw, "winograd")
+        want = via_emulator.numpy(api_pass, pass_name, xw, ww, bw, gyw, kw)
+        assert got.dtype == np.dtype(dtype)
+        scale = WINOGRAD_TERMS_SCALE if pass_name != "backward_weight" else 1
+        assert_close(got, want, dtype=dtype, terms=reduce[pass_name] * scale)
+        winograd = any("winograd" in k for k in kernels_since(dev, n0))
+        assert winograd == (pass_name != "backward_weight"), pass_name
+    n0 = len(dev.launches)
+    g = gpuconv.conv2d_backward(gy, x, w, algorithm="winograd", **kw)
+    runs = 4 if np.dtype(dtype).kind == "c" else 1  # complex: four real passes
+    assert sum("conv2d_winograd_output" in k for k in kernels_since(dev, n0)) == runs
+    want = via_emulator.numpy(gpuconv.conv2d_backward, gyw, xw, ww, **kw)
+    assert_close(g.gx, want.gx, dtype=dtype,
+                 terms=reduce["backward_input"] * WINOGRAD_TERMS_SCALE)
+    assert_close(g.gw, want.gw, dtype=dtype, terms=reduce["backward_weight"])
 
 
 # ---------------------------------------------------------------------------------

@@ -236,6 +236,56 @@ def test_tiled_rejects_a_tile_beyond_shared_memory(dev):
     assert _plan_conv.choose_algorithm(p, "forward") == "naive"
 
 
+#: Input gradients of few input channels per group (``_plan_conv.dgrad_col2im``):
+#: the stem's shape scaled down; stride, dilation, groups and asymmetric padding;
+#: K/groups off the chunk of 8 with an even kernel; a kernel larger than the input;
+#: a padding mode (folded after col2im).
+COL2IM_CASES = {
+    "stem": ((2, 3, 13, 11), (8, 3, 7, 7), {"stride": 2, "padding": 3}),
+    "groups_dilation": ((2, 4, 9, 10), (16, 2, 3, 3),
+                        {"stride": (2, 3), "dilation": (2, 1), "groups": 2,
+                         "padding": (1, 0, 2, 1)}),
+    "odd_chunk_even_kernel": ((1, 3, 8, 9), (11, 3, 4, 2),
+                              {"stride": 3, "padding": (0, 2, 1, 0)}),
+    "kernel_gt_input": ((1, 2, 3, 4), (9, 2, 5, 6), {"padding": (2, 2, 3, 3)}),
+    "reflect_strided": ((2, 3, 7, 8), (10, 3, 3, 4),
+                        {"padding": (2, 1, 3, 0), "padding_mode": "reflect",
+                         "stride": 2}),
+}
+
+
+@pytest.mark.parametrize("dtype", REAL_DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("case_id", list(COL2IM_CASES))
+def test_dgrad_col2im(case_id, dtype, dev, monkeypatch):
+    """The input gradient's col2im plan (column GEMM + gather) against float64, bit
+    for bit from run to run, exact on small integers, and against the phases plan
+    it replaces (forced by a zero workspace cap)."""
+    xs, ws, kw = COL2IM_CASES[case_id]
+    p = problem(xs, ws, dtype, kw)
+    assert _plan_conv.dgrad_col2im(_gpu_conv.kernel_problem(p))
+    x, w, b, gy = random_inputs(np.random.default_rng(21), p, dtype)
+    n0 = len(dev.launches)
+    got = _run("backward_input", p, "tiled_regblock", x, w, b, gy, dev)
+    kernels = [k for _, k, *_ in dev.launches[n0:]]
+    assert any(k.startswith("conv2d_forward_tiled_regblock<") for k in kernels)
+    assert any(k.startswith("conv2d_backward_input_col2im<") for k in kernels)
+    want = reference("backward_input", p, x, w, b, gy)
+    assert_close(got, want, dtype=dtype, terms=terms("backward_input", p))
+    np.testing.assert_array_equal(
+        _run("backward_input", p, "tiled_regblock", x, w, b, gy, dev), got)
+    xi, wi, bi, gyi = random_inputs(np.random.default_rng(22), p, dtype, integer=True)
+    exact = reference("backward_input", p, xi, wi, bi, gyi).astype(dtype)
+    np.testing.assert_array_equal(
+        _run("backward_input", p, "tiled_regblock", xi, wi, bi, gyi, dev), exact)
+    monkeypatch.setattr(_plan_conv, "COL2IM_MAX_BYTES", 0)
+    _gpu_conv._PLANS.clear()  # the cap is not part of a plan's key
+    n0 = len(dev.launches)
+    phases = _run("backward_input", p, "tiled_regblock", x, w, b, gy, dev)
+    assert not any("col2im" in k for _, k, *_ in dev.launches[n0:])
+    assert_close(phases, want, dtype=dtype, terms=terms("backward_input", p))
+    _gpu_conv._PLANS.clear()
+
+
 SANITIZED = ["tile_plus1", "regblock_fwd_tails", "everything", "symmetric_pad_gt_input",
              "split_k_fwd"]
 

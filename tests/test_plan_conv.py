@@ -492,3 +492,46 @@ def test_wgrad_auto_decisions():
     with pytest.raises(ValueError, match="zero padding"):
         wgrad_plan(problem((1, 2, 5, 5), (3, 2, 3, 3), np.float32,
                            {"padding": 1, "padding_mode": "reflect"}), "naive")
+
+
+def test_dgrad_col2im_plan_for_few_input_channels(monkeypatch):
+    """The stem's input gradient (3 input channels) plans the column GEMM (the
+    forward kernel on gy, w read transposed) and the col2im gather when a workspace
+    allocator is given; the phases otherwise, and beyond the workspace cap."""
+    p = problem((16, 3, 224, 224), (64, 3, 7, 7), np.float32,
+                {"stride": 2, "padding": 3})
+    assert pc.dgrad_col2im(p)
+    made = []
+
+    def alloc(shape, dtype):
+        made.append((tuple(shape), np.dtype(dtype)))
+        return Buf("workspace")
+
+    launches = pc.plan_conv2d_backward_input(p, "tiled_regblock", Buf("gy"), Buf("w"),
+                                             Buf("gx"), Buf("slices"), alloc=alloc)
+    assert made == [((16, 3 * 49, 112, 112), np.dtype(np.float32))]
+    assert [ln.kernel.split("<")[0] for ln in launches] == [
+        "conv2d_forward_tiled_regblock", "conv2d_backward_input_col2im"]
+    for launch in launches:
+        check_launch(launch)
+    gemm = launches[0].args
+    # Csrc .. Wo, then (ah, bh, aw, bw, osh, oph, osw, opw), col_stride, c_stride, KHKW
+    assert [int(v) for v in gemm[5:15]] == [64, 112, 112, 64, 147, 112, 112, 147, 112,
+                                            112]
+    assert [int(v) for v in gemm[23:26]] == [1, 147, 1]
+    table = pc.col2im_slice_table(p)
+    assert table.tolist() == [[c, 0, 0, c * 8 * 147] for c in range(8)]
+    # no allocator: the phases (4 output phases of stride 2)
+    phases = pc.plan_conv2d_backward_input(p, "tiled_regblock", Buf("gy"), Buf("w"),
+                                           Buf("gx"), Buf("slices"))
+    assert len(phases) == 4
+    assert all("backward_input_tiled_regblock" in ln.kernel for ln in phases)
+    # N = 64: 472 MB of columns, over the cap
+    big = problem((64, 3, 224, 224), (64, 3, 7, 7), np.float32,
+                  {"stride": 2, "padding": 3})
+    assert not pc.dgrad_col2im(big)
+    monkeypatch.setattr(pc, "COL2IM_MAX_BYTES", 1 << 40)
+    assert pc.dgrad_col2im(big)
+    # 16 input channels or more, or fewer than 8 output channels: the phases
+    for xs, ws in (((2, 16, 8, 8), (32, 16, 3, 3)), ((2, 3, 8, 8), (7, 3, 3, 3))):
+        assert not pc.dgrad_col2im(problem(xs, ws, np.float32, {"padding": 1}))

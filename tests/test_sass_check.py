@@ -42,15 +42,13 @@ KNOWN_BELOW: dict[str, str] = {
     # 128 threads x 8x8 (128 x 64 for 64 channels): 12 gathers per slice (79.8 %)
     "conv2d_forward_tiled_regblock<float, 16, 8, 8, 8>": "128x64, 79.8 %",
     "conv2d_backward_input_tiled_regblock<float, 16, 8, 8, 8>": "128x64, 79.8 %",
-    # 32 output channels (5x5 192->32): 256 x 32, two A rows per thread (73 %)
+    # 32 output channels (5x5 192->32): 256 x 32, two A rows per thread (73 %);
+    # also the column GEMM of the RGB stem's input gradient (147 columns: 5 tiles
+    # of 32, 92 % used, against 3 of 16 columns by phase with 4x4 thread tiles, 55 %)
     "conv2d_forward_tiled_regblock<float, 32, 4, 8, 8>": "256x32, 73 %",
     # the RGB stem's forward (3 channels): packed slices, an entry and a bounds check
     # per gathered term (67 %), instead of 62 % zero padding at 80 %
     "conv2d_forward_tiled_regblock<float, 16, 8, 8, 8, true>": "packed, 67 %",
-    # the RGB stem's input gradient (3 GEMM columns) by phase with the narrow
-    # 128 x 16 tile of 4x4 thread tiles (55 %): 0.96 ms against `tiled`'s 9.8 ms
-    # on the H200 (df4f664 rows), so auto takes it (DGRAD_REGBLOCK_MIN_RED)
-    "conv2d_backward_input_tiled_regblock<float, 32, 4, 4, 4>": "stem by phase, 55 %",
     # the weight gradient's x gather checks each column's tap bounds per term, and
     # the bias sums each gathered gy (256-thread 8x8: 82 %, ok; 128-thread 8x8, 12
     # gathers per slice: 77-79 %, 4x4: 59 %)

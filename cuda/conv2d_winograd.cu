@@ -1,0 +1,189 @@
+// conv2d_winograd.cu: 3x3 stride-1 conv2d by Winograd's minimal filtering F(2x2, 3x3)
+// (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2016), the
+// transforms of algorithm='winograd' for the forward pass and the input gradient.
+//
+// A 2x2 output tile of a 3x3 correlation is Y = A^T [ U (.) V ] A summed over the
+// input channels, with U = G g G^T (4x4, the transformed 3x3 filter g) and
+// V = B^T d B (4x4, the transformed 4x4 input patch d):
+//   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; .5 .5 .5; .5 -.5 .5;
+//   0 0 1], A^T = [1 1 1 0; 0 1 -1 -1].
+// So the 16 positions xi of the 4x4 tile are 16 independent GEMMs over the channels:
+//   M[xi][k][p] = sum_c U[xi][k][c] * V[xi][c][p],   p = a 2x2 output tile,
+// 2.25x fewer multiplications than the direct sum (16 per tile and channel pair
+// against 36). Variants (T = float or double; the launches of one plan, in order,
+// gpuconv._plan_conv.plan_conv2d_winograd):
+//   conv2d_winograd_weight  U (16*Ko, Ci): one thread per (output channel, reduction
+//                           channel) of a group; FLIP (input gradient): g is the
+//                           rotated, transposed w (w[g*Ci + c, k - g*Cog, 2-kh, 2-kw]).
+//   conv2d_winograd_input   V (16*C, P): one thread per (channel, tile) reads its 4x4
+//                           patch (zero outside the image: the zero padding) and
+//                           writes the 16 transformed values, tiles fastest
+//                           (coalesced).
+//   the 16 GEMMs            conv2d_forward.cu's tiled_regblock kernel, unchanged: V as
+//                           the input (1, 16*C, 1, P) of a 1x1 convolution with
+//                           weights U (16*Ko, Ci, 1, 1) in 16*groups groups (group
+//                           xi*groups + g), output M (1, 16*Ko, 1, P); split-K and its
+//                           ordered reduce as for any launch of that kernel.
+//   conv2d_winograd_output  one thread per (output channel, tile): Y = A^T M A plus
+//                           the bias, written where the tile is inside the output.
+// The input gradient of a 3x3 stride-1 layer is the same correlation of gy with the
+// rotated filter and padding 2 - pad (pads of at most 2), so it runs this plan too.
+// Numerics: not the direct sum's: the transforms add and halve values, so the error
+// is bounded by the float sums of the transformed magnitudes (|A^T| sum_c |U||V| |A|
+// with |U| = |G||g||G^T|, |V| = |B^T||d||B|), a few times the direct sum's bound
+// (tests/_tol.py states it); deterministic, no atomics (each value is written once
+// by one thread, every sum in a fixed order).
+#include "common.cuh"
+
+namespace gpuconv_winograd {
+
+constexpr int TILE = 2;   // output tile (m)
+constexpr int PATCH = 4;  // input patch (m + r - 1)
+constexpr int TAPS = 3;   // filter (r)
+constexpr int POS = PATCH * PATCH;
+
+}  // namespace gpuconv_winograd
+
+// U[(xi*Ko + k)*Ci + c] = (G g G^T)[xi], xi = 4*i + j; total = Ko*Ci. Forward: g =
+// w[k, c] of w (Ko, Ci, 3, 3). FLIP: w is (groups*Ci, Ko/groups, 3, 3) (the forward
+// layer's), g[kh][kw] = w[grp*Ci + c, k - grp*Cog, 2-kh, 2-kw] with Cog = Ko/groups.
+template <typename T>
+__global__ void conv2d_winograd_weight(const T* __restrict__ w, T* __restrict__ u,
+                                       int Ko, int Ci, int groups, int flip,
+                                       long long total) {
+    using namespace gpuconv_winograd;
+    const int Cog = Ko / groups;
+    const T half = T(0.5);
+    for (long long idx = gpuconv::global_thread_index(); idx < total;
+         idx += gpuconv::grid_stride()) {
+        const int c = static_cast<int>(idx % Ci);
+        const int k = static_cast<int>(idx / Ci);
+        T g[TAPS][TAPS];
+        if (flip) {
+            const int grp = k / Cog;
+            const T* src = w + (static_cast<long long>(grp * Ci + c) * Cog + (k - grp * Cog)) *
+                                   (TAPS * TAPS);
+#pragma unroll
+            for (int a = 0; a < TAPS; ++a)
+#pragma unroll
+                for (int b = 0; b < TAPS; ++b)
+                    g[a][b] = src[(TAPS - 1 - a) * TAPS + (TAPS - 1 - b)];
+        } else {
+            const T* src = w + idx * (TAPS * TAPS);
+#pragma unroll
+            for (int a = 0; a < TAPS; ++a)
+#pragma unroll
+                for (int b = 0; b < TAPS; ++b) g[a][b] = src[a * TAPS + b];
+        }
+        T t[PATCH][TAPS];  // G g
+#pragma unroll
+        for (int b = 0; b < TAPS; ++b) {
+            t[0][b] = g[0][b];
+            t[1][b] = (g[0][b] + g[1][b] + g[2][b]) * half;
+            t[2][b] = (g[0][b] - g[1][b] + g[2][b]) * half;
+            t[3][b] = g[2][b];
+        }
+        const long long plane = static_cast<long long>(Ko) * Ci;
+#pragma unroll
+        for (int i = 0; i < PATCH; ++i) {  // (G g) G^T, row i
+            const T r[PATCH] = {t[i][0], (t[i][0] + t[i][1] + t[i][2]) * half,
+                                (t[i][0] - t[i][1] + t[i][2]) * half, t[i][2]};
+#pragma unroll
+            for (int j = 0; j < PATCH; ++j) u[(i * PATCH + j) * plane + idx] = r[j];
+        }
+    }
+}
+
+// V[(xi*C + c)*P + p] = (B^T d B)[xi] of d = x[n, c, 2*ty - pt + i, 2*tx - pl + j]
+// (0 outside H x W), p = (n*TH + ty)*TW + tx; total = C*P (p fastest).
+template <typename T>
+__global__ void conv2d_winograd_input(const T* __restrict__ x, T* __restrict__ v, int C,
+                                      int H, int W, int pt, int pl, int TH, int TW,
+                                      long long P, long long total) {
+    using namespace gpuconv_winograd;
+    const long long HW = static_cast<long long>(H) * W;
+    for (long long idx = gpuconv::global_thread_index(); idx < total;
+         idx += gpuconv::grid_stride()) {
+        const long long p = idx % P;
+        const int c = static_cast<int>(idx / P);
+        const int tx = static_cast<int>(p % TW);
+        const long long q = p / TW;
+        const int ty = static_cast<int>(q % TH);
+        const long long n = q / TH;
+        const int h0 = ty * TILE - pt;
+        const int w0 = tx * TILE - pl;
+        const T* src = x + (n * C + c) * HW;
+        T d[PATCH][PATCH];
+#pragma unroll
+        for (int i = 0; i < PATCH; ++i)
+#pragma unroll
+            for (int j = 0; j < PATCH; ++j) {
+                const int h = h0 + i;
+                const int w = w0 + j;
+                d[i][j] = (gpuconv::in_range(h, H) && gpuconv::in_range(w, W))
+                              ? src[static_cast<long long>(h) * W + w]
+                              : T(0);
+            }
+        T t[PATCH][PATCH];  // B^T d
+#pragma unroll
+        for (int j = 0; j < PATCH; ++j) {
+            t[0][j] = d[0][j] - d[2][j];
+            t[1][j] = d[1][j] + d[2][j];
+            t[2][j] = d[2][j] - d[1][j];
+            t[3][j] = d[1][j] - d[3][j];
+        }
+        const long long plane = static_cast<long long>(C) * P;
+#pragma unroll
+        for (int i = 0; i < PATCH; ++i) {  // (B^T d) B, row i
+            const T r[PATCH] = {t[i][0] - t[i][2], t[i][1] + t[i][2], t[i][2] - t[i][1],
+                                t[i][1] - t[i][3]};
+#pragma unroll
+            for (int j = 0; j < PATCH; ++j) v[(i * PATCH + j) * plane + idx] = r[j];
+        }
+    }
+}
+
+// y[n, k, 2*ty + i, 2*tx + j] = (A^T m A)[i][j] (+ bias[k]) for m[xi] =
+// M[(xi*K + k)*P + p], where inside OH x OW; total = K*P (p fastest).
+template <typename T>
+__global__ void conv2d_winograd_output(const T* __restrict__ m, const T* __restrict__ bias,
+                                       T* __restrict__ y, int K, int OH, int OW, int TH,
+                                       int TW, int has_bias, long long P,
+                                       long long total) {
+    using namespace gpuconv_winograd;
+    const long long plane = static_cast<long long>(K) * P;
+    for (long long idx = gpuconv::global_thread_index(); idx < total;
+         idx += gpuconv::grid_stride()) {
+        const long long p = idx % P;
+        const int k = static_cast<int>(idx / P);
+        const int tx = static_cast<int>(p % TW);
+        const long long q = p / TW;
+        const int ty = static_cast<int>(q % TH);
+        const long long n = q / TH;
+        T a[PATCH][PATCH];
+#pragma unroll
+        for (int i = 0; i < PATCH; ++i)
+#pragma unroll
+            for (int j = 0; j < PATCH; ++j) a[i][j] = m[(i * PATCH + j) * plane + idx];
+        T t[TILE][PATCH];  // A^T m
+#pragma unroll
+        for (int j = 0; j < PATCH; ++j) {
+            t[0][j] = a[0][j] + a[1][j] + a[2][j];
+            t[1][j] = a[1][j] - a[2][j] - a[3][j];
+        }
+        const T b = has_bias ? bias[k] : T(0);
+        T* out = y + (n * K + k) * static_cast<long long>(OH) * OW;
+#pragma unroll
+        for (int i = 0; i < TILE; ++i) {
+            const int oh = ty * TILE + i;
+            if (oh >= OH) continue;
+            const T r[TILE] = {t[i][0] + t[i][1] + t[i][2], t[i][1] - t[i][2] - t[i][3]};
+#pragma unroll
+            for (int j = 0; j < TILE; ++j) {
+                const int ow = tx * TILE + j;
+                if (ow >= OW) continue;
+                out[static_cast<long long>(oh) * OW + ow] = has_bias ? r[j] + b : r[j];
+            }
+        }
+    }
+}

@@ -1,0 +1,225 @@
+"""algorithm='winograd' (Winograd F(2x2, 3x3), cuda/conv2d_winograd.cu) on the CPU
+emulation harness.
+
+References: the float64 direct sum (the NumPy backend) within the Winograd error
+bound of ``tests/_tol.py`` (element-wise, from Winograd on absolute values), and a
+float64 NumPy Winograd (``tests/ref_conv.winograd_f23``) that is itself checked
+against the direct sum. Outputs are poisoned with NaN before every launch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpuconv import _gpu_conv, _plan_conv
+from gpuconv._emulate import EmulatedDevice
+from gpuconv._padding import fold_matrix
+from gpuconv._plan_conv import padded_problem
+from tests._cuda_conv_cases import problem, random_inputs, reference
+from tests._emu_helpers import EMULATED, prepared_device
+from tests._tol import assert_winograd_within
+from tests.ref_conv import pad_input, winograd_f23, winograd_transposed_filter
+
+pytestmark = EMULATED
+
+SOURCES = ("conv2d_forward.cu", "conv2d_backward_input.cu", "conv2d_pad.cu",
+           "conv2d_winograd.cu")
+WINOGRAD_KERNELS = ("conv2d_winograd_weight", "conv2d_winograd_input",
+                    "conv2d_winograd_output")
+
+#: 3x3 stride-1 problems: odd outputs (a partial last tile), no padding,
+#: asymmetric pads with groups, a 1x2 image, depthwise, many channels on a small
+#: image (split-K in the 16 GEMMs), a padding mode (padded first; the input gradient
+#: folded back).
+CASES = {
+    "basic": ((2, 5, 8, 8), (6, 5, 3, 3), {"padding": 1}),
+    "odd_tails": ((2, 3, 9, 11), (4, 3, 3, 3), {"padding": 1}),
+    "valid": ((1, 4, 7, 6), (3, 4, 3, 3), {}),
+    "asym_groups": ((1, 4, 7, 6), (6, 2, 3, 3), {"padding": (2, 0, 1, 2), "groups": 2}),
+    "tiny_image": ((1, 3, 1, 2), (2, 3, 3, 3), {"padding": 1}),
+    "depthwise": ((2, 4, 6, 5), (4, 1, 3, 3), {"padding": 1, "groups": 4}),
+    "split_k": ((1, 264, 3, 3), (40, 264, 3, 3), {"padding": 1}),
+    "reflect": ((2, 3, 7, 8), (4, 3, 3, 3),
+                {"padding": (2, 1, 1, 0), "padding_mode": "reflect"}),
+}
+DTYPES = (np.float32, np.float64)
+
+
+@pytest.fixture(scope="module")
+def dev():
+    return prepared_device(SOURCES)
+
+
+@pytest.fixture(autouse=True)
+def _poison_temporaries(monkeypatch):
+    monkeypatch.setattr(_gpu_conv, "POISON_OUTPUTS", True)
+
+
+def _run(pass_name, p, algorithm, x, w, b, gy, dev):
+    if pass_name == "forward":
+        out = np.full(p.y_shape, np.nan, dtype=p.compute_dtype)
+        return _gpu_conv.conv2d_forward(x, w, b, p, algorithm, device=dev, out=out)
+    out = np.full(p.x_shape, np.nan, dtype=p.compute_dtype)
+    return _gpu_conv.conv2d_backward_input(gy, w, p, algorithm, device=dev, out=out)
+
+
+def _bound(pass_name, p, x, w, b, gy):
+    """``W_abs`` of each output (Winograd on absolute values) and the reduction
+    length, on the kernels' geometry (padding modes: padded input, gradient
+    folded back with the padding's 0/1 matrices)."""
+    kp = padded_problem(p) if _plan_conv.needs_padding_copy(p) else p
+    pt, pb, pl, pr = p.padding
+    if pass_name == "forward":
+        src = x
+        if kp is not p:
+            src = pad_input(x, (pt, pb, pl, pr), p.padding_mode)
+        pad = kp.padding
+        wa = winograd_f23(src, w, pad[0], pad[2], p.OH, p.OW, p.groups, absolute=True)
+        return wa + np.abs(b).reshape(1, -1, 1, 1), p.Cg
+    wt = winograd_transposed_filter(w, p.groups)
+    wa = winograd_f23(gy, wt, 2 - kp.padding[0], 2 - kp.padding[2], kp.H, kp.W,
+                      p.groups, absolute=True)
+    if kp is not p:
+        fh = fold_matrix(p.H, pt, pb, p.padding_mode, np.float64)
+        fw = fold_matrix(p.W, pl, pr, p.padding_mode, np.float64)
+        wa = np.einsum("ih,nchw,wj->ncij", fh.T, wa, fw)
+    return wa, p.Kg
+
+
+def test_numpy_winograd_equals_the_direct_sum():
+    """The float64 model of the kernels (ref_conv.winograd_f23) is the correlation,
+    for both passes' geometry, and its absolute version bounds |x| * |w|."""
+    rng = np.random.default_rng(0)
+    for xs, ws, kw in CASES.values():
+        p = problem(xs, ws, np.float64, kw)
+        if _plan_conv.needs_padding_copy(p):
+            continue
+        x, w, _, gy = random_inputs(rng, p, np.float64)
+        pt, _, pl, _ = p.padding
+        y = winograd_f23(x, w, pt, pl, p.OH, p.OW, p.groups)
+        np.testing.assert_allclose(y, reference("forward", p, x, w, None, gy),
+                                   rtol=1e-12, atol=1e-12)
+        gx = winograd_f23(gy, winograd_transposed_filter(w, p.groups), 2 - pt, 2 - pl,
+                          p.H, p.W, p.groups)
+        np.testing.assert_allclose(gx, reference("backward_input", p, x, w, None, gy),
+                                   rtol=1e-12, atol=1e-12)
+        direct_abs = reference("forward", p, np.abs(x), np.abs(w), None, gy)
+        assert np.all(winograd_f23(x, w, pt, pl, p.OH, p.OW, p.groups, absolute=True)
+                      >= direct_abs - 1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("pass_name", ["forward", "backward_input"])
+@pytest.mark.parametrize("case_id", list(CASES))
+def test_winograd_within_its_bound(case_id, pass_name, dtype, dev):
+    xs, ws, kw = CASES[case_id]
+    p = problem(xs, ws, dtype, kw)
+    assert _plan_conv.winograd_applies(_gpu_conv.kernel_problem(p), pass_name)
+    x, w, b, gy = random_inputs(np.random.default_rng(5), p, dtype)
+    n0 = len(dev.launches)
+    got = _run(pass_name, p, "winograd", x, w, b, gy, dev)
+    kernels = [k.split("<")[0] for _, k, *_ in dev.launches[n0:]]
+    assert all(name in kernels for name in WINOGRAD_KERNELS), kernels
+    if case_id == "split_k" and pass_name == "forward":  # 264 channels, 1 tile
+        assert "conv2d_forward_split_reduce" in kernels
+    assert got.dtype == np.dtype(dtype)
+    assert not np.isnan(got).any(), "an output element was never written"
+    want = reference(pass_name, p, x, w, b, gy)
+    w_abs, red = _bound(pass_name, p, x, w, b, gy)
+    assert_winograd_within(got, want, w_abs, red, dtype)
+    np.testing.assert_array_equal(_run(pass_name, p, "winograd", x, w, b, gy, dev), got)
+
+
+FALLBACKS = [
+    ((1, 3, 9, 9), (4, 3, 3, 3), {"padding": 1, "stride": 2}),
+    ((1, 3, 9, 9), (4, 3, 3, 3), {"padding": 2, "dilation": 2}),
+    ((1, 3, 9, 9), (4, 3, 5, 5), {"padding": 2}),
+    ((1, 8, 6, 6), (8, 8, 3, 3), {"padding": 3}),  # input gradient: pad > 2
+]
+
+
+@pytest.mark.parametrize("pass_name", ["forward", "backward_input", "backward_weight"])
+def test_winograd_falls_back_to_auto(pass_name, dev):
+    """Where Winograd F(2x2, 3x3) does not apply (stride 2, dilation 2, a 5x5
+    filter, precision='tf32', the weight gradient, an input gradient padded by
+    more than 2), 'winograd' runs what 'auto' runs, bit for bit."""
+    import dataclasses
+
+    probs = [problem(xs, ws, np.float32, kw) for xs, ws, kw in FALLBACKS]
+    tf32 = problem((1, 8, 6, 6), (8, 8, 3, 3), np.float32, {"padding": 1})
+    probs.append(dataclasses.replace(tf32, precision="tf32"))
+    if pass_name == "backward_weight":
+        probs.append(tf32)
+    for p in probs:
+        kp = _gpu_conv.kernel_problem(p)
+        if _plan_conv.winograd_applies(kp, pass_name):
+            continue  # the forward pass of the pad-3 case: Winograd applies
+        x, w, b, gy = random_inputs(np.random.default_rng(6), p, np.float32)
+        n0 = len(dev.launches)
+        if pass_name == "backward_weight":
+            got = _gpu_conv.conv2d_backward_weight(gy, x, p, "winograd", False,
+                                                   device=dev)[0]
+        else:
+            got = _run(pass_name, p, "winograd", x, w, b, gy, dev)
+        assert not any("winograd" in k for _, k, *_ in dev.launches[n0:])
+        if pass_name == "backward_weight":
+            want = _gpu_conv.conv2d_backward_weight(gy, x, p, "auto", False,
+                                                    device=dev)[0]
+        else:
+            want = _run(pass_name, p, "auto", x, w, b, gy, dev)
+        np.testing.assert_array_equal(got, want)
+
+
+def test_non_finite_inputs_stay_in_their_tiles(dev):
+    """A NaN or inf reaches (at most) the outputs of the 2x2 tiles whose 4x4 patches
+    hold it, as NaN or inf (cuDNN's Winograd behaves alike); every other output is
+    within the bound, and every output the direct sum makes non-finite is
+    non-finite."""
+    p = problem((1, 2, 10, 10), (3, 2, 3, 3), np.float32, {"padding": 1})
+    x, w, b, gy = random_inputs(np.random.default_rng(7), p, np.float32)
+    x[0, 0, 4, 4] = np.nan
+    x[0, 1, 8, 1] = np.inf
+    got = _run("forward", p, "winograd", x, w, b, gy, dev)
+    want = reference("forward", p, x, w, b, gy)
+    assert np.all(~np.isfinite(got[~np.isfinite(want)]))
+    touched = np.zeros(p.y_shape, bool)
+    for h, wd in ((4, 4), (8, 1)):  # input pixel -> tiles whose patch holds it
+        for ty in range(p.OH // 2):
+            for tx in range(p.OW // 2):
+                if 2 * ty - 1 <= h < 2 * ty + 3 and 2 * tx - 1 <= wd < 2 * tx + 3:
+                    touched[:, :, 2 * ty:2 * ty + 2, 2 * tx:2 * tx + 2] = True
+    assert np.isfinite(got[~touched]).all()
+    xf = np.where(np.isfinite(x), x, 0).astype(np.float32)
+    w_abs, red = _bound("forward", p, xf, w, b, gy)
+    assert_winograd_within(got[~touched], want[~touched], w_abs[~touched], red,
+                           np.float32)
+
+
+def test_float16_data_runs_winograd_on_float32(dev):
+    """float16 operands are widened (exact) and transformed in float32; the op's
+    float32 result is within the bound of the widened operands."""
+    p = problem((2, 4, 6, 7), (5, 4, 3, 3), np.float16, {"padding": 1})
+    x, w, b, gy = random_inputs(np.random.default_rng(8), p, np.float16)
+    for pass_name in ("forward", "backward_input"):
+        got = _run(pass_name, p, "winograd", x, w, b.astype(np.float32), gy, dev)
+        x32, w32, b32, gy32 = (a.astype(np.float32) for a in (x, w, b, gy))
+        want = reference(pass_name, p, x32, w32, b32, gy32)
+        w_abs, red = _bound(pass_name, p, x32, w32, b32, gy32)
+        assert_winograd_within(got, want, w_abs, red, np.float32)
+
+
+@pytest.mark.parametrize("order", ["ascending", "descending"])
+def test_sanitized(order):
+    """ASan/UBSan build, both thread orders: the transforms and the GEMM between them
+    stay in bounds (odd tiles, asymmetric pads, groups; split-K)."""
+    d = EmulatedDevice(sanitize=True, thread_order=order)
+    for case_id in ("asym_groups", "split_k"):
+        xs, ws, kw = CASES[case_id]
+        p = problem(xs, ws, np.float32, kw)
+        x, w, b, gy = random_inputs(np.random.default_rng(9), p, np.float32)
+        for pass_name in ("forward", "backward_input"):
+            got = _run(pass_name, p, "winograd", x, w, b, gy, d)
+            w_abs, red = _bound(pass_name, p, x, w, b, gy)
+            assert_winograd_within(got, reference(pass_name, p, x, w, b, gy), w_abs,
+                                   red, np.float32)
