@@ -9,8 +9,11 @@
 //
 // ext() extends the signal by `boundary` (fill / wrap / symm, any distance: the
 // rules of filter_common.cuh). NumPy's convolve/correlate reach it with 'fill' 0;
-// the kernel arrives flipped (convolve) or conjugated (complex correlate) and the
-// longer/shorter swap of numpy.convolve is done by the caller (gpuconv._filters).
+// the kernel is a strided view (filter_common.cuh, "kernel view": k + bk * ks_b +
+// c * ks_c, strides of any sign), so convolve's reversed kernel (k[::-1]) arrives
+// without a copy, and flag bit 3 conjugates the taps as they are staged (complex
+// correlate); the longer/shorter swap of numpy.convolve is done by the caller
+// (gpuconv._filters).
 // filter2d_tiled serves these problems with one tile row per block (a 2-D tile
 // whose other rows idle); this file gives them a tile of their own.
 //
@@ -24,8 +27,8 @@
 //       consecutive outputs (8 float, 4 double/complex64, 2 complex128) in
 //       registers. The kernel is processed in shared-memory tap chunks of at most
 //       KC = F1D_TAP_TILE_BYTES / sizeof(T) taps (so 10 000 taps work); per chunk:
-//         1. the chunk's taps are copied to shared memory (zero-padded to a whole
-//            register chunk);
+//         1. the chunk's taps are copied to shared memory through the kernel view
+//            (conjugated on flag bit 3; zero-padded to a whole register chunk);
 //         2. the signal segment the tile needs, TW + KC - 1 samples starting at
 //            ox0 + t0 - pad_left, is staged in shared memory: 128-bit global loads
 //            (F1D_LOAD_BATCH in flight per thread) when the segment lies inside
@@ -138,8 +141,8 @@ __device__ __forceinline__ void load_chunk(
 template <typename T>
 __global__ void __launch_bounds__(gcf1::F1D_THREADS, gcf1::f1d_min_blocks<T>())
 filter1d_tiled(const T* __restrict__ in, const T* __restrict__ k, T* __restrict__ out,
-               int B, int W, int KW, int pad_left, int OW, long long k_stride,
-               int boundary, T fill, int flags) {
+               int B, int W, int KW, int pad_left, int OW, long long ks_b,
+               long long ks_c, int boundary, T fill, int flags) {
     typedef gcf::Acc<T> Ac;
     typedef typename Ac::type A;
     typedef gcf1::F1DTraits<T> TT;
@@ -163,11 +166,12 @@ filter1d_tiled(const T* __restrict__ in, const T* __restrict__ k, T* __restrict_
     const int ox0 = blockIdx.x * TW;
     const long long ix0 = (long long)ox0 - pad_left;  // signal index of tile output 0
     const int u0 = tid * RU;                           // this thread's first unit
+    const bool conj = flags & gcf::FLAG_CONJ_KERNEL;
 
     bool first = true;
     for (long long b = blockIdx.y; b < B; b += gridDim.y) {
         const T* inb = in + b * (long long)W;
-        const T* kb = k + b * k_stride;  // k_stride == 0 when one kernel serves all
+        const T* kb = k + b * ks_b;  // the kernel view (ks_b == 0: one for all)
 
         A acc[R];
 #pragma unroll
@@ -183,7 +187,8 @@ filter1d_tiled(const T* __restrict__ in, const T* __restrict__ k, T* __restrict_
             first = false;
 
             // ---- gather: taps, then the signal segment ----
-            for (int i = tid; i < kcp; i += NT) s_w[i] = i < kcur ? kb[t0 + i] : zero;
+            for (int i = tid; i < kcp; i += NT)
+                s_w[i] = i < kcur ? gcf::kernel_tap(kb, 0, t0 + i, 0, ks_c, conj) : zero;
 
             if ((flags & 1) && gs >= 0 && gs + cnt <= W) {
                 // inside the signal, rows 16-byte aligned (W % VEC == 0 and `in`

@@ -8,8 +8,11 @@
 //
 // ext() extends the image by `boundary`: fill (constant `fill`), wrap (periodic) or
 // symm (mirror, edge repeated), at ANY distance (kernels larger than the image too).
-// The kernel arrives already flipped (true convolution) or conjugated (complex
-// correlation). Arrays are C-contiguous: in (B, H, W), k (Bk, KH, KW), out (B, OH, OW).
+// The kernel k (Bk, KH, KW) is a strided VIEW (filter_common.cuh, "kernel view"):
+// element strides ks_b, ks_r, ks_c of any sign, so the flipped kernel of a true
+// convolution (k[:, ::-1, ::-1]) and any strided kernel arrive without a copy, and
+// flag bit 3 conjugates the taps as they are read (complex correlation). The image
+// and the output are C-contiguous: in (B, H, W), out (B, OH, OW).
 // Integer types wrap around like NumPy (see filter_common.cuh); float32 subnormals are
 // flushed on the GPU (CuPy compiles with -ftz=true).
 //
@@ -30,7 +33,9 @@
 //       each thread an RY x RX register block (RX = 8 for 4-byte types, 4 for 8-byte,
 //       2 for complex128). Per tile (ONE barrier for an interior tile of a block's
 //       first pass, two on border tiles; one more per extra grid-stride pass):
-//         1. the kernel (KH*KW values of this batch's bk) is copied to shared memory;
+//         1. the kernel (KH*KW values of this batch's bk) is copied to shared memory
+//            through the kernel view (strided reads, conjugated on flag bit 3; the
+//            main loop reads s_w only, so the view costs it nothing);
 //         2. the input tile plus halo, (TH+KH-1) x (TW+KW-1), is staged in shared
 //            memory once by the tile loader, which applies the boundary rule: in
 //            the compile-time instances (float, double) tiles that lie inside the
@@ -162,16 +167,18 @@ template <typename T>
 __global__ void filter2d_naive(const T* __restrict__ in, const T* __restrict__ k,
                                T* __restrict__ out, int B, int H, int W, int KH, int KW,
                                int pad_top, int pad_left, int OH, int OW,
-                               long long k_stride, int boundary, T fill) {
+                               long long ks_b, long long ks_r, long long ks_c,
+                               int boundary, T fill, int flags) {
     typedef gcf::Acc<T> Ac;
     typedef typename Ac::type A;
+    const bool conj = flags & gcf::FLAG_CONJ_KERNEL;
     const int j = blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= OW) return;  // no barrier in this kernel: early exit is safe
     const long long plane_in = (long long)H * W;
     const long long plane_out = (long long)OH * OW;
     for (long long b = blockIdx.z; b < B; b += gridDim.z) {
         const T* inb = in + b * plane_in;
-        const T* kb = k + b * k_stride;  // k_stride == 0 when one kernel serves all
+        const T* kb = k + b * ks_b;  // the kernel view (ks_b == 0: one for all)
         for (long long i = (long long)blockIdx.y * blockDim.y + threadIdx.y; i < OH;
              i += (long long)gridDim.y * blockDim.y) {
             A acc = Ac::zero();
@@ -180,7 +187,8 @@ __global__ void filter2d_naive(const T* __restrict__ in, const T* __restrict__ k
                 for (int c = 0; c < KW; ++c) {
                     const long long q = gcf::boundary_index((long long)j + c - pad_left, W, boundary);
                     const T v = (r < 0 || q < 0) ? fill : inb[r * W + q];
-                    acc = Ac::mad(Ac::from(v), Ac::from(kb[a * KW + c]), acc);
+                    const T w = gcf::kernel_tap(kb, a, c, ks_r, ks_c, conj);
+                    acc = Ac::mad(Ac::from(v), Ac::from(w), acc);
                 }
             }
             out[b * plane_out + i * OW + j] = Ac::to(acc);
@@ -196,7 +204,8 @@ __global__ void __launch_bounds__(gcf::TILE_MAX_THREADS, (gcf::tile_min_blocks<T
 filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k,
                                T* __restrict__ out, int B, int H, int W, int KH_rt,
                                int KW_rt, int pad_top, int pad_left, int OH, int OW,
-                               long long k_stride, int boundary, T fill, int flags) {
+                               long long ks_b, long long ks_r, long long ks_c,
+                               int boundary, T fill, int flags) {
     typedef gcf::Acc<T> Ac;
     typedef typename Ac::type A;
     typedef gcf::TileTraits<T> TT;
@@ -249,7 +258,7 @@ filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k,
     bool first_tile = true;
     for (long long b = blockIdx.z; b < B; b += gridDim.z) {
         const T* inb = in + b * plane_in;
-        const T* kb = k + b * k_stride;  // k_stride == 0 when one kernel serves all
+        const T* kb = k + b * ks_b;  // the kernel view (ks_b == 0: one for all)
         // (tile_y * TH < OH: no tile count held in a register across the tile)
         for (int tile_y = blockIdx.y; (long long)tile_y * TH < OH; tile_y += gridDim.y) {
             const int oy0 = tile_y * TH;
@@ -266,11 +275,19 @@ filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k,
                     // asynchronous too: a plain copy would hold the first KH*KW
                     // threads for an L2 round trip before they issue their share of
                     // the tile
-                    for (int i = tid; i < KH * KW; i += nthreads)
-                        gcf::cp_async(s_w + i, kb + i);
+                    // (float and double: no conjugation to apply; rows over ty,
+                    // columns over tx: no division, nothing hoisted and kept live)
+                    for (int a = ty; a < KH; a += BY) {
+                        for (int c = tx; c < KW; c += BX)
+                            gcf::cp_async(s_w + a * KW + c, kb + a * ks_r + c * ks_c);
+                    }
                 }
             } else {
-                for (int i = tid; i < KH * KW; i += nthreads) s_w[i] = kb[i];
+                const bool conj = flags & gcf::FLAG_CONJ_KERNEL;
+                for (int a = ty; a < KH; a += BY) {
+                    for (int c = tx; c < KW; c += BX)
+                        s_w[a * KW + c] = gcf::kernel_tap(kb, a, c, ks_r, ks_c, conj);
+                }
             }
 
             const bool interior = iy0 >= 0 && iy0 + rows <= H && ix0 >= 0 && ix0 + cols <= W;

@@ -138,6 +138,38 @@ struct Acc<gc_complex<R> > {
     }
 };
 
+// ---------------------------------------------------------------------------------
+// The kernel view: every filter kernel reads its taps k[bk, a, c] at
+//   k + bk * ks_b + a * ks_r + c * ks_c          (element strides, any sign)
+// so that a flipped (k[:, ::-1, ::-1], negative strides), transposed or otherwise
+// strided kernel is passed without a copy; `k` points at element [0, 0, 0] of the
+// view. ks_b == 0 when one kernel serves every image. The taps are read once per
+// block pass (staged in shared memory) in the tiled kernels, per tap in the naive
+// one. Flag bit 3 (FLAG_CONJ_KERNEL) conjugates every tap as it is read (complex
+// correlation; a no-op for real types), so the conjugated kernel is never
+// materialised either.
+// ---------------------------------------------------------------------------------
+constexpr int FLAG_CONJ_KERNEL = 8;
+
+template <typename T>
+__device__ __forceinline__ T conj_if(T v, bool conj) {
+    (void)conj;
+    return v;
+}
+template <typename R>
+__device__ __forceinline__ gc_complex<R> conj_if(gc_complex<R> v, bool conj) {
+    if (conj) v.im = -v.im;
+    return v;
+}
+
+// Tap (a, c) of the kernel view kb (already offset to its batch), conjugated when
+// `conj`.
+template <typename T>
+__device__ __forceinline__ T kernel_tap(const T* kb, long long a, long long c,
+                                        long long ks_r, long long ks_c, bool conj) {
+    return conj_if(kb[a * ks_r + c * ks_c], conj);
+}
+
 template <typename T>
 __device__ __forceinline__ T zero_value() {
     T z;

@@ -26,7 +26,9 @@ CI without a GPU (tests marker ``emulated``). How:
   a memory bug there can crash the interpreter: use the sanitized mode to debug).
 - **Arguments** are checked against the kernel's C++ parameter types (exported by
   the library): ``const T*``/``T*`` take a C-contiguous ``numpy.ndarray`` of the
-  matching dtype (or ``None``: a null pointer), ``int`` an ``np.int32``,
+  matching dtype (or ``None``: a null pointer; a read-only strided view at the
+  positions a launch lists in ``Launch.views``, whose memory extent is copied),
+  ``int`` an ``np.int32``,
   ``long long`` an ``np.int64``, ``float``/``double`` an ``np.float32``/
   ``np.float64``, and so on: a wrong type is a ``TypeError`` here, where a GPU
   would silently misread it.
@@ -535,8 +537,26 @@ def _describe(a: Any) -> str:
     return type(a).__name__
 
 
+def _extent(a: np.ndarray) -> tuple[int, int]:
+    """The bytes ``[low, high)`` an array's elements occupy (any strides: a
+    negative one puts elements below the address of element ``[0, ..., 0]``)."""
+    start = a.__array_interface__["data"][0]
+    if a.size == 0:
+        return start, start
+    low = high = start
+    for n, st in zip(a.shape, a.strides, strict=True):
+        if st < 0:
+            low += (n - 1) * st
+        else:
+            high += (n - 1) * st
+    return low, high + a.itemsize
+
+
 def _marshal(
-    kernel: str, params: tuple[_Param, ...], args: tuple[Any, ...]
+    kernel: str,
+    params: tuple[_Param, ...],
+    args: tuple[Any, ...],
+    views: tuple[int, ...] = (),
 ) -> _Marshalled:
     if len(args) != len(params):
         raise TypeError(
@@ -558,7 +578,14 @@ def _marshal(
                 raise TypeError(
                     f"{where} must be a numpy.ndarray or None, not {_describe(a)}"
                 )
-            if not a.flags.c_contiguous:
+            if i in views:
+                # a strided view (Launch.views): read-only, whole-element strides
+                if not p.const:
+                    raise TypeError(f"{where}: a strided view must be read-only")
+                if any(st % a.itemsize for st in a.strides):
+                    raise TypeError(f"{where}: strides {a.strides} are not whole "
+                                    "elements")
+            elif not a.flags.c_contiguous:
                 raise TypeError(f"{where}: the buffer is not C-contiguous")
             if p.code in _CODES and p.code not in "bB":
                 want = np.dtype(_CODES[p.code][0])
@@ -800,15 +827,17 @@ class _RunnerLibrary(_Library):
         # Regions: maximal overlapping byte ranges of the argument arrays (aliases
         # share one region; distinct arrays get distinct heap blocks).
         spans = []
+        # (a strided view's span is its memory extent; the pointer passed is its
+        # element [0, ..., 0], which may lie above the extent's start)
         for i, kind in enumerate(m.kinds):
             if kind == "ptr":
                 a = m.arrays[i]
-                start = a.__array_interface__["data"][0]
-                spans.append((start, start + a.nbytes, i))
+                low, high = _extent(a)
+                spans.append((low, high, i, a.__array_interface__["data"][0]))
         spans.sort()
         regions: list[list[int]] = []  # [start, end, copyback]
         where: dict[int, tuple[int, int]] = {}  # arg -> (region, offset)
-        for start, end, i in spans:
+        for start, end, i, ptr in spans:
             if regions and start < regions[-1][1] and end > start:
                 r = regions[-1]
                 r[1] = max(r[1], end)
@@ -816,7 +845,7 @@ class _RunnerLibrary(_Library):
                 regions.append([start, end, 0])
             ri = len(regions) - 1
             regions[ri][2] |= int(m.writes[i])
-            where[i] = (ri, start - regions[ri][0])
+            where[i] = (ri, ptr - regions[ri][0])
         header = struct.pack(
             "<II3I3IQIII",
             _MAGIC,
@@ -1059,7 +1088,7 @@ class EmulatedDevice:
             )
         lib = self.library(launch.source)
         index, params = lib.kernels[launch.kernel]
-        m = _marshal(launch.kernel, params, tuple(launch.args))
+        m = _marshal(launch.kernel, params, tuple(launch.args), launch.views)
         flags = (_FLAG_POISON if self.poison_shared else 0) | (
             _FLAG_REVERSE if self.thread_order == "descending" else 0
         )

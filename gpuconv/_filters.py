@@ -6,8 +6,11 @@ SciPy's and NumPy's exception types and texts), picks the backend in the one pla
 that does (:func:`gpuconv._backend.select_backend`), handles empty problems itself
 and hands the backend one padded 2-D correlation of a stack of images
 (:class:`~gpuconv._filter_args.FilterProblem`), with the kernel already flipped
-(convolution) or conjugated (complex correlation). 1-D calls are ``(1, 1, n)``
-problems, so every backend gets them for free.
+(convolution) or conjugated (complex correlation). The CUDA backend gets the flipped
+kernel as a view and the conjugation as ``conj_kernel=True`` (its kernels read the
+taps through strides and conjugate them: no copy per call); the NumPy backend gets a
+C-contiguous, conjugated kernel. 1-D calls are ``(1, 1, n)`` problems, so every
+backend gets them for free.
 
 Where 'same' puts the extra row/column of an even kernel (as SciPy/NumPy do):
 
@@ -128,10 +131,20 @@ def _moved_shape(shape: tuple[int, ...], ax: tuple[int, int]) -> tuple[int, ...]
 
 
 def _stacks(
-    xp: Any, in1: Any, in2: Any, plan: Filter2dPlan, ax: Any, same_axes: bool
+    xp: Any,
+    in1: Any,
+    in2: Any,
+    plan: Filter2dPlan,
+    ax: Any,
+    same_axes: bool,
+    view: bool = False,
 ) -> tuple[Any, Any]:
     """The backend's ``(B, H, W)`` image stack and ``(Bk, KH, KW)`` kernel stack, in
-    the output dtype, kernel flipped/conjugated."""
+    the output dtype, kernel flipped/conjugated.
+
+    ``view`` (the CUDA backend, whose kernels read the kernel through its strides
+    and conjugate it themselves): the kernel is the flipped *view*, never copied
+    nor conjugated here; the caller passes ``plan.conj_kernel`` to the op."""
     fp = plan.problem
     if ax is not None:
         in1 = xp.moveaxis(in1, ax, (-2, -1))
@@ -155,6 +168,8 @@ def _stacks(
         image = image.conj()
     if plan.flip:
         kernel = kernel[:, ::-1, ::-1]
+    if view:
+        return image, kernel
     if plan.conj_kernel:
         kernel = kernel.conj()
     if not kernel.flags.c_contiguous:
@@ -174,12 +189,19 @@ def _empty_result(xp: Any, kernel: Any, plan: Filter2dPlan) -> Any:
     return xp.broadcast_to(sums.reshape(-1, 1, 1), shape).copy()
 
 
-def _run(name: str, image: Any, kernel: Any, fp: FilterProblem, method: str) -> Any:
+def _run(
+    name: str, image: Any, kernel: Any, fp: FilterProblem, method: str,
+    conj: bool = False,
+) -> Any:
+    """The backend op; ``conj`` (CUDA only: :func:`_stacks` with ``view``)
+    correlates with the conjugated kernel."""
     ops = _backend.backend_ops(name)
     if name == "numpy" and method == "auto":
         from gpuconv._cpu_filter import choose
 
         method = choose(fp, image, kernel)
+    if conj:
+        return ops.correlate2d(image, kernel, fp, method, conj_kernel=True)
     return ops.correlate2d(image, kernel, fp, method)
 
 
@@ -221,12 +243,15 @@ def _filter2d(
     name = _backend.select_backend(in1, in2, backend=backend)
     (in1, in2), back = _backend.to_backend(name, in1, in2)
     xp = _xp(name)
-    image, kernel = _stacks(xp, in1, in2, plan, ax, same_axes)
+    view = name == "cuda"  # the kernels read the flipped view (no copy, no conj)
+    image, kernel = _stacks(xp, in1, in2, plan, ax, same_axes, view)
     fp = plan.problem
     if plan.empty is not None:
+        if view and plan.conj_kernel:
+            kernel = kernel.conj()
         out = _empty_result(xp, kernel, plan)
     else:
-        out = _run(name, image, kernel, fp, method)
+        out = _run(name, image, kernel, fp, method, view and plan.conj_kernel)
     out = out.reshape(plan.out_shape)
     if plan.reverse:
         out = out[..., ::-1, ::-1]
@@ -507,14 +532,14 @@ def _filter1d(a0: Any, v0: Any, mode: Any, method: Any, backend: Any, fn: str) -
         image = image.conj()
     if plan.flip:
         kernel = kernel[::-1]
-    if plan.conj_kernel:
-        kernel = kernel.conj()
+    kernel = kernel.reshape(1, 1, -1)
+    view = name == "cuda"  # as in _filter2d: the kernels read the reversed view
+    if not view:
+        if plan.conj_kernel:
+            kernel = kernel.conj()
+        kernel = xp.ascontiguousarray(kernel)
     out = _run(
-        name,
-        image.reshape(1, 1, -1),
-        xp.ascontiguousarray(kernel.reshape(1, 1, -1)),
-        fp,
-        method,
+        name, image.reshape(1, 1, -1), kernel, fp, method, view and plan.conj_kernel
     )
     out = out.reshape(plan.out_shape)
     if plan.reverse:

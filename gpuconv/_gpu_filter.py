@@ -49,6 +49,7 @@ from gpuconv._plan_filter import (
     fft1d_segment,
     fft_grid,
     fft_seconds,
+    kernel_view_ok,
     plan_filter,
     plan_filter1d,
     separable_candidate,
@@ -86,17 +87,22 @@ def correlate2d(
     out: Any = None,
     block: tuple[int, int] | None = None,
     vector: bool = True,
+    conj_kernel: bool = False,
 ) -> Any:
     """The padded 2-D correlation of ``fp`` on the GPU (or an emulated device).
 
     ``out[b, i, j] = sum_{a, c} ext(in1)[b, i+a-pad_top, j+c-pad_left] * k[bk, a, c]``
+    (``conj(k[bk, a, c])`` with ``conj_kernel``)
 
     Parameters
     ----------
     in1 : array, shape ``(B, H, W)``, dtype ``fp.dtype``
         Images (any strides: non-contiguous inputs are copied once, never modified).
     k : array, shape ``(Bk, KH, KW)``, dtype ``fp.dtype``
-        Kernel(s), already flipped/conjugated; ``Bk`` is 1 or ``B``.
+        Kernel(s), already flipped; ``Bk`` is 1 or ``B``. Any strides: the direct
+        kernels read it as a strided view (a flipped ``k[:, ::-1, ::-1]`` is not
+        copied; :func:`gpuconv._plan_filter.kernel_view_ok`), the FFT and
+        separable paths take what they need from it. Never modified.
     fp : FilterProblem
         The validated, non-empty problem.
     method : {'auto', 'direct', 'fft', 'naive', 'tiled'}
@@ -111,6 +117,10 @@ def correlate2d(
         algorithms; tests pass a poisoned one). Returned.
     block, vector
         Forced thread block and permission for 128-bit accesses (tests only).
+    conj_kernel : bool
+        Correlate with the conjugated kernel (complex correlation): the direct
+        kernels conjugate the taps as they read them (kernel flag bit 3), the
+        other paths conjugate a copy. Ignored for real dtypes.
 
     Returns
     -------
@@ -129,7 +139,9 @@ def correlate2d(
     """
     if device is None:
         device = _default_device()
-    key = (fp, _fill_bits(fp), method, block, vector, device, _plan_key(device))
+    conj = conj_kernel and np.dtype(fp.dtype).kind == "c"
+    key = (fp, _fill_bits(fp), method, block, vector, conj, device,
+           _plan_key(device))  # fmt: skip
     entry = _PLANS.get(key)
     if entry is None:
         check_extents(fp)  # before any allocation: oversize is a ValueError, not OOM
@@ -137,14 +149,14 @@ def correlate2d(
         if dt != np.bool_ and dt.name not in CTYPES:
             raise TypeError(f"the CUDA filter kernels do not support dtype {dt.name}")
         if dt == np.bool_:
-            entry = _Entry("bool", "bool")
+            entry = _Entry("bool", "bool", dt)
         else:
             # 1-D problems (B x 1 x W, a 1 x KW kernel) take filter1d.cu
             algorithm = choose_filter1d(fp, method) or choose_algorithm(fp, method)
             direct = algorithm
             if algorithm in ("fft", "fft1d") and method == "auto":
                 direct = choose_filter1d(fp, "direct") or choose_algorithm(fp, "direct")
-            entry = _Entry(algorithm, direct)
+            entry = _Entry(algorithm, direct, dt)
         _PLANS.put(key, entry)
     xp = device.xp
     algorithm = entry.algorithm
@@ -154,6 +166,9 @@ def correlate2d(
         )
     if entry.separable is None:  # the cost model's side, once per problem
         entry.separable = separable_preferred(fp, method, entry.algorithm)
+    if conj and (entry.separable or algorithm in ("fft", "fft1d")):
+        k = k.conj()  # these paths read the values themselves (they copy anyway)
+        conj = False
     uv = separable_factors(in1, k, fp, xp) if entry.separable else None
     if uv is not None:
         return correlate2d_separable(
@@ -175,7 +190,7 @@ def correlate2d(
                 out[...] = y
                 return out
         algorithm = entry.direct
-    if algorithm in ("fft", "fft1d"):
+    if algorithm in ("fft", "fft1d"):  # (forced: method='fft')
         fft = correlate1d_fft if algorithm == "fft1d" else correlate2d_fft
         y = fft(in1, k, fp, xp)
         if out is None:
@@ -184,8 +199,11 @@ def correlate2d(
         return out
     if not in1.flags.c_contiguous:
         in1 = xp.ascontiguousarray(in1)
-    if not k.flags.c_contiguous:
-        k = xp.ascontiguousarray(k)
+    # the kernel is read as a strided view (no copy of a flipped kernel): its
+    # strides are launch arguments and its address must be element-aligned, so both
+    # are part of the plan's key; a view the kernels cannot read (strides or
+    # address off whole elements) is copied, which the plan remembers
+    kview = (k.strides, _aligned(k, entry.kalign))
     if out is None:
         if POISON_OUTPUTS:
             dt = np.dtype(fp.dtype)
@@ -194,8 +212,11 @@ def correlate2d(
             out = xp.empty((fp.B, fp.OH, fp.OW), dtype=fp.dtype)
     # the planner reads the buffers' 16-byte alignment (128-bit accesses: flags of
     # plan_filter): one plan per alignment of in1 and out
-    align = (_ptr(in1) & 15, _ptr(out) & 15, algorithm)
-    plan = entry.plans.get(align)
+    align = (_ptr(in1) & 15, _ptr(out) & 15, algorithm, kview)
+    cached = entry.plans.get(align)
+    plan, copy_k = (None, not kernel_view_ok(k)) if cached is None else cached
+    if copy_k:
+        k = k.copy()  # a fresh, aligned, C-contiguous buffer
     if plan is not None and not (
         in1.shape == (fp.B, fp.H, fp.W) and k.shape == (fp.Bk, fp.KH, fp.KW)
         and out.shape == (fp.B, fp.OH, fp.OW)
@@ -205,19 +226,19 @@ def correlate2d(
         plan = None  # buffers unlike the plan's: plan_filter says what is wrong
     if plan is None:
         if algorithm == "filter1d":  # its tile is fixed: `block` does not apply
-            launches = plan_filter1d(fp, in1, k, out, vector=vector)
+            launches = plan_filter1d(fp, in1, k, out, vector=vector, conj=conj)
         else:
             launches = plan_filter(
-                fp, in1, k, out, algorithm, block=block, vector=vector
+                fp, in1, k, out, algorithm, block=block, vector=vector, conj=conj
             )
         plan = LaunchPlan(device, launches, 3, buffers=(in1, k, out))
         if plan.reusable and len(entry.plans) < _ALIGNMENTS_PER_PROBLEM:
-            entry.plans[align] = plan
+            entry.plans[align] = (plan, copy_k)
     plan.run((in1, k, out))
     return out
 
 
-#: Plans per problem and device (one per buffer alignment).
+#: Plans per problem and device (one per buffer alignment and kernel view).
 _ALIGNMENTS_PER_PROBLEM = 64
 
 #: The algorithm choice and launch plans of each problem on each device.
@@ -225,15 +246,20 @@ _PLANS = LRU("filter2d plans")
 
 
 class _Entry:
-    __slots__ = ("algorithm", "direct", "plans", "separable")
+    __slots__ = ("algorithm", "direct", "kalign", "plans", "separable")
 
-    def __init__(self, algorithm: str, direct: str) -> None:
+    def __init__(self, algorithm: str, direct: str, dtype: Any) -> None:
         self.algorithm = algorithm
         self.direct = direct
+        dt = np.dtype(dtype)
+        # the alignment the kernels need of an element (gc_complex: its part's)
+        self.kalign = dt.itemsize // 2 if dt.kind == "c" else dt.itemsize
         # whether the model prefers two 1-D passes (None: not asked yet); the
         # kernel's rank and the data's finiteness are checked on every call
         self.separable: bool | None = None
-        self.plans: dict[Any, LaunchPlan] = {}
+        # (launch plan, whether the kernel view is copied first) per alignment of
+        # the buffers and strides of the kernel view
+        self.plans: dict[Any, tuple[LaunchPlan, bool]] = {}
 
 
 def _plan_key(device: Any) -> Any:
@@ -262,6 +288,31 @@ def _ptr(a: Any) -> int:
 
 def _cupy_ptr(a: Any) -> int:
     return a.data.ptr
+
+
+def _aligned(a: Any, align: int) -> bool:
+    """Whether ``a``'s first element lies on an ``align``-byte boundary: CuPy
+    arrays by their address, NumPy buffers (the emulated devices) by NumPy's own
+    ``aligned`` flag (the dtype's alignment, which is ``align`` for every dtype
+    the kernels take), the way chosen once per type (both cost ~0.1 µs)."""
+    get = _ALIGNED_OF.get(type(a))
+    if get is None:
+        ptr = getattr(a.data, "ptr", None)
+        get = _ALIGNED_OF[type(a)] = (
+            _cupy_aligned if isinstance(ptr, int) else _numpy_aligned
+        )
+    return get(a, align)
+
+
+def _cupy_aligned(a: Any, align: int) -> bool:
+    return a.data.ptr % align == 0
+
+
+def _numpy_aligned(a: Any, align: int) -> bool:
+    return a.flags.aligned
+
+
+_ALIGNED_OF: dict[type, Any] = {}
 
 
 def _interface_ptr(a: Any) -> int:

@@ -39,7 +39,15 @@ class Launch:
         Dynamic shared memory in bytes.
     args : tuple
         Device buffers (``cupy.ndarray`` or, emulated, ``numpy.ndarray``) and NumPy
-        scalars, in the kernel's parameter order.
+        scalars, in the kernel's parameter order. Buffers are C-contiguous, except
+        those listed in ``views``.
+    views : tuple of int
+        Positions in ``args`` of read-only buffers passed as strided views: the
+        kernel receives the address of the view's element ``[0, ..., 0]`` and its
+        strides as scalar arguments (of any sign), and reads only the view's
+        elements (the filter kernels' flipped kernel, ``cuda/filter_common.cuh``).
+        CuPy passes any array's ``data.ptr``; the emulator accepts these positions
+        non-contiguous and copies the view's memory extent.
     """
 
     source: str
@@ -48,6 +56,7 @@ class Launch:
     block: tuple[int, int, int]
     shared_mem: int
     args: tuple[Any, ...]
+    views: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         gx, gy, gz = self.grid

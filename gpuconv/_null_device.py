@@ -36,6 +36,50 @@ class DeviceArray(np.ndarray):
         return np.array(self)
 
 
+class DeviceOps:
+    """What the stand-in CuPy did while :func:`count_device_ops` was active: each
+    new device array is an allocation (``allocs``: new memory, i.e. an output, a
+    copy, a cast, an elementwise result, an upload; their shapes) or a view
+    (``views``: a reshape, slice, broadcast or axis move of existing memory). On a
+    real GPU each allocation is a CuPy allocation (plus, for copies, casts and
+    elementwise results, a kernel launch) and each view a CuPy call, each costing
+    microseconds of host time; :class:`NullDevice` counts gpuconv's own launches.
+    """
+
+    def __init__(self) -> None:
+        self.allocs: list[tuple[int, ...]] = []
+        self.views = 0
+
+    def _finalize(self, arr: np.ndarray, obj: Any) -> None:
+        # new memory: an array of the subclass made by NumPy (astype, copy), or a
+        # new NumPy result (empty, ufuncs, copies) seen through the subclass; a view
+        # of a DeviceArray has a DeviceArray base (NumPy stops collapsing bases at
+        # the subclass boundary)
+        base = arr.base
+        if base is None or (type(base) is np.ndarray and base.flags.owndata):
+            self.allocs.append(arr.shape)
+        else:
+            self.views += 1
+
+
+@contextlib.contextmanager
+def count_device_ops() -> Iterator[DeviceOps]:
+    """Counts the stand-in CuPy's allocations and views (:class:`DeviceOps`) in the
+    block (one counter at a time; nothing is counted outside one)."""
+    ops = DeviceOps()
+    if "__array_finalize__" in DeviceArray.__dict__:
+        raise RuntimeError("count_device_ops is already active")
+
+    def finalize(self: np.ndarray, obj: Any) -> None:
+        ops._finalize(self, obj)
+
+    DeviceArray.__array_finalize__ = finalize  # type: ignore[method-assign]
+    try:
+        yield ops
+    finally:
+        del DeviceArray.__array_finalize__
+
+
 def _wrap(value: Any) -> Any:
     if isinstance(value, np.ndarray) and not isinstance(value, DeviceArray):
         return value.view(DeviceArray)

@@ -723,10 +723,18 @@ def choose_filter1d(fp: FilterProblem, method: str) -> str | None:
 
 
 def plan_filter1d(
-    fp: FilterProblem, in1: Any, k: Any, out: Any, *, vector: bool = True
+    fp: FilterProblem,
+    in1: Any,
+    k: Any,
+    out: Any,
+    *,
+    vector: bool = True,
+    conj: bool = False,
 ) -> list[Launch]:
     """The launch of ``filter1d_tiled`` computing ``out (B, 1, OW)`` from
-    ``in1 (B, 1, W)`` and ``k (Bk, 1, KW)`` (C-contiguous, ``fp.dtype``).
+    ``in1 (B, 1, W)`` (C-contiguous) and ``k (Bk, 1, KW)`` (any strides: the
+    kernel view, :func:`kernel_view_ok`), all of ``fp.dtype``; ``conj``
+    conjugates the taps (flag bit 3).
 
     One block of :data:`F1D_THREADS` threads per tile of ``F1D_THREADS * R``
     outputs, the batch over grid y (the kernel loops over the rest). ``vector``
@@ -738,18 +746,20 @@ def plan_filter1d(
         raise ValueError(f"filter1d_tiled computes 1-D problems, not {fp}")
     dt = np.dtype(fp.dtype)
     i32 = np.int32
-    flags = _vector_flags(fp, in1, out, vector)
+    flags = _vector_flags(fp, in1, out, vector) | (FLAG_CONJ_KERNEL if conj else 0)
     fill = np.asarray(fp.fillvalue).astype(dt).reshape(-1)[0]
+    ks_b, _, ks_c = kernel_view_strides(k)
+    i64 = np.int64
     args = (
         in1, k, out, i32(fp.B), i32(fp.W), i32(fp.KW), i32(fp.pad_left), i32(fp.OW),
-        np.int64(fp.KW if fp.Bk > 1 else 0), i32(BOUNDARY_CODES[fp.boundary]), fill,
-        i32(flags),
+        i64(ks_b), i64(ks_c), i32(BOUNDARY_CODES[fp.boundary]), fill, i32(flags),
     )  # fmt: skip
     tw = F1D_THREADS * (F1D_OUT_BYTES // dt.itemsize)
     grid = (-(-fp.OW // tw), min(fp.B, MAX_GRID_YZ), 1)
     smem = filter1d_smem_bytes(dt.itemsize, fp.KW)
     return [
-        Launch(SOURCE_1D, filter1d_name(dt), grid, (F1D_THREADS, 1, 1), smem, args)
+        Launch(SOURCE_1D, filter1d_name(dt), grid, (F1D_THREADS, 1, 1), smem, args,
+               views=(1,))
     ]
 
 
@@ -860,7 +870,6 @@ def _check_problem(fp: FilterProblem, in1: Any, k: Any, out: Any) -> None:
     check_extents(fp)
     for name, a, shape in (
         ("in1", in1, (fp.B, fp.H, fp.W)),
-        ("k", k, (fp.Bk, fp.KH, fp.KW)),
         ("out", out, (fp.B, fp.OH, fp.OW)),
     ):
         if tuple(a.shape) != shape or a.dtype != dt or not a.flags.c_contiguous:
@@ -868,6 +877,40 @@ def _check_problem(fp: FilterProblem, in1: Any, k: Any, out: Any) -> None:
                 f"{name} must be a C-contiguous {dt.name} array of shape {shape}, "
                 f"got {a.dtype} {tuple(a.shape)}"
             )
+    shape = (fp.Bk, fp.KH, fp.KW)
+    if tuple(k.shape) != shape or k.dtype != dt or not kernel_view_ok(k):
+        raise ValueError(
+            f"k must be a {dt.name} array of shape {shape} (any strides that are "
+            f"whole elements, on an element-aligned address), got {k.dtype} "
+            f"{tuple(k.shape)} with strides {tuple(k.strides)}"
+        )
+
+
+#: Flag bit of every filter kernel (filter2d_naive, filter2d_tiled, filter1d_tiled):
+#: conjugate the taps as they are read (``gcf::FLAG_CONJ_KERNEL``).
+FLAG_CONJ_KERNEL = 8
+
+
+def kernel_view_ok(k: Any) -> bool:
+    """Whether the kernels can read ``k`` through its strides (the kernel view of
+    ``cuda/filter_common.cuh``): every stride a whole number of elements (any
+    sign) and the first element on an address aligned for its type. Every array
+    NumPy or CuPy makes by slicing, reversing, transposing or broadcasting a
+    well-formed array is; a byte-offset view is not (the op copies it)."""
+    dt = k.dtype
+    size = dt.itemsize
+    if any(st % size for st in k.strides):
+        return False
+    align = size // 2 if dt.kind == "c" else size
+    return _data_ptr(k) % align == 0
+
+
+def kernel_view_strides(k: Any) -> tuple[int, ...]:
+    """The element strides of the kernel view ``k`` (``kernel_view_ok``), 0 on
+    every axis of extent 1 (so that every view of the same taps has one key)."""
+    size = k.dtype.itemsize
+    return tuple(0 if n == 1 else st // size
+                 for n, st in zip(k.shape, k.strides, strict=True))
 
 
 def plan_filter(
@@ -879,6 +922,7 @@ def plan_filter(
     *,
     block: tuple[int, int] | None = None,
     vector: bool = True,
+    conj: bool = False,
 ) -> list[Launch]:
     """The launches computing ``out`` from ``in1`` and ``k`` with a direct kernel.
 
@@ -887,35 +931,42 @@ def plan_filter(
     fp : FilterProblem
         The validated problem.
     in1, k, out : arrays
-        C-contiguous device buffers of ``fp.dtype``: ``(B, H, W)``, ``(Bk, KH, KW)``,
-        ``(B, OH, OW)``.
+        Device buffers of ``fp.dtype``: ``in1 (B, H, W)`` and ``out (B, OH, OW)``
+        C-contiguous, ``k (Bk, KH, KW)`` with any strides that are whole elements
+        (the kernel view, :func:`kernel_view_ok`: a flipped kernel is passed as
+        it is, its strides are kernel arguments).
     algorithm : {'naive', 'tiled'}
     block : (int, int), optional
         Force the thread block (tests).
     vector : bool
         Allow 128-bit loads/stores where the buffers are aligned (tests turn it off
         to exercise the scalar paths).
+    conj : bool
+        Conjugate the taps as they are read (complex correlation).
 
-    The last kernel argument of ``filter2d_tiled`` is its flags: bit 0 and 1 the
-    16-byte alignment of the input and output rows (:func:`_vector_flags`), bit 2
-    the register-staged loader in a compile-time instance (:data:`REGISTER_STAGED`).
+    The last kernel argument is the flags: bit 0 and 1 the 16-byte alignment of
+    the input and output rows (:func:`_vector_flags`; ``filter2d_tiled``), bit 2
+    the register-staged loader in a compile-time instance (:data:`REGISTER_STAGED`),
+    bit 3 the conjugation (:data:`FLAG_CONJ_KERNEL`).
     """
     _check_problem(fp, in1, k, out)
     dt = np.dtype(fp.dtype)
     i32 = np.int32
-    k_stride = np.int64(fp.KH * fp.KW if fp.Bk > 1 else 0)
+    ks_b, ks_r, ks_c = (np.int64(s) for s in kernel_view_strides(k))
     fill = np.asarray(fp.fillvalue).astype(dt).reshape(-1)[0]
     common = (
         in1, k, out,
         i32(fp.B), i32(fp.H), i32(fp.W), i32(fp.KH), i32(fp.KW),
         i32(fp.pad_top), i32(fp.pad_left), i32(fp.OH), i32(fp.OW),
-        k_stride, i32(BOUNDARY_CODES[fp.boundary]), fill,
+        ks_b, ks_r, ks_c, i32(BOUNDARY_CODES[fp.boundary]), fill,
     )  # fmt: skip
+    conj_flag = FLAG_CONJ_KERNEL if conj else 0
     gz = min(fp.B, MAX_GRID_YZ)
     if algorithm == "naive":
         bx, by = block if block is not None else naive_block(fp)
         grid = (-(-fp.OW // bx), min(-(-fp.OH // by), MAX_GRID_YZ), gz)
-        return [Launch(SOURCE, naive_name(dt), grid, (bx, by, 1), 0, common)]
+        return [Launch(SOURCE, naive_name(dt), grid, (bx, by, 1), 0,
+                       (*common, i32(conj_flag)), views=(1,))]  # fmt: skip
     if algorithm != "tiled":
         raise ValueError(f"plan_filter plans 'naive' or 'tiled', not {algorithm!r}")
     cfg = tiled_config(fp, block)
@@ -923,13 +974,14 @@ def plan_filter(
         raise ValueError(f"no tiled filter launch fits for {fp}")
     bx, by = cfg.block
     tw, th = bx * rx(dt.itemsize), by * cfg.ry
-    flags = _vector_flags(fp, in1, out, vector)
+    flags = _vector_flags(fp, in1, out, vector) | conj_flag
     if _tiled_instance(fp)[1] and (dt.name, fp.KH) in REGISTER_STAGED:
         flags |= 4
     grid = (-(-fp.OW // tw), min(-(-fp.OH // th), MAX_GRID_YZ), gz)
     return [
         Launch(
-            SOURCE, cfg.kernel, grid, (bx, by, 1), cfg.shared_mem, (*common, i32(flags))
+            SOURCE, cfg.kernel, grid, (bx, by, 1), cfg.shared_mem,
+            (*common, i32(flags)), views=(1,),
         )
     ]
 
@@ -955,6 +1007,8 @@ __all__ = [
     "filter1d_seconds",
     "filter1d_smem_bytes",
     "kernel_names",
+    "kernel_view_ok",
+    "kernel_view_strides",
     "next_fast_len",
     "plan_filter",
     "plan_filter1d",
