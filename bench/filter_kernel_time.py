@@ -17,8 +17,13 @@ that as a share of the copy bandwidth (``_gpu_common.copy_bandwidth``: 1 GiB
 copies, read + write). The two stagings' outputs must be bit-identical (exit 1
 otherwise). With ``--json`` the rows are written for ``bench/results``.
 
+With ``--blocks 32x8 64x4 ...`` each case is also timed with those thread blocks
+forced (the planner's staging; rows ``block-BXxBY``, outputs checked against the
+default launch): the sweep that says whether the planner's block is the fastest.
+
     PYTHONPATH=. python bench/filter_kernel_time.py [--n 4096 8192] [--k 3 5 7 9]
-        [--dtypes float32 float64] [--batch 20] [--repeats 5] [--json out.json]
+        [--dtypes float32 float64] [--batch 20] [--repeats 5] [--blocks 32x8 ...]
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -65,8 +70,12 @@ def main(argv: list[str] | None = None, cp=None, dev=None) -> int:
     ap.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
     ap.add_argument("--batch", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--blocks", nargs="+", default=[],
+                    help="also time these forced thread blocks (BXxBY, e.g. 32x8), "
+                    "with the planner's staging: rows 'block-BXxBY'")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
+    blocks = [tuple(int(v) for v in b.split("x")) for b in args.blocks]
     if cp is None:
         import cupy as cp
 
@@ -110,6 +119,28 @@ def main(argv: list[str] | None = None, cp=None, dev=None) -> int:
                         "dtype": dt, "kernel_s": t, "floor_gbs": gbs,
                         "copy_bandwidth_gbs": bw / 1e9, "share_of_copy": gbs * 1e9 / bw,
                     })  # fmt: skip
+                for block in blocks:  # the planner's staging, a forced block
+                    if pf.tiled_config(fp, block) is None:
+                        continue  # does not fit the shared memory
+                    calls = [lambda la=pf.plan_filter(fp, x, w, out, "tiled",
+                                                      block=block)[0]: dev.launch(la)
+                             for x, out in zip(xs, outs, strict=True)]
+                    t = _time_batch(cp, calls, args.batch, args.repeats)
+                    staging = f"block-{block[0]}x{block[1]}"
+                    if not bool(cp.array_equal(outs[0], results["async"])):
+                        print(f"MISMATCH {dt} {n} k{k}: {staging} differs")
+                        bad = True
+                    gbs = 2 * np.dtype(dt).itemsize * n * n / t / 1e9
+                    print(f"{f'{dt} {n}x{n} k{k}':24s} {staging:7s} {t * 1e6:8.1f} "
+                          f"{gbs:6.0f} {100 * gbs * 1e9 / bw:6.1f}")
+                    rows.append({
+                        "device": name,
+                        "case": f"filter2d_tiled/{staging}/{n}x{n}/k{k}/{dt}",
+                        "kernel": pf.tiled_config(fp, block).kernel,
+                        "staging": staging, "block": list(block), "n": n, "k": k,
+                        "dtype": dt, "kernel_s": t, "floor_gbs": gbs,
+                        "copy_bandwidth_gbs": bw / 1e9, "share_of_copy": gbs * 1e9 / bw,
+                    })
                 if not bool(cp.array_equal(results["async"], results["regs"])):
                     print(f"MISMATCH {dt} {n} k{k}: async and regs outputs differ")
                     rows[-1]["error"] = "async and regs outputs differ"

@@ -25,6 +25,10 @@ step bench_filt "${FILTER_S:-45}" "$PY" bench/bench_gpu_filter.py --budget 0.05 
     --kinds main,stack --json "$OUT/bench_filter.json"
 step kernel_time "${KTIME_S:-35}" "$PY" bench/filter_kernel_time.py --n 4096 8192 \
     --batch 10 --repeats 3 --json "$OUT/filter_kernel_time.json"
+# thread-block sweep of the tiled filter kernel (rows in logs.tar.gz: $OUT holds 8 files)
+step block_sweep "${SWEEP_S:-25}" "$PY" bench/filter_kernel_time.py --n 4096 --k 3 5 \
+    --batch 10 --repeats 3 --blocks 32x8 64x4 128x2 32x16 64x8 \
+    --json "$LOGS/filter_block_sweep.json"
 step bench_torch "${TORCH_S:-20}" "$PY" bench/bench_gpu_torch.py --budget 0.1 \
     --json "$OUT/bench_torch.json"
 # Nsight Compute on the kernels the measurements left most open (bench/ncu_probe.py)
@@ -48,7 +52,7 @@ echo "total $(( $(date +%s) - t0 ))s" >> "$LOGS/steps.txt"
 cp "$LOGS/profile.log" "$OUT/profile.txt" 2>/dev/null
 {
     cat "$LOGS/device.log" "$LOGS/steps.txt"
-    for f in bench_conv bench_filt kernel_time bench_torch pytest; do
+    for f in bench_conv bench_filt kernel_time block_sweep bench_torch pytest; do
         [[ -s "$LOGS/$f.log" ]] && { echo "== $f"; tail -n 60 "$LOGS/$f.log"; }
     done
 } > "$OUT/summary.txt"
