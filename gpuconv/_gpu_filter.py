@@ -476,6 +476,32 @@ def kernel_dft_cheaper(kh: int, kw: int, sh: int, sw: int, real: bool) -> bool:
     return min(_dft_orders(kh, kw, sh, nv)) <= KERNEL_DFT_MAX_TAPS
 
 
+#: DFT matrices of :func:`kernel_spectrum` per device and size (a few MB at most
+#: each): built once, not per call (each build was ~7 array operations).
+_DFT = LRU("filter DFT matrices", maxsize=16)
+
+
+def dft_matrix(xp: Any, n: int, rows: int, cols: int, dtype: Any) -> Any:
+    """``exp(-2 pi i (r c mod n) / n)`` for ``r < rows``, ``c < cols`` as ``dtype``
+    on ``xp``'s current device: the angles reduced modulo ``n`` in integers and
+    evaluated in float64. Cached per device, size and dtype (treat as read-only).
+
+    >>> import numpy as np
+    >>> f = dft_matrix(np, 4, 4, 2, np.complex128)
+    >>> bool(np.allclose(f, np.fft.fft(np.eye(4)[:, :2], axis=0)))
+    True
+    """
+    home = int(xp.cuda.Device().id) if hasattr(xp, "cuda") else None
+    key = (xp.__name__, home, n, rows, cols, np.dtype(dtype))
+    f = _DFT.get(key)
+    if f is None:
+        i = xp.arange(rows, dtype=np.int64)[:, None]
+        j = xp.arange(cols, dtype=np.int64)[None, :]
+        f = xp.exp((-2j * np.pi / n) * ((i * j) % n)).astype(dtype)
+        _DFT.put(key, f)
+    return f
+
+
 def kernel_spectrum(kr: Any, sh: int, sw: int, real: bool, xp: Any) -> Any:
     """``fft2(kr, s=(sh, sw))`` (``rfft2`` when ``real``) of a small kernel stack
     ``kr (Bk, KH, KW)`` as ``F_h @ kr @ F_w`` with DFT matrices ``F_h (sh, KH)`` and
@@ -494,16 +520,10 @@ def kernel_spectrum(kr: Any, sh: int, sw: int, real: bool, xp: Any) -> Any:
     """
     _, kh, kw = kr.shape
     single = np.dtype(kr.dtype) in (np.float32, np.complex64)
-    cdt = np.complex64 if single else np.complex128
+    cdt = np.dtype(np.complex64 if single else np.complex128)
     nv = sw // 2 + 1 if real else sw
-
-    def dft(n: int, rows: int, cols: int) -> Any:  # built on the device
-        i = xp.arange(rows, dtype=np.int64)[:, None]
-        j = xp.arange(cols, dtype=np.int64)[None, :]
-        return xp.exp((-2j * np.pi / n) * ((i * j) % n)).astype(cdt)
-
-    fh = dft(sh, sh, kh)  # (sh, KH)
-    fw = dft(sw, kw, nv)  # (KW, nv)
+    fh = dft_matrix(xp, sh, sh, kh, cdt)  # (sh, KH)
+    fw = dft_matrix(xp, sw, kw, nv, cdt)  # (KW, nv)
     kc = kr.astype(cdt)
     first, second = _dft_orders(kh, kw, sh, nv)
     if first <= second:
