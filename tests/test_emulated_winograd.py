@@ -29,7 +29,8 @@ from tests.ref_conv import (
 pytestmark = EMULATED
 
 SOURCES = ("conv2d_forward.cu", "conv2d_backward_input.cu",
-           "conv2d_backward_weight.cu", "conv2d_pad.cu", "conv2d_winograd.cu")
+           "conv2d_backward_weight.cu", "conv2d_pad.cu", "conv2d_winograd.cu",
+           "conv2d_mma.cu", "convert.cu")
 WINOGRAD_KERNELS = {
     "forward": ("conv2d_winograd_weight", "conv2d_winograd_input",
                 "conv2d_winograd_output"),
@@ -190,6 +191,49 @@ def test_winograd_falls_back_to_auto(pass_name, dev):
         else:
             want = _run(pass_name, p, "auto", x, w, b, gy, dev)
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype, precision", [(np.float16, None),
+                                              (np.float32, "tf32")])
+def test_winograd_falls_back_to_the_tensor_cores_as_auto(dtype, precision, dev):
+    """Where Winograd does not apply and 'auto' takes the tensor cores (a 1x1
+    float16 input gradient of 64 channels; the same in TF32), 'winograd' runs them
+    too: the same kernels, the same bits (and float16 result dtype)."""
+    import dataclasses
+
+    p = problem((1, 64, 2, 3), (8, 64, 1, 1), dtype, {})
+    p = dataclasses.replace(p, precision=precision)
+    assert _plan_conv.mma_preferred(p, "backward_input")
+    _, w, _, gy = random_inputs(np.random.default_rng(10), p, dtype)
+    got = {}
+    for algorithm in ("auto", "winograd"):
+        n0 = len(dev.launches)
+        got[algorithm] = _gpu_conv.conv2d_backward_input(gy, w, p, algorithm,
+                                                         device=dev)
+        kernels = [k.split("<")[0] for _, k, *_ in dev.launches[n0:]]
+        assert "conv2d_backward_input_mma" in kernels, (algorithm, kernels)
+    assert got["winograd"].dtype == got["auto"].dtype
+    np.testing.assert_array_equal(got["winograd"], got["auto"])
+
+
+def test_weight_gradient_route_is_part_of_the_plan(dev, monkeypatch):
+    """The weight gradient decides Winograd (and so whether the bias gradient is
+    fused) before its plan is looked up: a replayed plan of the other route must not
+    be taken. Here the workspace cap changes between two calls of one problem; the
+    second (no longer Winograd) still writes the bias gradient."""
+    p = problem((1, 2, 5, 4), (3, 2, 3, 3), np.float32, {"padding": 1})
+    x, _, _, gy = random_inputs(np.random.default_rng(11), p, np.float32)
+    want_gw = reference("backward_weight", p, x, None, None, gy)
+    want_gb = gy.astype(np.float64).sum(axis=(0, 2, 3))
+    for cap in (_plan_conv.WINOGRAD_MAX_BYTES, 0, _plan_conv.WINOGRAD_MAX_BYTES):
+        monkeypatch.setattr(_plan_conv, "WINOGRAD_MAX_BYTES", cap)
+        n0 = len(dev.launches)
+        gw, gb = _gpu_conv.conv2d_backward_weight(gy, x, p, "winograd", True,
+                                                  device=dev)
+        wino = any("winograd" in k for _, k, *_ in dev.launches[n0:])
+        assert wino == (cap > 0)
+        np.testing.assert_allclose(gw, want_gw, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(gb, want_gb, rtol=1e-5, atol=1e-5)
 
 
 def test_non_finite_inputs_stay_in_their_tiles(dev):
