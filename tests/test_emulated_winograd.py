@@ -81,31 +81,38 @@ def _run(pass_name, p, algorithm, x, w, b, gy, dev):
 
 
 def _bound(pass_name, p, x, w, b, gy):
-    """``W_abs`` of each output (Winograd on absolute values) and the reduction
-    length, on the kernels' geometry (padding modes: padded input, gradient
-    folded back with the padding's 0/1 matrices)."""
+    """The arguments of ``assert_winograd_within`` but the arrays and dtype:
+    ``w_abs`` (Winograd on absolute values, per output), ``reduction`` (the terms of
+    one GEMM), ``fold_terms`` and ``reference_terms``, on the kernels' geometry
+    (padding modes: padded input, gradient folded back with the padding's 0/1
+    matrices)."""
     kp = padded_problem(p) if _plan_conv.needs_padding_copy(p) else p
     pt, pb, pl, pr = p.padding
     if pass_name == "backward_weight":  # the reduction: the 2x2 tiles of gy
         src = x if kp is p else pad_input(x, (pt, pb, pl, pr), p.padding_mode)
         wa = winograd_f32_wgrad(src, gy, kp.padding[0], kp.padding[2], p.groups,
                                 absolute=True)
-        return wa, p.N * -(-p.OH // 2) * -(-p.OW // 2)
+        return {"w_abs": wa, "reduction": p.N * -(-p.OH // 2) * -(-p.OW // 2),
+                "reference_terms": p.N * p.OH * p.OW}
     if pass_name == "forward":
         src = x
         if kp is not p:
             src = pad_input(x, (pt, pb, pl, pr), p.padding_mode)
         pad = kp.padding
         wa = winograd_f23(src, w, pad[0], pad[2], p.OH, p.OW, p.groups, absolute=True)
-        return wa + np.abs(b).reshape(1, -1, 1, 1), p.Cg
+        return {"w_abs": wa + np.abs(b).reshape(1, -1, 1, 1), "reduction": p.Cg,
+                "reference_terms": p.Cg * 9 + 1}
     wt = winograd_transposed_filter(w, p.groups)
     wa = winograd_f23(gy, wt, 2 - kp.padding[0], 2 - kp.padding[2], kp.H, kp.W,
                       p.groups, absolute=True)
+    fold = 1
     if kp is not p:
         fh = fold_matrix(p.H, pt, pb, p.padding_mode, np.float64)
         fw = fold_matrix(p.W, pl, pr, p.padding_mode, np.float64)
         wa = np.einsum("ih,nchw,wj->ncij", fh.T, wa, fw)
-    return wa, p.Kg
+        fold = int(fh.sum(axis=0).max() * fw.sum(axis=0).max())
+    return {"w_abs": wa, "reduction": p.Kg, "fold_terms": fold,
+            "reference_terms": p.Kg * 9 * fold}
 
 
 def test_numpy_winograd_equals_the_direct_sum():
@@ -128,9 +135,18 @@ def test_numpy_winograd_equals_the_direct_sum():
         gw = winograd_f32_wgrad(x, gy, pt, pl, p.groups)
         np.testing.assert_allclose(gw, reference("backward_weight", p, x, w, None, gy),
                                    rtol=1e-12, atol=1e-12)
-        direct_abs = reference("forward", p, np.abs(x), np.abs(w), None, gy)
+        ax, aw, agy = np.abs(x), np.abs(w), np.abs(gy)
+        direct_abs = reference("forward", p, ax, aw, None, gy)
         assert np.all(winograd_f23(x, w, pt, pl, p.OH, p.OW, p.groups, absolute=True)
                       >= direct_abs - 1e-12)
+        # the other passes' W_abs bound their direct sums too (the reference term)
+        gx_abs = winograd_f23(gy, winograd_transposed_filter(w, p.groups), 2 - pt,
+                              2 - pl, p.H, p.W, p.groups, absolute=True)
+        assert np.all(gx_abs >= reference("backward_input", p, x, aw, None, agy)
+                      - 1e-12)
+        gw_abs = winograd_f32_wgrad(x, gy, pt, pl, p.groups, absolute=True)
+        assert np.all(gw_abs >= reference("backward_weight", p, ax, w, None, agy)
+                      - 1e-12)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
@@ -150,8 +166,7 @@ def test_winograd_within_its_bound(case_id, pass_name, dtype, dev):
     assert got.dtype == np.dtype(dtype)
     assert not np.isnan(got).any(), "an output element was never written"
     want = reference(pass_name, p, x, w, b, gy)
-    w_abs, red = _bound(pass_name, p, x, w, b, gy)
-    assert_winograd_within(got, want, w_abs, red, dtype)
+    assert_winograd_within(got, want, dtype=dtype, **_bound(pass_name, p, x, w, b, gy))
     np.testing.assert_array_equal(_run(pass_name, p, "winograd", x, w, b, gy, dev), got)
 
 
@@ -256,9 +271,9 @@ def test_non_finite_inputs_stay_in_their_tiles(dev):
                     touched[:, :, 2 * ty:2 * ty + 2, 2 * tx:2 * tx + 2] = True
     assert np.isfinite(got[~touched]).all()
     xf = np.where(np.isfinite(x), x, 0).astype(np.float32)
-    w_abs, red = _bound("forward", p, xf, w, b, gy)
-    assert_winograd_within(got[~touched], want[~touched], w_abs[~touched], red,
-                           np.float32)
+    bound = _bound("forward", p, xf, w, b, gy)
+    bound["w_abs"] = bound["w_abs"][~touched]
+    assert_winograd_within(got[~touched], want[~touched], dtype=np.float32, **bound)
 
 
 def test_float16_data_runs_winograd_on_float32(dev):
@@ -270,8 +285,8 @@ def test_float16_data_runs_winograd_on_float32(dev):
         got = _run(pass_name, p, "winograd", x, w, b.astype(np.float32), gy, dev)
         x32, w32, b32, gy32 = (a.astype(np.float32) for a in (x, w, b, gy))
         want = reference(pass_name, p, x32, w32, b32, gy32)
-        w_abs, red = _bound(pass_name, p, x32, w32, b32, gy32)
-        assert_winograd_within(got, want, w_abs, red, np.float32)
+        assert_winograd_within(got, want, dtype=np.float32,
+                               **_bound(pass_name, p, x32, w32, b32, gy32))
 
 
 @pytest.mark.parametrize("order", ["ascending", "descending"])
@@ -285,6 +300,6 @@ def test_sanitized(order):
         x, w, b, gy = random_inputs(np.random.default_rng(9), p, np.float32)
         for pass_name in PASSES:
             got = _run(pass_name, p, "winograd", x, w, b, gy, d)
-            w_abs, red = _bound(pass_name, p, x, w, b, gy)
-            assert_winograd_within(got, reference(pass_name, p, x, w, b, gy), w_abs,
-                                   red, np.float32)
+            assert_winograd_within(got, reference(pass_name, p, x, w, b, gy),
+                                   dtype=np.float32,
+                                   **_bound(pass_name, p, x, w, b, gy))
