@@ -218,10 +218,23 @@ _WINO_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 _WINO_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], float)
 
 
+def _placed(src, pt, pl, rows, cols):
+    """``src (N, C, H, W)`` at offset ``(pt, pl)`` in zeros ``(N, C, rows, cols)``:
+    zero padding, or for a negative offset the first rows/columns cut off."""
+    n, c, h, wd = src.shape
+    d = np.zeros((n, c, rows, cols))
+    r0, r1 = max(0, -pt), min(h, rows - pt)
+    c0, c1 = max(0, -pl), min(wd, cols - pl)
+    if r1 > r0 and c1 > c0:
+        d[:, :, r0 + pt:r1 + pt, c0 + pl:c1 + pl] = src[:, :, r0:r1, c0:c1]
+    return d
+
+
 def winograd_f23(src, w, pt, pl, hout, wout, groups=1, absolute=False):
     """The 3x3 correlation of ``src (N, C, H, W)`` (zero padded by ``pt``, ``pl`` on
     top/left; ``hout x wout`` outputs) with ``w (K, C/groups, 3, 3)`` as
-    ``A^T [(G g G^T) (.) (B^T d B)] A`` per 2x2 tile, in float64. ``absolute``: every
+    ``A^T [(G g G^T) (.) (B^T d B)] A`` per 2x2 tile, in float64 (a negative pad
+    cuts rows/columns off: the input gradient's ``2 - pad``). ``absolute``: every
     matrix and operand by its absolute value, the scale of the rounding error."""
     bt, g, at = (np.abs(m) if absolute else m for m in (_WINO_BT, _WINO_G, _WINO_AT))
     src = np.asarray(src, np.float64)
@@ -232,9 +245,7 @@ def winograd_f23(src, w, pt, pl, hout, wout, groups=1, absolute=False):
     k = w.shape[0]
     cg, kg = c // groups, k // groups
     th, tw = -(-hout // 2), -(-wout // 2)
-    d = np.zeros((n, c, 2 * th + 2, 2 * tw + 2))
-    rows, cols = min(h, d.shape[2] - pt), min(wd, d.shape[3] - pl)
-    d[:, :, pt:pt + rows, pl:pl + cols] = src[:, :, :rows, :cols]
+    d = _placed(src, pt, pl, 2 * th + 2, 2 * tw + 2)
     patches = np.lib.stride_tricks.sliding_window_view(d, (4, 4), axis=(2, 3))
     v = np.einsum("ij,nctsjk,lk->nctsil", bt, patches[:, :, ::2, ::2], bt)
     u = np.einsum("ij,kcjl,ml->kcim", g, w, g)
@@ -260,9 +271,7 @@ def winograd_f32_wgrad(x, gy, pt, pl, groups=1, absolute=False):
     k, oh, ow = gy.shape[1:]
     cg, kg = c // groups, k // groups
     th, tw = -(-oh // 2), -(-ow // 2)
-    d = np.zeros((n, c, 2 * th + 2, 2 * tw + 2))
-    rows, cols = min(h, d.shape[2] - pt), min(wd, d.shape[3] - pl)
-    d[:, :, pt:pt + rows, pl:pl + cols] = x[:, :, :rows, :cols]
+    d = _placed(x, pt, pl, 2 * th + 2, 2 * tw + 2)
     patches = np.lib.stride_tricks.sliding_window_view(d, (4, 4), axis=(2, 3))
     v = np.einsum("ij,nctsjk,lk->nctsil", bt, patches[:, :, ::2, ::2], bt)
     t = np.zeros((n, k, 2 * th, 2 * tw))

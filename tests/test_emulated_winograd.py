@@ -43,7 +43,7 @@ PASSES = ("forward", "backward_input", "backward_weight")
 #: 3x3 stride-1 problems: odd outputs (a partial last tile), no padding,
 #: asymmetric pads with groups, a 1x2 image, depthwise, many channels on a small
 #: image (split-K in the 16 GEMMs), a padding mode (padded first; the input gradient
-#: folded back).
+#: folded back), pads over 2 (the input gradient's transposed padding 2 - pad < 0).
 CASES = {
     "basic": ((2, 5, 8, 8), (6, 5, 3, 3), {"padding": 1}),
     "odd_tails": ((2, 3, 9, 11), (4, 3, 3, 3), {"padding": 1}),
@@ -54,6 +54,7 @@ CASES = {
     "split_k": ((1, 264, 3, 3), (40, 264, 3, 3), {"padding": 1}),
     "reflect": ((2, 3, 7, 8), (4, 3, 3, 3),
                 {"padding": (2, 1, 1, 0), "padding_mode": "reflect"}),
+    "pads_over_2": ((2, 3, 3, 4), (4, 3, 3, 3), {"padding": (3, 5, 0, 4)}),
 }
 DTYPES = (np.float32, np.float64)
 
@@ -174,24 +175,20 @@ FALLBACKS = [
     ((1, 3, 9, 9), (4, 3, 3, 3), {"padding": 1, "stride": 2}),
     ((1, 3, 9, 9), (4, 3, 3, 3), {"padding": 2, "dilation": 2}),
     ((1, 3, 9, 9), (4, 3, 5, 5), {"padding": 2}),
-    ((1, 8, 6, 6), (8, 8, 3, 3), {"padding": 3}),  # input gradient: pad > 2
 ]
 
 
 @pytest.mark.parametrize("pass_name", ["forward", "backward_input", "backward_weight"])
 def test_winograd_falls_back_to_auto(pass_name, dev):
     """Where Winograd does not apply (stride 2, dilation 2, a 5x5 filter,
-    precision='tf32', an input gradient padded by more than 2), 'winograd' runs
-    what 'auto' runs, bit for bit."""
+    precision='tf32'), 'winograd' runs what 'auto' runs, bit for bit."""
     import dataclasses
 
     probs = [problem(xs, ws, np.float32, kw) for xs, ws, kw in FALLBACKS]
     tf32 = problem((1, 8, 6, 6), (8, 8, 3, 3), np.float32, {"padding": 1})
     probs.append(dataclasses.replace(tf32, precision="tf32"))
     for p in probs:
-        kp = _gpu_conv.kernel_problem(p)
-        if _plan_conv.winograd_applies(kp, pass_name):
-            continue  # the pad-3 case but for its input gradient: Winograd applies
+        assert not _plan_conv.winograd_applies(_gpu_conv.kernel_problem(p), pass_name)
         x, w, b, gy = random_inputs(np.random.default_rng(6), p, np.float32)
         n0 = len(dev.launches)
         if pass_name == "backward_weight":
@@ -292,9 +289,9 @@ def test_float16_data_runs_winograd_on_float32(dev):
 @pytest.mark.parametrize("order", ["ascending", "descending"])
 def test_sanitized(order):
     """ASan/UBSan build, both thread orders: the transforms and the GEMM between them
-    stay in bounds (odd tiles, asymmetric pads, groups; split-K)."""
+    stay in bounds (odd tiles, asymmetric pads, groups; split-K; pads over 2)."""
     d = EmulatedDevice(sanitize=True, thread_order=order)
-    for case_id in ("asym_groups", "split_k"):
+    for case_id in ("asym_groups", "split_k", "pads_over_2"):
         xs, ws, kw = CASES[case_id]
         p = problem(xs, ws, np.float32, kw)
         x, w, b, gy = random_inputs(np.random.default_rng(9), p, np.float32)
