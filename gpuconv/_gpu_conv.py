@@ -351,8 +351,9 @@ def _mma_pass(dev: Any, p: Conv2dProblem, pass_name: str, algorithm: str) -> str
     not public: tests and benchmarks) forces them; ``'winograd'``: never where
     :func:`gpuconv._plan_conv.winograd_applies`, else as ``'auto'`` (it runs what
     ``'auto'`` runs there); the other FP32 variants never."""
-    if algorithm == "winograd":
-        if winograd_applies(kernel_problem(p), pass_name):
+    if algorithm == "winograd":  # (float32 'highest': no tensor-core kind, no check)
+        if mma_kind(p, pass_name) is None or winograd_applies(kernel_problem(p),
+                                                                pass_name):
             return None
         algorithm = "auto"
     if algorithm == "mma":
