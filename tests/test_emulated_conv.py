@@ -239,7 +239,7 @@ def test_tiled_rejects_a_tile_beyond_shared_memory(dev):
 #: Input gradients of few input channels per group (``_plan_conv.dgrad_col2im``):
 #: the stem's shape scaled down; stride, dilation, groups and asymmetric padding;
 #: K/groups off the chunk of 8 with an even kernel; a kernel larger than the input;
-#: a padding mode (folded after col2im).
+#: padding modes (folded after col2im; circular pads larger than the input).
 COL2IM_CASES = {
     "stem": ((2, 3, 13, 11), (8, 3, 7, 7), {"stride": 2, "padding": 3}),
     "groups_dilation": ((2, 4, 9, 10), (16, 2, 3, 3),
@@ -251,6 +251,9 @@ COL2IM_CASES = {
     "reflect_strided": ((2, 3, 7, 8), (10, 3, 3, 4),
                         {"padding": (2, 1, 3, 0), "padding_mode": "reflect",
                          "stride": 2}),
+    "circular_gt_input_dilated": ((1, 2, 4, 5), (8, 2, 3, 3),
+                                  {"padding": 3, "padding_mode": "circular",
+                                   "dilation": 2}),
 }
 
 

@@ -43,7 +43,8 @@ PASSES = ("forward", "backward_input", "backward_weight")
 #: 3x3 stride-1 problems: odd outputs (a partial last tile), no padding,
 #: asymmetric pads with groups, a 1x2 image, depthwise, many channels on a small
 #: image (split-K in the 16 GEMMs), a padding mode (padded first; the input gradient
-#: folded back), pads over 2 (the input gradient's transposed padding 2 - pad < 0).
+#: folded back; circular pads larger than the image), pads over 2 (the input
+#: gradient's transposed padding 2 - pad < 0).
 CASES = {
     "basic": ((2, 5, 8, 8), (6, 5, 3, 3), {"padding": 1}),
     "odd_tails": ((2, 3, 9, 11), (4, 3, 3, 3), {"padding": 1}),
@@ -55,6 +56,9 @@ CASES = {
     "reflect": ((2, 3, 7, 8), (4, 3, 3, 3),
                 {"padding": (2, 1, 1, 0), "padding_mode": "reflect"}),
     "pads_over_2": ((2, 3, 3, 4), (4, 3, 3, 3), {"padding": (3, 5, 0, 4)}),
+    # circular pads larger than a 2x1 image, depthwise: the fold sums up to 15 terms
+    "circular_gt_image": ((1, 2, 2, 1), (2, 1, 3, 3),
+                          {"padding": 2, "padding_mode": "circular", "groups": 2}),
 }
 DTYPES = (np.float32, np.float64)
 
