@@ -61,6 +61,7 @@ from gpuconv._conv_args import Conv2dProblem, normalize_conv2d
 from gpuconv._plan_cache import LRU, LaunchPlan
 from gpuconv._plan_conv import (
     PASSES,
+    WINOGRAD_TILES,
     check_extents,
     col2im_slice_table,
     dgrad_col2im,
@@ -290,11 +291,13 @@ def _slices(dev: Any, p: Conv2dProblem, pass_name: str) -> Any:
 
 def _winograd(
     dev: Any, p: Conv2dProblem, pass_name: str, src: Any, w: Any, bias: Any, dst: Any,
-    alloc: Callable[..., Any],
+    alloc: Callable[..., Any], variant: str,
 ) -> list[Any]:
-    """The Winograd F(2x2, 3x3) launches of a pass (``algorithm='winograd'``)."""
-    slices = _slices(dev, winograd_gemm_problem(p, pass_name), "forward")
-    return plan_conv2d_winograd(p, pass_name, src, w, bias, dst, slices, alloc=alloc)
+    """The Winograd launches of a forward pass or input gradient (``variant``:
+    ``'winograd'`` F(2x2, 3x3) or ``'winograd4'`` F(4x4, 3x3))."""
+    slices = _slices(dev, winograd_gemm_problem(p, pass_name, variant), "forward")
+    return plan_conv2d_winograd(p, pass_name, src, w, bias, dst, slices, alloc=alloc,
+                                variant=variant)
 
 
 def _pad_input(
@@ -691,8 +694,9 @@ def conv2d_forward(
         xc, wc = (_converted(a, tf32, alloc, launches) for a in (x, w))
         xin, p0 = _pad_input(dev, xc, p, alloc, launches)
         algo = resolve_algorithm(p0, "forward", algorithm)
-        if algo == "winograd":
-            return launches + _winograd(dev, p0, "forward", xin, wc, bias, y, alloc)
+        if algo in WINOGRAD_TILES:
+            return launches + _winograd(dev, p0, "forward", xin, wc, bias, y, alloc,
+                                        algo)
         slices = _slices(dev, p0, "forward") if algo == "tiled_regblock" else None
         return launches + plan_conv2d_forward(p0, algo, xin, wc, bias, y, slices,
                                               alloc=alloc)
@@ -756,8 +760,9 @@ def conv2d_backward_input(
         p0 = padded_problem(p) if needs_padding_copy(p) else p
         algo = resolve_algorithm(p0, "backward_input", algorithm)
         dst = gx if p0 is p else alloc(p0.x_shape, p.compute_dtype)
-        if algo == "winograd":
-            launches += _winograd(dev, p0, "backward_input", gyc, wc, None, dst, alloc)
+        if algo in WINOGRAD_TILES:
+            launches += _winograd(dev, p0, "backward_input", gyc, wc, None, dst, alloc,
+                                  algo)
         else:
             slices = (_slices(dev, p0, "backward_input") if algo == "tiled_regblock"
                       else None)
@@ -817,8 +822,9 @@ def conv2d_backward_weight(
         return _backward_weight_mma(dev, key, plan, gy, x, p, kind, gw, gb)
     tf32 = applies_tf32(p.precision, p.compute_dtype)
     # Winograd (asked for, and applicable): decided per call only when asked for
-    wino = algorithm == "winograd" and winograd_applies(
-        padded_problem(p) if needs_padding_copy(p) else p, "backward_weight")
+    wino = algorithm in WINOGRAD_TILES and winograd_applies(
+        padded_problem(p) if needs_padding_copy(p) else p, "backward_weight",
+        algorithm)
     gb_fused = gb
     if gb is not None and (tf32 or gy.dtype == _F16 or wino):
         # the bias gradient sums the unconverted gy, as on the mma path (and apart
@@ -833,7 +839,8 @@ def conv2d_backward_weight(
         xin, p0 = _pad_input(dev, xc, p, alloc, launches)
         if wino:
             return launches + plan_conv2d_winograd(p0, "backward_weight", xin, gyc,
-                                                   None, gw, None, alloc=alloc)
+                                                   None, gw, None, alloc=alloc,
+                                                   variant=algorithm)
         algo = resolve_algorithm(p0, "backward_weight", algorithm)
         return launches + plan_conv2d_backward_weight(
             p0, algo, gyc, xin, gw, gb_fused, alloc=alloc

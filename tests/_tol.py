@@ -174,15 +174,27 @@ def assert_products_within(
 # "Error analysis and improving the accuracy of Winograd convolution", 2020). The
 # factor WINOGRAD_SAFETY covers second-order terms (products of two rounding errors).
 WINOGRAD_DEPTH = 2 + 4 + 1 + 4 + 1
+#: F(4x4, 3x3) (algorithm='winograd4'): its transforms take up to 3 roundings per
+#: dimension for the input (B^T rows of 3-4 terms, a 5x multiple), 4 for the filter
+#: (G's 1/6, 1/12, 1/24 are rounded coefficients, then a product and 2 additions),
+#: 4 for the output (A^T rows of 5 terms; 2, 4, 8 are exact); its weight gradient
+#: (F(3x3, 4x4)) 3 for the gy tile and 6 for G^T M G: at most 25 with the product and
+#: the bias, 32 here. Its W_abs is larger too (|B^T| and |A^T| hold 4, 5 and 8):
+#: 75-265x sum |x||w| on random data, where the actual float32 error stays near the
+#: direct sum's.
+WINOGRAD_DEPTHS = {"winograd": WINOGRAD_DEPTH, "winograd4": 32}
 WINOGRAD_SAFETY = 2.0
 
 
-def assert_winograd_within(actual, desired, w_abs, reduction: int, dtype) -> None:
+def assert_winograd_within(actual, desired, w_abs, reduction: int, dtype,
+                           variant: str = "winograd") -> None:
     """Every element of a Winograd result within the bound above (``w_abs``:
-    ``W_abs`` per element, ``reduction``: the channels ``Ci`` summed per GEMM)."""
+    ``W_abs`` per element, ``reduction``: the channels ``Ci`` summed per GEMM,
+    ``variant``: ``'winograd'`` or ``'winograd4'``)."""
     unit = float(np.finfo(np.dtype(dtype)).eps) / 2
-    coeff = WINOGRAD_SAFETY * (gamma(reduction + WINOGRAD_DEPTH, unit)
-                               + gamma(reduction + WINOGRAD_DEPTH, 2.0**-53))
+    depth = WINOGRAD_DEPTHS[variant]
+    coeff = WINOGRAD_SAFETY * (gamma(reduction + depth, unit)
+                               + gamma(reduction + depth, 2.0**-53))
     actual = np.asarray(actual, dtype=np.float64)
     desired = np.asarray(desired, dtype=np.float64)
     assert actual.shape == desired.shape, (actual.shape, desired.shape)
