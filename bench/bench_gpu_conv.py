@@ -13,8 +13,8 @@ Passes: ``conv2d_forward``, ``conv2d_backward_input`` (``gx`` only) and
 ``conv2d_backward_weight`` (``gw`` only), each through the public API on CuPy arrays
 (what users get: argument checks, planning and launches included) with
 ``algorithm='auto'`` and with the forced variants of ``--variants`` (default
-``tiled,tiled_regblock,winograd``; the variant ``auto`` picks is not measured twice;
-``winograd`` only where it applies (3x3 stride 1), its
+``tiled,tiled_regblock,winograd,winograd4``; the variant ``auto`` picks is not
+measured twice; ``winograd``/``winograd4`` only where they apply (3x3 stride 1), their
 error limit :data:`WINOGRAD_ERR_FACTOR` times the others';
 ``naive`` only on layers of at most :data:`NAIVE_MAX_FLOPS`, where it is not
 minutes of work).
@@ -89,13 +89,14 @@ from _gpu_common import (
 )
 
 PASSES = ("conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight")
-VARIANTS = ("naive", "tiled", "tiled_regblock", "winograd")
+VARIANTS = ("naive", "tiled", "tiled_regblock", "winograd", "winograd4")
 #: Forced variants measured besides ``auto`` by default (``winograd`` only where it
 #: applies: 3x3 stride-1 layers).
-DEFAULT_VARIANTS = ("tiled", "tiled_regblock", "winograd")
-#: Winograd's error scale over the direct sum's (tests/_tol.py: the transformed
-#: magnitudes are 6-11x sum |x||w| on random data); its rows' error limit.
-WINOGRAD_ERR_FACTOR = 8.0
+DEFAULT_VARIANTS = ("tiled", "tiled_regblock", "winograd", "winograd4")
+#: The Winograd rows' error limit over the others' (tests/_tol.py: the transformed
+#: magnitudes are 6-11x sum |x||w| for F(2x2, 3x3), 75-265x for F(4x4, 3x3) on
+#: random data, where its float32 error stays near the direct sum's).
+WINOGRAD_ERR_FACTOR = {"winograd": 8.0, "winograd4": 32.0}
 #: ``naive`` (one thread per output, the oracle) is measured only on layers of at
 #: most this many FLOPs: on the large layers it takes seconds per call.
 NAIVE_MAX_FLOPS = 2e9
@@ -456,10 +457,12 @@ def _problem(layer: Layer, a: dict[str, Any]) -> Any:
         padding=layer.padding))
 
 
-def _winograd_applies(layer: Layer, pass_name: str, a: dict[str, Any]) -> bool:
+def _winograd_applies(layer: Layer, pass_name: str, a: dict[str, Any],
+                      variant: str) -> bool:
     from gpuconv._plan_conv import winograd_applies
 
-    return winograd_applies(_problem(layer, a), pass_name.removeprefix("conv2d_"))
+    return winograd_applies(_problem(layer, a), pass_name.removeprefix("conv2d_"),
+                            variant)
 
 
 def _regblock_plan(layer: Layer, pass_name: str, a: dict[str, Any],
@@ -504,7 +507,8 @@ def _bench_pass(ctx: _Context, layer: Layer, pass_name: str, a: dict[str, Any],
         want = numpy_reference(layer, pass_name, a, cp)
     sides = ["auto", *[v for v in variants if v != resolved
                        and (v != "naive" or flops <= NAIVE_MAX_FLOPS)
-                       and (v != "winograd" or _winograd_applies(layer, pass_name, a))]]
+                       and (v not in WINOGRAD_ERR_FACTOR
+                            or _winograd_applies(layer, pass_name, a, v))]]
     for variant in sides:
         case = f"{pass_name}/{variant}/{layer.name}/float32"
         _progress(ctx.progress, f"[gpu conv] {case}")
@@ -519,7 +523,7 @@ def _bench_pass(ctx: _Context, layer: Layer, pass_name: str, a: dict[str, Any],
             "copy_bandwidth_bytes_s": bw, "floor_s": floor_s,
             "compute_bound": compute_bound, "l2_flushed": True,
             "err_limit": err_limit(layer.terms(pass_name))
-                         * (WINOGRAD_ERR_FACTOR if variant == "winograd" else 1.0),
+                         * WINOGRAD_ERR_FACTOR.get(variant, 1.0),
             "target_ratio": (target if variant == "auto" and peer_time is not None
                              else None),
             "peak_fraction_target": (PEAK_FRACTION_TARGET

@@ -122,9 +122,9 @@ def main(argv: list[str] | None = None, cp=None, dev=None) -> int:
                 for block in blocks:  # the planner's staging, a forced block
                     if pf.tiled_config(fp, block) is None:
                         continue  # does not fit the shared memory
-                    calls = [lambda la=pf.plan_filter(fp, x, w, out, "tiled",
-                                                      block=block)[0]: dev.launch(la)
-                             for x, out in zip(xs, outs, strict=True)]
+                    launches = [pf.plan_filter(fp, x, w, out, "tiled", block=block)[0]
+                                for x, out in zip(xs, outs, strict=True)]
+                    calls = [lambda la=la: dev.launch(la) for la in launches]
                     t = _time_batch(cp, calls, args.batch, args.repeats)
                     staging = f"block-{block[0]}x{block[1]}"
                     if not bool(cp.array_equal(outs[0], results["async"])):

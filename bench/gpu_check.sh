@@ -235,7 +235,7 @@ fi
 # 5./6. the benchmarks (each rewrites its JSON after every row: a timeout keeps the
 #       rows measured so far); the PNG only where matplotlib is installed
 run_step bench_conv 100 bench_conv.log \
-    "$PY" bench/bench_gpu_conv.py --no-progress --variants tiled_regblock,winograd \
+    "$PY" bench/bench_gpu_conv.py --no-progress --variants tiled_regblock,winograd,winograd4 \
     --budget 0.1 --json "$OUT/bench_conv.json" --plot "$OUT/bench_conv.png"
 run_step bench_filt 50 bench_filter.log \
     "$PY" bench/bench_gpu_filter.py --budget 0.1 \

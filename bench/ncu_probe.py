@@ -7,8 +7,8 @@ measurements left the most open:
   N32 C256 14x14 3x3, forward and input gradient: they measured at about 6% of the
   TF32 peak (0.125 ms for 3.7 GFLOP, 491e4e5), so the profile should say what they
   wait on (warp stall reasons, occupancy, shared-memory bank conflicts);
-- ``winograd``: the forward Winograd plan of the same layer (transforms and the 16
-  GEMMs);
+- ``winograd``: the forward Winograd plans of the same layer, F(2x2, 3x3) and
+  F(4x4, 3x3) (transforms and GEMMs);
 - ``stem``: the stem's input gradient (the column GEMM and ``col2im``).
 
 Run under ncu, e.g.::
@@ -28,7 +28,6 @@ import dataclasses
 import sys
 
 import numpy as np
-
 
 #: (x, w) shapes of the tensor-core and Winograd cases, and of the stem (the tests
 #: shrink them to run the script on the emulator).
@@ -64,8 +63,9 @@ def main(argv: list[str]) -> int:
                 gy, w, p, "mma"))
     if "winograd" in cases:
         x, w = _arrays(cp, *LAYER, np.float32)
-        calls.append(lambda x=x, w=w: gpuconv.conv2d(x, w, padding=1,
-                                                     algorithm="winograd"))
+        for variant in ("winograd", "winograd4"):
+            calls.append(lambda x=x, w=w, v=variant: gpuconv.conv2d(
+                x, w, padding=1, algorithm=v))
     if "stem" in cases:
         x, w = _arrays(cp, *STEM, np.float32)
         p = normalize_conv2d(x.shape, w.shape, [x.dtype], stride=2, padding=3)

@@ -199,14 +199,16 @@ def conv2d(
     padding_mode : {'zeros', 'reflect', 'replicate', 'circular', 'symmetric'}
         How the border is extended (PyTorch's names and results; ``'symmetric'``
         repeats the edge pixel, as ``np.pad``'s ``'symmetric'``).
-    algorithm : {'auto', 'naive', 'tiled', 'tiled_regblock', 'winograd'}, optional
+    algorithm : {'auto', 'naive', 'tiled', 'tiled_regblock', 'winograd', \
+'winograd4'}, optional
         The CUDA kernel variant (ignored by the NumPy backend). ``'winograd'``:
         Winograd's minimal filtering for 3x3 filters of stride and dilation 1
         (F(2x2, 3x3) for the forward pass and the input gradient, F(3x3, 2x2)
         for the weight gradient; any padding; not under
         ``precision='tf32'``), what ``'auto'`` runs elsewhere; its rounding error
         is a few times the direct sum's, and a NaN or inf can spread to the other
-        outputs of its 2x2 tile (docs/cuda.md).
+        outputs of its 2x2 tile (docs/cuda.md). ``'winograd4'``: the same with
+        4x4 tiles (F(4x4, 3x3): fewer multiplications, a larger error bound).
     backend : {None, 'numpy', 'cuda'}, optional
         Where to compute; by default the array type decides (see
         docs/backends.md).

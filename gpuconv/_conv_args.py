@@ -22,7 +22,7 @@ from gpuconv._padding import PADDING_MODES
 _SUPPORTED = tuple(
     np.dtype(t) for t in ("float16", "float32", "float64", "complex64", "complex128")
 )
-ALGORITHMS = ("auto", "naive", "tiled", "tiled_regblock", "winograd")
+ALGORITHMS = ("auto", "naive", "tiled", "tiled_regblock", "winograd", "winograd4")
 NEEDS = ("input", "weight", "bias")
 
 

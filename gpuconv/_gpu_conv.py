@@ -61,6 +61,7 @@ from gpuconv._conv_args import Conv2dProblem, normalize_conv2d
 from gpuconv._plan_cache import LRU, LaunchPlan
 from gpuconv._plan_conv import (
     PASSES,
+    WINOGRAD_TILES,
     check_extents,
     col2im_slice_table,
     dgrad_col2im,
@@ -290,11 +291,13 @@ def _slices(dev: Any, p: Conv2dProblem, pass_name: str) -> Any:
 
 def _winograd(
     dev: Any, p: Conv2dProblem, pass_name: str, src: Any, w: Any, bias: Any, dst: Any,
-    alloc: Callable[..., Any],
+    alloc: Callable[..., Any], variant: str,
 ) -> list[Any]:
-    """The Winograd F(2x2, 3x3) launches of a pass (``algorithm='winograd'``)."""
-    slices = _slices(dev, winograd_gemm_problem(p, pass_name), "forward")
-    return plan_conv2d_winograd(p, pass_name, src, w, bias, dst, slices, alloc=alloc)
+    """The Winograd launches of a forward pass or input gradient (``variant``:
+    ``'winograd'`` F(2x2, 3x3) or ``'winograd4'`` F(4x4, 3x3))."""
+    slices = _slices(dev, winograd_gemm_problem(p, pass_name, variant), "forward")
+    return plan_conv2d_winograd(p, pass_name, src, w, bias, dst, slices, alloc=alloc,
+                                variant=variant)
 
 
 def _pad_input(
@@ -348,12 +351,12 @@ def _mma_pass(dev: Any, p: Conv2dProblem, pass_name: str, algorithm: str) -> str
 
     ``'auto'``: where :func:`gpuconv._plan_conv.mma_preferred` says the tensor-core
     kernels measured faster (and the GPU has them); ``'mma'`` (an op-level value,
-    not public: tests and benchmarks) forces them; ``'winograd'``: never where
-    :func:`gpuconv._plan_conv.winograd_applies`, else as ``'auto'`` (it runs what
-    ``'auto'`` runs there); the other FP32 variants never."""
-    if algorithm == "winograd":  # (float32 'highest': no tensor-core kind, no check)
-        if mma_kind(p, pass_name) is None or winograd_applies(kernel_problem(p),
-                                                                pass_name):
+    not public: tests and benchmarks) forces them; ``'winograd'``/``'winograd4'``:
+    never where :func:`gpuconv._plan_conv.winograd_applies`, else as ``'auto'`` (they
+    run what ``'auto'`` runs there); the other FP32 variants never."""
+    if algorithm in WINOGRAD_TILES:  # (float32 'highest': no tensor-core kind)
+        if mma_kind(p, pass_name) is None or winograd_applies(
+                kernel_problem(p), pass_name, algorithm):
             return None
         algorithm = "auto"
     if algorithm == "mma":
@@ -698,8 +701,9 @@ def conv2d_forward(
         xc, wc = (_converted(a, tf32, alloc, launches) for a in (x, w))
         xin, p0 = _pad_input(dev, xc, p, alloc, launches)
         algo = resolve_algorithm(p0, "forward", algorithm)
-        if algo == "winograd":
-            return launches + _winograd(dev, p0, "forward", xin, wc, bias, y, alloc)
+        if algo in WINOGRAD_TILES:
+            return launches + _winograd(dev, p0, "forward", xin, wc, bias, y, alloc,
+                                        algo)
         slices = _slices(dev, p0, "forward") if algo == "tiled_regblock" else None
         return launches + plan_conv2d_forward(p0, algo, xin, wc, bias, y, slices,
                                               alloc=alloc)
@@ -763,8 +767,9 @@ def conv2d_backward_input(
         p0 = padded_problem(p) if needs_padding_copy(p) else p
         algo = resolve_algorithm(p0, "backward_input", algorithm)
         dst = gx if p0 is p else alloc(p0.x_shape, p.compute_dtype)
-        if algo == "winograd":
-            launches += _winograd(dev, p0, "backward_input", gyc, wc, None, dst, alloc)
+        if algo in WINOGRAD_TILES:
+            launches += _winograd(dev, p0, "backward_input", gyc, wc, None, dst, alloc,
+                                  algo)
         else:
             slices = (_slices(dev, p0, "backward_input") if algo == "tiled_regblock"
                       else None)
@@ -794,8 +799,8 @@ def conv2d_backward_weight(
     kind = _mma_pass(dev, p, "backward_weight", algorithm) if real else None
     # Winograd (asked for, and applicable): decided per call only when asked for;
     # part of the key, as it decides the buffers (the bias gradient apart)
-    wino = real and kind is None and algorithm == "winograd" and winograd_applies(
-        kernel_problem(p), "backward_weight")
+    wino = (real and kind is None and algorithm in WINOGRAD_TILES
+            and winograd_applies(kernel_problem(p), "backward_weight", algorithm))
     key = ("backward_weight", p, algorithm, kind, wino, bool(with_bias), _dt(gy),
            _dt(x), dev, _plan_key(dev))
     plan = _PLANS.get(key)
@@ -841,7 +846,8 @@ def conv2d_backward_weight(
         xin, p0 = _pad_input(dev, xc, p, alloc, launches)
         if wino:
             return launches + plan_conv2d_winograd(p0, "backward_weight", xin, gyc,
-                                                   None, gw, None, alloc=alloc)
+                                                   None, gw, None, alloc=alloc,
+                                                   variant=algorithm)
         algo = resolve_algorithm(p0, "backward_weight", algorithm)
         return launches + plan_conv2d_backward_weight(
             p0, algo, gyc, xin, gw, gb_fused, alloc=alloc

@@ -106,7 +106,8 @@ KERNELS["conv2d_backward_weight.cu"] = _conv_wgrad_instances()
 # Winograd F(2x2, 3x3) transforms (algorithm='winograd'; the 16 GEMMs between them
 # are conv2d_forward.cu's tiled_regblock instances)
 KERNELS["conv2d_winograd.cu"] = tuple(
-    f"conv2d_winograd_{step}<{ct}>" for ct in CTYPES.values()
+    f"conv2d_{variant}_{step}<{ct}>" for variant in ("winograd", "winograd4")
+    for ct in CTYPES.values()
     for step in ("weight", "input", "output", "wgrad_gy", "wgrad_output")
 )
 KERNELS["conv2d_pad.cu"] = tuple(

@@ -249,10 +249,11 @@ def choose_algorithm(p: Conv2dProblem, pass_name: str) -> str:
 
 def resolve_algorithm(p: Conv2dProblem, pass_name: str, algorithm: str) -> str:
     """``choose_algorithm`` for ``'auto'``, else the explicit variant (checked);
-    ``'winograd'`` where :func:`winograd_applies`, else what ``'auto'`` runs."""
-    if algorithm == "winograd":
-        if winograd_applies(p, pass_name):
-            return "winograd"
+    ``'winograd'``/``'winograd4'`` where :func:`winograd_applies`, else what
+    ``'auto'`` runs."""
+    if algorithm in WINOGRAD_TILES:
+        if winograd_applies(p, pass_name, algorithm):
+            return algorithm
         algorithm = "auto"
     if algorithm == "auto":
         return choose_algorithm(p, pass_name)
@@ -423,12 +424,19 @@ def _col2im_launches(
 #: Most bytes of the transformed input and of the 16 GEMMs' output (each) of a
 #: ``winograd`` plan; larger problems run what ``'auto'`` runs.
 WINOGRAD_MAX_BYTES = 1 << 30
-#: Positions of the 4x4 transformed tile (16 GEMMs) and the output tile side.
-WINOGRAD_POS = 16
-WINOGRAD_TILE = 2
+#: The output tile side ``m`` of each Winograd variant: F(m x m, 3x3) (and the weight
+#: gradient's F(3x3, m x m)); its transformed tiles have ``(m + 2)**2`` positions,
+#: one GEMM each (16 and 36).
+WINOGRAD_TILES = {"winograd": 2, "winograd4": 4}
 
 
-def _winograd_geometry(p: Conv2dProblem, pass_name: str) -> dict[str, int]:
+def winograd_positions(variant: str) -> int:
+    """GEMMs of a Winograd variant: the positions of its ``(m+2) x (m+2)`` tiles."""
+    return (WINOGRAD_TILES[variant] + 2) ** 2
+
+
+def _winograd_geometry(p: Conv2dProblem, pass_name: str,
+                       variant: str = "winograd") -> dict[str, int]:
     """The forward-like correlation a ``winograd`` plan computes: input ``(N, Cin,
     Hin, Win)`` (``x``, or ``gy`` for the input gradient), ``Ko`` output channels
     (``K``, or ``C``), ``Ci`` reduction channels per group, top/left padding, the
@@ -441,13 +449,15 @@ def _winograd_geometry(p: Conv2dProblem, pass_name: str) -> dict[str, int]:
     else:  # the transposed correlation: gy padded by 2 - pad (< 0: cut off)
         g = dict(Cin=p.K, Hin=p.OH, Win=p.OW, Ko=p.C, Ci=p.Kg, pt=2 - pt, pl=2 - pl,
                  Hout=p.H, Wout=p.W, flip=1)
-    g["TH"] = -(-g["Hout"] // WINOGRAD_TILE)
-    g["TW"] = -(-g["Wout"] // WINOGRAD_TILE)
+    m = WINOGRAD_TILES[variant]
+    g["TH"] = -(-g["Hout"] // m)
+    g["TW"] = -(-g["Wout"] // m)
     g["P"] = p.N * g["TH"] * g["TW"]
     return g
 
 
-def winograd_applies(p: Conv2dProblem, pass_name: str) -> bool:
+def winograd_applies(p: Conv2dProblem, pass_name: str,
+                     variant: str = "winograd") -> bool:
     """Whether ``algorithm='winograd'`` runs Winograd for a pass of the
     zero-padded problem ``p``: 3x3 filters, stride 1, dilation 1, any padding;
     F(2x2, 3x3) for the forward pass and the input gradient (the correlation of
@@ -455,6 +465,8 @@ def winograd_applies(p: Conv2dProblem, pass_name: str) -> bool:
     F(3x3, 2x2) for the weight gradient; not under ``precision='tf32'`` (it promises
     TF32-rounded operands, which the transforms would change), and the workspaces
     within :data:`WINOGRAD_MAX_BYTES`. Elsewhere what ``'auto'`` picks runs.
+    ``variant``: ``'winograd'`` (F(2x2, 3x3)) or ``'winograd4'`` (F(4x4, 3x3), the
+    same conditions).
 
     Examples
     --------
@@ -475,21 +487,24 @@ def winograd_applies(p: Conv2dProblem, pass_name: str) -> bool:
         return False
     if needs_padding_copy(p) or applies_tf32(p.precision, p.compute_dtype) or p.N == 0:
         return False
-    g = _winograd_geometry(p, pass_name)
+    g = _winograd_geometry(p, pass_name, variant)
     item = np.dtype(p.compute_dtype).itemsize
-    biggest = WINOGRAD_POS * max(g["Cin"], g["Ko"]) * g["P"] * item
+    biggest = winograd_positions(variant) * max(g["Cin"], g["Ko"]) * g["P"] * item
     return (biggest <= WINOGRAD_MAX_BYTES
             and REGBLOCK_BK * g["P"] <= INT32_MAX - 1024)
 
 
-def winograd_gemm_problem(p: Conv2dProblem, pass_name: str) -> Conv2dProblem:
-    """The 16 GEMMs of a ``winograd`` plan as one forward problem: the transformed
-    input ``V (1, 16*Cin, 1, P)`` convolved 1x1 with the transformed filters
-    ``U (16*Ko, Ci, 1, 1)`` in ``16 * groups`` groups."""
-    g = _winograd_geometry(p, pass_name)
+def winograd_gemm_problem(p: Conv2dProblem, pass_name: str,
+                          variant: str = "winograd") -> Conv2dProblem:
+    """The GEMMs of a Winograd plan (16 for ``'winograd'``, 36 for ``'winograd4'``:
+    ``pos``) as one forward problem: the transformed input ``V (1, pos*Cin, 1, P)``
+    convolved 1x1 with the transformed filters ``U (pos*Ko, Ci, 1, 1)`` in
+    ``pos * groups`` groups."""
+    g = _winograd_geometry(p, pass_name, variant)
+    pos = winograd_positions(variant)
     return dataclasses.replace(
-        p, N=1, C=WINOGRAD_POS * g["Cin"], H=1, W=g["P"], K=WINOGRAD_POS * g["Ko"],
-        KH=1, KW=1, groups=WINOGRAD_POS * p.groups, stride=(1, 1), dilation=(1, 1),
+        p, N=1, C=pos * g["Cin"], H=1, W=g["P"], K=pos * g["Ko"],
+        KH=1, KW=1, groups=pos * p.groups, stride=(1, 1), dilation=(1, 1),
         padding=(0, 0, 0, 0), padding_mode="zeros", OH=1, OW=g["P"],
     )
 
@@ -497,6 +512,7 @@ def winograd_gemm_problem(p: Conv2dProblem, pass_name: str) -> Conv2dProblem:
 def plan_conv2d_winograd(
     p: Conv2dProblem, pass_name: str, src: Any, w: Any, bias: Any, dst: Any,
     slices: Any, *, alloc: Any, sm_count: int = DEFAULT_SM_COUNT,
+    variant: str = "winograd",
 ) -> list[Launch]:
     """Launches of Winograd (``cuda/conv2d_winograd.cu``) for a pass where
     :func:`winograd_applies`. Forward pass and input gradient (F(2x2, 3x3)): the
@@ -507,41 +523,43 @@ def plan_conv2d_winograd(
     gradient (F(3x3, 2x2)): ``src`` is ``x``, ``w`` is ``gy`` and ``dst`` is ``gw``
     (``bias`` and ``slices`` unused): the input and gy transforms, the 16 GEMMs over
     the tiles (``conv2d_backward_weight.cu``'s ``tiled_regblock``, split-K) and the
-    3x3 output transform.
+    3x3 output transform. ``variant``: ``'winograd'`` (2x2 output tiles, 16 GEMMs)
+    or ``'winograd4'`` (4x4 tiles, 36 GEMMs: ``conv2d_winograd4_*``).
     """
-    if not winograd_applies(p, pass_name):
-        raise ValueError(f"winograd does not apply to this {pass_name} problem")
+    if not winograd_applies(p, pass_name, variant):
+        raise ValueError(f"{variant} does not apply to this {pass_name} problem")
     ct = ctype_of(p.compute_dtype)
-    g = _winograd_geometry(p, pass_name)
-    pg = winograd_gemm_problem(p, pass_name)
+    g = _winograd_geometry(p, pass_name, variant)
+    pg = winograd_gemm_problem(p, pass_name, variant)
+    pos = winograd_positions(variant)
     cin, ko, ci, P = g["Cin"], g["Ko"], g["Ci"], g["P"]
     i32 = _i32
-    v = alloc((1, WINOGRAD_POS * cin, 1, P), p.compute_dtype)
+    v = alloc((1, pos * cin, 1, P), p.compute_dtype)
     transform_input = Launch(
-        source=WINOGRAD_SOURCE, kernel=f"conv2d_winograd_input<{ct}>",
+        source=WINOGRAD_SOURCE, kernel=f"conv2d_{variant}_input<{ct}>",
         grid=_linear_grid(cin * P), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
         args=(src, v, i32(cin, "C"), i32(g["Hin"], "H"), i32(g["Win"], "W"),
               np.int32(g["pt"]), np.int32(g["pl"]), i32(g["TH"], "TH"),
               i32(g["TW"], "TW"), _i64(P), _i64(cin * P)))
     if pass_name == "backward_weight":
-        ugy = alloc((1, WINOGRAD_POS * ko, 1, P), p.compute_dtype)
-        m = alloc((WINOGRAD_POS * ko, ci, 1, 1), p.compute_dtype)
+        ugy = alloc((1, pos * ko, 1, P), p.compute_dtype)
+        m = alloc((pos * ko, ci, 1, 1), p.compute_dtype)
         launches = [transform_input, Launch(
-            source=WINOGRAD_SOURCE, kernel=f"conv2d_winograd_wgrad_gy<{ct}>",
+            source=WINOGRAD_SOURCE, kernel=f"conv2d_{variant}_wgrad_gy<{ct}>",
             grid=_linear_grid(ko * P), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
             args=(w, ugy, i32(ko, "K"), i32(g["Hout"], "OH"), i32(g["Wout"], "OW"),
                   i32(g["TH"], "TH"), i32(g["TW"], "TW"), _i64(P), _i64(ko * P)))]
         launches += plan_conv2d_backward_weight(pg, "tiled_regblock", ugy, v, m,
                                                 alloc=alloc, sm_count=sm_count)
         launches.append(Launch(
-            source=WINOGRAD_SOURCE, kernel=f"conv2d_winograd_wgrad_output<{ct}>",
+            source=WINOGRAD_SOURCE, kernel=f"conv2d_{variant}_wgrad_output<{ct}>",
             grid=_linear_grid(ko * ci), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
             args=(m, dst, i32(ko, "K"), i32(ci, "Cg"), _i64(ko * ci))))
         return launches
-    u = alloc((WINOGRAD_POS * ko, ci, 1, 1), p.compute_dtype)
-    m = alloc((1, WINOGRAD_POS * ko, 1, P), p.compute_dtype)
+    u = alloc((pos * ko, ci, 1, 1), p.compute_dtype)
+    m = alloc((1, pos * ko, 1, P), p.compute_dtype)
     launches = [
-        Launch(source=WINOGRAD_SOURCE, kernel=f"conv2d_winograd_weight<{ct}>",
+        Launch(source=WINOGRAD_SOURCE, kernel=f"conv2d_{variant}_weight<{ct}>",
                grid=_linear_grid(ko * ci), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
                args=(w, u, i32(ko, "Ko"), i32(ci, "Ci"), i32(p.groups, "groups"),
                      np.int32(g["flip"]), _i64(ko * ci))),
@@ -551,7 +569,7 @@ def plan_conv2d_winograd(
                                    sm_count)
     has_bias = bias is not None
     launches.append(Launch(
-        source=WINOGRAD_SOURCE, kernel=f"conv2d_winograd_output<{ct}>",
+        source=WINOGRAD_SOURCE, kernel=f"conv2d_{variant}_output<{ct}>",
         grid=_linear_grid(ko * P), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
         args=(m, bias if has_bias else m, dst, i32(ko, "K"), i32(g["Hout"], "OH"),
               i32(g["Wout"], "OW"), i32(g["TH"], "TH"), i32(g["TW"], "TW"),

@@ -415,7 +415,7 @@ def conv2d(
     groups : int, optional
     padding_mode : {'zeros', 'reflect', 'replicate', 'circular', 'symmetric'}
         How the border is extended, folded into the kernels (no padded copy).
-    algorithm : {'auto', 'naive', 'tiled', 'tiled_regblock', 'winograd'}, optional
+    algorithm : str, optional
         The CUDA kernel variant, keyword only (ignored on CPU tensors), as in
         :func:`gpuconv.conv2d`.
     precision : {None, 'highest', 'tf32'}, optional, keyword only
@@ -505,7 +505,7 @@ class Conv2d(nn.Module):
     padding_mode : {'zeros', 'reflect', 'replicate', 'circular', 'symmetric'}
     device, dtype : optional
         Of the parameters, as in torch.
-    algorithm : {'auto', 'naive', 'tiled', 'tiled_regblock', 'winograd'}, keyword only
+    algorithm : str, keyword only
         The CUDA kernel variant, as in :func:`gpuconv.conv2d`.
     precision : {None, 'highest', 'tf32'}, keyword only
         As in :func:`conv2d`; ``None`` (the default) resolves the scoped default

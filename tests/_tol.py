@@ -191,19 +191,29 @@ def assert_products_within(
 # otherwise rigorous (no underflow assumed). Tight enough: a coefficient of a transform
 # off by 2e-4 fails the float32 cases, any wrong tap or sign fails both dtypes.
 WINOGRAD_DEPTH = 12
+#: F(4x4, 3x3) (algorithm='winograd4'): its transforms take up to 3 roundings per
+#: dimension for the input (B^T rows of 3-4 terms, a 5x multiple), 4 for the filter
+#: (G's 1/6, 1/12, 1/24 are rounded coefficients, then a product and 2 additions),
+#: 4 for the output (A^T rows of 5 terms; 2, 4, 8 are exact); its weight gradient
+#: (F(3x3, 4x4)) 3 for the gy tile and 6 for G^T M G: at most 25 with the product and
+#: the bias, 32 here. Its W_abs is larger too (|B^T| and |A^T| hold 4, 5 and 8):
+#: 75-265x sum |x||w| on random data, where the actual float32 error stays near the
+#: direct sum's.
+WINOGRAD_DEPTHS = {"winograd": WINOGRAD_DEPTH, "winograd4": 32}
 WINOGRAD_SAFETY = 2.0
 
 
-def assert_winograd_within(actual, desired, w_abs, reduction: int, dtype, *,
-                           fold_terms: int = 1,
+def assert_winograd_within(actual, desired, w_abs, reduction: int, dtype,
+                           variant: str = "winograd", *, fold_terms: int = 1,
                            reference_terms: int | None = None) -> None:
     """Every element of a Winograd result within the bound above (``w_abs``:
     ``W_abs`` per element, ``reduction``: the terms ``Ci`` (or ``P``) summed per
-    GEMM, ``fold_terms``: the most padded gradients a fold sums into one pixel,
-    ``reference_terms``: the products the float64 ``desired`` summed per element;
-    default: as many as the kernels' chain)."""
+    GEMM, ``variant``: ``'winograd'`` or ``'winograd4'``, ``fold_terms``: the most
+    padded gradients a fold sums into one pixel, ``reference_terms``: the products
+    the float64 ``desired`` summed per element; default: as many as the kernels'
+    chain)."""
     unit = float(np.finfo(np.dtype(dtype)).eps) / 2
-    depth = reduction + WINOGRAD_DEPTH + fold_terms - 1
+    depth = reduction + WINOGRAD_DEPTHS[variant] + fold_terms - 1
     ref_terms = depth if reference_terms is None else reference_terms
     coeff = WINOGRAD_SAFETY * (gamma(depth, unit) + gamma(ref_terms, 2.0**-53))
     actual = np.asarray(actual, dtype=np.float64)

@@ -216,6 +216,14 @@ def conv2d_grad_bias_ref(gy, batched=True):
 _WINO_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], float)
 _WINO_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 _WINO_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], float)
+#: F(4x4, 3x3) (algorithm='winograd4'): Lavin and Gray's points 0, +-1, +-2, infinity
+_WINO4_BT = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                      [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]],
+                     float)
+_WINO4_G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                     [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
+_WINO4_AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
+                      [0, 1, -1, 8, -8, 1]], float)
 
 
 def _placed(src, pt, pl, rows, cols):
@@ -230,13 +238,20 @@ def _placed(src, pt, pl, rows, cols):
     return d
 
 
-def winograd_f23(src, w, pt, pl, hout, wout, groups=1, absolute=False):
+def _wino_matrices(m, absolute):
+    mats = (_WINO_BT, _WINO_G, _WINO_AT) if m == 2 else (_WINO4_BT, _WINO4_G, _WINO4_AT)
+    return tuple(np.abs(a) if absolute else a for a in mats)
+
+
+def winograd_f23(src, w, pt, pl, hout, wout, groups=1, absolute=False, m=2):
     """The 3x3 correlation of ``src (N, C, H, W)`` (zero padded by ``pt``, ``pl`` on
     top/left; ``hout x wout`` outputs) with ``w (K, C/groups, 3, 3)`` as
-    ``A^T [(G g G^T) (.) (B^T d B)] A`` per 2x2 tile, in float64 (a negative pad
-    cuts rows/columns off: the input gradient's ``2 - pad``). ``absolute``: every
-    matrix and operand by its absolute value, the scale of the rounding error."""
-    bt, g, at = (np.abs(m) if absolute else m for m in (_WINO_BT, _WINO_G, _WINO_AT))
+    ``A^T [(G g G^T) (.) (B^T d B)] A`` per m x m tile (F(2x2, 3x3), or F(4x4, 3x3)
+    for ``m=4``), in float64 (a negative pad cuts rows/columns off: the input
+    gradient's ``2 - pad``). ``absolute``: every matrix and operand by its absolute
+    value, the scale of the rounding error."""
+    bt, g, at = _wino_matrices(m, absolute)
+    t_ = m + 2  # the patch side
     src = np.asarray(src, np.float64)
     w = np.asarray(w, np.float64)
     if absolute:
@@ -244,25 +259,26 @@ def winograd_f23(src, w, pt, pl, hout, wout, groups=1, absolute=False):
     n, c, h, wd = src.shape
     k = w.shape[0]
     cg, kg = c // groups, k // groups
-    th, tw = -(-hout // 2), -(-wout // 2)
-    d = _placed(src, pt, pl, 2 * th + 2, 2 * tw + 2)
-    patches = np.lib.stride_tricks.sliding_window_view(d, (4, 4), axis=(2, 3))
-    v = np.einsum("ij,nctsjk,lk->nctsil", bt, patches[:, :, ::2, ::2], bt)
+    th, tw = -(-hout // m), -(-wout // m)
+    d = _placed(src, pt, pl, m * th + 2, m * tw + 2)
+    patches = np.lib.stride_tricks.sliding_window_view(d, (t_, t_), axis=(2, 3))
+    v = np.einsum("ij,nctsjk,lk->nctsil", bt, patches[:, :, ::m, ::m], bt)
     u = np.einsum("ij,kcjl,ml->kcim", g, w, g)
-    m = np.concatenate([
+    prod = np.concatenate([
         np.einsum("kcil,nctsil->nktsil", u[i * kg:(i + 1) * kg],
                   v[:, i * cg:(i + 1) * cg]) for i in range(groups)], axis=1)
-    y = np.einsum("ij,nktsjl,ml->nktsim", at, m, at)
-    y = y.transpose(0, 1, 2, 4, 3, 5).reshape(n, k, 2 * th, 2 * tw)
+    y = np.einsum("ij,nktsjl,ml->nktsim", at, prod, at)
+    y = y.transpose(0, 1, 2, 4, 3, 5).reshape(n, k, m * th, m * tw)
     return y[:, :, :hout, :wout]
 
 
-def winograd_f32_wgrad(x, gy, pt, pl, groups=1, absolute=False):
+def winograd_f32_wgrad(x, gy, pt, pl, groups=1, absolute=False, m=2):
     """The 3x3 weight gradient ``gw (K, C/groups, 3, 3)`` of ``x (N, C, H, W)`` and
     ``gy (N, K, OH, OW)`` (zero padding ``pt``, ``pl`` on top/left) as
-    F(3x3, 2x2): ``G^T [sum over tiles (A t A^T) (.) (B^T d B)] G``, in float64;
-    ``absolute`` as for :func:`winograd_f23`."""
-    bt, g, at = (np.abs(m) if absolute else m for m in (_WINO_BT, _WINO_G, _WINO_AT))
+    F(3x3, m x m): ``G^T [sum over tiles (A t A^T) (.) (B^T d B)] G``, in float64;
+    ``absolute`` and ``m`` as for :func:`winograd_f23`."""
+    bt, g, at = _wino_matrices(m, absolute)
+    t_ = m + 2
     x = np.asarray(x, np.float64)
     gy = np.asarray(gy, np.float64)
     if absolute:
@@ -270,18 +286,18 @@ def winograd_f32_wgrad(x, gy, pt, pl, groups=1, absolute=False):
     n, c, h, wd = x.shape
     k, oh, ow = gy.shape[1:]
     cg, kg = c // groups, k // groups
-    th, tw = -(-oh // 2), -(-ow // 2)
-    d = _placed(x, pt, pl, 2 * th + 2, 2 * tw + 2)
-    patches = np.lib.stride_tricks.sliding_window_view(d, (4, 4), axis=(2, 3))
-    v = np.einsum("ij,nctsjk,lk->nctsil", bt, patches[:, :, ::2, ::2], bt)
-    t = np.zeros((n, k, 2 * th, 2 * tw))
+    th, tw = -(-oh // m), -(-ow // m)
+    d = _placed(x, pt, pl, m * th + 2, m * tw + 2)
+    patches = np.lib.stride_tricks.sliding_window_view(d, (t_, t_), axis=(2, 3))
+    v = np.einsum("ij,nctsjk,lk->nctsil", bt, patches[:, :, ::m, ::m], bt)
+    t = np.zeros((n, k, m * th, m * tw))
     t[:, :, :oh, :ow] = gy
-    t = t.reshape(n, k, th, 2, tw, 2).transpose(0, 1, 2, 4, 3, 5)
+    t = t.reshape(n, k, th, m, tw, m).transpose(0, 1, 2, 4, 3, 5)
     u = np.einsum("ji,nktsjl,lm->nktsim", at, t, at)  # A t A^T with A = at.T
-    m = np.concatenate([
+    prod = np.concatenate([
         np.einsum("nktsil,nctsil->kcil", u[:, i * kg:(i + 1) * kg],
                   v[:, i * cg:(i + 1) * cg]) for i in range(groups)], axis=0)
-    return np.einsum("ji,kcjl,lm->kcim", g, m, g)
+    return np.einsum("ji,kcjl,lm->kcim", g, prod, g)
 
 
 def winograd_transposed_filter(w, groups=1):

@@ -358,7 +358,7 @@ CASES = [
         {"algorithm": "fast"},
         ValueError,
         r"algorithm must be one of 'auto', 'naive', 'tiled', 'tiled_regblock', "
-        r"'winograd', got 'fast'",
+        r"'winograd', 'winograd4', got 'fast'",
     ),
     (
         "backend",

@@ -247,8 +247,9 @@ def test_other_dtypes_with_each_algorithm(case_id, dtype, variant, via_emulator,
             assert any(k.startswith(kernel) for k in launched), launched
 
 
+@pytest.mark.parametrize("variant", ["winograd", "winograd4"])
 @pytest.mark.parametrize("dtype", ["float32", "float16", "complex64", "float64"])
-def test_winograd_through_the_public_api(dtype, via_emulator, dev):
+def test_winograd_through_the_public_api(dtype, variant, via_emulator, dev):
     """algorithm='winograd' from the public functions: Winograd for every pass (also
     inside conv2d_backward; the bias gradient its own sum); float16 and complex
     through the same transforms; results within the Winograd scale of the direct
@@ -263,16 +264,16 @@ def test_winograd_through_the_public_api(dtype, via_emulator, dev):
               "backward_weight": p.N * p.OH * p.OW}
     for pass_name in ALL_PASSES:
         n0 = len(dev.launches)
-        got = api_pass(pass_name, x, w, b, gy, kw, "winograd")
+        got = api_pass(pass_name, x, w, b, gy, kw, variant)
         want = via_emulator.numpy(api_pass, pass_name, xw, ww, bw, gyw, kw)
         assert got.dtype == np.dtype(dtype)
         assert_close(got, want, dtype=dtype,
                      terms=reduce[pass_name] * WINOGRAD_TERMS_SCALE)
-        assert any("winograd" in k for k in kernels_since(dev, n0)), pass_name
+        assert any(f"{variant}_" in k for k in kernels_since(dev, n0)), pass_name
     n0 = len(dev.launches)
-    g = gpuconv.conv2d_backward(gy, x, w, algorithm="winograd", **kw)
+    g = gpuconv.conv2d_backward(gy, x, w, algorithm=variant, **kw)
     runs = 4 if np.dtype(dtype).kind == "c" else 1  # complex: four real passes
-    for kernel in ("conv2d_winograd_output", "conv2d_winograd_wgrad_output"):
+    for kernel in (f"conv2d_{variant}_output", f"conv2d_{variant}_wgrad_output"):
         assert sum(kernel in k for k in kernels_since(dev, n0)) == runs, kernel
     want = via_emulator.numpy(gpuconv.conv2d_backward, gyw, xw, ww, **kw)
     assert_close(g.gx, want.gx, dtype=dtype,
@@ -413,7 +414,7 @@ def test_gpu_check_scripts_dry_run_on_the_emulator(tmp_path):
     assert proc.returncode == 0, out
     assert "gpu_sanitize_subset: 128 results, 0 wrong" in out
     assert "gpu_sanitize_filter: 70 results, 0 wrong" in out
-    assert "ncu_probe: 6 calls x 2 (mma, winograd, stem)" in out
+    assert "ncu_probe: 7 calls x 2 (mma, winograd, stem)" in out
     conv = json.loads((tmp_path / "bench_conv.json").read_text())["rows"]
     flt = json.loads((tmp_path / "bench_filter.json").read_text())["rows"]
     assert len(conv) >= 2 * 3 * 2 and len(flt) >= 4 * 2
