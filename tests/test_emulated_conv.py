@@ -289,6 +289,24 @@ def test_dgrad_col2im(case_id, dtype, dev, monkeypatch):
     _gpu_conv._PLANS.clear()
 
 
+@pytest.mark.parametrize("order", ["ascending", "descending"])
+def test_dgrad_col2im_sanitized(order):
+    """ASan/UBSan build, both thread orders: the column GEMM (w read transposed) and
+    the col2im gather stay in bounds (stride, dilation, groups, asymmetric pads,
+    K/groups off the chunk, a padding mode folded after)."""
+    d = EmulatedDevice(sanitize=True, thread_order=order)
+    for case_id in ("groups_dilation", "odd_chunk_even_kernel", "reflect_strided"):
+        xs, ws, kw = COL2IM_CASES[case_id]
+        p = problem(xs, ws, np.float32, kw)
+        x, w, b, gy = random_inputs(np.random.default_rng(23), p, np.float32)
+        n0 = len(d.launches)
+        got = _run("backward_input", p, "tiled_regblock", x, w, b, gy, d)
+        assert any(k.startswith("conv2d_backward_input_col2im<")
+                   for _, k, *_ in d.launches[n0:])
+        assert_close(got, reference("backward_input", p, x, w, b, gy),
+                     dtype=np.float32, terms=terms("backward_input", p))
+
+
 SANITIZED = ["tile_plus1", "regblock_fwd_tails", "everything", "symmetric_pad_gt_input",
              "split_k_fwd"]
 
