@@ -234,6 +234,6 @@ def assert_winograd_within(actual, desired, w_abs, reduction: int, dtype,
 
 #: Comparisons of Winograd results with the direct sum at the public API (float16,
 #: complex, conv2d_backward), where the element-wise bound above is not at hand:
-#: the table's rule with ``terms`` times this (its square root, 12, covers the 6-11x
+#: the table's rule with ``terms`` times this (its square root, 12, covers the 2.5-11x
 #: larger error scale of the transformed magnitudes).
 WINOGRAD_TERMS_SCALE = 144
