@@ -27,7 +27,8 @@
 //   conv2d_winograd_output  one thread per (output channel, tile): Y = A^T M A plus
 //                           the bias, written where the tile is inside the output.
 // The input gradient of a 3x3 stride-1 layer is the same correlation of gy with the
-// rotated filter and padding 2 - pad (pads of at most 2), so it runs this plan too.
+// rotated filter and padding 2 - pad, so it runs this plan too (a pad over 2 gives a
+// negative padding: the patches start inside gy, past its first pad - 2 rows/columns).
 // The weight gradient runs the transposed algorithm F(3x3, 2x2): per 2x2 tile p of gy,
 // gw[k, c] gains the 3x3 correlation of x's 4x4 patch d with the gy tile t, which is
 // G^T [ (A t A^T) (.) (B^T d B) ] G (A = (A^T)^T), so its plan is

@@ -203,8 +203,8 @@ def conv2d(
 'winograd4'}, optional
         The CUDA kernel variant (ignored by the NumPy backend). ``'winograd'``:
         Winograd's minimal filtering for 3x3 filters of stride and dilation 1
-        (F(2x2, 3x3) for the forward pass and the input gradient, pads of at most
-        2 for the latter; F(3x3, 2x2) for the weight gradient; not under
+        (F(2x2, 3x3) for the forward pass and the input gradient, F(3x3, 2x2)
+        for the weight gradient; any padding; not under
         ``precision='tf32'``), what ``'auto'`` runs elsewhere; its rounding error
         is a few times the direct sum's, and a NaN or inf can spread to the other
         outputs of its 2x2 tile (docs/cuda.md). ``'winograd4'``: the same with

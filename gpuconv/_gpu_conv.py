@@ -351,7 +351,14 @@ def _mma_pass(dev: Any, p: Conv2dProblem, pass_name: str, algorithm: str) -> str
 
     ``'auto'``: where :func:`gpuconv._plan_conv.mma_preferred` says the tensor-core
     kernels measured faster (and the GPU has them); ``'mma'`` (an op-level value,
-    not public: tests and benchmarks) forces them; the FP32 variants never."""
+    not public: tests and benchmarks) forces them; ``'winograd'``/``'winograd4'``:
+    never where :func:`gpuconv._plan_conv.winograd_applies`, else as ``'auto'`` (they
+    run what ``'auto'`` runs there); the other FP32 variants never."""
+    if algorithm in WINOGRAD_TILES:  # (float32 'highest': no tensor-core kind)
+        if mma_kind(p, pass_name) is None or winograd_applies(
+                kernel_problem(p), pass_name, algorithm):
+            return None
+        algorithm = "auto"
     if algorithm == "mma":
         kind = mma_kind(p, pass_name)
         if kind is None:
@@ -790,8 +797,12 @@ def conv2d_backward_weight(
     real = p.compute_dtype.kind != "c"
     # the route is part of the key (as for the forward pass)
     kind = _mma_pass(dev, p, "backward_weight", algorithm) if real else None
-    key = ("backward_weight", p, algorithm, kind, bool(with_bias), _dt(gy), _dt(x),
-           dev, _plan_key(dev))
+    # Winograd (asked for, and applicable): decided per call only when asked for;
+    # part of the key, as it decides the buffers (the bias gradient apart)
+    wino = (real and kind is None and algorithm in WINOGRAD_TILES
+            and winograd_applies(kernel_problem(p), "backward_weight", algorithm))
+    key = ("backward_weight", p, algorithm, kind, wino, bool(with_bias), _dt(gy),
+           _dt(x), dev, _plan_key(dev))
     plan = _PLANS.get(key)
     if plan is None:
         check_extents(p)
@@ -821,10 +832,6 @@ def conv2d_backward_weight(
     if kind is not None:  # tensor cores; the bias gradient sums gy apart
         return _backward_weight_mma(dev, key, plan, gy, x, p, kind, gw, gb)
     tf32 = applies_tf32(p.precision, p.compute_dtype)
-    # Winograd (asked for, and applicable): decided per call only when asked for
-    wino = algorithm in WINOGRAD_TILES and winograd_applies(
-        padded_problem(p) if needs_padding_copy(p) else p, "backward_weight",
-        algorithm)
     gb_fused = gb
     if gb is not None and (tf32 or gy.dtype == _F16 or wino):
         # the bias gradient sums the unconverted gy, as on the mma path (and apart

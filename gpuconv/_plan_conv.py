@@ -446,7 +446,7 @@ def _winograd_geometry(p: Conv2dProblem, pass_name: str,
     if pass_name != "backward_input":  # the weight gradient: the forward's tiles
         g = dict(Cin=p.C, Hin=p.H, Win=p.W, Ko=p.K, Ci=p.Cg, pt=pt, pl=pl,
                  Hout=p.OH, Wout=p.OW, flip=0)
-    else:  # the transposed correlation: gy padded by 2 - pad
+    else:  # the transposed correlation: gy padded by 2 - pad (< 0: cut off)
         g = dict(Cin=p.K, Hin=p.OH, Win=p.OW, Ko=p.C, Ci=p.Kg, pt=2 - pt, pl=2 - pl,
                  Hout=p.H, Wout=p.W, flip=1)
     m = WINOGRAD_TILES[variant]
@@ -459,12 +459,12 @@ def _winograd_geometry(p: Conv2dProblem, pass_name: str,
 def winograd_applies(p: Conv2dProblem, pass_name: str,
                      variant: str = "winograd") -> bool:
     """Whether ``algorithm='winograd'`` runs Winograd for a pass of the
-    zero-padded problem ``p``: 3x3 filters, stride 1, dilation 1; F(2x2, 3x3) for
-    the forward pass and the input gradient (whose transposed padding ``2 - pad``
-    must not be negative: pads of at most 2), F(3x3, 2x2) for the weight gradient;
-    not under ``precision='tf32'`` (it promises TF32-rounded operands, which the
-    transforms would change), and the workspaces within
-    :data:`WINOGRAD_MAX_BYTES`. Elsewhere the variant ``'auto'`` picks runs.
+    zero-padded problem ``p``: 3x3 filters, stride 1, dilation 1, any padding;
+    F(2x2, 3x3) for the forward pass and the input gradient (the correlation of
+    ``gy`` padded by ``2 - pad``; a pad over 2 skips gy's first rows/columns),
+    F(3x3, 2x2) for the weight gradient; not under ``precision='tf32'`` (it promises
+    TF32-rounded operands, which the transforms would change), and the workspaces
+    within :data:`WINOGRAD_MAX_BYTES`. Elsewhere what ``'auto'`` picks runs.
     ``variant``: ``'winograd'`` (F(2x2, 3x3)) or ``'winograd4'`` (F(4x4, 3x3), the
     same conditions).
 
@@ -486,8 +486,6 @@ def winograd_applies(p: Conv2dProblem, pass_name: str,
     if (p.KH, p.KW) != (3, 3) or p.stride != (1, 1) or p.dilation != (1, 1):
         return False
     if needs_padding_copy(p) or applies_tf32(p.precision, p.compute_dtype) or p.N == 0:
-        return False
-    if pass_name == "backward_input" and max(p.padding) > 2:
         return False
     g = _winograd_geometry(p, pass_name, variant)
     item = np.dtype(p.compute_dtype).itemsize

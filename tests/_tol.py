@@ -158,22 +158,39 @@ def assert_products_within(
 
 
 # ---------------------------------------------------------------------------------
-# Winograd F(2x2, 3x3) (algorithm='winograd', cuda/conv2d_winograd.cu): not a reordered
-# direct sum. Each transformed value is a float sum of a few operands with
-# coefficients +-1 and +-1/2 (exact scalings): the input transform B^T d B rounds twice
-# (one addition per dimension), the filter transform G g G^T four times (two additions
-# per dimension), the output transform A^T M A four times; the 16 GEMMs sum Ci products
-# (any order: split-K), and the bias adds one. Bounding every rounding of a value by
-# u times the same expression on absolute values (Higham's gamma argument, as above,
-# applied to the whole chain) gives, per output,
-#     |error| <= gamma_{Ci + WINOGRAD_DEPTH}(u) * W_abs + gamma(Ci, 2^-53) * W_abs
+# Winograd (algorithm='winograd', cuda/conv2d_winograd.cu): not a reordered direct sum.
+# Each transformed value is a float sum of a few operands with coefficients +-1 and
+# +-1/2 (exact scalings). Counted in the kernels, the longest chain of roundings a
+# product meets (Higham's gamma argument on the whole chain: every rounding of a value
+# bounded by u times the same expression on absolute values, (1+t_a)(1+t_b) within
+# gamma_{a+b}, second-order terms included):
+#   F(2x2, 3x3), forward and input gradient: the input transform B^T d B rounds twice
+#   (one addition per dimension), the filter transform G g G^T four times (two per
+#   dimension), the 16 GEMMs sum Ci products (gamma_Ci: the product's rounding
+#   included; any order, split-K too: a chain of Ci terms at most), the output
+#   transform A^T M A four times (two per dimension), the bias one: Ci + 11.
+#   F(3x3, 2x2), weight gradient: B^T d B twice, the gy tile A t A^T twice (one per
+#   dimension), the GEMMs sum P tile products (split-K, reduced in order: P at most),
+#   the 3x3 output G^T M G four times: P + 8.
+#   A padding mode's input gradient is then folded: a sum of F padded gradients (F at
+#   most (1 + pt + pb)(1 + pl + pr), pads larger than the image) adds F - 1
+#   (``fold_terms``).
+# WINOGRAD_DEPTH = 12 covers both passes (one to spare forward, two for the input
+# gradient, four for the weight gradient). So, per output,
+#     |error| <= gamma_{Ci + WINOGRAD_DEPTH + F - 1}(u) * W_abs
 # with W_abs = |A^T| sum_c (|G||g||G^T|) (.) (|B^T||d||B|) |A| + |bias|: Winograd on
-# absolute values (tests/ref_conv.winograd_f23(..., absolute=True)). W_abs is a few
-# times the direct sum's sum |x||w| (the transforms add up to 4 operands per value),
-# which is the known accuracy cost of Winograd (Lavin and Gray 2016; Barabasz et al.,
-# "Error analysis and improving the accuracy of Winograd convolution", 2020). The
-# factor WINOGRAD_SAFETY covers second-order terms (products of two rounding errors).
-WINOGRAD_DEPTH = 2 + 4 + 1 + 4 + 1
+# absolute values (tests/ref_conv.winograd_f23(..., absolute=True), folded alike).
+# W_abs >= the direct sum's sum |x||w| (each term of the expansion with |coefficients|),
+# so the float64 reference's own error, gamma_n(2^-53) sum |x||w| for its n terms
+# (``reference_terms``: C/groups*9 + 1 forward, K/groups*9*F input gradient, N*OH*OW
+# weight gradient), is within gamma_n(2^-53) * W_abs. W_abs is a few times the
+# direct sum's scale (the transforms add up to 4 operands per value), the known
+# accuracy cost of Winograd (Lavin and Gray 2016; Barabasz et al., "Error analysis and
+# improving the accuracy of Winograd convolution", 2020). WINOGRAD_SAFETY is slack
+# for the float64 rounding of W_abs itself (of order 1e-15 relative); the bound is
+# otherwise rigorous (no underflow assumed). Tight enough: a coefficient of a transform
+# off by 2e-4 fails the float32 cases, any wrong tap or sign fails both dtypes.
+WINOGRAD_DEPTH = 12
 #: F(4x4, 3x3) (algorithm='winograd4'): its transforms take up to 3 roundings per
 #: dimension for the input (B^T rows of 3-4 terms, a 5x multiple), 4 for the filter
 #: (G's 1/6, 1/12, 1/24 are rounded coefficients, then a product and 2 additions),
@@ -187,14 +204,18 @@ WINOGRAD_SAFETY = 2.0
 
 
 def assert_winograd_within(actual, desired, w_abs, reduction: int, dtype,
-                           variant: str = "winograd") -> None:
+                           variant: str = "winograd", *, fold_terms: int = 1,
+                           reference_terms: int | None = None) -> None:
     """Every element of a Winograd result within the bound above (``w_abs``:
-    ``W_abs`` per element, ``reduction``: the channels ``Ci`` summed per GEMM,
-    ``variant``: ``'winograd'`` or ``'winograd4'``)."""
+    ``W_abs`` per element, ``reduction``: the terms ``Ci`` (or ``P``) summed per
+    GEMM, ``variant``: ``'winograd'`` or ``'winograd4'``, ``fold_terms``: the most
+    padded gradients a fold sums into one pixel, ``reference_terms``: the products
+    the float64 ``desired`` summed per element; default: as many as the kernels'
+    chain)."""
     unit = float(np.finfo(np.dtype(dtype)).eps) / 2
-    depth = WINOGRAD_DEPTHS[variant]
-    coeff = WINOGRAD_SAFETY * (gamma(reduction + depth, unit)
-                               + gamma(reduction + depth, 2.0**-53))
+    depth = reduction + WINOGRAD_DEPTHS[variant] + fold_terms - 1
+    ref_terms = depth if reference_terms is None else reference_terms
+    coeff = WINOGRAD_SAFETY * (gamma(depth, unit) + gamma(ref_terms, 2.0**-53))
     actual = np.asarray(actual, dtype=np.float64)
     desired = np.asarray(desired, dtype=np.float64)
     assert actual.shape == desired.shape, (actual.shape, desired.shape)
@@ -213,6 +234,6 @@ def assert_winograd_within(actual, desired, w_abs, reduction: int, dtype,
 
 #: Comparisons of Winograd results with the direct sum at the public API (float16,
 #: complex, conv2d_backward), where the element-wise bound above is not at hand:
-#: the table's rule with ``terms`` times this (its square root, 12, covers the 6-11x
+#: the table's rule with ``terms`` times this (its square root, 12, covers the 2.5-11x
 #: larger error scale of the transformed magnitudes).
 WINOGRAD_TERMS_SCALE = 144

@@ -226,6 +226,18 @@ _WINO4_AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 
                       [0, 1, -1, 8, -8, 1]], float)
 
 
+def _placed(src, pt, pl, rows, cols):
+    """``src (N, C, H, W)`` at offset ``(pt, pl)`` in zeros ``(N, C, rows, cols)``:
+    zero padding, or for a negative offset the first rows/columns cut off."""
+    n, c, h, wd = src.shape
+    d = np.zeros((n, c, rows, cols))
+    r0, r1 = max(0, -pt), min(h, rows - pt)
+    c0, c1 = max(0, -pl), min(wd, cols - pl)
+    if r1 > r0 and c1 > c0:
+        d[:, :, r0 + pt:r1 + pt, c0 + pl:c1 + pl] = src[:, :, r0:r1, c0:c1]
+    return d
+
+
 def _wino_matrices(m, absolute):
     mats = (_WINO_BT, _WINO_G, _WINO_AT) if m == 2 else (_WINO4_BT, _WINO4_G, _WINO4_AT)
     return tuple(np.abs(a) if absolute else a for a in mats)
@@ -235,7 +247,8 @@ def winograd_f23(src, w, pt, pl, hout, wout, groups=1, absolute=False, m=2):
     """The 3x3 correlation of ``src (N, C, H, W)`` (zero padded by ``pt``, ``pl`` on
     top/left; ``hout x wout`` outputs) with ``w (K, C/groups, 3, 3)`` as
     ``A^T [(G g G^T) (.) (B^T d B)] A`` per m x m tile (F(2x2, 3x3), or F(4x4, 3x3)
-    for ``m=4``), in float64. ``absolute``: every matrix and operand by its absolute
+    for ``m=4``), in float64 (a negative pad cuts rows/columns off: the input
+    gradient's ``2 - pad``). ``absolute``: every matrix and operand by its absolute
     value, the scale of the rounding error."""
     bt, g, at = _wino_matrices(m, absolute)
     t_ = m + 2  # the patch side
@@ -247,9 +260,7 @@ def winograd_f23(src, w, pt, pl, hout, wout, groups=1, absolute=False, m=2):
     k = w.shape[0]
     cg, kg = c // groups, k // groups
     th, tw = -(-hout // m), -(-wout // m)
-    d = np.zeros((n, c, m * th + 2, m * tw + 2))
-    rows, cols = min(h, d.shape[2] - pt), min(wd, d.shape[3] - pl)
-    d[:, :, pt:pt + rows, pl:pl + cols] = src[:, :, :rows, :cols]
+    d = _placed(src, pt, pl, m * th + 2, m * tw + 2)
     patches = np.lib.stride_tricks.sliding_window_view(d, (t_, t_), axis=(2, 3))
     v = np.einsum("ij,nctsjk,lk->nctsil", bt, patches[:, :, ::m, ::m], bt)
     u = np.einsum("ij,kcjl,ml->kcim", g, w, g)
@@ -276,9 +287,7 @@ def winograd_f32_wgrad(x, gy, pt, pl, groups=1, absolute=False, m=2):
     k, oh, ow = gy.shape[1:]
     cg, kg = c // groups, k // groups
     th, tw = -(-oh // m), -(-ow // m)
-    d = np.zeros((n, c, m * th + 2, m * tw + 2))
-    rows, cols = min(h, d.shape[2] - pt), min(wd, d.shape[3] - pl)
-    d[:, :, pt:pt + rows, pl:pl + cols] = x[:, :, :rows, :cols]
+    d = _placed(x, pt, pl, m * th + 2, m * tw + 2)
     patches = np.lib.stride_tricks.sliding_window_view(d, (t_, t_), axis=(2, 3))
     v = np.einsum("ij,nctsjk,lk->nctsil", bt, patches[:, :, ::m, ::m], bt)
     t = np.zeros((n, k, m * th, m * tw))

@@ -239,7 +239,7 @@ def test_tiled_rejects_a_tile_beyond_shared_memory(dev):
 #: Input gradients of few input channels per group (``_plan_conv.dgrad_col2im``):
 #: the stem's shape scaled down; stride, dilation, groups and asymmetric padding;
 #: K/groups off the chunk of 8 with an even kernel; a kernel larger than the input;
-#: a padding mode (folded after col2im).
+#: padding modes (folded after col2im; circular pads larger than the input).
 COL2IM_CASES = {
     "stem": ((2, 3, 13, 11), (8, 3, 7, 7), {"stride": 2, "padding": 3}),
     "groups_dilation": ((2, 4, 9, 10), (16, 2, 3, 3),
@@ -251,6 +251,9 @@ COL2IM_CASES = {
     "reflect_strided": ((2, 3, 7, 8), (10, 3, 3, 4),
                         {"padding": (2, 1, 3, 0), "padding_mode": "reflect",
                          "stride": 2}),
+    "circular_gt_input_dilated": ((1, 2, 4, 5), (8, 2, 3, 3),
+                                  {"padding": 3, "padding_mode": "circular",
+                                   "dilation": 2}),
 }
 
 
@@ -284,6 +287,24 @@ def test_dgrad_col2im(case_id, dtype, dev, monkeypatch):
     assert not any("col2im" in k for _, k, *_ in dev.launches[n0:])
     assert_close(phases, want, dtype=dtype, terms=terms("backward_input", p))
     _gpu_conv._PLANS.clear()
+
+
+@pytest.mark.parametrize("order", ["ascending", "descending"])
+def test_dgrad_col2im_sanitized(order):
+    """ASan/UBSan build, both thread orders: the column GEMM (w read transposed) and
+    the col2im gather stay in bounds (stride, dilation, groups, asymmetric pads,
+    K/groups off the chunk, a padding mode folded after)."""
+    d = EmulatedDevice(sanitize=True, thread_order=order)
+    for case_id in ("groups_dilation", "odd_chunk_even_kernel", "reflect_strided"):
+        xs, ws, kw = COL2IM_CASES[case_id]
+        p = problem(xs, ws, np.float32, kw)
+        x, w, b, gy = random_inputs(np.random.default_rng(23), p, np.float32)
+        n0 = len(d.launches)
+        got = _run("backward_input", p, "tiled_regblock", x, w, b, gy, d)
+        assert any(k.startswith("conv2d_backward_input_col2im<")
+                   for _, k, *_ in d.launches[n0:])
+        assert_close(got, reference("backward_input", p, x, w, b, gy),
+                     dtype=np.float32, terms=terms("backward_input", p))
 
 
 SANITIZED = ["tile_plus1", "regblock_fwd_tails", "everything", "symmetric_pad_gt_input",

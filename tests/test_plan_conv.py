@@ -494,6 +494,38 @@ def test_wgrad_auto_decisions():
                            {"padding": 1, "padding_mode": "reflect"}), "naive")
 
 
+#: 3x3 stride-1 layers at the Winograd workspace cap (1 GiB per transformed
+#: tensor): the ResNet 64-channel layer at N=256 (822 MB), depthwise 512 channels at
+#: N=32 (822 MB), float64 at N=128 (822 MB); one step larger each falls back.
+WINOGRAD_AT_CAP = [
+    ((256, 64, 56, 56), (64, 64, 3, 3), np.float32, {"padding": 1}, 512),
+    ((32, 512, 56, 56), (512, 1, 3, 3), np.float32, {"padding": 1, "groups": 512}, 64),
+    ((128, 64, 56, 56), (64, 64, 3, 3), np.float64, {"padding": 1}, 256),
+]
+
+
+@pytest.mark.parametrize("xs, ws, dtype, kw, n_over", WINOGRAD_AT_CAP)
+def test_winograd_plans_at_the_workspace_cap(xs, ws, dtype, kw, n_over):
+    """Every launch of a Winograd plan at the workspace cap fits the kernels' typed
+    arguments and CUDA's grid (the transforms' flat indices are 64-bit, the 16 GEMMs'
+    planes P = N*ceil(OH/2)*ceil(OW/2) within the 32-bit checks of
+    _regblock_launches), for every pass; past the cap 'winograd' runs 'auto'."""
+    p = problem(xs, ws, dtype, kw)
+    for pass_name in pc.PASSES:
+        assert pc.winograd_applies(p, pass_name), pass_name
+        launches = pc.plan_conv2d_winograd(
+            p, pass_name, Buf("src"), Buf("w"), Buf("b"), Buf("dst"), Buf("slices"),
+            alloc=lambda shape, dt: Buf(f"ws{shape}"))
+        for launch in launches:
+            check_launch(launch)
+        names = [ln.kernel.split("<")[0] for ln in launches]
+        assert names[-1] in ("conv2d_winograd_output", "conv2d_winograd_wgrad_output")
+        over = problem((n_over, *xs[1:]), ws, dtype, kw)
+        assert not pc.winograd_applies(over, pass_name)
+        assert pc.resolve_algorithm(over, pass_name, "winograd") == \
+            pc.choose_algorithm(over, pass_name)
+
+
 def test_dgrad_col2im_plan_for_few_input_channels(monkeypatch):
     """The stem's input gradient (3 input channels) plans the column GEMM (the
     forward kernel on gy, w read transposed) and the col2im gather when a workspace
