@@ -1,493 +1,295 @@
-// conv2d_winograd.cu: 3x3 stride-1 conv2d by Winograd's minimal filtering F(2x2, 3x3)
-// (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2016), the
-// transforms of algorithm='winograd' for the forward pass and the input gradient.
+// conv2d_winograd.cu: 3x3 stride-1 conv2d by Winograd's minimal filtering
+// (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2016): the
+// transforms of algorithm='winograd' (F(2x2, 3x3), M = 2) and 'winograd4'
+// (F(4x4, 3x3), M = 4), every pass.
 //
-// A 2x2 output tile of a 3x3 correlation is Y = A^T [ U (.) V ] A summed over the
-// input channels, with U = G g G^T (4x4, the transformed 3x3 filter g) and
-// V = B^T d B (4x4, the transformed 4x4 input patch d):
-//   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; .5 .5 .5; .5 -.5 .5;
-//   0 0 1], A^T = [1 1 1 0; 0 1 -1 -1].
-// So the 16 positions xi of the 4x4 tile are 16 independent GEMMs over the channels:
-//   M[xi][k][p] = sum_c U[xi][k][c] * V[xi][c][p],   p = a 2x2 output tile,
-// 2.25x fewer multiplications than the direct sum (16 per tile and channel pair
-// against 36). Variants (T = float or double; the launches of one plan, in order,
+// An M x M output tile of a 3x3 correlation is Y = A^T [ U (.) V ] A summed over the
+// input channels, with U = G g G^T (the transformed 3x3 filter g) and V = B^T d B
+// (the transformed (M+2) x (M+2) input patch d); the S = (M+2)^2 positions xi of the
+// transformed tile are S independent GEMMs over the channels:
+//   M[xi][k][p] = sum_c U[xi][k][c] * V[xi][c][p],   p = an M x M output tile,
+// S multiplications per tile and channel pair against 9 M^2 for the direct sum
+// (16 against 36 for M = 2; 36 against 144 for M = 4). The matrices (struct Wino<M>):
+//   M = 2: B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; .5 .5 .5;
+//          .5 -.5 .5; 0 0 1], A^T = [1 1 1 0; 0 1 -1 -1];
+//   M = 4: Lavin and Gray's points 0, +-1, +-2, infinity: entries up to 8 and 1/24,
+//          hence a larger error scale (tests/_tol.py).
+// Variants (T = float or double, M = 2 or 4; the launches of one plan, in order,
 // gpuconv._plan_conv.plan_conv2d_winograd):
-//   conv2d_winograd_weight  U (16*Ko, Ci): one thread per (output channel, reduction
+//   conv2d_winograd_weight  U (S*Ko, Ci): one thread per (output channel, reduction
 //                           channel) of a group; FLIP (input gradient): g is the
 //                           rotated, transposed w (w[g*Ci + c, k - g*Cog, 2-kh, 2-kw]).
-//   conv2d_winograd_input   V (16*C, P): one thread per (channel, tile) reads its 4x4
-//                           patch (zero outside the image: the zero padding) and
-//                           writes the 16 transformed values, tiles fastest
-//                           (coalesced).
-//   the 16 GEMMs            conv2d_forward.cu's tiled_regblock kernel, unchanged: V as
-//                           the input (1, 16*C, 1, P) of a 1x1 convolution with
-//                           weights U (16*Ko, Ci, 1, 1) in 16*groups groups (group
-//                           xi*groups + g), output M (1, 16*Ko, 1, P); split-K and its
+//   conv2d_winograd_input   V (S*C, P): one thread per (channel, tile) reads its patch
+//                           (zero outside the image: the zero padding) and writes the
+//                           S transformed values, tiles fastest (coalesced).
+//   the S GEMMs             conv2d_forward.cu's tiled_regblock kernel, unchanged: V as
+//                           the input (1, S*C, 1, P) of a 1x1 convolution with
+//                           weights U (S*Ko, Ci, 1, 1) in S*groups groups (group
+//                           xi*groups + g), output M (1, S*Ko, 1, P); split-K and its
 //                           ordered reduce as for any launch of that kernel.
 //   conv2d_winograd_output  one thread per (output channel, tile): Y = A^T M A plus
 //                           the bias, written where the tile is inside the output.
 // The input gradient of a 3x3 stride-1 layer is the same correlation of gy with the
 // rotated filter and padding 2 - pad, so it runs this plan too (a pad over 2 gives a
 // negative padding: the patches start inside gy, past its first pad - 2 rows/columns).
-// The weight gradient runs the transposed algorithm F(3x3, 2x2): per 2x2 tile p of gy,
-// gw[k, c] gains the 3x3 correlation of x's 4x4 patch d with the gy tile t, which is
+// The weight gradient runs the transposed algorithm F(3x3, M x M): per M x M tile p of
+// gy, gw[k, c] gains the 3x3 correlation of x's patch d with the gy tile t, which is
 // G^T [ (A t A^T) (.) (B^T d B) ] G (A = (A^T)^T), so its plan is
 //   conv2d_winograd_input         V of x, as above;
-//   conv2d_winograd_wgrad_gy      Ugy (16*K, P) = A t A^T: one thread per (channel,
-//                                 tile), the 2x2 tile of gy (0 past OH x OW);
-//   the 16 GEMMs over the tiles   M[xi][k][c] = sum_p Ugy[xi][k][p] * V[xi][c][p]:
+//   conv2d_winograd_wgrad_gy      Ugy (S*K, P) = A t A^T: one thread per (channel,
+//                                 tile), the M x M tile of gy (0 past OH x OW);
+//   the S GEMMs over the tiles    M[xi][k][c] = sum_p Ugy[xi][k][p] * V[xi][c][p]:
 //                                 conv2d_backward_weight.cu's tiled_regblock kernel on
-//                                 V and Ugy as a 1x1 layer in 16*groups groups,
+//                                 V and Ugy as a 1x1 layer in S*groups groups,
 //                                 split-K over the tiles, added in split order;
 //   conv2d_winograd_wgrad_output  gw[k, c] = G^T M G (3x3): one thread per (k, c).
-// algorithm='winograd4' runs F(4x4, 3x3) (and F(3x3, 4x4) for the weight gradient):
-// 6x6 patches, 4x4 output tiles, 36 GEMMs, 4x fewer multiplications than the direct
-// sum (36 per tile and channel pair against 144) and 2.25x the tensors in the
-// workspaces, with Lavin and Gray's matrices (points 0, +-1, +-2, infinity: entries
-// up to 8 and 1/24, so a larger error scale, tests/_tol.py). Its kernels have the
-// same roles and arguments: conv2d_winograd4_weight, conv2d_winograd4_input,
-// conv2d_winograd4_output, conv2d_winograd4_wgrad_gy, conv2d_winograd4_wgrad_output;
-// their transforms are products with compile-time coefficient tables (mat_left,
-// mat_right below).
-// Numerics: not the direct sum's: the transforms add and halve values, so the error
+// Every transform is a product with a compile-time coefficient table (mat_left,
+// mat_right: zero terms skipped, +-1 terms as additions, in increasing index).
+// Numerics: not the direct sum's: the transforms add and scale values, so the error
 // is bounded by the float sums of the transformed magnitudes (|A^T| sum_c |U||V| |A|
-// with |U| = |G||g||G^T|, |V| = |B^T||d||B|), a few times the direct sum's bound
-// (tests/_tol.py states it); deterministic, no atomics (each value is written once
-// by one thread, every sum in a fixed order).
+// with |U| = |G||g||G^T|, |V| = |B^T||d||B|), a few times the direct sum's bound for
+// M = 2 and more for M = 4 (tests/_tol.py states them); deterministic, no atomics
+// (each value is written once by one thread, every sum in a fixed order).
 #include "common.cuh"
 
 namespace gpuconv_winograd {
 
-constexpr int TILE = 2;   // output tile (m)
-constexpr int PATCH = 4;  // input patch (m + r - 1)
-constexpr int TAPS = 3;   // filter (r)
-constexpr int POS = PATCH * PATCH;
+constexpr int TAPS = 3;  // the filter (r)
 
-}  // namespace gpuconv_winograd
+template <int M>
+struct Wino;
 
-// U[(xi*Ko + k)*Ci + c] = (G g G^T)[xi], xi = 4*i + j; total = Ko*Ci. Forward: g =
-// w[k, c] of w (Ko, Ci, 3, 3). FLIP: w is (groups*Ci, Ko/groups, 3, 3) (the forward
-// layer's), g[kh][kw] = w[grp*Ci + c, k - grp*Cog, 2-kh, 2-kw] with Cog = Ko/groups.
-template <typename T>
-__global__ void conv2d_winograd_weight(const T* __restrict__ w, T* __restrict__ u,
-                                       int Ko, int Ci, int groups, int flip,
-                                       long long total) {
-    using namespace gpuconv_winograd;
-    const int Cog = Ko / groups;
-    const T half = T(0.5);
-    for (long long idx = gpuconv::global_thread_index(); idx < total;
-         idx += gpuconv::grid_stride()) {
-        const int c = static_cast<int>(idx % Ci);
-        const int k = static_cast<int>(idx / Ci);
-        T g[TAPS][TAPS];
-        if (flip) {
-            const int grp = k / Cog;
-            const T* src = w + (static_cast<long long>(grp * Ci + c) * Cog + (k - grp * Cog)) *
-                                   (TAPS * TAPS);
-#pragma unroll
-            for (int a = 0; a < TAPS; ++a)
-#pragma unroll
-                for (int b = 0; b < TAPS; ++b)
-                    g[a][b] = src[(TAPS - 1 - a) * TAPS + (TAPS - 1 - b)];
-        } else {
-            const T* src = w + idx * (TAPS * TAPS);
-#pragma unroll
-            for (int a = 0; a < TAPS; ++a)
-#pragma unroll
-                for (int b = 0; b < TAPS; ++b) g[a][b] = src[a * TAPS + b];
+template <>
+struct Wino<2> {
+    struct BT {  // B^T (4x4)
+        __host__ __device__ static constexpr double v(int i, int j) {
+            constexpr double m[4][4] = {
+                {1, 0, -1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, 1, 0, -1}};
+            return m[i][j];
         }
-        T t[PATCH][TAPS];  // G g
-#pragma unroll
-        for (int b = 0; b < TAPS; ++b) {
-            t[0][b] = g[0][b];
-            t[1][b] = (g[0][b] + g[1][b] + g[2][b]) * half;
-            t[2][b] = (g[0][b] - g[1][b] + g[2][b]) * half;
-            t[3][b] = g[2][b];
+    };
+    struct G {  // G (4x3)
+        __host__ __device__ static constexpr double v(int i, int j) {
+            constexpr double m[4][3] = {
+                {1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+            return m[i][j];
         }
-        const long long plane = static_cast<long long>(Ko) * Ci;
-#pragma unroll
-        for (int i = 0; i < PATCH; ++i) {  // (G g) G^T, row i
-            const T r[PATCH] = {t[i][0], (t[i][0] + t[i][1] + t[i][2]) * half,
-                                (t[i][0] - t[i][1] + t[i][2]) * half, t[i][2]};
-#pragma unroll
-            for (int j = 0; j < PATCH; ++j) u[(i * PATCH + j) * plane + idx] = r[j];
+    };
+    struct AT {  // A^T (2x4)
+        __host__ __device__ static constexpr double v(int i, int j) {
+            constexpr double m[2][4] = {{1, 1, 1, 0}, {0, 1, -1, -1}};
+            return m[i][j];
         }
-    }
-}
-
-// V[(xi*C + c)*P + p] = (B^T d B)[xi] of d = x[n, c, 2*ty - pt + i, 2*tx - pl + j]
-// (0 outside H x W), p = (n*TH + ty)*TW + tx; total = C*P (p fastest).
-template <typename T>
-__global__ void conv2d_winograd_input(const T* __restrict__ x, T* __restrict__ v, int C,
-                                      int H, int W, int pt, int pl, int TH, int TW,
-                                      long long P, long long total) {
-    using namespace gpuconv_winograd;
-    const long long HW = static_cast<long long>(H) * W;
-    for (long long idx = gpuconv::global_thread_index(); idx < total;
-         idx += gpuconv::grid_stride()) {
-        const long long p = idx % P;
-        const int c = static_cast<int>(idx / P);
-        const int tx = static_cast<int>(p % TW);
-        const long long q = p / TW;
-        const int ty = static_cast<int>(q % TH);
-        const long long n = q / TH;
-        const int h0 = ty * TILE - pt;
-        const int w0 = tx * TILE - pl;
-        const T* src = x + (n * C + c) * HW;
-        T d[PATCH][PATCH];
-#pragma unroll
-        for (int i = 0; i < PATCH; ++i)
-#pragma unroll
-            for (int j = 0; j < PATCH; ++j) {
-                const int h = h0 + i;
-                const int w = w0 + j;
-                d[i][j] = (gpuconv::in_range(h, H) && gpuconv::in_range(w, W))
-                              ? src[static_cast<long long>(h) * W + w]
-                              : T(0);
-            }
-        T t[PATCH][PATCH];  // B^T d
-#pragma unroll
-        for (int j = 0; j < PATCH; ++j) {
-            t[0][j] = d[0][j] - d[2][j];
-            t[1][j] = d[1][j] + d[2][j];
-            t[2][j] = d[2][j] - d[1][j];
-            t[3][j] = d[1][j] - d[3][j];
-        }
-        const long long plane = static_cast<long long>(C) * P;
-#pragma unroll
-        for (int i = 0; i < PATCH; ++i) {  // (B^T d) B, row i
-            const T r[PATCH] = {t[i][0] - t[i][2], t[i][1] + t[i][2], t[i][2] - t[i][1],
-                                t[i][1] - t[i][3]};
-#pragma unroll
-            for (int j = 0; j < PATCH; ++j) v[(i * PATCH + j) * plane + idx] = r[j];
-        }
-    }
-}
-
-// y[n, k, 2*ty + i, 2*tx + j] = (A^T m A)[i][j] (+ bias[k]) for m[xi] =
-// M[(xi*K + k)*P + p], where inside OH x OW; total = K*P (p fastest).
-template <typename T>
-__global__ void conv2d_winograd_output(const T* __restrict__ m, const T* __restrict__ bias,
-                                       T* __restrict__ y, int K, int OH, int OW, int TH,
-                                       int TW, int has_bias, long long P,
-                                       long long total) {
-    using namespace gpuconv_winograd;
-    const long long plane = static_cast<long long>(K) * P;
-    for (long long idx = gpuconv::global_thread_index(); idx < total;
-         idx += gpuconv::grid_stride()) {
-        const long long p = idx % P;
-        const int k = static_cast<int>(idx / P);
-        const int tx = static_cast<int>(p % TW);
-        const long long q = p / TW;
-        const int ty = static_cast<int>(q % TH);
-        const long long n = q / TH;
-        T a[PATCH][PATCH];
-#pragma unroll
-        for (int i = 0; i < PATCH; ++i)
-#pragma unroll
-            for (int j = 0; j < PATCH; ++j) a[i][j] = m[(i * PATCH + j) * plane + idx];
-        T t[TILE][PATCH];  // A^T m
-#pragma unroll
-        for (int j = 0; j < PATCH; ++j) {
-            t[0][j] = a[0][j] + a[1][j] + a[2][j];
-            t[1][j] = a[1][j] - a[2][j] - a[3][j];
-        }
-        const T b = has_bias ? bias[k] : T(0);
-        T* out = y + (n * K + k) * static_cast<long long>(OH) * OW;
-#pragma unroll
-        for (int i = 0; i < TILE; ++i) {
-            const int oh = ty * TILE + i;
-            if (oh >= OH) continue;
-            const T r[TILE] = {t[i][0] + t[i][1] + t[i][2], t[i][1] - t[i][2] - t[i][3]};
-#pragma unroll
-            for (int j = 0; j < TILE; ++j) {
-                const int ow = tx * TILE + j;
-                if (ow >= OW) continue;
-                out[static_cast<long long>(oh) * OW + ow] = has_bias ? r[j] + b : r[j];
-            }
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------
-// The weight gradient, F(3x3, 2x2) (see the header).
-
-// Ugy[(xi*K + k)*P + p] = (A t A^T)[xi] of t = gy[n, k, 2*ty + i, 2*tx + j] (0 outside
-// OH x OW); total = K*P (p fastest).
-template <typename T>
-__global__ void conv2d_winograd_wgrad_gy(const T* __restrict__ gy, T* __restrict__ ugy,
-                                         int K, int OH, int OW, int TH, int TW,
-                                         long long P, long long total) {
-    using namespace gpuconv_winograd;
-    const long long OHW = static_cast<long long>(OH) * OW;
-    for (long long idx = gpuconv::global_thread_index(); idx < total;
-         idx += gpuconv::grid_stride()) {
-        const long long p = idx % P;
-        const int k = static_cast<int>(idx / P);
-        const int tx = static_cast<int>(p % TW);
-        const long long q = p / TW;
-        const int ty = static_cast<int>(q % TH);
-        const long long n = q / TH;
-        const T* src = gy + (n * K + k) * OHW;
-        T t[TILE][TILE];
-#pragma unroll
-        for (int i = 0; i < TILE; ++i)
-#pragma unroll
-            for (int j = 0; j < TILE; ++j) {
-                const int oh = ty * TILE + i;
-                const int ow = tx * TILE + j;
-                t[i][j] = (oh < OH && ow < OW) ? src[static_cast<long long>(oh) * OW + ow]
-                                               : T(0);
-            }
-        T r[PATCH][TILE];  // A t
-#pragma unroll
-        for (int j = 0; j < TILE; ++j) {
-            r[0][j] = t[0][j];
-            r[1][j] = t[0][j] + t[1][j];
-            r[2][j] = t[0][j] - t[1][j];
-            r[3][j] = -t[1][j];
-        }
-        const long long plane = static_cast<long long>(K) * P;
-#pragma unroll
-        for (int i = 0; i < PATCH; ++i) {  // (A t) A^T, row i
-            const T row[PATCH] = {r[i][0], r[i][0] + r[i][1], r[i][0] - r[i][1], -r[i][1]};
-#pragma unroll
-            for (int j = 0; j < PATCH; ++j) ugy[(i * PATCH + j) * plane + idx] = row[j];
-        }
-    }
-}
-
-// gw[(k*Cg + c)*9 + a*3 + b] = (G^T m G)[a][b] for m[xi] = M[(xi*K + k)*Cg + c];
-// total = K*Cg.
-template <typename T>
-__global__ void conv2d_winograd_wgrad_output(const T* __restrict__ m, T* __restrict__ gw,
-                                             int K, int Cg, long long total) {
-    using namespace gpuconv_winograd;
-    const T half = T(0.5);
-    const long long plane = static_cast<long long>(K) * Cg;
-    for (long long idx = gpuconv::global_thread_index(); idx < total;
-         idx += gpuconv::grid_stride()) {
-        T a[PATCH][PATCH];
-#pragma unroll
-        for (int i = 0; i < PATCH; ++i)
-#pragma unroll
-            for (int j = 0; j < PATCH; ++j) a[i][j] = m[(i * PATCH + j) * plane + idx];
-        T t[TAPS][PATCH];  // G^T m
-#pragma unroll
-        for (int j = 0; j < PATCH; ++j) {
-            t[0][j] = a[0][j] + (a[1][j] + a[2][j]) * half;
-            t[1][j] = (a[1][j] - a[2][j]) * half;
-            t[2][j] = (a[1][j] + a[2][j]) * half + a[3][j];
-        }
-        T* out = gw + idx * (TAPS * TAPS);
-#pragma unroll
-        for (int i = 0; i < TAPS; ++i) {  // (G^T m) G, row i
-            out[i * TAPS + 0] = t[i][0] + (t[i][1] + t[i][2]) * half;
-            out[i * TAPS + 1] = (t[i][1] - t[i][2]) * half;
-            out[i * TAPS + 2] = (t[i][1] + t[i][2]) * half + t[i][3];
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------
-// F(4x4, 3x3) and its transpose F(3x3, 4x4) (algorithm='winograd4'): 6x6 patches and
-// transforms, 4x4 output tiles, 36 GEMMs; the matrices of Lavin and Gray (points 0,
-// +-1, +-2, infinity). The transforms are written once, as products with
-// compile-time coefficient tables (zero terms skipped, +-1 terms as additions).
-
-namespace gpuconv_winograd {
-
-struct BT4 {  // B^T (6x6)
-    __host__ __device__ static constexpr double v(int i, int j) {
-        constexpr double m[6][6] = {{4, 0, -5, 0, 1, 0},  {0, -4, -4, 1, 1, 0},
-                                    {0, 4, -4, -1, 1, 0}, {0, -2, -1, 2, 1, 0},
-                                    {0, 2, -1, -2, 1, 0}, {0, 4, 0, -5, 0, 1}};
-        return m[i][j];
-    }
-};
-struct G4 {  // G (6x3)
-    __host__ __device__ static constexpr double v(int i, int j) {
-        constexpr double m[6][3] = {{1.0 / 4, 0, 0},
-                                    {-1.0 / 6, -1.0 / 6, -1.0 / 6},
-                                    {-1.0 / 6, 1.0 / 6, -1.0 / 6},
-                                    {1.0 / 24, 1.0 / 12, 1.0 / 6},
-                                    {1.0 / 24, -1.0 / 12, 1.0 / 6},
-                                    {0, 0, 1}};
-        return m[i][j];
-    }
-};
-struct AT4 {  // A^T (4x6)
-    __host__ __device__ static constexpr double v(int i, int j) {
-        constexpr double m[4][6] = {{1, 1, 1, 1, 1, 0},
-                                    {0, 1, -1, 2, -2, 0},
-                                    {0, 1, 1, 4, 4, 0},
-                                    {0, 1, -1, 8, -8, 1}};
-        return m[i][j];
-    }
+    };
 };
 
-// c * x for a compile-time coefficient c (after unrolling): +-1 without a multiply.
-template <typename T>
-__device__ __forceinline__ T coef_times(double c, T x) {
-    return c == 1.0 ? x : (c == -1.0 ? -x : T(c) * x);
+template <>
+struct Wino<4> {
+    struct BT {  // B^T (6x6)
+        __host__ __device__ static constexpr double v(int i, int j) {
+            constexpr double m[6][6] = {{4, 0, -5, 0, 1, 0},  {0, -4, -4, 1, 1, 0},
+                                        {0, 4, -4, -1, 1, 0}, {0, -2, -1, 2, 1, 0},
+                                        {0, 2, -1, -2, 1, 0}, {0, 4, 0, -5, 0, 1}};
+            return m[i][j];
+        }
+    };
+    struct G {  // G (6x3)
+        __host__ __device__ static constexpr double v(int i, int j) {
+            constexpr double m[6][3] = {{1.0 / 4, 0, 0},
+                                        {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                        {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                        {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                        {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                        {0, 0, 1}};
+            return m[i][j];
+        }
+    };
+    struct AT {  // A^T (4x6)
+        __host__ __device__ static constexpr double v(int i, int j) {
+            constexpr double m[4][6] = {{1, 1, 1, 1, 1, 0},
+                                        {0, 1, -1, 2, -2, 0},
+                                        {0, 1, 1, 4, 4, 0},
+                                        {0, 1, -1, 8, -8, 1}};
+            return m[i][j];
+        }
+    };
+};
+
+// sum_j M(i, j) x(j) for j < K, M(i, j) = Mat::v(i, j) (TRANS: Mat::v(j, i)), terms in
+// increasing j; compile-time coefficients after unrolling: zeros skipped, +-1 as
+// additions.
+template <class Mat, bool TRANS, int K, typename T, class X>
+__device__ __forceinline__ T dot(int i, X x) {
+    T acc = T(0);
+    bool first = true;
+#pragma unroll
+    for (int j = 0; j < K; ++j) {
+        const double c = TRANS ? Mat::v(j, i) : Mat::v(i, j);
+        if (c == 0.0) continue;
+        const T xj = x(j);
+        const T term = c == 1.0 ? xj : (c == -1.0 ? -xj : T(c) * xj);
+        acc = first ? term : acc + term;
+        first = false;
+    }
+    return acc;
 }
 
-// out[i][n] = sum_j M(i, j) in[j][n], M(i, j) = Mat::v(i, j) (TRANS: Mat::v(j, i));
-// the terms in increasing j, zero coefficients skipped.
+// out = M in (R x N from K x N): out[i][n] = sum_j M(i, j) in[j][n].
 template <class Mat, bool TRANS, typename T, int R, int K, int N>
 __device__ __forceinline__ void mat_left(const T (&in)[K][N], T (&out)[R][N]) {
 #pragma unroll
     for (int i = 0; i < R; ++i)
 #pragma unroll
-        for (int n = 0; n < N; ++n) {
-            T acc = T(0);
-            bool first = true;
-#pragma unroll
-            for (int j = 0; j < K; ++j) {
-                const double c = TRANS ? Mat::v(j, i) : Mat::v(i, j);
-                if (c == 0.0) continue;
-                const T term = coef_times(c, in[j][n]);
-                acc = first ? term : acc + term;
-                first = false;
-            }
-            out[i][n] = acc;
-        }
+        for (int n = 0; n < N; ++n)
+            out[i][n] = dot<Mat, TRANS, K, T>(i, [&](int j) { return in[j][n]; });
 }
 
-// out[r][i] = sum_j in[r][j] M(i, j): the right product by M^T (TRANS: by M).
+// out = in M^T (R x N from R x K): out[r][i] = sum_j in[r][j] M(i, j).
 template <class Mat, bool TRANS, typename T, int R, int K, int N>
 __device__ __forceinline__ void mat_right(const T (&in)[R][K], T (&out)[R][N]) {
 #pragma unroll
     for (int r = 0; r < R; ++r)
 #pragma unroll
-        for (int i = 0; i < N; ++i) {
-            T acc = T(0);
-            bool first = true;
+        for (int i = 0; i < N; ++i)
+            out[r][i] = dot<Mat, TRANS, K, T>(i, [&](int j) { return in[r][j]; });
+}
+
+// The tile (n, ty, tx) of tile index p = (n*TH + ty)*TW + tx.
+struct Tile {
+    long long n;
+    int ty, tx;
+};
+__device__ __forceinline__ Tile tile_of(long long p, int TH, int TW) {
+    const long long q = p / TW;
+    return Tile{q / TH, static_cast<int>(q % TH), static_cast<int>(p - q * TW)};
+}
+
+// The values t[i][j] of one thread's transform go to dst[xi*plane + idx], xi = i*W + j
+// (plane: the elements of one position); gather reads them back.
+template <typename T, int H, int W>
+__device__ __forceinline__ void scatter(const T (&t)[H][W], T* __restrict__ dst,
+                                        long long plane, long long idx) {
 #pragma unroll
-            for (int j = 0; j < K; ++j) {
-                const double c = TRANS ? Mat::v(j, i) : Mat::v(i, j);
-                if (c == 0.0) continue;
-                const T term = coef_times(c, in[r][j]);
-                acc = first ? term : acc + term;
-                first = false;
-            }
-            out[r][i] = acc;
-        }
+    for (int i = 0; i < H; ++i)
+#pragma unroll
+        for (int j = 0; j < W; ++j) dst[(i * W + j) * plane + idx] = t[i][j];
+}
+
+template <typename T, int H, int W>
+__device__ __forceinline__ void gather(const T* __restrict__ src, long long plane,
+                                       long long idx, T (&t)[H][W]) {
+#pragma unroll
+    for (int i = 0; i < H; ++i)
+#pragma unroll
+        for (int j = 0; j < W; ++j) t[i][j] = src[(i * W + j) * plane + idx];
 }
 
 }  // namespace gpuconv_winograd
 
-// U[(xi*Ko + k)*Ci + c] = (G g G^T)[xi], xi = 6*i + j, as conv2d_winograd_weight.
-template <typename T>
-__global__ void conv2d_winograd4_weight(const T* __restrict__ w, T* __restrict__ u,
-                                        int Ko, int Ci, int groups, int flip,
-                                        long long total) {
+// U[(xi*Ko + k)*Ci + c] = (G g G^T)[xi], xi = (M+2)*i + j; total = Ko*Ci. Forward: g =
+// w[k, c] of w (Ko, Ci, 3, 3). FLIP: w is (groups*Ci, Ko/groups, 3, 3) (the forward
+// layer's), g[kh][kw] = w[grp*Ci + c, k - grp*Cog, 2-kh, 2-kw] with Cog = Ko/groups.
+template <typename T, int M>
+__global__ void conv2d_winograd_weight(const T* __restrict__ w, T* __restrict__ u,
+                                       int Ko, int Ci, int groups, int flip,
+                                       long long total) {
     using namespace gpuconv_winograd;
+    using Mat = Wino<M>;
+    constexpr int PT = M + 2;
     const int Cog = Ko / groups;
     const long long plane = static_cast<long long>(Ko) * Ci;
     for (long long idx = gpuconv::global_thread_index(); idx < total;
          idx += gpuconv::grid_stride()) {
         const int c = static_cast<int>(idx % Ci);
         const int k = static_cast<int>(idx / Ci);
-        T g[TAPS][TAPS];
         const int grp = k / Cog;
         const T* src = flip ? w + (static_cast<long long>(grp * Ci + c) * Cog +
                                    (k - grp * Cog)) * (TAPS * TAPS)
                             : w + idx * (TAPS * TAPS);
+        T g[TAPS][TAPS];
 #pragma unroll
         for (int a = 0; a < TAPS; ++a)
 #pragma unroll
             for (int b = 0; b < TAPS; ++b)
                 g[a][b] = flip ? src[(TAPS - 1 - a) * TAPS + (TAPS - 1 - b)]
                                : src[a * TAPS + b];
-        T t[6][TAPS];
-        T r[6][6];
-        mat_left<G4, false>(g, t);   // G g
-        mat_right<G4, false>(t, r);  // (G g) G^T
-#pragma unroll
-        for (int i = 0; i < 6; ++i)
-#pragma unroll
-            for (int j = 0; j < 6; ++j) u[(i * 6 + j) * plane + idx] = r[i][j];
+        T t[PT][TAPS];
+        T r[PT][PT];
+        mat_left<typename Mat::G, false>(g, t);   // G g
+        mat_right<typename Mat::G, false>(t, r);  // (G g) G^T
+        scatter(r, u, plane, idx);
     }
 }
 
-// V[(xi*C + c)*P + p] = (B^T d B)[xi] of the 6x6 patch d = x[n, c, 4*ty - pt + i,
-// 4*tx - pl + j] (0 outside H x W); total = C*P (p fastest).
-template <typename T>
-__global__ void conv2d_winograd4_input(const T* __restrict__ x, T* __restrict__ v, int C,
-                                       int H, int W, int pt, int pl, int TH, int TW,
-                                       long long P, long long total) {
+// V[(xi*C + c)*P + p] = (B^T d B)[xi] of the patch d = x[n, c, M*ty - pt + i,
+// M*tx - pl + j] (0 outside H x W), p = (n*TH + ty)*TW + tx; total = C*P (p fastest).
+template <typename T, int M>
+__global__ void conv2d_winograd_input(const T* __restrict__ x, T* __restrict__ v, int C,
+                                      int H, int W, int pt, int pl, int TH, int TW,
+                                      long long P, long long total) {
     using namespace gpuconv_winograd;
+    using Mat = Wino<M>;
+    constexpr int PT = M + 2;
     const long long HW = static_cast<long long>(H) * W;
     const long long plane = static_cast<long long>(C) * P;
     for (long long idx = gpuconv::global_thread_index(); idx < total;
          idx += gpuconv::grid_stride()) {
         const long long p = idx % P;
         const int c = static_cast<int>(idx / P);
-        const int tx = static_cast<int>(p % TW);
-        const long long q = p / TW;
-        const int ty = static_cast<int>(q % TH);
-        const long long n = q / TH;
-        const int h0 = ty * 4 - pt;
-        const int w0 = tx * 4 - pl;
-        const T* src = x + (n * C + c) * HW;
-        T d[6][6];
+        const Tile tl = tile_of(p, TH, TW);
+        const int h0 = tl.ty * M - pt;
+        const int w0 = tl.tx * M - pl;
+        const T* src = x + (tl.n * C + c) * HW;
+        T d[PT][PT];
 #pragma unroll
-        for (int i = 0; i < 6; ++i)
+        for (int i = 0; i < PT; ++i)
 #pragma unroll
-            for (int j = 0; j < 6; ++j) {
+            for (int j = 0; j < PT; ++j) {
                 const int h = h0 + i;
-                const int w = w0 + j;
-                d[i][j] = (gpuconv::in_range(h, H) && gpuconv::in_range(w, W))
-                              ? src[static_cast<long long>(h) * W + w]
+                const int wc = w0 + j;
+                d[i][j] = (gpuconv::in_range(h, H) && gpuconv::in_range(wc, W))
+                              ? src[static_cast<long long>(h) * W + wc]
                               : T(0);
             }
-        T t[6][6];
-        T r[6][6];
-        mat_left<BT4, false>(d, t);   // B^T d
-        mat_right<BT4, false>(t, r);  // (B^T d) B
-#pragma unroll
-        for (int i = 0; i < 6; ++i)
-#pragma unroll
-            for (int j = 0; j < 6; ++j) v[(i * 6 + j) * plane + idx] = r[i][j];
+        T t[PT][PT];
+        T r[PT][PT];
+        mat_left<typename Mat::BT, false>(d, t);   // B^T d
+        mat_right<typename Mat::BT, false>(t, r);  // (B^T d) B
+        scatter(r, v, plane, idx);
     }
 }
 
-// y[n, k, 4*ty + i, 4*tx + j] = (A^T m A)[i][j] (+ bias[k]) for m[xi] =
+// y[n, k, M*ty + i, M*tx + j] = (A^T m A)[i][j] (+ bias[k]) for m[xi] =
 // M[(xi*K + k)*P + p], where inside OH x OW; total = K*P (p fastest).
-template <typename T>
-__global__ void conv2d_winograd4_output(const T* __restrict__ m, const T* __restrict__ bias,
-                                        T* __restrict__ y, int K, int OH, int OW, int TH,
-                                        int TW, int has_bias, long long P,
-                                        long long total) {
+template <typename T, int M>
+__global__ void conv2d_winograd_output(const T* __restrict__ m, const T* __restrict__ bias,
+                                       T* __restrict__ y, int K, int OH, int OW, int TH,
+                                       int TW, int has_bias, long long P,
+                                       long long total) {
     using namespace gpuconv_winograd;
+    using Mat = Wino<M>;
+    constexpr int PT = M + 2;
     const long long plane = static_cast<long long>(K) * P;
     for (long long idx = gpuconv::global_thread_index(); idx < total;
          idx += gpuconv::grid_stride()) {
         const long long p = idx % P;
         const int k = static_cast<int>(idx / P);
-        const int tx = static_cast<int>(p % TW);
-        const long long q = p / TW;
-        const int ty = static_cast<int>(q % TH);
-        const long long n = q / TH;
-        T a[6][6];
-#pragma unroll
-        for (int i = 0; i < 6; ++i)
-#pragma unroll
-            for (int j = 0; j < 6; ++j) a[i][j] = m[(i * 6 + j) * plane + idx];
-        T t[4][6];
-        T r[4][4];
-        mat_left<AT4, false>(a, t);   // A^T m
-        mat_right<AT4, false>(t, r);  // (A^T m) A
+        const Tile tl = tile_of(p, TH, TW);
+        T a[PT][PT];
+        gather(m, plane, idx, a);
+        T t[M][PT];
+        T r[M][M];
+        mat_left<typename Mat::AT, false>(a, t);   // A^T m
+        mat_right<typename Mat::AT, false>(t, r);  // (A^T m) A
         const T b = has_bias ? bias[k] : T(0);
-        T* out = y + (n * K + k) * static_cast<long long>(OH) * OW;
+        T* out = y + (tl.n * K + k) * static_cast<long long>(OH) * OW;
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            const int oh = ty * 4 + i;
+        for (int i = 0; i < M; ++i) {
+            const int oh = tl.ty * M + i;
             if (oh >= OH) continue;
 #pragma unroll
-            for (int j = 0; j < 4; ++j) {
-                const int ow = tx * 4 + j;
+            for (int j = 0; j < M; ++j) {
+                const int ow = tl.tx * M + j;
                 if (ow >= OW) continue;
                 out[static_cast<long long>(oh) * OW + ow] = has_bias ? r[i][j] + b : r[i][j];
             }
@@ -495,63 +297,58 @@ __global__ void conv2d_winograd4_output(const T* __restrict__ m, const T* __rest
     }
 }
 
-// Ugy[(xi*K + k)*P + p] = (A t A^T)[xi] of the 4x4 gy tile t at (4*ty, 4*tx) (0 past
+// Ugy[(xi*K + k)*P + p] = (A t A^T)[xi] of the M x M gy tile t at (M*ty, M*tx) (0 past
 // OH x OW), A = (A^T)^T; total = K*P (p fastest).
-template <typename T>
-__global__ void conv2d_winograd4_wgrad_gy(const T* __restrict__ gy, T* __restrict__ ugy,
-                                          int K, int OH, int OW, int TH, int TW,
-                                          long long P, long long total) {
+template <typename T, int M>
+__global__ void conv2d_winograd_wgrad_gy(const T* __restrict__ gy, T* __restrict__ ugy,
+                                         int K, int OH, int OW, int TH, int TW,
+                                         long long P, long long total) {
     using namespace gpuconv_winograd;
+    using Mat = Wino<M>;
+    constexpr int PT = M + 2;
     const long long OHW = static_cast<long long>(OH) * OW;
     const long long plane = static_cast<long long>(K) * P;
     for (long long idx = gpuconv::global_thread_index(); idx < total;
          idx += gpuconv::grid_stride()) {
         const long long p = idx % P;
         const int k = static_cast<int>(idx / P);
-        const int tx = static_cast<int>(p % TW);
-        const long long q = p / TW;
-        const int ty = static_cast<int>(q % TH);
-        const long long n = q / TH;
-        const T* src = gy + (n * K + k) * OHW;
-        T t[4][4];
+        const Tile tl = tile_of(p, TH, TW);
+        const T* src = gy + (tl.n * K + k) * OHW;
+        T t[M][M];
 #pragma unroll
-        for (int i = 0; i < 4; ++i)
+        for (int i = 0; i < M; ++i)
 #pragma unroll
-            for (int j = 0; j < 4; ++j) {
-                const int oh = ty * 4 + i;
-                const int ow = tx * 4 + j;
+            for (int j = 0; j < M; ++j) {
+                const int oh = tl.ty * M + i;
+                const int ow = tl.tx * M + j;
                 t[i][j] = (oh < OH && ow < OW) ? src[static_cast<long long>(oh) * OW + ow]
                                                : T(0);
             }
-        T s[6][4];
-        T r[6][6];
-        mat_left<AT4, true>(t, s);   // A t
-        mat_right<AT4, true>(s, r);  // (A t) A^T
-#pragma unroll
-        for (int i = 0; i < 6; ++i)
-#pragma unroll
-            for (int j = 0; j < 6; ++j) ugy[(i * 6 + j) * plane + idx] = r[i][j];
+        T s[PT][M];
+        T r[PT][PT];
+        mat_left<typename Mat::AT, true>(t, s);   // A t
+        mat_right<typename Mat::AT, true>(s, r);  // (A t) A^T
+        scatter(r, ugy, plane, idx);
     }
 }
 
 // gw[(k*Cg + c)*9 + a*3 + b] = (G^T m G)[a][b] for m[xi] = M[(xi*K + k)*Cg + c];
 // total = K*Cg.
-template <typename T>
-__global__ void conv2d_winograd4_wgrad_output(const T* __restrict__ m, T* __restrict__ gw,
-                                              int K, int Cg, long long total) {
+template <typename T, int M>
+__global__ void conv2d_winograd_wgrad_output(const T* __restrict__ m, T* __restrict__ gw,
+                                             int K, int Cg, long long total) {
     using namespace gpuconv_winograd;
+    using Mat = Wino<M>;
+    constexpr int PT = M + 2;
     const long long plane = static_cast<long long>(K) * Cg;
     for (long long idx = gpuconv::global_thread_index(); idx < total;
          idx += gpuconv::grid_stride()) {
-        T a[6][6];
-#pragma unroll
-        for (int i = 0; i < 6; ++i)
-#pragma unroll
-            for (int j = 0; j < 6; ++j) a[i][j] = m[(i * 6 + j) * plane + idx];
-        T t[TAPS][6];
+        T a[PT][PT];
+        gather(m, plane, idx, a);
+        T t[TAPS][PT];
         T r[TAPS][TAPS];
-        mat_left<G4, true>(a, t);   // G^T m
-        mat_right<G4, true>(t, r);  // (G^T m) G
+        mat_left<typename Mat::G, true>(a, t);   // G^T m
+        mat_right<typename Mat::G, true>(t, r);  // (G^T m) G
         T* out = gw + idx * (TAPS * TAPS);
 #pragma unroll
         for (int i = 0; i < TAPS; ++i)

@@ -105,9 +105,9 @@ def _conv_wgrad_instances() -> tuple[str, ...]:
 KERNELS["conv2d_backward_weight.cu"] = _conv_wgrad_instances()
 # Winograd F(2x2, 3x3) transforms (algorithm='winograd'; the 16 GEMMs between them
 # are conv2d_forward.cu's tiled_regblock instances)
+# (M = 2: 'winograd', M = 4: 'winograd4')
 KERNELS["conv2d_winograd.cu"] = tuple(
-    f"conv2d_{variant}_{step}<{ct}>" for variant in ("winograd", "winograd4")
-    for ct in CTYPES.values()
+    f"conv2d_winograd_{step}<{ct}, {m}>" for m in (2, 4) for ct in CTYPES.values()
     for step in ("weight", "input", "output", "wgrad_gy", "wgrad_output")
 )
 KERNELS["conv2d_pad.cu"] = tuple(

@@ -524,7 +524,7 @@ def plan_conv2d_winograd(
     (``bias`` and ``slices`` unused): the input and gy transforms, the 16 GEMMs over
     the tiles (``conv2d_backward_weight.cu``'s ``tiled_regblock``, split-K) and the
     3x3 output transform. ``variant``: ``'winograd'`` (2x2 output tiles, 16 GEMMs)
-    or ``'winograd4'`` (4x4 tiles, 36 GEMMs: ``conv2d_winograd4_*``).
+    or ``'winograd4'`` (4x4 tiles, 36 GEMMs): the kernels' template argument M.
     """
     if not winograd_applies(p, pass_name, variant):
         raise ValueError(f"{variant} does not apply to this {pass_name} problem")
@@ -532,11 +532,12 @@ def plan_conv2d_winograd(
     g = _winograd_geometry(p, pass_name, variant)
     pg = winograd_gemm_problem(p, pass_name, variant)
     pos = winograd_positions(variant)
+    mt = WINOGRAD_TILES[variant]  # the kernels' template argument M
     cin, ko, ci, P = g["Cin"], g["Ko"], g["Ci"], g["P"]
     i32 = _i32
     v = alloc((1, pos * cin, 1, P), p.compute_dtype)
     transform_input = Launch(
-        source=WINOGRAD_SOURCE, kernel=f"conv2d_{variant}_input<{ct}>",
+        source=WINOGRAD_SOURCE, kernel=f"conv2d_winograd_input<{ct}, {mt}>",
         grid=_linear_grid(cin * P), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
         args=(src, v, i32(cin, "C"), i32(g["Hin"], "H"), i32(g["Win"], "W"),
               np.int32(g["pt"]), np.int32(g["pl"]), i32(g["TH"], "TH"),
@@ -545,21 +546,21 @@ def plan_conv2d_winograd(
         ugy = alloc((1, pos * ko, 1, P), p.compute_dtype)
         m = alloc((pos * ko, ci, 1, 1), p.compute_dtype)
         launches = [transform_input, Launch(
-            source=WINOGRAD_SOURCE, kernel=f"conv2d_{variant}_wgrad_gy<{ct}>",
+            source=WINOGRAD_SOURCE, kernel=f"conv2d_winograd_wgrad_gy<{ct}, {mt}>",
             grid=_linear_grid(ko * P), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
             args=(w, ugy, i32(ko, "K"), i32(g["Hout"], "OH"), i32(g["Wout"], "OW"),
                   i32(g["TH"], "TH"), i32(g["TW"], "TW"), _i64(P), _i64(ko * P)))]
         launches += plan_conv2d_backward_weight(pg, "tiled_regblock", ugy, v, m,
                                                 alloc=alloc, sm_count=sm_count)
         launches.append(Launch(
-            source=WINOGRAD_SOURCE, kernel=f"conv2d_{variant}_wgrad_output<{ct}>",
+            source=WINOGRAD_SOURCE, kernel=f"conv2d_winograd_wgrad_output<{ct}, {mt}>",
             grid=_linear_grid(ko * ci), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
             args=(m, dst, i32(ko, "K"), i32(ci, "Cg"), _i64(ko * ci))))
         return launches
     u = alloc((pos * ko, ci, 1, 1), p.compute_dtype)
     m = alloc((1, pos * ko, 1, P), p.compute_dtype)
     launches = [
-        Launch(source=WINOGRAD_SOURCE, kernel=f"conv2d_{variant}_weight<{ct}>",
+        Launch(source=WINOGRAD_SOURCE, kernel=f"conv2d_winograd_weight<{ct}, {mt}>",
                grid=_linear_grid(ko * ci), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
                args=(w, u, i32(ko, "Ko"), i32(ci, "Ci"), i32(p.groups, "groups"),
                      np.int32(g["flip"]), _i64(ko * ci))),
@@ -569,7 +570,7 @@ def plan_conv2d_winograd(
                                    sm_count)
     has_bias = bias is not None
     launches.append(Launch(
-        source=WINOGRAD_SOURCE, kernel=f"conv2d_{variant}_output<{ct}>",
+        source=WINOGRAD_SOURCE, kernel=f"conv2d_winograd_output<{ct}, {mt}>",
         grid=_linear_grid(ko * P), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
         args=(m, bias if has_bias else m, dst, i32(ko, "K"), i32(g["Hout"], "OH"),
               i32(g["Wout"], "OW"), i32(g["TH"], "TH"), i32(g["TW"], "TW"),

@@ -31,7 +31,7 @@ pytestmark = EMULATED
 SOURCES = ("conv2d_forward.cu", "conv2d_backward_input.cu",
            "conv2d_backward_weight.cu", "conv2d_pad.cu", "conv2d_winograd.cu",
            "conv2d_mma.cu", "convert.cu")
-#: The transforms each pass launches (prefix conv2d_<variant>_).
+#: The transforms each pass launches (conv2d_winograd_<step><T, M>).
 WINOGRAD_KERNELS = {
     "forward": ("weight", "input", "output"),
     "backward_input": ("weight", "input", "output"),
@@ -175,11 +175,12 @@ def test_winograd_within_its_bound(case_id, pass_name, dtype, variant, dev):
     x, w, b, gy = random_inputs(np.random.default_rng(5), p, dtype)
     n0 = len(dev.launches)
     got = _run(pass_name, p, variant, x, w, b, gy, dev)
-    kernels = [k.split("<")[0] for _, k, *_ in dev.launches[n0:]]
-    assert all(f"conv2d_{variant}_{step}" in kernels
+    kernels = [k for _, k, *_ in dev.launches[n0:]]
+    ctype = "float" if np.dtype(dtype) == np.float32 else "double"
+    assert all(f"conv2d_winograd_{step}<{ctype}, {TILE[variant]}>" in kernels
                for step in WINOGRAD_KERNELS[pass_name]), kernels
     if case_id == "split_k" and pass_name == "forward":  # 264 channels, 1 tile
-        assert "conv2d_forward_split_reduce" in kernels
+        assert f"conv2d_forward_split_reduce<{ctype}>" in kernels
     assert got.dtype == np.dtype(dtype)
     assert not np.isnan(got).any(), "an output element was never written"
     want = reference(pass_name, p, x, w, b, gy)
@@ -263,7 +264,8 @@ def test_weight_gradient_route_is_part_of_the_plan(variant, dev, monkeypatch):
         n0 = len(dev.launches)
         gw, gb = _gpu_conv.conv2d_backward_weight(gy, x, p, variant, True,
                                                   device=dev)
-        wino = any(variant + "_" in k for _, k, *_ in dev.launches[n0:])
+        wino = any(k.startswith("conv2d_winograd_") and
+                   k.endswith(f", {TILE[variant]}>") for _, k, *_ in dev.launches[n0:])
         assert wino == (cap > 0)
         np.testing.assert_allclose(gw, want_gw, rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(gb, want_gb, rtol=1e-5, atol=1e-5)
