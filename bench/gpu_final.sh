@@ -19,7 +19,7 @@ step() { local name=$1 limit=$2; shift 2; local s=$(date +%s)
     echo "$name rc=$rc $(( $(date +%s) - s ))s" | tee -a "$LOGS/steps.txt"; }
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader \
     > "$LOGS/device.log" 2>&1
-step bench_conv "${CONV_S:-100}" "$PY" bench/bench_gpu_conv.py --no-progress --variants winograd,winograd4 \
+step bench_conv "${CONV_S:-150}" "$PY" bench/bench_gpu_conv.py --no-progress --variants winograd,winograd4 \
     --budget 0.05 --json "$OUT/bench_conv.json"
 step bench_filt "${FILTER_S:-45}" "$PY" bench/bench_gpu_filter.py --budget 0.05 \
     --kinds main,stack --json "$OUT/bench_filter.json"
