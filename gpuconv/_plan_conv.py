@@ -419,7 +419,8 @@ def _col2im_launches(
 
 
 # --------------------------------------------------------------------------------
-# Winograd F(2x2, 3x3) (cuda/conv2d_winograd.cu): algorithm='winograd'
+# Winograd (cuda/conv2d_winograd.cu): algorithm='winograd' (F(2x2, 3x3)) and
+# 'winograd4' (F(4x4, 3x3)); the weight gradient by the transposed algorithms
 
 #: Most bytes of the transformed input and of the 16 GEMMs' output (each) of a
 #: ``winograd`` plan; larger problems run what ``'auto'`` runs.
