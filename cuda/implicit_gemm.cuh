@@ -20,6 +20,7 @@
 //     next slice are issued into registers before the FMAs of the current one
 //     (latency hiding), then stored to the other buffer: one barrier per slice.
 //   - Tails contribute fma(0, 0, acc) == acc.
+// The epilogue stores 16 bytes at a time where the output grid is dense (below).
 // Not done (yet): cp.async staging and 128-bit global loads (the gathers are per
 // element: the SASS proxy, bench/sass_check.py, puts the 8x8 loops at ~80 % FMA).
 #pragma once
@@ -155,6 +156,13 @@ __device__ __forceinline__ void regblock_fmas(
 // order (channel-major, then kh, kw), so results agree to rounding on random inputs
 // and exactly on small-integer inputs; the same plan gives bit-identical results on
 // every run (no atomics).
+
+// 16 bytes of T (4 floats, 2 doubles) for the epilogue's 128-bit stores (only on
+// addresses proven 16-byte aligned).
+template <typename T>
+struct alignas(16) Vec16 {
+    T v[16 / sizeof(T)];
+};
 
 // One reduction slice (built by gpuconv._plan_conv.slice_table): channels chunk*BK
 // .. chunk*BK + BK-1 of the tap (dy, dx); woff = chunk*BK*c_stride + the tap's
@@ -382,23 +390,67 @@ __device__ __forceinline__ void sliced_gemm_block(
     // Epilogue: rows inside the problem, columns inside the group.
     const int HWd = a.Hd * a.Wd;
     T* dsplit = dst + split * a.split_stride;
+    // 16-byte stores where they are possible: a thread's rows come in chunks of 4
+    // consecutive rows (regblock_row), which are 4 consecutive pixels of one image's
+    // plane when the launch writes its own output grid densely (no stride phase: the
+    // forward pass, the stride-1 input gradient, the 1x1 GEMMs of col2im and
+    // Winograd) and an image holds a multiple of 4 pixels; the buffer's alignment is
+    // checked too (block-uniform). A warp then writes whole 32-byte sectors instead of
+    // one element every 4 (same values, same order of the bias addition). Not for
+    // tiles of two A rows per thread (32x4x8x8): there it took 168 -> 178 registers,
+    // 12 -> 8 warps per SM (ptxas, sm_90).
+    const bool dense = Tile::A_ROWS == 1 && a.osh == 1 && a.osw == 1 && a.oph == 0 &&
+                       a.opw == 0 &&
+                       a.Hd == a.Ho && a.Wd == a.Wo && HoWo % 4 == 0 &&
+                       (reinterpret_cast<unsigned long long>(dsplit) & 15ULL) == 0;
+    constexpr int VEC = 16 / static_cast<int>(sizeof(T));  // elements per store
 #pragma unroll
-    for (int i = 0; i < Tile::TM; ++i) {
-        const long long m = m0 + regblock_row<Tile>(tx, i);
-        if (m >= a.M) continue;  // tail rows of the last tile
-        const long long n = m / HoWo;
-        const int p = static_cast<int>(m - n * HoWo);
-        const int oh = p / a.Wo;
-        const int ow = p - oh * a.Wo;
-        T* out = dsplit + (n * a.Cdst + static_cast<long long>(g) * a.NG + n0) * HWd +
-                 ((oh * a.osh + a.oph) * a.Wd + ow * a.osw + a.opw);
+    for (int i0 = 0; i0 < Tile::TM; i0 += 4) {  // chunks of 4 consecutive rows
+        if (dense) {
+            const long long m = m0 + regblock_row<Tile>(tx, i0);  // a multiple of 4
+            if (m >= a.M) continue;  // M = N*HoWo is a multiple of 4: all 4 rows out
+            const long long n = m / HoWo;
+            const int p = static_cast<int>(m - n * HoWo);
+            T* out = dsplit + (n * a.Cdst + static_cast<long long>(g) * a.NG + n0) * HWd +
+                     p;
 #pragma unroll
-        for (int j = 0; j < Tile::TN; ++j) {
-            const int lc = regblock_col<Tile>(ty, j);
-            if (n0 + lc >= a.NG) continue;  // tail columns of the last tile
-            T v = acc[i][j];
-            if (a.has_bias) v = v + bias[g * a.NG + n0 + lc];
-            out[static_cast<long long>(lc) * HWd] = v;
+            for (int j = 0; j < Tile::TN; ++j) {
+                const int lc = regblock_col<Tile>(ty, j);
+                if (n0 + lc >= a.NG) continue;  // tail columns of the last tile
+                T* o = out + static_cast<long long>(lc) * HWd;
+#pragma unroll
+                for (int q = 0; q < 4; q += VEC) {
+                    Vec16<T> chunk;
+#pragma unroll
+                    for (int e = 0; e < VEC; ++e) {
+                        T v = acc[i0 + q + e][j];
+                        if (a.has_bias) v = v + bias[g * a.NG + n0 + lc];
+                        chunk.v[e] = v;
+                    }
+                    *reinterpret_cast<Vec16<T>*>(o + q) = chunk;
+                }
+            }
+            continue;
+        }
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            const int i = i0 + r;
+            const long long m = m0 + regblock_row<Tile>(tx, i);
+            if (m >= a.M) continue;  // tail rows of the last tile
+            const long long n = m / HoWo;
+            const int p = static_cast<int>(m - n * HoWo);
+            const int oh = p / a.Wo;
+            const int ow = p - oh * a.Wo;
+            T* out = dsplit + (n * a.Cdst + static_cast<long long>(g) * a.NG + n0) * HWd +
+                     ((oh * a.osh + a.oph) * a.Wd + ow * a.osw + a.opw);
+#pragma unroll
+            for (int j = 0; j < Tile::TN; ++j) {
+                const int lc = regblock_col<Tile>(ty, j);
+                if (n0 + lc >= a.NG) continue;  // tail columns of the last tile
+                T v = acc[i][j];
+                if (a.has_bias) v = v + bias[g * a.NG + n0 + lc];
+                out[static_cast<long long>(lc) * HWd] = v;
+            }
         }
     }
 }

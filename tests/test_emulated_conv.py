@@ -350,3 +350,45 @@ def test_docstring_examples_run():
 
     result = doctest.testmod(_gpu_conv, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+#: Output planes of a multiple of 4 pixels (the epilogue's 16-byte stores): tails in
+#: M (tile of 128 rows) and in the output channels, bias, float64, split-K (a 4x4
+#: image with 64 channels), the stride-1 input gradient.
+DENSE_CASES = {
+    "tails": ((3, 5, 8, 6), (33, 5, 3, 3), {"padding": 1}),
+    "split_k": ((2, 64, 4, 4), (16, 64, 3, 3), {"padding": 1}),
+    "one_by_one": ((2, 24, 6, 10), (40, 24, 1, 1), {}),
+}
+
+
+@pytest.mark.parametrize("dtype", REAL_DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("pass_name", PASSES)
+@pytest.mark.parametrize("case_id", list(DENSE_CASES))
+def test_dense_epilogue_stores_match_the_scalar_path(case_id, pass_name, dtype, dev):
+    """tiled_regblock's 16-byte epilogue stores (an output plane of a multiple of 4
+    pixels, a 16-byte aligned buffer) give the bits of the element-wise stores (an
+    `out` buffer one element off alignment takes those) and the reference's values;
+    no element is left unwritten (NaN-poisoned outputs)."""
+    xs, ws, kw = DENSE_CASES[case_id]
+    p = problem(xs, ws, dtype, kw)
+    x, w, b, gy = random_inputs(np.random.default_rng(31), p, dtype)
+    shape = p.y_shape if pass_name == "forward" else p.x_shape
+    size = int(np.prod(shape))
+    results = []
+    for offset in (0, 1):  # 1: the buffer is 4 or 8 bytes past a 16-byte boundary
+        base = np.full(size + 8, np.nan, dtype=dtype)
+        start = (-base.ctypes.data % 16) // base.itemsize + offset
+        out = base[start:start + size].reshape(shape)
+        assert (out.ctypes.data % 16 == 0) == (offset == 0)
+        if pass_name == "forward":
+            got = _gpu_conv.conv2d_forward(x, w, b, p, "tiled_regblock", device=dev,
+                                           out=out)
+        else:
+            got = _gpu_conv.conv2d_backward_input(gy, w, p, "tiled_regblock",
+                                                  device=dev, out=out)
+        assert not np.isnan(got).any()
+        results.append(got.copy())
+    np.testing.assert_array_equal(results[0], results[1])
+    want = reference(pass_name, p, x, w, b, gy)
+    assert_close(results[0], want, dtype=dtype, terms=terms(pass_name, p))
