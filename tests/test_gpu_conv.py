@@ -419,3 +419,37 @@ def test_weight_gradient_nan_and_inf_like_numpy(cp):
         for got, want in ((gw, rw), (gb, rb)):
             np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
             np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+
+
+#: 3x3 stride-1 layers for algorithm='winograd'/'winograd4' on the GPU: odd output
+#: tails, groups with asymmetric padding, a padding mode, a ResNet-like layer (split-K
+#: in the GEMMs of a 7x7 image), pads over 2 for the input gradient.
+WINOGRAD_GPU_CASES = [
+    ((2, 5, 9, 11), (6, 5, 3, 3), {"padding": 1}),
+    ((1, 4, 7, 6), (6, 2, 3, 3), {"padding": (2, 0, 1, 2), "groups": 2}),
+    ((2, 3, 7, 8), (4, 3, 3, 3), {"padding": (2, 1, 1, 0), "padding_mode": "reflect"}),
+    ((2, 128, 7, 7), (64, 128, 3, 3), {"padding": 1}),
+    ((1, 3, 9, 8), (4, 3, 3, 3), {"padding": 3}),
+]
+
+
+@pytest.mark.parametrize("variant", ["winograd", "winograd4"])
+@pytest.mark.parametrize("dtype", REAL_DTYPES, ids=lambda d: np.dtype(d).name)
+def test_winograd_on_the_gpu(variant, dtype, cp):
+    """Winograd (every pass) against the NumPy backend, within the Winograd scale of
+    the table's rule (tests/_tol.py), and bit-identical from run to run; Winograd
+    applies to every case and pass (no fallback to 'auto' is being tested here)."""
+    from tests._tol import WINOGRAD_TERMS_SCALE
+
+    for xs, ws, kw in WINOGRAD_GPU_CASES:
+        p = problem(xs, ws, dtype, kw)
+        x, w, b, gy = random_inputs(np.random.default_rng(17), p, dtype)
+        for pass_name in ALL_PASSES:
+            kp = _gpu_conv.kernel_problem(p)
+            assert _plan_conv.winograd_applies(kp, pass_name, variant)
+            got = _api(pass_name, cp, x, w, b, gy, kw, variant)
+            want = _numpy(pass_name, x, w, b, gy, kw)
+            assert_close(got, want, dtype=dtype,
+                         terms=_terms(pass_name, p) * WINOGRAD_TERMS_SCALE)
+            np.testing.assert_array_equal(
+                _api(pass_name, cp, x, w, b, gy, kw, variant), got)
