@@ -98,3 +98,17 @@ def test_failure_rule_and_tables_of_odd_rows(tmp_path):
     doc = json.loads(path.read_text())
     assert doc["argv"] == ["x"] and len(doc["rows"]) == 2
     assert not path.with_name("rows.json.tmp").exists()
+
+
+def test_winograd_model_table_is_the_docs_table():
+    """docs/performance.md's Winograd prediction table is what bench/winograd_model.py
+    prints from the committed H200 rows (the model, reproducible)."""
+    import json
+
+    mod = _load("winograd_model")
+    rows = json.loads(mod.DEFAULT_ROWS.read_text())["rows"]
+    table = mod.model(rows, 4.0e12)
+    assert len(table) == 2 + 8 * 3
+    docs = (BENCH.parent / "docs" / "performance.md").read_text()
+    for line in table:
+        assert line in docs, line
