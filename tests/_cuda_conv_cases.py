@@ -16,7 +16,7 @@ import dataclasses
 import numpy as np
 
 import gpuconv
-from gpuconv import _cpu_conv, _plan_conv
+from gpuconv import _cpu_conv, _gpu_conv, _plan_conv
 from gpuconv._conv_args import Conv2dProblem, normalize_conv2d
 
 VARIANTS = ("naive", "tiled", "tiled_regblock")
@@ -136,6 +136,20 @@ def spy_choose_algorithm(monkeypatch) -> list[tuple[str, str]]:
 
     monkeypatch.setattr(_plan_conv, "choose_algorithm", spy)
     return calls
+
+
+def run_op(pass_name: str, p: Conv2dProblem, algorithm: str, x, w, bias, gy, dev):
+    """One CUDA backend op on ``dev`` into a NaN-poisoned ``out`` buffer (an element
+    a kernel forgets to write stays NaN): ``y``, ``gx`` or ``gw`` (no bias gradient)."""
+    if pass_name == "backward_weight":
+        out = np.full(p.w_shape, np.nan, dtype=p.compute_dtype)
+        return _gpu_conv.conv2d_backward_weight(gy, x, p, algorithm, False,
+                                                device=dev, out=out)[0]
+    if pass_name == "forward":
+        out = np.full(p.y_shape, np.nan, dtype=p.compute_dtype)
+        return _gpu_conv.conv2d_forward(x, w, bias, p, algorithm, device=dev, out=out)
+    out = np.full(p.x_shape, np.nan, dtype=p.compute_dtype)
+    return _gpu_conv.conv2d_backward_input(gy, w, p, algorithm, device=dev, out=out)
 
 
 def terms(pass_name: str, p: Conv2dProblem) -> int:

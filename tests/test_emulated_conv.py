@@ -31,6 +31,7 @@ from tests._cuda_conv_cases import (
     problem,
     random_inputs,
     reference,
+    run_op,
     spy_choose_algorithm,
     terms,
 )
@@ -52,13 +53,7 @@ def _poison_temporaries(monkeypatch):
     monkeypatch.setattr(_gpu_conv, "POISON_OUTPUTS", True)
 
 
-def _run(pass_name, p, algorithm, x, w, bias, gy, dev):
-    """One op with a NaN-poisoned output buffer."""
-    if pass_name == "forward":
-        out = np.full(p.y_shape, np.nan, dtype=p.compute_dtype)
-        return _gpu_conv.conv2d_forward(x, w, bias, p, algorithm, device=dev, out=out)
-    out = np.full(p.x_shape, np.nan, dtype=p.compute_dtype)
-    return _gpu_conv.conv2d_backward_input(gy, w, p, algorithm, device=dev, out=out)
+_run = run_op  # one op into a NaN-poisoned out buffer (tests/_cuda_conv_cases.py)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -16,7 +16,7 @@ from gpuconv import _gpu_conv, _plan_conv
 from gpuconv._emulate import EmulatedDevice
 from gpuconv._padding import fold_matrix
 from gpuconv._plan_conv import padded_problem
-from tests._cuda_conv_cases import problem, random_inputs, reference
+from tests._cuda_conv_cases import problem, random_inputs, reference, run_op
 from tests._emu_helpers import EMULATED, prepared_device
 from tests._tol import assert_winograd_within
 from tests.ref_conv import (
@@ -74,16 +74,7 @@ def _poison_temporaries(monkeypatch):
     monkeypatch.setattr(_gpu_conv, "POISON_OUTPUTS", True)
 
 
-def _run(pass_name, p, algorithm, x, w, b, gy, dev):
-    if pass_name == "backward_weight":
-        out = np.full(p.w_shape, np.nan, dtype=p.compute_dtype)
-        return _gpu_conv.conv2d_backward_weight(gy, x, p, algorithm, False,
-                                                device=dev, out=out)[0]
-    if pass_name == "forward":
-        out = np.full(p.y_shape, np.nan, dtype=p.compute_dtype)
-        return _gpu_conv.conv2d_forward(x, w, b, p, algorithm, device=dev, out=out)
-    out = np.full(p.x_shape, np.nan, dtype=p.compute_dtype)
-    return _gpu_conv.conv2d_backward_input(gy, w, p, algorithm, device=dev, out=out)
+_run = run_op  # one op into a NaN-poisoned out buffer (tests/_cuda_conv_cases.py)
 
 
 def _bound(pass_name, p, x, w, b, gy, variant="winograd"):
