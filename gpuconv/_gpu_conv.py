@@ -346,19 +346,24 @@ def _mma_capable(dev: Any) -> bool:
         return False
 
 
+def _winograd_or_auto(p: Conv2dProblem, pass_name: str, algorithm: str) -> str:
+    """``algorithm`` as an op runs it: a Winograd variant only where
+    :func:`gpuconv._plan_conv.winograd_applies` to the problem as the kernels see it,
+    else ``'auto'`` (its route, tensor cores included, and its plan). Decided once per
+    call, before the route and the plan's key."""
+    if algorithm in WINOGRAD_TILES and not winograd_applies(
+            kernel_problem(p), pass_name, algorithm):
+        return "auto"
+    return algorithm
+
+
 def _mma_pass(dev: Any, p: Conv2dProblem, pass_name: str, algorithm: str) -> str | None:
     """The mma kind a real pass runs on (``None``: the FP32 kernels).
 
     ``'auto'``: where :func:`gpuconv._plan_conv.mma_preferred` says the tensor-core
     kernels measured faster (and the GPU has them); ``'mma'`` (an op-level value,
-    not public: tests and benchmarks) forces them; ``'winograd'``/``'winograd4'``:
-    never where :func:`gpuconv._plan_conv.winograd_applies`, else as ``'auto'`` (they
-    run what ``'auto'`` runs there); the other FP32 variants never."""
-    if algorithm in WINOGRAD_TILES:  # (float32 'highest': no tensor-core kind)
-        if mma_kind(p, pass_name) is None or winograd_applies(
-                kernel_problem(p), pass_name, algorithm):
-            return None
-        algorithm = "auto"
+    not public: tests and benchmarks) forces them; the FP32 variants (Winograd
+    included, once :func:`_winograd_or_auto` kept it) never."""
     if algorithm == "mma":
         kind = mma_kind(p, pass_name)
         if kind is None:
@@ -663,6 +668,7 @@ def conv2d_forward(
     dev = _dev(device)
     real = p.compute_dtype.kind != "c"
     # the route is part of the key: the plan (and the output's dtype) depend on it
+    algorithm = _winograd_or_auto(p, "forward", algorithm)
     kind = _mma_pass(dev, p, "forward", algorithm) if real else None
     key = ("forward", p, algorithm, kind, bias is None, _dt(x), _dt(w), _dt(out),
            dev, _plan_key(dev))
@@ -732,6 +738,7 @@ def conv2d_backward_input(
     """
     dev = _dev(device)
     real = p.compute_dtype.kind != "c"
+    algorithm = _winograd_or_auto(p, "backward_input", algorithm)
     kind = _mma_pass(dev, p, "backward_input", algorithm) if real else None
     key = ("backward_input", p, algorithm, kind, _dt(gy), _dt(w), _dt(out), dev,
            _plan_key(dev))
@@ -796,13 +803,13 @@ def conv2d_backward_weight(
     dev = _dev(device)
     real = p.compute_dtype.kind != "c"
     # the route is part of the key (as for the forward pass)
+    algorithm = _winograd_or_auto(p, "backward_weight", algorithm)
     kind = _mma_pass(dev, p, "backward_weight", algorithm) if real else None
-    # Winograd (asked for, and applicable): decided per call only when asked for;
-    # part of the key, as it decides the buffers (the bias gradient apart)
-    wino = (real and kind is None and algorithm in WINOGRAD_TILES
-            and winograd_applies(kernel_problem(p), "backward_weight", algorithm))
-    key = ("backward_weight", p, algorithm, kind, wino, bool(with_bias), _dt(gy),
-           _dt(x), dev, _plan_key(dev))
+    # Winograd (asked for, and applicable: _winograd_or_auto) decides the buffers
+    # (the bias gradient apart); the algorithm in the key says it
+    wino = real and algorithm in WINOGRAD_TILES
+    key = ("backward_weight", p, algorithm, kind, bool(with_bias), _dt(gy), _dt(x),
+           dev, _plan_key(dev))
     plan = _PLANS.get(key)
     if plan is None:
         check_extents(p)

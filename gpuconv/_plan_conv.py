@@ -143,6 +143,14 @@ def _linear_grid(total: int) -> tuple[int, int, int]:
     return (max(1, min(blocks, LINEAR_MAX_BLOCKS)), 1, 1)
 
 
+def _linear_launch(*, source: str, kernel: str, total: int,
+                   args: tuple[Any, ...]) -> Launch:
+    """A launch of a 1-D grid-stride kernel over ``total`` elements (blocks of
+    :data:`LINEAR_BLOCK` threads, no dynamic shared memory)."""
+    return Launch(source=source, kernel=kernel, grid=_linear_grid(total),
+                  block=(LINEAR_BLOCK, 1, 1), shared_mem=0, args=args)
+
+
 def _blocks_1d(blocks: int, what: str) -> tuple[int, int, int]:
     if blocks > INT32_MAX:
         raise ValueError(f"{what}: {blocks} thread blocks exceed CUDA's grid limit")
@@ -408,10 +416,10 @@ def _col2im_launches(
                                   None, sm_count, strides=(1, ng))
     s = _sizes(p)
     total = p.N * p.C * p.H * p.W
-    launches.append(Launch(
+    launches.append(_linear_launch(
         source=SOURCES["backward_input"],
         kernel=conv_kernel_name("backward_input", "col2im", ct),
-        grid=_linear_grid(total), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
+        total=total,
         args=(cols, gx, s["C"], s["H"], s["W"], s["KH"], s["KW"], s["sh"], s["sw"],
               s["dh"], s["dw"], s["pt"], s["pl"], s["OH"], s["OW"], _i64(total)),
     ))
@@ -536,47 +544,42 @@ def plan_conv2d_winograd(
     mt = WINOGRAD_TILES[variant]  # the kernels' template argument M
     cin, ko, ci, P = g["Cin"], g["Ko"], g["Ci"], g["P"]
     i32 = _i32
+
+    def transform(step: str, total: int, args: tuple[Any, ...]) -> Launch:
+        return _linear_launch(source=WINOGRAD_SOURCE,
+                              kernel=f"conv2d_winograd_{step}<{ct}, {mt}>",
+                              total=total, args=(*args, _i64(total)))
+
     v = alloc((1, pos * cin, 1, P), p.compute_dtype)
-    transform_input = Launch(
-        source=WINOGRAD_SOURCE, kernel=f"conv2d_winograd_input<{ct}, {mt}>",
-        grid=_linear_grid(cin * P), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
-        args=(src, v, i32(cin, "C"), i32(g["Hin"], "H"), i32(g["Win"], "W"),
-              np.int32(g["pt"]), np.int32(g["pl"]), i32(g["TH"], "TH"),
-              i32(g["TW"], "TW"), _i64(P), _i64(cin * P)))
+    transform_input = transform("input", cin * P, (
+        src, v, i32(cin, "C"), i32(g["Hin"], "H"), i32(g["Win"], "W"),
+        np.int32(g["pt"]), np.int32(g["pl"]), i32(g["TH"], "TH"), i32(g["TW"], "TW"),
+        _i64(P)))
     if pass_name == "backward_weight":
         ugy = alloc((1, pos * ko, 1, P), p.compute_dtype)
         m = alloc((pos * ko, ci, 1, 1), p.compute_dtype)
-        launches = [transform_input, Launch(
-            source=WINOGRAD_SOURCE, kernel=f"conv2d_winograd_wgrad_gy<{ct}, {mt}>",
-            grid=_linear_grid(ko * P), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
-            args=(w, ugy, i32(ko, "K"), i32(g["Hout"], "OH"), i32(g["Wout"], "OW"),
-                  i32(g["TH"], "TH"), i32(g["TW"], "TW"), _i64(P), _i64(ko * P)))]
+        launches = [transform_input, transform("wgrad_gy", ko * P, (
+            w, ugy, i32(ko, "K"), i32(g["Hout"], "OH"), i32(g["Wout"], "OW"),
+            i32(g["TH"], "TH"), i32(g["TW"], "TW"), _i64(P)))]
         launches += plan_conv2d_backward_weight(pg, "tiled_regblock", ugy, v, m,
                                                 alloc=alloc, sm_count=sm_count)
-        launches.append(Launch(
-            source=WINOGRAD_SOURCE, kernel=f"conv2d_winograd_wgrad_output<{ct}, {mt}>",
-            grid=_linear_grid(ko * ci), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
-            args=(m, dst, i32(ko, "K"), i32(ci, "Cg"), _i64(ko * ci))))
+        launches.append(transform("wgrad_output", ko * ci,
+                                  (m, dst, i32(ko, "K"), i32(ci, "Cg"))))
         return launches
     u = alloc((pos * ko, ci, 1, 1), p.compute_dtype)
     m = alloc((1, pos * ko, 1, P), p.compute_dtype)
     launches = [
-        Launch(source=WINOGRAD_SOURCE, kernel=f"conv2d_winograd_weight<{ct}, {mt}>",
-               grid=_linear_grid(ko * ci), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
-               args=(w, u, i32(ko, "Ko"), i32(ci, "Ci"), i32(p.groups, "groups"),
-                     np.int32(g["flip"]), _i64(ko * ci))),
+        transform("weight", ko * ci, (w, u, i32(ko, "Ko"), i32(ci, "Ci"),
+                                      i32(p.groups, "groups"), np.int32(g["flip"]))),
         transform_input,
     ]
     launches += _regblock_launches(pg, "forward", ct, v, u, None, slices, m, alloc,
                                    sm_count)
     has_bias = bias is not None
-    launches.append(Launch(
-        source=WINOGRAD_SOURCE, kernel=f"conv2d_winograd_output<{ct}, {mt}>",
-        grid=_linear_grid(ko * P), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
-        args=(m, bias if has_bias else m, dst, i32(ko, "K"), i32(g["Hout"], "OH"),
-              i32(g["Wout"], "OW"), i32(g["TH"], "TH"), i32(g["TW"], "TW"),
-              np.int32(has_bias), _i64(P), _i64(ko * P)),
-    ))
+    launches.append(transform("output", ko * P, (
+        m, bias if has_bias else m, dst, i32(ko, "K"), i32(g["Hout"], "OH"),
+        i32(g["Wout"], "OW"), i32(g["TH"], "TH"), i32(g["TW"], "TW"),
+        np.int32(has_bias), _i64(P))))
     return launches
 
 
@@ -886,10 +889,10 @@ def _regblock_launches(
         ))
     if splits > 1:
         with_bias = bias is not None
-        launches.append(Launch(
+        launches.append(_linear_launch(
             source=SOURCES[pass_name],
             kernel=conv_kernel_name(pass_name, "split_reduce", ct),
-            grid=_linear_grid(total), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
+            total=total,
             args=(out, bias if with_bias else out, dst, _i32(splits, "splits"),
                   _i32(dst_c, "channels"), _i32(hd * wd, "plane"),
                   np.int32(with_bias), _i64(total)),
@@ -927,10 +930,10 @@ def plan_conv2d_forward(
     b = bias if bias is not None else w  # never read when has_bias == 0
     if algorithm == "naive":
         total = p.N * p.K * p.OH * p.OW
-        return [Launch(
+        return [_linear_launch(
             source=SOURCES["forward"],
             kernel=conv_kernel_name("forward", "naive", ct),
-            grid=_linear_grid(total), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
+            total=total,
             args=(x, w, b, y, s["N"], s["C"], s["H"], s["W"], s["K"], s["KH"],
                   s["KW"], s["groups"], s["sh"], s["sw"], s["dh"], s["dw"], s["pt"],
                   s["pl"], s["OH"], s["OW"], has_bias, _i64(total)),
@@ -968,10 +971,10 @@ def plan_conv2d_backward_input(
     s = _sizes(p)
     if algorithm == "naive":
         total = p.N * p.C * p.H * p.W
-        return [Launch(
+        return [_linear_launch(
             source=SOURCES["backward_input"],
             kernel=conv_kernel_name("backward_input", "naive", ct),
-            grid=_linear_grid(total), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
+            total=total,
             args=(gy, w, gx, s["N"], s["C"], s["H"], s["W"], s["K"], s["KH"],
                   s["KW"], s["groups"], s["sh"], s["sw"], s["dh"], s["dw"], s["pt"],
                   s["pl"], s["OH"], s["OW"], _i64(total)),
@@ -998,9 +1001,9 @@ def plan_pad_gather(
     Hp, Wp = p.padded_hw
     check_extents(p)
     total = p.N * p.C * Hp * Wp
-    return [Launch(
+    return [_linear_launch(
         source=PAD_SOURCE, kernel=f"conv2d_pad_gather<{ctype_of(p.compute_dtype)}>",
-        grid=_linear_grid(total), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
+        total=total,
         args=(x, xpad, row_map, col_map, _i32(p.H, "H"), _i32(p.W, "W"),
               _i32(Hp, "Hp"), _i32(Wp, "Wp"), _i64(total)),
     )]
@@ -1022,10 +1025,8 @@ def plan_convert(kind: str, src: Any, dst: Any) -> list[Launch]:
         raise ValueError(f"plan_convert: {src.size} elements into {total}")
     if total == 0:
         return []
-    return [Launch(
-        source=CONVERT_SOURCE, kernel=CONVERT_KERNELS[kind], grid=_linear_grid(total),
-        block=(LINEAR_BLOCK, 1, 1), shared_mem=0, args=(src, dst, _i64(total)),
-    )]
+    return [_linear_launch(source=CONVERT_SOURCE, kernel=CONVERT_KERNELS[kind],
+                           total=total, args=(src, dst, _i64(total)))]
 
 
 def plan_pad_fold(
@@ -1037,9 +1038,9 @@ def plan_pad_fold(
     Hp, Wp = p.padded_hw
     check_extents(p)
     total = p.N * p.C * p.H * p.W
-    return [Launch(
+    return [_linear_launch(
         source=PAD_SOURCE, kernel=f"conv2d_pad_fold<{ctype_of(p.compute_dtype)}>",
-        grid=_linear_grid(total), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
+        total=total,
         args=(gxpad, gx, row_ptr, row_src, col_ptr, col_src, _i32(p.H, "H"),
               _i32(p.W, "W"), _i32(Hp, "Hp"), _i32(Wp, "Wp"), _i64(total)),
     )]
@@ -1210,10 +1211,10 @@ def _wgrad_outputs(
 def _reduce_launch(
     ct: str, splits: int, pw: Any, pb: Any, gw: Any, gb: Any, wcount: int, total: int
 ) -> Launch:
-    return Launch(
+    return _linear_launch(
         source=SOURCES["backward_weight"],
         kernel=conv_kernel_name("backward_weight", "reduce", ct),
-        grid=_linear_grid(total), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
+        total=total,
         args=(pw, pb, gw, gb, _i32(splits, "splits"), _i64(wcount), _i64(total)),
     )
 
@@ -1271,10 +1272,10 @@ def plan_conv2d_backward_weight(
     geom = (s["C"], s["H"], s["W"], s["K"], s["KH"], s["KW"], s["groups"], s["sh"],
             s["sw"], s["dh"], s["dw"], s["pt"], s["pl"], s["OH"], s["OW"])
     if algorithm == "naive":
-        return [Launch(
+        return [_linear_launch(
             source=SOURCES["backward_weight"],
             kernel=conv_kernel_name("backward_weight", "naive", ct),
-            grid=_linear_grid(total), block=(LINEAR_BLOCK, 1, 1), shared_mem=0,
+            total=total,
             args=(gy, x, gw, gw if gb is None else gb, s["N"], *geom, _i64(wcount),
                   _i64(total)),
         )]

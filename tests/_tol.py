@@ -68,6 +68,20 @@ def assert_close(
     np.testing.assert_allclose(actual, desired, **tol(dt, terms, scale), equal_nan=True)
 
 
+def _fail_beyond(bad, err, limit, actual, desired, what: str) -> None:
+    """The element-wise bounds' failure: how many elements are ``bad`` and the worst
+    one (largest ``err / limit``)."""
+    if not bad.any():
+        return
+    ratio = np.where(bad, err / np.maximum(limit, 1e-300), 0)
+    worst = np.unravel_index(int(np.argmax(ratio)), err.shape)
+    raise AssertionError(
+        f"{int(bad.sum())} of {err.size} elements exceed {what}; "
+        f"worst at {worst}: error {err[worst]:.3g}, limit {limit[worst]:.3g}, "
+        f"actual {actual[worst]!r}, desired {desired[worst]!r}"
+    )
+
+
 #: Multiple of the dtype's epsilon allowed per element by :func:`assert_within_bound`.
 BOUND_EPS = 64
 
@@ -81,15 +95,8 @@ def assert_within_bound(actual, desired, bound, dtype) -> None:
     eps = float(np.finfo(np.dtype(dtype)).eps)
     err = np.abs(actual.astype(np.complex128) - desired)
     limit = BOUND_EPS * eps * np.broadcast_to(np.asarray(bound, np.float64), err.shape)
-    bad = ~(err <= limit)
-    if bad.any():
-        ratio = np.where(bad, err / np.maximum(limit, 1e-300), 0)
-        worst = np.unravel_index(int(np.argmax(ratio)), err.shape)
-        raise AssertionError(
-            f"{int(bad.sum())} of {err.size} elements exceed {BOUND_EPS} eps x bound; "
-            f"worst at {worst}: error {err[worst]:.3g}, limit {limit[worst]:.3g}, "
-            f"actual {actual[worst]!r}, desired {desired[worst]!r}"
-        )
+    _fail_beyond(~(err <= limit), err, limit, actual, desired,
+                 f"{BOUND_EPS} eps x bound")
 
 
 # ---------------------------------------------------------------------------------
@@ -146,15 +153,8 @@ def assert_products_within(
     limit = limit + output_atol
     same_nan = np.isnan(actual) & np.isnan(desired)
     err = np.abs(actual - desired)
-    bad = ~((err <= limit) | same_nan)
-    if bad.any():
-        ratio = np.where(bad, err / np.maximum(limit, 1e-300), 0)
-        worst = np.unravel_index(int(np.argmax(ratio)), err.shape)
-        raise AssertionError(
-            f"{int(bad.sum())} of {err.size} elements exceed the product bound; "
-            f"worst at {worst}: error {err[worst]:.3g}, limit {limit[worst]:.3g}, "
-            f"actual {actual[worst]!r}, desired {desired[worst]!r}"
-        )
+    _fail_beyond(~((err <= limit) | same_nan), err, limit, actual, desired,
+                 "the product bound")
 
 
 # ---------------------------------------------------------------------------------
@@ -221,15 +221,7 @@ def assert_winograd_within(actual, desired, w_abs, reduction: int, dtype,
     assert actual.shape == desired.shape, (actual.shape, desired.shape)
     limit = coeff * np.asarray(w_abs, np.float64)
     err = np.abs(actual - desired)
-    bad = ~(err <= limit)
-    if bad.any():
-        ratio = np.where(bad, err / np.maximum(limit, 1e-300), 0)
-        worst = np.unravel_index(int(np.argmax(ratio)), err.shape)
-        raise AssertionError(
-            f"{int(bad.sum())} of {err.size} elements exceed the Winograd bound; "
-            f"worst at {worst}: error {err[worst]:.3g}, limit {limit[worst]:.3g}, "
-            f"actual {actual[worst]!r}, desired {desired[worst]!r}"
-        )
+    _fail_beyond(~(err <= limit), err, limit, actual, desired, "the Winograd bound")
 
 
 #: Comparisons of Winograd results with the direct sum at the public API (float16,

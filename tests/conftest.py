@@ -43,6 +43,16 @@ def rng():
     return np.random.default_rng(1234)
 
 
+@pytest.fixture
+def poisoned_conv_outputs(monkeypatch):
+    """Every output and temporary the CUDA conv ops allocate is filled with NaN
+    (``_gpu_conv.POISON_OUTPUTS``): an element a kernel forgets to write fails the
+    comparison. Modules take it with ``pytest.mark.usefixtures``."""
+    from gpuconv import _gpu_conv
+
+    monkeypatch.setattr(_gpu_conv, "POISON_OUTPUTS", True)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_plan_caches():
     """Every test starts with empty plan caches (``gpuconv._plan_cache``): tests

@@ -38,7 +38,7 @@ from tests._cuda_conv_cases import (
 from tests._emu_helpers import EMULATED, prepared_device
 from tests._tol import assert_close
 
-pytestmark = EMULATED
+pytestmark = [*EMULATED, pytest.mark.usefixtures("poisoned_conv_outputs")]
 
 CONV_SOURCES = ("conv2d_forward.cu", "conv2d_backward_input.cu", "conv2d_pad.cu")
 
@@ -47,10 +47,6 @@ CONV_SOURCES = ("conv2d_forward.cu", "conv2d_backward_input.cu", "conv2d_pad.cu"
 def dev():
     return prepared_device(CONV_SOURCES)
 
-
-@pytest.fixture(autouse=True)
-def _poison_temporaries(monkeypatch):
-    monkeypatch.setattr(_gpu_conv, "POISON_OUTPUTS", True)
 
 
 _run = run_op  # one op into a NaN-poisoned out buffer (tests/_cuda_conv_cases.py)

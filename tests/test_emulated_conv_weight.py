@@ -39,7 +39,7 @@ from tests._cuda_conv_cases import (
 from tests._emu_helpers import EMULATED, prepared_device
 from tests._tol import assert_close
 
-pytestmark = EMULATED
+pytestmark = [*EMULATED, pytest.mark.usefixtures("poisoned_conv_outputs")]
 
 SOURCES = ("conv2d_backward_weight.cu", "conv2d_pad.cu")
 
@@ -66,10 +66,6 @@ def case(case_id):
 def dev():
     return prepared_device(SOURCES)
 
-
-@pytest.fixture(autouse=True)
-def _poison_temporaries(monkeypatch):
-    monkeypatch.setattr(_gpu_conv, "POISON_OUTPUTS", True)
 
 
 def force_splits(monkeypatch, splits):

@@ -37,7 +37,7 @@ from tests._cuda_conv_cases import CASE_IDS, CASES, problem, random_inputs, term
 from tests._emu_helpers import EMULATED, prepared_device
 from tests._tol import FP16_HALF_SUBNORMAL, FP16_UNIT, TF32_UNIT, assert_products_within
 
-pytestmark = EMULATED
+pytestmark = [*EMULATED, pytest.mark.usefixtures("poisoned_conv_outputs")]
 
 SOURCES = ("conv2d_mma.cu", "conv2d_pad.cu", "conv2d_forward.cu",
            "conv2d_backward_weight.cu",
@@ -50,10 +50,6 @@ KINDS = ("tf32", "f16")
 def dev():
     return prepared_device(SOURCES)
 
-
-@pytest.fixture(autouse=True)
-def _poison(monkeypatch):
-    monkeypatch.setattr(_gpu_conv, "POISON_OUTPUTS", True)
 
 
 def _problem(case, kind):

@@ -25,7 +25,7 @@ from gpuconv import _gpu_conv, _plan_conv
 from tests._cuda_conv_cases import problem, random_inputs
 from tests._emu_helpers import EMULATED, prepared_device
 
-pytestmark = EMULATED
+pytestmark = [*EMULATED, pytest.mark.usefixtures("poisoned_conv_outputs")]
 
 SOURCES = ("conv2d_mma.cu", "conv2d_pad.cu", "conv2d_backward_weight.cu",
            "conv2d_forward.cu", "conv2d_backward_input.cu", "convert.cu")
@@ -51,10 +51,6 @@ CASE_IDS = [c[0] for c in CASES]
 def dev():
     return prepared_device(SOURCES)
 
-
-@pytest.fixture(autouse=True)
-def _poison(monkeypatch):
-    monkeypatch.setattr(_gpu_conv, "POISON_OUTPUTS", True)
 
 
 def _problem(case):

@@ -35,7 +35,7 @@ from tests._cuda_conv_cases import CASE_IDS, CASES
 from tests._emu_helpers import EMULATED, prepared_device
 from tests.test_emulated_mma import SOURCES, _check, _inputs, _problem
 
-pytestmark = EMULATED
+pytestmark = [*EMULATED, pytest.mark.usefixtures("poisoned_conv_outputs")]
 
 PASSES = ("forward", "backward_input", "backward_weight")
 KINDS = ("tf32", "f16")
@@ -48,10 +48,6 @@ SIMT_CASES = ("stride", "dilation", "groups", "everything", "reflect", "circular
 def dev():
     return prepared_device(SOURCES)
 
-
-@pytest.fixture(autouse=True)
-def _poison(monkeypatch):
-    monkeypatch.setattr(_gpu_conv, "POISON_OUTPUTS", True)
 
 
 def _launch(dev, kernel, *args):

@@ -26,7 +26,7 @@ from tests.ref_conv import (
     winograd_transposed_filter,
 )
 
-pytestmark = EMULATED
+pytestmark = [*EMULATED, pytest.mark.usefixtures("poisoned_conv_outputs")]
 
 SOURCES = ("conv2d_forward.cu", "conv2d_backward_input.cu",
            "conv2d_backward_weight.cu", "conv2d_pad.cu", "conv2d_winograd.cu",
@@ -68,10 +68,6 @@ DTYPES = (np.float32, np.float64)
 def dev():
     return prepared_device(SOURCES)
 
-
-@pytest.fixture(autouse=True)
-def _poison_temporaries(monkeypatch):
-    monkeypatch.setattr(_gpu_conv, "POISON_OUTPUTS", True)
 
 
 _run = run_op  # one op into a NaN-poisoned out buffer (tests/_cuda_conv_cases.py)

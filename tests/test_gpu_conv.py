@@ -28,7 +28,7 @@ from tests._cuda_conv_cases import (
 )
 from tests._tol import assert_close
 
-pytestmark = pytest.mark.gpu
+pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("poisoned_conv_outputs")]
 
 ALL_PASSES = ("forward", "backward_input", "backward_weight")
 
@@ -39,10 +39,6 @@ def cp():
 
     return cupy
 
-
-@pytest.fixture(autouse=True)
-def _poison(monkeypatch):
-    monkeypatch.setattr(_gpu_conv, "POISON_OUTPUTS", True)
 
 
 def _api(pass_name, cp, x, w, b, gy, kw, algorithm):
