@@ -151,6 +151,49 @@ struct FastDiv {
     }
 };
 
+// The cp.async pipeline of the NHWC tensor-core kernels (cuda/conv2d_mma.cu):
+//   cp_async_zfill16(s, g, ok)  16 bytes from global g to shared s (both 16-byte
+//                               aligned; L2 only, .cg), or 16 zero bytes where !ok
+//                               (src-size 0: g is not read, but must be a valid
+//                               address);
+//   cp_async_commit()           closes this thread's open group of copies;
+//   cp_async_wait<N>()          waits until at most the newest N committed groups
+//                               are pending (cp.async.wait_group N).
+// A copy is visible to its thread after the wait that covers its group, to the block
+// after the barrier that follows. Emulated deferred (cuda/emu_runtime.h: the copies
+// land at the wait, not before); elsewhere (the host pass, before sm_80) plain
+// copies, complete at once.
+__device__ __forceinline__ void cp_async_zfill16(void* s, const void* g, bool ok) {
+#if defined(GPUCONV_EMULATED)
+    gpuconv_emu::cp_async_issue(s, ok ? g : nullptr, 16, __FILE__, __LINE__);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const unsigned sa = static_cast<unsigned>(__cvta_generic_to_shared(s));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(g),
+                 "r"(ok ? 16 : 0)
+                 : "memory");
+#else
+    struct alignas(16) V { unsigned w[4]; };
+    *static_cast<V*>(s) = ok ? *static_cast<const V*>(g) : V{{0u, 0u, 0u, 0u}};
+#endif
+}
+
+__device__ __forceinline__ void cp_async_commit() {
+#if defined(GPUCONV_EMULATED)
+    gpuconv_emu::cp_async_commit();
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+#if defined(GPUCONV_EMULATED)
+    gpuconv_emu::cp_async_wait(N);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+}
+
 // One entry of a reduction "tap table" (built by gpuconv._plan_conv.tap_table; used
 // by the tensor-core kernels, cuda/conv2d_mma.cu): reduction index r = ch*KH*KW +
 // kh*KW + kw maps to the channel `ch`, the tap offsets dy = kh*dilation_h and dx =

@@ -38,6 +38,14 @@
 //       partial sums to a workspace slice (or gw itself for one split);
 //       conv2d_backward_weight.cu's reduce kernel adds the slices in split order
 //       (deterministic). The bias gradient is the op's separate reduction.
+//   conv2d_forward_mma_nhwc<E, BM, BN, WARPS_M, WARPS_N[, OutT]>
+//       the forward GEMM on operands packed once per call by conv2d_nhwc_pack_input<E>
+//       (x -> NHWC) and conv2d_nhwc_pack_weight<E> (w -> (K, KH*KW, C/groups); with
+//       flip the input gradient's transposed, flipped weights): a slab is whole
+//       16-byte rows, copied by cp.async into STAGES shared stages (no registers on
+//       the way), fragments by ldmatrix. C/groups a multiple of the slab. Also the
+//       input gradient of stride-1 layers (the forward of gy with the flipped
+//       weights). algorithm='mma_nhwc' only (op level; see the section at the end).
 // Other padding modes: the op pads the input once (conv2d_pad.cu) and runs these
 // on the padded geometry (folding the input gradient back), as for the FP32 kernels.
 //
@@ -66,11 +74,13 @@
 //   - epilogue (mma_store_pixels): each lane writes its accumulators (row g / g+8,
 //     columns 2t, 2t+1 of each mma tile) straight to NCHW, adding the bias, as float
 //     or rounded once to float16 (mma_put, by OutT).
-// Not (yet) used: cp.async (the gather is element-wise with bounds masks and TF32
-// rounding, so it goes through registers; NCHW puts a word's two float16 values in
-// different planes) and ldmatrix (shared memory already holds the fragments in
-// register order). The tensor-core instructions come from mma.cuh, which
-// the CPU emulation harness executes lane by lane.
+// The NCHW kernels use neither cp.async (the gather is element-wise with bounds
+// masks and TF32 rounding, so it goes through registers; NCHW puts a word's two
+// float16 values in different planes) nor ldmatrix (shared memory already holds the
+// fragments in register order); the NHWC kernel uses both (its operands are packed
+// and rounded beforehand). The tensor-core instructions and ldmatrix come from
+// mma.cuh, cp.async from common.cuh; the CPU emulation harness executes them lane
+// by lane (cp.async deferred to its wait).
 #include "common.cuh"
 #include "mma.cuh"
 
@@ -1032,4 +1042,313 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
         const int cc = v.n0 + lc;
         if (k < v.Kg && cc < v.kcols) out[static_cast<long long>(k) * v.kcols + cc] = val;
     });
+}
+
+// ---------------------------------------------------------------------------------
+// The NHWC forward (algorithm 'mma_nhwc'): a cp.async multistage pipeline.
+//
+//   conv2d_nhwc_pack_input<E>   x (N, C, H, W) -> xh (N, H, W, C): a 32 x 32 shared
+//                               transpose per image (reads along pixels, writes along
+//                               channels, both coalesced); float rounded to TF32 here
+//                               (cvt.rna, once per element, as the other kernels do on
+//                               their way into shared memory), float16 bits as they are.
+//   conv2d_nhwc_pack_weight<E>  w (K, C/groups, KH, KW) -> wh (K, KH*KW, C/groups)
+//                               (rounded likewise); with flip, the input gradient's
+//                               weights: wh (C, KH*KW, K/groups), wh[c, t, k] =
+//                               w[g*Kg + k, c - g*Cg, KH*KW - 1 - t] (both taps
+//                               reversed, channels swapped within each group).
+//   conv2d_forward_mma_nhwc<E, BM, BN, WARPS_M, WARPS_N[, OutT]>
+//       the implicit GEMM of conv2d_forward_mma with M = N*OH*OW pixels, NG = K/groups,
+//       KR = KH*KW*C/groups, reduction index r = tap*Cg + c (channel-inner), on the
+//       packed operands: a slab (16 words: 16 TF32 / 32 float16 channels of one tap)
+//       of pixel m is 64 contiguous bytes of xh, and of output channel k 64
+//       contiguous bytes of wh, so every thread's share of a slab is whole 16-byte
+//       cp.async copies straight into shared memory (zero-filled outside the image
+//       and past the tails: src-size 0), no registers on the way. STAGES slabs in
+//       flight (NHWC_STAGES: 3 for 128 x 128 tiles, 48 KiB; 4 for 64 x 64, 32 KiB),
+//       one barrier per slab. Needs C/groups a multiple of the slab (the planner:
+//       gpuconv._plan_conv.nhwc_applies). The input gradient of a stride-1 layer is
+//       this kernel on gy with the flipped weights and padding dilation*(KH-1) - pt
+//       (gpuconv._plan_conv.plan_conv2d_mma_nhwc).
+// Shared rows of 16 words (64 bytes), chunk j = words 4j .. 4j+3 as copied: the lane
+// (g, t) loads chunk t of rows g and g + 8 (A) and of column g (B) with one LDS.128
+// each; a phase of 8 lanes reads two whole rows, 128 bytes: no bank conflicts and no
+// swizzle. The mma's k index is a fixed permutation of the slab's words, the same for
+// A and B: k-step ks takes words 4t + 2ks (k = t) and 4t + 2ks + 1 (k = t + 4) (words
+// of two float16 channels for 'f16'). The same products as conv2d_forward_mma, in
+// another fixed order.
+namespace gpuconv {
+
+__host__ __device__ constexpr int nhwc_stages(int bm) { return bm >= 128 ? 3 : 4; }
+
+template <class Tile>
+struct alignas(16) NhwcSmem {
+    static constexpr int STAGES = nhwc_stages(Tile::BM);
+    unsigned a[STAGES][Tile::BM][Tile::KWORDS];
+    unsigned b[STAGES][Tile::BN][Tile::KWORDS];
+};
+
+// Value bits a packed operand holds: float rounded to TF32, float16 bits unchanged.
+__device__ __forceinline__ float nhwc_operand(float v) {
+    return __uint_as_float(to_tf32(v));
+}
+__device__ __forceinline__ unsigned short nhwc_operand(unsigned short v) { return v; }
+
+}  // namespace gpuconv
+
+// Grid: ceil(HW/32) * ceil(C/32) * N blocks (1-D: pixel tiles fastest), block 32 x 8.
+template <typename E>
+__global__ void __launch_bounds__(256) conv2d_nhwc_pack_input(
+    const E* __restrict__ x, E* __restrict__ xh, int C, int HW, int p_tiles,
+    int c_tiles) {
+    __shared__ E tile[32][33];
+    int bid = static_cast<int>(blockIdx.x);
+    const int pt = bid % p_tiles;
+    bid /= p_tiles;
+    const int ct = bid % c_tiles;
+    const long long n = bid / c_tiles;
+    const int tx = static_cast<int>(threadIdx.x);
+    const int ty = static_cast<int>(threadIdx.y);
+    const E* src = x + n * C * static_cast<long long>(HW);
+    E* dst = xh + n * C * static_cast<long long>(HW);
+    for (int r = ty; r < 32; r += 8) {  // rows: channels, columns: pixels
+        const int c = ct * 32 + r;
+        const int p = pt * 32 + tx;
+        if (c < C && p < HW)
+            tile[r][tx] = gpuconv::nhwc_operand(src[static_cast<long long>(c) * HW + p]);
+    }
+    __syncthreads();  // the tile is staged before it is read transposed
+    for (int r = ty; r < 32; r += 8) {  // rows: pixels, columns: channels
+        const int p = pt * 32 + r;
+        const int c = ct * 32 + tx;
+        if (c < C && p < HW) dst[static_cast<long long>(p) * C + c] = tile[tx][r];
+    }
+}
+
+// Grid-stride over the K*Cg*KH*KW elements of wh. flip: the input gradient's
+// weights (see above; then wh is (groups*Cg, KHKW, Kg)).
+template <typename E>
+__global__ void __launch_bounds__(256) conv2d_nhwc_pack_weight(
+    const E* __restrict__ w, E* __restrict__ wh, int K, int Cg, int KHKW, int groups,
+    int flip, long long total) {
+    const int Kg = K / groups;
+    for (long long o = gpuconv::global_thread_index(); o < total;
+         o += gpuconv::grid_stride()) {
+        long long src;
+        if (!flip) {  // o = (k*KHKW + t)*Cg + c
+            const int c = static_cast<int>(o % Cg);
+            const long long kt = o / Cg;
+            const int t = static_cast<int>(kt % KHKW);
+            const long long k = kt / KHKW;
+            src = (k * Cg + c) * KHKW + t;
+        } else {  // o = (cc*KHKW + t)*Kg + k, cc = g*Cg + c
+            const int k = static_cast<int>(o % Kg);
+            const long long ct = o / Kg;
+            const int t = static_cast<int>(ct % KHKW);
+            const int cc = static_cast<int>(ct / KHKW);
+            const int g = cc / Cg;
+            src = ((static_cast<long long>(g) * Kg + k) * Cg + (cc - g * Cg)) * KHKW +
+                  (KHKW - 1 - t);
+        }
+        wh[o] = gpuconv::nhwc_operand(w[src]);
+    }
+}
+
+// Grid: m_tiles * n_tiles * groups * splits blocks (1-D), block 32*WARPS_M*WARPS_N;
+// static smem. xh (N, H, W, C), wh (K, KH*KW, C/groups), both packed (above); the
+// geometry of a forward pass with dilation (dh, dw) and any (even negative) padding
+// pt, pl. Split-K, the bias and OutT as conv2d_forward_mma.
+template <typename E, int BM, int BN, int WARPS_M, int WARPS_N, typename OutT = float>
+__global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
+                                  gpuconv::mma_min_blocks(32 * WARPS_M * WARPS_N, false))
+    conv2d_forward_mma_nhwc(
+        const E* __restrict__ xh, const E* __restrict__ wh, const float* __restrict__ bias,
+        OutT* __restrict__ y, int C, int H, int W, int K, int KH, int KW, int groups,
+        int sh, int sw, int dh, int dw, int pt, int pl, int OH, int OW, int has_bias,
+        long long M, int m_tiles, int n_tiles, long long slabs_per_split,
+        int extra_slabs) {
+    using Tile = gpuconv::MmaTile<BM, BN, WARPS_M, WARPS_N>;
+    using Smem = gpuconv::NhwcSmem<Tile>;
+    using Op = gpuconv::MmaOperand<E>;
+    constexpr int STAGES = Smem::STAGES;
+    constexpr int PW = Op::PER_WORD;
+    constexpr int KW_ = Tile::KWORDS;            // words per shared row
+    constexpr int SLAB = KW_ * PW;               // reduction terms (channels) per slab
+    constexpr int CHUNK_E = Tile::CHUNK * PW;    // elements per 16-byte chunk
+    constexpr int A_COPIES = Tile::BM * Tile::CHUNKS / Tile::THREADS;
+    constexpr int B_COPIES = Tile::BN * Tile::CHUNKS / Tile::THREADS;
+    static_assert(Tile::CHUNKS == 4 && Tile::KSTEPS == 2, "16-word slabs");
+    __shared__ Smem s;
+
+    const gpuconv::GemmBlock blk = gpuconv::gemm_block(m_tiles, n_tiles, groups);
+    const int g = blk.g;
+    const int Cg = C / groups;
+    const int Kg = K / groups;
+    const int kred = Cg * KH * KW;
+    const int OHW = OH * OW;
+    int k_begin, k_end;
+    gpuconv::mma_split_range(kred, SLAB, blk.split, slabs_per_split, extra_slabs,
+                             k_begin, k_end);
+    const int ktiles = gpuconv::ceil_div(k_end - k_begin, SLAB);
+
+    struct Rows {  // what mma_store_pixels reads
+        long long M, m0, n_base;
+        int n0, p_base;
+    } v;
+    v.M = M;
+    v.m0 = static_cast<long long>(blk.m_tile) * BM;
+    v.n0 = blk.n_tile * BN;
+    v.n_base = v.m0 / OHW;
+    v.p_base = static_cast<int>(v.m0 - v.n_base * OHW);
+
+    // This thread's copies: chunk idx % 4 of row (pixel) / column (output channel)
+    // idx / 4 (four lanes a row: 64 contiguous bytes of global memory; a warp fills
+    // 512 contiguous bytes of a stage), stored at chunk (idx % 4) ^ ((row >> 1) & 3)
+    // of its shared row (the swizzle that keeps ldmatrix conflict-free).
+    const int tid = static_cast<int>(threadIdx.x);
+    const E* a_pix[A_COPIES];  // xh[n, 0, 0, g*Cg + 4*PW*chunk]
+    int a_ih0[A_COPIES], a_iw0[A_COPIES], a_dst[A_COPIES];
+    bool a_row_ok[A_COPIES];
+#pragma unroll
+    for (int i = 0; i < A_COPIES; ++i) {
+        const int idx = tid + i * Tile::THREADS;
+        const int row = idx / Tile::CHUNKS;
+        const int chunk = idx % Tile::CHUNKS;
+        a_dst[i] = row * KW_ + 4 * (chunk ^ ((row >> 1) & 3));
+        a_row_ok[i] = v.m0 + row < M;
+        const int pp = v.p_base + row;  // < OHW + BM: fits int (planner checks)
+        const long long n = a_row_ok[i] ? v.n_base + pp / OHW : 0;
+        const int p = pp % OHW;
+        const int oh = p / OW;
+        a_ih0[i] = oh * sh - pt;
+        a_iw0[i] = (p - oh * OW) * sw - pl;
+        a_pix[i] = xh + n * H * static_cast<long long>(W) * C +
+                   static_cast<long long>(g) * Cg + chunk * CHUNK_E;
+    }
+    const E* b_src[B_COPIES];  // wh[g*Kg + k, k_begin + 4*PW*chunk], a slab per load
+    int b_dst[B_COPIES];
+    bool b_ok[B_COPIES];
+#pragma unroll
+    for (int i = 0; i < B_COPIES; ++i) {
+        const int idx = tid + i * Tile::THREADS;
+        const int col = idx / Tile::CHUNKS;
+        const int chunk = idx % Tile::CHUNKS;
+        b_dst[i] = col * KW_ + 4 * (chunk ^ ((col >> 1) & 3));
+        b_ok[i] = v.n0 + col < Kg;
+        b_src[i] = wh + static_cast<long long>(g * Kg + (b_ok[i] ? v.n0 + col : 0)) * kred +
+                   k_begin + chunk * CHUNK_E;
+    }
+
+    // The next slab to load: its tap (kh, kw) and first channel (C/groups is a
+    // multiple of the slab, so a slab never straddles two taps). Per tap each A copy
+    // resolves its pixel's address and bounds once (a_src, a_ok); per slab it adds
+    // the channel.
+    int ld_tap = k_begin / Cg;
+    int ld_c = k_begin - ld_tap * Cg;
+    int ld_kh = ld_tap / KW;
+    int ld_kw = ld_tap - ld_kh * KW;
+    const E* a_src[A_COPIES];
+    bool a_ok[A_COPIES];
+    auto tap_rows = [&]() {
+#pragma unroll
+        for (int i = 0; i < A_COPIES; ++i) {
+            const int ih = a_ih0[i] + ld_kh * dh;
+            const int iw = a_iw0[i] + ld_kw * dw;
+            a_ok[i] = a_row_ok[i] && gpuconv::in_range(ih, H) && gpuconv::in_range(iw, W);
+            a_src[i] = a_pix[i] + (a_ok[i] ? (static_cast<long long>(ih) * W + iw) * C : 0);
+        }
+    };
+    tap_rows();
+    auto load = [&](int st) {
+        unsigned* sa = &s.a[st][0][0];
+        unsigned* sb = &s.b[st][0][0];
+#pragma unroll
+        for (int i = 0; i < A_COPIES; ++i)
+            gpuconv::cp_async_zfill16(sa + a_dst[i], a_src[i] + (a_ok[i] ? ld_c : 0),
+                                      a_ok[i]);
+#pragma unroll
+        for (int i = 0; i < B_COPIES; ++i) {
+            gpuconv::cp_async_zfill16(sb + b_dst[i], b_src[i], b_ok[i]);
+            b_src[i] += SLAB;
+        }
+        ld_c += SLAB;
+        if (ld_c == Cg) {  // the next tap
+            ld_c = 0;
+            if (++ld_kw == KW) {
+                ld_kw = 0;
+                ++ld_kh;
+            }
+            tap_rows();
+        }
+    };
+
+    float acc[Tile::MI][Tile::NI][4];
+#pragma unroll
+    for (int mi = 0; mi < Tile::MI; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < Tile::NI; ++ni)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) acc[mi][ni][r] = 0.0f;
+
+    // This lane's ldmatrix rows (word offsets in a stage; mma tiles mi = ni = 0). A,
+    // k-step ks: matrix j = lane / 8 is rows 8*(j % 2) + lane % 8 of the mma tile,
+    // chunk 2*ks + j / 2, so d[] = a[0..3]. B: matrix j is chunk j of columns
+    // lane % 8, so d[] = b[0], b[1] of k-step 0, then of k-step 1. The swizzle
+    // depends on (row >> 1) & 3 only, the same for every mma tile of the warp.
+    const int lane = tid % 32;
+    const int warp = tid / 32;
+    const int wm = warp % WARPS_M;
+    const int wn = warp / WARPS_M;
+    const int mj = lane / 8;
+    const int mr = lane % 8;
+    int a_ld[Tile::KSTEPS];
+#pragma unroll
+    for (int ks = 0; ks < Tile::KSTEPS; ++ks) {
+        const int row = wm * Tile::WTM + 8 * (mj % 2) + mr;
+        a_ld[ks] = row * KW_ + 4 * ((2 * ks + mj / 2) ^ ((row >> 1) & 3));
+    }
+    const int b_row = wn * Tile::WTN + mr;
+    const int b_ld = b_row * KW_ + 4 * (mj ^ ((b_row >> 1) & 3));
+
+#pragma unroll
+    for (int st = 0; st < STAGES - 1; ++st) {  // the prologue: STAGES - 1 slabs
+        if (st < ktiles) load(st);
+        gpuconv::cp_async_commit();
+    }
+    for (int kt = 0; kt < ktiles; ++kt) {
+        gpuconv::cp_async_wait<STAGES - 2>();  // this thread's copies of slab kt
+        __syncthreads();  // everyone's; and every warp is done with slab kt - 1
+        const int nk = kt + STAGES - 1;
+        if (nk < ktiles) load(nk % STAGES);  // into the stage slab kt - 1 held
+        gpuconv::cp_async_commit();           // (an empty group past the end)
+        const int cur = kt % STAGES;
+        const unsigned* sa = &s.a[cur][0][0];
+        const unsigned* sb = &s.b[cur][0][0];
+        unsigned fb[Tile::NI][4];
+#pragma unroll
+        for (int ni = 0; ni < Tile::NI; ++ni)
+            gpuconv::ldmatrix_x4(fb[ni], sb + b_ld + ni * 8 * KW_);
+#pragma unroll
+        for (int ks = 0; ks < Tile::KSTEPS; ++ks)
+#pragma unroll
+            for (int mi = 0; mi < Tile::MI; ++mi) {
+                unsigned a[4];
+                gpuconv::ldmatrix_x4(a, sa + a_ld[ks] + mi * 16 * KW_);
+#pragma unroll
+                for (int ni = 0; ni < Tile::NI; ++ni) {
+                    const unsigned b[2] = {fb[ni][2 * ks], fb[ni][2 * ks + 1]};
+                    Op::mma(acc[mi][ni], a, b);
+                }
+            }
+    }
+    gpuconv::cp_async_wait<0>();  // only empty groups are left; none in flight at exit
+
+    OutT* out = y + blk.split * M * K;
+    const bool add_bias = has_bias && blk.split == 0;
+    gpuconv::mma_store_pixels<Tile>(
+        v, OHW, Kg, acc,
+        [&](long long n, int p) {
+            return out + (n * K + static_cast<long long>(g) * Kg + v.n0) * OHW + p;
+        },
+        [&](int lc, float val) { return add_bias ? val + bias[g * Kg + v.n0 + lc] : val; });
 }

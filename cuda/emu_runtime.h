@@ -213,6 +213,19 @@ struct Fiber {
     uint64_t value = 0;
     uint64_t result = 0;
     uint64_t* gather_out = nullptr;  // W_ALLGATHER: where the 32 lanes' values go
+    // cp.async (cp_async_zfill in cuda/common.cuh): the copies this thread issued and
+    // has not waited for, applied by cp_async_wait (so that shared memory read before
+    // the wait still holds the old bytes, as a GPU may show them)
+    struct CpCopy {
+        void* dst;
+        const void* src;  // nullptr: zero fill
+        int bytes;
+        unsigned group;   // the cp.async-group it belongs to (== cp_group: uncommitted)
+    };
+    static constexpr unsigned kCpQueue = 64;
+    CpCopy cp_queue[kCpQueue];
+    unsigned cp_count = 0;
+    unsigned cp_group = 0;  // groups committed so far
 };
 
 }  // namespace
@@ -442,6 +455,9 @@ bool ensure_fibers(unsigned n) {
 #endif
     g_entry->invoke(g_entry->fn, g_args);
     Fiber* f = g_cur;
+    if (f->cp_count != 0)
+        set_error("thread %u exited with %u cp.async copies not waited for "
+                  "(cp_async_wait<0>() before the kernel returns)", f->tid, f->cp_count);
     f->state = DONE;
     f->exited_in_phase = true;
 #if GPUCONV_EMU_ASAN
@@ -517,6 +533,38 @@ void warp_allgather(unsigned mask, uint64_t value, uint64_t* out, const char* fi
                     int line) {
     cur()->gather_out = out;
     warp_sync_point(W_ALLGATHER, mask, value, 8, 0, 32, file, line);
+}
+
+// cp.async, deferred: issue queues a copy of `bytes` from src (nullptr: zeros) into
+// dst; commit closes the open group; wait(pending) applies every copy of the
+// committed groups but the newest `pending` (cp.async.wait_group), in issue order.
+void cp_async_issue(void* dst, const void* src, int bytes, const char* file, int line) {
+    Fiber* f = cur();
+    if (f->cp_count == Fiber::kCpQueue) {
+        set_error("cp.async at %s:%d: thread %u has more than %u copies in flight", file,
+                  line, f->tid, Fiber::kCpQueue);
+        fail_in_fiber();
+    }
+    f->cp_queue[f->cp_count++] = Fiber::CpCopy{dst, src, bytes, f->cp_group};
+}
+
+void cp_async_commit() { ++cur()->cp_group; }
+
+void cp_async_wait(unsigned pending) {
+    Fiber* f = cur();
+    unsigned keep = 0;
+    for (unsigned i = 0; i < f->cp_count; ++i) {
+        const Fiber::CpCopy c = f->cp_queue[i];
+        if (c.group + pending < f->cp_group) {
+            if (c.src == nullptr)
+                memset(c.dst, 0, static_cast<size_t>(c.bytes));
+            else
+                memcpy(c.dst, c.src, static_cast<size_t>(c.bytes));
+        } else {
+            f->cp_queue[keep++] = c;
+        }
+    }
+    f->cp_count = keep;
 }
 
 int barrier_sync_point(int kind, int pred, const char* file, int line) {
@@ -776,6 +824,8 @@ bool run_block(bool reverse) {
         f.file = "";
         f.line = 0;
         f.kind = 0;
+        f.cp_count = 0;
+        f.cp_group = 0;
         init_fiber_stack(&f);
     }
     for (;;) {

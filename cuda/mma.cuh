@@ -11,6 +11,13 @@
 //                           payload is the hardware's).
 //   mma_tf32_m16n8k8(d,a,b,c)   D(16x8) = A(16x8) * B(8x8) + C, TF32 in, FP32 out.
 //   mma_f16_m16n8k16(d,a,b,c)   D(16x8) = A(16x16) * B(16x8) + C, FP16 in, FP32 out.
+//   ldmatrix_x4(d, row)     ldmatrix.sync.aligned.m8n8.x4.shared.b16: four 8 x 8 b16
+//                           matrices (8 rows of 16 bytes each) from shared memory;
+//                           lane 8j + r names row r of matrix j (`row`: 16-byte
+//                           aligned), and lane l receives in d[j] the 32-bit word l % 4
+//                           of row l / 4 of matrix j. At 32-bit granularity that is
+//                           the a[] of m16n8k8.tf32 (matrices: rows 0-7 / 8-15 x words
+//                           0-3 / 4-7) and, two halves a word, of m16n8k16.f16.
 //
 // Fragments (PTX ISA, "Matrix fragments for mma.m16n8k8" / "mma.m16n8k16", .row.col),
 // with g = lane / 4 and t = lane % 4:
@@ -161,6 +168,32 @@ inline void mma(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2],
     for (int r = 0; r < 4; ++r) d[r] = out[r];
 }
 
+// One emulated ldmatrix.x4: the 32 lanes' row addresses through the warp exchange,
+// then every lane reads its four words (shared memory is not written in between: the
+// warp is at this instruction).
+inline void ldmatrix_x4(unsigned (&d)[4], const unsigned* row, const char* file,
+                        int line) {
+    uint64_t rows[32];
+    gpuconv_emu::warp_allgather(0xFFFFFFFFu, reinterpret_cast<uintptr_t>(row), rows,
+                                file, line);
+    const int lane = static_cast<int>(gpuconv_emu::cur()->lane);
+    for (int j = 0; j < 4; ++j) {
+        const uint64_t src = rows[8 * j + lane / 4];
+        if (src == ~uint64_t(0)) {
+            gpuconv_emu::set_error("ldmatrix at %s:%d: lane %d of the warp does not take "
+                                   "part (all 32 lanes must execute it)", file, line,
+                                   8 * j + lane / 4);
+            gpuconv_emu::fail_in_fiber();
+        }
+        if (src % 16 != 0) {
+            gpuconv_emu::set_error("ldmatrix at %s:%d: the row address of lane %d is not "
+                                   "16-byte aligned", file, line, 8 * j + lane / 4);
+            gpuconv_emu::fail_in_fiber();
+        }
+        d[j] = reinterpret_cast<const unsigned*>(static_cast<uintptr_t>(src))[lane % 4];
+    }
+}
+
 }  // namespace mma_emu
 #endif  // GPUCONV_EMULATED
 
@@ -259,6 +292,25 @@ __device__ __forceinline__ void mma_f16_m16n8k16(
     mma_emu::mma<true>(d, a, b, c, file, line);
 #else
     (void)a; (void)b; (void)c; (void)d;
+    __trap();
+#endif
+}
+
+// d[j] = word lane % 4 of row lane / 4 of matrix j, row r of matrix j being the 16
+// bytes at the `row` of lane 8j + r (shared memory, 16-byte aligned). Every lane of
+// the warp must call it.
+__device__ __forceinline__ void ldmatrix_x4(unsigned (&d)[4],
+                                            const unsigned* row GPUCONV_MMA_SITE) {
+#if GPUCONV_MMA_PTX
+    const unsigned sa = static_cast<unsigned>(__cvta_generic_to_shared(row));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+                 : "r"(sa));
+#elif defined(GPUCONV_EMULATED)
+    mma_emu::ldmatrix_x4(d, row, file, line);
+#else
+    (void)row;
+    d[0] = d[1] = d[2] = d[3] = 0u;
     __trap();
 #endif
 }

@@ -70,6 +70,7 @@ from gpuconv._plan_conv import (
     mma_out_dtype,
     mma_preferred,
     needs_padding_copy,
+    nhwc_applies,
     pad_maps,
     padded_problem,
     plan_conv2d_backward_bias,
@@ -77,6 +78,7 @@ from gpuconv._plan_conv import (
     plan_conv2d_backward_weight,
     plan_conv2d_forward,
     plan_conv2d_mma,
+    plan_conv2d_mma_nhwc,
     plan_conv2d_winograd,
     plan_convert,
     plan_pad_fold,
@@ -357,24 +359,36 @@ def _winograd_or_auto(p: Conv2dProblem, pass_name: str, algorithm: str) -> str:
     return algorithm
 
 
+#: The op-level algorithms forcing the tensor-core kernels (not public).
+MMA_FORCED = ("mma", "mma_nhwc")
+
+
+def _nhwc(algorithm: str, p0: Conv2dProblem, pass_name: str, kind: str) -> bool:
+    """True when a tensor-core pass of the zero-padded ``p0`` runs on the NHWC
+    pipeline: ``algorithm='mma_nhwc'`` and :func:`gpuconv._plan_conv.nhwc_applies`
+    (elsewhere that value runs the other mma kernels, as ``'mma'``)."""
+    return algorithm == "mma_nhwc" and nhwc_applies(p0, pass_name, kind)
+
+
 def _mma_pass(dev: Any, p: Conv2dProblem, pass_name: str, algorithm: str) -> str | None:
     """The mma kind a real pass runs on (``None``: the FP32 kernels).
 
     ``'auto'``: where :func:`gpuconv._plan_conv.mma_preferred` says the tensor-core
     kernels measured faster (and the GPU has them); ``'mma'`` (an op-level value,
-    not public: tests and benchmarks) forces them; the FP32 variants (Winograd
-    included, once :func:`_winograd_or_auto` kept it) never."""
-    if algorithm == "mma":
+    not public: tests and benchmarks) forces them, ``'mma_nhwc'`` too, on the NHWC
+    pipeline where :func:`gpuconv._plan_conv.nhwc_applies` (:func:`_nhwc`); the FP32
+    variants (Winograd included, once :func:`_winograd_or_auto` kept it) never."""
+    if algorithm in MMA_FORCED:
         kind = mma_kind(p, pass_name)
         if kind is None:
             raise ValueError(
-                "algorithm='mma' (tensor cores) takes float16 data or float32 data "
+                f"algorithm={algorithm!r} (tensor cores) takes float16 data or float32 data "
                 f"with precision='tf32', got {np.dtype(p.dtype)} with precision="
                 f"{p.precision!r}"
             )
         if not _mma_capable(dev):
-            raise ValueError("algorithm='mma' needs a GPU of compute capability 8.0 "
-                             "or newer")
+            raise ValueError(f"algorithm={algorithm!r} needs a GPU of compute "
+                             "capability 8.0 or newer")
         return kind
     if algorithm != "auto":
         return None
@@ -431,7 +445,7 @@ def _no_bias(dev: Any) -> Any:
 
 def _forward_mma(
     dev: Any, key: Any, plan: Any, x: Any, w: Any, bias: Any, p: Conv2dProblem,
-    kind: str, y: Any, half: bool,
+    kind: str, y: Any, half: bool, algorithm: str,
 ) -> Any:
     """The forward pass on tensor cores (planned and cached like the FP32 path; a
     float16 input of a non-zero padding mode is padded in float32 first, then
@@ -445,10 +459,16 @@ def _forward_mma(
         pad: list[Any] = []
         xpad, p0 = _pad_input(dev, _as32(xp, x), p, functools.partial(_empty, xp), pad)
         _run(dev, pad)  # before the float16 conversion of the padded input
+        xk, wk = _mma_operand(xp, xpad, kind), _mma_operand(xp, w, kind)
+        alloc = functools.partial(_empty, xp)
+        if _nhwc(algorithm, p0, "forward", kind):
+            _run(dev, plan_conv2d_mma_nhwc(p0, "forward", kind, xk, wk, yk, bias,
+                                           no_bias=_no_bias(dev), alloc=alloc,
+                                           half_out=half))
+            return y
         _run(dev, plan_conv2d_mma(
-            p0, "forward", kind, _mma_operand(xp, xpad, kind),
-            _mma_operand(xp, w, kind), yk, _taps(dev, p0.Cg, p0), bias,
-            no_bias=_no_bias(dev), alloc=functools.partial(_empty, xp), half_out=half,
+            p0, "forward", kind, xk, wk, yk, _taps(dev, p0.Cg, p0), bias,
+            no_bias=_no_bias(dev), alloc=alloc, half_out=half,
         ))
         return y
     xa, wa = _mma_operand(xp, x, kind), _mma_operand(xp, w, kind)
@@ -456,6 +476,10 @@ def _forward_mma(
     def build(alloc: Callable[..., Any]) -> list[Any]:
         launches: list[Any] = []
         xin, p0 = _pad_input(dev, xa, p, alloc, launches)  # float32 (tf32) here
+        if _nhwc(algorithm, p0, "forward", kind):
+            return launches + plan_conv2d_mma_nhwc(
+                p0, "forward", kind, xin, wa, yk, bias, no_bias=_no_bias(dev),
+                alloc=alloc, half_out=half)
         return launches + plan_conv2d_mma(
             p0, "forward", kind, xin, wa, yk, _taps(dev, p0.Cg, p0), bias,
             no_bias=_no_bias(dev), alloc=alloc, half_out=half,
@@ -467,7 +491,7 @@ def _forward_mma(
 
 def _backward_input_mma(
     dev: Any, key: Any, plan: Any, gy: Any, w: Any, p: Conv2dProblem, kind: str,
-    gx: Any, half: bool,
+    gx: Any, half: bool, algorithm: str,
 ) -> Any:
     """The input gradient on tensor cores (planned and cached), folded back for
     the non-zero padding modes. ``gx`` float16 (``half``: zero padding, one split):
@@ -479,12 +503,19 @@ def _backward_input_mma(
 
     def build(alloc: Callable[..., Any]) -> list[Any]:
         if not needs_padding_copy(p):
+            if _nhwc(algorithm, p, "backward_input", kind):
+                return plan_conv2d_mma_nhwc(p, "backward_input", kind, gya, wa, gxk,
+                                            alloc=alloc, half_out=half)
             return plan_conv2d_mma(p, "backward_input", kind, gya, wa, gxk,
                                    _taps(dev, p.Kg, p), alloc=alloc, half_out=half)
         p0 = padded_problem(p)
         gxpad = alloc(p0.x_shape, p.compute_dtype)
-        launches = plan_conv2d_mma(p0, "backward_input", kind, gya, wa, gxpad,
-                                   _taps(dev, p0.Kg, p0), alloc=alloc)
+        if _nhwc(algorithm, p0, "backward_input", kind):
+            launches = plan_conv2d_mma_nhwc(p0, "backward_input", kind, gya, wa, gxpad,
+                                            alloc=alloc)
+        else:
+            launches = plan_conv2d_mma(p0, "backward_input", kind, gya, wa, gxpad,
+                                       _taps(dev, p0.Kg, p0), alloc=alloc)
         return launches + _pad_fold(dev, p, gxpad, gx)
 
     _planned(key, plan, dev, (gya, wa, gxk), build)
@@ -697,7 +728,7 @@ def conv2d_forward(
         return y
     x, w, bias = _contig(xp, x), _contig(xp, w), _contig(xp, bias)
     if kind is not None:  # tensor cores (they round TF32 operands themselves)
-        return _forward_mma(dev, key, plan, x, w, bias, p, kind, y, half)
+        return _forward_mma(dev, key, plan, x, w, bias, p, kind, y, half, algorithm)
     # the FP32 kernels; tf32 / float16 operands converted first (cuda/convert.cu)
     x, w = _bits(x), _bits(w)
     tf32 = applies_tf32(p.precision, p.compute_dtype)
@@ -764,7 +795,8 @@ def conv2d_backward_input(
         return gx
     gy, w = _contig(xp, gy), _contig(xp, w)
     if kind is not None:
-        return _backward_input_mma(dev, key, plan, gy, w, p, kind, gx, half)
+        return _backward_input_mma(dev, key, plan, gy, w, p, kind, gx, half,
+                                   algorithm)
     gy, w = _bits(gy), _bits(w)
     tf32 = applies_tf32(p.precision, p.compute_dtype)
 

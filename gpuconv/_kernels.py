@@ -134,11 +134,16 @@ MMA_HALF_OUT_PASSES = ("forward", "backward_input")
 
 
 def mma_kernel_name(pass_name: str, kind: str, tile: tuple[int, ...],
-                    half_out: bool = False) -> str:
+                    half_out: bool = False, variant: str = "mma") -> str:
     """Name expression of a tensor-core kernel instance, e.g.
     ``conv2d_forward_mma<float, 64, 64, 2, 2>``; ``half_out``: the instance writing
     float16 bits, ``conv2d_forward_mma<unsigned short, 64, 64, 2, 2, unsigned
-    short>`` (``kind='f16'``, a pass of :data:`MMA_HALF_OUT_PASSES`)."""
+    short>`` (``kind='f16'``, a pass of :data:`MMA_HALF_OUT_PASSES`); ``variant``
+    ``'mma_nhwc'``: the pipelined kernel on packed NHWC operands (forward only),
+    ``conv2d_forward_mma_nhwc<float, 128, 128, 2, 4>``."""
+    if variant not in ("mma", "mma_nhwc") or (
+            variant == "mma_nhwc" and pass_name != "forward"):
+        raise ValueError(f"no {variant!r} kernel for pass {pass_name!r}")
     if half_out:
         if kind != "f16" or pass_name not in MMA_HALF_OUT_PASSES:
             raise ValueError(
@@ -146,7 +151,7 @@ def mma_kernel_name(pass_name: str, kind: str, tile: tuple[int, ...],
                 f"{MMA_HALF_OUT_PASSES}, not kind {kind!r}, pass {pass_name!r}"
             )
         tile = (*tile, MMA_ELEMENTS["f16"])
-    return conv_kernel_name(pass_name, "mma", MMA_ELEMENTS[kind], tile)
+    return conv_kernel_name(pass_name, variant, MMA_ELEMENTS[kind], tile)
 
 
 KERNELS["conv2d_mma.cu"] = tuple(
@@ -155,6 +160,13 @@ KERNELS["conv2d_mma.cu"] = tuple(
 ) + tuple(
     mma_kernel_name(pass_name, "f16", tile, half_out=True)
     for pass_name in MMA_HALF_OUT_PASSES for tile in CONV_MMA_TILES
+) + tuple(  # the NHWC pipeline ('mma_nhwc'): the forward GEMM and its operand packs
+    mma_kernel_name("forward", kind, tile, half, variant="mma_nhwc")
+    for kind in MMA_ELEMENTS for tile in CONV_MMA_TILES
+    for half in ((False, True) if kind == "f16" else (False,))
+) + tuple(
+    f"conv2d_nhwc_pack_{what}<{e}>" for what in ("input", "weight")
+    for e in MMA_ELEMENTS.values()
 )
 
 

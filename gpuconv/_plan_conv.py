@@ -1733,6 +1733,155 @@ def plan_conv2d_mma(
     return launches
 
 
+# The NHWC tensor-core pipeline (algorithm 'mma_nhwc', an op-level value like 'mma':
+# tests and benchmarks; cuda/conv2d_mma.cu, conv2d_forward_mma_nhwc): the operands
+# packed once per call (x -> NHWC, w -> (K, KH*KW, C/groups), rounded to TF32 for
+# 'tf32'), then a forward GEMM whose slabs are whole 16-byte cp.async copies, STAGES
+# deep. Not measured on a GPU yet, so 'auto' does not take it.
+NHWC_PASSES = ("forward", "backward_input")
+
+
+def nhwc_applies(p: Conv2dProblem, pass_name: str, kind: str) -> bool:
+    """True when the NHWC pipeline computes a pass of the zero-padded problem ``p``:
+    the forward pass when C/groups is a multiple of the slab (:data:`MMA_SLAB`: 16
+    TF32 / 32 float16 channels), the input gradient of a stride-1 layer when
+    K/groups is (the forward kernel on ``gy`` with the flipped weights).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv._conv_args import normalize_conv2d
+    >>> p = normalize_conv2d((8, 64, 28, 28), (128, 64, 3, 3), [np.float16],
+    ...                      padding=1)
+    >>> nhwc_applies(p, "forward", "f16"), nhwc_applies(p, "backward_input", "f16")
+    (True, True)
+    >>> q = normalize_conv2d((8, 3, 28, 28), (64, 3, 7, 7), [np.float16], stride=2)
+    >>> nhwc_applies(q, "forward", "f16"), nhwc_applies(q, "backward_input", "f16")
+    (False, False)
+    """
+    slab = MMA_SLAB[kind]
+    if pass_name == "forward":
+        return p.Cg % slab == 0
+    if pass_name == "backward_input":
+        return tuple(p.stride) == (1, 1) and p.Kg % slab == 0
+    return False
+
+
+def nhwc_problem(p: Conv2dProblem, pass_name: str) -> Conv2dProblem:
+    """The forward problem the NHWC kernel computes for a pass of ``p``: ``p``
+    itself, or for the input gradient (stride 1) the convolution of ``gy`` (N, K,
+    OH, OW) with the flipped weights (C, K/groups, KH, KW) and padding
+    ``dilation*(KH - 1) - padding`` (negative: a crop), whose output is ``gx``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv._conv_args import normalize_conv2d
+    >>> p = normalize_conv2d((2, 64, 9, 9), (32, 64, 3, 3), [np.float32], padding=1)
+    >>> q = nhwc_problem(p, "backward_input")
+    >>> q.x_shape, q.w_shape, q.y_shape, q.padding
+    ((2, 32, 9, 9), (64, 32, 3, 3), (2, 64, 9, 9), (1, 1, 1, 1))
+    """
+    if pass_name == "forward":
+        return p
+    dh, dw = p.dilation
+    pt, pb, pl, pr = p.padding
+    padding = (dh * (p.KH - 1) - pt, dh * (p.KH - 1) - pb,
+               dw * (p.KW - 1) - pl, dw * (p.KW - 1) - pr)
+    return dataclasses.replace(
+        p, C=p.K, H=p.OH, W=p.OW, K=p.C, OH=p.H, OW=p.W, padding=padding)
+
+
+def plan_conv2d_mma_nhwc(
+    p: Conv2dProblem, pass_name: str, kind: str, a: Any, b: Any, out: Any,
+    bias: Any = None, *, no_bias: Any = None, alloc: Any, sm_count: int =
+    DEFAULT_SM_COUNT, half_out: bool = False,
+) -> list[Launch]:
+    """The launches of a pass of the zero-padded problem ``p`` on the NHWC pipeline
+    (:func:`nhwc_applies`): pack ``a`` (``x`` or ``gy``) to NHWC and ``b`` (``w``)
+    to (out channels, KH*KW, reduction channels) into temporaries from
+    ``alloc(shape, dtype)``, then ``conv2d_forward_mma_nhwc`` on the problem of
+    :func:`nhwc_problem` (split-K, ``half_out`` and the bias as
+    :func:`plan_conv2d_mma`, with the same tile and split count as the pass would
+    have there, so :func:`mma_out_dtype` holds for both).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv._conv_args import normalize_conv2d
+    >>> p = normalize_conv2d((2, 16, 9, 9), (32, 16, 3, 3), [np.float16], padding=1)
+    >>> alloc = lambda shape, dtype: np.empty(shape, dtype)
+    >>> launches = plan_conv2d_mma_nhwc(p, "backward_input", "f16", "gy", "w", "gx",
+    ...                                 alloc=alloc)
+    >>> [launch.kernel for launch in launches]  # doctest: +NORMALIZE_WHITESPACE
+    ['conv2d_nhwc_pack_input<unsigned short>', 'conv2d_nhwc_pack_weight<unsigned
+    short>', 'conv2d_forward_mma_nhwc<unsigned short, 64, 64, 2, 2>']
+    """
+    from gpuconv._kernels import MMA_ELEMENTS, mma_kernel_name
+
+    _check_zero_padded(p)
+    if pass_name not in NHWC_PASSES or not nhwc_applies(p, pass_name, kind):
+        raise ValueError(
+            f"the NHWC pipeline computes {NHWC_PASSES} where nhwc_applies (C/groups, "
+            f"or for the input gradient K/groups with stride 1, a multiple of "
+            f"{MMA_SLAB[kind]}); not pass {pass_name!r} of {p}"
+        )
+    q = nhwc_problem(p, pass_name)
+    tile = mma_tile(p, pass_name, sm_count)
+    bm, bn, wm, wn = tile
+    splits = mma_splits(p, pass_name, kind, tile, sm_count)
+    if half_out and (kind != "f16" or splits > 1):
+        raise ValueError(
+            f"half_out needs kind 'f16' and one split, got kind {kind!r}, {splits} "
+            f"splits (mma_out_dtype says which launches write float16)"
+        )
+    et = MMA_ELEMENTS[kind]
+    dt = np.float32 if kind == "tf32" else np.uint16
+    hw = q.H * q.W
+    xh = alloc((q.N, q.H, q.W, q.C), dt)
+    wh = alloc((q.K, q.KH * q.KW, q.Cg), dt)
+    p_tiles, c_tiles = -(-hw // 32), -(-q.C // 32)
+    launches = [
+        Launch(source=MMA_SOURCE, kernel=f"conv2d_nhwc_pack_input<{et}>",
+               grid=_blocks_1d(p_tiles * c_tiles * q.N, "conv2d NHWC pack"),
+               block=(32, 8, 1), shared_mem=0,
+               args=(a, xh, _i32(q.C, "C"), _i32(hw, "H*W"), np.int32(p_tiles),
+                     np.int32(c_tiles))),
+        _linear_launch(source=MMA_SOURCE, kernel=f"conv2d_nhwc_pack_weight<{et}>",
+                       total=int(p.K * p.Cg * p.KH * p.KW),
+                       args=(b, wh, np.int32(p.K), np.int32(p.Cg),
+                             np.int32(p.KH * p.KW), np.int32(p.groups),
+                             np.int32(pass_name == "backward_input"),
+                             _i64(p.K * p.Cg * p.KH * p.KW))),
+    ]
+    m = q.N * q.OH * q.OW
+    m_tiles, n_tiles = -(-m // bm), -(-q.Kg // bn)
+    count = m * q.K
+    ws = alloc((splits, count), np.float32) if splits > 1 else out
+    slabs = -(-(q.Cg * q.KH * q.KW) // MMA_SLAB[kind])
+    dh, dw = q.dilation
+    sh, sw = q.stride
+    pt, _, pl, _ = q.padding
+    has_bias = np.int32(bias is not None)
+    launches.append(Launch(
+        source=MMA_SOURCE,
+        kernel=mma_kernel_name("forward", kind, tile, half_out, variant="mma_nhwc"),
+        grid=_blocks_1d(m_tiles * n_tiles * q.groups * splits, "conv2d NHWC mma"),
+        block=(32 * wm * wn, 1, 1),
+        shared_mem=0,
+        args=(xh, wh, no_bias if bias is None else bias, ws, _i32(q.C, "C"),
+              _i32(q.H, "H"), _i32(q.W, "W"), _i32(q.K, "K"), np.int32(q.KH),
+              np.int32(q.KW), np.int32(q.groups), np.int32(sh), np.int32(sw),
+              np.int32(dh), np.int32(dw), np.int32(pt), np.int32(pl),
+              _i32(q.OH, "OH"), _i32(q.OW, "OW"), has_bias, _i64(m),
+              _i32(m_tiles, "m_tiles"), _i32(n_tiles, "n_tiles"),
+              *_balanced(slabs, splits)),
+    ))
+    if splits > 1:  # adds the slices in split order (deterministic)
+        launches.append(_reduce_launch("float", splits, ws, ws, out, out, count, count))
+    return launches
+
+
 def _wgrad_mma_launches(
     p: Conv2dProblem, kind: str, tile: tuple[int, int, int, int], gy: Any, x: Any,
     gw: Any, taps: Any, geom: tuple, alloc: Any, sm_count: int,
