@@ -115,8 +115,10 @@ def _dev(device: Any) -> Any:
 
 
 def _empty(xp: Any, shape: tuple[int, ...], dtype: Any) -> Any:
-    if POISON_OUTPUTS:
-        return xp.full(shape, np.nan, dtype=dtype)
+    if POISON_OUTPUTS:  # NaN; all bits set for integers (the packed float16 bits)
+        kind = np.dtype(dtype).kind
+        fill = np.iinfo(dtype).max if kind == "u" else -1 if kind == "i" else np.nan
+        return xp.full(shape, fill, dtype=dtype)
     return xp.empty(shape, dtype=dtype)
 
 
@@ -382,8 +384,8 @@ def _mma_pass(dev: Any, p: Conv2dProblem, pass_name: str, algorithm: str) -> str
         kind = mma_kind(p, pass_name)
         if kind is None:
             raise ValueError(
-                f"algorithm={algorithm!r} (tensor cores) takes float16 data or float32 data "
-                f"with precision='tf32', got {np.dtype(p.dtype)} with precision="
+                f"algorithm={algorithm!r} (tensor cores) takes float16 data or float32 "
+                f"data with precision='tf32', got {np.dtype(p.dtype)} with precision="
                 f"{p.precision!r}"
             )
         if not _mma_capable(dev):

@@ -33,7 +33,8 @@ from tests._emu_helpers import EMULATED
 
 KDIR = Path(__file__).parent / "emu_kernels"
 SOURCE = "mma_probe.cu"
-NAMES = ("tf32_round_probe", "half_probe", "mma_probe<false>", "mma_probe<true>")
+NAMES = ("tf32_round_probe", "half_probe", "mma_probe<false>", "mma_probe<true>",
+         "ldmatrix_probe", "cp_async_probe")
 
 
 # ---------------------------------------------------------------------------------
@@ -237,6 +238,77 @@ def test_half_conversions_match_numpy(dev):
 
 
 # ---------------------------------------------------------------------------------
+# ldmatrix and cp.async (the NHWC pipeline's loads)
+
+
+def ldmatrix_model(words: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """ldmatrix.x4 (PTX ISA, "Warp-level matrix load instruction: ldmatrix", .b16,
+    no .trans) at 32-bit granularity: lane l receives in register j the word l % 4
+    of the row named by lane 8j + l // 4. words (64, 4) uint32, rows (32,) -> (32,
+    4)."""
+    lane = np.arange(32)
+    j = np.arange(4)
+    return words[rows[8 * j[None, :] + lane[:, None] // 4], (lane % 4)[:, None]]
+
+
+@pytest.mark.parametrize("order", ["ascending", "descending"])
+def test_ldmatrix_matches_the_ptx_model(order):
+    d = EmulatedDevice(kernels={SOURCE: NAMES}, source_dir=KDIR, thread_order=order)
+    rng = np.random.default_rng(11)
+    words = rng.integers(0, 2**32, size=(64, 4), dtype=np.uint64).astype(np.uint32)
+    rows = rng.permutation(64)[:32].astype(np.int32)
+    out = np.zeros((32, 4), np.uint32)
+    _run(d, "ldmatrix_probe", (1, 1, 1), (32, 1, 1), (words, rows, out))
+    np.testing.assert_array_equal(out, ldmatrix_model(words, rows))
+    # the fragments of m16n8k8.tf32: matrices (rows 0-7 | 8-15) x (words 0-3 | 4-7)
+    # of a 16 x 8 A tile stored as 16-word rows give a[0..3] (g = l // 4, t = l % 4)
+    tile = np.arange(16 * 8, dtype=np.uint32).reshape(16, 8)
+    lane = np.arange(32)
+    src = np.stack([tile[:, :4], tile[:, 4:]])  # (word half, row, 4)
+    flat = src.reshape(32, 4)  # row index: half * 16 + row
+    mrows = (lane // 8 // 2) * 16 + (lane // 8 % 2) * 8 + lane % 8
+    got = ldmatrix_model(np.concatenate([flat, flat]), mrows)
+    g, t = lane // 4, lane % 4
+    want = np.stack([tile[g, t], tile[g + 8, t], tile[g, t + 4], tile[g + 8, t + 4]], 1)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_ldmatrix_needs_the_whole_warp(dev):
+    words = np.zeros((64, 4), np.uint32)
+    rows = np.zeros(32, np.int32)
+    with pytest.raises(EmulationError, match="all 32 lanes"):
+        _run(dev, "ldmatrix_probe", (1, 1, 1), (16, 1, 1),
+             (words, rows, np.zeros((32, 4), np.uint32)))
+
+
+def _cp_async_buffers(rng):
+    src = rng.integers(1, 2**32, size=(128, 4), dtype=np.uint64).astype(np.uint32)
+    init = rng.integers(1, 2**32, size=(64, 4), dtype=np.uint64).astype(np.uint32)
+    seen = [np.zeros((64, 4), np.uint32) for _ in range(3)]
+    return src, init, seen
+
+
+def test_cp_async_lands_at_its_wait_and_zero_fills(dev):
+    """cp.async, emulated deferred: a slot read before the wait still holds the old
+    bytes; wait<1> lands group 0 (zeros where the copy was predicated off); wait<0>
+    lands group 1."""
+    src, init, (early, seen1, seen0) = _cp_async_buffers(np.random.default_rng(2))
+    _run(dev, "cp_async_probe", (1, 1, 1), (64, 1, 1),
+         (src, init, early, seen1, seen0, np.int32(1), np.int32(0)))
+    np.testing.assert_array_equal(early, init)
+    zero = (np.arange(64) % 3 == 0)[:, None]
+    np.testing.assert_array_equal(seen1, np.where(zero, 0, src[:64]))
+    np.testing.assert_array_equal(seen0, src[64:])
+
+
+def test_cp_async_left_in_flight_is_reported(dev):
+    src, init, (early, seen1, seen0) = _cp_async_buffers(np.random.default_rng(3))
+    with pytest.raises(EmulationError, match="cp.async copies not waited for"):
+        _run(dev, "cp_async_probe", (1, 1, 1), (64, 1, 1),
+             (src, init, early, seen1, seen0, np.int32(1), np.int32(1)))
+
+
+# ---------------------------------------------------------------------------------
 # valid CUDA for the tensor-core architectures
 
 
@@ -263,3 +335,4 @@ def test_probe_kernels_compile_with_nvcc(tmp_path, arch):
     if sass.returncode == 0:  # the tensor-core instructions are there
         assert "HMMA.1688.F32.TF32" in sass.stdout
         assert "HMMA.16816.F32" in sass.stdout
+        assert "LDSM.16.M88.4" in sass.stdout and "LDGSTS" in sass.stdout

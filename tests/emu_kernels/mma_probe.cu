@@ -10,6 +10,18 @@
 //                          fragment registers read from a[w][lane][4], b[w][lane][2],
 //                          c[w][lane][4] and d written to d[w][lane][4] (any number
 //                          of whole warps; several in a block).
+//   ldmatrix_probe         one warp: 64 x 4 words of `words` staged in shared
+//                          memory; lane l names row rows[l] (< 64) and receives
+//                          d[l][0..3] from ldmatrix_x4.
+//   cp_async_probe         thread t of one block of 64: its 16-byte shared slot set
+//                          to init[t]; group 0 copies src[t] (zeros where t % 3 ==
+//                          0), group 1 src[64 + t]; records the slot after
+//                          cp_async_wait<1>() (seen1: group 0 must have landed) and
+//                          after cp_async_wait<0>() (seen0); with early != 0 the
+//                          thread also records the slot right after the issues
+//                          (seen_early: no wait, so no guarantee; the emulator
+//                          shows the old bytes) and returns with group 1 in flight
+//                          when t == 5 and leave != 0 (the emulator reports it).
 #include "common.cuh"
 #include "mma.cuh"
 
@@ -42,4 +54,43 @@ __global__ void mma_probe(const unsigned* __restrict__ a, const unsigned* __rest
     else
         gpuconv::mma_tf32_m16n8k8(rd, ra, rb, rc);
     for (int r = 0; r < 4; ++r) d[t * 4 + r] = rd[r];
+}
+
+struct alignas(16) Slot16 {
+    unsigned w[4];
+};
+
+__global__ void ldmatrix_probe(const unsigned* __restrict__ words,
+                               const int* __restrict__ rows, unsigned* __restrict__ d) {
+    __shared__ Slot16 s[64];
+    const int l = static_cast<int>(threadIdx.x);
+    for (int i = l; i < 64 * 4; i += 32) s[i / 4].w[i % 4] = words[i];
+    __syncthreads();  // staged before any lane's ldmatrix reads it
+    unsigned r[4];
+    gpuconv::ldmatrix_x4(r, &s[rows[l]].w[0]);
+    for (int j = 0; j < 4; ++j) d[l * 4 + j] = r[j];
+}
+
+__global__ void cp_async_probe(const Slot16* __restrict__ src, const Slot16* __restrict__ init,
+                               Slot16* __restrict__ seen_early, Slot16* __restrict__ seen1,
+                               Slot16* __restrict__ seen0, int early, int leave) {
+    __shared__ Slot16 s[2][64];
+    const int t = static_cast<int>(threadIdx.x);
+    s[0][t] = init[t];
+    s[1][t] = init[t];
+    gpuconv::cp_async_zfill16(&s[0][t], &src[t], t % 3 != 0);
+    gpuconv::cp_async_commit();
+    gpuconv::cp_async_zfill16(&s[1][t], &src[64 + t], true);
+    gpuconv::cp_async_commit();
+    if (early) {
+        seen_early[t] = s[0][t];
+        if (leave && t == 5) {
+            gpuconv::cp_async_wait<1>();
+            return;  // group 1 still in flight
+        }
+    }
+    gpuconv::cp_async_wait<1>();
+    seen1[t] = s[0][t];
+    gpuconv::cp_async_wait<0>();
+    seen0[t] = s[1][t];
 }
