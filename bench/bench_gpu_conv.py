@@ -33,8 +33,12 @@ against cuDNN with ``allow_tf32 = True``, and on float16 data against cuDNN
 float16, ``algorithm='auto'`` (the mma kernels where the dispatch rule takes them,
 else an FP32 variant on converted operands: ``resolved`` says which, see
 ``gpuconv.choose_algorithm``); the precision is the last field of the row's
-``case`` (``.../tf32``, ``.../float16``). Targets: ratio <= 1.5 on the 3x3 layers
-(every pass). Validation against cuDNN's result: :data:`TC_ERR_LIMIT` relative to
+``case`` (``.../tf32``, ``.../float16``). Then the same pass with the tensor-core
+variants of ``--tc-variants`` forced at the op level (:data:`TC_VARIANTS`: ``mma``,
+the NCHW mma kernels; ``mma_nhwc``, the NHWC cp.async pipeline, on the forward pass
+and the stride-1 input gradient where the channel counts allow it), case
+``<pass>/<variant>/<layer>/<precision>``, the same cuDNN time as peer: what the
+dispatch rule is set from. Targets: ratio <= 1.5 on the 3x3 layers (every pass). Validation against cuDNN's result: :data:`TC_ERR_LIMIT` relative to
 max|reference| (TF32 and float16 round the operands to 10 or 11 bits: the error is
 ~2^-11 sqrt(terms) |x||w|, well under it; a wrong tap is far above).
 
@@ -68,7 +72,7 @@ import argparse
 import math
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +100,10 @@ DEFAULT_VARIANTS = ("tiled", "tiled_regblock", "winograd", "winograd4")
 #: The Winograd rows' error limit over the others' (tests/_tol.py: the transformed
 #: magnitudes are 6-11x sum |x||w| for F(2x2, 3x3), 75-265x for F(4x4, 3x3) on
 #: random data, where its float32 error stays near the direct sum's).
+#: Tensor-core variants forced at the op level besides ``auto`` on the tf32 /
+#: float16 rows: the NCHW mma kernels and the NHWC pipeline (not in ``auto`` yet:
+#: these rows decide).
+TC_VARIANTS = ("mma", "mma_nhwc")
 WINOGRAD_ERR_FACTOR = {"winograd": 8.0, "winograd4": 32.0}
 #: ``naive`` (one thread per output, the oracle) is measured only on layers of at
 #: most this many FLOPs: on the large layers it takes seconds per call.
@@ -334,6 +342,7 @@ def run_conv_bench(quick: bool = False, repeats: int | None = None,
                    budget_s: float | None = None,
                    sink: Callable[[dict[str, Any]], None] | None = None,
                    tensor_cores: bool = True,
+                   tc_variants: tuple[str, ...] = TC_VARIANTS,
                    ) -> list[dict[str, Any]]:
     """Rows of the CUDA conv2d benchmark (see the module docstring).
 
@@ -356,6 +365,9 @@ def run_conv_bench(quick: bool = False, repeats: int | None = None,
         Called with each row as soon as it is complete (to save rows incrementally).
     tensor_cores : bool
         Also the ``tf32`` and ``float16`` rows against cuDNN TF32 / float16.
+    tc_variants : tuple of str
+        Tensor-core variants forced (op level) besides ``auto`` on those rows
+        (:data:`TC_VARIANTS`).
 
     Returns
     -------
@@ -384,7 +396,7 @@ def run_conv_bench(quick: bool = False, repeats: int | None = None,
         peak_how=peak_how, bw=bw, flush=flush,
         min_rep=repeats if repeats is not None else (3 if quick else 5),
         budget=budget_s if budget_s is not None else (0.05 if quick else 0.2),
-        progress=progress,
+        progress=progress, tc_variants=tuple(tc_variants),
     )
     rows: list[dict[str, Any]] = []
 
@@ -432,6 +444,7 @@ class _Context:
     min_rep: int
     budget: float
     progress: bool
+    tc_variants: tuple[str, ...] = ()
 
 
 def _error_row(ctx: _Context, layer: Layer, pass_name: str,
@@ -567,13 +580,17 @@ def _bench_pass(ctx: _Context, layer: Layer, pass_name: str, a: dict[str, Any],
 def _bench_tensor_cores(ctx: _Context, layer: Layer, pass_name: str,
                         a: dict[str, Any], label: str, dtype: str, precision: str,
                         emit: Callable[[dict[str, Any]], None]) -> None:
-    """One tensor-core row: ours with ``precision`` on ``dtype`` data (auto)
-    against cuDNN at the same precision (TF32 allowed, or float16 tensors)."""
+    """The tensor-core rows of a pass: ours with ``precision`` on ``dtype`` data
+    (``auto``, then each of ``ctx.tc_variants`` forced at the op level where it
+    runs something of its own: ``'mma'`` the NCHW mma kernels, ``'mma_nhwc'`` the
+    NHWC pipeline of the forward pass and the stride-1 input gradient) against
+    cuDNN at the same precision (TF32 allowed, or float16 tensors), timed once."""
     cp, torch = ctx.cp, ctx.torch
     data = {k: v.astype(dtype) for k, v in a.items()}
+    op = pass_name.removeprefix("conv2d_")
     resolved = ctx.gpuconv.choose_algorithm(
-        a["x"].shape, a["w"].shape, pass_name.removeprefix("conv2d_"),
-        stride=layer.stride, padding=layer.padding, dtype=dtype, precision=precision,
+        a["x"].shape, a["w"].shape, op, stride=layer.stride, padding=layer.padding,
+        dtype=dtype, precision=precision,
     )
     flops = layer.flops
     nbytes = layer.bytes_moved(pass_name, np.dtype(dtype).itemsize)
@@ -623,6 +640,55 @@ def _bench_tensor_cores(ctx: _Context, layer: Layer, pass_name: str,
     else:
         def fn() -> Any:
             return g.conv2d_grad_weight(data["x"], data["w"].shape, data["gy"], **kw)
+    base = dict(row)
+    _validate_and_time(ctx, row, fn, want, emit)
+    for variant in ctx.tc_variants:
+        forced = _forced_tensor_core_call(layer, op, data, precision, variant)
+        if forced is None:
+            continue
+        ran, call = forced
+        case = f"{pass_name}/{variant}/{layer.name}/{label}"
+        _progress(ctx.progress, f"[gpu conv] {case}")
+        _validate_and_time(ctx, {**base, "case": case, "variant": variant,
+                                 "resolved": ran}, call, want, emit)
+
+
+def _forced_tensor_core_call(layer: Layer, op: str, data: dict[str, Any],
+                             precision: str, variant: str
+                             ) -> tuple[str, Callable[[], Any]] | None:
+    """``(kernels run, call)`` of a pass with the tensor-core variant forced at the
+    op level (the backend op of ``gpuconv._gpu_conv``, the data as the API hands it
+    over), or ``None`` where the variant would run what another row runs:
+    ``'mma_nhwc'`` where :func:`gpuconv._plan_conv.nhwc_applies` does not hold (the
+    ops fall back to ``'mma'``), and either for the weight gradient with
+    ``'mma_nhwc'``."""
+    from gpuconv import _gpu_conv, _plan_conv
+    from gpuconv._conv_args import normalize_conv2d
+
+    x, w = data["x"], data["w"]
+    p = normalize_conv2d(x.shape, w.shape, [x.dtype], stride=layer.stride,
+                         padding=layer.padding)
+    p = replace(p, precision=precision)
+    kind = _plan_conv.mma_kind(p, op)
+    if kind is None:
+        return None
+    if variant == "mma_nhwc" and not (op in _plan_conv.NHWC_PASSES
+                                      and _plan_conv.nhwc_applies(p, op, kind)):
+        return None
+    if op == "forward":  # the bias in float32, as the API hands it over
+        b = data["b"].astype(np.float32)
+        return variant, lambda: _gpu_conv.conv2d_forward(x, w, b, p, variant)
+    if op == "backward_input":
+        return variant, lambda: _gpu_conv.conv2d_backward_input(data["gy"], w, p,
+                                                                variant)
+    return variant, lambda: _gpu_conv.conv2d_backward_weight(data["gy"], x, p,
+                                                             variant, False)[0]
+
+
+def _validate_and_time(ctx: _Context, row: dict[str, Any], fn: Callable[[], Any],
+                       want: Any, emit: Callable[[dict[str, Any]], None]) -> None:
+    """Validate ``fn()`` against ``want`` (not timed when it fails), then time it."""
+    cp = ctx.cp
     row["max_err"] = rel_err(fn(), want, cp)
     if not row["max_err"] <= row["err_limit"]:
         row.update(error=f"validation failed: error {row['max_err']:.3g} > "
@@ -632,7 +698,7 @@ def _bench_tensor_cores(ctx: _Context, layer: Layer, pass_name: str,
         return
     med, best, n = time_gpu(cp, fn, ctx.flush, min_repeats=ctx.min_rep,
                             budget_s=ctx.budget)
-    row.update(median_s=med, min_s=best, repeats=n, gflops=flops / med / 1e9)
+    row.update(median_s=med, min_s=best, repeats=n, gflops=row["flops"] / med / 1e9)
     row["rate"] = row["gflops"]
     emit(row)
 
@@ -702,6 +768,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--no-tensor-cores", action="store_true",
                     help="skip the tf32 / float16 rows")
+    ap.add_argument("--tc-variants", default=",".join(TC_VARIANTS),
+                    help="tensor-core variants forced besides auto on the tf32 / "
+                    "float16 rows, comma-separated, or '' (default %(default)s)")
     ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
                     help="forced variants besides auto, comma-separated, or '' for "
                     f"auto only (of {','.join(VARIANTS)}; default %(default)s)")
@@ -717,7 +786,8 @@ def main(argv: list[str] | None = None) -> int:
     run_conv_bench(quick=args.quick, repeats=args.repeats,
                    progress=not args.no_progress, variants=variants,
                    budget_s=args.budget, sink=lambda row: save([row]),
-                   tensor_cores=not args.no_tensor_cores)
+                   tensor_cores=not args.no_tensor_cores,
+                   tc_variants=tuple(v for v in args.tc_variants.split(",") if v))
     print(format_rows(rows))
     if args.plot:
         plot_auto_rows(rows, args.plot, "bench_gpu_conv")

@@ -89,6 +89,8 @@ GPU_ONLY = {
     "emulated one bit for bit)",
     "test_mma_on_the_gpu_is_within_fp32_summation_of_the_model": "the GPU's "
     "tensor cores (tests/test_mma.py checks the emulated mma bit for bit)",
+    "test_ldmatrix_and_cp_async_on_the_gpu": "the GPU's ldmatrix and cp.async "
+    "(tests/test_mma.py checks the emulated ones against the same models)",
 }
 
 

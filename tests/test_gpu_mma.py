@@ -7,6 +7,8 @@ devices older than compute capability 8.0).
   summation error over its K terms (NVIDIA does not specify the order and rounding
   inside one mma; the emulator's bits define our model, the hardware must be within
   ``gamma_{K+1}(2^-24) * (|c| + sum |a||b|)`` of it);
+- ``ldmatrix_x4`` and the cp.async pipeline of ``cuda/common.cuh`` against their
+  models; the NHWC pipeline (``algorithm='mma_nhwc'``) within the bounds;
 - conv2d forward and input gradient with ``precision='tf32'`` and float16 through
   the public API on CuPy arrays, within the bounds of ``tests/_tol.py``: on the mma
   kernels (the dispatch rule ``mma_preferred`` forced to take them on these small
@@ -54,8 +56,30 @@ def probe(cp):
     return cp.RawModule(
         code=(KDIR / "mma_probe.cu").read_text(),
         options=("--std=c++17", f"-I{source_dir()}"),
-        name_expressions=["tf32_round_probe", "mma_probe<false>", "mma_probe<true>"],
+        name_expressions=["tf32_round_probe", "mma_probe<false>", "mma_probe<true>",
+                          "ldmatrix_probe", "cp_async_probe"],
     )
+
+
+def test_ldmatrix_and_cp_async_on_the_gpu(cp, probe):
+    """ldmatrix.x4 equals the PTX model of tests/test_mma.py; cp.async lands (zeros
+    where predicated off) by its wait_group: group 0 after wait_group 1, group 1
+    after wait_group 0."""
+    from tests.test_mma import _cp_async_buffers, ldmatrix_model
+
+    rng = np.random.default_rng(12)
+    words = rng.integers(0, 2**32, size=(64, 4), dtype=np.uint64).astype(np.uint32)
+    rows = rng.permutation(64)[:32].astype(np.int32)
+    out = cp.zeros((32, 4), cp.uint32)
+    probe.get_function("ldmatrix_probe")((1,), (32,), (cp.asarray(words),
+                                                       cp.asarray(rows), out))
+    np.testing.assert_array_equal(cp.asnumpy(out), ldmatrix_model(words, rows))
+    src, init, seen = _cp_async_buffers(rng)
+    d = [cp.asarray(a) for a in (src, init, *seen)]
+    probe.get_function("cp_async_probe")((1,), (64,), (*d, np.int32(0), np.int32(0)))
+    zero = (np.arange(64) % 3 == 0)[:, None]
+    np.testing.assert_array_equal(cp.asnumpy(d[3]), np.where(zero, 0, src[:64]))
+    np.testing.assert_array_equal(cp.asnumpy(d[4]), src[64:])
 
 
 def test_to_tf32_on_the_gpu(cp, probe):
@@ -127,6 +151,65 @@ def test_conv_on_tensor_cores_within_the_bounds(case, pass_name, kind, cp,
     else:
         assert_products_within(got, ref, s, n, output_unit=FP16_UNIT,
                                output_atol=FP16_HALF_SUBNORMAL)
+
+
+def _nhwc_cases():
+    from tests.test_emulated_mma_nhwc import NHWC_CASES
+
+    return NHWC_CASES + [("resnet_like", (4, 64, 28, 28), (128, 64, 3, 3),
+                          {"padding": 1})]
+
+
+@pytest.mark.parametrize("kind", ["tf32", "f16"])
+@pytest.mark.parametrize("pass_name", ["forward", "backward_input"])
+@pytest.mark.parametrize("case", _nhwc_cases(), ids=[c[0] for c in _nhwc_cases()])
+def test_nhwc_pipeline_within_the_bounds(case, pass_name, kind, cp):
+    """algorithm='mma_nhwc' (op level) on the GPU: cp.async, ldmatrix, the packs
+    and the flipped input gradient, within the bounds of tests/_tol.py (the float32
+    accumulators of the op), NaN-free, the same bits on a rerun."""
+    from gpuconv import _plan_conv
+
+    _, xs, ws, kw = case
+    dtype = np.float16 if kind == "f16" else np.float32
+    p = problem(xs, ws, dtype, kw)
+    if kind == "tf32":
+        import dataclasses
+
+        p = dataclasses.replace(p, precision="tf32")
+    x, w, b, gy = random_inputs(np.random.default_rng(17), p, dtype)
+    b = b.astype(np.float32)
+    dx, dw, db, dgy = (cp.asarray(a) for a in (x, w, b, gy))
+    p0 = _plan_conv.padded_problem(p) if _plan_conv.needs_padding_copy(p) else p
+    if not _plan_conv.nhwc_applies(p0, pass_name, kind):
+        pytest.skip("the pipeline does not apply (the emulated test checks the "
+                    "fallback)")
+
+    def run():
+        if pass_name == "forward":
+            return _gpu_conv.conv2d_forward(dx, dw, db, p, "mma_nhwc")
+        return _gpu_conv.conv2d_backward_input(dgy, dw, p, "mma_nhwc")
+
+    got = cp.asnumpy(run()).astype(np.float64)
+    assert not np.isnan(got).any()
+    np.testing.assert_array_equal(cp.asnumpy(run()).astype(np.float64), got)
+
+    def wide(f):
+        return api_pass(pass_name, *(f(a) for a in (x, w, b, gy)), kw,
+                        backend="numpy")
+
+    ref = wide(lambda a: a.astype(np.float64))
+    s = wide(lambda a: np.abs(a.astype(np.float64)))
+    n = n_terms(pass_name, p) * (9 if p.padding_mode != "zeros" else 1)
+    if kind == "tf32":
+        assert_products_within(got, ref, s, n, operand_unit=TF32_UNIT)
+    elif got.dtype == np.float16:  # pragma: no cover - astype above: never
+        raise AssertionError
+    else:
+        half = _plan_conv.mma_out_dtype(p, pass_name, "f16") == np.float16
+        assert_products_within(got, ref, s, n,
+                               **(dict(output_unit=FP16_UNIT,
+                                       output_atol=FP16_HALF_SUBNORMAL)
+                                  if half else {}))
 
 
 SIMT_CASE_IDS = ["everything", "reflect", "few_channel_strided", "regblock_dgrad_tails"]
