@@ -153,16 +153,32 @@ def test_conv_on_tensor_cores_within_the_bounds(case, pass_name, kind, cp,
                                output_atol=FP16_HALF_SUBNORMAL)
 
 
-def _nhwc_cases():
+def _nhwc_params():
+    """(case, pass, kind) where the NHWC pipeline runs (its fallback elsewhere is
+    the emulated tests' business)."""
+    import dataclasses
+
+    from gpuconv import _plan_conv
     from tests.test_emulated_mma_nhwc import NHWC_CASES
 
-    return NHWC_CASES + [("resnet_like", (4, 64, 28, 28), (128, 64, 3, 3),
-                          {"padding": 1})]
+    cases = NHWC_CASES + [("resnet_like", (4, 64, 28, 28), (128, 64, 3, 3),
+                           {"padding": 1})]
+    params = []
+    for case in cases:
+        for pass_name in ("forward", "backward_input"):
+            for kind in ("tf32", "f16"):
+                p = problem(case[1], case[2],
+                            np.float16 if kind == "f16" else np.float32, case[3])
+                p = dataclasses.replace(p, precision="tf32") if kind == "tf32" else p
+                p0 = (_plan_conv.padded_problem(p)
+                      if _plan_conv.needs_padding_copy(p) else p)
+                if _plan_conv.nhwc_applies(p0, pass_name, kind):
+                    params.append(pytest.param(
+                        case, pass_name, kind, id=f"{case[0]}-{pass_name}-{kind}"))
+    return params
 
 
-@pytest.mark.parametrize("kind", ["tf32", "f16"])
-@pytest.mark.parametrize("pass_name", ["forward", "backward_input"])
-@pytest.mark.parametrize("case", _nhwc_cases(), ids=[c[0] for c in _nhwc_cases()])
+@pytest.mark.parametrize(("case", "pass_name", "kind"), _nhwc_params())
 def test_nhwc_pipeline_within_the_bounds(case, pass_name, kind, cp):
     """algorithm='mma_nhwc' (op level) on the GPU: cp.async, ldmatrix, the packs
     and the flipped input gradient, within the bounds of tests/_tol.py (the float32
@@ -179,11 +195,6 @@ def test_nhwc_pipeline_within_the_bounds(case, pass_name, kind, cp):
     x, w, b, gy = random_inputs(np.random.default_rng(17), p, dtype)
     b = b.astype(np.float32)
     dx, dw, db, dgy = (cp.asarray(a) for a in (x, w, b, gy))
-    p0 = _plan_conv.padded_problem(p) if _plan_conv.needs_padding_copy(p) else p
-    if not _plan_conv.nhwc_applies(p0, pass_name, kind):
-        pytest.skip("the pipeline does not apply (the emulated test checks the "
-                    "fallback)")
-
     def run():
         if pass_name == "forward":
             return _gpu_conv.conv2d_forward(dx, dw, db, p, "mma_nhwc")
@@ -202,8 +213,6 @@ def test_nhwc_pipeline_within_the_bounds(case, pass_name, kind, cp):
     n = n_terms(pass_name, p) * (9 if p.padding_mode != "zeros" else 1)
     if kind == "tf32":
         assert_products_within(got, ref, s, n, operand_unit=TF32_UNIT)
-    elif got.dtype == np.float16:  # pragma: no cover - astype above: never
-        raise AssertionError
     else:
         half = _plan_conv.mma_out_dtype(p, pass_name, "f16") == np.float16
         assert_products_within(got, ref, s, n,
