@@ -4,7 +4,7 @@
 # benchmark's auto rows (FP32, TF32, float16; every row validated before it is
 # timed), the float32 filter and stack rows against cupyx, the filter kernels' own
 # time (bench/filter_kernel_time.py), the torch block, and the gpu tests named in
-# $FINAL_TESTS, Nsight Compute on the tensor-core, Winograd and col2im kernels
+# $FINAL_TESTS, Nsight Compute on the tensor-core (NCHW and NHWC), Winograd and col2im kernels
 # (bench/ncu_probe.py), then the per-call host time (bench/gpu_profile.py, once the
 # kernels are compiled). Each step capped; rows are written as they come.
 #   OUT=/some/dir PYTHONPATH=. bash bench/gpu_final.sh
@@ -19,8 +19,9 @@ step() { local name=$1 limit=$2; shift 2; local s=$(date +%s)
     echo "$name rc=$rc $(( $(date +%s) - s ))s" | tee -a "$LOGS/steps.txt"; }
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader \
     > "$LOGS/device.log" 2>&1
-step bench_conv "${CONV_S:-150}" "$PY" bench/bench_gpu_conv.py --no-progress --variants winograd,winograd4 \
-    --budget 0.05 --json "$OUT/bench_conv.json"
+# the forced Winograd rows (FP32) and the forced tensor-core rows (mma, mma_nhwc)
+step bench_conv "${CONV_S:-200}" "$PY" bench/bench_gpu_conv.py --no-progress --variants winograd,winograd4 \
+    --tc-variants mma,mma_nhwc --budget 0.05 --json "$OUT/bench_conv.json"
 step bench_filt "${FILTER_S:-45}" "$PY" bench/bench_gpu_filter.py --budget 0.05 \
     --kinds main,stack --json "$OUT/bench_filter.json"
 step kernel_time "${KTIME_S:-35}" "$PY" bench/filter_kernel_time.py --n 4096 8192 \

@@ -7,6 +7,8 @@ measurements left the most open:
   N32 C256 14x14 3x3, forward and input gradient: they measured at about 6% of the
   TF32 peak (0.125 ms for 3.7 GFLOP, 491e4e5), so the profile should say what they
   wait on (warp stall reasons, occupancy, shared-memory bank conflicts);
+- ``nhwc``: the same layer and passes on the NHWC pipeline (``'mma_nhwc'``: its
+  packs and the cp.async/ldmatrix GEMM), the answer to the ``mma`` profile;
 - ``winograd``: the forward Winograd plans of the same layer, F(2x2, 3x3) and
   F(4x4, 3x3) (transforms and GEMMs);
 - ``stem``: the stem's input gradient (the column GEMM and ``col2im``).
@@ -17,7 +19,7 @@ Run under ncu, e.g.::
         --kernel-name regex:'mma|winograd|col2im|tiled_regblock' --launch-count 40 \\
         --section SpeedOfLight --section WarpStateStats --section Occupancy \\
         --section LaunchStats --section SchedulerStats \\
-        python bench/ncu_probe.py mma winograd stem
+        python bench/ncu_probe.py mma nhwc winograd stem
 
 Without a GPU it does nothing useful (it needs CuPy on a CUDA device).
 """
@@ -49,7 +51,7 @@ def main(argv: list[str]) -> int:
     from gpuconv import _gpu_conv
     from gpuconv._conv_args import normalize_conv2d
 
-    cases = argv or ["mma", "winograd", "stem"]
+    cases = argv or ["mma", "nhwc", "winograd", "stem"]
     calls = []
     if "mma" in cases:
         for dtype, precision in ((np.float32, "tf32"), (np.float16, "highest")):
@@ -61,6 +63,16 @@ def main(argv: list[str]) -> int:
                 x, w, None, p, "mma"))
             calls.append(lambda gy=gy, w=w, p=p: _gpu_conv.conv2d_backward_input(
                 gy, w, p, "mma"))
+    if "nhwc" in cases:  # the NHWC pipeline (cp.async stages, ldmatrix), forced
+        for dtype, precision in ((np.float32, "tf32"), (np.float16, "highest")):
+            x, w = _arrays(cp, *LAYER, dtype)
+            p = normalize_conv2d(x.shape, w.shape, [x.dtype], padding=1)
+            p = dataclasses.replace(p, precision=precision)
+            gy = cp.ones(p.y_shape, dtype=dtype)
+            calls.append(lambda x=x, w=w, p=p: _gpu_conv.conv2d_forward(
+                x, w, None, p, "mma_nhwc"))
+            calls.append(lambda gy=gy, w=w, p=p: _gpu_conv.conv2d_backward_input(
+                gy, w, p, "mma_nhwc"))
     if "winograd" in cases:
         x, w = _arrays(cp, *LAYER, np.float32)
         for variant in ("winograd", "winograd4"):

@@ -417,7 +417,7 @@ def test_gpu_check_scripts_dry_run_on_the_emulator(tmp_path):
     assert proc.returncode == 0, out
     assert "gpu_sanitize_subset: 128 results, 0 wrong" in out
     assert "gpu_sanitize_filter: 70 results, 0 wrong" in out
-    assert "ncu_probe: 7 calls x 2 (mma, winograd, stem)" in out
+    assert "ncu_probe: 11 calls x 2 (mma, nhwc, winograd, stem)" in out
     conv = json.loads((tmp_path / "bench_conv.json").read_text())["rows"]
     flt = json.loads((tmp_path / "bench_filter.json").read_text())["rows"]
     assert len(conv) >= 2 * 3 * 2 and len(flt) >= 4 * 2
@@ -430,4 +430,8 @@ def test_gpu_check_scripts_dry_run_on_the_emulator(tmp_path):
     # picks (gpuconv._plan_conv.mma_preferred): mma or the SIMT route
     tc = [r for r in auto if r["case"].rsplit("/", 1)[1] in ("tf32", "float16")]
     assert tc and {r["resolved"] for r in tc} <= {"mma", "tiled_regblock", "tiled"}
+    # the forced tensor-core rows beside them: the NHWC pipeline where it applies
+    forced = {(r["variant"], r["resolved"]) for r in conv
+              if r["variant"] in ("mma", "mma_nhwc")}
+    assert forced == {("mma", "mma"), ("mma_nhwc", "mma_nhwc")}, forced
     assert all(r["fp32_peak_flops"] == pytest.approx(66.9e12, rel=1e-3) for r in conv)
