@@ -1352,3 +1352,254 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
         },
         [&](int lc, float val) { return add_bias ? val + bias[g * Kg + v.n0 + lc] : val; });
 }
+
+// ---------------------------------------------------------------------------------
+// The NHWC weight gradient (algorithm 'mma_nhwc'): the same pipeline, reduction over
+// pixels.
+//
+//   conv2d_nhwc_pack_gy<E>   gy (N, K, OH, OW) -> gyp (K, N, OHWp): each output
+//                            channel's pixels image by image, every image padded
+//                            with zeros to OHWp (a multiple of the slab), rounded as
+//                            the packs above.
+//   conv2d_backward_weight_mma_nhwc<E, BM, BN, WARPS_M, WARPS_N>
+//       gw = sum over pixels of gy x im2col(x): M = K/groups output channels, NG =
+//       KH*KW*C/groups columns (tap*Cg + c, the column order of the packed weights),
+//       reduction over N*OHWp pixels, a slab (16 TF32 / 32 float16 pixels) never
+//       straddling two images. A (gyp) as the forward's A: a row's slab is 64
+//       contiguous bytes, ldmatrix fragments. B is k-major: shared row k is the
+//       slab's pixel k and holds the tile's BN columns, each 16-byte chunk (4 TF32 /
+//       8 float16 channels of one tap) one cp.async from xh (NHWC, pack_input) at the
+//       pixel's input position for that tap, zero outside the image and past the
+//       image's last pixel; fragments by scalar loads (TF32: b[r] = B[t + 4r][g])
+//       or ldmatrix.trans (float16). Chunk swizzle by the row: (k & 3) << 1 (TF32:
+//       the 32 lanes' scalar loads of one k-step hit 32 banks) or k & 7 (float16:
+//       ldmatrix.trans reads 8 consecutive rows of one chunk). Split-K over balanced
+//       ranges of whole slabs; split s writes gw_out[s*wcount + ...] in gw's layout
+//       (K, C/groups, KH, KW), added in split order by
+//       conv2d_backward_weight_reduce<float> (one split: gw itself). C/groups a
+//       multiple of the chunk (4 TF32 / 8 float16 channels).
+template <typename E>
+__global__ void __launch_bounds__(256) conv2d_nhwc_pack_gy(
+    const E* __restrict__ gy, E* __restrict__ gyp, int N, int K, int OHW, int OHWp,
+    long long total) {
+    for (long long o = gpuconv::global_thread_index(); o < total;
+         o += gpuconv::grid_stride()) {
+        const int p = static_cast<int>(o % OHWp);
+        const long long kn = o / OHWp;
+        const int n = static_cast<int>(kn % N);
+        const long long k = kn / N;
+        gyp[o] = p < OHW ? gpuconv::nhwc_operand(gy[(n * static_cast<long long>(K) + k) *
+                                                    OHW + p])
+                         : E(0);
+    }
+}
+
+namespace gpuconv {
+
+template <class Tile, typename E>
+struct alignas(16) NhwcWgradSmem {
+    static constexpr int STAGES = nhwc_stages(Tile::BM);
+    static constexpr int PW = MmaOperand<E>::PER_WORD;
+    static constexpr int BROWS = Tile::KWORDS * PW;  // pixels per slab
+    static constexpr int BWORDS = Tile::BN / PW;     // words per B row
+    unsigned a[STAGES][Tile::BM][Tile::KWORDS];
+    unsigned b[STAGES][BROWS][BWORDS];
+};
+
+// The 16-byte chunk of B row k holding logical chunk c.
+template <typename E>
+__device__ __forceinline__ int nhwc_wgrad_chunk(int k, int c) {
+    return sizeof(E) == 4 ? c ^ ((k & 3) << 1) : c ^ (k & 7);
+}
+
+}  // namespace gpuconv
+
+// Grid: m_tiles * n_tiles * groups * splits blocks (1-D), block 32*WARPS_M*WARPS_N;
+// static smem. gyp (K, N, OHWp) and xh (N, H, W, C) packed; spi = OHWp / SLAB slabs
+// per image; split s owns slabs [split_begin(s), split_begin(s + 1)).
+template <typename E, int BM, int BN, int WARPS_M, int WARPS_N>
+__global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
+                                  gpuconv::mma_min_blocks(32 * WARPS_M * WARPS_N, false))
+    conv2d_backward_weight_mma_nhwc(
+        const E* __restrict__ gyp, const E* __restrict__ xh, float* __restrict__ gw_out,
+        int N, int C, int H, int W, int K, int KH, int KW, int groups, int sh, int sw,
+        int dh, int dw, int pt, int pl, int OH, int OW, int spi, long long slabs_per_split,
+        int extra_slabs, int m_tiles, int n_tiles) {
+    using Tile = gpuconv::MmaTile<BM, BN, WARPS_M, WARPS_N>;
+    using Smem = gpuconv::NhwcWgradSmem<Tile, E>;
+    using Op = gpuconv::MmaOperand<E>;
+    constexpr int STAGES = Smem::STAGES;
+    constexpr int PW = Op::PER_WORD;
+    constexpr int KW_ = Tile::KWORDS;
+    constexpr int SLAB = KW_ * PW;               // pixels per slab
+    constexpr int CHUNK_E = Tile::CHUNK * PW;    // elements per 16-byte chunk
+    constexpr int CPR = Smem::BWORDS / Tile::CHUNK;  // B chunks per row
+    constexpr int A_COPIES = Tile::BM * Tile::CHUNKS / Tile::THREADS;
+    constexpr int B_COPIES = SLAB * CPR / Tile::THREADS;
+    constexpr int B_ROW_STEP = Tile::THREADS / CPR;
+    static_assert(Tile::THREADS % CPR == 0 && B_COPIES * B_ROW_STEP == SLAB, "B tiles");
+    __shared__ Smem s;
+
+    const gpuconv::GemmBlock blk = gpuconv::gemm_block(m_tiles, n_tiles, groups);
+    const int g = blk.g;
+    const int Cg = C / groups;
+    const int Kg = K / groups;
+    const int KHKW = KH * KW;
+    const int ncols = Cg * KHKW;
+    const int OHW = OH * OW;
+    const int OHWp = spi * SLAB;
+    const int m0 = blk.m_tile * BM;
+    const int n0 = blk.n_tile * BN;
+    const long long s_begin =
+        blk.split * slabs_per_split + min(blk.split, extra_slabs);
+    const long long s_end =
+        (blk.split + 1) * slabs_per_split + min(blk.split + 1, extra_slabs);
+    const int ktiles = static_cast<int>(s_end - s_begin);
+
+    const int tid = static_cast<int>(threadIdx.x);
+    // A copies: chunk idx % 4 of output channel m0 + idx / 4 (as the forward's A)
+    const E* a_src[A_COPIES];  // gyp[g*Kg + m, 0, 4*PW*chunk]
+    int a_dst[A_COPIES];
+    bool a_ok[A_COPIES];
+#pragma unroll
+    for (int i = 0; i < A_COPIES; ++i) {
+        const int idx = tid + i * Tile::THREADS;
+        const int row = idx / Tile::CHUNKS;
+        const int chunk = idx % Tile::CHUNKS;
+        a_dst[i] = row * KW_ + 4 * (chunk ^ ((row >> 1) & 3));
+        a_ok[i] = m0 + row < Kg;
+        a_src[i] = gyp + static_cast<long long>(g * Kg + (a_ok[i] ? m0 + row : 0)) * N *
+                             OHWp + chunk * CHUNK_E;
+    }
+    // B copies: logical chunk idx % CPR (a fixed column chunk: 4 / 8 channels of one
+    // tap) of pixel rows idx / CPR + i*B_ROW_STEP
+    const int b_chunk = tid % CPR;
+    const int b_row0 = tid / CPR;
+    const int col = n0 + b_chunk * CHUNK_E;  // tap*Cg + c, c a multiple of CHUNK_E
+    const bool col_ok = col < ncols;
+    const int b_tap = col_ok ? col / Cg : 0;
+    const int b_c = col - b_tap * Cg;
+    const int b_kh = b_tap / KW;
+    const int b_dy = b_kh * dh - pt;
+    const int b_dx = (b_tap - b_kh * KW) * dw - pl;
+    const E* b_base = xh + static_cast<long long>(g) * Cg + (col_ok ? b_c : 0);
+    const gpuconv::FastDiv div_ow(OW);
+
+    // the next slab to load: image ld_n, first pixel ld_p (a multiple of SLAB)
+    long long ld_n = s_begin / spi;
+    int ld_p = static_cast<int>(s_begin - ld_n * spi) * SLAB;
+    auto load = [&](int st) {
+        unsigned* sa = &s.a[st][0][0];
+        unsigned* sb = &s.b[st][0][0];
+        const long long a_off = ld_n * OHWp + ld_p;
+#pragma unroll
+        for (int i = 0; i < A_COPIES; ++i)
+            gpuconv::cp_async_zfill16(sa + a_dst[i], a_src[i] + a_off, a_ok[i]);
+        const E* xn = b_base + ld_n * H * static_cast<long long>(W) * C;
+#pragma unroll
+        for (int i = 0; i < B_COPIES; ++i) {
+            const int k = b_row0 + i * B_ROW_STEP;
+            const int p = ld_p + k;
+            const int oh = div_ow.div(p);
+            const int ih = oh * sh + b_dy;
+            const int iw = (p - oh * OW) * sw + b_dx;
+            const bool ok = col_ok && p < OHW && gpuconv::in_range(ih, H) &&
+                            gpuconv::in_range(iw, W);
+            const E* src = xn + (ok ? (static_cast<long long>(ih) * W + iw) * C : 0);
+            gpuconv::cp_async_zfill16(
+                sb + k * Smem::BWORDS + 4 * gpuconv::nhwc_wgrad_chunk<E>(k, b_chunk), src,
+                ok);
+        }
+        ld_p += SLAB;
+        if (ld_p == OHWp) {  // the next image
+            ld_p = 0;
+            ++ld_n;
+        }
+    };
+
+    float acc[Tile::MI][Tile::NI][4];
+#pragma unroll
+    for (int mi = 0; mi < Tile::MI; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < Tile::NI; ++ni)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) acc[mi][ni][r] = 0.0f;
+
+    const int lane = tid % 32;
+    const int warp = tid / 32;
+    const int wm = warp % WARPS_M;
+    const int wn = warp / WARPS_M;
+    const int mj = lane / 8;
+    const int mr = lane % 8;
+    int a_ld[Tile::KSTEPS];  // as the forward kernel
+#pragma unroll
+    for (int ks = 0; ks < Tile::KSTEPS; ++ks) {
+        const int row = wm * Tile::WTM + 8 * (mj % 2) + mr;
+        a_ld[ks] = row * KW_ + 4 * ((2 * ks + mj / 2) ^ ((row >> 1) & 3));
+    }
+
+#pragma unroll
+    for (int st = 0; st < STAGES - 1; ++st) {  // the prologue: STAGES - 1 slabs
+        if (st < ktiles) load(st);
+        gpuconv::cp_async_commit();
+    }
+    for (int kt = 0; kt < ktiles; ++kt) {
+        gpuconv::cp_async_wait<STAGES - 2>();  // this thread's copies of slab kt
+        __syncthreads();  // everyone's; and every warp is done with slab kt - 1
+        const int nk = kt + STAGES - 1;
+        if (nk < ktiles) load(nk % STAGES);  // into the stage slab kt - 1 held
+        gpuconv::cp_async_commit();           // (an empty group past the end)
+        const int cur = kt % STAGES;
+        const unsigned* sa = &s.a[cur][0][0];
+        const unsigned* sb = &s.b[cur][0][0];
+#pragma unroll
+        for (int ks = 0; ks < Tile::KSTEPS; ++ks) {
+            unsigned fb[Tile::NI][2];
+            if constexpr (sizeof(E) == 4) {  // TF32: b[r] = B[8ks + t + 4r][col g]
+                const int t = lane % 4;
+#pragma unroll
+                for (int ni = 0; ni < Tile::NI; ++ni) {
+                    const int n = wn * Tile::WTN + ni * 8 + lane / 4;
+#pragma unroll
+                    for (int r = 0; r < 2; ++r) {
+                        const int k = 8 * ks + t + 4 * r;
+                        fb[ni][r] = sb[k * Smem::BWORDS +
+                                       4 * gpuconv::nhwc_wgrad_chunk<E>(k, n / 4) + n % 4];
+                    }
+                }
+            } else {  // float16: ldmatrix.trans, two n blocks per x4
+#pragma unroll
+                for (int ni = 0; ni < Tile::NI; ni += 2) {
+                    const int k = 16 * ks + 8 * (mj % 2) + mr;
+                    const int c = (wn * Tile::WTN + (ni + mj / 2) * 8) / 8;
+                    unsigned d[4];
+                    gpuconv::ldmatrix_x4_trans(
+                        d, sb + k * Smem::BWORDS + 4 * gpuconv::nhwc_wgrad_chunk<E>(k, c));
+                    fb[ni][0] = d[0];
+                    fb[ni][1] = d[1];
+                    fb[ni + 1][0] = d[2];
+                    fb[ni + 1][1] = d[3];
+                }
+            }
+#pragma unroll
+            for (int mi = 0; mi < Tile::MI; ++mi) {
+                unsigned a[4];
+                gpuconv::ldmatrix_x4(a, sa + a_ld[ks] + mi * 16 * KW_);
+#pragma unroll
+                for (int ni = 0; ni < Tile::NI; ++ni) Op::mma(acc[mi][ni], a, fb[ni]);
+            }
+        }
+    }
+    gpuconv::cp_async_wait<0>();  // only empty groups are left; none in flight at exit
+
+    const long long wcount = static_cast<long long>(K) * ncols;
+    float* out = gw_out + blk.split * wcount + static_cast<long long>(g) * Kg * ncols;
+    gpuconv::mma_store<Tile>(acc, [&](int lr, int lc, float val) {
+        const int k = m0 + lr;
+        const int cc = n0 + lc;  // tap*Cg + c
+        if (k < Kg && cc < ncols) {
+            const int tap = cc / Cg;
+            out[static_cast<long long>(k) * ncols + (cc - tap * Cg) * KHKW + tap] = val;
+        }
+    });
+}

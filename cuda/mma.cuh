@@ -18,6 +18,11 @@
 //                           of row l / 4 of matrix j. At 32-bit granularity that is
 //                           the a[] of m16n8k8.tf32 (matrices: rows 0-7 / 8-15 x words
 //                           0-3 / 4-7) and, two halves a word, of m16n8k16.f16.
+//   ldmatrix_x4_trans(d, row)   the same with .trans: lane l receives in d[j] the
+//                           halves (lo, hi) at column l / 4 of rows 2*(l % 4) and
+//                           2*(l % 4) + 1 of matrix j: with rows = k and columns = n
+//                           of a k-major B, the b[] of m16n8k16.f16 (matrices: k 0-7
+//                           / 8-15 of one n block).
 //
 // Fragments (PTX ISA, "Matrix fragments for mma.m16n8k8" / "mma.m16n8k16", .row.col),
 // with g = lane / 4 and t = lane % 4:
@@ -194,6 +199,35 @@ inline void ldmatrix_x4(unsigned (&d)[4], const unsigned* row, const char* file,
     }
 }
 
+// ldmatrix.x4.trans, emulated: as ldmatrix_x4, each lane reading one 16-bit column
+// element of two rows per matrix.
+inline void ldmatrix_x4_trans(unsigned (&d)[4], const unsigned* row, const char* file,
+                              int line) {
+    uint64_t rows[32];
+    gpuconv_emu::warp_allgather(0xFFFFFFFFu, reinterpret_cast<uintptr_t>(row), rows,
+                                file, line);
+    const int lane = static_cast<int>(gpuconv_emu::cur()->lane);
+    for (int j = 0; j < 4; ++j) {
+        unsigned v = 0;
+        for (int h = 0; h < 2; ++h) {
+            const int src_lane = 8 * j + 2 * (lane % 4) + h;
+            const uint64_t src = rows[src_lane];
+            if (src == ~uint64_t(0) || src % 16 != 0) {
+                gpuconv_emu::set_error("ldmatrix.trans at %s:%d: lane %d %s", file, line,
+                                       src_lane, src == ~uint64_t(0)
+                                           ? "does not take part (all 32 lanes must "
+                                             "execute it)"
+                                           : "gave a row address not 16-byte aligned");
+                gpuconv_emu::fail_in_fiber();
+            }
+            const unsigned short e = reinterpret_cast<const unsigned short*>(
+                static_cast<uintptr_t>(src))[lane / 4];
+            v |= static_cast<unsigned>(e) << (16 * h);
+        }
+        d[j] = v;
+    }
+}
+
 }  // namespace mma_emu
 #endif  // GPUCONV_EMULATED
 
@@ -308,6 +342,23 @@ __device__ __forceinline__ void ldmatrix_x4(unsigned (&d)[4],
                  : "r"(sa));
 #elif defined(GPUCONV_EMULATED)
     mma_emu::ldmatrix_x4(d, row, file, line);
+#else
+    (void)row;
+    d[0] = d[1] = d[2] = d[3] = 0u;
+    __trap();
+#endif
+}
+
+// The .trans form (see above). Every lane of the warp must call it.
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&d)[4],
+                                                  const unsigned* row GPUCONV_MMA_SITE) {
+#if GPUCONV_MMA_PTX
+    const unsigned sa = static_cast<unsigned>(__cvta_generic_to_shared(row));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+                 : "r"(sa));
+#elif defined(GPUCONV_EMULATED)
+    mma_emu::ldmatrix_x4_trans(d, row, file, line);
 #else
     (void)row;
     d[0] = d[1] = d[2] = d[3] = 0u;

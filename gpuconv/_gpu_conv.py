@@ -526,7 +526,7 @@ def _backward_input_mma(
 
 def _backward_weight_mma(
     dev: Any, key: Any, plan: Any, gy: Any, x: Any, p: Conv2dProblem, kind: str,
-    gw: Any, gb: Any,
+    gw: Any, gb: Any, algorithm: str,
 ) -> tuple[Any, Any]:
     """The weight gradient on tensor cores (planned and cached but for a float16
     input of a non-zero padding mode); the bias gradient is its own op on the
@@ -539,16 +539,22 @@ def _backward_weight_mma(
         pad: list[Any] = []
         xpad, p0 = _pad_input(dev, _as32(xp, x), p, functools.partial(_empty, xp), pad)
         _run(dev, pad)
-        _run(dev, plan_conv2d_mma(
-            p0, "backward_weight", kind, gya, _mma_operand(xp, xpad, kind), gw,
-            _taps(dev, p0.Cg, p0), alloc=functools.partial(_empty, xp),
-        ))
+        xk, alloc = _mma_operand(xp, xpad, kind), functools.partial(_empty, xp)
+        if _nhwc(algorithm, p0, "backward_weight", kind):
+            _run(dev, plan_conv2d_mma_nhwc(p0, "backward_weight", kind, gya, xk, gw,
+                                           alloc=alloc))
+        else:
+            _run(dev, plan_conv2d_mma(p0, "backward_weight", kind, gya, xk, gw,
+                                      _taps(dev, p0.Cg, p0), alloc=alloc))
         return gw, gb
     xa = _mma_operand(xp, x, kind)
 
     def build(alloc: Callable[..., Any]) -> list[Any]:
         launches: list[Any] = []
         xin, p0 = _pad_input(dev, xa, p, alloc, launches)
+        if _nhwc(algorithm, p0, "backward_weight", kind):
+            return launches + plan_conv2d_mma_nhwc(
+                p0, "backward_weight", kind, gya, xin, gw, alloc=alloc)
         return launches + plan_conv2d_mma(
             p0, "backward_weight", kind, gya, xin, gw, _taps(dev, p0.Cg, p0),
             alloc=alloc,
@@ -871,7 +877,8 @@ def conv2d_backward_weight(
         return gw, gb
     gy, x = _contig(xp, gy), _contig(xp, x)
     if kind is not None:  # tensor cores; the bias gradient sums gy apart
-        return _backward_weight_mma(dev, key, plan, gy, x, p, kind, gw, gb)
+        return _backward_weight_mma(dev, key, plan, gy, x, p, kind, gw, gb,
+                                    algorithm)
     tf32 = applies_tf32(p.precision, p.compute_dtype)
     gb_fused = gb
     if gb is not None and (tf32 or gy.dtype == _F16 or wino):

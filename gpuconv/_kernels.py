@@ -133,16 +133,21 @@ MMA_PASSES = ("forward", "backward_input", "backward_weight")
 MMA_HALF_OUT_PASSES = ("forward", "backward_input")
 
 
+#: The passes with a kernel of their own on the NHWC pipeline ('mma_nhwc').
+MMA_NHWC_KERNEL_PASSES = ("forward", "backward_weight")
+
+
 def mma_kernel_name(pass_name: str, kind: str, tile: tuple[int, ...],
                     half_out: bool = False, variant: str = "mma") -> str:
     """Name expression of a tensor-core kernel instance, e.g.
     ``conv2d_forward_mma<float, 64, 64, 2, 2>``; ``half_out``: the instance writing
     float16 bits, ``conv2d_forward_mma<unsigned short, 64, 64, 2, 2, unsigned
     short>`` (``kind='f16'``, a pass of :data:`MMA_HALF_OUT_PASSES`); ``variant``
-    ``'mma_nhwc'``: the pipelined kernel on packed NHWC operands (forward only),
+    ``'mma_nhwc'``: the pipelined kernels on packed NHWC operands (the forward GEMM,
+    which also computes stride-1 input gradients, and the weight gradient), e.g.
     ``conv2d_forward_mma_nhwc<float, 128, 128, 2, 4>``."""
     if variant not in ("mma", "mma_nhwc") or (
-            variant == "mma_nhwc" and pass_name != "forward"):
+            variant == "mma_nhwc" and pass_name not in MMA_NHWC_KERNEL_PASSES):
         raise ValueError(f"no {variant!r} kernel for pass {pass_name!r}")
     if half_out:
         if kind != "f16" or pass_name not in MMA_HALF_OUT_PASSES:
@@ -165,7 +170,10 @@ KERNELS["conv2d_mma.cu"] = tuple(
     for kind in MMA_ELEMENTS for tile in CONV_MMA_TILES
     for half in ((False, True) if kind == "f16" else (False,))
 ) + tuple(
-    f"conv2d_nhwc_pack_{what}<{e}>" for what in ("input", "weight")
+    mma_kernel_name("backward_weight", kind, tile, variant="mma_nhwc")
+    for kind in MMA_ELEMENTS for tile in CONV_MMA_TILES
+) + tuple(
+    f"conv2d_nhwc_pack_{what}<{e}>" for what in ("input", "weight", "gy")
     for e in MMA_ELEMENTS.values()
 )
 

@@ -1738,14 +1738,18 @@ def plan_conv2d_mma(
 # packed once per call (x -> NHWC, w -> (K, KH*KW, C/groups), rounded to TF32 for
 # 'tf32'), then a forward GEMM whose slabs are whole 16-byte cp.async copies, STAGES
 # deep. Not measured on a GPU yet, so 'auto' does not take it.
-NHWC_PASSES = ("forward", "backward_input")
+NHWC_PASSES = ("forward", "backward_input", "backward_weight")
+#: Elements of a 16-byte chunk (the weight gradient's C/groups must be a multiple).
+NHWC_CHUNK = {"tf32": 4, "f16": 8}
 
 
 def nhwc_applies(p: Conv2dProblem, pass_name: str, kind: str) -> bool:
     """True when the NHWC pipeline computes a pass of the zero-padded problem ``p``:
     the forward pass when C/groups is a multiple of the slab (:data:`MMA_SLAB`: 16
     TF32 / 32 float16 channels), the input gradient of a stride-1 layer when
-    K/groups is (the forward kernel on ``gy`` with the flipped weights).
+    K/groups is (the forward kernel on ``gy`` with the flipped weights), the weight
+    gradient when C/groups is a multiple of a 16-byte chunk (:data:`NHWC_CHUNK`: 4
+    TF32 / 8 float16 channels).
 
     Examples
     --------
@@ -1756,7 +1760,7 @@ def nhwc_applies(p: Conv2dProblem, pass_name: str, kind: str) -> bool:
     >>> nhwc_applies(p, "forward", "f16"), nhwc_applies(p, "backward_input", "f16")
     (True, True)
     >>> q = normalize_conv2d((8, 3, 28, 28), (64, 3, 7, 7), [np.float16], stride=2)
-    >>> nhwc_applies(q, "forward", "f16"), nhwc_applies(q, "backward_input", "f16")
+    >>> nhwc_applies(q, "forward", "f16"), nhwc_applies(q, "backward_weight", "f16")
     (False, False)
     """
     slab = MMA_SLAB[kind]
@@ -1764,6 +1768,8 @@ def nhwc_applies(p: Conv2dProblem, pass_name: str, kind: str) -> bool:
         return p.Cg % slab == 0
     if pass_name == "backward_input":
         return tuple(p.stride) == (1, 1) and p.Kg % slab == 0
+    if pass_name == "backward_weight":
+        return p.Cg % NHWC_CHUNK[kind] == 0
     return False
 
 
@@ -1803,7 +1809,10 @@ def plan_conv2d_mma_nhwc(
     ``alloc(shape, dtype)``, then ``conv2d_forward_mma_nhwc`` on the problem of
     :func:`nhwc_problem` (split-K, ``half_out`` and the bias as
     :func:`plan_conv2d_mma`, with the same tile and split count as the pass would
-    have there, so :func:`mma_out_dtype` holds for both).
+    have there, so :func:`mma_out_dtype` holds for both). The weight gradient
+    (``a = gy``, ``b = x``, ``out = gw``): ``gy`` packed per output channel
+    (``conv2d_nhwc_pack_gy``), ``x`` to NHWC, then
+    ``conv2d_backward_weight_mma_nhwc`` (split-K as :func:`plan_conv2d_mma`'s).
 
     Examples
     --------
@@ -1824,8 +1833,11 @@ def plan_conv2d_mma_nhwc(
         raise ValueError(
             f"the NHWC pipeline computes {NHWC_PASSES} where nhwc_applies (C/groups, "
             f"or for the input gradient K/groups with stride 1, a multiple of "
-            f"{MMA_SLAB[kind]}); not pass {pass_name!r} of {p}"
+            f"{MMA_SLAB[kind]}; for the weight gradient C/groups a multiple of "
+            f"{NHWC_CHUNK[kind]}); not pass {pass_name!r} of {p}"
         )
+    if pass_name == "backward_weight":
+        return _wgrad_nhwc_launches(p, kind, a, b, out, alloc, sm_count)
     q = nhwc_problem(p, pass_name)
     tile = mma_tile(p, pass_name, sm_count)
     bm, bn, wm, wn = tile
@@ -1837,16 +1849,10 @@ def plan_conv2d_mma_nhwc(
         )
     et = MMA_ELEMENTS[kind]
     dt = np.float32 if kind == "tf32" else np.uint16
-    hw = q.H * q.W
-    xh = alloc((q.N, q.H, q.W, q.C), dt)
+    xh, pack_x = _nhwc_pack_input(q, kind, a, alloc)
     wh = alloc((q.K, q.KH * q.KW, q.Cg), dt)
-    p_tiles, c_tiles = -(-hw // 32), -(-q.C // 32)
     launches = [
-        Launch(source=MMA_SOURCE, kernel=f"conv2d_nhwc_pack_input<{et}>",
-               grid=_blocks_1d(p_tiles * c_tiles * q.N, "conv2d NHWC pack"),
-               block=(32, 8, 1), shared_mem=0,
-               args=(a, xh, _i32(q.C, "C"), _i32(hw, "H*W"), np.int32(p_tiles),
-                     np.int32(c_tiles))),
+        pack_x,
         _linear_launch(source=MMA_SOURCE, kernel=f"conv2d_nhwc_pack_weight<{et}>",
                        total=int(p.K * p.Cg * p.KH * p.KW),
                        args=(b, wh, np.int32(p.K), np.int32(p.Cg),
@@ -1879,6 +1885,76 @@ def plan_conv2d_mma_nhwc(
     ))
     if splits > 1:  # adds the slices in split order (deterministic)
         launches.append(_reduce_launch("float", splits, ws, ws, out, out, count, count))
+    return launches
+
+
+def _nhwc_pack_input(q: Conv2dProblem, kind: str, a: Any, alloc: Any
+                     ) -> tuple[Any, Launch]:
+    """``x`` (``q.x_shape``) packed to NHWC: the temporary and its launch."""
+    from gpuconv._kernels import MMA_ELEMENTS
+
+    hw = q.H * q.W
+    xh = alloc((q.N, q.H, q.W, q.C), np.float32 if kind == "tf32" else np.uint16)
+    p_tiles, c_tiles = -(-hw // 32), -(-q.C // 32)
+    return xh, Launch(
+        source=MMA_SOURCE, kernel=f"conv2d_nhwc_pack_input<{MMA_ELEMENTS[kind]}>",
+        grid=_blocks_1d(p_tiles * c_tiles * q.N, "conv2d NHWC pack"),
+        block=(32, 8, 1), shared_mem=0,
+        args=(a, xh, _i32(q.C, "C"), _i32(hw, "H*W"), np.int32(p_tiles),
+              np.int32(c_tiles)))
+
+
+def _wgrad_nhwc_launches(
+    p: Conv2dProblem, kind: str, gy: Any, x: Any, gw: Any, alloc: Any, sm_count: int,
+) -> list[Launch]:
+    from gpuconv._kernels import MMA_ELEMENTS, mma_kernel_name
+
+    tile = mma_tile(p, "backward_weight", sm_count)
+    bm, bn, wm, wn = tile
+    m, ng, _ = gemm_shape(p, "backward_weight")
+    m_tiles, n_tiles = -(-m // bm), -(-ng // bn)
+    base = m_tiles * n_tiles * p.groups
+    slab = MMA_SLAB[kind]
+    ohw = p.OH * p.OW
+    spi = -(-ohw // slab)  # slabs per image (none straddles two)
+    slabs = p.N * spi
+    splits = split_count(slabs, base, sm_count * MMA_WGRAD_BLOCKS_PER_SM,
+                         max(1, WGRAD_MIN_CHUNK // slab))
+    splits = max(1, min(slabs, splits))
+    wcount = p.K * p.Cg * p.KH * p.KW
+    ws = alloc((splits, wcount), np.float32) if splits > 1 else gw
+    et = MMA_ELEMENTS[kind]
+    dt = np.float32 if kind == "tf32" else np.uint16
+    gyp = alloc((p.K, p.N, spi * slab), dt)
+    gy_total = p.K * p.N * spi * slab
+    xh, pack_x = _nhwc_pack_input(p, kind, x, alloc)
+    dh, dw = p.dilation
+    sh, sw = p.stride
+    pt, _, pl, _ = p.padding
+    launches = [
+        _linear_launch(source=MMA_SOURCE, kernel=f"conv2d_nhwc_pack_gy<{et}>",
+                       total=gy_total,
+                       args=(gy, gyp, _i32(p.N, "N"), _i32(p.K, "K"),
+                             _i32(ohw, "OH*OW"), _i32(spi * slab, "OH*OW"),
+                             _i64(gy_total))),
+        pack_x,
+        Launch(
+            source=MMA_SOURCE,
+            kernel=mma_kernel_name("backward_weight", kind, tile, variant="mma_nhwc"),
+            grid=_blocks_1d(base * splits, "conv2d backward_weight NHWC mma"),
+            block=(32 * wm * wn, 1, 1),
+            shared_mem=0,
+            args=(gyp, xh, ws, _i32(p.N, "N"), _i32(p.C, "C"), _i32(p.H, "H"),
+                  _i32(p.W, "W"), _i32(p.K, "K"), np.int32(p.KH), np.int32(p.KW),
+                  np.int32(p.groups), np.int32(sh), np.int32(sw), np.int32(dh),
+                  np.int32(dw), np.int32(pt), np.int32(pl), _i32(p.OH, "OH"),
+                  _i32(p.OW, "OW"), _i32(spi, "slabs per image"),
+                  *_balanced(slabs, splits), _i32(m_tiles, "m_tiles"),
+                  _i32(n_tiles, "n_tiles")),
+        ),
+    ]
+    if splits > 1:  # adds the slices in split order (deterministic)
+        launches.append(_reduce_launch("float", splits, ws, ws, gw, gw, wcount, wcount))
     return launches
 
 

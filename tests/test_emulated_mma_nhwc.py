@@ -1,12 +1,14 @@
 """The NHWC tensor-core pipeline (``algorithm='mma_nhwc'``, op level:
-``conv2d_forward_mma_nhwc`` and its operand packs in ``cuda/conv2d_mma.cu``),
+``conv2d_forward_mma_nhwc``, ``conv2d_backward_weight_mma_nhwc`` and their operand
+packs in ``cuda/conv2d_mma.cu``),
 emulated on the CPU: cp.async copies land only at their wait (``cuda/emu_runtime.h``),
 so a stage read before its data arrived would read stale or poisoned words.
 
 Each result is held to the element-wise product bounds of ``tests/_tol.py`` as in
 ``tests/test_emulated_mma.py`` (TF32: against the model of rounded operands and
-against the unrounded float64 result), small integers exactly; the forward pass and
-the stride-1 input gradient (the forward kernel on ``gy`` with the flipped weights),
+against the unrounded float64 result), small integers exactly; the forward pass,
+the stride-1 input gradient (the forward kernel on ``gy`` with the flipped weights)
+and the weight gradient,
 every registered tile, split-K, the float16 epilogue (bit for bit the cast float32
 result), NaN/inf, the padding modes, and an ASan/UBSan subset in both thread orders.
 Where :func:`gpuconv._plan_conv.nhwc_applies` does not hold, ``'mma_nhwc'`` runs
@@ -35,7 +37,7 @@ from tests.test_emulated_mma import (
 
 pytestmark = [*EMULATED, pytest.mark.usefixtures("poisoned_conv_outputs")]
 
-NHWC_PASSES = ("forward", "backward_input")
+NHWC_PASSES = ("forward", "backward_input", "backward_weight")
 
 # (id, x shape, w shape, keywords): channel counts that are multiples of the slab
 # (16 TF32 / 32 float16 channels) where the pipeline should run
@@ -89,11 +91,13 @@ def test_nhwc_within_the_product_bounds(case, pass_name, kind, dev):
     p = _problem(case, kind)
     x, w, b, gy = _inputs(p, kind, seed=31)
     got, launched = _run(pass_name, p, kind, dev, x, w, b, gy)
-    nhwc = any(k.startswith("conv2d_forward_mma_nhwc<") for k in launched)
+    nhwc = any("_mma_nhwc<" in k for k in launched)
     assert nhwc == _expected(p, pass_name, kind), launched
     if nhwc:
-        assert launched.count(f"conv2d_nhwc_pack_input<{_ctype(kind)}>") == 1
-        assert launched.count(f"conv2d_nhwc_pack_weight<{_ctype(kind)}>") == 1
+        packs = ("input", "gy") if pass_name == "backward_weight" else (
+            "input", "weight")
+        for what in packs:
+            assert launched.count(f"conv2d_nhwc_pack_{what}<{_ctype(kind)}>") == 1
     else:
         assert any(k.startswith(f"conv2d_{pass_name}_mma<") for k in launched)
     assert not np.isnan(got).any(), "an output element was never written"
@@ -125,7 +129,8 @@ def test_every_tile(tile, kind, pass_name, dev, monkeypatch):
     p = _problem(NHWC_CASES[IDS.index("tails")], kind)
     x, w, b, gy = _inputs(p, kind, seed=3)
     got, launched = _run(pass_name, p, kind, dev, x, w, b, gy)
-    name = f"conv2d_forward_mma_nhwc<{_ctype(kind)}, {', '.join(map(str, tile))}"
+    kernel = "backward_weight" if pass_name == "backward_weight" else "forward"
+    name = f"conv2d_{kernel}_mma_nhwc<{_ctype(kind)}, {', '.join(map(str, tile))}"
     assert any(k.startswith(name) for k in launched), launched
     assert not np.isnan(got).any()
     _check(pass_name, p, kind, got, x, w, b, gy)
@@ -134,13 +139,15 @@ def test_every_tile(tile, kind, pass_name, dev, monkeypatch):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("pass_name", NHWC_PASSES)
 def test_split_k(kind, pass_name, dev, monkeypatch):
-    """Split-K (forced: every two slabs a split), the slices added in split order:
-    within the bounds, the bias once, exact on integers, bit-identical reruns."""
+    """Split-K (forced: every two slabs a split; the weight gradient: as many splits
+    as slabs), the slices added in split order: within the bounds, the bias once,
+    exact on integers, bit-identical reruns."""
     monkeypatch.setattr(_plan_conv, "MMA_MIN_SPLIT_SLABS", 2)
+    monkeypatch.setattr(_plan_conv, "split_count", lambda work, *a: work)
     p = _problem(NHWC_CASES[IDS.index("tails")], kind)
     x, w, b, gy = _inputs(p, kind, seed=23)
     got, launched = _run(pass_name, p, kind, dev, x, w, b, gy)
-    assert any(k.startswith("conv2d_forward_mma_nhwc<") for k in launched), launched
+    assert any("_mma_nhwc<" in k for k in launched), launched
     assert "conv2d_backward_weight_reduce<float>" in launched, launched
     _check(pass_name, p, kind, got, x, w, b, gy)
     again, _ = _run(pass_name, p, kind, dev, x, w, b, gy)
@@ -150,7 +157,7 @@ def test_split_k(kind, pass_name, dev, monkeypatch):
     np.testing.assert_array_equal(exact, _wide(pass_name, p, xi, wi, bi, gyi))
 
 
-@pytest.mark.parametrize("pass_name", NHWC_PASSES)
+@pytest.mark.parametrize("pass_name", ["forward", "backward_input"])
 def test_float16_epilogue_equals_the_cast_float32_result(pass_name, dev):
     """float16 data, no out: the kernel rounds the FP32 accumulator plus bias once
     (the instance writing float16 bits); bit for bit the float32 instance's result
@@ -259,7 +266,9 @@ def test_sanitized_subset(order):
     for kind in KINDS:
         for pass_name, case_id in (("forward", "groups_dilated"),
                                    ("backward_input", "dgrad_groups"),
-                                   ("backward_input", "crop")):
+                                   ("backward_input", "crop"),
+                                   ("backward_weight", "strided"),
+                                   ("backward_weight", "groups_dilated")):
             p = _problem(NHWC_CASES[IDS.index(case_id)], kind)
             x, w, b, gy = _inputs(p, kind, seed=11)
             got, launched = _run(pass_name, p, kind, d, x, w, b, gy)
