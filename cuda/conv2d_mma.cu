@@ -46,6 +46,10 @@
 //       the way), fragments by ldmatrix. C/groups a multiple of the slab. Also the
 //       input gradient of stride-1 layers (the forward of gy with the flipped
 //       weights). algorithm='mma_nhwc' only (op level; see the section at the end).
+//   conv2d_backward_weight_mma_nhwc<E, BM, BN, WARPS_M, WARPS_N>
+//       the weight gradient on the same pipeline: gy packed per output channel by
+//       conv2d_nhwc_pack_gy<E>, x by conv2d_nhwc_pack_input<E>; a k-major B (pixel
+//       rows) read by scalar loads (TF32) or ldmatrix.trans (float16).
 // Other padding modes: the op pads the input once (conv2d_pad.cu) and runs these
 // on the padded geometry (folding the input gradient back), as for the FP32 kernels.
 //
