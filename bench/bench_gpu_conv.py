@@ -35,10 +35,11 @@ else an FP32 variant on converted operands: ``resolved`` says which, see
 ``gpuconv.choose_algorithm``); the precision is the last field of the row's
 ``case`` (``.../tf32``, ``.../float16``). Then the same pass with the tensor-core
 variants of ``--tc-variants`` forced at the op level (:data:`TC_VARIANTS`: ``mma``,
-the NCHW mma kernels; ``mma_nhwc``, the NHWC cp.async pipeline, on the forward pass
-and the stride-1 input gradient where the channel counts allow it), case
+the NCHW mma kernels; ``mma_nhwc``, the NHWC cp.async pipeline, on every pass where
+the channel counts allow it, the input gradient at stride 1), case
 ``<pass>/<variant>/<layer>/<precision>``, the same cuDNN time as peer: what the
-dispatch rule is set from. Targets: ratio <= 1.5 on the 3x3 layers (every pass). Validation against cuDNN's result: :data:`TC_ERR_LIMIT` relative to
+dispatch rule is set from. Targets: ratio <= 1.5 on the 3x3 layers (every pass).
+Validation against cuDNN's result: :data:`TC_ERR_LIMIT` relative to
 max|reference| (TF32 and float16 round the operands to 10 or 11 bits: the error is
 ~2^-11 sqrt(terms) |x||w|, well under it; a wrong tap is far above).
 
@@ -660,8 +661,7 @@ def _forced_tensor_core_call(layer: Layer, op: str, data: dict[str, Any],
     op level (the backend op of ``gpuconv._gpu_conv``, the data as the API hands it
     over), or ``None`` where the variant would run what another row runs:
     ``'mma_nhwc'`` where :func:`gpuconv._plan_conv.nhwc_applies` does not hold (the
-    ops fall back to ``'mma'``), and either for the weight gradient with
-    ``'mma_nhwc'``."""
+    ops fall back to ``'mma'``)."""
     from gpuconv import _gpu_conv, _plan_conv
     from gpuconv._conv_args import normalize_conv2d
 

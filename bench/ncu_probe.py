@@ -7,8 +7,9 @@ measurements left the most open:
   N32 C256 14x14 3x3, forward and input gradient: they measured at about 6% of the
   TF32 peak (0.125 ms for 3.7 GFLOP, 491e4e5), so the profile should say what they
   wait on (warp stall reasons, occupancy, shared-memory bank conflicts);
-- ``nhwc``: the same layer and passes on the NHWC pipeline (``'mma_nhwc'``: its
-  packs and the cp.async/ldmatrix GEMM), the answer to the ``mma`` profile;
+- ``nhwc``: the same layer on the NHWC pipeline (``'mma_nhwc'``: its packs and the
+  cp.async/ldmatrix GEMMs; forward, input and weight gradients), the answer to the
+  ``mma`` profile;
 - ``winograd``: the forward Winograd plans of the same layer, F(2x2, 3x3) and
   F(4x4, 3x3) (transforms and GEMMs);
 - ``stem``: the stem's input gradient (the column GEMM and ``col2im``).
@@ -73,6 +74,8 @@ def main(argv: list[str]) -> int:
                 x, w, None, p, "mma_nhwc"))
             calls.append(lambda gy=gy, w=w, p=p: _gpu_conv.conv2d_backward_input(
                 gy, w, p, "mma_nhwc"))
+            calls.append(lambda gy=gy, x=x, p=p: _gpu_conv.conv2d_backward_weight(
+                gy, x, p, "mma_nhwc", False))
     if "winograd" in cases:
         x, w = _arrays(cp, *LAYER, np.float32)
         for variant in ("winograd", "winograd4"):

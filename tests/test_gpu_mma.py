@@ -57,23 +57,25 @@ def probe(cp):
         code=(KDIR / "mma_probe.cu").read_text(),
         options=("--std=c++17", f"-I{source_dir()}"),
         name_expressions=["tf32_round_probe", "mma_probe<false>", "mma_probe<true>",
-                          "ldmatrix_probe", "cp_async_probe"],
+                          "ldmatrix_probe<false>", "ldmatrix_probe<true>",
+                          "cp_async_probe"],
     )
 
 
 def test_ldmatrix_and_cp_async_on_the_gpu(cp, probe):
-    """ldmatrix.x4 equals the PTX model of tests/test_mma.py; cp.async lands (zeros
-    where predicated off) by its wait_group: group 0 after wait_group 1, group 1
-    after wait_group 0."""
-    from tests.test_mma import _cp_async_buffers, ldmatrix_model
+    """ldmatrix.x4 (and .trans) equal the PTX models of tests/test_mma.py; cp.async
+    lands (zeros where predicated off) by its wait_group: group 0 after wait_group
+    1, group 1 after wait_group 0."""
+    from tests.test_mma import _cp_async_buffers, ldmatrix_model, ldmatrix_trans_model
 
     rng = np.random.default_rng(12)
     words = rng.integers(0, 2**32, size=(64, 4), dtype=np.uint64).astype(np.uint32)
     rows = rng.permutation(64)[:32].astype(np.int32)
-    out = cp.zeros((32, 4), cp.uint32)
-    probe.get_function("ldmatrix_probe")((1,), (32,), (cp.asarray(words),
-                                                       cp.asarray(rows), out))
-    np.testing.assert_array_equal(cp.asnumpy(out), ldmatrix_model(words, rows))
+    for trans, model in ((False, ldmatrix_model), (True, ldmatrix_trans_model)):
+        out = cp.zeros((32, 4), cp.uint32)
+        probe.get_function(f"ldmatrix_probe<{str(trans).lower()}>")(
+            (1,), (32,), (cp.asarray(words), cp.asarray(rows), out))
+        np.testing.assert_array_equal(cp.asnumpy(out), model(words, rows))
     src, init, seen = _cp_async_buffers(rng)
     d = [cp.asarray(a) for a in (src, init, *seen)]
     probe.get_function("cp_async_probe")((1,), (64,), (*d, np.int32(0), np.int32(0)))
@@ -165,7 +167,7 @@ def _nhwc_params():
                            {"padding": 1})]
     params = []
     for case in cases:
-        for pass_name in ("forward", "backward_input"):
+        for pass_name in ("forward", "backward_input", "backward_weight"):
             for kind in ("tf32", "f16"):
                 p = problem(case[1], case[2],
                             np.float16 if kind == "f16" else np.float32, case[3])
@@ -180,9 +182,10 @@ def _nhwc_params():
 
 @pytest.mark.parametrize(("case", "pass_name", "kind"), _nhwc_params())
 def test_nhwc_pipeline_within_the_bounds(case, pass_name, kind, cp):
-    """algorithm='mma_nhwc' (op level) on the GPU: cp.async, ldmatrix, the packs
-    and the flipped input gradient, within the bounds of tests/_tol.py (the float32
-    accumulators of the op), NaN-free, the same bits on a rerun."""
+    """algorithm='mma_nhwc' (op level) on the GPU: cp.async, ldmatrix(.trans), the
+    packs, the flipped input gradient and the weight gradient, within the bounds of
+    tests/_tol.py (the float32 accumulators of the op; float16 where the epilogue
+    rounds), NaN-free, the same bits on a rerun."""
     from gpuconv import _plan_conv
 
     _, xs, ws, kw = case
@@ -198,6 +201,8 @@ def test_nhwc_pipeline_within_the_bounds(case, pass_name, kind, cp):
     def run():
         if pass_name == "forward":
             return _gpu_conv.conv2d_forward(dx, dw, db, p, "mma_nhwc")
+        if pass_name == "backward_weight":
+            return _gpu_conv.conv2d_backward_weight(dgy, dx, p, "mma_nhwc", False)[0]
         return _gpu_conv.conv2d_backward_input(dgy, dw, p, "mma_nhwc")
 
     got = cp.asnumpy(run()).astype(np.float64)
@@ -210,7 +215,8 @@ def test_nhwc_pipeline_within_the_bounds(case, pass_name, kind, cp):
 
     ref = wide(lambda a: a.astype(np.float64))
     s = wide(lambda a: np.abs(a.astype(np.float64)))
-    n = n_terms(pass_name, p) * (9 if p.padding_mode != "zeros" else 1)
+    n = (p.N * p.OH * p.OW if pass_name == "backward_weight"
+         else n_terms(pass_name, p) * (9 if p.padding_mode != "zeros" else 1))
     if kind == "tf32":
         assert_products_within(got, ref, s, n, operand_unit=TF32_UNIT)
     else:

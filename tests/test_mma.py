@@ -34,7 +34,7 @@ from tests._emu_helpers import EMULATED
 KDIR = Path(__file__).parent / "emu_kernels"
 SOURCE = "mma_probe.cu"
 NAMES = ("tf32_round_probe", "half_probe", "mma_probe<false>", "mma_probe<true>",
-         "ldmatrix_probe", "cp_async_probe")
+         "ldmatrix_probe<false>", "ldmatrix_probe<true>", "cp_async_probe")
 
 
 # ---------------------------------------------------------------------------------
@@ -251,15 +251,45 @@ def ldmatrix_model(words: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return words[rows[8 * j[None, :] + lane[:, None] // 4], (lane % 4)[:, None]]
 
 
+def ldmatrix_trans_model(words: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """ldmatrix.x4.trans (.b16): lane l receives in register j the 16-bit elements
+    at column l // 4 of the rows named by lanes 8j + 2(l % 4) (low half) and
+    8j + 2(l % 4) + 1 (high half)."""
+    halves = words.view(np.uint16).reshape(64, 8)
+    lane = np.arange(32)[:, None]
+    j = np.arange(4)[None, :]
+    lo = halves[rows[8 * j + 2 * (lane % 4)], lane // 4].astype(np.uint32)
+    hi = halves[rows[8 * j + 2 * (lane % 4) + 1], lane // 4].astype(np.uint32)
+    return lo | (hi << 16)
+
+
+@pytest.mark.parametrize("trans", [False, True], ids=["plain", "trans"])
 @pytest.mark.parametrize("order", ["ascending", "descending"])
-def test_ldmatrix_matches_the_ptx_model(order):
+def test_ldmatrix_matches_the_ptx_model(order, trans):
     d = EmulatedDevice(kernels={SOURCE: NAMES}, source_dir=KDIR, thread_order=order)
     rng = np.random.default_rng(11)
     words = rng.integers(0, 2**32, size=(64, 4), dtype=np.uint64).astype(np.uint32)
     rows = rng.permutation(64)[:32].astype(np.int32)
     out = np.zeros((32, 4), np.uint32)
-    _run(d, "ldmatrix_probe", (1, 1, 1), (32, 1, 1), (words, rows, out))
-    np.testing.assert_array_equal(out, ldmatrix_model(words, rows))
+    _run(d, f"ldmatrix_probe<{str(trans).lower()}>", (1, 1, 1), (32, 1, 1),
+         (words, rows, out))
+    model = ldmatrix_trans_model if trans else ldmatrix_model
+    np.testing.assert_array_equal(out, model(words, rows))
+    if trans:  # k-major B (rows k, columns n): b[0..1] of m16n8k16.f16, 2 n blocks
+        B = np.arange(16 * 16, dtype=np.uint16).reshape(16, 16)  # [k][n]
+        blocks = np.stack([B[kb * 8:kb * 8 + 8, nb * 8:nb * 8 + 8]
+                           for nb in range(2) for kb in range(2)])  # j = 2nb + kb
+        lane = np.arange(32)
+        words16 = blocks.reshape(32, 8).view(np.uint32)  # 32 rows of 16 bytes
+        got = ldmatrix_trans_model(np.concatenate([words16, words16]), np.arange(32))
+        g, t = lane // 4, lane % 4
+
+        def pair(k, n):
+            return B[k, n].astype(np.uint32) | (B[k + 1, n].astype(np.uint32) << 16)
+
+        want = np.stack([pair(2 * t, g), pair(2 * t + 8, g), pair(2 * t, g + 8),
+                         pair(2 * t + 8, g + 8)], 1)
+        np.testing.assert_array_equal(got, want)
     # the fragments of m16n8k8.tf32: matrices (rows 0-7 | 8-15) x (words 0-3 | 4-7)
     # of a 16 x 8 A tile stored as 16-word rows give a[0..3] (g = l // 4, t = l % 4)
     tile = np.arange(16 * 8, dtype=np.uint32).reshape(16, 8)
@@ -277,7 +307,7 @@ def test_ldmatrix_needs_the_whole_warp(dev):
     words = np.zeros((64, 4), np.uint32)
     rows = np.zeros(32, np.int32)
     with pytest.raises(EmulationError, match="all 32 lanes"):
-        _run(dev, "ldmatrix_probe", (1, 1, 1), (16, 1, 1),
+        _run(dev, "ldmatrix_probe<false>", (1, 1, 1), (16, 1, 1),
              (words, rows, np.zeros((32, 4), np.uint32)))
 
 

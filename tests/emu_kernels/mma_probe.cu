@@ -10,9 +10,9 @@
 //                          fragment registers read from a[w][lane][4], b[w][lane][2],
 //                          c[w][lane][4] and d written to d[w][lane][4] (any number
 //                          of whole warps; several in a block).
-//   ldmatrix_probe         one warp: 64 x 4 words of `words` staged in shared
+//   ldmatrix_probe<T>      one warp: 64 x 4 words of `words` staged in shared
 //                          memory; lane l names row rows[l] (< 64) and receives
-//                          d[l][0..3] from ldmatrix_x4.
+//                          d[l][0..3] from ldmatrix_x4 (<true>: ldmatrix_x4_trans).
 //   cp_async_probe         thread t of one block of 64: its 16-byte shared slot set
 //                          to init[t]; group 0 copies src[t] (zeros where t % 3 ==
 //                          0), group 1 src[64 + t]; records the slot after
@@ -60,6 +60,7 @@ struct alignas(16) Slot16 {
     unsigned w[4];
 };
 
+template <bool TRANS>
 __global__ void ldmatrix_probe(const unsigned* __restrict__ words,
                                const int* __restrict__ rows, unsigned* __restrict__ d) {
     __shared__ Slot16 s[64];
@@ -67,7 +68,10 @@ __global__ void ldmatrix_probe(const unsigned* __restrict__ words,
     for (int i = l; i < 64 * 4; i += 32) s[i / 4].w[i % 4] = words[i];
     __syncthreads();  // staged before any lane's ldmatrix reads it
     unsigned r[4];
-    gpuconv::ldmatrix_x4(r, &s[rows[l]].w[0]);
+    if (TRANS)
+        gpuconv::ldmatrix_x4_trans(r, &s[rows[l]].w[0]);
+    else
+        gpuconv::ldmatrix_x4(r, &s[rows[l]].w[0]);
     for (int j = 0; j < 4; ++j) d[l * 4 + j] = r[j];
 }
 
