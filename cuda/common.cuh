@@ -155,7 +155,9 @@ struct FastDiv {
 //   cp_async_zfill16(s, g, ok)  16 bytes from global g to shared s (both 16-byte
 //                               aligned; L2 only, .cg), or 16 zero bytes where !ok
 //                               (src-size 0: g is not read, but must be a valid
-//                               address);
+//                               address; s and g 16-byte aligned either way: PTX
+//                               "Addresses as Operands", a misaligned address
+//                               faults on a GPU, and the emulator reports it);
 //   cp_async_commit()           closes this thread's open group of copies;
 //   cp_async_wait<N>()          waits until at most the newest N committed groups
 //                               are pending (cp.async.wait_group N).
@@ -165,7 +167,7 @@ struct FastDiv {
 // copies, complete at once.
 __device__ __forceinline__ void cp_async_zfill16(void* s, const void* g, bool ok) {
 #if defined(GPUCONV_EMULATED)
-    gpuconv_emu::cp_async_issue(s, ok ? g : nullptr, 16, __FILE__, __LINE__);
+    gpuconv_emu::cp_async_issue(s, g, 16, !ok, __FILE__, __LINE__);
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     const unsigned sa = static_cast<unsigned>(__cvta_generic_to_shared(s));
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(g),

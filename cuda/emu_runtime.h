@@ -535,11 +535,26 @@ void warp_allgather(unsigned mask, uint64_t value, uint64_t* out, const char* fi
     warp_sync_point(W_ALLGATHER, mask, value, 8, 0, 32, file, line);
 }
 
-// cp.async, deferred: issue queues a copy of `bytes` from src (nullptr: zeros) into
-// dst; commit closes the open group; wait(pending) applies every copy of the
-// committed groups but the newest `pending` (cp.async.wait_group), in issue order.
-void cp_async_issue(void* dst, const void* src, int bytes, const char* file, int line) {
+// cp.async, deferred: issue queues a copy of `bytes` from src (zero_fill: zeros,
+// src-size 0; src is not read) into dst; commit closes the open group; wait(pending)
+// applies every copy of the committed groups but the newest `pending`
+// (cp.async.wait_group), in issue order. Both addresses must be aligned to `bytes`,
+// the zero fill's src too (the PTX alignment of address operands; a GPU faults with
+// "misaligned address", which the deferred memcpy would not show).
+void cp_async_issue(void* dst, const void* src, int bytes, bool zero_fill,
+                    const char* file, int line) {
     Fiber* f = cur();
+    const uintptr_t align = static_cast<uintptr_t>(bytes);
+    if (reinterpret_cast<uintptr_t>(dst) % align != 0 ||
+        reinterpret_cast<uintptr_t>(src) % align != 0) {
+        set_error("cp.async at %s:%d: thread %u: the %s address is not %d-byte aligned",
+                  file, line, f->tid,
+                  reinterpret_cast<uintptr_t>(dst) % align != 0 ? "shared (dst)"
+                                                               : "global (src)",
+                  bytes);
+        fail_in_fiber();
+    }
+    if (zero_fill) src = nullptr;
     if (f->cp_count == Fiber::kCpQueue) {
         set_error("cp.async at %s:%d: thread %u has more than %u copies in flight", file,
                   line, f->tid, Fiber::kCpQueue);

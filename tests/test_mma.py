@@ -34,7 +34,8 @@ from tests._emu_helpers import EMULATED
 KDIR = Path(__file__).parent / "emu_kernels"
 SOURCE = "mma_probe.cu"
 NAMES = ("tf32_round_probe", "half_probe", "mma_probe<false>", "mma_probe<true>",
-         "ldmatrix_probe<false>", "ldmatrix_probe<true>", "cp_async_probe")
+         "ldmatrix_probe<false>", "ldmatrix_probe<true>", "cp_async_probe",
+         "cp_async_align_probe")
 
 
 # ---------------------------------------------------------------------------------
@@ -336,6 +337,25 @@ def test_cp_async_left_in_flight_is_reported(dev):
     with pytest.raises(EmulationError, match="cp.async copies not waited for"):
         _run(dev, "cp_async_probe", (1, 1, 1), (64, 1, 1),
              (src, init, early, seen1, seen0, np.int32(1), np.int32(1)))
+
+
+@pytest.mark.parametrize("ok", [True, False])
+def test_cp_async_checks_alignment(dev, ok):
+    """A cp.async address not 16-byte aligned (shared or global, the zero fill's
+    global address too) faults on a GPU; the emulator reports it instead of copying
+    (its deferred memcpy would not care). Aligned offsets copy / zero-fill."""
+    src = np.arange(64, dtype=np.uint8)
+    a = -src.ctypes.data % 16  # the first 16-byte aligned offset
+    out = np.zeros(8, np.uint32)
+    _run(dev, "cp_async_align_probe", (1, 1, 1), (1, 1, 1),
+         (src, out, np.int32(16), np.int32(a + 16), np.int32(ok)))
+    want = src[a + 16:a + 32].view(np.uint32) if ok else np.zeros(4, np.uint32)
+    np.testing.assert_array_equal(out, np.concatenate([np.full(4, 2**32 - 1), want]))
+    for dst_off, src_off, what in ((8, a, "shared"), (0, a + 4, "global")):
+        with pytest.raises(EmulationError, match=f"{what} .* not 16-byte aligned"):
+            _run(dev, "cp_async_align_probe", (1, 1, 1), (1, 1, 1),
+                 (src, np.zeros(8, np.uint32), np.int32(dst_off), np.int32(src_off),
+                  np.int32(ok)))
 
 
 # ---------------------------------------------------------------------------------

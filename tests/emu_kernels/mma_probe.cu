@@ -22,6 +22,11 @@
 //                          (seen_early: no wait, so no guarantee; the emulator
 //                          shows the old bytes) and returns with group 1 in flight
 //                          when t == 5 and leave != 0 (the emulator reports it).
+//   cp_async_align_probe   one thread: cp_async_zfill16 of `src` + src_off bytes
+//                          (ok: copied, else zero-filled) into a 32-byte shared
+//                          buffer at byte dst_off, then out[0..7] = the buffer (the
+//                          emulator's alignment check: emulated only; on a GPU a
+//                          misaligned offset faults).
 #include "common.cuh"
 #include "mma.cuh"
 
@@ -97,4 +102,16 @@ __global__ void cp_async_probe(const Slot16* __restrict__ src, const Slot16* __r
     seen1[t] = s[0][t];
     gpuconv::cp_async_wait<0>();
     seen0[t] = s[1][t];
+}
+
+__global__ void cp_async_align_probe(const unsigned char* __restrict__ src,
+                                     unsigned* __restrict__ out, int dst_off,
+                                     int src_off, int ok) {
+    __shared__ Slot16 s[2];
+    for (int i = 0; i < 8; ++i) s[i / 4].w[i % 4] = 0xFFFFFFFFu;
+    gpuconv::cp_async_zfill16(reinterpret_cast<unsigned char*>(&s[0]) + dst_off,
+                              src + src_off, ok != 0);
+    gpuconv::cp_async_commit();
+    gpuconv::cp_async_wait<0>();
+    for (int i = 0; i < 8; ++i) out[i] = s[i / 4].w[i % 4];
 }
