@@ -1074,13 +1074,14 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
 //       gpuconv._plan_conv.nhwc_applies). The input gradient of a stride-1 layer is
 //       this kernel on gy with the flipped weights and padding dilation*(KH-1) - pt
 //       (gpuconv._plan_conv.plan_conv2d_mma_nhwc).
-// Shared rows of 16 words (64 bytes), chunk j = words 4j .. 4j+3 as copied: the lane
-// (g, t) loads chunk t of rows g and g + 8 (A) and of column g (B) with one LDS.128
-// each; a phase of 8 lanes reads two whole rows, 128 bytes: no bank conflicts and no
-// swizzle. The mma's k index is a fixed permutation of the slab's words, the same for
-// A and B: k-step ks takes words 4t + 2ks (k = t) and 4t + 2ks + 1 (k = t + 4) (words
-// of two float16 channels for 'f16'). The same products as conv2d_forward_mma, in
-// another fixed order.
+// Shared rows of 16 words (64 bytes), logical chunk j = words 4j .. 4j+3 of the slab,
+// stored at chunk j ^ ((row >> 1) & 3) (16-byte XOR swizzle: the 8 row addresses of
+// one ldmatrix matrix, and the copies of one warp, hit distinct bank groups).
+// Fragments by ldmatrix.x4: A, k-step ks: rows g / g + 8 of chunks 2ks and 2ks + 1
+// (a[0..3]); B: chunks 0..3 of column g (b[] of k-step 0, then of k-step 1). So k-step
+// ks takes words 8ks + t (k = t) and 8ks + 4 + t (k = t + 4) (words of two float16
+// channels for 'f16'), the same for A and B: the same products as
+// conv2d_forward_mma, in another fixed order.
 namespace gpuconv {
 
 __host__ __device__ constexpr int nhwc_stages(int bm) { return bm >= 128 ? 3 : 4; }
