@@ -162,9 +162,10 @@ struct FastDiv {
 //   cp_async_wait<N>()          waits until at most the newest N committed groups
 //                               are pending (cp.async.wait_group N).
 // A copy is visible to its thread after the wait that covers its group, to the block
-// after the barrier that follows. Emulated deferred (cuda/emu_runtime.h: the copies
-// land at the wait, not before); elsewhere (the host pass, before sm_80) plain
-// copies, complete at once.
+// after the barrier that follows. Emulated (cuda/emu_runtime.h) deferred, the
+// copies landing at the wait, not before, or with EmulatedDevice(cp_async='eager')
+// at the issue: the two ends of what a GPU may do; elsewhere (the host pass, before
+// sm_80) plain copies, complete at once.
 __device__ __forceinline__ void cp_async_zfill16(void* s, const void* g, bool ok) {
 #if defined(GPUCONV_EMULATED)
     gpuconv_emu::cp_async_issue(s, g, 16, !ok, __FILE__, __LINE__);

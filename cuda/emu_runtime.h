@@ -261,6 +261,11 @@ unsigned char* g_dyn_smem = nullptr;
 size_t g_dyn_smem_size = 0;
 bool g_failed = false;
 char g_err[8192];
+// cp.async landing (launch flag 4): at the wait (false: the latest a GPU may land a
+// copy, so a read before the wait sees old bytes) or at the issue (true: the
+// earliest, so a copy issued into a stage that another thread still reads before
+// the next barrier overwrites it under that reader, as a GPU may).
+bool g_cp_eager = false;
 
 inline Fiber* cur() {
     if (__builtin_expect(g_cur == nullptr, 0)) {
@@ -555,6 +560,13 @@ void cp_async_issue(void* dst, const void* src, int bytes, bool zero_fill,
         fail_in_fiber();
     }
     if (zero_fill) src = nullptr;
+    if (g_cp_eager) {  // lands now (and belongs to no pending group)
+        if (src == nullptr)
+            memset(dst, 0, static_cast<size_t>(bytes));
+        else
+            memcpy(dst, src, static_cast<size_t>(bytes));
+        return;
+    }
     if (f->cp_count == Fiber::kCpQueue) {
         set_error("cp.async at %s:%d: thread %u has more than %u copies in flight", file,
                   line, f->tid, Fiber::kCpQueue);
@@ -826,7 +838,21 @@ void cleanup_abandoned() {
     }
 }
 
-bool run_block(bool reverse) {
+// Whether a fiber of warp w is ready to run.
+bool warp_ready(unsigned w) {
+    const unsigned end = (w + 1) * 32 < g_nthreads ? (w + 1) * 32 : g_nthreads;
+    for (unsigned i = w * 32; i < end; ++i)
+        if (g_fibers[i].state == READY) return true;
+    return false;
+}
+
+// serial: one warp at a time (the first with a ready thread, in warp order or
+// reversed) runs until all its threads block at a barrier or exit, its own warp
+// rendezvous resolved as they complete, before the next warp starts: the largest
+// skew between warps (a warp can finish its slab and start the next before another
+// has read anything), where the default passes keep warps in lockstep from one
+// warp-synchronous point to the next.
+bool run_block(bool reverse, bool serial) {
     for (unsigned i = 0; i < g_nthreads; ++i) {
         Fiber& f = g_fibers[i];
         const unsigned bx = g_block_dim.x, by = g_block_dim.y;
@@ -843,20 +869,33 @@ bool run_block(bool reverse) {
         f.cp_group = 0;
         init_fiber_stack(&f);
     }
+    const unsigned nwarps = (g_nthreads + 31) / 32;
     for (;;) {
-        bool ran = false;
-        for (unsigned k = 0; k < g_nthreads; ++k) {
-            Fiber& f = g_fibers[reverse ? g_nthreads - 1 - k : k];
+        unsigned lo = 0, hi = g_nthreads;  // the threads this pass runs
+        if (serial) {
+            for (unsigned k = 0; k < nwarps; ++k) {
+                const unsigned w = reverse ? nwarps - 1 - k : k;
+                if (!warp_ready(w)) continue;
+                lo = w * 32;
+                hi = lo + 32 < g_nthreads ? lo + 32 : g_nthreads;
+                break;
+            }
+        }
+        for (unsigned k = lo; k < hi; ++k) {
+            Fiber& f = g_fibers[reverse ? hi - 1 - (k - lo) : k];
             if (f.state != READY) continue;
             run_fiber(&f);
-            ran = true;
             if (g_failed) return false;
         }
-        (void)ran;
         bool live = false;
         for (unsigned i = 0; i < g_nthreads && !live; ++i) live = g_fibers[i].state != DONE;
         if (!live) return true;
         if (resolve_warps()) continue;
+        if (serial) {  // other warps still to run before the barrier can open
+            bool ready = false;
+            for (unsigned w = 0; w < nwarps && !ready; ++w) ready = warp_ready(w);
+            if (ready) continue;
+        }
         if (release_barrier()) continue;
         if (g_failed) return false;
         char desc[6144];
@@ -905,6 +944,8 @@ inline int launch(const Entry* e, const unsigned* grid, const unsigned* block, s
     g_dyn_smem_size = shmem;
     const bool poison = flags & 1u;
     const bool reverse = flags & 2u;
+    g_cp_eager = flags & 4u;
+    const bool serial = flags & 8u;
     bool ok = true;
     for (unsigned bz = 0; bz < grid[2] && ok; ++bz)
         for (unsigned by = 0; by < grid[1] && ok; ++by)
@@ -913,7 +954,7 @@ inline int launch(const Entry* e, const unsigned* grid, const unsigned* block, s
                 gpuconv_emu_block =
                     (static_cast<unsigned long long>(bz) * grid[1] + by) * grid[0] + bx;
                 if (poison) poison_shared();
-                ok = run_block(reverse);
+                ok = run_block(reverse, serial);
             }
     if (!ok) cleanup_abandoned();
 #if GPUCONV_EMU_ASAN

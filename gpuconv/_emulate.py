@@ -125,6 +125,8 @@ _UBSAN_OPTIONS = "print_stacktrace=1:halt_on_error=1"
 # Launch flags understood by the runtime.
 _FLAG_POISON = 1
 _FLAG_REVERSE = 2
+_FLAG_CP_EAGER = 4
+_FLAG_WARP_SERIAL = 8
 
 # Signature codes -> (dtype, C spelling).
 _CODES: dict[str, tuple[Any, str]] = {
@@ -948,6 +950,20 @@ class EmulatedDevice:
         synchronisation point. A missing ``__syncthreads`` shows up when a thread
         reads what a thread scheduled *after* it writes; run both orders to catch
         both directions.
+    cp_async : {"deferred", "eager"}
+        When a ``cp.async`` copy (``cp_async_zfill16``) lands in shared memory: at
+        the issuing thread's covering ``cp_async_wait`` (default: the latest a GPU
+        may, so a read before the wait sees the old bytes) or at the issue (the
+        earliest: a copy into a stage another thread still reads before the next
+        barrier overwrites it under that reader). Run both to bracket the GPU.
+    warp_schedule : {"lockstep", "serial"}
+        ``"lockstep"`` (default): every pass runs each ready thread of the block to
+        its next synchronisation point, so warps meeting the same warp-synchronous
+        points advance together. ``"serial"``: one warp at a time runs until all
+        its threads wait at a barrier or exit, then the next (in ``thread_order``):
+        the largest skew between warps, so that a warp running ahead into the next
+        pipeline stage before another is done with it (a missing barrier) shows;
+        with ``cp_async='eager'`` a stage refilled too early shows.
     kernels : mapping, optional
         A registry override ``{source: (name expression, ...)}`` (default
         :data:`gpuconv._kernels.KERNELS`, read at each launch).
@@ -988,6 +1004,8 @@ class EmulatedDevice:
         sanitize: bool = True,
         poison_shared: bool = True,
         thread_order: str = "ascending",
+        cp_async: str = "deferred",
+        warp_schedule: str = "lockstep",
         kernels: Mapping[str, Sequence[str]] | None = None,
         source_dir: str | os.PathLike | None = None,
         in_process: bool | None = None,
@@ -1000,6 +1018,14 @@ class EmulatedDevice:
                 "thread_order must be 'ascending' or 'descending', "
                 f"not {thread_order!r}"
             )
+        if cp_async not in ("deferred", "eager"):
+            raise ValueError(
+                f"cp_async must be 'deferred' or 'eager', not {cp_async!r}"
+            )
+        if warp_schedule not in ("lockstep", "serial"):
+            raise ValueError(
+                f"warp_schedule must be 'lockstep' or 'serial', not {warp_schedule!r}"
+            )
         if in_process is None:
             in_process = not sanitize
         if sanitize and in_process:
@@ -1010,6 +1036,8 @@ class EmulatedDevice:
         self.sanitize = bool(sanitize)
         self.poison_shared = bool(poison_shared)
         self.thread_order = thread_order
+        self.cp_async = cp_async
+        self.warp_schedule = warp_schedule
         self.in_process = bool(in_process)
         self.debug = bool(debug)
         self.max_dynamic_shared = int(max_dynamic_shared)
@@ -1091,6 +1119,8 @@ class EmulatedDevice:
         m = _marshal(launch.kernel, params, tuple(launch.args), launch.views)
         flags = (_FLAG_POISON if self.poison_shared else 0) | (
             _FLAG_REVERSE if self.thread_order == "descending" else 0
+        ) | (_FLAG_CP_EAGER if self.cp_async == "eager" else 0) | (
+            _FLAG_WARP_SERIAL if self.warp_schedule == "serial" else 0
         )
         grid = tuple(int(v) for v in launch.grid)
         block = tuple(int(v) for v in launch.block)

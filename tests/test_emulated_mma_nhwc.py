@@ -10,7 +10,10 @@ against the unrounded float64 result), small integers exactly; the forward pass,
 the stride-1 input gradient (the forward kernel on ``gy`` with the flipped weights)
 and the weight gradient,
 every registered tile, split-K, the float16 epilogue (bit for bit the cast float32
-result), NaN/inf, the padding modes, and an ASan/UBSan subset in both thread orders.
+result), NaN/inf, the padding modes, an ASan/UBSan subset in both thread orders, and
+the copies landing at their issue instead, warps run one at a time
+(``cp_async='eager'``, ``warp_schedule='serial'``: a stage overwritten while another
+warp still reads it would show), in both thread orders.
 Where :func:`gpuconv._plan_conv.nhwc_applies` does not hold, ``'mma_nhwc'`` runs
 the other mma kernels (checked too).
 """
@@ -271,6 +274,26 @@ def test_sanitized_subset(order):
                                    ("backward_weight", "groups_dilated")):
             p = _problem(NHWC_CASES[IDS.index(case_id)], kind)
             x, w, b, gy = _inputs(p, kind, seed=11)
+            got, launched = _run(pass_name, p, kind, d, x, w, b, gy)
+            assert any("mma_nhwc" in k for k in launched), launched
+            assert not np.isnan(got).any()
+            _check(pass_name, p, kind, got, x, w, b, gy)
+
+
+@pytest.mark.parametrize("order", ["ascending", "descending"])
+def test_copies_landing_at_the_issue(order):
+    """cp.async copies landing as early as a GPU may (at the issue), one warp
+    running to its barrier before the next starts: a stage refilled before every
+    warp is done reading it (a load issued ahead of the barrier) would corrupt the
+    sums. The "tails" case wraps the stages many times;
+    every pass, both kinds, both thread orders."""
+    d = EmulatedDevice(sanitize=False, thread_order=order, cp_async="eager",
+                       warp_schedule="serial")
+    d.prepare(SOURCES)
+    for kind in KINDS:
+        for pass_name in NHWC_PASSES:
+            p = _problem(NHWC_CASES[IDS.index("tails")], kind)
+            x, w, b, gy = _inputs(p, kind, seed=13)
             got, launched = _run(pass_name, p, kind, d, x, w, b, gy)
             assert any("mma_nhwc" in k for k in launched), launched
             assert not np.isnan(got).any()

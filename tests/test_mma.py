@@ -332,6 +332,24 @@ def test_cp_async_lands_at_its_wait_and_zero_fills(dev):
     np.testing.assert_array_equal(seen0, src[64:])
 
 
+def test_cp_async_eager_lands_at_the_issue():
+    """EmulatedDevice(cp_async='eager'): the copies land when issued (the earliest a
+    GPU may), so the slot read right after the issues already holds them."""
+    eager = EmulatedDevice(sanitize=False, cp_async="eager",
+                           kernels={SOURCE: NAMES}, source_dir=KDIR)
+    src, init, (early, seen1, seen0) = _cp_async_buffers(np.random.default_rng(4))
+    _run(eager, "cp_async_probe", (1, 1, 1), (64, 1, 1),
+         (src, init, early, seen1, seen0, np.int32(1), np.int32(0)))
+    zero = (np.arange(64) % 3 == 0)[:, None]
+    np.testing.assert_array_equal(early, np.where(zero, 0, src[:64]))
+    np.testing.assert_array_equal(seen1, early)
+    np.testing.assert_array_equal(seen0, src[64:])
+    with pytest.raises(ValueError, match="cp_async must be"):
+        EmulatedDevice(cp_async="early")
+    with pytest.raises(ValueError, match="warp_schedule must be"):
+        EmulatedDevice(warp_schedule="random")
+
+
 def test_cp_async_left_in_flight_is_reported(dev):
     src, init, (early, seen1, seen0) = _cp_async_buffers(np.random.default_rng(3))
     with pytest.raises(EmulationError, match="cp.async copies not waited for"):
