@@ -29,6 +29,10 @@ step bench_conv "${CONV_S:-150}" "$PY" bench/bench_gpu_conv.py --no-progress --v
     --tc-variants '' --budget 0.05 --json "$OUT/bench_conv.json"
 step bench_filt "${FILTER_S:-45}" "$PY" bench/bench_gpu_filter.py --budget 0.05 \
     --kinds main,stack --json "$OUT/bench_filter.json"
+# the 1-D rows against cupy.convolve/correlate (last measured at b1e14e5, before the
+# plan-cache fix; json in logs.tar.gz: $OUT holds 8 files)
+step bench_1d "${ONED_S:-30}" "$PY" bench/bench_gpu_filter.py --budget 0.05 \
+    --kinds 1d --json "$LOGS/bench_1d.json"
 step kernel_time "${KTIME_S:-35}" "$PY" bench/filter_kernel_time.py --n 4096 8192 \
     --batch 10 --repeats 3 --json "$OUT/filter_kernel_time.json"
 # thread-block sweep of the tiled filter kernel (rows in logs.tar.gz: $OUT holds 8 files)
@@ -58,7 +62,7 @@ echo "total $(( $(date +%s) - t0 ))s" >> "$LOGS/steps.txt"
 # (the profile stays in logs.tar.gz: $OUT returns 8 files at most)
 {
     cat "$LOGS/device.log" "$LOGS/steps.txt"
-    for f in bench_tc bench_conv bench_filt kernel_time block_sweep bench_torch pytest; do
+    for f in bench_tc bench_conv bench_filt bench_1d kernel_time block_sweep bench_torch pytest; do
         [[ -s "$LOGS/$f.log" ]] && { echo "== $f"; tail -n 60 "$LOGS/$f.log"; }
     done
 } > "$OUT/summary.txt"
