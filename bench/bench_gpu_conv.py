@@ -344,6 +344,7 @@ def run_conv_bench(quick: bool = False, repeats: int | None = None,
                    sink: Callable[[dict[str, Any]], None] | None = None,
                    tensor_cores: bool = True,
                    tc_variants: tuple[str, ...] = TC_VARIANTS,
+                   fp32: bool = True,
                    ) -> list[dict[str, Any]]:
     """Rows of the CUDA conv2d benchmark (see the module docstring).
 
@@ -369,6 +370,9 @@ def run_conv_bench(quick: bool = False, repeats: int | None = None,
     tc_variants : tuple of str
         Tensor-core variants forced (op level) besides ``auto`` on those rows
         (:data:`TC_VARIANTS`).
+    fp32 : bool
+        The float32 rows (``auto`` and ``variants``); ``False``: the tensor-core
+        rows only.
 
     Returns
     -------
@@ -416,7 +420,8 @@ def run_conv_bench(quick: bool = False, repeats: int | None = None,
             continue
         for pass_name in PASSES:
             try:
-                _bench_pass(ctx, layer, pass_name, a, variants, emit)
+                if fp32:
+                    _bench_pass(ctx, layer, pass_name, a, variants, emit)
             except Exception as exc:  # one bad (layer, pass) must not end the run
                 emit(_error_row(ctx, layer, pass_name, exc))
             for label, dtype, precision in TC_SIDES if tensor_cores else ():
@@ -768,6 +773,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--no-tensor-cores", action="store_true",
                     help="skip the tf32 / float16 rows")
+    ap.add_argument("--no-fp32", action="store_true",
+                    help="the tensor-core rows only (no float32 rows)")
+    ap.add_argument("--layers", default="",
+                    help="only the layers whose name contains one of these "
+                    "comma-separated substrings (e.g. N32-C256,N16-C64-56)")
     ap.add_argument("--tc-variants", default=",".join(TC_VARIANTS),
                     help="tensor-core variants forced besides auto on the tf32 / "
                     "float16 rows, comma-separated, or '' (default %(default)s)")
@@ -783,7 +793,15 @@ def main(argv: list[str] | None = None) -> int:
     if meta is None:
         return 2
     rows, save = row_saver(args.json, meta)
-    run_conv_bench(quick=args.quick, repeats=args.repeats,
+    wanted = [w for w in args.layers.split(",") if w]
+    layers = None
+    if wanted:
+        layers = tuple(L for L in (QUICK_LAYERS if args.quick else LAYERS)
+                       if any(w in L.name for w in wanted))
+        if not layers:
+            ap.error(f"no layer name contains any of {wanted}")
+    run_conv_bench(quick=args.quick, repeats=args.repeats, layers=layers,
+                   fp32=not args.no_fp32,
                    progress=not args.no_progress, variants=variants,
                    budget_s=args.budget, sink=lambda row: save([row]),
                    tensor_cores=not args.no_tensor_cores,

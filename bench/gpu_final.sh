@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # gpu_final.sh: a session's last short device call (~4 minutes), after changes that
-# gpu_check.sh measured before: the conv
-# benchmark's auto rows (FP32, TF32, float16; every row validated before it is
-# timed), the float32 filter and stack rows against cupyx, the filter kernels' own
+# gpu_check.sh measured before: the tensor-core rows of the NHWC pipeline
+# (bench_tc.json), the conv benchmark's auto rows (FP32, TF32, float16; every row
+# validated before it is timed), the float32 filter and stack rows against cupyx, the filter kernels' own
 # time (bench/filter_kernel_time.py), the torch block, and the gpu tests named in
 # $FINAL_TESTS, Nsight Compute on the tensor-core (NCHW and NHWC), Winograd and col2im kernels
 # (bench/ncu_probe.py), then the per-call host time (bench/gpu_profile.py, once the
@@ -19,11 +19,20 @@ step() { local name=$1 limit=$2; shift 2; local s=$(date +%s)
     echo "$name rc=$rc $(( $(date +%s) - s ))s" | tee -a "$LOGS/steps.txt"; }
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader \
     > "$LOGS/device.log" 2>&1
-# the forced Winograd rows (FP32) and the forced tensor-core rows (mma, mma_nhwc)
-step bench_conv "${CONV_S:-200}" "$PY" bench/bench_gpu_conv.py --no-progress --variants winograd,winograd4 \
-    --tc-variants mma,mma_nhwc --budget 0.05 --json "$OUT/bench_conv.json"
+# first the tensor-core rows that decide the NHWC pipeline (auto, the NCHW mma
+# kernels and mma_nhwc forced, against cuDNN TF32 / float16) on the 3x3 and 1x1
+# layers, then every layer: FP32 (auto, Winograd forced) and the tensor-core auto rows
+step bench_tc "${TC_S:-100}" "$PY" bench/bench_gpu_conv.py --no-progress --no-fp32 \
+    --layers N32-C64-56x56-K64,N32-C128,N32-C256,N32-C512,N32-C64-56x56-K256,N16-C512 \
+    --tc-variants mma,mma_nhwc --budget 0.05 --json "$OUT/bench_tc.json"
+step bench_conv "${CONV_S:-150}" "$PY" bench/bench_gpu_conv.py --no-progress --variants winograd,winograd4 \
+    --tc-variants '' --budget 0.05 --json "$OUT/bench_conv.json"
 step bench_filt "${FILTER_S:-45}" "$PY" bench/bench_gpu_filter.py --budget 0.05 \
     --kinds main,stack --json "$OUT/bench_filter.json"
+# the 1-D rows against cupy.convolve/correlate (last measured at b1e14e5, before the
+# plan-cache fix; json in logs.tar.gz: $OUT holds 8 files)
+step bench_1d "${ONED_S:-30}" "$PY" bench/bench_gpu_filter.py --budget 0.05 \
+    --kinds 1d --json "$LOGS/bench_1d.json"
 step kernel_time "${KTIME_S:-35}" "$PY" bench/filter_kernel_time.py --n 4096 8192 \
     --batch 10 --repeats 3 --json "$OUT/filter_kernel_time.json"
 # thread-block sweep of the tiled filter kernel (rows in logs.tar.gz: $OUT holds 8 files)
@@ -50,10 +59,10 @@ if [[ -n "${FINAL_TESTS:-}" ]]; then
         -x $FINAL_TESTS
 fi
 echo "total $(( $(date +%s) - t0 ))s" >> "$LOGS/steps.txt"
-cp "$LOGS/profile.log" "$OUT/profile.txt" 2>/dev/null
+# (the profile stays in logs.tar.gz: $OUT returns 8 files at most)
 {
     cat "$LOGS/device.log" "$LOGS/steps.txt"
-    for f in bench_conv bench_filt kernel_time block_sweep bench_torch pytest; do
+    for f in bench_tc bench_conv bench_filt bench_1d kernel_time block_sweep bench_torch pytest; do
         [[ -s "$LOGS/$f.log" ]] && { echo "== $f"; tail -n 60 "$LOGS/$f.log"; }
     done
 } > "$OUT/summary.txt"

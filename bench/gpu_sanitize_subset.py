@@ -9,6 +9,8 @@ and float16, forward and input gradient, on both routes: the tensor-core kernels
 forced, and the SIMT route, ``cuda/convert.cu`` + the FP32 kernels), on a few
 awkward small cases from ``tests/_cuda_conv_cases.py`` (tile +- 1, regblock tails,
 every feature at once, a non-zero padding mode with pads larger than the image),
+and the NHWC pipeline (``algorithm='mma_nhwc'``, every pass where it applies) on
+cases of ``tests/test_emulated_mma_nhwc.py``,
 checks each result loosely against the NumPy backend, and exits 1 on a wrong
 result. Under ``compute-sanitizer --tool memcheck|racecheck --error-exitcode N`` a
 memory error or a shared-memory race makes the exit status N.
@@ -96,6 +98,53 @@ def _workload(cp: Any) -> tuple[int, int]:
                               f"{err:.3g}")
             finally:
                 _gpu_conv.mma_preferred = rule
+    r, b = _nhwc_workload(cp)
+    return runs + r, bad + b
+
+
+#: Cases of tests/test_emulated_mma_nhwc.py for the NHWC pipeline (cp.async stages,
+#: ldmatrix; 'mma_nhwc' forced at the op level): tails, groups with dilation, the
+#: input gradient's crop, a padding mode.
+NHWC_SUBSET = ("tails", "groups_dilated", "crop", "reflect")
+
+
+def _nhwc_workload(cp: Any) -> tuple[int, int]:
+    import dataclasses
+
+    from gpuconv import _gpu_conv, _plan_conv
+    from tests._cuda_conv_cases import api_pass, problem, random_inputs
+    from tests.test_emulated_mma_nhwc import IDS, NHWC_CASES
+
+    runs = bad = 0
+    for case_id in NHWC_SUBSET:
+        _, xs, ws, kw = NHWC_CASES[IDS.index(case_id)]
+        for dtype, kind in ((np.float32, "tf32"), (np.float16, "f16")):
+            p = problem(xs, ws, dtype, kw)
+            if kind == "tf32":
+                p = dataclasses.replace(p, precision="tf32")
+            x, w, b, gy = random_inputs(np.random.default_rng(0), p, dtype)
+            b = b.astype(np.float32)
+            dx, dw, db, dgy = (cp.asarray(a) for a in (x, w, b, gy))
+            p0 = _plan_conv.padded_problem(p) if _plan_conv.needs_padding_copy(p) else p
+            for pass_name in _plan_conv.NHWC_PASSES:
+                if not _plan_conv.nhwc_applies(p0, pass_name, kind):
+                    continue
+                if pass_name == "forward":
+                    got = _gpu_conv.conv2d_forward(dx, dw, db, p, "mma_nhwc")
+                elif pass_name == "backward_input":
+                    got = _gpu_conv.conv2d_backward_input(dgy, dw, p, "mma_nhwc")
+                else:
+                    got = _gpu_conv.conv2d_backward_weight(dgy, dx, p, "mma_nhwc",
+                                                           False)[0]
+                want = api_pass(pass_name, *(a.astype(np.float64) for a in
+                                             (x, w, b, gy)), kw, backend="numpy")
+                got = cp.asnumpy(got).astype(np.float64)
+                runs += 1
+                err = float(np.abs(got - want).max() / max(np.abs(want).max(), 1))
+                if not err < 1e-2:
+                    bad += 1
+                    print(f"WRONG nhwc {case_id} {kind} {pass_name}: relative error "
+                          f"{err:.3g}")
     return runs, bad
 
 
