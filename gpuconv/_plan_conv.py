@@ -1741,6 +1741,10 @@ def plan_conv2d_mma(
 NHWC_PASSES = ("forward", "backward_input", "backward_weight")
 #: Elements of a 16-byte chunk (the weight gradient's C/groups must be a multiple).
 NHWC_CHUNK = {"tf32": 4, "f16": 8}
+#: Resident blocks per SM of the NHWC weight-gradient tiles (sm_90 ptxas: 159-168
+#: registers x 256 threads for 128 x 128, one block; 111-122 x 128 threads and 32
+#: KiB of shared memory for 64 x 64, four), for its split-K choice.
+NHWC_WGRAD_BLOCKS_PER_SM = {(64, 64): 4, (128, 128): 1}
 
 
 def nhwc_applies(p: Conv2dProblem, pass_name: str, kind: str) -> bool:
@@ -1918,7 +1922,7 @@ def _wgrad_nhwc_launches(
     ohw = p.OH * p.OW
     spi = -(-ohw // slab)  # slabs per image (none straddles two)
     slabs = p.N * spi
-    splits = split_count(slabs, base, sm_count * MMA_WGRAD_BLOCKS_PER_SM,
+    splits = split_count(slabs, base, sm_count * NHWC_WGRAD_BLOCKS_PER_SM[(bm, bn)],
                          max(1, WGRAD_MIN_CHUNK // slab))
     splits = max(1, min(slabs, splits))
     wcount = p.K * p.Cg * p.KH * p.KW
