@@ -13,9 +13,10 @@ Passes: ``conv2d_forward``, ``conv2d_backward_input`` (``gx`` only) and
 ``conv2d_backward_weight`` (``gw`` only), each through the public API on CuPy arrays
 (what users get: argument checks, planning and launches included) with
 ``algorithm='auto'`` and with the forced variants of ``--variants`` (default
-``tiled,tiled_regblock,winograd,winograd4``; the variant ``auto`` picks is not
+``tiled,tiled_regblock,winograd,winograd4,nhwc``; the variant ``auto`` picks is not
 measured twice; ``winograd``/``winograd4`` only where they apply (3x3 stride 1), their
-error limit :data:`WINOGRAD_ERR_FACTOR` times the others';
+error limit :data:`WINOGRAD_ERR_FACTOR` times the others'; ``nhwc`` (op level, the
+FP32 weight gradient on NHWC operands) on the weight-gradient rows it applies to;
 ``naive`` only on layers of at most :data:`NAIVE_MAX_FLOPS`, where it is not
 minutes of work).
 
@@ -94,10 +95,14 @@ from _gpu_common import (
 )
 
 PASSES = ("conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight")
-VARIANTS = ("naive", "tiled", "tiled_regblock", "winograd", "winograd4")
+VARIANTS = ("naive", "tiled", "tiled_regblock", "winograd", "winograd4", "nhwc")
+#: Forced variants that exist at the op level only (not public ``algorithm`` values):
+#: ``'nhwc'``, the FP32 weight gradient on NHWC operands (cp.async pipeline), run on
+#: the weight-gradient rows where ``gpuconv._plan_conv.wgrad_nhwc_applies``.
+OP_VARIANTS = ("nhwc",)
 #: Forced variants measured besides ``auto`` by default (``winograd`` only where it
 #: applies: 3x3 stride-1 layers).
-DEFAULT_VARIANTS = ("tiled", "tiled_regblock", "winograd", "winograd4")
+DEFAULT_VARIANTS = ("tiled", "tiled_regblock", "winograd", "winograd4", "nhwc")
 #: The Winograd rows' error limit over the others' (tests/_tol.py: the transformed
 #: magnitudes are 6-11x sum |x||w| for F(2x2, 3x3), 75-265x for F(4x4, 3x3) on
 #: random data, where its float32 error stays near the direct sum's).
@@ -274,6 +279,12 @@ def _inputs(cp: Any, layer: Layer, seed: int = 0) -> dict[str, Any]:
 
 def ours(gpuconv: Any, layer: Layer, pass_name: str, a: dict[str, Any],
          algorithm: str) -> Callable[[], Any]:
+    if algorithm in OP_VARIANTS:  # the backend op (weight gradient only)
+        from gpuconv import _gpu_conv
+
+        p = _problem(layer, a)
+        return lambda: _gpu_conv.conv2d_backward_weight(a["gy"], a["x"], p, algorithm,
+                                                        False)[0]
     kw = {"stride": layer.stride, "padding": layer.padding, "algorithm": algorithm}
     if pass_name == "conv2d_forward":
         return lambda: gpuconv.conv2d(a["x"], a["w"], a["b"], **kw)
@@ -484,6 +495,16 @@ def _winograd_applies(layer: Layer, pass_name: str, a: dict[str, Any],
                             variant)
 
 
+def _op_variant_applies(layer: Layer, pass_name: str, a: dict[str, Any],
+                        variant: str) -> bool:
+    """Whether an op-level variant (:data:`OP_VARIANTS`) runs its own kernels on a
+    row (else the op falls back to what ``auto`` runs: no row of its own)."""
+    from gpuconv._plan_conv import wgrad_nhwc_applies
+
+    return (variant == "nhwc" and pass_name == "conv2d_backward_weight"
+            and wgrad_nhwc_applies(_problem(layer, a)))
+
+
 def _regblock_plan(layer: Layer, pass_name: str, a: dict[str, Any],
                    variant: str | None) -> str | None:
     """Which ``tiled_regblock`` plan an input-gradient row ran: ``'col2im'`` (the
@@ -527,7 +548,9 @@ def _bench_pass(ctx: _Context, layer: Layer, pass_name: str, a: dict[str, Any],
     sides = ["auto", *[v for v in variants if v != resolved
                        and (v != "naive" or flops <= NAIVE_MAX_FLOPS)
                        and (v not in WINOGRAD_ERR_FACTOR
-                            or _winograd_applies(layer, pass_name, a, v))]]
+                            or _winograd_applies(layer, pass_name, a, v))
+                       and (v not in OP_VARIANTS
+                            or _op_variant_applies(layer, pass_name, a, v))]]
     for variant in sides:
         case = f"{pass_name}/{variant}/{layer.name}/float32"
         _progress(ctx.progress, f"[gpu conv] {case}")

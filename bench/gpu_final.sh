@@ -21,11 +21,12 @@ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader \
     > "$LOGS/device.log" 2>&1
 # first the tensor-core rows that decide the NHWC pipeline (auto, the NCHW mma
 # kernels and mma_nhwc forced, against cuDNN TF32 / float16) on the 3x3 and 1x1
-# layers, then every layer: FP32 (auto, Winograd forced) and the tensor-core auto rows
+# layers, then every layer: FP32 (auto, Winograd and the NHWC weight gradient forced)
+# and the tensor-core auto rows
 step bench_tc "${TC_S:-100}" "$PY" bench/bench_gpu_conv.py --no-progress --no-fp32 \
     --layers N32-C64-56x56-K64,N32-C128,N32-C256,N32-C512,N32-C64-56x56-K256,N16-C512 \
     --tc-variants mma,mma_nhwc --budget 0.05 --json "$OUT/bench_tc.json"
-step bench_conv "${CONV_S:-150}" "$PY" bench/bench_gpu_conv.py --no-progress --variants winograd,winograd4 \
+step bench_conv "${CONV_S:-150}" "$PY" bench/bench_gpu_conv.py --no-progress --variants winograd,winograd4,nhwc \
     --tc-variants '' --budget 0.05 --json "$OUT/bench_conv.json"
 step bench_filt "${FILTER_S:-45}" "$PY" bench/bench_gpu_filter.py --budget 0.05 \
     --kinds main,stack --json "$OUT/bench_filter.json"

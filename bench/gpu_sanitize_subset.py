@@ -138,6 +138,16 @@ def _nhwc_workload(cp: Any) -> tuple[int, int]:
                                                            False)[0]
                 want = api_pass(pass_name, *(a.astype(np.float64) for a in
                                              (x, w, b, gy)), kw, backend="numpy")
+                if pass_name == "backward_weight" and kind == "tf32":
+                    # and the FP32 weight gradient on NHWC operands (op level)
+                    fp = problem(xs, ws, np.float32, kw)
+                    g32 = cp.asnumpy(_gpu_conv.conv2d_backward_weight(
+                        dgy, dx, fp, "nhwc", False)[0]).astype(np.float64)
+                    runs += 1
+                    err = float(np.abs(g32 - want).max() / max(np.abs(want).max(), 1))
+                    if not err < 1e-4:
+                        bad += 1
+                        print(f"WRONG nhwc fp32 {case_id} gw: relative error {err:.3g}")
                 got = cp.asnumpy(got).astype(np.float64)
                 runs += 1
                 err = float(np.abs(got - want).max() / max(np.abs(want).max(), 1))

@@ -49,6 +49,11 @@
 //                   so the main loop's gathers test only the tap bounds. The bias (blocks
 //                   of column tile 0): each thread sums the gy values it gathers,
 //                   then the BK partial sums of a row are added in order.
+//   nhwc            (op-level algorithm 'nhwc', float only) The GEMM on operands packed
+//                   to NHWC once per call, both k-major: a slab of 16 pixels is 16-byte
+//                   cp.async copies along the channels, 3 stages in flight, one
+//                   barrier per slab; 8 x 8 thread tiles of 128 x 128 block tiles;
+//                   split-K as tiled_regblock (see the section at the end).
 //   reduce          The second, deterministic stage of the split-K variants: one
 //                   thread per gw (and gb) element sums its `splits` partial results
 //                   from the workspace in split order 0, 1, ..., splits-1.
@@ -555,4 +560,179 @@ __global__ void __launch_bounds__(BIAS_THREADS) conv2d_backward_bias_partial(
         __syncthreads();  // this level of the tree is complete before the next reads it
     }
     if (tid == 0) out[static_cast<long long>(split) * K + k] = s_sum[0];
+}
+
+// ---------------------------------------------------------------------------------
+// nhwc (op-level algorithm 'nhwc', FP32): the weight gradient's GEMM on operands
+// packed to NHWC once per call (conv2d_nhwc_pack_input of conv2d_mma.cu, unrounded:
+// gy -> (N, OH, OW, K), x -> (N, H, W, C)), so that a slab of the reduction (BK = 16
+// consecutive pixels of the flattened N*OH*OW, crossing images freely) is, for both
+// operands, BK shared rows of 16-byte chunks along the channels:
+//   A[p][m] = gyh[p, g*Kg + m]      (BM = 128 output channels of the tile)
+//   B[p][n] = xh[n(p), ih(p, tap), iw(p, tap), g*Cg + c],  n = tap*Cg + c (BN = 128
+//             columns in the order of the packed weights), zero outside the image
+// one cp.async each (zero fill past the pixels and the tails; no registers on the
+// way), STAGES = 3 stages in flight, one barrier per slab. Both operands k-major, so
+// a thread's 8 x 8 tile (rows tx*4 + {0..3}, 64 + tx*4 + {0..3}; columns likewise
+// with ty) reads 2 + 2 LDS.128 per term and does 64 FFMA (the classic SIMT GEMM
+// inner loop, as the tiled_regblock thread tile). Split-K over balanced ranges of
+// whole slabs, partial sums in gw's layout, added in split order by reduce
+// (deterministic); the bias gradient is the op's own reduction. Needs Kg and Cg
+// multiples of 4. Another summation order than tiled_regblock (fixed: per thread,
+// the pixels in increasing order within its split).
+namespace gpuconv {
+
+struct NhwcSimtTile {
+    static constexpr int BM = 128, BN = 128, BK = 16, STAGES = 3;
+    static constexpr int TX = 16, TY = 16, TM = 8, TN = 8, THREADS = TX * TY;
+    static constexpr int CPR = BM / 4;                    // 16-byte chunks per row
+    static constexpr int COPIES = BK * CPR / THREADS;     // per operand and thread
+    static constexpr int ROW_STEP = THREADS / CPR;
+    static_assert(BM == BN && COPIES * ROW_STEP == BK, "copy roles");
+};
+
+struct alignas(16) NhwcSimtSmem {
+    float a[NhwcSimtTile::STAGES][NhwcSimtTile::BK][NhwcSimtTile::BM];
+    float b[NhwcSimtTile::STAGES][NhwcSimtTile::BK][NhwcSimtTile::BN];
+};
+
+}  // namespace gpuconv
+
+// Grid: m_tiles * n_tiles * groups * splits blocks (1-D), 256 threads; static smem
+// (48 KiB). gyh (N, OH, OW, K), xh (N, H, W, C); slabs = ceil(N*OH*OW / 16).
+template <typename T>
+__global__ void __launch_bounds__(256, 1) conv2d_backward_weight_nhwc(
+    const T* __restrict__ gyh, const T* __restrict__ xh, T* __restrict__ gw_out, int N,
+    int C, int H, int W, int K, int KH, int KW, int groups, int sh, int sw, int dh,
+    int dw, int pt, int pl, int OH, int OW, long long slabs_per_split, int extra_slabs,
+    int m_tiles, int n_tiles) {
+    using Tile = gpuconv::NhwcSimtTile;
+    constexpr int BK = Tile::BK;
+    constexpr int STAGES = Tile::STAGES;
+    static_assert(sizeof(T) == 4, "16-byte chunks of 4 elements");
+    __shared__ gpuconv::NhwcSimtSmem s;
+
+    const gpuconv::GemmBlock blk = gpuconv::gemm_block(m_tiles, n_tiles, groups);
+    const int g = blk.g;
+    const int Cg = C / groups;
+    const int Kg = K / groups;
+    const int KHKW = KH * KW;
+    const int ncols = Cg * KHKW;
+    const int OHW = OH * OW;
+    const long long NP = static_cast<long long>(N) * OHW;
+    const int m0 = blk.m_tile * Tile::BM;
+    const int n0 = blk.n_tile * Tile::BN;
+    const long long s_begin =
+        blk.split * slabs_per_split + min(blk.split, extra_slabs);
+    const long long s_end =
+        (blk.split + 1) * slabs_per_split + min(blk.split + 1, extra_slabs);
+    const int ktiles = static_cast<int>(s_end - s_begin);
+
+    const int tid = static_cast<int>(threadIdx.x);
+    const int chunk = tid % Tile::CPR;  // this thread's column chunk (both operands)
+    const int row0 = tid / Tile::CPR;   // and its rows row0 + i*ROW_STEP
+    // A: output channels m0 + 4*chunk .. + 3 of gyh's pixel rows
+    const bool a_ok = m0 + 4 * chunk < Kg;
+    const T* a_base = gyh + static_cast<long long>(g) * Kg + (a_ok ? m0 + 4 * chunk : 0);
+    // B: columns n0 + 4*chunk .. + 3 = tap, channels c .. c + 3 (Cg % 4 == 0)
+    const int col = n0 + 4 * chunk;
+    const bool col_ok = col < ncols;
+    const int b_tap = col_ok ? col / Cg : 0;
+    const int b_c = col - b_tap * Cg;
+    const int b_kh = b_tap / KW;
+    const int b_dy = b_kh * dh - pt;
+    const int b_dx = (b_tap - b_kh * KW) * dw - pl;
+    const T* b_base = xh + static_cast<long long>(g) * Cg + (col_ok ? b_c : 0);
+    const gpuconv::FastDiv div_ohw(OHW);
+    const gpuconv::FastDiv div_ow(OW);
+
+    // each copy row's next pixel: flat p = ld_n*OHW + ld_q (decoded once, then
+    // advanced by BK per slab with one multiply-shift division where it wraps)
+    long long ld_n[Tile::COPIES];
+    int ld_q[Tile::COPIES];
+#pragma unroll
+    for (int i = 0; i < Tile::COPIES; ++i) {
+        const long long p = s_begin * BK + row0 + i * Tile::ROW_STEP;
+        ld_n[i] = p / OHW;
+        ld_q[i] = static_cast<int>(p - ld_n[i] * OHW);
+    }
+    auto load = [&](int st) {
+#pragma unroll
+        for (int i = 0; i < Tile::COPIES; ++i) {
+            const int r = row0 + i * Tile::ROW_STEP;
+            const long long n = ld_n[i];
+            const int q = ld_q[i];
+            const bool in = n < N;
+            gpuconv::cp_async_zfill16(&s.a[st][r][4 * chunk],
+                                      a_base + (in ? (n * OHW + q) * K : 0), in && a_ok);
+            const int oh = div_ow.div(q);
+            const int ih = oh * sh + b_dy;
+            const int iw = (q - oh * OW) * sw + b_dx;
+            const bool ok = in && col_ok && gpuconv::in_range(ih, H) &&
+                            gpuconv::in_range(iw, W);
+            const T* src =
+                b_base + (ok ? ((n * H + ih) * static_cast<long long>(W) + iw) * C : 0);
+            gpuconv::cp_async_zfill16(&s.b[st][r][4 * chunk], src, ok);
+            int nq = q + BK;
+            if (nq >= OHW) {
+                const int d = div_ohw.div(nq);
+                ld_n[i] = n + d;
+                nq -= d * OHW;
+            }
+            ld_q[i] = nq;
+        }
+    };
+
+    const int tx = tid % Tile::TX;
+    const int ty = tid / Tile::TX;
+    T acc[Tile::TM][Tile::TN];
+#pragma unroll
+    for (int i = 0; i < Tile::TM; ++i)
+#pragma unroll
+        for (int j = 0; j < Tile::TN; ++j) acc[i][j] = T(0);
+
+#pragma unroll
+    for (int st = 0; st < STAGES - 1; ++st) {  // the prologue: STAGES - 1 slabs
+        if (st < ktiles) load(st);
+        gpuconv::cp_async_commit();
+    }
+    for (int kt = 0; kt < ktiles; ++kt) {
+        gpuconv::cp_async_wait<STAGES - 2>();  // this thread's copies of slab kt
+        __syncthreads();  // everyone's; and every thread is done with slab kt - 1
+        const int nk = kt + STAGES - 1;
+        if (nk < ktiles) load(nk % STAGES);  // into the stage slab kt - 1 held
+        gpuconv::cp_async_commit();           // (an empty group past the end)
+        const int cur = kt % STAGES;
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            T af[Tile::TM], bf[Tile::TN];
+#pragma unroll
+            for (int i = 0; i < Tile::TM; ++i)
+                af[i] = s.a[cur][kk][(i / 4) * (Tile::TX * 4) + tx * 4 + i % 4];
+#pragma unroll
+            for (int j = 0; j < Tile::TN; ++j)
+                bf[j] = s.b[cur][kk][(j / 4) * (Tile::TY * 4) + ty * 4 + j % 4];
+#pragma unroll
+            for (int i = 0; i < Tile::TM; ++i)
+#pragma unroll
+                for (int j = 0; j < Tile::TN; ++j) acc[i][j] = fma(af[i], bf[j], acc[i][j]);
+        }
+    }
+    gpuconv::cp_async_wait<0>();  // only empty groups are left; none in flight at exit
+
+    const long long wcount = static_cast<long long>(K) * ncols;
+    T* out = gw_out + blk.split * wcount + static_cast<long long>(g) * Kg * ncols;
+#pragma unroll
+    for (int i = 0; i < Tile::TM; ++i) {
+        const int m = m0 + (i / 4) * (Tile::TX * 4) + tx * 4 + i % 4;
+        if (m >= Kg) continue;
+#pragma unroll
+        for (int j = 0; j < Tile::TN; ++j) {
+            const int cc = n0 + (j / 4) * (Tile::TY * 4) + ty * 4 + j % 4;
+            if (cc >= ncols) continue;
+            const int tap = cc / Cg;
+            out[static_cast<long long>(m) * ncols + (cc - tap * Cg) * KHKW + tap] =
+                acc[i][j];
+        }
+    }
 }

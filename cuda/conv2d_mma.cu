@@ -1053,9 +1053,11 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
 //
 //   conv2d_nhwc_pack_input<E>   x (N, C, H, W) -> xh (N, H, W, C): a 32 x 32 shared
 //                               transpose per image (reads along pixels, writes along
-//                               channels, both coalesced); float rounded to TF32 here
-//                               (cvt.rna, once per element, as the other kernels do on
-//                               their way into shared memory), float16 bits as they are.
+//                               channels, both coalesced); with round, float rounded to
+//                               TF32 here (cvt.rna, once per element, as the other
+//                               kernels do on their way into shared memory; without:
+//                               the FP32 'nhwc' weight gradient), float16 bits as they
+//                               are.
 //   conv2d_nhwc_pack_weight<E>  w (K, C/groups, KH, KW) -> wh (K, KH*KW, C/groups)
 //                               (rounded likewise); with flip, the input gradient's
 //                               weights: wh (C, KH*KW, K/groups), wh[c, t, k] =
@@ -1105,7 +1107,7 @@ __device__ __forceinline__ unsigned short nhwc_operand(unsigned short v) { retur
 template <typename E>
 __global__ void __launch_bounds__(256) conv2d_nhwc_pack_input(
     const E* __restrict__ x, E* __restrict__ xh, int C, int HW, int p_tiles,
-    int c_tiles) {
+    int c_tiles, int round) {
     __shared__ E tile[32][33];
     int bid = static_cast<int>(blockIdx.x);
     const int pt = bid % p_tiles;
@@ -1119,8 +1121,10 @@ __global__ void __launch_bounds__(256) conv2d_nhwc_pack_input(
     for (int r = ty; r < 32; r += 8) {  // rows: channels, columns: pixels
         const int c = ct * 32 + r;
         const int p = pt * 32 + tx;
-        if (c < C && p < HW)
-            tile[r][tx] = gpuconv::nhwc_operand(src[static_cast<long long>(c) * HW + p]);
+        if (c < C && p < HW) {
+            const E v = src[static_cast<long long>(c) * HW + p];
+            tile[r][tx] = round ? gpuconv::nhwc_operand(v) : v;
+        }
     }
     __syncthreads();  // the tile is staged before it is read transposed
     for (int r = ty; r < 32; r += 8) {  // rows: pixels, columns: channels

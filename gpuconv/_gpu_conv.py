@@ -76,6 +76,7 @@ from gpuconv._plan_conv import (
     plan_conv2d_backward_bias,
     plan_conv2d_backward_input,
     plan_conv2d_backward_weight,
+    plan_conv2d_backward_weight_nhwc,
     plan_conv2d_forward,
     plan_conv2d_mma,
     plan_conv2d_mma_nhwc,
@@ -86,6 +87,7 @@ from gpuconv._plan_conv import (
     resolve_algorithm,
     slice_table,
     tap_table,
+    wgrad_nhwc_applies,
     winograd_applies,
     winograd_gemm_problem,
 )
@@ -100,6 +102,7 @@ _TABLE_CACHE_SIZE = 64
 #: float16, compared with an operand's dtype on every call (a dtype object against
 #: a dtype object: no conversion of the scalar type per call).
 _F16 = np.dtype(np.float16)
+_F32 = np.dtype(np.float32)
 
 
 def default_device() -> Any:
@@ -880,8 +883,10 @@ def conv2d_backward_weight(
         return _backward_weight_mma(dev, key, plan, gy, x, p, kind, gw, gb,
                                     algorithm)
     tf32 = applies_tf32(p.precision, p.compute_dtype)
+    # the FP32 NHWC pipeline (op level 'nhwc'; float32 compute): no fused bias
+    nhwc = algorithm == "nhwc" and p.compute_dtype == _F32
     gb_fused = gb
-    if gb is not None and (tf32 or gy.dtype == _F16 or wino):
+    if gb is not None and (tf32 or gy.dtype == _F16 or wino or nhwc):
         # the bias gradient sums the unconverted gy, as on the mma path (and apart
         # from Winograd's transformed gy)
         conv2d_backward_bias(gy, p, device=dev, out=gb)
@@ -896,7 +901,11 @@ def conv2d_backward_weight(
             return launches + plan_conv2d_winograd(p0, "backward_weight", xin, gyc,
                                                    None, gw, None, alloc=alloc,
                                                    variant=algorithm)
-        algo = resolve_algorithm(p0, "backward_weight", algorithm)
+        if nhwc and wgrad_nhwc_applies(p0):
+            return launches + plan_conv2d_backward_weight_nhwc(p0, gyc, xin, gw,
+                                                               alloc=alloc)
+        algo = resolve_algorithm(p0, "backward_weight",
+                                 "auto" if algorithm == "nhwc" else algorithm)
         return launches + plan_conv2d_backward_weight(
             p0, algo, gyc, xin, gw, gb_fused, alloc=alloc
         )

@@ -102,7 +102,10 @@ def _conv_wgrad_instances() -> tuple[str, ...]:
     return tuple(names)
 
 
-KERNELS["conv2d_backward_weight.cu"] = _conv_wgrad_instances()
+KERNELS["conv2d_backward_weight.cu"] = _conv_wgrad_instances() + (
+    # the NHWC cp.async pipeline of the FP32 weight gradient (op-level 'nhwc')
+    conv_kernel_name("backward_weight", "nhwc", "float"),
+)
 # Winograd F(2x2, 3x3) transforms (algorithm='winograd'; the 16 GEMMs between them
 # are conv2d_forward.cu's tiled_regblock instances)
 # (M = 2: 'winograd', M = 4: 'winograd4')

@@ -1892,9 +1892,11 @@ def plan_conv2d_mma_nhwc(
     return launches
 
 
-def _nhwc_pack_input(q: Conv2dProblem, kind: str, a: Any, alloc: Any
-                     ) -> tuple[Any, Launch]:
-    """``x`` (``q.x_shape``) packed to NHWC: the temporary and its launch."""
+def _nhwc_pack_input(q: Conv2dProblem, kind: str, a: Any, alloc: Any,
+                     round_tf32: bool = True) -> tuple[Any, Launch]:
+    """``x`` (``q.x_shape``; or any (N, C, H, W) array of those extents) packed to
+    NHWC (``kind='tf32'``: float32, rounded to TF32 unless ``round_tf32`` is false;
+    ``'f16'``: float16 bits): the temporary and its launch."""
     from gpuconv._kernels import MMA_ELEMENTS
 
     hw = q.H * q.W
@@ -1905,7 +1907,7 @@ def _nhwc_pack_input(q: Conv2dProblem, kind: str, a: Any, alloc: Any
         grid=_blocks_1d(p_tiles * c_tiles * q.N, "conv2d NHWC pack"),
         block=(32, 8, 1), shared_mem=0,
         args=(a, xh, _i32(q.C, "C"), _i32(hw, "H*W"), np.int32(p_tiles),
-              np.int32(c_tiles)))
+              np.int32(c_tiles), np.int32(round_tf32)))
 
 
 def _wgrad_nhwc_launches(
@@ -1957,6 +1959,96 @@ def _wgrad_nhwc_launches(
                   _i32(n_tiles, "n_tiles")),
         ),
     ]
+    if splits > 1:  # adds the slices in split order (deterministic)
+        launches.append(_reduce_launch("float", splits, ws, ws, gw, gw, wcount, wcount))
+    return launches
+
+
+# The FP32 weight gradient on NHWC operands (op-level algorithm 'nhwc',
+# cuda/conv2d_backward_weight.cu, conv2d_backward_weight_nhwc): both operands packed
+# to NHWC (unrounded), 16-byte cp.async copies 3 stages deep, 8 x 8 FFMA thread
+# tiles of 128 x 128 blocks. Not measured on a GPU yet: 'auto' does not take it.
+#: (BM, BN) of its block tile and its slab of pixels (the kernel's NhwcSimtTile).
+WGRAD_NHWC_TILE = (128, 128)
+WGRAD_NHWC_SLAB = 16
+#: Resident blocks per SM (147 registers x 256 threads on sm_90: one).
+WGRAD_NHWC_BLOCKS_PER_SM = 1
+
+
+def wgrad_nhwc_applies(p: Conv2dProblem) -> bool:
+    """True when ``conv2d_backward_weight_nhwc`` computes the weight gradient of the
+    zero-padded ``p``: float32 compute and C/groups, K/groups multiples of 4 (16-byte
+    chunks of channels).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv._conv_args import normalize_conv2d
+    >>> wgrad_nhwc_applies(normalize_conv2d((2, 64, 9, 9), (32, 64, 3, 3),
+    ...                                     [np.float32]))
+    True
+    >>> wgrad_nhwc_applies(normalize_conv2d((2, 3, 9, 9), (32, 3, 3, 3),
+    ...                                     [np.float32]))
+    False
+    """
+    return (np.dtype(p.compute_dtype) == np.float32 and p.Cg % 4 == 0
+            and p.Kg % 4 == 0)
+
+
+def plan_conv2d_backward_weight_nhwc(
+    p: Conv2dProblem, gy: Any, x: Any, gw: Any, *, alloc: Any,
+    sm_count: int = DEFAULT_SM_COUNT,
+) -> list[Launch]:
+    """The launches of the FP32 weight gradient of the zero-padded ``p`` on NHWC
+    operands (:func:`wgrad_nhwc_applies`): ``gy`` and ``x`` (float32, C-contiguous)
+    packed to NHWC into temporaries from ``alloc(shape, dtype)``, the GEMM (split-K
+    over slabs of :data:`WGRAD_NHWC_SLAB` pixels), and the ordered reduce of the
+    splits into ``gw``. The bias gradient is not part of it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv._conv_args import normalize_conv2d
+    >>> p = normalize_conv2d((2, 8, 9, 9), (12, 8, 3, 3), [np.float32], padding=1)
+    >>> alloc = lambda shape, dtype: np.empty(shape, dtype)
+    >>> [launch.kernel for launch in plan_conv2d_backward_weight_nhwc(
+    ...     p, "gy", "x", "gw", alloc=alloc)]  # doctest: +NORMALIZE_WHITESPACE
+    ['conv2d_nhwc_pack_input<float>', 'conv2d_nhwc_pack_input<float>',
+     'conv2d_backward_weight_nhwc<float>']
+    """
+    _check_zero_padded(p)
+    if not wgrad_nhwc_applies(p):
+        raise ValueError(
+            "the NHWC weight gradient needs float32 and C/groups, K/groups multiples "
+            f"of 4; not {p}"
+        )
+    bm, bn = WGRAD_NHWC_TILE
+    m_tiles, n_tiles = -(-p.Kg // bm), -(-(p.Cg * p.KH * p.KW) // bn)
+    base = m_tiles * n_tiles * p.groups
+    slabs = -(-(p.N * p.OH * p.OW) // WGRAD_NHWC_SLAB)
+    splits = split_count(slabs, base, sm_count * WGRAD_NHWC_BLOCKS_PER_SM,
+                         max(1, WGRAD_MIN_CHUNK // WGRAD_NHWC_SLAB))
+    splits = max(1, min(slabs, splits))
+    wcount = p.K * p.Cg * p.KH * p.KW
+    ws = alloc((splits, wcount), np.float32) if splits > 1 else gw
+    gy_geom = dataclasses.replace(p, C=p.K, H=p.OH, W=p.OW)  # gy as an (N, C, H, W)
+    gyh, pack_gy = _nhwc_pack_input(gy_geom, "tf32", gy, alloc, round_tf32=False)
+    xh, pack_x = _nhwc_pack_input(p, "tf32", x, alloc, round_tf32=False)
+    dh, dw = p.dilation
+    sh, sw = p.stride
+    pt, _, pl, _ = p.padding
+    launches = [pack_gy, pack_x, Launch(
+        source=SOURCES["backward_weight"],
+        kernel=conv_kernel_name("backward_weight", "nhwc", "float"),
+        grid=_blocks_1d(base * splits, "conv2d backward_weight nhwc"),
+        block=(256, 1, 1), shared_mem=0,
+        args=(gyh, xh, ws, _i32(p.N, "N"), _i32(p.C, "C"), _i32(p.H, "H"),
+              _i32(p.W, "W"), _i32(p.K, "K"), np.int32(p.KH), np.int32(p.KW),
+              np.int32(p.groups), np.int32(sh), np.int32(sw), np.int32(dh),
+              np.int32(dw), np.int32(pt), np.int32(pl), _i32(p.OH, "OH"),
+              _i32(p.OW, "OW"), *_balanced(slabs, splits),
+              _i32(m_tiles, "m_tiles"), _i32(n_tiles, "n_tiles")),
+    )]
     if splits > 1:  # adds the slices in split order (deterministic)
         launches.append(_reduce_launch("float", splits, ws, ws, gw, gw, wcount, wcount))
     return launches

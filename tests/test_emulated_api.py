@@ -415,7 +415,7 @@ def test_gpu_check_scripts_dry_run_on_the_emulator(tmp_path):
                           timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
-    assert "gpu_sanitize_subset: 150 results, 0 wrong" in out
+    assert "gpu_sanitize_subset: 154 results, 0 wrong" in out
     assert "gpu_sanitize_filter: 70 results, 0 wrong" in out
     assert "ncu_probe: 13 calls x 2 (mma, nhwc, winograd, stem)" in out
     conv = json.loads((tmp_path / "bench_conv.json").read_text())["rows"]
@@ -434,4 +434,7 @@ def test_gpu_check_scripts_dry_run_on_the_emulator(tmp_path):
     forced = {(r["variant"], r["resolved"]) for r in conv
               if r["variant"] in ("mma", "mma_nhwc")}
     assert forced == {("mma", "mma"), ("mma_nhwc", "mma_nhwc")}, forced
+    # the FP32 NHWC weight gradient (op level) on the rows it applies to
+    assert {r["op"] for r in conv if r["variant"] == "nhwc"} == {
+        "conv2d_backward_weight"}
     assert all(r["fp32_peak_flops"] == pytest.approx(66.9e12, rel=1e-3) for r in conv)
