@@ -108,9 +108,11 @@ class Use:
     rows: list[str] = field(default_factory=list)
 
 
-def auto_kernels(layers: Any = None) -> dict[str, Use]:
+def auto_kernels(layers: Any = None, weight_algorithm: str = "auto"
+                 ) -> dict[str, Use]:
     """``kernel name -> Use`` of every launch ``auto`` makes on ``layers`` (default:
-    the benchmark's ``LAYERS``), float32."""
+    the benchmark's ``LAYERS``), float32; the weight gradient with
+    ``weight_algorithm`` (e.g. the op-level ``'nhwc'``)."""
     if layers is None:
         layers = _bench_module().LAYERS
     uses: dict[str, Use] = {}
@@ -123,7 +125,8 @@ def auto_kernels(layers: Any = None) -> dict[str, Use]:
         )
         for pass_name in PASS_OPS:
             dev = RecordingDevice()
-            _run_pass(dev, pass_name, p)
+            _run_pass(dev, pass_name, p,
+                      weight_algorithm if pass_name == "backward_weight" else "auto")
             for launch in dev.launches:
                 threads = int(np.prod(launch.block))
                 use = uses.setdefault(launch.kernel,
@@ -135,7 +138,8 @@ def auto_kernels(layers: Any = None) -> dict[str, Use]:
     return uses
 
 
-def _run_pass(dev: RecordingDevice, pass_name: str, p: Any) -> None:
+def _run_pass(dev: RecordingDevice, pass_name: str, p: Any,
+              algorithm: str = "auto") -> None:
     # Zero-filled host buffers: never read (the device runs nothing); np.empty
     # keeps the large ones unmapped.
     def buf(shape: tuple[int, ...]) -> np.ndarray:
@@ -148,8 +152,8 @@ def _run_pass(dev: RecordingDevice, pass_name: str, p: Any) -> None:
         _gpu_conv.conv2d_backward_input(buf(p.y_shape), buf(p.w_shape), p, "auto",
                                         device=dev)
     else:
-        _gpu_conv.conv2d_backward_weight(buf(p.y_shape), buf(p.x_shape), p, "auto",
-                                         False, device=dev)
+        _gpu_conv.conv2d_backward_weight(buf(p.y_shape), buf(p.x_shape), p,
+                                         algorithm, False, device=dev)
 
 
 # --------------------------------------------------------------------------------
@@ -319,10 +323,11 @@ class Row:
     @property
     def main(self) -> bool:
         """A main (reduction) kernel held to the FMA goal: every conv2d variant but
-        the split-K reduces, the bias-only reduction, the padding kernels and the
-        input gradient's col2im gather (additions of GEMM results)."""
-        return not any(t in self.kernel
-                       for t in ("reduce", "bias_partial", "_pad_", "col2im"))
+        the split-K reduces, the bias-only reduction, the padding kernels, the
+        input gradient's col2im gather (additions of GEMM results) and the NHWC
+        packs (copies)."""
+        return not any(t in self.kernel for t in ("reduce", "bias_partial", "_pad_",
+                                                  "col2im", "nhwc_pack"))
 
     def meets_goals(self) -> bool:
         ok_warps = self.warps_per_sm >= WARPS_GOAL
@@ -407,6 +412,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--arch", default="sm_90")
     ap.add_argument("--json", help="write the rows here")
+    ap.add_argument("--weight-algorithm", default="auto",
+                    help="the weight gradient's algorithm (e.g. the op-level 'nhwc': "
+                    "the FP32 NHWC pipeline, not taken by auto yet)")
     ap.add_argument("--check", action="store_true",
                     help="exit 1 when a main kernel misses a goal")
     args = ap.parse_args(argv)
@@ -414,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     if reason:
         print(f"sass_check: cannot run: {reason}", file=sys.stderr)
         return 2
-    rows = analyse(auto_kernels(), args.arch)
+    rows = analyse(auto_kernels(weight_algorithm=args.weight_algorithm), args.arch)
     print(format_rows(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(
