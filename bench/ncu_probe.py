@@ -54,28 +54,23 @@ def main(argv: list[str]) -> int:
 
     cases = argv or ["mma", "nhwc", "winograd", "stem"]
     calls = []
-    if "mma" in cases:
+    # the tensor-core kernels forced: NCHW ('mma': forward, input gradient) and the
+    # NHWC pipeline ('nhwc': cp.async stages, ldmatrix; the weight gradient too)
+    for case, algorithm in (("mma", "mma"), ("nhwc", "mma_nhwc")):
+        if case not in cases:
+            continue
         for dtype, precision in ((np.float32, "tf32"), (np.float16, "highest")):
             x, w = _arrays(cp, *LAYER, dtype)
             p = normalize_conv2d(x.shape, w.shape, [x.dtype], padding=1)
             p = dataclasses.replace(p, precision=precision)
             gy = cp.ones(p.y_shape, dtype=dtype)
-            calls.append(lambda x=x, w=w, p=p: _gpu_conv.conv2d_forward(
-                x, w, None, p, "mma"))
-            calls.append(lambda gy=gy, w=w, p=p: _gpu_conv.conv2d_backward_input(
-                gy, w, p, "mma"))
-    if "nhwc" in cases:  # the NHWC pipeline (cp.async stages, ldmatrix), forced
-        for dtype, precision in ((np.float32, "tf32"), (np.float16, "highest")):
-            x, w = _arrays(cp, *LAYER, dtype)
-            p = normalize_conv2d(x.shape, w.shape, [x.dtype], padding=1)
-            p = dataclasses.replace(p, precision=precision)
-            gy = cp.ones(p.y_shape, dtype=dtype)
-            calls.append(lambda x=x, w=w, p=p: _gpu_conv.conv2d_forward(
-                x, w, None, p, "mma_nhwc"))
-            calls.append(lambda gy=gy, w=w, p=p: _gpu_conv.conv2d_backward_input(
-                gy, w, p, "mma_nhwc"))
-            calls.append(lambda gy=gy, x=x, p=p: _gpu_conv.conv2d_backward_weight(
-                gy, x, p, "mma_nhwc", False))
+            calls.append(lambda x=x, w=w, p=p, a=algorithm: _gpu_conv.conv2d_forward(
+                x, w, None, p, a))
+            calls.append(lambda gy=gy, w=w, p=p, a=algorithm:
+                         _gpu_conv.conv2d_backward_input(gy, w, p, a))
+            if case == "nhwc":
+                calls.append(lambda gy=gy, x=x, p=p: _gpu_conv.conv2d_backward_weight(
+                    gy, x, p, "mma_nhwc", False))
     if "winograd" in cases:
         x, w = _arrays(cp, *LAYER, np.float32)
         for variant in ("winograd", "winograd4"):

@@ -197,6 +197,33 @@ __device__ __forceinline__ void cp_async_wait() {
 #endif
 }
 
+// The cp.async multistage main loop of the NHWC kernels: STAGES - 1 slabs loaded
+// ahead (load(stage) issues this thread's copies of the next slab into that stage
+// and advances its own cursor), then per slab kt: wait for this thread's copies of
+// slab kt, one barrier (everyone's copies have landed, and every thread is done with
+// slab kt - 1, whose stage the next load refills), the load of slab kt + STAGES - 1
+// (an empty group past the end), compute(stage of slab kt). Every thread of the
+// block must call it (barriers); nothing is in flight when it returns.
+template <int STAGES, class Load, class Compute>
+__device__ __forceinline__ void cp_async_pipeline(int ktiles, Load&& load,
+                                                  Compute&& compute) {
+    static_assert(STAGES >= 2, "a pipeline needs two stages");
+#pragma unroll
+    for (int st = 0; st < STAGES - 1; ++st) {  // the prologue
+        if (st < ktiles) load(st);
+        cp_async_commit();
+    }
+    for (int kt = 0; kt < ktiles; ++kt) {
+        cp_async_wait<STAGES - 2>();  // this thread's copies of slab kt
+        __syncthreads();  // everyone's; and every thread is done with slab kt - 1
+        const int nk = kt + STAGES - 1;
+        if (nk < ktiles) load(nk % STAGES);  // into the stage slab kt - 1 held
+        cp_async_commit();
+        compute(kt % STAGES);
+    }
+    cp_async_wait<0>();  // only empty groups are left
+}
+
 // One entry of a reduction "tap table" (built by gpuconv._plan_conv.tap_table; used
 // by the tensor-core kernels, cuda/conv2d_mma.cu): reduction index r = ch*KH*KW +
 // kh*KW + kw maps to the channel `ch`, the tap offsets dy = kh*dilation_h and dx =

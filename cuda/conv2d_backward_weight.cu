@@ -691,18 +691,7 @@ __global__ void __launch_bounds__(256, 1) conv2d_backward_weight_nhwc(
 #pragma unroll
         for (int j = 0; j < Tile::TN; ++j) acc[i][j] = T(0);
 
-#pragma unroll
-    for (int st = 0; st < STAGES - 1; ++st) {  // the prologue: STAGES - 1 slabs
-        if (st < ktiles) load(st);
-        gpuconv::cp_async_commit();
-    }
-    for (int kt = 0; kt < ktiles; ++kt) {
-        gpuconv::cp_async_wait<STAGES - 2>();  // this thread's copies of slab kt
-        __syncthreads();  // everyone's; and every thread is done with slab kt - 1
-        const int nk = kt + STAGES - 1;
-        if (nk < ktiles) load(nk % STAGES);  // into the stage slab kt - 1 held
-        gpuconv::cp_async_commit();           // (an empty group past the end)
-        const int cur = kt % STAGES;
+    gpuconv::cp_async_pipeline<STAGES>(ktiles, load, [&](int cur) {
 #pragma unroll
         for (int kk = 0; kk < BK; ++kk) {
             T af[Tile::TM], bf[Tile::TN];
@@ -717,8 +706,7 @@ __global__ void __launch_bounds__(256, 1) conv2d_backward_weight_nhwc(
 #pragma unroll
                 for (int j = 0; j < Tile::TN; ++j) acc[i][j] = fma(af[i], bf[j], acc[i][j]);
         }
-    }
-    gpuconv::cp_async_wait<0>();  // only empty groups are left; none in flight at exit
+    });
 
     const long long wcount = static_cast<long long>(K) * ncols;
     T* out = gw_out + blk.split * wcount + static_cast<long long>(g) * Kg * ncols;

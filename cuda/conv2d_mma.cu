@@ -1319,18 +1319,7 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
     const int b_row = wn * Tile::WTN + mr;
     const int b_ld = b_row * KW_ + 4 * (mj ^ ((b_row >> 1) & 3));
 
-#pragma unroll
-    for (int st = 0; st < STAGES - 1; ++st) {  // the prologue: STAGES - 1 slabs
-        if (st < ktiles) load(st);
-        gpuconv::cp_async_commit();
-    }
-    for (int kt = 0; kt < ktiles; ++kt) {
-        gpuconv::cp_async_wait<STAGES - 2>();  // this thread's copies of slab kt
-        __syncthreads();  // everyone's; and every warp is done with slab kt - 1
-        const int nk = kt + STAGES - 1;
-        if (nk < ktiles) load(nk % STAGES);  // into the stage slab kt - 1 held
-        gpuconv::cp_async_commit();           // (an empty group past the end)
-        const int cur = kt % STAGES;
+    gpuconv::cp_async_pipeline<STAGES>(ktiles, load, [&](int cur) {
         const unsigned* sa = &s.a[cur][0][0];
         const unsigned* sb = &s.b[cur][0][0];
         unsigned fb[Tile::NI][4];
@@ -1349,8 +1338,7 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
                     Op::mma(acc[mi][ni], a, b);
                 }
             }
-    }
-    gpuconv::cp_async_wait<0>();  // only empty groups are left; none in flight at exit
+    });
 
     OutT* out = y + blk.split * M * K;
     const bool add_bias = has_bias && blk.split == 0;
@@ -1547,18 +1535,7 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
         a_ld[ks] = row * KW_ + 4 * ((2 * ks + mj / 2) ^ ((row >> 1) & 3));
     }
 
-#pragma unroll
-    for (int st = 0; st < STAGES - 1; ++st) {  // the prologue: STAGES - 1 slabs
-        if (st < ktiles) load(st);
-        gpuconv::cp_async_commit();
-    }
-    for (int kt = 0; kt < ktiles; ++kt) {
-        gpuconv::cp_async_wait<STAGES - 2>();  // this thread's copies of slab kt
-        __syncthreads();  // everyone's; and every warp is done with slab kt - 1
-        const int nk = kt + STAGES - 1;
-        if (nk < ktiles) load(nk % STAGES);  // into the stage slab kt - 1 held
-        gpuconv::cp_async_commit();           // (an empty group past the end)
-        const int cur = kt % STAGES;
+    gpuconv::cp_async_pipeline<STAGES>(ktiles, load, [&](int cur) {
         const unsigned* sa = &s.a[cur][0][0];
         const unsigned* sb = &s.b[cur][0][0];
 #pragma unroll
@@ -1582,7 +1559,7 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
                     const int k = 16 * ks + 8 * (mj % 2) + mr;
                     const int c = (wn * Tile::WTN + (ni + mj / 2) * 8) / 8;
                     unsigned d[4];
-                    gpuconv::ldmatrix_x4_trans(
+                    gpuconv::ldmatrix_x4<true>(
                         d, sb + k * Smem::BWORDS + 4 * gpuconv::nhwc_wgrad_chunk<E>(k, c));
                     fb[ni][0] = d[0];
                     fb[ni][1] = d[1];
@@ -1598,8 +1575,7 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
                 for (int ni = 0; ni < Tile::NI; ++ni) Op::mma(acc[mi][ni], a, fb[ni]);
             }
         }
-    }
-    gpuconv::cp_async_wait<0>();  // only empty groups are left; none in flight at exit
+    });
 
     const long long wcount = static_cast<long long>(K) * ncols;
     float* out = gw_out + blk.split * wcount + static_cast<long long>(g) * Kg * ncols;

@@ -18,7 +18,7 @@
 //                           of row l / 4 of matrix j. At 32-bit granularity that is
 //                           the a[] of m16n8k8.tf32 (matrices: rows 0-7 / 8-15 x words
 //                           0-3 / 4-7) and, two halves a word, of m16n8k16.f16.
-//   ldmatrix_x4_trans(d, row)   the same with .trans: lane l receives in d[j] the
+//   ldmatrix_x4<true>(d, row)   the same with .trans: lane l receives in d[j] the
 //                           halves (lo, hi) at column l / 4 of rows 2*(l % 4) and
 //                           2*(l % 4) + 1 of matrix j: with rows = k and columns = n
 //                           of a k-major B, the b[] of m16n8k16.f16 (matrices: k 0-7
@@ -173,55 +173,40 @@ inline void mma(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2],
     for (int r = 0; r < 4; ++r) d[r] = out[r];
 }
 
-// One emulated ldmatrix.x4: the 32 lanes' row addresses through the warp exchange,
-// then every lane reads its four words (shared memory is not written in between: the
-// warp is at this instruction).
+// One emulated ldmatrix.x4 (TRANS: .trans): the 32 lanes' row addresses through the
+// warp exchange, then every lane reads its words (shared memory is not written in
+// between: the warp is at this instruction): word lane % 4 of the row of lane
+// 8j + lane / 4, or (.trans) the 16-bit elements lane / 4 of the rows of lanes
+// 8j + 2(lane % 4) and 8j + 2(lane % 4) + 1.
+template <bool TRANS>
 inline void ldmatrix_x4(unsigned (&d)[4], const unsigned* row, const char* file,
                         int line) {
     uint64_t rows[32];
     gpuconv_emu::warp_allgather(0xFFFFFFFFu, reinterpret_cast<uintptr_t>(row), rows,
                                 file, line);
     const int lane = static_cast<int>(gpuconv_emu::cur()->lane);
-    for (int j = 0; j < 4; ++j) {
-        const uint64_t src = rows[8 * j + lane / 4];
-        if (src == ~uint64_t(0)) {
-            gpuconv_emu::set_error("ldmatrix at %s:%d: lane %d of the warp does not take "
-                                   "part (all 32 lanes must execute it)", file, line,
-                                   8 * j + lane / 4);
+    auto row_of = [&](int src_lane) -> uintptr_t {
+        const uint64_t src = rows[src_lane];
+        if (src == ~uint64_t(0) || src % 16 != 0) {
+            gpuconv_emu::set_error(
+                "ldmatrix%s at %s:%d: lane %d %s", TRANS ? ".trans" : "", file, line,
+                src_lane, src == ~uint64_t(0)
+                              ? "of the warp does not take part (all 32 lanes must "
+                                "execute it)"
+                              : "gave a row address that is not 16-byte aligned");
             gpuconv_emu::fail_in_fiber();
         }
-        if (src % 16 != 0) {
-            gpuconv_emu::set_error("ldmatrix at %s:%d: the row address of lane %d is not "
-                                   "16-byte aligned", file, line, 8 * j + lane / 4);
-            gpuconv_emu::fail_in_fiber();
-        }
-        d[j] = reinterpret_cast<const unsigned*>(static_cast<uintptr_t>(src))[lane % 4];
-    }
-}
-
-// ldmatrix.x4.trans, emulated: as ldmatrix_x4, each lane reading one 16-bit column
-// element of two rows per matrix.
-inline void ldmatrix_x4_trans(unsigned (&d)[4], const unsigned* row, const char* file,
-                              int line) {
-    uint64_t rows[32];
-    gpuconv_emu::warp_allgather(0xFFFFFFFFu, reinterpret_cast<uintptr_t>(row), rows,
-                                file, line);
-    const int lane = static_cast<int>(gpuconv_emu::cur()->lane);
+        return static_cast<uintptr_t>(src);
+    };
     for (int j = 0; j < 4; ++j) {
+        if (!TRANS) {
+            d[j] = reinterpret_cast<const unsigned*>(row_of(8 * j + lane / 4))[lane % 4];
+            continue;
+        }
         unsigned v = 0;
         for (int h = 0; h < 2; ++h) {
-            const int src_lane = 8 * j + 2 * (lane % 4) + h;
-            const uint64_t src = rows[src_lane];
-            if (src == ~uint64_t(0) || src % 16 != 0) {
-                gpuconv_emu::set_error("ldmatrix.trans at %s:%d: lane %d %s", file, line,
-                                       src_lane, src == ~uint64_t(0)
-                                           ? "does not take part (all 32 lanes must "
-                                             "execute it)"
-                                           : "gave a row address not 16-byte aligned");
-                gpuconv_emu::fail_in_fiber();
-            }
             const unsigned short e = reinterpret_cast<const unsigned short*>(
-                static_cast<uintptr_t>(src))[lane / 4];
+                row_of(8 * j + 2 * (lane % 4) + h))[lane / 4];
             v |= static_cast<unsigned>(e) << (16 * h);
         }
         d[j] = v;
@@ -331,34 +316,23 @@ __device__ __forceinline__ void mma_f16_m16n8k16(
 }
 
 // d[j] = word lane % 4 of row lane / 4 of matrix j, row r of matrix j being the 16
-// bytes at the `row` of lane 8j + r (shared memory, 16-byte aligned). Every lane of
-// the warp must call it.
+// bytes at the `row` of lane 8j + r (shared memory, 16-byte aligned); TRANS: the
+// .trans form (see above). Every lane of the warp must call it.
+template <bool TRANS = false>
 __device__ __forceinline__ void ldmatrix_x4(unsigned (&d)[4],
                                             const unsigned* row GPUCONV_MMA_SITE) {
 #if GPUCONV_MMA_PTX
     const unsigned sa = static_cast<unsigned>(__cvta_generic_to_shared(row));
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
-                 : "r"(sa));
+    if constexpr (TRANS)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+                     : "r"(sa));
+    else
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+                     : "r"(sa));
 #elif defined(GPUCONV_EMULATED)
-    mma_emu::ldmatrix_x4(d, row, file, line);
-#else
-    (void)row;
-    d[0] = d[1] = d[2] = d[3] = 0u;
-    __trap();
-#endif
-}
-
-// The .trans form (see above). Every lane of the warp must call it.
-__device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&d)[4],
-                                                  const unsigned* row GPUCONV_MMA_SITE) {
-#if GPUCONV_MMA_PTX
-    const unsigned sa = static_cast<unsigned>(__cvta_generic_to_shared(row));
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
-                 : "r"(sa));
-#elif defined(GPUCONV_EMULATED)
-    mma_emu::ldmatrix_x4_trans(d, row, file, line);
+    mma_emu::ldmatrix_x4<TRANS>(d, row, file, line);
 #else
     (void)row;
     d[0] = d[1] = d[2] = d[3] = 0u;

@@ -124,6 +124,28 @@ def test_mma_on_the_gpu_is_within_fp32_summation_of_the_model(cp, probe, f16):
         assert (np.abs(got[w] - want) <= limit).all(), (w, np.abs(got[w] - want).max())
 
 
+def _assert_within_the_bounds(got, pass_name, p, kind, kw, x, w, b, gy, *,
+                              half: bool = True):
+    """``got`` against the float64 NumPy backend within the bounds of tests/_tol.py:
+    the TF32 operand bound, or float32 summation (plus one float16 rounding when
+    ``half``: a float16 result); the padding modes' folds add up to 9 border copies."""
+    def wide(f):
+        return api_pass(pass_name, *(f(a) for a in (x, w, b, gy)), kw,
+                        backend="numpy")
+
+    ref = wide(lambda a: a.astype(np.float64))
+    s = wide(lambda a: np.abs(a.astype(np.float64)))
+    n = (p.N * p.OH * p.OW if pass_name == "backward_weight"
+         else n_terms(pass_name, p)) * (9 if p.padding_mode != "zeros" else 1)
+    if kind == "tf32":
+        assert_products_within(got, ref, s, n, operand_unit=TF32_UNIT)
+    elif half:
+        assert_products_within(got, ref, s, n, output_unit=FP16_UNIT,
+                               output_atol=FP16_HALF_SUBNORMAL)
+    else:
+        assert_products_within(got, ref, s, n)
+
+
 @pytest.mark.parametrize("kind", ["tf32", "f16"])
 @pytest.mark.parametrize("pass_name", ["forward", "backward_input"])
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
@@ -140,19 +162,7 @@ def test_conv_on_tensor_cores_within_the_bounds(case, pass_name, kind, cp,
     dx, dw, db, dgy = (cp.asarray(a) for a in (x, w, b, gy))
     got = cp.asnumpy(api_pass(pass_name, dx, dw, db, dgy, dict(kw, precision=prec)))
     assert got.dtype == dtype and not np.isnan(got).any()
-
-    def wide(f):
-        return api_pass(pass_name, *(f(a) for a in (x, w, b, gy)), kw,
-                        backend="numpy")
-
-    ref = wide(lambda a: a.astype(np.float64))
-    s = wide(lambda a: np.abs(a.astype(np.float64)))
-    n = n_terms(pass_name, p) * (9 if p.padding_mode != "zeros" else 1)
-    if kind == "tf32":
-        assert_products_within(got, ref, s, n, operand_unit=TF32_UNIT)
-    else:
-        assert_products_within(got, ref, s, n, output_unit=FP16_UNIT,
-                               output_atol=FP16_HALF_SUBNORMAL)
+    _assert_within_the_bounds(got, pass_name, p, kind, kw, x, w, b, gy)
 
 
 def _nhwc_params():
@@ -208,23 +218,9 @@ def test_nhwc_pipeline_within_the_bounds(case, pass_name, kind, cp):
     got = cp.asnumpy(run()).astype(np.float64)
     assert not np.isnan(got).any()
     np.testing.assert_array_equal(cp.asnumpy(run()).astype(np.float64), got)
-
-    def wide(f):
-        return api_pass(pass_name, *(f(a) for a in (x, w, b, gy)), kw,
-                        backend="numpy")
-
-    ref = wide(lambda a: a.astype(np.float64))
-    s = wide(lambda a: np.abs(a.astype(np.float64)))
-    n = (p.N * p.OH * p.OW if pass_name == "backward_weight"
-         else n_terms(pass_name, p) * (9 if p.padding_mode != "zeros" else 1))
-    if kind == "tf32":
-        assert_products_within(got, ref, s, n, operand_unit=TF32_UNIT)
-    else:
-        half = _plan_conv.mma_out_dtype(p, pass_name, "f16") == np.float16
-        assert_products_within(got, ref, s, n,
-                               **(dict(output_unit=FP16_UNIT,
-                                       output_atol=FP16_HALF_SUBNORMAL)
-                                  if half else {}))
+    _assert_within_the_bounds(
+        got, pass_name, p, kind, kw, x, w, b, gy,
+        half=_plan_conv.mma_out_dtype(p, pass_name, "f16") == np.float16)
 
 
 SIMT_CASE_IDS = ["everything", "reflect", "few_channel_strided", "regblock_dgrad_tails"]
@@ -251,20 +247,7 @@ def test_conv_on_the_simt_route_within_the_bounds(case_id, pass_name, kind, cp):
                                                  cp.asarray(cv(gy))]
     want = cp.asnumpy(api_pass(pass_name, *pre, kw)).astype(dtype)
     np.testing.assert_array_equal(got, want)
-
-    def wide(f):
-        return api_pass(pass_name, *(f(a) for a in (x, w, b, gy)), kw,
-                        backend="numpy")
-
-    ref = wide(lambda a: a.astype(np.float64))
-    s = wide(lambda a: np.abs(a.astype(np.float64)))
-    n = (p.N * p.OH * p.OW if pass_name == "backward_weight"
-         else n_terms(pass_name, p)) * (9 if p.padding_mode != "zeros" else 1)
-    if kind == "tf32":
-        assert_products_within(got, ref, s, n, operand_unit=TF32_UNIT)
-    else:
-        assert_products_within(got, ref, s, n, output_unit=FP16_UNIT,
-                               output_atol=FP16_HALF_SUBNORMAL)
+    _assert_within_the_bounds(got, pass_name, p, kind, kw, x, w, b, gy)
 
 
 @pytest.mark.parametrize("pass_name", ["forward", "backward_input"])

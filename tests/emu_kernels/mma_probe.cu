@@ -12,7 +12,7 @@
 //                          of whole warps; several in a block).
 //   ldmatrix_probe<T>      one warp: 64 x 4 words of `words` staged in shared
 //                          memory; lane l names row rows[l] (< 64) and receives
-//                          d[l][0..3] from ldmatrix_x4 (<true>: ldmatrix_x4_trans).
+//                          d[l][0..3] from ldmatrix_x4 (<true>: its .trans form).
 //   cp_async_probe         thread t of one block of 64: its 16-byte shared slot set
 //                          to init[t]; group 0 copies src[t] (zeros where t % 3 ==
 //                          0), group 1 src[64 + t]; records the slot after
@@ -74,7 +74,7 @@ __global__ void ldmatrix_probe(const unsigned* __restrict__ words,
     __syncthreads();  // staged before any lane's ldmatrix reads it
     unsigned r[4];
     if (TRANS)
-        gpuconv::ldmatrix_x4_trans(r, &s[rows[l]].w[0]);
+        gpuconv::ldmatrix_x4<true>(r, &s[rows[l]].w[0]);
     else
         gpuconv::ldmatrix_x4(r, &s[rows[l]].w[0]);
     for (int j = 0; j < 4; ++j) d[l * 4 + j] = r[j];
