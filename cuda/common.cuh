@@ -224,6 +224,27 @@ __device__ __forceinline__ void cp_async_pipeline(int ktiles, Load&& load,
     cp_async_wait<0>();  // only empty groups are left
 }
 
+// One 16-byte column chunk of the NHWC weight gradients' im2col operand: columns
+// col .. col + 3 (or + 7) of the packed weights' order, tap*Cg + c (the chunk within
+// one tap: Cg is a multiple of the chunk). For an output pixel (oh, ow) the chunk
+// is the channels c .. at input position (oh*sh + dy, ow*sw + dx) of group g of an
+// NHWC x; `ok` is false past the columns (the chunk is then never read).
+struct NhwcColumn {
+    bool ok;
+    int dy, dx;        // kh*dh - pt, kw*dw - pl
+    long long offset;  // g*Cg + c: the chunk's channel offset within a pixel
+
+    __device__ __forceinline__ NhwcColumn(int col, int ncols, int Cg, int g, int KW,
+                                          int dh, int dw, int pt, int pl) {
+        ok = col < ncols;
+        const int tap = ok ? col / Cg : 0;
+        const int kh = tap / KW;
+        dy = kh * dh - pt;
+        dx = (tap - kh * KW) * dw - pl;
+        offset = static_cast<long long>(g) * Cg + (ok ? col - tap * Cg : 0);
+    }
+};
+
 // One entry of a reduction "tap table" (built by gpuconv._plan_conv.tap_table; used
 // by the tensor-core kernels, cuda/conv2d_mma.cu): reduction index r = ch*KH*KW +
 // kh*KW + kw maps to the channel `ch`, the tap offsets dy = kh*dilation_h and dx =

@@ -636,13 +636,8 @@ __global__ void __launch_bounds__(256, 1) conv2d_backward_weight_nhwc(
     const T* a_base = gyh + static_cast<long long>(g) * Kg + (a_ok ? m0 + 4 * chunk : 0);
     // B: columns n0 + 4*chunk .. + 3 = tap, channels c .. c + 3 (Cg % 4 == 0)
     const int col = n0 + 4 * chunk;
-    const bool col_ok = col < ncols;
-    const int b_tap = col_ok ? col / Cg : 0;
-    const int b_c = col - b_tap * Cg;
-    const int b_kh = b_tap / KW;
-    const int b_dy = b_kh * dh - pt;
-    const int b_dx = (b_tap - b_kh * KW) * dw - pl;
-    const T* b_base = xh + static_cast<long long>(g) * Cg + (col_ok ? b_c : 0);
+    const gpuconv::NhwcColumn bcol(col, ncols, Cg, g, KW, dh, dw, pt, pl);
+    const T* b_base = xh + bcol.offset;
     const gpuconv::FastDiv div_ohw(OHW);
     const gpuconv::FastDiv div_ow(OW);
 
@@ -666,9 +661,9 @@ __global__ void __launch_bounds__(256, 1) conv2d_backward_weight_nhwc(
             gpuconv::cp_async_zfill16(&s.a[st][r][4 * chunk],
                                       a_base + (in ? (n * OHW + q) * K : 0), in && a_ok);
             const int oh = div_ow.div(q);
-            const int ih = oh * sh + b_dy;
-            const int iw = (q - oh * OW) * sw + b_dx;
-            const bool ok = in && col_ok && gpuconv::in_range(ih, H) &&
+            const int ih = oh * sh + bcol.dy;
+            const int iw = (q - oh * OW) * sw + bcol.dx;
+            const bool ok = in && bcol.ok && gpuconv::in_range(ih, H) &&
                             gpuconv::in_range(iw, W);
             const T* src =
                 b_base + (ok ? ((n * H + ih) * static_cast<long long>(W) + iw) * C : 0);

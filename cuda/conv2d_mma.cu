@@ -226,6 +226,17 @@ __host__ __device__ constexpr int mma_min_blocks(int threads, bool four_blocks) 
     return threads >= 256 ? 1 : (four_blocks ? 4 : 2);
 }
 
+// acc = 0: one lane's accumulators, before a main loop.
+template <class Tile>
+__device__ __forceinline__ void mma_zero(float (&acc)[Tile::MI][Tile::NI][4]) {
+#pragma unroll
+    for (int mi = 0; mi < Tile::MI; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < Tile::NI; ++ni)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) acc[mi][ni][r] = 0.0f;
+}
+
 // The whole reduction of one tile into acc (zeroed here). Every thread of the block
 // must call it (barriers, warp-wide mma). Registers: reg_a[i*4 + q] is word t + 4q of
 // A chunk i; reg_b likewise (chunk gathers) or the word b_w of column b_n + q*B_STEP
@@ -248,12 +259,7 @@ __device__ __forceinline__ void mma_mainloop(
 #pragma unroll
     for (int i = 0; i < Tile::A_CHUNKS; ++i) arow[i] = view.a_row(roles.a_row[i]);
 
-#pragma unroll
-    for (int mi = 0; mi < Tile::MI; ++mi)
-#pragma unroll
-        for (int ni = 0; ni < Tile::NI; ++ni)
-#pragma unroll
-            for (int r = 0; r < 4; ++r) acc[mi][ni][r] = 0.0f;
+    gpuconv::mma_zero<Tile>(acc);
 
     using Index = typename View::Index;  // int, or long long for the weight gradient
     E reg_a[Tile::A_CHUNKS * CH][PW];
@@ -1095,6 +1101,20 @@ struct alignas(16) NhwcSmem {
     unsigned b[STAGES][Tile::BN][Tile::KWORDS];
 };
 
+// This lane's ldmatrix row addresses of A in an NHWC stage (word offsets, mma tile
+// mi = 0 of the warp's rows; the next tiles are 16 rows further): for k-step ks,
+// matrix j = lane / 8 is rows 8*(j % 2) + lane % 8 of the tile, chunk 2*ks + j / 2
+// (so that d[] = a[0..3]), the chunk swizzled by (row >> 1) & 3, the same for every
+// mma tile of the warp (their rows differ by multiples of 16).
+template <class Tile>
+__device__ __forceinline__ void nhwc_a_rows(int lane, int wm,
+                                            int (&a_ld)[Tile::KSTEPS]) {
+    const int row = wm * Tile::WTM + 8 * (lane / 8 % 2) + lane % 8;
+#pragma unroll
+    for (int ks = 0; ks < Tile::KSTEPS; ++ks)
+        a_ld[ks] = row * Tile::KWORDS + 4 * ((2 * ks + lane / 16) ^ ((row >> 1) & 3));
+}
+
 // Value bits a packed operand holds: float rounded to TF32, float16 bits unchanged.
 __device__ __forceinline__ float nhwc_operand(float v) {
     return __uint_as_float(to_tf32(v));
@@ -1292,12 +1312,7 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
     };
 
     float acc[Tile::MI][Tile::NI][4];
-#pragma unroll
-    for (int mi = 0; mi < Tile::MI; ++mi)
-#pragma unroll
-        for (int ni = 0; ni < Tile::NI; ++ni)
-#pragma unroll
-            for (int r = 0; r < 4; ++r) acc[mi][ni][r] = 0.0f;
+    gpuconv::mma_zero<Tile>(acc);
 
     // This lane's ldmatrix rows (word offsets in a stage; mma tiles mi = ni = 0). A,
     // k-step ks: matrix j = lane / 8 is rows 8*(j % 2) + lane % 8 of the mma tile,
@@ -1311,11 +1326,7 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
     const int mj = lane / 8;
     const int mr = lane % 8;
     int a_ld[Tile::KSTEPS];
-#pragma unroll
-    for (int ks = 0; ks < Tile::KSTEPS; ++ks) {
-        const int row = wm * Tile::WTM + 8 * (mj % 2) + mr;
-        a_ld[ks] = row * KW_ + 4 * ((2 * ks + mj / 2) ^ ((row >> 1) & 3));
-    }
+    gpuconv::nhwc_a_rows<Tile>(lane, wm, a_ld);
     const int b_row = wn * Tile::WTN + mr;
     const int b_ld = b_row * KW_ + 4 * (mj ^ ((b_row >> 1) & 3));
 
@@ -1473,13 +1484,8 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
     const int b_chunk = tid % CPR;
     const int b_row0 = tid / CPR;
     const int col = n0 + b_chunk * CHUNK_E;  // tap*Cg + c, c a multiple of CHUNK_E
-    const bool col_ok = col < ncols;
-    const int b_tap = col_ok ? col / Cg : 0;
-    const int b_c = col - b_tap * Cg;
-    const int b_kh = b_tap / KW;
-    const int b_dy = b_kh * dh - pt;
-    const int b_dx = (b_tap - b_kh * KW) * dw - pl;
-    const E* b_base = xh + static_cast<long long>(g) * Cg + (col_ok ? b_c : 0);
+    const gpuconv::NhwcColumn bcol(col, ncols, Cg, g, KW, dh, dw, pt, pl);
+    const E* b_base = xh + bcol.offset;
     const gpuconv::FastDiv div_ow(OW);
 
     // the next slab to load: image ld_n, first pixel ld_p (a multiple of SLAB)
@@ -1498,9 +1504,9 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
             const int k = b_row0 + i * B_ROW_STEP;
             const int p = ld_p + k;
             const int oh = div_ow.div(p);
-            const int ih = oh * sh + b_dy;
-            const int iw = (p - oh * OW) * sw + b_dx;
-            const bool ok = col_ok && p < OHW && gpuconv::in_range(ih, H) &&
+            const int ih = oh * sh + bcol.dy;
+            const int iw = (p - oh * OW) * sw + bcol.dx;
+            const bool ok = bcol.ok && p < OHW && gpuconv::in_range(ih, H) &&
                             gpuconv::in_range(iw, W);
             const E* src = xn + (ok ? (static_cast<long long>(ih) * W + iw) * C : 0);
             gpuconv::cp_async_zfill16(
@@ -1515,12 +1521,7 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
     };
 
     float acc[Tile::MI][Tile::NI][4];
-#pragma unroll
-    for (int mi = 0; mi < Tile::MI; ++mi)
-#pragma unroll
-        for (int ni = 0; ni < Tile::NI; ++ni)
-#pragma unroll
-            for (int r = 0; r < 4; ++r) acc[mi][ni][r] = 0.0f;
+    gpuconv::mma_zero<Tile>(acc);
 
     const int lane = tid % 32;
     const int warp = tid / 32;
@@ -1529,11 +1530,7 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
     const int mj = lane / 8;
     const int mr = lane % 8;
     int a_ld[Tile::KSTEPS];  // as the forward kernel
-#pragma unroll
-    for (int ks = 0; ks < Tile::KSTEPS; ++ks) {
-        const int row = wm * Tile::WTM + 8 * (mj % 2) + mr;
-        a_ld[ks] = row * KW_ + 4 * ((2 * ks + mj / 2) ^ ((row >> 1) & 3));
-    }
+    gpuconv::nhwc_a_rows<Tile>(lane, wm, a_ld);
 
     gpuconv::cp_async_pipeline<STAGES>(ktiles, load, [&](int cur) {
         const unsigned* sa = &s.a[cur][0][0];
