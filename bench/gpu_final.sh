@@ -6,7 +6,9 @@
 # time (bench/filter_kernel_time.py), the torch block, and the gpu tests named in
 # $FINAL_TESTS, Nsight Compute on the tensor-core (NCHW and NHWC), Winograd and col2im kernels
 # (bench/ncu_probe.py), then the per-call host time (bench/gpu_profile.py, once the
-# kernels are compiled). Each step capped; rows are written as they come.
+# kernels are compiled). Each step capped (the caps add up to 500 s with the default
+# PYTEST_S=30: give the device call a timeout_s of about 560); rows are written as
+# they come.
 #   OUT=/some/dir PYTHONPATH=. bash bench/gpu_final.sh
 set -u
 export PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
@@ -26,7 +28,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader \
 step bench_tc "${TC_S:-100}" "$PY" bench/bench_gpu_conv.py --no-progress --no-fp32 \
     --layers N32-C64-56x56-K64,N32-C128,N32-C256,N32-C512,N32-C64-56x56-K256,N16-C512 \
     --tc-variants mma,mma_nhwc --budget 0.05 --json "$OUT/bench_tc.json"
-step bench_conv "${CONV_S:-150}" "$PY" bench/bench_gpu_conv.py --no-progress --variants winograd,winograd4,nhwc \
+step bench_conv "${CONV_S:-120}" "$PY" bench/bench_gpu_conv.py --no-progress --variants winograd,winograd4,nhwc \
     --tc-variants '' --budget 0.05 --json "$OUT/bench_conv.json"
 step bench_filt "${FILTER_S:-45}" "$PY" bench/bench_gpu_filter.py --budget 0.05 \
     --kinds main,stack --json "$OUT/bench_filter.json"
