@@ -1734,10 +1734,11 @@ def plan_conv2d_mma(
 
 
 # The NHWC tensor-core pipeline (algorithm 'mma_nhwc', an op-level value like 'mma':
-# tests and benchmarks; cuda/conv2d_mma.cu, conv2d_forward_mma_nhwc): the operands
-# packed once per call (x -> NHWC, w -> (K, KH*KW, C/groups), rounded to TF32 for
-# 'tf32'), then a forward GEMM whose slabs are whole 16-byte cp.async copies, STAGES
-# deep. Not measured on a GPU yet, so 'auto' does not take it.
+# tests and benchmarks; cuda/conv2d_mma.cu): the operands packed once per call (x
+# or gy -> NHWC, w -> (K, KH*KW, C/groups), rounded to TF32 for 'tf32'), then
+# conv2d_forward_mma_nhwc (the forward pass and the stride-1 input gradient) or
+# conv2d_backward_weight_mma_nhwc, whose slabs are whole 16-byte cp.async copies,
+# STAGES deep. Not measured on a GPU yet, so 'auto' does not take it.
 NHWC_PASSES = ("forward", "backward_input", "backward_weight")
 #: Elements of a 16-byte chunk (the weight gradient's C/groups must be a multiple).
 NHWC_CHUNK = {"tf32": 4, "f16": 8}
