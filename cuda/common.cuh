@@ -65,6 +65,18 @@ __device__ __forceinline__ int block_threads() {
     return static_cast<int>(blockDim.x * blockDim.y * blockDim.z);
 }
 
+// Split s of a balanced split-K (gpuconv._plan_conv._balanced: `per_split` units
+// each, one more for the first `extra` splits) owns the units [begin, end).
+struct SplitSlice {
+    long long begin, end;
+};
+
+__device__ __forceinline__ SplitSlice split_slice(int split, long long per_split,
+                                                  int extra) {
+    return {split * per_split + min(split, extra),
+            (split + 1) * per_split + min(split + 1, extra)};
+}
+
 // The tile of a 1-D grid of GEMM blocks: m tiles fastest, then n tiles, then groups,
 // then split-K slices (the order every implicit-GEMM launcher plans).
 struct GemmBlock {

@@ -622,11 +622,10 @@ __global__ void __launch_bounds__(256, 1) conv2d_backward_weight_nhwc(
     const long long NP = static_cast<long long>(N) * OHW;
     const int m0 = blk.m_tile * Tile::BM;
     const int n0 = blk.n_tile * Tile::BN;
-    const long long s_begin =
-        blk.split * slabs_per_split + min(blk.split, extra_slabs);
-    const long long s_end =
-        (blk.split + 1) * slabs_per_split + min(blk.split + 1, extra_slabs);
-    const int ktiles = static_cast<int>(s_end - s_begin);
+    const gpuconv::SplitSlice slabs =
+        gpuconv::split_slice(blk.split, slabs_per_split, extra_slabs);
+    const long long s_begin = slabs.begin;
+    const int ktiles = static_cast<int>(slabs.end - slabs.begin);
 
     const int tid = static_cast<int>(threadIdx.x);
     const int chunk = tid % Tile::CPR;  // this thread's column chunk (both operands)

@@ -390,10 +390,9 @@ __device__ __forceinline__ void mma_mainloop(
 __device__ __forceinline__ void mma_split_range(int kred, int slab, int split,
                                                 long long per_split, int extra,
                                                 int& k_begin, int& k_end) {
-    const long long b = split * per_split + min(split, extra);
-    const long long e = (split + 1) * per_split + min(split + 1, extra);
-    k_begin = static_cast<int>(min(b * slab, static_cast<long long>(kred)));
-    k_end = static_cast<int>(min(e * slab, static_cast<long long>(kred)));
+    const SplitSlice s = split_slice(split, per_split, extra);
+    k_begin = static_cast<int>(min(s.begin * slab, static_cast<long long>(kred)));
+    k_end = static_cast<int>(min(s.end * slab, static_cast<long long>(kred)));
 }
 
 // Loads one chunk of a slab view's gather into r[i*4 + q][e] (word t + 4q, term e):
@@ -1038,10 +1037,10 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
     v.spi = spi;
     v.m0 = m_tile * Tile::BM;
     v.n0 = n_tile * Tile::BN;
-    const long long s_begin = split * slabs_per_split + min(split, extra_slabs);
-    const long long s_end = (split + 1) * slabs_per_split + min(split + 1, extra_slabs);
-    v.k_begin = s_begin * SLAB;
-    v.k_end = s_end * SLAB;
+    const gpuconv::SplitSlice slabs = gpuconv::split_slice(split, slabs_per_split,
+                                                           extra_slabs);
+    v.k_begin = slabs.begin * SLAB;
+    v.k_end = slabs.end * SLAB;
 
     float acc[Tile::MI][Tile::NI][4];
     gpuconv::mma_mainloop<E, Tile>(v, s_tile, acc);
@@ -1458,11 +1457,10 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
     const int OHWp = spi * SLAB;
     const int m0 = blk.m_tile * BM;
     const int n0 = blk.n_tile * BN;
-    const long long s_begin =
-        blk.split * slabs_per_split + min(blk.split, extra_slabs);
-    const long long s_end =
-        (blk.split + 1) * slabs_per_split + min(blk.split + 1, extra_slabs);
-    const int ktiles = static_cast<int>(s_end - s_begin);
+    const gpuconv::SplitSlice slabs =
+        gpuconv::split_slice(blk.split, slabs_per_split, extra_slabs);
+    const long long s_begin = slabs.begin;
+    const int ktiles = static_cast<int>(slabs.end - slabs.begin);
 
     const int tid = static_cast<int>(threadIdx.x);
     // A copies: chunk idx % 4 of output channel m0 + idx / 4 (as the forward's A)
