@@ -86,6 +86,11 @@ CONV_WGRAD_REGBLOCK_TILES: dict[str, tuple[tuple[int, int, int, int], ...]] = {
     "double": ((16, 16, 4, 4), (32, 8, 4, 4), (8, 32, 4, 4), (16, 8, 4, 4)),
 }
 
+#: Block rows (output channels) of the FP32 NHWC weight gradient's BM x 128 tiles
+#: (``conv2d_backward_weight_nhwc<float, BM>``; the planner takes the smallest that
+#: holds K/groups, 128 beyond).
+WGRAD_NHWC_BM = (128, 64, 32)
+
 
 def _conv_wgrad_instances() -> tuple[str, ...]:
     # the three variants as for the other passes, plus the split-K second stage
@@ -103,8 +108,9 @@ def _conv_wgrad_instances() -> tuple[str, ...]:
 
 
 KERNELS["conv2d_backward_weight.cu"] = _conv_wgrad_instances() + (
-    # the NHWC cp.async pipeline of the FP32 weight gradient (op-level 'nhwc')
-    conv_kernel_name("backward_weight", "nhwc", "float"),
+    # the NHWC cp.async pipeline of the FP32 weight gradient, BM x 128 block tiles
+    *(conv_kernel_name("backward_weight", "nhwc", "float", (bm,))
+      for bm in WGRAD_NHWC_BM),
 )
 # Winograd F(2x2, 3x3) transforms (algorithm='winograd'; the 16 GEMMs between them
 # are conv2d_forward.cu's tiled_regblock instances)

@@ -217,13 +217,17 @@ def choose_algorithm(p: Conv2dProblem, pass_name: str) -> str:
     Returns
     -------
     str
-        ``'tiled_regblock'`` when the implicit GEMM has at least
-        :data:`REGBLOCK_MIN_COLS` columns (output channels per group for the
-        forward pass, input channels per group for the input gradient, ``C/groups
-        * KH * KW`` for the weight gradient) and :data:`REGBLOCK_MIN_RED` reduction
-        terms, or for the input gradient :data:`DGRAD_REGBLOCK_MIN_RED` reduction
-        terms (the RGB stem); otherwise ``'tiled'`` when its shared tile fits
-        :data:`SMEM_LIMIT` (depthwise and few-channel layers); otherwise
+        For the weight gradient ``'nhwc'`` (``conv2d_backward_weight_nhwc``:
+        the GEMM on operands packed to NHWC, :func:`wgrad_nhwc_applies`) where
+        ``'tiled_regblock'`` would run and the channel counts allow it (float32,
+        C/groups and K/groups multiples of 4). ``'tiled_regblock'`` when the
+        implicit GEMM has at least :data:`REGBLOCK_MIN_COLS` columns (output
+        channels per group for the forward pass, input channels per group for
+        the input gradient, ``C/groups * KH * KW`` for the weight gradient) and
+        :data:`REGBLOCK_MIN_RED` reduction terms, or for the input gradient
+        :data:`DGRAD_REGBLOCK_MIN_RED` reduction terms (the RGB stem); otherwise
+        ``'tiled'`` when its shared tile fits :data:`SMEM_LIMIT` (depthwise and
+        few-channel layers); otherwise
         ``'naive'``.
 
     Examples
@@ -233,6 +237,8 @@ def choose_algorithm(p: Conv2dProblem, pass_name: str) -> str:
     >>> p = normalize_conv2d((16, 64, 56, 56), (64, 64, 3, 3), [np.float32], padding=1)
     >>> choose_algorithm(p, "forward")
     'tiled_regblock'
+    >>> choose_algorithm(p, "backward_weight")
+    'nhwc'
     >>> dw = normalize_conv2d((1, 32, 56, 56), (32, 1, 3, 3), [np.float32], groups=32)
     >>> choose_algorithm(dw, "forward")
     'tiled'
@@ -243,7 +249,7 @@ def choose_algorithm(p: Conv2dProblem, pass_name: str) -> str:
         # GEMM M = K/groups, NG = C/groups*KH*KW, KR = N*OH*OW (split over blocks).
         m, ng, _ = gemm_shape(p, pass_name)
         if min(m, ng) >= REGBLOCK_MIN_COLS:
-            return "tiled_regblock"
+            return "nhwc" if wgrad_nhwc_applies(p) else "tiled_regblock"
         return "tiled" if wgrad_tiled_smem_bytes(p) <= SMEM_LIMIT else "naive"
     _, ng, kr = gemm_shape(p, pass_name)
     if ng >= REGBLOCK_MIN_COLS and kr >= REGBLOCK_MIN_RED:
@@ -257,13 +263,18 @@ def choose_algorithm(p: Conv2dProblem, pass_name: str) -> str:
 
 def resolve_algorithm(p: Conv2dProblem, pass_name: str, algorithm: str) -> str:
     """``choose_algorithm`` for ``'auto'``, else the explicit variant (checked);
-    ``'winograd'``/``'winograd4'`` where :func:`winograd_applies`, else what
+    ``'winograd'``/``'winograd4'`` where :func:`winograd_applies`, ``'nhwc'`` (op
+    level) for a weight gradient where :func:`wgrad_nhwc_applies`, else what
     ``'auto'`` runs."""
     if algorithm in WINOGRAD_TILES:
         if winograd_applies(p, pass_name, algorithm):
             return algorithm
         algorithm = "auto"
     if algorithm == "auto":
+        return choose_algorithm(p, pass_name)
+    if algorithm == "nhwc":  # op level: the NHWC weight gradient wherever it applies
+        if pass_name == "backward_weight" and wgrad_nhwc_applies(p):
+            return "nhwc"
         return choose_algorithm(p, pass_name)
     if algorithm not in VARIANTS:
         raise ValueError(
@@ -1733,12 +1744,22 @@ def plan_conv2d_mma(
     return launches
 
 
-# The NHWC tensor-core pipeline (algorithm 'mma_nhwc', an op-level value like 'mma':
-# tests and benchmarks; cuda/conv2d_mma.cu): the operands packed once per call (x
-# or gy -> NHWC, w -> (K, KH*KW, C/groups), rounded to TF32 for 'tf32'), then
-# conv2d_forward_mma_nhwc (the forward pass and the stride-1 input gradient) or
-# conv2d_backward_weight_mma_nhwc, whose slabs are whole 16-byte cp.async copies,
-# STAGES deep. Not measured on a GPU yet, so 'auto' does not take it.
+# The NHWC tensor-core pipeline (cuda/conv2d_mma.cu; 'auto' where nhwc_preferred,
+# the op-level value 'mma_nhwc' forces it where nhwc_applies): the operands packed
+# once per call (x or gy -> NHWC, w -> (K, KH*KW, C/groups), rounded to TF32 for
+# 'tf32'), then conv2d_forward_mma_nhwc (the forward pass and the stride-1 input
+# gradient) or conv2d_backward_weight_mma_nhwc, whose slabs are whole 16-byte
+# cp.async copies, STAGES deep.
+#
+# 'auto' takes it on the SASS proxy, NOT on a measurement (no GPU was lent since it
+# was written): its hot loops issue 4.4 instructions per HMMA for the forward pass
+# and the input gradient and 4.8-5.8 for the weight gradient (bench/sass_mma_loops.py,
+# sm_90), against 8.4-9.2 and 16-22 for the NCHW mma kernels whose H200 rows the
+# mma_preferred rule below comes from, and each HMMA does 32-64x the work of an FFMA
+# issue of the SIMT route (>= 80 % FFMA at best). The packs cost one read and one
+# write of each operand at copy bandwidth. Where it does not apply (the channels not
+# a multiple of the slab, strided input gradients) or the GEMM is small
+# (nhwc_preferred), the measured rule (mma_preferred) decides as before.
 NHWC_PASSES = ("forward", "backward_input", "backward_weight")
 #: Elements of a 16-byte chunk (the weight gradient's C/groups must be a multiple).
 NHWC_CHUNK = {"tf32": 4, "f16": 8}
@@ -1776,6 +1797,45 @@ def nhwc_applies(p: Conv2dProblem, pass_name: str, kind: str) -> bool:
     if pass_name == "backward_weight":
         return p.Cg % NHWC_CHUNK[kind] == 0
     return False
+
+
+#: The least GEMM columns (output channels per group of the forward pass, input
+#: channels per group of the input gradient, both sides of the weight gradient's
+#: output) and pixels (N*OH*OW; N*H*W for the input gradient) for which 'auto' takes
+#: the NHWC pipeline: half a 64-wide tile, one wave of 64 x 64 tiles is 1024 rows
+#: on 16 SMs (the forward pixel floor of mma_preferred).
+NHWC_MIN_COLS = 32
+NHWC_MIN_PIXELS = 1024
+
+
+def nhwc_preferred(p: Conv2dProblem, pass_name: str, kind: str) -> bool:
+    """True when ``algorithm='auto'`` runs a tensor-core pass of ``p`` on the NHWC
+    pipeline: where :func:`nhwc_applies` and the GEMM has at least
+    :data:`NHWC_MIN_COLS` columns and :data:`NHWC_MIN_PIXELS` pixels (the reasons,
+    predicted from the SASS and not measured: the comment above).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv._conv_args import normalize_conv2d
+    >>> p = normalize_conv2d((16, 64, 56, 56), (64, 64, 3, 3), [np.float16],
+    ...                      padding=1)
+    >>> [nhwc_preferred(p, s, "f16") for s in PASSES]
+    [True, True, True]
+    >>> stem = normalize_conv2d((16, 3, 224, 224), (64, 3, 7, 7), [np.float16],
+    ...                         stride=2, padding=3)
+    >>> [nhwc_preferred(stem, s, "f16") for s in PASSES]  # C = 3: no 16-byte chunks
+    [False, False, False]
+    >>> small = normalize_conv2d((1, 64, 7, 7), (64, 64, 3, 3), [np.float16])
+    >>> nhwc_preferred(small, "forward", "f16")  # 25 output pixels
+    False
+    """
+    if not nhwc_applies(p, pass_name, kind):
+        return False
+    m, ng, kr = gemm_shape(p, pass_name)
+    if pass_name == "backward_weight":
+        return min(m, ng) >= NHWC_MIN_COLS and kr >= NHWC_MIN_PIXELS
+    return ng >= NHWC_MIN_COLS and m >= NHWC_MIN_PIXELS
 
 
 def nhwc_problem(p: Conv2dProblem, pass_name: str) -> Conv2dProblem:
@@ -1965,21 +2025,44 @@ def _wgrad_nhwc_launches(
     return launches
 
 
-# The FP32 weight gradient on NHWC operands (op-level algorithm 'nhwc',
-# cuda/conv2d_backward_weight.cu, conv2d_backward_weight_nhwc): both operands packed
-# to NHWC (unrounded), 16-byte cp.async copies 3 stages deep, 8 x 8 FFMA thread
-# tiles of 128 x 128 blocks. Not measured on a GPU yet: 'auto' does not take it.
-#: (BM, BN) of its block tile and its slab of pixels (the kernel's NhwcSimtTile).
-WGRAD_NHWC_TILE = (128, 128)
+# The FP32 weight gradient on NHWC operands (choose_algorithm's 'nhwc' for float32
+# compute where wgrad_nhwc_applies; cuda/conv2d_backward_weight.cu,
+# conv2d_backward_weight_nhwc<float, BM>): both operands packed to NHWC (unrounded),
+# 16-byte cp.async copies 3 stages deep, 8 x 8 FFMA thread tiles of BM x 128 blocks.
+# 'auto' takes it on the SASS proxy (bench/sass_check.py: 81 % FFMA in the hot loop,
+# 2 + 2 LDS.128 and 64 FFMA per pixel, no gather arithmetic, 8 warps/SM, against 58-
+# 78 % for the tiled_regblock tiles it replaces on the benchmark layers), NOT on a
+# measurement: no GPU was lent since it was written. The two packs cost one read
+# and one write of x and gy at copy bandwidth.
+#: Its slab of pixels (the kernel's NhwcSimtTile::BK) and block columns.
 WGRAD_NHWC_SLAB = 16
-#: Resident blocks per SM (147 registers x 256 threads on sm_90: one).
-WGRAD_NHWC_BLOCKS_PER_SM = 1
+WGRAD_NHWC_BN = 128
+#: Resident blocks per SM by BM (sm_90 ptxas: registers x BM/8*16 threads, static
+#: shared memory 3 x 16 x (BM + 128) floats), for the split-K choice.
+WGRAD_NHWC_BLOCKS_PER_SM = {128: 1, 64: 3, 32: 6}
+
+
+def wgrad_nhwc_bm(p: Conv2dProblem) -> int:
+    """The block rows of the NHWC weight gradient: the smallest of 32, 64 and 128
+    (:data:`gpuconv._kernels.WGRAD_NHWC_BM`) that holds K/groups, 128 beyond.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv._conv_args import normalize_conv2d
+    >>> [wgrad_nhwc_bm(normalize_conv2d((1, 64, 9, 9), (k, 64, 3, 3), [np.float32]))
+    ...  for k in (32, 64, 96, 512)]
+    [32, 64, 128, 128]
+    """
+    return 32 if p.Kg <= 32 else 64 if p.Kg <= 64 else 128
 
 
 def wgrad_nhwc_applies(p: Conv2dProblem) -> bool:
     """True when ``conv2d_backward_weight_nhwc`` computes the weight gradient of the
-    zero-padded ``p``: float32 compute and C/groups, K/groups multiples of 4 (16-byte
-    chunks of channels).
+    zero-padded ``p``: float32 compute, C/groups and K/groups multiples of 4 (16-byte
+    chunks of channels) and tap offsets that fit an int with room: ``(max |dy| + 1)
+    * W * C + (max |dx| + 1) * C < 2**30``, ``dy`` from ``-pad_top`` to
+    ``dilation * (KH - 1) - pad_top``, likewise ``dx``.
 
     Examples
     --------
@@ -1992,8 +2075,11 @@ def wgrad_nhwc_applies(p: Conv2dProblem) -> bool:
     ...                                     [np.float32]))
     False
     """
+    pt, _, pl, _ = p.padding
+    dy = max(pt, p.dilation[0] * (p.KH - 1) - pt)
+    dx = max(pl, p.dilation[1] * (p.KW - 1) - pl)
     return (np.dtype(p.compute_dtype) == np.float32 and p.Cg % 4 == 0
-            and p.Kg % 4 == 0)
+            and p.Kg % 4 == 0 and ((dy + 1) * p.W + dx + 1) * p.C < 2**30)
 
 
 def plan_conv2d_backward_weight_nhwc(
@@ -2015,19 +2101,19 @@ def plan_conv2d_backward_weight_nhwc(
     >>> [launch.kernel for launch in plan_conv2d_backward_weight_nhwc(
     ...     p, "gy", "x", "gw", alloc=alloc)]  # doctest: +NORMALIZE_WHITESPACE
     ['conv2d_nhwc_pack_input<float>', 'conv2d_nhwc_pack_input<float>',
-     'conv2d_backward_weight_nhwc<float>']
+     'conv2d_backward_weight_nhwc<float, 32>']
     """
     _check_zero_padded(p)
     if not wgrad_nhwc_applies(p):
         raise ValueError(
-            "the NHWC weight gradient needs float32 and C/groups, K/groups multiples "
-            f"of 4; not {p}"
+            "the NHWC weight gradient needs float32, C/groups and K/groups multiples "
+            f"of 4 and int tap offsets; not {p}"
         )
-    bm, bn = WGRAD_NHWC_TILE
-    m_tiles, n_tiles = -(-p.Kg // bm), -(-(p.Cg * p.KH * p.KW) // bn)
+    bm = wgrad_nhwc_bm(p)
+    m_tiles, n_tiles = -(-p.Kg // bm), -(-(p.Cg * p.KH * p.KW) // WGRAD_NHWC_BN)
     base = m_tiles * n_tiles * p.groups
     slabs = -(-(p.N * p.OH * p.OW) // WGRAD_NHWC_SLAB)
-    splits = split_count(slabs, base, sm_count * WGRAD_NHWC_BLOCKS_PER_SM,
+    splits = split_count(slabs, base, sm_count * WGRAD_NHWC_BLOCKS_PER_SM[bm],
                          max(1, WGRAD_MIN_CHUNK // WGRAD_NHWC_SLAB))
     splits = max(1, min(slabs, splits))
     wcount = p.K * p.Cg * p.KH * p.KW
@@ -2040,9 +2126,9 @@ def plan_conv2d_backward_weight_nhwc(
     pt, _, pl, _ = p.padding
     launches = [pack_gy, pack_x, Launch(
         source=SOURCES["backward_weight"],
-        kernel=conv_kernel_name("backward_weight", "nhwc", "float"),
+        kernel=conv_kernel_name("backward_weight", "nhwc", "float", (bm,)),
         grid=_blocks_1d(base * splits, "conv2d backward_weight nhwc"),
-        block=(256, 1, 1), shared_mem=0,
+        block=(bm // 8 * 16, 1, 1), shared_mem=0,
         args=(gyh, xh, ws, _i32(p.N, "N"), _i32(p.C, "C"), _i32(p.H, "H"),
               _i32(p.W, "W"), _i32(p.K, "K"), np.int32(p.KH), np.int32(p.KW),
               np.int32(p.groups), np.int32(sh), np.int32(sw), np.int32(dh),
