@@ -855,15 +855,12 @@ def conv2d_backward_input(
 # weight and bias gradients (kernels: cuda/conv2d_backward_weight.cu)
 
 
-@functools.lru_cache(maxsize=256)
-def _wgrad_nhwc(p: Conv2dProblem, algorithm: str) -> bool:
-    """True when the FP32 weight gradient of the real ``p`` runs
-    ``conv2d_backward_weight_nhwc`` (:func:`gpuconv._plan_conv.resolve_algorithm`
-    on the problem as the kernels see it says ``'nhwc'``). Memoised: it decides
-    where the bias gradient is summed, on every call."""
-    if p.compute_dtype != _F32 or algorithm not in ("auto", "nhwc"):
-        return False
-    return resolve_algorithm(kernel_problem(p), "backward_weight", algorithm) == "nhwc"
+def _wgrad_route(p: Conv2dProblem, algorithm: str) -> str:
+    """The FP32 weight-gradient variant a real ``p`` runs:
+    :func:`gpuconv._plan_conv.resolve_algorithm` on the problem as the kernels see
+    it (``'nhwc'``: ``conv2d_backward_weight_nhwc``, whose bias gradient is summed
+    apart). Decided once per call (about a microsecond), before the plan's buffers."""
+    return resolve_algorithm(kernel_problem(p), "backward_weight", algorithm)
 
 
 def conv2d_backward_weight(
@@ -916,7 +913,8 @@ def conv2d_backward_weight(
     tf32 = applies_tf32(p.precision, p.compute_dtype)
     # the FP32 NHWC pipeline ('auto' where it applies, or op level 'nhwc'): no
     # fused bias
-    nhwc = not wino and _wgrad_nhwc(p, algorithm)
+    route = algorithm if wino else _wgrad_route(p, algorithm)
+    nhwc = route == "nhwc"
     gb_fused = gb
     if gb is not None and (tf32 or gy.dtype == _F16 or wino or nhwc):
         # the bias gradient sums the unconverted gy, as on the mma path (and apart
@@ -936,9 +934,8 @@ def conv2d_backward_weight(
         if nhwc:
             return launches + plan_conv2d_backward_weight_nhwc(p0, gyc, xin, gw,
                                                                alloc=alloc)
-        algo = resolve_algorithm(p0, "backward_weight", algorithm)
         return launches + plan_conv2d_backward_weight(
-            p0, algo, gyc, xin, gw, gb_fused, alloc=alloc
+            p0, route, gyc, xin, gw, gb_fused, alloc=alloc
         )
 
     _planned(key, plan, dev, (gy, x, gw, gb_fused), build)
