@@ -855,14 +855,6 @@ def conv2d_backward_input(
 # weight and bias gradients (kernels: cuda/conv2d_backward_weight.cu)
 
 
-def _wgrad_route(p: Conv2dProblem, algorithm: str) -> str:
-    """The FP32 weight-gradient variant a real ``p`` runs:
-    :func:`gpuconv._plan_conv.resolve_algorithm` on the problem as the kernels see
-    it (``'nhwc'``: ``conv2d_backward_weight_nhwc``, whose bias gradient is summed
-    apart). Decided once per call (about a microsecond), before the plan's buffers."""
-    return resolve_algorithm(kernel_problem(p), "backward_weight", algorithm)
-
-
 def conv2d_backward_weight(
     gy: Any, x: Any, p: Conv2dProblem, algorithm: str, with_bias: bool, *,
     device: Any = None, out: Any = None, out_bias: Any = None,
@@ -911,12 +903,8 @@ def conv2d_backward_weight(
         return _backward_weight_mma(dev, key, plan, gy, x, p, kind, gw, gb,
                                     algorithm)
     tf32 = applies_tf32(p.precision, p.compute_dtype)
-    # the FP32 NHWC pipeline ('auto' where it applies, or op level 'nhwc'): no
-    # fused bias
-    route = algorithm if wino else _wgrad_route(p, algorithm)
-    nhwc = route == "nhwc"
     gb_fused = gb
-    if gb is not None and (tf32 or gy.dtype == _F16 or wino or nhwc):
+    if gb is not None and (tf32 or gy.dtype == _F16 or wino):
         # the bias gradient sums the unconverted gy, as on the mma path (and apart
         # from Winograd's transformed gy)
         conv2d_backward_bias(gy, p, device=dev, out=gb)
@@ -931,9 +919,14 @@ def conv2d_backward_weight(
             return launches + plan_conv2d_winograd(p0, "backward_weight", xin, gyc,
                                                    None, gw, None, alloc=alloc,
                                                    variant=algorithm)
-        if nhwc:
-            return launches + plan_conv2d_backward_weight_nhwc(p0, gyc, xin, gw,
-                                                               alloc=alloc)
+        route = resolve_algorithm(p0, "backward_weight", algorithm)
+        if route == "nhwc":  # 'auto' where it applies, or op level 'nhwc': the
+            # bias gradient's own kernels after it, in the same plan
+            launches += plan_conv2d_backward_weight_nhwc(p0, gyc, xin, gw,
+                                                         alloc=alloc)
+            if gb_fused is None:
+                return launches
+            return launches + plan_conv2d_backward_bias(p, gy, gb_fused, alloc=alloc)
         return launches + plan_conv2d_backward_weight(
             p0, route, gyc, xin, gw, gb_fused, alloc=alloc
         )

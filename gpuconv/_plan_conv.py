@@ -219,8 +219,9 @@ def choose_algorithm(p: Conv2dProblem, pass_name: str) -> str:
     str
         For the weight gradient ``'nhwc'`` (``conv2d_backward_weight_nhwc``:
         the GEMM on operands packed to NHWC, :func:`wgrad_nhwc_applies`) where
-        ``'tiled_regblock'`` would run and the channel counts allow it (float32,
-        C/groups and K/groups multiples of 4). ``'tiled_regblock'`` when the
+        ``'tiled_regblock'`` would run, the channel counts allow it (float32,
+        C/groups and K/groups multiples of 4) and the GEMM has at least
+        :data:`WGRAD_NHWC_MIN_MACS` multiply-adds. ``'tiled_regblock'`` when the
         implicit GEMM has at least :data:`REGBLOCK_MIN_COLS` columns (output
         channels per group for the forward pass, input channels per group for
         the input gradient, ``C/groups * KH * KW`` for the weight gradient) and
@@ -249,7 +250,9 @@ def choose_algorithm(p: Conv2dProblem, pass_name: str) -> str:
         # GEMM M = K/groups, NG = C/groups*KH*KW, KR = N*OH*OW (split over blocks).
         m, ng, _ = gemm_shape(p, pass_name)
         if min(m, ng) >= REGBLOCK_MIN_COLS:
-            return "nhwc" if wgrad_nhwc_applies(p) else "tiled_regblock"
+            macs = m * ng * p.groups * p.N * p.OH * p.OW
+            nhwc = wgrad_nhwc_applies(p) and macs >= WGRAD_NHWC_MIN_MACS
+            return "nhwc" if nhwc else "tiled_regblock"
         return "tiled" if wgrad_tiled_smem_bytes(p) <= SMEM_LIMIT else "naive"
     _, ng, kr = gemm_shape(p, pass_name)
     if ng >= REGBLOCK_MIN_COLS and kr >= REGBLOCK_MIN_RED:
@@ -2034,6 +2037,10 @@ def _wgrad_nhwc_launches(
 # 78 % for the tiled_regblock tiles it replaces on the benchmark layers), NOT on a
 # measurement: no GPU was lent since it was written. The two packs cost one read
 # and one write of x and gy at copy bandwidth.
+#: The least multiply-adds for which 'auto' takes it: below, the two pack launches
+#: (a few microseconds each on a GPU, and on the host) are not paid back, so the
+#: one-launch tiled_regblock runs (2**25: ~67 MFLOP, ~5 us at 13 TFLOP/s).
+WGRAD_NHWC_MIN_MACS = 2**25
 #: Its slab of pixels (the kernel's NhwcSimtTile::BK) and block columns.
 WGRAD_NHWC_SLAB = 16
 WGRAD_NHWC_BN = 128

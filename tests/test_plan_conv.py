@@ -487,6 +487,13 @@ def test_wgrad_auto_decisions():
         p = normalize_conv2d(xs, ws, [np.dtype("f")], padding=1)
         assert not pc.wgrad_nhwc_applies(p)
         assert pc.choose_algorithm(p, "backward_weight") == "tiled_regblock"
+    # under WGRAD_NHWC_MIN_MACS (two pack launches not paid back): the SIMT GEMM
+    small = normalize_conv2d((1, 16, 32, 32), (16, 16, 3, 3), [np.dtype("f")],
+                             padding=1)
+    assert pc.wgrad_nhwc_applies(small)
+    assert 16 * 144 * 1024 < pc.WGRAD_NHWC_MIN_MACS
+    assert pc.choose_algorithm(small, "backward_weight") == "tiled_regblock"
+    assert pc.resolve_algorithm(small, "backward_weight", "nhwc") == "nhwc"
     p64 = normalize_conv2d((2, 32, 16, 16), (32, 32, 3, 3), [np.dtype("d")])
     assert pc.choose_algorithm(p64, "backward_weight") == "tiled_regblock"
     # tap offsets beyond an int (with room): the SIMT GEMM
