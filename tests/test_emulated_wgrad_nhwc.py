@@ -152,7 +152,7 @@ def test_tf32_operands_rounded_before_the_pack(dev):
 @pytest.mark.parametrize("order", ["ascending", "descending"])
 def test_sanitized_subset(order):
     d = EmulatedDevice(thread_order=order)
-    for case_id in ("tails", "groups_dilated", "reflect"):
+    for case_id in ("tails", "groups_dilated", "reflect", "bm64", "far_taps"):
         p, kw, x, gy = _inputs(CASES[IDS.index(case_id)], 23)
         gw, _, launched = _run(p, x, gy, d)
         assert _ran_nhwc(launched)
