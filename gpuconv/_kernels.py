@@ -70,7 +70,13 @@ def _conv_pass_instances(pass_name: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-KERNELS["conv2d_forward.cu"] = _conv_pass_instances("forward")
+#: Block columns (output channels) of the FP32 NHWC forward's 128 x BN tiles
+#: (``conv2d_forward_nhwc<float, BN>``: 64 up to 64 output channels per group).
+FWD_NHWC_BN = (128, 64)
+KERNELS["conv2d_forward.cu"] = _conv_pass_instances("forward") + tuple(
+    # the NHWC cp.async pipeline of the FP32 forward (and stride-1 input gradient)
+    conv_kernel_name("forward", "nhwc", "float", (bn,)) for bn in FWD_NHWC_BN
+)
 # the input gradient's col2im gather (the second launch of its tiled_regblock plan
 # for few input channels; the GEMM before it is conv2d_forward.cu's)
 KERNELS["conv2d_backward_input.cu"] = _conv_pass_instances("backward_input") + tuple(
