@@ -39,9 +39,6 @@ sass = _load()
 
 #: Main kernels ``auto`` launches that are still below a goal, with the reason.
 KNOWN_BELOW: dict[str, str] = {
-    # 128 threads x 8x8 (128 x 64 for 64 channels): 12 gathers per slice (79.8 %)
-    "conv2d_forward_tiled_regblock<float, 16, 8, 8, 8>": "128x64, 79.8 %",
-    "conv2d_backward_input_tiled_regblock<float, 16, 8, 8, 8>": "128x64, 79.8 %",
     # 32 output channels (5x5 192->32): 256 x 32, two A rows per thread (73 %);
     # also the column GEMM of the RGB stem's input gradient (147 columns: 5 tiles
     # of 32, 92 % used, against 3 of 16 columns by phase with 4x4 thread tiles, 55 %)
