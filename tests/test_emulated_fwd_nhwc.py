@@ -191,3 +191,23 @@ def test_sanitized_subset(order):
         got, launched = _run(pass_name, p, x, w, b, gy, d)
         assert _ran_nhwc(launched)
         _check(pass_name, p, kw, x, w, b, gy, got)
+
+
+def test_nan_and_inf_propagate_like_numpy(dev):
+    """NaN/inf in x (forward) and in gy (input gradient) at a corner, a border and
+    the interior reach exactly the outputs the NumPy backend puts them in."""
+    p, kw, x, w, b, gy = _inputs(CASES[IDS.index("tails")], 29)
+    x[0, 0, 0, 0] = np.nan
+    x[1, 17, 8, -1] = np.inf
+    x[2, 3, 4, 3] = -np.inf
+    gy[0, 0, 0, 0] = np.nan
+    gy[1, 70, -1, 2] = np.inf
+    gy[2, 5, 4, 3] = -np.inf
+    for pass_name in PASSES:
+        got, launched = _run(pass_name, p, x, w, b, gy, dev)
+        assert _ran_nhwc(launched)
+        want = _wide(pass_name, p, x, w, b, gy, kw)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_array_equal(np.isposinf(got), np.isposinf(want))
+        np.testing.assert_array_equal(np.isneginf(got), np.isneginf(want))
+        assert np.isnan(want).any() and np.isinf(want).any()
