@@ -48,7 +48,7 @@ step bench_torch "${TORCH_S:-20}" "$PY" bench/bench_gpu_torch.py --budget 0.1 \
 NCU="${NCU:-/usr/local/cuda/bin/ncu}"
 if [[ -x "$NCU" ]]; then
     step ncu "${NCU_S:-60}" "$NCU" --clock-control none \
-        --kernel-name regex:'mma|winograd|col2im|tiled_regblock' --launch-count 40 \
+        --kernel-name regex:'mma|winograd|col2im|tiled_regblock|nhwc' --launch-count 50 \
         --section SpeedOfLight --section WarpStateStats --section Occupancy \
         --section LaunchStats --section SchedulerStats "$PY" bench/ncu_probe.py
     cp "$LOGS/ncu.log" "$OUT/ncu.txt" 2>/dev/null

@@ -12,7 +12,11 @@ measurements left the most open:
   ``mma`` profile;
 - ``winograd``: the forward Winograd plans of the same layer, F(2x2, 3x3) and
   F(4x4, 3x3) (transforms and GEMMs);
-- ``stem``: the stem's input gradient (the column GEMM and ``col2im``).
+- ``stem``: the stem's input gradient (the column GEMM and ``col2im``);
+- ``fp32``: the FP32 kernels ``auto`` runs on the same layer (float32,
+  ``precision='highest'``: ``conv2d_forward_nhwc`` for the forward pass and the input
+  gradient, ``conv2d_backward_weight_nhwc``, their packs), chosen on the SASS proxy
+  and never measured: whether their ``cp.async`` stages keep the FMA pipes busy.
 
 Run under ncu, e.g.::
 
@@ -20,7 +24,7 @@ Run under ncu, e.g.::
         --kernel-name regex:'mma|winograd|col2im|tiled_regblock' --launch-count 40 \\
         --section SpeedOfLight --section WarpStateStats --section Occupancy \\
         --section LaunchStats --section SchedulerStats \\
-        python bench/ncu_probe.py mma nhwc winograd stem
+        python bench/ncu_probe.py mma nhwc winograd stem fp32
 
 Without a GPU it does nothing useful (it needs CuPy on a CUDA device).
 """
@@ -52,7 +56,7 @@ def main(argv: list[str]) -> int:
     from gpuconv import _gpu_conv
     from gpuconv._conv_args import normalize_conv2d
 
-    cases = argv or ["mma", "nhwc", "winograd", "stem"]
+    cases = argv or ["mma", "nhwc", "winograd", "stem", "fp32"]
     calls = []
     # the tensor-core kernels forced: NCHW ('mma': forward, input gradient) and the
     # NHWC pipeline ('nhwc': cp.async stages, ldmatrix; the weight gradient too)
@@ -82,6 +86,15 @@ def main(argv: list[str]) -> int:
         gy = cp.ones(p.y_shape, dtype=np.float32)
         calls.append(lambda x=x, w=w, gy=gy: gpuconv.conv2d_grad_input(
             x.shape, w, gy, stride=2, padding=3))
+    if "fp32" in cases:
+        x, w = _arrays(cp, *LAYER, np.float32)
+        p = normalize_conv2d(x.shape, w.shape, [x.dtype], padding=1)
+        gy = cp.ones(p.y_shape, dtype=np.float32)
+        calls.append(lambda x=x, w=w: gpuconv.conv2d(x, w, padding=1))
+        calls.append(lambda x=x, w=w, gy=gy: gpuconv.conv2d_grad_input(
+            x.shape, w, gy, padding=1))
+        calls.append(lambda x=x, w=w, gy=gy: gpuconv.conv2d_grad_weight(
+            x, w.shape, gy, padding=1))
     for call in calls:
         for _ in range(2):
             call()

@@ -419,7 +419,7 @@ def test_gpu_check_scripts_dry_run_on_the_emulator(tmp_path):
     assert proc.returncode == 0, out
     assert "gpu_sanitize_subset: 154 results, 0 wrong" in out
     assert "gpu_sanitize_filter: 70 results, 0 wrong" in out
-    assert "ncu_probe: 13 calls x 2 (mma, nhwc, winograd, stem)" in out
+    assert "ncu_probe: 16 calls x 2 (mma, nhwc, winograd, stem, fp32)" in out
     conv = json.loads((tmp_path / "bench_conv.json").read_text())["rows"]
     flt = json.loads((tmp_path / "bench_filter.json").read_text())["rows"]
     assert len(conv) >= 2 * 3 * 2 and len(flt) >= 4 * 2
