@@ -846,8 +846,10 @@ def _regblock_launches(
         col_stride, c_stride = KHKW, p.Cg * KHKW
     if strides is not None:
         col_stride, c_stride = strides
+    itemsize = np.dtype(p.compute_dtype).itemsize
     for what, v in (("weights per group", cred * ng * KHKW),
-                    ("BK source planes", REGBLOCK_BK * hs * ws)):
+                    ("BK source planes", REGBLOCK_BK * hs * ws),
+                    ("reduction channels x element bytes", cred * itemsize)):
         if v > INT32_MAX - 1024:
             raise ValueError(
                 f"conv2d on CUDA: {what} = {v} exceeds the 32-bit offsets of "
