@@ -150,9 +150,9 @@ __device__ __forceinline__ void regblock_fmas(
 // Packed slices (PACKED = true, for fewer than BK reduction channels, e.g. the RGB
 // stem's 3): a slice is BK consecutive terms of the flattened reduction (channel,
 // then the taps in table order), one table entry per term (SliceEntry: chunk = the
-// channel, woff = channel*c_stride + tap, woff < 0 for the padding terms of the last
-// slice), so no slice is mostly padding; each A and B gather then has its own entry
-// and bounds check. Packed plans sum in the `naive` order (channel, kh, kw).
+// channel, woff = channel*c_stride + tap; the padding terms of the last slice have
+// dy = INT32_MIN, outside every plane, and woff < 0), so no slice is mostly
+// padding; each A and B gather then has its own entry and bounds check. Packed plans sum in the `naive` order (channel, kh, kw).
 //
 // Summation order (documented numerics): each output is sum over channel chunks, then
 // taps in table order, then the BK channels of the chunk, one fma each, starting from
@@ -343,33 +343,41 @@ __device__ __forceinline__ void sliced_gemm_block(
     auto b_dst = [&](int stage, int q) -> T* {
         return &s.b[stage][b_r][b_n + q * Tile::B_STEP];
     };
-    auto fetch = [&](int k, int stage) {
+    // `ent`: the slice's table entries (one, or BK when packed).
+    // `bent` (packed): this thread's B row entry, ent + b_r.
+    auto fetch = [&](const SliceEntry* ent, const SliceEntry* bent, int stage) {
         if constexpr (PACKED) {
             // Few channels: each of the slice's BK rows has its own entry (channel,
-            // tap, weight offset; woff < 0: a padding row, 0 from both operands).
-            const SliceEntry* rows = slice + k * BK;
+            // tap, weight offset; a padding row: dy = INT32_MIN, woff < 0, zeros
+            // from both operands). Rows in unsigned (wrapping) arithmetic: the
+            // padding row's dy puts every pixel outside the plane (the planner's
+            // PACKED_PAD_DY), so the bounds check alone masks it.
+            const SliceEntry* rows = ent;
 #pragma unroll
             for (int q = 0; q < AL; ++q) {
                 const SliceEntry e = rows[a_r + q * Tile::A_STEP];
 #pragma unroll
                 for (int j = 0; j < AR; ++j) {
-                    const int ih = ih0[j] + e.dy;
-                    const int iw = iw0[j] + e.dx;
-                    const bool ok = a_valid[j] && e.woff >= 0 && in_range(ih, a.Hs) &&
-                                    in_range(iw, a.Ws);
-                    // chunk = the channel (< BK): the offset fits 32 bits (the
-                    // planner checks BK planes), one IMAD.WIDE onto the address
-                    const int off = e.chunk * HWs + (ih * a.Ws + iw);
+                    const unsigned ih = static_cast<unsigned>(ih0[j]) +
+                                        static_cast<unsigned>(e.dy);
+                    const unsigned iw = static_cast<unsigned>(iw0[j] + e.dx);
+                    const bool ok = a_valid[j] && ih < static_cast<unsigned>(a.Hs) &&
+                                    iw < static_cast<unsigned>(a.Ws);
+                    // chunk = the channel (< BK): the offset fits 32 bits where ok
+                    // (the planner checks BK planes); one IMAD.WIDE onto the address
+                    const int off = static_cast<int>(
+                        static_cast<unsigned>(e.chunk) * static_cast<unsigned>(HWs) +
+                        ih * static_cast<unsigned>(a.Ws) + iw);
                     copy_elem(a_dst(stage, j, q),
                               a_row[j] + static_cast<long long>(off) *
                                              static_cast<long long>(sizeof(T)),
                               static_cast<unsigned>(ok));
                 }
             }
-            const int woff = rows[b_r].woff;
+            const int woff = bent->woff;
+            // woff < 0 (a padding row): never read, any address
             const unsigned long long pb =
-                b_addr + static_cast<long long>(woff >= 0 ? woff : 0) *
-                             static_cast<long long>(sizeof(T));
+                b_addr + static_cast<long long>(woff) * static_cast<long long>(sizeof(T));
 #pragma unroll
             for (int q = 0; q < Tile::B_LOADS; ++q)
                 copy_elem(b_dst(stage, q), pb + b_off[q],
@@ -380,7 +388,7 @@ __device__ __forceinline__ void sliced_gemm_block(
             // never read); every step is one 32x32->64-bit multiply-add (IMAD.WIDE)
             // onto a 64-bit address: chunk planes, then the tap's pixel, then the
             // channel (A) or column (B) strides.
-            const SliceEntry e = slice[k];  // block-uniform
+            const SliceEntry e = *ent;  // block-uniform
             unsigned mask = e.chunk == last_chunk ? tail_mask : full_mask;
             const int chunk_bytes = e.chunk * (BK * static_cast<int>(sizeof(T)));
 #pragma unroll
@@ -389,9 +397,13 @@ __device__ __forceinline__ void sliced_gemm_block(
                 const int iw = iw0[j] + e.dx;
                 const bool ok = in_range(ih, a.Hs) && in_range(iw, a.Ws);  // rows
                 if (!ok) mask &= ~(ROW_BITS << (j * AL));  // past M are masked already
+                // the pixel offset wraps (unsigned) where !ok: never read
+                const int pix = static_cast<int>(static_cast<unsigned>(ih) *
+                                                     static_cast<unsigned>(a.Ws) +
+                                                 static_cast<unsigned>(iw));
                 unsigned long long pa = a_addr[j] +
                                         static_cast<long long>(chunk_bytes) * HWs +
-                                        static_cast<long long>(ih * a.Ws + iw) * sizeof(T);
+                                        static_cast<long long>(pix) * sizeof(T);
 #pragma unroll
                 for (int q = 0; q < AL; ++q) {
                     copy_elem(a_dst(stage, j, q), pa, mask, 1u << (j * AL + q));
@@ -413,11 +425,10 @@ __device__ __forceinline__ void sliced_gemm_block(
     // One slice: the next slice's copies into the other stage are issued first (in
     // flight during the FMAs; that stage was last read by the previous slice, before
     // its closing barrier), then the FMAs from stage CUR, then this thread waits for
-    // its copies. The loop below runs two slices per trip with the literal stages 0
-    // and 1, so after inlining every shared-memory address is a register plus an
-    // immediate.
-    auto slice_step = [&](int CUR, int kt) {
-        if (kt + 1 < nslices) fetch(kt + 1, CUR ^ 1);  // block-uniform
+    // its copies. `more`: slice kt + 1 exists, its entries at `ent` (and `bent`).
+    auto slice_step = [&](int CUR, bool more, const SliceEntry* ent,
+                          const SliceEntry* bent) {
+        if (more) fetch(ent, bent, CUR ^ 1);  // block-uniform
         regblock_fmas<T, Tile>(s, CUR, tx, ty, acc);
         cp_async_wait<0>();
         // Every thread's copies into the other stage have landed before the next
@@ -426,12 +437,27 @@ __device__ __forceinline__ void sliced_gemm_block(
         __syncthreads();
     };
     if (nslices > 0) {  // block-uniform
-        fetch(0, 0);
+        constexpr int PER = PACKED ? BK : 1;  // table entries per slice
+        fetch(slice, slice + b_r, 0);
         cp_async_wait<0>();
         __syncthreads();  // stage 0 complete before any thread reads it
-        for (int kt = 0; kt < nslices; kt += 2) {
-            slice_step(0, kt);
-            if (kt + 1 < nslices) slice_step(1, kt + 1);
+        // Two slices per trip with the literal stages 0 and 1 (after inlining every
+        // shared-memory address is a register plus an immediate), each with a
+        // successor (no test in the loop); the last one or two slices after it.
+        // `ent` advances by a pointer increment per trip (the entries of the trip's
+        // slices are immediate offsets from it).
+        const SliceEntry* ent = slice;
+        const SliceEntry* bent = slice + (PACKED ? b_r : 0);
+        int left = nslices;  // slices not yet computed
+        for (; left > 2; left -= 2, ent += 2 * PER, bent += 2 * PER) {
+            slice_step(0, true, ent + PER, bent + PER);
+            slice_step(1, true, ent + 2 * PER, bent + 2 * PER);
+        }
+        if (left == 2) {  // two slices are left
+            slice_step(0, true, ent + PER, bent + PER);
+            slice_step(1, false, ent, bent);
+        } else {  // one slice is left
+            slice_step(0, false, ent, bent);
         }
     }
 

@@ -668,8 +668,8 @@ def _sliced_groups(p: Conv2dProblem, pass_name: str):
 def _sliced_rows(p: Conv2dProblem, pass_name: str, taps: list,
                  c_stride: int | None = None) -> list:
     """The table rows of one launch: one per slice, or (packed) one per term padded
-    to a multiple of BK with ``woff = -1`` rows. ``c_stride``: the weight elements
-    between reduction channels (default: the pass's own layout)."""
+    to a multiple of BK with ``(0, PACKED_PAD_DY, 0, -1)`` rows. ``c_stride``: the
+    weight elements between reduction channels (default: the pass's own layout)."""
     cred = p.Cg if pass_name == "forward" else p.Kg
     KHKW = p.KH * p.KW
     if c_stride is None:
@@ -678,7 +678,7 @@ def _sliced_rows(p: Conv2dProblem, pass_name: str, taps: list,
     if sliced_packed(p, pass_name):
         rows = [(ch, dy, dx, ch * c_stride + t) for ch in range(cred)
                 for t, dy, dx in taps]
-        return rows + [(0, 0, 0, -1)] * (-len(rows) % bk)
+        return rows + [(0, PACKED_PAD_DY, 0, -1)] * (-len(rows) % bk)
     return [(chunk, dy, dx, chunk * bk * c_stride + t)
             for chunk in range(-(-cred // bk)) for t, dy, dx in taps]
 
@@ -1074,6 +1074,13 @@ BIAS_BLOCKS_PER_SM = 8
 MAX_SPLITS = 512
 #: Reduction terms per shared-memory slice of the regblock kernels (``Tile::BK``).
 REGBLOCK_BK = 8
+#: ``dy`` of the padding rows of a packed slice table (:func:`slice_table`):
+#: ``INT32_MIN``. The kernel adds it to a pixel row in unsigned (wrapping)
+#: arithmetic; every row ``ih0`` of a launch lies in ``[-pad_top, 2**31 - 1024)``
+#: and ``pad_top < 2**31 - 1024 - H`` (:func:`check_extents`), so the sum is at
+#: least ``H + 1024`` as an unsigned number: outside every plane, and the A copy's
+#: bounds check alone zero-fills the padding term (no test of ``woff`` per copy).
+PACKED_PAD_DY = -(2**31)
 
 
 def split_count(work: int, base_blocks: int, slots: int, min_work: int) -> int:
