@@ -281,10 +281,11 @@ def regblock_tile(
     :func:`regblock_splits`) spread evenly over ``sm_count`` SMs, so the busiest SM
     computes ``ceil(blocks / sm_count)`` padded ``BM x BN`` tiles over its share of
     the reduction (tails included: waste counts); its speed is the thread tile's
-    efficiency (the hot loop's FMA share from the SASS proxy, ``bench/sass_check.py``:
-    8x8 ~0.8, 8x4 ~0.65, 4x4 ~0.55: 1.0, 0.8 and 0.7 relative) times a latency
-    factor ``min(1, resident warps / 8)``. The cheapest tile wins, the larger tile on
-    ties.
+    efficiency (the hot loop's FMA share from the SASS proxy, ``bench/sass_check.py``,
+    when the weights were set: 8x8 ~0.8, 8x4 ~0.65, 4x4 ~0.55: 1.0, 0.8 and 0.7
+    relative; since the cp.async gathers, f971f51: 8x8 0.86, 8x4 0.80, 4x4 0.70,
+    weights kept: proxy values are no measurement) times a latency factor ``min(1,
+    resident warps / 8)``. The cheapest tile wins, the larger tile on ties.
     """
     m, ng, kr = gemm_shape(p, pass_name)
     best: tuple[float, int, tuple[int, int, int, int]] | None = None
