@@ -673,7 +673,7 @@ def _bench_tensor_cores(ctx: _Context, layer: Layer, pass_name: str,
     _validate_and_time(ctx, row, fn, want, emit)
     for variant in ctx.tc_variants:
         forced = _forced_tensor_core_call(layer, op, data, precision, variant)
-        if forced is None:
+        if forced is None or forced[0] == resolved:  # the auto row ran it
             continue
         ran, call = forced
         case = f"{pass_name}/{variant}/{layer.name}/{label}"

@@ -49,11 +49,13 @@
 //                   so the main loop's gathers test only the tap bounds. The bias (blocks
 //                   of column tile 0): each thread sums the gy values it gathers,
 //                   then the BK partial sums of a row are added in order.
-//   nhwc            (op-level algorithm 'nhwc', float only) The GEMM on operands packed
-//                   to NHWC once per call, both k-major: a slab of 16 pixels is 16-byte
+//   nhwc            (float only; 'auto' for float32 compute when C/groups and
+//                   K/groups are multiples of 4) The GEMM on operands packed to NHWC
+//                   once per call, both k-major: a slab of 16 pixels is 16-byte
 //                   cp.async copies along the channels, 3 stages in flight, one
-//                   barrier per slab; 8 x 8 thread tiles of 128 x 128 block tiles;
-//                   split-K as tiled_regblock (see the section at the end).
+//                   barrier per slab; 8 x 8 thread tiles of BM x 128 block tiles (BM
+//                   = 32, 64 or 128 after K/groups); split-K as tiled_regblock (see
+//                   the section at the end).
 //   reduce          The second, deterministic stage of the split-K variants: one
 //                   thread per gw (and gb) element sums its `splits` partial results
 //                   from the workspace in split order 0, 1, ..., splits-1.
@@ -563,18 +565,18 @@ __global__ void __launch_bounds__(BIAS_THREADS) conv2d_backward_bias_partial(
 }
 
 // ---------------------------------------------------------------------------------
-// nhwc (op-level algorithm 'nhwc', FP32): the weight gradient's GEMM on operands
+// nhwc (FP32; what 'auto' runs where it applies): the weight gradient's GEMM on operands
 // packed to NHWC once per call (conv2d_nhwc_pack_input of conv2d_mma.cu, unrounded:
 // gy -> (N, OH, OW, K), x -> (N, H, W, C)), so that a slab of the reduction (BK = 16
 // consecutive pixels of the flattened N*OH*OW, crossing images freely) is, for both
 // operands, BK shared rows of 16-byte chunks along the channels:
-//   A[p][m] = gyh[p, g*Kg + m]      (BM = 128 output channels of the tile)
+//   A[p][m] = gyh[p, g*Kg + m]      (BM = 32, 64 or 128 output channels of the tile)
 //   B[p][n] = xh[n(p), ih(p, tap), iw(p, tap), g*Cg + c],  n = tap*Cg + c (BN = 128
 //             columns in the order of the packed weights), zero outside the image
 // one cp.async each (zero fill past the pixels and the tails; no registers on the
 // way), STAGES = 3 stages in flight, one barrier per slab. Both operands k-major, so
-// a thread's 8 x 8 tile (rows tx*4 + {0..3}, 64 + tx*4 + {0..3}; columns likewise
-// with ty) reads 2 + 2 LDS.128 per term and does 64 FFMA (the classic SIMT GEMM
+// a thread's 8 x 8 tile (rows tx*4 + {0..3}, BM/2 + tx*4 + {0..3}; columns
+// likewise with ty and 64) reads 2 + 2 LDS.128 per term and does 64 FFMA (the classic SIMT GEMM
 // inner loop, as the tiled_regblock thread tile). Split-K over balanced ranges of
 // whole slabs, partial sums in gw's layout, added in split order by reduce
 // (deterministic); the bias gradient is the op's own reduction. Needs Kg and Cg
@@ -582,35 +584,50 @@ __global__ void __launch_bounds__(BIAS_THREADS) conv2d_backward_bias_partial(
 // the pixels in increasing order within its split).
 namespace gpuconv {
 
+// BM output channels x BN = 128 columns per block, BM / 8 x 16 threads of 8 x 8
+// outputs: BM = 128 (256 threads, K/groups > 64), 64 (128 threads) or 32 (64
+// threads) so that a layer with few output channels per group does not leave half
+// of a 128-row tile idle.
+template <int BM_>
 struct NhwcSimtTile {
-    static constexpr int BM = 128, BN = 128, BK = 16, STAGES = 3;
-    static constexpr int TX = 16, TY = 16, TM = 8, TN = 8, THREADS = TX * TY;
-    static constexpr int CPR = BM / 4;                    // 16-byte chunks per row
-    static constexpr int COPIES = BK * CPR / THREADS;     // per operand and thread
-    static constexpr int ROW_STEP = THREADS / CPR;
-    static_assert(BM == BN && COPIES * ROW_STEP == BK, "copy roles");
+    static constexpr int BM = BM_, BN = 128, BK = 16, STAGES = 3;
+    static constexpr int TM = 8, TN = 8, TX = BM / TM, TY = BN / TN;
+    static constexpr int THREADS = TX * TY;
+    static constexpr int A_CPR = BM / 4, B_CPR = BN / 4;  // 16-byte chunks per row
+    static constexpr int A_COPIES = BK * A_CPR / THREADS;  // per thread and slab
+    static constexpr int A_STEP = THREADS / A_CPR;         // between its A rows
+    // B: a thread copies B_COPIES chunks of one pixel row (B_TPR threads a row), so
+    // that the pixel is decoded once per slab and each chunk adds its tap offset
+    static constexpr int B_TPR = THREADS / BK;
+    static constexpr int B_COPIES = B_CPR / B_TPR;
+    static_assert(BM == 32 || BM == 64 || BM == 128, "BM: 32, 64 or 128");
+    static_assert(A_COPIES * A_STEP == BK && B_COPIES * B_TPR == B_CPR, "copy roles");
 };
 
+template <int BM>
 struct alignas(16) NhwcSimtSmem {
-    float a[NhwcSimtTile::STAGES][NhwcSimtTile::BK][NhwcSimtTile::BM];
-    float b[NhwcSimtTile::STAGES][NhwcSimtTile::BK][NhwcSimtTile::BN];
+    using Tile = NhwcSimtTile<BM>;
+    float a[Tile::STAGES][Tile::BK][Tile::BM];
+    float b[Tile::STAGES][Tile::BK][Tile::BN];
 };
 
 }  // namespace gpuconv
 
-// Grid: m_tiles * n_tiles * groups * splits blocks (1-D), 256 threads; static smem
-// (48 KiB). gyh (N, OH, OW, K), xh (N, H, W, C); slabs = ceil(N*OH*OW / 16).
-template <typename T>
-__global__ void __launch_bounds__(256, 1) conv2d_backward_weight_nhwc(
+// Grid: m_tiles * n_tiles * groups * splits blocks (1-D), BM / 8 * 16 threads;
+// static smem (3 stages of 16 x (BM + 128) floats: 48 / 36 / 30 KiB). gyh (N, OH, OW,
+// K), xh (N, H, W, C); slabs = ceil(N*OH*OW / 16).
+template <typename T, int BM>
+__global__ void __launch_bounds__(gpuconv::NhwcSimtTile<BM>::THREADS, 1)
+conv2d_backward_weight_nhwc(
     const T* __restrict__ gyh, const T* __restrict__ xh, T* __restrict__ gw_out, int N,
     int C, int H, int W, int K, int KH, int KW, int groups, int sh, int sw, int dh,
     int dw, int pt, int pl, int OH, int OW, long long slabs_per_split, int extra_slabs,
     int m_tiles, int n_tiles) {
-    using Tile = gpuconv::NhwcSimtTile;
+    using Tile = gpuconv::NhwcSimtTile<BM>;
     constexpr int BK = Tile::BK;
     constexpr int STAGES = Tile::STAGES;
     static_assert(sizeof(T) == 4, "16-byte chunks of 4 elements");
-    __shared__ gpuconv::NhwcSimtSmem s;
+    __shared__ gpuconv::NhwcSimtSmem<BM> s;
 
     const gpuconv::GemmBlock blk = gpuconv::gemm_block(m_tiles, n_tiles, groups);
     const int g = blk.g;
@@ -628,53 +645,71 @@ __global__ void __launch_bounds__(256, 1) conv2d_backward_weight_nhwc(
     const int ktiles = static_cast<int>(slabs.end - slabs.begin);
 
     const int tid = static_cast<int>(threadIdx.x);
-    const int chunk = tid % Tile::CPR;  // this thread's column chunk (both operands)
-    const int row0 = tid / Tile::CPR;   // and its rows row0 + i*ROW_STEP
-    // A: output channels m0 + 4*chunk .. + 3 of gyh's pixel rows
-    const bool a_ok = m0 + 4 * chunk < Kg;
-    const T* a_base = gyh + static_cast<long long>(g) * Kg + (a_ok ? m0 + 4 * chunk : 0);
-    // B: columns n0 + 4*chunk .. + 3 = tap, channels c .. c + 3 (Cg % 4 == 0)
-    const int col = n0 + 4 * chunk;
-    const gpuconv::NhwcColumn bcol(col, ncols, Cg, g, KW, dh, dw, pt, pl);
-    const T* b_base = xh + bcol.offset;
+    // A: this thread's chunk (output channels m0 + 4*a_chunk .. + 3) of gyh's pixel
+    // rows a_row0 + i*A_STEP, pixel p (flat over N*OH*OW) at gyh + p*K
+    const int a_chunk = tid % Tile::A_CPR;
+    const int a_row0 = tid / Tile::A_CPR;
+    const bool a_ok = m0 + 4 * a_chunk < Kg;
+    const T* a_base = gyh + static_cast<long long>(g) * Kg + (a_ok ? m0 + 4 * a_chunk : 0);
+    long long a_p = s_begin * BK + a_row0;
+    // B: row b_row of each slab (pixel p = slab*BK + b_row), chunks b_c0 + j*B_TPR:
+    // columns n0 + 4*chunk .. + 3 = tap, channels c .. c + 3 (Cg % 4 == 0). Per
+    // chunk its tap (dy, dx) and its offset from the pixel's (ih0, iw0) = (oh*sh,
+    // ow*sw) in xh: (dy*W + dx)*C + g*Cg + c, decoded once.
+    const int b_row = tid / Tile::B_TPR;
+    const int b_c0 = tid % Tile::B_TPR;
+    // A chunk past the columns gets dy = OFF and offset 0 (and a pixel past the
+    // images ih0 = OFF): every row test fails (|dy|, ih0 < 2^30 otherwise, so no sum
+    // overflows). The offsets fit an int: (max |dy| + 1)*W*C + (max |dx| + 1)*C <
+    // 2^30 (the planner's wgrad_nhwc_applies).
+    constexpr int OFF = -(1 << 30);
+    int b_dy[Tile::B_COPIES], b_dx[Tile::B_COPIES], b_off[Tile::B_COPIES];
+#pragma unroll
+    for (int j = 0; j < Tile::B_COPIES; ++j) {
+        const gpuconv::NhwcColumn bcol(n0 + 4 * (b_c0 + j * Tile::B_TPR), ncols, Cg, g,
+                                       KW, dh, dw, pt, pl);
+        b_dy[j] = bcol.ok ? bcol.dy : OFF;
+        b_dx[j] = bcol.dx;
+        b_off[j] = bcol.ok ? static_cast<int>((static_cast<long long>(bcol.dy) * W +
+                                               bcol.dx) * C + bcol.offset)
+                           : 0;
+    }
     const gpuconv::FastDiv div_ohw(OHW);
     const gpuconv::FastDiv div_ow(OW);
-
-    // each copy row's next pixel: flat p = ld_n*OHW + ld_q (decoded once, then
-    // advanced by BK per slab with one multiply-shift division where it wraps)
-    long long ld_n[Tile::COPIES];
-    int ld_q[Tile::COPIES];
-#pragma unroll
-    for (int i = 0; i < Tile::COPIES; ++i) {
-        const long long p = s_begin * BK + row0 + i * Tile::ROW_STEP;
-        ld_n[i] = p / OHW;
-        ld_q[i] = static_cast<int>(p - ld_n[i] * OHW);
-    }
+    // the B row's next pixel: flat p = ld_n*OHW + ld_q (decoded once, then advanced
+    // by BK per slab with one multiply-shift division where it wraps)
+    const long long p_first = s_begin * BK + b_row;
+    long long ld_n = p_first / OHW;
+    int ld_q = static_cast<int>(p_first - ld_n * OHW);
     auto load = [&](int st) {
 #pragma unroll
-        for (int i = 0; i < Tile::COPIES; ++i) {
-            const int r = row0 + i * Tile::ROW_STEP;
-            const long long n = ld_n[i];
-            const int q = ld_q[i];
-            const bool in = n < N;
-            gpuconv::cp_async_zfill16(&s.a[st][r][4 * chunk],
-                                      a_base + (in ? (n * OHW + q) * K : 0), in && a_ok);
-            const int oh = div_ow.div(q);
-            const int ih = oh * sh + bcol.dy;
-            const int iw = (q - oh * OW) * sw + bcol.dx;
-            const bool ok = in && bcol.ok && gpuconv::in_range(ih, H) &&
-                            gpuconv::in_range(iw, W);
-            const T* src =
-                b_base + (ok ? ((n * H + ih) * static_cast<long long>(W) + iw) * C : 0);
-            gpuconv::cp_async_zfill16(&s.b[st][r][4 * chunk], src, ok);
-            int nq = q + BK;
-            if (nq >= OHW) {
-                const int d = div_ohw.div(nq);
-                ld_n[i] = n + d;
-                nq -= d * OHW;
-            }
-            ld_q[i] = nq;
+        for (int i = 0; i < Tile::A_COPIES; ++i) {
+            const long long p = a_p + i * Tile::A_STEP;
+            const bool in = p < NP;
+            gpuconv::cp_async_zfill16(&s.a[st][a_row0 + i * Tile::A_STEP][4 * a_chunk],
+                                      a_base + (in ? p * K : 0), in && a_ok);
         }
+        a_p += BK;
+        const int oh = div_ow.div(ld_q);
+        const int iw0 = (ld_q - oh * OW) * sw;
+        const int ih0 = ld_n < N ? oh * sh : OFF;
+        // the pixel (ih0, iw0) of image ld_n (past the images: clamped, never read)
+        const T* pix = xh + ((ld_n < N ? ld_n * H + oh * sh : 0) *
+                                 static_cast<long long>(W) + iw0) * C;
+#pragma unroll
+        for (int j = 0; j < Tile::B_COPIES; ++j) {
+            const bool ok = gpuconv::in_range(ih0 + b_dy[j], H) &&
+                            gpuconv::in_range(iw0 + b_dx[j], W);
+            gpuconv::cp_async_zfill16(&s.b[st][b_row][4 * (b_c0 + j * Tile::B_TPR)],
+                                      ok ? pix + b_off[j] : xh, ok);
+        }
+        int nq = ld_q + BK;
+        if (nq >= OHW) {
+            const int d = div_ohw.div(nq);
+            ld_n += d;
+            nq -= d * OHW;
+        }
+        ld_q = nq;
     };
 
     const int tx = tid % Tile::TX;

@@ -1064,7 +1064,8 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N,
 //                               the FP32 'nhwc' weight gradient), float16 bits as they
 //                               are.
 //   conv2d_nhwc_pack_weight<E>  w (K, C/groups, KH, KW) -> wh (K, KH*KW, C/groups)
-//                               (rounded likewise); with flip, the input gradient's
+//                               (with round, rounded likewise; without: the FP32
+//                               'nhwc' forward); with flip, the input gradient's
 //                               weights: wh (C, KH*KW, K/groups), wh[c, t, k] =
 //                               w[g*Kg + k, c - g*Cg, KH*KW - 1 - t] (both taps
 //                               reversed, channels swapped within each group).
@@ -1158,7 +1159,7 @@ __global__ void __launch_bounds__(256) conv2d_nhwc_pack_input(
 template <typename E>
 __global__ void __launch_bounds__(256) conv2d_nhwc_pack_weight(
     const E* __restrict__ w, E* __restrict__ wh, int K, int Cg, int KHKW, int groups,
-    int flip, long long total) {
+    int flip, int round, long long total) {
     const int Kg = K / groups;
     for (long long o = gpuconv::global_thread_index(); o < total;
          o += gpuconv::grid_stride()) {
@@ -1178,7 +1179,7 @@ __global__ void __launch_bounds__(256) conv2d_nhwc_pack_weight(
             src = ((static_cast<long long>(g) * Kg + k) * Cg + (cc - g * Cg)) * KHKW +
                   (KHKW - 1 - t);
         }
-        wh[o] = gpuconv::nhwc_operand(w[src]);
+        wh[o] = round ? gpuconv::nhwc_operand(w[src]) : w[src];
     }
 }
 

@@ -71,6 +71,7 @@ from gpuconv._plan_conv import (
     mma_preferred,
     needs_padding_copy,
     nhwc_applies,
+    nhwc_preferred,
     pad_maps,
     padded_problem,
     plan_conv2d_backward_bias,
@@ -87,7 +88,6 @@ from gpuconv._plan_conv import (
     resolve_algorithm,
     slice_table,
     tap_table,
-    wgrad_nhwc_applies,
     winograd_applies,
     winograd_gemm_problem,
 )
@@ -370,16 +370,21 @@ MMA_FORCED = ("mma", "mma_nhwc")
 
 def _nhwc(algorithm: str, p0: Conv2dProblem, pass_name: str, kind: str) -> bool:
     """True when a tensor-core pass of the zero-padded ``p0`` runs on the NHWC
-    pipeline: ``algorithm='mma_nhwc'`` and :func:`gpuconv._plan_conv.nhwc_applies`
-    (elsewhere that value runs the other mma kernels, as ``'mma'``)."""
+    pipeline: ``'auto'`` where :func:`gpuconv._plan_conv.nhwc_preferred`,
+    ``'mma_nhwc'`` where :func:`gpuconv._plan_conv.nhwc_applies` (elsewhere that
+    value runs the other mma kernels, as ``'mma'``)."""
+    if algorithm == "auto":
+        return nhwc_preferred(p0, pass_name, kind)
     return algorithm == "mma_nhwc" and nhwc_applies(p0, pass_name, kind)
 
 
 def _mma_pass(dev: Any, p: Conv2dProblem, pass_name: str, algorithm: str) -> str | None:
     """The mma kind a real pass runs on (``None``: the FP32 kernels).
 
-    ``'auto'``: where :func:`gpuconv._plan_conv.mma_preferred` says the tensor-core
-    kernels measured faster (and the GPU has them); ``'mma'`` (an op-level value,
+    ``'auto'``: where :func:`gpuconv._plan_conv.nhwc_preferred` takes the NHWC
+    pipeline (predicted faster from the SASS) or
+    :func:`gpuconv._plan_conv.mma_preferred` says the tensor-core kernels measured
+    faster (and the GPU has them); ``'mma'`` (an op-level value,
     not public: tests and benchmarks) forces them, ``'mma_nhwc'`` too, on the NHWC
     pipeline where :func:`gpuconv._plan_conv.nhwc_applies` (:func:`_nhwc`); the FP32
     variants (Winograd included, once :func:`_winograd_or_auto` kept it) never."""
@@ -398,7 +403,8 @@ def _mma_pass(dev: Any, p: Conv2dProblem, pass_name: str, algorithm: str) -> str
     if algorithm != "auto":
         return None
     kind = mma_kind(p, pass_name)
-    if kind is None or not mma_preferred(p, pass_name) or not _mma_capable(dev):
+    if kind is None or not (nhwc_preferred(p, pass_name, kind)
+                            or mma_preferred(p, pass_name)) or not _mma_capable(dev):
         return None
     return kind
 
@@ -623,12 +629,17 @@ def choose_algorithm(
     Returns
     -------
     str or None
-        ``'naive'``, ``'tiled'`` or ``'tiled_regblock'`` (the FP32 kernels), or
-        ``'mma'`` (tensor cores, ``cuda/conv2d_mma.cu``) for float16 data, and
-        float32 or complex64 data with ``precision='tf32'``, where they measured
-        faster than the FP32 kernels on an H200
-        (:func:`gpuconv._plan_conv.mma_preferred`; on a GPU older than compute
-        capability 8.0 the FP32 kernels' choice runs instead); ``None`` for an
+        ``'naive'``, ``'tiled'``, ``'tiled_regblock'`` or, for the weight
+        gradient, ``'nhwc'`` (the FP32 kernels; ``'nhwc'``: the GEMM on operands
+        packed to NHWC, where :func:`gpuconv._plan_conv.wgrad_nhwc_applies`), or
+        for float16 data, and float32 or complex64 data with ``precision='tf32'``,
+        the tensor cores (``cuda/conv2d_mma.cu``): ``'mma_nhwc'`` (the
+        ``cp.async``/``ldmatrix`` pipeline on NHWC operands, where
+        :func:`gpuconv._plan_conv.nhwc_preferred`: channel counts that fill its
+        16-byte copies; chosen on the SASS proxy, not yet measured) or ``'mma'``
+        where the NCHW mma kernels measured faster than the FP32 kernels on an
+        H200 (:func:`gpuconv._plan_conv.mma_preferred`); on a GPU older than
+        compute capability 8.0 the FP32 kernels' choice runs instead; ``None`` for an
         empty problem (nothing is launched). Under ``'tf32'`` and for float16 an
         FP32 variant runs on operands converted first (rounded to TF32, widened
         from float16: ``cuda/convert.cu``), giving the same numbers as the tensor
@@ -647,6 +658,9 @@ def choose_algorithm(
     'tiled_regblock'
     >>> gpuconv.choose_algorithm((1, 32, 56, 56), (32, 1, 3, 3), groups=32)
     'tiled'
+    >>> gpuconv.choose_algorithm((16, 64, 56, 56), (64, 64, 3, 3), "backward_weight",
+    ...                          padding=1)
+    'nhwc'
     >>> gpuconv.choose_algorithm((8, 3, 224, 224), (64, 3, 7, 7), "backward_weight",
     ...                          stride=2, padding=3, padding_mode="reflect")
     'tiled_regblock'
@@ -654,10 +668,13 @@ def choose_algorithm(
     None
     >>> gpuconv.choose_algorithm((16, 64, 56, 56), (64, 64, 3, 3), padding=1,
     ...                          precision="tf32")
-    'mma'
-    >>> gpuconv.choose_algorithm((16, 64, 56, 56), (64, 64, 3, 3), "backward_weight",
-    ...                          padding=1, dtype="float16")
+    'mma_nhwc'
+    >>> gpuconv.choose_algorithm((16, 64, 56, 56), (64, 64, 3, 3), "backward_input",
+    ...                          padding=1, stride=2, dtype="float16")
     'tiled_regblock'
+    >>> gpuconv.choose_algorithm((8, 3, 224, 224), (64, 3, 7, 7), stride=2,
+    ...                          padding=3, dtype="float16")
+    'mma'
     """
     if pass_name not in PASSES:
         raise ValueError(f"pass_name must be one of {PASSES}, got {pass_name!r}")
@@ -669,7 +686,10 @@ def choose_algorithm(
         return None
     p = dataclasses.replace(p, precision=select_precision(precision))
     kp = kernel_problem(p)
-    if mma_kind(kp, pass_name) is not None and mma_preferred(kp, pass_name):
+    kind = mma_kind(kp, pass_name)
+    if kind is not None and nhwc_preferred(kp, pass_name, kind):
+        return "mma_nhwc"
+    if kind is not None and mma_preferred(kp, pass_name):
         return "mma"
     return _plan_conv.choose_algorithm(kp, pass_name)
 
@@ -883,10 +903,8 @@ def conv2d_backward_weight(
         return _backward_weight_mma(dev, key, plan, gy, x, p, kind, gw, gb,
                                     algorithm)
     tf32 = applies_tf32(p.precision, p.compute_dtype)
-    # the FP32 NHWC pipeline (op level 'nhwc'; float32 compute): no fused bias
-    nhwc = algorithm == "nhwc" and p.compute_dtype == _F32
     gb_fused = gb
-    if gb is not None and (tf32 or gy.dtype == _F16 or wino or nhwc):
+    if gb is not None and (tf32 or gy.dtype == _F16 or wino):
         # the bias gradient sums the unconverted gy, as on the mma path (and apart
         # from Winograd's transformed gy)
         conv2d_backward_bias(gy, p, device=dev, out=gb)
@@ -901,13 +919,16 @@ def conv2d_backward_weight(
             return launches + plan_conv2d_winograd(p0, "backward_weight", xin, gyc,
                                                    None, gw, None, alloc=alloc,
                                                    variant=algorithm)
-        if nhwc and wgrad_nhwc_applies(p0):
-            return launches + plan_conv2d_backward_weight_nhwc(p0, gyc, xin, gw,
-                                                               alloc=alloc)
-        algo = resolve_algorithm(p0, "backward_weight",
-                                 "auto" if algorithm == "nhwc" else algorithm)
+        route = resolve_algorithm(p0, "backward_weight", algorithm)
+        if route == "nhwc":  # 'auto' where it applies, or op level 'nhwc': the
+            # bias gradient's own kernels after it, in the same plan
+            launches += plan_conv2d_backward_weight_nhwc(p0, gyc, xin, gw,
+                                                         alloc=alloc)
+            if gb_fused is None:
+                return launches
+            return launches + plan_conv2d_backward_bias(p, gy, gb_fused, alloc=alloc)
         return launches + plan_conv2d_backward_weight(
-            p0, algo, gyc, xin, gw, gb_fused, alloc=alloc
+            p0, route, gyc, xin, gw, gb_fused, alloc=alloc
         )
 
     _planned(key, plan, dev, (gy, x, gw, gb_fused), build)

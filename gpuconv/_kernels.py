@@ -70,7 +70,13 @@ def _conv_pass_instances(pass_name: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-KERNELS["conv2d_forward.cu"] = _conv_pass_instances("forward")
+#: Block columns (output channels) of the FP32 NHWC forward's 128 x BN tiles
+#: (``conv2d_forward_nhwc<float, BN>``: 64 up to 64 output channels per group).
+FWD_NHWC_BN = (128, 64)
+KERNELS["conv2d_forward.cu"] = _conv_pass_instances("forward") + tuple(
+    # the NHWC cp.async pipeline of the FP32 forward (and stride-1 input gradient)
+    conv_kernel_name("forward", "nhwc", "float", (bn,)) for bn in FWD_NHWC_BN
+)
 # the input gradient's col2im gather (the second launch of its tiled_regblock plan
 # for few input channels; the GEMM before it is conv2d_forward.cu's)
 KERNELS["conv2d_backward_input.cu"] = _conv_pass_instances("backward_input") + tuple(
@@ -85,6 +91,11 @@ CONV_WGRAD_REGBLOCK_TILES: dict[str, tuple[tuple[int, int, int, int], ...]] = {
               (16, 8, 4, 4)),
     "double": ((16, 16, 4, 4), (32, 8, 4, 4), (8, 32, 4, 4), (16, 8, 4, 4)),
 }
+
+#: Block rows (output channels) of the FP32 NHWC weight gradient's BM x 128 tiles
+#: (``conv2d_backward_weight_nhwc<float, BM>``; the planner takes the smallest that
+#: holds K/groups, 128 beyond).
+WGRAD_NHWC_BM = (128, 64, 32)
 
 
 def _conv_wgrad_instances() -> tuple[str, ...]:
@@ -103,8 +114,9 @@ def _conv_wgrad_instances() -> tuple[str, ...]:
 
 
 KERNELS["conv2d_backward_weight.cu"] = _conv_wgrad_instances() + (
-    # the NHWC cp.async pipeline of the FP32 weight gradient (op-level 'nhwc')
-    conv_kernel_name("backward_weight", "nhwc", "float"),
+    # the NHWC cp.async pipeline of the FP32 weight gradient, BM x 128 block tiles
+    *(conv_kernel_name("backward_weight", "nhwc", "float", (bm,))
+      for bm in WGRAD_NHWC_BM),
 )
 # Winograd F(2x2, 3x3) transforms (algorithm='winograd'; the 16 GEMMs between them
 # are conv2d_forward.cu's tiled_regblock instances)

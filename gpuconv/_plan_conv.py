@@ -217,13 +217,21 @@ def choose_algorithm(p: Conv2dProblem, pass_name: str) -> str:
     Returns
     -------
     str
-        ``'tiled_regblock'`` when the implicit GEMM has at least
-        :data:`REGBLOCK_MIN_COLS` columns (output channels per group for the
-        forward pass, input channels per group for the input gradient, ``C/groups
-        * KH * KW`` for the weight gradient) and :data:`REGBLOCK_MIN_RED` reduction
-        terms, or for the input gradient :data:`DGRAD_REGBLOCK_MIN_RED` reduction
-        terms (the RGB stem); otherwise ``'tiled'`` when its shared tile fits
-        :data:`SMEM_LIMIT` (depthwise and few-channel layers); otherwise
+        ``'nhwc'`` for the forward pass and the stride-1 input gradient where
+        :func:`fwd_nhwc_preferred` (``conv2d_forward_nhwc``: the GEMM on operands
+        packed to NHWC, ``cp.async`` stages). For the weight gradient ``'nhwc'``
+        (``conv2d_backward_weight_nhwc``:
+        the GEMM on operands packed to NHWC, :func:`wgrad_nhwc_applies`) where
+        ``'tiled_regblock'`` would run, the channel counts allow it (float32,
+        C/groups and K/groups multiples of 4) and the GEMM has at least
+        :data:`WGRAD_NHWC_MIN_MACS` multiply-adds. ``'tiled_regblock'`` when the
+        implicit GEMM has at least :data:`REGBLOCK_MIN_COLS` columns (output
+        channels per group for the forward pass, input channels per group for
+        the input gradient, ``C/groups * KH * KW`` for the weight gradient) and
+        :data:`REGBLOCK_MIN_RED` reduction terms, or for the input gradient
+        :data:`DGRAD_REGBLOCK_MIN_RED` reduction terms (the RGB stem); otherwise
+        ``'tiled'`` when its shared tile fits :data:`SMEM_LIMIT` (depthwise and
+        few-channel layers); otherwise
         ``'naive'``.
 
     Examples
@@ -233,6 +241,8 @@ def choose_algorithm(p: Conv2dProblem, pass_name: str) -> str:
     >>> p = normalize_conv2d((16, 64, 56, 56), (64, 64, 3, 3), [np.float32], padding=1)
     >>> choose_algorithm(p, "forward")
     'tiled_regblock'
+    >>> choose_algorithm(p, "backward_weight")
+    'nhwc'
     >>> dw = normalize_conv2d((1, 32, 56, 56), (32, 1, 3, 3), [np.float32], groups=32)
     >>> choose_algorithm(dw, "forward")
     'tiled'
@@ -243,9 +253,13 @@ def choose_algorithm(p: Conv2dProblem, pass_name: str) -> str:
         # GEMM M = K/groups, NG = C/groups*KH*KW, KR = N*OH*OW (split over blocks).
         m, ng, _ = gemm_shape(p, pass_name)
         if min(m, ng) >= REGBLOCK_MIN_COLS:
-            return "tiled_regblock"
+            macs = m * ng * p.groups * p.N * p.OH * p.OW
+            nhwc = wgrad_nhwc_applies(p) and macs >= WGRAD_NHWC_MIN_MACS
+            return "nhwc" if nhwc else "tiled_regblock"
         return "tiled" if wgrad_tiled_smem_bytes(p) <= SMEM_LIMIT else "naive"
     _, ng, kr = gemm_shape(p, pass_name)
+    if fwd_nhwc_preferred(p, pass_name):
+        return "nhwc"
     if ng >= REGBLOCK_MIN_COLS and kr >= REGBLOCK_MIN_RED:
         return "tiled_regblock"
     if pass_name == "backward_input" and kr >= DGRAD_REGBLOCK_MIN_RED:
@@ -257,13 +271,21 @@ def choose_algorithm(p: Conv2dProblem, pass_name: str) -> str:
 
 def resolve_algorithm(p: Conv2dProblem, pass_name: str, algorithm: str) -> str:
     """``choose_algorithm`` for ``'auto'``, else the explicit variant (checked);
-    ``'winograd'``/``'winograd4'`` where :func:`winograd_applies`, else what
+    ``'winograd'``/``'winograd4'`` where :func:`winograd_applies`, ``'nhwc'`` (op
+    level) where :func:`wgrad_nhwc_applies` (weight gradient) or
+    :func:`fwd_nhwc_applies` (forward, stride-1 input gradient), else what
     ``'auto'`` runs."""
     if algorithm in WINOGRAD_TILES:
         if winograd_applies(p, pass_name, algorithm):
             return algorithm
         algorithm = "auto"
     if algorithm == "auto":
+        return choose_algorithm(p, pass_name)
+    if algorithm == "nhwc":  # op level: the NHWC kernels wherever they apply
+        if pass_name == "backward_weight" and wgrad_nhwc_applies(p):
+            return "nhwc"
+        if pass_name != "backward_weight" and fwd_nhwc_applies(p, pass_name):
+            return "nhwc"
         return choose_algorithm(p, pass_name)
     if algorithm not in VARIANTS:
         raise ValueError(
@@ -913,7 +935,8 @@ def plan_conv2d_forward(
     ----------
     p : Conv2dProblem
         Non-empty, zero padding (see :func:`padded_problem` for other modes).
-    algorithm : {'naive', 'tiled', 'tiled_regblock'}
+    algorithm : {'naive', 'tiled', 'tiled_regblock', 'nhwc'}
+        (``'nhwc'``: :func:`plan_conv2d_forward_nhwc`, which needs ``alloc``)
     x, w, bias, y : device arrays
         C-contiguous, ``p.compute_dtype``; ``bias`` may be ``None``.
     slices : device array, optional
@@ -926,6 +949,9 @@ def plan_conv2d_forward(
         SMs of the device (tile and split choice only).
     """
     _check_zero_padded(p)
+    if algorithm == "nhwc":
+        return plan_conv2d_forward_nhwc(p, "forward", x, w, bias, y, alloc=alloc,
+                                        sm_count=sm_count)
     _check_variant(algorithm)
     ct = ctype_of(p.compute_dtype)
     s = _sizes(p)
@@ -966,9 +992,13 @@ def plan_conv2d_backward_input(
     :func:`plan_conv2d_forward` (split-K). With ``alloc``, a problem of few input
     channels (:func:`dgrad_col2im`) takes the col2im plan instead (a GEMM into an
     ``alloc`` workspace, then a gather); its ``slices`` are
-    :func:`col2im_slice_table`.
+    :func:`col2im_slice_table`. ``'nhwc'`` (stride 1):
+    :func:`plan_conv2d_forward_nhwc`, which needs ``alloc``.
     """
     _check_zero_padded(p)
+    if algorithm == "nhwc":
+        return plan_conv2d_forward_nhwc(p, "backward_input", gy, w, None, gx,
+                                        alloc=alloc, sm_count=sm_count)
     _check_variant(algorithm)
     ct = ctype_of(p.compute_dtype)
     s = _sizes(p)
@@ -1743,12 +1773,22 @@ def plan_conv2d_mma(
     return launches
 
 
-# The NHWC tensor-core pipeline (algorithm 'mma_nhwc', an op-level value like 'mma':
-# tests and benchmarks; cuda/conv2d_mma.cu): the operands packed once per call (x
-# or gy -> NHWC, w -> (K, KH*KW, C/groups), rounded to TF32 for 'tf32'), then
-# conv2d_forward_mma_nhwc (the forward pass and the stride-1 input gradient) or
-# conv2d_backward_weight_mma_nhwc, whose slabs are whole 16-byte cp.async copies,
-# STAGES deep. Not measured on a GPU yet, so 'auto' does not take it.
+# The NHWC tensor-core pipeline (cuda/conv2d_mma.cu; 'auto' where nhwc_preferred,
+# the op-level value 'mma_nhwc' forces it where nhwc_applies): the operands packed
+# once per call (x or gy -> NHWC, w -> (K, KH*KW, C/groups), rounded to TF32 for
+# 'tf32'), then conv2d_forward_mma_nhwc (the forward pass and the stride-1 input
+# gradient) or conv2d_backward_weight_mma_nhwc, whose slabs are whole 16-byte
+# cp.async copies, STAGES deep.
+#
+# 'auto' takes it on the SASS proxy, NOT on a measurement (no GPU was lent since it
+# was written): its hot loops issue 4.4 instructions per HMMA for the forward pass
+# and the input gradient and 4.8-5.8 for the weight gradient (bench/sass_mma_loops.py,
+# sm_90), against 8.4-9.2 and 16-22 for the NCHW mma kernels whose H200 rows the
+# mma_preferred rule below comes from, and each HMMA does 32-64x the work of an FFMA
+# issue of the SIMT route (>= 80 % FFMA at best). The packs cost one read and one
+# write of each operand at copy bandwidth. Where it does not apply (the channels not
+# a multiple of the slab, strided input gradients) or the GEMM is small
+# (nhwc_preferred), the measured rule (mma_preferred) decides as before.
 NHWC_PASSES = ("forward", "backward_input", "backward_weight")
 #: Elements of a 16-byte chunk (the weight gradient's C/groups must be a multiple).
 NHWC_CHUNK = {"tf32": 4, "f16": 8}
@@ -1786,6 +1826,45 @@ def nhwc_applies(p: Conv2dProblem, pass_name: str, kind: str) -> bool:
     if pass_name == "backward_weight":
         return p.Cg % NHWC_CHUNK[kind] == 0
     return False
+
+
+#: The least GEMM columns (output channels per group of the forward pass, input
+#: channels per group of the input gradient, both sides of the weight gradient's
+#: output) and pixels (N*OH*OW; N*H*W for the input gradient) for which 'auto' takes
+#: the NHWC pipeline: half a 64-wide tile, one wave of 64 x 64 tiles is 1024 rows
+#: on 16 SMs (the forward pixel floor of mma_preferred).
+NHWC_MIN_COLS = 32
+NHWC_MIN_PIXELS = 1024
+
+
+def nhwc_preferred(p: Conv2dProblem, pass_name: str, kind: str) -> bool:
+    """True when ``algorithm='auto'`` runs a tensor-core pass of ``p`` on the NHWC
+    pipeline: where :func:`nhwc_applies` and the GEMM has at least
+    :data:`NHWC_MIN_COLS` columns and :data:`NHWC_MIN_PIXELS` pixels (the reasons,
+    predicted from the SASS and not measured: the comment above).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv._conv_args import normalize_conv2d
+    >>> p = normalize_conv2d((16, 64, 56, 56), (64, 64, 3, 3), [np.float16],
+    ...                      padding=1)
+    >>> [nhwc_preferred(p, s, "f16") for s in PASSES]
+    [True, True, True]
+    >>> stem = normalize_conv2d((16, 3, 224, 224), (64, 3, 7, 7), [np.float16],
+    ...                         stride=2, padding=3)
+    >>> [nhwc_preferred(stem, s, "f16") for s in PASSES]  # C = 3: no 16-byte chunks
+    [False, False, False]
+    >>> small = normalize_conv2d((1, 64, 7, 7), (64, 64, 3, 3), [np.float16])
+    >>> nhwc_preferred(small, "forward", "f16")  # 25 output pixels
+    False
+    """
+    if not nhwc_applies(p, pass_name, kind):
+        return False
+    m, ng, kr = gemm_shape(p, pass_name)
+    if pass_name == "backward_weight":
+        return min(m, ng) >= NHWC_MIN_COLS and kr >= NHWC_MIN_PIXELS
+    return ng >= NHWC_MIN_COLS and m >= NHWC_MIN_PIXELS
 
 
 def nhwc_problem(p: Conv2dProblem, pass_name: str) -> Conv2dProblem:
@@ -1872,7 +1951,7 @@ def plan_conv2d_mma_nhwc(
                        total=int(p.K * p.Cg * p.KH * p.KW),
                        args=(b, wh, np.int32(p.K), np.int32(p.Cg),
                              np.int32(p.KH * p.KW), np.int32(p.groups),
-                             np.int32(pass_name == "backward_input"),
+                             np.int32(pass_name == "backward_input"), np.int32(1),
                              _i64(p.K * p.Cg * p.KH * p.KW))),
     ]
     m = q.N * q.OH * q.OW
@@ -1975,21 +2054,48 @@ def _wgrad_nhwc_launches(
     return launches
 
 
-# The FP32 weight gradient on NHWC operands (op-level algorithm 'nhwc',
-# cuda/conv2d_backward_weight.cu, conv2d_backward_weight_nhwc): both operands packed
-# to NHWC (unrounded), 16-byte cp.async copies 3 stages deep, 8 x 8 FFMA thread
-# tiles of 128 x 128 blocks. Not measured on a GPU yet: 'auto' does not take it.
-#: (BM, BN) of its block tile and its slab of pixels (the kernel's NhwcSimtTile).
-WGRAD_NHWC_TILE = (128, 128)
+# The FP32 weight gradient on NHWC operands (choose_algorithm's 'nhwc' for float32
+# compute where wgrad_nhwc_applies; cuda/conv2d_backward_weight.cu,
+# conv2d_backward_weight_nhwc<float, BM>): both operands packed to NHWC (unrounded),
+# 16-byte cp.async copies 3 stages deep, 8 x 8 FFMA thread tiles of BM x 128 blocks.
+# 'auto' takes it on the SASS proxy (bench/sass_check.py: 81 % FFMA in the hot loop,
+# 2 + 2 LDS.128 and 64 FFMA per pixel, no gather arithmetic, 8 warps/SM, against 58-
+# 78 % for the tiled_regblock tiles it replaces on the benchmark layers), NOT on a
+# measurement: no GPU was lent since it was written. The two packs cost one read
+# and one write of x and gy at copy bandwidth.
+#: The least multiply-adds for which 'auto' takes it: below, the two pack launches
+#: (a few microseconds each on a GPU, and on the host) are not paid back, so the
+#: one-launch tiled_regblock runs (2**25: ~67 MFLOP, ~5 us at 13 TFLOP/s).
+WGRAD_NHWC_MIN_MACS = 2**25
+#: Its slab of pixels (the kernel's NhwcSimtTile::BK) and block columns.
 WGRAD_NHWC_SLAB = 16
-#: Resident blocks per SM (147 registers x 256 threads on sm_90: one).
-WGRAD_NHWC_BLOCKS_PER_SM = 1
+WGRAD_NHWC_BN = 128
+#: Resident blocks per SM by BM (sm_90 ptxas: registers x BM/8*16 threads, static
+#: shared memory 3 x 16 x (BM + 128) floats), for the split-K choice.
+WGRAD_NHWC_BLOCKS_PER_SM = {128: 1, 64: 3, 32: 6}
+
+
+def wgrad_nhwc_bm(p: Conv2dProblem) -> int:
+    """The block rows of the NHWC weight gradient: the smallest of 32, 64 and 128
+    (:data:`gpuconv._kernels.WGRAD_NHWC_BM`) that holds K/groups, 128 beyond.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv._conv_args import normalize_conv2d
+    >>> [wgrad_nhwc_bm(normalize_conv2d((1, 64, 9, 9), (k, 64, 3, 3), [np.float32]))
+    ...  for k in (32, 64, 96, 512)]
+    [32, 64, 128, 128]
+    """
+    return 32 if p.Kg <= 32 else 64 if p.Kg <= 64 else 128
 
 
 def wgrad_nhwc_applies(p: Conv2dProblem) -> bool:
     """True when ``conv2d_backward_weight_nhwc`` computes the weight gradient of the
-    zero-padded ``p``: float32 compute and C/groups, K/groups multiples of 4 (16-byte
-    chunks of channels).
+    zero-padded ``p``: float32 compute, C/groups and K/groups multiples of 4 (16-byte
+    chunks of channels) and tap offsets that fit an int with room: ``(max |dy| + 1)
+    * W * C + (max |dx| + 1) * C < 2**30``, ``dy`` from ``-pad_top`` to
+    ``dilation * (KH - 1) - pad_top``, likewise ``dx``.
 
     Examples
     --------
@@ -2002,8 +2108,11 @@ def wgrad_nhwc_applies(p: Conv2dProblem) -> bool:
     ...                                     [np.float32]))
     False
     """
+    pt, _, pl, _ = p.padding
+    dy = max(pt, p.dilation[0] * (p.KH - 1) - pt)
+    dx = max(pl, p.dilation[1] * (p.KW - 1) - pl)
     return (np.dtype(p.compute_dtype) == np.float32 and p.Cg % 4 == 0
-            and p.Kg % 4 == 0)
+            and p.Kg % 4 == 0 and ((dy + 1) * p.W + dx + 1) * p.C < 2**30)
 
 
 def plan_conv2d_backward_weight_nhwc(
@@ -2025,19 +2134,19 @@ def plan_conv2d_backward_weight_nhwc(
     >>> [launch.kernel for launch in plan_conv2d_backward_weight_nhwc(
     ...     p, "gy", "x", "gw", alloc=alloc)]  # doctest: +NORMALIZE_WHITESPACE
     ['conv2d_nhwc_pack_input<float>', 'conv2d_nhwc_pack_input<float>',
-     'conv2d_backward_weight_nhwc<float>']
+     'conv2d_backward_weight_nhwc<float, 32>']
     """
     _check_zero_padded(p)
     if not wgrad_nhwc_applies(p):
         raise ValueError(
-            "the NHWC weight gradient needs float32 and C/groups, K/groups multiples "
-            f"of 4; not {p}"
+            "the NHWC weight gradient needs float32, C/groups and K/groups multiples "
+            f"of 4 and int tap offsets; not {p}"
         )
-    bm, bn = WGRAD_NHWC_TILE
-    m_tiles, n_tiles = -(-p.Kg // bm), -(-(p.Cg * p.KH * p.KW) // bn)
+    bm = wgrad_nhwc_bm(p)
+    m_tiles, n_tiles = -(-p.Kg // bm), -(-(p.Cg * p.KH * p.KW) // WGRAD_NHWC_BN)
     base = m_tiles * n_tiles * p.groups
     slabs = -(-(p.N * p.OH * p.OW) // WGRAD_NHWC_SLAB)
-    splits = split_count(slabs, base, sm_count * WGRAD_NHWC_BLOCKS_PER_SM,
+    splits = split_count(slabs, base, sm_count * WGRAD_NHWC_BLOCKS_PER_SM[bm],
                          max(1, WGRAD_MIN_CHUNK // WGRAD_NHWC_SLAB))
     splits = max(1, min(slabs, splits))
     wcount = p.K * p.Cg * p.KH * p.KW
@@ -2050,9 +2159,9 @@ def plan_conv2d_backward_weight_nhwc(
     pt, _, pl, _ = p.padding
     launches = [pack_gy, pack_x, Launch(
         source=SOURCES["backward_weight"],
-        kernel=conv_kernel_name("backward_weight", "nhwc", "float"),
+        kernel=conv_kernel_name("backward_weight", "nhwc", "float", (bm,)),
         grid=_blocks_1d(base * splits, "conv2d backward_weight nhwc"),
-        block=(256, 1, 1), shared_mem=0,
+        block=(bm // 8 * 16, 1, 1), shared_mem=0,
         args=(gyh, xh, ws, _i32(p.N, "N"), _i32(p.C, "C"), _i32(p.H, "H"),
               _i32(p.W, "W"), _i32(p.K, "K"), np.int32(p.KH), np.int32(p.KW),
               np.int32(p.groups), np.int32(sh), np.int32(sw), np.int32(dh),
@@ -2100,3 +2209,170 @@ def _wgrad_mma_launches(
     if splits > 1:
         launches.append(_reduce_launch("float", splits, ws, ws, gw, gw, wcount, wcount))
     return launches
+
+
+# The FP32 forward pass (and the stride-1 input gradient, as the forward of gy with
+# the flipped weights: nhwc_problem) on NHWC operands (choose_algorithm's 'nhwc' where
+# fwd_nhwc_preferred; cuda/conv2d_forward.cu, conv2d_forward_nhwc<float, BN>): x (gy)
+# and w packed once per call, unrounded, slabs of 16 channels of one tap as 16-byte
+# cp.async copies 3 stages deep, 8 x 8 FFMA thread tiles of 128 x BN blocks (BN 128,
+# or 64 for up to 64 output channels per group), split-K as tiled_regblock. Chosen on
+# the SASS proxy (bench/sass_check.py: 84 % FFMA for BN = 128, 81 % for 64, no
+# gather arithmetic in the loop, cp.async instead of register-staged gathers), NOT on
+# a measurement: no GPU was lent since it was written. The packs cost one read and
+# one write of x (gy) and of w at copy bandwidth.
+#: The least output channels per group (of the GEMM: K/groups forward, C/groups for
+#: the input gradient) and multiply-adds for which 'auto' takes it: narrower GEMMs
+#: leave half of a 64-wide tile idle (5x5 192->32 stays on tiled_regblock's 256 x 32
+#: tiles), smaller ones do not pay back the two pack launches.
+FWD_NHWC_MIN_COLS = 64
+FWD_NHWC_MIN_MACS = 2**25
+#: Slab of channels (the kernel's NhwcFwdTile::BK), block rows.
+FWD_NHWC_SLAB = 16
+FWD_NHWC_BM = 128
+#: Resident blocks per SM by BN (sm_90 ptxas registers x 2*BN threads, 48 / 36 KiB
+#: of static shared memory), for the split-K choice.
+FWD_NHWC_BLOCKS_PER_SM = {128: 1, 64: 3}
+
+
+def fwd_nhwc_applies(p: Conv2dProblem, pass_name: str) -> bool:
+    """True when ``conv2d_forward_nhwc`` computes a pass of the zero-padded ``p``:
+    float32 compute; the forward pass when C/groups is a multiple of 4 (16-byte
+    chunks of channels), the input gradient of a stride-1 layer when K/groups is;
+    the pixels of an image and the packed weights' rows within an int.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv._conv_args import normalize_conv2d
+    >>> p = normalize_conv2d((2, 8, 9, 9), (12, 8, 3, 3), [np.float32], padding=1)
+    >>> fwd_nhwc_applies(p, "forward"), fwd_nhwc_applies(p, "backward_input")
+    (True, True)
+    >>> q = normalize_conv2d((2, 3, 9, 9), (12, 3, 3, 3), [np.float32], stride=2)
+    >>> fwd_nhwc_applies(q, "forward"), fwd_nhwc_applies(q, "backward_input")
+    (False, False)
+    """
+    if np.dtype(p.compute_dtype) != np.float32:
+        return False
+    if pass_name == "forward":
+        cg, pixels = p.Cg, p.OH * p.OW
+    elif pass_name == "backward_input":
+        if tuple(p.stride) != (1, 1):
+            return False
+        cg, pixels = p.Kg, p.H * p.W
+    else:
+        return False
+    return (cg % 4 == 0 and pixels + FWD_NHWC_BM < 2**31
+            and p.KH * p.KW * max(p.Cg, p.Kg) < 2**31)
+
+
+def fwd_nhwc_preferred(p: Conv2dProblem, pass_name: str) -> bool:
+    """True when ``algorithm='auto'`` runs a float32 forward pass or input gradient
+    on ``conv2d_forward_nhwc``: where :func:`fwd_nhwc_applies`, with at least
+    :data:`FWD_NHWC_MIN_COLS` output channels per group of the GEMM and
+    :data:`FWD_NHWC_MIN_MACS` multiply-adds (chosen on the SASS proxy: the comment
+    above).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv._conv_args import normalize_conv2d
+    >>> p = normalize_conv2d((16, 64, 56, 56), (64, 64, 3, 3), [np.float32],
+    ...                      padding=1)
+    >>> fwd_nhwc_preferred(p, "forward"), fwd_nhwc_preferred(p, "backward_input")
+    (True, True)
+    >>> k32 = normalize_conv2d((16, 192, 28, 28), (32, 192, 5, 5), [np.float32],
+    ...                        padding=2)
+    >>> fwd_nhwc_preferred(k32, "forward")  # 32 output channels: tiled_regblock
+    False
+    """
+    if not fwd_nhwc_applies(p, pass_name):
+        return False
+    m, ng, kr = gemm_shape(p, pass_name)
+    return ng >= FWD_NHWC_MIN_COLS and m * ng * kr * p.groups >= FWD_NHWC_MIN_MACS
+
+
+def plan_conv2d_forward_nhwc(
+    p: Conv2dProblem, pass_name: str, a: Any, b: Any, bias: Any, out: Any, *,
+    alloc: Any, sm_count: int = DEFAULT_SM_COUNT,
+) -> list[Launch]:
+    """The launches of a float32 forward pass (``a = x``, ``b = w``, ``out = y``,
+    ``bias`` or ``None``) or stride-1 input gradient (``a = gy``, ``b = w``, ``out
+    = gx``, ``bias = None``) of the zero-padded ``p`` on NHWC operands
+    (:func:`fwd_nhwc_applies`): ``a`` and ``w`` packed (unrounded; for the input
+    gradient the flipped, transposed weights of :func:`nhwc_problem`) into
+    temporaries from ``alloc(shape, dtype)``, then ``conv2d_forward_nhwc`` on the
+    problem of :func:`nhwc_problem`, split-K when its blocks do not fill the SMs
+    (the partial results added in order with the bias by ``split_reduce``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv._conv_args import normalize_conv2d
+    >>> p = normalize_conv2d((2, 8, 9, 9), (12, 8, 3, 3), [np.float32], padding=1)
+    >>> alloc = lambda shape, dtype: np.empty(shape, dtype)
+    >>> [launch.kernel for launch in plan_conv2d_forward_nhwc(
+    ...     p, "backward_input", "gy", "w", None, "gx", alloc=alloc)]
+    ['conv2d_nhwc_pack_input<float>', 'conv2d_nhwc_pack_weight<float>', \
+'conv2d_forward_nhwc<float, 64>']
+    """
+    _check_zero_padded(p)
+    if not fwd_nhwc_applies(p, pass_name):
+        raise ValueError(
+            "the NHWC forward computes the forward pass (C/groups a multiple of 4) "
+            "and the stride-1 input gradient (K/groups a multiple of 4) of float32 "
+            f"problems; not pass {pass_name!r} of {p}"
+        )
+    if alloc is None:
+        raise ValueError("the NHWC forward needs alloc(shape, dtype) for its packs")
+    q = nhwc_problem(p, pass_name)
+    bn = 64 if q.Kg <= 64 else 128
+    m = q.N * q.OH * q.OW
+    m_tiles, n_tiles = -(-m // FWD_NHWC_BM), -(-q.Kg // bn)
+    base = m_tiles * n_tiles * q.groups
+    slabs = q.KH * q.KW * -(-q.Cg // FWD_NHWC_SLAB)
+    slots = sm_count * FWD_NHWC_BLOCKS_PER_SM[bn]
+    splits = 1
+    if base < slots:
+        splits = max(1, min(slabs, split_count(slabs, base, slots,
+                                               max(1, SLICED_MIN_SLICES // 2))))
+    count = m * q.K
+    ws = alloc((splits, count), np.float32) if splits > 1 else out
+    ah, pack_a = _nhwc_pack_input(q, "tf32", a, alloc, round_tf32=False)
+    wh = alloc((q.K, q.KH * q.KW, q.Cg), np.float32)
+    dh, dw = q.dilation
+    sh, sw = q.stride
+    pt, _, pl, _ = q.padding
+    has_bias = np.int32(bias is not None)
+    launches = [
+        pack_a,
+        _linear_launch(source=MMA_SOURCE, kernel="conv2d_nhwc_pack_weight<float>",
+                       total=int(p.K * p.Cg * p.KH * p.KW),
+                       args=(b, wh, np.int32(p.K), np.int32(p.Cg),
+                             np.int32(p.KH * p.KW), np.int32(p.groups),
+                             np.int32(pass_name == "backward_input"), np.int32(0),
+                             _i64(p.K * p.Cg * p.KH * p.KW))),
+        Launch(
+            source=SOURCES["forward"],
+            kernel=conv_kernel_name("forward", "nhwc", "float", (bn,)),
+            grid=_blocks_1d(base * splits, "conv2d forward nhwc"),
+            block=(2 * bn, 1, 1), shared_mem=0,
+            args=(ah, wh, wh if bias is None else bias, ws, _i32(q.C, "C"),
+                  _i32(q.H, "H"), _i32(q.W, "W"), _i32(q.K, "K"), np.int32(q.KH),
+                  np.int32(q.KW), np.int32(q.groups), np.int32(sh), np.int32(sw),
+                  np.int32(dh), np.int32(dw), np.int32(pt), np.int32(pl),
+                  _i32(q.OH, "OH"), _i32(q.OW, "OW"), has_bias, _i64(m),
+                  _i32(m_tiles, "m_tiles"), _i32(n_tiles, "n_tiles"),
+                  _i64(count if splits > 1 else 0), *_balanced(slabs, splits)),
+        ),
+    ]
+    if splits > 1:  # adds the splits in order, then the bias (deterministic)
+        launches.append(_linear_launch(
+            source=SOURCES["forward"],
+            kernel=conv_kernel_name("forward", "split_reduce", "float"),
+            total=count,
+            args=(ws, wh if bias is None else bias, out, np.int32(splits),
+                  _i32(q.K, "K"), _i32(q.OH * q.OW, "plane"), has_bias, _i64(count)),
+        ))
+    return launches
+

@@ -425,16 +425,18 @@ def test_gpu_check_scripts_dry_run_on_the_emulator(tmp_path):
         assert "error" not in row, row
         assert row["median_s"] > 0 and row["max_err"] <= row["err_limit"]
     auto = [r for r in conv if r["variant"] == "auto"]
-    assert {r["resolved"] for r in auto} <= {"naive", "tiled", "tiled_regblock", "mma"}
+    assert {r["resolved"] for r in auto} <= {"naive", "tiled", "tiled_regblock", "mma",
+                                             "nhwc", "mma_nhwc"}
     # the tensor-core rows (precision last in the case) ran what the dispatch rule
     # picks (gpuconv._plan_conv.mma_preferred): mma or the SIMT route
     tc = [r for r in auto if r["case"].rsplit("/", 1)[1] in ("tf32", "float16")]
-    assert tc and {r["resolved"] for r in tc} <= {"mma", "tiled_regblock", "tiled"}
+    assert tc and {r["resolved"] for r in tc} <= {"mma", "mma_nhwc", "tiled_regblock",
+                                                  "tiled", "nhwc"}
     # the forced tensor-core rows beside them: the NHWC pipeline where it applies
     forced = {(r["variant"], r["resolved"]) for r in conv
               if r["variant"] in ("mma", "mma_nhwc")}
     assert forced == {("mma", "mma"), ("mma_nhwc", "mma_nhwc")}, forced
-    # the FP32 NHWC weight gradient (op level) on the rows it applies to
-    assert {r["op"] for r in conv if r["variant"] == "nhwc"} == {
+    # the FP32 NHWC weight gradient ('auto' where it applies)
+    assert {r["op"] for r in conv if r["resolved"] == "nhwc"} == {
         "conv2d_backward_weight"}
     assert all(r["fp32_peak_flops"] == pytest.approx(66.9e12, rel=1e-3) for r in conv)

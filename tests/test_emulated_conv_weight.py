@@ -41,7 +41,7 @@ from tests._tol import assert_close
 
 pytestmark = [*EMULATED, pytest.mark.usefixtures("poisoned_conv_outputs")]
 
-SOURCES = ("conv2d_backward_weight.cu", "conv2d_pad.cu")
+SOURCES = ("conv2d_backward_weight.cu", "conv2d_pad.cu", "conv2d_mma.cu")
 
 # Shapes aimed at the weight gradient's own tiles, besides the shared grid.
 WGRAD_CASES = [
@@ -53,6 +53,9 @@ WGRAD_CASES = [
     ("many_taps", (1, 1, 20, 20), (2, 1, 16, 17), {"padding": (1, 0, 0, 0)}),
     # N*OH*OW = 768: the planner splits the reduction by itself (6 and 3 splits)
     ("auto_split", (3, 4, 16, 16), (5, 4, 3, 3), {"padding": 1}),
+    # C and K multiples of 4, GEMM 36 x 72: the NHWC GEMM's 64-row tile (under
+    # 'auto' only past WGRAD_NHWC_MIN_MACS)
+    ("wgrad_nhwc", (2, 8, 7, 9), (36, 8, 3, 3), {"padding": 1}),
 ]
 ALL_CASES = CASES + WGRAD_CASES
 ALL_IDS = [c[0] for c in ALL_CASES]
@@ -355,9 +358,12 @@ def test_complex_decomposes_into_real_kernels(case_id, dtype, dev):
 @pytest.mark.parametrize("case_id,want", [("basic3x3", "tiled"),
                                           ("depthwise_strided", "tiled"),
                                           ("regblock_dgrad_tails", "tiled"),
-                                          ("wgrad_tails", "tiled_regblock")])
+                                          ("wgrad_tails", "tiled_regblock"),
+                                          ("wgrad_nhwc", "nhwc")])
 def test_auto_follows_choose_algorithm(case_id, want, dev, monkeypatch):
-    """'auto' runs exactly the variant choose_algorithm returns (spied)."""
+    """'auto' runs exactly the variant choose_algorithm returns (spied); the NHWC
+    case with the GEMM-size floor lowered (it holds 0.3 M multiply-adds)."""
+    monkeypatch.setattr(_plan_conv, "WGRAD_NHWC_MIN_MACS", 1)
     calls = spy_choose_algorithm(monkeypatch)
     p, x, gy = inputs(case_id, np.float32, 2)
     n0 = len(dev.launches)

@@ -39,6 +39,10 @@ CASES = [
     ("one_by_one", (2, 12, 5, 4), (8, 12, 1, 1), {}),
     ("reflect", (2, 16, 5, 6), (12, 16, 3, 3), {"padding": 1,
                                                 "padding_mode": "reflect"}),
+    # K/groups = 48: the 64-row tile (tails: 128 rows, the others 32)
+    ("bm64", (2, 8, 6, 7), (48, 8, 3, 3), {"padding": 1}),
+    # taps dy = dx = -4 and 4 never meet a 3 x 4 image (offset 0, always zero)
+    ("far_taps", (1, 4, 3, 4), (4, 4, 3, 3), {"padding": 4, "dilation": 4}),
     # K/groups = 3 and C/groups = 3: the fallback to 'auto'
     ("fallback", (2, 3, 8, 8), (3, 3, 3, 3), {"padding": 1}),
 ]
@@ -70,6 +74,10 @@ def _wide(x, w_shape, gy, kw, absolute=False):
     return gpuconv.conv2d_grad_weight(f(x), w_shape, f(gy), backend="numpy", **kw)
 
 
+def _ran_nhwc(launched):
+    return any(k.startswith("conv2d_backward_weight_nhwc<float, ") for k in launched)
+
+
 def _applies(p):
     p0 = _plan_conv.padded_problem(p) if _plan_conv.needs_padding_copy(p) else p
     return _plan_conv.wgrad_nhwc_applies(p0)
@@ -79,7 +87,7 @@ def _applies(p):
 def test_within_the_product_bound(case, dev):
     p, kw, x, gy = _inputs(case, 5)
     gw, _, launched = _run(p, x, gy, dev)
-    assert ("conv2d_backward_weight_nhwc<float>" in launched) == _applies(p), launched
+    assert _ran_nhwc(launched) == _applies(p), launched
     assert not np.isnan(gw).any()
     assert_products_within(gw, _wide(x, p.w_shape, gy, kw),
                            _wide(x, p.w_shape, gy, kw, absolute=True),
@@ -94,6 +102,8 @@ def test_within_the_product_bound(case, dev):
 def test_the_grid_is_not_vacuous():
     hits = [_applies(_inputs(c, 0)[0]) for c in CASES]
     assert sum(hits) == len(CASES) - 1 and not hits[-1]
+    tiles = {_plan_conv.wgrad_nhwc_bm(_inputs(c, 0)[0]) for c in CASES[:-1]}
+    assert tiles == {32, 64, 128}
 
 
 @pytest.mark.parametrize("case_id", ["tails", "strided"])
@@ -114,12 +124,12 @@ def test_split_k(case_id, dev, monkeypatch):
 def test_bias_gradient_apart_and_float64_falls_back(dev):
     p, kw, x, gy = _inputs(CASES[IDS.index("tails")], 17)
     gw, gb, launched = _run(p, x, gy, dev, with_bias=True)
-    assert "conv2d_backward_weight_nhwc<float>" in launched
+    assert _ran_nhwc(launched)
     np.testing.assert_array_equal(gb, _gpu_conv.conv2d_backward_bias(gy, p,
                                                                      device=dev))
     p64, kw, x64, gy64 = _inputs(CASES[IDS.index("tails")], 17, dtype=np.float64)
     gw64, _, launched = _run(p64, x64, gy64, dev)
-    assert "conv2d_backward_weight_nhwc<float>" not in launched
+    assert not _ran_nhwc(launched)
     auto, _, _ = _run(p64, x64, gy64, dev, algorithm="auto")
     np.testing.assert_array_equal(gw64, auto)
 
@@ -142,10 +152,10 @@ def test_tf32_operands_rounded_before_the_pack(dev):
 @pytest.mark.parametrize("order", ["ascending", "descending"])
 def test_sanitized_subset(order):
     d = EmulatedDevice(thread_order=order)
-    for case_id in ("tails", "groups_dilated", "reflect"):
+    for case_id in ("tails", "groups_dilated", "reflect", "bm64", "far_taps"):
         p, kw, x, gy = _inputs(CASES[IDS.index(case_id)], 23)
         gw, _, launched = _run(p, x, gy, d)
-        assert "conv2d_backward_weight_nhwc<float>" in launched
+        assert _ran_nhwc(launched)
         assert_products_within(gw, _wide(x, p.w_shape, gy, kw),
                                _wide(x, p.w_shape, gy, kw, absolute=True),
                                p.N * p.OH * p.OW)

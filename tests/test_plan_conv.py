@@ -196,8 +196,13 @@ BENCH_LAYERS = [
 def test_auto_picks_regblock_for_the_benchmark_layers(pass_name):
     # also the input gradient of the 3-channel stem (3 GEMM columns, but 3136
     # reduction terms: DGRAD_REGBLOCK_MIN_RED; 10x faster than tiled on the H200)
+    # (the weight gradient of layers with C/groups and K/groups multiples of 4: the
+    # NHWC GEMM, wgrad_nhwc_applies; all but the stem)
     for p in BENCH_LAYERS:
-        assert pc.choose_algorithm(p, pass_name) == "tiled_regblock", p
+        want = ("nhwc" if pass_name == "backward_weight" and pc.wgrad_nhwc_applies(p)
+                else "tiled_regblock")
+        assert pc.choose_algorithm(p, pass_name) == want, p
+    assert sum(pc.wgrad_nhwc_applies(p) for p in BENCH_LAYERS) == len(BENCH_LAYERS) - 1
 
 
 def test_auto_decisions_for_small_channel_counts():
@@ -475,7 +480,29 @@ def test_wgrad_grid_limits_for_many_images_and_channels(x_shape, w_shape, kw):
 
 def test_wgrad_auto_decisions():
     for p in BENCH_LAYERS:
+        assert pc.choose_algorithm(p, "backward_weight") == (
+            "nhwc" if p.C % 4 == 0 else "tiled_regblock")
+    # C/groups or K/groups not a multiple of 4, float64: the SIMT GEMM
+    for xs, ws in (((2, 6, 16, 16), (32, 6, 3, 3)), ((2, 32, 16, 16), (34, 32, 3, 3))):
+        p = normalize_conv2d(xs, ws, [np.dtype("f")], padding=1)
+        assert not pc.wgrad_nhwc_applies(p)
         assert pc.choose_algorithm(p, "backward_weight") == "tiled_regblock"
+    # under WGRAD_NHWC_MIN_MACS (two pack launches not paid back): the SIMT GEMM
+    small = normalize_conv2d((1, 16, 32, 32), (16, 16, 3, 3), [np.dtype("f")],
+                             padding=1)
+    assert pc.wgrad_nhwc_applies(small)
+    assert 16 * 144 * 1024 < pc.WGRAD_NHWC_MIN_MACS
+    assert pc.choose_algorithm(small, "backward_weight") == "tiled_regblock"
+    assert pc.resolve_algorithm(small, "backward_weight", "nhwc") == "nhwc"
+    p64 = normalize_conv2d((2, 32, 16, 16), (32, 32, 3, 3), [np.dtype("d")])
+    assert pc.choose_algorithm(p64, "backward_weight") == "tiled_regblock"
+    # tap offsets beyond an int (with room): the SIMT GEMM
+    wide = normalize_conv2d((1, 512, 2, 2**20), (32, 512, 3, 3), [np.dtype("f")],
+                            padding=1)
+    assert not pc.wgrad_nhwc_applies(wide)
+    assert pc.choose_algorithm(wide, "backward_weight") == "tiled_regblock"
+    assert pc.resolve_algorithm(wide, "backward_weight", "nhwc") == "tiled_regblock"
+    assert pc.resolve_algorithm(p64, "forward", "nhwc") == "tiled_regblock"
     rgb_out = normalize_conv2d((2, 64, 32, 32), (3, 64, 3, 3), [np.dtype("f")])
     assert pc.choose_algorithm(rgb_out, "backward_weight") == "tiled"
     big_dil = normalize_conv2d((1, 1, 400, 400), (1, 1, 9, 9), [np.dtype("d")],
