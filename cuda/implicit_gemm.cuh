@@ -438,7 +438,7 @@ __device__ __forceinline__ void sliced_gemm_block(
     };
     if (nslices > 0) {  // block-uniform
         constexpr int PER = PACKED ? BK : 1;  // table entries per slice
-        fetch(slice, slice + b_r, 0);
+        fetch(slice, slice + (PACKED ? b_r : 0), 0);
         cp_async_wait<0>();
         __syncthreads();  // stage 0 complete before any thread reads it
         // Two slices per trip with the literal stages 0 and 1 (after inlining every
