@@ -629,9 +629,12 @@ def choose_algorithm(
     Returns
     -------
     str or None
-        ``'naive'``, ``'tiled'``, ``'tiled_regblock'`` or, for the weight
-        gradient, ``'nhwc'`` (the FP32 kernels; ``'nhwc'``: the GEMM on operands
-        packed to NHWC, where :func:`gpuconv._plan_conv.wgrad_nhwc_applies`), or
+        ``'naive'``, ``'tiled'``, ``'tiled_regblock'`` or ``'nhwc'`` (the FP32
+        kernels; ``'nhwc'``: the GEMMs on operands packed to NHWC with
+        ``cp.async`` stages, for the forward pass and the stride-1 input gradient
+        where :func:`gpuconv._plan_conv.fwd_nhwc_preferred`, for the weight
+        gradient where :func:`gpuconv._plan_conv.wgrad_nhwc_applies`; chosen on
+        the SASS proxy, not yet measured), or
         for float16 data, and float32 or complex64 data with ``precision='tf32'``,
         the tensor cores (``cuda/conv2d_mma.cu``): ``'mma_nhwc'`` (the
         ``cp.async``/``ldmatrix`` pipeline on NHWC operands, where
@@ -655,6 +658,12 @@ def choose_algorithm(
     --------
     >>> import gpuconv
     >>> gpuconv.choose_algorithm((16, 64, 56, 56), (64, 64, 3, 3), padding=1)
+    'nhwc'
+    >>> gpuconv.choose_algorithm((16, 64, 56, 56), (64, 64, 3, 3), padding=1,
+    ...                          stride=2)
+    'nhwc'
+    >>> gpuconv.choose_algorithm((16, 64, 56, 56), (64, 64, 3, 3), "backward_input",
+    ...                          padding=1, stride=2)
     'tiled_regblock'
     >>> gpuconv.choose_algorithm((1, 32, 56, 56), (32, 1, 3, 3), groups=32)
     'tiled'

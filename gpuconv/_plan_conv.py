@@ -240,6 +240,9 @@ def choose_algorithm(p: Conv2dProblem, pass_name: str) -> str:
     >>> from gpuconv._conv_args import normalize_conv2d
     >>> p = normalize_conv2d((16, 64, 56, 56), (64, 64, 3, 3), [np.float32], padding=1)
     >>> choose_algorithm(p, "forward")
+    'nhwc'
+    >>> choose_algorithm(dataclasses.replace(p, dtype=np.dtype("d"),
+    ...                                      compute_dtype=np.dtype("d")), "forward")
     'tiled_regblock'
     >>> choose_algorithm(p, "backward_weight")
     'nhwc'
@@ -2230,9 +2233,9 @@ FWD_NHWC_MIN_MACS = 2**25
 #: Slab of channels (the kernel's NhwcFwdTile::BK), block rows.
 FWD_NHWC_SLAB = 16
 FWD_NHWC_BM = 128
-#: Resident blocks per SM by BN (sm_90 ptxas registers x 2*BN threads, 48 / 36 KiB
-#: of static shared memory), for the split-K choice.
-FWD_NHWC_BLOCKS_PER_SM = {128: 1, 64: 3}
+#: Resident blocks per SM by BN (sm_90 ptxas: 254 registers x 2*BN threads; 48 / 36
+#: KiB of static shared memory), for the split-K choice.
+FWD_NHWC_BLOCKS_PER_SM = {128: 1, 64: 2}
 
 
 def fwd_nhwc_applies(p: Conv2dProblem, pass_name: str) -> bool:

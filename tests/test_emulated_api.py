@@ -130,7 +130,9 @@ def test_choose_algorithm_is_spied_by_the_public_call_path(via_emulator, dev,
 
 def test_choose_algorithm_arguments():
     assert gpuconv.choose_algorithm((64, 56, 56), (64, 64, 3, 3), padding=1) == (
-        "tiled_regblock")  # unbatched
+        "nhwc")  # unbatched
+    assert gpuconv.choose_algorithm((64, 16, 16), (64, 64, 3, 3), padding=1) == (
+        "tiled_regblock")  # under the NHWC kernels' size floor
     assert gpuconv.choose_algorithm((1, 1, 200, 200), (1, 1, 7, 7),
                                     dilation=30, dtype=np.float64) == "naive"
     assert gpuconv.choose_algorithm((2, 3, 0, 5), (4, 3, 1, 1), padding=1) is None

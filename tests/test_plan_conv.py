@@ -196,12 +196,21 @@ BENCH_LAYERS = [
 def test_auto_picks_regblock_for_the_benchmark_layers(pass_name):
     # also the input gradient of the 3-channel stem (3 GEMM columns, but 3136
     # reduction terms: DGRAD_REGBLOCK_MIN_RED; 10x faster than tiled on the H200)
-    # (the weight gradient of layers with C/groups and K/groups multiples of 4: the
-    # NHWC GEMM, wgrad_nhwc_applies; all but the stem)
+    # (the layers with C/groups and K/groups multiples of 4: the NHWC GEMMs, all
+    # but the stem; for the forward pass and the input gradient at least 64 GEMM
+    # columns and stride 1 (not the 5x5 192->32 forward, the stem's gradient))
     for p in BENCH_LAYERS:
-        want = ("nhwc" if pass_name == "backward_weight" and pc.wgrad_nhwc_applies(p)
-                else "tiled_regblock")
+        if pass_name == "backward_weight":
+            nhwc = pc.wgrad_nhwc_applies(p)
+        else:
+            nhwc = pc.fwd_nhwc_preferred(p, pass_name)
+        want = "nhwc" if nhwc else "tiled_regblock"
         assert pc.choose_algorithm(p, pass_name) == want, p
+    nhwc_fwd = [pc.fwd_nhwc_preferred(p, pass_name) for p in BENCH_LAYERS]
+    if pass_name == "forward":  # all but the stem and K = 32
+        assert sum(nhwc_fwd) == len(BENCH_LAYERS) - 2
+    if pass_name == "backward_input":  # all but the stem (stride 2)
+        assert sum(nhwc_fwd) == len(BENCH_LAYERS) - 1
     assert sum(pc.wgrad_nhwc_applies(p) for p in BENCH_LAYERS) == len(BENCH_LAYERS) - 1
 
 
