@@ -413,8 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arch", default="sm_90")
     ap.add_argument("--json", help="write the rows here")
     ap.add_argument("--weight-algorithm", default="auto",
-                    help="the weight gradient's algorithm (e.g. the op-level 'nhwc': "
-                    "the FP32 NHWC pipeline, not taken by auto yet)")
+                    help="the weight gradient's algorithm (e.g. 'tiled_regblock': "
+                    "the SIMT GEMM that auto ran before the NHWC pipeline)")
     ap.add_argument("--check", action="store_true",
                     help="exit 1 when a main kernel misses a goal")
     args = ap.parse_args(argv)

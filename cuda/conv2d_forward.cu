@@ -25,6 +25,13 @@
 //                   14x14 layers): each split writes a partial result, then
 //   split_reduce    adds the splits in split order and the bias (deterministic, no
 //                   atomics).
+//   nhwc            (float only; 'auto' where the channels allow it) The GEMM on
+//                   operands packed to NHWC once per call: a slab of 16 channels of
+//                   one tap is 16-byte cp.async copies, 3 stages in flight, one
+//                   barrier per slab; 8 x 8 thread tiles of 128 x BN blocks (BN =
+//                   128, or 64 for up to 64 output channels per group); also the
+//                   input gradient of stride-1 layers (on gy with the flipped
+//                   weights); split-K with split_reduce (see the section at the end).
 // naive and tiled accumulate in the same order (c, then kh, then kw, one fma per
 // tap, padded taps included as fma(0, w, acc)), then add the bias: bit-identical
 // results. tiled_regblock sums channel chunks of 8, then taps, then the chunk's

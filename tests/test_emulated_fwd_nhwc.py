@@ -191,3 +191,55 @@ def test_sanitized_subset(order):
         got, launched = _run(pass_name, p, x, w, b, gy, d)
         assert _ran_nhwc(launched)
         _check(pass_name, p, kw, x, w, b, gy, got)
+
+
+def test_nan_and_inf_propagate_like_numpy(dev):
+    """NaN/inf in x (forward) and in gy (input gradient) at a corner, a border and
+    the interior reach exactly the outputs the NumPy backend puts them in."""
+    p, kw, x, w, b, gy = _inputs(CASES[IDS.index("tails")], 29)
+    x[0, 0, 0, 0] = np.nan
+    x[1, 17, 8, -1] = np.inf
+    x[2, 3, 4, 3] = -np.inf
+    gy[0, 0, 0, 0] = np.nan
+    gy[1, 70, -1, 2] = np.inf
+    gy[2, 5, 4, 3] = -np.inf
+    for pass_name in PASSES:
+        got, launched = _run(pass_name, p, x, w, b, gy, dev)
+        assert _ran_nhwc(launched)
+        want = _wide(pass_name, p, x, w, b, gy, kw)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_array_equal(np.isposinf(got), np.isposinf(want))
+        np.testing.assert_array_equal(np.isneginf(got), np.isneginf(want))
+        assert np.isnan(want).any() and np.isinf(want).any()
+
+
+@pytest.mark.parametrize("layout", ["F", "strided", "negative"])
+def test_public_api_in_any_layout(layout, monkeypatch):
+    """The public calls (routed to the emulated kernels, the NHWC floors lowered
+    so that 'auto' takes all three NHWC kernels on a small layer) give the same bits
+    for inputs in any layout, read-only too, and leave them unchanged."""
+    from tests._cuda_conv_cases import layouts
+    from tests._emu_helpers import route_numpy_to
+
+    d = prepared_device(SOURCES + ("conv2d_backward_weight.cu",))
+    router = route_numpy_to(d, monkeypatch)
+    monkeypatch.setattr(_plan_conv, "FWD_NHWC_MIN_MACS", 1)
+    monkeypatch.setattr(_plan_conv, "WGRAD_NHWC_MIN_MACS", 1)
+    p, kw, x, w, b, gy = _inputs(CASES[IDS.index("tails")], 31)
+    n0 = len(d.launches)
+    want_y = gpuconv.conv2d(x, w, b, **kw)
+    want = gpuconv.conv2d_backward(gy, x, w, needs=("input", "weight", "bias"), **kw)
+    launched = [k for _, k, *_ in d.launches[n0:]]
+    assert _ran_nhwc(launched) and any(
+        k.startswith("conv2d_backward_weight_nhwc<float, ") for k in launched)
+    lx, lw, lb, lgy = (layouts(a, layout) for a in (x, w, b, gy))
+    before = [a.copy() for a in (lx, lw, lb, lgy)]
+    for a in (lx, lw, lb, lgy):
+        a.flags.writeable = False
+    np.testing.assert_array_equal(gpuconv.conv2d(lx, lw, lb, **kw), want_y)
+    got = gpuconv.conv2d_backward(lgy, lx, lw, needs=("input", "weight", "bias"), **kw)
+    for name in ("gx", "gw", "gb"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
+    for a, kept in zip((lx, lw, lb, lgy), before, strict=True):
+        np.testing.assert_array_equal(a, kept)
+    assert "conv2d_backward_weight" in router.calls

@@ -159,3 +159,19 @@ def test_sanitized_subset(order):
         assert_products_within(gw, _wide(x, p.w_shape, gy, kw),
                                _wide(x, p.w_shape, gy, kw, absolute=True),
                                p.N * p.OH * p.OW)
+
+
+def test_nan_and_inf_propagate_like_numpy(dev):
+    """NaN/inf in x and in gy (a corner, a border, the interior) reach exactly the
+    weights the NumPy backend puts them in (a padded tap: gy * 0)."""
+    p, kw, x, gy = _inputs(CASES[IDS.index("tails")], 29)
+    x[0, 0, 0, 0] = np.nan
+    x[1, 60, 8, -1] = np.inf
+    gy[2, 5, 4, 3] = -np.inf
+    gw, _, launched = _run(p, x, gy, dev)
+    assert _ran_nhwc(launched)
+    want = _wide(x, p.w_shape, gy, kw)
+    np.testing.assert_array_equal(np.isnan(gw), np.isnan(want))
+    np.testing.assert_array_equal(np.isposinf(gw), np.isposinf(want))
+    np.testing.assert_array_equal(np.isneginf(gw), np.isneginf(want))
+    assert np.isnan(want).any() and np.isinf(want).any()
