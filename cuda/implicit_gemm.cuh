@@ -16,13 +16,18 @@
 //     chunks q, so its shared-memory reads are 4 consecutive elements (LDS.128)
 //     and the warp's reads of A are conflict-free while those of B are broadcasts.
 //   - The reduction advances BK = 8 at a time: the A slice (BK x BM) and the B slice
-//     (BK x BN) are staged in shared memory, double-buffered; the gathers of the
-//     next slice are issued into registers before the FMAs of the current one
-//     (latency hiding), then stored to the other buffer: one barrier per slice.
+//     (BK x BN) are staged in shared memory, double-buffered. In the sliced GEMM
+//     of the forward pass and the input gradient (sliced_gemm_block) the gathers
+//     of the next slice are element-wise cp.async copies into the other buffer,
+//     issued before the FMAs of the current one (latency hiding), zero-filled where
+//     masked (no register staging, no shared-memory stores, no zeroing moves); the
+//     weight gradient (conv2d_backward_weight.cu) gathers into registers and stores
+//     them after the FMAs. One barrier per slice.
 //   - Tails contribute fma(0, 0, acc) == acc.
 // The epilogue stores 16 bytes at a time where the output grid is dense (below).
-// Not done (yet): cp.async staging and 128-bit global loads (the gathers are per
-// element: the SASS proxy, bench/sass_check.py, puts the 8x8 loops at ~80 % FMA).
+// Not done (yet): 128-bit global loads (the gathers are per element). SASS proxy
+// (bench/sass_check.py, sm_90) of the sliced GEMM's hot loop: 85 % FMA for the
+// 16x8x8x8 tile, 87 % for 16x16x8x8, 82 % for 32x4x8x8.
 #pragma once
 
 #include "common.cuh"
@@ -145,9 +150,9 @@ __device__ __forceinline__ void regblock_fmas(
 // Packed slices (PACKED = true, for fewer than BK reduction channels, e.g. the RGB
 // stem's 3): a slice is BK consecutive terms of the flattened reduction (channel,
 // then the taps in table order), one table entry per term (SliceEntry: chunk = the
-// channel, woff = channel*c_stride + tap, woff < 0 for the padding terms of the last
-// slice), so no slice is mostly padding; each A and B gather then has its own entry
-// and bounds check. Packed plans sum in the `naive` order (channel, kh, kw).
+// channel, woff = channel*c_stride + tap; the padding terms of the last slice have
+// dy = INT32_MIN, outside every plane, and woff < 0), so no slice is mostly
+// padding; each A and B gather then has its own entry and bounds check. Packed plans sum in the `naive` order (channel, kh, kw).
 //
 // Summation order (documented numerics): each output is sum over channel chunks, then
 // taps in table order, then the BK channels of the chunk, one fma each, starting from
@@ -163,6 +168,35 @@ template <typename T>
 struct alignas(16) Vec16 {
     T v[16 / sizeof(T)];
 };
+
+// One element of T (4 or 8 bytes) from global address g (an integer) to shared
+// memory s, asynchronously (cp.async.ca, visible to this thread after
+// cp_async_wait, to the block after the barrier that follows), or zeros where the
+// bits `bit` of mask are clear (a literal after unrolling):
+// PTX ignore-src, the source "ignored completely", so a masked-off copy may carry
+// an address outside the tensor (a padding tap, a channel past the last); it is
+// still element-aligned. Emulated: gpuconv_emu::cp_async_issue (deferred to the
+// wait); before sm_80: a plain load and store.
+template <typename T>
+__device__ __forceinline__ void copy_elem(T* s, unsigned long long g, unsigned mask,
+                                          unsigned bit = 1u) {
+#if defined(GPUCONV_EMULATED)
+    gpuconv_emu::cp_async_issue(s, reinterpret_cast<const T*>(g), sizeof(T),
+                                (mask & bit) == 0u, __FILE__, __LINE__);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    // The mask test inside the asm: one LOP3 to a predicate (a bool argument would
+    // cost a shift, an AND and a compare per copy).
+    const unsigned sa = static_cast<unsigned>(__cvta_generic_to_shared(s));
+    asm volatile(
+        "{\n .reg .pred ignore;\n .reg .b32 bit;\n and.b32 bit, %2, %3;\n"
+        " setp.eq.u32 ignore, bit, 0;\n"
+        " cp.async.ca.shared.global [%0], [%1], %4, ignore;\n}\n" ::"r"(sa),
+        "l"(g), "r"(mask), "r"(bit), "n"(static_cast<int>(sizeof(T)))
+        : "memory");
+#else
+    *s = (mask & bit) != 0u ? *reinterpret_cast<const T*>(g) : T(0);
+#endif
+}
 
 // One reduction slice (built by gpuconv._plan_conv.slice_table): channels chunk*BK
 // .. chunk*BK + BK-1 of the tap (dy, dx); woff = chunk*BK*c_stride + the tap's
@@ -251,28 +285,32 @@ __device__ __forceinline__ void sliced_gemm_block(
         iw0[j] = aow * a.aw + a.bw;
         a_base[j] = src + (an * a.Csrc + static_cast<long long>(g) * a.Cred) * HWs;
     }
-    const long long a_chunk_step = static_cast<long long>(BK) * HWs;
-    // Byte offsets of this thread's channel planes within a chunk (byte pointers
-    // keep the per-load address arithmetic to one 64-bit add).
-    long long a_off[AL];
+    // HWs as a per-lane value (a shuffle, which ptxas cannot prove warp-uniform): the
+    // channel steps of the A gathers below are then one IMAD.WIDE onto the address
+    // each, instead of a two-instruction 64-bit add of a uniform-register constant
+    // (SASS proxy, sm_90: 1259 -> 1244 instructions in the 16x8x8x8 hot loop).
+    const int hws_v = __shfl_sync(0xffffffffu, HWs, 0);
+    unsigned long long a_row[AR];   // a_base as integers (the packed gathers)
+    unsigned long long a_addr[AR];  // + this thread's channel (the unpacked gathers)
 #pragma unroll
-    for (int q = 0; q < AL; ++q)
-        a_off[q] = static_cast<long long>(a_r + q * Tile::A_STEP) * HWs *
-                   static_cast<long long>(sizeof(T));
-#pragma unroll
-    for (int q = 0; q < AL; ++q) keep_in_register(a_off[q]);
-
+    for (int j = 0; j < AR; ++j) {
+        a_row[j] = reinterpret_cast<unsigned long long>(a_base[j]);
+        a_addr[j] = a_row[j] +
+                    static_cast<long long>(a_r) * HWs * static_cast<long long>(sizeof(T));
+    }
     // This thread's B channel and columns (packed: the row entry holds the channel).
     const T* b_ptr = w + static_cast<long long>(g) * a.NG * a.Cred * a.KHKW +
                      static_cast<long long>(n0 + b_n) * a.col_stride +
                      (PACKED ? 0LL : static_cast<long long>(b_r) * a.c_stride);
+    const unsigned long long b_addr = reinterpret_cast<unsigned long long>(b_ptr);
     long long b_off[Tile::B_LOADS];  // byte offsets of this thread's B columns
 #pragma unroll
     for (int q = 0; q < Tile::B_LOADS; ++q)
         b_off[q] = static_cast<long long>(q * Tile::B_STEP) * a.col_stride *
                    static_cast<long long>(sizeof(T));
 #pragma unroll
-    for (int q = 0; q < Tile::B_LOADS; ++q) keep_in_register(b_off[q]);
+    for (int q = 0; q < Tile::B_LOADS; ++q)
+        if constexpr (PACKED) keep_in_register(b_off[q]);
 
     // Load masks: bit j*AL + q for A load q of row j, bit 16 + q for B load q. Every
     // chunk but the last has all BK channels; the last one has Cred - last*BK.
@@ -297,93 +335,129 @@ __device__ __forceinline__ void sliced_gemm_block(
     }
     constexpr unsigned ROW_BITS = (1u << AL) - 1u;
 
-    T reg_a[AR][AL];
-    T reg_b[Tile::B_LOADS];
-    auto fetch = [&](int k) {
+    // The gathers of slice k into shared-memory stage `stage`: one asynchronous
+    // element copy each (copy_elem), zeros where the mask or the bounds say so.
+    auto a_dst = [&](int stage, int j, int q) -> T* {
+        return &s.a[stage][a_r + q * Tile::A_STEP][a_m + j * Tile::THREADS];
+    };
+    auto b_dst = [&](int stage, int q) -> T* {
+        return &s.b[stage][b_r][b_n + q * Tile::B_STEP];
+    };
+    // `ent`: the slice's table entries (one, or BK when packed).
+    // `bent` (packed): this thread's B row entry, ent + b_r.
+    auto fetch = [&](const SliceEntry* ent, const SliceEntry* bent, int stage) {
         if constexpr (PACKED) {
             // Few channels: each of the slice's BK rows has its own entry (channel,
-            // tap, weight offset; woff < 0: a padding row, 0 from both operands).
-            const SliceEntry* rows = slice + k * BK;
+            // tap, weight offset; a padding row: dy = INT32_MIN, woff < 0, zeros
+            // from both operands). Rows in unsigned (wrapping) arithmetic: the
+            // padding row's dy puts every pixel outside the plane (the planner's
+            // PACKED_PAD_DY), so the bounds check alone masks it.
+            const SliceEntry* rows = ent;
 #pragma unroll
             for (int q = 0; q < AL; ++q) {
                 const SliceEntry e = rows[a_r + q * Tile::A_STEP];
 #pragma unroll
                 for (int j = 0; j < AR; ++j) {
-                    const int ih = ih0[j] + e.dy;
-                    const int iw = iw0[j] + e.dx;
-                    const bool ok = a_valid[j] && e.woff >= 0 && in_range(ih, a.Hs) &&
-                                    in_range(iw, a.Ws);
-                    reg_a[j][q] = ok ? __ldg(a_base[j] +
-                                             static_cast<long long>(e.chunk) * HWs +
-                                             (ih * a.Ws + iw))
-                                     : T(0);
+                    const unsigned ih = static_cast<unsigned>(ih0[j]) +
+                                        static_cast<unsigned>(e.dy);
+                    const unsigned iw = static_cast<unsigned>(iw0[j] + e.dx);
+                    const bool ok = a_valid[j] && ih < static_cast<unsigned>(a.Hs) &&
+                                    iw < static_cast<unsigned>(a.Ws);
+                    // chunk = the channel (< BK): the offset fits 32 bits where ok
+                    // (the planner checks BK planes); one IMAD.WIDE onto the address
+                    const int off = static_cast<int>(
+                        static_cast<unsigned>(e.chunk) * static_cast<unsigned>(HWs) +
+                        ih * static_cast<unsigned>(a.Ws) + iw);
+                    copy_elem(a_dst(stage, j, q),
+                              a_row[j] + static_cast<long long>(off) *
+                                             static_cast<long long>(sizeof(T)),
+                              static_cast<unsigned>(ok));
                 }
             }
-            const int woff = rows[b_r].woff;
-            const char* pb = reinterpret_cast<const char*>(b_ptr + (woff >= 0 ? woff : 0));
+            const int woff = bent->woff;
+            // woff < 0 (a padding row): never read, any address
+            const unsigned long long pb =
+                b_addr + static_cast<long long>(woff) * static_cast<long long>(sizeof(T));
 #pragma unroll
             for (int q = 0; q < Tile::B_LOADS; ++q)
-                reg_b[q] = (woff >= 0 && (full_mask >> (16 + q) & 1u))
-                               ? __ldg(reinterpret_cast<const T*>(pb + b_off[q]))
-                               : T(0);
+                copy_elem(b_dst(stage, q), pb + b_off[q],
+                          static_cast<unsigned>(woff >= 0 &&
+                                                (full_mask >> (16 + q) & 1u)));
         } else {
-            const SliceEntry e = slice[k];  // block-uniform
+            // Addresses as integers (a row off the plane or past M is masked off and
+            // never read); every step is one 32x32->64-bit multiply-add (IMAD.WIDE)
+            // onto a 64-bit address: chunk planes, then the tap's pixel, then the
+            // channel (A) or column (B) strides.
+            const SliceEntry e = *ent;  // block-uniform
             unsigned mask = e.chunk == last_chunk ? tail_mask : full_mask;
+            const int chunk_bytes = e.chunk * (BK * static_cast<int>(sizeof(T)));
 #pragma unroll
             for (int j = 0; j < AR; ++j) {
                 const int ih = ih0[j] + e.dy;
                 const int iw = iw0[j] + e.dx;
                 const bool ok = in_range(ih, a.Hs) && in_range(iw, a.Ws);  // rows
                 if (!ok) mask &= ~(ROW_BITS << (j * AL));  // past M are masked already
-                const char* pa = reinterpret_cast<const char*>(
-                    a_base[j] + e.chunk * a_chunk_step + (ok ? ih * a.Ws + iw : 0));
+                // the pixel offset wraps (unsigned) where !ok: never read
+                const int pix = static_cast<int>(static_cast<unsigned>(ih) *
+                                                     static_cast<unsigned>(a.Ws) +
+                                                 static_cast<unsigned>(iw));
+                unsigned long long pa = a_addr[j] +
+                                        static_cast<long long>(chunk_bytes) * HWs +
+                                        static_cast<long long>(pix) * sizeof(T);
 #pragma unroll
-                for (int q = 0; q < AL; ++q)
-                    reg_a[j][q] = (mask >> (j * AL + q) & 1u)
-                                      ? __ldg(reinterpret_cast<const T*>(pa + a_off[q]))
-                                      : T(0);
+                for (int q = 0; q < AL; ++q) {
+                    copy_elem(a_dst(stage, j, q), pa, mask, 1u << (j * AL + q));
+                    pa += static_cast<long long>(hws_v) * (Tile::A_STEP * sizeof(T));
+                }
             }
-            const char* pb = reinterpret_cast<const char*>(b_ptr + e.woff);
+            unsigned long long pb = b_addr + static_cast<long long>(e.woff) * sizeof(T);
 #pragma unroll
-            for (int q = 0; q < Tile::B_LOADS; ++q)
-                reg_b[q] = (mask >> (16 + q) & 1u)
-                               ? __ldg(reinterpret_cast<const T*>(pb + b_off[q]))
-                               : T(0);
+            for (int q = 0; q < Tile::B_LOADS; ++q) {
+                copy_elem(b_dst(stage, q), pb, mask, 1u << (16 + q));
+                pb += static_cast<long long>(a.col_stride) * (Tile::B_STEP * sizeof(T));
+            }
         }
-    };
-    auto stash = [&](int stage) {
-#pragma unroll
-        for (int j = 0; j < AR; ++j)
-#pragma unroll
-            for (int q = 0; q < AL; ++q)
-                s.a[stage][a_r + q * Tile::A_STEP][a_m + j * Tile::THREADS] = reg_a[j][q];
-#pragma unroll
-        for (int q = 0; q < Tile::B_LOADS; ++q)
-            s.b[stage][b_r][b_n + q * Tile::B_STEP] = reg_b[q];
+        cp_async_commit();
     };
 
     T acc[Tile::TM][Tile::TN];
     regblock_zero<T, Tile>(acc);
-    // One slice: the next slice's gathers are issued first (in flight during the
-    // FMAs), then the FMAs from stage CUR, then the gathers are stored to the other
-    // stage. The loop below runs two slices per trip with the literal stages 0 and 1,
-    // so after inlining every shared-memory address is a register plus an immediate.
-    auto slice_step = [&](int CUR, int kt) {
-        const bool more = kt + 1 < nslices;  // block-uniform
-        if (more) fetch(kt + 1);
+    // One slice: the next slice's copies into the other stage are issued first (in
+    // flight during the FMAs; that stage was last read by the previous slice, before
+    // its closing barrier), then the FMAs from stage CUR, then this thread waits for
+    // its copies. `more`: slice kt + 1 exists, its entries at `ent` (and `bent`).
+    auto slice_step = [&](int CUR, bool more, const SliceEntry* ent,
+                          const SliceEntry* bent) {
+        if (more) fetch(ent, bent, CUR ^ 1);  // block-uniform
         regblock_fmas<T, Tile>(s, CUR, tx, ty, acc);
-        if (more) stash(CUR ^ 1);
-        // The other stage is complete before the next slice reads it, and every
-        // thread is done reading stage CUR before the slice after overwrites it.
+        cp_async_wait<0>();
+        // Every thread's copies into the other stage have landed before the next
+        // slice reads it, and every thread is done reading stage CUR before the
+        // slice after overwrites it.
         __syncthreads();
     };
     if (nslices > 0) {  // block-uniform
-        fetch(0);
-        stash(0);
+        constexpr int PER = PACKED ? BK : 1;  // table entries per slice
+        fetch(slice, slice + (PACKED ? b_r : 0), 0);
+        cp_async_wait<0>();
         __syncthreads();  // stage 0 complete before any thread reads it
-        for (int kt = 0; kt < nslices; kt += 2) {
-            slice_step(0, kt);
-            if (kt + 1 < nslices) slice_step(1, kt + 1);
+        // Two slices per trip with the literal stages 0 and 1 (after inlining every
+        // shared-memory address is a register plus an immediate), each with a
+        // successor (no test in the loop); the last one or two slices after it.
+        // `ent` advances by a pointer increment per trip (the entries of the trip's
+        // slices are immediate offsets from it).
+        const SliceEntry* ent = slice;
+        const SliceEntry* bent = slice + (PACKED ? b_r : 0);
+        int left = nslices;  // slices not yet computed
+        for (; left > 2; left -= 2, ent += 2 * PER, bent += 2 * PER) {
+            slice_step(0, true, ent + PER, bent + PER);
+            slice_step(1, true, ent + 2 * PER, bent + 2 * PER);
+        }
+        if (left == 2) {  // two slices are left
+            slice_step(0, true, ent + PER, bent + PER);
+            slice_step(1, false, ent, bent);
+        } else {  // one slice is left
+            slice_step(0, false, ent, bent);
         }
     }
 

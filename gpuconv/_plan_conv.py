@@ -306,10 +306,11 @@ def regblock_tile(
     :func:`regblock_splits`) spread evenly over ``sm_count`` SMs, so the busiest SM
     computes ``ceil(blocks / sm_count)`` padded ``BM x BN`` tiles over its share of
     the reduction (tails included: waste counts); its speed is the thread tile's
-    efficiency (the hot loop's FMA share from the SASS proxy, ``bench/sass_check.py``:
-    8x8 ~0.8, 8x4 ~0.65, 4x4 ~0.55: 1.0, 0.8 and 0.7 relative) times a latency
-    factor ``min(1, resident warps / 8)``. The cheapest tile wins, the larger tile on
-    ties.
+    efficiency (the hot loop's FMA share from the SASS proxy, ``bench/sass_check.py``,
+    when the weights were set: 8x8 ~0.8, 8x4 ~0.65, 4x4 ~0.55: 1.0, 0.8 and 0.7
+    relative; since the cp.async gathers, f971f51: 8x8 0.86, 8x4 0.80, 4x4 0.70,
+    weights kept: proxy values are no measurement) times a latency factor ``min(1,
+    resident warps / 8)``. The cheapest tile wins, the larger tile on ties.
     """
     m, ng, kr = gemm_shape(p, pass_name)
     best: tuple[float, int, tuple[int, int, int, int]] | None = None
@@ -693,8 +694,8 @@ def _sliced_groups(p: Conv2dProblem, pass_name: str):
 def _sliced_rows(p: Conv2dProblem, pass_name: str, taps: list,
                  c_stride: int | None = None) -> list:
     """The table rows of one launch: one per slice, or (packed) one per term padded
-    to a multiple of BK with ``woff = -1`` rows. ``c_stride``: the weight elements
-    between reduction channels (default: the pass's own layout)."""
+    to a multiple of BK with ``(0, PACKED_PAD_DY, 0, -1)`` rows. ``c_stride``: the
+    weight elements between reduction channels (default: the pass's own layout)."""
     cred = p.Cg if pass_name == "forward" else p.Kg
     KHKW = p.KH * p.KW
     if c_stride is None:
@@ -703,7 +704,7 @@ def _sliced_rows(p: Conv2dProblem, pass_name: str, taps: list,
     if sliced_packed(p, pass_name):
         rows = [(ch, dy, dx, ch * c_stride + t) for ch in range(cred)
                 for t, dy, dx in taps]
-        return rows + [(0, 0, 0, -1)] * (-len(rows) % bk)
+        return rows + [(0, PACKED_PAD_DY, 0, -1)] * (-len(rows) % bk)
     return [(chunk, dy, dx, chunk * bk * c_stride + t)
             for chunk in range(-(-cred // bk)) for t, dy, dx in taps]
 
@@ -871,8 +872,10 @@ def _regblock_launches(
         col_stride, c_stride = KHKW, p.Cg * KHKW
     if strides is not None:
         col_stride, c_stride = strides
+    itemsize = np.dtype(p.compute_dtype).itemsize
     for what, v in (("weights per group", cred * ng * KHKW),
-                    ("BK source planes", REGBLOCK_BK * hs * ws)):
+                    ("BK source planes", REGBLOCK_BK * hs * ws),
+                    ("reduction channels x element bytes", cred * itemsize)):
         if v > INT32_MAX - 1024:
             raise ValueError(
                 f"conv2d on CUDA: {what} = {v} exceeds the 32-bit offsets of "
@@ -1105,6 +1108,13 @@ BIAS_BLOCKS_PER_SM = 8
 MAX_SPLITS = 512
 #: Reduction terms per shared-memory slice of the regblock kernels (``Tile::BK``).
 REGBLOCK_BK = 8
+#: ``dy`` of the padding rows of a packed slice table (:func:`slice_table`):
+#: ``INT32_MIN``. The kernel adds it to a pixel row in unsigned (wrapping)
+#: arithmetic; every row ``ih0`` of a launch lies in ``[-pad_top, 2**31 - 1024)``
+#: and ``pad_top < 2**31 - 1024 - H`` (:func:`check_extents`), so the sum is at
+#: least ``H + 1024`` as an unsigned number: outside every plane, and the A copy's
+#: bounds check alone zero-fills the padding term (no test of ``woff`` per copy).
+PACKED_PAD_DY = -(2**31)
 
 
 def split_count(work: int, base_blocks: int, slots: int, min_work: int) -> int:

@@ -296,6 +296,19 @@ def _slice_terms(p, pass_name):
     return terms
 
 
+def test_packed_padding_rows_fall_outside_every_plane():
+    """The padding rows of a packed table carry dy = PACKED_PAD_DY (INT32_MIN); the
+    kernel adds it to a pixel row in unsigned 32-bit arithmetic, which leaves every
+    row the extent checks allow ([-pad_top, 2**31 - 1024)) at least H + 1024 away
+    from the plane: the bounds check alone masks the term."""
+    p = normalize_conv2d((1, 3, 4, 4), (2, 3, 1, 2), [np.float32], dilation=3)
+    table = pc.slice_table(p, "forward")
+    assert table[6:].tolist() == [[0, pc.PACKED_PAD_DY, 0, -1]] * 2
+    H, pad_top = 1000, 2**31 - 1024 - 1000 - 1  # the largest pad check_extents allows
+    for ih0 in (-pad_top, -1, 0, 1, H - 1, 2**31 - 1025):
+        assert (ih0 + pc.PACKED_PAD_DY) % 2**32 >= H + 1024
+
+
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_slice_tables_sum_exactly_the_convolution_terms(case):
     """Every (output pixel, channel, tap) term of the pass, with its source element,
