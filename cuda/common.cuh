@@ -166,10 +166,16 @@ struct FastDiv {
 // The cp.async pipeline of the NHWC tensor-core kernels (cuda/conv2d_mma.cu):
 //   cp_async_zfill16(s, g, ok)  16 bytes from global g to shared s (both 16-byte
 //                               aligned; L2 only, .cg), or 16 zero bytes where !ok
-//                               (src-size 0: g is not read, but must be a valid
-//                               address; s and g 16-byte aligned either way: PTX
-//                               "Addresses as Operands", a misaligned address
-//                               faults on a GPU, and the emulator reports it);
+//                               (src-size 0: g is not read; the callers pass a
+//                               valid address anyway; s and g 16-byte aligned
+//                               either way: PTX "Addresses as Operands", a
+//                               misaligned address faults on a GPU, and the
+//                               emulator reports it);
+//   cp_async_ignore16(s, g, ok) the same with PTX's ignore-src predicate: where
+//                               !ok the source is "ignored completely" (PTX ISA,
+//                               cp.async), so g may lie outside the tensor (a
+//                               padding tap), still 16-byte aligned: no select of
+//                               a safe address per copy;
 //   cp_async_commit()           closes this thread's open group of copies;
 //   cp_async_wait<N>()          waits until at most the newest N committed groups
 //                               are pending (cp.async.wait_group N).
@@ -186,6 +192,22 @@ __device__ __forceinline__ void cp_async_zfill16(void* s, const void* g, bool ok
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(g),
                  "r"(ok ? 16 : 0)
                  : "memory");
+#else
+    struct alignas(16) V { unsigned w[4]; };
+    *static_cast<V*>(s) = ok ? *static_cast<const V*>(g) : V{{0u, 0u, 0u, 0u}};
+#endif
+}
+
+__device__ __forceinline__ void cp_async_ignore16(void* s, const void* g, bool ok) {
+#if defined(GPUCONV_EMULATED)
+    gpuconv_emu::cp_async_issue(s, g, 16, !ok, __FILE__, __LINE__);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const unsigned sa = static_cast<unsigned>(__cvta_generic_to_shared(s));
+    asm volatile(
+        "{\n .reg .pred ignore;\n setp.eq.u32 ignore, %2, 0;\n"
+        " cp.async.cg.shared.global [%0], [%1], 16, ignore;\n}\n" ::"r"(sa), "l"(g),
+        "r"(static_cast<unsigned>(ok))
+        : "memory");
 #else
     struct alignas(16) V { unsigned w[4]; };
     *static_cast<V*>(s) = ok ? *static_cast<const V*>(g) : V{{0u, 0u, 0u, 0u}};

@@ -684,24 +684,25 @@ conv2d_backward_weight_nhwc(
     auto load = [&](int st) {
 #pragma unroll
         for (int i = 0; i < Tile::A_COPIES; ++i) {
-            const long long p = a_p + i * Tile::A_STEP;
-            const bool in = p < NP;
-            gpuconv::cp_async_zfill16(&s.a[st][a_row0 + i * Tile::A_STEP][4 * a_chunk],
-                                      a_base + (in ? p * K : 0), in && a_ok);
+            const long long p = a_p + i * Tile::A_STEP;  // past NP: ignored
+            gpuconv::cp_async_ignore16(&s.a[st][a_row0 + i * Tile::A_STEP][4 * a_chunk],
+                                       a_base + p * K, p < NP && a_ok);
         }
         a_p += BK;
         const int oh = div_ow.div(ld_q);
         const int iw0 = (ld_q - oh * OW) * sw;
         const int ih0 = ld_n < N ? oh * sh : OFF;
-        // the pixel (ih0, iw0) of image ld_n (past the images: clamped, never read)
+        // the pixel (ih0, iw0) of image ld_n (past the images: clamped); a chunk
+        // whose tap falls outside the image carries an address outside it, which
+        // the ignore-src copy never reads
         const T* pix = xh + ((ld_n < N ? ld_n * H + oh * sh : 0) *
                                  static_cast<long long>(W) + iw0) * C;
 #pragma unroll
         for (int j = 0; j < Tile::B_COPIES; ++j) {
             const bool ok = gpuconv::in_range(ih0 + b_dy[j], H) &&
                             gpuconv::in_range(iw0 + b_dx[j], W);
-            gpuconv::cp_async_zfill16(&s.b[st][b_row][4 * (b_c0 + j * Tile::B_TPR)],
-                                      ok ? pix + b_off[j] : xh, ok);
+            gpuconv::cp_async_ignore16(&s.b[st][b_row][4 * (b_c0 + j * Tile::B_TPR)],
+                                       pix + b_off[j], ok);
         }
         int nq = ld_q + BK;
         if (nq >= OHW) {

@@ -45,9 +45,6 @@ KNOWN_BELOW: dict[str, str] = {
     # the RGB stem's weight gradient (3 channels: no 16-byte chunks for the NHWC
     # GEMM): the x gather checks each column's tap bounds per term, 4x4 thread tiles
     "conv2d_backward_weight_tiled_regblock<float, 16, 8, 4, 4>": "wgrad gather",
-    # the NHWC weight gradient's 32-row tile (5x5 192->32): 64 threads, each copies
-    # 8 chunks of x per slab of 16 pixels for its 1024 FFMA (78 %; 64 rows: 82 %)
-    "conv2d_backward_weight_nhwc<float, 32>": "8 copies a slab, 78 %",
 }
 
 
