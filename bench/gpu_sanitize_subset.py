@@ -9,8 +9,9 @@ and float16, forward and input gradient, on both routes: the tensor-core kernels
 forced, and the SIMT route, ``cuda/convert.cu`` + the FP32 kernels), on a few
 awkward small cases from ``tests/_cuda_conv_cases.py`` (tile +- 1, regblock tails,
 every feature at once, a non-zero padding mode with pads larger than the image),
-and the NHWC pipeline (``algorithm='mma_nhwc'``, every pass where it applies) on
-cases of ``tests/test_emulated_mma_nhwc.py``,
+and the NHWC pipeline (``algorithm='mma_nhwc'``, every pass where it applies; and
+the FP32 NHWC kernels, op-level ``'nhwc'``) on cases of
+``tests/test_emulated_mma_nhwc.py``,
 checks each result loosely against the NumPy backend, and exits 1 on a wrong
 result. Under ``compute-sanitizer --tool memcheck|racecheck --error-exitcode N`` a
 memory error or a shared-memory race makes the exit status N.
@@ -138,16 +139,27 @@ def _nhwc_workload(cp: Any) -> tuple[int, int]:
                                                            False)[0]
                 want = api_pass(pass_name, *(a.astype(np.float64) for a in
                                              (x, w, b, gy)), kw, backend="numpy")
-                if pass_name == "backward_weight" and kind == "tf32":
-                    # and the FP32 weight gradient on NHWC operands (op level)
-                    fp = problem(xs, ws, np.float32, kw)
-                    g32 = cp.asnumpy(_gpu_conv.conv2d_backward_weight(
-                        dgy, dx, fp, "nhwc", False)[0]).astype(np.float64)
+                fp = problem(xs, ws, np.float32, kw)
+                fp32 = kind == "tf32" and (
+                    _plan_conv.wgrad_nhwc_applies(p0) if pass_name == "backward_weight"
+                    else _plan_conv.fwd_nhwc_applies(p0, pass_name))
+                if fp32:
+                    # and the FP32 kernels on NHWC operands (op level 'nhwc': their
+                    # ignore-src copies carry addresses outside the tensors)
+                    if pass_name == "forward":
+                        g32 = _gpu_conv.conv2d_forward(dx, dw, db, fp, "nhwc")
+                    elif pass_name == "backward_input":
+                        g32 = _gpu_conv.conv2d_backward_input(dgy, dw, fp, "nhwc")
+                    else:
+                        g32 = _gpu_conv.conv2d_backward_weight(dgy, dx, fp, "nhwc",
+                                                               False)[0]
+                    g32 = cp.asnumpy(g32).astype(np.float64)
                     runs += 1
                     err = float(np.abs(g32 - want).max() / max(np.abs(want).max(), 1))
                     if not err < 1e-4:
                         bad += 1
-                        print(f"WRONG nhwc fp32 {case_id} gw: relative error {err:.3g}")
+                        print(f"WRONG nhwc fp32 {case_id} {pass_name}: relative error "
+                              f"{err:.3g}")
                 got = cp.asnumpy(got).astype(np.float64)
                 runs += 1
                 err = float(np.abs(got - want).max() / max(np.abs(want).max(), 1))

@@ -417,7 +417,7 @@ def test_gpu_check_scripts_dry_run_on_the_emulator(tmp_path):
                           timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
-    assert "gpu_sanitize_subset: 154 results, 0 wrong" in out
+    assert "gpu_sanitize_subset: 160 results, 0 wrong" in out
     assert "gpu_sanitize_filter: 70 results, 0 wrong" in out
     assert "ncu_probe: 16 calls x 2 (mma, nhwc, winograd, stem, fp32)" in out
     conv = json.loads((tmp_path / "bench_conv.json").read_text())["rows"]
