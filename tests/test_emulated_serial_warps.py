@@ -8,7 +8,7 @@ schedule: the result must equal the default (lockstep, deferred copies) emulator
 bit for bit. A missing barrier (a shared tile overwritten while another warp still
 reads it, a stage refilled too early) changes the bits under one of the two, so
 this is a race detector for the conv2d (FP32, Winograd, col2im, the NCHW and NHWC
-tensor-core kernels, the FP32 NHWC weight gradient) and filter (2-D and 1-D)
+tensor-core kernels, the FP32 NHWC kernels) and filter (2-D and 1-D)
 kernels on representative awkward
 cases; the per-family test files hold them to their references.
 """
@@ -73,6 +73,11 @@ CONV_RUNS = [
     ("regblock_dgrad_tails", "f16", ("mma",)),
     (NHWC_TAILS, "tf32", ("mma_nhwc",)),
     (NHWC_TAILS, "f16", ("mma_nhwc",)),
+    # the FP32 NHWC kernels (op level 'nhwc', cp.async): 128-wide tiles, then the
+    # 64-wide forward and 64-row weight-gradient tiles with a channel tail
+    (NHWC_TAILS, "highest", ("nhwc",)),
+    (("nhwc_narrow", (2, 20, 7, 9), (40, 20, 3, 3), {"padding": 1}), "highest",
+     ("nhwc",)),
 ]
 
 
@@ -95,18 +100,9 @@ def test_conv_kernels_schedule_independent(case, precision, algorithms, pass_nam
         n0 = len(serial.launches)
         got = _conv(pass_name, p, algorithm, x, w, b, gy, serial)
         assert len(serial.launches) > n0
+        if algorithm in ("nhwc", "mma_nhwc"):  # every pass of these cases applies
+            assert any("_nhwc<" in k for _, k, *_ in serial.launches[n0:])
         _same_bits(got, _conv(pass_name, p, algorithm, x, w, b, gy, lockstep))
-
-
-def test_fp32_nhwc_weight_gradient_schedule_independent(lockstep, serial):
-    """The FP32 weight gradient on NHWC operands (op level 'nhwc', cp.async)."""
-    _, xs, ws, kw = NHWC_TAILS
-    p = problem(xs, ws, np.float32, kw)
-    x, w, b, gy = random_inputs(np.random.default_rng(4), p, np.float32)
-    n0 = len(serial.launches)
-    got = _conv("backward_weight", p, "nhwc", x, w, b, gy, serial)
-    assert any("_nhwc<" in k for _, k, *_ in serial.launches[n0:])
-    _same_bits(got, _conv("backward_weight", p, "nhwc", x, w, b, gy, lockstep))
 
 
 # (B, H, W, Bk, KH, KW, pt, pl, OH, OW, boundary, dtype): 2-D tiles off by one, a
