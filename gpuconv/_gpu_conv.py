@@ -403,10 +403,15 @@ def _mma_pass(dev: Any, p: Conv2dProblem, pass_name: str, algorithm: str) -> str
     if algorithm != "auto":
         return None
     kind = mma_kind(p, pass_name)
-    if kind is None or not (nhwc_preferred(p, pass_name, kind)
-                            or mma_preferred(p, pass_name)) or not _mma_capable(dev):
+    if kind is None:
         return None
-    return kind
+    # decided on the problem as the kernels see it (padded once for the non-zero
+    # padding modes), as choose_algorithm and _nhwc decide: the input gradient's
+    # pixels are the padded input's
+    kp = padded_problem(p) if needs_padding_copy(p) else p
+    if not (nhwc_preferred(kp, pass_name, kind) or mma_preferred(kp, pass_name)):
+        return None
+    return kind if _mma_capable(dev) else None
 
 
 def _dt(a: Any) -> np.dtype | None:
