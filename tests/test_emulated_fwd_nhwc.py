@@ -41,6 +41,9 @@ CASES = [
                                                "dilation": (2, 1)}),
     ("groups", (1, 16, 6, 5), (24, 8, 3, 3), {"groups": 2, "padding": 1}),
     ("kernel_gt_input", (1, 4, 3, 2), (4, 4, 5, 4), {"padding": (2, 2)}),
+    # pads beyond the kernel: the input gradient's problem crops gy (its padding
+    # (-2, 0, 2, 0), nhwc_problem)
+    ("crop", (2, 8, 6, 5), (12, 8, 2, 3), {"padding": (3, 1, 0, 2)}),
     ("one_by_one", (2, 12, 5, 4), (8, 12, 1, 1), {}),
     ("reflect", (2, 16, 5, 6), (12, 16, 3, 3), {"padding": 1,
                                                 "padding_mode": "reflect"}),

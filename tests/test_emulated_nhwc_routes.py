@@ -1,7 +1,8 @@
 """Routes of ``algorithm='auto'`` to the NHWC kernels, emulated on the CPU: the
 decision of ``gpuconv.choose_algorithm`` is the one the ops take where the
 problem as the kernels see it differs from the user's (a non-zero padding mode:
-the input gradient's GEMM rows are the padded input's pixels).
+the input gradient's GEMM rows are the padded input's pixels); the NHWC input
+gradient's NaN from an infinite weight on the padded taps (as ``tiled_regblock``).
 
 Small integers: every product and partial sum is exact in float16, TF32 and
 float32, so the results equal the float64 NumPy backend's (rounded once to the
@@ -54,3 +55,26 @@ def test_tensor_core_choice_on_the_padded_problem(dtype, precision, dev, monkeyp
     want = gpuconv.conv2d_grad_input(xs, w.astype(np.float64), gy.astype(np.float64),
                                      backend="numpy", **kw)
     np.testing.assert_array_equal(got, want.astype(got.dtype))
+
+
+def test_infinite_weight_in_the_nhwc_input_gradient(dev):
+    """The NHWC input gradient is the forward pass of the zero-padded ``gy``: an
+    infinite weight gives ``0*inf = NaN`` on the padded taps, exactly where
+    ``tiled_regblock``'s does (docs/cuda.md, Determinism), and NaN/inf everywhere
+    the NumPy backend has them."""
+    xs, ws, kw = (3, 20, 9, 7), (72, 20, 3, 3), {"padding": 1}
+    p = problem(xs, ws, "float32", kw, bias=False)
+    _, w, _, gy = random_inputs(np.random.default_rng(5), p, "float32")
+    w[3, 5, 0, 0] = np.inf
+    w[70, 19, 2, 1] = np.nan
+    n0 = len(dev.launches)
+    got = _gpu_conv.conv2d_backward_input(gy, w, p, "nhwc", device=dev)
+    assert any(k.startswith("conv2d_forward_nhwc<float, ")
+               for _, k, *_ in dev.launches[n0:])
+    sliced = _gpu_conv.conv2d_backward_input(gy, w, p, "tiled_regblock", device=dev)
+    want = gpuconv.conv2d_grad_input(xs, w.astype(np.float64), gy.astype(np.float64),
+                                     backend="numpy", **kw)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(sliced))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    assert (np.isnan(got) >= np.isnan(want)).all()
+    assert np.isnan(got).sum() > np.isnan(want).sum()  # the padded taps
