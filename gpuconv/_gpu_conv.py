@@ -378,6 +378,11 @@ def _nhwc(algorithm: str, p0: Conv2dProblem, pass_name: str, kind: str) -> bool:
     return algorithm == "mma_nhwc" and nhwc_applies(p0, pass_name, kind)
 
 
+#: :func:`gpuconv._plan_conv.padded_problem`, memoized for the per-call route
+#: decision (a dataclass rebuild is ~4 us of host time; a lookup ~0.4 us).
+_padded_problem = functools.lru_cache(maxsize=256)(padded_problem)
+
+
 def _mma_pass(dev: Any, p: Conv2dProblem, pass_name: str, algorithm: str) -> str | None:
     """The mma kind a real pass runs on (``None``: the FP32 kernels).
 
@@ -408,7 +413,7 @@ def _mma_pass(dev: Any, p: Conv2dProblem, pass_name: str, algorithm: str) -> str
     # decided on the problem as the kernels see it (padded once for the non-zero
     # padding modes), as choose_algorithm and _nhwc decide: the input gradient's
     # pixels are the padded input's
-    kp = padded_problem(p) if needs_padding_copy(p) else p
+    kp = _padded_problem(p) if needs_padding_copy(p) else p
     if not (nhwc_preferred(kp, pass_name, kind) or mma_preferred(kp, pass_name)):
         return None
     return kind if _mma_capable(dev) else None
