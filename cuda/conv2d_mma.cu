@@ -45,7 +45,8 @@
 //       16-byte rows, copied by cp.async into STAGES shared stages (no registers on
 //       the way), fragments by ldmatrix. C/groups a multiple of the slab. Also the
 //       input gradient of stride-1 layers (the forward of gy with the flipped
-//       weights). algorithm='mma_nhwc' only (op level; see the section at the end).
+//       weights). What 'auto' runs where gpuconv._plan_conv.nhwc_preferred (the
+//       op-level 'mma_nhwc' forces it; see the section at the end).
 //   conv2d_backward_weight_mma_nhwc<E, BM, BN, WARPS_M, WARPS_N>
 //       the weight gradient on the same pipeline: gy packed per output channel by
 //       conv2d_nhwc_pack_gy<E>, x by conv2d_nhwc_pack_input<E>; a k-major B (pixel

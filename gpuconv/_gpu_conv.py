@@ -668,12 +668,11 @@ def choose_algorithm(
     --------
     >>> import gpuconv
     >>> gpuconv.choose_algorithm((16, 64, 56, 56), (64, 64, 3, 3), padding=1)
+    'tiled_regblock'
+    >>> gpuconv.choose_algorithm((16, 128, 28, 28), (128, 128, 3, 3), padding=1)
     'nhwc'
-    >>> gpuconv.choose_algorithm((16, 64, 56, 56), (64, 64, 3, 3), padding=1,
-    ...                          stride=2)
-    'nhwc'
-    >>> gpuconv.choose_algorithm((16, 64, 56, 56), (64, 64, 3, 3), "backward_input",
-    ...                          padding=1, stride=2)
+    >>> gpuconv.choose_algorithm((16, 128, 28, 28), (128, 128, 3, 3),
+    ...                          "backward_input", padding=1, stride=2)
     'tiled_regblock'
     >>> gpuconv.choose_algorithm((1, 32, 56, 56), (32, 1, 3, 3), groups=32)
     'tiled'

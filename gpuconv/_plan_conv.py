@@ -240,8 +240,12 @@ def choose_algorithm(p: Conv2dProblem, pass_name: str) -> str:
     >>> from gpuconv._conv_args import normalize_conv2d
     >>> p = normalize_conv2d((16, 64, 56, 56), (64, 64, 3, 3), [np.float32], padding=1)
     >>> choose_algorithm(p, "forward")
+    'tiled_regblock'
+    >>> q = normalize_conv2d((16, 128, 28, 28), (128, 128, 3, 3), [np.float32],
+    ...                      padding=1)
+    >>> choose_algorithm(q, "forward")
     'nhwc'
-    >>> choose_algorithm(dataclasses.replace(p, dtype=np.dtype("d"),
+    >>> choose_algorithm(dataclasses.replace(q, dtype=np.dtype("d"),
     ...                                      compute_dtype=np.dtype("d")), "forward")
     'tiled_regblock'
     >>> choose_algorithm(p, "backward_weight")
@@ -2219,16 +2223,23 @@ def _wgrad_mma_launches(
 # fwd_nhwc_preferred; cuda/conv2d_forward.cu, conv2d_forward_nhwc<float, BN>): x (gy)
 # and w packed once per call, unrounded, slabs of 16 channels of one tap as 16-byte
 # cp.async copies 3 stages deep, 8 x 8 FFMA thread tiles of 128 x BN blocks (BN 128,
-# or 64 for up to 64 output channels per group), split-K as tiled_regblock. Chosen on
-# the SASS proxy (bench/sass_check.py: 84 % FFMA for BN = 128, 81 % for 64, no
-# gather arithmetic in the loop, cp.async instead of register-staged gathers), NOT on
-# a measurement: no GPU was lent since it was written. The packs cost one read and
+# or 64 for up to 64 output channels per group), split-K as tiled_regblock. 'auto'
+# takes it on the SASS proxy and the measured misses of tiled_regblock
+# (FWD_NHWC_MIN_COLS), NOT on a measurement of it: no GPU was lent since it was
+# written. Proxy: 84 % FFMA for BN = 128 (81 % for 64), 4-5 LDGSTS.128 a slab of
+# 1024 FFMA (the sliced tiled_regblock: ~40 element copies), 3 slabs in flight
+# (tiled_regblock: 1). The packs cost one read and
 # one write of x (gy) and of w at copy bandwidth.
 #: The least output channels per group (of the GEMM: K/groups forward, C/groups for
-#: the input gradient) and multiply-adds for which 'auto' takes it: narrower GEMMs
-#: leave half of a 64-wide tile idle (5x5 192->32 stays on tiled_regblock's 256 x 32
-#: tiles), smaller ones do not pay back the two pack launches.
-FWD_NHWC_MIN_COLS = 64
+#: the input gradient) and multiply-adds for which 'auto' takes it. 128 (its 128 x
+#: 128 tile): where the measured tiled_regblock rows missed their targets most, the
+#: 3x3 C128-C512 layers (forward 1.5-1.6x, input gradient 1.8x cuDNN FP32 at
+#: 491e4e5, with 82 % FFMA: latency, not instruction count); the 64-channel layers
+#: stay on tiled_regblock, whose forward measured 0.86x cuDNN there (N32 C64 56x56)
+#: with 12 warps per SM, against 8 for the NHWC 128 x 64 tile (254 registers), and
+#: whose sliced loop now runs at 86 % FFMA with cp.async element copies. Smaller GEMMs
+#: do not pay back the two pack launches.
+FWD_NHWC_MIN_COLS = 128
 FWD_NHWC_MIN_MACS = 2**25
 #: Slab of channels (the kernel's NhwcFwdTile::BK), block rows.
 FWD_NHWC_SLAB = 16
@@ -2280,10 +2291,14 @@ def fwd_nhwc_preferred(p: Conv2dProblem, pass_name: str) -> bool:
     --------
     >>> import numpy as np
     >>> from gpuconv._conv_args import normalize_conv2d
-    >>> p = normalize_conv2d((16, 64, 56, 56), (64, 64, 3, 3), [np.float32],
+    >>> p = normalize_conv2d((16, 128, 28, 28), (128, 128, 3, 3), [np.float32],
     ...                      padding=1)
     >>> fwd_nhwc_preferred(p, "forward"), fwd_nhwc_preferred(p, "backward_input")
     (True, True)
+    >>> q = normalize_conv2d((16, 64, 56, 56), (64, 64, 3, 3), [np.float32],
+    ...                      padding=1)
+    >>> fwd_nhwc_preferred(q, "forward")  # 64 output channels: tiled_regblock
+    False
     >>> k32 = normalize_conv2d((16, 192, 28, 28), (32, 192, 5, 5), [np.float32],
     ...                        padding=2)
     >>> fwd_nhwc_preferred(k32, "forward")  # 32 output channels: tiled_regblock

@@ -130,8 +130,10 @@ def test_choose_algorithm_is_spied_by_the_public_call_path(via_emulator, dev,
 
 def test_choose_algorithm_arguments():
     assert gpuconv.choose_algorithm((64, 56, 56), (64, 64, 3, 3), padding=1) == (
-        "nhwc")  # unbatched
-    assert gpuconv.choose_algorithm((64, 16, 16), (64, 64, 3, 3), padding=1) == (
+        "tiled_regblock")  # unbatched
+    assert gpuconv.choose_algorithm((128, 28, 28), (128, 128, 3, 3), padding=1) == (
+        "nhwc")
+    assert gpuconv.choose_algorithm((128, 8, 8), (128, 128, 3, 3), padding=1) == (
         "tiled_regblock")  # under the NHWC kernels' size floor
     assert gpuconv.choose_algorithm((1, 1, 200, 200), (1, 1, 7, 7),
                                     dilation=30, dtype=np.float64) == "naive"

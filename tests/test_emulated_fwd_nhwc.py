@@ -155,11 +155,13 @@ def test_float64_and_auto_fall_back(dev, monkeypatch):
     assert not _ran_nhwc(launched)
     auto, _ = _run("forward", p, x, w, b, gy, dev, algorithm="auto")
     np.testing.assert_array_equal(got, auto)
-    # 'auto' takes it from FWD_NHWC_MIN_MACS on (lowered here: the case is small)
+    # 'auto' takes it from FWD_NHWC_MIN_MACS and FWD_NHWC_MIN_COLS on (lowered here:
+    # the case is small)
     p, kw, x, w, b, gy = _inputs(CASES[0], 17)
     _, launched = _run("forward", p, x, w, b, gy, dev, algorithm="auto")
     assert not _ran_nhwc(launched)
     monkeypatch.setattr(_plan_conv, "FWD_NHWC_MIN_MACS", 1)
+    monkeypatch.setattr(_plan_conv, "FWD_NHWC_MIN_COLS", 1)
     fresh = prepared_device(SOURCES)  # the plans are kept per device
     got, launched = _run("forward", p, x, w, b, gy, fresh, algorithm="auto")
     assert _ran_nhwc(launched)
@@ -227,6 +229,7 @@ def test_public_api_in_any_layout(layout, monkeypatch):
     d = prepared_device(SOURCES + ("conv2d_backward_weight.cu",))
     router = route_numpy_to(d, monkeypatch)
     monkeypatch.setattr(_plan_conv, "FWD_NHWC_MIN_MACS", 1)
+    monkeypatch.setattr(_plan_conv, "FWD_NHWC_MIN_COLS", 1)
     monkeypatch.setattr(_plan_conv, "WGRAD_NHWC_MIN_MACS", 1)
     p, kw, x, w, b, gy = _inputs(CASES[IDS.index("tails")], 31)
     n0 = len(d.launches)

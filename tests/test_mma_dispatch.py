@@ -163,7 +163,7 @@ def test_gradients_on_mma_for_a_wide_1x1_and_float16_input_gradients(pass_name):
 
 
 def test_precision_highest_and_float64_never_pick_mma():
-    for dtype, want in ((np.float32, "nhwc"), (np.float64, "tiled_regblock")):
+    for dtype, want in ((np.float32, "nhwc"), (np.float64, "tiled_regblock")):  # C128
         assert gpuconv.choose_algorithm((16, 128, 28, 28), (128, 128, 3, 3),
                                         padding=1, dtype=dtype) == want
     assert gpuconv.choose_algorithm((16, 128, 28, 28), (128, 128, 3, 3), padding=1,
