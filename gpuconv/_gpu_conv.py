@@ -378,9 +378,18 @@ def _nhwc(algorithm: str, p0: Conv2dProblem, pass_name: str, kind: str) -> bool:
     return algorithm == "mma_nhwc" and nhwc_applies(p0, pass_name, kind)
 
 
-#: :func:`gpuconv._plan_conv.padded_problem`, memoized for the per-call route
-#: decision (a dataclass rebuild is ~4 us of host time; a lookup ~0.4 us).
-_padded_problem = functools.lru_cache(maxsize=256)(padded_problem)
+#: :func:`gpuconv._plan_conv.padded_problem` of a non-zero padding mode's problem,
+#: per call looked up here for the route decision (:func:`_mma_pass`; rebuilding
+#: the dataclass is ~4 us of host time).
+_PADDED = LRU("conv2d padded problems")
+
+
+def _padded_problem(p: Conv2dProblem) -> Conv2dProblem:
+    q = _PADDED.get(p)
+    if q is None:
+        q = padded_problem(p)
+        _PADDED.put(p, q)
+    return q
 
 
 def _mma_pass(dev: Any, p: Conv2dProblem, pass_name: str, algorithm: str) -> str | None:
