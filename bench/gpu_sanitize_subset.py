@@ -35,6 +35,13 @@ from _gpu_common import sanitize_workload
 SUBSET = ("tile_plus1", "regblock_fwd_tails", "everything", "symmetric_pad_gt_input")
 
 
+def _relative_error(got: Any, want: Any) -> float:
+    """The largest error relative to the largest ``|want|`` (at least 1), in
+    float64."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    return float(np.abs(got - want).max() / max(np.abs(want).max(), 1))
+
+
 def _workload(cp: Any) -> tuple[int, int]:
     import gpuconv
     from gpuconv import _gpu_conv
@@ -64,7 +71,7 @@ def _workload(cp: Any) -> tuple[int, int]:
                 runs += 4
                 for what, got, want in (("y", y, ref_y), ("gx", gx, ref_gx),
                                         ("gw", gw, ref_g.gw), ("gb", gb, ref_g.gb)):
-                    err = float(np.abs(got - want).max() / max(np.abs(want).max(), 1))
+                    err = _relative_error(got, want)
                     if not err < (1e-4 if dtype == np.float32 else 1e-10):
                         bad += 1
                         print(f"WRONG {case_id} {np.dtype(dtype).name} {variant} "
@@ -90,8 +97,7 @@ def _workload(cp: Any) -> tuple[int, int]:
                 gx = cp.asnumpy(gpuconv.conv2d_grad_input(x.shape, dw, dgy, **pk))
                 runs += 2
                 for what, got, want in (("y", y, ref_y), ("gx", gx, ref_gx)):
-                    got, want = got.astype(np.float64), want.astype(np.float64)
-                    err = float(np.abs(got - want).max() / max(np.abs(want).max(), 1))
+                    err = _relative_error(got, want)
                     if not err < 1e-2:
                         bad += 1
                         print(f"WRONG {case_id} {np.dtype(dtype).name} {precision} "
@@ -127,16 +133,19 @@ def _nhwc_workload(cp: Any) -> tuple[int, int]:
             b = b.astype(np.float32)
             dx, dw, db, dgy = (cp.asarray(a) for a in (x, w, b, gy))
             p0 = _plan_conv.padded_problem(p) if _plan_conv.needs_padding_copy(p) else p
+
+            def op(pass_name, q, algorithm, dx=dx, dw=dw, db=db, dgy=dgy):
+                if pass_name == "forward":
+                    return _gpu_conv.conv2d_forward(dx, dw, db, q, algorithm)
+                if pass_name == "backward_input":
+                    return _gpu_conv.conv2d_backward_input(dgy, dw, q, algorithm)
+                return _gpu_conv.conv2d_backward_weight(dgy, dx, q, algorithm,
+                                                        False)[0]
+
             for pass_name in _plan_conv.NHWC_PASSES:
                 if not _plan_conv.nhwc_applies(p0, pass_name, kind):
                     continue
-                if pass_name == "forward":
-                    got = _gpu_conv.conv2d_forward(dx, dw, db, p, "mma_nhwc")
-                elif pass_name == "backward_input":
-                    got = _gpu_conv.conv2d_backward_input(dgy, dw, p, "mma_nhwc")
-                else:
-                    got = _gpu_conv.conv2d_backward_weight(dgy, dx, p, "mma_nhwc",
-                                                           False)[0]
+                got = op(pass_name, p, "mma_nhwc")
                 want = api_pass(pass_name, *(a.astype(np.float64) for a in
                                              (x, w, b, gy)), kw, backend="numpy")
                 fp = problem(xs, ws, np.float32, kw)
@@ -146,23 +155,14 @@ def _nhwc_workload(cp: Any) -> tuple[int, int]:
                 if fp32:
                     # and the FP32 kernels on NHWC operands (op level 'nhwc': their
                     # ignore-src copies carry addresses outside the tensors)
-                    if pass_name == "forward":
-                        g32 = _gpu_conv.conv2d_forward(dx, dw, db, fp, "nhwc")
-                    elif pass_name == "backward_input":
-                        g32 = _gpu_conv.conv2d_backward_input(dgy, dw, fp, "nhwc")
-                    else:
-                        g32 = _gpu_conv.conv2d_backward_weight(dgy, dx, fp, "nhwc",
-                                                               False)[0]
-                    g32 = cp.asnumpy(g32).astype(np.float64)
                     runs += 1
-                    err = float(np.abs(g32 - want).max() / max(np.abs(want).max(), 1))
+                    err = _relative_error(cp.asnumpy(op(pass_name, fp, "nhwc")), want)
                     if not err < 1e-4:
                         bad += 1
                         print(f"WRONG nhwc fp32 {case_id} {pass_name}: relative error "
                               f"{err:.3g}")
-                got = cp.asnumpy(got).astype(np.float64)
                 runs += 1
-                err = float(np.abs(got - want).max() / max(np.abs(want).max(), 1))
+                err = _relative_error(cp.asnumpy(got), want)
                 if not err < 1e-2:
                     bad += 1
                     print(f"WRONG nhwc {case_id} {kind} {pass_name}: relative error "

@@ -716,10 +716,7 @@ conv2d_backward_weight_nhwc(
     const int tx = tid % Tile::TX;
     const int ty = tid / Tile::TX;
     T acc[Tile::TM][Tile::TN];
-#pragma unroll
-    for (int i = 0; i < Tile::TM; ++i)
-#pragma unroll
-        for (int j = 0; j < Tile::TN; ++j) acc[i][j] = T(0);
+    gpuconv::regblock_zero<T, Tile>(acc);
 
     gpuconv::cp_async_pipeline<STAGES>(ktiles, load, [&](int cur) {
 #pragma unroll

@@ -356,10 +356,7 @@ conv2d_forward_nhwc(
     const int tx = tid % Tile::TX;
     const int ty = tid / Tile::TX;
     T acc[Tile::TM][Tile::TN];
-#pragma unroll
-    for (int i = 0; i < Tile::TM; ++i)
-#pragma unroll
-        for (int j = 0; j < Tile::TN; ++j) acc[i][j] = T(0);
+    gpuconv::regblock_zero<T, Tile>(acc);
 
     // rows tx + TX*i (columns ty + TY*j) share the swizzle of row tx (ty): TX and TY
     // are multiples of 8, so chunk q of them sits at a per-thread word offset plus a

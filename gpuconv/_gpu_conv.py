@@ -77,7 +77,6 @@ from gpuconv._plan_conv import (
     plan_conv2d_backward_bias,
     plan_conv2d_backward_input,
     plan_conv2d_backward_weight,
-    plan_conv2d_backward_weight_nhwc,
     plan_conv2d_forward,
     plan_conv2d_mma,
     plan_conv2d_mma_nhwc,
@@ -946,16 +945,9 @@ def conv2d_backward_weight(
             return launches + plan_conv2d_winograd(p0, "backward_weight", xin, gyc,
                                                    None, gw, None, alloc=alloc,
                                                    variant=algorithm)
-        route = resolve_algorithm(p0, "backward_weight", algorithm)
-        if route == "nhwc":  # 'auto' where it applies, or op level 'nhwc': the
-            # bias gradient's own kernels after it, in the same plan
-            launches += plan_conv2d_backward_weight_nhwc(p0, gyc, xin, gw,
-                                                         alloc=alloc)
-            if gb_fused is None:
-                return launches
-            return launches + plan_conv2d_backward_bias(p, gy, gb_fused, alloc=alloc)
+        algo = resolve_algorithm(p0, "backward_weight", algorithm)
         return launches + plan_conv2d_backward_weight(
-            p0, route, gyc, xin, gw, gb_fused, alloc=alloc
+            p0, algo, gyc, xin, gw, gb_fused, alloc=alloc
         )
 
     _planned(key, plan, dev, (gy, x, gw, gb_fused), build)

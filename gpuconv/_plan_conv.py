@@ -355,12 +355,17 @@ def regblock_splits(base_blocks: int, kr: int, resident: int,
     >>> regblock_splits(784, 64 * 9, 1)  # 3x3 64->64 at 56^2: enough blocks
     1
     """
-    slots = sm_count * resident
+    return _wave_splits(-(-kr // REGBLOCK_BK), base_blocks, sm_count * resident,
+                        SLICED_MIN_SLICES)
+
+
+def _wave_splits(slices: int, base_blocks: int, slots: int, min_slices: int) -> int:
+    """Split-K factor of a forward-type GEMM over ``slices`` reduction slices: 1
+    when ``base_blocks`` fill the ``slots`` once, else :func:`split_count`'s
+    (never more splits than slices)."""
     if base_blocks >= slots:
         return 1
-    slices = -(-kr // REGBLOCK_BK)
-    return max(1, min(slices, split_count(slices, base_blocks, slots,
-                                          SLICED_MIN_SLICES)))
+    return max(1, min(slices, split_count(slices, base_blocks, slots, min_slices)))
 
 
 def regblock_blocks_per_sm(tile: tuple[int, int, int, int], dtype: Any) -> int:
@@ -1277,11 +1282,14 @@ def plan_conv2d_backward_weight(
     p : Conv2dProblem
         Non-empty, zero padding (for other modes pad ``x`` with
         :func:`plan_pad_gather` and pass :func:`padded_problem`).
-    algorithm : {'naive', 'tiled', 'tiled_regblock'}
+    algorithm : {'naive', 'tiled', 'tiled_regblock', 'nhwc'}
+        (``'nhwc'``: :func:`plan_conv2d_backward_weight_nhwc`, then the bias
+        gradient's own launches, :func:`plan_conv2d_backward_bias`)
     gy, x, gw : device arrays
         C-contiguous, ``p.compute_dtype``; ``gw`` has ``p.w_shape``.
     gb : device array or None
-        ``(K,)``: the bias gradient, fused into the same launches.
+        ``(K,)``: the bias gradient, fused into the same launches (``'nhwc'``: in
+        launches of its own after them).
     alloc : callable
         ``alloc(shape, dtype)`` returns a C-contiguous device workspace; called only
         when the reduction is split (``tiled``/``tiled_regblock``).
@@ -1310,6 +1318,12 @@ def plan_conv2d_backward_weight(
     ((790, 1, 1), 'ws(158, 36864)')
     """
     _check_zero_padded(p)
+    if algorithm == "nhwc":
+        launches = plan_conv2d_backward_weight_nhwc(p, gy, x, gw, alloc=alloc,
+                                                    sm_count=sm_count)
+        if gb is None:
+            return launches
+        return launches + plan_conv2d_backward_bias(p, gy, gb, alloc=alloc)
     _check_variant(algorithm)
     ct = ctype_of(p.compute_dtype)
     s = _sizes(p)
@@ -1927,7 +1941,7 @@ def plan_conv2d_mma_nhwc(
     ['conv2d_nhwc_pack_input<unsigned short>', 'conv2d_nhwc_pack_weight<unsigned
     short>', 'conv2d_forward_mma_nhwc<unsigned short, 64, 64, 2, 2>']
     """
-    from gpuconv._kernels import MMA_ELEMENTS, mma_kernel_name
+    from gpuconv._kernels import mma_kernel_name
 
     _check_zero_padded(p)
     if pass_name not in NHWC_PASSES or not nhwc_applies(p, pass_name, kind):
@@ -1948,27 +1962,14 @@ def plan_conv2d_mma_nhwc(
             f"half_out needs kind 'f16' and one split, got kind {kind!r}, {splits} "
             f"splits (mma_out_dtype says which launches write float16)"
         )
-    et = MMA_ELEMENTS[kind]
-    dt = np.float32 if kind == "tf32" else np.uint16
     xh, pack_x = _nhwc_pack_input(q, kind, a, alloc)
-    wh = alloc((q.K, q.KH * q.KW, q.Cg), dt)
-    launches = [
-        pack_x,
-        _linear_launch(source=MMA_SOURCE, kernel=f"conv2d_nhwc_pack_weight<{et}>",
-                       total=int(p.K * p.Cg * p.KH * p.KW),
-                       args=(b, wh, np.int32(p.K), np.int32(p.Cg),
-                             np.int32(p.KH * p.KW), np.int32(p.groups),
-                             np.int32(pass_name == "backward_input"), np.int32(1),
-                             _i64(p.K * p.Cg * p.KH * p.KW))),
-    ]
+    wh, pack_w = _nhwc_pack_weight(p, pass_name, kind, b, alloc)
+    launches = [pack_x, pack_w]
     m = q.N * q.OH * q.OW
     m_tiles, n_tiles = -(-m // bm), -(-q.Kg // bn)
     count = m * q.K
     ws = alloc((splits, count), np.float32) if splits > 1 else out
     slabs = -(-(q.Cg * q.KH * q.KW) // MMA_SLAB[kind])
-    dh, dw = q.dilation
-    sh, sw = q.stride
-    pt, _, pl, _ = q.padding
     has_bias = np.int32(bias is not None)
     launches.append(Launch(
         source=MMA_SOURCE,
@@ -1976,11 +1977,8 @@ def plan_conv2d_mma_nhwc(
         grid=_blocks_1d(m_tiles * n_tiles * q.groups * splits, "conv2d NHWC mma"),
         block=(32 * wm * wn, 1, 1),
         shared_mem=0,
-        args=(xh, wh, no_bias if bias is None else bias, ws, _i32(q.C, "C"),
-              _i32(q.H, "H"), _i32(q.W, "W"), _i32(q.K, "K"), np.int32(q.KH),
-              np.int32(q.KW), np.int32(q.groups), np.int32(sh), np.int32(sw),
-              np.int32(dh), np.int32(dw), np.int32(pt), np.int32(pl),
-              _i32(q.OH, "OH"), _i32(q.OW, "OW"), has_bias, _i64(m),
+        args=(xh, wh, no_bias if bias is None else bias, ws, *_nhwc_geometry(q),
+              has_bias, _i64(m),
               _i32(m_tiles, "m_tiles"), _i32(n_tiles, "n_tiles"),
               *_balanced(slabs, splits)),
     ))
@@ -2005,6 +2003,36 @@ def _nhwc_pack_input(q: Conv2dProblem, kind: str, a: Any, alloc: Any,
         block=(32, 8, 1), shared_mem=0,
         args=(a, xh, _i32(q.C, "C"), _i32(hw, "H*W"), np.int32(p_tiles),
               np.int32(c_tiles), np.int32(round_tf32)))
+
+
+def _nhwc_pack_weight(p: Conv2dProblem, pass_name: str, kind: str, w: Any,
+                      alloc: Any, round_tf32: bool = True) -> tuple[Any, Launch]:
+    """``w`` of ``p`` packed for :func:`nhwc_problem`'s forward GEMM (``(K,
+    KH*KW, C/groups)``; for the input gradient flipped and transposed to ``(C,
+    KH*KW, K/groups)``), as :func:`_nhwc_pack_input` packs ``x``: the temporary
+    and its launch."""
+    from gpuconv._kernels import MMA_ELEMENTS
+
+    q = nhwc_problem(p, pass_name)
+    total = p.K * p.Cg * p.KH * p.KW
+    wh = alloc((q.K, q.KH * q.KW, q.Cg), np.float32 if kind == "tf32" else np.uint16)
+    return wh, _linear_launch(
+        source=MMA_SOURCE, kernel=f"conv2d_nhwc_pack_weight<{MMA_ELEMENTS[kind]}>",
+        total=int(total),
+        args=(w, wh, np.int32(p.K), np.int32(p.Cg), np.int32(p.KH * p.KW),
+              np.int32(p.groups), np.int32(pass_name == "backward_input"),
+              np.int32(round_tf32), _i64(total)))
+
+
+def _nhwc_geometry(q: Conv2dProblem) -> tuple[np.int32, ...]:
+    """The geometry arguments of the NHWC GEMM kernels, ``C, H, W, K, KH, KW,
+    groups, sh, sw, dh, dw, pt, pl, OH, OW`` (the pads of :func:`nhwc_problem` may
+    be negative: a crop)."""
+    (sh, sw), (dh, dw) = q.stride, q.dilation
+    pt, _, pl, _ = q.padding
+    return (_i32(q.C, "C"), _i32(q.H, "H"), _i32(q.W, "W"), _i32(q.K, "K"),
+            *(np.int32(v) for v in (q.KH, q.KW, q.groups, sh, sw, dh, dw, pt, pl)),
+            _i32(q.OH, "OH"), _i32(q.OW, "OW"))
 
 
 def _wgrad_nhwc_launches(
@@ -2161,19 +2189,13 @@ def plan_conv2d_backward_weight_nhwc(
     gy_geom = dataclasses.replace(p, C=p.K, H=p.OH, W=p.OW)  # gy as an (N, C, H, W)
     gyh, pack_gy = _nhwc_pack_input(gy_geom, "tf32", gy, alloc, round_tf32=False)
     xh, pack_x = _nhwc_pack_input(p, "tf32", x, alloc, round_tf32=False)
-    dh, dw = p.dilation
-    sh, sw = p.stride
-    pt, _, pl, _ = p.padding
     launches = [pack_gy, pack_x, Launch(
         source=SOURCES["backward_weight"],
         kernel=conv_kernel_name("backward_weight", "nhwc", "float", (bm,)),
         grid=_blocks_1d(base * splits, "conv2d backward_weight nhwc"),
         block=(bm // 8 * 16, 1, 1), shared_mem=0,
-        args=(gyh, xh, ws, _i32(p.N, "N"), _i32(p.C, "C"), _i32(p.H, "H"),
-              _i32(p.W, "W"), _i32(p.K, "K"), np.int32(p.KH), np.int32(p.KW),
-              np.int32(p.groups), np.int32(sh), np.int32(sw), np.int32(dh),
-              np.int32(dw), np.int32(pt), np.int32(pl), _i32(p.OH, "OH"),
-              _i32(p.OW, "OW"), *_balanced(slabs, splits),
+        args=(gyh, xh, ws, _i32(p.N, "N"), *_nhwc_geometry(p),
+              *_balanced(slabs, splits),
               _i32(m_tiles, "m_tiles"), _i32(n_tiles, "n_tiles")),
     )]
     if splits > 1:  # adds the slices in split order (deterministic)
@@ -2349,37 +2371,24 @@ def plan_conv2d_forward_nhwc(
     m_tiles, n_tiles = -(-m // FWD_NHWC_BM), -(-q.Kg // bn)
     base = m_tiles * n_tiles * q.groups
     slabs = q.KH * q.KW * -(-q.Cg // FWD_NHWC_SLAB)
-    slots = sm_count * FWD_NHWC_BLOCKS_PER_SM[bn]
-    splits = 1
-    if base < slots:
-        splits = max(1, min(slabs, split_count(slabs, base, slots,
-                                               max(1, SLICED_MIN_SLICES // 2))))
+    # slabs of 16 channels: half as many per split as tiled_regblock's 8-term slices
+    splits = _wave_splits(slabs, base, sm_count * FWD_NHWC_BLOCKS_PER_SM[bn],
+                          max(1, SLICED_MIN_SLICES // 2))
     count = m * q.K
     ws = alloc((splits, count), np.float32) if splits > 1 else out
     ah, pack_a = _nhwc_pack_input(q, "tf32", a, alloc, round_tf32=False)
-    wh = alloc((q.K, q.KH * q.KW, q.Cg), np.float32)
-    dh, dw = q.dilation
-    sh, sw = q.stride
-    pt, _, pl, _ = q.padding
+    wh, pack_w = _nhwc_pack_weight(p, pass_name, "tf32", b, alloc, round_tf32=False)
     has_bias = np.int32(bias is not None)
     launches = [
         pack_a,
-        _linear_launch(source=MMA_SOURCE, kernel="conv2d_nhwc_pack_weight<float>",
-                       total=int(p.K * p.Cg * p.KH * p.KW),
-                       args=(b, wh, np.int32(p.K), np.int32(p.Cg),
-                             np.int32(p.KH * p.KW), np.int32(p.groups),
-                             np.int32(pass_name == "backward_input"), np.int32(0),
-                             _i64(p.K * p.Cg * p.KH * p.KW))),
+        pack_w,
         Launch(
             source=SOURCES["forward"],
             kernel=conv_kernel_name("forward", "nhwc", "float", (bn,)),
             grid=_blocks_1d(base * splits, "conv2d forward nhwc"),
             block=(2 * bn, 1, 1), shared_mem=0,
-            args=(ah, wh, wh if bias is None else bias, ws, _i32(q.C, "C"),
-                  _i32(q.H, "H"), _i32(q.W, "W"), _i32(q.K, "K"), np.int32(q.KH),
-                  np.int32(q.KW), np.int32(q.groups), np.int32(sh), np.int32(sw),
-                  np.int32(dh), np.int32(dw), np.int32(pt), np.int32(pl),
-                  _i32(q.OH, "OH"), _i32(q.OW, "OW"), has_bias, _i64(m),
+            args=(ah, wh, wh if bias is None else bias, ws, *_nhwc_geometry(q),
+                  has_bias, _i64(m),
                   _i32(m_tiles, "m_tiles"), _i32(n_tiles, "n_tiles"),
                   _i64(count if splits > 1 else 0), *_balanced(slabs, splits)),
         ),
