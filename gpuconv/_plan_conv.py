@@ -224,7 +224,10 @@ def choose_algorithm(p: Conv2dProblem, pass_name: str) -> str:
         the GEMM on operands packed to NHWC, :func:`wgrad_nhwc_applies`) where
         ``'tiled_regblock'`` would run, the channel counts allow it (float32,
         C/groups and K/groups multiples of 4) and the GEMM has at least
-        :data:`WGRAD_NHWC_MIN_MACS` multiply-adds. ``'tiled_regblock'`` when the
+        :data:`WGRAD_NHWC_MIN_MACS` multiply-adds; else ``'unfold'``
+        (``conv2d_backward_weight_unfold``: the GEMM along the output pixels on
+        ``x`` unfolded along its width) where :func:`wgrad_unfold_preferred` (the
+        few-channel layers: the RGB stem). ``'tiled_regblock'`` when the
         implicit GEMM has at least :data:`REGBLOCK_MIN_COLS` columns (output
         channels per group for the forward pass, input channels per group for
         the input gradient, ``C/groups * KH * KW`` for the weight gradient) and
@@ -281,7 +284,8 @@ def resolve_algorithm(p: Conv2dProblem, pass_name: str, algorithm: str) -> str:
     """``choose_algorithm`` for ``'auto'``, else the explicit variant (checked);
     ``'winograd'``/``'winograd4'`` where :func:`winograd_applies`, ``'nhwc'`` (op
     level) where :func:`wgrad_nhwc_applies` (weight gradient) or
-    :func:`fwd_nhwc_applies` (forward, stride-1 input gradient), else what
+    :func:`fwd_nhwc_applies` (forward, stride-1 input gradient), ``'unfold'`` (op
+    level) where :func:`wgrad_unfold_applies` (weight gradient), else what
     ``'auto'`` runs."""
     if algorithm in WINOGRAD_TILES:
         if winograd_applies(p, pass_name, algorithm):
@@ -1287,9 +1291,10 @@ def plan_conv2d_backward_weight(
     p : Conv2dProblem
         Non-empty, zero padding (for other modes pad ``x`` with
         :func:`plan_pad_gather` and pass :func:`padded_problem`).
-    algorithm : {'naive', 'tiled', 'tiled_regblock', 'nhwc'}
-        (``'nhwc'``: :func:`plan_conv2d_backward_weight_nhwc`, then the bias
-        gradient's own launches, :func:`plan_conv2d_backward_bias`)
+    algorithm : {'naive', 'tiled', 'tiled_regblock', 'nhwc', 'unfold'}
+        (``'nhwc'``: :func:`plan_conv2d_backward_weight_nhwc`, ``'unfold'``:
+        :func:`plan_conv2d_backward_weight_unfold`, then the bias gradient's own
+        launches, :func:`plan_conv2d_backward_bias`)
     gy, x, gw : device arrays
         C-contiguous, ``p.compute_dtype``; ``gw`` has ``p.w_shape``.
     gb : device array or None
