@@ -157,6 +157,27 @@ def test_bias_gradient_apart_and_float64_falls_back(dev):
     np.testing.assert_array_equal(gw64, auto)
 
 
+def test_tf32_and_float16_operands_converted_before_the_unfold(dev):
+    """precision='tf32' and float16 data on the FP32 kernels (the SIMT route):
+    the operands are converted first (convert.cu), then unfolded: the same bits as
+    'unfold' on operands converted by NumPy."""
+    import dataclasses
+
+    from gpuconv._precision import round_tf32
+
+    p, kw, x, gy = _inputs(CASES[0], 37)
+    t = dataclasses.replace(p, precision="tf32")
+    got, _, launched = _run(t, x, gy, dev)
+    assert "convert_round_tf32" in " ".join(launched) and _ran_unfold(launched)
+    want, _, _ = _run(p, round_tf32(x), round_tf32(gy), dev)
+    np.testing.assert_array_equal(got, want)
+    p16, kw, x16, gy16 = _inputs(CASES[0], 37, dtype=np.float16)
+    got16, _, launched = _run(p16, x16, gy16, dev)
+    assert _ran_unfold(launched)
+    want16, _, _ = _run(p, x16.astype(np.float32), gy16.astype(np.float32), dev)
+    np.testing.assert_array_equal(got16, want16)  # the op's float32 result
+
+
 def test_auto_takes_it_for_the_stem_only():
     """'auto' runs it for the few-channel layers above the size floor (the stem),
     not where the NHWC kernel applies, not for small problems."""
