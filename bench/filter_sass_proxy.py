@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'case':13s} {'instance':36s} {'regs':>4s} {'block':>5s} {'smem':>6s} "
           f"{'blk/SM':>6s} {'occ%':>4s} {'ldfl':>4s} {'KiB/SM':>6s} {'LDG/out':>7s} "
           f"{'STG/out':>7s} {'FMA%':>4s} {'loop':>5s} {'LDS128/o':>7s} {'LDS/o':>6s} "
-          f"{'BAR':>3s} {'tFMA/o':>6s} {'tLDS/o':>6s} {'tOth/o':>6s} {'tFMA%':>5s}")  # fmt: skip
+          f"{'BAR':>3s} {'tFMA/o':>6s} {'tLDS/o':>6s} {'tOth/o':>6s} "
+          f"{'tFMA%':>5s}")  # fmt: skip
     for (dt, k), cfg in plans.items():
         key = cfg.kernel.replace("gc_complex64", "gc_complex<float>")
         mangled, body = funcs[key]
