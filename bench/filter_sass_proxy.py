@@ -35,7 +35,7 @@ prints one row per case:
 
 Run from the repository root (nvcc, cuobjdump and nvdisasm on PATH)::
 
-    python bench/filter_sass_proxy.py [--n 8192] [--arch sm_90]
+    python bench/filter_sass_proxy.py [--n 8192] [--arch sm_90] [--alternatives]
 """
 
 from __future__ import annotations
@@ -141,13 +141,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=8192)
     ap.add_argument("--arch", default="sm_90")
+    ap.add_argument("--alternatives", action="store_true",
+                    help="also the registered RY alternatives of the compile-time "
+                    "instances (rows 'ryN', never planned)")  # fmt: skip
     args = ap.parse_args(argv)
     n = args.n
     plans = {}
     for dt, k in CASES:
         fp = FilterProblem(1, n, n, 1, k, k, k // 2, k // 2, n, n, "fill", 0.0,
                            np.dtype(dt))  # fmt: skip
-        plans[(dt, k)] = pf.tiled_config(fp)
+        plans[(f"{dt} k{k}", dt, k)] = pf.tiled_config(fp)
+        alts = pf.RY_ALTERNATIVES.get(k, ()) if args.alternatives else ()
+        for ry in alts:
+            cfg = pf.tiled_config(fp, ry_override=ry)
+            if cfg is not None:
+                plans[(f"{dt} k{k} ry{ry}", dt, k)] = cfg
     names = sorted({c.kernel for c in plans.values()})
     regs, spills, sass = _build(names, args.arch)
     funcs = {}
@@ -156,12 +164,12 @@ def main(argv: list[str] | None = None) -> int:
         pretty = subprocess.run(["c++filt"], input=mangled, capture_output=True,
                                 text=True).stdout.strip()  # fmt: skip
         funcs[re.sub(r"\(.*", "", pretty).replace("void ", "")] = (mangled, f)
-    print(f"{'case':13s} {'instance':36s} {'regs':>4s} {'block':>5s} {'smem':>6s} "
+    print(f"{'case':16s} {'instance':36s} {'regs':>4s} {'block':>5s} {'smem':>6s} "
           f"{'blk/SM':>6s} {'occ%':>4s} {'ldfl':>4s} {'KiB/SM':>6s} {'LDG/out':>7s} "
           f"{'STG/out':>7s} {'FMA%':>4s} {'loop':>5s} {'LDS128/o':>7s} {'LDS/o':>6s} "
           f"{'BAR':>3s} {'tFMA/o':>6s} {'tLDS/o':>6s} {'tOth/o':>6s} "
           f"{'tFMA%':>5s}")  # fmt: skip
-    for (dt, k), cfg in plans.items():
+    for (label, dt, k), cfg in plans.items():
         key = cfg.kernel.replace("gc_complex64", "gc_complex<float>")
         mangled, body = funcs[key]
         r = regs.get(mangled, 0)
@@ -200,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         t_lds = sum(1 for o in tap if o.startswith("LDS"))
         t_oth = len(tap) - t_fma - t_lds
         print(
-            f"{dt + ' k' + str(k):13s} {cfg.kernel:36s} {r:4d} {bx:2d}x{by:<2d} "
+            f"{label:16s} {cfg.kernel:36s} {r:4d} {bx:2d}x{by:<2d} "
             f"{cfg.shared_mem:6d} {blk:6d} {100 * blk * warps / 64:4.0f} {ldfl:4d} "
             f"{kib:6.0f} "
             f"{rows * nvec / (tw * th):7.3f} {(1 / vec if rx % vec == 0 else 0):7.3f} "
