@@ -95,14 +95,18 @@ from _gpu_common import (
 )
 
 PASSES = ("conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight")
-VARIANTS = ("naive", "tiled", "tiled_regblock", "winograd", "winograd4", "nhwc")
+VARIANTS = ("naive", "tiled", "tiled_regblock", "winograd", "winograd4", "nhwc",
+            "unfold")
 #: Forced variants that exist at the op level only (not public ``algorithm`` values):
 #: ``'nhwc'``, the FP32 weight gradient on NHWC operands (cp.async pipeline), run on
-#: the weight-gradient rows where ``gpuconv._plan_conv.wgrad_nhwc_applies``.
-OP_VARIANTS = ("nhwc",)
+#: the weight-gradient rows where ``gpuconv._plan_conv.wgrad_nhwc_applies``;
+#: ``'unfold'``, the FP32 weight gradient along the pixels on the width-unfolded x,
+#: where ``gpuconv._plan_conv.wgrad_unfold_applies`` (the stem rows).
+OP_VARIANTS = ("nhwc", "unfold")
 #: Forced variants measured besides ``auto`` by default (``winograd`` only where it
 #: applies: 3x3 stride-1 layers).
-DEFAULT_VARIANTS = ("tiled", "tiled_regblock", "winograd", "winograd4", "nhwc")
+DEFAULT_VARIANTS = ("tiled", "tiled_regblock", "winograd", "winograd4", "nhwc",
+                    "unfold")
 #: The Winograd rows' error limit over the others' (tests/_tol.py: the transformed
 #: magnitudes are 6-11x sum |x||w| for F(2x2, 3x3), 75-265x for F(4x4, 3x3) on
 #: random data, where its float32 error stays near the direct sum's).
@@ -499,10 +503,11 @@ def _op_variant_applies(layer: Layer, pass_name: str, a: dict[str, Any],
                         variant: str) -> bool:
     """Whether an op-level variant (:data:`OP_VARIANTS`) runs its own kernels on a
     row (else the op falls back to what ``auto`` runs: no row of its own)."""
-    from gpuconv._plan_conv import wgrad_nhwc_applies
+    from gpuconv._plan_conv import wgrad_nhwc_applies, wgrad_unfold_applies
 
-    return (variant == "nhwc" and pass_name == "conv2d_backward_weight"
-            and wgrad_nhwc_applies(_problem(layer, a)))
+    applies = {"nhwc": wgrad_nhwc_applies, "unfold": wgrad_unfold_applies}
+    return (variant in applies and pass_name == "conv2d_backward_weight"
+            and applies[variant](_problem(layer, a)))
 
 
 def _regblock_plan(layer: Layer, pass_name: str, a: dict[str, Any],

@@ -28,7 +28,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader \
 step bench_tc "${TC_S:-100}" "$PY" bench/bench_gpu_conv.py --no-progress --no-fp32 \
     --layers N32-C64-56x56-K64,N32-C128,N32-C256,N32-C512,N32-C64-56x56-K256,N16-C512 \
     --tc-variants mma,mma_nhwc --budget 0.05 --json "$OUT/bench_tc.json"
-step bench_conv "${CONV_S:-120}" "$PY" bench/bench_gpu_conv.py --no-progress --variants tiled_regblock,winograd,winograd4,nhwc \
+step bench_conv "${CONV_S:-120}" "$PY" bench/bench_gpu_conv.py --no-progress --variants tiled_regblock,winograd,winograd4,nhwc,unfold \
     --tc-variants '' --budget 0.05 --json "$OUT/bench_conv.json"
 step bench_filt "${FILTER_S:-45}" "$PY" bench/bench_gpu_filter.py --budget 0.05 \
     --kinds main,stack --json "$OUT/bench_filter.json"
@@ -48,7 +48,7 @@ step bench_torch "${TORCH_S:-20}" "$PY" bench/bench_gpu_torch.py --budget 0.1 \
 NCU="${NCU:-/usr/local/cuda/bin/ncu}"
 if [[ -x "$NCU" ]]; then
     step ncu "${NCU_S:-60}" "$NCU" --clock-control none \
-        --kernel-name regex:'mma|winograd|col2im|tiled_regblock|nhwc' --launch-count 50 \
+        --kernel-name regex:'mma|winograd|col2im|tiled_regblock|nhwc|unfold' --launch-count 56 \
         --section SpeedOfLight --section WarpStateStats --section Occupancy \
         --section LaunchStats --section SchedulerStats "$PY" bench/ncu_probe.py
     cp "$LOGS/ncu.log" "$OUT/ncu.txt" 2>/dev/null

@@ -35,6 +35,8 @@ def _cases(cp: Any) -> dict[str, Any]:
     k3 = rng.standard_normal((3, 3), dtype=cp.float32)
     k9 = rng.standard_normal((9, 9), dtype=cp.float32)
     sig = rng.standard_normal(4096, dtype=cp.float32)
+    sig6 = rng.standard_normal(10**6, dtype=cp.float32)
+    k31 = rng.standard_normal(31, dtype=cp.float32)
     k7 = rng.standard_normal(7, dtype=cp.float32)
     x1 = rng.standard_normal((1, 16, 32, 32), dtype=cp.float32)
     w1 = rng.standard_normal((16, 16, 3, 3), dtype=cp.float32)
@@ -47,7 +49,13 @@ def _cases(cp: Any) -> dict[str, Any]:
 
     fp3, x3, wf3 = _same_fill_setup(cp, img, k3)[:3]
     fp9, x9, wf9 = _same_fill_setup(cp, img, k9)[:3]
+    img512 = rng.standard_normal((512, 512), dtype=cp.float32)
+    fpf, xf, wff = _same_fill_setup(cp, img512, k9)[:3]
     return {
+        # the forced FFT took ~1 ms per call whatever the size at 491e4e5 (512^2 to
+        # 4096^2): host time (plans?), to be located by the cProfile below
+        "op correlate2d 512^2 k9 fft": lambda: _gpu_filter.correlate2d(
+            xf, wff, fpf, "fft"),
         "convolve2d 256^2 k3 auto": lambda: gpuconv.convolve2d(small, k3, "same"),
         "convolve2d 4096^2 k3 auto": lambda: gpuconv.convolve2d(img, k3, "same"),
         "convolve2d 4096^2 k3 direct": lambda: gpuconv.convolve2d(
@@ -58,6 +66,9 @@ def _cases(cp: Any) -> dict[str, Any]:
         "op correlate2d 4096^2 k9 tiled": lambda: _gpu_filter.correlate2d(
             x9, wf9, fp9, "tiled"),
         "convolve 4096 k7": lambda: gpuconv.convolve(sig, k7, "same"),
+        # 0.29 ms at 1e6 and at 1e7 samples (b1e14e5; 8 MB moved at 1e6): a fixed
+        # cost per call, on the device or exposed host time
+        "convolve 1e6 k31": lambda: gpuconv.convolve(sig6, k31, "same"),
         "conv2d N1 C16 32^2": lambda: gpuconv.conv2d(x1, w1, padding=1),
         "conv2d_backward N1 C16 32^2": lambda: gpuconv.conv2d_backward(
             gy1, x1, w1, padding=1),
@@ -78,6 +89,15 @@ def _peers(cp: Any) -> dict[str, Any]:
             small, k3, mode="constant")
         out["cupyx ndimage.convolve 4096^2 k3"] = lambda: ndi.convolve(
             img, k3, mode="constant")
+    except ImportError:
+        pass
+    try:
+        import cupyx.scipy.signal as cps
+
+        img512 = rng.standard_normal((512, 512), dtype=cp.float32)
+        k9 = rng.standard_normal((9, 9), dtype=cp.float32)
+        out["cupyx fftconvolve 512^2 k9"] = lambda: cps.fftconvolve(
+            img512, k9, mode="same")
     except ImportError:
         pass
     try:
@@ -139,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         h = host_per_call(cp, fn, 50) * 1e6
         e = event_after_flush(cp, fn, 30) * 1e6
         print(f"{name:36s} {w:9.1f} {h:9.1f} {e:9.1f}", flush=True)
-    for name in ("convolve2d 256^2 k3 auto", "op correlate2d 4096^2 k3 tiled",
+    for name in ("op correlate2d 512^2 k9 fft", "convolve 1e6 k31",
+                 "convolve2d 256^2 k3 auto",
+                 "op correlate2d 4096^2 k3 tiled",
                  "conv2d N1 C16 32^2", "convolve 4096 k7", "convolve2d 4096^2 k3 auto",
                  "conv2d_backward N1 C16 32^2"):
         fn = cases.get(name)

@@ -11,7 +11,8 @@ awkward small cases from ``tests/_cuda_conv_cases.py`` (tile +- 1, regblock tail
 every feature at once, a non-zero padding mode with pads larger than the image),
 and the NHWC pipeline (``algorithm='mma_nhwc'``, every pass where it applies; and
 the FP32 NHWC kernels, op-level ``'nhwc'``) on cases of
-``tests/test_emulated_mma_nhwc.py``,
+``tests/test_emulated_mma_nhwc.py``, and the weight gradient along the pixels
+(op-level ``'unfold'``) on cases of ``tests/test_emulated_wgrad_unfold.py``,
 checks each result loosely against the NumPy backend, and exits 1 on a wrong
 result. Under ``compute-sanitizer --tool memcheck|racecheck --error-exitcode N`` a
 memory error or a shared-memory race makes the exit status N.
@@ -106,7 +107,36 @@ def _workload(cp: Any) -> tuple[int, int]:
             finally:
                 _gpu_conv.mma_preferred = rule
     r, b = _nhwc_workload(cp)
-    return runs + r, bad + b
+    r2, b2 = _unfold_workload(cp)
+    return runs + r + r2, bad + b + b2
+
+
+def _unfold_workload(cp: Any) -> tuple[int, int]:
+    """The FP32 weight gradient along the pixels (op level 'unfold': the width
+    unfold, then 16-byte cp.async copies of gy and of the unfolded x) on cases of
+    tests/test_emulated_wgrad_unfold.py: the stem's geometry, chunks crossing rows
+    and images, dilation with asymmetric padding, a kernel larger than the image."""
+    import gpuconv
+    from gpuconv import _gpu_conv
+    from tests._cuda_conv_cases import problem, random_inputs
+    from tests.test_emulated_wgrad_unfold import CASES, IDS
+
+    runs = bad = 0
+    for case_id in ("stem", "rows_and_images", "dilated", "kernel_gt_input"):
+        _, xs, ws, kw = CASES[IDS.index(case_id)]
+        p = problem(xs, ws, np.float32, kw)
+        x, _, _, gy = random_inputs(np.random.default_rng(0), p, np.float32)
+        want = gpuconv.conv2d_grad_weight(x.astype(np.float64), p.w_shape,
+                                          gy.astype(np.float64), backend="numpy",
+                                          **kw)
+        got = _gpu_conv.conv2d_backward_weight(cp.asarray(gy), cp.asarray(x), p,
+                                               "unfold", False)[0]
+        runs += 1
+        err = _relative_error(cp.asnumpy(got), want)
+        if not err < 1e-4:
+            bad += 1
+            print(f"WRONG unfold {case_id}: relative error {err:.3g}")
+    return runs, bad
 
 
 #: Cases of tests/test_emulated_mma_nhwc.py for the NHWC pipeline (cp.async stages,

@@ -12,7 +12,9 @@ measurements left the most open:
   ``mma`` profile;
 - ``winograd``: the forward Winograd plans of the same layer, F(2x2, 3x3) and
   F(4x4, 3x3) (transforms and GEMMs);
-- ``stem``: the stem's input gradient (the column GEMM and ``col2im``);
+- ``stem``: the stem's input gradient (the column GEMM and ``col2im``) and its
+  weight gradient (``conv2d_unfold_width`` and the GEMM along the pixels,
+  ``conv2d_backward_weight_unfold``, chosen on the SASS proxy, never measured);
 - ``fp32``: the FP32 kernels ``auto`` runs on the same layer (float32,
   ``precision='highest'``: ``conv2d_forward_nhwc`` for the forward pass and the input
   gradient, ``conv2d_backward_weight_nhwc``, their packs), chosen on the SASS proxy
@@ -21,7 +23,8 @@ measurements left the most open:
 Run under ncu, e.g.::
 
     ncu --clock-control none \\
-        --kernel-name regex:'mma|winograd|col2im|tiled_regblock' --launch-count 40 \\
+        --kernel-name regex:'mma|winograd|col2im|tiled_regblock|nhwc|unfold' \\
+        --launch-count 56 \\
         --section SpeedOfLight --section WarpStateStats --section Occupancy \\
         --section LaunchStats --section SchedulerStats \\
         python bench/ncu_probe.py mma nhwc winograd stem fp32
@@ -86,6 +89,8 @@ def main(argv: list[str]) -> int:
         gy = cp.ones(p.y_shape, dtype=np.float32)
         calls.append(lambda x=x, w=w, gy=gy: gpuconv.conv2d_grad_input(
             x.shape, w, gy, stride=2, padding=3))
+        calls.append(lambda x=x, w=w, gy=gy: gpuconv.conv2d_grad_weight(
+            x, w.shape, gy, stride=2, padding=3))
     if "fp32" in cases:
         x, w = _arrays(cp, *LAYER, np.float32)
         p = normalize_conv2d(x.shape, w.shape, [x.dtype], padding=1)

@@ -324,10 +324,11 @@ class Row:
     def main(self) -> bool:
         """A main (reduction) kernel held to the FMA goal: every conv2d variant but
         the split-K reduces, the bias-only reduction, the padding kernels, the
-        input gradient's col2im gather (additions of GEMM results) and the NHWC
-        packs (copies)."""
-        return not any(t in self.kernel for t in ("reduce", "bias_partial", "_pad_",
-                                                  "col2im", "nhwc_pack"))
+        input gradient's col2im gather (additions of GEMM results), the NHWC
+        packs and the width unfold (copies)."""
+        copies = ("reduce", "bias_partial", "_pad_", "col2im", "nhwc_pack",
+                  "unfold_width")
+        return not any(t in self.kernel for t in copies)
 
     def meets_goals(self) -> bool:
         ok_warps = self.warps_per_sm >= WARPS_GOAL

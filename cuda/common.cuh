@@ -247,13 +247,17 @@ __device__ __forceinline__ void cp_async_pipeline(int ktiles, Load&& load,
         if (st < ktiles) load(st);
         cp_async_commit();
     }
+    // the stages of slab kt and of slab kt + STAGES - 1 (kt % STAGES and (kt - 1) %
+    // STAGES), advanced by a compare and a select, not a division per slab
+    int cur = 0, next = STAGES - 1;
     for (int kt = 0; kt < ktiles; ++kt) {
         cp_async_wait<STAGES - 2>();  // this thread's copies of slab kt
         __syncthreads();  // everyone's; and every thread is done with slab kt - 1
-        const int nk = kt + STAGES - 1;
-        if (nk < ktiles) load(nk % STAGES);  // into the stage slab kt - 1 held
+        if (kt + STAGES - 1 < ktiles) load(next);  // into the stage slab kt - 1 held
         cp_async_commit();
-        compute(kt % STAGES);
+        compute(cur);
+        next = cur;
+        cur = cur + 1 == STAGES ? 0 : cur + 1;
     }
     cp_async_wait<0>();  // only empty groups are left
 }

@@ -56,6 +56,18 @@
 //                   barrier per slab; 8 x 8 thread tiles of BM x 128 block tiles (BM
 //                   = 32, 64 or 128 after K/groups); split-K as tiled_regblock (see
 //                   the section at the end).
+//   unfold          (float only; 'auto' for float32 compute where nhwc does not apply
+//                   (few channels: the RGB stem) and OW is a multiple of 4) The GEMM
+//                   along the pixels: x unfolded along its width once per call
+//                   (conv2d_unfold_width: xu[n, c, kw, hp, ow] = x[n, c, hp - pt,
+//                   ow*sw - pl + kw*dw], zero outside), so that for any column (c,
+//                   kh, kw) four consecutive output pixels of a row are four
+//                   consecutive elements of xu, as they are of gy. A slab of 16
+//                   pixels is then, for both operands, 16-byte cp.async copies along
+//                   the pixels (no gather arithmetic, no bounds test), 3 stages in
+//                   flight, one barrier per slab; 8 x 4 thread tiles of 64 x 64
+//                   block tiles reading 8 + 4 LDS.128 per 4 pixels; split-K as
+//                   tiled_regblock (see the section at the end).
 //   reduce          The second, deterministic stage of the split-K variants: one
 //                   thread per gw (and gb) element sums its `splits` partial results
 //                   from the workspace in split order 0, 1, ..., splits-1.
@@ -748,6 +760,209 @@ conv2d_backward_weight_nhwc(
             const int tap = cc / Cg;
             out[static_cast<long long>(m) * ncols + (cc - tap * Cg) * KHKW + tap] =
                 acc[i][j];
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// unfold (FP32; what 'auto' runs for the weight gradient of few-channel layers such
+// as the RGB stem, where the NHWC chunks along the channels do not exist): the GEMM
+//   gw[g*Kg + m, col] = sum over pixels p = (n, oh, ow) of A[m][p] * B[col][p]
+//   A[m][p]   = gy[n, g*Kg + m, oh, ow]                     (in place, NCHW)
+//   B[col][p] = xu[n, g*Cg + c, kw, oh*sh + kh*dh, ow]      col = (c*KH + kh)*KW + kw
+// with xu the width-unfolded x of conv2d_unfold_width (below), zero where the tap
+// falls in the padding. OW % 4 == 0 (the planner's wgrad_unfold_applies), so the
+// pixels cut into chunks of 4 consecutive ow of one output row, and a chunk is 16
+// aligned bytes of gy's row and of xu's row for every (row m, column col): both
+// operands are staged by cp.async 16-byte copies along the pixels, into pixel-major
+// shared rows (a[m][pixel], b[col][pixel]), with nothing to compute per copy but its
+// address. A slab is BK = 16 pixels (4 chunks, each decoded once per slab from its
+// flat chunk index: two multiply-shift divisions); STAGES = 3 slabs in flight, one
+// barrier per slab (cp_async_pipeline of common.cuh). Thread (tx, ty) of the 8 x 16
+// threads owns rows tx + 8i (i < 8) and columns ty + 16j (j < 4): per 4 pixels 8 + 4
+// LDS.128 (rows 80 bytes apart: the 8 threads of a quarter-warp hit 8 different
+// 16-byte bank groups; the B reads are broadcasts) and 128 FFMA. Past the pixels
+// (the split's last slab), past the rows (Kg) and past the columns the copies are
+// zero fills from a valid address; tail rows and columns are never written. Split-K
+// over balanced ranges of slabs, partial sums in gw's layout added in split order by
+// reduce; the bias gradient is the op's own reduction. Summation order per output:
+// the pixels in increasing order (n, oh, ow) within a split, splits in order: the
+// naive kernel's order with one split.
+namespace gpuconv {
+
+struct UnfoldTile {
+    static constexpr int BM = 64, BN = 64;  // output channels x columns (c, kh, kw)
+    static constexpr int BK = 16;           // pixels per slab
+    static constexpr int STAGES = 3;
+    static constexpr int TM = 8, TN = 4, TX = BM / TM, TY = BN / TN;
+    static constexpr int THREADS = TX * TY;                 // 128
+    static constexpr int LD = BK + 4;                       // shared row stride (floats)
+    static constexpr int CHUNKS = BK / 4;                   // 16-byte chunks per row
+    static constexpr int ROWS_PER_PASS = THREADS / CHUNKS;  // rows one pass copies
+    static constexpr int A_COPIES = BM / ROWS_PER_PASS;     // per thread and slab
+    static constexpr int B_COPIES = BN / ROWS_PER_PASS;
+    static_assert(LD % 4 == 0 && (LD / 4) % 2 == 1, "16-byte rows, odd in 16-byte units");
+    static_assert(THREADS % CHUNKS == 0 && BM % ROWS_PER_PASS == 0 &&
+                      BN % ROWS_PER_PASS == 0, "copy roles tile the block");
+};
+
+struct alignas(16) UnfoldSmem {
+    float a[UnfoldTile::STAGES][UnfoldTile::BM][UnfoldTile::LD];
+    float b[UnfoldTile::STAGES][UnfoldTile::BN][UnfoldTile::LD];
+};
+
+}  // namespace gpuconv
+
+// conv2d_unfold_width: xu[n, c, kw, hp, ow] = x[n, c, hp - pt, ow*sw - pl + kw*dw]
+// (0 outside the image), hp < Hp = (OH - 1)*sh + (KH - 1)*dh + 1 (the rows the taps
+// read), ow < OW. One thread per element of xu (1-D grid-stride loop over its 64-bit
+// flat index; consecutive threads write consecutive ow).
+template <typename T>
+__global__ void conv2d_unfold_width(const T* __restrict__ x, T* __restrict__ xu,
+                                    int H, int W, int KW, int sw, int dw, int pt, int pl,
+                                    int Hp, int OW, long long total) {
+    for (long long idx = gpuconv::global_thread_index(); idx < total;
+         idx += gpuconv::grid_stride()) {
+        const int ow = static_cast<int>(idx % OW);
+        long long t = idx / OW;
+        const int hp = static_cast<int>(t % Hp);
+        t /= Hp;
+        const int kw = static_cast<int>(t % KW);
+        const long long nc = t / KW;  // n*C + c
+        const int ih = hp - pt;
+        const int iw = ow * sw - pl + kw * dw;
+        xu[idx] = gpuconv::in_range(ih, H) && gpuconv::in_range(iw, W)
+                      ? x[(nc * H + ih) * static_cast<long long>(W) + iw]
+                      : T(0);
+    }
+}
+
+// Grid: m_tiles * n_tiles * groups * splits blocks (1-D), 128 threads; static smem
+// 3 stages of (64 + 64) x 20 floats (30 KiB). gy (N, K, OH, OW), xu as above;
+// slabs = ceil(N*OH*OW / 16); gy and xu hold fewer than 2^31 elements (the planner:
+// every offset is an int).
+template <typename T>
+__global__ void __launch_bounds__(gpuconv::UnfoldTile::THREADS, 4)
+conv2d_backward_weight_unfold(
+    const T* __restrict__ gy, const T* __restrict__ xu, T* __restrict__ gw_out, int N,
+    int C, int K, int KH, int KW, int groups, int sh, int dh, int Hp, int OH, int OW,
+    long long slabs_per_split, int extra_slabs, int m_tiles, int n_tiles) {
+    using Tile = gpuconv::UnfoldTile;
+    constexpr int BK = Tile::BK;
+    constexpr int STAGES = Tile::STAGES;
+    static_assert(sizeof(T) == 4, "16-byte chunks of 4 elements");
+    __shared__ gpuconv::UnfoldSmem s;
+
+    const gpuconv::GemmBlock blk = gpuconv::gemm_block(m_tiles, n_tiles, groups);
+    const int g = blk.g;
+    const int Cg = C / groups;
+    const int Kg = K / groups;
+    const int KHKW = KH * KW;
+    const int ncols = Cg * KHKW;
+    const int OHW = OH * OW;
+    const int chunks = N * (OHW / 4);
+    const int m0 = blk.m_tile * Tile::BM;
+    const int n0 = blk.n_tile * Tile::BN;
+    const gpuconv::SplitSlice slabs =
+        gpuconv::split_slice(blk.split, slabs_per_split, extra_slabs);
+    const int ktiles = static_cast<int>(slabs.end - slabs.begin);
+
+    const int tid = static_cast<int>(threadIdx.x);
+    // Copy roles: chunk `ck` (pixels 4*ck .. 4*ck + 3 of each slab) of rows and
+    // columns `r0 + i*ROWS_PER_PASS`. Per row (column) the offset of its pixel
+    // (0, 0, 0) in gy (xu); a tail row or column copies zeros from row (column) 0.
+    const int ck = tid % Tile::CHUNKS;
+    const int r0 = tid / Tile::CHUNKS;
+    const int plane = Hp * OW;  // one (c, kw) of xu
+    const T* a_ptr[Tile::A_COPIES];
+    bool a_ok[Tile::A_COPIES];
+#pragma unroll
+    for (int i = 0; i < Tile::A_COPIES; ++i) {
+        const int m = m0 + r0 + i * Tile::ROWS_PER_PASS;
+        a_ok[i] = m < Kg;
+        a_ptr[i] = gy + (g * Kg + (a_ok[i] ? m : 0)) * OHW;
+        gpuconv::keep_in_register(a_ptr[i]);  // a pointer, plus an int per slab
+    }
+    const T* b_ptr[Tile::B_COPIES];
+    bool b_ok[Tile::B_COPIES];
+#pragma unroll
+    for (int j = 0; j < Tile::B_COPIES; ++j) {
+        const int col = n0 + r0 + j * Tile::ROWS_PER_PASS;
+        b_ok[j] = col < ncols;
+        const int cc = b_ok[j] ? col : 0;
+        const int c = cc / KHKW;
+        const int tap = cc - c * KHKW;
+        const int kh = tap / KW;
+        const int kw = tap - kh * KW;
+        b_ptr[j] = xu + ((g * Cg + c) * KW + kw) * plane + kh * dh * OW;
+        gpuconv::keep_in_register(b_ptr[j]);
+    }
+    const int gy_image = K * OHW;       // gy elements per image
+    const int xu_image = C * KW * plane;  // xu elements per image
+    const int row_skip = (sh - 1) * OW;  // xu elements skipped per output row
+    const gpuconv::FastDiv div_chunks(OHW / 4);  // chunks per image
+    const gpuconv::FastDiv div_ow(OW);
+    // this thread's chunk of the next slab to load (flat over N*OH*OW/4)
+    int q = static_cast<int>(slabs.begin) * Tile::CHUNKS + ck;
+    auto load = [&](int st) {
+        // past the pixels (the last slab's tail): zeros, from chunk 0's address
+        const bool live = q < chunks;
+        const int qd = live ? q : 0;
+        const int n = div_chunks.div(qd);
+        const int p = 4 * (qd - n * (OHW / 4));  // oh*OW + ow0
+        const int a_pix = n * gy_image + p;
+        const int b_pix = n * xu_image + p + div_ow.div(p) * row_skip;
+#pragma unroll
+        for (int i = 0; i < Tile::A_COPIES; ++i)
+            gpuconv::cp_async_zfill16(&s.a[st][r0 + i * Tile::ROWS_PER_PASS][4 * ck],
+                                      a_ptr[i] + a_pix, live && a_ok[i]);
+#pragma unroll
+        for (int j = 0; j < Tile::B_COPIES; ++j)
+            gpuconv::cp_async_zfill16(&s.b[st][r0 + j * Tile::ROWS_PER_PASS][4 * ck],
+                                      b_ptr[j] + b_pix, live && b_ok[j]);
+        q += Tile::CHUNKS;
+    };
+
+    const int tx = tid % Tile::TX;
+    const int ty = tid / Tile::TX;
+    T acc[Tile::TM][Tile::TN];
+#pragma unroll
+    for (int i = 0; i < Tile::TM; ++i)
+#pragma unroll
+        for (int j = 0; j < Tile::TN; ++j) acc[i][j] = T(0);
+
+    gpuconv::cp_async_pipeline<STAGES>(ktiles, load, [&](int cur) {
+#pragma unroll
+        for (int k4 = 0; k4 < BK; k4 += 4) {
+            T af[Tile::TM][4], bf[Tile::TN][4];  // 4 pixels of each row and column
+#pragma unroll
+            for (int i = 0; i < Tile::TM; ++i)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) af[i][e] = s.a[cur][tx + Tile::TX * i][k4 + e];
+#pragma unroll
+            for (int j = 0; j < Tile::TN; ++j)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) bf[j][e] = s.b[cur][ty + Tile::TY * j][k4 + e];
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+#pragma unroll
+                for (int i = 0; i < Tile::TM; ++i)
+#pragma unroll
+                    for (int j = 0; j < Tile::TN; ++j)
+                        acc[i][j] = fma(af[i][e], bf[j][e], acc[i][j]);
+        }
+    });
+
+    const long long wcount = static_cast<long long>(K) * ncols;
+    T* out = gw_out + blk.split * wcount + static_cast<long long>(g) * Kg * ncols;
+#pragma unroll
+    for (int i = 0; i < Tile::TM; ++i) {
+        const int m = m0 + tx + Tile::TX * i;
+        if (m >= Kg) continue;
+#pragma unroll
+        for (int j = 0; j < Tile::TN; ++j) {
+            const int col = n0 + ty + Tile::TY * j;
+            if (col < ncols) out[static_cast<long long>(m) * ncols + col] = acc[i][j];
         }
     }
 }

@@ -652,7 +652,11 @@ def choose_algorithm(
         ``cp.async`` stages, for the forward pass and the stride-1 input gradient
         where :func:`gpuconv._plan_conv.fwd_nhwc_preferred`, for the weight
         gradient where :func:`gpuconv._plan_conv.wgrad_nhwc_applies`; chosen on
-        the SASS proxy, not yet measured), or
+        the SASS proxy, not yet measured), ``'unfold'`` (the weight gradient of
+        few-channel layers such as the RGB stem as a GEMM along the output pixels
+        on ``x`` unfolded along its width, where
+        :func:`gpuconv._plan_conv.wgrad_unfold_preferred`; chosen on the SASS
+        proxy, not yet measured), or
         for float16 data, and float32 or complex64 data with ``precision='tf32'``,
         the tensor cores (``cuda/conv2d_mma.cu``): ``'mma_nhwc'`` (the
         ``cp.async``/``ldmatrix`` pipeline on NHWC operands, where
@@ -689,6 +693,9 @@ def choose_algorithm(
     'nhwc'
     >>> gpuconv.choose_algorithm((8, 3, 224, 224), (64, 3, 7, 7), "backward_weight",
     ...                          stride=2, padding=3, padding_mode="reflect")
+    'unfold'
+    >>> gpuconv.choose_algorithm((8, 3, 222, 222), (64, 3, 7, 7), "backward_weight",
+    ...                          stride=2, padding=3)  # OW = 111
     'tiled_regblock'
     >>> print(gpuconv.choose_algorithm((0, 3, 8, 8), (4, 3, 3, 3)))
     None

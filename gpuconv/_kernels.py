@@ -117,6 +117,9 @@ KERNELS["conv2d_backward_weight.cu"] = _conv_wgrad_instances() + (
     # the NHWC cp.async pipeline of the FP32 weight gradient, BM x 128 block tiles
     *(conv_kernel_name("backward_weight", "nhwc", "float", (bm,))
       for bm in WGRAD_NHWC_BM),
+    # the FP32 weight gradient along the pixels on the width-unfolded x (few channels)
+    conv_kernel_name("backward_weight", "unfold", "float"),
+    "conv2d_unfold_width<float>",
 )
 # Winograd F(2x2, 3x3) transforms (algorithm='winograd'; the 16 GEMMs between them
 # are conv2d_forward.cu's tiled_regblock instances)

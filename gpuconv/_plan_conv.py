@@ -224,7 +224,10 @@ def choose_algorithm(p: Conv2dProblem, pass_name: str) -> str:
         the GEMM on operands packed to NHWC, :func:`wgrad_nhwc_applies`) where
         ``'tiled_regblock'`` would run, the channel counts allow it (float32,
         C/groups and K/groups multiples of 4) and the GEMM has at least
-        :data:`WGRAD_NHWC_MIN_MACS` multiply-adds. ``'tiled_regblock'`` when the
+        :data:`WGRAD_NHWC_MIN_MACS` multiply-adds; else ``'unfold'``
+        (``conv2d_backward_weight_unfold``: the GEMM along the output pixels on
+        ``x`` unfolded along its width) where :func:`wgrad_unfold_preferred` (the
+        few-channel layers: the RGB stem). ``'tiled_regblock'`` when the
         implicit GEMM has at least :data:`REGBLOCK_MIN_COLS` columns (output
         channels per group for the forward pass, input channels per group for
         the input gradient, ``C/groups * KH * KW`` for the weight gradient) and
@@ -261,8 +264,9 @@ def choose_algorithm(p: Conv2dProblem, pass_name: str) -> str:
         m, ng, _ = gemm_shape(p, pass_name)
         if min(m, ng) >= REGBLOCK_MIN_COLS:
             macs = m * ng * p.groups * p.N * p.OH * p.OW
-            nhwc = wgrad_nhwc_applies(p) and macs >= WGRAD_NHWC_MIN_MACS
-            return "nhwc" if nhwc else "tiled_regblock"
+            if wgrad_nhwc_applies(p) and macs >= WGRAD_NHWC_MIN_MACS:
+                return "nhwc"
+            return "unfold" if wgrad_unfold_preferred(p) else "tiled_regblock"
         return "tiled" if wgrad_tiled_smem_bytes(p) <= SMEM_LIMIT else "naive"
     _, ng, kr = gemm_shape(p, pass_name)
     if fwd_nhwc_preferred(p, pass_name):
@@ -280,7 +284,8 @@ def resolve_algorithm(p: Conv2dProblem, pass_name: str, algorithm: str) -> str:
     """``choose_algorithm`` for ``'auto'``, else the explicit variant (checked);
     ``'winograd'``/``'winograd4'`` where :func:`winograd_applies`, ``'nhwc'`` (op
     level) where :func:`wgrad_nhwc_applies` (weight gradient) or
-    :func:`fwd_nhwc_applies` (forward, stride-1 input gradient), else what
+    :func:`fwd_nhwc_applies` (forward, stride-1 input gradient), ``'unfold'`` (op
+    level) where :func:`wgrad_unfold_applies` (weight gradient), else what
     ``'auto'`` runs."""
     if algorithm in WINOGRAD_TILES:
         if winograd_applies(p, pass_name, algorithm):
@@ -293,6 +298,10 @@ def resolve_algorithm(p: Conv2dProblem, pass_name: str, algorithm: str) -> str:
             return "nhwc"
         if pass_name != "backward_weight" and fwd_nhwc_applies(p, pass_name):
             return "nhwc"
+        return choose_algorithm(p, pass_name)
+    if algorithm == "unfold":  # op level: the weight gradient wherever it applies
+        if pass_name == "backward_weight" and wgrad_unfold_applies(p):
+            return "unfold"
         return choose_algorithm(p, pass_name)
     if algorithm not in VARIANTS:
         raise ValueError(
@@ -1282,9 +1291,10 @@ def plan_conv2d_backward_weight(
     p : Conv2dProblem
         Non-empty, zero padding (for other modes pad ``x`` with
         :func:`plan_pad_gather` and pass :func:`padded_problem`).
-    algorithm : {'naive', 'tiled', 'tiled_regblock', 'nhwc'}
-        (``'nhwc'``: :func:`plan_conv2d_backward_weight_nhwc`, then the bias
-        gradient's own launches, :func:`plan_conv2d_backward_bias`)
+    algorithm : {'naive', 'tiled', 'tiled_regblock', 'nhwc', 'unfold'}
+        (``'nhwc'``: :func:`plan_conv2d_backward_weight_nhwc`, ``'unfold'``:
+        :func:`plan_conv2d_backward_weight_unfold`, then the bias gradient's own
+        launches, :func:`plan_conv2d_backward_bias`)
     gy, x, gw : device arrays
         C-contiguous, ``p.compute_dtype``; ``gw`` has ``p.w_shape``.
     gb : device array or None
@@ -1318,9 +1328,10 @@ def plan_conv2d_backward_weight(
     ((790, 1, 1), 'ws(158, 36864)')
     """
     _check_zero_padded(p)
-    if algorithm == "nhwc":
-        launches = plan_conv2d_backward_weight_nhwc(p, gy, x, gw, alloc=alloc,
-                                                    sm_count=sm_count)
+    if algorithm in ("nhwc", "unfold"):
+        plan = (plan_conv2d_backward_weight_nhwc if algorithm == "nhwc"
+                else plan_conv2d_backward_weight_unfold)
+        launches = plan(p, gy, x, gw, alloc=alloc, sm_count=sm_count)
         if gb is None:
             return launches
         return launches + plan_conv2d_backward_bias(p, gy, gb, alloc=alloc)
@@ -2198,6 +2209,153 @@ def plan_conv2d_backward_weight_nhwc(
               *_balanced(slabs, splits),
               _i32(m_tiles, "m_tiles"), _i32(n_tiles, "n_tiles")),
     )]
+    if splits > 1:  # adds the slices in split order (deterministic)
+        launches.append(_reduce_launch("float", splits, ws, ws, gw, gw, wcount, wcount))
+    return launches
+
+
+# --------------------------------------------------------------------------------
+# The FP32 weight gradient along the pixels ('unfold': conv2d_backward_weight_unfold
+# of conv2d_backward_weight.cu) on x unfolded along its width (conv2d_unfold_width):
+# for the few-channel layers (the RGB stem) where the NHWC chunks along the channels
+# do not exist. Both operands are 16-byte cp.async copies along the output pixels
+# (OW % 4 == 0), 8 x 4 FFMA thread tiles of 64 x 64 blocks. 'auto' takes it on the
+# SASS proxy (bench/sass_check.py: ~83 % FFMA in the hot loop against 59 % for the
+# tiled_regblock 16x8x4x4 tile it replaces on the stem), NOT on a measurement: no GPU
+# was lent since it was written. The unfold costs one read of x and one write of
+# KW*Hp*OW/(H*W) times x (3.5x on the stem) at copy bandwidth.
+#: The least multiply-adds for which 'auto' takes it (as WGRAD_NHWC_MIN_MACS).
+WGRAD_UNFOLD_MIN_MACS = 2**25
+#: Its slab of pixels (UnfoldTile::BK) and block tile (BM, BN).
+WGRAD_UNFOLD_SLAB = 16
+WGRAD_UNFOLD_TILE = (64, 64)
+#: Resident blocks per SM (sm_90 ptxas: the registers of 128 threads; 30 KiB of
+#: static shared memory), for the split-K choice.
+WGRAD_UNFOLD_BLOCKS_PER_SM = 4
+#: 'auto' takes it only where the unfolded x is at most this many times x.
+WGRAD_UNFOLD_MAX_GROWTH = 8
+
+
+def wgrad_unfold_rows(p: Conv2dProblem) -> int:
+    """``Hp``: the rows of the width-unfolded x, ``(OH - 1)*sh + (KH - 1)*dh + 1``
+    (the padded input rows the taps read)."""
+    return (p.OH - 1) * p.stride[0] + (p.KH - 1) * p.dilation[0] + 1
+
+
+def wgrad_unfold_elements(p: Conv2dProblem) -> int:
+    """Elements of the width-unfolded x: ``N * C * KW * Hp * OW``."""
+    return p.N * p.C * p.KW * wgrad_unfold_rows(p) * p.OW
+
+
+def wgrad_unfold_applies(p: Conv2dProblem) -> bool:
+    """True when ``conv2d_backward_weight_unfold`` computes the weight gradient of
+    the zero-padded ``p``: float32 compute, ``OW`` a multiple of 4 (16-byte chunks
+    of 4 output pixels), and ``gy`` and the unfolded x each under ``2**31``
+    elements (int offsets).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv._conv_args import normalize_conv2d
+    >>> stem = normalize_conv2d((16, 3, 224, 224), (64, 3, 7, 7), [np.float32],
+    ...                         stride=2, padding=3)
+    >>> wgrad_unfold_applies(stem), stem.OW
+    (True, 112)
+    >>> wgrad_unfold_applies(normalize_conv2d((2, 3, 9, 9), (8, 3, 3, 3),
+    ...                                       [np.float32]))  # OW = 7
+    False
+    """
+    return (np.dtype(p.compute_dtype) == np.float32 and p.OW % 4 == 0
+            and p.N * p.K * p.OH * p.OW < 2**31
+            and wgrad_unfold_elements(p) < 2**31)
+
+
+def wgrad_unfold_preferred(p: Conv2dProblem) -> bool:
+    """``'auto'``'s choice of ``'unfold'`` for the weight gradient (where
+    ``'tiled_regblock'`` would run): :func:`wgrad_unfold_applies`, the NHWC kernel
+    does not (:func:`wgrad_nhwc_applies`), at least :data:`WGRAD_UNFOLD_MIN_MACS`
+    multiply-adds, and an unfolded x of at most :data:`WGRAD_UNFOLD_MAX_GROWTH`
+    times x.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv._conv_args import normalize_conv2d
+    >>> stem = normalize_conv2d((16, 3, 224, 224), (64, 3, 7, 7), [np.float32],
+    ...                         stride=2, padding=3)
+    >>> wgrad_unfold_preferred(stem)
+    True
+    """
+    macs = p.K * p.Cg * p.KH * p.KW * p.N * p.OH * p.OW
+    return (wgrad_unfold_applies(p) and not wgrad_nhwc_applies(p)
+            and macs >= WGRAD_UNFOLD_MIN_MACS
+            and wgrad_unfold_elements(p) <= WGRAD_UNFOLD_MAX_GROWTH * p.N * p.C
+            * p.H * p.W)
+
+
+def plan_conv2d_backward_weight_unfold(
+    p: Conv2dProblem, gy: Any, x: Any, gw: Any, *, alloc: Any,
+    sm_count: int = DEFAULT_SM_COUNT,
+) -> list[Launch]:
+    """The launches of the FP32 weight gradient of the zero-padded ``p`` along the
+    pixels (:func:`wgrad_unfold_applies`): ``x`` unfolded along its width into a
+    temporary ``(N, C, KW, Hp, OW)`` from ``alloc(shape, dtype)``, the GEMM
+    (split-K over slabs of :data:`WGRAD_UNFOLD_SLAB` pixels), and the ordered
+    reduce of the splits into ``gw``. The bias gradient is not part of it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv._conv_args import normalize_conv2d
+    >>> stem = normalize_conv2d((16, 3, 224, 224), (64, 3, 7, 7), [np.float32],
+    ...                         stride=2, padding=3)
+    >>> ls = plan_conv2d_backward_weight_unfold(stem, "gy", "x", "gw",
+    ...                                         alloc=lambda s, d: f"ws{s}")
+    >>> for launch in ls:
+    ...     print(launch.kernel, launch.grid)
+    conv2d_unfold_width<float> (33663, 1, 1)
+    conv2d_backward_weight_unfold<float> (1056, 1, 1)
+    conv2d_backward_weight_reduce<float> (37, 1, 1)
+    >>> ls[0].args[1], ls[1].args[2]  # the unfolded x (Hp = 229), 352 splits
+    ('ws(16, 3, 7, 229, 112)', 'ws(352, 9408)')
+    """
+    _check_zero_padded(p)
+    if not wgrad_unfold_applies(p):
+        raise ValueError(
+            "the unfolded weight gradient needs float32, OW a multiple of 4 and "
+            f"fewer than 2**31 elements in gy and in the unfolded x; not {p}"
+        )
+    bm, bn = WGRAD_UNFOLD_TILE
+    m_tiles, n_tiles = -(-p.Kg // bm), -(-(p.Cg * p.KH * p.KW) // bn)
+    base = m_tiles * n_tiles * p.groups
+    slabs = -(-(p.N * p.OH * p.OW) // WGRAD_UNFOLD_SLAB)
+    splits = split_count(slabs, base, sm_count * WGRAD_UNFOLD_BLOCKS_PER_SM,
+                         max(1, WGRAD_MIN_CHUNK // WGRAD_UNFOLD_SLAB))
+    splits = max(1, min(slabs, splits))
+    wcount = p.K * p.Cg * p.KH * p.KW
+    ws = alloc((splits, wcount), np.float32) if splits > 1 else gw
+    hp = wgrad_unfold_rows(p)
+    xu = alloc((p.N, p.C, p.KW, hp, p.OW), np.float32)
+    pt, _, pl, _ = p.padding
+    total = wgrad_unfold_elements(p)
+    launches = [
+        _linear_launch(
+            source=SOURCES["backward_weight"], kernel="conv2d_unfold_width<float>",
+            total=total,
+            args=(x, xu, _i32(p.H, "H"), _i32(p.W, "W"), _i32(p.KW, "KW"),
+                  np.int32(p.stride[1]), np.int32(p.dilation[1]), np.int32(pt),
+                  np.int32(pl), _i32(hp, "Hp"), _i32(p.OW, "OW"), _i64(total))),
+        Launch(
+            source=SOURCES["backward_weight"],
+            kernel=conv_kernel_name("backward_weight", "unfold", "float"),
+            grid=_blocks_1d(base * splits, "conv2d backward_weight unfold"),
+            block=((bm // 8) * (bn // 4), 1, 1), shared_mem=0,
+            args=(gy, xu, ws, _i32(p.N, "N"), _i32(p.C, "C"), _i32(p.K, "K"),
+                  _i32(p.KH, "KH"), _i32(p.KW, "KW"), _i32(p.groups, "groups"),
+                  np.int32(p.stride[0]), np.int32(p.dilation[0]), _i32(hp, "Hp"),
+                  _i32(p.OH, "OH"), _i32(p.OW, "OW"), *_balanced(slabs, splits),
+                  _i32(m_tiles, "m_tiles"), _i32(n_tiles, "n_tiles"))),
+    ]
     if splits > 1:  # adds the slices in split order (deterministic)
         launches.append(_reduce_launch("float", splits, ws, ws, gw, gw, wcount, wcount))
     return launches

@@ -165,7 +165,7 @@ def main(argv: list[str]) -> int:
         conv = load("bench_gpu_conv")
         status["bench_gpu_conv"] = conv.main(
             ["--quick", "--no-progress", "--variants",
-             "naive,tiled,tiled_regblock,winograd,winograd4,nhwc",
+             "naive,tiled,tiled_regblock,winograd,winograd4,nhwc,unfold",
              "--json", str(out / "bench_conv.json")])
         probe = load("ncu_probe")  # the ncu step's calls, on small shapes
         probe.LAYER = ((2, 16, 5, 6), (16, 16, 3, 3))

@@ -419,9 +419,9 @@ def test_gpu_check_scripts_dry_run_on_the_emulator(tmp_path):
                           timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
-    assert "gpu_sanitize_subset: 160 results, 0 wrong" in out
+    assert "gpu_sanitize_subset: 164 results, 0 wrong" in out
     assert "gpu_sanitize_filter: 70 results, 0 wrong" in out
-    assert "ncu_probe: 16 calls x 2 (mma, nhwc, winograd, stem, fp32)" in out
+    assert "ncu_probe: 17 calls x 2 (mma, nhwc, winograd, stem, fp32)" in out
     conv = json.loads((tmp_path / "bench_conv.json").read_text())["rows"]
     flt = json.loads((tmp_path / "bench_filter.json").read_text())["rows"]
     assert len(conv) >= 2 * 3 * 2 and len(flt) >= 4 * 2
@@ -451,4 +451,7 @@ def test_gpu_check_scripts_dry_run_on_the_emulator(tmp_path):
     # the FP32 NHWC weight gradient ('auto' where it applies)
     assert {r["op"] for r in conv if r["resolved"] == "nhwc"} == {
         "conv2d_backward_weight"}
+    # the weight gradient along the pixels (op level 'unfold', forced beside auto)
+    assert {(r["op"], r["variant"]) for r in conv if r["resolved"] == "unfold"} == {
+        ("conv2d_backward_weight", "unfold")}
     assert all(r["fp32_peak_flops"] == pytest.approx(66.9e12, rel=1e-3) for r in conv)

@@ -8,9 +8,9 @@ schedule: the result must equal the default (lockstep, deferred copies) emulator
 bit for bit. A missing barrier (a shared tile overwritten while another warp still
 reads it, a stage refilled too early) changes the bits under one of the two, so
 this is a race detector for the conv2d (FP32, Winograd, col2im, the NCHW and NHWC
-tensor-core kernels, the FP32 NHWC kernels) and filter (2-D and 1-D)
-kernels on representative awkward
-cases; the per-family test files hold them to their references.
+tensor-core kernels, the FP32 NHWC kernels, the unfolded weight gradient) and
+filter (2-D and 1-D) kernels on representative awkward cases; the per-family test
+files hold them to their references.
 """
 
 from __future__ import annotations
@@ -78,6 +78,10 @@ CONV_RUNS = [
     (NHWC_TAILS, "highest", ("nhwc",)),
     (("nhwc_narrow", (2, 20, 7, 9), (40, 20, 3, 3), {"padding": 1}), "highest",
      ("nhwc",)),
+    # the weight gradient along the pixels (op level 'unfold', cp.async): the stem's
+    # geometry, two row tiles and three column tiles with tails
+    (("unfold_stem", (2, 3, 16, 16), (70, 3, 7, 7), {"stride": 2, "padding": 3}),
+     "highest", ("unfold",)),
 ]
 
 
@@ -102,6 +106,8 @@ def test_conv_kernels_schedule_independent(case, precision, algorithms, pass_nam
         assert len(serial.launches) > n0
         if algorithm in ("nhwc", "mma_nhwc"):  # every pass of these cases applies
             assert any("_nhwc<" in k for _, k, *_ in serial.launches[n0:])
+        if algorithm == "unfold" and pass_name == "backward_weight":
+            assert any("_unfold<" in k for _, k, *_ in serial.launches[n0:])
         _same_bits(got, _conv(pass_name, p, algorithm, x, w, b, gy, lockstep))
 
 

@@ -206,6 +206,8 @@ def test_auto_picks_regblock_for_the_benchmark_layers(pass_name):
         else:
             nhwc = pc.fwd_nhwc_preferred(p, pass_name)
         want = "nhwc" if nhwc else "tiled_regblock"
+        if pass_name == "backward_weight" and p.C == 3:  # the stem: along the pixels
+            want = "unfold"
         assert pc.choose_algorithm(p, pass_name) == want, p
     nhwc_fwd = [pc.fwd_nhwc_preferred(p, pass_name) for p in BENCH_LAYERS]
     if pass_name in ("forward", "backward_input"):  # C128, C256, C512, two 1x1 or
@@ -502,7 +504,7 @@ def test_wgrad_grid_limits_for_many_images_and_channels(x_shape, w_shape, kw):
 def test_wgrad_auto_decisions():
     for p in BENCH_LAYERS:
         assert pc.choose_algorithm(p, "backward_weight") == (
-            "nhwc" if p.C % 4 == 0 else "tiled_regblock")
+            "nhwc" if p.C % 4 == 0 else "unfold")  # the stem: along the pixels
     # C/groups or K/groups not a multiple of 4, float64: the SIMT GEMM
     for xs, ws in (((2, 6, 16, 16), (32, 6, 3, 3)), ((2, 32, 16, 16), (34, 32, 3, 3))):
         p = normalize_conv2d(xs, ws, [np.dtype("f")], padding=1)
@@ -524,6 +526,24 @@ def test_wgrad_auto_decisions():
     assert pc.choose_algorithm(wide, "backward_weight") == "tiled_regblock"
     assert pc.resolve_algorithm(wide, "backward_weight", "nhwc") == "tiled_regblock"
     assert pc.resolve_algorithm(p64, "forward", "nhwc") == "tiled_regblock"
+    # 'unfold' (the GEMM along the pixels): the few-channel layers above the size
+    # floor with OW a multiple of 4 and int offsets; forced, wherever it applies
+    stem = normalize_conv2d((16, 3, 224, 224), (64, 3, 7, 7), [np.dtype("f")],
+                            stride=2, padding=3)
+    assert pc.choose_algorithm(stem, "backward_weight") == "unfold"
+    assert pc.resolve_algorithm(small, "backward_weight", "unfold") == "unfold"
+    assert pc.resolve_algorithm(p64, "backward_weight", "unfold") == "tiled_regblock"
+    assert pc.resolve_algorithm(stem, "forward", "unfold") == pc.choose_algorithm(
+        stem, "forward")
+    assert not pc.wgrad_unfold_applies(wide)  # the unfolded x past 2**31 elements
+    odd = normalize_conv2d((16, 3, 222, 222), (64, 3, 7, 7), [np.dtype("f")],
+                           stride=2, padding=2)  # OW = 110
+    assert pc.choose_algorithm(odd, "backward_weight") == "tiled_regblock"
+    # the unfolded x more than WGRAD_UNFOLD_MAX_GROWTH times x: a 15-wide kernel
+    # at stride 1 (15x)
+    grow = normalize_conv2d((8, 3, 128, 128), (64, 3, 15, 15), [np.dtype("f")],
+                            padding=7)
+    assert pc.wgrad_unfold_applies(grow) and not pc.wgrad_unfold_preferred(grow)
     rgb_out = normalize_conv2d((2, 64, 32, 32), (3, 64, 3, 3), [np.dtype("f")])
     assert pc.choose_algorithm(rgb_out, "backward_weight") == "tiled"
     big_dil = normalize_conv2d((1, 1, 400, 400), (1, 1, 9, 9), [np.dtype("d")],
