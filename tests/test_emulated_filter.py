@@ -306,6 +306,26 @@ def test_compile_time_instances_rows_streamed(dev, rng, monkeypatch, dtype, ks):
             check(b, x, k, fp)
 
 
+def test_ry_registry_and_override():
+    """The planned RY and the alternatives of each compile-time size are registered
+    (no duplicates); ``ry_override`` reaches exactly those, never the runtime-size
+    path or an unregistered RY."""
+    names = _plan_filter.kernel_names()
+    assert len(names) == len(set(names))
+    for dt in _plan_filter.SPECIALISED_DTYPES:
+        for ks in _plan_filter.SPECIALISED_SIZES:
+            fp = scipy_problem(64, 64, ks, ks, "same", "fill", 0, dt)
+            planned = _plan_filter.RY_SPECIALISED[ks]
+            assert tiled_config(fp).ry == planned
+            for ry in (planned, *_plan_filter.RY_ALTERNATIVES.get(ks, ())):
+                cfg = tiled_config(fp, ry_override=ry)
+                assert cfg.ry == ry and cfg.kernel in names
+            assert tiled_config(fp, ry_override=3) is None
+    fp = scipy_problem(64, 64, 4, 4, "same", "fill", 0, "float32")  # runtime size
+    assert tiled_config(fp, ry_override=2) is None
+    assert tiled_config(fp, ry_override=None).ry == _plan_filter.RY_IMAGE
+
+
 # ---------------------------------------------------------------------------------
 # paths of the tiled kernel: vector loads/stores, RY = 1, grid-stride loops
 # ---------------------------------------------------------------------------------
