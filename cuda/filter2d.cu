@@ -157,8 +157,6 @@ __device__ __host__ constexpr int weight_pitch(int KW) {
                    : KW;
 }
 
-
-
 // v[0..N) = p[0..N); p is 16-byte aligned when VR > 1 (see the layout above).
 template <typename T, int N, int VR>
 __device__ __forceinline__ void load_row(const T* p, T (&v)[N]) {
