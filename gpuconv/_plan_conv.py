@@ -2232,8 +2232,10 @@ WGRAD_UNFOLD_TILE = (64, 64)
 #: Resident blocks per SM (sm_90 ptxas: the registers of 128 threads; 30 KiB of
 #: static shared memory), for the split-K choice.
 WGRAD_UNFOLD_BLOCKS_PER_SM = 4
-#: 'auto' takes it only where the unfolded x is at most this many times x.
+#: 'auto' takes it only where the unfolded x is at most this many times x, and at
+#: most this many bytes (as the Winograd workspaces' 1 GiB).
 WGRAD_UNFOLD_MAX_GROWTH = 8
+WGRAD_UNFOLD_MAX_BYTES = 2**30
 
 
 def wgrad_unfold_rows(p: Conv2dProblem) -> int:
@@ -2275,7 +2277,7 @@ def wgrad_unfold_preferred(p: Conv2dProblem) -> bool:
     ``'tiled_regblock'`` would run): :func:`wgrad_unfold_applies`, the NHWC kernel
     does not (:func:`wgrad_nhwc_applies`), at least :data:`WGRAD_UNFOLD_MIN_MACS`
     multiply-adds, and an unfolded x of at most :data:`WGRAD_UNFOLD_MAX_GROWTH`
-    times x.
+    times x and :data:`WGRAD_UNFOLD_MAX_BYTES`.
 
     Examples
     --------
@@ -2287,10 +2289,11 @@ def wgrad_unfold_preferred(p: Conv2dProblem) -> bool:
     True
     """
     macs = p.K * p.Cg * p.KH * p.KW * p.N * p.OH * p.OW
+    unfolded = wgrad_unfold_elements(p)
     return (wgrad_unfold_applies(p) and not wgrad_nhwc_applies(p)
             and macs >= WGRAD_UNFOLD_MIN_MACS
-            and wgrad_unfold_elements(p) <= WGRAD_UNFOLD_MAX_GROWTH * p.N * p.C
-            * p.H * p.W)
+            and unfolded <= WGRAD_UNFOLD_MAX_GROWTH * p.N * p.C * p.H * p.W
+            and 4 * unfolded <= WGRAD_UNFOLD_MAX_BYTES)
 
 
 def plan_conv2d_backward_weight_unfold(

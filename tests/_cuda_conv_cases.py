@@ -174,3 +174,30 @@ def layouts(a: np.ndarray, layout: str, xp=np):
         flipped = xp.ascontiguousarray(a[..., ::-1])
         return flipped[..., ::-1]
     raise ValueError(layout)
+
+
+# --- the weight-gradient kernel test files (tests/test_emulated_wgrad_*.py) -------
+
+
+def wgrad_inputs(case, seed, integer=False, dtype=np.float32):
+    """``(p, kwargs, x, gy)`` of a ``(id, x_shape, w_shape, kwargs)`` case."""
+    _, xs, ws, kw = case
+    p = problem(xs, ws, dtype, kw)
+    x, _, _, gy = random_inputs(np.random.default_rng(seed), p, dtype, integer=integer)
+    return p, kw, x, gy
+
+
+def run_wgrad(p: Conv2dProblem, x, gy, dev, algorithm: str, with_bias=False):
+    """``(gw, gb, kernels launched)`` of the weight-gradient op on ``dev``."""
+    n0 = len(dev.launches)
+    gw, gb = _gpu_conv.conv2d_backward_weight(gy, x, p, algorithm, with_bias,
+                                              device=dev)
+    return gw, gb, [k for _, k, *_ in dev.launches[n0:]]
+
+
+def wide_wgrad(x, w_shape, gy, kw, absolute=False):
+    """The float64 NumPy backend's weight gradient (of ``|x|`` and ``|gy|`` with
+    ``absolute``: the magnitudes of the product bound)."""
+    f = (lambda a: np.abs(a.astype(np.float64))) if absolute else (
+        lambda a: a.astype(np.float64))
+    return gpuconv.conv2d_grad_weight(f(x), w_shape, f(gy), backend="numpy", **kw)

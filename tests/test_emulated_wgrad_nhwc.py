@@ -17,10 +17,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import gpuconv
 from gpuconv import _gpu_conv, _plan_conv
 from gpuconv._emulate import EmulatedDevice
-from tests._cuda_conv_cases import problem, random_inputs
+from tests._cuda_conv_cases import run_wgrad, wgrad_inputs, wide_wgrad
 from tests._emu_helpers import EMULATED, prepared_device
 from tests._tol import assert_products_within
 
@@ -54,24 +53,12 @@ def dev():
     return prepared_device(SOURCES)
 
 
-def _inputs(case, seed, integer=False, dtype=np.float32):
-    _, xs, ws, kw = case
-    p = problem(xs, ws, dtype, kw)
-    x, _, _, gy = random_inputs(np.random.default_rng(seed), p, dtype, integer=integer)
-    return p, kw, x, gy
+_inputs = wgrad_inputs
+_wide = wide_wgrad
 
 
 def _run(p, x, gy, dev, with_bias=False, algorithm="nhwc"):
-    n0 = len(dev.launches)
-    gw, gb = _gpu_conv.conv2d_backward_weight(gy, x, p, algorithm, with_bias,
-                                              device=dev)
-    return gw, gb, [k for _, k, *_ in dev.launches[n0:]]
-
-
-def _wide(x, w_shape, gy, kw, absolute=False):
-    f = (lambda a: np.abs(a.astype(np.float64))) if absolute else (
-        lambda a: a.astype(np.float64))
-    return gpuconv.conv2d_grad_weight(f(x), w_shape, f(gy), backend="numpy", **kw)
+    return run_wgrad(p, x, gy, dev, algorithm, with_bias)
 
 
 def _ran_nhwc(launched):

@@ -22,7 +22,7 @@ import pytest
 import gpuconv
 from gpuconv import _gpu_conv, _plan_conv
 from gpuconv._emulate import EmulatedDevice
-from tests._cuda_conv_cases import problem, random_inputs
+from tests._cuda_conv_cases import run_wgrad, wgrad_inputs, wide_wgrad
 from tests._emu_helpers import EMULATED, prepared_device
 from tests._tol import assert_products_within
 
@@ -58,24 +58,12 @@ def dev():
     return prepared_device(SOURCES)
 
 
-def _inputs(case, seed, integer=False, dtype=np.float32):
-    _, xs, ws, kw = case
-    p = problem(xs, ws, dtype, kw)
-    x, _, _, gy = random_inputs(np.random.default_rng(seed), p, dtype, integer=integer)
-    return p, kw, x, gy
+_inputs = wgrad_inputs
+_wide = wide_wgrad
 
 
 def _run(p, x, gy, dev, with_bias=False, algorithm="unfold"):
-    n0 = len(dev.launches)
-    gw, gb = _gpu_conv.conv2d_backward_weight(gy, x, p, algorithm, with_bias,
-                                              device=dev)
-    return gw, gb, [k for _, k, *_ in dev.launches[n0:]]
-
-
-def _wide(x, w_shape, gy, kw, absolute=False):
-    f = (lambda a: np.abs(a.astype(np.float64))) if absolute else (
-        lambda a: a.astype(np.float64))
-    return gpuconv.conv2d_grad_weight(f(x), w_shape, f(gy), backend="numpy", **kw)
+    return run_wgrad(p, x, gy, dev, algorithm, with_bias)
 
 
 def _ran_unfold(launched):
@@ -155,6 +143,27 @@ def test_bias_gradient_apart_and_float64_falls_back(dev):
     assert not _ran_unfold(launched)
     auto, _, _ = _run(p64, x64, gy64, dev, algorithm="auto")
     np.testing.assert_array_equal(gw64, auto)
+
+
+def test_tf32_and_float16_operands_converted_before_the_unfold(dev):
+    """precision='tf32' and float16 data on the FP32 kernels (the SIMT route):
+    the operands are converted first (convert.cu), then unfolded: the same bits as
+    'unfold' on operands converted by NumPy."""
+    import dataclasses
+
+    from gpuconv._precision import round_tf32
+
+    p, kw, x, gy = _inputs(CASES[0], 37)
+    t = dataclasses.replace(p, precision="tf32")
+    got, _, launched = _run(t, x, gy, dev)
+    assert "convert_round_tf32" in " ".join(launched) and _ran_unfold(launched)
+    want, _, _ = _run(p, round_tf32(x), round_tf32(gy), dev)
+    np.testing.assert_array_equal(got, want)
+    p16, kw, x16, gy16 = _inputs(CASES[0], 37, dtype=np.float16)
+    got16, _, launched = _run(p16, x16, gy16, dev)
+    assert _ran_unfold(launched)
+    want16, _, _ = _run(p, x16.astype(np.float32), gy16.astype(np.float32), dev)
+    np.testing.assert_array_equal(got16, want16)  # the op's float32 result
 
 
 def test_auto_takes_it_for_the_stem_only():

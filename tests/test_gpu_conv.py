@@ -449,3 +449,38 @@ def test_winograd_on_the_gpu(variant, dtype, cp):
                          terms=_terms(pass_name, p) * WINOGRAD_TERMS_SCALE)
             np.testing.assert_array_equal(
                 _api(pass_name, cp, x, w, b, gy, kw, variant), got)
+
+
+@pytest.mark.parametrize("xs, ws, kw", [
+    # the RGB stem's geometry (7x7 stride 2, 147 columns: three 64-wide tiles with
+    # a tail), large enough for 'auto' to take it and for several splits
+    ((4, 3, 64, 64), (64, 3, 7, 7), {"stride": 2, "padding": 3}),
+    # row tail (K = 70), dilation, asymmetric padding, a padding mode
+    ((2, 3, 33, 37), (70, 3, 5, 3), {"dilation": (2, 1), "padding": (4, 2, 1, 0),
+                                     "padding_mode": "reflect"}),
+])
+def test_unfold_weight_gradient_on_the_gpu(xs, ws, kw, cp):
+    """The weight gradient along the pixels (op level 'unfold': the width unfold and
+    16-byte cp.async copies of gy and of the unfolded x) against the NumPy backend
+    within the product bound, bit-identical from run to run, and what 'auto' runs
+    on the stem."""
+    from tests._tol import assert_products_within
+
+    p = problem(xs, ws, np.float32, kw)
+    kp = _gpu_conv.kernel_problem(p)
+    assert _plan_conv.wgrad_unfold_applies(kp)
+    x, _, _, gy = random_inputs(np.random.default_rng(23), p, np.float32)
+    dx, dgy = cp.asarray(x), cp.asarray(gy)
+    got = cp.asnumpy(_gpu_conv.conv2d_backward_weight(dgy, dx, p, "unfold", False)[0])
+    wide = gpuconv.conv2d_grad_weight(x.astype(np.float64), p.w_shape,
+                                      gy.astype(np.float64), backend="numpy", **kw)
+    absolute = gpuconv.conv2d_grad_weight(np.abs(x.astype(np.float64)), p.w_shape,
+                                          np.abs(gy.astype(np.float64)),
+                                          backend="numpy", **kw)
+    assert_products_within(got, wide, absolute, p.N * p.OH * p.OW)
+    again = _gpu_conv.conv2d_backward_weight(dgy, dx, p, "unfold", False)[0]
+    np.testing.assert_array_equal(cp.asnumpy(again), got)
+    if p.padding_mode == "zeros":
+        assert _plan_conv.choose_algorithm(kp, "backward_weight") == "unfold"
+        auto = gpuconv.conv2d_grad_weight(dx, p.w_shape, dgy, **kw)
+        np.testing.assert_array_equal(cp.asnumpy(auto), got)

@@ -544,6 +544,14 @@ def test_wgrad_auto_decisions():
     grow = normalize_conv2d((8, 3, 128, 128), (64, 3, 15, 15), [np.dtype("f")],
                             padding=7)
     assert pc.wgrad_unfold_applies(grow) and not pc.wgrad_unfold_preferred(grow)
+    # more than WGRAD_UNFOLD_MAX_BYTES of unfolded x (N = 512: 1.1 GiB): tiled_regblock
+    big = normalize_conv2d((512, 3, 224, 224), (64, 3, 7, 7), [np.dtype("f")],
+                           stride=2, padding=3)
+    assert 4 * pc.wgrad_unfold_elements(big) > pc.WGRAD_UNFOLD_MAX_BYTES
+    assert pc.choose_algorithm(big, "backward_weight") == "tiled_regblock"
+    assert pc.choose_algorithm(
+        normalize_conv2d((256, 3, 224, 224), (64, 3, 7, 7), [np.dtype("f")],
+                         stride=2, padding=3), "backward_weight") == "unfold"
     rgb_out = normalize_conv2d((2, 64, 32, 32), (3, 64, 3, 3), [np.dtype("f")])
     assert pc.choose_algorithm(rgb_out, "backward_weight") == "tiled"
     big_dil = normalize_conv2d((1, 1, 400, 400), (1, 1, 9, 9), [np.dtype("d")],
