@@ -18,10 +18,11 @@ copies, read + write). The two stagings' outputs must be bit-identical (exit 1
 otherwise). With ``--json`` the rows are written for ``bench/results``.
 
 Where the compile-time instance has registered ``RY`` alternatives
-(``gpuconv._plan_filter.RY_ALTERNATIVES``: ``RY = 2`` beside the planned ``RY = 4``
-of 5x5..9x9), each is also timed with the planner's staging and block choice for
-that ``RY`` (rows ``ry2``, outputs checked against the default launch): the rows
-that say whether the planner's ``RY`` is the faster (``--no-ry`` skips them).
+(``gpuconv._plan_filter.RY_ALTERNATIVES``: ``RY = 4`` beside the planned ``RY = 2``
+of 5x5, ``RY = 2`` beside the planned ``RY = 4`` of 7x7 and 9x9), each is also timed
+with the planner's staging and block choice for that ``RY`` (rows ``ry2``/``ry4``,
+outputs checked against the default launch): the rows that say whether the
+planner's ``RY`` is the faster (``--no-ry`` skips them).
 
 With ``--blocks 32x8 64x4 ...`` each case is also timed with those thread blocks
 forced (the planner's staging; rows ``block-BXxBY``, outputs checked against the

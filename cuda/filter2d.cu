@@ -63,7 +63,7 @@
 //            weights (128-bit broadcast loads of its padded row in s_w; the
 //            compiler keeps rows in registers where they fit): every accumulator
 //            still sums kernel rows ascending, then columns; shared-memory reads
-//            per output row fall as (RY+KH-1)/RY, hence RY = 4 for 5x5..9x9
+//            per output row fall as (RY+KH-1)/RY, hence RY = 4 for 7x7 and 9x9
 //            (gpuconv._plan_filter.RY_SPECIALISED). Runtime-size path: for each
 //            kernel row a and chunk of CW columns, the weights in registers and
 //            each of the RY output rows reading its RX+CW-1 inputs. In the float
@@ -73,7 +73,7 @@
 //            8-float blocks 32 bytes apart;
 //         4. results are stored with 128-bit stores where aligned (flag bit 1).
 //       KH, KW > 0: compile-time kernel size (3, 5, 7, 9 square for float/double; RY =
-//       2 for 3x3, 4 for the others, and RY = 2 alternatives of 5x5..9x9 that the
+//       2 for 3x3 and 5x5, 4 for 7x7 and 9x9, and the other RY of 5x5..9x9, which the
 //       benchmark times), all tap loops unrolled; registers capped per instance by
 //       __launch_bounds__ (tile_min_blocks: 2-5 resident blocks of 256 threads per
 //       SM, spill-free, checked by tests/test_nvcc.py). KH = KW = 0: the

@@ -14,7 +14,7 @@ Algorithms
     Compile-time kernel sizes 3, 5, 7, 9 (square) for float32/float64, the runtime-size
     path (``KH = KW = 0``) for every other shape and dtype; ``RY = 4`` for images,
     ``RY = 1`` for short outputs (``OH < 16``, e.g. 1-D signals); the compile-time
-    instances run ``RY = 2`` at 3x3 and ``RY = 4`` at 5x5..9x9
+    instances run ``RY = 2`` at 3x3 and 5x5, ``RY = 4`` at 7x7 and 9x9
     (:data:`RY_SPECIALISED`). Used whenever its
     shared memory fits the 48 KiB every device grants without an opt-in.
 ``'fft'``
@@ -69,22 +69,23 @@ TAP_CHUNK = 4
 #: Output rows per thread of the image and the short-output instances.
 RY_IMAGE, RY_SHORT = 4, 1
 #: Output rows per thread of the compile-time kernel-size instances, per kernel
-#: size. 3x3 (memory-bound: 9 multiply-adds per output): ``RY = 2``, half the
-#: accumulators and tile rows of ``RY_IMAGE``, so that 4-5 blocks of 256 threads fit
-#: per SM and keep DRAM busy. 5x5..9x9 (issue- and shared-memory-bound): ``RY = 4``;
-#: the tap loop reads each tile row once per thread for all the (output row, kernel
-#: row) pairs it feeds, so the shared-memory traffic per output falls as
-#: ``(RY + KH - 1) / RY`` (9x9: 5 -> 3 row reads per output row), at 3 resident
-#: blocks of 256 threads per SM for float32 (80 registers), 2 for float64 (up to
-#: 128: 16 double accumulators, a row of up to 12 doubles and the weights; with 80
-#: ptxas spills). SASS proxy: ``bench/filter_sass_proxy.py`` (docs/performance.md,
-#: "Filter SASS proxy"); not yet timed on a GPU: ``bench/filter_kernel_time.py``
-#: times the ``RY = 2`` alternatives beside them (rows ``ry2``).
-RY_SPECIALISED: dict[int, int] = {3: 2, 5: 4, 7: 4, 9: 4}
+#: size. The tap loop reads each of a thread's RY + KH - 1 tile rows once for all
+#: the (output row, kernel row) pairs it feeds, so shared-memory traffic per output
+#: falls as ``(RY + KH - 1) / RY`` (9x9: 5 -> 3 row reads per output row at RY = 4),
+#: at the price of registers: RY = 4 keeps 3 resident blocks of 256 threads per SM
+#: in float32 (80 registers) and 2 in float64 (up to 128; with 80 ptxas spills),
+#: RY = 2 4-5. By the SASS proxy (``bench/filter_sass_proxy.py``; docs/performance.md,
+#: "SASS proxy of the tiled filter kernels"): 3x3 and 5x5 are DRAM-bound (8 or 16
+#: bytes per output take longer than their taps), so they keep RY = 2 and more
+#: resident blocks; 7x7 and 9x9 take RY = 4 (float64: shared memory was their bound,
+#: 1.3-2x the DRAM time; float32 9x9: issue-bound, with shared loads at 74 % of the
+#: issue time). Not yet timed on a GPU: ``bench/filter_kernel_time.py`` times the
+#: other RY beside each (:data:`RY_ALTERNATIVES`, rows ``ryN``).
+RY_SPECIALISED: dict[int, int] = {3: 2, 5: 2, 7: 4, 9: 4}
 #: Other ``RY`` registered per compile-time kernel size (float32 and float64), never
 #: planned: ``tiled_config(..., ry_override=)`` reaches them, so that
 #: ``bench/filter_kernel_time.py`` times the planner's choice against them on a GPU.
-RY_ALTERNATIVES: dict[int, tuple[int, ...]] = {5: (2,), 7: (2,), 9: (2,)}
+RY_ALTERNATIVES: dict[int, tuple[int, ...]] = {5: (4,), 7: (2,), 9: (2,)}
 #: Interior-tile staging of the compile-time instances (float32/float64, square
 #: k = 3, 5, 7, 9): ``(dtype name, k)`` pairs listed here use the register-staged
 #: loader (128-bit loads, 3 per thread per round, kernel flag bit 2); all others
