@@ -58,6 +58,7 @@ import numpy as np
 
 from gpuconv import _plan_conv
 from gpuconv._conv_args import Conv2dProblem, normalize_conv2d
+from gpuconv._gpu_filter import _ptr
 from gpuconv._plan_cache import LRU, LaunchPlan
 from gpuconv._plan_conv import (
     PASSES,
@@ -904,8 +905,11 @@ def conv2d_backward_weight(
     # Winograd (asked for, and applicable: _winograd_or_auto) decides the buffers
     # (the bias gradient apart); the algorithm in the key says it
     wino = real and algorithm in WINOGRAD_TILES
+    # 'unfold' reads gy in place by 16-byte copies: a gy whose first element is off
+    # a 16-byte boundary (a view at an odd offset) gets plans of its own, without it
+    vec = not real or not gy.flags.c_contiguous or _ptr(gy) % 16 == 0
     key = ("backward_weight", p, algorithm, kind, bool(with_bias), _dt(gy), _dt(x),
-           dev, _plan_key(dev))
+           vec, dev, _plan_key(dev))
     plan = _PLANS.get(key)
     if plan is None:
         check_extents(p)
@@ -953,6 +957,8 @@ def conv2d_backward_weight(
                                                    None, gw, None, alloc=alloc,
                                                    variant=algorithm)
         algo = resolve_algorithm(p0, "backward_weight", algorithm)
+        if algo == "unfold" and not (vec or gyc is not gy):  # (converted: aligned)
+            algo = "tiled_regblock"
         return launches + plan_conv2d_backward_weight(
             p0, algo, gyc, xin, gw, gb_fused, alloc=alloc
         )

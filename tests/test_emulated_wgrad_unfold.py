@@ -238,3 +238,22 @@ def test_nan_and_inf_propagate_like_numpy(dev):
     np.testing.assert_array_equal(np.isposinf(gw), np.isposinf(want))
     np.testing.assert_array_equal(np.isneginf(gw), np.isneginf(want))
     assert np.isnan(want).any() and np.isinf(want).any()
+
+
+def test_gy_off_a_16_byte_boundary_takes_tiled_regblock(dev):
+    """gy read in place by 16-byte copies: a gy view starting 4 bytes past a
+    16-byte boundary runs tiled_regblock (a plan of its own), with the same result
+    up to rounding, and the aligned gy still runs 'unfold'."""
+    p, kw, x, gy = _inputs(CASES[0], 41)
+    buf = np.zeros(gy.size + 8, np.float32)
+    start = next(i for i in range(1, 5) if (buf[i:].ctypes.data % 16) == 4)
+    odd = buf[start:start + gy.size].reshape(gy.shape)
+    odd[...] = gy
+    assert odd.flags.c_contiguous and odd.ctypes.data % 16 == 4
+    got, _, launched = _run(p, x, odd, dev)
+    assert not _ran_unfold(launched)
+    assert any("tiled_regblock" in k for k in launched), launched
+    _check(p, kw, x, gy, got)
+    aligned, _, launched = _run(p, x, gy.copy(), dev)
+    assert _ran_unfold(launched)
+    _check(p, kw, x, gy, aligned)
