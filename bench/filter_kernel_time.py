@@ -17,6 +17,13 @@ that as a share of the copy bandwidth (``_gpu_common.copy_bandwidth``: 1 GiB
 copies, read + write). The two stagings' outputs must be bit-identical (exit 1
 otherwise). With ``--json`` the rows are written for ``bench/results``.
 
+Where the compile-time instance has registered ``RY`` alternatives
+(``gpuconv._plan_filter.RY_ALTERNATIVES``: ``RY = 4`` beside the planned ``RY = 2``
+of 5x5, ``RY = 2`` beside the planned ``RY = 4`` of 7x7 and 9x9), each is also timed
+with the planner's staging and block choice for that ``RY`` (rows ``ry2``/``ry4``,
+outputs checked against the default launch): the rows that say whether the
+planner's ``RY`` is the faster (``--no-ry`` skips them).
+
 With ``--blocks 32x8 64x4 ...`` each case is also timed with those thread blocks
 forced (the planner's staging; rows ``block-BXxBY``, outputs checked against the
 default launch): the sweep that says whether the planner's block is the fastest.
@@ -73,6 +80,8 @@ def main(argv: list[str] | None = None, cp=None, dev=None) -> int:
     ap.add_argument("--blocks", nargs="+", default=[],
                     help="also time these forced thread blocks (BXxBY, e.g. 32x8), "
                     "with the planner's staging: rows 'block-BXxBY'")
+    ap.add_argument("--no-ry", action="store_true",
+                    help="skip the registered RY alternatives (rows 'ryN')")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     blocks = [tuple(int(v) for v in b.split("x")) for b in args.blocks]
@@ -116,6 +125,29 @@ def main(argv: list[str] | None = None, cp=None, dev=None) -> int:
                         "device": name,
                         "case": f"filter2d_tiled/{staging}/{n}x{n}/k{k}/{dt}",
                         "kernel": launch.kernel, "staging": staging, "n": n, "k": k,
+                        "dtype": dt, "kernel_s": t, "floor_gbs": gbs,
+                        "copy_bandwidth_gbs": bw / 1e9, "share_of_copy": gbs * 1e9 / bw,
+                    })  # fmt: skip
+                alts = () if args.no_ry else pf.RY_ALTERNATIVES.get(k, ())
+                for ry in alts:  # the planner's staging and block, another RY
+                    if pf.tiled_config(fp, ry_override=ry) is None:
+                        continue
+                    launches = [pf.plan_filter(fp, x, w, out, "tiled", ry=ry)[0]
+                                for x, out in zip(xs, outs, strict=True)]
+                    calls = [lambda la=la: dev.launch(la) for la in launches]
+                    t = _time_batch(cp, calls, args.batch, args.repeats)
+                    staging = f"ry{ry}"
+                    if not bool(cp.array_equal(outs[0], results["async"])):
+                        print(f"MISMATCH {dt} {n} k{k}: {staging} differs")
+                        bad = True
+                    gbs = 2 * np.dtype(dt).itemsize * n * n / t / 1e9
+                    print(f"{f'{dt} {n}x{n} k{k}':24s} {staging:7s} {t * 1e6:8.1f} "
+                          f"{gbs:6.0f} {100 * gbs * 1e9 / bw:6.1f}")
+                    rows.append({
+                        "device": name,
+                        "case": f"filter2d_tiled/{staging}/{n}x{n}/k{k}/{dt}",
+                        "kernel": launches[0].kernel, "staging": staging, "ry": ry,
+                        "block": list(launches[0].block[:2]), "n": n, "k": k,
                         "dtype": dt, "kernel_s": t, "floor_gbs": gbs,
                         "copy_bandwidth_gbs": bw / 1e9, "share_of_copy": gbs * 1e9 / bw,
                     })  # fmt: skip

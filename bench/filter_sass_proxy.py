@@ -24,11 +24,18 @@ prints one row per case:
   border and scalar branches an interior tile never runs);
 - ``LDS128/o``, ``LDS/o``, ``BAR``: 128-bit and all shared-memory loads in that loop
   per output of a thread (static: the border tiles' map reads are among ``LDS``) and
-  its barrier instructions (an interior tile runs one of them).
+  its barrier instructions (an interior tile runs one of them);
+- ``tFMA/o``, ``tLDS/o``, ``tOth/o``, ``tFMA%``: the interior tile's tap code
+  (the branch-free stretch of SASS with the most multiply-adds: every tap of the
+  compile-time instances, unrolled, run once per tile, no loader or border code)
+  per output of a thread: multiply-adds, shared loads (any width: tile rows and
+  weights) and all other instructions (address and integer arithmetic, moves),
+  and the multiply-adds' share of it. The runtime-size instances' stretch is one
+  tap chunk of their loop (a lower bound of their per-output cost).
 
 Run from the repository root (nvcc, cuobjdump and nvdisasm on PATH)::
 
-    python bench/filter_sass_proxy.py [--n 8192] [--arch sm_90]
+    python bench/filter_sass_proxy.py [--n 8192] [--arch sm_90] [--alternatives]
 """
 
 from __future__ import annotations
@@ -73,6 +80,30 @@ def _hottest_loop(body: str) -> list[tuple[int, str, str]]:
     return best[1] if best else ins
 
 
+#: instructions that end a straight-line stretch of SASS
+_CONTROL = ("BRA", "BAR", "EXIT", "BSSY", "BSYNC", "RET", "CALL", "WARPSYNC", "JMP")
+
+
+def _compute_block(body: str) -> list[str]:
+    """Opcodes of the interior tile's tap code: the branch-free stretch of SASS
+    (between two control instructions) holding the most multiply-adds. The
+    compile-time instances unroll every tap, so this is the whole main loop an
+    interior tile runs once, without the loader and border branches."""
+    best: list[str] = []
+    cur: list[str] = []
+    nbest = -1
+    for m in INS.finditer(body + "/*ffffffff*/ EXIT ;"):
+        op = m.group(3)
+        if op.split(".")[0] in _CONTROL:
+            n = sum(1 for o in cur if o.split(".")[0] in FMA)
+            if n > nbest:
+                best, nbest = cur, n
+            cur = []
+        else:
+            cur.append(op)
+    return best
+
+
 def _build(names: list[str], arch: str) -> tuple[dict[str, int], list[str], str]:
     opts = [o.replace("--std=", "-std=") for o in compile_options()]
     refs = ",\n".join(f"    (const void*)&{n}" for n in names)
@@ -110,13 +141,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=8192)
     ap.add_argument("--arch", default="sm_90")
+    ap.add_argument("--alternatives", action="store_true",
+                    help="also the registered RY alternatives of the compile-time "
+                    "instances (rows 'ryN', never planned)")  # fmt: skip
     args = ap.parse_args(argv)
     n = args.n
     plans = {}
     for dt, k in CASES:
         fp = FilterProblem(1, n, n, 1, k, k, k // 2, k // 2, n, n, "fill", 0.0,
                            np.dtype(dt))  # fmt: skip
-        plans[(dt, k)] = pf.tiled_config(fp)
+        plans[(f"{dt} k{k}", dt, k)] = pf.tiled_config(fp)
+        alts = pf.RY_ALTERNATIVES.get(k, ()) if args.alternatives else ()
+        for ry in alts:
+            cfg = pf.tiled_config(fp, ry_override=ry)
+            if cfg is not None:
+                plans[(f"{dt} k{k} ry{ry}", dt, k)] = cfg
     names = sorted({c.kernel for c in plans.values()})
     regs, spills, sass = _build(names, args.arch)
     funcs = {}
@@ -125,11 +164,12 @@ def main(argv: list[str] | None = None) -> int:
         pretty = subprocess.run(["c++filt"], input=mangled, capture_output=True,
                                 text=True).stdout.strip()  # fmt: skip
         funcs[re.sub(r"\(.*", "", pretty).replace("void ", "")] = (mangled, f)
-    print(f"{'case':13s} {'instance':36s} {'regs':>4s} {'block':>5s} {'smem':>6s} "
+    print(f"{'case':16s} {'instance':36s} {'regs':>4s} {'block':>5s} {'smem':>6s} "
           f"{'blk/SM':>6s} {'occ%':>4s} {'ldfl':>4s} {'KiB/SM':>6s} {'LDG/out':>7s} "
           f"{'STG/out':>7s} {'FMA%':>4s} {'loop':>5s} {'LDS128/o':>7s} {'LDS/o':>6s} "
-          f"{'BAR':>3s}")  # fmt: skip
-    for (dt, k), cfg in plans.items():
+          f"{'BAR':>3s} {'tFMA/o':>6s} {'tLDS/o':>6s} {'tOth/o':>6s} "
+          f"{'tFMA%':>5s}")  # fmt: skip
+    for (label, dt, k), cfg in plans.items():
         key = cfg.kernel.replace("gc_complex64", "gc_complex<float>")
         mangled, body = funcs[key]
         r = regs.get(mangled, 0)
@@ -163,13 +203,18 @@ def main(argv: list[str] | None = None) -> int:
         lds = sum(1 for o in ops if o.startswith("LDS"))
         bar = sum(1 for o in ops if o.startswith("BAR"))
         outs = rx * cfg.ry
+        tap = _compute_block(body)
+        t_fma = sum(1 for o in tap if o.split(".")[0] in FMA)
+        t_lds = sum(1 for o in tap if o.startswith("LDS"))
+        t_oth = len(tap) - t_fma - t_lds
         print(
-            f"{dt + ' k' + str(k):13s} {cfg.kernel:36s} {r:4d} {bx:2d}x{by:<2d} "
+            f"{label:16s} {cfg.kernel:36s} {r:4d} {bx:2d}x{by:<2d} "
             f"{cfg.shared_mem:6d} {blk:6d} {100 * blk * warps / 64:4.0f} {ldfl:4d} "
             f"{kib:6.0f} "
             f"{rows * nvec / (tw * th):7.3f} {(1 / vec if rx % vec == 0 else 0):7.3f} "
             f"{100 * fma / len(loop):4.0f} {len(loop):5d} {lds128 / outs:7.2f} "
-            f"{lds / outs:6.2f} {bar:3d}"
+            f"{lds / outs:6.2f} {bar:3d} {t_fma / outs:6.2f} {t_lds / outs:6.2f} "
+            f"{t_oth / outs:6.2f} {100 * t_fma / max(1, len(tap)):5.1f}"
         )
     for s in spills:
         print("SPILL", s)

@@ -56,18 +56,26 @@
 //            element at the shift), border tiles build a row and a column index map
 //            once (boundary_index: fill/wrap/symm at any distance) and gather
 //            through them;
-//         3. for each kernel row a, the row of weights is hoisted into registers and
-//            each of the thread's RY output rows reads its RX+KW-1 inputs from shared
-//            memory with 128-bit loads and does RX*KW multiply-adds from registers
-//            (fully unrolled, the compiler loads each shared row once for all the
-//            (a, r) pairs that read it); in the float compile-time instances the
-//            RX = 8 outputs are two groups of 4, BX*4 columns apart (G, NG below),
-//            read as 4+KW-1 inputs each: a warp's 128-bit reads 16 bytes apart, free
-//            of the 2-way bank conflict of 8-float blocks 32 bytes apart;
+//         3. the taps. Compile-time instances, rows streamed: the thread's RY+KH-1
+//            input rows are read from shared memory once each, in order, with
+//            128-bit loads (RX+KW-1 values), and each row feeds every (output row
+//            r, kernel row a = ir - r) pair it reaches, with that kernel row's
+//            weights (128-bit broadcast loads of its padded row in s_w; the
+//            compiler keeps rows in registers where they fit): every accumulator
+//            still sums kernel rows ascending, then columns; shared-memory reads
+//            per output row fall as (RY+KH-1)/RY, hence RY = 4 for 7x7 and 9x9
+//            (gpuconv._plan_filter.RY_SPECIALISED). Runtime-size path: for each
+//            kernel row a and chunk of CW columns, the weights in registers and
+//            each of the RY output rows reading its RX+CW-1 inputs. In the float
+//            compile-time instances the RX = 8 outputs are two groups of 4, BX*4
+//            columns apart (G, NG below), read as 4+KW-1 inputs each: a warp's
+//            128-bit reads 16 bytes apart, free of the 2-way bank conflict of
+//            8-float blocks 32 bytes apart;
 //         4. results are stored with 128-bit stores where aligned (flag bit 1).
-//       KH, KW > 0: compile-time kernel size (3, 5, 7, 9 square for float/double, RY =
-//       2), all tap loops unrolled; registers capped per instance by
-//       __launch_bounds__ (tile_min_blocks: 4-5 resident blocks of 256 threads per
+//       KH, KW > 0: compile-time kernel size (3, 5, 7, 9 square for float/double; RY =
+//       2 for 3x3 and 5x5, 4 for 7x7 and 9x9, and the other RY of 5x5..9x9, which the
+//       benchmark times), all tap loops unrolled; registers capped per instance by
+//       __launch_bounds__ (tile_min_blocks: 2-5 resident blocks of 256 threads per
 //       SM, spill-free, checked by tests/test_nvcc.py). KH = KW = 0: the
 //       runtime-size path (any kernel shape, no new compile): taps processed in
 //       unrolled chunks of CW = 4 columns, the last chunk guarded; RY = 4 for images,
@@ -77,7 +85,9 @@
 //
 // Shared memory layout of filter2d_tiled (gpuconv._plan_filter.tiled_smem_bytes
 // computes the same numbers):
-//   s_w      KH*KW values of T, padded to a multiple of 16 bytes
+//   s_w      KH rows of KWP values of T (KWP = KW rounded up to a 16-byte vector in
+//            the compile-time instances, gcf::weight_pitch; KW in the runtime-size
+//            path), padded to a multiple of 16 bytes
 //   s_in     rows x P values of T, rows = TH+KH-1, P = round_up(TW+KW+CW+4, 4)
 //            (P >= TW+KW-1 plus the slack the 128-bit row reads may over-read)
 //   s_rowmap rows ints, s_colmap P ints (border tiles only)
@@ -129,9 +139,22 @@ constexpr int TILE_MAX_THREADS = 256;  // the planner's largest block
 // 65536 / (256 * n)); chosen per instance so that none spills (tests/test_nvcc.py)
 // for sm_80 and sm_90. 0: no minimum (the runtime-size path keeps the compiler's
 // own choice, 29-64 registers except complex128's 80).
+// RY = 4 compile-time instances: 3 blocks (80 registers) for float, 2 for double
+// (16 double accumulators and a row of up to 12 doubles; with 80, ptxas spills).
 template <typename T, int KHC, int RY>
 __device__ __host__ constexpr int tile_min_blocks() {
-    return KHC > 0 ? (sizeof(T) == 4 ? (KHC == 3 ? 5 : 4) : (KHC <= 7 ? 4 : 3)) : 0;
+    return KHC <= 0 ? 0
+           : RY >= 4 ? (sizeof(T) == 4 ? 3 : 2)
+           : (sizeof(T) == 4 ? (KHC == 3 ? 5 : 4) : (KHC <= 7 ? 4 : 3));
+}
+
+// Row pitch of the weights in shared memory (s_w): the compile-time instances pad
+// each kernel row to whole 16-byte vectors, so that a row is read with 128-bit
+// (broadcast) loads; the runtime-size path keeps KW.
+template <typename T, int KWC>
+__device__ __host__ constexpr int weight_pitch(int KW) {
+    return KWC > 0 ? (KWC + TileTraits<T>::VEC - 1) / TileTraits<T>::VEC * TileTraits<T>::VEC
+                   : KW;
 }
 
 // v[0..N) = p[0..N); p is 16-byte aligned when VR > 1 (see the layout above).
@@ -222,6 +245,7 @@ filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k,
     const bool async_stage = ASYNC && !(flags & 4);
     const int KH = KHC > 0 ? KHC : KH_rt;
     const int KW = KWC > 0 ? KWC : KW_rt;
+    const int KWP = gcf::weight_pitch<T, KWC>(KW);  // s_w row pitch (padded rows)
 
     const int BX = blockDim.x, BY = blockDim.y;
     const int tx = threadIdx.x, ty = threadIdx.y;
@@ -234,7 +258,7 @@ filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k,
     // carve dynamic shared memory (layout in the header comment)
     GPUCONV_DYNAMIC_SHARED(unsigned char, s_base);  // 16-byte aligned
     T* s_w = reinterpret_cast<T*>(s_base);
-    T* s_in = reinterpret_cast<T*>(s_base + gcf::round_up(KH * KW * (int)sizeof(T), 16));
+    T* s_in = reinterpret_cast<T*>(s_base + gcf::round_up(KH * KWP * (int)sizeof(T), 16));
     int* s_rowmap = reinterpret_cast<int*>(s_in + rows * P);
     int* s_colmap = s_rowmap + rows;
 
@@ -278,15 +302,20 @@ filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k,
                     // (float and double: no conjugation to apply; rows over ty,
                     // columns over tx: no division, nothing hoisted and kept live)
                     for (int a = ty; a < KH; a += BY) {
-                        for (int c = tx; c < KW; c += BX)
-                            gcf::cp_async(s_w + a * KW + c, kb + a * ks_r + c * ks_c);
+                        for (int c = tx; c < KWP; c += BX) {
+                            if (c < KW)
+                                gcf::cp_async(s_w + a * KWP + c, kb + a * ks_r + c * ks_c);
+                            else
+                                s_w[a * KWP + c] = zero;  // row padding (read, unused)
+                        }
                     }
                 }
             } else {
                 const bool conj = flags & gcf::FLAG_CONJ_KERNEL;
                 for (int a = ty; a < KH; a += BY) {
-                    for (int c = tx; c < KW; c += BX)
-                        s_w[a * KW + c] = gcf::kernel_tap(kb, a, c, ks_r, ks_c, conj);
+                    for (int c = tx; c < KWP; c += BX)
+                        s_w[a * KWP + c] =
+                            c < KW ? gcf::kernel_tap(kb, a, c, ks_r, ks_c, conj) : zero;
                 }
             }
 
@@ -464,25 +493,52 @@ filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k,
             }
 
             if constexpr (KWC > 0) {
+                // (KHC > 0 whenever KWC > 0: the compile-time instances are square)
+                constexpr int KHS = KHC > 0 ? KHC : 1;
+                constexpr int KWS = gcf::weight_pitch<T, KWC>(KWC);
+                constexpr bool OPAQUE_ROW = RY >= 4;
+                // rows streamed: input row ir of the thread's window is read once
+                // (NG groups of G + KW - 1 values) and feeds every output row r it
+                // reaches, with kernel row a = ir - r; for each accumulator a still
+                // ascends (ir ascends) and c ascends inside it: the summation order
+                // of filter2d_naive, one multiply-add per tap
+                const T* srow = s_in + ty * RY * P + tx * G;
 #pragma unroll
-                for (int a = 0; a < (KHC > 0 ? KHC : 1); ++a) {
-                    // (KHC > 0 whenever KWC > 0: the compile-time instances are square)
-                    A wr[KWC];
+                for (int ir = 0; ir < RY + KHS - 1; ++ir) {
+                    T v[NG][G + KWC - 1];
 #pragma unroll
-                    for (int c = 0; c < KWC; ++c) wr[c] = Ac::from(s_w[a * KWC + c]);
+                    for (int g = 0; g < NG; ++g)
+                        gcf::load_row<T, G + KWC - 1, VECR>(srow + g * BX * G, v[g]);
+                    // the next row's address: one add (RY = 4: the pitch opaque, so
+                    // that the rows' addresses are not all precomputed and kept
+                    // live: without it the float 9x9 instance spills on sm_80)
+                    if constexpr (OPAQUE_ROW) {
+                        int pitch = P;
+                        gpuconv::keep_in_register(pitch);
+                        srow += pitch;
+                    } else {
+                        srow += P;
+                    }
 #pragma unroll
                     for (int r = 0; r < RY; ++r) {
+                        const int a = ir - r;  // compile-time after unrolling
+                        if (a < 0 || a >= KHS) continue;
+                        // weight row a: 128-bit broadcast loads of its padded row
+                        // (the compiler keeps rows in registers across pairs where
+                        // they fit: every row of a 3x3 kernel is read once)
+                        T wt[KWC];
+                        gcf::load_row<T, KWC, VECR>(s_w + a * KWS, wt);
+                        A wr[KWC];
 #pragma unroll
-                        for (int g = 0; g < NG; ++g) {
-                            T v[G + KWC - 1];
-                            gcf::load_row<T, G + KWC - 1, VECR>(
-                                s_in + (ty * RY + r + a) * P + g * BX * G + tx * G, v);
+                        for (int c = 0; c < KWC; ++c) wr[c] = Ac::from(wt[c]);
 #pragma unroll
-                            for (int c = 0; c < KWC; ++c) {
+                        for (int c = 0; c < KWC; ++c) {
+#pragma unroll
+                            for (int g = 0; g < NG; ++g) {
 #pragma unroll
                                 for (int x = 0; x < G; ++x)
-                                    acc[r][g * G + x] =
-                                        Ac::mad(Ac::from(v[x + c]), wr[c], acc[r][g * G + x]);
+                                    acc[r][g * G + x] = Ac::mad(Ac::from(v[g][x + c]), wr[c],
+                                                                acc[r][g * G + x]);
                             }
                         }
                     }

@@ -14,7 +14,8 @@ Algorithms
     Compile-time kernel sizes 3, 5, 7, 9 (square) for float32/float64, the runtime-size
     path (``KH = KW = 0``) for every other shape and dtype; ``RY = 4`` for images,
     ``RY = 1`` for short outputs (``OH < 16``, e.g. 1-D signals); the compile-time
-    instances run ``RY = 2`` (:data:`RY_SPECIALISED`). Used whenever its
+    instances run ``RY = 2`` at 3x3 and 5x5, ``RY = 4`` at 7x7 and 9x9
+    (:data:`RY_SPECIALISED`). Used whenever its
     shared memory fits the 48 KiB every device grants without an opt-in.
 ``'fft'``
     cuFFT through ``cupy.fft`` (see :mod:`gpuconv._gpu_filter`); float and complex only.
@@ -67,11 +68,24 @@ MAX_SHARED_MEM = 48 * 1024
 TAP_CHUNK = 4
 #: Output rows per thread of the image and the short-output instances.
 RY_IMAGE, RY_SHORT = 4, 1
-#: Output rows per thread of the compile-time kernel-size instances: half the
-#: accumulators and half the tile rows of ``RY_IMAGE``, so that 4-5 blocks of 256
-#: threads fit per SM (registers capped by ``__launch_bounds__``, shared memory
-#: ~20-30 KiB) and keep DRAM busy; the extra halo rows are L2 hits.
-RY_SPECIALISED = 2
+#: Output rows per thread of the compile-time kernel-size instances, per kernel
+#: size. The tap loop reads each of a thread's RY + KH - 1 tile rows once for all
+#: the (output row, kernel row) pairs it feeds, so shared-memory traffic per output
+#: falls as ``(RY + KH - 1) / RY`` (9x9: 5 -> 3 row reads per output row at RY = 4),
+#: at the price of registers: RY = 4 keeps 3 resident blocks of 256 threads per SM
+#: in float32 (80 registers) and 2 in float64 (up to 128; with 80 ptxas spills),
+#: RY = 2 4-5. By the SASS proxy (``bench/filter_sass_proxy.py``; docs/performance.md,
+#: "SASS proxy of the tiled filter kernels"): 3x3 and 5x5 are DRAM-bound (8 or 16
+#: bytes per output take longer than their taps), so they keep RY = 2 and more
+#: resident blocks; 7x7 and 9x9 take RY = 4 (float64: shared memory was their bound,
+#: 1.3-2x the DRAM time; float32 9x9: issue-bound, with shared loads at 74 % of the
+#: issue time). Not yet timed on a GPU: ``bench/filter_kernel_time.py`` times the
+#: other RY beside each (:data:`RY_ALTERNATIVES`, rows ``ryN``).
+RY_SPECIALISED: dict[int, int] = {3: 2, 5: 2, 7: 4, 9: 4}
+#: Other ``RY`` registered per compile-time kernel size (float32 and float64), never
+#: planned: ``tiled_config(..., ry_override=)`` reaches them, so that
+#: ``bench/filter_kernel_time.py`` times the planner's choice against them on a GPU.
+RY_ALTERNATIVES: dict[int, tuple[int, ...]] = {5: (4,), 7: (2,), 9: (2,)}
 #: Interior-tile staging of the compile-time instances (float32/float64, square
 #: k = 3, 5, 7, 9): ``(dtype name, k)`` pairs listed here use the register-staged
 #: loader (128-bit loads, 3 per thread per round, kernel flag bit 2); all others
@@ -113,7 +127,11 @@ def kernel_names() -> tuple[str, ...]:
     for dt in CTYPES:
         names.append(naive_name(dt))
         if dt in SPECIALISED_DTYPES:
-            names += [tiled_name(dt, s, s, RY_SPECIALISED) for s in SPECIALISED_SIZES]
+            names += [
+                tiled_name(dt, s, s, ry)
+                for s in SPECIALISED_SIZES
+                for ry in (RY_SPECIALISED[s], *RY_ALTERNATIVES.get(s, ()))
+            ]
         names.append(tiled_name(dt, 0, 0, RY_IMAGE))
         names.append(tiled_name(dt, 0, 0, RY_SHORT))
     return tuple(names)
@@ -128,15 +146,27 @@ def _pow2_ceil(n: int) -> int:
 
 
 def tiled_smem_bytes(
-    itemsize: int, block: tuple[int, int], ry: int, kh: int, kw: int
+    itemsize: int,
+    block: tuple[int, int],
+    ry: int,
+    kh: int,
+    kw: int,
+    compile_time: bool = False,
 ) -> int:
-    """Dynamic shared memory of one ``filter2d_tiled`` block (layout in filter2d.cu)."""
+    """Dynamic shared memory of one ``filter2d_tiled`` block (layout in filter2d.cu).
+
+    ``compile_time``: a compile-time kernel-size instance, whose weight rows are
+    padded to whole 16-byte vectors (``gcf::weight_pitch``).
+    """
     bx, by = block
     tw, th = bx * rx(itemsize), by * ry
     rows = th + kh - 1
     pitch = _round_up(tw + kw + TAP_CHUNK + 4, 4)
+    kwp = _round_up(kw, max(1, 16 // itemsize)) if compile_time else kw
     return (
-        _round_up(kh * kw * itemsize, 16) + rows * pitch * itemsize + 4 * (rows + pitch)
+        _round_up(kh * kwp * itemsize, 16)
+        + rows * pitch * itemsize
+        + 4 * (rows + pitch)
     )
 
 
@@ -147,7 +177,7 @@ def _tiled_instance(fp: FilterProblem) -> tuple[int, int, int]:
         return RY_SHORT, 0, 0
     dt = np.dtype(fp.dtype)
     if dt.name in SPECIALISED_DTYPES and fp.KH == fp.KW in SPECIALISED_SIZES:
-        return RY_SPECIALISED, fp.KH, fp.KW
+        return RY_SPECIALISED[fp.KH], fp.KH, fp.KW
     return RY_IMAGE, 0, 0
 
 
@@ -162,21 +192,30 @@ class TiledConfig:
 
 
 def tiled_config(
-    fp: FilterProblem, block: tuple[int, int] | None = None
+    fp: FilterProblem,
+    block: tuple[int, int] | None = None,
+    ry_override: int | None = None,
 ) -> TiledConfig | None:
     """The tiled instance and block for ``fp``, or ``None`` when no tile fits 48 KiB.
 
     ``block`` forces ``(blockDim.x, blockDim.y)`` (tests use it to put tile edges
-    where they want them); it must fit, else ``None``.
+    where they want them); it must fit, else ``None``. ``ry_override`` forces the
+    output rows per thread of a compile-time kernel-size instance to another
+    registered one (:data:`RY_ALTERNATIVES`; the benchmark times both), else
+    ``None``.
     """
     dt = np.dtype(fp.dtype)
     size = dt.itemsize
     ry, kh, kw = _tiled_instance(fp)
+    if ry_override is not None:
+        if not kh or ry_override not in (ry, *RY_ALTERNATIVES.get(kh, ())):
+            return None  # not a registered instance
+        ry = ry_override
     name = tiled_name(dt, kh, kw, ry)
     if block is not None:
         if block[0] * block[1] > TILE_MAX_THREADS:
             return None
-        smem = tiled_smem_bytes(size, block, ry, fp.KH, fp.KW)
+        smem = tiled_smem_bytes(size, block, ry, fp.KH, fp.KW, kh > 0)
         return (
             TiledConfig(name, ry, tuple(block), smem)
             if smem <= MAX_SHARED_MEM
@@ -186,7 +225,7 @@ def tiled_config(
     # no wider/taller blocks than the output needs
     bx_max = max(8, _pow2_ceil(-(-fp.OW // r)))
     by_max = max(1, _pow2_ceil(-(-fp.OH // ry)))
-    if ry == RY_IMAGE:
+    if kh == 0 and ry == RY_IMAGE:
         cands = [(bx, by) for bx in (32, 16, 8) for by in (8, 4, 2, 1)]
     else:
         cands = [(bx, by) for bx in (256, 128, 64, 32, 16, 8) for by in (8, 4, 2, 1)]
@@ -197,7 +236,7 @@ def tiled_config(
     ] or [(8, 1)]
     best: tuple[float, int, int, int] | None = None
     for bx, by in cands:
-        smem = tiled_smem_bytes(size, (bx, by), ry, fp.KH, fp.KW)
+        smem = tiled_smem_bytes(size, (bx, by), ry, fp.KH, fp.KW, kh > 0)
         if smem > MAX_SHARED_MEM:
             continue
         score = halo_ratio(bx * r, by * ry, fp.KH, fp.KW) * _thread_penalty(bx * by)
@@ -455,9 +494,9 @@ def tiled_fits(fp: FilterProblem) -> bool:
     """Whether :func:`tiled_config` finds a tile for ``fp`` (without searching:
     shared memory grows with both block sides and the smallest candidate, 8 x 1,
     is always among the candidates)."""
-    ry = _tiled_instance(fp)[0]
+    ry, kh, _ = _tiled_instance(fp)
     size = np.dtype(fp.dtype).itemsize
-    return tiled_smem_bytes(size, (8, 1), ry, fp.KH, fp.KW) <= MAX_SHARED_MEM
+    return tiled_smem_bytes(size, (8, 1), ry, fp.KH, fp.KW, kh > 0) <= MAX_SHARED_MEM
 
 
 # ---------------------------------------------------------------------------------
@@ -923,6 +962,7 @@ def plan_filter(
     block: tuple[int, int] | None = None,
     vector: bool = True,
     conj: bool = False,
+    ry: int | None = None,
 ) -> list[Launch]:
     """The launches computing ``out`` from ``in1`` and ``k`` with a direct kernel.
 
@@ -943,6 +983,9 @@ def plan_filter(
         to exercise the scalar paths).
     conj : bool
         Conjugate the taps as they are read (complex correlation).
+    ry : int, optional
+        Force another registered ``RY`` of a compile-time instance
+        (:data:`RY_ALTERNATIVES`; tests and ``bench/filter_kernel_time.py``).
 
     The last kernel argument is the flags: bit 0 and 1 the 16-byte alignment of
     the input and output rows (:func:`_vector_flags`; ``filter2d_tiled``), bit 2
@@ -969,9 +1012,9 @@ def plan_filter(
                        (*common, i32(conj_flag)), views=(1,))]  # fmt: skip
     if algorithm != "tiled":
         raise ValueError(f"plan_filter plans 'naive' or 'tiled', not {algorithm!r}")
-    cfg = tiled_config(fp, block)
+    cfg = tiled_config(fp, block, ry)
     if cfg is None:
-        raise ValueError(f"no tiled filter launch fits for {fp}")
+        raise ValueError(f"no tiled filter launch fits for {fp} (ry={ry})")
     bx, by = cfg.block
     tw, th = bx * rx(dt.itemsize), by * cfg.ry
     flags = _vector_flags(fp, in1, out, vector) | conj_flag

@@ -20,8 +20,9 @@ The scripts ``bench/gpu_check.sh`` runs on a GPU get the same stand-in::
 
     python -m tests._gpu_dry_run OUTDIR
 
-runs ``bench/gpu_sanitize_all.py`` (the conv and filter sanitizer workloads) and
-both GPU benchmarks (``--quick``, with small filter images) on the emulator and writes
+runs ``bench/gpu_sanitize_all.py`` (the conv and filter sanitizer workloads),
+both GPU benchmarks (``--quick``, with small filter images) and
+``bench/filter_kernel_time.py`` (40² images) on the emulator and writes
 their JSON rows under ``OUTDIR``; CUDA events time with the host clock there, so
 the numbers mean nothing, only that the scripts run and validate.
 """
@@ -180,6 +181,12 @@ def main(argv: list[str]) -> int:
         flt.copy_bandwidth = lambda cp, nbytes=0: 1e12
         status["bench_gpu_filter"] = flt.main(
             ["--quick", "--budget", "0", "--json", str(out / "bench_filter.json")])
+        # the kernel-time rows: both stagings, the RY alternatives, a forced block
+        ktime = load("filter_kernel_time")
+        ktime.gc.copy_bandwidth = lambda cp, nbytes=0: 1e12
+        status["filter_kernel_time"] = ktime.main(
+            ["--n", "40", "--k", "3", "5", "--batch", "1", "--repeats", "1",
+             "--blocks", "8x4", "--json", str(out / "filter_kernel_time.json")])
     print(f"gpu dry run of the scripts: {status}")
     return 0 if not any(status.values()) else 1
 

@@ -428,6 +428,17 @@ def test_gpu_check_scripts_dry_run_on_the_emulator(tmp_path):
     for row in conv + flt:
         assert "error" not in row, row
         assert row["median_s"] > 0 and row["max_err"] <= row["err_limit"]
+    # filter_kernel_time: per dtype and k, both stagings, the forced block and, for
+    # 5x5, the registered other RY (outputs compared inside: rc 0)
+    from gpuconv import _plan_filter
+
+    kt = json.loads((tmp_path / "filter_kernel_time.json").read_text())["rows"]
+    stagings = {(r["dtype"], r["k"], r["staging"]) for r in kt}
+    for dt in ("float32", "float64"):
+        alt = f"ry{_plan_filter.RY_ALTERNATIVES[5][0]}"
+        assert {(dt, 3, "async"), (dt, 3, "regs"), (dt, 5, alt)} <= stagings
+        assert (dt, 5, "block-8x4") in stagings
+    assert all(r["kernel_s"] > 0 and "error" not in r for r in kt)
     auto = [r for r in conv if r["variant"] == "auto"]
     assert {r["resolved"] for r in auto} <= {"naive", "tiled", "tiled_regblock", "mma",
                                              "nhwc", "mma_nhwc"}

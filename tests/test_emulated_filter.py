@@ -259,6 +259,73 @@ def test_naive_and_tiled_bit_identical(dev, rng, dtype):
         np.testing.assert_array_equal(a, ref_correlate(x, k, fp))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("ks", _plan_filter.SPECIALISED_SIZES)
+def test_compile_time_instances_rows_streamed(dev, rng, monkeypatch, dtype, ks):
+    """Every registered RY of the compile-time ks x ks instance (the planned one and
+    the ``RY_ALTERNATIVES`` the benchmark times) is bit-identical to naive on
+    standard-normal values (the summation order matters there: the rows-streamed
+    tap loop must keep kernel rows ascending, then columns), with forced 2x2
+    blocks: images of a tile -1 / +1 in each direction, smaller than a tile (with
+    ``SHORT_OH`` lowered, as the planner sends short outputs elsewhere), with
+    interior tiles (cp.async staging) on both row alignments, every boundary; NaN
+    and inf through an interior tile."""
+    dt = np.dtype(dtype)
+    tw = 2 * _plan_filter.rx(dt.itemsize)
+    planned = _plan_filter.RY_SPECIALISED[ks]
+    # (outputs under SHORT_OH rows go to the RY = 1 instance: not here)
+    monkeypatch.setattr(_plan_filter, "SHORT_OH", 1)
+    for ry in (planned, *_plan_filter.RY_ALTERNATIVES.get(ks, ())):
+        monkeypatch.setattr(
+            _plan_filter, "RY_SPECIALISED", {**_plan_filter.RY_SPECIALISED, ks: ry}
+        )
+        _plan_cache.clear()
+        th = 2 * ry
+        cases = [
+            (th - 1 + ks, tw + 1, "fill"),
+            (th + 1 + ks, tw - 1, "wrap"),
+            (3, 5, "symm"),  # smaller than a tile and than the kernel
+            (3 * th + ks, 4 * tw + ks, "symm"),  # interior tiles
+            (3 * th + ks + 1, 4 * tw + ks + 1, "wrap"),
+        ]
+        for i, (h, w, boundary) in enumerate(cases):
+            x = random_values(rng, (2, h, w), dtype)
+            if i == 3:
+                x[0, h // 2, w // 2] = np.nan
+                x[1, h // 2, w // 2 + 1] = np.inf
+            k = random_values(rng, (1, ks, ks), dtype)
+            fp = scipy_problem(h, w, ks, ks, "same", boundary, 0.5, dtype, B=2)
+            a = run(dev, x, k, fp, "naive")
+            b = run(dev, x, k, fp, "tiled", block=(2, 2))
+            assert dev.launches[-1][1] == _plan_filter.tiled_name(dt, ks, ks, ry)
+            np.testing.assert_array_equal(a, b)
+            if i != 3:
+                assert a.tobytes() == b.tobytes()
+            ref = ref_correlate(x, k, fp)
+            np.testing.assert_array_equal(np.isnan(b), np.isnan(ref))
+            check(b, x, k, fp)
+
+
+def test_ry_registry_and_override():
+    """The planned RY and the alternatives of each compile-time size are registered
+    (no duplicates); ``ry_override`` reaches exactly those, never the runtime-size
+    path or an unregistered RY."""
+    names = _plan_filter.kernel_names()
+    assert len(names) == len(set(names))
+    for dt in _plan_filter.SPECIALISED_DTYPES:
+        for ks in _plan_filter.SPECIALISED_SIZES:
+            fp = scipy_problem(64, 64, ks, ks, "same", "fill", 0, dt)
+            planned = _plan_filter.RY_SPECIALISED[ks]
+            assert tiled_config(fp).ry == planned
+            for ry in (planned, *_plan_filter.RY_ALTERNATIVES.get(ks, ())):
+                cfg = tiled_config(fp, ry_override=ry)
+                assert cfg.ry == ry and cfg.kernel in names
+            assert tiled_config(fp, ry_override=3) is None
+    fp = scipy_problem(64, 64, 4, 4, "same", "fill", 0, "float32")  # runtime size
+    assert tiled_config(fp, ry_override=2) is None
+    assert tiled_config(fp, ry_override=None).ry == _plan_filter.RY_IMAGE
+
+
 # ---------------------------------------------------------------------------------
 # paths of the tiled kernel: vector loads/stores, RY = 1, grid-stride loops
 # ---------------------------------------------------------------------------------
@@ -307,7 +374,8 @@ def test_async_staging_paths(dev, rng, monkeypatch, dtype):
     monkeypatch.setattr(_plan_filter, "MAX_GRID_YZ", 2)
     _plan_cache.clear()
     dt = np.dtype(dtype)
-    tw, th = 2 * _plan_filter.rx(dt.itemsize), 2 * _plan_filter.RY_SPECIALISED
+    tw = 2 * _plan_filter.rx(dt.itemsize)
+    th = 2 * max(_plan_filter.RY_SPECIALISED.values())
     h, w = 5 * th + 9, 6 * tw  # interior tiles for every k and mode below
     x = random_values(rng, (2, h, w), dtype, small_int=True)
     raw = np.empty(x.nbytes + 32, np.uint8)
@@ -324,7 +392,8 @@ def test_async_staging_paths(dev, rng, monkeypatch, dtype):
             monkeypatch.setattr(_plan_filter, "REGISTER_STAGED", regs)
             out = np.empty((2, fp.OH, fp.OW), dt)
             (launch,) = plan_filter(fp, xin, k, out, "tiled", block=(2, 2))
-            assert launch.kernel == _plan_filter.tiled_name(dt, ks, ks, 2)
+            ry = _plan_filter.RY_SPECIALISED[ks]
+            assert launch.kernel == _plan_filter.tiled_name(dt, ks, ks, ry)
             assert int(launch.args[-1]) == flags | (4 if staged else 0)
             got = run(dev, xin, k, fp, "tiled", block=(2, 2))
             np.testing.assert_array_equal(got, ref)
@@ -405,7 +474,8 @@ def test_sanitized_subset(sdev, rng):
         k = random_values(rng, (1, 5, 5), dtype)
         fp = scipy_problem(20, w, 5, 5, "valid", "fill", 0, dtype)
         check(run(sdev, x, k, fp, "tiled", block=(2, 2)), x, k, fp)
-        assert sdev.launches[-1][1] == _plan_filter.tiled_name(dtype, 5, 5, 2)
+        ry = _plan_filter.RY_SPECIALISED[5]
+        assert sdev.launches[-1][1] == _plan_filter.tiled_name(dtype, 5, 5, ry)
     x = random_values(rng, (1, 3, 2), "int16")  # kernel larger than the image
     k = random_values(rng, (1, 9, 7), "int16")
     for boundary in BOUNDARIES:
