@@ -909,7 +909,8 @@ def conv2d_backward_weight(
     wino = real and algorithm in WINOGRAD_TILES
     # 'unfold' reads gy in place by 16-byte copies: a gy whose first element is off
     # a 16-byte boundary (a view at an odd offset) gets plans of its own, without it
-    vec = not real or not gy.flags.c_contiguous or _ptr(gy) % 16 == 0
+    vec = (not real or gy is None or not gy.flags.c_contiguous
+           or _ptr(gy) % 16 == 0)
     key = ("backward_weight", p, algorithm, kind, bool(with_bias), _dt(gy), _dt(x),
            vec, dev, _plan_key(dev))
     plan = _PLANS.get(key)
