@@ -88,6 +88,7 @@ def correlate2d(
     block: tuple[int, int] | None = None,
     vector: bool = True,
     conj_kernel: bool = False,
+    pipelined: bool = False,
 ) -> Any:
     """The padded 2-D correlation of ``fp`` on the GPU (or an emulated device).
 
@@ -117,6 +118,10 @@ def correlate2d(
         algorithms; tests pass a poisoned one). Returned.
     block, vector
         Forced thread block and permission for 128-bit accesses (tests only).
+    pipelined : bool
+        With ``method='tiled'``: the persistent, double-buffered
+        ``filter2d_tiled_pipelined`` (:data:`gpuconv._plan_filter.PIPELINED`
+        cases; tests and benchmarks, never chosen otherwise).
     conj_kernel : bool
         Correlate with the conjugated kernel (complex correlation): the direct
         kernels conjugate the taps as they read them (kernel flag bit 3), the
@@ -140,7 +145,9 @@ def correlate2d(
     if device is None:
         device = _default_device()
     conj = conj_kernel and np.dtype(fp.dtype).kind == "c"
-    key = (fp, _fill_bits(fp), method, block, vector, conj, device,
+    if pipelined and method != "tiled":
+        raise ValueError(f"pipelined=True needs method='tiled', not {method!r}")
+    key = (fp, _fill_bits(fp), method, block, vector, conj, pipelined, device,
            _plan_key(device))  # fmt: skip
     entry = _PLANS.get(key)
     if entry is None:
@@ -229,7 +236,8 @@ def correlate2d(
             launches = plan_filter1d(fp, in1, k, out, vector=vector, conj=conj)
         else:
             launches = plan_filter(
-                fp, in1, k, out, algorithm, block=block, vector=vector, conj=conj
+                fp, in1, k, out, algorithm, block=block, vector=vector, conj=conj,
+                pipelined=pipelined,
             )
         plan = LaunchPlan(device, launches, 3, buffers=(in1, k, out))
         if plan.reusable and len(entry.plans) < _ALIGNMENTS_PER_PROBLEM:
