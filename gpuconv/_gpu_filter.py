@@ -235,15 +235,27 @@ def correlate2d(
         if algorithm == "filter1d":  # its tile is fixed: `block` does not apply
             launches = plan_filter1d(fp, in1, k, out, vector=vector, conj=conj)
         else:
+            sms, smem = _sm_facts(device) if pipelined else (None, None)
             launches = plan_filter(
                 fp, in1, k, out, algorithm, block=block, vector=vector, conj=conj,
-                pipelined=pipelined,
+                pipelined=pipelined, sm_count=sms, smem_per_sm=smem,
             )
         plan = LaunchPlan(device, launches, 3, buffers=(in1, k, out))
         if plan.reusable and len(entry.plans) < _ALIGNMENTS_PER_PROBLEM:
             entry.plans[align] = (plan, copy_k)
     plan.run((in1, k, out))
     return out
+
+
+def _sm_facts(device: Any) -> tuple[int | None, int | None]:
+    """SMs and shared memory per SM of a CUDA device (the pipelined grid), or
+    ``None`` (an emulated device; the planner's defaults then)."""
+    try:
+        attrs = device.xp.cuda.Device().attributes
+        return (int(attrs["MultiProcessorCount"]),
+                int(attrs["MaxSharedMemoryPerMultiprocessor"]))  # fmt: skip
+    except Exception:
+        return None, None
 
 
 #: Plans per problem and device (one per buffer alignment and kernel view).
