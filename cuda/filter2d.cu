@@ -653,16 +653,6 @@ struct TileCursor {
     }
 };
 
-// Resident blocks of 256 threads per SM the pipelined instances' registers must
-// allow: those of filter2d_tiled, except float 3x3 (4, 64 registers, where the
-// filter2d_tiled instance has 5, 48: the tile cursor and the next tile's stage
-// set-up are live across the taps, and at 48 ptxas spills 4 bytes). Two buffers
-// in shared memory allow 5 blocks of float 3x3 and 4 of float64 5x5 on 228 KiB.
-template <typename T, int KHC, int RY>
-__device__ __host__ constexpr int pipelined_min_blocks() {
-    return (sizeof(T) == 4 && KHC == 3 && RY < 4) ? 4 : tile_min_blocks<T, KHC, RY>();
-}
-
 }  // namespace gcf
 
 // filter2d_tiled_pipelined<T, KH, KW, RY> (float and double, compile-time KH = KW):
@@ -683,8 +673,7 @@ __device__ __host__ constexpr int pipelined_min_blocks() {
 //     taps of tile t from its buffer, stores of its outputs
 // so the next tile's DRAM round trip overlaps this tile's taps and stores.
 template <typename T, int KHC, int KWC, int RY>
-__global__ void __launch_bounds__(gcf::TILE_MAX_THREADS,
-                                  (gcf::pipelined_min_blocks<T, KHC, RY>()))
+__global__ void __launch_bounds__(gcf::TILE_MAX_THREADS, (gcf::tile_min_blocks<T, KHC, RY>()))
 filter2d_tiled_pipelined(const T* __restrict__ in, const T* __restrict__ k,
                          T* __restrict__ out, int B, int H, int W, int KH_rt,
                          int KW_rt, int pad_top, int pad_left, int OH, int OW,
@@ -725,20 +714,29 @@ filter2d_tiled_pipelined(const T* __restrict__ in, const T* __restrict__ k,
     const long long plane_out = (long long)OH * OW;
     const int tiles_x = (OW + TW - 1) / TW;
     const int tiles_y = (OH + TH - 1) / TH;
-    // this block's first tile and the grid's step, as (image, tile row, tile column)
-    gcf::TileCursor t;
-    {
-        const int q = (int)blockIdx.x / tiles_x;
-        t.tx = (int)blockIdx.x - q * tiles_x;
-        t.b = q / tiles_y;
-        t.ty = q - t.b * tiles_y;
-    }
-    int sx, sy, sb;
-    {
-        const int q = (int)gridDim.x / tiles_x;
-        sx = (int)gridDim.x - q * tiles_x;
-        sb = q / tiles_y;
-        sy = q - sb * tiles_y;
+    // The tile walk: tile t = (image, tile row, tile column), column fastest, from
+    // blockIdx.x on in steps of gridDim.x. Two forms, per instance, for registers:
+    // a cursor advanced by carries (no division per tile; its step and the tile
+    // counts stay live over the taps), or, in float 3x3 (LINEAR_WALK), the linear
+    // index and two divisions per tile: at 48 registers (5 blocks per SM) the
+    // cursor spills 4 bytes there, and the linear form spills 8 in the others.
+    constexpr bool LINEAR_WALK = sizeof(T) == 4 && KHC == 3;
+    auto cursor = [&](int lin) {
+        gcf::TileCursor c;
+        const int q = lin / tiles_x;
+        c.tx = lin - q * tiles_x;
+        c.b = q / tiles_y;
+        c.ty = q - c.b * tiles_y;
+        return c;
+    };
+    int lin = (int)blockIdx.x;  // (B * tiles + gridDim.x < 2^31: the planner)
+    gcf::TileCursor t = cursor(lin);
+    int sx = 0, sy = 0, sb = 0;  // gridDim.x as a cursor step
+    if constexpr (!LINEAR_WALK) {
+        const gcf::TileCursor st = cursor((int)gridDim.x);
+        sx = st.tx;
+        sy = st.ty;
+        sb = st.b;
     }
 
     // issues this thread's share of tile c (weights + tile + halo) into buf; one
@@ -824,16 +822,25 @@ filter2d_tiled_pipelined(const T* __restrict__ in, const T* __restrict__ k,
         gpuconv::cp_async_commit();
     };
 
+    const int ntiles = LINEAR_WALK ? B * tiles_y * tiles_x : 0;
     if (t.b < B) stage(t, buf_cur);
     // every loop bound below is block-uniform: all threads meet every barrier
-    while (t.b < B) {
-        gcf::TileCursor n = t;
-        n.advance(sb, sy, sx, tiles_y, tiles_x);
+    while (LINEAR_WALK ? lin < ntiles : t.b < B) {
+        if constexpr (LINEAR_WALK) t = cursor(lin);
         gpuconv::cp_async_wait<0>();  // this thread's copies of tile t
         // everyone's copies of tile t have landed; everyone is done with tile t - 1,
         // whose buffer (buf_next) the next stage overwrites
         __syncthreads();
-        if (n.b < B) stage(n, buf_next);
+        {
+            // the next tile (its cursor is not kept over the taps: t advances
+            // again after the stores, fewer registers live)
+            gcf::TileCursor n = t;
+            if constexpr (LINEAR_WALK)
+                n = cursor(lin + (int)gridDim.x);
+            else
+                n.advance(sb, sy, sx, tiles_y, tiles_x);
+            if (n.b < B) stage(n, buf_next);
+        }
 
         A acc[RY][RX];
 #pragma unroll
@@ -915,7 +922,11 @@ filter2d_tiled_pipelined(const T* __restrict__ in, const T* __restrict__ k,
         T* const done = buf_cur;
         buf_cur = buf_next;
         buf_next = done;
-        t = n;
+        if constexpr (LINEAR_WALK) {
+            lin += (int)gridDim.x;
+        } else {
+            t.advance(sb, sy, sx, tiles_y, tiles_x);
+        }
     }
     gpuconv::cp_async_wait<0>();  // (nothing is in flight: the last stage was waited)
 }

@@ -216,14 +216,6 @@ def tile_min_blocks(itemsize: int, k: int, ry: int) -> int:
     return 4 if k <= 7 else 3
 
 
-def pipelined_min_blocks(itemsize: int, k: int, ry: int) -> int:
-    """``gcf::pipelined_min_blocks`` of filter2d.cu (float 3x3: 4, else as
-    :func:`tile_min_blocks`)."""
-    if itemsize == 4 and k == 3 and ry < 4:
-        return 4
-    return tile_min_blocks(itemsize, k, ry)
-
-
 def pipelined_grid(
     fp: FilterProblem,
     block: tuple[int, int],
@@ -248,7 +240,7 @@ def pipelined_grid(
     )
     size = np.dtype(fp.dtype).itemsize
     per_sm = min(
-        pipelined_min_blocks(size, fp.KH, ry),
+        tile_min_blocks(size, fp.KH, ry),
         smem_per_sm // (shared_mem + SMEM_RESERVED_PER_BLOCK),
         2048 // (bx * by),
     )
@@ -1125,6 +1117,9 @@ def plan_filter(
             raise ValueError(f"the pipelined tiles of {fp} do not fit 48 KiB "
                              f"(block {cfg.block}: {smem} bytes)")  # fmt: skip
         nblocks = pipelined_grid(fp, cfg.block, cfg.ry, smem, sm_count, smem_per_sm)
+        if fp.B * -(-fp.OH // th) * -(-fp.OW // tw) + nblocks >= 2**31:
+            raise ValueError(f"{fp}: too many tiles for the pipelined kernel's "
+                             "32-bit tile index")  # fmt: skip
         return [
             Launch(
                 SOURCE, pipelined_name(dt, kh, kh, cfg.ry), (nblocks, 1, 1),
