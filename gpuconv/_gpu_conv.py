@@ -657,7 +657,9 @@ def choose_algorithm(
         few-channel layers such as the RGB stem as a GEMM along the output pixels
         on ``x`` unfolded along its width, where
         :func:`gpuconv._plan_conv.wgrad_unfold_preferred`; chosen on the SASS
-        proxy, not yet measured), or
+        proxy, not yet measured; it reads a C-contiguous float32 ``gy`` in place:
+        one whose first element is off a 16-byte boundary runs
+        ``'tiled_regblock'``), or
         for float16 data, and float32 or complex64 data with ``precision='tf32'``,
         the tensor cores (``cuda/conv2d_mma.cu``): ``'mma_nhwc'`` (the
         ``cp.async``/``ldmatrix`` pipeline on NHWC operands, where

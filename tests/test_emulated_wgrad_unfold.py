@@ -22,7 +22,7 @@ import pytest
 import gpuconv
 from gpuconv import _gpu_conv, _plan_conv
 from gpuconv._emulate import EmulatedDevice
-from tests._cuda_conv_cases import run_wgrad, wgrad_inputs, wide_wgrad
+from tests._cuda_conv_cases import problem, run_wgrad, wgrad_inputs, wide_wgrad
 from tests._emu_helpers import EMULATED, prepared_device
 from tests._tol import assert_products_within
 
@@ -179,7 +179,7 @@ def test_auto_takes_it_for_the_stem_only():
     assert choose((32, 3, 224, 224), (64, 3, 7, 7), stride=2, padding=3) == "unfold"
     assert choose((16, 64, 56, 56), (64, 64, 3, 3), padding=1) == "nhwc"
     assert choose((2, 3, 16, 16), (8, 3, 7, 7), stride=2, padding=3) != "unfold"
-    # OW = 111: no chunks of 4 pixels
+    # OW = 110: no chunks of 4 pixels
     assert choose((16, 3, 222, 222), (64, 3, 7, 7), stride=2, padding=2) != "unfold"
 
 
@@ -257,3 +257,41 @@ def test_gy_off_a_16_byte_boundary_takes_tiled_regblock(dev):
     aligned, _, launched = _run(p, x, gy.copy(), dev)
     assert _ran_unfold(launched)
     _check(p, kw, x, gy, aligned)
+
+
+@pytest.mark.parametrize("dtype, precision, mode", [
+    ("complex64", "highest", "zeros"),
+    ("complex64", "tf32", "reflect"),
+    ("float16", "highest", "circular"),
+    ("float32", "tf32", "replicate"),
+])
+def test_choose_algorithm_names_what_auto_runs(dtype, precision, mode, monkeypatch):
+    """gpuconv.choose_algorithm (public, shapes only) names the kernel 'auto' runs
+    for the weight gradient in the other routes too: complex (four real passes),
+    tf32 and float16 on the FP32 kernels (operands converted first), the padding
+    modes (the padded problem); exact on small integers (complex: both parts; the
+    op is the pure correlation, the API passes conj(x))."""
+    import dataclasses
+
+    monkeypatch.setattr(_plan_conv, "WGRAD_UNFOLD_MIN_MACS", 1)
+    d = prepared_device(SOURCES)  # its own plans (the size floor is lowered)
+    xs, ws = (2, 3, 16, 16), (16, 3, 7, 7)
+    kw = {"stride": 2, "padding": 3, "padding_mode": mode}
+    assert gpuconv.choose_algorithm(xs, ws, "backward_weight", dtype=dtype,
+                                    precision=precision, **kw) == "unfold"
+    p = dataclasses.replace(problem(xs, ws, dtype, kw), precision=precision)
+    rng = np.random.default_rng(43)
+
+    def ints(shape):
+        a = rng.integers(-3, 4, size=shape).astype(dtype)
+        if np.dtype(dtype).kind == "c":
+            a = a + 1j * rng.integers(-3, 4, size=shape).astype(dtype)
+        return a
+
+    x, gy = ints(p.x_shape), ints(p.y_shape)
+    gw, _, launched = _run(p, x, gy, d, algorithm="auto")
+    assert _ran_unfold(launched), launched
+    wide = np.complex128 if np.dtype(dtype).kind == "c" else np.float64
+    want = gpuconv.conv2d_grad_weight(np.conj(x).astype(wide), p.w_shape,
+                                      gy.astype(wide), backend="numpy", **kw)
+    np.testing.assert_array_equal(gw, want)
