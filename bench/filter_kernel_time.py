@@ -24,13 +24,21 @@ with the planner's staging and block choice for that ``RY`` (rows ``ry2``/``ry4`
 outputs checked against the default launch): the rows that say whether the
 planner's ``RY`` is the faster (``--no-ry`` skips them).
 
+Where a persistent, double-buffered instance is registered
+(``gpuconv._plan_filter.PIPELINED``: float32/float64 3x3 and 5x5), it is timed too
+(rows ``pipelined``: ``plan_filter(..., pipelined=True)``, its grid sized for the
+device's SMs and shared memory per SM; outputs checked against the default launch;
+``--no-pipelined`` skips them): the rows that say whether overlapping the next
+tile's loads with this tile's taps moves the DRAM-bound cases towards the copy
+bandwidth.
+
 With ``--blocks 32x8 64x4 ...`` each case is also timed with those thread blocks
 forced (the planner's staging; rows ``block-BXxBY``, outputs checked against the
 default launch): the sweep that says whether the planner's block is the fastest.
 
     PYTHONPATH=. python bench/filter_kernel_time.py [--n 4096 8192] [--k 3 5 7 9]
         [--dtypes float32 float64] [--batch 20] [--repeats 5] [--blocks 32x8 ...]
-        [--json out.json]
+        [--no-ry] [--no-pipelined] [--json out.json]
 """
 
 from __future__ import annotations
@@ -68,6 +76,15 @@ def _time_batch(cp, calls, batch: int, repeats: int) -> float:
     return float(np.median(times))
 
 
+def _smem_per_sm(cp) -> int | None:
+    """Shared memory per SM of the current device, or ``None``."""
+    try:
+        v = cp.cuda.Device().attributes["MaxSharedMemoryPerMultiprocessor"]
+        return int(v) if int(v) > 0 else None
+    except Exception:
+        return None
+
+
 def main(argv: list[str] | None = None, cp=None, dev=None) -> int:
     """Runs the table; ``cp``/``dev`` replace CuPy and its device (a smoke test
     with the CPU emulation harness)."""
@@ -82,6 +99,9 @@ def main(argv: list[str] | None = None, cp=None, dev=None) -> int:
                     "with the planner's staging: rows 'block-BXxBY'")
     ap.add_argument("--no-ry", action="store_true",
                     help="skip the registered RY alternatives (rows 'ryN')")
+    ap.add_argument("--no-pipelined", action="store_true",
+                    help="skip the persistent, double-buffered instances "
+                    "(rows 'pipelined')")  # fmt: skip
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     blocks = [tuple(int(v) for v in b.split("x")) for b in args.blocks]
@@ -93,6 +113,9 @@ def main(argv: list[str] | None = None, cp=None, dev=None) -> int:
         dev = CupyDevice()
     bw = gc.copy_bandwidth(cp)
     name = gc.device_name(cp)
+    # the pipelined grid: SMs and shared memory per SM (None: the planner's H200
+    # defaults)
+    facts = {"sms": gc.device_facts(cp)["sms"], "smem_per_sm": _smem_per_sm(cp)}
     print(f"{name}: copy bandwidth {bw / 1e9:.0f} GB/s (read + write)")
     print(f"{'case':24s} {'staging':7s} {'us':>8s} {'GB/s':>6s} {'%copy':>6s}")
     rows, bad = [], False
@@ -148,6 +171,31 @@ def main(argv: list[str] | None = None, cp=None, dev=None) -> int:
                         "case": f"filter2d_tiled/{staging}/{n}x{n}/k{k}/{dt}",
                         "kernel": launches[0].kernel, "staging": staging, "ry": ry,
                         "block": list(launches[0].block[:2]), "n": n, "k": k,
+                        "dtype": dt, "kernel_s": t, "floor_gbs": gbs,
+                        "copy_bandwidth_gbs": bw / 1e9, "share_of_copy": gbs * 1e9 / bw,
+                    })  # fmt: skip
+                if (dt, k) in pf.PIPELINED and not args.no_pipelined:
+                    launches = [
+                        pf.plan_filter(fp, x, w, out, "tiled", pipelined=True,
+                                       sm_count=facts["sms"],
+                                       smem_per_sm=facts["smem_per_sm"])[0]
+                        for x, out in zip(xs, outs, strict=True)
+                    ]  # fmt: skip
+                    calls = [lambda la=la: dev.launch(la) for la in launches]
+                    t = _time_batch(cp, calls, args.batch, args.repeats)
+                    staging = "pipelined"
+                    if not bool(cp.array_equal(outs[0], results["async"])):
+                        print(f"MISMATCH {dt} {n} k{k}: {staging} differs")
+                        bad = True
+                    gbs = 2 * np.dtype(dt).itemsize * n * n / t / 1e9
+                    print(f"{f'{dt} {n}x{n} k{k}':24s} {staging:7s} {t * 1e6:8.1f} "
+                          f"{gbs:6.0f} {100 * gbs * 1e9 / bw:6.1f}")
+                    rows.append({
+                        "device": name,
+                        "case": f"filter2d_tiled/{staging}/{n}x{n}/k{k}/{dt}",
+                        "kernel": launches[0].kernel, "staging": staging,
+                        "block": list(launches[0].block[:2]),
+                        "grid": int(launches[0].grid[0]), "n": n, "k": k,
                         "dtype": dt, "kernel_s": t, "floor_gbs": gbs,
                         "copy_bandwidth_gbs": bw / 1e9, "share_of_copy": gbs * 1e9 / bw,
                     })  # fmt: skip

@@ -25,6 +25,12 @@ prints one row per case:
 - ``LDS128/o``, ``LDS/o``, ``BAR``: 128-bit and all shared-memory loads in that loop
   per output of a thread (static: the border tiles' map reads are among ``LDS``) and
   its barrier instructions (an interior tile runs one of them);
+- ``pipe`` rows (``--pipelined``): ``filter2d_tiled_pipelined`` beside the
+  default (two buffers in ``smem``; ``KiB/SM`` is then in flight during the taps
+  too, not only while a block waits for its tile; ``BAR``: barriers of the
+  persistent tile loop, one per tile);
+- ``t/slot``: tiles per resident block slot (132 SMs): the default grid's waves
+  (a fractional last wave is its tail), the pipelined grid's tiles per block;
 - ``tFMA/o``, ``tLDS/o``, ``tOth/o``, ``tFMA%``: the interior tile's tap code
   (the branch-free stretch of SASS with the most multiply-adds: every tap of the
   compile-time instances, unrolled, run once per tile, no loader or border code)
@@ -36,6 +42,7 @@ prints one row per case:
 Run from the repository root (nvcc, cuobjdump and nvdisasm on PATH)::
 
     python bench/filter_sass_proxy.py [--n 8192] [--arch sm_90] [--alternatives]
+        [--pipelined]
 """
 
 from __future__ import annotations
@@ -141,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=8192)
     ap.add_argument("--arch", default="sm_90")
+    ap.add_argument("--pipelined", action="store_true",
+                    help="also the persistent, double-buffered instances "
+                    "(gpuconv._plan_filter.PIPELINED; rows 'pipe')")  # fmt: skip
     ap.add_argument("--alternatives", action="store_true",
                     help="also the registered RY alternatives of the compile-time "
                     "instances (rows 'ryN', never planned)")  # fmt: skip
@@ -151,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
         fp = FilterProblem(1, n, n, 1, k, k, k // 2, k // 2, n, n, "fill", 0.0,
                            np.dtype(dt))  # fmt: skip
         plans[(f"{dt} k{k}", dt, k)] = pf.tiled_config(fp)
+        cfg = plans[(f"{dt} k{k}", dt, k)]
+        if args.pipelined and (dt, k) in pf.PIPELINED and cfg is not None:
+            smem = pf.pipelined_smem_bytes(np.dtype(dt).itemsize, cfg.block, cfg.ry,
+                                           k, k)  # fmt: skip
+            plans[(f"{dt} k{k} pipe", dt, k)] = pf.TiledConfig(
+                pf.pipelined_name(dt, k, k, cfg.ry), cfg.ry, cfg.block, smem)
         alts = pf.RY_ALTERNATIVES.get(k, ()) if args.alternatives else ()
         for ry in alts:
             cfg = pf.tiled_config(fp, ry_override=ry)
@@ -168,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'blk/SM':>6s} {'occ%':>4s} {'ldfl':>4s} {'KiB/SM':>6s} {'LDG/out':>7s} "
           f"{'STG/out':>7s} {'FMA%':>4s} {'loop':>5s} {'LDS128/o':>7s} {'LDS/o':>6s} "
           f"{'BAR':>3s} {'tFMA/o':>6s} {'tLDS/o':>6s} {'tOth/o':>6s} "
-          f"{'tFMA%':>5s}")  # fmt: skip
+          f"{'tFMA%':>5s} {'t/slot':>6s}")  # fmt: skip
     for (label, dt, k), cfg in plans.items():
         key = cfg.kernel.replace("gc_complex64", "gc_complex<float>")
         mangled, body = funcs[key]
@@ -182,6 +198,16 @@ def main(argv: list[str] | None = None) -> int:
         rx, vec = pf.rx(size), 16 // size
         tw, th = bx * rx, by * cfg.ry
         compile_time = not cfg.kernel.endswith(f"0, 0, {cfg.ry}>")
+        # tiles per resident block slot (132 SMs): the default grid's waves; the
+        # pipelined grid's tiles per block (its last, partial tile round: the tail)
+        tiles = -(-n // tw) * -(-n // th)
+        slots = blk * 132
+        if "pipelined" in cfg.kernel:
+            slots = pf.pipelined_grid(
+                FilterProblem(1, n, n, 1, k, k, k // 2, k // 2, n, n, "fill", 0.0,
+                              np.dtype(dt)),
+                cfg.block, cfg.ry, cfg.shared_mem)  # fmt: skip
+            assert slots <= blk * 132, "the grid overestimates the resident blocks"
         rows, cols = th + k - 1, tw + k - 1
         nvec = -(-(vec - 1 + cols) // vec)
         if compile_time:
@@ -214,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{rows * nvec / (tw * th):7.3f} {(1 / vec if rx % vec == 0 else 0):7.3f} "
             f"{100 * fma / len(loop):4.0f} {len(loop):5d} {lds128 / outs:7.2f} "
             f"{lds / outs:6.2f} {bar:3d} {t_fma / outs:6.2f} {t_lds / outs:6.2f} "
-            f"{t_oth / outs:6.2f} {100 * t_fma / max(1, len(tap)):5.1f}"
+            f"{t_oth / outs:6.2f} {100 * t_fma / max(1, len(tap)):5.1f} "
+            f"{tiles / slots:6.2f}"
         )
     for s in spills:
         print("SPILL", s)

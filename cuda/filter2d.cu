@@ -83,6 +83,21 @@
 //       The registered instance set is fixed (gpuconv._kernels.KERNELS), so a new
 //       kernel shape never triggers a compile.
 //
+//   filter2d_tiled_pipelined<T, KH, KW, RY>
+//       The compile-time tiled kernel (same tile, register block, tap code and
+//       summation order: bit-identical to naive and tiled) as a PERSISTENT,
+//       DOUBLE-BUFFERED grid, for the DRAM-bound cases (float, double; 3x3 and 5x5,
+//       RY = 2: gpuconv._plan_filter.PIPELINED). About (resident blocks per SM x
+//       SMs) blocks walk the tiles (blockIdx.x, + gridDim.x, ...; tile x fastest)
+//       through two shared buffers of weights + tile + halo: per tile ONE barrier,
+//       after which the NEXT tile's copies are issued with cp.async into the other
+//       buffer (one cp.async group, awaited only at the next tile), so one tile's
+//       DRAM round trip overlaps the previous tile's taps and stores. Border tiles
+//       are staged by plain loads applying the boundary rule per element (no index
+//       maps, no extra barrier). An alternative, never planned: plan_filter(...,
+//       pipelined=True) reaches it (tests, bench/filter_kernel_time.py rows
+//       'pipelined') until a GPU run decides.
+//
 // Shared memory layout of filter2d_tiled (gpuconv._plan_filter.tiled_smem_bytes
 // computes the same numbers):
 //   s_w      KH rows of KWP values of T (KWP = KW rounded up to a 16-byte vector in
@@ -91,6 +106,9 @@
 //   s_in     rows x P values of T, rows = TH+KH-1, P = round_up(TW+KW+CW+4, 4)
 //            (P >= TW+KW-1 plus the slack the 128-bit row reads may over-read)
 //   s_rowmap rows ints, s_colmap P ints (border tiles only)
+// filter2d_tiled_pipelined: two buffers of (s_w, s_in) as above, no maps
+// (gpuconv._plan_filter.pipelined_smem_bytes; float64 5x5 at a 32x8 block: 46560
+// bytes).
 #include "common.cuh"
 #include "filter_common.cuh"
 
@@ -600,4 +618,315 @@ filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k,
             }
         }
     }
+}
+
+// ------------------------------------------------------------------------------------
+// tiled_pipelined: the compile-time tiled kernel, persistent and double-buffered
+// ------------------------------------------------------------------------------------
+namespace gcf {
+
+// cp_async whose copies the CPU emulation harness defers to the wait that covers
+// them (or lands at once with EmulatedDevice(cp_async='eager')), so that the
+// double buffer's ordering is checked there; on a GPU, gcf::cp_async.
+template <typename V>
+__device__ __forceinline__ void cp_async_tracked(V* s, const V* g) {
+#if defined(GPUCONV_EMULATED)
+    gpuconv_emu::cp_async_issue(s, g, (int)sizeof(V), false, __FILE__, __LINE__);
+#else
+    cp_async(s, g);
+#endif
+}
+
+// (b, tile_y, tile_x) of a linear tile index, tile_x fastest; advanced by a fixed
+// step (the grid size) with two compares and carries, no division per tile.
+struct TileCursor {
+    int b, ty, tx;
+    __device__ __forceinline__ void advance(int sb, int sy, int sx, int tiles_y,
+                                            int tiles_x) {
+        tx += sx;
+        const int cx = tx >= tiles_x;
+        tx -= cx ? tiles_x : 0;
+        ty += sy + cx;
+        const int cy = ty >= tiles_y;
+        ty -= cy ? tiles_y : 0;
+        b += sb + cy;
+    }
+};
+
+}  // namespace gcf
+
+// filter2d_tiled_pipelined<T, KH, KW, RY> (float and double, compile-time KH = KW):
+// the tile, register block, summation order and tap code of filter2d_tiled<T, KH,
+// KW, RY> (bit-identical to it and to filter2d_naive), launched as a persistent
+// grid: gridDim.x blocks (the planner: about resident blocks per SM x SMs, never
+// more than the tiles) walk the tiles t = blockIdx.x, + gridDim.x, ... (tile x
+// fastest, then tile y, then the image), through TWO shared buffers (weights + tile
+// + halo each). Per tile, ONE barrier:
+//     wait for this thread's copies of tile t (cp.async.wait_group 0)
+//     barrier: every copy of tile t has landed, and every thread has finished
+//              tile t - 1, whose buffer is refilled next
+//     stage tile t + gridDim.x into the other buffer: interior tiles as cp.async
+//              copies (16-byte chunks when the rows are aligned and the tile
+//              starts on a vector, else one element per copy), committed as one
+//              group and NOT awaited; border tiles by plain loads applying the
+//              boundary rule per element (no index maps: no extra barrier)
+//     taps of tile t from its buffer, stores of its outputs
+// so the next tile's DRAM round trip overlaps this tile's taps and stores.
+template <typename T, int KHC, int KWC, int RY>
+__global__ void __launch_bounds__(gcf::TILE_MAX_THREADS, (gcf::tile_min_blocks<T, KHC, RY>()))
+filter2d_tiled_pipelined(const T* __restrict__ in, const T* __restrict__ k,
+                         T* __restrict__ out, int B, int H, int W, int KH_rt,
+                         int KW_rt, int pad_top, int pad_left, int OH, int OW,
+                         long long ks_b, long long ks_r, long long ks_c,
+                         int boundary, T fill, int flags) {
+    typedef gcf::Acc<T> Ac;
+    typedef typename Ac::type A;
+    typedef gcf::TileTraits<T> TT;
+    static_assert(KHC > 0 && KWC > 0, "compile-time kernel sizes only");
+    static_assert(sizeof(T) == 4 || sizeof(T) == 8, "float and double only (cp.async sizes)");
+    (void)KH_rt;
+    (void)KW_rt;
+    constexpr int RX = TT::RX;
+    constexpr int VEC = TT::VEC;
+    constexpr int VECR = TT::VECR;
+    constexpr int KH = KHC, KW = KWC;
+    constexpr int KWP = gcf::weight_pitch<T, KWC>(KWC);
+    constexpr int G = (VECR > 1 && sizeof(T) == 4) ? VECR : RX;  // as filter2d_tiled
+    constexpr int NG = RX / G;
+    // elements of a buffer's weight block (whole 16-byte vectors)
+    constexpr int WOFF = gcf::round_up(KH * KWP * (int)sizeof(T), 16) / (int)sizeof(T);
+
+    const int BX = blockDim.x, BY = blockDim.y;
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const int tid = ty * BX + tx, nthreads = BX * BY;
+    const int TW = BX * RX, TH = BY * RY;
+    const int rows = TH + KH - 1;
+    const int cols = TW + KW - 1;
+    const int P = gcf::tile_pitch(TW, KW);
+    const int stage_elems = WOFF + rows * P;  // a multiple of 4: 16-byte aligned in T
+
+    GPUCONV_DYNAMIC_SHARED(unsigned char, s_base);
+    T* buf_cur = reinterpret_cast<T*>(s_base);
+    T* buf_next = buf_cur + stage_elems;
+
+    const T zero = gcf::zero_value<T>();
+    const long long plane_in = (long long)H * W;
+    const long long plane_out = (long long)OH * OW;
+    const int tiles_x = (OW + TW - 1) / TW;
+    const int tiles_y = (OH + TH - 1) / TH;
+    // The tile walk: tile t = (image, tile row, tile column), column fastest, from
+    // blockIdx.x on in steps of gridDim.x. Two forms, per instance, for registers:
+    // a cursor advanced by carries (no division per tile; its step and the tile
+    // counts stay live over the taps), or, in float 3x3 (LINEAR_WALK), the linear
+    // index and two divisions per tile: at 48 registers (5 blocks per SM) the
+    // cursor spills 4 bytes there, and the linear form spills 8 in the others.
+    constexpr bool LINEAR_WALK = sizeof(T) == 4 && KHC == 3;
+    auto cursor = [&](int lin) {
+        gcf::TileCursor c;
+        const int q = lin / tiles_x;
+        c.tx = lin - q * tiles_x;
+        c.b = q / tiles_y;
+        c.ty = q - c.b * tiles_y;
+        return c;
+    };
+    int lin = (int)blockIdx.x;  // (B * tiles + gridDim.x < 2^31: the planner)
+    gcf::TileCursor t = cursor(lin);
+    int sx = 0, sy = 0, sb = 0;  // gridDim.x as a cursor step
+    if constexpr (!LINEAR_WALK) {
+        const gcf::TileCursor st = cursor((int)gridDim.x);
+        sx = st.tx;
+        sy = st.ty;
+        sb = st.b;
+    }
+
+    // issues this thread's share of tile c (weights + tile + halo) into buf; one
+    // cp.async group (empty on border tiles, staged by plain loads)
+    auto stage = [&](const gcf::TileCursor& c, T* buf) {
+        const T* inb = in + c.b * plane_in;
+        const T* kb = k + c.b * ks_b;
+        T* s_w = buf;
+        T* s_in = buf + WOFF;
+        for (int a = ty; a < KH; a += BY) {
+            for (int cc = tx; cc < KWP; cc += BX) {
+                if (cc < KW)
+                    gcf::cp_async_tracked(s_w + a * KWP + cc, kb + a * ks_r + cc * ks_c);
+                else
+                    s_w[a * KWP + cc] = zero;  // row padding (read, unused)
+            }
+        }
+        const long long iy0 = (long long)c.ty * TH - pad_top;
+        const long long ix0 = (long long)c.tx * TW - pad_left;
+        const bool interior = iy0 >= 0 && iy0 + rows <= H && ix0 >= 0 && ix0 + cols <= W;
+        if (interior) {
+            const long long ixa = ix0 / VEC * VEC;
+            const int sh = (int)(ix0 - ixa);
+            int ncols = cols;  // opaque: the set-up is redone per tile (filter2d_tiled)
+            gpuconv::keep_in_register(ncols);
+            int filled;
+            if ((flags & 1) && sh == 0) {
+                const int nvec = (ncols + VEC - 1) / VEC;
+                filled = nvec * VEC;
+                const gcf::Vec16<T>* gbase =
+                    reinterpret_cast<const gcf::Vec16<T>*>(inb + iy0 * W + ix0);
+                const int wv = W / VEC;
+                const int total = rows * nvec;
+                const int dr = nthreads / nvec, dq = nthreads - dr * nvec;
+                int r = tid / nvec, q = tid - r * nvec;
+#pragma unroll 4
+                for (int i = tid; i < total; i += nthreads) {
+                    gcf::cp_async_tracked(
+                        reinterpret_cast<gcf::Vec16<T>*>(s_in + r * P + q * VEC),
+                        gbase + (long long)r * wv + q);
+                    r += dr;
+                    q += dq;
+                    if (q >= nvec) {
+                        q -= nvec;
+                        ++r;
+                    }
+                }
+            } else {
+                filled = ncols;
+                const T* gtile = inb + iy0 * W + ix0;
+                const int dr = nthreads / ncols, dc = nthreads - dr * ncols;
+                int r = tid / ncols, cc = tid - r * ncols;
+                const int total = rows * ncols;
+#pragma unroll 4
+                for (int i = tid; i < total; i += nthreads) {
+                    gcf::cp_async_tracked(s_in + r * P + cc, gtile + (long long)r * W + cc);
+                    r += dr;
+                    cc += dc;
+                    if (cc >= ncols) {
+                        cc -= ncols;
+                        ++r;
+                    }
+                }
+            }
+            // the slack the row reads may over-read (never multiplied in)
+            for (int r = ty; r < rows; r += BY) {
+                for (int cc = filled + tx; cc < P; cc += BX) s_in[r * P + cc] = zero;
+            }
+        } else {
+            // border tile: the boundary rule per element (few tiles; no maps, so no
+            // barrier inside the stage)
+            for (int r = ty; r < rows; r += BY) {
+                const long long rm = gcf::boundary_index(iy0 + r, H, boundary);
+                const T* grow = inb + (rm < 0 ? 0 : rm) * W;
+                T* srow = s_in + r * P;
+                for (int cc = tx; cc < P; cc += BX) {
+                    const long long cm =
+                        cc < cols ? gcf::boundary_index(ix0 + cc, W, boundary) : -2;
+                    srow[cc] = cm == -2 ? zero : ((rm < 0 || cm < 0) ? fill : grow[cm]);
+                }
+            }
+        }
+        gpuconv::cp_async_commit();
+    };
+
+    const int ntiles = LINEAR_WALK ? B * tiles_y * tiles_x : 0;
+    if (t.b < B) stage(t, buf_cur);
+    // every loop bound below is block-uniform: all threads meet every barrier
+    while (LINEAR_WALK ? lin < ntiles : t.b < B) {
+        if constexpr (LINEAR_WALK) t = cursor(lin);
+        gpuconv::cp_async_wait<0>();  // this thread's copies of tile t
+        // everyone's copies of tile t have landed; everyone is done with tile t - 1,
+        // whose buffer (buf_next) the next stage overwrites
+        __syncthreads();
+        {
+            // the next tile (its cursor is not kept over the taps: t advances
+            // again after the stores, fewer registers live)
+            gcf::TileCursor n = t;
+            if constexpr (LINEAR_WALK)
+                n = cursor(lin + (int)gridDim.x);
+            else
+                n.advance(sb, sy, sx, tiles_y, tiles_x);
+            if (n.b < B) stage(n, buf_next);
+        }
+
+        A acc[RY][RX];
+#pragma unroll
+        for (int r = 0; r < RY; ++r) {
+#pragma unroll
+            for (int x = 0; x < RX; ++x) acc[r][x] = Ac::zero();
+        }
+        {
+            // the taps, rows streamed (filter2d_tiled, step 3): kernel rows
+            // ascending, then columns, one multiply-add per tap
+            constexpr bool OPAQUE_ROW = RY >= 4;
+            const T* s_w = buf_cur;
+            const T* srow = buf_cur + WOFF + ty * RY * P + tx * G;
+#pragma unroll
+            for (int ir = 0; ir < RY + KH - 1; ++ir) {
+                T v[NG][G + KWC - 1];
+#pragma unroll
+                for (int g = 0; g < NG; ++g)
+                    gcf::load_row<T, G + KWC - 1, VECR>(srow + g * BX * G, v[g]);
+                if constexpr (OPAQUE_ROW) {
+                    int pitch = P;
+                    gpuconv::keep_in_register(pitch);
+                    srow += pitch;
+                } else {
+                    srow += P;
+                }
+#pragma unroll
+                for (int r = 0; r < RY; ++r) {
+                    const int a = ir - r;
+                    if (a < 0 || a >= KH) continue;
+                    T wt[KWC];
+                    gcf::load_row<T, KWC, VECR>(s_w + a * KWP, wt);
+                    A wr[KWC];
+#pragma unroll
+                    for (int c = 0; c < KWC; ++c) wr[c] = Ac::from(wt[c]);
+#pragma unroll
+                    for (int c = 0; c < KWC; ++c) {
+#pragma unroll
+                        for (int g = 0; g < NG; ++g) {
+#pragma unroll
+                            for (int x = 0; x < G; ++x)
+                                acc[r][g * G + x] =
+                                    Ac::mad(Ac::from(v[g][x + c]), wr[c], acc[r][g * G + x]);
+                        }
+                    }
+                }
+            }
+        }
+
+        // the epilogue: store the RY x RX block (filter2d_tiled, step 4)
+        const int oy0 = t.ty * TH, ox0 = t.tx * TW;
+#pragma unroll
+        for (int r = 0; r < RY; ++r) {
+            const int oy = oy0 + ty * RY + r;
+            if (oy < OH) {
+                T* orow = out + t.b * plane_out + (long long)oy * OW;
+#pragma unroll
+                for (int g = 0; g < NG; ++g) {
+                    const int ox = ox0 + g * BX * G + tx * G;
+                    if (TT::VEC_STORE && G % VEC == 0 && (flags & 2) && ox + G <= OW) {
+                        gcf::Vec16<T>* ov = reinterpret_cast<gcf::Vec16<T>*>(orow + ox);
+#pragma unroll
+                        for (int q = 0; q < (G % VEC == 0 ? G / VEC : 0); ++q) {
+                            gcf::Vec16<T> vv;
+#pragma unroll
+                            for (int e = 0; e < VEC; ++e)
+                                vv.v[e] = Ac::to(acc[r][g * G + q * VEC + e]);
+                            ov[q] = vv;
+                        }
+                    } else {
+#pragma unroll
+                        for (int x = 0; x < G; ++x) {
+                            if (ox + x < OW) orow[ox + x] = Ac::to(acc[r][g * G + x]);
+                        }
+                    }
+                }
+            }
+        }
+        T* const done = buf_cur;
+        buf_cur = buf_next;
+        buf_next = done;
+        if constexpr (LINEAR_WALK) {
+            lin += (int)gridDim.x;
+        } else {
+            t.advance(sb, sy, sx, tiles_y, tiles_x);
+        }
+    }
+    gpuconv::cp_async_wait<0>();  // (nothing is in flight: the last stage was waited)
 }

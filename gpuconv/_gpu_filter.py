@@ -88,6 +88,7 @@ def correlate2d(
     block: tuple[int, int] | None = None,
     vector: bool = True,
     conj_kernel: bool = False,
+    pipelined: bool = False,
 ) -> Any:
     """The padded 2-D correlation of ``fp`` on the GPU (or an emulated device).
 
@@ -117,6 +118,10 @@ def correlate2d(
         algorithms; tests pass a poisoned one). Returned.
     block, vector
         Forced thread block and permission for 128-bit accesses (tests only).
+    pipelined : bool
+        With ``method='tiled'``: the persistent, double-buffered
+        ``filter2d_tiled_pipelined`` (:data:`gpuconv._plan_filter.PIPELINED`
+        cases; tests and benchmarks, never chosen otherwise).
     conj_kernel : bool
         Correlate with the conjugated kernel (complex correlation): the direct
         kernels conjugate the taps as they read them (kernel flag bit 3), the
@@ -140,7 +145,9 @@ def correlate2d(
     if device is None:
         device = _default_device()
     conj = conj_kernel and np.dtype(fp.dtype).kind == "c"
-    key = (fp, _fill_bits(fp), method, block, vector, conj, device,
+    if pipelined and method != "tiled":
+        raise ValueError(f"pipelined=True needs method='tiled', not {method!r}")
+    key = (fp, _fill_bits(fp), method, block, vector, conj, pipelined, device,
            _plan_key(device))  # fmt: skip
     entry = _PLANS.get(key)
     if entry is None:
@@ -228,14 +235,27 @@ def correlate2d(
         if algorithm == "filter1d":  # its tile is fixed: `block` does not apply
             launches = plan_filter1d(fp, in1, k, out, vector=vector, conj=conj)
         else:
+            sms, smem = _sm_facts(device) if pipelined else (None, None)
             launches = plan_filter(
-                fp, in1, k, out, algorithm, block=block, vector=vector, conj=conj
+                fp, in1, k, out, algorithm, block=block, vector=vector, conj=conj,
+                pipelined=pipelined, sm_count=sms, smem_per_sm=smem,
             )
         plan = LaunchPlan(device, launches, 3, buffers=(in1, k, out))
         if plan.reusable and len(entry.plans) < _ALIGNMENTS_PER_PROBLEM:
             entry.plans[align] = (plan, copy_k)
     plan.run((in1, k, out))
     return out
+
+
+def _sm_facts(device: Any) -> tuple[int | None, int | None]:
+    """SMs and shared memory per SM of a CUDA device (the pipelined grid), or
+    ``None`` (an emulated device; the planner's defaults then)."""
+    try:
+        attrs = device.xp.cuda.Device().attributes
+        return (int(attrs["MultiProcessorCount"]),
+                int(attrs["MaxSharedMemoryPerMultiprocessor"]))  # fmt: skip
+    except Exception:
+        return None, None
 
 
 #: Plans per problem and device (one per buffer alignment and kernel view).

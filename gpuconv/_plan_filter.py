@@ -100,6 +100,19 @@ RY_ALTERNATIVES: dict[int, tuple[int, ...]] = {5: (4,), 7: (2,), 9: (2,)}
 REGISTER_STAGED: frozenset[tuple[str, int]] = frozenset(
     {("float32", 5), ("float32", 7)}
 )
+#: The persistent, double-buffered variant ``filter2d_tiled_pipelined<T, k, k, RY>``
+#: (RY of :data:`RY_SPECIALISED`) registered for these ``(dtype name, k)`` pairs: the
+#: DRAM-bound compile-time cases (issue 16). Never planned: ``plan_filter(...,
+#: pipelined=True)`` reaches it (tests, ``bench/filter_kernel_time.py`` rows
+#: ``pipelined``), until a GPU run says whether it is the faster.
+PIPELINED: frozenset[tuple[str, int]] = frozenset(
+    {("float32", 3), ("float32", 5), ("float64", 3), ("float64", 5)}
+)
+#: SMs and shared memory per SM the pipelined grid is sized for when the caller
+#: does not say (an H100/H200: 132 SMs, 228 KiB, 1 KiB reserved per block).
+DEFAULT_SM_COUNT = 132
+DEFAULT_SMEM_PER_SM = 228 * 1024
+SMEM_RESERVED_PER_BLOCK = 1024
 #: Below this many output rows the ``RY = 1`` instance is used.
 SHORT_OH = 16
 #: ``TILE_MAX_THREADS`` of filter2d.cu: the ``__launch_bounds__`` of filter2d_tiled.
@@ -121,6 +134,10 @@ def tiled_name(dtype: Any, kh: int, kw: int, ry: int) -> str:
     return f"filter2d_tiled<{CTYPES[np.dtype(dtype).name]}, {kh}, {kw}, {ry}>"
 
 
+def pipelined_name(dtype: Any, kh: int, kw: int, ry: int) -> str:
+    return f"filter2d_tiled_pipelined<{CTYPES[np.dtype(dtype).name]}, {kh}, {kw}, {ry}>"
+
+
 def kernel_names() -> tuple[str, ...]:
     """Every instance of ``filter2d.cu`` gpuconv launches (the KERNELS entry)."""
     names: list[str] = []
@@ -131,6 +148,11 @@ def kernel_names() -> tuple[str, ...]:
                 tiled_name(dt, s, s, ry)
                 for s in SPECIALISED_SIZES
                 for ry in (RY_SPECIALISED[s], *RY_ALTERNATIVES.get(s, ()))
+            ]
+            names += [
+                pipelined_name(dt, s, s, RY_SPECIALISED[s])
+                for s in SPECIALISED_SIZES
+                if (dt, s) in PIPELINED
             ]
         names.append(tiled_name(dt, 0, 0, RY_IMAGE))
         names.append(tiled_name(dt, 0, 0, RY_SHORT))
@@ -168,6 +190,61 @@ def tiled_smem_bytes(
         + rows * pitch * itemsize
         + 4 * (rows + pitch)
     )
+
+
+def pipelined_smem_bytes(
+    itemsize: int, block: tuple[int, int], ry: int, kh: int, kw: int
+) -> int:
+    """Dynamic shared memory of one ``filter2d_tiled_pipelined`` block: two buffers,
+    each the padded weights and the tile + halo of ``filter2d_tiled`` (no index
+    maps: its border tiles apply the boundary rule per element)."""
+    bx, by = block
+    tw, th = bx * rx(itemsize), by * ry
+    pitch = _round_up(tw + kw + TAP_CHUNK + 4, 4)
+    kwp = _round_up(kw, max(1, 16 // itemsize))
+    return 2 * (_round_up(kh * kwp * itemsize, 16) + (th + kh - 1) * pitch * itemsize)
+
+
+def tile_min_blocks(itemsize: int, k: int, ry: int) -> int:
+    """``gcf::tile_min_blocks`` of filter2d.cu for a compile-time instance: the
+    resident blocks of 256 threads per SM its ``__launch_bounds__`` guarantees by
+    registers."""
+    if ry >= 4:
+        return 3 if itemsize == 4 else 2
+    if itemsize == 4:
+        return 5 if k == 3 else 4
+    return 4 if k <= 7 else 3
+
+
+def pipelined_grid(
+    fp: FilterProblem,
+    block: tuple[int, int],
+    ry: int,
+    shared_mem: int,
+    sm_count: int | None = None,
+    smem_per_sm: int | None = None,
+) -> int:
+    """Blocks of the persistent grid: the resident blocks per SM (registers by the
+    ``__launch_bounds__`` minimum, shared memory, 2048 threads) times ``sm_count``,
+    never more than the tiles. An underestimate leaves SM slots idle; never an
+    overestimate (a second wave would be a tail of whole tiles per block).
+    ``None``: :data:`DEFAULT_SM_COUNT`, :data:`DEFAULT_SMEM_PER_SM` (read at the
+    call: tests lower them to give each block many tiles)."""
+    sm_count = DEFAULT_SM_COUNT if sm_count is None else sm_count
+    smem_per_sm = DEFAULT_SMEM_PER_SM if smem_per_sm is None else smem_per_sm
+    bx, by = block
+    tiles = (
+        -(-fp.OW // (bx * rx(np.dtype(fp.dtype).itemsize)))
+        * -(-fp.OH // (by * ry))
+        * fp.B
+    )
+    size = np.dtype(fp.dtype).itemsize
+    per_sm = min(
+        tile_min_blocks(size, fp.KH, ry),
+        smem_per_sm // (shared_mem + SMEM_RESERVED_PER_BLOCK),
+        2048 // (bx * by),
+    )
+    return max(1, min(tiles, max(1, per_sm) * sm_count))
 
 
 def _tiled_instance(fp: FilterProblem) -> tuple[int, int, int]:
@@ -963,6 +1040,9 @@ def plan_filter(
     vector: bool = True,
     conj: bool = False,
     ry: int | None = None,
+    pipelined: bool = False,
+    sm_count: int | None = None,
+    smem_per_sm: int | None = None,
 ) -> list[Launch]:
     """The launches computing ``out`` from ``in1`` and ``k`` with a direct kernel.
 
@@ -986,6 +1066,12 @@ def plan_filter(
     ry : int, optional
         Force another registered ``RY`` of a compile-time instance
         (:data:`RY_ALTERNATIVES`; tests and ``bench/filter_kernel_time.py``).
+    pipelined : bool
+        ``'tiled'`` as the persistent, double-buffered
+        ``filter2d_tiled_pipelined`` (:data:`PIPELINED` cases only, else
+        ``ValueError``; never chosen otherwise), its grid sized by
+        :func:`pipelined_grid` for ``sm_count`` SMs of ``smem_per_sm`` bytes of
+        shared memory.
 
     The last kernel argument is the flags: bit 0 and 1 the 16-byte alignment of
     the input and output rows (:func:`_vector_flags`; ``filter2d_tiled``), bit 2
@@ -1012,12 +1098,34 @@ def plan_filter(
                        (*common, i32(conj_flag)), views=(1,))]  # fmt: skip
     if algorithm != "tiled":
         raise ValueError(f"plan_filter plans 'naive' or 'tiled', not {algorithm!r}")
+    ry_i, kh, _ = _tiled_instance(fp)
+    registered = bool(kh) and (dt.name, kh) in PIPELINED and ry in (None, ry_i)
+    if pipelined and not registered:
+        raise ValueError(
+            f"no pipelined tiled instance for {fp} (ry={ry}); registered: "
+            f"{sorted(PIPELINED)} with RY {RY_SPECIALISED}"
+        )
     cfg = tiled_config(fp, block, ry)
     if cfg is None:
         raise ValueError(f"no tiled filter launch fits for {fp} (ry={ry})")
     bx, by = cfg.block
     tw, th = bx * rx(dt.itemsize), by * cfg.ry
     flags = _vector_flags(fp, in1, out, vector) | conj_flag
+    if pipelined:
+        smem = pipelined_smem_bytes(dt.itemsize, cfg.block, cfg.ry, fp.KH, fp.KW)
+        if smem > MAX_SHARED_MEM:
+            raise ValueError(f"the pipelined tiles of {fp} do not fit 48 KiB "
+                             f"(block {cfg.block}: {smem} bytes)")  # fmt: skip
+        nblocks = pipelined_grid(fp, cfg.block, cfg.ry, smem, sm_count, smem_per_sm)
+        if fp.B * -(-fp.OH // th) * -(-fp.OW // tw) + nblocks >= 2**31:
+            raise ValueError(f"{fp}: too many tiles for the pipelined kernel's "
+                             "32-bit tile index")  # fmt: skip
+        return [
+            Launch(
+                SOURCE, pipelined_name(dt, kh, kh, cfg.ry), (nblocks, 1, 1),
+                (bx, by, 1), smem, (*common, i32(flags)), views=(1,),
+            )
+        ]  # fmt: skip
     if _tiled_instance(fp)[1] and (dt.name, fp.KH) in REGISTER_STAGED:
         flags |= 4
     grid = (-(-fp.OW // tw), min(-(-fp.OH // th), MAX_GRID_YZ), gz)
@@ -1055,6 +1163,9 @@ __all__ = [
     "next_fast_len",
     "plan_filter",
     "plan_filter1d",
+    "pipelined_grid",
+    "pipelined_name",
+    "pipelined_smem_bytes",
     "separable_candidate",
     "separable_problems",
     "separable_device_seconds",

@@ -428,8 +428,9 @@ def test_gpu_check_scripts_dry_run_on_the_emulator(tmp_path):
     for row in conv + flt:
         assert "error" not in row, row
         assert row["median_s"] > 0 and row["max_err"] <= row["err_limit"]
-    # filter_kernel_time: per dtype and k, both stagings, the forced block and, for
-    # 5x5, the registered other RY (outputs compared inside: rc 0)
+    # filter_kernel_time: per dtype and k, both stagings, the forced block, the
+    # pipelined instance and, for 5x5, the registered other RY (outputs compared
+    # inside: rc 0)
     from gpuconv import _plan_filter
 
     kt = json.loads((tmp_path / "filter_kernel_time.json").read_text())["rows"]
@@ -438,6 +439,9 @@ def test_gpu_check_scripts_dry_run_on_the_emulator(tmp_path):
         alt = f"ry{_plan_filter.RY_ALTERNATIVES[5][0]}"
         assert {(dt, 3, "async"), (dt, 3, "regs"), (dt, 5, alt)} <= stagings
         assert (dt, 5, "block-8x4") in stagings
+        assert {(dt, 3, "pipelined"), (dt, 5, "pipelined")} <= stagings
+    assert all("pipelined" in r["kernel"] and r["grid"] >= 1
+               for r in kt if r["staging"] == "pipelined")
     assert all(r["kernel_s"] > 0 and "error" not in r for r in kt)
     auto = [r for r in conv if r["variant"] == "auto"]
     assert {r["resolved"] for r in auto} <= {"naive", "tiled", "tiled_regblock", "mma",

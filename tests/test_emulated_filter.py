@@ -326,6 +326,117 @@ def test_ry_registry_and_override():
     assert tiled_config(fp, ry_override=None).ry == _plan_filter.RY_IMAGE
 
 
+def _few_resident_blocks(monkeypatch, dt, ks, blocks, block=(2, 2)):
+    """Size the pipelined grid to ``blocks`` blocks (one SM with room for that many
+    of this instance's blocks), so that every block walks many tiles."""
+    ry = _plan_filter.RY_SPECIALISED[ks]
+    smem = _plan_filter.pipelined_smem_bytes(dt.itemsize, block, ry, ks, ks)
+    assert blocks <= _plan_filter.tile_min_blocks(dt.itemsize, ks, ry)
+    monkeypatch.setattr(_plan_filter, "DEFAULT_SM_COUNT", 1)
+    monkeypatch.setattr(_plan_filter, "DEFAULT_SMEM_PER_SM",
+                        blocks * (smem + _plan_filter.SMEM_RESERVED_PER_BLOCK))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("ks", [3, 5])
+def test_pipelined_instances(dev, rng, monkeypatch, dtype, ks):
+    """``filter2d_tiled_pipelined`` (persistent grid, two shared buffers, the next
+    tile's cp.async copies in flight over this tile's taps) is bit-identical to
+    naive on standard-normal values, forced 2x2 blocks and a grid of 3 blocks: images
+    of a tile -1 / +1, smaller than a tile (``SHORT_OH`` lowered), interior tiles on
+    both row alignments (16-byte and element copies), every boundary, a stack; each
+    block walks up to ~27 tiles (the double buffer wraps many times) and the block
+    count divides several of the tile counts not; NaN and inf through an interior tile.
+    The copies land at the wait (the emulator's deferred cp.async)."""
+    dt = np.dtype(dtype)
+    assert (dt.name, ks) in _plan_filter.PIPELINED
+    monkeypatch.setattr(_plan_filter, "SHORT_OH", 1)
+    _few_resident_blocks(monkeypatch, dt, ks, 3)
+    _plan_cache.clear()
+    ry = _plan_filter.RY_SPECIALISED[ks]
+    tw, th = 2 * _plan_filter.rx(dt.itemsize), 2 * ry
+    cases = [
+        (th - 1 + ks, tw + 1, "fill", 0),
+        (th + 1 + ks, tw - 1, "wrap", 0),
+        (3, 5, "symm", 0),  # smaller than a tile and than the kernel
+        (5 * th + ks, 4 * tw + ks, "symm", 0),  # interior tiles
+        (5 * th + ks + 1, 4 * tw + ks + 1, "wrap", 0),
+        (6 * th, 5 * tw, "fill", 1),  # 'valid': tiles start on a vector
+    ]
+    uneven = wraps = 0
+    for i, (h, w, boundary, valid) in enumerate(cases):
+        x = random_values(rng, (2, h, w), dtype)
+        if i == 3:
+            x[0, h // 2, w // 2] = np.nan
+            x[1, h // 2, w // 2 + 1] = np.inf
+        k = random_values(rng, (1, ks, ks), dtype)
+        mode = "valid" if valid else "same"
+        fp = scipy_problem(h, w, ks, ks, mode, boundary, 0.5, dtype, B=2)
+        a = run(dev, x, k, fp, "naive")
+        b = run(dev, x, k, fp, "tiled", block=(2, 2), pipelined=True)
+        _, name, grid, blk, *_ = dev.launches[-1]
+        assert name == _plan_filter.pipelined_name(dt, ks, ks, ry)
+        tiles = 2 * -(-fp.OH // th) * -(-fp.OW // tw)
+        assert grid == (min(3, tiles), 1, 1) and tuple(blk[:2]) == (2, 2)
+        uneven += tiles > 3 and tiles % 3 != 0
+        wraps = max(wraps, tiles // 3)
+        np.testing.assert_array_equal(a, b)
+        if i != 3:
+            assert a.tobytes() == b.tobytes()
+        ref = ref_correlate(x, k, fp)
+        np.testing.assert_array_equal(np.isnan(b), np.isnan(ref))
+        check(b, x, k, fp)
+    assert uneven >= 2 and wraps >= 10
+
+
+def test_pipelined_planned_block_and_registry(dev, rng, monkeypatch):
+    """The pipelined variant with the planner's own block (several warps, 16-byte
+    copies of 'valid' tiles and element copies of 'same' ones, a misaligned input)
+    equals tiled bit for bit; it is registered for exactly ``PIPELINED``, never
+    planned without ``pipelined=True``, and refused elsewhere."""
+    names = _plan_filter.kernel_names()
+    pipe = [n for n in names if n.startswith("filter2d_tiled_pipelined<")]
+    assert len(pipe) == len(_plan_filter.PIPELINED)
+    for dt, ks in _plan_filter.PIPELINED:
+        ry = _plan_filter.RY_SPECIALISED[ks]
+        assert _plan_filter.pipelined_name(dt, ks, ks, ry) in pipe
+        fp = scipy_problem(4096, 4096, ks, ks, "same", "fill", 0, dt)
+        cfg = tiled_config(fp)
+        smem = _plan_filter.pipelined_smem_bytes(
+            np.dtype(dt).itemsize, cfg.block, ry, ks, ks)
+        assert smem <= _plan_filter.MAX_SHARED_MEM
+        x = np.empty((1, 64, 64), dt)
+        fp = scipy_problem(64, 64, ks, ks, "same", "fill", 0, dt)
+        (launch,) = plan_filter(fp, x, x[:, :ks, :ks], x, "tiled")
+        assert "pipelined" not in launch.kernel
+    x = np.empty((1, 64, 64), np.float32)
+    for ks, dt, kw in [(7, "float32", {}), (3, "float32", {"ry": 4}),
+                       (3, "complex64", {})]:  # fmt: skip
+        fp = scipy_problem(64, 64, ks, ks, "same", "fill", 0, dt)
+        xd = x.astype(dt)
+        with pytest.raises(ValueError, match="no pipelined tiled instance"):
+            plan_filter(fp, xd, xd[:, :ks, :ks], xd, "tiled", pipelined=True, **kw)
+    with pytest.raises(ValueError, match="needs method='tiled'"):
+        _gpu_filter.correlate2d(x, x[:, :3, :3], fp, "direct", device=dev,
+                                pipelined=True)  # fmt: skip
+    dt = np.dtype("float32")
+    _few_resident_blocks(monkeypatch, dt, 3, 4, block=(32, 2))
+    _plan_cache.clear()
+    h, w = 61, 530  # 31 x 3 tiles of 32 x 2 blocks: 93 tiles over 4 blocks
+    x = random_values(rng, (1, h, w), dt)
+    raw = np.empty(x.nbytes + 32, np.uint8)
+    start = (-raw.ctypes.data) % 16 + 4  # one element off 16 bytes
+    xm = raw[start : start + x.nbytes].view(dt).reshape(x.shape)
+    xm[...] = x
+    k = random_values(rng, (1, 3, 3), dt)
+    for mode, xin in (("same", x), ("valid", x), ("valid", xm)):
+        fp = scipy_problem(h, w, 3, 3, mode, "symm", 0, dt)
+        a = run(dev, xin, k, fp, "tiled", block=(32, 2))
+        b = run(dev, xin, k, fp, "tiled", block=(32, 2), pipelined=True)
+        assert dev.launches[-1][2] == (4, 1, 1)
+        assert a.tobytes() == b.tobytes()
+
+
 # ---------------------------------------------------------------------------------
 # paths of the tiled kernel: vector loads/stores, RY = 1, grid-stride loops
 # ---------------------------------------------------------------------------------
@@ -453,7 +564,7 @@ def test_non_contiguous_inputs(dev, rng):
 # ---------------------------------------------------------------------------------
 # sanitizers and the reversed thread order on a subset
 # ---------------------------------------------------------------------------------
-def test_sanitized_subset(sdev, rng):
+def test_sanitized_subset(sdev, rng, monkeypatch):
     """ASan + UBSan (runner subprocess, buffers in exact-size heap blocks)."""
     for dtype in ALL_DTYPES:
         x = random_values(rng, (2, 11, 13), dtype)
@@ -476,6 +587,17 @@ def test_sanitized_subset(sdev, rng):
         check(run(sdev, x, k, fp, "tiled", block=(2, 2)), x, k, fp)
         ry = _plan_filter.RY_SPECIALISED[5]
         assert sdev.launches[-1][1] == _plan_filter.tiled_name(dtype, 5, 5, ry)
+    # the pipelined variant: many tiles per block, both copy paths, every border
+    monkeypatch.setattr(_plan_filter, "DEFAULT_SM_COUNT", 1)
+    _plan_cache.clear()
+    for dtype, ks, mode in (("float32", 3, "same"), ("float64", 5, "valid")):
+        fp = scipy_problem(21, 36, ks, ks, mode, "wrap", 0, dtype, B=2)
+        x = random_values(rng, (2, 21, 36), dtype)
+        k = random_values(rng, (1, ks, ks), dtype)
+        out = run(sdev, x, k, fp, "tiled", block=(2, 2), pipelined=True)
+        assert "pipelined" in sdev.launches[-1][1]
+        assert sdev.launches[-1][2][0] <= 5  # (tile_min_blocks, 1 SM)
+        check(out, x, k, fp)
     x = random_values(rng, (1, 3, 2), "int16")  # kernel larger than the image
     k = random_values(rng, (1, 9, 7), "int16")
     for boundary in BOUNDARIES:

@@ -134,3 +134,28 @@ def test_filter_kernels_schedule_independent(run, lockstep, serial):
     got = _gpu_filter.correlate2d(x, k, fp, "direct", device=serial)
     assert len(serial.launches) > n0
     _same_bits(got, _gpu_filter.correlate2d(x, k, fp, "direct", device=lockstep))
+
+
+@pytest.mark.parametrize("dtype,ks", [("float32", 3), ("float64", 5)])
+def test_filter_pipelined_schedule_independent(dtype, ks, lockstep, serial,
+                                               monkeypatch):  # fmt: skip
+    """The persistent, double-buffered ``filter2d_tiled_pipelined``: 2 warps per
+    block, a grid of 2 blocks walking ~10 tiles each (the buffer refilled while the
+    other is read), interior and border tiles; eager copies and one warp at a time
+    against deferred copies in lockstep, and both against naive."""
+    from gpuconv import _plan_cache, _plan_filter
+
+    monkeypatch.setattr(_plan_filter, "DEFAULT_SMEM_PER_SM", 1)  # 1 block per SM
+    monkeypatch.setattr(_plan_filter, "DEFAULT_SM_COUNT", 2)
+    _plan_cache.clear()
+    fp = filter_problem(1, 70, 83, 1, ks, ks, ks // 2, ks // 2, 70, 83, "wrap", 0,
+                        dtype)  # fmt: skip
+    rng = np.random.default_rng(11)
+    x = random_values(rng, (1, 70, 83), dtype)
+    k = random_values(rng, (1, ks, ks), dtype)
+    got = _gpu_filter.correlate2d(x, k, fp, "tiled", device=serial, block=(16, 4),
+                                  pipelined=True)  # fmt: skip
+    assert "pipelined" in serial.launches[-1][1] and serial.launches[-1][2][0] == 2
+    _same_bits(got, _gpu_filter.correlate2d(x, k, fp, "tiled", device=lockstep,
+                                            block=(16, 4), pipelined=True))
+    _same_bits(got, _gpu_filter.correlate2d(x, k, fp, "naive", device=lockstep))
