@@ -58,7 +58,7 @@ import numpy as np
 
 from gpuconv import _plan_conv
 from gpuconv._conv_args import Conv2dProblem, normalize_conv2d
-from gpuconv._gpu_filter import _ptr
+from gpuconv._launch import device_address
 from gpuconv._plan_cache import LRU, LaunchPlan
 from gpuconv._plan_conv import (
     PASSES,
@@ -910,7 +910,7 @@ def conv2d_backward_weight(
     # 'unfold' reads gy in place by 16-byte copies: a gy whose first element is off
     # a 16-byte boundary (a view at an odd offset) gets plans of its own, without it
     vec = (not real or gy is None or not gy.flags.c_contiguous
-           or _ptr(gy) % 16 == 0)
+           or device_address(gy) % 16 == 0)
     key = ("backward_weight", p, algorithm, kind, bool(with_bias), _dt(gy), _dt(x),
            vec, dev, _plan_key(dev))
     plan = _PLANS.get(key)

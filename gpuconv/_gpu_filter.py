@@ -38,6 +38,7 @@ import numpy as np
 
 from gpuconv import _plan_filter
 from gpuconv._filter_args import FilterProblem
+from gpuconv._launch import device_address
 from gpuconv._padding import add_fill_correction, pad_index
 from gpuconv._plan_cache import LRU, LaunchPlan
 from gpuconv._plan_filter import (
@@ -219,7 +220,7 @@ def correlate2d(
             out = xp.empty((fp.B, fp.OH, fp.OW), dtype=fp.dtype)
     # the planner reads the buffers' 16-byte alignment (128-bit accesses: flags of
     # plan_filter): one plan per alignment of in1 and out
-    align = (_ptr(in1) & 15, _ptr(out) & 15, algorithm, kview)
+    align = (device_address(in1) & 15, device_address(out) & 15, algorithm, kview)
     cached = entry.plans.get(align)
     plan, copy_k = (None, not kernel_view_ok(k)) if cached is None else cached
     if copy_k:
@@ -294,22 +295,6 @@ def _fill_bits(fp: FilterProblem) -> bytes:
     return v.tobytes() if isinstance(v, np.generic) else np.asarray(v).tobytes()
 
 
-def _ptr(a: Any) -> int:
-    """Device address of ``a``'s first element (CuPy: ``a.data.ptr``; NumPy buffers
-    of the emulated devices: the array interface), the way chosen once per type."""
-    get = _PTR_OF.get(type(a))
-    if get is None:
-        ptr = getattr(a.data, "ptr", None)
-        get = _PTR_OF[type(a)] = (
-            _cupy_ptr if isinstance(ptr, int) else _interface_ptr
-        )
-    return get(a)
-
-
-def _cupy_ptr(a: Any) -> int:
-    return a.data.ptr
-
-
 def _aligned(a: Any, align: int) -> bool:
     """Whether ``a``'s first element lies on an ``align``-byte boundary: CuPy
     arrays by their address, NumPy buffers (the emulated devices) by NumPy's own
@@ -335,11 +320,8 @@ def _numpy_aligned(a: Any, align: int) -> bool:
 _ALIGNED_OF: dict[type, Any] = {}
 
 
-def _interface_ptr(a: Any) -> int:
-    return a.__array_interface__["data"][0]
 
 
-_PTR_OF: dict[type, Any] = {}
 
 
 def separable_preferred(fp: FilterProblem, method: str, algorithm: str) -> bool:

@@ -18,6 +18,7 @@ declares (``np.int32`` for ``int``, ``np.int64`` for ``long long``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -100,3 +101,41 @@ class Device(Protocol):
     name: str
 
     def launch(self, launch: Launch) -> None: ...
+
+
+def device_address(a: Any) -> int:
+    """Address of ``a``'s first element: CuPy arrays by ``a.data.ptr``, other
+    device arrays by the CUDA array interface, NumPy buffers (the emulated devices)
+    by the array interface; the way chosen once per type (~0.1 µs a call). The
+    alignment checks of the kernels' vector accesses read it.
+
+    >>> import numpy as np
+    >>> a = np.zeros(8, np.float32)
+    >>> device_address(a[1:]) - device_address(a)
+    4
+    """
+    get = _ADDRESS_OF.get(type(a))
+    if get is None:
+        if isinstance(getattr(getattr(a, "data", None), "ptr", None), int):
+            get = _cupy_address
+        elif hasattr(a, "__cuda_array_interface__"):
+            get = _cuda_interface_address
+        else:
+            get = _interface_address
+        _ADDRESS_OF[type(a)] = get
+    return get(a)
+
+
+def _cupy_address(a: Any) -> int:
+    return a.data.ptr
+
+
+def _cuda_interface_address(a: Any) -> int:
+    return int(a.__cuda_array_interface__["data"][0])
+
+
+def _interface_address(a: Any) -> int:
+    return int(a.__array_interface__["data"][0])
+
+
+_ADDRESS_OF: dict[type, Callable[[Any], int]] = {}

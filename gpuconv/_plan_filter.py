@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from gpuconv._filter_args import FilterProblem
-from gpuconv._launch import Launch
+from gpuconv._launch import Launch, device_address
 
 SOURCE = "filter2d.cu"
 
@@ -943,11 +943,6 @@ def choose_algorithm(fp: FilterProblem, method: str = "auto") -> str:
 # ---------------------------------------------------------------------------------
 # Launch planning
 # ---------------------------------------------------------------------------------
-def _data_ptr(a: Any) -> int:
-    iface = getattr(a, "__cuda_array_interface__", None) or a.__array_interface__
-    return int(iface["data"][0])
-
-
 def _vector_flags(fp: FilterProblem, in1: Any, out: Any, vector: bool) -> int:
     """The kernels' 128-bit access flags: bit 0 where every input row is 16-byte
     aligned (``W`` a multiple of the vector and ``in1`` aligned), bit 1 the same
@@ -956,9 +951,9 @@ def _vector_flags(fp: FilterProblem, in1: Any, out: Any, vector: bool) -> int:
         return 0
     vec = 16 // np.dtype(fp.dtype).itemsize
     flags = 0
-    if fp.W % vec == 0 and _data_ptr(in1) % 16 == 0:
+    if fp.W % vec == 0 and device_address(in1) % 16 == 0:
         flags |= 1
-    if fp.OW % vec == 0 and _data_ptr(out) % 16 == 0:
+    if fp.OW % vec == 0 and device_address(out) % 16 == 0:
         flags |= 2
     return flags
 
@@ -1018,7 +1013,7 @@ def kernel_view_ok(k: Any) -> bool:
     if any(st % size for st in k.strides):
         return False
     align = size // 2 if dt.kind == "c" else size
-    return _data_ptr(k) % align == 0
+    return device_address(k) % align == 0
 
 
 def kernel_view_strides(k: Any) -> tuple[int, ...]:
