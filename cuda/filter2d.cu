@@ -199,6 +199,99 @@ __device__ __forceinline__ void load_row(const T* p, T (&v)[N]) {
 
 __device__ __forceinline__ int tile_pitch(int TW, int KW) { return round_up(TW + KW + CW + 4, 4); }
 
+// cp_async whose copies the CPU emulation harness defers to the wait that covers
+// them (or lands at once with EmulatedDevice(cp_async='eager')), so that the
+// double buffer's ordering is checked there; on a GPU, gcf::cp_async.
+template <typename V>
+__device__ __forceinline__ void cp_async_tracked(V* s, const V* g) {
+#if defined(GPUCONV_EMULATED)
+    gpuconv_emu::cp_async_issue(s, g, (int)sizeof(V), false, __FILE__, __LINE__);
+#else
+    cp_async(s, g);
+#endif
+}
+
+// cp_async_tracked where TRACKED, else cp_async.
+template <bool TRACKED, typename V>
+__device__ __forceinline__ void cp_async_as(V* s, const V* g) {
+    if constexpr (TRACKED) {
+        cp_async_tracked(s, g);
+    } else {
+        cp_async(s, g);
+    }
+}
+
+// The cp.async stage of an interior tile (+ halo) of the compile-time instances
+// (filter2d_tiled, filter2d_tiled_pipelined): rows x cols values of `inb` from (iy0,
+// ix0) into s_in (pitch P), and zeros in each row's read slack [filled, P). Every copy
+// is issued before any is awaited and none holds a register, so the whole tile is in
+// flight at once: one DRAM latency per tile. TRACKED: copies the emulator defers to
+// their wait (the pipelined kernel's double buffer); the caller commits and waits.
+template <typename T, int VEC, bool TRACKED>
+__device__ __forceinline__ void stage_interior_async(
+    T* s_in, const T* inb, long long iy0, long long ix0, int rows, int cols, int W,
+    int P, int flags, int tid, int nthreads, int tx, int ty, int BX, int BY, T zero) {
+    const long long ixa = ix0 / VEC * VEC;
+    const int sh = (int)(ix0 - ixa);
+    // the tile's width, opaque to the optimiser: the index set-up
+    // below (divisions) is redone per tile instead of being hoisted
+    // out of the tile loop and kept live (spilled) across the taps
+    int ncols = cols;
+    gpuconv::keep_in_register(ncols);
+    int filled;  // columns [0, filled) of every row are copied
+    if ((flags & 1) && sh == 0) {
+        // 16-byte chunks: rows 16-byte aligned (flag) and the tile
+        // starts on a vector; the last chunk ends at or before
+        // round_up(ix0 + cols, VEC) <= W, and at nvec * VEC <= P in
+        // shared memory
+        const int nvec = (ncols + VEC - 1) / VEC;
+        filled = nvec * VEC;
+        const Vec16<T>* gbase =
+            reinterpret_cast<const Vec16<T>*>(inb + iy0 * W + ix0);
+        const int wv = W / VEC;
+        const int total = rows * nvec;
+        // (row, vector) of flat index i step by nthreads: an add and
+        // a compare, no division in the loop
+        const int dr = nthreads / nvec, dq = nthreads - dr * nvec;
+        int r = tid / nvec, q = tid - r * nvec;
+#pragma unroll 4
+        for (int i = tid; i < total; i += nthreads) {
+            cp_async_as<TRACKED>(reinterpret_cast<Vec16<T>*>(s_in + r * P + q * VEC),
+                                 gbase + (long long)r * wv + q);
+            r += dr;
+            q += dq;
+            if (q >= nvec) {
+                q -= nvec;
+                ++r;
+            }
+        }
+    } else {
+        // element copies (the tile starts off a vector, e.g. 'same'
+        // with k = 3, 5, 7 in float32; or unaligned rows): a warp's
+        // copies are consecutive elements of a row, 128 (float) or
+        // 256 (double) contiguous bytes
+        filled = ncols;
+        const T* gtile = inb + iy0 * W + ix0;
+        const int dr = nthreads / ncols, dc = nthreads - dr * ncols;
+        int r = tid / ncols, c = tid - r * ncols;
+        const int total = rows * ncols;
+#pragma unroll 4
+        for (int i = tid; i < total; i += nthreads) {
+            cp_async_as<TRACKED>(s_in + r * P + c, gtile + (long long)r * W + c);
+            r += dr;
+            c += dc;
+            if (c >= ncols) {
+                c -= ncols;
+                ++r;
+            }
+        }
+    }
+    // the slack the row reads may over-read (never multiplied in)
+    for (int r = ty; r < rows; r += BY) {
+        for (int c = filled + tx; c < P; c += BX) s_in[r * P + c] = zero;
+    }
+}
+
 }  // namespace gcf
 
 // ------------------------------------------------------------------------------------
@@ -344,66 +437,9 @@ filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k,
                     // tile is issued before any is awaited and none holds a register,
                     // so the whole tile + halo is in flight at once: one DRAM latency
                     // per tile
-                    const long long ixa = ix0 / VEC * VEC;
-                    const int sh = (int)(ix0 - ixa);
-                    // the tile's width, opaque to the optimiser: the index set-up
-                    // below (divisions) is redone per tile instead of being hoisted
-                    // out of the tile loop and kept live (spilled) across the taps
-                    int ncols = cols;
-                    gpuconv::keep_in_register(ncols);
-                    int filled;  // columns [0, filled) of every row are copied
-                    if ((flags & 1) && sh == 0) {
-                        // 16-byte chunks: rows 16-byte aligned (flag) and the tile
-                        // starts on a vector; the last chunk ends at or before
-                        // round_up(ix0 + cols, VEC) <= W, and at nvec * VEC <= P in
-                        // shared memory
-                        const int nvec = (ncols + VEC - 1) / VEC;
-                        filled = nvec * VEC;
-                        const gcf::Vec16<T>* gbase =
-                            reinterpret_cast<const gcf::Vec16<T>*>(inb + iy0 * W + ix0);
-                        const int wv = W / VEC;
-                        const int total = rows * nvec;
-                        // (row, vector) of flat index i step by nthreads: an add and
-                        // a compare, no division in the loop
-                        const int dr = nthreads / nvec, dq = nthreads - dr * nvec;
-                        int r = tid / nvec, q = tid - r * nvec;
-#pragma unroll 4
-                        for (int i = tid; i < total; i += nthreads) {
-                            gcf::cp_async(
-                                reinterpret_cast<gcf::Vec16<T>*>(s_in + r * P + q * VEC),
-                                gbase + (long long)r * wv + q);
-                            r += dr;
-                            q += dq;
-                            if (q >= nvec) {
-                                q -= nvec;
-                                ++r;
-                            }
-                        }
-                    } else {
-                        // element copies (the tile starts off a vector, e.g. 'same'
-                        // with k = 3, 5, 7 in float32; or unaligned rows): a warp's
-                        // copies are consecutive elements of a row, 128 (float) or
-                        // 256 (double) contiguous bytes
-                        filled = ncols;
-                        const T* gtile = inb + iy0 * W + ix0;
-                        const int dr = nthreads / ncols, dc = nthreads - dr * ncols;
-                        int r = tid / ncols, c = tid - r * ncols;
-                        const int total = rows * ncols;
-#pragma unroll 4
-                        for (int i = tid; i < total; i += nthreads) {
-                            gcf::cp_async(s_in + r * P + c, gtile + (long long)r * W + c);
-                            r += dr;
-                            c += dc;
-                            if (c >= ncols) {
-                                c -= ncols;
-                                ++r;
-                            }
-                        }
-                    }
-                    // the slack the row reads may over-read (never multiplied in)
-                    for (int r = ty; r < rows; r += BY) {
-                        for (int c = filled + tx; c < P; c += BX) s_in[r * P + c] = zero;
-                    }
+                    gcf::stage_interior_async<T, VEC, false>(
+                        s_in, inb, iy0, ix0, rows, cols, W, P, flags, tid, nthreads, tx,
+                        ty, BX, BY, zero);
                 }
             } else if (interior) {
                 if ((flags & 1) && VEC > 1) {
@@ -625,18 +661,6 @@ filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k,
 // ------------------------------------------------------------------------------------
 namespace gcf {
 
-// cp_async whose copies the CPU emulation harness defers to the wait that covers
-// them (or lands at once with EmulatedDevice(cp_async='eager')), so that the
-// double buffer's ordering is checked there; on a GPU, gcf::cp_async.
-template <typename V>
-__device__ __forceinline__ void cp_async_tracked(V* s, const V* g) {
-#if defined(GPUCONV_EMULATED)
-    gpuconv_emu::cp_async_issue(s, g, (int)sizeof(V), false, __FILE__, __LINE__);
-#else
-    cp_async(s, g);
-#endif
-}
-
 // (b, tile_y, tile_x) of a linear tile index, tile_x fastest; advanced by a fixed
 // step (the grid size) with two compares and carries, no division per tile.
 struct TileCursor {
@@ -758,53 +782,9 @@ filter2d_tiled_pipelined(const T* __restrict__ in, const T* __restrict__ k,
         const long long ix0 = (long long)c.tx * TW - pad_left;
         const bool interior = iy0 >= 0 && iy0 + rows <= H && ix0 >= 0 && ix0 + cols <= W;
         if (interior) {
-            const long long ixa = ix0 / VEC * VEC;
-            const int sh = (int)(ix0 - ixa);
-            int ncols = cols;  // opaque: the set-up is redone per tile (filter2d_tiled)
-            gpuconv::keep_in_register(ncols);
-            int filled;
-            if ((flags & 1) && sh == 0) {
-                const int nvec = (ncols + VEC - 1) / VEC;
-                filled = nvec * VEC;
-                const gcf::Vec16<T>* gbase =
-                    reinterpret_cast<const gcf::Vec16<T>*>(inb + iy0 * W + ix0);
-                const int wv = W / VEC;
-                const int total = rows * nvec;
-                const int dr = nthreads / nvec, dq = nthreads - dr * nvec;
-                int r = tid / nvec, q = tid - r * nvec;
-#pragma unroll 4
-                for (int i = tid; i < total; i += nthreads) {
-                    gcf::cp_async_tracked(
-                        reinterpret_cast<gcf::Vec16<T>*>(s_in + r * P + q * VEC),
-                        gbase + (long long)r * wv + q);
-                    r += dr;
-                    q += dq;
-                    if (q >= nvec) {
-                        q -= nvec;
-                        ++r;
-                    }
-                }
-            } else {
-                filled = ncols;
-                const T* gtile = inb + iy0 * W + ix0;
-                const int dr = nthreads / ncols, dc = nthreads - dr * ncols;
-                int r = tid / ncols, cc = tid - r * ncols;
-                const int total = rows * ncols;
-#pragma unroll 4
-                for (int i = tid; i < total; i += nthreads) {
-                    gcf::cp_async_tracked(s_in + r * P + cc, gtile + (long long)r * W + cc);
-                    r += dr;
-                    cc += dc;
-                    if (cc >= ncols) {
-                        cc -= ncols;
-                        ++r;
-                    }
-                }
-            }
-            // the slack the row reads may over-read (never multiplied in)
-            for (int r = ty; r < rows; r += BY) {
-                for (int cc = filled + tx; cc < P; cc += BX) s_in[r * P + cc] = zero;
-            }
+            gcf::stage_interior_async<T, VEC, true>(s_in, inb, iy0, ix0, rows, cols, W,
+                                                    P, flags, tid, nthreads, tx, ty,
+                                                    BX, BY, zero);
         } else {
             // border tile: the boundary rule per element (few tiles; no maps, so no
             // barrier inside the stage)
