@@ -199,6 +199,46 @@ __device__ __forceinline__ void load_row(const T* p, T (&v)[N]) {
 
 __device__ __forceinline__ int tile_pitch(int TW, int KW) { return round_up(TW + KW + CW + 4, 4); }
 
+// The epilogue of the tiled kernels: a thread's RY x RX block of accumulators to
+// rows oy .. oy + RY - 1 of the image at `o + base` (OH x OW), RX / G groups of G
+// columns starting at ox, `gstep` apart (guarded tails; 16-byte stores where
+// VEC_STORE, G a multiple of VEC, the rows 16-byte aligned: flag bit 1).
+template <typename T, int RY, int RX, int G, int VEC, bool VEC_STORE, typename A>
+__device__ __forceinline__ void store_block(T* o, long long base,
+                                            const A (&acc)[RY][RX], int oy, int ox,
+                                            int gstep, int OH, int OW, int flags) {
+    typedef Acc<T> Ac;
+    constexpr int NG = RX / G;
+#pragma unroll
+    for (int r = 0; r < RY; ++r) {
+        const int y = oy + r;
+        if (y < OH) {
+            T* orow = o + base + (long long)y * OW;
+#pragma unroll
+            for (int g = 0; g < NG; ++g) {
+                const int x0 = ox + g * gstep;
+                if (VEC_STORE && G % VEC == 0 && (flags & 2) && x0 + G <= OW) {
+                    // OW % VEC == 0, `o` 16-byte aligned (flag), x0 % G == 0
+                    Vec16<T>* ov = reinterpret_cast<Vec16<T>*>(orow + x0);
+#pragma unroll
+                    for (int q = 0; q < (G % VEC == 0 ? G / VEC : 0); ++q) {
+                        Vec16<T> vv;
+#pragma unroll
+                        for (int e = 0; e < VEC; ++e)
+                            vv.v[e] = Ac::to(acc[r][g * G + q * VEC + e]);
+                        ov[q] = vv;
+                    }
+                } else {
+#pragma unroll
+                    for (int x = 0; x < G; ++x) {
+                        if (x0 + x < OW) orow[x0 + x] = Ac::to(acc[r][g * G + x]);
+                    }
+                }
+            }
+        }
+    }
+}
+
 // cp_async whose copies the CPU emulation harness defers to the wait that covers
 // them (or lands at once with EmulatedDevice(cp_async='eager')), so that the
 // double buffer's ordering is checked there; on a GPU, gcf::cp_async.
@@ -624,34 +664,9 @@ filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k,
 
             // store the RY x RX block, NG groups of G (guarded tails; 16-byte stores
             // where aligned)
-#pragma unroll
-            for (int r = 0; r < RY; ++r) {
-                const int oy = oy0 + ty * RY + r;
-                if (oy < OH) {
-                    T* orow = out + b * plane_out + (long long)oy * OW;
-#pragma unroll
-                    for (int g = 0; g < NG; ++g) {
-                        const int ox = ox0 + g * BX * G + tx * G;
-                        if (TT::VEC_STORE && G % VEC == 0 && (flags & 2) && ox + G <= OW) {
-                            // OW % VEC == 0, `out` 16-byte aligned (flag), ox % G == 0
-                            gcf::Vec16<T>* ov = reinterpret_cast<gcf::Vec16<T>*>(orow + ox);
-#pragma unroll
-                            for (int q = 0; q < (G % VEC == 0 ? G / VEC : 0); ++q) {
-                                gcf::Vec16<T> vv;
-#pragma unroll
-                                for (int e = 0; e < VEC; ++e)
-                                    vv.v[e] = Ac::to(acc[r][g * G + q * VEC + e]);
-                                ov[q] = vv;
-                            }
-                        } else {
-#pragma unroll
-                            for (int x = 0; x < G; ++x) {
-                                if (ox + x < OW) orow[ox + x] = Ac::to(acc[r][g * G + x]);
-                            }
-                        }
-                    }
-                }
-            }
+            gcf::store_block<T, RY, RX, G, VEC, TT::VEC_STORE>(
+                out, b * plane_out, acc, oy0 + ty * RY, ox0 + tx * G, BX * G, OH, OW,
+                flags);
         }
     }
 }
@@ -872,33 +887,9 @@ filter2d_tiled_pipelined(const T* __restrict__ in, const T* __restrict__ k,
 
         // the epilogue: store the RY x RX block (filter2d_tiled, step 4)
         const int oy0 = t.ty * TH, ox0 = t.tx * TW;
-#pragma unroll
-        for (int r = 0; r < RY; ++r) {
-            const int oy = oy0 + ty * RY + r;
-            if (oy < OH) {
-                T* orow = out + t.b * plane_out + (long long)oy * OW;
-#pragma unroll
-                for (int g = 0; g < NG; ++g) {
-                    const int ox = ox0 + g * BX * G + tx * G;
-                    if (TT::VEC_STORE && G % VEC == 0 && (flags & 2) && ox + G <= OW) {
-                        gcf::Vec16<T>* ov = reinterpret_cast<gcf::Vec16<T>*>(orow + ox);
-#pragma unroll
-                        for (int q = 0; q < (G % VEC == 0 ? G / VEC : 0); ++q) {
-                            gcf::Vec16<T> vv;
-#pragma unroll
-                            for (int e = 0; e < VEC; ++e)
-                                vv.v[e] = Ac::to(acc[r][g * G + q * VEC + e]);
-                            ov[q] = vv;
-                        }
-                    } else {
-#pragma unroll
-                        for (int x = 0; x < G; ++x) {
-                            if (ox + x < OW) orow[ox + x] = Ac::to(acc[r][g * G + x]);
-                        }
-                    }
-                }
-            }
-        }
+        gcf::store_block<T, RY, RX, G, VEC, TT::VEC_STORE>(
+            out, t.b * plane_out, acc, oy0 + ty * RY, ox0 + tx * G, BX * G, OH, OW,
+            flags);
         T* const done = buf_cur;
         buf_cur = buf_next;
         buf_next = done;
