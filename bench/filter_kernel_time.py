@@ -47,6 +47,7 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -83,6 +84,29 @@ def _smem_per_sm(cp) -> int | None:
         return int(v) if int(v) > 0 else None
     except Exception:
         return None
+
+
+def _variant_row(cp: Any, dev: Any, args: Any, case: tuple, launches: list,
+                 out: Any, want: Any, staging: str, extra: dict) -> dict:
+    """Time another launch of a case's problem (its output ``out`` checked against
+    the default's ``want``) and return its row (``error`` set on a mismatch)."""
+    name, bw, dt, n, k = case
+    calls = [lambda la=la: dev.launch(la) for la in launches]
+    t = _time_batch(cp, calls, args.batch, args.repeats)
+    gbs = 2 * np.dtype(dt).itemsize * n * n / t / 1e9
+    print(f"{f'{dt} {n}x{n} k{k}':24s} {staging:7s} {t * 1e6:8.1f} "
+          f"{gbs:6.0f} {100 * gbs * 1e9 / bw:6.1f}")
+    row = {
+        "device": name, "case": f"filter2d_tiled/{staging}/{n}x{n}/k{k}/{dt}",
+        "kernel": launches[0].kernel, "staging": staging, **extra,
+        "block": list(launches[0].block[:2]), "n": n, "k": k, "dtype": dt,
+        "kernel_s": t, "floor_gbs": gbs, "copy_bandwidth_gbs": bw / 1e9,
+        "share_of_copy": gbs * 1e9 / bw,
+    }
+    if not bool(cp.array_equal(out, want)):
+        print(f"MISMATCH {dt} {n} k{k}: {staging} differs")
+        row["error"] = f"{staging} differs from the default launch"
+    return row
 
 
 def main(argv: list[str] | None = None, cp=None, dev=None) -> int:
@@ -151,29 +175,15 @@ def main(argv: list[str] | None = None, cp=None, dev=None) -> int:
                         "dtype": dt, "kernel_s": t, "floor_gbs": gbs,
                         "copy_bandwidth_gbs": bw / 1e9, "share_of_copy": gbs * 1e9 / bw,
                     })  # fmt: skip
+                regs_row = rows[-1]  # (the 'regs' row, checked against 'async' below)
+                # other launches of the same problem, each checked against the default
+                variants = []
                 alts = () if args.no_ry else pf.RY_ALTERNATIVES.get(k, ())
                 for ry in alts:  # the planner's staging and block, another RY
-                    if pf.tiled_config(fp, ry_override=ry) is None:
-                        continue
-                    launches = [pf.plan_filter(fp, x, w, out, "tiled", ry=ry)[0]
-                                for x, out in zip(xs, outs, strict=True)]
-                    calls = [lambda la=la: dev.launch(la) for la in launches]
-                    t = _time_batch(cp, calls, args.batch, args.repeats)
-                    staging = f"ry{ry}"
-                    if not bool(cp.array_equal(outs[0], results["async"])):
-                        print(f"MISMATCH {dt} {n} k{k}: {staging} differs")
-                        bad = True
-                    gbs = 2 * np.dtype(dt).itemsize * n * n / t / 1e9
-                    print(f"{f'{dt} {n}x{n} k{k}':24s} {staging:7s} {t * 1e6:8.1f} "
-                          f"{gbs:6.0f} {100 * gbs * 1e9 / bw:6.1f}")
-                    rows.append({
-                        "device": name,
-                        "case": f"filter2d_tiled/{staging}/{n}x{n}/k{k}/{dt}",
-                        "kernel": launches[0].kernel, "staging": staging, "ry": ry,
-                        "block": list(launches[0].block[:2]), "n": n, "k": k,
-                        "dtype": dt, "kernel_s": t, "floor_gbs": gbs,
-                        "copy_bandwidth_gbs": bw / 1e9, "share_of_copy": gbs * 1e9 / bw,
-                    })  # fmt: skip
+                    if pf.tiled_config(fp, ry_override=ry) is not None:
+                        variants.append((f"ry{ry}", [
+                            pf.plan_filter(fp, x, w, out, "tiled", ry=ry)[0]
+                            for x, out in zip(xs, outs, strict=True)], {"ry": ry}))
                 if (dt, k) in pf.PIPELINED and not args.no_pipelined:
                     launches = [
                         pf.plan_filter(fp, x, w, out, "tiled", pipelined=True,
@@ -181,49 +191,21 @@ def main(argv: list[str] | None = None, cp=None, dev=None) -> int:
                                        smem_per_sm=facts["smem_per_sm"])[0]
                         for x, out in zip(xs, outs, strict=True)
                     ]  # fmt: skip
-                    calls = [lambda la=la: dev.launch(la) for la in launches]
-                    t = _time_batch(cp, calls, args.batch, args.repeats)
-                    staging = "pipelined"
-                    if not bool(cp.array_equal(outs[0], results["async"])):
-                        print(f"MISMATCH {dt} {n} k{k}: {staging} differs")
-                        bad = True
-                    gbs = 2 * np.dtype(dt).itemsize * n * n / t / 1e9
-                    print(f"{f'{dt} {n}x{n} k{k}':24s} {staging:7s} {t * 1e6:8.1f} "
-                          f"{gbs:6.0f} {100 * gbs * 1e9 / bw:6.1f}")
-                    rows.append({
-                        "device": name,
-                        "case": f"filter2d_tiled/{staging}/{n}x{n}/k{k}/{dt}",
-                        "kernel": launches[0].kernel, "staging": staging,
-                        "block": list(launches[0].block[:2]),
-                        "grid": int(launches[0].grid[0]), "n": n, "k": k,
-                        "dtype": dt, "kernel_s": t, "floor_gbs": gbs,
-                        "copy_bandwidth_gbs": bw / 1e9, "share_of_copy": gbs * 1e9 / bw,
-                    })  # fmt: skip
+                    variants.append(("pipelined", launches,
+                                     {"grid": int(launches[0].grid[0])}))
                 for block in blocks:  # the planner's staging, a forced block
-                    if pf.tiled_config(fp, block) is None:
-                        continue  # does not fit the shared memory
-                    launches = [pf.plan_filter(fp, x, w, out, "tiled", block=block)[0]
-                                for x, out in zip(xs, outs, strict=True)]
-                    calls = [lambda la=la: dev.launch(la) for la in launches]
-                    t = _time_batch(cp, calls, args.batch, args.repeats)
-                    staging = f"block-{block[0]}x{block[1]}"
-                    if not bool(cp.array_equal(outs[0], results["async"])):
-                        print(f"MISMATCH {dt} {n} k{k}: {staging} differs")
-                        bad = True
-                    gbs = 2 * np.dtype(dt).itemsize * n * n / t / 1e9
-                    print(f"{f'{dt} {n}x{n} k{k}':24s} {staging:7s} {t * 1e6:8.1f} "
-                          f"{gbs:6.0f} {100 * gbs * 1e9 / bw:6.1f}")
-                    rows.append({
-                        "device": name,
-                        "case": f"filter2d_tiled/{staging}/{n}x{n}/k{k}/{dt}",
-                        "kernel": pf.tiled_config(fp, block).kernel,
-                        "staging": staging, "block": list(block), "n": n, "k": k,
-                        "dtype": dt, "kernel_s": t, "floor_gbs": gbs,
-                        "copy_bandwidth_gbs": bw / 1e9, "share_of_copy": gbs * 1e9 / bw,
-                    })
+                    if pf.tiled_config(fp, block) is not None:  # fits the shared memory
+                        variants.append((f"block-{block[0]}x{block[1]}", [
+                            pf.plan_filter(fp, x, w, out, "tiled", block=block)[0]
+                            for x, out in zip(xs, outs, strict=True)], {}))
+                for staging, launches, extra in variants:
+                    row = _variant_row(cp, dev, args, (name, bw, dt, n, k), launches,
+                                       outs[0], results["async"], staging, extra)
+                    rows.append(row)
+                    bad = bad or "error" in row
                 if not bool(cp.array_equal(results["async"], results["regs"])):
                     print(f"MISMATCH {dt} {n} k{k}: async and regs outputs differ")
-                    rows[-1]["error"] = "async and regs outputs differ"
+                    regs_row["error"] = "async and regs outputs differ"
                     bad = True
     if args.json:
         gc.write_rows(args.json, rows, {"argv": sys.argv})
