@@ -199,6 +199,56 @@ __device__ __forceinline__ void load_row(const T* p, T (&v)[N]) {
 
 __device__ __forceinline__ int tile_pitch(int TW, int KW) { return round_up(TW + KW + CW + 4, 4); }
 
+// The taps of the compile-time tiled kernels (filter2d_tiled step 3, also
+// filter2d_tiled_pipelined), rows streamed: input row ir of the thread's window
+// (NG groups of G + KW - 1 values from `srow`, rows P apart, groups BX * G apart)
+// is read once and feeds every output row r it reaches, with kernel row a = ir - r
+// (weights: rows of KWS values at s_w); for each accumulator a ascends (ir ascends)
+// and c ascends inside it: filter2d_naive's summation order, one multiply-add per
+// tap. OPAQUE_ROW (RY = 4): the pitch opaque, so that the rows' addresses are not
+// all precomputed and kept live (without it the float 9x9 instance spills on sm_80).
+template <typename T, int KH, int KW, int KWS, int RY, int NG, int G, int VECR,
+          bool OPAQUE_ROW, typename A>
+__device__ __forceinline__ void taps_rows_streamed(const T* srow, int P, const T* s_w,
+                                                   int BX, A (&acc)[RY][NG * G]) {
+    typedef Acc<T> Ac;
+#pragma unroll
+    for (int ir = 0; ir < RY + KH - 1; ++ir) {
+        T v[NG][G + KW - 1];
+#pragma unroll
+        for (int g = 0; g < NG; ++g) load_row<T, G + KW - 1, VECR>(srow + g * BX * G, v[g]);
+        if constexpr (OPAQUE_ROW) {
+            int pitch = P;
+            gpuconv::keep_in_register(pitch);
+            srow += pitch;
+        } else {
+            srow += P;
+        }
+#pragma unroll
+        for (int r = 0; r < RY; ++r) {
+            const int a = ir - r;  // compile-time after unrolling
+            if (a < 0 || a >= KH) continue;
+            // weight row a: 128-bit broadcast loads of its padded row (the compiler
+            // keeps rows in registers across pairs where they fit)
+            T wt[KW];
+            load_row<T, KW, VECR>(s_w + a * KWS, wt);
+            A wr[KW];
+#pragma unroll
+            for (int c = 0; c < KW; ++c) wr[c] = Ac::from(wt[c]);
+#pragma unroll
+            for (int c = 0; c < KW; ++c) {
+#pragma unroll
+                for (int g = 0; g < NG; ++g) {
+#pragma unroll
+                    for (int x = 0; x < G; ++x)
+                        acc[r][g * G + x] =
+                            Ac::mad(Ac::from(v[g][x + c]), wr[c], acc[r][g * G + x]);
+                }
+            }
+        }
+    }
+}
+
 // The epilogue of the tiled kernels: a thread's RY x RX block of accumulators to
 // rows oy .. oy + RY - 1 of the image at `o + base` (OH x OW), RX / G groups of G
 // columns starting at ox, `gstep` apart (guarded tails; 16-byte stores where
@@ -596,47 +646,8 @@ filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k,
                 // reaches, with kernel row a = ir - r; for each accumulator a still
                 // ascends (ir ascends) and c ascends inside it: the summation order
                 // of filter2d_naive, one multiply-add per tap
-                const T* srow = s_in + ty * RY * P + tx * G;
-#pragma unroll
-                for (int ir = 0; ir < RY + KHS - 1; ++ir) {
-                    T v[NG][G + KWC - 1];
-#pragma unroll
-                    for (int g = 0; g < NG; ++g)
-                        gcf::load_row<T, G + KWC - 1, VECR>(srow + g * BX * G, v[g]);
-                    // the next row's address: one add (RY = 4: the pitch opaque, so
-                    // that the rows' addresses are not all precomputed and kept
-                    // live: without it the float 9x9 instance spills on sm_80)
-                    if constexpr (OPAQUE_ROW) {
-                        int pitch = P;
-                        gpuconv::keep_in_register(pitch);
-                        srow += pitch;
-                    } else {
-                        srow += P;
-                    }
-#pragma unroll
-                    for (int r = 0; r < RY; ++r) {
-                        const int a = ir - r;  // compile-time after unrolling
-                        if (a < 0 || a >= KHS) continue;
-                        // weight row a: 128-bit broadcast loads of its padded row
-                        // (the compiler keeps rows in registers across pairs where
-                        // they fit: every row of a 3x3 kernel is read once)
-                        T wt[KWC];
-                        gcf::load_row<T, KWC, VECR>(s_w + a * KWS, wt);
-                        A wr[KWC];
-#pragma unroll
-                        for (int c = 0; c < KWC; ++c) wr[c] = Ac::from(wt[c]);
-#pragma unroll
-                        for (int c = 0; c < KWC; ++c) {
-#pragma unroll
-                            for (int g = 0; g < NG; ++g) {
-#pragma unroll
-                                for (int x = 0; x < G; ++x)
-                                    acc[r][g * G + x] = Ac::mad(Ac::from(v[g][x + c]), wr[c],
-                                                                acc[r][g * G + x]);
-                            }
-                        }
-                    }
-                }
+                gcf::taps_rows_streamed<T, KHS, KWC, KWS, RY, NG, G, VECR, OPAQUE_ROW>(
+                    s_in + ty * RY * P + tx * G, P, s_w, BX, acc);
             } else {
                 for (int a = 0; a < KH; ++a) {
                     for (int c0 = 0; c0 < KW; c0 += CW) {
@@ -848,41 +859,9 @@ filter2d_tiled_pipelined(const T* __restrict__ in, const T* __restrict__ k,
             // ascending, then columns, one multiply-add per tap
             constexpr bool OPAQUE_ROW = RY >= 4;
             const T* s_w = buf_cur;
-            const T* srow = buf_cur + WOFF + ty * RY * P + tx * G;
-#pragma unroll
-            for (int ir = 0; ir < RY + KH - 1; ++ir) {
-                T v[NG][G + KWC - 1];
-#pragma unroll
-                for (int g = 0; g < NG; ++g)
-                    gcf::load_row<T, G + KWC - 1, VECR>(srow + g * BX * G, v[g]);
-                if constexpr (OPAQUE_ROW) {
-                    int pitch = P;
-                    gpuconv::keep_in_register(pitch);
-                    srow += pitch;
-                } else {
-                    srow += P;
-                }
-#pragma unroll
-                for (int r = 0; r < RY; ++r) {
-                    const int a = ir - r;
-                    if (a < 0 || a >= KH) continue;
-                    T wt[KWC];
-                    gcf::load_row<T, KWC, VECR>(s_w + a * KWP, wt);
-                    A wr[KWC];
-#pragma unroll
-                    for (int c = 0; c < KWC; ++c) wr[c] = Ac::from(wt[c]);
-#pragma unroll
-                    for (int c = 0; c < KWC; ++c) {
-#pragma unroll
-                        for (int g = 0; g < NG; ++g) {
-#pragma unroll
-                            for (int x = 0; x < G; ++x)
-                                acc[r][g * G + x] =
-                                    Ac::mad(Ac::from(v[g][x + c]), wr[c], acc[r][g * G + x]);
-                        }
-                    }
-                }
-            }
+            constexpr int KWS = gcf::weight_pitch<T, KWC>(KWC);  // == KWP
+            gcf::taps_rows_streamed<T, KHC, KWC, KWS, RY, NG, G, VECR, OPAQUE_ROW>(
+                buf_cur + WOFF + ty * RY * P + tx * G, P, s_w, BX, acc);
         }
 
         // the epilogue: store the RY x RX block (filter2d_tiled, step 4)
