@@ -184,20 +184,24 @@ def make_cupy() -> types.ModuleType:
 
 
 def make_cupyx() -> dict[str, types.ModuleType]:
-    """``cupyx``, ``cupyx.scipy``, ``cupyx.scipy.signal`` and ``.ndimage`` on
-    SciPy's."""
+    """``cupyx``, ``cupyx.scipy``, ``cupyx.scipy.signal``, ``.ndimage`` and ``.fft``
+    on SciPy's (``cupyx.scipy.fft`` has SciPy's signatures: ``norm=``,
+    ``overwrite_x=``)."""
+    import scipy.fft
     import scipy.ndimage
     import scipy.signal
 
     signal = _Namespace("cupyx.scipy.signal", scipy.signal)
     ndimage = _Namespace("cupyx.scipy.ndimage", scipy.ndimage)
+    fft = _Namespace("cupyx.scipy.fft", scipy.fft)
     scipy_mod = types.ModuleType("cupyx.scipy")
     scipy_mod.signal = signal
     scipy_mod.ndimage = ndimage
+    scipy_mod.fft = fft
     cupyx = types.ModuleType("cupyx")
     cupyx.scipy = scipy_mod
     return {"cupyx": cupyx, "cupyx.scipy": scipy_mod, "cupyx.scipy.signal": signal,
-            "cupyx.scipy.ndimage": ndimage}
+            "cupyx.scipy.ndimage": ndimage, "cupyx.scipy.fft": fft}
 
 
 class NullDevice:
@@ -220,15 +224,16 @@ def null_cuda(make_device: Any = NullDevice) -> Iterator[Any]:
     one that runs the launches on the CPU emulation harness); yields the device."""
     from gpuconv import _backend, _gpu_conv, _gpu_filter, _plan_cache
 
-    names = ("cupy", "cupyx", "cupyx.scipy", "cupyx.scipy.signal")
+    stand_ins = {"cupy": make_cupy(), **make_cupyx()}
+    names = tuple(stand_ins)
     saved_modules = {n: sys.modules.get(n) for n in names}
     saved = (_backend._cupy_state, _gpu_conv.default_device,
              _gpu_filter._default_device)
-    cp = make_cupy()
+    cp = stand_ins["cupy"]
     dev = make_device(cp)
-    for n in names[1:]:
+    for n in names:
         sys.modules.pop(n, None)
-    sys.modules["cupy"] = cp
+    sys.modules.update(stand_ins)  # cupyx too: never the real one on the stand-in
     _backend._cupy_state = None
     _gpu_conv.default_device = lambda: dev
     _gpu_filter._default_device = lambda: dev
