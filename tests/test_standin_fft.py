@@ -1,0 +1,245 @@
+"""The stand-in CuPy's FFTs (``gpuconv._null_device``): ``cupy.fft`` and
+``cupyx.scipy.fft`` follow CuPy's code path (``cupy/fft/_fft.py``) in what they
+allocate and copy, with NumPy's values, and ``count_device_ops`` reports the
+steps and the bytes they move (a proxy of the device memory traffic).
+
+References: ``numpy.fft`` for the values (the tolerance table's FFT rule: relative
+to the largest output), CuPy's source for the dtypes, copies and signatures, and
+hand-computed byte counts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpuconv._null_device import DeviceArray, count_device_ops, make_cupy, make_cupyx
+from tests._tol import assert_close
+
+cp = make_cupy()
+cpx = make_cupyx()["cupyx.scipy.fft"]
+MODULES = {"cupy.fft": cp.fft, "cupyx.scipy.fft": cpx}
+
+# (function, keyword arguments, input shape); inverse real transforms get a
+# Hermitian-length input like any complex array (NumPy ignores the same parts)
+CASES = [
+    ("fft", {}, (17,)),
+    ("fft", {"n": 24}, (3, 17)),  # padded, batched
+    ("fft", {"n": 9, "axis": 0}, (12, 5)),  # cropped, not the last axis
+    ("ifft", {"norm": "ortho"}, (4, 10)),
+    ("ifft", {"n": 16, "axis": -2, "norm": "forward"}, (5, 6, 3)),
+    ("rfft", {}, (2, 16)),
+    ("rfft", {"n": 21}, (16,)),
+    ("rfft", {"n": 10, "axis": 0}, (13, 4)),
+    ("irfft", {}, (3, 9)),
+    ("irfft", {"n": 15}, (9,)),  # odd output: input cropped to 8
+    ("irfft", {"n": 30, "axis": 0}, (9, 2)),  # input padded to 16
+    ("fft2", {}, (6, 10)),
+    ("fft2", {"s": (8, 7)}, (3, 6, 10)),  # batched, padded and cropped
+    ("fft2", {"axes": (0, 2)}, (4, 3, 5)),  # not adjacent: the 1-D path
+    ("ifft2", {"s": (5, 12), "axes": (-1, -2)}, (6, 10)),
+    ("rfft2", {}, (2, 8, 9)),
+    ("rfft2", {"s": (12, 16)}, (2, 8, 9)),
+    ("rfft2", {"axes": (0, 1)}, (6, 10, 3)),  # batch along the last axis
+    ("irfft2", {}, (2, 8, 5)),
+    ("irfft2", {"s": (8, 11)}, (2, 8, 5)),
+    ("fftn", {}, (4, 5, 6)),
+    ("fftn", {"s": (3, 8), "axes": (1, 2)}, (2, 4, 5)),
+    ("ifftn", {"axes": (0, 1)}, (4, 5, 2)),
+    ("rfftn", {}, (4, 6, 5)),
+    ("rfftn", {"s": (6, 6, 8)}, (4, 6, 5)),
+    ("irfftn", {}, (3, 4, 5)),
+    ("irfftn", {"s": (4, 6), "axes": (0, 2)}, (3, 4, 5)),  # not adjacent
+]
+
+
+def _input(rng, shape, dtype):
+    x = rng.standard_normal(shape)
+    if np.dtype(dtype).kind == "c":
+        x = x + 1j * rng.standard_normal(shape)
+    return x.astype(dtype)
+
+
+# every case in single and double precision, real and complex (a real forward
+# transform of complex data is a cast that drops the imaginary part: not here)
+VALUE_CASES = [
+    (name, kwargs, shape, dtype)
+    for name, kwargs, shape in CASES
+    for dtype in ("float32", "float64", "complex64", "complex128")
+    if not (name.startswith("rfft") and dtype.startswith("complex"))
+]
+
+
+@pytest.mark.parametrize("module", list(MODULES))
+@pytest.mark.parametrize("name,kwargs,shape,dtype", VALUE_CASES, ids=str)
+def test_values_and_dtypes_are_numpys_and_cupys(module, name, kwargs, shape, dtype):
+    rng = np.random.default_rng(len(name) * 100 + len(shape))
+    x = _input(rng, shape, dtype)
+    got = getattr(MODULES[module], name)(cp.asarray(x), **kwargs)
+    if "s" in kwargs and "axes" not in kwargs:  # NumPy 2's deprecation: explicit
+        kwargs = {**kwargs, "axes": tuple(range(-len(kwargs["s"]), 0))}
+    ref = getattr(np.fft, name)(x.astype(np.complex128 if "complex" in dtype
+                                         else np.float64), **kwargs)
+    assert isinstance(got, DeviceArray)
+    assert got.shape == ref.shape
+    single = dtype in ("float32", "complex64")
+    # CuPy's _output_dtype: single precision stays single; a C2R output is real
+    want = {(True, True): np.float32, (True, False): np.complex64,
+            (False, True): np.float64, (False, False): np.complex128}
+    assert got.dtype == want[single, name.startswith("irfft")]
+    assert_close(got, ref, got.dtype, scale=float(np.abs(ref).max()))
+
+
+@pytest.mark.parametrize(
+    "name,dtype,want",
+    [("fft", np.int16, np.complex128), ("fft", np.float16, np.complex64),
+     ("rfft", np.int64, np.complex128), ("rfft", np.float16, np.complex64),
+     ("irfft", np.int32, np.float64), ("irfft", np.float32, np.float32),
+     ("fft2", np.bool_, np.complex128), ("rfft2", np.uint8, np.complex128),
+     ("irfft2", np.float16, np.float32), ("irfftn", np.float64, np.float64)],
+)
+def test_other_input_dtypes_are_cast_as_cupy_casts(name, dtype, want):
+    x = cp.asarray(np.arange(12).reshape(3, 4).astype(dtype))
+    with count_device_ops() as ops:
+        got = getattr(cp.fft, name)(x)
+    assert got.dtype == want
+    assert ops.passes[0][0] == "astype"  # the cast is a device pass of its own
+    ref = getattr(np.fft, name)(np.asarray(x).astype(np.float64))
+    assert_close(got, ref, want, scale=float(np.abs(ref).max()))
+
+
+def _labels(ops):
+    return [label for label, _ in ops.passes]
+
+
+def test_a_view_is_copied_before_a_1d_transform():
+    """``_exec_fft`` copies an input with a base (a slice, even a contiguous one,
+    a reshape, a strided view) or a non-contiguous one; a base-less C-contiguous
+    real input is transformed as it is."""
+    x = cp.asarray(np.ones((6, 16), np.float32))
+    for view in (x[1:], x[:, ::2], x.reshape(96)):
+        with count_device_ops() as ops:
+            cp.fft.rfft(view)
+        assert _labels(ops) == ["copy", "R2C 1-D"], ops.passes
+        assert ops.passes[0][1] == 2 * view.nbytes
+    with count_device_ops() as ops:
+        cp.fft.rfft(x)
+    assert _labels(ops) == ["R2C 1-D"]
+    assert ops.allocs == [(6, 9)]  # the output only
+
+
+def test_c2r_input_copy_and_overwrite_x():
+    """CuPy keeps a C2R transform's input by copying it, unless ``overwrite_x``
+    (``cupyx.scipy.fft`` only); the inverse's ``norm='backward'`` is a pass."""
+    x = cp.asarray(np.ones((4, 9), np.complex64))
+    with count_device_ops() as ops:
+        cp.fft.irfft(x)
+    assert _labels(ops) == ["c2r-copy", "C2R 1-D", "norm"]
+    with count_device_ops() as ops:
+        cpx.irfft(x, overwrite_x=True)
+    assert _labels(ops) == ["C2R 1-D", "norm"]
+    with count_device_ops() as ops:
+        cpx.irfft(x, overwrite_x=True, norm="forward")  # no scaling of the inverse
+    assert _labels(ops) == ["C2R 1-D"]
+    assert ops.allocs == [(4, 16)]
+    with count_device_ops() as ops:
+        cpx.irfft(x[1:], overwrite_x=True)  # a view is copied all the same
+    assert _labels(ops) == ["copy", "C2R 1-D", "norm"]
+    with count_device_ops() as ops:  # the n-D plan: contiguity, not the base
+        cpx.irfft2(x.reshape(2, 2, 9), overwrite_x=True)
+    assert _labels(ops) == ["C2R 2-D", "norm"]
+    with count_device_ops() as ops:
+        cp.fft.irfft2(x.reshape(2, 2, 9))
+    assert _labels(ops) == ["c2r-copy", "C2R 2-D", "norm"]
+
+
+def test_c2c_overwrite_x_transforms_in_place():
+    x = cp.asarray(np.arange(8.0).astype(np.complex128))
+    ref = np.fft.fft(np.asarray(x))
+    with count_device_ops() as ops:
+        y = cpx.fft(x, overwrite_x=True)
+    assert ops.allocs == [] and _labels(ops) == ["C2C 1-D"]
+    assert np.shares_memory(y, x)  # CuPy's result is the input's memory
+    assert_close(y, ref, np.complex128, scale=float(np.abs(ref).max()))
+
+
+def test_padding_is_a_zeros_and_a_copy_per_padded_axis():
+    """``_cook_shape``: each padded axis allocates zeros and copies the data in; a
+    cropped axis is a view (then copied by the 1-D path, made contiguous by the n-D
+    path)."""
+    x = cp.asarray(np.ones((2, 8, 9), np.float32))
+    with count_device_ops() as ops:
+        cp.fft.rfft2(x, s=(12, 16))
+    assert _labels(ops) == ["pad", "pad", "R2C 2-D"]
+    assert ops.allocs == [(2, 12, 9), (2, 12, 16), (2, 12, 9)]
+    with count_device_ops() as ops:
+        cp.fft.rfft2(x, s=(4, 9))
+    assert _labels(ops) == ["contiguous", "R2C 2-D"]
+    with count_device_ops() as ops:
+        cp.fft.rfft(x, n=5)
+    assert _labels(ops) == ["copy", "R2C 1-D"]
+
+
+def test_which_plan_cupy_picks():
+    """``_default_fft_func`` (n-D plans enabled): adjacent axes including the
+    first or last use one n-D plan; other axes, 1-D inputs and F-ordered real
+    transforms go one axis at a time, each off the last axis swapped and copied."""
+    x = cp.asarray(np.ones((4, 5, 6), np.complex64))
+    with count_device_ops() as ops:
+        cp.fft.fftn(x, axes=(0, 1))
+    assert _labels(ops) == ["C2C 2-D"]
+    with count_device_ops() as ops:
+        cp.fft.fftn(x, axes=(0, 2))
+    assert _labels(ops) == ["copy", "C2C 1-D", "copy", "C2C 1-D"]
+    f = cp.asarray(np.asfortranarray(np.ones((6, 5), np.float64)))
+    with count_device_ops() as ops:
+        got = cp.fft.rfft2(f)
+    assert _labels(ops) == ["copy", "R2C 1-D", "copy", "C2C 1-D"]
+    assert_close(got, np.fft.rfft2(np.asarray(f)), np.complex128, scale=30.0)
+
+
+def test_signatures_are_cupys():
+    x = cp.asarray(np.ones(8, np.float32))
+    with pytest.raises(TypeError):
+        cp.fft.rfft(x, workers=2)  # SciPy's, not CuPy's
+    with pytest.raises(TypeError):
+        cp.fft.irfft(x, overwrite_x=True)  # cupyx.scipy.fft only
+    with pytest.raises(TypeError):
+        cpx.rfft(x, workers=2)
+    with pytest.raises(TypeError):
+        cpx.rfft2(x.reshape(2, 4), None, (-2, -1), None, False, None)  # plan: kw only
+    with pytest.raises(TypeError, match="must be a cupy.ndarray"):
+        cp.fft.rfft(np.ones(8))
+    with pytest.raises(TypeError, match="must be a cupy.ndarray"):
+        cpx.fft2(np.ones((2, 2)))
+    with pytest.raises(NotImplementedError, match="plan=None"):
+        cpx.fft(x, plan=object())
+    with pytest.raises(ValueError, match="Invalid norm value"):
+        cp.fft.fft(x, norm="none")
+    with pytest.raises(ValueError, match="Invalid number of FFT data points"):
+        cp.fft.fft(cp.asarray(np.ones(0, np.complex64)))
+    with pytest.raises(RuntimeError, match="CUFFT_INVALID_SIZE"):  # a plan of size 0
+        cp.fft.irfft(cp.asarray(np.ones(1, np.complex64)))
+    assert cpx.fftn(x, 4).shape == (4,)  # cupyx takes a scalar s
+    assert cp.fft.fftfreq(4).tolist() == np.fft.fftfreq(4).tolist()  # NumPy's
+
+
+def test_traffic_counter_by_hand():
+    """``rfft(x, n=8)`` of a float32 (4, 6) array, then ``irfft`` of the result,
+    then an elementwise result, in bytes."""
+    x = cp.asarray(np.ones((4, 6), np.float32))  # 96 B
+    with count_device_ops() as ops:
+        y = cp.fft.rfft(x, n=8)
+    # pad: zeros (4, 8) float32 written (128) + 96 read + 96 written = 320;
+    # R2C: 128 read + (4, 5) complex64 written (160) = 288; no scaling forward
+    assert ops.passes == [("pad", 320), ("R2C 1-D", 288)]
+    assert ops.allocs == [(4, 8), (4, 5)] and ops.alloc_bytes == 288
+    assert ops.written_bytes == 0 and ops.fft_bytes == ops.bytes_moved == 608
+    with count_device_ops() as ops:
+        z = cp.fft.irfft(y, n=8)
+        w = z + 1  # an elementwise result: 128 B written
+    # c2r-copy 2 * 160; C2R 160 read + 128 written; norm 2 * 128
+    assert ops.passes == [("c2r-copy", 320), ("C2R 1-D", 288), ("norm", 256)]
+    assert ops.written_bytes == w.nbytes == 128
+    assert ops.bytes_moved == 320 + 288 + 256 + 128
+    assert_close(z, np.ones((4, 8)) * (np.arange(8) < 6), np.float32)
