@@ -243,3 +243,28 @@ def test_traffic_counter_by_hand():
     assert ops.written_bytes == w.nbytes == 128
     assert ops.bytes_moved == 320 + 288 + 256 + 128
     assert_close(z, np.ones((4, 8)) * (np.arange(8) < 6), np.float32)
+
+
+def test_fft_traffic_proxy_script_quick(tmp_path, capsys):
+    """``bench/fft_traffic_proxy.py --quick``: one row per FFT-path call with its
+    FFT steps and bytes, JSON rows, and the stand-in gone after."""
+    import importlib.util
+    import json
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "fft_traffic_proxy.py"
+    spec = importlib.util.spec_from_file_location("_test_fft_traffic_proxy", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "rows.json"
+    assert mod.main(["--quick", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["op"] for r in rows] == ["convolve2d", "convolve2d", "convolve"]
+    for r in rows:
+        assert r["case"] in text
+        assert r["fft_steps"] == len(r["passes"]) > 0  # the FFT path ran
+        assert r["bytes_moved"] == r["fft_bytes"] + r["other_bytes"] > 0
+        assert r["fft_bytes"] == sum(n for _, n in r["passes"])
+    assert getattr(sys.modules.get("cupy"), "__version__", None) != "0+dry-run"

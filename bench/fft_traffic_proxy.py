@@ -1,0 +1,120 @@
+"""Device-memory traffic proxy of the FFT paths, without a GPU (a proxy only).
+
+Runs public-API calls that take the FFT path (``method='fft'``) on the null device
+(:func:`gpuconv._null_device.null_cuda`: the stand-in CuPy, launches dropped), once
+to fill the plan caches, then once under
+:func:`gpuconv._null_device.count_device_ops`, and prints one row per call:
+
+- ``allocs``, ``alloc MB``: device arrays allocated by the call (CuPy's hidden
+  ones inside ``cupy.fft`` included: pads, casts, copies of views, C2R input
+  copies, outputs) and their size;
+- ``fft steps``, ``fft MB``: the stand-in FFT's steps (pads, casts, copies,
+  transforms, normalisations; each its bytes read and written) and their bytes;
+- ``other MB``: bytes written by the other allocations (elementwise results,
+  copies, casts; the reads of their inputs are not seen);
+- ``moved MB``: ``fft MB + other MB``; ``x+y MB``: the input read and the output
+  written once (the floor of any algorithm), and ``moved/xy`` the ratio;
+- ``launches``: gpuconv's own kernel launches (their traffic is not counted);
+- ``steps``: the FFT steps by label, ``label x count``.
+
+In-place updates (``spec *= k``, ``z[...] = a``) and gpuconv's kernels are not
+seen (see :class:`gpuconv._null_device.DeviceOps`). The numbers predict what the
+device must move at least; only a GPU measures. ``--json PATH`` writes the rows.
+
+    PYTHONPATH=. python bench/fft_traffic_proxy.py [--quick] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+import gpuconv
+from gpuconv._null_device import count_device_ops, null_cuda
+
+MB = 1e6
+
+
+def cases(quick: bool) -> list[tuple[str, str, tuple[int, ...], int]]:
+    """``(label, op, image shape, kernel size)``, float32."""
+    sizes = (512,) if quick else (512, 4096)
+    out = [(f"convolve2d {n}^2 k{k} same", "convolve2d", (n, n), k)
+           for n in sizes for k in (15, 31)]
+    n1 = 10**5 if quick else 10**6
+    out.append((f"convolve {n1:.0e} k3001 same", "convolve", (n1,), 3001))
+    return out
+
+
+def measure(op: str, shape: tuple[int, ...], k: int, dev: Any) -> dict[str, Any]:
+    cp = dev.xp
+    rng = np.random.default_rng(0)
+    x = cp.asarray(rng.standard_normal(shape).astype(np.float32))
+    w = cp.asarray(rng.standard_normal((k,) * len(shape)).astype(np.float32))
+    fn = getattr(gpuconv, op)
+
+    def call() -> Any:
+        return fn(x, w, mode="same", method="fft")
+
+    call()  # plans, DFT matrices: the steady state is what a GPU run sees
+    launches0 = dev.launches
+    t0 = time.perf_counter()
+    with count_device_ops() as ops:
+        y = call()
+    host_s = time.perf_counter() - t0
+    steps = collections.Counter(label for label, _ in ops.passes)
+    return {
+        "op": op, "shape": list(shape), "k": k, "dtype": "float32",
+        "allocs": len(ops.allocs), "alloc_bytes": ops.alloc_bytes,
+        "views": ops.views, "fft_steps": len(ops.passes), "fft_bytes": ops.fft_bytes,
+        "other_bytes": ops.written_bytes, "bytes_moved": ops.bytes_moved,
+        "xy_bytes": x.nbytes + y.nbytes, "launches": dev.launches - launches0,
+        "passes": ops.passes, "steps": dict(steps), "host_s": host_s,
+    }
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    rows = []
+    with null_cuda() as dev:
+        for label, op, shape, k in cases(quick):
+            rows.append({"case": label, **measure(op, shape, k, dev)})
+    return rows
+
+
+def format_rows(rows: list[dict[str, Any]]) -> str:
+    head = (f"{'case':30s} {'allocs':>6s} {'alloc MB':>9s} {'fft steps':>9s} "
+            f"{'fft MB':>8s} {'other MB':>8s} {'moved MB':>8s} {'x+y MB':>7s} "
+            f"{'moved/xy':>8s} {'launches':>8s}  steps")
+    lines = [head]
+    for r in rows:
+        steps = ", ".join(f"{s} x{n}" if n > 1 else s for s, n in r["steps"].items())
+        lines.append(
+            f"{r['case']:30s} {r['allocs']:6d} {r['alloc_bytes'] / MB:9.1f} "
+            f"{r['fft_steps']:9d} {r['fft_bytes'] / MB:8.1f} "
+            f"{r['other_bytes'] / MB:8.1f} {r['bytes_moved'] / MB:8.1f} "
+            f"{r['xy_bytes'] / MB:7.1f} {r['bytes_moved'] / r['xy_bytes']:8.1f} "
+            f"{r['launches']:8d}  {steps}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small sizes only")
+    p.add_argument("--json", metavar="PATH", help="write the rows as JSON")
+    args = p.parse_args(argv)
+    rows = run(args.quick)
+    print("null-device proxy (stand-in CuPy's FFT steps; not a GPU measurement)")
+    print(format_rows(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"format": "gpuconv-fft-traffic/1", "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
