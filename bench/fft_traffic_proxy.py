@@ -15,13 +15,14 @@ to fill the plan caches, then once under
 - ``moved MB``: ``fft MB + other MB``; ``x+y MB``: the input read and the output
   written once (the floor of any algorithm), and ``moved/xy`` the ratio;
 - ``launches``: gpuconv's own kernel launches (their traffic is not counted);
-- ``steps``: the FFT steps by label, ``label x count``.
+- ``steps``: the FFT steps by label, ``label x count`` (``--steps``: the bytes
+  per label).
 
 In-place updates (``spec *= k``, ``z[...] = a``) and gpuconv's kernels are not
 seen (see :class:`gpuconv._null_device.DeviceOps`). The numbers predict what the
 device must move at least; only a GPU measures. ``--json PATH`` writes the rows.
 
-    PYTHONPATH=. python bench/fft_traffic_proxy.py [--quick] [--json PATH]
+    PYTHONPATH=. python bench/fft_traffic_proxy.py [--quick] [--steps] [--json PATH]
 """
 
 from __future__ import annotations
@@ -68,13 +69,17 @@ def measure(op: str, shape: tuple[int, ...], k: int, dev: Any) -> dict[str, Any]
         y = call()
     host_s = time.perf_counter() - t0
     steps = collections.Counter(label for label, _ in ops.passes)
+    steps_bytes: dict[str, int] = collections.defaultdict(int)
+    for label, nbytes in ops.passes:
+        steps_bytes[label] += nbytes
     return {
         "op": op, "shape": list(shape), "k": k, "dtype": "float32",
         "allocs": len(ops.allocs), "alloc_bytes": ops.alloc_bytes,
         "views": ops.views, "fft_steps": len(ops.passes), "fft_bytes": ops.fft_bytes,
         "other_bytes": ops.written_bytes, "bytes_moved": ops.bytes_moved,
         "xy_bytes": x.nbytes + y.nbytes, "launches": dev.launches - launches0,
-        "passes": ops.passes, "steps": dict(steps), "host_s": host_s,
+        "passes": ops.passes, "steps": dict(steps),
+        "steps_bytes": dict(steps_bytes), "host_s": host_s,
     }
 
 
@@ -86,7 +91,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     return rows
 
 
-def format_rows(rows: list[dict[str, Any]]) -> str:
+def format_rows(rows: list[dict[str, Any]], by_step: bool = False) -> str:
     head = (f"{'case':30s} {'allocs':>6s} {'alloc MB':>9s} {'fft steps':>9s} "
             f"{'fft MB':>8s} {'other MB':>8s} {'moved MB':>8s} {'x+y MB':>7s} "
             f"{'moved/xy':>8s} {'launches':>8s}  steps")
@@ -99,6 +104,9 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
             f"{r['other_bytes'] / MB:8.1f} {r['bytes_moved'] / MB:8.1f} "
             f"{r['xy_bytes'] / MB:7.1f} {r['bytes_moved'] / r['xy_bytes']:8.1f} "
             f"{r['launches']:8d}  {steps}")
+        if by_step:
+            lines += [f"{'':32s}{label:12s} {nbytes / MB:8.1f} MB"
+                      for label, nbytes in r["steps_bytes"].items()]
     return "\n".join(lines)
 
 
@@ -106,10 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes only")
     p.add_argument("--json", metavar="PATH", help="write the rows as JSON")
+    p.add_argument("--steps", action="store_true", help="bytes per FFT step label")
     args = p.parse_args(argv)
     rows = run(args.quick)
     print("null-device proxy (stand-in CuPy's FFT steps; not a GPU measurement)")
-    print(format_rows(rows))
+    print(format_rows(rows, args.steps))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"format": "gpuconv-fft-traffic/1", "rows": rows}, f, indent=1)

@@ -304,7 +304,7 @@ def _exec_fft(a: Any, direction: int, value_type: str, norm: str, axis: int,
         raise ValueError(f"Invalid number of FFT data points ({n}) specified.")
     if out_size is None:
         out_size = n
-    if out_size < 1:  # cufft.Plan1d: cuFFT refuses the plan (CuFFTError)
+    if out_size < 1 and a.size:  # cufft.Plan1d: cuFFT refuses it (CuFFTError)
         raise RuntimeError("CUFFT_INVALID_SIZE")
     if overwrite_x and value_type == "C2C":
         out = a
@@ -412,7 +412,7 @@ def _exec_fftn(a: Any, direction: int, value_type: str, norm: str, axes: tuple,
     else:
         raise ValueError("a must be contiguous")
     if value_type == "C2R" and not overwrite_x:
-        a = _copy(a, "c2r-copy", order)  # cuFFT's C2R may overwrite its input
+        a = _copy(a, "c2r-copy")  # cuFFT's C2R may overwrite its input
     # _get_cufft_plan_nd's checks (the layout: _default_fft_func chose this path)
     plan_shape = [a.shape[ax] for ax in axes]
     if value_type == "C2R":
@@ -488,9 +488,16 @@ def _nd(a: Any, s: Any, axes: Any, norm: Any, direction: int,
 
 def _compat_caster(a: Any, axes: Any) -> Any:
     real_dtype = np.result_type(a.real.dtype, 1.0)
-    if axes is not None and len(axes) == 1:
-        return lambda x: x.astype(real_dtype, copy=False)
-    return lambda x: x
+    if axes is None or len(axes) != 1:
+        return lambda x: x
+
+    def cast(x: Any) -> Any:  # x.astype(real_dtype, copy=False)
+        if x.dtype == real_dtype:
+            return x
+        nbytes = x.nbytes + x.size * real_dtype.itemsize
+        return _step("astype", nbytes, lambda: x.astype(real_dtype))
+
+    return cast
 
 
 def _cupy_fft() -> dict[str, Any]:

@@ -95,6 +95,7 @@ def test_values_and_dtypes_are_numpys_and_cupys(module, name, kwargs, shape, dty
     [("fft", np.int16, np.complex128), ("fft", np.float16, np.complex64),
      ("rfft", np.int64, np.complex128), ("rfft", np.float16, np.complex64),
      ("irfft", np.int32, np.float64), ("irfft", np.float32, np.float32),
+     ("irfft", np.float16, np.float16),  # _compat_caster: result_type(f2, 1.0)
      ("fft2", np.bool_, np.complex128), ("rfft2", np.uint8, np.complex128),
      ("irfft2", np.float16, np.float32), ("irfftn", np.float64, np.float64)],
 )
