@@ -10,17 +10,20 @@ to fill the plan caches, then once under
   copies, outputs) and their size;
 - ``fft steps``, ``fft MB``: the stand-in FFT's steps (pads, casts, copies,
   transforms, normalisations; each its bytes read and written) and their bytes;
-- ``other MB``: bytes written by the other allocations (elementwise results,
-  copies, casts; the reads of their inputs are not seen);
-- ``moved MB``: ``fft MB + other MB``; ``x+y MB``: the input read and the output
-  written once (the floor of any algorithm), and ``moved/xy`` the ratio;
+- ``elem MB``: bytes of the NumPy-ufunc calls on device arrays (``spec *= k``,
+  ``matmul``, reductions: operands read, result written) and item assignments
+  (``a[key] = b``) outside the FFT steps;
+- ``other MB``: bytes written by the other allocations (copies, casts, ``empty``
+  outputs a kernel fills; the reads of copies and casts are not seen);
+- ``moved MB``: ``fft MB + elem MB + other MB``; ``x+y MB``: the input read and
+  the output written once (the floor of any algorithm), and ``moved/xy`` the ratio;
 - ``launches``: gpuconv's own kernel launches (their traffic is not counted);
 - ``steps``: the FFT steps by label, ``label x count`` (``--steps``: the bytes
-  per label).
+  per label, and per elementwise operation).
 
-In-place updates (``spec *= k``, ``z[...] = a``) and gpuconv's kernels are not
-seen (see :class:`gpuconv._null_device.DeviceOps`). The numbers predict what the
-device must move at least; only a GPU measures. ``--json PATH`` writes the rows.
+gpuconv's own kernels' traffic is not seen (see
+:class:`gpuconv._null_device.DeviceOps`). The numbers predict what the device must
+move at least; only a GPU measures. ``--json PATH`` writes the rows.
 
     PYTHONPATH=. python bench/fft_traffic_proxy.py [--quick] [--steps] [--json PATH]
 """
@@ -72,14 +75,19 @@ def measure(op: str, shape: tuple[int, ...], k: int, dev: Any) -> dict[str, Any]
     steps_bytes: dict[str, int] = collections.defaultdict(int)
     for label, nbytes in ops.passes:
         steps_bytes[label] += nbytes
+    elem_bytes: dict[str, int] = collections.defaultdict(int)
+    for label, nbytes in ops.elementwise:
+        elem_bytes[label] += nbytes
     return {
         "op": op, "shape": list(shape), "k": k, "dtype": "float32",
         "allocs": len(ops.allocs), "alloc_bytes": ops.alloc_bytes,
         "views": ops.views, "fft_steps": len(ops.passes), "fft_bytes": ops.fft_bytes,
+        "elementwise_bytes": ops.elementwise_bytes,
         "other_bytes": ops.written_bytes, "bytes_moved": ops.bytes_moved,
         "xy_bytes": x.nbytes + y.nbytes, "launches": dev.launches - launches0,
         "passes": ops.passes, "steps": dict(steps),
-        "steps_bytes": dict(steps_bytes), "host_s": host_s,
+        "steps_bytes": dict(steps_bytes), "elementwise": dict(elem_bytes),
+        "host_s": host_s,
     }
 
 
@@ -93,20 +101,23 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
 def format_rows(rows: list[dict[str, Any]], by_step: bool = False) -> str:
     head = (f"{'case':30s} {'allocs':>6s} {'alloc MB':>9s} {'fft steps':>9s} "
-            f"{'fft MB':>8s} {'other MB':>8s} {'moved MB':>8s} {'x+y MB':>7s} "
-            f"{'moved/xy':>8s} {'launches':>8s}  steps")
+            f"{'fft MB':>8s} {'elem MB':>8s} {'other MB':>8s} {'moved MB':>8s} "
+            f"{'x+y MB':>7s} {'moved/xy':>8s} {'launches':>8s}  steps")
     lines = [head]
     for r in rows:
         steps = ", ".join(f"{s} x{n}" if n > 1 else s for s, n in r["steps"].items())
         lines.append(
             f"{r['case']:30s} {r['allocs']:6d} {r['alloc_bytes'] / MB:9.1f} "
             f"{r['fft_steps']:9d} {r['fft_bytes'] / MB:8.1f} "
+            f"{r['elementwise_bytes'] / MB:8.1f} "
             f"{r['other_bytes'] / MB:8.1f} {r['bytes_moved'] / MB:8.1f} "
             f"{r['xy_bytes'] / MB:7.1f} {r['bytes_moved'] / r['xy_bytes']:8.1f} "
             f"{r['launches']:8d}  {steps}")
         if by_step:
-            lines += [f"{'':32s}{label:12s} {nbytes / MB:8.1f} MB"
+            lines += [f"{'':32s}{label:20s} {nbytes / MB:8.1f} MB"
                       for label, nbytes in r["steps_bytes"].items()]
+            lines += [f"{'':32s}{'(elem) ' + label:20s} {nbytes / MB:8.1f} MB"
+                      for label, nbytes in r["elementwise"].items()]
     return "\n".join(lines)
 
 

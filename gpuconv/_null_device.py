@@ -59,7 +59,7 @@ class DeviceOps:
     :class:`NullDevice` counts gpuconv's own launches.
 
     Device memory traffic, a proxy (bytes the work must move through device
-    memory at least, nothing about caches, cuFFT's internal passes or speed):
+    memory at least; nothing about caches, cuFFT's internal passes or speed):
 
     - ``passes``: ``(label, bytes)`` per step of the stand-in ``cupy.fft`` /
       ``cupyx.scipy.fft``, which follows CuPy's code path (``cupy/fft/_fft.py``):
@@ -69,13 +69,19 @@ class DeviceOps:
       (``ascontiguousarray``), one transform per cuFFT plan execution (``C2C 1-D``,
       ``R2C 2-D``, ...: the input read and the output written once, a lower bound
       on cuFFT's own passes) and ``norm`` (``out /= n``: read + write);
-    - ``written_bytes``: bytes of the other allocations, each counted as written
-      once (its ``nbytes``; the reads of its inputs are not seen);
-    - ``bytes_moved``: the sum of both.
+    - ``elementwise``: ``(label, bytes)`` per NumPy ufunc call on device arrays
+      (``multiply``, ``add.reduce``, ``matmul``, in place or not: the array
+      operands read, the result written; a broadcast operand read once) and per
+      ``a[key] = b`` (``setitem``: ``b`` read, the region written), outside the
+      FFT steps;
+    - ``written_bytes``: the other allocations (copies, casts, uploads, ``empty``
+      filled by a kernel), each counted as written once (its ``nbytes``; the reads
+      of a copy or cast are not seen);
+    - ``bytes_moved``: the sum of the three.
 
-    Not seen: in-place updates (``a *= b``, ``a[...] = b``: no new array), the
-    reads of elementwise operations and gpuconv's own kernel launches (counted by
-    :class:`NullDevice`, their traffic not).
+    Not seen: the reads of copies and casts made outside the FFT steps, and
+    gpuconv's own kernel launches (counted by :class:`NullDevice`; their traffic
+    is not).
     """
 
     def __init__(self) -> None:
@@ -83,6 +89,7 @@ class DeviceOps:
         self.alloc_bytes = 0
         self.views = 0
         self.passes: list[tuple[str, int]] = []
+        self.elementwise: list[tuple[str, int]] = []
         self.written_bytes = 0
         self._in_step = 0
 
@@ -92,18 +99,63 @@ class DeviceOps:
         return sum(n for _, n in self.passes)
 
     @property
+    def elementwise_bytes(self) -> int:
+        """Bytes moved by the ufunc calls and item assignments (``elementwise``)."""
+        return sum(n for _, n in self.elementwise)
+
+    @property
     def bytes_moved(self) -> int:
-        """``fft_bytes + written_bytes``: the traffic proxy of what was seen."""
-        return self.fft_bytes + self.written_bytes
+        """``fft_bytes + elementwise_bytes + written_bytes``: the traffic proxy."""
+        return self.fft_bytes + self.elementwise_bytes + self.written_bytes
 
     def _finalize(self, arr: np.ndarray, obj: Any) -> None:
         if _owns_memory(arr):
             self.allocs.append(arr.shape)
             self.alloc_bytes += arr.nbytes
-            if not self._in_step:  # an FFT step counts its own bytes
+            if not self._in_step:  # an FFT step or a ufunc counts its own bytes
                 self.written_bytes += arr.nbytes
         else:
             self.views += 1
+
+    def _ufunc(self, ufunc: Any, method: str, inputs: tuple, kwargs: dict) -> Any:
+        """The ufunc on plain views of the device arrays, its results as
+        DeviceArrays (``out=`` ones returned as given), its bytes recorded."""
+        def plain(x: Any) -> Any:
+            return x.view(np.ndarray) if isinstance(x, DeviceArray) else x
+
+        out = kwargs.get("out")
+        if out is not None:
+            kwargs["out"] = tuple(plain(o) for o in out)
+        read = sum(x.nbytes for x in inputs if isinstance(x, np.ndarray))
+        self._in_step += 1  # the results' allocation is this pass's write
+        try:
+            result = getattr(ufunc, method)(*map(plain, inputs), **kwargs)
+            results = result if isinstance(result, tuple) else (result,)
+            if out is not None:
+                results = tuple(out) + results[len(out):]
+            results = tuple(_wrap(r) for r in results)
+        finally:
+            self._in_step -= 1
+        written = sum(r.nbytes for r in results if isinstance(r, np.ndarray))
+        if not self._in_step:
+            name = ufunc.__name__
+            if method != "__call__":
+                name = f"{name}.{method}"
+            self.elementwise.append((name, read + written))
+        if result is None:
+            return None
+        return results if isinstance(result, tuple) else results[0]
+
+    def _setitem(self, arr: np.ndarray, key: Any, value: Any) -> None:
+        target = arr.view(np.ndarray)
+        if isinstance(value, DeviceArray):
+            value = value.view(np.ndarray)
+        target[key] = value
+        if not self._in_step:
+            region = target[key]
+            written = region.nbytes if isinstance(region, np.ndarray) else arr.itemsize
+            read = value.nbytes if isinstance(value, np.ndarray) else 0
+            self.elementwise.append(("setitem", read + written))
 
 
 #: the active counter (at most one), seen by the stand-in FFT's steps
@@ -122,13 +174,24 @@ def count_device_ops() -> Iterator[DeviceOps]:
     def finalize(self: np.ndarray, obj: Any) -> None:
         ops._finalize(self, obj)
 
+    def array_ufunc(self: np.ndarray, ufunc: Any, method: str, *inputs: Any,
+                    **kwargs: Any) -> Any:
+        return ops._ufunc(ufunc, method, inputs, kwargs)
+
+    def setitem(self: np.ndarray, key: Any, value: Any) -> None:
+        ops._setitem(self, key, value)
+
     DeviceArray.__array_finalize__ = finalize  # type: ignore[method-assign]
+    DeviceArray.__array_ufunc__ = array_ufunc  # type: ignore[method-assign]
+    DeviceArray.__setitem__ = setitem  # type: ignore[method-assign]
     _ACTIVE.append(ops)
     try:
         yield ops
     finally:
         _ACTIVE.clear()
         del DeviceArray.__array_finalize__
+        del DeviceArray.__array_ufunc__
+        del DeviceArray.__setitem__
 
 
 def _wrap(value: Any) -> Any:

@@ -227,7 +227,7 @@ def test_signatures_are_cupys():
 
 def test_traffic_counter_by_hand():
     """``rfft(x, n=8)`` of a float32 (4, 6) array, then ``irfft`` of the result,
-    then an elementwise result, in bytes."""
+    then elementwise operations and a copy, in bytes."""
     x = cp.asarray(np.ones((4, 6), np.float32))  # 96 B
     with count_device_ops() as ops:
         y = cp.fft.rfft(x, n=8)
@@ -235,15 +235,23 @@ def test_traffic_counter_by_hand():
     # R2C: 128 read + (4, 5) complex64 written (160) = 288; no scaling forward
     assert ops.passes == [("pad", 320), ("R2C 1-D", 288)]
     assert ops.allocs == [(4, 8), (4, 5)] and ops.alloc_bytes == 288
-    assert ops.written_bytes == 0 and ops.fft_bytes == ops.bytes_moved == 608
+    assert ops.elementwise == [] and ops.written_bytes == 0
+    assert ops.fft_bytes == ops.bytes_moved == 608
     with count_device_ops() as ops:
-        z = cp.fft.irfft(y, n=8)
-        w = z + 1  # an elementwise result: 128 B written
-    # c2r-copy 2 * 160; C2R 160 read + 128 written; norm 2 * 128
+        z = cp.fft.irfft(y, n=8)  # (4, 8) float32: 128 B
+        w = z + 1  # 128 read, 128 written
+        w *= z  # in place: 256 read, 128 written
+        w[:, :2] = 0  # a scalar into (4, 2): 32 written
+        c = w.copy()  # another allocation: 128 written (its read not seen)
+    # c2r-copy 2 * 160; C2R 160 read + 128 written; norm 2 * 128 (its in-place
+    # division is the step's, not an elementwise pass)
     assert ops.passes == [("c2r-copy", 320), ("C2R 1-D", 288), ("norm", 256)]
-    assert ops.written_bytes == w.nbytes == 128
-    assert ops.bytes_moved == 320 + 288 + 256 + 128
+    assert ops.elementwise == [("add", 256), ("multiply", 384), ("setitem", 32)]
+    assert ops.written_bytes == c.nbytes == 128
+    assert ops.bytes_moved == 320 + 288 + 256 + 256 + 384 + 32 + 128
+    assert ops.allocs == [(4, 5), (4, 8), (4, 8), (4, 8)]  # copy, out, w, c
     assert_close(z, np.ones((4, 8)) * (np.arange(8) < 6), np.float32)
+    assert_close(c, np.where(np.arange(8) < 2, 0, (z + 1) * z), np.float32)
 
 
 def test_fft_traffic_proxy_script_quick(tmp_path, capsys):
@@ -266,6 +274,7 @@ def test_fft_traffic_proxy_script_quick(tmp_path, capsys):
     for r in rows:
         assert r["case"] in text
         assert r["fft_steps"] == len(r["passes"]) > 0  # the FFT path ran
-        assert r["bytes_moved"] == r["fft_bytes"] + r["other_bytes"] > 0
+        assert r["bytes_moved"] == (r["fft_bytes"] + r["elementwise_bytes"]
+                                    + r["other_bytes"]) > 0
         assert r["fft_bytes"] == sum(n for _, n in r["passes"])
     assert getattr(sys.modules.get("cupy"), "__version__", None) != "0+dry-run"
