@@ -164,6 +164,24 @@ def test_c2c_overwrite_x_transforms_in_place():
     assert_close(y, ref, np.complex128, scale=float(np.abs(ref).max()))
 
 
+def test_a_convolution_without_hidden_passes():
+    """What a caller can avoid: a base-less contiguous input at the transform size
+    (no pad, no copy), ``overwrite_x=True`` on the C2R (no input copy), the
+    forward transform unscaled (``norm='backward'``) and the inverse unscaled
+    (``norm='forward'``; the 1/n folded elsewhere): one pass per plan. Scaling the
+    forward transform (``norm='forward'``) costs a pass of its own."""
+    x = cp.asarray(np.ones((2, 8, 10), np.float32))
+    with count_device_ops() as ops:
+        spec = cpx.rfft2(x)
+        y = cpx.irfft2(spec, s=(8, 10), overwrite_x=True, norm="forward")
+    assert _labels(ops) == ["R2C 2-D", "C2R 2-D"]
+    assert ops.allocs == [(2, 8, 6), (2, 8, 10)]
+    assert_close(y, 80 * np.asarray(x), np.float32)  # unscaled: n * x
+    with count_device_ops() as ops:
+        cpx.rfft2(x, norm="forward")
+    assert _labels(ops) == ["R2C 2-D", "norm"]
+
+
 def test_padding_is_a_zeros_and_a_copy_per_padded_axis():
     """``_cook_shape``: each padded axis allocates zeros and copies the data in; a
     cropped axis is a view (then copied by the 1-D path, made contiguous by the n-D
