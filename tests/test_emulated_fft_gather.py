@@ -22,11 +22,10 @@ from gpuconv._plan_filter import (
     plan_fft_segments,
 )
 from tests._emu_helpers import EMULATED, prepared_device
+from tests._filter_cases import fft_gather_reference as reference
 from tests._filter_cases import problem
 
 pytestmark = EMULATED
-
-NP_MODES = {"fill": "constant", "wrap": "wrap", "symm": "symmetric"}
 
 
 @pytest.fixture(scope="module")
@@ -39,27 +38,6 @@ def values(rng, shape, dtype):
     if np.dtype(dtype).kind == "c":
         a = a + 1j * rng.standard_normal(shape)
     return a.astype(dtype)
-
-
-def reference(src, di, dj, row_step, extent, origin, boundary):
-    """``dst[b, i, j] = ext(src[b])[r - ot, c - ol]`` for ``r < ER``, ``c < EC``
-    (``(r, c) = (i * row_step[0], i * row_step[1] + j)``), else 0, with ``ext`` by
-    ``numpy.pad`` (zeros for 'fill')."""
-    B, H, W = src.shape
-    rows = np.array([i * row_step[0] for i in range(di)])
-    cols = np.array([[i * row_step[1] + j for j in range(dj)] for i in range(di)])
-    pr = int(max(abs(rows).max(), extent[0]) + abs(origin[0]) + H)
-    pc = int(max(abs(cols).max(), extent[1]) + abs(origin[1]) + W)
-    ext = np.pad(src, ((0, 0), (pr, pr), (pc, pc)), mode=NP_MODES[boundary])
-    out = np.zeros((B, di, dj), src.dtype)
-    for i in range(di):
-        r = rows[i]
-        if r >= extent[0]:
-            continue
-        c = cols[i]
-        ok = c < extent[1]
-        out[:, i, ok] = ext[:, r - origin[0] + pr, c[ok] - origin[1] + pc]
-    return out
 
 
 def gather(dev, src, shape, **geometry):
