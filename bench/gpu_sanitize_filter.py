@@ -6,8 +6,9 @@ out-of-bounds access inside a larger block), so every buffer is its own
 ``cudaMalloc``. Runs ``filter2d_naive`` and ``filter2d_tiled`` (compile-time 3x3 and
 9x9 with interior tiles on the 128-bit load path, the runtime-size path, the RY = 1
 path, border tiles with wrap/symm/fill, a kernel larger than the image) for every
-dtype on small shapes, checks each result against the NumPy backend's op, and exits
-1 on a wrong result. Under ``compute-sanitizer --tool memcheck|racecheck
+dtype on small shapes, the separable passes, ``filter1d`` and the FFT paths (their
+``fft_gather`` pass, 2-D and 1-D), checks each result against the NumPy backend's
+op, and exits 1 on a wrong result. Under ``compute-sanitizer --tool memcheck|racecheck
 --error-exitcode N`` a memory error or a shared-memory race makes the exit status N.
 
     PYTHONPATH=. compute-sanitizer --tool racecheck --error-exitcode 99 \\
@@ -86,6 +87,37 @@ def _workload(cp: Any) -> tuple[int, int]:
             if not np.allclose(got, want, rtol=1e-5, atol=1e-3):
                 bad += 1
                 print(f"WRONG {dtype} filter1d {(n, taps, mode)}")
+    r, b = _fft_workload(cp, rng, numpy_op)
+    return runs + r, bad + b
+
+
+def _fft_workload(cp: Any, rng: Any, numpy_op: Any) -> tuple[int, int]:
+    """The FFT paths, forced: ``fft_gather`` (cuda/fft_gather.cu) in both geometries
+    (the 2-D padded input: the image at the origin, the extended window of
+    wrap/symm/a fill value; the 1-D overlapping segments, several of them) and the
+    transforms around it, against the NumPy backend's direct op."""
+    from gpuconv import _gpu_filter
+    from tests._filter_cases import problem, random_values, scipy_problem
+
+    runs = bad = 0
+    for dtype in ("float32", "complex128"):
+        tol = 1e-4 if dtype == "float32" else 1e-10
+        cases = [scipy_problem(37, 45, 4, 3, "same", b, fill, dtype, B=2)
+                 for b, fill in (("fill", 0), ("fill", 2), ("wrap", 0), ("symm", 0))]
+        cases.append(problem(2, 1, 9000, 1, 1, 601, 0, 300, 1, 9000, "fill", 0.0,
+                             dtype))  # 1-D: 3 segments
+        cases.append(problem(1, 1, 5000, 1, 1, 7, 0, 40, 1, 5100, "wrap", 0.0, dtype))
+        for fp in cases:
+            x = random_values(rng, (fp.B, fp.H, fp.W), dtype)
+            k = random_values(rng, (fp.Bk, fp.KH, fp.KW), dtype)
+            want = numpy_op(x, k, fp, "direct")
+            got = cp.asnumpy(_gpu_filter.correlate2d(cp.asarray(x), cp.asarray(k), fp,
+                                                     "fft"))
+            runs += 1
+            scale = float(np.abs(want).max()) or 1.0
+            if not float(np.abs(got - want).max()) <= 10 * tol * scale:
+                bad += 1
+                print(f"WRONG {dtype} fft {fp}")
     return runs, bad
 
 

@@ -191,7 +191,7 @@ def correlate2d(
         if _fill_finite(fp):
             fft = correlate1d_fft if algorithm == "fft1d" else correlate2d_fft
             with np.errstate(all="ignore"):  # NumPy (the emulator) warns on NaN
-                y, finite = fft(in1, k, fp, xp, check_finite=True)
+                y, finite = fft(in1, k, fp, device, check_finite=True)
             if bool(finite):
                 if out is None:
                     return y
@@ -200,7 +200,7 @@ def correlate2d(
         algorithm = entry.direct
     if algorithm in ("fft", "fft1d"):  # (forced: method='fft')
         fft = correlate1d_fft if algorithm == "fft1d" else correlate2d_fft
-        y = fft(in1, k, fp, xp)
+        y = fft(in1, k, fp, device)
         if out is None:
             return y
         out[...] = y
@@ -504,10 +504,13 @@ def dft_matrix(xp: Any, n: int, rows: int, cols: int, dtype: Any) -> Any:
     return f
 
 
-def kernel_spectrum(kr: Any, sh: int, sw: int, real: bool, xp: Any) -> Any:
+def kernel_spectrum(
+    kr: Any, sh: int, sw: int, real: bool, xp: Any, scale: float = 1.0
+) -> Any:
     """``fft2(kr, s=(sh, sw))`` (``rfft2`` when ``real``) of a small kernel stack
     ``kr (Bk, KH, KW)`` as ``F_h @ kr @ F_w`` with DFT matrices ``F_h (sh, KH)`` and
-    ``F_w (KW, sw or sw//2+1)``.
+    ``F_w (KW, sw or sw//2+1)``, times ``scale`` (applied to the small kernel:
+    the FFT path's ``1/n`` of its unnormalised inverse).
 
     One spectrum-sized write instead of a zero-padded copy and a full 2-D
     transform; the twiddle angles are reduced modulo the size in integers and
@@ -526,7 +529,9 @@ def kernel_spectrum(kr: Any, sh: int, sw: int, real: bool, xp: Any) -> Any:
     nv = sw // 2 + 1 if real else sw
     fh = dft_matrix(xp, sh, sh, kh, cdt)  # (sh, KH)
     fw = dft_matrix(xp, sw, kw, nv, cdt)  # (KW, nv)
-    kc = kr.astype(cdt)
+    kc = kr.astype(cdt)  # (a copy: scaled in place)
+    if scale != 1.0:
+        kc *= cdt.type(scale)
     first, second = _dft_orders(kh, kw, sh, nv)
     if first <= second:
         return fh @ (kc @ fw)  # (sh, KH) @ (Bk, KH, nv)
@@ -534,18 +539,29 @@ def kernel_spectrum(kr: Any, sh: int, sw: int, real: bool, xp: Any) -> Any:
 
 
 def correlate2d_fft(
-    in1: Any, k: Any, fp: FilterProblem, xp: Any, check_finite: bool = False
+    in1: Any, k: Any, fp: FilterProblem, device: Any, check_finite: bool = False
 ) -> Any:
-    """The FFT algorithm (float and complex dtypes), on any array module with ``fft``.
+    """The FFT algorithm (float and complex dtypes) on ``device`` (its ``xp`` has
+    ``fft``).
 
     Correlation with ``k`` is convolution with ``k`` reversed; with the boundary
     'fill' the transform's own zero extension is the padding (where the output lies
-    inside the full correlation), otherwise the image is first extended by the
-    boundary rule (:func:`extend`) and the 'valid' part of a circular convolution of
-    at least its size is kept. A non-zero fill value never enters the transform: its
-    contribution ``fill * (sum(k) - taps inside the image)`` is added exactly
-    afterwards (:func:`gpuconv._padding.add_fill_correction`), so the error does not
-    grow with ``|fillvalue|``.
+    inside the full correlation), otherwise the image is extended by the boundary
+    rule and the 'valid' part of a circular convolution of at least its size is
+    kept. A non-zero fill value never enters the transform: its contribution
+    ``fill * (sum(k) - taps inside the image)`` is added exactly afterwards
+    (:func:`gpuconv._padding.add_fill_correction`), so the error does not grow with
+    ``|fillvalue|``.
+
+    The device work, one pass each: ``fft_gather`` (``cuda/fft_gather.cu``) writes
+    the transform's zero-padded input (the boundary rule applied on the way); one
+    batched forward transform of the stack at 2,3,5,7-smooth sizes (cuFFT's plan
+    cache keeps the plans); the product with the kernel's spectrum in place, the
+    spectrum computed by DFT matrices from the small kernel
+    (:func:`kernel_spectrum`) or by a transform of it, with the inverse's ``1/n``
+    folded into the small kernel; one batched inverse without a scaling pass and
+    free to overwrite the product (:func:`_transforms`: no copy of it); the
+    output window copied out.
 
     With ``check_finite`` returns ``(out, finite)``: ``finite`` a device boolean,
     true when the DC terms of the images' and the kernel's spectra (their sums) are
@@ -558,6 +574,7 @@ def correlate2d_fft(
         raise TypeError(
             f"the FFT algorithm computes float and complex dtypes, not {dt.name}"
         )
+    xp = device.xp
     # the FFT only ever sees the zero-extended image; a fill value is added after
     # the transform, exactly (add_fill_correction), so its error does not grow
     # with |fillvalue|
@@ -565,24 +582,86 @@ def correlate2d_fft(
     if fp.boundary == "fill":
         fp0 = dataclasses.replace(fp, fillvalue=np.zeros((), dt)[()])
     sh, sw, oy, ox, pad = fft_grid(fp0)
-    x = extend(in1, fp0, xp) if pad else in1
-    kr = k[:, ::-1, ::-1]
+    x = xp.empty((fp.B, sh, sw), dtype=dt)
+    _gather(device, fp0, "pad2d", xp.ascontiguousarray(in1), x, pad)
+    real = dt.kind != "c"
+    fwd, inv = _transforms(xp, real)
     axes = (-2, -1)
-    # one batched forward transform of the whole stack (real transforms for real
-    # data, at 2,3,5,7-smooth sizes: cuFFT's plan cache keeps the plans), the
-    # product in place (no third spectrum-sized buffer), one batched inverse
-    fwd, inv = (xp.fft.fft2, xp.fft.ifft2) if dt.kind == "c" else (
-        xp.fft.rfft2, xp.fft.irfft2)  # fmt: skip
-    spec = fwd(x, s=(sh, sw), axes=axes)
+    spec = fwd(x, axes=axes)
+    del x
     finite = _dc_finite(xp, spec[:, 0, 0], k) if check_finite else None
-    if kernel_dft_cheaper(fp.KH, fp.KW, sh, sw, dt.kind != "c"):
-        spec *= kernel_spectrum(kr, sh, sw, dt.kind != "c", xp)
+    scale = 1.0 / (sh * sw)  # the inverse's 1/n, on the small kernel
+    kr = k[:, ::-1, ::-1]
+    if kernel_dft_cheaper(fp.KH, fp.KW, sh, sw, real):
+        spec *= kernel_spectrum(kr, sh, sw, real, xp, scale=scale)
     else:
-        spec *= fwd(kr, s=(sh, sw), axes=axes)
+        spec *= fwd(kr * dt.type(scale), s=(sh, sw), axes=axes)
     y = inv(spec, s=(sh, sw), axes=axes)
-    out = xp.ascontiguousarray(y[:, oy : oy + fp.OH, ox : ox + fp.OW].astype(dt))
+    del spec
+    out = xp.ascontiguousarray(y[:, oy : oy + fp.OH, ox : ox + fp.OW].astype(
+        dt, copy=False))  # fmt: skip
     out = add_fill_correction(out, k, fp, xp)
     return (out, finite) if check_finite else out
+
+
+#: The gathers' launch plans per problem, kind and device (``fft_gather``).
+_GATHERS = LRU("FFT gather plans", maxsize=64)
+
+
+def _gather(device: Any, fp: FilterProblem, kind: str, src: Any, dst: Any,
+            pad: bool = False) -> None:
+    """Run ``fft_gather`` of ``kind`` (``'pad2d'``: :func:`plan_fft_pad2d`,
+    ``'segments'``: :func:`plan_fft_segments`) from ``src`` into ``dst``, the
+    launch planned once per problem and device."""
+    key = (fp, kind, pad, src.shape, dst.shape, device, _plan_key(device))
+    plan = _GATHERS.get(key)
+    if plan is None:
+        if kind == "pad2d":
+            launches = _plan_filter.plan_fft_pad2d(fp, src, dst, pad)
+        else:
+            launches = _plan_filter.plan_fft_segments(fp, src, dst)
+        plan = LaunchPlan(device, launches, 2, buffers=(src, dst))
+        if not plan.reusable:  # (src is dst: never, they are distinct arrays)
+            plan.run((src, dst))
+            return
+        _GATHERS.put(key, plan)
+    plan.run((src, dst))
+
+
+#: ``(forward, inverse)`` transforms of the FFT paths per array module and kind.
+_TRANSFORMS: dict[tuple[Any, bool], tuple[Any, Any]] = {}
+
+
+def _transforms(xp: Any, real: bool) -> tuple[Any, Any]:
+    """The FFT paths' ``(forward, inverse)`` on ``xp``: ``rfftn``/``irfftn`` for
+    real data, ``fftn``/``ifftn`` for complex, the forward unnormalised and the
+    inverse unnormalised too (``norm='forward'``: the caller folds the ``1/n`` into
+    the kernel's spectrum, so there is no scaling pass over the output). On CuPy
+    the inverse is ``cupyx.scipy.fft``'s with ``overwrite_x=True``: CuPy copies the
+    input of every complex-to-real transform unless it may overwrite it, and here
+    the input is a temporary (the product). Both are called as ``f(a, s=None,
+    axes=None)``."""
+    got = _TRANSFORMS.get((xp, real))
+    if got is not None:
+        return got
+    fwd_name, inv_name = ("rfftn", "irfftn") if real else ("fftn", "ifftn")
+    fwd = getattr(xp.fft, fwd_name)
+    if getattr(xp, "__name__", "") == "cupy":
+        import cupyx.scipy.fft as cufft  # (the stand-in's beside the stand-in CuPy)
+
+        inv_cupyx = getattr(cufft, inv_name)
+
+        def inv(a: Any, s: Any = None, axes: Any = None) -> Any:
+            return inv_cupyx(a, s=s, axes=axes, norm="forward", overwrite_x=True)
+    else:
+        inv_xp = getattr(xp.fft, inv_name)
+
+        def inv(a: Any, s: Any = None, axes: Any = None) -> Any:
+            return inv_xp(a, s=s, axes=axes, norm="forward")
+    if len(_TRANSFORMS) > 16:  # (stand-in modules come and go in the tests)
+        _TRANSFORMS.clear()
+    _TRANSFORMS[(xp, real)] = (fwd, inv)
+    return fwd, inv
 
 
 def _as_strided(xp: Any) -> Any:
@@ -592,43 +671,48 @@ def _as_strided(xp: Any) -> Any:
 
 
 def correlate1d_fft(
-    in1: Any, k: Any, fp: FilterProblem, xp: Any, check_finite: bool = False
+    in1: Any, k: Any, fp: FilterProblem, device: Any, check_finite: bool = False
 ) -> Any:
     """The segmented (overlap-save) FFT of a 1-D problem
-    (:func:`gpuconv._plan_filter.fft1d_ok`): ``(B, 1, OW)``.
+    (:func:`gpuconv._plan_filter.fft1d_ok`) on ``device``: ``(B, 1, OW)``.
 
-    The padded signal ``ext(in1)[b, -pad_left : OW + KW - 1 - pad_left]`` is cut
-    into ``nseg`` overlapping segments of ``L`` samples
-    (:func:`gpuconv._plan_filter.fft1d_segment`) that start ``L - KW + 1`` apart
-    (a strided view, no copy of its own); one batched forward transform of all
-    segments, the product with the spectrum of the reversed kernel (``L`` values:
-    not a full-size transform of the zero-padded kernel), one batched inverse;
-    each segment's alias-free ``L - KW + 1`` outputs are kept. One segment is the
-    plain full-size FFT. ``check_finite``: as :func:`correlate2d_fft` (the segments
-    cover every sample, so their DC terms see every value).
+    The padded signal ``ext(in1)[b, -pad_left : OW + KW - 1 - pad_left]`` (then
+    zeros) is cut into ``nseg`` overlapping segments of ``L`` samples
+    (:func:`gpuconv._plan_filter.fft1d_segment`) that start ``L - KW + 1`` apart,
+    written contiguously by one ``fft_gather`` pass (the boundary rule applied on
+    the way: no padded copy of the signal, and a base-less contiguous input, which
+    CuPy's 1-D transforms would otherwise copy); one batched forward transform of
+    all segments, the product with the spectrum of the reversed kernel (``L``
+    values, the inverse's ``1/L`` folded into the kernel), one batched inverse
+    without a scaling pass that may overwrite the product (:func:`_transforms`);
+    each segment's alias-free ``L - KW + 1`` outputs are copied out once. One
+    segment is the plain full-size FFT. ``check_finite``: as
+    :func:`correlate2d_fft` (the segments cover every sample the outputs read, so
+    their DC terms see every such value).
     """
     dt = np.dtype(fp.dtype)
+    xp = device.xp
     L, nseg = fft1d_segment(fp)
     step = L - fp.KW + 1
-    total = nseg * step + fp.KW - 1  # padded samples the segments cover
-    if fp.boundary == "fill":  # zero fill (fft1d_ok): the signal inside zeros
-        xe = xp.zeros((fp.B, total), dtype=dt)
-        n = min(fp.W, total - fp.pad_left)
-        xe[:, fp.pad_left : fp.pad_left + n] = in1[:, 0, :n]
-    else:  # wrap/symm: extended by the boundary rule, then zeros
-        ext = extend(in1, fp, xp)[:, 0, :]  # (B, OW + KW - 1)
-        xe = xp.zeros((fp.B, total), dtype=dt)
-        xe[:, : ext.shape[1]] = ext
-    isz = xe.strides[-1]
-    # CuPy's as_strided takes (x, shape, strides) only (no writeable=); the view
-    # is only read
-    segs = _as_strided(xp)(xe, (fp.B, nseg, L), (xe.strides[0], step * isz, isz))
-    fwd, inv = (xp.fft.fft, xp.fft.ifft) if dt.kind == "c" else (
-        xp.fft.rfft, xp.fft.irfft)  # fmt: skip
-    spec = fwd(segs, n=L, axis=-1)
+    segs = xp.empty((fp.B, nseg, L), dtype=dt)
+    _gather(device, fp, "segments", xp.ascontiguousarray(in1), segs)
+    fwd, inv = _transforms(xp, dt.kind != "c")
+    axes = (-1,)
+    spec = fwd(segs, axes=axes)
+    del segs
     finite = _dc_finite(xp, spec[:, :, 0], k) if check_finite else None
-    spec *= fwd(k[:, :, ::-1], n=L, axis=-1)  # (Bk, 1, .) over the segments
-    y = inv(spec, n=L, axis=-1)[:, :, fp.KW - 1 :]  # (B, nseg, step)
-    y = y.reshape(fp.B, nseg * step)[:, : fp.OW]
-    out = xp.ascontiguousarray(y.astype(dt, copy=False)).reshape(fp.B, 1, fp.OW)
+    kr = k[:, :, ::-1] * dt.type(1.0 / L)  # (Bk, 1, KW): the inverse's 1/L
+    spec *= fwd(kr, s=(L,), axes=axes)  # (Bk, 1, .) over the segments
+    y = inv(spec, s=(L,), axes=axes)  # (B, nseg, L)
+    del spec
+    # each segment's outputs y[:, s, KW-1:] in place in out (B, OW): the whole
+    # segments through a strided view of out, then the last, partial one
+    out = xp.empty((fp.B, 1, fp.OW), dtype=dt)
+    full, rest = divmod(fp.OW, step)
+    isz = dt.itemsize
+    if full:
+        view = _as_strided(xp)(out, (fp.B, full, step), (fp.OW * isz, step * isz, isz))
+        view[...] = y[:, :full, fp.KW - 1 :]
+    if rest:
+        out[:, 0, full * step :] = y[:, full, fp.KW - 1 : fp.KW - 1 + rest]
     return (out, finite) if check_finite else out

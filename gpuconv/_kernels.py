@@ -223,6 +223,17 @@ def _filter1d_instances() -> tuple[str, ...]:
 KERNELS["filter1d.cu"] = _filter1d_instances()
 
 
+# --- fft_gather.cu: the pass in front of the FFT filter paths' transforms (planned by
+# gpuconv._plan_filter.plan_fft_gather; instance list kept with it) ------------------
+def _fft_gather_instances() -> tuple[str, ...]:
+    from gpuconv._plan_filter import fft_gather_kernel_names
+
+    return fft_gather_kernel_names()
+
+
+KERNELS["fft_gather.cu"] = _fft_gather_instances()
+
+
 # One header every source folder holds: how source_dir() recognises it.
 _MARKER_HEADER = "common.cuh"
 

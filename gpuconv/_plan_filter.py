@@ -119,6 +119,8 @@ SHORT_OH = 16
 TILE_MAX_THREADS = 256
 #: Grid limits of y and z (the kernels loop over the rest).
 MAX_GRID_YZ = 65535
+#: The largest ``int`` kernel argument.
+INT32_MAX = 2**31 - 1
 
 
 def rx(itemsize: int) -> int:
@@ -748,14 +750,17 @@ def filter1d_seconds(fp: FilterProblem) -> float:
 
 
 #: Segmented (overlap-save) FFT of 1-D problems (``'fft1d'``,
-#: :func:`gpuconv._gpu_filter.correlate1d_fft`): segments of
-#: ``next_fast_len(FFT1D_SEGMENT_TAPS * KW)`` samples (at least
+#: :func:`gpuconv._gpu_filter.correlate1d_fft`): segments of ``L`` samples, the
+#: power of two at or above ``FFT1D_SEGMENT_TAPS * KW`` (and
 #: :data:`FFT1D_MIN_SEGMENT`), each giving ``L - KW + 1`` outputs, so the kernel's
 #: spectrum has ``L // 2 + 1`` values (not one per output, as in one full-size
-#: transform) and every transform is a short batched one. UNCALIBRATED estimates:
-#: memory passes over the segments' spectra (forward, product, inverse: each
-#: transform in one read and one write) at the FFT path's per-byte cost
-#: (``BYTE_SECONDS['fft']``, from the 2-D rows).
+#: transform) and every transform is a short batched one. A power of two rather
+#: than the next 2,3,5,7-smooth size: cuFFT's radix-2 kernels, and fewer bytes (the
+#: overlap ``KW - 1`` is a smaller share of a longer segment: with 3001 taps, 32768
+#: rather than 24010 samples, 9 % of the segments' samples rather than 12.5 %).
+#: UNCALIBRATED estimates: memory passes over the segments' spectra (forward,
+#: product, inverse: each transform in one read and one write) at the FFT path's
+#: per-byte cost (``BYTE_SECONDS['fft']``, from the 2-D rows).
 FFT1D_SEGMENT_TAPS = 8
 FFT1D_MIN_SEGMENT = 4096
 FFT1D_PASSES = 6.0
@@ -783,10 +788,115 @@ def fft1d_segment(fp: FilterProblem) -> tuple[int, int]:
         return next_fast_len(m + 1) if real and m % 2 else m
 
     whole = fast(fp.OW + fp.KW - 1)
-    seg = fast(max(FFT1D_SEGMENT_TAPS * fp.KW, FFT1D_MIN_SEGMENT))
+    seg = _pow2_ceil(max(FFT1D_SEGMENT_TAPS * fp.KW, FFT1D_MIN_SEGMENT))
     if seg >= whole:
         return whole, 1
     return seg, -(-fp.OW // (seg - fp.KW + 1))
+
+
+#: ``cuda/fft_gather.cu``: the pass in front of the FFT paths' forward transforms
+#: (the image read once, the transform's zero-padded input written once).
+SOURCE_FFT_GATHER = "fft_gather.cu"
+#: ``FG_THREADS`` and ``FG_ITEMS`` of fft_gather.cu: threads per block, columns per
+#: thread.
+FG_THREADS = 256
+FG_ITEMS = 4
+#: The dtypes the FFT paths compute (and ``fft_gather`` is instantiated for).
+FFT_DTYPES = ("float32", "float64", "complex64", "complex128")
+
+
+def fft_gather_name(dtype: Any) -> str:
+    return f"fft_gather<{CTYPES[np.dtype(dtype).name]}>"
+
+
+def fft_gather_kernel_names() -> tuple[str, ...]:
+    """Every instance of ``fft_gather.cu`` gpuconv launches (the KERNELS entry)."""
+    return tuple(fft_gather_name(dt) for dt in FFT_DTYPES)
+
+
+def plan_fft_gather(
+    src: Any,
+    dst: Any,
+    *,
+    row_step: tuple[int, int],
+    extent: tuple[int, int],
+    origin: tuple[int, int],
+    boundary: str,
+) -> list[Launch]:
+    """The launch of ``fft_gather`` writing ``dst (B, DI, DJ)`` from
+    ``src (B, H, W)`` (both C-contiguous, one dtype of :data:`FFT_DTYPES`).
+
+    Row ``i`` of ``dst[b]`` reads the extended image at ``(r, c) = (i * row_step[0],
+    i * row_step[1] + j)``: ``dst[b, i, j] = ext(src[b])[r - origin[0], c -
+    origin[1]]`` where ``r < extent[0]`` and ``c < extent[1]``, zero elsewhere;
+    ``ext`` extends by ``boundary`` (``'fill'`` with zeros, ``'wrap'``, ``'symm'``).
+    :func:`plan_fft_pad2d` and :func:`plan_fft_segments` give the two geometries.
+    Nothing for an empty ``dst``.
+    """
+    dt = np.dtype(dst.dtype)
+    if dt.name not in FFT_DTYPES or src.dtype != dt:
+        raise TypeError(
+            f"fft_gather copies one of {FFT_DTYPES}, got {src.dtype} -> {dt.name}"
+        )
+    if src.ndim != 3 or dst.ndim != 3 or src.shape[0] != dst.shape[0]:
+        raise ValueError(
+            f"fft_gather: src (B, H, W) -> dst (B, DI, DJ), got {src.shape} -> "
+            f"{dst.shape}"
+        )
+    if not (src.flags.c_contiguous and dst.flags.c_contiguous):
+        raise ValueError("fft_gather: src and dst must be C-contiguous")
+    if boundary not in BOUNDARY_CODES:
+        raise ValueError(
+            f"boundary must be one of {tuple(BOUNDARY_CODES)}, got {boundary!r}"
+        )
+    B, H, W = (int(n) for n in src.shape)
+    _, DI, DJ = (int(n) for n in dst.shape)
+    rows = B * DI
+    if rows == 0 or DJ == 0:
+        return []
+    if H == 0 or W == 0:
+        raise ValueError("fft_gather: the source image is empty")
+    if rows > INT32_MAX or DJ > INT32_MAX:
+        raise ValueError(f"fft_gather: {rows} rows of {DJ} exceed the int32 limits")
+    i32, i64 = np.int32, np.int64
+    args = (
+        src, dst, i32(rows), i32(DI), i32(DJ), i32(H), i32(W), i32(row_step[0]),
+        i64(row_step[1]), i32(min(extent[0], INT32_MAX)), i64(extent[1]),
+        i32(origin[0]), i64(origin[1]), i32(BOUNDARY_CODES[boundary]),
+    )  # fmt: skip
+    grid = (-(-DJ // (FG_THREADS * FG_ITEMS)), min(rows, MAX_GRID_YZ), 1)
+    return [Launch(SOURCE_FFT_GATHER, fft_gather_name(dt), grid, (FG_THREADS, 1, 1), 0,
+                   args)]
+
+
+def plan_fft_pad2d(fp: FilterProblem, in1: Any, xpad: Any, pad: bool) -> list[Launch]:
+    """``fft_gather`` writing the 2-D FFT path's input ``xpad (B, sh, sw)``
+    (:func:`fft_grid`): the image at the origin, zeros elsewhere (``pad`` False: a
+    zero fill whose output lies inside the full correlation), or the window of the
+    image extended by ``fp.boundary`` (a fill with zeros: the fill value is added
+    after the transform) that the outputs read, ``(OH + KH - 1, OW + KW - 1)`` from
+    ``(-pad_top, -pad_left)``, then zeros (``pad`` True)."""
+    if pad:
+        return plan_fft_gather(
+            in1, xpad, row_step=(1, 0),
+            extent=(fp.OH + fp.KH - 1, fp.OW + fp.KW - 1),
+            origin=(fp.pad_top, fp.pad_left), boundary=fp.boundary,
+        )  # fmt: skip
+    return plan_fft_gather(in1, xpad, row_step=(1, 0), extent=(fp.H, fp.W),
+                           origin=(0, 0), boundary="fill")
+
+
+def plan_fft_segments(fp: FilterProblem, in1: Any, segs: Any) -> list[Launch]:
+    """``fft_gather`` writing the segments ``segs (B, nseg, L)`` of the segmented
+    1-D FFT (:func:`fft1d_segment`) from ``in1 (B, 1, W)``: segment ``s`` is the
+    padded signal ``ext(in1)[s * (L - KW + 1) - pad_left + j]``, ``j < L``, with
+    ``ext`` the boundary rule (``'fill'``: zeros) on the ``OW + KW - 1`` samples the
+    outputs read, zeros after them."""
+    L = int(segs.shape[-1])
+    return plan_fft_gather(
+        in1, segs, row_step=(0, L - fp.KW + 1), extent=(1, fp.OW + fp.KW - 1),
+        origin=(0, fp.pad_left), boundary=fp.boundary,
+    )  # fmt: skip
 
 
 def fft1d_seconds(fp: FilterProblem) -> float:

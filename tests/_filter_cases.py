@@ -178,3 +178,27 @@ def random_values(rng: np.random.Generator, shape: tuple[int, ...], dtype: Any,
         if dt.kind == "c":
             v = v + 1j * rng.standard_normal(shape).astype(real)
     return np.asarray(v, dtype=dt).copy()
+
+
+_NP_PAD_MODES = {"fill": "constant", "wrap": "wrap", "symm": "symmetric"}
+
+
+def fft_gather_reference(src, di, dj, row_step, extent, origin, boundary):
+    """``dst[b, i, j] = ext(src[b])[r - ot, c - ol]`` for ``r < ER``, ``c < EC``
+    (``(r, c) = (i * row_step[0], i * row_step[1] + j)``), else 0, with ``ext`` by
+    ``numpy.pad`` (zeros for 'fill')."""
+    B, H, W = src.shape
+    rows = np.array([i * row_step[0] for i in range(di)])
+    cols = np.array([[i * row_step[1] + j for j in range(dj)] for i in range(di)])
+    pr = int(max(abs(rows).max(), extent[0]) + abs(origin[0]) + H)
+    pc = int(max(abs(cols).max(), extent[1]) + abs(origin[1]) + W)
+    ext = np.pad(src, ((0, 0), (pr, pr), (pc, pc)), mode=_NP_PAD_MODES[boundary])
+    out = np.zeros((B, di, dj), src.dtype)
+    for i in range(di):
+        r = rows[i]
+        if r >= extent[0]:
+            continue
+        c = cols[i]
+        ok = c < extent[1]
+        out[:, i, ok] = ext[:, r - origin[0] + pr, c[ok] - origin[1] + pc]
+    return out

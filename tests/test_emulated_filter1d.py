@@ -21,6 +21,7 @@ import gpuconv
 from gpuconv import _backend, _gpu_filter, _plan_filter
 from gpuconv._plan_filter import (
     choose_filter1d,
+    fft_gather_name,
     filter1d_candidate,
     filter1d_smem_bytes,
     filter1d_taps,
@@ -42,7 +43,7 @@ def tile(dtype) -> int:
 
 @pytest.fixture(scope="module")
 def dev():
-    return prepared_device(["filter1d.cu", "filter2d.cu"])
+    return prepared_device(["filter1d.cu", "filter2d.cu", "fft_gather.cu"])
 
 
 @pytest.fixture(autouse=True)
@@ -294,7 +295,7 @@ def test_sanitized_subset():
 FFT1D_CASES = [
     # B, Bk, W, KW, pad_left, OW, boundary: several segments, one segment
     (1, 1, 20000, 5, 4, 20004, "fill"),  # 'full', L = 4096: 5 segments
-    (2, 2, 9000, 600, 300, 9000, "fill"),  # 'same', L = 4800: 3 segments
+    (2, 2, 9000, 600, 300, 9000, "fill"),  # 'same', L = 8192: 2 segments
     (2, 1, 9000, 601, 0, 8400, "fill"),  # 'valid'
     (1, 1, 5000, 7, 40, 5100, "wrap"),
     (2, 1, 300, 40, 50, 400, "symm"),  # one segment
@@ -310,12 +311,15 @@ def test_fft1d_segments(case, dtype, dev):
     assert choose_filter1d(fp, "fft") == "fft1d"
     L, nseg = _plan_filter.fft1d_segment(fp)
     assert nseg * (L - KW + 1) >= OW and L - KW + 1 >= 1
+    # segments: a power of two, at least 8 KW; one segment: the smooth full size
+    assert L & (L - 1) == 0 and L >= 8 * KW if nseg > 1 else L >= W + KW - 1
     rng = np.random.default_rng(8)
     x = random_values(rng, (B, 1, W), dtype)
     k = random_values(rng, (Bk, 1, KW), dtype)
     n0 = len(dev.launches)
     out = _gpu_filter.correlate2d(x, k, fp, "fft", device=dev)
-    assert len(dev.launches) == n0  # no kernel: the transforms
+    # one gather writes the segments, the rest is the transforms
+    assert [n for _, n, *_ in dev.launches[n0:]] == [fft_gather_name(dtype)]
     # FFT rounding grows with the segment length: the table's tolerance for L terms
     assert_close(out, ref_correlate(x, k, fp), dtype=dtype, terms=L)
 

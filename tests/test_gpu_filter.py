@@ -240,6 +240,32 @@ def body_separable_and_dft_spectrum(env: Env) -> None:
     check_against_numpy(op(env, x, k, fp, "fft"), x, k, fp, fft=True)
 
 
+def body_fft_gather(env: Env) -> None:
+    """``fft_gather`` (the FFT paths' pass, cuda/fft_gather.cu) bit for bit against
+    ``numpy.pad``: both geometries, every dtype and boundary, more rows than grid y,
+    columns over several blocks."""
+    from tests._filter_cases import fft_gather_reference
+
+    rng = np.random.default_rng(23)
+    geometries = [  # (B, H, W, DI, DJ, row_step, extent, origin)
+        (2, 37, 45, 50, 2100, (1, 0), (44, 2060), (3, 5)),
+        (3, 1, 9000, 24, 1201, (0, 601), (1, 9600), (0, 300)),
+    ]
+    tall = (2, 1, 40, 33000, 3, (1, 0), (1, 40), (0, 0))  # > 65535 rows (once)
+    for dtype in _plan_filter.FFT_DTYPES:
+        for boundary in ("fill", "wrap", "symm"):
+            first = dtype == "float32" and boundary == "wrap"
+            for B, H, W, di, dj, rs, ext, org in geometries + [tall] * first:
+                src = random_values(rng, (B, H, W), dtype)
+                dst = env.xp.full((B, di, dj), np.nan, dtype=dtype)
+                for launch in _plan_filter.plan_fft_gather(
+                        env.xp.asarray(src), dst, row_step=rs, extent=ext,
+                        origin=org, boundary=boundary):  # fmt: skip
+                    env.device.launch(launch)
+                want = fft_gather_reference(src, di, dj, rs, ext, org, boundary)
+                np.testing.assert_array_equal(env.asnumpy(dst), want)
+
+
 # ---------------------------------------------------------------------------------
 # the gpu tests
 # ---------------------------------------------------------------------------------
@@ -297,6 +323,11 @@ def test_fft_fill_value(cuda_env):
 @pytest.mark.gpu
 def test_separable_and_dft_spectrum(cuda_env, poisoned):
     body_separable_and_dft_spectrum(cuda_env)
+
+
+@pytest.mark.gpu
+def test_fft_gather(cuda_env):
+    body_fft_gather(cuda_env)
 
 
 @pytest.mark.gpu
@@ -483,5 +514,6 @@ def _dry_run() -> None:  # pragma: no cover
     body_poisoned_outputs(env)
     body_many_batches(env)
     body_fft_fill_value(env)
+    body_fft_gather(env)
     # (body_flush_to_zero is GPU-only: the emulator computes with the host's FPU)
     print("dry run: ok")
