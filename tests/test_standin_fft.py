@@ -296,3 +296,14 @@ def test_fft_traffic_proxy_script_quick(tmp_path, capsys):
                                     + r["other_bytes"]) > 0
         assert r["fft_bytes"] == sum(n for _, n in r["passes"])
     assert getattr(sys.modules.get("cupy"), "__version__", None) != "0+dry-run"
+
+
+def test_empty_is_reproducible():
+    """The stand-in's ``empty``/``empty_like`` are zeros (what no kernel fills on
+    the null device must not make two calls differ) and count as allocations."""
+    with count_device_ops() as ops:
+        a = cp.empty((3, 4), np.float32)
+        b = cp.empty_like(a, dtype=np.complex64)
+    assert isinstance(a, DeviceArray) and isinstance(b, DeviceArray)
+    assert not a.any() and not b.any() and b.dtype == np.complex64
+    assert ops.allocs == [(3, 4), (3, 4)] and ops.written_bytes == 48 + 96
