@@ -9,6 +9,13 @@ them on the CPU emulation harness; :func:`null_cuda` (``python -m gpuconv bench
 --overhead``) drops them, so what remains to time is gpuconv's own Python work per
 call, the host overhead a GPU call pays on top of CuPy's allocation and launch.
 Nothing here touches a GPU or imports the real CuPy.
+
+The stand-in's ``cupy.fft`` and ``cupyx.scipy.fft`` transforms follow CuPy's own
+code path (its pads, casts, copies, outputs and normalisation passes, its
+signatures and result dtypes) with NumPy's values; :func:`count_device_ops` counts
+the allocations and views, and the bytes of those steps and of the elementwise
+operations (:class:`DeviceOps`, a proxy of the device memory traffic;
+``bench/fft_traffic_proxy.py``).
 """
 
 from __future__ import annotations
@@ -71,9 +78,9 @@ class DeviceOps:
       on cuFFT's own passes) and ``norm`` (``out /= n``: read + write);
     - ``elementwise``: ``(label, bytes)`` per NumPy ufunc call on device arrays
       (``multiply``, ``add.reduce``, ``matmul``, in place or not: the array
-      operands read, the result written; a broadcast operand read once) and per
-      ``a[key] = b`` (``setitem``: ``b`` read, the region written), outside the
-      FFT steps;
+      operands read, the result written; an operand the ufunc broadcasts read
+      once) and per ``a[key] = b`` (``setitem``: ``b`` read, the region written),
+      outside the FFT steps;
     - ``written_bytes``: the other allocations (copies, casts, uploads, ``empty``
       filled by a kernel), each counted as written once (its ``nbytes``; the reads
       of a copy or cast are not seen);
