@@ -36,9 +36,14 @@ With ``--blocks 32x8 64x4 ...`` each case is also timed with those thread blocks
 forced (the planner's staging; rows ``block-BXxBY``, outputs checked against the
 default launch): the sweep that says whether the planner's block is the fastest.
 
+With ``--stack 4096x64`` stacks of B images of n² (one launch, the batch over grid
+z) are timed too (rows ``.../4096x64x64/...``): beside the one-image rows of the
+same pixel count they say whether the kernel or the host makes a stack slower per
+pixel (issue 16: 0.74-0.79x the single image's rate in whole calls at 491e4e5).
+
     PYTHONPATH=. python bench/filter_kernel_time.py [--n 4096 8192] [--k 3 5 7 9]
         [--dtypes float32 float64] [--batch 20] [--repeats 5] [--blocks 32x8 ...]
-        [--no-ry] [--no-pipelined] [--json out.json]
+        [--stack 4096x64 ...] [--no-ry] [--no-pipelined] [--json out.json]
 """
 
 from __future__ import annotations
@@ -86,25 +91,31 @@ def _smem_per_sm(cp) -> int | None:
         return None
 
 
+def _shape_label(b: int, n: int) -> str:
+    """``4096x4096`` for one image, ``4096x64x64`` for a stack of 4096 images."""
+    return f"{n}x{n}" if b == 1 else f"{b}x{n}x{n}"
+
+
 def _variant_row(cp: Any, dev: Any, args: Any, case: tuple, launches: list,
                  out: Any, want: Any, staging: str, extra: dict) -> dict:
     """Time another launch of a case's problem (its output ``out`` checked against
     the default's ``want``) and return its row (``error`` set on a mismatch)."""
-    name, bw, dt, n, k = case
+    name, bw, dt, b, n, k = case
     calls = [lambda la=la: dev.launch(la) for la in launches]
     t = _time_batch(cp, calls, args.batch, args.repeats)
-    gbs = 2 * np.dtype(dt).itemsize * n * n / t / 1e9
-    print(f"{f'{dt} {n}x{n} k{k}':24s} {staging:7s} {t * 1e6:8.1f} "
+    gbs = 2 * np.dtype(dt).itemsize * b * n * n / t / 1e9
+    shape = _shape_label(b, n)
+    print(f"{f'{dt} {shape} k{k}':24s} {staging:7s} {t * 1e6:8.1f} "
           f"{gbs:6.0f} {100 * gbs * 1e9 / bw:6.1f}")
     row = {
-        "device": name, "case": f"filter2d_tiled/{staging}/{n}x{n}/k{k}/{dt}",
+        "device": name, "case": f"filter2d_tiled/{staging}/{shape}/k{k}/{dt}",
         "kernel": launches[0].kernel, "staging": staging, **extra,
-        "block": list(launches[0].block[:2]), "n": n, "k": k, "dtype": dt,
+        "block": list(launches[0].block[:2]), "n": n, "B": b, "k": k, "dtype": dt,
         "kernel_s": t, "floor_gbs": gbs, "copy_bandwidth_gbs": bw / 1e9,
         "share_of_copy": gbs * 1e9 / bw,
     }
     if not bool(cp.array_equal(out, want)):
-        print(f"MISMATCH {dt} {n} k{k}: {staging} differs")
+        print(f"MISMATCH {dt} {_shape_label(b, n)} k{k}: {staging} differs")
         row["error"] = f"{staging} differs from the default launch"
     return row
 
@@ -126,8 +137,14 @@ def main(argv: list[str] | None = None, cp=None, dev=None) -> int:
     ap.add_argument("--no-pipelined", action="store_true",
                     help="skip the persistent, double-buffered instances "
                     "(rows 'pipelined')")  # fmt: skip
+    ap.add_argument("--stack", nargs="+", default=[],
+                    help="also time stacks of B images of n x n (BxN, e.g. 4096x64: "
+                    "issue 16's many small images, at the per-pixel rate of one "
+                    "large image?), rows '.../BxNxN/...'")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
+    shapes = [(1, n) for n in args.n] + [
+        tuple(int(v) for v in s.split("x")) for s in args.stack]
     blocks = [tuple(int(v) for v in b.split("x")) for b in args.blocks]
     if cp is None:
         import cupy as cp
@@ -145,12 +162,13 @@ def main(argv: list[str] | None = None, cp=None, dev=None) -> int:
     rows, bad = [], False
     rng = np.random.default_rng(0)
     for dt in args.dtypes:
-        for n in args.n:
-            xs = [cp.asarray(rng.integers(-8, 8, (1, n, n)).astype(dt)) for _ in "ab"]
+        for b, n in shapes:
+            xs = [cp.asarray(rng.integers(-8, 8, (b, n, n)).astype(dt)) for _ in "ab"]
             outs = [cp.empty_like(x) for x in xs]
+            shape = _shape_label(b, n)
             for k in args.k:
                 w = cp.asarray(rng.integers(-4, 4, (1, k, k)).astype(dt))
-                fp = FilterProblem(1, n, n, 1, k, k, k // 2, k // 2, n, n, "fill",
+                fp = FilterProblem(b, n, n, 1, k, k, k // 2, k // 2, n, n, "fill",
                                    0.0, np.dtype(dt))  # fmt: skip
                 results = {}
                 for staging in ("async", "regs"):
@@ -164,14 +182,15 @@ def main(argv: list[str] | None = None, cp=None, dev=None) -> int:
                         calls.append(lambda la=launch: dev.launch(la))
                     t = _time_batch(cp, calls, args.batch, args.repeats)
                     results[staging] = outs[0].copy()
-                    gbs = 2 * np.dtype(dt).itemsize * n * n / t / 1e9
-                    case = f"{dt} {n}x{n} k{k}"
+                    gbs = 2 * np.dtype(dt).itemsize * b * n * n / t / 1e9
+                    case = f"{dt} {shape} k{k}"
                     print(f"{case:24s} {staging:7s} {t * 1e6:8.1f} {gbs:6.0f} "
                           f"{100 * gbs * 1e9 / bw:6.1f}")  # fmt: skip
                     rows.append({
                         "device": name,
-                        "case": f"filter2d_tiled/{staging}/{n}x{n}/k{k}/{dt}",
-                        "kernel": launch.kernel, "staging": staging, "n": n, "k": k,
+                        "case": f"filter2d_tiled/{staging}/{shape}/k{k}/{dt}",
+                        "kernel": launch.kernel, "staging": staging, "n": n, "B": b,
+                        "k": k,
                         "dtype": dt, "kernel_s": t, "floor_gbs": gbs,
                         "copy_bandwidth_gbs": bw / 1e9, "share_of_copy": gbs * 1e9 / bw,
                     })  # fmt: skip
@@ -184,7 +203,9 @@ def main(argv: list[str] | None = None, cp=None, dev=None) -> int:
                         variants.append((f"ry{ry}", [
                             pf.plan_filter(fp, x, w, out, "tiled", ry=ry)[0]
                             for x, out in zip(xs, outs, strict=True)], {"ry": ry}))
-                if (dt, k) in pf.PIPELINED and not args.no_pipelined:
+                compiled_k = launch.kernel == pf.tiled_name(
+                    dt, k, k, pf.RY_SPECIALISED.get(k, 0))  # (short images: RY = 1)
+                if (dt, k) in pf.PIPELINED and compiled_k and not args.no_pipelined:
                     launches = [
                         pf.plan_filter(fp, x, w, out, "tiled", pipelined=True,
                                        sm_count=facts["sms"],
@@ -199,12 +220,13 @@ def main(argv: list[str] | None = None, cp=None, dev=None) -> int:
                             pf.plan_filter(fp, x, w, out, "tiled", block=block)[0]
                             for x, out in zip(xs, outs, strict=True)], {}))
                 for staging, launches, extra in variants:
-                    row = _variant_row(cp, dev, args, (name, bw, dt, n, k), launches,
-                                       outs[0], results["async"], staging, extra)
+                    row = _variant_row(cp, dev, args, (name, bw, dt, b, n, k),
+                                       launches, outs[0], results["async"], staging,
+                                       extra)  # fmt: skip
                     rows.append(row)
                     bad = bad or "error" in row
                 if not bool(cp.array_equal(results["async"], results["regs"])):
-                    print(f"MISMATCH {dt} {n} k{k}: async and regs outputs differ")
+                    print(f"MISMATCH {dt} {shape} k{k}: async and regs outputs differ")
                     regs_row["error"] = "async and regs outputs differ"
                     bad = True
     if args.json:

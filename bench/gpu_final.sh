@@ -6,7 +6,7 @@
 # time (bench/filter_kernel_time.py), the torch block, and the gpu tests named in
 # $FINAL_TESTS, Nsight Compute on the tensor-core (NCHW and NHWC), Winograd and col2im kernels
 # (bench/ncu_probe.py), then the per-call host time (bench/gpu_profile.py, once the
-# kernels are compiled). Each step capped (the caps add up to 500 s with the default
+# kernels are compiled). Each step capped (the caps add up to 505 s with the default
 # PYTEST_S=30: give the device call a timeout_s of about 560); rows are written as
 # they come.
 #   OUT=/some/dir PYTHONPATH=. bash bench/gpu_final.sh
@@ -36,8 +36,8 @@ step bench_filt "${FILTER_S:-45}" "$PY" bench/bench_gpu_filter.py --budget 0.05 
 # plan-cache fix; json in logs.tar.gz: $OUT holds 8 files)
 step bench_1d "${ONED_S:-30}" "$PY" bench/bench_gpu_filter.py --budget 0.05 \
     --kinds 1d --json "$LOGS/bench_1d.json"
-step kernel_time "${KTIME_S:-35}" "$PY" bench/filter_kernel_time.py --n 4096 8192 \
-    --batch 10 --repeats 3 --json "$OUT/filter_kernel_time.json"
+step kernel_time "${KTIME_S:-40}" "$PY" bench/filter_kernel_time.py --n 4096 8192 \
+    --stack 4096x64 --batch 10 --repeats 3 --json "$OUT/filter_kernel_time.json"
 # thread-block sweep of the tiled filter kernel (rows in logs.tar.gz: $OUT holds 8 files)
 step block_sweep "${SWEEP_S:-25}" "$PY" bench/filter_kernel_time.py --n 4096 --k 3 5 \
     --batch 10 --repeats 3 --blocks 32x8 64x4 128x2 32x16 64x8 \

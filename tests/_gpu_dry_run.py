@@ -186,7 +186,8 @@ def main(argv: list[str]) -> int:
         ktime.gc.copy_bandwidth = lambda cp, nbytes=0: 1e12
         status["filter_kernel_time"] = ktime.main(
             ["--n", "40", "--k", "3", "5", "--batch", "1", "--repeats", "1",
-             "--blocks", "8x4", "--json", str(out / "filter_kernel_time.json")])
+             "--blocks", "8x4", "--stack", "6x20", "--json",
+             str(out / "filter_kernel_time.json")])
     print(f"gpu dry run of the scripts: {status}")
     return 0 if not any(status.values()) else 1
 

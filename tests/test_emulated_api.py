@@ -443,6 +443,9 @@ def test_gpu_check_scripts_dry_run_on_the_emulator(tmp_path):
     assert all("pipelined" in r["kernel"] and r["grid"] >= 1
                for r in kt if r["staging"] == "pipelined")
     assert all(r["kernel_s"] > 0 and "error" not in r for r in kt)
+    stack = {r["case"] for r in kt if r["B"] == 6}  # --stack 6x20: a stack's rows
+    assert {"filter2d_tiled/async/6x20x20/k3/float32",
+            "filter2d_tiled/pipelined/6x20x20/k3/float32"} <= stack
     auto = [r for r in conv if r["variant"] == "auto"]
     assert {r["resolved"] for r in auto} <= {"naive", "tiled", "tiled_regblock", "mma",
                                              "nhwc", "mma_nhwc"}
