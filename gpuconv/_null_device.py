@@ -741,12 +741,6 @@ def make_cupy() -> types.ModuleType:
     cp.asarray = lambda a, dtype=None, order=None: _wrap(
         np.array(a, dtype=dtype, order=order or "K"))
     cp.asnumpy = lambda a: np.array(a)
-    # uninitialised memory, as CuPy's, but the same every time: on the null device
-    # no kernel fills it, and results computed from it must still be reproducible
-    cp.empty = lambda shape, dtype=float, order="C": _wrap(
-        np.zeros(shape, dtype, order=order))
-    cp.empty_like = lambda a, dtype=None, order="K", subok=None, shape=None: _wrap(
-        np.zeros_like(a, dtype=dtype, order=order, shape=shape))
     cp.get_default_memory_pool = lambda: _Pool()
     cp.get_default_pinned_memory_pool = lambda: _Pool()
     cp.random = types.SimpleNamespace(default_rng=_Generator)
