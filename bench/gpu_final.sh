@@ -6,8 +6,8 @@
 # time (bench/filter_kernel_time.py), the torch block, and the gpu tests named in
 # $FINAL_TESTS, Nsight Compute on the tensor-core (NCHW and NHWC), Winograd and col2im kernels
 # (bench/ncu_probe.py), then the per-call host time (bench/gpu_profile.py, once the
-# kernels are compiled). Each step capped (the caps add up to 505 s with the default
-# PYTEST_S=30: give the device call a timeout_s of about 560); rows are written as
+# kernels are compiled). Each step capped (the caps add up to 530 s with the default
+# PYTEST_S=30: give the device call a timeout_s of about 580); rows are written as
 # they come.
 #   OUT=/some/dir PYTHONPATH=. bash bench/gpu_final.sh
 set -u
@@ -36,6 +36,10 @@ step bench_filt "${FILTER_S:-45}" "$PY" bench/bench_gpu_filter.py --budget 0.05 
 # plan-cache fix; json in logs.tar.gz: $OUT holds 8 files)
 step bench_1d "${ONED_S:-30}" "$PY" bench/bench_gpu_filter.py --budget 0.05 \
     --kinds 1d --json "$LOGS/bench_1d.json"
+# float64 and complex64 rows against cupyx (issue 16: never slower than ndimage in
+# either dtype; last measured at 08aa471; json in logs.tar.gz)
+step bench_2d "${TWOD_S:-25}" "$PY" bench/bench_gpu_filter.py --budget 0.05 \
+    --kinds 2d --json "$LOGS/bench_2d.json"
 step kernel_time "${KTIME_S:-40}" "$PY" bench/filter_kernel_time.py --n 4096 8192 \
     --stack 4096x64 --batch 10 --repeats 3 --json "$OUT/filter_kernel_time.json"
 # thread-block sweep of the tiled filter kernel (rows in logs.tar.gz: $OUT holds 8 files)
@@ -65,7 +69,7 @@ echo "total $(( $(date +%s) - t0 ))s" >> "$LOGS/steps.txt"
 # (the profile stays in logs.tar.gz: $OUT returns 8 files at most)
 {
     cat "$LOGS/device.log" "$LOGS/steps.txt"
-    for f in bench_tc bench_conv bench_filt bench_1d kernel_time block_sweep bench_torch pytest; do
+    for f in bench_tc bench_conv bench_filt bench_1d bench_2d kernel_time block_sweep bench_torch pytest; do
         [[ -s "$LOGS/$f.log" ]] && { echo "== $f"; tail -n 60 "$LOGS/$f.log"; }
     done
 } > "$OUT/summary.txt"
