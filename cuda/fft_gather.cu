@@ -37,7 +37,8 @@ constexpr int FG_ITEMS = 4;      // columns per thread, FG_THREADS apart
 
 }  // namespace gcfg
 
-// src (B, H, W) -> dst (B, DI, DJ); rows = B * DI.
+// src (B, H, W) -> dst (B, DI, DJ); rows = B * DI <= INT32_MAX - 65535 (the planner's
+// limit: the int grid stride row += gridDim.y never overflows).
 template <typename T>
 __global__ void __launch_bounds__(gcfg::FG_THREADS) fft_gather(
     const T* __restrict__ src, T* __restrict__ dst, int rows, int DI, int DJ, int H,

@@ -856,7 +856,8 @@ def plan_fft_gather(
         return []
     if H == 0 or W == 0:
         raise ValueError("fft_gather: the source image is empty")
-    if rows > INT32_MAX or DJ > INT32_MAX:
+    # the kernel's int grid stride over rows (row += gridDim.y) must not overflow
+    if rows > INT32_MAX - MAX_GRID_YZ or DJ > INT32_MAX:
         raise ValueError(f"fft_gather: {rows} rows of {DJ} exceed the int32 limits")
     i32, i64 = np.int32, np.int64
     args = (
