@@ -439,3 +439,46 @@ def test_fft_steady_state_reuses_the_dft_matrices(rng, cuda_path):
     assert info1["hits"] == info0["hits"] + 2 and info1["misses"] == info0["misses"]
     assert not dft_shapes & set(ops.allocs), ops.allocs
     np.testing.assert_array_equal(cp.asnumpy(again), cp.asnumpy(first))
+
+
+def test_fft_paths_never_read_the_inverse_transforms_input(rng, cuda_path, monkeypatch):
+    """cuFFT's complex-to-real inverse may overwrite its input, and the FFT paths let
+    it (``overwrite_x=True``: no copy of the product): here the stand-in's C2R
+    transforms poison their input with NaN as they run, and the paths' results
+    (2-D and segmented 1-D, real and complex, the 'auto' FFT with its finiteness
+    check read from the spectrum) still match SciPy's/NumPy's."""
+    import sys
+
+    from gpuconv import _null_device
+    from tests._tol import assert_close
+
+    transform, poisoned = _null_device._transform, []
+
+    def c2r_overwrites(a, out, direction, value_type, axes):
+        transform(a, out, direction, value_type, axes)
+        if value_type == "C2R":
+            np.asarray(a)[...] = np.nan
+            poisoned.append(a.shape)
+
+    monkeypatch.setattr(_null_device, "_transform", c2r_overwrites)
+    monkeypatch.setattr(_plan_filter, "fft_seconds", lambda fp: 0.0)  # auto: FFT
+    cp = sys.modules["cupy"]
+    for dtype in ("float32", "complex64"):
+        x = random_values(rng, (40, 37), dtype)
+        k = random_values(rng, (5, 6), dtype)
+        for method in ("fft", "auto"):
+            n = len(cuda_path._emu.launches)
+            got = gpuconv.convolve2d(cp.asarray(x), cp.asarray(k), "same", "symm",
+                                     method=method)  # fmt: skip
+            ran = [name for _, name, *_ in cuda_path._emu.launches[n:]]
+            assert ran == [f"fft_gather<{_plan_filter.CTYPES[dtype]}>"]  # no fallback
+            want = ss.convolve2d(x.astype(np.complex128), k, "same", "symm")
+            assert_close(np.asarray(got), want, dtype, terms=30,
+                         scale=float(np.abs(want).max()))  # fmt: skip
+        a = random_values(rng, 5000, dtype)  # two segments of 4096 (301 taps)
+        v = random_values(rng, 301, dtype)
+        got = gpuconv.convolve(cp.asarray(a), cp.asarray(v), "same", method="fft")
+        want = np.convolve(a.astype(np.complex128), v, "same")
+        assert_close(np.asarray(got), want, dtype, terms=301,
+                     scale=float(np.abs(want).max()))  # fmt: skip
+    assert len(poisoned) == 3  # the real dtype's three inverses
