@@ -187,3 +187,31 @@ def test_sanitized(order):
                          boundary=boundary)  # fmt: skip
             want = reference(src, di, dj, rs, ext, org, boundary)
             np.testing.assert_array_equal(got, want)
+
+
+def test_random_geometries(dev):
+    """Seeded random geometries (a review's fuzzing, kept small): both row steps,
+    extents cutting the window or past it, origins before and far past the image
+    (several periods of wrap/symm), columns over one block, every dtype and
+    boundary; bit for bit against numpy.pad."""
+    rng = np.random.default_rng(2026_12_05)
+    for _ in range(200):
+        dtype = FFT_DTYPES[int(rng.integers(len(FFT_DTYPES)))]
+        boundary = ("fill", "wrap", "symm")[int(rng.integers(3))]
+        B, W = int(rng.integers(1, 4)), int(rng.integers(1, 40))
+        wide = rng.random() < 0.2  # over one block of 1024 columns
+        dj = int(rng.integers(1, 1300 if wide else 50))
+        if rng.random() < 0.5:  # 2-D pads
+            H, di, rs = int(rng.integers(1, 9)), int(rng.integers(1, 20)), (1, 0)
+            ext = (int(rng.integers(0, di + 4)), int(rng.integers(0, dj + 4)))
+            org = (int(rng.integers(-3, 12)), int(rng.integers(-3, 40)))
+        else:  # 1-D segments
+            H, di, rs = 1, int(rng.integers(1, 8)), (0, int(rng.integers(1, 40)))
+            ext = (1, int(rng.integers(0, di * rs[1] + dj + 4)))
+            org = (0, int(rng.integers(-3, 60)))
+        src = values(rng, (B, H, W), dtype)
+        got = gather(dev, src, (B, di, dj), row_step=rs, extent=ext, origin=org,
+                     boundary=boundary)  # fmt: skip
+        want = reference(src, di, dj, rs, ext, org, boundary)
+        what = f"{dtype} {boundary} {src.shape} {di} {dj} {rs} {ext} {org}"
+        np.testing.assert_array_equal(got, want, err_msg=what)

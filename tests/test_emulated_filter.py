@@ -653,6 +653,54 @@ def test_fft_path(dev, rng, dtype):
                 assert_close(out, ref_correlate(x, k, fp), dtype=dtype, terms=kh * kw)
 
 
+def test_fft_paths_random_problems(dev, monkeypatch):
+    """Seeded random problems (a review's fuzzing, kept small) on both FFT paths
+    (correlate2d_fft, and correlate1d_fft where it applies, with short segments so
+    that several are cut): pads past the full correlation, kernels larger than the
+    image, non-zero fills, Bk = B, strided inputs, every dtype and boundary. Each
+    element within the direct sum's bound, the same bits twice, inputs unchanged."""
+    from tests._filter_cases import direct_bound
+    from tests._tol import assert_within_bound
+
+    monkeypatch.setattr(_plan_filter, "FFT1D_MIN_SEGMENT", 8)
+    monkeypatch.setattr(_plan_filter, "FFT1D_SEGMENT_TAPS", 2)
+    rng = np.random.default_rng(2026_12_05)
+    segments = set()
+    for _ in range(120):
+        dtype = FLOAT_DTYPES[int(rng.integers(len(FLOAT_DTYPES)))]
+        one = rng.random() < 0.5  # a 1-D problem (B x 1 x W)
+        B = int(rng.integers(1, 4))
+        Bk = B if rng.random() < 0.4 else 1
+        H, KH = (1, 1) if one else (int(rng.integers(1, 12)), int(rng.integers(1, 14)))
+        W, KW = int(rng.integers(1, 60)), int(rng.integers(1, 14))
+        pt = 0 if one else int(rng.integers(0, KH + 2))
+        pl = int(rng.integers(0, KW + 2))
+        oh0, ow0 = max(1, H + pt - KH + 1), max(1, W + pl - KW + 1)  # pads >= 0
+        OH = 1 if one else int(rng.integers(oh0, oh0 + KH + 3))
+        OW = int(rng.integers(ow0, ow0 + KW + 3))
+        boundary = BOUNDARIES[int(rng.integers(3))]
+        fill = 0.0
+        if boundary == "fill" and rng.random() < 0.4:
+            fill = float(rng.standard_normal() * 10)
+        fp = problem(B, H, W, Bk, KH, KW, pt, pl, OH, OW, boundary, fill, dtype)
+        x = random_values(rng, (B, H, 2 * W), dtype)[:, :, ::2]  # strided
+        k = random_values(rng, (Bk, KH, KW), dtype)
+        x0, k0 = x.copy(), k.copy()
+        want, bound = ref_correlate(x, k, fp), direct_bound(x, k, fp)
+        paths = [_gpu_filter.correlate2d_fft]
+        if _plan_filter.fft1d_ok(fp):
+            paths.append(_gpu_filter.correlate1d_fft)
+            segments.add(_plan_filter.fft1d_segment(fp)[1])
+        for path in paths:
+            out = path(x, k, fp, dev)
+            assert out.shape == (B, OH, OW) and out.dtype == np.dtype(dtype)
+            assert_within_bound(out, want, bound, dtype)
+            np.testing.assert_array_equal(path(x, k, fp, dev), out)
+        np.testing.assert_array_equal(x, x0)
+        np.testing.assert_array_equal(k, k0)
+    assert max(segments) >= 4  # several segments were cut
+
+
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 def test_fft_path_fill_value_elementwise(dev, rng, dtype):
     """A non-zero fill value never enters the transform (it is added exactly
