@@ -376,21 +376,26 @@ def _exec_fft(a: Any, direction: int, value_type: str, norm: str, axis: int,
         out_size = n
     if out_size < 1 and a.size:  # cufft.Plan1d: cuFFT refuses it (CuFFTError)
         raise RuntimeError("CUFFT_INVALID_SIZE")
-    if overwrite_x and value_type == "C2C":
-        out = a
-    else:
-        shape = list(a.shape)
-        dtype = a.dtype
-        if value_type == "R2C":
-            shape[-1] = out_size // 2 + 1
-            dtype = _output_dtype(dtype, "C2C")
-        elif value_type == "C2R":
-            shape[-1] = out_size
-            dtype = _output_dtype(dtype, "R2C")
-        out = _step(None, 0, lambda: _new(shape, dtype))
+    size = out_size // 2 + 1 if value_type == "R2C" else out_size
+    out = _output(a, value_type, overwrite_x, a.ndim - 1, size)
     sz = n if value_type == "R2C" else out.shape[-1]
     out = _run(a, out, direction, value_type, (a.ndim - 1,), sz, norm)
     return out.swapaxes(axis, -1) if swapped else out
+
+
+def _output(a: Any, value_type: str, overwrite_x: bool, axis: int, size: int,
+            order: str = "C") -> Any:
+    """The transform's output (CuPy: the plan's ``get_output_array``): ``a`` itself
+    for an in-place C2C, else a new array of the output dtype with ``size``
+    elements along ``axis`` (R2C/C2R)."""
+    if overwrite_x and value_type == "C2C":
+        return a
+    shape = list(a.shape)
+    dtype = a.dtype
+    if value_type != "C2C":
+        shape[axis] = size
+        dtype = _output_dtype(dtype, "C2C" if value_type == "R2C" else "R2C")
+    return _step(None, 0, lambda: _new(shape, dtype, order))
 
 
 def _fft_c2c(a: Any, direction: int, norm: str, axes: Any, overwrite_x: bool) -> Any:
@@ -489,18 +494,7 @@ def _exec_fftn(a: Any, direction: int, value_type: str, norm: str, axes: tuple,
         plan_shape[-1] = out_size
     if any(n < 1 for n in plan_shape):
         raise ValueError("Invalid number of FFT data points specified.")
-    if overwrite_x and value_type == "C2C":
-        out = a
-    else:
-        shape = list(a.shape)
-        dtype = a.dtype
-        if value_type == "R2C":
-            shape[axes[-1]] = out_size
-            dtype = _output_dtype(dtype, "C2C")
-        elif value_type == "C2R":
-            shape[axes[-1]] = out_size
-            dtype = _output_dtype(dtype, "R2C")
-        out = _step(None, 0, lambda: _new(shape, dtype, order))
+    out = _output(a, value_type, overwrite_x, axes[-1], out_size, order)
     arr = a if value_type == "R2C" else out
     sz = math.prod(arr.shape[ax] for ax in axes)
     return _run(a, out, direction, value_type, axes, sz, norm)
