@@ -308,3 +308,40 @@ def test_empty_counts_as_an_allocation():
     assert isinstance(a, DeviceArray) and isinstance(b, DeviceArray)
     assert b.dtype == np.complex64
     assert ops.allocs == [(3, 4), (3, 4)] and ops.written_bytes == 48 + 96
+
+
+@pytest.mark.parametrize("dtype", ["float32", "complex64"])
+def test_gpuconvs_fft_paths_have_no_hidden_passes(dtype):
+    """gpuconv's FFT paths on the stand-in CuPy (null device: the launches are
+    counted, not run): the transforms' only device steps are the transforms
+    themselves (no CuPy pad of the image, no copy of a view, no C2R input copy, no
+    normalisation pass; the 1-D kernel's own zero pad is the one pad left), after
+    one fft_gather launch. What the docs' traffic tables rest on."""
+    import gpuconv
+    from gpuconv._null_device import null_cuda
+
+    real = dtype == "float32"
+    fwd, inv = ("R2C", "C2R") if real else ("C2C", "C2C")
+    # (null device: the gather does not run, the transforms read whatever the
+    # uninitialised memory holds)
+    with null_cuda() as dev, np.errstate(all="ignore"):
+        sp = dev.xp
+        rng = np.random.default_rng(3)
+        x = sp.asarray(rng.standard_normal((300, 280)).astype(dtype))
+        k = sp.asarray(rng.standard_normal((9, 9)).astype(dtype))
+        s = sp.asarray(rng.standard_normal(20000).astype(dtype))
+        v = sp.asarray(rng.standard_normal(301).astype(dtype))
+        for call, want in (
+            (lambda: gpuconv.convolve2d(x, k, "same", method="fft"),
+             [f"{fwd} 2-D", f"{inv} 2-D"]),
+            (lambda: gpuconv.convolve2d(x, k, "same", "symm", method="fft"),
+             [f"{fwd} 2-D", f"{inv} 2-D"]),
+            (lambda: gpuconv.convolve(s, v, "same", method="fft"),
+             [f"{fwd} 1-D", "pad", f"{fwd} 1-D", f"{inv} 1-D"]),
+        ):  # fmt: skip
+            call()  # (plans made)
+            launches = dev.launches
+            with count_device_ops() as ops:
+                call()
+            assert _labels(ops) == want, ops.passes
+            assert dev.launches == launches + 1  # the gather
