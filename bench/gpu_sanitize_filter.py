@@ -104,9 +104,10 @@ def _fft_workload(cp: Any, rng: Any, numpy_op: Any) -> tuple[int, int]:
         tol = 1e-4 if dtype == "float32" else 1e-10
         cases = [scipy_problem(37, 45, 4, 3, "same", b, fill, dtype, B=2)
                  for b, fill in (("fill", 0), ("fill", 2), ("wrap", 0), ("symm", 0))]
-        cases.append(problem(2, 1, 9000, 1, 1, 601, 0, 300, 1, 9000, "fill", 0.0,
-                             dtype))  # 1-D: 3 segments
-        cases.append(problem(1, 1, 5000, 1, 1, 7, 0, 40, 1, 5100, "wrap", 0.0, dtype))
+        cases.append(problem(2, 1, 40000, 1, 1, 601, 0, 300, 1, 40000, "fill", 0.0,
+                             dtype))  # 1-D: 6 segments of 8192
+        cases.append(problem(1, 1, 30000, 1, 1, 7, 0, 40, 1, 30100, "wrap", 0.0,
+                             dtype))  # 8 segments of 4096
         for fp in cases:
             x = random_values(rng, (fp.B, fp.H, fp.W), dtype)
             k = random_values(rng, (fp.Bk, fp.KH, fp.KW), dtype)

@@ -763,6 +763,9 @@ def filter1d_seconds(fp: FilterProblem) -> float:
 #: per-byte cost (``BYTE_SECONDS['fft']``, from the 2-D rows).
 FFT1D_SEGMENT_TAPS = 8
 FFT1D_MIN_SEGMENT = 4096
+#: One full-size transform rather than segments when it is at most this many
+#: segments long and no longer than the segments together (:func:`fft1d_segment`).
+FFT1D_SINGLE_MAX_SEGMENTS = 4
 FFT1D_PASSES = 6.0
 
 
@@ -780,7 +783,18 @@ def fft1d_ok(fp: FilterProblem) -> bool:
 
 def fft1d_segment(fp: FilterProblem) -> tuple[int, int]:
     """``(L, nseg)``: segment length and number of segments of the segmented FFT;
-    one segment of the whole padded signal when that is shorter."""
+    one segment of the whole padded signal (at a 2,3,5,7-smooth size) when that is
+    no longer than the segments together and at most
+    :data:`FFT1D_SINGLE_MAX_SEGMENTS` segments long (a signal just over one
+    segment: one transform of ~1x its length, not two segments of ~2x).
+
+    >>> from gpuconv._filter_args import FilterProblem
+    >>> def sig(n, k):
+    ...     return FilterProblem(1, 1, n, 1, 1, k, 0, k // 2, 1, n, "fill", 0.0,
+    ...                          np.dtype("float32"))
+    >>> fft1d_segment(sig(4100, 31)), fft1d_segment(sig(10**6, 3001))
+    ((4200, 1), (32768, 34))
+    """
     real = np.dtype(fp.dtype).kind != "c"
 
     def fast(n: int) -> int:
@@ -789,9 +803,11 @@ def fft1d_segment(fp: FilterProblem) -> tuple[int, int]:
 
     whole = fast(fp.OW + fp.KW - 1)
     seg = _pow2_ceil(max(FFT1D_SEGMENT_TAPS * fp.KW, FFT1D_MIN_SEGMENT))
-    if seg >= whole:
+    nseg = -(-fp.OW // (seg - fp.KW + 1))
+    if seg >= whole or (whole <= nseg * seg
+                        and whole <= FFT1D_SINGLE_MAX_SEGMENTS * seg):
         return whole, 1
-    return seg, -(-fp.OW // (seg - fp.KW + 1))
+    return seg, nseg
 
 
 #: ``cuda/fft_gather.cu``: the pass in front of the FFT paths' forward transforms

@@ -295,10 +295,11 @@ def test_sanitized_subset():
 FFT1D_CASES = [
     # B, Bk, W, KW, pad_left, OW, boundary: several segments, one segment
     (1, 1, 20000, 5, 4, 20004, "fill"),  # 'full', L = 4096: 5 segments
-    (2, 2, 9000, 600, 300, 9000, "fill"),  # 'same', L = 8192: 2 segments
-    (2, 1, 9000, 601, 0, 8400, "fill"),  # 'valid'
-    (1, 1, 5000, 7, 40, 5100, "wrap"),
+    (2, 2, 40000, 600, 300, 40000, "fill"),  # 'same', L = 8192: 6 segments
+    (2, 1, 40000, 601, 0, 39400, "fill"),  # 'valid'
+    (1, 1, 30000, 7, 40, 30100, "wrap"),  # 8 segments
     (2, 1, 300, 40, 50, 400, "symm"),  # one segment
+    (1, 1, 9000, 600, 300, 9000, "symm"),  # one segment of ~1x, not 2 of 8192
 ]
 
 
