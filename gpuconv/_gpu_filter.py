@@ -615,15 +615,12 @@ def _gather(device: Any, fp: FilterProblem, kind: str, src: Any, dst: Any,
     launch planned once per problem and device."""
     key = (fp, kind, pad, src.shape, dst.shape, device, _plan_key(device))
     plan = _GATHERS.get(key)
-    if plan is None:
+    if plan is None:  # (src and dst are distinct arrays: the plan is reusable)
         if kind == "pad2d":
             launches = _plan_filter.plan_fft_pad2d(fp, src, dst, pad)
         else:
             launches = _plan_filter.plan_fft_segments(fp, src, dst)
         plan = LaunchPlan(device, launches, 2, buffers=(src, dst))
-        if not plan.reusable:  # (src is dst: never, they are distinct arrays)
-            plan.run((src, dst))
-            return
         _GATHERS.put(key, plan)
     plan.run((src, dst))
 
