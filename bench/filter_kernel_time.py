@@ -203,9 +203,7 @@ def main(argv: list[str] | None = None, cp=None, dev=None) -> int:
                         variants.append((f"ry{ry}", [
                             pf.plan_filter(fp, x, w, out, "tiled", ry=ry)[0]
                             for x, out in zip(xs, outs, strict=True)], {"ry": ry}))
-                compiled_k = launch.kernel == pf.tiled_name(
-                    dt, k, k, pf.RY_SPECIALISED.get(k, 0))  # (short images: RY = 1)
-                if (dt, k) in pf.PIPELINED and compiled_k and not args.no_pipelined:
+                if pf.pipelined_registered(fp) and not args.no_pipelined:
                     launches = [
                         pf.plan_filter(fp, x, w, out, "tiled", pipelined=True,
                                        sm_count=facts["sms"],

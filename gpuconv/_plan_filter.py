@@ -260,6 +260,15 @@ def _tiled_instance(fp: FilterProblem) -> tuple[int, int, int]:
     return RY_IMAGE, 0, 0
 
 
+def pipelined_registered(fp: FilterProblem, ry: int | None = None) -> bool:
+    """Whether ``plan_filter(fp, ..., pipelined=True, ry=ry)`` has an instance: the
+    problem takes a compile-time tiled instance of :data:`PIPELINED` (with its
+    planned RY; ``ry`` None or that RY)."""
+    ry_i, kh, _ = _tiled_instance(fp)
+    dt = np.dtype(fp.dtype)
+    return bool(kh) and (dt.name, kh) in PIPELINED and ry in (None, ry_i)
+
+
 @dataclass(frozen=True)
 class TiledConfig:
     """One ``filter2d_tiled`` launch shape."""
@@ -1094,10 +1103,10 @@ def check_extents(fp: FilterProblem) -> None:
         raise ValueError(f"kernel stack of {fp.Bk} for {fp.B} images")
     if fp.pad_top < 0 or fp.pad_left < 0 or fp.pad_bottom < 0 or fp.pad_right < 0:
         raise ValueError("filter kernels need non-negative pads")
-    limit = 2**31 - 1
-    if max(fp.H + 2 * fp.KH, fp.W + 2 * fp.KW, fp.OH + fp.KH, fp.OW + fp.KW) > limit:
+    sides = (fp.H + 2 * fp.KH, fp.W + 2 * fp.KW, fp.OH + fp.KH, fp.OW + fp.KW)
+    if max(sides) > INT32_MAX:
         raise ValueError("an image side of 2**31 or more is not supported")
-    if fp.KH * fp.KW > limit:
+    if fp.KH * fp.KW > INT32_MAX:
         raise ValueError("a kernel of 2**31 or more taps is not supported")
 
 
@@ -1220,9 +1229,7 @@ def plan_filter(
                        (*common, i32(conj_flag)), views=(1,))]  # fmt: skip
     if algorithm != "tiled":
         raise ValueError(f"plan_filter plans 'naive' or 'tiled', not {algorithm!r}")
-    ry_i, kh, _ = _tiled_instance(fp)
-    registered = bool(kh) and (dt.name, kh) in PIPELINED and ry in (None, ry_i)
-    if pipelined and not registered:
+    if pipelined and not pipelined_registered(fp, ry):
         raise ValueError(
             f"no pipelined tiled instance for {fp} (ry={ry}); registered: "
             f"{sorted(PIPELINED)} with RY {RY_SPECIALISED}"
@@ -1244,7 +1251,7 @@ def plan_filter(
                              "32-bit tile index")  # fmt: skip
         return [
             Launch(
-                SOURCE, pipelined_name(dt, kh, kh, cfg.ry), (nblocks, 1, 1),
+                SOURCE, pipelined_name(dt, fp.KH, fp.KW, cfg.ry), (nblocks, 1, 1),
                 (bx, by, 1), smem, (*common, i32(flags)), views=(1,),
             )
         ]  # fmt: skip
