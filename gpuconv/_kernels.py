@@ -234,6 +234,17 @@ def _fft_gather_instances() -> tuple[str, ...]:
 KERNELS["fft_gather.cu"] = _fft_gather_instances()
 
 
+# --- fft_spectrum_product.cu: the 2-D FFT path's product with the kernel's spectrum
+# (planned by gpuconv._plan_filter.plan_fft_spectrum_product) -------------------------
+def _fft_spectrum_product_instances() -> tuple[str, ...]:
+    from gpuconv._plan_filter import fft_spectrum_product_kernel_names
+
+    return fft_spectrum_product_kernel_names()
+
+
+KERNELS["fft_spectrum_product.cu"] = _fft_spectrum_product_instances()
+
+
 # One header every source folder holds: how source_dir() recognises it.
 _MARKER_HEADER = "common.cuh"
 

@@ -316,7 +316,9 @@ def test_gpuconvs_fft_paths_have_no_hidden_passes(dtype):
     counted, not run): the transforms' only device steps are the transforms
     themselves (no CuPy pad of the image, no copy of a view, no C2R input copy, no
     normalisation pass; the 1-D kernel's own zero pad is the one pad left), after
-    one fft_gather launch. What the docs' traffic tables rest on."""
+    one fft_gather launch; in 2-D the product with the kernel's spectrum is one
+    fft_spectrum_product launch (no spectrum-sized array operation: the spectrum
+    is never written). What the docs' traffic tables rest on."""
     import gpuconv
     from gpuconv._null_device import null_cuda
 
@@ -331,17 +333,22 @@ def test_gpuconvs_fft_paths_have_no_hidden_passes(dtype):
         k = sp.asarray(rng.standard_normal((9, 9)).astype(dtype))
         s = sp.asarray(rng.standard_normal(20000).astype(dtype))
         v = sp.asarray(rng.standard_normal(301).astype(dtype))
-        for call, want in (
+        for call, want, n_launch in (
             (lambda: gpuconv.convolve2d(x, k, "same", method="fft"),
-             [f"{fwd} 2-D", f"{inv} 2-D"]),
+             [f"{fwd} 2-D", f"{inv} 2-D"], 2),
             (lambda: gpuconv.convolve2d(x, k, "same", "symm", method="fft"),
-             [f"{fwd} 2-D", f"{inv} 2-D"]),
+             [f"{fwd} 2-D", f"{inv} 2-D"], 2),
             (lambda: gpuconv.convolve(s, v, "same", method="fft"),
-             [f"{fwd} 1-D", "pad", f"{fwd} 1-D", f"{inv} 1-D"]),
+             [f"{fwd} 1-D", "pad", f"{fwd} 1-D", f"{inv} 1-D"], 1),
         ):  # fmt: skip
             call()  # (plans made)
             launches = dev.launches
             with count_device_ops() as ops:
                 call()
             assert _labels(ops) == want, ops.passes
-            assert dev.launches == launches + 1  # the gather
+            # the gather (and in 2-D the spectrum product)
+            assert dev.launches == launches + n_launch
+            if n_launch == 2:  # no array operation anywhere near the spectrum's size
+                spectrum = 4 * x.size  # (bytes of half the complex spectrum, at least)
+                largest = max(b for _, b in ops.elementwise)
+                assert largest < spectrum / 4, ops.elementwise
