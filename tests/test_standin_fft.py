@@ -293,7 +293,8 @@ def test_fft_traffic_proxy_script_quick(tmp_path, capsys):
         assert r["case"] in text
         assert r["fft_steps"] == len(r["passes"]) > 0  # the FFT path ran
         assert r["bytes_moved"] == (r["fft_bytes"] + r["elementwise_bytes"]
-                                    + r["other_bytes"]) > 0
+                                    + r["other_bytes"] + r["kernel_bytes"]) > 0
+        assert r["kernel_bytes"] >= r["xy_bytes"] / 2  # (the gather reads x)
         assert r["fft_bytes"] == sum(n for _, n in r["passes"])
     assert getattr(sys.modules.get("cupy"), "__version__", None) != "0+dry-run"
 
