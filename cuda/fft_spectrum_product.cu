@@ -54,7 +54,7 @@ struct SpectrumSmem {
 };
 
 // x * w, each part one product and one FMA, written out so that the compiler's
-// contraction cannot differ between the GPU and the emulator (bit-identical).
+// contraction cannot make the GPU round differently from the emulator.
 template <typename R>
 __device__ __forceinline__ gc_complex<R> cmul(gc_complex<R> x, gc_complex<R> w) {
     gc_complex<R> r;
@@ -63,9 +63,9 @@ __device__ __forceinline__ gc_complex<R> cmul(gc_complex<R> x, gc_complex<R> w) 
     return r;
 }
 
-// acc + x * w as four explicit FMAs (a fused multiply-add is exact, so the emulator
-// gives the GPU's bits; the compiler's own contraction of NumPy's order would
-// take six instructions).
+// acc + x * w as four explicit FMAs: the roundings are fixed by the source, not by
+// the compiler's contraction (the emulator rounds them the same way), and it takes
+// four instructions where NumPy's order, contracted, takes six.
 template <typename R>
 __device__ __forceinline__ gc_complex<R> cmad(gc_complex<R> x, gc_complex<R> w,
                                               gc_complex<R> acc) {
