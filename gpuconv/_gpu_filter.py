@@ -39,7 +39,7 @@ import numpy as np
 from gpuconv import _plan_filter
 from gpuconv._filter_args import FilterProblem
 from gpuconv._launch import device_address
-from gpuconv._padding import add_fill_correction, pad_index
+from gpuconv._padding import fill_tables, fill_value, pad_index
 from gpuconv._plan_cache import LRU, LaunchPlan
 from gpuconv._plan_filter import (
     CTYPES,
@@ -598,9 +598,7 @@ def correlate2d_fft(
         spec *= fwd(kr * dt.type(scale), s=(sh, sw), axes=axes)
     y = inv(spec, s=(sh, sw), axes=axes)
     del spec
-    out = xp.ascontiguousarray(y[:, oy : oy + fp.OH, ox : ox + fp.OW].astype(
-        dt, copy=False))  # fmt: skip
-    out = add_fill_correction(out, k, fp, xp)
+    out = _crop(device, fp, y, k, (oy, ox))
     return (out, finite) if check_finite else out
 
 
@@ -623,6 +621,42 @@ def _gather(device: Any, fp: FilterProblem, kind: str, src: Any, dst: Any,
         plan = LaunchPlan(device, launches, 2, buffers=(src, dst))
         _GATHERS.put(key, plan)
     plan.run((src, dst))
+
+
+#: The crops' launch plans per problem and device (``fft_crop``).
+_CROPS = LRU("FFT crop plans", maxsize=64)
+
+
+def _crop(
+    device: Any, fp: FilterProblem, y: Any, k: Any, origin: tuple[int, int]
+) -> Any:
+    """``out (B, OH, OW)``: the window of the inverse ``y (B, sh, sw)`` at
+    ``origin`` copied out by one ``fft_crop`` launch, with the fill correction of a
+    non-zero fill value (:func:`gpuconv._padding.add_fill_correction`, bit for bit)
+    added on the way from the kernels' summed-area tables
+    (:func:`gpuconv._padding.fill_tables`); the launch planned once per problem and
+    device."""
+    xp = device.xp
+    dt = np.dtype(fp.dtype)
+    if y.dtype != dt or not y.flags.c_contiguous:  # (the transforms' own outputs are)
+        y = xp.ascontiguousarray(y.astype(dt, copy=False))
+    fill = fill_value(fp)
+    tables = None if fill is None else fill_tables(k, xp, dt)
+    shape = (fp.B, fp.OH, fp.OW)
+    if POISON_OUTPUTS:  # (the tests: every element must be written)
+        out = xp.full(shape, poison_value(dt), dtype=dt)
+    else:
+        out = xp.empty(shape, dtype=dt)
+    bufs = (y, out) + ((None,) * 4 if tables is None else tables)
+    # (the fill value is a launch argument: its bytes are part of the key)
+    key = (fp, _fill_bits(fp), y.shape, origin, k.shape[0], device, _plan_key(device))
+    plan = _CROPS.get(key)
+    if plan is None:  # (y, out and the tables are distinct arrays: reusable)
+        launches = _plan_filter.plan_fft_crop_fp(fp, y, out, origin, tables, fill)
+        plan = LaunchPlan(device, launches, 6, buffers=bufs)
+        _CROPS.put(key, plan)
+    plan.run(bufs)
+    return out
 
 
 #: ``(forward, inverse)`` transforms of the FFT paths per array module and kind.
