@@ -623,7 +623,8 @@ def _gather(device: Any, fp: FilterProblem, kind: str, src: Any, dst: Any,
     plan.run((src, dst))
 
 
-#: The crops' launch plans per problem and device (``fft_crop``).
+#: The crops' launch plans per problem and device (``fft_crop``), with the wide
+#: fill value (:func:`gpuconv._padding.fill_value`; ``None``: a copy).
 _CROPS = LRU("FFT crop plans", maxsize=64)
 
 
@@ -640,7 +641,10 @@ def _crop(
     dt = np.dtype(fp.dtype)
     if y.dtype != dt or not y.flags.c_contiguous:  # (the transforms' own outputs are)
         y = xp.ascontiguousarray(y.astype(dt, copy=False))
-    fill = fill_value(fp)
+    # (the fill value is a launch argument: its bytes are part of the key)
+    key = (fp, _fill_bits(fp), y.shape, origin, k.shape[0], device, _plan_key(device))
+    hit = _CROPS.get(key)
+    fill = fill_value(fp) if hit is None else hit[1]
     tables = None if fill is None else fill_tables(k, xp, dt)
     shape = (fp.B, fp.OH, fp.OW)
     if POISON_OUTPUTS:  # (the tests: every element must be written)
@@ -648,14 +652,11 @@ def _crop(
     else:
         out = xp.empty(shape, dtype=dt)
     bufs = (y, out) + ((None,) * 4 if tables is None else tables)
-    # (the fill value is a launch argument: its bytes are part of the key)
-    key = (fp, _fill_bits(fp), y.shape, origin, k.shape[0], device, _plan_key(device))
-    plan = _CROPS.get(key)
-    if plan is None:  # (y, out and the tables are distinct arrays: reusable)
+    if hit is None:  # (y, out and the tables are distinct arrays: reusable)
         launches = _plan_filter.plan_fft_crop_fp(fp, y, out, origin, tables, fill)
-        plan = LaunchPlan(device, launches, 6, buffers=bufs)
-        _CROPS.put(key, plan)
-    plan.run(bufs)
+        hit = (LaunchPlan(device, launches, 6, buffers=bufs), fill)
+        _CROPS.put(key, hit)
+    hit[0].run(bufs)
     return out
 
 
