@@ -560,8 +560,10 @@ def correlate2d_fft(
     spectrum computed by DFT matrices from the small kernel
     (:func:`kernel_spectrum`) or by a transform of it, with the inverse's ``1/n``
     folded into the small kernel; one batched inverse without a scaling pass and
-    free to overwrite the product (:func:`_transforms`: no copy of it); the
-    output window copied out.
+    free to overwrite the product (:func:`_transforms`: no copy of it); ``fft_crop``
+    (``cuda/fft_crop.cu``, :func:`_crop`) copies the output window out, adding a
+    non-zero fill value's correction on the way (bit for bit
+    :func:`~gpuconv._padding.add_fill_correction`).
 
     With ``check_finite`` returns ``(out, finite)``: ``finite`` a device boolean,
     true when the DC terms of the images' and the kernel's spectra (their sums) are
