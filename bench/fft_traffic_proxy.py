@@ -15,15 +15,21 @@ to fill the plan caches, then once under
   (``a[key] = b``) outside the FFT steps;
 - ``other MB``: bytes written by the other allocations (copies, casts, ``empty``
   outputs a kernel fills; the reads of copies and casts are not seen);
-- ``moved MB``: ``fft MB + elem MB + other MB``; ``x+y MB``: the input read and
-  the output written once (the floor of any algorithm), and ``moved/xy`` the ratio;
-- ``launches``: gpuconv's own kernel launches (their traffic is not counted);
+- ``kern MB``: gpuconv's own kernels, modelled from their launches
+  (:data:`KERNEL_TRAFFIC`): the arrays each launch reads, once, and the ones it
+  updates in place, written once (an output it fills was allocated ``empty``
+  and is counted in ``other MB`` already);
+- ``moved MB``: ``fft MB + elem MB + other MB + kern MB``; ``x+y MB``: the input
+  read and the output written once (the floor of any algorithm), and ``moved/xy``
+  the ratio;
+- ``launches``: gpuconv's own kernel launches;
 - ``steps``: the FFT steps by label, ``label x count`` (``--steps``: the bytes
   per label, and per elementwise operation).
 
-gpuconv's own kernels' traffic is not seen (see
-:class:`gpuconv._null_device.DeviceOps`). The numbers predict what the device must
-move at least; only a GPU measures. ``--json PATH`` writes the rows.
+gpuconv's own kernels' traffic is not seen by the stand-in (see
+:class:`gpuconv._null_device.DeviceOps`): ``kern MB`` is a model. The numbers
+predict what the device must move at least; only a GPU measures. ``--json PATH``
+writes the rows.
 
     PYTHONPATH=. python bench/fft_traffic_proxy.py [--quick] [--steps] [--json PATH]
 """
@@ -40,9 +46,39 @@ from typing import Any
 import numpy as np
 
 import gpuconv
-from gpuconv._null_device import count_device_ops, null_cuda
+from gpuconv._null_device import NullDevice, count_device_ops, null_cuda
 
 MB = 1e6
+
+#: Per gpuconv kernel (name without template arguments): the positions of the
+#: array arguments it reads once and of those it updates in place (read above,
+#: written once more); arrays it only fills are the ``empty`` allocations counted
+#: in ``other MB``. A kernel not listed counts every array argument read once.
+KERNEL_TRAFFIC: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "fft_gather": ((0,), ()),  # src read; dst filled
+    "fft_spectrum_product": ((0, 1, 2), (0,)),  # spec read and written, a, g read
+    # y's output window read (out's bytes: its shape and dtype), the fill tables
+    # (absent for a zero fill) read; out filled
+    "fft_crop": ((1, 9, 10, 11, 12), ()),
+}
+
+
+class TrafficDevice(NullDevice):
+    """The null device, adding each launch's modelled bytes
+    (:data:`KERNEL_TRAFFIC`) to ``kernel_bytes``."""
+
+    def __init__(self, xp: Any) -> None:
+        super().__init__(xp)
+        self.kernel_bytes = 0
+
+    def launch(self, launch: Any) -> None:
+        super().launch(launch)
+        arrays = {i: a for i, a in enumerate(launch.args)
+                  if getattr(a, "ndim", 0) > 0 and hasattr(a, "nbytes")}  # fmt: skip
+        reads, in_place = KERNEL_TRAFFIC.get(launch.kernel.split("<")[0],
+                                             (tuple(arrays), ()))  # fmt: skip
+        self.kernel_bytes += sum(arrays[i].nbytes for i in reads + in_place
+                                 if i in arrays)  # (null pointers: absent)
 
 
 def cases(quick: bool) -> list[tuple[str, str, tuple[int, ...], int]]:
@@ -69,7 +105,7 @@ def measure(op: str, shape: tuple[int, ...], k: int, dev: Any) -> dict[str, Any]
     # whatever was in memory, and NumPy's transforms of them may overflow
     with np.errstate(all="ignore"):
         call()  # plans, DFT matrices: the steady state is what a GPU run sees
-        launches0 = dev.launches
+        launches0, kernel0 = dev.launches, dev.kernel_bytes
         t0 = time.perf_counter()
         with count_device_ops() as ops:
             y = call()
@@ -86,7 +122,8 @@ def measure(op: str, shape: tuple[int, ...], k: int, dev: Any) -> dict[str, Any]
         "allocs": len(ops.allocs), "alloc_bytes": ops.alloc_bytes,
         "views": ops.views, "fft_steps": len(ops.passes), "fft_bytes": ops.fft_bytes,
         "elementwise_bytes": ops.elementwise_bytes,
-        "other_bytes": ops.written_bytes, "bytes_moved": ops.bytes_moved,
+        "other_bytes": ops.written_bytes, "kernel_bytes": dev.kernel_bytes - kernel0,
+        "bytes_moved": ops.bytes_moved + dev.kernel_bytes - kernel0,
         "xy_bytes": x.nbytes + y.nbytes, "launches": dev.launches - launches0,
         "passes": ops.passes, "steps": dict(steps),
         "steps_bytes": dict(steps_bytes), "elementwise": dict(elem_bytes),
@@ -96,7 +133,7 @@ def measure(op: str, shape: tuple[int, ...], k: int, dev: Any) -> dict[str, Any]
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
     rows = []
-    with null_cuda() as dev:
+    with null_cuda(TrafficDevice) as dev:
         for label, op, shape, k in cases(quick):
             rows.append({"case": label, **measure(op, shape, k, dev)})
     return rows
@@ -104,7 +141,8 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
 def format_rows(rows: list[dict[str, Any]], by_step: bool = False) -> str:
     head = (f"{'case':30s} {'allocs':>6s} {'alloc MB':>9s} {'fft steps':>9s} "
-            f"{'fft MB':>8s} {'elem MB':>8s} {'other MB':>8s} {'moved MB':>8s} "
+            f"{'fft MB':>8s} {'elem MB':>8s} {'other MB':>8s} {'kern MB':>8s} "
+            f"{'moved MB':>8s} "
             f"{'x+y MB':>7s} {'moved/xy':>8s} {'launches':>8s}  steps")
     lines = [head]
     for r in rows:
@@ -113,7 +151,8 @@ def format_rows(rows: list[dict[str, Any]], by_step: bool = False) -> str:
             f"{r['case']:30s} {r['allocs']:6d} {r['alloc_bytes'] / MB:9.1f} "
             f"{r['fft_steps']:9d} {r['fft_bytes'] / MB:8.1f} "
             f"{r['elementwise_bytes'] / MB:8.1f} "
-            f"{r['other_bytes'] / MB:8.1f} {r['bytes_moved'] / MB:8.1f} "
+            f"{r['other_bytes'] / MB:8.1f} {r['kernel_bytes'] / MB:8.1f} "
+            f"{r['bytes_moved'] / MB:8.1f} "
             f"{r['xy_bytes'] / MB:7.1f} {r['bytes_moved'] / r['xy_bytes']:8.1f} "
             f"{r['launches']:8d}  {steps}")
         if by_step:

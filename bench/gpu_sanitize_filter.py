@@ -94,9 +94,11 @@ def _workload(cp: Any) -> tuple[int, int]:
 def _fft_workload(cp: Any, rng: Any, numpy_op: Any) -> tuple[int, int]:
     """The FFT paths, forced: ``fft_gather`` (cuda/fft_gather.cu) in both geometries
     (the 2-D padded input: the image at the origin, the extended window of
-    wrap/symm/a fill value; the 1-D overlapping segments, several of them) and the
-    transforms around it, against the NumPy backend's direct op."""
-    from gpuconv import _gpu_filter
+    wrap/symm/a fill value; the 1-D overlapping segments, several of them),
+    ``fft_spectrum_product`` (cuda/fft_spectrum_product.cu: both factor orders, a
+    kernel shared by a stack, a kernel per image) and the transforms around them,
+    against the NumPy backend's direct op."""
+    from gpuconv import _gpu_filter, _plan_filter
     from tests._filter_cases import problem, random_values, scipy_problem
 
     runs = bad = 0
@@ -104,6 +106,16 @@ def _fft_workload(cp: Any, rng: Any, numpy_op: Any) -> tuple[int, int]:
         tol = 1e-4 if dtype == "float32" else 1e-10
         cases = [scipy_problem(37, 45, 4, 3, "same", b, fill, dtype, B=2)
                  for b, fill in (("fill", 0), ("fill", 2), ("wrap", 0), ("symm", 0))]
+        # fft_spectrum_product: both factor orders, a stack sharing one kernel
+        # (several images per block) and a kernel per image
+        product = [scipy_problem(70, 96, 5, 9, "same", "wrap", 0, dtype, B=40),
+                   scipy_problem(60, 100, 9, 2, "full", "fill", 0, dtype, B=3,
+                                 Bk=3)]  # fmt: skip
+        for fp in product:
+            sh, sw = _plan_filter.fft_grid(fp)[:2]
+            assert _gpu_filter.kernel_dft_cheaper(fp.KH, fp.KW, sh, sw,
+                                                  dtype != "complex128")  # fmt: skip
+        cases += product
         cases.append(problem(2, 1, 40000, 1, 1, 601, 0, 300, 1, 40000, "fill", 0.0,
                              dtype))  # 1-D: 6 segments of 8192
         cases.append(problem(1, 1, 30000, 1, 1, 7, 0, 40, 1, 30100, "wrap", 0.0,

@@ -448,24 +448,17 @@ def extend(in1: Any, fp: FilterProblem, xp: Any) -> Any:
     return xp.take(xp.take(in1, rows, axis=1), cols, axis=2)
 
 
-#: The FFT path computes the kernel's spectrum with two small DFT matrices (two
-#: GEMMs) instead of a full-size transform of the zero-padded kernel when that costs
-#: at most this many complex multiply-adds per spectrum element
-#: (:func:`kernel_dft_cheaper`).
-KERNEL_DFT_MAX_TAPS = 32
-
-
-def _dft_orders(kh: int, kw: int, sh: int, nv: int) -> tuple[float, float]:
-    # multiply-adds per spectrum element of (F_h @ (k @ F_w)) and ((F_h @ k) @ F_w)
-    return kh * (kw + sh) / sh, kw * (kh + nv) / nv
-
-
 def kernel_dft_cheaper(kh: int, kw: int, sh: int, sw: int, real: bool) -> bool:
-    """Whether :func:`kernel_spectrum` beats a full-size transform: at most
-    :data:`KERNEL_DFT_MAX_TAPS` multiply-adds per spectrum element, and DFT matrices
-    (``sh*KH + KW*nv`` entries) of at most a quarter of the spectrum. 2-D images
-    with kernels up to ~32 taps a side qualify; long 1-D signals never do (their
-    ``F_w`` would be ``KW`` times the spectrum).
+    """Whether the FFT path takes the kernel's spectrum from its two DFT factors
+    (:func:`kernel_spectrum_factors`, multiplied in by ``fft_spectrum_product``
+    without ever being written) rather than from a full-size transform of the
+    zero-padded kernel: its rank ``R = min(KH, KW)`` at most
+    :data:`gpuconv._plan_filter.FS_MAX_RANK` (``R`` complex multiply-adds per
+    spectrum element in the product) and DFT matrices (``sh*KH + KW*nv`` entries)
+    of at most a quarter of the spectrum, which also holds the factors' GEMM to at
+    most ``R/4`` multiply-adds per spectrum element. 2-D images with a kernel side
+    up to 32 taps qualify; long 1-D signals never do (their ``F_w`` would be ``KW``
+    times the spectrum).
 
     >>> kernel_dft_cheaper(15, 15, 4116, 4116, True)
     True
@@ -475,7 +468,7 @@ def kernel_dft_cheaper(kh: int, kw: int, sh: int, sw: int, real: bool) -> bool:
     nv = sw // 2 + 1 if real else sw
     if sh * kh + kw * nv > sh * nv / 4:
         return False
-    return min(_dft_orders(kh, kw, sh, nv)) <= KERNEL_DFT_MAX_TAPS
+    return min(kh, kw) <= _plan_filter.FS_MAX_RANK
 
 
 #: DFT matrices of :func:`kernel_spectrum` per device and size (a few MB at most
@@ -504,23 +497,28 @@ def dft_matrix(xp: Any, n: int, rows: int, cols: int, dtype: Any) -> Any:
     return f
 
 
-def kernel_spectrum(
+def kernel_spectrum_factors(
     kr: Any, sh: int, sw: int, real: bool, xp: Any, scale: float = 1.0
-) -> Any:
-    """``fft2(kr, s=(sh, sw))`` (``rfft2`` when ``real``) of a small kernel stack
-    ``kr (Bk, KH, KW)`` as ``F_h @ kr @ F_w`` with DFT matrices ``F_h (sh, KH)`` and
-    ``F_w (KW, sw or sw//2+1)``, times ``scale`` (applied to the small kernel:
-    the FFT path's ``1/n`` of its unnormalised inverse).
+) -> tuple[Any, Any]:
+    """The two factors ``(a, g)`` of the spectrum of a small kernel stack
+    ``kr (Bk, KH, KW)``: ``a @ g == fft2(kr, s=(sh, sw))`` (``rfft2`` when ``real``)
+    times ``scale`` (applied to the small kernel: the FFT path's ``1/n`` of its
+    unnormalised inverse), each factor C-contiguous of rank ``R = min(KH, KW)``:
 
-    One spectrum-sized write instead of a zero-padded copy and a full 2-D
-    transform; the twiddle angles are reduced modulo the size in integers and
-    evaluated in float64, so every entry is as accurate as the FFT's. The two
-    products are taken in the cheaper order.
+    - ``KH <= KW``: ``a = F_h[None] (1, sh, KH)``, ``g = kr @ F_w (Bk, KH, nv)``;
+    - otherwise: ``a = F_h @ kr (Bk, sh, KW)``, ``g = F_w[None] (1, KW, nv)``;
+
+    with the DFT matrices ``F_h (sh, KH)`` and ``F_w (KW, nv)``
+    (:func:`dft_matrix`, cached; ``nv = sw // 2 + 1`` when ``real``): one small GEMM
+    per call. The twiddle angles are reduced modulo the size in integers and
+    evaluated in float64, so every entry is as accurate as the FFT's.
 
     >>> import numpy as np
     >>> kr = np.arange(6.0).reshape(1, 2, 3)
-    >>> got = kernel_spectrum(kr, 5, 8, True, np)
-    >>> bool(np.allclose(got, np.fft.rfft2(kr, s=(5, 8))))
+    >>> a, g = kernel_spectrum_factors(kr, 5, 8, True, np)
+    >>> a.shape, g.shape
+    ((1, 5, 2), (1, 2, 5))
+    >>> bool(np.allclose(a @ g, np.fft.rfft2(kr, s=(5, 8))))
     True
     """
     _, kh, kw = kr.shape
@@ -529,13 +527,47 @@ def kernel_spectrum(
     nv = sw // 2 + 1 if real else sw
     fh = dft_matrix(xp, sh, sh, kh, cdt)  # (sh, KH)
     fw = dft_matrix(xp, sw, kw, nv, cdt)  # (KW, nv)
-    kc = kr.astype(cdt)  # (a copy: scaled in place)
-    if scale != 1.0:
-        kc *= cdt.type(scale)
-    first, second = _dft_orders(kh, kw, sh, nv)
-    if first <= second:
-        return fh @ (kc @ fw)  # (sh, KH) @ (Bk, KH, nv)
-    return (fh @ kc) @ fw  # (Bk, sh, KW) @ (KW, nv)
+    kc = kr * cdt.type(scale)  # (complex, scaled: one small array operation)
+    if kh <= kw:
+        return fh[None], kc @ fw  # (1, sh, KH), (Bk, KH, nv)
+    return fh @ kc, fw[None]  # (Bk, sh, KW), (1, KW, nv)
+
+
+def kernel_spectrum(
+    kr: Any, sh: int, sw: int, real: bool, xp: Any, scale: float = 1.0
+) -> Any:
+    """``fft2(kr, s=(sh, sw))`` (``rfft2`` when ``real``) of a small kernel stack
+    ``kr (Bk, KH, KW)`` times ``scale``, written out: the product of
+    :func:`kernel_spectrum_factors` (the FFT path never writes it; this is the
+    reference its product kernel is tested against).
+
+    >>> import numpy as np
+    >>> kr = np.arange(6.0).reshape(1, 2, 3)
+    >>> got = kernel_spectrum(kr, 5, 8, True, np)
+    >>> bool(np.allclose(got, np.fft.rfft2(kr, s=(5, 8))))
+    True
+    """
+    a, g = kernel_spectrum_factors(kr, sh, sw, real, xp, scale=scale)
+    return a @ g
+
+
+#: The spectrum products' launch plans per shapes, dtype and device
+#: (``fft_spectrum_product``).
+_PRODUCTS = LRU("FFT spectrum product plans", maxsize=64)
+
+
+def spectrum_product(device: Any, spec: Any, a: Any, g: Any) -> None:
+    """``spec *= a @ g`` in place by ``fft_spectrum_product``
+    (:func:`gpuconv._plan_filter.plan_fft_spectrum_product`: the product ``a @ g``
+    summed per element, never written), the launch planned once per shapes and
+    device."""
+    key = (spec.shape, a.shape, g.shape, spec.dtype, device, _plan_key(device))
+    plan = _PRODUCTS.get(key)
+    if plan is None:  # (spec, a and g are distinct arrays: the plan is reusable)
+        launches = _plan_filter.plan_fft_spectrum_product(spec, a, g)
+        plan = LaunchPlan(device, launches, 3, buffers=(spec, a, g))
+        _PRODUCTS.put(key, plan)
+    plan.run((spec, a, g))
 
 
 def correlate2d_fft(
@@ -556,10 +588,13 @@ def correlate2d_fft(
     The device work, one pass each: ``fft_gather`` (``cuda/fft_gather.cu``) writes
     the transform's zero-padded input (the boundary rule applied on the way); one
     batched forward transform of the stack at 2,3,5,7-smooth sizes (cuFFT's plan
-    cache keeps the plans); the product with the kernel's spectrum in place, the
-    spectrum computed by DFT matrices from the small kernel
-    (:func:`kernel_spectrum`) or by a transform of it, with the inverse's ``1/n``
-    folded into the small kernel; one batched inverse without a scaling pass and
+    cache keeps the plans); the product with the kernel's spectrum in place: for
+    a kernel side up to 32 taps (:func:`kernel_dft_cheaper`) by
+    ``fft_spectrum_product`` (``cuda/fft_spectrum_product.cu``), which sums the
+    spectrum per element from its two small DFT factors
+    (:func:`kernel_spectrum_factors`) and never writes it, otherwise by a
+    full-size transform of the kernel; the inverse's ``1/n`` folded into the small
+    kernel; one batched inverse without a scaling pass and
     free to overwrite the product (:func:`_transforms`: no copy of it); ``fft_crop``
     (``cuda/fft_crop.cu``, :func:`_crop`) copies the output window out, adding a
     non-zero fill value's correction on the way (bit for bit
@@ -595,7 +630,8 @@ def correlate2d_fft(
     scale = 1.0 / (sh * sw)  # the inverse's 1/n, on the small kernel
     kr = k[:, ::-1, ::-1]
     if kernel_dft_cheaper(fp.KH, fp.KW, sh, sw, real):
-        spec *= kernel_spectrum(kr, sh, sw, real, xp, scale=scale)
+        a, g = kernel_spectrum_factors(kr, sh, sw, real, xp, scale=scale)
+        spectrum_product(device, spec, a, g)
     else:
         spec *= fwd(kr * dt.type(scale), s=(sh, sw), axes=axes)
     y = inv(spec, s=(sh, sw), axes=axes)

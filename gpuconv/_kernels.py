@@ -246,6 +246,17 @@ def _fft_crop_instances() -> tuple[str, ...]:
 KERNELS["fft_crop.cu"] = _fft_crop_instances()
 
 
+# --- fft_spectrum_product.cu: the 2-D FFT path's product with the kernel's spectrum
+# (planned by gpuconv._plan_filter.plan_fft_spectrum_product) -------------------------
+def _fft_spectrum_product_instances() -> tuple[str, ...]:
+    from gpuconv._plan_filter import fft_spectrum_product_kernel_names
+
+    return fft_spectrum_product_kernel_names()
+
+
+KERNELS["fft_spectrum_product.cu"] = _fft_spectrum_product_instances()
+
+
 # One header every source folder holds: how source_dir() recognises it.
 _MARKER_HEADER = "common.cuh"
 

@@ -137,7 +137,7 @@ def fill_value(fp) -> np.generic | None:
     >>> from gpuconv._filter_args import FilterProblem
     >>> def fp(v, dt):
     ...     return FilterProblem(1, 2, 2, 1, 2, 2, 1, 1, 2, 2, "fill", v, np.dtype(dt))
-    >>> fill_value(fp(2.5, "float32")), fill_value(fp(0.25j, "float32"))
+    >>> fill_value(fp(2.5, "float32")), fill_value(fp(-0.0, "float32"))
     (np.float64(2.5), None)
     >>> fill_value(fp(1 + 2j, "complex64"))
     np.complex128(1+2j)

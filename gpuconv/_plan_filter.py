@@ -392,9 +392,10 @@ HOST_CALL_SECONDS = 19e-6
 # calibration block below lists the ones its rows did not fit in UNCALIBRATED:
 # - FFT_IMAGE_PASSES, FFT_KERNEL_PASSES: only the fitted BYTE_SECONDS['fft'] times
 #   their weighted sum is measured; with one kernel per image (every benchmark row)
-#   the two are not separable, and the kernel's spectrum now comes from DFT matrices
-#   for kernels up to gpuconv._gpu_filter.KERNEL_DFT_MAX_TAPS (32) multiply-adds per
-#   spectrum element, a threshold from operation counts, never timed on a GPU.
+#   the two are not separable, and the kernel's spectrum now comes from its DFT
+#   factors, multiplied in without being written (fft_spectrum_product), for kernel
+#   sides up to FS_MAX_RANK (32) taps, a threshold from operation counts, never
+#   timed on a GPU.
 # - HOST_CALL_SECONDS: proxy times a ratio (above).
 # - PEAK_FLOPS['int']: the integer kernels' FLOP cost relative to float32.
 # - SEPARABLE_PASS_EFFICIENCY, SEPARABLE_EXTRA_SECONDS (in the block): fitted by
@@ -1051,6 +1052,84 @@ def plan_fft_crop_fp(
     return plan_fft_crop(
         y, out, origin=origin, tables=tables, fill=fill, image=image, pads=pads
     )
+
+
+#: ``cuda/fft_spectrum_product.cu``: the 2-D FFT path's product with the kernel's
+#: spectrum, computed on the fly from its two DFT factors (never written).
+SOURCE_FFT_SPECTRUM = "fft_spectrum_product.cu"
+#: ``FS_TV``, ``FS_TY``, ``FS_UPT`` and ``FS_MAX_RANK`` of fft_spectrum_product.cu:
+#: spectrum columns per block, thread rows, rows per thread, the largest factor
+#: rank ``R``.
+FS_TV = 32
+FS_TY = 4
+FS_UPT = 8
+FS_TU = FS_TY * FS_UPT
+FS_MAX_RANK = 32
+#: With one kernel for every image, the images are split over grid z until about
+#: this many blocks exist (each block computes its tile of the kernel's spectrum
+#: once, for all of its images): 2048 blocks of 128 threads fill 132 SMs ~2x over.
+FS_TARGET_BLOCKS = 2048
+#: The dtypes of the spectra (the transforms' outputs).
+SPECTRUM_DTYPES = ("complex64", "complex128")
+
+
+def fft_spectrum_product_name(dtype: Any) -> str:
+    return f"fft_spectrum_product<{CTYPES[np.dtype(dtype).name]}>"
+
+
+def fft_spectrum_product_kernel_names() -> tuple[str, ...]:
+    """Every instance of ``fft_spectrum_product.cu`` (the KERNELS entry)."""
+    return tuple(fft_spectrum_product_name(dt) for dt in SPECTRUM_DTYPES)
+
+
+def plan_fft_spectrum_product(spec: Any, a: Any, g: Any) -> list[Launch]:
+    """The launch of ``fft_spectrum_product``: ``spec (B, U, V) *= a @ g`` in place,
+    image by image, with ``a (Ba, U, R)`` and ``g (Bg, R, V)`` (``Ba``, ``Bg`` each 1,
+    a factor shared by every image, or ``B``); all C-contiguous, one dtype of
+    :data:`SPECTRUM_DTYPES`, ``1 <= R <= FS_MAX_RANK``. The product ``a @ g`` (the
+    kernel's spectrum) is summed per element in the kernel and never written.
+    Nothing for an empty ``spec``.
+    """
+    dt = np.dtype(spec.dtype)
+    if dt.name not in SPECTRUM_DTYPES or a.dtype != dt or g.dtype != dt:
+        raise TypeError(
+            f"fft_spectrum_product multiplies one of {SPECTRUM_DTYPES}, got "
+            f"{spec.dtype}, {a.dtype}, {g.dtype}"
+        )
+    if spec.ndim != 3 or a.ndim != 3 or g.ndim != 3:
+        raise ValueError("fft_spectrum_product: spec, a and g must be 3-D")
+    B, U, V = (int(n) for n in spec.shape)
+    Ba, Ua, R = (int(n) for n in a.shape)
+    Bg, Rg, Vg = (int(n) for n in g.shape)
+    if (Ua, Rg, Vg) != (U, R, V) or Ba not in (1, B) or Bg not in (1, B):
+        raise ValueError(
+            f"fft_spectrum_product: spec (B, U, V) *= a (1 or B, U, R) @ g (1 or B, "
+            f"R, V), got {spec.shape}, {a.shape}, {g.shape}"
+        )
+    if not all(t.flags.c_contiguous for t in (spec, a, g)):
+        raise ValueError("fft_spectrum_product: spec, a and g must be C-contiguous")
+    if B == 0 or U == 0 or V == 0:
+        return []
+    if not 1 <= R <= FS_MAX_RANK:
+        raise ValueError(
+            f"fft_spectrum_product: the rank R must be in 1..{FS_MAX_RANK}, got {R}"
+        )
+    gx, gy = -(-V // FS_TV), -(-U // FS_TU)
+    if gy > MAX_GRID_YZ or gx > INT32_MAX or B > INT32_MAX:
+        raise ValueError(f"fft_spectrum_product: {spec.shape} exceeds the grid limits")
+    shared = Ba == 1 and Bg == 1
+    per = 1
+    if shared:  # each block's tile of the spectrum serves `per` images
+        gz = min(B, max(1, -(-FS_TARGET_BLOCKS // (gx * gy))))
+        per = -(-B // gz)
+    gz = min(-(-B // per), MAX_GRID_YZ)
+    i32, i64 = np.int32, np.int64
+    args = (
+        spec, a, g, i32(B), i32(U), i32(V), i32(R), i64(U * R if Ba > 1 else 0),
+        i64(R * V if Bg > 1 else 0), i32(shared), i32(per),
+    )  # fmt: skip
+    return [Launch(SOURCE_FFT_SPECTRUM, fft_spectrum_product_name(dt), (gx, gy, gz),
+                   (FS_TV, FS_TY, 1), 0, args)]  # fmt: skip
 
 
 def fft1d_seconds(fp: FilterProblem) -> float:

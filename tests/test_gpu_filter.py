@@ -303,6 +303,54 @@ def body_fft_crop(env: Env) -> None:
                 np.testing.assert_array_equal(env.asnumpy(out), want)
 
 
+def body_fft_spectrum_product(env: Env) -> None:
+    """``fft_spectrum_product`` (cuda/fft_spectrum_product.cu) against
+    ``spec * (a @ g)`` in complex128 by NumPy: both dtypes, tiles +-1, the largest
+    rank, every batch pattern, a shared kernel over a stack (several images per
+    block) and a kernel per image; the factors never written; the same bits twice
+    and whatever the grid; then the 2-D FFT path through it against the direct
+    NumPy op."""
+    rng = np.random.default_rng(29)
+    tu, tv, rmax = _plan_filter.FS_TU, _plan_filter.FS_TV, _plan_filter.FS_MAX_RANK
+
+    def cvalues(shape, dtype):
+        v = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+        return v.astype(dtype)
+
+    for dtype in _plan_filter.SPECTRUM_DTYPES:
+        for (B, U, V, R), (ba, bg) in (
+            ((1, tu + 1, tv - 1, rmax), (1, 1)),
+            ((3, 2 * tu - 1, 3 * tv + 1, 7), (1, 3)),
+            ((2, 40, 33, 16), (2, 1)),
+            ((2, 9, 70, 1), (2, 2)),
+            ((300, 17, 21, 5), (1, 1)),  # a stack: several images per block
+        ):
+            spec = cvalues((B, U, V), dtype)
+            a, g = cvalues((ba, U, R), dtype), cvalues((bg, R, V), dtype)
+            da, dg = env.xp.asarray(a), env.xp.asarray(g)
+            outs = []
+            for _ in range(2):
+                out = env.xp.asarray(spec)
+                for launch in _plan_filter.plan_fft_spectrum_product(out, da, dg):
+                    env.device.launch(launch)
+                outs.append(env.asnumpy(out))
+            np.testing.assert_array_equal(outs[0], outs[1])  # deterministic
+            np.testing.assert_array_equal(env.asnumpy(da), a)
+            np.testing.assert_array_equal(env.asnumpy(dg), g)
+            ref = spec.astype(np.complex128) * (a.astype(np.complex128)
+                                                @ g.astype(np.complex128))
+            assert_close(outs[0], ref, dtype=dtype, terms=R + 1,
+                         scale=float(np.abs(ref).max()))  # fmt: skip
+    for dtype in ("float32", "complex128"):
+        for (h, w, kh, kw, b, bk) in ((61, 66, 3, 7, 2, 1), (90, 80, 6, 2, 3, 3)):
+            fp = scipy_problem(h, w, kh, kw, "same", "symm", 0, dtype, B=b, Bk=bk)
+            sh, sw = _plan_filter.fft_grid(fp)[:2]
+            assert _gpu_filter.kernel_dft_cheaper(kh, kw, sh, sw, dtype[0] != "c")
+            x = random_values(rng, (b, h, w), dtype)
+            k = random_values(rng, (bk, kh, kw), dtype)
+            check_against_numpy(op(env, x, k, fp, "fft"), x, k, fp, fft=True)
+
+
 # ---------------------------------------------------------------------------------
 # the gpu tests
 # ---------------------------------------------------------------------------------
@@ -370,6 +418,11 @@ def test_fft_gather(cuda_env):
 @pytest.mark.gpu
 def test_fft_crop(cuda_env):
     body_fft_crop(cuda_env)
+
+
+@pytest.mark.gpu
+def test_fft_spectrum_product(cuda_env):
+    body_fft_spectrum_product(cuda_env)
 
 
 @pytest.mark.gpu
@@ -558,5 +611,6 @@ def _dry_run() -> None:  # pragma: no cover
     body_fft_fill_value(env)
     body_fft_gather(env)
     body_fft_crop(env)
+    body_fft_spectrum_product(env)
     # (body_flush_to_zero is GPU-only: the emulator computes with the host's FPU)
     print("dry run: ok")
