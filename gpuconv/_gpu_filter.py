@@ -677,7 +677,9 @@ def _crop(
     device."""
     xp = device.xp
     dt = np.dtype(fp.dtype)
-    if y.dtype != dt or not y.flags.c_contiguous:  # (the transforms' own outputs are)
+    if y.dtype != dt or not y.flags.c_contiguous:
+        # (CuPy's and NumPy 2's transforms give dt, C-contiguous; NumPy 1's give
+        # float64/complex128 on the emulator)
         y = xp.ascontiguousarray(y.astype(dt, copy=False))
     # (the fill value is a launch argument: its bytes are part of the key)
     key = (fp, _fill_bits(fp), y.shape, origin, k.shape[0], device, _plan_key(device))

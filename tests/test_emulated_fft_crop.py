@@ -220,6 +220,22 @@ def test_the_fft_path_matches_its_old_epilogue(dev, monkeypatch):
             np.testing.assert_array_equal(got, want)
 
 
+def test_crop_takes_a_wide_or_strided_inverse(dev):
+    """_crop casts an inverse in the wide type (NumPy 1's transforms of single
+    precision) and copies a strided one first; the result is the reference's."""
+    rng = np.random.default_rng(11)
+    for dtype, fill in (("float32", 2.5), ("complex64", 1.0 - 2.0j)):
+        fp, y, k, origin = case(rng, GEOMETRIES[0], dtype, fill)
+        wide = y.astype(np.complex128 if dtype == "complex64" else np.float64)
+        want = reference(fp, y, k, origin)
+        np.testing.assert_array_equal(_gpu_filter._crop(dev, fp, wide, k, origin),
+                                      want)  # fmt: skip
+        strided = np.zeros((fp.B, y.shape[1], 2 * y.shape[2]), dtype)[:, :, ::2]
+        strided[...] = y
+        np.testing.assert_array_equal(_gpu_filter._crop(dev, fp, strided, k, origin),
+                                      want)  # fmt: skip
+
+
 class _Shaped:
     """Shape, dtype and contiguity of an array too large to allocate (the planner
     reads nothing else)."""
