@@ -5,9 +5,9 @@
 //
 // What it replaces on the device, per call: the window's copy out of the inverse
 // (a strided view made contiguous) and, for boundary='fill' with a non-zero fill
-// value, up to four border blocks each corrected by ~28 small CuPy calls (index
+// value, up to four border blocks each corrected by ~30 small CuPy calls (index
 // uploads, table gathers, sums, the product with the fill value, a cast, a strided
-// write): one launch instead of ~110 array operations. The summed-area tables of the
+// write): one launch instead of ~120 array operations. The summed-area tables of the
 // kernel are still built by gpuconv._padding.fill_tables (a few small operations on
 // (Bk, KH + 1, KW + 1) arrays).
 //
@@ -34,9 +34,9 @@
 //       is an explicitly rounded intrinsic (__dadd_rn, __dsub_rn, __dmul_rn): nvcc
 //       never contracts them into FMAs, so the GPU rounds exactly as NumPy (and the
 //       emulator's g++) does, one rounding per operation, and the result is bit for
-//       bit the NumPy backend's (float32 outputs: a correction that rounds to a
-//       float32 subnormal is flushed to zero on the GPU, CuPy compiles with
-//       -ftz=true; copied values are never touched).
+//       bit the NumPy backend's. There is no float32 arithmetic (CuPy's -ftz=true
+//       flushes only that): the float <-> double conversions compile to F2F without
+//       .FTZ, so float32 subnormals are kept, as NumPy keeps them.
 //       Blocks of FC_THREADS threads; each thread writes FC_ITEMS columns of a row,
 //       FC_THREADS apart (coalesced loads and stores); grid x covers the columns,
 //       grid y strides over the B * OH rows. Per row: its source, whether the whole

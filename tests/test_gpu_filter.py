@@ -272,8 +272,9 @@ def body_fft_crop(env: Env) -> None:
     against the NumPy backend's epilogue (the window, then add_fill_correction on
     NumPy): every dtype, zero and non-zero (complex) fills, one kernel and one per
     image, all four border blocks, columns over several blocks, more rows than grid
-    y (once). On the GPU this checks that nvcc rounds every operation of the
-    correction as NumPy does (explicit __dadd_rn/__dmul_rn: no FMA contraction)."""
+    y (once), float32 subnormals. On the GPU this checks that nvcc rounds every
+    operation of the correction as NumPy does (explicit __dadd_rn/__dmul_rn: no FMA
+    contraction) and keeps subnormals."""
     from gpuconv._padding import add_fill_correction, fill_tables, fill_value
 
     rng = np.random.default_rng(29)
@@ -301,6 +302,19 @@ def body_fft_crop(env: Env) -> None:
                 want = np.ascontiguousarray(y[:, oy : oy + OH, ox : ox + OW])
                 want = add_fill_correction(want, k, fp)
                 np.testing.assert_array_equal(env.asnumpy(out), want)
+    # float32 subnormals, copied and corrected: kept (no float32 arithmetic for
+    # -ftz=true to flush, the conversions carry no .FTZ)
+    fp = problem(1, 6, 7, 1, 3, 3, 1, 1, 6, 7, "fill", 3e-39, "float32")
+    y = np.full((1, 6, 7), 2e-39, np.float32)
+    k = np.full((1, 3, 3), 0.25, np.float32)
+    out = env.xp.empty((1, 6, 7), dtype="float32")
+    tables = fill_tables(env.xp.asarray(k), env.xp, "float32")
+    for launch in _plan_filter.plan_fft_crop_fp(fp, env.xp.asarray(y), out, (0, 0),
+                                                tables, fill_value(fp)):  # fmt: skip
+        env.device.launch(launch)
+    want = add_fill_correction(y.copy(), k, fp)
+    assert 0 < want[0, 0, 0] < np.finfo(np.float32).tiny  # a subnormal
+    np.testing.assert_array_equal(env.asnumpy(out), want)
 
 
 def body_fft_spectrum_product(env: Env) -> None:
