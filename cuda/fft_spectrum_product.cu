@@ -26,11 +26,12 @@
 //       rows of A (FS_TU x R) and columns of G (R x FS_TV) are staged in shared memory
 //       with coalesced loads, each thread sums the FS_UPT rows u = ty + m * FS_TY of its
 //       column v (the A reads are warp-wide broadcasts, the G reads conflict-free).
-//       Grid x, y cover the tile columns and rows; grid z covers the images: with a
-//       shared kernel a block computes its tile of K once and multiplies `per`
-//       consecutive images by it (a stack of small images amortises the sums), with a
-//       kernel per image it recomputes the tile per image (per == 1). Every element's
-//       sum is taken in the same order whatever the grid: bit-identical results.
+//       Grid x covers the tile columns, grid y strides over the tile rows, grid z
+//       over the images: with a shared kernel a block computes its tile of K once
+//       per row tile and multiplies `per` consecutive images by it (a stack of small
+//       images amortises the sums), with a kernel per image it recomputes the tile
+//       per image (per == 1). Every element's sum is taken in the same order whatever
+//       the grid: bit-identical results.
 #include "common.cuh"
 #include "filter_common.cuh"
 
@@ -42,10 +43,21 @@ constexpr int FS_UPT = 8;               // spectrum rows per thread, FS_TY apart
 constexpr int FS_TU = FS_TY * FS_UPT;   // spectrum rows per block
 constexpr int FS_THREADS = FS_TV * FS_TY;
 constexpr int FS_MAX_RANK = 32;         // the largest R (the planner's limit)
+// Resident blocks per SM the registers must allow (__launch_bounds__), per type:
+// complex64 8 (<= 64 registers, 32 warps; without the bound ptxas for sm_80 settles
+// on 64 registers with a 4-byte spill), complex128 5 (<= 102 registers, 20 warps;
+// 5 x 32 KiB of shared memory fits an SM).
+constexpr int FS_MIN_BLOCKS_C64 = 8;
+constexpr int FS_MIN_BLOCKS_C128 = 5;
 
 }  // namespace gcfg
 
 namespace gcfs {
+
+template <typename C>
+__host__ __device__ constexpr int fs_min_blocks() {
+    return sizeof(C) == 8 ? gcfg::FS_MIN_BLOCKS_C64 : gcfg::FS_MIN_BLOCKS_C128;
+}
 
 template <typename C>
 struct SpectrumSmem {
@@ -112,39 +124,43 @@ __device__ __forceinline__ void spectrum_tile(SpectrumSmem<C>& s, const C* __res
 
 }  // namespace gcfs
 
-// spec (B, U, V) *= A @ G per image (see the header). Grid (ceil(V / FS_TV),
-// ceil(U / FS_TU), gz); images [z * per, (z + 1) * per) for z = blockIdx.z, blockIdx.z +
-// gridDim.z, ...; per == 1 unless kshared. 1 <= R <= FS_MAX_RANK (the planner checks).
+// spec (B, U, V) *= A @ G per image (see the header). Grid (ceil(V / FS_TV), gy, gz):
+// row tiles u0 = blockIdx.y * FS_TU, + gridDim.y * FS_TU, ...; images [z * per,
+// (z + 1) * per) for z = blockIdx.z, + gridDim.z, ...; per == 1 unless kshared.
+// 1 <= R <= FS_MAX_RANK and U <= INT32_MAX - FS_TU (the planner checks).
 template <typename C>
-__global__ void __launch_bounds__(gcfg::FS_THREADS) fft_spectrum_product(
+__global__ void __launch_bounds__(gcfg::FS_THREADS, gcfs::fs_min_blocks<C>()) fft_spectrum_product(
     C* __restrict__ spec, const C* __restrict__ A, const C* __restrict__ G, int B, int U,
     int V, int R, long long a_bstride, long long g_bstride, int kshared, int per) {
     __shared__ gcfs::SpectrumSmem<C> s;
-    const int u0 = blockIdx.y * gcfg::FS_TU;
     const int v0 = blockIdx.x * gcfg::FS_TV;
     const int v = v0 + threadIdx.x;
     const long long plane = static_cast<long long>(U) * V;
     C acc[gcfg::FS_UPT];
-    bool have = false;  // acc holds the tile of the shared kernel's spectrum
-    // (the loop bounds and `have` depend on blockIdx only: every barrier is reached
+    // (every loop bound and `have` depend on blockIdx only: every barrier is reached
     // by the whole block)
-    for (long long z = blockIdx.z; z * per < B; z += gridDim.z) {
-        const long long b_end = (z + 1) * per < B ? (z + 1) * per : B;
-        for (long long b = z * per; b < b_end; ++b) {
-            if (!kshared || !have) {
-                const long long kb = kshared ? 0 : b;
-                gcfs::spectrum_tile(s, A + kb * a_bstride, G + kb * g_bstride, U, V, R,
-                                    u0, v0, acc);
-                have = true;
-            }
-            if (v >= V) continue;
-            C* p = spec + b * plane + v;
+    for (long long ut = static_cast<long long>(blockIdx.y) * gcfg::FS_TU; ut < U;
+         ut += static_cast<long long>(gridDim.y) * gcfg::FS_TU) {
+        const int u0 = static_cast<int>(ut);
+        bool have = false;  // acc holds this row tile of the shared kernel's spectrum
+        for (long long z = blockIdx.z; z * per < B; z += gridDim.z) {
+            const long long b_end = (z + 1) * per < B ? (z + 1) * per : B;
+            for (long long b = z * per; b < b_end; ++b) {
+                if (!kshared || !have) {
+                    const long long kb = kshared ? 0 : b;
+                    gcfs::spectrum_tile(s, A + kb * a_bstride, G + kb * g_bstride, U, V,
+                                        R, u0, v0, acc);
+                    have = true;
+                }
+                if (v >= V) continue;
+                C* p = spec + b * plane + v;
 #pragma unroll
-            for (int m = 0; m < gcfg::FS_UPT; ++m) {
-                const int u = u0 + threadIdx.y + m * gcfg::FS_TY;
-                if (u < U) {
-                    C* q = p + static_cast<long long>(u) * V;
-                    *q = gcfs::cmul(*q, acc[m]);
+                for (int m = 0; m < gcfg::FS_UPT; ++m) {
+                    const int u = u0 + threadIdx.y + m * gcfg::FS_TY;
+                    if (u < U) {
+                        C* q = p + static_cast<long long>(u) * V;
+                        *q = gcfs::cmul(*q, acc[m]);
+                    }
                 }
             }
         }

@@ -1114,9 +1114,10 @@ def plan_fft_spectrum_product(spec: Any, a: Any, g: Any) -> list[Launch]:
         raise ValueError(
             f"fft_spectrum_product: the rank R must be in 1..{FS_MAX_RANK}, got {R}"
         )
-    gx, gy = -(-V // FS_TV), -(-U // FS_TU)
-    if gy > MAX_GRID_YZ or gx > INT32_MAX or B > INT32_MAX:
-        raise ValueError(f"fft_spectrum_product: {spec.shape} exceeds the grid limits")
+    # (int row indices u0 + 31 in the kernel; grid y strides over the row tiles)
+    if U > INT32_MAX - FS_TU or V > INT32_MAX - FS_TV or B > INT32_MAX:
+        raise ValueError(f"fft_spectrum_product: {spec.shape} exceeds the int32 limits")
+    gx, gy = -(-V // FS_TV), min(-(-U // FS_TU), MAX_GRID_YZ)
     shared = Ba == 1 and Bg == 1
     per = 1
     if shared:  # each block's tile of the spectrum serves `per` images

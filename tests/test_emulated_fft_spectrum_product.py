@@ -129,6 +129,39 @@ def test_kernel_per_image_strides_over_grid_z(dev, monkeypatch):
     check(product(dev, spec, a, g), spec, a, g)
 
 
+def test_grid_y_strides_over_row_tiles(dev, monkeypatch):
+    """More row tiles than grid y (a tall spectrum): the blocks stride over them,
+    a shared kernel's tile recomputed per row tile, several images per block."""
+    monkeypatch.setattr(_plan_filter, "MAX_GRID_YZ", 2)
+    monkeypatch.setattr(_plan_filter, "FS_TARGET_BLOCKS", 4)
+    rng = np.random.default_rng(10)
+    B, U, V, R = 5, 5 * FS_TU + 3, FS_TV + 2, 3
+    spec = values(rng, (B, U, V), "complex64")
+    a, g = values(rng, (1, U, R), "complex64"), values(rng, (1, R, V), "complex64")
+    (launch,) = plan_fft_spectrum_product(spec.copy(), a, g)
+    assert launch.grid[1] == 2 and int(launch.args[-1]) > 1
+    check(product(dev, spec, a, g), spec, a, g)
+
+
+class _Shaped:
+    """Shape, dtype and contiguity of an array too large to allocate."""
+
+    def __init__(self, shape, dtype="complex64"):
+        self.shape, self.ndim, self.dtype = shape, len(shape), np.dtype(dtype)
+        self.flags = type("Flags", (), {"c_contiguous": True})()
+
+
+def test_planner_int32_limits():
+    """Rows up to INT32_MAX - FS_TU (grid y strides); beyond, a ValueError."""
+    top = _plan_filter.INT32_MAX - FS_TU
+    (launch,) = plan_fft_spectrum_product(_Shaped((1, top, 1)), _Shaped((1, top, 2)),
+                                          _Shaped((1, 2, 1)))  # fmt: skip
+    assert launch.grid[1] == MAX_GRID_YZ
+    with pytest.raises(ValueError, match="int32 limits"):
+        plan_fft_spectrum_product(_Shaped((1, top + 1, 1)), _Shaped((1, top + 1, 2)),
+                                  _Shaped((1, 2, 1)))  # fmt: skip
+
+
 def test_nan_and_inf_propagate(dev):
     rng = np.random.default_rng(7)
     spec = values(rng, (1, 6, 7), "complex128")
