@@ -60,6 +60,7 @@ KERNEL_TRAFFIC: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     # y's output window read (out's bytes: its shape and dtype), the fill tables
     # (absent for a zero fill) read; out filled
     "fft_crop": ((1, 9, 10, 11, 12), ()),
+    "fft_fill_tables": ((0,), ()),  # k read; the tables filled
 }
 
 

@@ -44,6 +44,18 @@
 //       table rows a0 and a1) once; per corrected column two table differences. The
 //       tables are a few KB (L1/L2-resident); copied values pass unchanged (NaN/inf
 //       included).
+//
+//   fft_fill_tables<T>   the same T
+//       The four tables fft_crop reads, from k (Bk, KH, KW) C-contiguous T, in the
+//       wide type, with exactly gpuconv._padding.fill_tables' sums: every one a
+//       sequential run (NumPy's cumsum, add.accumulate, is sequential; fill_tables
+//       takes the row sums as cumsums too), so the tables are the NumPy backend's
+//       bit for bit on every device (CuPy's own sum and cumsum are trees and scans,
+//       which round differently). One block per kernel (grid x strides over Bk),
+//       FT_THREADS threads: the column sums down the rows and the row suffix sums
+//       (a thread per column / row), a barrier, then the prefix sums along the rows
+//       of `left` and down the columns of `right`, and `above`/`below` from the row
+//       sums (one thread). One launch where fill_tables took ~25 array operations.
 #include "common.cuh"
 #include "filter_common.cuh"
 
@@ -51,6 +63,10 @@ namespace gcfg {
 
 constexpr int FC_THREADS = 256;  // threads per block (the launch bound)
 constexpr int FC_ITEMS = 4;      // columns per thread, FC_THREADS apart
+constexpr int FT_THREADS = 128;  // threads per block of fft_fill_tables
+// its resident blocks per SM for the register bound (<= 64 registers): without a
+// minimum ptxas settles on 40-72 registers for the long sequential loops and spills
+constexpr int FT_MIN_BLOCKS = 8;
 
 }  // namespace gcfg
 
@@ -182,5 +198,83 @@ __global__ void __launch_bounds__(gcfg::FC_THREADS) fft_crop(
             }
             d[j] = v;
         }
+    }
+}
+
+// k (Bk, KH, KW) -> above, below (Bk, KH + 1), left, right (Bk, KH + 1, KW + 1), every
+// entry written (see the header; gpuconv._padding.fill_tables). Bk, KH, KW >= 1.
+template <typename T>
+__global__ void __launch_bounds__(gcfg::FT_THREADS, gcfg::FT_MIN_BLOCKS) fft_fill_tables(
+    const T* __restrict__ k, typename gcrop::Wide<T>::type* __restrict__ above,
+    typename gcrop::Wide<T>::type* __restrict__ below,
+    typename gcrop::Wide<T>::type* __restrict__ left,
+    typename gcrop::Wide<T>::type* __restrict__ right, int Bk, int KH, int KW) {
+    typedef gcrop::Wide<T> WT;
+    typedef typename WT::type Wd;
+    const Wd zero = gcf::zero_value<Wd>();
+    const long long th = KH + 1, tw = KW + 1;
+    const int t = threadIdx.x;
+    // (the loop bounds depend on blockIdx only: every barrier is reached by the block)
+    for (long long bk = blockIdx.x; bk < Bk; bk += gridDim.x) {
+        const T* kb = k + bk * KH * KW;
+        Wd* A = above + bk * th;  // rows 1..KH hold the row sums until step 2
+        Wd* Bl = below + bk * th;
+        Wd* L = left + bk * th * tw;
+        Wd* R = right + bk * th * tw;
+        // 1. the zero row and column of each table; per column c the running sums
+        // down the rows into L[a + 1][c + 1]; per row a its suffix sums from the right
+        // into R[a + 1][c] and its sum (from the left) into A[a + 1]
+        for (int c = t; c <= KW; c += gcfg::FT_THREADS) {
+            L[c] = zero;
+            R[c] = zero;
+        }
+        for (int c = t; c < KW; c += gcfg::FT_THREADS) {
+            Wd acc = WT::widen(kb[c]);
+            L[tw + c + 1] = acc;
+            for (int a = 1; a < KH; ++a) {
+                acc = gcrop::add(acc, WT::widen(kb[static_cast<long long>(a) * KW + c]));
+                L[(a + 1) * tw + c + 1] = acc;
+            }
+        }
+        for (int a = t; a < KH; a += gcfg::FT_THREADS) {
+            const T* row = kb + static_cast<long long>(a) * KW;
+            Wd* Ra = R + (a + 1) * tw;
+            L[(a + 1) * tw] = zero;
+            Ra[KW] = zero;
+            Wd acc = WT::widen(row[KW - 1]);
+            Ra[KW - 1] = acc;
+            for (int c = KW - 2; c >= 0; --c) {
+                acc = gcrop::add(acc, WT::widen(row[c]));
+                Ra[c] = acc;
+            }
+            acc = WT::widen(row[0]);
+            for (int c = 1; c < KW; ++c) acc = gcrop::add(acc, WT::widen(row[c]));
+            A[a + 1] = acc;
+        }
+        // the column sums, suffix sums and row sums above are read by other threads
+        __syncthreads();
+        // 2. along each row of L the prefix sums of the column sums; down each column
+        // of R the running sums of the suffix sums; below and above from the row sums
+        for (int a = t; a < KH; a += gcfg::FT_THREADS) {
+            Wd* La = L + (a + 1) * tw;
+            for (int c = 2; c <= KW; ++c) La[c] = gcrop::add(La[c - 1], La[c]);
+        }
+        for (int c = t; c < KW; c += gcfg::FT_THREADS) {
+            for (int a = 2; a <= KH; ++a) {
+                R[a * tw + c] = gcrop::add(R[(a - 1) * tw + c], R[a * tw + c]);
+            }
+        }
+        if (t == 0) {
+            Bl[KH] = zero;
+            Wd acc = A[KH];
+            Bl[KH - 1] = acc;
+            for (int a = KH - 2; a >= 0; --a) {
+                acc = gcrop::add(acc, A[a + 1]);
+                Bl[a] = acc;
+            }
+            A[0] = zero;
+            for (int a = 2; a <= KH; ++a) A[a] = gcrop::add(A[a - 1], A[a]);
+        }
+        // (the next kernel's tables are other memory: no barrier before its step 1)
     }
 }

@@ -39,7 +39,7 @@ import numpy as np
 from gpuconv import _plan_filter
 from gpuconv._filter_args import FilterProblem
 from gpuconv._launch import device_address
-from gpuconv._padding import fill_tables, fill_value, pad_index
+from gpuconv._padding import fill_value, pad_index
 from gpuconv._plan_cache import LRU, LaunchPlan
 from gpuconv._plan_filter import (
     CTYPES,
@@ -685,7 +685,7 @@ def _crop(
     key = (fp, _fill_bits(fp), y.shape, origin, k.shape[0], device, _plan_key(device))
     hit = _CROPS.get(key)
     fill = fill_value(fp) if hit is None else hit[1]
-    tables = None if fill is None else fill_tables(k, xp, dt)
+    tables = None if fill is None else device_fill_tables(device, k, dt)
     shape = (fp.B, fp.OH, fp.OW)
     if POISON_OUTPUTS:  # (the tests: every element must be written)
         out = xp.full(shape, poison_value(dt), dtype=dt)
@@ -698,6 +698,34 @@ def _crop(
         _CROPS.put(key, hit)
     hit[0].run(bufs)
     return out
+
+
+#: The fill tables' launch plans per kernel shape, dtype and device
+#: (``fft_fill_tables``).
+_TABLES = LRU("FFT fill-table plans", maxsize=64)
+
+
+def device_fill_tables(device: Any, k: Any, dtype: Any) -> tuple[Any, Any, Any, Any]:
+    """:func:`gpuconv._padding.fill_tables` of ``k (Bk, KH, KW)`` (as ``dtype``) on
+    ``device`` by one ``fft_fill_tables`` launch, bit for bit the NumPy tables (the
+    same sequential sums; CuPy's own ``sum``/``cumsum`` would round differently),
+    the launch planned once per shape, dtype and device."""
+    xp = device.xp
+    dt = np.dtype(dtype)
+    kc = xp.ascontiguousarray(k.astype(dt, copy=False))
+    Bk, KH, KW = kc.shape
+    wide = np.dtype(np.complex128 if dt.kind == "c" else np.float64)
+    tables = (xp.empty((Bk, KH + 1), dtype=wide), xp.empty((Bk, KH + 1), dtype=wide),
+              xp.empty((Bk, KH + 1, KW + 1), dtype=wide),
+              xp.empty((Bk, KH + 1, KW + 1), dtype=wide))  # fmt: skip
+    key = (kc.shape, dt, device, _plan_key(device))
+    plan = _TABLES.get(key)
+    if plan is None:  # (k and the tables are distinct arrays: reusable)
+        launches = _plan_filter.plan_fft_fill_tables(kc, *tables)
+        plan = LaunchPlan(device, launches, 5, buffers=(kc, *tables))
+        _TABLES.put(key, plan)
+    plan.run((kc, *tables))
+    return tables
 
 
 #: ``(forward, inverse)`` transforms of the FFT paths per array module and kind.

@@ -158,8 +158,9 @@ def fill_tables(k, xp=np, dtype=None):
     a]`` the taps of rows ``< a``, ``below[b, a]`` those of rows ``>= a`` (both
     ``(Bk, KH + 1)``), ``left[b, a, c]`` those of rows ``< a`` and columns ``< c``,
     ``right[b, a, c]`` those of rows ``< a`` and columns ``>= c`` (both ``(Bk, KH +
-    1, KW + 1)``), complex when ``dtype`` (default ``k.dtype``) is. The FFT path's
-    ``fft_crop`` kernel reads the same tables.
+    1, KW + 1)``), complex when ``dtype`` (default ``k.dtype``) is. Every sum is a
+    sequential run (``cumsum``), which the ``fft_fill_tables`` kernel reproduces
+    bit for bit on a device; the FFT path's ``fft_crop`` kernel reads them.
 
     >>> above, below, left, right = fill_tables(np.arange(1.0, 5.0).reshape(1, 2, 2))
     >>> above[0].tolist(), below[0].tolist(), right[0, 2].tolist()
@@ -169,7 +170,9 @@ def fill_tables(k, xp=np, dtype=None):
     kind = np.dtype(k.dtype if dtype is None else dtype).kind
     wide = np.dtype(np.complex128 if kind == "c" else np.float64)
     kw = k.astype(wide)
-    rowsum = kw.sum(axis=2)  # (Bk, KH)
+    # every sum sequential (cumsum is add.accumulate), so that the fft_fill_tables
+    # kernel gives these tables bit for bit (a pairwise sum would not)
+    rowsum = xp.cumsum(kw, axis=2)[:, :, -1]  # (Bk, KH)
     above = xp.zeros((Bk, KH + 1), dtype=wide)  # above[a]: taps of rows < a
     above[:, 1:] = xp.cumsum(rowsum, axis=1)
     below = xp.zeros((Bk, KH + 1), dtype=wide)  # below[a]: taps of rows >= a

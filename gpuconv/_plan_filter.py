@@ -941,9 +941,57 @@ def fft_crop_name(dtype: Any) -> str:
     return f"fft_crop<{CTYPES[np.dtype(dtype).name]}>"
 
 
+def fft_fill_tables_name(dtype: Any) -> str:
+    return f"fft_fill_tables<{CTYPES[np.dtype(dtype).name]}>"
+
+
 def fft_crop_kernel_names() -> tuple[str, ...]:
-    """Every instance of ``fft_crop.cu`` gpuconv launches (the KERNELS entry)."""
-    return tuple(fft_crop_name(dt) for dt in FFT_DTYPES)
+    """Every instance of ``fft_crop.cu`` gpuconv launches (the KERNELS entry):
+    ``fft_crop`` and ``fft_fill_tables`` per dtype."""
+    return tuple(f(dt) for dt in FFT_DTYPES
+                 for f in (fft_crop_name, fft_fill_tables_name))  # fmt: skip
+
+
+#: ``FT_THREADS`` of fft_crop.cu: threads per block of ``fft_fill_tables``; its
+#: grid x (one block per kernel) is capped at ``FT_MAX_GRID`` (the blocks stride
+#: over the kernels beyond it).
+FT_THREADS = 128
+FT_MAX_GRID = INT32_MAX
+
+
+def plan_fft_fill_tables(
+    k: Any, above: Any, below: Any, left: Any, right: Any
+) -> list[Launch]:
+    """The launch of ``fft_fill_tables``: the summed-area tables of
+    :func:`gpuconv._padding.fill_tables` (bit for bit: the same sequential sums) of
+    ``k (Bk, KH, KW)`` (C-contiguous, one dtype of :data:`FFT_DTYPES`) into
+    ``above``, ``below (Bk, KH + 1)`` and ``left``, ``right (Bk, KH + 1, KW + 1)``
+    (C-contiguous, float64, complex128 for a complex ``k``); every entry written.
+    """
+    dt = np.dtype(k.dtype)
+    if dt.name not in FFT_DTYPES:
+        raise TypeError(f"fft_fill_tables sums one of {FFT_DTYPES}, got {dt.name}")
+    wide = np.dtype(np.complex128 if dt.kind == "c" else np.float64)
+    if k.ndim != 3 or 0 in k.shape:
+        raise ValueError(f"fft_fill_tables: k must be (Bk, KH, KW), got {k.shape}")
+    Bk, KH, KW = (int(n) for n in k.shape)
+    want = ((Bk, KH + 1),) * 2 + ((Bk, KH + 1, KW + 1),) * 2
+    tables = (above, below, left, right)
+    if tuple(tuple(t.shape) for t in tables) != want or any(
+            t.dtype != wide for t in tables):  # fmt: skip
+        raise ValueError(
+            f"fft_fill_tables: tables {want} of {wide.name} for k {k.shape} of "
+            f"{dt.name}, got {[(t.shape, t.dtype.name) for t in tables]}"
+        )
+    if not all(t.flags.c_contiguous for t in (k, *tables)):
+        raise ValueError("fft_fill_tables: k and the tables must be C-contiguous")
+    if (KH + 1) * (KW + 1) > INT32_MAX:
+        raise ValueError(f"fft_fill_tables: k {k.shape} exceeds the int32 limits")
+    i32 = np.int32
+    args = (k, above, below, left, right, i32(Bk), i32(KH), i32(KW))
+    grid = (min(Bk, FT_MAX_GRID), 1, 1)
+    return [Launch(SOURCE_FFT_CROP, fft_fill_tables_name(dt), grid, (FT_THREADS, 1, 1),
+                   0, args)]  # fmt: skip
 
 
 def plan_fft_crop(

@@ -26,8 +26,10 @@ from gpuconv._padding import (
 from gpuconv._plan_filter import (
     FFT_DTYPES,
     fft_crop_name,
+    fft_fill_tables_name,
     plan_fft_crop,
     plan_fft_crop_fp,
+    plan_fft_fill_tables,
 )
 from tests._emu_helpers import EMULATED, prepared_device
 from tests._filter_cases import problem, random_values
@@ -80,9 +82,10 @@ def reference(fp, y, k, origin):
 
 
 def crop(dev, fp, y, k, origin):
-    """fft_crop's output (poisoned first: every element must be written)."""
+    """fft_crop's output (poisoned first: every element must be written), its
+    tables made on the device by fft_fill_tables."""
     fill = fill_value(fp)
-    tables = None if fill is None else fill_tables(k, np, fp.dtype)
+    tables = None if fill is None else _gpu_filter.device_fill_tables(dev, k, fp.dtype)
     out = np.full((fp.B, fp.OH, fp.OW), np.nan, fp.dtype)
     for launch in plan_fft_crop_fp(fp, y, out, origin, tables, fill):
         dev.launch(launch)
@@ -290,6 +293,65 @@ def test_planner_refusals():
     for rows in (ok + 1, _plan_filter.INT32_MAX):
         with pytest.raises(ValueError, match="int32 limits"):
             plan_fft_crop(_Shaped((1, rows, 1)), _Shaped((1, rows, 1)), origin=(0, 0))
+
+
+def awkward_kernels(rng, dtype):
+    """Kernel stacks for the tables: one tap, one row, one column, rows longer than
+    NumPy's pairwise block (8), magnitudes over 10 decades, signed zeros."""
+    for bk, kh, kw in ((1, 1, 1), (2, 1, 30), (1, 40, 1), (3, 17, 11), (2, 9, 9)):
+        k = random_values(rng, (bk, kh, kw), dtype)
+        k = (k * 10.0 ** rng.integers(-5, 6, k.shape)).astype(dtype)
+        k.flat[:: max(1, k.size // 3)] = -0.0
+        yield k
+
+
+@pytest.mark.parametrize("dtype", FFT_DTYPES)
+def test_fill_tables_kernel_against_numpy(dev, dtype):
+    """fft_fill_tables gives gpuconv._padding.fill_tables bit for bit (signs of
+    zero included): every sum the same sequential run."""
+    rng = np.random.default_rng(11)
+    for k in awkward_kernels(rng, dtype):
+        k0 = k.copy()
+        got = _gpu_filter.device_fill_tables(dev, k, dtype)
+        np.testing.assert_array_equal(k, k0)
+        for g, w in zip(got, fill_tables(k, np, dtype), strict=True):
+            assert g.dtype == w.dtype and g.shape == w.shape
+            np.testing.assert_array_equal(g, w)
+            np.testing.assert_array_equal(np.signbit(g.real), np.signbit(w.real))
+            np.testing.assert_array_equal(np.signbit(g.imag), np.signbit(w.imag))
+
+
+def test_fill_tables_nan_inf_and_a_strided_kernel(dev, monkeypatch):
+    """NaN/inf taps propagate as NumPy's sums do; a flipped (negative-stride) view
+    is read as its values; more kernels than grid x (the blocks stride)."""
+    monkeypatch.setattr(_plan_filter, "FT_MAX_GRID", 2)
+    rng = np.random.default_rng(12)
+    k = random_values(rng, (5, 4, 6), "float64")
+    k[1, 2, 3], k[3, 0, 0] = np.nan, np.inf
+    view = k[:, ::-1, ::-1]
+    (launch,) = plan_fft_fill_tables(np.ascontiguousarray(view),
+                                     *fill_tables(view, np))  # fmt: skip
+    assert launch.grid[0] == 2 and launch.kernel == fft_fill_tables_name("float64")
+    with np.errstate(invalid="ignore"):
+        want = fill_tables(view, np)
+        got = _gpu_filter.device_fill_tables(dev, view, "float64")
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_fill_tables_planner_refusals():
+    k = np.zeros((2, 3, 4), np.float32)
+    good = fill_tables(k, np)
+    with pytest.raises(TypeError, match="fft_fill_tables sums one of"):
+        plan_fft_fill_tables(k.astype(np.int32), *good)
+    with pytest.raises(ValueError, match="tables"):
+        plan_fft_fill_tables(k, good[0], good[1], good[2], good[3][:, :, :4].copy())
+    with pytest.raises(ValueError, match="tables"):
+        plan_fft_fill_tables(k, *fill_tables(k, np, "complex64"))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        plan_fft_fill_tables(k[:, ::-1], *good)
+    with pytest.raises(ValueError, match=r"\(Bk, KH, KW\)"):
+        plan_fft_fill_tables(k[:, :0], *fill_tables(k[:, :0], np))
 
 
 @pytest.mark.parametrize("order", ["ascending", "descending"])

@@ -272,7 +272,8 @@ def body_fft_crop(env: Env) -> None:
     against the NumPy backend's epilogue (the window, then add_fill_correction on
     NumPy): every dtype, zero and non-zero (complex) fills, one kernel and one per
     image, all four border blocks, columns over several blocks, more rows than grid
-    y (once), float32 subnormals. On the GPU this checks that nvcc rounds every
+    y (once), float32 subnormals; the tables by ``fft_fill_tables`` (and on their
+    own, bit for bit). On the GPU this checks that nvcc rounds every
     operation of the correction as NumPy does (explicit __dadd_rn/__dmul_rn: no FMA
     contraction) and keeps subnormals."""
     from gpuconv._padding import add_fill_correction, fill_tables, fill_value
@@ -294,7 +295,8 @@ def body_fft_crop(env: Env) -> None:
                 k = random_values(rng, (Bk, KH, KW), dtype)
                 yd, kd = env.xp.asarray(y), env.xp.asarray(k)
                 wide = fill_value(fp)
-                tables = None if wide is None else fill_tables(kd, env.xp, dtype)
+                tables = (None if wide is None else
+                          _gpu_filter.device_fill_tables(env.device, kd, dtype))
                 out = env.xp.full((B, OH, OW), np.nan, dtype=dtype)
                 for launch in _plan_filter.plan_fft_crop_fp(
                         fp, yd, out, (oy, ox), tables, wide):  # fmt: skip
@@ -308,13 +310,25 @@ def body_fft_crop(env: Env) -> None:
     y = np.full((1, 6, 7), 2e-39, np.float32)
     k = np.full((1, 3, 3), 0.25, np.float32)
     out = env.xp.empty((1, 6, 7), dtype="float32")
-    tables = fill_tables(env.xp.asarray(k), env.xp, "float32")
+    tables = _gpu_filter.device_fill_tables(env.device, env.xp.asarray(k), "float32")
     for launch in _plan_filter.plan_fft_crop_fp(fp, env.xp.asarray(y), out, (0, 0),
                                                 tables, fill_value(fp)):  # fmt: skip
         env.device.launch(launch)
     want = add_fill_correction(y.copy(), k, fp)
     assert 0 < want[0, 0, 0] < np.finfo(np.float32).tiny  # a subnormal
     np.testing.assert_array_equal(env.asnumpy(out), want)
+    # fft_fill_tables: NumPy's tables bit for bit (sequential sums; CuPy's own sum
+    # and cumsum would round differently), long rows, 10 decades, signed zeros
+    for dtype in _plan_filter.FFT_DTYPES:
+        for bk, kh, kw in ((2, 1, 30), (3, 17, 11), (1, 40, 1)):
+            k = random_values(rng, (bk, kh, kw), dtype)
+            k = (k * 10.0 ** rng.integers(-5, 6, k.shape)).astype(dtype)
+            k.flat[:: max(1, k.size // 3)] = -0.0
+            got = _gpu_filter.device_fill_tables(env.device, env.xp.asarray(k), dtype)
+            for g, w in zip(got, fill_tables(k, np, dtype), strict=True):
+                np.testing.assert_array_equal(env.asnumpy(g), w)
+                g = env.asnumpy(g)
+                np.testing.assert_array_equal(np.signbit(g.real), np.signbit(w.real))
 
 
 def body_fft_spectrum_product(env: Env) -> None:

@@ -352,7 +352,7 @@ def test_gpuconvs_fft_paths_have_no_hidden_passes(dtype):
             (lambda: gpuconv.convolve2d(x, k, "same", "symm", method="fft"),
              [f"{fwd} 2-D", f"{inv} 2-D"], two_d),
             (lambda: gpuconv.convolve2d(x, k, "same", "fill", 1.5, method="fft"),
-             [f"{fwd} 2-D", f"{inv} 2-D"], two_d),
+             [f"{fwd} 2-D", f"{inv} 2-D"], [*two_d[:2], "fft_fill_tables", "fft_crop"]),
             (lambda: gpuconv.convolve(s, v, "same", method="fft"),
              [f"{fwd} 1-D", "pad", f"{fwd} 1-D", f"{inv} 1-D"], ["fft_gather"]),
         ):  # fmt: skip
@@ -362,7 +362,7 @@ def test_gpuconvs_fft_paths_have_no_hidden_passes(dtype):
                 call()
             assert _labels(ops) == want, ops.passes
             assert dev.kernels[n:] == ours
-            if ours == two_d:  # no array operation anywhere near the spectrum's size
+            if len(ours) > 1:  # no array operation anywhere near the spectrum's size
                 spectrum = 4 * x.size  # (bytes of half the complex spectrum, at least)
                 largest = max(b for _, b in ops.elementwise)
                 assert largest < spectrum / 4, ops.elementwise
