@@ -559,14 +559,19 @@ _PRODUCTS = LRU("FFT spectrum product plans", maxsize=64)
 def spectrum_product(device: Any, spec: Any, a: Any, g: Any) -> None:
     """``spec *= a @ g`` in place by ``fft_spectrum_product``
     (:func:`gpuconv._plan_filter.plan_fft_spectrum_product`: the product ``a @ g``
-    summed per element, never written), the launch planned once per shapes and
-    device."""
-    key = (spec.shape, a.shape, g.shape, spec.dtype, device, _plan_key(device))
+    summed per element, never written), the launch planned once per shapes,
+    dtypes, layouts and device (everything the planner reads: a call it would
+    refuse is refused on a cache hit too); a plan whose buffer slots are ambiguous
+    (one array passed as two of them) is not kept."""
+    key = (spec.shape, a.shape, g.shape, spec.dtype, a.dtype, g.dtype,
+           spec.flags.c_contiguous, a.flags.c_contiguous, g.flags.c_contiguous,
+           device, _plan_key(device))  # fmt: skip
     plan = _PRODUCTS.get(key)
-    if plan is None:  # (spec, a and g are distinct arrays: the plan is reusable)
+    if plan is None:
         launches = _plan_filter.plan_fft_spectrum_product(spec, a, g)
         plan = LaunchPlan(device, launches, 3, buffers=(spec, a, g))
-        _PRODUCTS.put(key, plan)
+        if plan.reusable:
+            _PRODUCTS.put(key, plan)
     plan.run((spec, a, g))
 
 

@@ -278,3 +278,40 @@ def test_fft_path_large_kernel_takes_the_full_transform(dev):
     ref = ref_correlate(x, k, fp)
     assert_close(out, ref, dtype="float32", terms=kh * kw,
                  scale=float(np.abs(ref).max()))  # fmt: skip
+
+
+def test_spectrum_product_plan_cache(dev):
+    """``_gpu_filter.spectrum_product`` replays a cached plan only for calls the
+    planner would plan the same way: one array passed as both factors (ambiguous
+    slots) is never cached for distinct factors, and a factor dtype or layout the
+    planner refuses is refused on a cache hit too (never read as another type);
+    the batch patterns of equal shapes never share a plan."""
+    rng = np.random.default_rng(11)
+    n = 4  # U = R = V: `a` fits both factor slots
+    spec = values(rng, (1, n, n), "complex64")
+    a = values(rng, (1, n, n), "complex64")
+    out = spec.copy()
+    _gpu_filter.spectrum_product(dev, out, a, a)
+    check(out, spec, a, a)
+    a2, g2 = values(rng, (1, n, n), "complex64"), values(rng, (1, n, n), "complex64")
+    out = spec.copy()
+    _gpu_filter.spectrum_product(dev, out, a2, g2)
+    check(out, spec, a2, g2)
+
+    spec = values(rng, (2, 9, 7), "complex64")
+    a, g = values(rng, (1, 9, 3), "complex64"), values(rng, (1, 3, 7), "complex64")
+    _gpu_filter.spectrum_product(dev, spec.copy(), a, g)  # (plan cached)
+    with pytest.raises(TypeError, match="fft_spectrum_product multiplies one of"):
+        _gpu_filter.spectrum_product(dev, spec.copy(), a.astype(np.complex128),
+                                     g.astype(np.complex128))  # fmt: skip
+    wide = values(rng, (1, 9, 6), "complex64")
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _gpu_filter.spectrum_product(dev, spec.copy(), wide[:, :, ::2], g)
+
+    for _ in range(2):  # interleaved: every pattern on its own plan
+        for ba, bg in ((1, 1), (2, 1), (1, 2), (2, 2)):
+            a = values(rng, (ba, 9, 3), "complex64")
+            g = values(rng, (bg, 3, 7), "complex64")
+            out = spec.copy()
+            _gpu_filter.spectrum_product(dev, out, a, g)
+            check(out, spec, a, g)
