@@ -31,7 +31,7 @@ from gpuconv._plan_filter import (
 )
 from tests._emu_helpers import EMULATED, prepared_device
 from tests._filter_cases import random_values, ref_correlate, scipy_problem
-from tests._tol import assert_close
+from tests._tol import assert_close, assert_within_bound
 
 pytestmark = EMULATED
 
@@ -315,3 +315,80 @@ def test_spectrum_product_plan_cache(dev):
             out = spec.copy()
             _gpu_filter.spectrum_product(dev, out, a, g)
             check(out, spec, a, g)
+
+
+def _side(rng, tile, hi):
+    """A size near a tile multiple (+-1), tiny, or anywhere below ``hi``."""
+    kind = rng.integers(0, 3)
+    if kind == 0:
+        return int(rng.integers(1, 4))
+    if kind == 1:
+        return int(max(1, tile * rng.integers(1, 3) + rng.integers(-1, 2)))
+    return int(rng.integers(1, hi))
+
+
+def test_random_problems(dev, monkeypatch):
+    """Seeded random problems (sizes around the tiles, every rank, every batch
+    pattern, both dtypes): each element within 64 eps of ``|spec| (|a| @ |g|)`` of
+    the complex128 product (the sum's own error scale: a wrong or missing term of
+    a small element fails too), the factors unchanged, and the same bits on two
+    other grids (several images per block, grid y and z striding)."""
+    rng = np.random.default_rng(2912)
+    for _ in range(100):
+        dtype = SPECTRUM_DTYPES[rng.integers(0, 2)]
+        B = int(rng.choice([1, 2, 3, 7]))
+        U, V = _side(rng, FS_TU, 80), _side(rng, FS_TV, 80)
+        R = int(rng.choice([1, 2, FS_MAX_RANK, rng.integers(1, FS_MAX_RANK + 1)]))
+        pattern = rng.integers(0, 4)
+        Ba, Bg = (B if pattern & 1 else 1), (B if pattern & 2 else 1)
+        spec = values(rng, (B, U, V), dtype)
+        a, g = values(rng, (Ba, U, R), dtype), values(rng, (Bg, R, V), dtype)
+        got = product(dev, spec, a, g)
+        c16 = np.complex128
+        ref = spec.astype(c16) * (a.astype(c16) @ g.astype(c16))
+        bound = np.abs(spec) * (np.abs(a).astype(float) @ np.abs(g).astype(float))
+        assert_within_bound(got, ref, bound, dtype)
+        for target, grid_yz in ((1, 2), (int(rng.integers(2, 40)), 3)):
+            with monkeypatch.context() as m:
+                m.setattr(_plan_filter, "FS_TARGET_BLOCKS", target)
+                m.setattr(_plan_filter, "MAX_GRID_YZ", grid_yz)
+                np.testing.assert_array_equal(product(dev, spec, a, g), got)
+
+
+def test_random_fft_path(dev):
+    """Seeded random 2-D FFT problems through the fused product as the CUDA
+    backend calls it (kernel stacks of 1 or B, flipped and Fortran-ordered kernel
+    views, complex correlation with ``conj_kernel``, both factor orders, every
+    boundary, non-zero fills) against the float64 reference; a kernel side over
+    FS_MAX_RANK puts the other side in the rank."""
+    rng = np.random.default_rng(2913)
+    orders = set()
+    for _ in range(24):
+        dtype = ("float32", "float64", "complex64", "complex128")[rng.integers(0, 4)]
+        kh, kw = int(rng.integers(1, 9)), int(rng.integers(1, 9))
+        if rng.random() < 0.2:  # one side over the largest rank
+            big = FS_MAX_RANK + 1
+            kh, kw = (big, kw) if rng.random() < 0.5 else (kh, big)
+        h = int(rng.integers(8 * max(kh, kw), 8 * max(kh, kw) + 20))
+        w = int(rng.integers(8 * max(kh, kw), 8 * max(kh, kw) + 20))
+        b = int(rng.integers(1, 4))
+        bk = b if rng.random() < 0.5 else 1
+        mode = ("full", "same", "valid")[rng.integers(0, 3)]
+        boundary = ("fill", "wrap", "symm")[rng.integers(0, 3)]
+        fill = 0 if rng.random() < 0.5 else 1.5
+        fp = scipy_problem(h, w, kh, kw, mode, boundary, fill, dtype, B=b, Bk=bk)
+        x = random_values(rng, (b, h, w), dtype)
+        k = random_values(rng, (bk, kh, kw), dtype)
+        view = k[:, ::-1, ::-1] if rng.random() < 0.5 else np.asfortranarray(k)
+        conj = dtype[0] == "c" and rng.random() < 0.5
+        sh, sw = _plan_filter.fft_grid(fp)[:2]
+        fused = _gpu_filter.kernel_dft_cheaper(kh, kw, sh, sw, dtype[0] != "c")
+        n = len(dev.launches)
+        out = _gpu_filter.correlate2d(x, view, fp, "fft", device=dev,
+                                      conj_kernel=conj)  # fmt: skip
+        assert ("fft_spectrum_product" in kernels_since(dev, n)) == fused
+        orders.add((kh <= kw, fused))
+        ref = ref_correlate(x, view.conj() if conj else view, fp)
+        assert_close(out, ref, dtype=dtype, terms=kh * kw,
+                     scale=float(np.abs(ref).max()))  # fmt: skip
+    assert {(True, True), (False, True)} <= orders  # both factor orders fused
