@@ -458,7 +458,9 @@ def kernel_dft_cheaper(kh: int, kw: int, sh: int, sw: int, real: bool) -> bool:
     of at most a quarter of the spectrum, which also holds the factors' GEMM to at
     most ``R/4`` multiply-adds per spectrum element. 2-D images with a kernel side
     up to 32 taps qualify; long 1-D signals never do (their ``F_w`` would be ``KW``
-    times the spectrum).
+    times the spectrum). Never for a spectrum beyond the product's int32 limits
+    (rows up to ``INT32_MAX - FS_TU``, columns up to ``INT32_MAX - FS_TV``): the
+    choice never picks a product that would refuse to plan.
 
     >>> kernel_dft_cheaper(15, 15, 4116, 4116, True)
     True
@@ -466,9 +468,12 @@ def kernel_dft_cheaper(kh: int, kw: int, sh: int, sw: int, real: bool) -> bool:
     False
     """
     nv = sw // 2 + 1 if real else sw
+    pf = _plan_filter
+    if sh > pf.INT32_MAX - pf.FS_TU or nv > pf.INT32_MAX - pf.FS_TV:
+        return False
     if sh * kh + kw * nv > sh * nv / 4:
         return False
-    return min(kh, kw) <= _plan_filter.FS_MAX_RANK
+    return 1 <= min(kh, kw) <= pf.FS_MAX_RANK
 
 
 #: DFT matrices of :func:`kernel_spectrum` per device and size (a few MB at most

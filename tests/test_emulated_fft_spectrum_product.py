@@ -392,3 +392,29 @@ def test_random_fft_path(dev):
         assert_close(out, ref, dtype=dtype, terms=kh * kw,
                      scale=float(np.abs(ref).max()))  # fmt: skip
     assert {(True, True), (False, True)} <= orders  # both factor orders fused
+
+
+def test_fused_choice_always_plans():
+    """Whenever ``kernel_dft_cheaper`` takes the fused product, the product plans
+    (never a ValueError where the full-size transform would have worked): random
+    shapes up to the int32 limits, the edges of the planner's limits, an empty
+    kernel side (never fused: no rank)."""
+    rng = np.random.default_rng(2914)
+    top = _plan_filter.INT32_MAX
+    cases = [(1, 1, top - FS_TU + 1, 8, True), (1, 1, 8, 2 * (top - FS_TV), True),
+             (1, 1, 8, top - FS_TV + 1, False), (0, 5, 100, 100, True)]  # fmt: skip
+    for _ in range(300):
+        side = [int(2 ** rng.uniform(0, 31.5)) for _ in range(2)]
+        kh, kw = (int(rng.choice([1, 3, FS_MAX_RANK, FS_MAX_RANK + 1, t]))
+                  for t in rng.integers(1, 2**20, 2))  # fmt: skip
+        cases.append((kh, kw, side[0], side[1], bool(rng.integers(0, 2))))
+    for kh, kw, sh, sw, real in cases:
+        if not _gpu_filter.kernel_dft_cheaper(kh, kw, sh, sw, real):
+            continue
+        assert min(kh, kw) >= 1
+        nv = sw // 2 + 1 if real else sw
+        R = min(kh, kw)
+        for B in (1, _plan_filter.INT32_MAX):
+            (launch,) = plan_fft_spectrum_product(
+                _Shaped((B, sh, nv)), _Shaped((1, sh, R)), _Shaped((B, R, nv)))
+            assert launch.grid[1] <= MAX_GRID_YZ and launch.grid[2] <= MAX_GRID_YZ
