@@ -290,10 +290,12 @@ def body_fft_spectrum_product(env: Env) -> None:
         ):
             spec = cvalues((B, U, V), dtype)
             a, g = cvalues((ba, U, R), dtype), cvalues((bg, R, V), dtype)
-            da, dg = env.xp.asarray(a), env.xp.asarray(g)
+            # (host copies first: on the NumPy env of _dry_run, asarray does not
+            # copy, and the in-place product would overwrite `spec` itself)
+            da, dg = env.xp.asarray(a.copy()), env.xp.asarray(g.copy())
             outs = []
             for _ in range(2):
-                out = env.xp.asarray(spec)
+                out = env.xp.asarray(spec.copy())
                 for launch in _plan_filter.plan_fft_spectrum_product(out, da, dg):
                     env.device.launch(launch)
                 outs.append(env.asnumpy(out))
