@@ -214,7 +214,9 @@ def test_planner_refusals():
 
 
 @pytest.mark.parametrize("order", ["ascending", "descending"])
-def test_sanitized(order):
+def test_sanitized(order, monkeypatch):
+    """ASan/UBSan; the shared kernel's stack with all its images in one block."""
+    monkeypatch.setattr(_plan_filter, "FS_TARGET_BLOCKS", 1)
     d = EmulatedDevice(thread_order=order)
     d.prepare(["fft_spectrum_product.cu"])
     for dtype, (B, U, V, R), (Ba, Bg) in (
