@@ -7,7 +7,8 @@ out-of-bounds access inside a larger block), so every buffer is its own
 9x9 with interior tiles on the 128-bit load path, the runtime-size path, the RY = 1
 path, border tiles with wrap/symm/fill, a kernel larger than the image) for every
 dtype on small shapes, the separable passes, ``filter1d`` and the FFT paths (their
-``fft_gather`` pass, 2-D and 1-D), checks each result against the NumPy backend's
+``fft_gather`` pass, 2-D and 1-D; the 2-D path's ``fft_spectrum_product`` and
+``fft_crop``), checks each result against the NumPy backend's
 op, and exits 1 on a wrong result. Under ``compute-sanitizer --tool memcheck|racecheck
 --error-exitcode N`` a memory error or a shared-memory race makes the exit status N.
 
@@ -104,8 +105,9 @@ def _fft_workload(cp: Any, rng: Any, numpy_op: Any) -> tuple[int, int]:
     (the 2-D padded input: the image at the origin, the extended window of
     wrap/symm/a fill value; the 1-D overlapping segments, several of them),
     ``fft_spectrum_product`` (cuda/fft_spectrum_product.cu: both factor orders, a
-    kernel shared by a stack, a kernel per image) and the transforms around them,
-    against the NumPy backend's direct op."""
+    kernel shared by a stack, a kernel per image), ``fft_crop`` (cuda/fft_crop.cu:
+    every 2-D case; a non-zero fill's correction, with a kernel per image) and the
+    transforms around them, against the NumPy backend's direct op."""
     from gpuconv import _gpu_filter, _plan_filter
     from tests._filter_cases import problem, random_values, scipy_problem
 
@@ -130,6 +132,11 @@ def _fft_workload(cp: Any, rng: Any, numpy_op: Any) -> tuple[int, int]:
                 for shape in ((fp.B, sh, nv), (1, sh, r), (fp.Bk, r, nv))))
             assert (int(launch.args[-1]) > 1) == (fp.Bk == 1)  # images per block
         cases += product
+        # fft_crop with a fill value's correction: a kernel per image, taller than
+        # the image ('full': no interior row), a complex fill on complex data
+        fill = 1.5 - 2.0j if dtype == "complex128" else 1.5
+        cases.append(scipy_problem(20, 30, 25, 9, "full", "fill", fill, dtype, B=2,
+                                   Bk=2))  # fmt: skip
         cases.append(problem(2, 1, 40000, 1, 1, 601, 0, 300, 1, 40000, "fill", 0.0,
                              dtype))  # 1-D: 6 segments of 8192
         cases.append(problem(1, 1, 30000, 1, 1, 7, 0, 40, 1, 30100, "wrap", 0.0,

@@ -55,7 +55,9 @@
 //            store when the tile starts on a vector boundary, else element by
 //            element at the shift), border tiles build a row and a column index map
 //            once (boundary_index: fill/wrap/symm at any distance) and gather
-//            through them;
+//            through them, the tile's elements flattened over the block and
+//            BORDER_BATCH loads per thread issued before any is stored (a stack of
+//            small images stages nearly every tile this way);
 //         3. the taps. Compile-time instances, rows streamed: the thread's RY+KH-1
 //            input rows are read from shared memory once each, in order, with
 //            128-bit loads (RX+KW-1 values), and each row feeds every (output row
@@ -150,6 +152,15 @@ struct RuntimeLoadBatch<double> {
 template <typename T, int KHC>
 __device__ __host__ constexpr int load_batch() {
     return KHC > 0 ? 3 : RuntimeLoadBatch<T>::value;
+}
+// Elements each thread loads before storing any when it stages a border tile (index
+// maps, one element per load): loads in flight per thread against DRAM latency. 4 in
+// the compile-time instances (the stacks of small images: nearly every tile is a
+// border tile); 1 in the runtime-size path, which keeps the compiler's own register
+// choice and whose float and short instances ptxas spills at 2 (sm_90 or sm_80).
+template <int KHC>
+__device__ __host__ constexpr int border_batch() {
+    return KHC > 0 ? 4 : 1;
 }
 constexpr int TILE_MAX_THREADS = 256;  // the planner's largest block
 
@@ -440,6 +451,7 @@ filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k,
     constexpr int VECR = TT::VECR;
     constexpr int CW = gcf::CW;
     constexpr int LOAD_BATCH = gcf::load_batch<T, KHC>();
+    constexpr int BORDER_BATCH = gcf::border_batch<KHC>();
     // interior tiles staged by cp.async (the compile-time instances: float, double)
     constexpr bool ASYNC = KHC > 0 && (sizeof(T) == 4 || sizeof(T) == 8);
     // flag bit 2: the register-staged loader instead (the planner's REGISTER_STAGED)
@@ -614,14 +626,39 @@ filter2d_tiled(const T* __restrict__ in, const T* __restrict__ k,
                     s_colmap[i] = i < cols ? (int)gcf::boundary_index(ix0 + i, W, boundary) : -2;
                 // the maps written above are read by other threads below
                 __syncthreads();
-                for (int r = ty; r < rows; r += BY) {
-                    const int rm = s_rowmap[r];
-                    const T* grow = inb + (long long)(rm < 0 ? 0 : rm) * W;
-                    T* srow = s_in + r * P;
-                    for (int c = tx; c < P; c += BX) {
-                        const int cm = s_colmap[c];
-                        srow[c] = cm == -2 ? zero : ((rm < 0 || cm < 0) ? fill : grow[cm]);
+                // the tile's (row, column) pairs flattened over the block (a warp on
+                // consecutive columns), BORDER_BATCH loads issued before any is
+                // stored so that several are in flight per thread: a stack of small
+                // images stages nearly every tile here. s_in is rows x P contiguous,
+                // so flat index i is s_in[i]; (row, column) of i advance by nthreads
+                // per step with one add and a compare (no division in the loop).
+                const int total = rows * P;
+                const int dr = nthreads / P, dc = nthreads - dr * P;
+                int r0 = tid / P, c0 = tid - r0 * P;
+                for (int i0 = tid; i0 < total; i0 += BORDER_BATCH * nthreads) {
+                    T vv[BORDER_BATCH];
+                    int r = r0, c = c0;
+#pragma unroll
+                    for (int u = 0; u < BORDER_BATCH; ++u) {
+                        vv[u] = zero;
+                        if (i0 + u * nthreads < total) {
+                            const int rm = s_rowmap[r], cm = s_colmap[c];
+                            if (cm != -2)
+                                vv[u] = (rm < 0 || cm < 0) ? fill : inb[(long long)rm * W + cm];
+                        }
+                        r += dr;
+                        c += dc;
+                        if (c >= P) {
+                            c -= P;
+                            ++r;
+                        }
                     }
+#pragma unroll
+                    for (int u = 0; u < BORDER_BATCH; ++u) {
+                        if (i0 + u * nthreads < total) s_in[i0 + u * nthreads] = vv[u];
+                    }
+                    r0 = r;
+                    c0 = c;
                 }
             }
             // this thread's cp.async copies (weights, interior tile) have landed

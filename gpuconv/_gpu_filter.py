@@ -39,7 +39,7 @@ import numpy as np
 from gpuconv import _plan_filter
 from gpuconv._filter_args import FilterProblem
 from gpuconv._launch import device_address
-from gpuconv._padding import add_fill_correction, pad_index
+from gpuconv._padding import fill_tables, fill_value, pad_index
 from gpuconv._plan_cache import LRU, LaunchPlan
 from gpuconv._plan_filter import (
     CTYPES,
@@ -605,8 +605,10 @@ def correlate2d_fft(
     (:func:`kernel_spectrum_factors`) and never writes it, otherwise by a
     full-size transform of the kernel; the inverse's ``1/n`` folded into the small
     kernel; one batched inverse without a scaling pass and
-    free to overwrite the product (:func:`_transforms`: no copy of it); the
-    output window copied out.
+    free to overwrite the product (:func:`_transforms`: no copy of it); ``fft_crop``
+    (``cuda/fft_crop.cu``, :func:`_crop`) copies the output window out, adding a
+    non-zero fill value's correction on the way (bit for bit
+    :func:`~gpuconv._padding.add_fill_correction`).
 
     With ``check_finite`` returns ``(out, finite)``: ``finite`` a device boolean,
     true when the DC terms of the images' and the kernel's spectra (their sums) are
@@ -644,9 +646,7 @@ def correlate2d_fft(
         spec *= fwd(kr * dt.type(scale), s=(sh, sw), axes=axes)
     y = inv(spec, s=(sh, sw), axes=axes)
     del spec
-    out = xp.ascontiguousarray(y[:, oy : oy + fp.OH, ox : ox + fp.OW].astype(
-        dt, copy=False))  # fmt: skip
-    out = add_fill_correction(out, k, fp, xp)
+    out = _crop(device, fp, y, k, (oy, ox))
     return (out, finite) if check_finite else out
 
 
@@ -669,6 +669,45 @@ def _gather(device: Any, fp: FilterProblem, kind: str, src: Any, dst: Any,
         plan = LaunchPlan(device, launches, 2, buffers=(src, dst))
         _GATHERS.put(key, plan)
     plan.run((src, dst))
+
+
+#: The crops' launch plans per problem and device (``fft_crop``), with the wide
+#: fill value (:func:`gpuconv._padding.fill_value`; ``None``: a copy).
+_CROPS = LRU("FFT crop plans", maxsize=64)
+
+
+def _crop(
+    device: Any, fp: FilterProblem, y: Any, k: Any, origin: tuple[int, int]
+) -> Any:
+    """``out (B, OH, OW)``: the window of the inverse ``y (B, sh, sw)`` at
+    ``origin`` copied out by one ``fft_crop`` launch, with the fill correction of a
+    non-zero fill value (:func:`gpuconv._padding.add_fill_correction`, bit for bit)
+    added on the way from the kernels' summed-area tables
+    (:func:`gpuconv._padding.fill_tables`); the launch planned once per problem and
+    device."""
+    xp = device.xp
+    dt = np.dtype(fp.dtype)
+    if y.dtype != dt or not y.flags.c_contiguous:
+        # (CuPy's and NumPy 2's transforms give dt, C-contiguous; NumPy 1's give
+        # float64/complex128 on the emulator)
+        y = xp.ascontiguousarray(y.astype(dt, copy=False))
+    # (the fill value is a launch argument: its bytes are part of the key)
+    key = (fp, _fill_bits(fp), y.shape, origin, k.shape[0], device, _plan_key(device))
+    hit = _CROPS.get(key)
+    fill = fill_value(fp) if hit is None else hit[1]
+    tables = None if fill is None else fill_tables(k, xp, dt)
+    shape = (fp.B, fp.OH, fp.OW)
+    if POISON_OUTPUTS:  # (the tests: every element must be written)
+        out = xp.full(shape, poison_value(dt), dtype=dt)
+    else:
+        out = xp.empty(shape, dtype=dt)
+    bufs = (y, out) + ((None,) * 4 if tables is None else tables)
+    if hit is None:  # (y, out and the tables are distinct arrays: reusable)
+        launches = _plan_filter.plan_fft_crop_fp(fp, y, out, origin, tables, fill)
+        hit = (LaunchPlan(device, launches, 6, buffers=bufs), fill)
+        _CROPS.put(key, hit)
+    hit[0].run(bufs)
+    return out
 
 
 #: ``(forward, inverse)`` transforms of the FFT paths per array module and kind.

@@ -234,6 +234,18 @@ def _fft_gather_instances() -> tuple[str, ...]:
 KERNELS["fft_gather.cu"] = _fft_gather_instances()
 
 
+# --- fft_crop.cu: the pass after the 2-D FFT filter path's inverse transform (the
+# output window copied out, a fill value's correction added; planned by
+# gpuconv._plan_filter.plan_fft_crop; instance list kept with it) ------------------
+def _fft_crop_instances() -> tuple[str, ...]:
+    from gpuconv._plan_filter import fft_crop_kernel_names
+
+    return fft_crop_kernel_names()
+
+
+KERNELS["fft_crop.cu"] = _fft_crop_instances()
+
+
 # --- fft_spectrum_product.cu: the 2-D FFT path's product with the kernel's spectrum
 # (planned by gpuconv._plan_filter.plan_fft_spectrum_product) -------------------------
 def _fft_spectrum_product_instances() -> tuple[str, ...]:

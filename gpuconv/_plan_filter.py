@@ -37,6 +37,7 @@ import numpy as np
 
 from gpuconv._filter_args import FilterProblem
 from gpuconv._launch import Launch, device_address
+from gpuconv._padding import fill_interior
 
 SOURCE = "filter2d.cu"
 
@@ -924,6 +925,133 @@ def plan_fft_segments(fp: FilterProblem, in1: Any, segs: Any) -> list[Launch]:
         in1, segs, row_step=(0, L - fp.KW + 1), extent=(1, fp.OW + fp.KW - 1),
         origin=(0, fp.pad_left), boundary=fp.boundary,
     )  # fmt: skip
+
+
+#: ``cuda/fft_crop.cu``: the pass after the 2-D FFT path's inverse transform (its
+#: output window read once, the output written once, a non-zero fill value's
+#: correction added on the way).
+SOURCE_FFT_CROP = "fft_crop.cu"
+#: ``FC_THREADS`` and ``FC_ITEMS`` of fft_crop.cu: threads per block, columns per
+#: thread.
+FC_THREADS = 256
+FC_ITEMS = 4
+
+
+def fft_crop_name(dtype: Any) -> str:
+    return f"fft_crop<{CTYPES[np.dtype(dtype).name]}>"
+
+
+def fft_crop_kernel_names() -> tuple[str, ...]:
+    """Every instance of ``fft_crop.cu`` gpuconv launches (the KERNELS entry)."""
+    return tuple(fft_crop_name(dt) for dt in FFT_DTYPES)
+
+
+def plan_fft_crop(
+    y: Any,
+    out: Any,
+    *,
+    origin: tuple[int, int],
+    tables: tuple[Any, Any, Any, Any] | None = None,
+    fill: Any = None,
+    image: tuple[int, int] = (0, 0),
+    pads: tuple[int, int] = (0, 0),
+) -> list[Launch]:
+    """The launch of ``fft_crop`` writing ``out (B, OH, OW)`` from the window of
+    ``y (B, sh, sw)`` at ``origin = (oy, ox)`` (both C-contiguous, one dtype of
+    :data:`FFT_DTYPES`): ``out[b, i, j] = y[b, oy + i, ox + j]``, plus, with
+    ``tables`` (:func:`gpuconv._padding.fill_tables` of the kernels, ``Bk`` 1 or
+    ``B``) and the wide ``fill`` (:func:`gpuconv._padding.fill_value`), the fill
+    correction of :func:`gpuconv._padding.add_fill_correction` for an image of
+    shape ``image = (H, W)`` padded by ``pads = (pad_top, pad_left)``, bit for bit.
+    Without tables a copy (the kernel reads no table). Nothing for an empty
+    ``out``.
+    """
+    dt = np.dtype(out.dtype)
+    if dt.name not in FFT_DTYPES or y.dtype != dt:
+        raise TypeError(
+            f"fft_crop copies one of {FFT_DTYPES}, got {y.dtype} -> {dt.name}"
+        )
+    if y.ndim != 3 or out.ndim != 3 or y.shape[0] != out.shape[0]:
+        raise ValueError(
+            f"fft_crop: y (B, sh, sw) -> out (B, OH, OW), got {y.shape} -> {out.shape}"
+        )
+    if not (y.flags.c_contiguous and out.flags.c_contiguous):
+        raise ValueError("fft_crop: y and out must be C-contiguous")
+    B, sh, sw = (int(n) for n in y.shape)
+    _, OH, OW = (int(n) for n in out.shape)
+    oy, ox = (int(v) for v in origin)
+    if oy < 0 or ox < 0 or oy + OH > sh or ox + OW > sw:
+        raise ValueError(
+            f"fft_crop: the window {OH}x{OW} at {(oy, ox)} is not inside y {y.shape}"
+        )
+    wide = np.dtype(np.complex128 if dt.kind == "c" else np.float64)
+    if (tables is None) != (fill is None):
+        raise ValueError("fft_crop: pass the fill tables and the fill value together")
+    KH = KW = kstep = 0
+    H, W = (int(v) for v in image)
+    pt, pl = (int(v) for v in pads)
+    if tables is not None:
+        above, below, left, right = tables
+        Bk, th = (int(n) for n in above.shape) if above.ndim == 2 else (-1, -1)
+        KH, KW = th - 1, int(left.shape[-1]) - 1
+        if (Bk not in (1, B) or KH < 1 or KW < 1
+                or tuple(below.shape) != (Bk, th)
+                or tuple(left.shape) != (Bk, th, KW + 1)
+                or tuple(right.shape) != (Bk, th, KW + 1)):  # fmt: skip
+            raise ValueError(
+                "fft_crop: tables (Bk, KH + 1) x 2 and (Bk, KH + 1, KW + 1) x 2 with "
+                f"Bk 1 or {B}, got {[tuple(t.shape) for t in tables]}"
+            )
+        if any(t.dtype != wide for t in tables) or np.dtype(type(fill)) != wide:
+            raise TypeError(
+                f"fft_crop: the tables and the fill value of {dt.name} are "
+                f"{wide.name}, got {[t.dtype.name for t in tables]} and "
+                f"{np.dtype(type(fill)).name}"
+            )
+        if not all(t.flags.c_contiguous for t in tables):
+            raise ValueError("fft_crop: the tables must be C-contiguous")
+        if H < 1 or W < 1:
+            raise ValueError("fft_crop: the image is empty")
+        kstep = 0 if Bk == 1 else 1
+        r0, r1, c0, c1 = fill_interior(H, W, KH, KW, pt, pl, OH, OW)
+    else:
+        above = below = left = right = None
+        r0, r1, c0, c1 = 0, OH, 0, OW
+        fill = wide.type(0)
+    rows = B * OH
+    if rows == 0 or OW == 0:
+        return []
+    # the kernel's int grid stride over rows (row += gridDim.y) must not overflow
+    if rows > INT32_MAX - MAX_GRID_YZ or OW > INT32_MAX:
+        raise ValueError(f"fft_crop: {rows} rows of {OW} exceed the int32 limits")
+    if max(abs(H), abs(W), abs(pt), abs(pl)) > INT32_MAX:
+        raise ValueError("fft_crop: the image and pads exceed the int32 limits")
+    i32, i64 = np.int32, np.int64
+    args = (
+        y, out, i32(rows), i32(OH), i32(OW), i64(sh), i64(sw), i64(oy), i64(ox),
+        above, below, left, right, i32(kstep), i32(KH), i32(KW), i64(H), i64(W),
+        i64(pt), i64(pl), i32(r0), i32(r1), i32(c0), i32(c1), fill,
+    )  # fmt: skip
+    grid = (-(-OW // (FC_THREADS * FC_ITEMS)), min(rows, MAX_GRID_YZ), 1)
+    block = (FC_THREADS, 1, 1)
+    return [Launch(SOURCE_FFT_CROP, fft_crop_name(dt), grid, block, 0, args)]
+
+
+def plan_fft_crop_fp(
+    fp: FilterProblem,
+    y: Any,
+    out: Any,
+    origin: tuple[int, int],
+    tables: tuple[Any, Any, Any, Any] | None,
+    fill: Any,
+) -> list[Launch]:
+    """``fft_crop`` of the 2-D FFT path of ``fp``: the output window of the inverse
+    ``y`` at ``origin`` (:func:`fft_grid`) into ``out (B, OH, OW)``, with the fill
+    correction of ``fp`` when ``tables`` and ``fill`` are given."""
+    image, pads = (fp.H, fp.W), (fp.pad_top, fp.pad_left)
+    return plan_fft_crop(
+        y, out, origin=origin, tables=tables, fill=fill, image=image, pads=pads
+    )
 
 
 #: ``cuda/fft_spectrum_product.cu``: the 2-D FFT path's product with the kernel's

@@ -420,7 +420,7 @@ def test_gpu_check_scripts_dry_run_on_the_emulator(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "gpu_sanitize_subset: 164 results, 0 wrong" in out
-    assert "gpu_sanitize_filter: 82 results, 0 wrong" in out  # 12 of the FFT paths
+    assert "gpu_sanitize_filter: 88 results, 0 wrong" in out  # 18 of the FFT paths
     assert "ncu_probe: 17 calls x 2 (mma, nhwc, winograd, stem, fp32)" in out
     conv = json.loads((tmp_path / "bench_conv.json").read_text())["rows"]
     flt = json.loads((tmp_path / "bench_filter.json").read_text())["rows"]

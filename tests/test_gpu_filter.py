@@ -30,6 +30,7 @@ from tests._filter_cases import (
     FLOAT_DTYPES,
     MODES,
     check_fft_fill_value,
+    problem,
     random_values,
     ref_correlate,
     scipy_problem,
@@ -267,6 +268,56 @@ def body_fft_gather(env: Env) -> None:
                 np.testing.assert_array_equal(env.asnumpy(dst), want)
 
 
+def body_fft_crop(env: Env) -> None:
+    """``fft_crop`` (the 2-D FFT path's epilogue, cuda/fft_crop.cu) bit for bit
+    against the NumPy backend's epilogue (the window, then add_fill_correction on
+    NumPy): every dtype, zero and non-zero (complex) fills, one kernel and one per
+    image, all four border blocks, columns over several blocks, more rows than grid
+    y (once), float32 subnormals. On the GPU this checks that nvcc rounds every
+    operation of the correction as NumPy does (explicit __dadd_rn/__dmul_rn: no FMA
+    contraction) and keeps subnormals."""
+    from gpuconv._padding import add_fill_correction, fill_tables, fill_value
+
+    rng = np.random.default_rng(29)
+    geometries = [  # (B, H, W, Bk, KH, KW, pad_top, pad_left, OH, OW), (oy, ox)
+        ((2, 37, 2100, 2, 7, 6, 3, 2, 37, 2100), (5, 9)),
+        ((3, 20, 30, 1, 25, 9, 24, 8, 44, 38), (0, 1)),
+    ]
+    tall = ((1, 66000, 3, 1, 3, 3, 1, 1, 66000, 3), (1, 1))  # > 65535 rows (once)
+    for dtype in _plan_filter.FFT_DTYPES:
+        fills = (0.0, 2.5) if np.dtype(dtype).kind == "f" else (0.0, 1.5 - 2.0j)
+        for fill in fills:
+            first = dtype == "float32" and fill != 0
+            for geometry, (oy, ox) in geometries + [tall] * first:
+                B, H, W, Bk, KH, KW, pt, pl, OH, OW = geometry
+                fp = problem(*geometry, "fill", fill, dtype)
+                y = random_values(rng, (B, oy + OH + 3, ox + OW + 2), dtype)
+                k = random_values(rng, (Bk, KH, KW), dtype)
+                yd, kd = env.xp.asarray(y), env.xp.asarray(k)
+                wide = fill_value(fp)
+                tables = None if wide is None else fill_tables(kd, env.xp, dtype)
+                out = env.xp.full((B, OH, OW), np.nan, dtype=dtype)
+                for launch in _plan_filter.plan_fft_crop_fp(
+                        fp, yd, out, (oy, ox), tables, wide):  # fmt: skip
+                    env.device.launch(launch)
+                want = np.ascontiguousarray(y[:, oy : oy + OH, ox : ox + OW])
+                want = add_fill_correction(want, k, fp)
+                np.testing.assert_array_equal(env.asnumpy(out), want)
+    # float32 subnormals, copied and corrected: kept (no float32 arithmetic for
+    # -ftz=true to flush, the conversions carry no .FTZ)
+    fp = problem(1, 6, 7, 1, 3, 3, 1, 1, 6, 7, "fill", 3e-39, "float32")
+    y = np.full((1, 6, 7), 2e-39, np.float32)
+    k = np.full((1, 3, 3), 0.25, np.float32)
+    out = env.xp.empty((1, 6, 7), dtype="float32")
+    tables = fill_tables(env.xp.asarray(k), env.xp, "float32")
+    for launch in _plan_filter.plan_fft_crop_fp(fp, env.xp.asarray(y), out, (0, 0),
+                                                tables, fill_value(fp)):  # fmt: skip
+        env.device.launch(launch)
+    want = add_fill_correction(y.copy(), k, fp)
+    assert 0 < want[0, 0, 0] < np.finfo(np.float32).tiny  # a subnormal
+    np.testing.assert_array_equal(env.asnumpy(out), want)
+
+
 def body_fft_spectrum_product(env: Env) -> None:
     """``fft_spectrum_product`` (cuda/fft_spectrum_product.cu) against
     ``spec * (a @ g)`` in complex128 by NumPy: both dtypes, tiles +-1, the largest
@@ -388,6 +439,11 @@ def test_separable_and_dft_spectrum(cuda_env, poisoned):
 @pytest.mark.gpu
 def test_fft_gather(cuda_env):
     body_fft_gather(cuda_env)
+
+
+@pytest.mark.gpu
+def test_fft_crop(cuda_env):
+    body_fft_crop(cuda_env)
 
 
 @pytest.mark.gpu
@@ -580,6 +636,7 @@ def _dry_run() -> None:  # pragma: no cover
     body_many_batches(env)
     body_fft_fill_value(env)
     body_fft_gather(env)
+    body_fft_crop(env)
     body_fft_spectrum_product(env)
     # (body_flush_to_zero is GPU-only: the emulator computes with the host's FPU)
     print("dry run: ok")
