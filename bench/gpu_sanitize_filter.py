@@ -92,6 +92,14 @@ def _workload(cp: Any) -> tuple[int, int]:
     return runs + r, bad + b
 
 
+class _Shaped:
+    """The shape, dtype and layout the planner reads of a C-contiguous array."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: str) -> None:
+        self.shape, self.ndim, self.dtype = shape, len(shape), np.dtype(dtype)
+        self.flags = type("Flags", (), {"c_contiguous": True})()
+
+
 def _fft_workload(cp: Any, rng: Any, numpy_op: Any) -> tuple[int, int]:
     """The FFT paths, forced: ``fft_gather`` (cuda/fft_gather.cu) in both geometries
     (the 2-D padded input: the image at the origin, the extended window of
@@ -109,14 +117,20 @@ def _fft_workload(cp: Any, rng: Any, numpy_op: Any) -> tuple[int, int]:
         cases = [scipy_problem(37, 45, 4, 3, "same", b, fill, dtype, B=2)
                  for b, fill in (("fill", 0), ("fill", 2), ("wrap", 0), ("symm", 0))]
         # fft_spectrum_product: both factor orders, a stack sharing one kernel
-        # (several images per block) and a kernel per image
-        product = [scipy_problem(70, 96, 5, 9, "same", "wrap", 0, dtype, B=40),
+        # (small images: FS_TARGET_BLOCKS blocks exist with several images per
+        # block) and a kernel per image
+        product = [scipy_problem(20, 40, 2, 3, "same", "wrap", 0, dtype, B=2101),
                    scipy_problem(60, 100, 9, 2, "full", "fill", 0, dtype, B=3,
                                  Bk=3)]  # fmt: skip
         for fp in product:
             sh, sw = _plan_filter.fft_grid(fp)[:2]
-            assert _gpu_filter.kernel_dft_cheaper(fp.KH, fp.KW, sh, sw,
-                                                  dtype != "complex128")  # fmt: skip
+            real = dtype != "complex128"
+            assert _gpu_filter.kernel_dft_cheaper(fp.KH, fp.KW, sh, sw, real)
+            nv, r = sw // 2 + 1 if real else sw, min(fp.KH, fp.KW)
+            (launch,) = _plan_filter.plan_fft_spectrum_product(*(
+                _Shaped(shape, "complex64" if real else "complex128")
+                for shape in ((fp.B, sh, nv), (1, sh, r), (fp.Bk, r, nv))))
+            assert (int(launch.args[-1]) > 1) == (fp.Bk == 1)  # images per block
         cases += product
         # fft_crop with a fill value's correction: a kernel per image, taller than
         # the image ('full': no interior row), a complex fill on complex data

@@ -458,7 +458,9 @@ def kernel_dft_cheaper(kh: int, kw: int, sh: int, sw: int, real: bool) -> bool:
     of at most a quarter of the spectrum, which also holds the factors' GEMM to at
     most ``R/4`` multiply-adds per spectrum element. 2-D images with a kernel side
     up to 32 taps qualify; long 1-D signals never do (their ``F_w`` would be ``KW``
-    times the spectrum).
+    times the spectrum). Never for a spectrum beyond the product's int32 limits
+    (rows up to ``INT32_MAX - FS_TU``, columns up to ``INT32_MAX - FS_TV``): the
+    choice never picks a product that would refuse to plan.
 
     >>> kernel_dft_cheaper(15, 15, 4116, 4116, True)
     True
@@ -466,9 +468,12 @@ def kernel_dft_cheaper(kh: int, kw: int, sh: int, sw: int, real: bool) -> bool:
     False
     """
     nv = sw // 2 + 1 if real else sw
+    pf = _plan_filter
+    if sh > pf.INT32_MAX - pf.FS_TU or nv > pf.INT32_MAX - pf.FS_TV:
+        return False
     if sh * kh + kw * nv > sh * nv / 4:
         return False
-    return min(kh, kw) <= _plan_filter.FS_MAX_RANK
+    return 1 <= min(kh, kw) <= pf.FS_MAX_RANK
 
 
 #: DFT matrices of :func:`kernel_spectrum` per device and size (a few MB at most
@@ -559,14 +564,19 @@ _PRODUCTS = LRU("FFT spectrum product plans", maxsize=64)
 def spectrum_product(device: Any, spec: Any, a: Any, g: Any) -> None:
     """``spec *= a @ g`` in place by ``fft_spectrum_product``
     (:func:`gpuconv._plan_filter.plan_fft_spectrum_product`: the product ``a @ g``
-    summed per element, never written), the launch planned once per shapes and
-    device."""
-    key = (spec.shape, a.shape, g.shape, spec.dtype, device, _plan_key(device))
+    summed per element, never written), the launch planned once per shapes,
+    dtypes, layouts and device (everything the planner reads: a call it would
+    refuse is refused on a cache hit too); a plan whose buffer slots are ambiguous
+    (one array passed as two of them) is not kept."""
+    key = (spec.shape, a.shape, g.shape, spec.dtype, a.dtype, g.dtype,
+           spec.flags.c_contiguous, a.flags.c_contiguous, g.flags.c_contiguous,
+           device, _plan_key(device))  # fmt: skip
     plan = _PRODUCTS.get(key)
-    if plan is None:  # (spec, a and g are distinct arrays: the plan is reusable)
+    if plan is None:
         launches = _plan_filter.plan_fft_spectrum_product(spec, a, g)
         plan = LaunchPlan(device, launches, 3, buffers=(spec, a, g))
-        _PRODUCTS.put(key, plan)
+        if plan.reusable:
+            _PRODUCTS.put(key, plan)
     plan.run((spec, a, g))
 
 

@@ -1136,7 +1136,9 @@ def plan_fft_spectrum_product(spec: Any, a: Any, g: Any) -> list[Launch]:
     a factor shared by every image, or ``B``); all C-contiguous, one dtype of
     :data:`SPECTRUM_DTYPES`, ``1 <= R <= FS_MAX_RANK``. The product ``a @ g`` (the
     kernel's spectrum) is summed per element in the kernel and never written.
-    Nothing for an empty ``spec``.
+    Nothing for an empty ``spec``. ``spec`` must not overlap ``a`` or ``g`` (the
+    kernel reads the factors while other blocks write the spectrum; not checked
+    here: the FFT path's spectrum and factors are distinct allocations).
     """
     dt = np.dtype(spec.dtype)
     if dt.name not in SPECTRUM_DTYPES or a.dtype != dt or g.dtype != dt:

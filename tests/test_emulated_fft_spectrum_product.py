@@ -31,7 +31,7 @@ from gpuconv._plan_filter import (
 )
 from tests._emu_helpers import EMULATED, prepared_device
 from tests._filter_cases import random_values, ref_correlate, scipy_problem
-from tests._tol import assert_close
+from tests._tol import assert_close, assert_within_bound
 
 pytestmark = EMULATED
 
@@ -214,7 +214,9 @@ def test_planner_refusals():
 
 
 @pytest.mark.parametrize("order", ["ascending", "descending"])
-def test_sanitized(order):
+def test_sanitized(order, monkeypatch):
+    """ASan/UBSan; the shared kernel's stack with all its images in one block."""
+    monkeypatch.setattr(_plan_filter, "FS_TARGET_BLOCKS", 1)
     d = EmulatedDevice(thread_order=order)
     d.prepare(["fft_spectrum_product.cu"])
     for dtype, (B, U, V, R), (Ba, Bg) in (
@@ -279,3 +281,143 @@ def test_fft_path_large_kernel_takes_the_full_transform(dev):
     ref = ref_correlate(x, k, fp)
     assert_close(out, ref, dtype="float32", terms=kh * kw,
                  scale=float(np.abs(ref).max()))  # fmt: skip
+
+
+def test_spectrum_product_plan_cache(dev):
+    """``_gpu_filter.spectrum_product`` replays a cached plan only for calls the
+    planner would plan the same way: one array passed as both factors (ambiguous
+    slots) is never cached for distinct factors, and a factor dtype or layout the
+    planner refuses is refused on a cache hit too (never read as another type);
+    the batch patterns of equal shapes never share a plan."""
+    rng = np.random.default_rng(11)
+    n = 4  # U = R = V: `a` fits both factor slots
+    spec = values(rng, (1, n, n), "complex64")
+    a = values(rng, (1, n, n), "complex64")
+    out = spec.copy()
+    _gpu_filter.spectrum_product(dev, out, a, a)
+    check(out, spec, a, a)
+    a2, g2 = values(rng, (1, n, n), "complex64"), values(rng, (1, n, n), "complex64")
+    out = spec.copy()
+    _gpu_filter.spectrum_product(dev, out, a2, g2)
+    check(out, spec, a2, g2)
+
+    spec = values(rng, (2, 9, 7), "complex64")
+    a, g = values(rng, (1, 9, 3), "complex64"), values(rng, (1, 3, 7), "complex64")
+    _gpu_filter.spectrum_product(dev, spec.copy(), a, g)  # (plan cached)
+    with pytest.raises(TypeError, match="fft_spectrum_product multiplies one of"):
+        _gpu_filter.spectrum_product(dev, spec.copy(), a.astype(np.complex128),
+                                     g.astype(np.complex128))  # fmt: skip
+    wide = values(rng, (1, 9, 6), "complex64")
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _gpu_filter.spectrum_product(dev, spec.copy(), wide[:, :, ::2], g)
+
+    for _ in range(2):  # interleaved: every pattern on its own plan
+        for ba, bg in ((1, 1), (2, 1), (1, 2), (2, 2)):
+            a = values(rng, (ba, 9, 3), "complex64")
+            g = values(rng, (bg, 3, 7), "complex64")
+            out = spec.copy()
+            _gpu_filter.spectrum_product(dev, out, a, g)
+            check(out, spec, a, g)
+
+
+def _side(rng, tile, hi):
+    """A size near a tile multiple (+-1), tiny, or anywhere below ``hi``."""
+    kind = rng.integers(0, 3)
+    if kind == 0:
+        return int(rng.integers(1, 4))
+    if kind == 1:
+        return int(max(1, tile * rng.integers(1, 3) + rng.integers(-1, 2)))
+    return int(rng.integers(1, hi))
+
+
+def test_random_problems(dev, monkeypatch):
+    """Seeded random problems (sizes around the tiles, every rank, every batch
+    pattern, both dtypes): each element within 64 eps of ``|spec| (|a| @ |g|)`` of
+    the complex128 product (the sum's own error scale: a wrong or missing term of
+    a small element fails too), the factors unchanged, and the same bits on two
+    other grids (several images per block, grid y and z striding)."""
+    rng = np.random.default_rng(2912)
+    for _ in range(100):
+        dtype = SPECTRUM_DTYPES[rng.integers(0, 2)]
+        B = int(rng.choice([1, 2, 3, 7]))
+        U, V = _side(rng, FS_TU, 80), _side(rng, FS_TV, 80)
+        R = int(rng.choice([1, 2, FS_MAX_RANK, rng.integers(1, FS_MAX_RANK + 1)]))
+        pattern = rng.integers(0, 4)
+        Ba, Bg = (B if pattern & 1 else 1), (B if pattern & 2 else 1)
+        spec = values(rng, (B, U, V), dtype)
+        a, g = values(rng, (Ba, U, R), dtype), values(rng, (Bg, R, V), dtype)
+        got = product(dev, spec, a, g)
+        c16 = np.complex128
+        ref = spec.astype(c16) * (a.astype(c16) @ g.astype(c16))
+        bound = np.abs(spec) * (np.abs(a).astype(float) @ np.abs(g).astype(float))
+        assert_within_bound(got, ref, bound, dtype)
+        for target, grid_yz in ((1, 2), (int(rng.integers(2, 40)), 3)):
+            with monkeypatch.context() as m:
+                m.setattr(_plan_filter, "FS_TARGET_BLOCKS", target)
+                m.setattr(_plan_filter, "MAX_GRID_YZ", grid_yz)
+                np.testing.assert_array_equal(product(dev, spec, a, g), got)
+
+
+def test_random_fft_path(dev):
+    """Seeded random 2-D FFT problems through the fused product as the CUDA
+    backend calls it (kernel stacks of 1 or B, flipped and Fortran-ordered kernel
+    views, complex correlation with ``conj_kernel``, both factor orders, every
+    boundary, non-zero fills) against the float64 reference; a kernel side over
+    FS_MAX_RANK puts the other side in the rank."""
+    rng = np.random.default_rng(2913)
+    orders = set()
+    for _ in range(24):
+        dtype = ("float32", "float64", "complex64", "complex128")[rng.integers(0, 4)]
+        kh, kw = int(rng.integers(1, 9)), int(rng.integers(1, 9))
+        if rng.random() < 0.2:  # one side over the largest rank
+            big = FS_MAX_RANK + 1
+            kh, kw = (big, kw) if rng.random() < 0.5 else (kh, big)
+        h = int(rng.integers(8 * max(kh, kw), 8 * max(kh, kw) + 20))
+        w = int(rng.integers(8 * max(kh, kw), 8 * max(kh, kw) + 20))
+        b = int(rng.integers(1, 4))
+        bk = b if rng.random() < 0.5 else 1
+        mode = ("full", "same", "valid")[rng.integers(0, 3)]
+        boundary = ("fill", "wrap", "symm")[rng.integers(0, 3)]
+        fill = 0 if rng.random() < 0.5 else 1.5
+        fp = scipy_problem(h, w, kh, kw, mode, boundary, fill, dtype, B=b, Bk=bk)
+        x = random_values(rng, (b, h, w), dtype)
+        k = random_values(rng, (bk, kh, kw), dtype)
+        view = k[:, ::-1, ::-1] if rng.random() < 0.5 else np.asfortranarray(k)
+        conj = dtype[0] == "c" and rng.random() < 0.5
+        sh, sw = _plan_filter.fft_grid(fp)[:2]
+        fused = _gpu_filter.kernel_dft_cheaper(kh, kw, sh, sw, dtype[0] != "c")
+        n = len(dev.launches)
+        out = _gpu_filter.correlate2d(x, view, fp, "fft", device=dev,
+                                      conj_kernel=conj)  # fmt: skip
+        assert ("fft_spectrum_product" in kernels_since(dev, n)) == fused
+        orders.add((kh <= kw, fused))
+        ref = ref_correlate(x, view.conj() if conj else view, fp)
+        assert_close(out, ref, dtype=dtype, terms=kh * kw,
+                     scale=float(np.abs(ref).max()))  # fmt: skip
+    assert {(True, True), (False, True)} <= orders  # both factor orders fused
+
+
+def test_fused_choice_always_plans():
+    """Whenever ``kernel_dft_cheaper`` takes the fused product, the product plans
+    (never a ValueError where the full-size transform would have worked): random
+    shapes up to the int32 limits, the edges of the planner's limits, an empty
+    kernel side (never fused: no rank)."""
+    rng = np.random.default_rng(2914)
+    top = _plan_filter.INT32_MAX
+    cases = [(1, 1, top - FS_TU + 1, 8, True), (1, 1, 8, 2 * (top - FS_TV), True),
+             (1, 1, 8, top - FS_TV + 1, False), (0, 5, 100, 100, True)]  # fmt: skip
+    for _ in range(300):
+        side = [int(2 ** rng.uniform(0, 31.5)) for _ in range(2)]
+        kh, kw = (int(rng.choice([1, 3, FS_MAX_RANK, FS_MAX_RANK + 1, t]))
+                  for t in rng.integers(1, 2**20, 2))  # fmt: skip
+        cases.append((kh, kw, side[0], side[1], bool(rng.integers(0, 2))))
+    for kh, kw, sh, sw, real in cases:
+        if not _gpu_filter.kernel_dft_cheaper(kh, kw, sh, sw, real):
+            continue
+        assert min(kh, kw) >= 1
+        nv = sw // 2 + 1 if real else sw
+        R = min(kh, kw)
+        for B in (1, _plan_filter.INT32_MAX):
+            (launch,) = plan_fft_spectrum_product(
+                _Shaped((B, sh, nv)), _Shaped((1, sh, R)), _Shaped((B, R, nv)))
+            assert launch.grid[1] <= MAX_GRID_YZ and launch.grid[2] <= MAX_GRID_YZ

@@ -16,6 +16,7 @@ GPU is lent; the ``gpu`` tests below run them on CuPy.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -335,9 +336,10 @@ def body_fft_spectrum_product(env: Env) -> None:
     """``fft_spectrum_product`` (cuda/fft_spectrum_product.cu) against
     ``spec * (a @ g)`` in complex128 by NumPy: both dtypes, tiles +-1, the largest
     rank, every batch pattern, a shared kernel over a stack (several images per
-    block) and a kernel per image; the factors never written; the same bits twice
-    and whatever the grid; then the 2-D FFT path through it against the direct
-    NumPy op."""
+    block, the last block with fewer) and a kernel per image; the factors never
+    written; the same bits twice and on another grid (one row of blocks striding
+    over the row tiles, one layer over the images); then the 2-D FFT path through
+    it against the direct NumPy op."""
     rng = np.random.default_rng(29)
     tu, tv, rmax = _plan_filter.FS_TU, _plan_filter.FS_TV, _plan_filter.FS_MAX_RANK
 
@@ -351,18 +353,28 @@ def body_fft_spectrum_product(env: Env) -> None:
             ((3, 2 * tu - 1, 3 * tv + 1, 7), (1, 3)),
             ((2, 40, 33, 16), (2, 1)),
             ((2, 9, 70, 1), (2, 2)),
-            ((300, 17, 21, 5), (1, 1)),  # a stack: several images per block
+            # a stack: FS_TARGET_BLOCKS blocks exist with 2 images per block
+            ((2101, 17, 21, 5), (1, 1)),
         ):
             spec = cvalues((B, U, V), dtype)
             a, g = cvalues((ba, U, R), dtype), cvalues((bg, R, V), dtype)
-            da, dg = env.xp.asarray(a), env.xp.asarray(g)
+            # (host copies first: on the NumPy env of _dry_run, asarray does not
+            # copy, and the in-place product would overwrite `spec` itself)
+            da, dg = env.xp.asarray(a.copy()), env.xp.asarray(g.copy())
             outs = []
-            for _ in range(2):
-                out = env.xp.asarray(spec)
-                for launch in _plan_filter.plan_fft_spectrum_product(out, da, dg):
-                    env.device.launch(launch)
+            for again in range(3):
+                out = env.xp.asarray(spec.copy())
+                (launch,) = _plan_filter.plan_fft_spectrum_product(out, da, dg)
+                if B > 1000:
+                    assert int(launch.args[-1]) > 1  # several images per block
+                if again == 2:  # grid y and z of 1: the blocks stride over both
+                    args = launch.args[:-1] + (np.int32(B if ba == bg == 1 else 1),)
+                    launch = dataclasses.replace(
+                        launch, grid=(launch.grid[0], 1, 1), args=args)
+                env.device.launch(launch)
                 outs.append(env.asnumpy(out))
             np.testing.assert_array_equal(outs[0], outs[1])  # deterministic
+            np.testing.assert_array_equal(outs[0], outs[2])  # whatever the grid
             np.testing.assert_array_equal(env.asnumpy(da), a)
             np.testing.assert_array_equal(env.asnumpy(dg), g)
             ref = spec.astype(np.complex128) * (a.astype(np.complex128)
