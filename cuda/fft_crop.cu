@@ -34,9 +34,13 @@
 //       is an explicitly rounded intrinsic (__dadd_rn, __dsub_rn, __dmul_rn): nvcc
 //       never contracts them into FMAs, so the GPU rounds exactly as NumPy (and the
 //       emulator's g++) does, one rounding per operation, and the result is bit for
-//       bit the NumPy backend's. There is no float32 arithmetic (CuPy's -ftz=true
-//       flushes only that): the float <-> double conversions compile to F2F without
-//       .FTZ, so float32 subnormals are kept, as NumPy keeps them.
+//       bit the NumPy backend's. There is no float32 arithmetic, and the float <->
+//       double conversions are explicit non-.ftz PTX (gcrop::widen_f32, narrow_f64):
+//       under CuPy's -ftz=true a plain cast compiles to cvt.ftz (SASS: FMUL.FTZ
+//       r, r, 1 before the widening F2F, a multiply by FLT_MIN after the narrowing
+//       one), which flushes a float32 subnormal operand or result to zero; so
+//       float32 subnormals are kept, as NumPy keeps them (tests/test_nvcc.py
+//       checks the PTX for any .ftz).
 //       Blocks of FC_THREADS threads; each thread writes FC_ITEMS columns of a row,
 //       FC_THREADS apart (coalesced loads and stores); grid x covers the columns,
 //       grid y strides over the B * OH rows. Per row: its source, whether the whole
@@ -72,6 +76,31 @@ constexpr int FT_MIN_BLOCKS = 8;
 
 namespace gcrop {
 
+// float -> double (exact) and double -> float (round to nearest even) keeping
+// subnormals on the device too: CuPy compiles with -ftz=true, under which NVVM turns
+// a plain conversion into cvt.ftz, flushing a subnormal float operand or result to
+// zero (NumPy keeps it). Explicit non-.ftz cvt on the device; the emulator's casts
+// (g++, no flush) are the same IEEE conversions.
+__device__ __forceinline__ double widen_f32(float v) {
+#if defined(__CUDA_ARCH__)
+    double w;
+    asm("cvt.f64.f32 %0, %1;" : "=d"(w) : "f"(v));
+    return w;
+#else
+    return static_cast<double>(v);
+#endif
+}
+
+__device__ __forceinline__ float narrow_f64(double w) {
+#if defined(__CUDA_ARCH__)
+    float v;
+    asm("cvt.rn.f32.f64 %0, %1;" : "=f"(v) : "d"(w));
+    return v;
+#else
+    return __double2float_rn(w);
+#endif
+}
+
 // The wide type of T, and T's values widened into it and rounded back (exact
 // widening; round-to-nearest narrowing, per part for complex).
 template <typename T>
@@ -79,8 +108,8 @@ struct Wide;
 template <>
 struct Wide<float> {
     typedef double type;
-    static __device__ __forceinline__ double widen(float v) { return static_cast<double>(v); }
-    static __device__ __forceinline__ float narrow(double w) { return __double2float_rn(w); }
+    static __device__ __forceinline__ double widen(float v) { return widen_f32(v); }
+    static __device__ __forceinline__ float narrow(double w) { return narrow_f64(w); }
 };
 template <>
 struct Wide<double> {
@@ -93,14 +122,14 @@ struct Wide<gc_complex64> {
     typedef gc_complex128 type;
     static __device__ __forceinline__ gc_complex128 widen(gc_complex64 v) {
         gc_complex128 w;
-        w.re = static_cast<double>(v.re);
-        w.im = static_cast<double>(v.im);
+        w.re = widen_f32(v.re);
+        w.im = widen_f32(v.im);
         return w;
     }
     static __device__ __forceinline__ gc_complex64 narrow(gc_complex128 w) {
         gc_complex64 v;
-        v.re = __double2float_rn(w.re);
-        v.im = __double2float_rn(w.im);
+        v.re = narrow_f64(w.re);
+        v.im = narrow_f64(w.im);
         return v;
     }
 };

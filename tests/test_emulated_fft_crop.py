@@ -195,6 +195,27 @@ def test_nan_and_inf_pass_through(dev):
     assert np.isnan(got[:, 0]).all() and not np.isnan(got[:, 1:-1, 1:-1]).any()
 
 
+def test_single_precision_subnormals_are_kept(dev):
+    """float32/complex64 subnormals in y, in the taps and in the fill value, and
+    corrected outputs that round to a subnormal: NumPy's bits (the conversions are
+    explicit non-.ftz PTX on a GPU, where CuPy's -ftz=true would flush them;
+    tests/test_nvcc.py checks the PTX)."""
+    rng = np.random.default_rng(13)
+    tiny = float(np.finfo(np.float32).tiny)
+    for dtype in ("float32", "complex64"):
+        fp, y, k, origin = case(rng, GEOMETRIES[0], dtype, 3e-39)
+        y[...] = y * 2e-39
+        k[0, 0, :] = np.array([1e-40, -3e-41, 0.25], np.float32)
+        got = crop(dev, fp, y, k, origin)
+        want = reference(fp, y, k, origin)
+        np.testing.assert_array_equal(got, want)
+        sub = (want.real != 0) & (np.abs(want.real) < tiny)
+        assert sub.sum() > 10
+        for g, w in zip(_gpu_filter.device_fill_tables(dev, k, dtype),
+                        fill_tables(k, np, dtype), strict=True):  # fmt: skip
+            np.testing.assert_array_equal(g, w)
+
+
 def test_the_fft_path_matches_its_old_epilogue(dev, monkeypatch):
     """correlate2d_fft on the emulator (NumPy's transforms, fft_gather, fft_crop)
     gives the bits of the same path with its old epilogue (the window copied, then

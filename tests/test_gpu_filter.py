@@ -306,7 +306,8 @@ def body_fft_crop(env: Env) -> None:
                 want = add_fill_correction(want, k, fp)
                 np.testing.assert_array_equal(env.asnumpy(out), want)
     # float32 subnormals, copied and corrected: kept (no float32 arithmetic for
-    # -ftz=true to flush, the conversions carry no .FTZ)
+    # -ftz=true to flush, the conversions explicit non-.ftz cvt: a plain cast would
+    # flush both the 2e-39 read and the subnormal result)
     fp = problem(1, 6, 7, 1, 3, 3, 1, 1, 6, 7, "fill", 3e-39, "float32")
     y = np.full((1, 6, 7), 2e-39, np.float32)
     k = np.full((1, 3, 3), 0.25, np.float32)
@@ -319,12 +320,14 @@ def body_fft_crop(env: Env) -> None:
     assert 0 < want[0, 0, 0] < np.finfo(np.float32).tiny  # a subnormal
     np.testing.assert_array_equal(env.asnumpy(out), want)
     # fft_fill_tables: NumPy's tables bit for bit (sequential sums; CuPy's own sum
-    # and cumsum would round differently), long rows, 10 decades, signed zeros
+    # and cumsum would round differently), long rows, 10 decades, signed zeros,
+    # subnormal taps
     for dtype in _plan_filter.FFT_DTYPES:
         for bk, kh, kw in ((2, 1, 30), (3, 17, 11), (1, 40, 1)):
             k = random_values(rng, (bk, kh, kw), dtype)
             k = (k * 10.0 ** rng.integers(-5, 6, k.shape)).astype(dtype)
             k.flat[:: max(1, k.size // 3)] = -0.0
+            k.flat[1::5] = 1e-40  # a float32 subnormal tap (a normal float64)
             got = _gpu_filter.device_fill_tables(env.device, env.xp.asarray(k), dtype)
             for g, w in zip(got, fill_tables(k, np, dtype), strict=True):
                 np.testing.assert_array_equal(env.asnumpy(g), w)

@@ -288,3 +288,29 @@ def test_instance_tu_takes_every_registered_address():
         assert f'#include "{source}"' in tu
         for name in names:
             assert f"&{name}" in tu
+
+
+#: Sources whose results must be NumPy's bit for bit on a GPU, float32 subnormals
+#: included (``cuda/fft_crop.cu``: the FFT path's epilogue). CuPy compiles with
+#: ``-ftz=true``, under which NVVM emits ``cvt.ftz`` for a plain ``float`` <->
+#: ``double`` conversion and ``.ftz`` on float32 arithmetic, flushing a subnormal
+#: operand or result to zero (SASS: ``FMUL.FTZ r, r, 1`` before every widening
+#: ``F2F.F64.F32``, a multiply by ``FLT_MIN`` after a narrowing one); these sources
+#: convert with explicit non-``.ftz`` instructions and do no float32 arithmetic.
+NO_FTZ_SOURCES = ("fft_crop.cu",)
+
+
+@pytest.mark.parametrize("source", NO_FTZ_SOURCES)
+def test_no_flush_to_zero_under_cupys_options(source, tmp_path):
+    if shutil.which("nvcc") is None:
+        pytest.skip("nvcc is not on PATH")
+    tu = tmp_path / "tu.cu"
+    tu.write_text(_instance_tu(source))
+    ptx = tmp_path / "tu.ptx"
+    opts = [o.replace("--std=", "-std=") for o in compile_options()]
+    cmd = ["nvcc", "-arch=sm_90", *opts, "-ftz=true", "-ptx", "-o", str(ptx), str(tu)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=NVCC_TIMEOUT_S)
+    assert run.returncode == 0, run.stderr
+    ftz = re.compile(r"\b[a-z]+(\.[a-z0-9]+)*\.ftz(\.[a-z0-9]+)*")
+    flushing = sorted({m.group(0) for m in ftz.finditer(ptx.read_text())})
+    assert not flushing, f"{source} flushes float32 subnormals: {flushing}"
