@@ -841,6 +841,27 @@ def fft_gather_kernel_names() -> tuple[str, ...]:
     return tuple(fft_gather_name(dt) for dt in FFT_DTYPES)
 
 
+def _check_fft_copy(kernel: str, src: Any, dst: Any, src_is: str, dst_is: str
+                    ) -> np.dtype:
+    """The checks the FFT paths' copy kernels (``fft_gather``, ``fft_crop``) share:
+    ``src`` and ``dst`` of one dtype of :data:`FFT_DTYPES`, 3-D with one batch,
+    C-contiguous (``src_is``/``dst_is``: their names and axes, for the messages).
+    Returns the dtype."""
+    dt = np.dtype(dst.dtype)
+    if dt.name not in FFT_DTYPES or src.dtype != dt:
+        raise TypeError(
+            f"{kernel} copies one of {FFT_DTYPES}, got {src.dtype} -> {dt.name}"
+        )
+    if src.ndim != 3 or dst.ndim != 3 or src.shape[0] != dst.shape[0]:
+        raise ValueError(
+            f"{kernel}: {src_is} -> {dst_is}, got {src.shape} -> {dst.shape}"
+        )
+    if not (src.flags.c_contiguous and dst.flags.c_contiguous):
+        src_name, dst_name = src_is.split()[0], dst_is.split()[0]
+        raise ValueError(f"{kernel}: {src_name} and {dst_name} must be C-contiguous")
+    return dt
+
+
 def plan_fft_gather(
     src: Any,
     dst: Any,
@@ -860,18 +881,7 @@ def plan_fft_gather(
     :func:`plan_fft_pad2d` and :func:`plan_fft_segments` give the two geometries.
     Nothing for an empty ``dst``.
     """
-    dt = np.dtype(dst.dtype)
-    if dt.name not in FFT_DTYPES or src.dtype != dt:
-        raise TypeError(
-            f"fft_gather copies one of {FFT_DTYPES}, got {src.dtype} -> {dt.name}"
-        )
-    if src.ndim != 3 or dst.ndim != 3 or src.shape[0] != dst.shape[0]:
-        raise ValueError(
-            f"fft_gather: src (B, H, W) -> dst (B, DI, DJ), got {src.shape} -> "
-            f"{dst.shape}"
-        )
-    if not (src.flags.c_contiguous and dst.flags.c_contiguous):
-        raise ValueError("fft_gather: src and dst must be C-contiguous")
+    dt = _check_fft_copy("fft_gather", src, dst, "src (B, H, W)", "dst (B, DI, DJ)")
     if boundary not in BOUNDARY_CODES:
         raise ValueError(
             f"boundary must be one of {tuple(BOUNDARY_CODES)}, got {boundary!r}"
@@ -1014,17 +1024,7 @@ def plan_fft_crop(
     Without tables a copy (the kernel reads no table). Nothing for an empty
     ``out``.
     """
-    dt = np.dtype(out.dtype)
-    if dt.name not in FFT_DTYPES or y.dtype != dt:
-        raise TypeError(
-            f"fft_crop copies one of {FFT_DTYPES}, got {y.dtype} -> {dt.name}"
-        )
-    if y.ndim != 3 or out.ndim != 3 or y.shape[0] != out.shape[0]:
-        raise ValueError(
-            f"fft_crop: y (B, sh, sw) -> out (B, OH, OW), got {y.shape} -> {out.shape}"
-        )
-    if not (y.flags.c_contiguous and out.flags.c_contiguous):
-        raise ValueError("fft_crop: y and out must be C-contiguous")
+    dt = _check_fft_copy("fft_crop", y, out, "y (B, sh, sw)", "out (B, OH, OW)")
     B, sh, sw = (int(n) for n in y.shape)
     _, OH, OW = (int(n) for n in out.shape)
     oy, ox = (int(v) for v in origin)
