@@ -202,3 +202,12 @@ def fft_gather_reference(src, di, dj, row_step, extent, origin, boundary):
         ok = c < extent[1]
         out[:, i, ok] = ext[:, r - origin[0] + pr, c[ok] - origin[1] + pc]
     return out
+
+
+class Shaped:
+    """Shape, dtype and contiguity of an array too large to allocate: what the FFT
+    paths' planners read of their buffers (the int32-limit tests)."""
+
+    def __init__(self, shape, dtype="float32"):
+        self.shape, self.ndim, self.dtype = shape, len(shape), np.dtype(dtype)
+        self.flags = type("Flags", (), {"c_contiguous": True})()

@@ -32,7 +32,7 @@ from gpuconv._plan_filter import (
     plan_fft_fill_tables,
 )
 from tests._emu_helpers import EMULATED, prepared_device
-from tests._filter_cases import problem, random_values
+from tests._filter_cases import Shaped, problem, random_values
 
 pytestmark = EMULATED
 
@@ -358,15 +358,6 @@ def test_crop_takes_a_wide_or_strided_inverse(dev):
                                       want)  # fmt: skip
 
 
-class _Shaped:
-    """Shape, dtype and contiguity of an array too large to allocate (the planner
-    reads nothing else)."""
-
-    def __init__(self, shape, dtype="float32"):
-        self.shape, self.ndim, self.dtype = shape, len(shape), np.dtype(dtype)
-        self.flags = type("Flags", (), {"c_contiguous": True})()
-
-
 def test_planner_refusals():
     y = np.zeros((2, 6, 7), np.float32)
     out = np.zeros((2, 4, 5), np.float32)
@@ -407,11 +398,11 @@ def test_planner_refusals():
     assert launch.kernel == fft_crop_name("float32") == "fft_crop<float>"
     assert launch.source == _plan_filter.SOURCE_FFT_CROP
     ok = _plan_filter.INT32_MAX - _plan_filter.MAX_GRID_YZ
-    (launch,) = plan_fft_crop(_Shaped((1, ok, 1)), _Shaped((1, ok, 1)), origin=(0, 0))
+    (launch,) = plan_fft_crop(Shaped((1, ok, 1)), Shaped((1, ok, 1)), origin=(0, 0))
     assert launch.grid[1] == _plan_filter.MAX_GRID_YZ
     for rows in (ok + 1, _plan_filter.INT32_MAX):
         with pytest.raises(ValueError, match="int32 limits"):
-            plan_fft_crop(_Shaped((1, rows, 1)), _Shaped((1, rows, 1)), origin=(0, 0))
+            plan_fft_crop(Shaped((1, rows, 1)), Shaped((1, rows, 1)), origin=(0, 0))
 
 
 def awkward_kernels(rng, dtype):

@@ -22,8 +22,8 @@ from gpuconv._plan_filter import (
     plan_fft_segments,
 )
 from tests._emu_helpers import EMULATED, prepared_device
+from tests._filter_cases import Shaped, problem
 from tests._filter_cases import fft_gather_reference as reference
-from tests._filter_cases import problem
 
 pytestmark = EMULATED
 
@@ -152,27 +152,18 @@ def test_planner_refusals():
     assert launch.source == _plan_filter.SOURCE_FFT_GATHER
 
 
-class _Shaped:
-    """Shape, dtype and contiguity of an array too large to allocate (the planner
-    reads nothing else)."""
-
-    def __init__(self, shape, dtype="float32"):
-        self.shape, self.ndim, self.dtype = shape, len(shape), np.dtype(dtype)
-        self.flags = type("Flags", (), {"c_contiguous": True})()
-
-
 def test_planner_refuses_rows_the_grid_stride_would_overflow():
     """The kernel strides over rows in int (``row += gridDim.y``): within
     MAX_GRID_YZ of 2**31 - 1 rows the last step would overflow (a negative row,
     writes before dst), so the planner refuses those row counts too."""
     geo = {"row_step": (1, 0), "extent": (1, 1), "origin": (0, 0), "boundary": "fill"}
-    src = _Shaped((1, 1, 1))
+    src = Shaped((1, 1, 1))
     ok = _plan_filter.INT32_MAX - MAX_GRID_YZ
-    (launch,) = plan_fft_gather(src, _Shaped((1, ok, 1)), **geo)
+    (launch,) = plan_fft_gather(src, Shaped((1, ok, 1)), **geo)
     assert launch.grid[1] == MAX_GRID_YZ
     for rows in (ok + 1, _plan_filter.INT32_MAX - 1, _plan_filter.INT32_MAX):
         with pytest.raises(ValueError, match="int32 limits"):
-            plan_fft_gather(src, _Shaped((1, rows, 1)), **geo)
+            plan_fft_gather(src, Shaped((1, rows, 1)), **geo)
 
 
 @pytest.mark.parametrize("order", ["ascending", "descending"])

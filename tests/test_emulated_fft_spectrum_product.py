@@ -30,7 +30,7 @@ from gpuconv._plan_filter import (
     plan_fft_spectrum_product,
 )
 from tests._emu_helpers import EMULATED, prepared_device
-from tests._filter_cases import random_values, ref_correlate, scipy_problem
+from tests._filter_cases import Shaped, random_values, ref_correlate, scipy_problem
 from tests._tol import assert_close, assert_within_bound
 
 pytestmark = EMULATED
@@ -143,23 +143,20 @@ def test_grid_y_strides_over_row_tiles(dev, monkeypatch):
     check(product(dev, spec, a, g), spec, a, g)
 
 
-class _Shaped:
-    """Shape, dtype and contiguity of an array too large to allocate."""
-
-    def __init__(self, shape, dtype="complex64"):
-        self.shape, self.ndim, self.dtype = shape, len(shape), np.dtype(dtype)
-        self.flags = type("Flags", (), {"c_contiguous": True})()
+def cshaped(shape):
+    """A complex64 :class:`tests._filter_cases.Shaped`."""
+    return Shaped(shape, "complex64")
 
 
 def test_planner_int32_limits():
     """Rows up to INT32_MAX - FS_TU (grid y strides); beyond, a ValueError."""
     top = _plan_filter.INT32_MAX - FS_TU
-    (launch,) = plan_fft_spectrum_product(_Shaped((1, top, 1)), _Shaped((1, top, 2)),
-                                          _Shaped((1, 2, 1)))  # fmt: skip
+    (launch,) = plan_fft_spectrum_product(cshaped((1, top, 1)), cshaped((1, top, 2)),
+                                          cshaped((1, 2, 1)))  # fmt: skip
     assert launch.grid[1] == MAX_GRID_YZ
     with pytest.raises(ValueError, match="int32 limits"):
-        plan_fft_spectrum_product(_Shaped((1, top + 1, 1)), _Shaped((1, top + 1, 2)),
-                                  _Shaped((1, 2, 1)))  # fmt: skip
+        plan_fft_spectrum_product(cshaped((1, top + 1, 1)), cshaped((1, top + 1, 2)),
+                                  cshaped((1, 2, 1)))  # fmt: skip
 
 
 def test_nan_and_inf_propagate(dev):
@@ -419,5 +416,5 @@ def test_fused_choice_always_plans():
         R = min(kh, kw)
         for B in (1, _plan_filter.INT32_MAX):
             (launch,) = plan_fft_spectrum_product(
-                _Shaped((B, sh, nv)), _Shaped((1, sh, R)), _Shaped((B, R, nv)))
+                cshaped((B, sh, nv)), cshaped((1, sh, R)), cshaped((B, R, nv)))
             assert launch.grid[1] <= MAX_GRID_YZ and launch.grid[2] <= MAX_GRID_YZ
