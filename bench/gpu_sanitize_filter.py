@@ -130,7 +130,7 @@ def _fft_workload(cp: Any, rng: Any, numpy_op: Any) -> tuple[int, int]:
             (launch,) = _plan_filter.plan_fft_spectrum_product(*(
                 _Shaped(shape, "complex64" if real else "complex128")
                 for shape in ((fp.B, sh, nv), (1, sh, r), (fp.Bk, r, nv))))
-            assert (int(launch.args[-1]) > 1) == (fp.Bk == 1)  # images per block
+            assert (int(launch.args[10]) > 1) == (fp.Bk == 1)  # images per block
         cases += product
         # fft_crop with a fill value's correction: a kernel per image, taller than
         # the image ('full': no interior row), a complex fill on complex data

@@ -3,8 +3,7 @@
 // its two small DFT factors, in place.
 //
 // The kernel's spectrum K = F_h @ kr @ F_w (F_h (sh, KH), F_w (KW, nv): DFT matrices,
-// kr the reversed kernel scaled by the inverse's 1/n; gpuconv._gpu_filter
-// kernel_spectrum) has rank at most R = min(KH, KW) <= FS_MAX_RANK. The caller forms
+// kr the reversed kernel; gpuconv._gpu_filter kernel_spectrum) has rank at most R = min(KH, KW) <= FS_MAX_RANK. The caller forms
 // the small factor product (one GEMM of KH * KW * nv or sh * KH * KW multiply-adds)
 // and passes K = A @ G with
 //     A (sh, R) = F_h        and G (R, nv) = kr @ F_w       when KH <= KW, or
@@ -18,7 +17,10 @@
 //
 //   fft_spectrum_product<C>   C in gc_complex64, gc_complex128
 //       spec (B, U, V) C-contiguous, in place:
-//           spec[b, u, v] *= sum_{r < R} A[kb, u, r] * G[kb, r, v]
+//           spec[b, u, v] = (spec[b, u, v] * scale) * sum_{r < R} A[kb, u, r] * G[kb, r, v]
+//       (scale: the inverse transform's 1/n, applied to the image's spectrum before
+//       the product, so neither a tiny kernel's K * scale underflows nor a large
+//       spec * K overflows before the result would)
 //       A (Bk, U, R), G (Bk, R, V) C-contiguous with batch strides a_bstride and
 //       g_bstride (0 for a factor every kernel shares: F_h or F_w); kb = 0 when one
 //       kernel serves every image (kshared), kb = b otherwise (Bk == B).
@@ -64,6 +66,23 @@ struct SpectrumSmem {
     C a[gcfg::FS_TU][gcfg::FS_MAX_RANK];  // A rows of the tile (broadcast reads)
     C g[gcfg::FS_MAX_RANK][gcfg::FS_TV];  // G columns of the tile
 };
+
+// The real type of a complex C.
+template <typename C>
+struct RealOf;
+template <typename R>
+struct RealOf<gc_complex<R> > {
+    typedef R type;
+};
+
+// x * s per part (s real).
+template <typename R>
+__device__ __forceinline__ gc_complex<R> scaled(gc_complex<R> x, R s) {
+    gc_complex<R> r;
+    r.re = x.re * s;
+    r.im = x.im * s;
+    return r;
+}
 
 // x * w, each part one product and one FMA, written out so that the compiler's
 // contraction cannot make the GPU round differently from the emulator.
@@ -131,7 +150,8 @@ __device__ __forceinline__ void spectrum_tile(SpectrumSmem<C>& s, const C* __res
 template <typename C>
 __global__ void __launch_bounds__(gcfg::FS_THREADS, gcfs::fs_min_blocks<C>()) fft_spectrum_product(
     C* __restrict__ spec, const C* __restrict__ A, const C* __restrict__ G, int B, int U,
-    int V, int R, long long a_bstride, long long g_bstride, int kshared, int per) {
+    int V, int R, long long a_bstride, long long g_bstride, int kshared, int per,
+    typename gcfs::RealOf<C>::type scale) {
     __shared__ gcfs::SpectrumSmem<C> s;
     const int v0 = blockIdx.x * gcfg::FS_TV;
     const int v = v0 + threadIdx.x;
@@ -159,7 +179,7 @@ __global__ void __launch_bounds__(gcfg::FS_THREADS, gcfs::fs_min_blocks<C>()) ff
                     const int u = u0 + threadIdx.y + m * gcfg::FS_TY;
                     if (u < U) {
                         C* q = p + static_cast<long long>(u) * V;
-                        *q = gcfs::cmul(*q, acc[m]);
+                        *q = gcfs::cmul(gcfs::scaled(*q, scale), acc[m]);
                     }
                 }
             }

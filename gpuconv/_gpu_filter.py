@@ -561,19 +561,22 @@ def kernel_spectrum(
 _PRODUCTS = LRU("FFT spectrum product plans", maxsize=64)
 
 
-def spectrum_product(device: Any, spec: Any, a: Any, g: Any) -> None:
-    """``spec *= a @ g`` in place by ``fft_spectrum_product``
+def spectrum_product(
+    device: Any, spec: Any, a: Any, g: Any, scale: float = 1.0
+) -> None:
+    """``spec = (spec * scale) * (a @ g)`` in place by ``fft_spectrum_product``
     (:func:`gpuconv._plan_filter.plan_fft_spectrum_product`: the product ``a @ g``
     summed per element, never written), the launch planned once per shapes,
-    dtypes, layouts and device (everything the planner reads: a call it would
-    refuse is refused on a cache hit too); a plan whose buffer slots are ambiguous
-    (one array passed as two of them) is not kept."""
+    dtypes, layouts, ``scale`` (a launch argument) and device (everything the
+    planner reads: a call it would refuse is refused on a cache hit too); a plan
+    whose buffer slots are ambiguous (one array passed as two of them) is not
+    kept."""
     key = (spec.shape, a.shape, g.shape, spec.dtype, a.dtype, g.dtype,
            spec.flags.c_contiguous, a.flags.c_contiguous, g.flags.c_contiguous,
-           device, _plan_key(device))  # fmt: skip
+           float(scale), device, _plan_key(device))  # fmt: skip
     plan = _PRODUCTS.get(key)
     if plan is None:
-        launches = _plan_filter.plan_fft_spectrum_product(spec, a, g)
+        launches = _plan_filter.plan_fft_spectrum_product(spec, a, g, scale)
         plan = LaunchPlan(device, launches, 3, buffers=(spec, a, g))
         if plan.reusable:
             _PRODUCTS.put(key, plan)
@@ -637,12 +640,14 @@ def correlate2d_fft(
     spec = fwd(x, axes=axes)
     del x
     finite = _dc_finite(xp, spec[:, 0, 0], k) if check_finite else None
-    scale = 1.0 / (sh * sw)  # the inverse's 1/n, on the small kernel
+    scale = 1.0 / (sh * sw)  # the inverse's 1/n
     kr = k[:, ::-1, ::-1]
     if kernel_dft_cheaper(fp.KH, fp.KW, sh, sw, real):
-        a, g = kernel_spectrum_factors(kr, sh, sw, real, xp, scale=scale)
-        spectrum_product(device, spec, a, g)
-    else:
+        # the 1/n on the image's spectrum inside the product (the kernel's spectrum
+        # unscaled: a tiny float32 kernel times 1/n would underflow)
+        a, g = kernel_spectrum_factors(kr, sh, sw, real, xp)
+        spectrum_product(device, spec, a, g, scale)
+    else:  # (the 1/n on the small kernel: one small operation)
         spec *= fwd(kr * dt.type(scale), s=(sh, sw), axes=axes)
     y = inv(spec, s=(sh, sw), axes=axes)
     del spec

@@ -1130,9 +1130,12 @@ def fft_spectrum_product_kernel_names() -> tuple[str, ...]:
     return tuple(fft_spectrum_product_name(dt) for dt in SPECTRUM_DTYPES)
 
 
-def plan_fft_spectrum_product(spec: Any, a: Any, g: Any) -> list[Launch]:
-    """The launch of ``fft_spectrum_product``: ``spec (B, U, V) *= a @ g`` in place,
-    image by image, with ``a (Ba, U, R)`` and ``g (Bg, R, V)`` (``Ba``, ``Bg`` each 1,
+def plan_fft_spectrum_product(
+    spec: Any, a: Any, g: Any, scale: float = 1.0
+) -> list[Launch]:
+    """The launch of ``fft_spectrum_product``: ``spec (B, U, V) = (spec * scale) *
+    (a @ g)`` in place, image by image (``scale`` rounded to the spectrum's real
+    type), with ``a (Ba, U, R)`` and ``g (Bg, R, V)`` (``Ba``, ``Bg`` each 1,
     a factor shared by every image, or ``B``); all C-contiguous, one dtype of
     :data:`SPECTRUM_DTYPES`, ``1 <= R <= FS_MAX_RANK``. The product ``a @ g`` (the
     kernel's spectrum) is summed per element in the kernel and never written.
@@ -1175,9 +1178,11 @@ def plan_fft_spectrum_product(spec: Any, a: Any, g: Any) -> list[Launch]:
         per = -(-B // gz)
     gz = min(-(-B // per), MAX_GRID_YZ)
     i32, i64 = np.int32, np.int64
+    real = np.float32 if dt == np.complex64 else np.float64
+    # (argument 10 is `per`, the images per block: the tests read it)
     args = (
         spec, a, g, i32(B), i32(U), i32(V), i32(R), i64(U * R if Ba > 1 else 0),
-        i64(R * V if Bg > 1 else 0), i32(shared), i32(per),
+        i64(R * V if Bg > 1 else 0), i32(shared), i32(per), real(scale),
     )  # fmt: skip
     return [Launch(SOURCE_FFT_SPECTRUM, fft_spectrum_product_name(dt), (gx, gy, gz),
                    (FS_TV, FS_TY, 1), 0, args)]  # fmt: skip

@@ -46,25 +46,25 @@ def values(rng, shape, dtype):
     return a.astype(dtype)
 
 
-def product(dev, spec, a, g):
-    """``spec * (a @ g)`` by the kernel (on a copy of ``spec``); the factors must
-    come back unchanged."""
+def product(dev, spec, a, g, scale=1.0):
+    """``(spec * scale) * (a @ g)`` by the kernel (on a copy of ``spec``); the
+    factors must come back unchanged."""
     out = spec.copy()
     a0, g0 = a.copy(), g.copy()
-    for launch in plan_fft_spectrum_product(out, a, g):
+    for launch in plan_fft_spectrum_product(out, a, g, scale):
         dev.launch(launch)
     np.testing.assert_array_equal(a, a0)
     np.testing.assert_array_equal(g, g0)
     return out
 
 
-def reference(spec, a, g):
-    return spec.astype(np.complex128) * (a.astype(np.complex128) @ g.astype(
+def reference(spec, a, g, scale=1.0):
+    return spec.astype(np.complex128) * scale * (a.astype(np.complex128) @ g.astype(
         np.complex128))  # fmt: skip
 
 
-def check(got, spec, a, g):
-    ref = reference(spec, a, g)
+def check(got, spec, a, g, scale=1.0):
+    ref = reference(spec, a, g, scale)
     R = a.shape[-1]
     assert_close(got, ref, dtype=spec.dtype, terms=R + 1,
                  scale=float(np.abs(ref).max()))  # fmt: skip
@@ -92,7 +92,8 @@ def test_against_numpy(dev, dtype, shape, batch):
     Bg = B if batch in ("g", "both") else 1
     spec = values(rng, (B, U, V), dtype)
     a, g = values(rng, (Ba, U, R), dtype), values(rng, (Bg, R, V), dtype)
-    check(product(dev, spec, a, g), spec, a, g)
+    scale = 1.0 / (U * V + 7)  # (the inverse's 1/n: not a power of two)
+    check(product(dev, spec, a, g, scale), spec, a, g, scale)
 
 
 def test_shared_kernel_over_many_images(dev, monkeypatch):
@@ -108,7 +109,7 @@ def test_shared_kernel_over_many_images(dev, monkeypatch):
         monkeypatch.setattr(_plan_filter, "FS_TARGET_BLOCKS", target)
         monkeypatch.setattr(_plan_filter, "MAX_GRID_YZ", grid_z)
         (launch,) = plan_fft_spectrum_product(spec.copy(), a, g)
-        per = int(launch.args[-1])
+        per = int(launch.args[10])
         pers.add(per)
         assert launch.grid[2] == min(-(-B // per), grid_z)
         results.append(product(dev, spec, a, g))
@@ -125,7 +126,7 @@ def test_kernel_per_image_strides_over_grid_z(dev, monkeypatch):
     spec = values(rng, (5, 9, 40), "complex128")
     a, g = values(rng, (1, 9, 4), "complex128"), values(rng, (5, 4, 40), "complex128")
     (launch,) = plan_fft_spectrum_product(spec.copy(), a, g)
-    assert launch.grid[2] == 2 and int(launch.args[-1]) == 1
+    assert launch.grid[2] == 2 and int(launch.args[10]) == 1
     check(product(dev, spec, a, g), spec, a, g)
 
 
@@ -139,7 +140,7 @@ def test_grid_y_strides_over_row_tiles(dev, monkeypatch):
     spec = values(rng, (B, U, V), "complex64")
     a, g = values(rng, (1, U, R), "complex64"), values(rng, (1, R, V), "complex64")
     (launch,) = plan_fft_spectrum_product(spec.copy(), a, g)
-    assert launch.grid[1] == 2 and int(launch.args[-1]) > 1
+    assert launch.grid[1] == 2 and int(launch.args[10]) > 1
     check(product(dev, spec, a, g), spec, a, g)
 
 
@@ -418,3 +419,25 @@ def test_fused_choice_always_plans():
             (launch,) = plan_fft_spectrum_product(
                 cshaped((B, sh, nv)), cshaped((1, sh, R)), cshaped((B, R, nv)))
             assert launch.grid[1] <= MAX_GRID_YZ and launch.grid[2] <= MAX_GRID_YZ
+
+
+def test_tiny_float32_kernel_keeps_its_precision(dev):
+    """The inverse's 1/n applied to the image's spectrum before the product, not to
+    the kernel: a float32 kernel of taps near 1e-37 (below 1.2e-38 * n once
+    scaled) keeps float32 precision relative to the largest output (scaling the
+    kernel first gave ~4e-5 on the emulator), and a large image times a kernel of
+    large sum does not overflow before the end."""
+    rng = np.random.default_rng(13)
+    h, w, kh, kw = 150, 260, 15, 15
+    fp = scipy_problem(h, w, kh, kw, "same", "fill", 0, "float32")
+    sh, sw = _plan_filter.fft_grid(fp)[:2]
+    assert _gpu_filter.kernel_dft_cheaper(kh, kw, sh, sw, True)
+    x = random_values(rng, (1, h, w), "float32")
+    for k_scale, x_scale in ((1e-37, 1.0), (1e3, 1e30 / (sh * sw) ** 0.5)):
+        k = (random_values(rng, (1, kh, kw), "float64") * k_scale).astype(np.float32)
+        xs = (x * np.float32(x_scale)).astype(np.float32)
+        out = _gpu_filter.correlate2d(xs, k, fp, "fft", device=dev)
+        ref = ref_correlate(xs.astype(np.float64), k.astype(np.float64), fp)
+        assert np.isfinite(out).all()
+        err = float(np.abs(out - ref).max() / np.abs(ref).max())
+        assert err < 2e-6, (k_scale, x_scale, err)
