@@ -503,12 +503,13 @@ def dft_matrix(xp: Any, n: int, rows: int, cols: int, dtype: Any) -> Any:
 
 
 def kernel_spectrum_factors(
-    kr: Any, sh: int, sw: int, real: bool, xp: Any, scale: float = 1.0
+    kr: Any, sh: int, sw: int, real: bool, xp: Any
 ) -> tuple[Any, Any]:
     """The two factors ``(a, g)`` of the spectrum of a small kernel stack
-    ``kr (Bk, KH, KW)``: ``a @ g == fft2(kr, s=(sh, sw))`` (``rfft2`` when ``real``)
-    times ``scale`` (applied to the small kernel: the FFT path's ``1/n`` of its
-    unnormalised inverse), each factor C-contiguous of rank ``R = min(KH, KW)``:
+    ``kr (Bk, KH, KW)``: ``a @ g == fft2(kr, s=(sh, sw))`` (``rfft2`` when
+    ``real``), each factor C-contiguous of rank ``R = min(KH, KW)`` (the FFT path's
+    ``1/n`` is not in them: ``fft_spectrum_product`` applies it to the image's
+    spectrum):
 
     - ``KH <= KW``: ``a = F_h[None] (1, sh, KH)``, ``g = kr @ F_w (Bk, KH, nv)``;
     - otherwise: ``a = F_h @ kr (Bk, sh, KW)``, ``g = F_w[None] (1, KW, nv)``;
@@ -532,17 +533,15 @@ def kernel_spectrum_factors(
     nv = sw // 2 + 1 if real else sw
     fh = dft_matrix(xp, sh, sh, kh, cdt)  # (sh, KH)
     fw = dft_matrix(xp, sw, kw, nv, cdt)  # (KW, nv)
-    kc = kr * cdt.type(scale)  # (complex, scaled: one small array operation)
+    kc = kr.astype(cdt)  # (one small array operation)
     if kh <= kw:
         return fh[None], kc @ fw  # (1, sh, KH), (Bk, KH, nv)
     return fh @ kc, fw[None]  # (Bk, sh, KW), (1, KW, nv)
 
 
-def kernel_spectrum(
-    kr: Any, sh: int, sw: int, real: bool, xp: Any, scale: float = 1.0
-) -> Any:
+def kernel_spectrum(kr: Any, sh: int, sw: int, real: bool, xp: Any) -> Any:
     """``fft2(kr, s=(sh, sw))`` (``rfft2`` when ``real``) of a small kernel stack
-    ``kr (Bk, KH, KW)`` times ``scale``, written out: the product of
+    ``kr (Bk, KH, KW)``, written out: the product of
     :func:`kernel_spectrum_factors` (the FFT path never writes it; this is the
     reference its product kernel is tested against).
 
@@ -552,7 +551,7 @@ def kernel_spectrum(
     >>> bool(np.allclose(got, np.fft.rfft2(kr, s=(5, 8))))
     True
     """
-    a, g = kernel_spectrum_factors(kr, sh, sw, real, xp, scale=scale)
+    a, g = kernel_spectrum_factors(kr, sh, sw, real, xp)
     return a @ g
 
 
@@ -605,9 +604,10 @@ def correlate2d_fft(
     a kernel side up to 32 taps (:func:`kernel_dft_cheaper`) by
     ``fft_spectrum_product`` (``cuda/fft_spectrum_product.cu``), which sums the
     spectrum per element from its two small DFT factors
-    (:func:`kernel_spectrum_factors`) and never writes it, otherwise by a
-    full-size transform of the kernel; the inverse's ``1/n`` folded into the small
-    kernel; one batched inverse without a scaling pass and
+    (:func:`kernel_spectrum_factors`) and never writes it, applying the inverse's
+    ``1/n`` to the image's spectrum on the way, otherwise by a full-size transform
+    of the kernel with the ``1/n`` folded into the small kernel; one batched
+    inverse without a scaling pass and
     free to overwrite the product (:func:`_transforms`: no copy of it); ``fft_crop``
     (``cuda/fft_crop.cu``, :func:`_crop`) copies the output window out, adding a
     non-zero fill value's correction on the way (bit for bit

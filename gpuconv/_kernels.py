@@ -202,59 +202,25 @@ KERNELS["conv2d_mma.cu"] = tuple(
 KERNELS["convert.cu"] = ("convert_round_tf32", "convert_half_to_float")
 
 
-def _filter_instances() -> tuple[str, ...]:
-    # filter family: the instance list lives with its planner (gpuconv._plan_filter)
-    from gpuconv._plan_filter import kernel_names
+def _filter_family(names: str) -> tuple[str, ...]:
+    """The instances of a filter-family source: the list lives with its planner,
+    ``gpuconv._plan_filter.<names>()`` (imported here, not at the top: the
+    planner imports this module)."""
+    from gpuconv import _plan_filter
 
-    return kernel_names()
-
-
-KERNELS["filter2d.cu"] = _filter_instances()
-
-
-# --- filter1d.cu: the 1-D filter kernel (launch planned by
-# gpuconv._plan_filter.plan_filter1d; instance list kept with it) -----------------
-def _filter1d_instances() -> tuple[str, ...]:
-    from gpuconv._plan_filter import filter1d_kernel_names
-
-    return filter1d_kernel_names()
+    return getattr(_plan_filter, names)()
 
 
-KERNELS["filter1d.cu"] = _filter1d_instances()
-
-
-# --- fft_gather.cu: the pass in front of the FFT filter paths' transforms (planned by
-# gpuconv._plan_filter.plan_fft_gather; instance list kept with it) ------------------
-def _fft_gather_instances() -> tuple[str, ...]:
-    from gpuconv._plan_filter import fft_gather_kernel_names
-
-    return fft_gather_kernel_names()
-
-
-KERNELS["fft_gather.cu"] = _fft_gather_instances()
-
-
-# --- fft_crop.cu: the pass after the 2-D FFT filter path's inverse transform (the
-# output window copied out, a fill value's correction added; planned by
-# gpuconv._plan_filter.plan_fft_crop; instance list kept with it) ------------------
-def _fft_crop_instances() -> tuple[str, ...]:
-    from gpuconv._plan_filter import fft_crop_kernel_names
-
-    return fft_crop_kernel_names()
-
-
-KERNELS["fft_crop.cu"] = _fft_crop_instances()
-
-
-# --- fft_spectrum_product.cu: the 2-D FFT path's product with the kernel's spectrum
-# (planned by gpuconv._plan_filter.plan_fft_spectrum_product) -------------------------
-def _fft_spectrum_product_instances() -> tuple[str, ...]:
-    from gpuconv._plan_filter import fft_spectrum_product_kernel_names
-
-    return fft_spectrum_product_kernel_names()
-
-
-KERNELS["fft_spectrum_product.cu"] = _fft_spectrum_product_instances()
+# filter2d.cu (plan_filter), filter1d.cu (plan_filter1d), and the FFT paths' passes:
+# fft_gather.cu in front of the transforms (plan_fft_gather), fft_spectrum_product.cu
+# the 2-D product with the kernel's spectrum (plan_fft_spectrum_product), fft_crop.cu
+# after the inverse, the output window and a fill value's correction (plan_fft_crop,
+# plan_fft_fill_tables)
+KERNELS["filter2d.cu"] = _filter_family("kernel_names")
+KERNELS["filter1d.cu"] = _filter_family("filter1d_kernel_names")
+KERNELS["fft_gather.cu"] = _filter_family("fft_gather_kernel_names")
+KERNELS["fft_crop.cu"] = _filter_family("fft_crop_kernel_names")
+KERNELS["fft_spectrum_product.cu"] = _filter_family("fft_spectrum_product_kernel_names")
 
 
 # One header every source folder holds: how source_dir() recognises it.
